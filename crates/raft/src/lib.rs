@@ -1,0 +1,1 @@
+//! ringkv-raft (under construction).

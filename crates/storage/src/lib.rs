@@ -1,0 +1,1 @@
+//! ringkv-storage (under construction).
