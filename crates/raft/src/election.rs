@@ -1,0 +1,145 @@
+//! Elections: pre-vote, vote, and counting (Raft §5.2, §5.4.1; thesis §9.6 pre-vote, §3.10
+//! leader transfer).
+
+use crate::error::Result;
+use crate::quorum::{VoteResult, vote_result};
+use crate::raft::{Raft, Role};
+use crate::storage::Storage;
+use ringkv_types::raft::{Message, MessageBody};
+use ringkv_types::NodeId;
+
+/// How an election starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Campaign {
+    /// Ask first whether we could win, without bumping the term.
+    PreVote,
+    /// A real election.
+    Election,
+    /// A real election asked for by the leader: voters drop their leader stickiness.
+    Transfer,
+}
+
+impl<S: Storage> Raft<S> {
+    /// Starts an election from a timeout: a pre-vote round first when pre-vote is on.
+    pub(crate) fn campaign(&mut self, transfer: bool) -> Result<()> {
+        let kind = if transfer {
+            Campaign::Transfer
+        } else if self.config.pre_vote {
+            Campaign::PreVote
+        } else {
+            Campaign::Election
+        };
+        self.campaign_as(kind)
+    }
+
+    fn campaign_as(&mut self, kind: Campaign) -> Result<()> {
+        if !self.promotable() {
+            return Ok(());
+        }
+        let campaign_term = if kind == Campaign::PreVote {
+            self.become_pre_candidate();
+            self.term.next()
+        } else {
+            self.become_candidate();
+            self.term
+        };
+        // Vote for ourselves first: a single-voter group wins at once.
+        if self.record_vote(self.id, true)? {
+            return Ok(());
+        }
+        let last_index = self.log.last_index()?;
+        let last_term = self.log.last_term()?;
+        let voters = self.conf.voters.clone();
+        for voter in voters {
+            if voter == self.id {
+                continue;
+            }
+            let body = match kind {
+                Campaign::PreVote => MessageBody::PreVote { last_index, last_term },
+                Campaign::Election => MessageBody::Vote { last_index, last_term, transfer: false },
+                Campaign::Transfer => MessageBody::Vote { last_index, last_term, transfer: true },
+            };
+            self.send(voter, campaign_term, body);
+        }
+        Ok(())
+    }
+
+    /// Records a vote and acts on the outcome. Returns whether the election was decided.
+    fn record_vote(&mut self, from: NodeId, granted: bool) -> Result<bool> {
+        if !self.conf.is_voter(from) {
+            return Ok(false);
+        }
+        self.votes.entry(from).or_insert(granted);
+        let granted_count = self.votes.values().filter(|&&g| g).count();
+        let rejected_count = self.votes.len() - granted_count;
+        match vote_result(self.conf.voters.len(), granted_count, rejected_count) {
+            VoteResult::Pending => Ok(false),
+            VoteResult::Won => {
+                if self.role == Role::PreCandidate {
+                    // The pre-vote says we could win: now the real election, bumping the term.
+                    self.campaign_as(Campaign::Election)?;
+                } else {
+                    self.become_leader()?;
+                }
+                Ok(true)
+            }
+            VoteResult::Lost => {
+                self.become_follower(self.term, NodeId::NONE);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Handles `PreVote` and `Vote` at a term at least ours (the caller already moved to a
+    /// higher term for a real vote).
+    pub(crate) fn handle_vote_request(&mut self, message: Message) -> Result<()> {
+        let (last_index, last_term, pre_vote) = match message.body {
+            MessageBody::PreVote { last_index, last_term } => (last_index, last_term, true),
+            MessageBody::Vote { last_index, last_term, .. } => (last_index, last_term, false),
+            _ => return Ok(()),
+        };
+        // Raft §5.2: one vote per term. A pre-vote for a future term commits to nothing.
+        let can_vote = self.vote == message.from
+            || (self.vote == NodeId::NONE && self.leader == NodeId::NONE)
+            || (pre_vote && message.term > self.term);
+        let up_to_date = self.log.is_up_to_date(last_index, last_term)?;
+        #[cfg(feature = "planted-bugs")]
+        let up_to_date = up_to_date || self.config.planted_bugs.vote_without_log_check;
+        let grant = can_vote && up_to_date;
+        if pre_vote {
+            let term = if grant { message.term } else { self.term };
+            self.send(message.from, term, MessageBody::PreVoteResponse { reject: !grant });
+        } else {
+            if grant {
+                self.vote = message.from;
+                self.election_elapsed = 0;
+            }
+            self.send(message.from, self.term, MessageBody::VoteResponse { reject: !grant });
+        }
+        Ok(())
+    }
+
+    /// Candidate and pre-candidate handling of everything but vote requests.
+    pub(crate) fn step_candidate(&mut self, message: Message) -> Result<()> {
+        match message.body {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
+                // A leader exists for this term.
+                self.become_follower(message.term, message.from);
+                self.step_follower(message)
+            }
+            MessageBody::PreVoteResponse { reject } if self.role == Role::PreCandidate => {
+                if message.term == self.term.next() || reject {
+                    self.record_vote(message.from, !reject)?;
+                }
+                Ok(())
+            }
+            MessageBody::VoteResponse { reject } if self.role == Role::Candidate => {
+                self.record_vote(message.from, !reject)?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
