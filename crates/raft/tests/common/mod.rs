@@ -1,7 +1,7 @@
 //! A tiny synchronous cluster for scenario tests: every replica persists each Ready at once,
 //! messages sit in one queue until delivered, and links can be cut one way or both.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use bytes::Bytes;
 use ringkv_raft::{Config, MemStorage, RawNode, ReadState, Role};
@@ -120,7 +120,9 @@ impl Network {
 
     /// Delivers one queued message (or drops it on a cut link). Returns false when empty.
     pub fn deliver_one(&mut self) -> bool {
-        let Some(message) = self.queue.pop_front() else { return false };
+        let Some(message) = self.queue.pop_front() else {
+            return false;
+        };
         if self.cut.contains(&(message.from, message.to))
             || self.down.contains(&message.to)
             || self.down.contains(&message.from)
@@ -212,7 +214,11 @@ impl Network {
     }
 
     pub fn applied_data(&self, id: u64) -> Vec<Bytes> {
-        self.peer(id).applied.iter().map(|(_, d)| d.clone()).collect()
+        self.peer(id)
+            .applied
+            .iter()
+            .map(|(_, d)| d.clone())
+            .collect()
     }
 
     /// Restarts `id` from its storage (volatile state is lost).
@@ -233,12 +239,20 @@ impl Network {
     /// Term of `index` in a peer's log, if present.
     pub fn node_entries(&self, id: u64, index: u64) -> Option<ringkv_types::Term> {
         let index = LogIndex(index);
-        self.peer(id).node.entries(index, index.next(), u64::MAX).ok()?.first().map(|e| e.term)
+        self.peer(id)
+            .node
+            .entries(index, index.next(), u64::MAX)
+            .ok()?
+            .first()
+            .map(|e| e.term)
     }
 
     /// Count of delivered messages matching `kind`.
     pub fn delivered_count(&self, kind: &str) -> usize {
-        self.delivered.iter().filter(|m| m.body.kind() == kind).count()
+        self.delivered
+            .iter()
+            .filter(|m| m.body.kind() == kind)
+            .count()
     }
 }
 
