@@ -1,4 +1,5 @@
 //! The Raft log contract of `GroupStorage` (crates/raft/src/storage.rs) over the fjall store.
+#![allow(clippy::unwrap_used, reason = "test helpers")]
 
 mod common;
 

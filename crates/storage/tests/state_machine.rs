@@ -1,4 +1,5 @@
 //! Applying commands, exactly-once sessions, snapshots of a shard and replica removal.
+#![allow(clippy::unwrap_used, reason = "test helpers")]
 
 mod common;
 
