@@ -1,7 +1,10 @@
 //! Applying committed commands to a shard's data.
 
 use crate::codec;
-use crate::command::{Command, CommandResult, Operation, OperationResult, SessionRecord};
+use crate::command::{
+    Command, CommandResult, KEY_BYTES_MAX, Operation, OperationResult, SessionRecord,
+    VALUE_BYTES_MAX,
+};
 use crate::error::{Error, Result};
 use crate::group_state::AppliedState;
 use crate::keys;
@@ -76,6 +79,10 @@ impl Store {
             }
             let mut operation_results = Vec::with_capacity(command.operations.len());
             for operation in &command.operations {
+                if let Some(rejected) = reject(operation) {
+                    operation_results.push(rejected);
+                    continue;
+                }
                 let result = match operation {
                     Operation::Put { key, value } => {
                         values.insert(ring::storage_key(key), Some(value.clone()));
@@ -114,15 +121,7 @@ impl Store {
         let mut batch = shared.db.batch().durability(Some(PersistMode::Buffer));
         for (key, value) in values {
             match value {
-                Some(value) => {
-                    if value.len() as u64 > max {
-                        return Err(Error::TooLarge {
-                            size: value.len() as u64,
-                            max,
-                        });
-                    }
-                    batch.insert(&shared.data, key, envelope::encode(&value));
-                }
+                Some(value) => batch.insert(&shared.data, key, envelope::encode(&value)),
                 None => batch.remove(&shared.data, key),
             }
         }
@@ -173,6 +172,7 @@ impl Store {
         }
     }
 
+    /// The value of a storage key as of the pending writes of this batch.
     fn current(
         &self,
         pending: &BTreeMap<Vec<u8>, Option<Bytes>>,
@@ -187,4 +187,26 @@ impl Store {
             None => Ok(None),
         }
     }
+}
+
+/// Deterministic validation of an operation's sizes (the same on every replica).
+fn reject(operation: &Operation) -> Option<OperationResult> {
+    let (key, values): (&Bytes, [Option<&Bytes>; 2]) = match operation {
+        Operation::Put { key, value } => (key, [Some(value), None]),
+        Operation::Delete { key } => (key, [None, None]),
+        Operation::CompareAndSwap { key, expected, new } => {
+            (key, [expected.as_ref(), new.as_ref()])
+        }
+    };
+    if key.len() > KEY_BYTES_MAX {
+        return Some(OperationResult::KeyTooLarge);
+    }
+    if values
+        .iter()
+        .flatten()
+        .any(|value| value.len() > VALUE_BYTES_MAX)
+    {
+        return Some(OperationResult::ValueTooLarge);
+    }
+    None
 }

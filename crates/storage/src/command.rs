@@ -7,6 +7,14 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+/// Largest user key: fjall keys are at most 65,535 bytes and the storage key adds the 8-byte ring
+/// position. Fixed (not configurable) so every replica rejects the same commands.
+pub const KEY_BYTES_MAX: usize = 65_535 - 8;
+
+/// Largest value. Fixed for the same reason as [`KEY_BYTES_MAX`]; the node should refuse larger
+/// proposals before they reach the log, and the state machine rejects any that do.
+pub const VALUE_BYTES_MAX: usize = 32 << 20;
+
 /// One write against a shard's data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
@@ -73,6 +81,10 @@ pub enum OperationResult {
         /// The value found before the operation.
         previous: Option<Bytes>,
     },
+    /// Nothing was written: the key is longer than [`KEY_BYTES_MAX`].
+    KeyTooLarge,
+    /// Nothing was written: a value is longer than [`VALUE_BYTES_MAX`].
+    ValueTooLarge,
 }
 
 /// Result of a command.

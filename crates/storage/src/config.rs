@@ -1,5 +1,6 @@
 //! Store configuration.
 
+use crate::command::VALUE_BYTES_MAX;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
@@ -11,7 +12,8 @@ pub struct StoreConfig {
     /// fjall block cache. Size it to ~20–25 % of RAM on a dedicated node; the default 64 MiB
     /// suits tests and small nodes.
     pub cache_bytes: u64,
-    /// Largest payload of one record (entry, value, snapshot chunk). Decoding checks the declared
+    /// Largest payload of one record (entry, value, snapshot chunk); at least
+    /// [`VALUE_BYTES_MAX`] + 1 KiB so every valid value fits. Decoding checks the declared
     /// length against it before allocating, so a corrupt length cannot cause a huge allocation.
     pub record_bytes_max: u64,
     /// Group-commit batches that may wait for the writer. `submit` blocks when this many are
@@ -54,9 +56,11 @@ impl StoreConfig {
                 "writer_queue_depth must be at least 1",
             ));
         }
-        if self.record_bytes_max < 1024 || self.record_bytes_max > u64::from(u32::MAX) / 2 {
+        if self.record_bytes_max < VALUE_BYTES_MAX as u64 + 1024
+            || self.record_bytes_max > u64::from(u32::MAX) / 2
+        {
             return Err(Error::InvalidConfig(
-                "record_bytes_max must be in [1 KiB, 2 GiB)",
+                "record_bytes_max must be in [VALUE_BYTES_MAX + 1 KiB, 2 GiB)",
             ));
         }
         if self.snapshot_chunk_bytes == 0
@@ -72,5 +76,26 @@ impl StoreConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_validated() {
+        StoreConfig::new("x").validate().unwrap();
+        let cases: [(&str, fn(&mut StoreConfig)); 4] = [
+            ("queue", |c| c.writer_queue_depth = 0),
+            ("record", |c| c.record_bytes_max = 1024),
+            ("chunk", |c| c.snapshot_chunk_bytes = 0),
+            ("removal", |c| c.removal_batch_keys = 0),
+        ];
+        for (name, breaks) in cases {
+            let mut config = StoreConfig::new("x");
+            breaks(&mut config);
+            assert!(config.validate().is_err(), "{name}");
+        }
     }
 }

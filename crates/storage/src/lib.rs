@@ -33,7 +33,8 @@ mod write_batch;
 mod writer;
 
 pub use command::{
-    Command, CommandResult, Operation, OperationResult, SessionRecord, SessionRequest,
+    Command, CommandResult, KEY_BYTES_MAX, Operation, OperationResult, SessionRecord,
+    SessionRequest, VALUE_BYTES_MAX,
 };
 pub use config::StoreConfig;
 pub use error::{Error, Result};

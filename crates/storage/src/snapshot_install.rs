@@ -15,7 +15,7 @@
 //! shards are split well before they reach that size.
 
 use crate::codec;
-use crate::command::SessionRecord;
+use crate::command::{KEY_BYTES_MAX, SessionRecord, VALUE_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::group_state::{AppliedState, GroupState};
 use crate::keys;
@@ -80,6 +80,15 @@ impl PreparedSnapshot {
         batch: &mut fjall::OwnedWriteBatch,
         state: &mut GroupState,
     ) -> Result<()> {
+        if self.meta.index < state.applied.index {
+            return Err(Error::InvalidWrite {
+                shard: self.shard,
+                reason: format!(
+                    "snapshot at {} is older than the applied index {}",
+                    self.meta.index, state.applied.index
+                ),
+            });
+        }
         let (lower, upper) = self.arc.storage_bounds();
         let upper = upper.map_or(Bound::Unbounded, Bound::Excluded);
         // Old keys the snapshot does not overwrite get a tombstone; a key must not be removed
@@ -207,7 +216,10 @@ impl Store {
                         if snapshot.pairs.last().is_some_and(|(last, _)| *last >= key) {
                             return Err(bad("data keys not strictly ascending".into()));
                         }
-                        if value.len() as u64 > config.record_bytes_max {
+                        if key.len() > KEY_BYTES_MAX + 8 {
+                            return Err(bad(format!("data key of {} bytes", key.len())));
+                        }
+                        if value.len() > VALUE_BYTES_MAX {
                             return Err(bad(format!("value of {} bytes", value.len())));
                         }
                         snapshot.bytes += (key.len() + value.len()) as u64;

@@ -271,3 +271,70 @@ fn stage_group(
     }
     Ok(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{AppliedState, Error, Store, StoreConfig, WriteBatchBuilder};
+    use ringkv_types::raft::{Entry, EntryPayload, HardState};
+    use ringkv_types::{LogIndex, ShardId, Term};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            payload: EntryPayload::Noop,
+        }
+    }
+
+    /// A failed commit or fsync poisons the store for good: every later write path refuses.
+    /// (The real trigger, an fsync error, cannot be provoked portably; the flag it sets is.)
+    #[test]
+    fn poisoned_store_refuses_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let mut batch = WriteBatchBuilder::new();
+        batch.append(ShardId(1), &[entry(1)]).unwrap();
+        store.write(batch).unwrap();
+        store.shared.poison();
+        assert!(store.is_poisoned());
+
+        let mut batch = WriteBatchBuilder::new();
+        batch.set_hard_state(ShardId(1), HardState::default());
+        assert!(matches!(store.submit(batch), Err(Error::Poisoned)));
+        let applied = AppliedState {
+            index: LogIndex(1),
+            term: Term(1),
+        };
+        assert!(matches!(
+            store.apply(ShardId(1), &[], applied, None),
+            Err(Error::Poisoned)
+        ));
+        assert!(matches!(store.persist(), Err(Error::Poisoned)));
+        assert!(Error::Poisoned.is_fatal());
+        // Reads still work, so the node can report what it has before exiting.
+        assert_eq!(store.group(ShardId(1)).unwrap().bounds().1, LogIndex(1));
+    }
+
+    #[test]
+    fn batches_queued_behind_a_poisoning_fail_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let mut tickets = Vec::new();
+        for index in 1..=3 {
+            let mut batch = WriteBatchBuilder::new();
+            batch.append(ShardId(1), &[entry(index)]).unwrap();
+            tickets.push(store.submit(batch).unwrap());
+        }
+        store.shared.poison();
+        let mut failed = false;
+        for ticket in tickets {
+            match ticket.wait() {
+                Ok(_) => assert!(!failed, "a batch succeeded after one failed"),
+                Err(error) => {
+                    assert!(matches!(error, Error::Poisoned));
+                    failed = true;
+                }
+            }
+        }
+    }
+}

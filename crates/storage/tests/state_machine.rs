@@ -365,3 +365,39 @@ fn removing_a_replica_deletes_its_range_in_batches() {
         LogIndex(3)
     );
 }
+
+#[test]
+fn oversized_keys_and_values_are_rejected_deterministically() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let big_key = Bytes::from(vec![b'k'; ringkv_storage::KEY_BYTES_MAX + 1]);
+    let big_value = Bytes::from(vec![b'v'; ringkv_storage::VALUE_BYTES_MAX + 1]);
+    let results = store
+        .apply(
+            SHARD,
+            &[command(vec![
+                Operation::Put {
+                    key: big_key,
+                    value: Bytes::from_static(b"v"),
+                },
+                Operation::Put {
+                    key: Bytes::from_static(b"k"),
+                    value: big_value,
+                },
+                put("ok", "fine"),
+            ])],
+            applied(1),
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![CommandResult::Applied(vec![
+            OperationResult::KeyTooLarge,
+            OperationResult::ValueTooLarge,
+            OperationResult::Put,
+        ])]
+    );
+    assert_eq!(store.get(b"k").unwrap(), None);
+    assert_eq!(store.get(b"ok").unwrap(), Some(Bytes::from_static(b"fine")));
+}
