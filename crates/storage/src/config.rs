@@ -86,7 +86,8 @@ mod tests {
     #[test]
     fn limits_are_validated() {
         StoreConfig::new("x").validate().unwrap();
-        let cases: [(&str, fn(&mut StoreConfig)); 4] = [
+        type Break = fn(&mut StoreConfig);
+        let cases: [(&str, Break); 4] = [
             ("queue", |c| c.writer_queue_depth = 0),
             ("record", |c| c.record_bytes_max = 1024),
             ("chunk", |c| c.snapshot_chunk_bytes = 0),
