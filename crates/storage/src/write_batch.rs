@@ -138,7 +138,8 @@ impl WriteBatchBuilder {
         Ok(())
     }
 
-    /// Saves `shard`'s hard state (the last call in a batch wins).
+    /// Saves `shard`'s hard state (the last call in a batch wins). Terms never decrease
+    /// (Raft §5.1): the writer refuses a lower term with [`Error::InvalidWrite`].
     pub fn set_hard_state(&mut self, shard: ShardId, hard_state: HardState) {
         self.groups.entry(shard).or_default().hard_state = Some(hard_state);
     }

@@ -262,6 +262,15 @@ fn stage_group(
         index = index.next();
     }
     if let Some(hard_state) = write.hard_state {
+        if hard_state.term < state.hard_state.term {
+            return Err(Error::InvalidWrite {
+                shard,
+                reason: format!(
+                    "hard state term {} below the saved term {}",
+                    hard_state.term, state.hard_state.term
+                ),
+            });
+        }
         batch.insert(
             &shared.raft_state,
             keys::state_key(shard, keys::KIND_HARD_STATE).to_vec(),
