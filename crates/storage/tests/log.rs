@@ -317,3 +317,42 @@ fn pipelined_submissions_complete_in_order() {
         assert_eq!(durable.groups, vec![(SHARD, LogIndex(position as u64 + 1))]);
     }
 }
+
+/// The cache moves only after a batch is durable and visible, so a reader that trusts
+/// `last_index` always finds those entries, even while the writer is committing more.
+#[test]
+fn concurrent_readers_see_every_entry_up_to_the_cached_last_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let group = store.group(SHARD).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut checks = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Acquire) || checks == 0 {
+                let last = group.last_index().unwrap();
+                let low = LogIndex(last.get().saturating_sub(20).max(1));
+                let got = group.entries(low, last.next(), u64::MAX).unwrap();
+                assert_eq!(got.len() as u64, last.next().distance_from(low));
+                if last.get() > 0 {
+                    assert_eq!(group.term(last).unwrap(), Term(1));
+                }
+                checks += 1;
+            }
+        });
+        let mut tickets = std::collections::VecDeque::new();
+        for start in (1..=2_000u64).step_by(10) {
+            let mut batch = WriteBatchBuilder::new();
+            batch.append(SHARD, &entries(start..=start + 9, 1)).unwrap();
+            tickets.push_back(store.submit(batch).unwrap());
+            if tickets.len() > 2 {
+                tickets.pop_front().unwrap().wait().unwrap();
+            }
+        }
+        for ticket in tickets {
+            ticket.wait().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+    });
+    assert_eq!(group.last_index().unwrap(), LogIndex(2_000));
+}
