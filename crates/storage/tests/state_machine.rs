@@ -401,3 +401,38 @@ fn oversized_keys_and_values_are_rejected_deterministically() {
     assert_eq!(store.get(b"k").unwrap(), None);
     assert_eq!(store.get(b"ok").unwrap(), Some(Bytes::from_static(b"fine")));
 }
+
+/// A follower's Ready can carry a snapshot, the entries after it and a hard state: one batch
+/// installs the data, moves the compaction point and appends.
+#[test]
+fn snapshot_and_following_entries_in_one_group_commit() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let target_dir = tempfile::tempdir().unwrap();
+    let source = open(source_dir.path());
+    let pairs = fill(&source, SHARD, Arc::FULL, 100, 10);
+    let chunks = source.snapshot_chunks(SHARD, Arc::FULL).unwrap();
+    let target = open(target_dir.path());
+    let prepared = target.prepare_snapshot(SHARD, chunks).unwrap();
+    assert_eq!((prepared.len(), prepared.meta().index), (100, LogIndex(10)));
+    let mut batch = WriteBatchBuilder::new();
+    batch.install_snapshot(prepared);
+    batch.append(SHARD, &entries(11..=12, 2)).unwrap();
+    batch.set_hard_state(
+        SHARD,
+        ringkv_types::raft::HardState {
+            term: Term(2),
+            vote: NodeId(1),
+            commit: LogIndex(10),
+        },
+    );
+    target.write(batch).unwrap();
+    drop(target);
+    let target = open(target_dir.path());
+    let group = target.group(SHARD).unwrap();
+    assert_eq!(group.bounds(), (LogIndex(11), LogIndex(12), Term(2)));
+    assert_eq!(group.term(LogIndex(10)).unwrap(), Term(2));
+    assert_eq!(target.applied(SHARD).unwrap().index, LogIndex(10));
+    for (key, value) in &pairs {
+        assert_eq!(target.get(key).unwrap().as_deref(), Some(value.as_slice()));
+    }
+}
