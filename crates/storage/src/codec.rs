@@ -10,9 +10,8 @@ use serde::de::DeserializeOwned;
 /// Appends `envelope(postcard(value))` to `out`. `scratch` is a reusable buffer.
 pub(crate) fn encode_into<T: Serialize>(value: &T, scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
     scratch.clear();
-    // IMPORTANT: postcard to a Vec only fails on allocation failure or on a type that cannot be
-    // serialized; none of our record types can fail, so an empty payload is never written
-    // silently: we panic with the invariant instead.
+    // Serializing our record types into a Vec cannot fail (no maps with non-string keys, no
+    // custom serializers that error); a failure would be a bug in a record type.
     let payload = postcard::to_extend(value, std::mem::take(scratch))
         .expect("record types always serialize with postcard");
     envelope::encode_into(&payload, out);

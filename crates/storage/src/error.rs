@@ -5,7 +5,6 @@
 //! [`Error::Fjall`] on a write path) after which the node must stop, because the state on disk
 //! is no longer known. [`Error::is_fatal`] tells them apart.
 
-use ringkv_types::envelope::EnvelopeError;
 use ringkv_types::{LogIndex, ShardId};
 use thiserror::Error;
 
@@ -115,12 +114,6 @@ impl Error {
             shard,
             reason: reason.to_string(),
         }
-    }
-}
-
-impl From<EnvelopeError> for Error {
-    fn from(error: EnvelopeError) -> Self {
-        Error::corrupt_record("unknown", None, error)
     }
 }
 

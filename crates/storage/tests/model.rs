@@ -249,7 +249,7 @@ fn run(seed: u64, steps: usize) {
 
 #[test]
 fn store_matches_model_over_random_operations_and_restarts() {
-    for seed in 1..=10u64 {
-        run(seed.wrapping_mul(0x9e37_79b9), 300);
+    for seed in 1..=8u64 {
+        run(seed.wrapping_mul(0x9e37_79b9), 250);
     }
 }
