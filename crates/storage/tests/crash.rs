@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::{Rng, open};
 use ringkv_raft::Storage;
 use ringkv_storage::{AppliedState, Command, Operation, Store, WriteBatchBuilder};
-use ringkv_types::raft::{Entry, EntryPayload, HardState};
+use ringkv_types::raft::{Entry, EntryPayload, HardState, SnapshotMeta};
 use ringkv_types::{LogIndex, NodeId, ShardId, Term};
 use std::io::Read;
 use std::process::{Command as Process, Stdio};
@@ -46,6 +46,19 @@ fn child(dir: &str, seed: u64) -> ! {
         };
         let end = start + count - 1;
         let mut batch = WriteBatchBuilder::new();
+        // Now and then compact every group to 30 entries behind the end, in the same batch.
+        if last > 40 && rng.below(16) == 0 {
+            let group = store.group(SHARDS[0]).unwrap();
+            let index = LogIndex(last - 30);
+            let meta = SnapshotMeta {
+                index,
+                term: group.term(index).unwrap(),
+                conf: Default::default(),
+            };
+            for shard in SHARDS {
+                batch.set_snapshot_meta(shard, meta.clone());
+            }
+        }
         for shard in SHARDS {
             let entries: Vec<Entry> = (start..=end)
                 .map(|index| Entry {
@@ -119,8 +132,14 @@ fn verify(store: &Store, acknowledged: (u64, u64), round: usize) {
             last,
             "round {round}: {shard} hard state"
         );
-        let entries = group.entries(LogIndex(1), last.next(), u64::MAX).unwrap();
-        assert_eq!(entries.len() as u64, last.get());
+        let first_index = group.first_index().unwrap();
+        assert_eq!(
+            first_index,
+            first.first_index().unwrap(),
+            "round {round}: {shard} compaction"
+        );
+        let entries = group.entries(first_index, last.next(), u64::MAX).unwrap();
+        assert_eq!(entries.len() as u64, last.next().distance_from(first_index));
         let mut previous_term = Term(0);
         for entry in entries {
             assert!(
