@@ -58,4 +58,38 @@ mod tests {
             assert!(decode::<HardState>(&bytes[..len], 1024).is_err());
         }
     }
+
+    /// Valid envelopes around random payloads reach the postcard decoder: it must reject or
+    /// decode, never panic or allocate from a bogus length.
+    #[test]
+    fn random_payloads_in_valid_envelopes_never_panic() {
+        use ringkv_types::raft::{Entry, SnapshotMeta};
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..5_000 {
+            let len = (next() % 64) as usize;
+            let mut payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if round % 2 == 0 {
+                // Start from a real record so deeper decoder paths are reached.
+                let entry = Entry {
+                    term: Term(next() % 9),
+                    index: LogIndex(next() % 1000),
+                    payload: ringkv_types::raft::EntryPayload::Normal(vec![1, 2, 3].into()),
+                };
+                payload = postcard::to_allocvec(&entry).unwrap();
+                let at = (next() as usize) % payload.len();
+                payload[at] = next() as u8;
+            }
+            let record = ringkv_types::envelope::encode(&payload);
+            let _ = decode::<Entry>(&record, 1 << 20);
+            let _ = decode::<SnapshotMeta>(&record, 1 << 20);
+            let _ = decode::<HardState>(&record, 1 << 20);
+            let _ = decode::<crate::snapshot_chunk::Chunk>(&record, 1 << 20);
+        }
+    }
 }
