@@ -5,7 +5,9 @@
 //! raft_state  shard BE (8) ‖ kind (1)                      -> envelope(postcard(record))
 //!             shard BE (8) ‖ KIND_SESSION ‖ session BE (8) -> envelope(postcard(SessionRecord))
 //! data        position BE (8) ‖ user key                   -> envelope(user value)
-//! meta        name bytes                                   -> envelope(postcard(value))
+//! meta        "identity"                                   -> envelope(postcard(NodeIdentity))
+//!             "removing/" ‖ shard BE (8)                   -> envelope(postcard(Arc))
+//!             "user/" ‖ name                               -> envelope(caller's bytes)
 //! ```
 //! Big-endian integers sort numerically, so one shard's log and state are contiguous prefixes and
 //! one arc's data is a contiguous range.
@@ -120,6 +122,13 @@ pub(crate) fn removal_key(shard: ShardId) -> Vec<u8> {
 
 /// Prefix of the removal markers in `meta`.
 pub(crate) const REMOVAL_PREFIX: &[u8] = b"removing/";
+
+/// `meta` key of a caller-named record: `user/` ‖ name.
+pub(crate) fn meta_key(name: &[u8]) -> Vec<u8> {
+    let mut key = b"user/".to_vec();
+    key.extend_from_slice(name);
+    key
+}
 
 /// `meta` key of the node identity.
 pub(crate) const IDENTITY_KEY: &[u8] = b"identity";

@@ -362,6 +362,73 @@ impl Store {
         }
     }
 
+    /// Saves a small node-level record (e.g. a local shard descriptor, encoded by the caller)
+    /// under `name` in the `meta` keyspace, durably. Names live in their own namespace, apart
+    /// from the identity and removal markers.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] for a name over 1 KiB or a value over `record_bytes_max`;
+    /// [`Error::Poisoned`]; fjall errors (which poison the store).
+    pub fn set_meta(&self, name: &[u8], value: &[u8]) -> Result<()> {
+        self.check_meta_name(name)?;
+        if value.len() as u64 > self.shared.config.record_bytes_max {
+            return Err(Error::TooLarge {
+                size: value.len() as u64,
+                max: self.shared.config.record_bytes_max,
+            });
+        }
+        let mut batch = self
+            .shared
+            .db
+            .batch()
+            .durability(Some(PersistMode::SyncData));
+        batch.insert(
+            &self.shared.meta,
+            keys::meta_key(name),
+            envelope::encode(value),
+        );
+        self.shared.commit(batch)
+    }
+
+    /// Removes the record `name` saved with [`Store::set_meta`], durably.
+    ///
+    /// # Errors
+    /// As [`Store::set_meta`].
+    pub fn delete_meta(&self, name: &[u8]) -> Result<()> {
+        self.check_meta_name(name)?;
+        let mut batch = self
+            .shared
+            .db
+            .batch()
+            .durability(Some(PersistMode::SyncData));
+        batch.remove(&self.shared.meta, keys::meta_key(name));
+        self.shared.commit(batch)
+    }
+
+    /// The record `name` saved with [`Store::set_meta`].
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`]; [`Error::TooLarge`] for a name over 1 KiB; I/O.
+    pub fn meta(&self, name: &[u8]) -> Result<Option<Bytes>> {
+        self.check_meta_name(name)?;
+        match self.shared.meta.get(keys::meta_key(name))? {
+            Some(bytes) => envelope::decode(&bytes, self.shared.config.record_bytes_max)
+                .map(|value| Some(Bytes::copy_from_slice(value)))
+                .map_err(|reason| Error::corrupt_record("meta", None, reason)),
+            None => Ok(None),
+        }
+    }
+
+    fn check_meta_name(&self, name: &[u8]) -> Result<()> {
+        if name.len() > 1024 {
+            return Err(Error::TooLarge {
+                size: name.len() as u64,
+                max: 1024,
+            });
+        }
+        Ok(())
+    }
+
     /// Makes every write so far durable (one fdatasync of the journal). Apply batches are
     /// written without an fsync of their own; they become durable with the next group commit
     /// or this call.

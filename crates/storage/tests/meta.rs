@@ -78,3 +78,25 @@ fn an_interrupted_removal_is_resumed_after_restart() {
     assert_eq!(store.get(b"k7").unwrap(), None);
     assert!(store.groups().unwrap().is_empty());
 }
+
+#[test]
+fn named_meta_records_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .set_meta(b"descriptor/7", b"encoded descriptor")
+        .unwrap();
+    store
+        .set_meta(b"identity", b"not the node identity")
+        .unwrap();
+    assert_eq!(store.identity().unwrap(), None);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store.meta(b"descriptor/7").unwrap().as_deref(),
+        Some(&b"encoded descriptor"[..])
+    );
+    store.delete_meta(b"descriptor/7").unwrap();
+    assert_eq!(store.meta(b"descriptor/7").unwrap(), None);
+    assert!(store.meta(&[0u8; 2000]).is_err());
+}
