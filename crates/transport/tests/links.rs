@@ -26,18 +26,26 @@ async fn frames_arrive_in_order_on_each_stream_in_both_directions() {
         node_2.add_peer(NodeId(1), node_1.local_addr().unwrap());
         until_delivered(&node_1, 2, &mut inbound_2).await;
         // Drain whatever probes are still in flight.
-        while recv_within(&mut inbound_2, Duration::from_millis(100)).await.is_some() {}
+        while recv_within(&mut inbound_2, Duration::from_millis(100))
+            .await
+            .is_some()
+        {}
 
         const COUNT: u64 = 3000;
         for i in 1..=COUNT {
             // Appends go on the bulk stream, heartbeats on the control stream.
             let batch = RaftBatch::new(vec![append(1, 2, i), heartbeat(1, 2, 1_000_000 + i)]);
             assert_eq!(node_1.send(NodeId(2), batch), SendOutcome::Queued);
-            assert_eq!(node_2.send(NodeId(1), RaftBatch::new(vec![heartbeat(2, 1, i)])), SendOutcome::Queued);
+            assert_eq!(
+                node_2.send(NodeId(1), RaftBatch::new(vec![heartbeat(2, 1, i)])),
+                SendOutcome::Queued
+            );
         }
         let (mut last_index, mut last_context, mut messages) = (0, 1_000_000, 0);
         while messages < 2 * COUNT {
-            let batch = recv_within(&mut inbound_2, WAIT).await.expect("messages stopped arriving");
+            let batch = recv_within(&mut inbound_2, WAIT)
+                .await
+                .expect("messages stopped arriving");
             for message in batch.messages {
                 messages += 1;
                 match message.body {
@@ -56,11 +64,17 @@ async fn frames_arrive_in_order_on_each_stream_in_both_directions() {
         }
         let mut last_back = 0;
         while last_back < COUNT {
-            let batch = recv_within(&mut inbound_1, WAIT).await.expect("replies stopped arriving");
+            let batch = recv_within(&mut inbound_1, WAIT)
+                .await
+                .expect("replies stopped arriving");
             for message in &batch.messages {
                 let context = context_of(message).unwrap();
                 // The first few may be probes that raced the connection; after that, strictly in order.
-                assert_eq!(context, last_back + 1, "accepting side's stream out of order");
+                assert_eq!(
+                    context,
+                    last_back + 1,
+                    "accepting side's stream out of order"
+                );
                 last_back = context;
             }
         }
@@ -91,7 +105,8 @@ async fn restarted_peers_are_reconnected_and_traffic_resumes() {
         // Restart the accepting side (node 2) on the same port: node 1 redials.
         node_2.shutdown().await;
         drop(inbound_2);
-        let (node_2, mut inbound_2) = start_on(config(2, addr_2), node_identity(&ca, 2), &faults).await;
+        let (node_2, mut inbound_2) =
+            start_on(config(2, addr_2), node_identity(&ca, 2), &faults).await;
         node_2.add_peer(NodeId(1), addr_1);
         until_delivered(&node_1, 2, &mut inbound_2).await;
         until_delivered(&node_2, 1, &mut inbound_1).await;
@@ -99,7 +114,8 @@ async fn restarted_peers_are_reconnected_and_traffic_resumes() {
         // Restart the dialing side (node 1): node 2 takes the new connection in place of the old.
         node_1.shutdown().await;
         drop(inbound_1);
-        let (node_1, mut inbound_1) = start_on(config(1, addr_1), node_identity(&ca, 1), &faults).await;
+        let (node_1, mut inbound_1) =
+            start_on(config(1, addr_1), node_identity(&ca, 1), &faults).await;
         node_1.add_peer(NodeId(2), addr_2);
         until_delivered(&node_1, 2, &mut inbound_2).await;
         until_delivered(&node_2, 1, &mut inbound_1).await;
@@ -137,7 +153,11 @@ async fn a_16_mib_snapshot_streams_intact() {
             term: Term(3),
             body: MessageBody::InstallSnapshot {
                 snapshot: Snapshot {
-                    meta: SnapshotMeta { index: LogIndex(77), term: Term(3), conf: Default::default() },
+                    meta: SnapshotMeta {
+                        index: LogIndex(77),
+                        term: Term(3),
+                        conf: Default::default(),
+                    },
                     data: Default::default(),
                 },
             },
@@ -145,7 +165,12 @@ async fn a_16_mib_snapshot_streams_intact() {
         let sender = {
             let data = data.clone();
             let message = message.clone();
-            async move { node_1.send_snapshot(NodeId(2), message, std::io::Cursor::new(data)).await.map(|n| (n, node_1)) }
+            async move {
+                node_1
+                    .send_snapshot(NodeId(2), message, std::io::Cursor::new(data))
+                    .await
+                    .map(|n| (n, node_1))
+            }
         };
         let receiver = async {
             let mut incoming = inbound_2.snapshots.recv().await.expect("snapshot offered");
@@ -177,15 +202,27 @@ async fn full_raft_queues_drop_and_count() {
         config_1.peer_queue_batches_max = 1;
         let (node_1, _inbound_1) = start(config_1, node_identity(&ca, 1), &faults);
         let unreachable = NodeId(9);
-        assert_eq!(node_1.send(unreachable, RaftBatch::new(vec![heartbeat(1, 9, 1)])), SendOutcome::Queued);
         assert_eq!(
-            node_1.send(unreachable, RaftBatch::new(vec![heartbeat(1, 9, 2), heartbeat(1, 9, 3)])),
+            node_1.send(unreachable, RaftBatch::new(vec![heartbeat(1, 9, 1)])),
+            SendOutcome::Queued
+        );
+        assert_eq!(
+            node_1.send(
+                unreachable,
+                RaftBatch::new(vec![heartbeat(1, 9, 2), heartbeat(1, 9, 3)])
+            ),
             SendOutcome::QueueFull { dropped: 2 }
         );
         // A different stream (bulk) has its own queue.
-        assert_eq!(node_1.send(unreachable, RaftBatch::new(vec![append(1, 9, 1)])), SendOutcome::Queued);
+        assert_eq!(
+            node_1.send(unreachable, RaftBatch::new(vec![append(1, 9, 1)])),
+            SendOutcome::Queued
+        );
         assert_eq!(node_1.peer_stats(unreachable).unwrap().send_drops, 2);
-        assert_eq!(node_1.send(NodeId(1), RaftBatch::new(vec![heartbeat(1, 1, 1)])), SendOutcome::Refused);
+        assert_eq!(
+            node_1.send(NodeId(1), RaftBatch::new(vec![heartbeat(1, 1, 1)])),
+            SendOutcome::Refused
+        );
 
         // Receiving side: the node does not read; its queue holds 2 batches, the rest is dropped.
         let mut config_3 = config(3, loopback());
@@ -194,7 +231,10 @@ async fn full_raft_queues_drop_and_count() {
         node_1.add_peer(NodeId(3), node_3.local_addr().unwrap());
         until_delivered(&node_1, 3, &mut inbound_3).await;
         for context in 0..50 {
-            let _ = node_1.send(NodeId(3), RaftBatch::new(vec![heartbeat(1, 3, 100 + context)]));
+            let _ = node_1.send(
+                NodeId(3),
+                RaftBatch::new(vec![heartbeat(1, 3, 100 + context)]),
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         eventually("receive drops", || {

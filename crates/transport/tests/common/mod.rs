@@ -1,6 +1,10 @@
 //! Helpers shared by the transport integration tests: an in-memory CA, node configs on
 //! 127.0.0.1, Raft messages with recognisable contents, and bounded waits.
 #![allow(dead_code, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure is a test failure"
+)]
 
 use bytes::Bytes;
 use ringkv_transport::certs::{ClusterCa, TlsIdentity, Validity};
@@ -23,7 +27,9 @@ pub fn new_ca() -> ClusterCa {
 }
 
 pub fn node_identity(ca: &ClusterCa, id: u64) -> TlsIdentity {
-    let pair = ca.issue_node(NodeId(id), &["127.0.0.1".parse().unwrap()], validity()).unwrap();
+    let pair = ca
+        .issue_node(NodeId(id), &["127.0.0.1".parse().unwrap()], validity())
+        .unwrap();
     TlsIdentity::from_pem(ca.cert_pem(), &pair).unwrap()
 }
 
@@ -43,8 +49,15 @@ pub fn config(id: u64, bind: SocketAddr) -> TransportConfig {
     config
 }
 
-pub fn start(config: TransportConfig, identity: TlsIdentity, faults: &FaultInjector) -> (Transport, Inbound) {
-    Transport::builder(config, identity).faults(faults.clone()).start().unwrap()
+pub fn start(
+    config: TransportConfig,
+    identity: TlsIdentity,
+    faults: &FaultInjector,
+) -> (Transport, Inbound) {
+    Transport::builder(config, identity)
+        .faults(faults.clone())
+        .start()
+        .unwrap()
 }
 
 pub fn start_with_handler(
@@ -52,14 +65,24 @@ pub fn start_with_handler(
     identity: TlsIdentity,
     handler: impl ClientHandler,
 ) -> (Transport, Inbound) {
-    Transport::builder(config, identity).handler(handler).start().unwrap()
+    Transport::builder(config, identity)
+        .handler(handler)
+        .start()
+        .unwrap()
 }
 
 /// Starts a transport on `bind`, retrying while the port is still held by a previous instance.
-pub async fn start_on(config: TransportConfig, identity: TlsIdentity, faults: &FaultInjector) -> (Transport, Inbound) {
+pub async fn start_on(
+    config: TransportConfig,
+    identity: TlsIdentity,
+    faults: &FaultInjector,
+) -> (Transport, Inbound) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        match Transport::builder(config.clone(), identity.clone()).faults(faults.clone()).start() {
+        match Transport::builder(config.clone(), identity.clone())
+            .faults(faults.clone())
+            .start()
+        {
             Ok(started) => return started,
             Err(error) if tokio::time::Instant::now() < deadline => {
                 let _ = error;
@@ -76,7 +99,10 @@ pub fn heartbeat(from: u64, to: u64, context: u64) -> Message {
         from: NodeId(from),
         to: NodeId(to),
         term: Term(1),
-        body: MessageBody::Heartbeat { commit: LogIndex(0), context },
+        body: MessageBody::Heartbeat {
+            commit: LogIndex(0),
+            context,
+        },
     }
 }
 
@@ -109,7 +135,10 @@ pub fn context_of(message: &Message) -> Option<u64> {
 
 /// The next batch, or `None` after `limit`.
 pub async fn recv_within(inbound: &mut Inbound, limit: Duration) -> Option<RaftBatch> {
-    tokio::time::timeout(limit, inbound.raft.recv()).await.ok().flatten()
+    tokio::time::timeout(limit, inbound.raft.recv())
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Sends heartbeats from `from` to `to` every 20 ms until one arrives (within [`WAIT`]).
@@ -118,9 +147,15 @@ pub async fn until_delivered(sender: &Transport, to: u64, receiver: &mut Inbound
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut context = 0;
     loop {
-        assert!(tokio::time::Instant::now() < deadline, "no traffic from {from} to {to} within {WAIT:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no traffic from {from} to {to} within {WAIT:?}"
+        );
         context += 1;
-        let _ = sender.send(NodeId(to), RaftBatch::new(vec![heartbeat(from, to, context)]));
+        let _ = sender.send(
+            NodeId(to),
+            RaftBatch::new(vec![heartbeat(from, to, context)]),
+        );
         if let Some(batch) = recv_within(receiver, Duration::from_millis(20)).await {
             return batch;
         }
@@ -131,7 +166,10 @@ pub async fn until_delivered(sender: &Transport, to: u64, receiver: &mut Inbound
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
