@@ -47,6 +47,8 @@ pub struct TransportConfig {
     pub reconnect_backoff_min: Duration,
     /// Longest reconnect delay (default 2 s).
     pub reconnect_backoff_max: Duration,
+    /// Open connections (peers and clients) beyond which new ones are refused (default 1024).
+    pub max_connections: usize,
     /// Concurrent client streams a connection may open (default 1024). When exhausted,
     /// `open_bi` waits.
     pub max_concurrent_bidi_streams: u32,
@@ -71,6 +73,7 @@ impl TransportConfig {
             idle_timeout: Duration::from_secs(30),
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(2),
+            max_connections: 1024,
             max_concurrent_bidi_streams: 1024,
         }
     }
@@ -102,6 +105,7 @@ impl TransportConfig {
             self.snapshot_chunks_buffered_max,
             self.peer_queue_batches_max,
             self.client_inflight_max,
+            self.max_connections,
         ];
         if queues.contains(&0) {
             return fail("queue bounds must be at least 1");

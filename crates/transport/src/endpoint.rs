@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::io::AsyncRead;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// How long `send_snapshot` waits for a connection to the peer.
 const SNAPSHOT_CONNECTION_WAIT: Duration = Duration::from_secs(5);
@@ -90,7 +90,8 @@ pub enum SendOutcome {
     },
     /// Dropped by fault injection.
     Faulted,
-    /// Not sent: the destination is this node, or the transport is shutting down.
+    /// Not sent: the destination is this node, a message is not addressed from this node to the
+    /// destination, or the transport is shutting down.
     Refused,
 }
 
@@ -251,6 +252,13 @@ impl Transport {
             return SendOutcome::Queued;
         }
         let peer = self.shared.peer(to);
+        if !batch.is_between(self.node_id(), to) {
+            // The receiver would close the connection over it; refuse here instead.
+            debug_assert!(false, "batch for {to} holds messages addressed elsewhere");
+            warn!(%to, "refusing a batch with messages not from this node to {to}");
+            add(&peer.counters.send_drops, batch.len() as u64);
+            return SendOutcome::Refused;
+        }
         match self.shared.faults.verdict(self.node_id(), to) {
             Verdict::Pass => {}
             Verdict::Drop => {
@@ -384,6 +392,12 @@ impl Drop for Transport {
 /// Accepts incoming connections until the endpoint closes.
 async fn accept_loop(shared: Arc<Shared>) {
     while let Some(incoming) = shared.endpoint.accept().await {
+        if shared.endpoint.open_connections() >= shared.config.max_connections {
+            add(&shared.counters.connections_refused, 1);
+            debug!(remote = %incoming.remote_address(), "connection limit reached; refusing");
+            incoming.refuse();
+            continue;
+        }
         let task_shared = shared.clone();
         shared.spawn(async move {
             match incoming.await {

@@ -88,12 +88,6 @@ pub enum Error {
         /// The timeout that elapsed.
         after_ms: u64,
     },
-    /// The destination is not a known peer.
-    #[error("unknown peer {node}")]
-    UnknownPeer {
-        /// The node.
-        node: NodeId,
-    },
     /// A snapshot stream ended early or failed its length or checksum check.
     #[error("snapshot from {from} aborted: {reason}")]
     SnapshotAborted {
@@ -108,9 +102,6 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
-    /// The transport is shut down.
-    #[error("transport is shut down")]
-    Shutdown,
 }
 
 impl Error {

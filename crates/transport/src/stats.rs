@@ -74,6 +74,8 @@ pub struct TransportStats {
     pub client_timeouts: u64,
     /// Incoming handshakes that failed (no certificate, wrong CA, wrong ALPN).
     pub handshake_failures: u64,
+    /// Incoming connections refused because `max_connections` were open.
+    pub connections_refused: u64,
     /// Peers refused after the handshake: the announced node id or cluster does not match the
     /// certificate, or a stream header was malformed.
     pub peers_rejected: u64,
@@ -85,6 +87,7 @@ pub(crate) struct TransportCounters {
     pub client_busy: AtomicU64,
     pub client_timeouts: AtomicU64,
     pub handshake_failures: AtomicU64,
+    pub connections_refused: AtomicU64,
     pub peers_rejected: AtomicU64,
 }
 
@@ -96,6 +99,7 @@ impl TransportCounters {
             client_busy: get(&self.client_busy),
             client_timeouts: get(&self.client_timeouts),
             handshake_failures: get(&self.handshake_failures),
+            connections_refused: get(&self.connections_refused),
             peers_rejected: get(&self.peers_rejected),
         }
     }

@@ -110,6 +110,7 @@ async fn restarted_peers_are_reconnected_and_traffic_resumes() {
         node_2.add_peer(NodeId(1), addr_1);
         until_delivered(&node_1, 2, &mut inbound_2).await;
         until_delivered(&node_2, 1, &mut inbound_1).await;
+        assert!(node_1.peer_stats(NodeId(2)).unwrap().reconnects >= 1);
 
         // Restart the dialing side (node 1): node 2 takes the new connection in place of the old.
         node_1.shutdown().await;

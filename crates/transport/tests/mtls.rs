@@ -7,34 +7,12 @@
 mod common;
 
 use common::*;
-use ringkv_transport::{ALPN, ClientEndpoint, FaultInjector, node_server_name};
+use ringkv_transport::{ClientEndpoint, FaultInjector, node_server_name};
 use ringkv_types::{AdminRequest, NodeId, RaftBatch, Request, Response};
-use std::sync::Arc;
 use std::time::Duration;
 
 fn answer_everything() -> impl ringkv_transport::ClientHandler {
     |_request: Request| async { Response::Error(ringkv_types::WireError::Busy) }
-}
-
-/// A quinn client that trusts the cluster CA but presents no certificate.
-#[allow(
-    clippy::unwrap_used,
-    reason = "test helper: a failure is a test failure"
-)]
-fn anonymous_client(ca: &ringkv_transport::certs::TlsIdentity) -> quinn::Endpoint {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.ca.clone()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,7 +22,7 @@ async fn a_client_without_a_certificate_is_refused() {
         let identity = node_identity(&ca, 1);
         let (node, _inbound) =
             start_with_handler(config(1, loopback()), identity.clone(), answer_everything());
-        let endpoint = anonymous_client(&identity);
+        let endpoint = raw_client(&identity, false);
         let name = node_server_name(NodeId(1), CLUSTER);
         let served = match endpoint
             .connect(node.local_addr().unwrap(), &name)

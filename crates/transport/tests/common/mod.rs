@@ -173,3 +173,28 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A bare quinn client endpoint presenting `identity` (or no certificate), for tests that speak
+/// the wire protocol by hand.
+pub fn raw_client(identity: &TlsIdentity, present_certificate: bool) -> quinn::Endpoint {
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(identity.ca.clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut tls = if present_certificate {
+        builder
+            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+            .unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    tls.alpn_protocols = vec![ringkv_transport::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
+}
