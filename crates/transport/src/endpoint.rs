@@ -282,7 +282,9 @@ impl Transport {
     /// Streams a snapshot to `to`: `message` (an `InstallSnapshot`, its data usually empty) and
     /// then everything `data` yields, in chunks of `snapshot_chunk_bytes`, on a stream of its own.
     /// QUIC flow control paces the sender to the receiver's reading. Returns the data bytes sent
-    /// once the receiver has acknowledged all of them.
+    /// once the receiving transport has acknowledged all of them (received, not necessarily read
+    /// by the node yet: the follower's Raft response is what confirms installation). Wrap the
+    /// call in a timeout: a receiver that neither reads nor drops the snapshot stalls it.
     ///
     /// # Errors
     /// [`Error::ConnectionLost`] when there is no connection within a few seconds or it fails,

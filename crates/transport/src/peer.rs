@@ -222,9 +222,17 @@ async fn run_sender(
                 continue;
             }
         };
+        // Notice a replaced or lost connection while idle, not only at the next write.
+        let closed = connection.closed();
+        tokio::pin!(closed);
         loop {
-            let Some(first) = queue.recv().await else {
-                return;
+            let first = tokio::select! {
+                biased;
+                batch = queue.recv() => match batch {
+                    Some(batch) => batch,
+                    None => return,
+                },
+                _ = &mut closed => break,
             };
             buffer.clear();
             let mut messages = 0u64;

@@ -122,47 +122,13 @@ pub(crate) async fn send_snapshot<R: AsyncRead + Unpin>(
     let lost = |error: &dyn std::fmt::Display| Error::ConnectionLost {
         reason: error.to_string(),
     };
-    let max_payload = shared.config.max_frame_bytes;
-    let mut frame = Vec::new();
     let mut stream = connection.open_uni().await.map_err(|e| lost(&e))?;
-    let mut sent = write_frame(
-        &mut stream,
-        &stream_header(shared, peer.id, StreamKind::Snapshot),
-        &mut frame,
-        max_payload,
-    )
-    .await?;
-    sent += write_frame(
-        &mut stream,
-        &SnapshotFrame::Start { message },
-        &mut frame,
-        max_payload,
-    )
-    .await?;
-    let mut buffer = vec![0u8; shared.config.snapshot_chunk_bytes];
-    let mut hasher = crc32fast::Hasher::new();
-    let mut total_bytes = 0u64;
-    loop {
-        let read = read_chunk(&mut data, &mut buffer).await?;
-        let Some(chunk) = buffer.get(..read).filter(|chunk| !chunk.is_empty()) else {
-            break;
-        };
-        hasher.update(chunk);
-        total_bytes += read as u64;
-        let chunk_frame = SnapshotFrame::Chunk {
-            data: Bytes::copy_from_slice(chunk),
-        };
-        sent += write_frame(&mut stream, &chunk_frame, &mut frame, max_payload).await?;
-        add(&peer.counters.bytes_sent, sent as u64);
-        sent = 0;
+    let outcome = write_snapshot(shared, peer, &mut stream, message, &mut data).await;
+    if outcome.is_err() {
+        // Dropping the stream would finish it cleanly; reset it so the receiver sees a failure.
+        let _ = stream.reset(STOP_REFUSED.into());
     }
-    let end = SnapshotFrame::End {
-        total_bytes,
-        crc32: hasher.finalize(),
-    };
-    sent += write_frame(&mut stream, &end, &mut frame, max_payload).await?;
-    add(&peer.counters.bytes_sent, sent as u64);
-    stream.finish().map_err(|e| lost(&e))?;
+    let total_bytes = outcome?;
     // Resolves once the receiver has acknowledged every byte, or stopped the stream.
     match stream.stopped().await {
         Ok(None) => {
@@ -175,6 +141,60 @@ pub(crate) async fn send_snapshot<R: AsyncRead + Unpin>(
         }),
         Err(error) => Err(lost(&error)),
     }
+}
+
+/// Writes header, `Start`, chunks and `End`, and finishes the stream; returns the data bytes.
+async fn write_snapshot<R: AsyncRead + Unpin>(
+    shared: &Shared,
+    peer: &Peer,
+    stream: &mut quinn::SendStream,
+    message: Message,
+    data: &mut R,
+) -> Result<u64> {
+    let lost = |error: &dyn std::fmt::Display| Error::ConnectionLost {
+        reason: error.to_string(),
+    };
+    let max_payload = shared.config.max_frame_bytes;
+    let mut frame = Vec::new();
+    let mut sent = write_frame(
+        stream,
+        &stream_header(shared, peer.id, StreamKind::Snapshot),
+        &mut frame,
+        max_payload,
+    )
+    .await?;
+    sent += write_frame(
+        stream,
+        &SnapshotFrame::Start { message },
+        &mut frame,
+        max_payload,
+    )
+    .await?;
+    let mut buffer = vec![0u8; shared.config.snapshot_chunk_bytes];
+    let mut hasher = crc32fast::Hasher::new();
+    let mut total_bytes = 0u64;
+    loop {
+        let read = read_chunk(data, &mut buffer).await?;
+        let Some(chunk) = buffer.get(..read).filter(|chunk| !chunk.is_empty()) else {
+            break;
+        };
+        hasher.update(chunk);
+        total_bytes += read as u64;
+        let chunk_frame = SnapshotFrame::Chunk {
+            data: Bytes::copy_from_slice(chunk),
+        };
+        sent += write_frame(stream, &chunk_frame, &mut frame, max_payload).await?;
+        add(&peer.counters.bytes_sent, sent as u64);
+        sent = 0;
+    }
+    let end = SnapshotFrame::End {
+        total_bytes,
+        crc32: hasher.finalize(),
+    };
+    sent += write_frame(stream, &end, &mut frame, max_payload).await?;
+    add(&peer.counters.bytes_sent, sent as u64);
+    stream.finish().map_err(|e| lost(&e))?;
+    Ok(total_bytes)
 }
 
 /// Receives one snapshot (after the stream header) and hands it to the node.

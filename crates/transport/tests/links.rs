@@ -254,3 +254,86 @@ async fn full_raft_queues_drop_and_count() {
     .await
     .expect("test timed out");
 }
+
+/// Yields `left` bytes, then fails like a disk error.
+struct FailingSource {
+    left: usize,
+}
+
+impl tokio::io::AsyncRead for FailingSource {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::other("disk gone")));
+        }
+        let count = self.left.min(buffer.remaining());
+        buffer.put_slice(&vec![1u8; count]);
+        self.left -= count;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_snapshot_is_reported_on_both_sides() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let ca = new_ca();
+        let faults = FaultInjector::new();
+        let (node_1, _inbound_1) = start(config(1, loopback()), node_identity(&ca, 1), &faults);
+        let (node_2, mut inbound_2) = start(config(2, loopback()), node_identity(&ca, 2), &faults);
+        node_1.add_peer(NodeId(2), node_2.local_addr().unwrap());
+        until_delivered(&node_1, 2, &mut inbound_2).await;
+        let message = ringkv_types::raft::Message {
+            group: ShardId(4),
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body: MessageBody::InstallSnapshot {
+                snapshot: Snapshot::default(),
+            },
+        };
+
+        // The sender's source fails after 3 MiB: the sender gets the source error, the receiver
+        // an abort (never a silently short snapshot).
+        let source = FailingSource { left: 3 << 20 };
+        let (sent, received) = tokio::join!(
+            node_1.send_snapshot(NodeId(2), message.clone(), source),
+            async {
+                let mut incoming = inbound_2.snapshots.recv().await.unwrap();
+                incoming.read_to_end(64 << 20).await
+            }
+        );
+        assert!(
+            matches!(sent, Err(ringkv_transport::Error::SnapshotSource { .. })),
+            "{sent:?}"
+        );
+        assert!(
+            matches!(
+                received,
+                Err(ringkv_transport::Error::SnapshotAborted { .. })
+            ),
+            "{received:?}"
+        );
+
+        // The receiver abandons the snapshot: the sender learns it failed. (The data is larger
+        // than the stream's receive window, so the sender cannot finish before the receiver
+        // stops reading.)
+        let data = std::io::Cursor::new(vec![0u8; 40 << 20]);
+        let (sent, ()) = tokio::join!(node_1.send_snapshot(NodeId(2), message, data), async {
+            let mut incoming = inbound_2.snapshots.recv().await.unwrap();
+            let _first = incoming.next_chunk().await.unwrap();
+            drop(incoming);
+        });
+        assert!(
+            sent.is_err(),
+            "sender did not notice the abandoned snapshot"
+        );
+        assert!(sent.unwrap_err().is_retryable());
+        node_1.shutdown().await;
+        node_2.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
