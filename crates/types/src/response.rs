@@ -2,6 +2,7 @@
 
 use crate::ids::{LogIndex, NodeId, ShardId, Term};
 use crate::shard::{ReplicaRole, ShardDescriptor};
+use crate::shard_map::ShardMap;
 use crate::wire_error::WireError;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -31,15 +32,6 @@ pub enum KvResult {
         /// Log index of the operation.
         index: LogIndex,
     },
-}
-
-/// The shard map as a node knows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardMap {
-    /// Monotonic version of the map at the placement driver.
-    pub version: u64,
-    /// Descriptors sorted by arc start, covering the ring once.
-    pub shards: Vec<ShardDescriptor>,
 }
 
 /// One local replica in a node status report.
