@@ -163,3 +163,26 @@ async fn a_full_client_queue_answers_busy_and_slow_handlers_time_out() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let ca = new_ca();
+        let mut node_config = config(1, loopback());
+        node_config.max_connections = 1;
+        let (node, _inbound) = start_with_handler(node_config, node_identity(&ca, 1), echo());
+        let addr = node.local_addr().unwrap();
+        let first = ClientEndpoint::new(&client_identity(&ca, "a"), CLUSTER, loopback()).unwrap();
+        let connection = first.connect(NodeId(1), addr).await.unwrap();
+        assert!(connection.call(&get(b"k", 0), WAIT).await.is_ok());
+        let second = ClientEndpoint::new(&client_identity(&ca, "b"), CLUSTER, loopback()).unwrap();
+        assert!(second.connect(NodeId(1), addr).await.is_err());
+        assert_eq!(node.stats().connections_refused, 1);
+        // The admitted connection is unaffected.
+        assert!(connection.call(&get(b"k", 0), WAIT).await.is_ok());
+        first.close().await;
+        node.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
