@@ -117,5 +117,5 @@ impl Error {
     }
 }
 
-/// Result with the transport's [`Error`].
+/// Result with the transport's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;

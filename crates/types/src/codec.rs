@@ -1,4 +1,4 @@
-//! The one wire and record codec: postcard inside the [`envelope`](crate::envelope).
+//! The one wire and record codec: postcard inside the record [`crate::envelope`].
 //!
 //! ```text
 //! frame = envelope(version, length, crc32, postcard(value))

@@ -49,5 +49,5 @@ pub enum Error {
     },
 }
 
-/// Result with the types crate's [`Error`].
+/// Result with the types crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
