@@ -1,9 +1,28 @@
 //! Types shared by every ringkv crate: ids and Raft counters, Raft log and message types, the ring
-//! (key positions and shard arcs) and the on-disk / on-wire record envelope. No I/O.
+//! (key positions and shard arcs), shard descriptors, the client and admin wire messages, errors
+//! that cross the wire, and the codec (postcard inside the record envelope). No I/O.
 
+pub mod codec;
 pub mod envelope;
+pub mod error;
 pub mod ids;
 pub mod raft;
+pub mod raft_batch;
+pub mod request;
+pub mod response;
 pub mod ring;
+pub mod shard;
+pub mod shard_map;
+pub mod wire_error;
 
+#[cfg(test)]
+mod codec_test;
+
+pub use error::{Error, Result};
 pub use ids::{LogIndex, NodeId, ShardId, Term};
+pub use raft_batch::RaftBatch;
+pub use request::{AdminRequest, BatchOp, KvOp, KvRequest, ReadConsistency, Request, WriteSession};
+pub use response::{AdminResult, KvResult, NodeStatus, ReplicaStatus, Response};
+pub use shard::{Epoch, Replica, ReplicaRole, ShardDescriptor};
+pub use shard_map::ShardMap;
+pub use wire_error::WireError;

@@ -1,0 +1,126 @@
+//! The calling side of the client service, for the client library, `ringctl` and node-to-node
+//! forwarding.
+
+use crate::certs::TlsIdentity;
+use crate::config::node_server_name;
+use crate::error::{Error, Result};
+use crate::tls;
+use ringkv_types::envelope::HEADER_LEN;
+use ringkv_types::{NodeId, Request, Response, codec};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A client's QUIC endpoint: presents a client (or node) certificate, trusts only the cluster CA.
+#[derive(Debug)]
+pub struct ClientEndpoint {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    cluster: String,
+    max_frame_bytes: u64,
+}
+
+impl ClientEndpoint {
+    /// Binds a client endpoint (use port 0) for `cluster`. Keep-alive 5 s, idle timeout 30 s.
+    /// Must run inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] for unusable certificates, [`Error::Bind`] when binding fails.
+    pub fn new(identity: &TlsIdentity, cluster: &str, bind_addr: SocketAddr) -> Result<Self> {
+        let config = tls::client_config(
+            identity,
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+            1024,
+        )?;
+        let endpoint = quinn::Endpoint::client(bind_addr).map_err(|source| Error::Bind {
+            addr: bind_addr,
+            source,
+        })?;
+        Ok(Self {
+            endpoint,
+            config,
+            cluster: cluster.to_string(),
+            max_frame_bytes: 16 * 1024 * 1024,
+        })
+    }
+
+    /// Connects to node `node` at `addr`; the node's certificate must name
+    /// `node-<node>.<cluster>`.
+    ///
+    /// A node that rejects *our* certificate may let this succeed; the refusal then shows up as
+    /// [`Error::ConnectionLost`] on the first call.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the handshake fails.
+    pub async fn connect(&self, node: NodeId, addr: SocketAddr) -> Result<ClientConnection> {
+        let server_name = node_server_name(node, &self.cluster);
+        let connecting = self
+            .endpoint
+            .connect_with(self.config.clone(), addr, &server_name)
+            .map_err(|e| Error::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let connection = connecting.await.map_err(|e| Error::Connect {
+            addr,
+            reason: e.to_string(),
+        })?;
+        Ok(ClientConnection::new(connection, self.max_frame_bytes))
+    }
+
+    /// Closes all connections and waits for them to drain.
+    pub async fn close(&self) {
+        self.endpoint.close(0u32.into(), b"client closed");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// A connection to one node's client service. Cheap to clone; calls run concurrently, one
+/// stream each.
+#[derive(Clone, Debug)]
+pub struct ClientConnection {
+    connection: quinn::Connection,
+    max_frame_bytes: u64,
+}
+
+impl ClientConnection {
+    pub(crate) fn new(connection: quinn::Connection, max_frame_bytes: u64) -> Self {
+        Self {
+            connection,
+            max_frame_bytes,
+        }
+    }
+
+    /// Sends `request` and waits for the response, for at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], [`Error::ConnectionLost`] (also what a certificate refusal looks
+    /// like), [`Error::Codec`] for an undecodable response.
+    pub async fn call(&self, request: &Request, timeout: Duration) -> Result<Response> {
+        let after_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        tokio::time::timeout(timeout, self.call_inner(request))
+            .await
+            .map_err(|_| Error::Timeout { after_ms })?
+    }
+
+    async fn call_inner(&self, request: &Request) -> Result<Response> {
+        let lost = |error: &dyn std::fmt::Display| Error::ConnectionLost {
+            reason: error.to_string(),
+        };
+        let mut frame = Vec::new();
+        codec::encode_into(request, &mut frame, self.max_frame_bytes)?;
+        let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| lost(&e))?;
+        send.write_all(&frame).await.map_err(|e| lost(&e))?;
+        send.finish().map_err(|e| lost(&e))?;
+        let limit = usize::try_from(self.max_frame_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(HEADER_LEN);
+        let bytes = recv.read_to_end(limit).await.map_err(|e| lost(&e))?;
+        Ok(codec::decode(&bytes, self.max_frame_bytes)?)
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.connection.close(0u32.into(), b"done");
+    }
+}

@@ -1,0 +1,139 @@
+//! Client requests: key-value operations on one shard and admin calls.
+//!
+//! Every key-value request names the shard and epoch the client routed with, so a replica can
+//! answer [`WireError::EpochMismatch`](crate::wire_error::WireError::EpochMismatch) when the
+//! client's map is stale. Writes carry a session id and sequence number: the state machine
+//! remembers the last applied sequence (and its result) per session and shard, so a retried write
+//! is applied once (DESIGN.md section 7).
+//!
+//! Keys and values are [`Bytes`]: serde encodes them as one length-prefixed byte string (the same
+//! bytes `serde_bytes` produces), and the node proposes them without copying.
+
+use crate::ids::ShardId;
+use crate::shard::Epoch;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReadConsistency {
+    /// ReadIndex through the leader: sees every write acknowledged before the read started.
+    #[default]
+    Linearizable,
+    /// Served by the leader under its lease (check-quorum), without a quorum round. Linearizable
+    /// unless clocks drift more than the lease margin.
+    Lease,
+    /// Served by any replica from its applied state; the response reports the applied index.
+    Stale,
+}
+
+/// Identifies a write for exactly-once application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WriteSession {
+    /// The client session, allocated once per client process.
+    pub session_id: u64,
+    /// Sequence number within the session; a retry reuses it.
+    pub sequence: u64,
+}
+
+/// One write inside an atomic batch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BatchOp {
+    /// Set `key` to `value`.
+    Put {
+        /// Key.
+        key: Bytes,
+        /// Value.
+        value: Bytes,
+    },
+    /// Remove `key`.
+    Delete {
+        /// Key.
+        key: Bytes,
+    },
+}
+
+/// A key-value operation on one shard.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KvOp {
+    /// Read one key.
+    Get {
+        /// Key.
+        key: Bytes,
+        /// Freshness required.
+        consistency: ReadConsistency,
+    },
+    /// Set a key.
+    Put {
+        /// Key.
+        key: Bytes,
+        /// Value.
+        value: Bytes,
+    },
+    /// Remove a key (succeeds whether or not it existed).
+    Delete {
+        /// Key.
+        key: Bytes,
+    },
+    /// Set `key` to `new` (or delete it when `new` is `None`) only if its current value equals
+    /// `expected` (`None` = the key is absent).
+    CompareAndSwap {
+        /// Key.
+        key: Bytes,
+        /// Required current value, `None` for "absent".
+        expected: Option<Bytes>,
+        /// Value to store, `None` to delete.
+        new: Option<Bytes>,
+    },
+    /// Writes applied atomically; every key must belong to the shard.
+    Batch {
+        /// The writes, applied in order.
+        ops: Vec<BatchOp>,
+    },
+}
+
+impl KvOp {
+    /// Whether the operation writes (and so needs a [`WriteSession`]).
+    pub fn is_write(&self) -> bool {
+        !matches!(self, KvOp::Get { .. })
+    }
+}
+
+/// A key-value request routed to one shard.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KvRequest {
+    /// The shard the client routed to.
+    pub shard: ShardId,
+    /// The epoch of the client's cached descriptor.
+    pub epoch: Epoch,
+    /// Exactly-once identity; required for writes, ignored for reads.
+    pub session: Option<WriteSession>,
+    /// How long the client will wait, in milliseconds; the server gives up (and answers
+    /// `Timeout`) rather than working past it. 0 means the server default.
+    pub timeout_ms: u32,
+    /// The operation.
+    pub op: KvOp,
+}
+
+/// Calls used by `ringctl` and by clients to refresh their routing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// The shard map as known to the node (from PD when it hosts PD, else its cache).
+    GetShardMap,
+    /// The descriptor of one shard, if the node knows it.
+    GetShard {
+        /// Which shard.
+        shard: ShardId,
+    },
+    /// The node's status: replicas, leaders, applied indexes.
+    NodeStatus,
+}
+
+/// Everything a client sends to the client service.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Request {
+    /// A key-value operation.
+    Kv(KvRequest),
+    /// An admin call.
+    Admin(AdminRequest),
+}

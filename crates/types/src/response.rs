@@ -1,0 +1,87 @@
+//! Answers from the client service.
+
+use crate::ids::{LogIndex, NodeId, ShardId, Term};
+use crate::shard::{ReplicaRole, ShardDescriptor};
+use crate::shard_map::ShardMap;
+use crate::wire_error::WireError;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The result of a successful key-value operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvResult {
+    /// Answer to `Get`: the value, if the key exists.
+    Value {
+        /// The value, `None` when absent.
+        value: Option<Bytes>,
+        /// Applied index the read was served at (meaningful for `Stale` reads).
+        applied: LogIndex,
+    },
+    /// Answer to `Put`, `Delete` and `Batch`: the write is applied.
+    Written {
+        /// Log index of the write.
+        index: LogIndex,
+    },
+    /// Answer to `CompareAndSwap`.
+    Swapped {
+        /// Whether the swap happened.
+        succeeded: bool,
+        /// The value before the operation (`None` when absent): on failure, what the caller
+        /// should compare against next.
+        previous: Option<Bytes>,
+        /// Log index of the operation.
+        index: LogIndex,
+    },
+}
+
+/// One local replica in a node status report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// The shard.
+    pub shard: ShardId,
+    /// This replica's role.
+    pub role: ReplicaRole,
+    /// Whether this replica is currently the leader.
+    pub is_leader: bool,
+    /// Current term.
+    pub term: Term,
+    /// Commit index.
+    pub commit: LogIndex,
+    /// Applied index.
+    pub applied: LogIndex,
+}
+
+/// Answer to [`AdminRequest::NodeStatus`](crate::request::AdminRequest::NodeStatus).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: NodeId,
+    /// The cluster name.
+    pub cluster: String,
+    /// Seconds since the process started.
+    pub uptime_secs: u64,
+    /// Local replicas, sorted by shard.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// The result of a successful admin call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminResult {
+    /// Answer to `GetShardMap`.
+    ShardMap(ShardMap),
+    /// Answer to `GetShard`.
+    Shard(Option<ShardDescriptor>),
+    /// Answer to `NodeStatus`.
+    NodeStatus(NodeStatus),
+}
+
+/// Everything the client service answers: one response per request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A key-value operation succeeded.
+    Kv(KvResult),
+    /// An admin call succeeded.
+    Admin(AdminResult),
+    /// The request failed.
+    Error(WireError),
+}
