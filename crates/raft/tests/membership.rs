@@ -18,7 +18,10 @@ fn conf(voters: &[u64], learners: &[u64]) -> ConfState {
 }
 
 fn change(network: &mut Network, leader: u64, change: ConfChange) -> LogIndex {
-    let index = network.node(leader).propose_conf_change(change).unwrap();
+    let index = network
+        .node(leader)
+        .propose_conf_change(change)
+        .expect("the change is accepted");
     network.stabilize();
     index
 }

@@ -71,7 +71,7 @@ impl View {
 
 fn ready(network: &mut Network, id: u64) -> View {
     assert!(network.node(id).has_ready(), "node {id} has no Ready");
-    View::of(network.node(id).ready().unwrap())
+    View::of(network.node(id).ready().expect("ready"))
 }
 
 /// Writes what `view` asks to persist into `id`'s storage (not yet reported).
@@ -89,14 +89,17 @@ fn write(network: &mut Network, id: u64, view: &View) {
 /// Writes and reports Ready `view` of `id` durable.
 fn persist(network: &mut Network, id: u64, view: &View) {
     write(network, id, view);
-    network.node(id).on_persisted(view.number).unwrap();
+    network
+        .node(id)
+        .on_persisted(view.number)
+        .expect("on_persisted");
     network.node(id).check_invariants();
 }
 
 fn deliver(network: &mut Network, messages: &[Message]) {
     for message in messages {
         let to = message.to.get();
-        network.node(to).step(message.clone()).unwrap();
+        network.node(to).step(message.clone()).expect("step");
         network.node(to).check_invariants();
     }
 }

@@ -18,7 +18,10 @@ fn lagging_follower_behind_compaction(network: &mut Network) -> LogIndex {
     network.propose(1, b"a");
     network.down.insert(NodeId(3));
     for item in [&b"b"[..], b"c", b"d", b"e", b"f"] {
-        network.node(1).propose(Bytes::from_static(item)).unwrap();
+        network
+            .node(1)
+            .propose(Bytes::from_static(item))
+            .expect("the leader accepts proposals");
         network.stabilize();
     }
     let index = network.compact(1);

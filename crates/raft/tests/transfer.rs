@@ -56,7 +56,7 @@ fn transfer_to_lagging_follower_catches_it_up_first() {
     network.stabilize();
 
     let position = |predicate: &dyn Fn(&ringkv_types::raft::Message) -> bool| {
-        network.delivered.iter().position(|m| predicate(m))
+        network.delivered.iter().position(predicate)
     };
     let timeout_now = position(&|m| m.to == NodeId(3) && m.body.kind() == "TimeoutNow")
         .expect("TimeoutNow was sent");

@@ -2,6 +2,10 @@
 //! messages sit in one queue until delivered, and links can be cut one way or both.
 
 #![allow(dead_code)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test harness: a failed call fails the test"
+)]
 
 use bytes::Bytes;
 use ringkv_raft::{Config, MemStorage, RawNode, ReadState, Role};
@@ -10,6 +14,9 @@ use ringkv_types::{LogIndex, NodeId, ShardId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub const GROUP: ShardId = ShardId(1);
+
+/// Decides whether a message is lost in transit.
+pub type DropFilter = Box<dyn FnMut(&Message) -> bool>;
 
 pub struct Peer {
     pub node: RawNode<MemStorage>,
@@ -29,7 +36,7 @@ pub struct Network {
     /// Every message ever delivered, for assertions.
     pub delivered: Vec<Message>,
     /// Messages for which this returns true are dropped on delivery (lost in transit).
-    pub drop_filter: Option<Box<dyn FnMut(&Message) -> bool>>,
+    pub drop_filter: Option<DropFilter>,
     /// Every message dropped by `drop_filter`, for assertions.
     pub dropped: Vec<Message>,
     pub configure: fn(&mut Config),
