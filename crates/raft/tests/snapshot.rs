@@ -258,3 +258,128 @@ fn follower_restarts_from_installed_snapshot() {
     assert_eq!(network.applied_data(3), network.applied_data(1));
     assert_eq!(network.peer(1).node.status().stats.snapshots_sent, 1);
 }
+
+/// Raft §7 (receiver rule 7: "discard the entire log" when it does not contain the snapshot's
+/// last entry): a former leader that appended entries nobody else has, while the rest of the
+/// group moved on and compacted, is repaired by the snapshot; its orphan entries are dropped
+/// and never applied.
+#[test]
+fn snapshot_replaces_a_conflicting_log() {
+    let mut network = Network::new(3);
+    network.campaign(1);
+    network.propose(1, b"a");
+    network.isolate(1);
+    for _ in 0..5 {
+        network
+            .node(1)
+            .propose(Bytes::from_static(b"orphan"))
+            .expect("still leader");
+    }
+    network.stabilize();
+    network.campaign(2);
+    for item in [&b"b"[..], b"c", b"d"] {
+        network.propose(2, item);
+    }
+    let compacted = network.compact(2);
+    network.compact(3);
+    assert!(
+        network.peer(1).node.status().last_index >= compacted,
+        "the orphan log is long"
+    );
+    network.heal();
+    network.tick_all(5);
+    assert_eq!(network.leaders(), vec![NodeId(2)]);
+    assert_eq!(network.peer(1).node.status().stats.snapshots_installed, 1);
+    assert_eq!(network.applied_data(1), data(&[b"a", b"b", b"c", b"d"]));
+    assert_eq!(log_of(network.peer(1)), log_of(network.peer(2)));
+    network.propose(2, b"e");
+    assert_eq!(
+        network.applied_data(1),
+        data(&[b"a", b"b", b"c", b"d", b"e"])
+    );
+}
+
+/// Raft §7 (receiver rule 6: "if an existing log entry has the same index and term as the
+/// snapshot's last included entry, retain log entries following it"): a follower that already
+/// holds the snapshot's last entry (it only lacks the commit index) does not install the
+/// snapshot; it learns the commit, keeps its log and applies from it.
+#[test]
+fn snapshot_within_the_follower_log_only_advances_commit() {
+    let mut network = Network::new(3);
+    network.campaign(1);
+    network.propose(1, b"a");
+    // Node 2 receives b but not the news that it committed.
+    network.drop_filter = Some(Box::new(|m| {
+        m.to == NodeId(2)
+            && (m.body.kind() == "Heartbeat"
+                || (m.body.kind() == "Append" && append_entries(m) == 0))
+    }));
+    let index = network.propose(1, b"b");
+    let before = network.peer(2).node.status();
+    assert_eq!(before.last_index, index);
+    assert!(before.committed < index);
+    network.drop_filter = None;
+    network.compact(1);
+    let snapshot = network.peer(1).storage.current_snapshot();
+    assert_eq!(snapshot.meta.index, index);
+    let log_before = log_of(network.peer(2));
+
+    let term = network.peer(1).node.term();
+    network
+        .node(2)
+        .step(ringkv_types::raft::Message {
+            group: common::GROUP,
+            from: NodeId(1),
+            to: NodeId(2),
+            term,
+            body: MessageBody::InstallSnapshot { snapshot },
+        })
+        .expect("step");
+    let ready = network.node(2).ready().expect("ready");
+    assert!(
+        ready.snapshot.is_none(),
+        "a snapshot of entries the follower holds was installed"
+    );
+    assert_eq!(ready.hard_state.map(|h| h.commit), Some(index));
+    assert_eq!(
+        ready
+            .committed_entries
+            .iter()
+            .map(|e| e.index)
+            .collect::<Vec<_>>(),
+        vec![index]
+    );
+    network
+        .node(2)
+        .on_persisted(ready.number)
+        .expect("on_persisted");
+    network.node(2).on_applied(index);
+    assert_eq!(log_of(network.peer(2)), log_before);
+    assert_eq!(network.peer(2).node.status().stats.snapshots_installed, 0);
+}
+
+/// Raft §7 with thesis §4.2.1: a learner added after the leader compacted its log starts from
+/// nothing; it is caught up by a snapshot (which carries the configuration as of its index)
+/// and then by appends, including the configuration entry that added it.
+#[test]
+fn learner_added_after_compaction_is_caught_up_by_snapshot() {
+    let mut network = Network::new(3);
+    network.campaign(1);
+    for item in [&b"a"[..], b"b"] {
+        network.propose(1, item);
+    }
+    let compacted = network.compact(1);
+    network.add_peer(NodeId(4), ringkv_raft::MemStorage::new());
+    network
+        .node(1)
+        .propose_conf_change(ringkv_raft::ConfChange::AddLearner(NodeId(4)))
+        .expect("add learner");
+    network.stabilize();
+    network.propose(1, b"c");
+    let learner = network.peer(4).node.status();
+    assert_eq!(learner.stats.snapshots_installed, 1);
+    assert_eq!(learner.first_index, compacted.next());
+    assert!(learner.conf.is_learner(NodeId(4)));
+    assert_eq!(network.applied_data(4), data(&[b"a", b"b", b"c"]));
+    assert_eq!(log_of(network.peer(4)), log_of(network.peer(1)));
+}
