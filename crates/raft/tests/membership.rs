@@ -334,3 +334,74 @@ fn configuration_applies_on_append_and_reverts_on_truncation() {
         vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
     );
 }
+
+/// Thesis §4.2.1: once promoted, a former learner is a full voter: its vote counts, and it can
+/// be elected. Voters {1, 2} plus learner 3; after promoting 3 and losing leader 1, node 3
+/// wins with node 2's vote alone.
+#[test]
+fn promoted_learner_votes_and_can_lead() {
+    let mut network = Network::new(2);
+    network.campaign(1);
+    network.add_peer(NodeId(3), MemStorage::new());
+    change(&mut network, 1, ConfChange::AddLearner(NodeId(3)));
+    network.propose(1, b"a");
+    change(&mut network, 1, ConfChange::PromoteLearner(NodeId(3)));
+    network.down.insert(NodeId(1));
+    network.campaign(3);
+    assert_eq!(network.leaders(), vec![NodeId(3)]);
+    network.propose(3, b"b");
+    assert_eq!(
+        network.applied_data(2),
+        vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+    );
+}
+
+/// Thesis §4.1: a removed voter's vote no longer counts toward elections either. After 3 is
+/// removed from {1, 2, 3} and leader 1 is lost, node 2 cannot win with node 3's vote (still
+/// running, still willing): it needs 1, which is down.
+#[test]
+fn removed_voter_vote_does_not_count() {
+    let mut network = Network::new(3);
+    network.campaign(1);
+    change(&mut network, 1, ConfChange::Remove(NodeId(3)));
+    assert_eq!(network.peer(2).node.conf_state(), &conf(&[1, 2], &[]));
+    network.down.insert(NodeId(1));
+    network.node(2).campaign().expect("campaign");
+    network.process_ready(NodeId(2));
+    assert!(
+        network.queue.iter().all(|m| m.to != NodeId(3)),
+        "a removed voter was asked"
+    );
+    let mut request = network
+        .queue
+        .iter()
+        .find(|m| matches!(m.body, MessageBody::Vote { .. }))
+        .cloned()
+        .expect("vote request to node 1");
+    request.to = NodeId(3);
+    network.queue.push_back(request);
+    network.stabilize();
+    assert!(
+        network.delivered.iter().any(|m| m.from == NodeId(3)
+            && matches!(m.body, MessageBody::VoteResponse { reject: false }))
+    );
+    assert_ne!(network.peer(2).node.status().role, Role::Leader);
+}
+
+/// Thesis §4.1: a removed server that missed its removal must not disrupt the group. Node 3 is
+/// down while it is removed; when it comes back it still believes it is a voter and times out,
+/// but pre-vote and leader stickiness keep the leader in place and the term unchanged.
+#[test]
+fn removed_server_that_missed_its_removal_does_not_disrupt() {
+    let mut network = Network::new(3);
+    network.campaign(1);
+    network.down.insert(NodeId(3));
+    change(&mut network, 1, ConfChange::Remove(NodeId(3)));
+    let term = network.peer(1).node.term();
+    network.down.remove(&NodeId(3));
+    network.tick_all(100);
+    assert_eq!(network.leaders(), vec![NodeId(1)]);
+    assert_eq!(network.peer(1).node.term(), term);
+    network.propose(1, b"a");
+    assert_eq!(network.applied_data(2), vec![Bytes::from_static(b"a")]);
+}

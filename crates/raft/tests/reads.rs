@@ -324,3 +324,29 @@ fn read_index_on_a_follower_returns_not_leader() {
     network.stabilize();
     assert!(network.peer(2).read_states.is_empty());
 }
+
+/// Thesis §6.4 with STYLE §6 (bounded queues): reads waiting for a round are capped; beyond
+/// `max_pending_reads` they are refused, and accepted again once the waiting ones are served.
+#[test]
+fn pending_reads_are_bounded() {
+    let mut network = Network::with_config(3, |c| c.max_pending_reads = 2);
+    network.campaign(1);
+    network.propose(1, b"x");
+    network.cut.insert((NodeId(2), NodeId(1)));
+    network.cut.insert((NodeId(3), NodeId(1)));
+    for context in 1..=2 {
+        network.node(1).read_index(context, ReadMode::Safe).unwrap();
+    }
+    network.stabilize();
+    let refused = network.node(1).read_index(3, ReadMode::Safe);
+    assert!(
+        matches!(refused, Err(Error::ReadRefused { .. })),
+        "{refused:?}"
+    );
+    network.heal();
+    network.tick_all(common::config(1).heartbeat_ticks);
+    assert_eq!(network.peer(1).read_states.len(), 2);
+    network.node(1).read_index(3, ReadMode::Safe).unwrap();
+    network.stabilize();
+    assert_eq!(network.peer(1).read_states.len(), 3);
+}

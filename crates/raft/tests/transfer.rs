@@ -159,3 +159,45 @@ fn abandoned_transfer_sends_no_late_timeout_now() {
     assert_eq!(network.leaders(), vec![NodeId(1)]);
     assert_eq!(network.applied_data(3), vec![Bytes::from_static(b"a")]);
 }
+
+/// Thesis §3.10: only a voter can take over. A transfer to the leader itself, to a learner or
+/// to a stranger does nothing: no TimeoutNow, and proposals are still accepted.
+#[test]
+fn transfer_to_self_learner_or_stranger_is_a_no_op() {
+    let mut network = Network::new(3);
+    network.campaign(1);
+    network.add_peer(NodeId(4), ringkv_raft::MemStorage::new());
+    network
+        .node(1)
+        .propose_conf_change(ConfChange::AddLearner(NodeId(4)))
+        .expect("add learner");
+    network.stabilize();
+    network.delivered.clear();
+    for target in [1, 4, 9] {
+        network
+            .node(1)
+            .transfer_leader(NodeId(target))
+            .expect("leader");
+        network.stabilize();
+        network
+            .node(1)
+            .propose(Bytes::from_static(b"x"))
+            .expect("proposals still accepted");
+        network.stabilize();
+    }
+    assert_eq!(network.delivered_count("TimeoutNow"), 0);
+    assert_eq!(network.leaders(), vec![NodeId(1)]);
+    assert_eq!(network.applied_data(4).len(), 3);
+}
+
+/// Thesis §3.10: a follower cannot transfer leadership; it says who leads.
+#[test]
+fn transfer_on_a_follower_returns_not_leader() {
+    let mut network = Network::new(3);
+    network.campaign(1);
+    let refused = network.node(2).transfer_leader(NodeId(3));
+    assert!(
+        matches!(refused, Err(Error::NotLeader { leader_hint, .. }) if leader_hint == NodeId(1)),
+        "{refused:?}"
+    );
+}
