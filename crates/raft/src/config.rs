@@ -62,7 +62,8 @@ pub struct PlantedBugs {
     pub vote_without_log_check: bool,
     /// Acknowledge appended entries before they are persisted.
     pub ack_before_persist: bool,
-    /// Serve lease reads without a quorum-backed lease.
+    /// Serve lease reads whenever leader, trusting a lease that check-quorum would back (the
+    /// simulator also turns check-quorum off with this switch).
     pub lease_read_without_quorum: bool,
 }
 
