@@ -10,9 +10,10 @@ mod common;
 
 use bytes::Bytes;
 use common::Network;
-use ringkv_raft::{ConfChange, ReadMode, Role, SplitMix64};
+use ringkv_raft::{ConfChange, ReadMode, Ready, Role, SplitMix64};
+use ringkv_types::raft::EntryPayload;
 use ringkv_types::{LogIndex, NodeId, Term};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 struct Checker {
     leaders: BTreeMap<Term, NodeId>,
@@ -80,6 +81,46 @@ impl Checker {
     }
 }
 
+/// Pipelined driver: persists `id`'s oldest unpersisted Ready, reports it, sends its
+/// `persisted_messages`, then applies its committed entries and serves its reads.
+fn persist_oldest(
+    network: &mut Network,
+    pending: &mut BTreeMap<NodeId, VecDeque<Ready>>,
+    id: NodeId,
+) {
+    let Some(ready) = pending.get_mut(&id).and_then(VecDeque::pop_front) else {
+        return;
+    };
+    let peer = network.peers.get_mut(&id).expect("peer");
+    if let Some(snapshot) = &ready.snapshot {
+        peer.storage.apply_snapshot(snapshot.clone());
+        peer.applied = common::decode_applied(&snapshot.data);
+        peer.applied_index = snapshot.meta.index;
+    }
+    peer.storage.append(&ready.entries);
+    if let Some(hard_state) = ready.hard_state {
+        peer.storage.set_hard_state(hard_state);
+    }
+    peer.node.on_persisted(ready.number).expect("on_persisted");
+    network.queue.extend(ready.persisted_messages);
+    for entry in &ready.committed_entries {
+        assert_eq!(
+            entry.index,
+            peer.applied_index.next(),
+            "node {id} applies out of order"
+        );
+        if let EntryPayload::Normal(data) = &entry.payload {
+            peer.applied.push((entry.index, data.clone()));
+        }
+        peer.applied_index = entry.index;
+    }
+    if let Some(last) = ready.committed_entries.last() {
+        peer.node.on_applied(last.index);
+    }
+    peer.read_states.extend(ready.read_states);
+    peer.node.check_invariants();
+}
+
 fn max_committed(network: &Network) -> LogIndex {
     network
         .peers
@@ -96,8 +137,13 @@ fn pick(rng: &mut SplitMix64, n: u64) -> u64 {
 /// Runs one schedule. With `spares`, nodes `voters + 1 ..= voters + spares` start empty and
 /// outside the group, and the schedule also adds learners, promotes them and removes members
 /// (never re-adding a removed node).
-fn run(seed: u64, voters: u64, spares: u64, steps: usize) -> (usize, usize) {
+///
+/// With `pipelined`, each replica's driver takes Readies without persisting them (sending only
+/// their `messages`) and persists them later, in order, one at a time; a crash loses the
+/// Readies not yet persisted (unsynced writes), though their early messages may be out.
+fn run(seed: u64, voters: u64, spares: u64, steps: usize, pipelined: bool) -> (usize, usize) {
     let mut rng = SplitMix64::new(seed);
+    let mut pending: BTreeMap<NodeId, VecDeque<Ready>> = BTreeMap::new();
     let mut network = Network::new(voters);
     for id in voters + 1..=voters + spares {
         network.add_peer(NodeId(id), ringkv_raft::MemStorage::new());
@@ -122,9 +168,15 @@ fn run(seed: u64, voters: u64, spares: u64, steps: usize) -> (usize, usize) {
                 network.queue.push_front(message);
                 network.deliver_one();
             }
-            55..=69 if live => {
+            55..=69 if live && !pipelined => {
                 network.process_ready(NodeId(id));
             }
+            55..=61 if live && network.node(id).has_ready() => {
+                let ready = network.node(id).ready().expect("ready");
+                network.queue.extend(ready.messages.iter().cloned());
+                pending.entry(NodeId(id)).or_default().push_back(ready);
+            }
+            62..=69 if live => persist_oldest(&mut network, &mut pending, NodeId(id)),
             70..=77 if live && network.node(id).is_leader() => {
                 next_value += 1;
                 let data = Bytes::from(format!("v{next_value}"));
@@ -144,6 +196,7 @@ fn run(seed: u64, voters: u64, spares: u64, steps: usize) -> (usize, usize) {
             83..=84 => network.heal(),
             85 if live && network.down.len() + 1 < nodes.div_ceil(2) as usize => {
                 network.down.insert(NodeId(id));
+                pending.remove(&NodeId(id));
             }
             86..=87 if !live => network.restart(id),
             // Compaction needs the configuration as of the applied index; without membership
@@ -195,7 +248,12 @@ fn run(seed: u64, voters: u64, spares: u64, steps: usize) -> (usize, usize) {
         checker.check(&network, seed, step);
     }
 
-    // Liveness: heal everything and require convergence.
+    // Liveness: persist what is in flight, heal everything and require convergence.
+    for id in 1..=nodes {
+        while pending.get(&NodeId(id)).is_some_and(|p| !p.is_empty()) {
+            persist_oldest(&mut network, &mut pending, NodeId(id));
+        }
+    }
     network.heal();
     for id in 1..=nodes {
         if network.down.contains(&NodeId(id)) {
@@ -244,7 +302,7 @@ fn run(seed: u64, voters: u64, spares: u64, steps: usize) -> (usize, usize) {
 fn random_schedules_three_voters_stay_safe_and_converge() {
     let mut totals = (0, 0);
     for seed in 0..100 {
-        let (proposals, reads) = run(seed, 3, 0, 20_000);
+        let (proposals, reads) = run(seed, 3, 0, 20_000, false);
         totals.0 += proposals;
         totals.1 += reads;
     }
@@ -266,7 +324,7 @@ fn random_schedules_three_voters_stay_safe_and_converge() {
 fn random_schedules_five_voters_stay_safe_and_converge() {
     let mut totals = (0, 0);
     for seed in 1000..1050 {
-        let (proposals, reads) = run(seed, 5, 0, 20_000);
+        let (proposals, reads) = run(seed, 5, 0, 20_000, false);
         totals.0 += proposals;
         totals.1 += reads;
     }
@@ -288,7 +346,51 @@ fn random_schedules_five_voters_stay_safe_and_converge() {
 fn random_schedules_with_membership_changes_stay_safe_and_converge() {
     let mut totals = (0, 0);
     for seed in 2000..2060 {
-        let (proposals, reads) = run(seed, 3, 3, 20_000);
+        let (proposals, reads) = run(seed, 3, 3, 20_000, false);
+        totals.0 += proposals;
+        totals.1 += reads;
+    }
+    assert!(
+        totals.0 > 60,
+        "only {} entries committed over all seeds",
+        totals.0
+    );
+    assert!(
+        totals.1 > 60,
+        "only {} reads served over all seeds",
+        totals.1
+    );
+}
+
+/// Many seeds of a 3-voter group whose drivers pipeline Readies (take Ready N+1 before
+/// persisting N) and lose unpersisted Readies on a crash (thesis §10.2.1; the `Ready`
+/// contract).
+#[test]
+fn random_schedules_with_pipelined_drivers_stay_safe_and_converge() {
+    let mut totals = (0, 0);
+    for seed in 3000..3100 {
+        let (proposals, reads) = run(seed, 3, 0, 20_000, true);
+        totals.0 += proposals;
+        totals.1 += reads;
+    }
+    assert!(
+        totals.0 > 100,
+        "only {} entries committed over all seeds",
+        totals.0
+    );
+    assert!(
+        totals.1 > 100,
+        "only {} reads served over all seeds",
+        totals.1
+    );
+}
+
+/// Pipelined drivers together with membership changes.
+#[test]
+fn random_schedules_with_pipelined_drivers_and_membership_changes() {
+    let mut totals = (0, 0);
+    for seed in 4000..4060 {
+        let (proposals, reads) = run(seed, 3, 3, 20_000, true);
         totals.0 += proposals;
         totals.1 += reads;
     }
