@@ -10,7 +10,7 @@ mod common;
 
 use bytes::Bytes;
 use common::Network;
-use ringkv_raft::{ConfChange, ReadMode, Ready, Role, SplitMix64};
+use ringkv_raft::{ConfChange, Config, ReadMode, Ready, Role, SplitMix64};
 use ringkv_types::raft::EntryPayload;
 use ringkv_types::{LogIndex, NodeId, Term};
 use std::collections::{BTreeMap, VecDeque};
@@ -121,6 +121,8 @@ fn persist_oldest(
     peer.node.check_invariants();
 }
 
+fn defaults(_: &mut Config) {}
+
 fn max_committed(network: &Network) -> LogIndex {
     network
         .peers
@@ -141,10 +143,17 @@ fn pick(rng: &mut SplitMix64, n: u64) -> u64 {
 /// With `pipelined`, each replica's driver takes Readies without persisting them (sending only
 /// their `messages`) and persists them later, in order, one at a time; a crash loses the
 /// Readies not yet persisted (unsynced writes), though their early messages may be out.
-fn run(seed: u64, voters: u64, spares: u64, steps: usize, pipelined: bool) -> (usize, usize) {
+fn run(
+    seed: u64,
+    voters: u64,
+    spares: u64,
+    steps: usize,
+    pipelined: bool,
+    configure: fn(&mut Config),
+) -> (usize, usize) {
     let mut rng = SplitMix64::new(seed);
     let mut pending: BTreeMap<NodeId, VecDeque<Ready>> = BTreeMap::new();
-    let mut network = Network::new(voters);
+    let mut network = Network::with_config(voters, configure);
     for id in voters + 1..=voters + spares {
         network.add_peer(NodeId(id), ringkv_raft::MemStorage::new());
     }
@@ -302,7 +311,7 @@ fn run(seed: u64, voters: u64, spares: u64, steps: usize, pipelined: bool) -> (u
 fn random_schedules_three_voters_stay_safe_and_converge() {
     let mut totals = (0, 0);
     for seed in 0..100 {
-        let (proposals, reads) = run(seed, 3, 0, 20_000, false);
+        let (proposals, reads) = run(seed, 3, 0, 20_000, false, defaults);
         totals.0 += proposals;
         totals.1 += reads;
     }
@@ -324,7 +333,7 @@ fn random_schedules_three_voters_stay_safe_and_converge() {
 fn random_schedules_five_voters_stay_safe_and_converge() {
     let mut totals = (0, 0);
     for seed in 1000..1050 {
-        let (proposals, reads) = run(seed, 5, 0, 20_000, false);
+        let (proposals, reads) = run(seed, 5, 0, 20_000, false, defaults);
         totals.0 += proposals;
         totals.1 += reads;
     }
@@ -346,7 +355,7 @@ fn random_schedules_five_voters_stay_safe_and_converge() {
 fn random_schedules_with_membership_changes_stay_safe_and_converge() {
     let mut totals = (0, 0);
     for seed in 2000..2060 {
-        let (proposals, reads) = run(seed, 3, 3, 20_000, false);
+        let (proposals, reads) = run(seed, 3, 3, 20_000, false, defaults);
         totals.0 += proposals;
         totals.1 += reads;
     }
@@ -369,7 +378,7 @@ fn random_schedules_with_membership_changes_stay_safe_and_converge() {
 fn random_schedules_with_pipelined_drivers_stay_safe_and_converge() {
     let mut totals = (0, 0);
     for seed in 3000..3100 {
-        let (proposals, reads) = run(seed, 3, 0, 20_000, true);
+        let (proposals, reads) = run(seed, 3, 0, 20_000, true, defaults);
         totals.0 += proposals;
         totals.1 += reads;
     }
@@ -390,7 +399,7 @@ fn random_schedules_with_pipelined_drivers_stay_safe_and_converge() {
 fn random_schedules_with_pipelined_drivers_and_membership_changes() {
     let mut totals = (0, 0);
     for seed in 4000..4060 {
-        let (proposals, reads) = run(seed, 3, 3, 20_000, true);
+        let (proposals, reads) = run(seed, 3, 3, 20_000, true, defaults);
         totals.0 += proposals;
         totals.1 += reads;
     }
@@ -404,4 +413,32 @@ fn random_schedules_with_pipelined_drivers_and_membership_changes() {
         "only {} reads served over all seeds",
         totals.1
     );
+}
+
+/// The checkers can fail: with the planted lease bug (lease reads served whenever leader, with
+/// check-quorum off) some schedule returns a stale read.
+#[cfg(feature = "planted-bugs")]
+#[test]
+#[should_panic(expected = "was committed before it started")]
+fn checkers_catch_the_planted_stale_lease_read() {
+    for seed in 0..100 {
+        run(seed, 3, 0, 20_000, false, |c| {
+            c.planted_bugs.lease_read_without_quorum = true;
+            c.check_quorum = false;
+        });
+    }
+}
+
+/// The checkers can fail: acknowledging entries before they are durable loses committed
+/// entries when pipelined drivers crash (here the core's own commit assertion or a missing
+/// entry stops the run).
+#[cfg(feature = "planted-bugs")]
+#[test]
+#[should_panic]
+fn checkers_catch_the_planted_ack_before_persist() {
+    for seed in 3000..3100 {
+        run(seed, 3, 0, 20_000, true, |c| {
+            c.planted_bugs.ack_before_persist = true
+        });
+    }
 }
