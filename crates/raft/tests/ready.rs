@@ -501,3 +501,107 @@ fn follower_pipelines_and_applies_only_durable_committed_entries() {
         }
     );
 }
+
+/// Thesis §6.4, whole Readies of one ReadIndex round: the read produces heartbeats (sent at
+/// once, in `messages`) carrying the round as context and the commit index each follower is
+/// known to hold; the follower's answer echoes the context; the read state comes out in the
+/// leader's next Ready and nothing else does.
+#[test]
+fn read_index_round_whole_readies() {
+    let mut network = elected();
+    network
+        .node(1)
+        .read_index(42, ringkv_raft::ReadMode::Safe)
+        .expect("leader");
+    let round = ready(&mut network, 1);
+    let context = match &round.messages.first().map(|m| &m.body) {
+        Some(MessageBody::Heartbeat { context, .. }) => *context,
+        other => panic!("expected a heartbeat, got {other:?}"),
+    };
+    let heartbeat = |to| {
+        message(
+            1,
+            to,
+            MessageBody::Heartbeat {
+                commit: LogIndex(1),
+                context,
+            },
+        )
+    };
+    assert_eq!(
+        round,
+        View {
+            messages: vec![heartbeat(2), heartbeat(3)],
+            ..View::empty(round.number)
+        }
+    );
+    deliver(&mut network, &round.messages[..1]);
+    let answer = ready(&mut network, 2);
+    assert_eq!(
+        answer,
+        View {
+            persisted_messages: vec![message(2, 1, MessageBody::HeartbeatResponse { context })],
+            ..View::empty(answer.number)
+        }
+    );
+    deliver(&mut network, &answer.persisted_messages);
+    let served = ready(&mut network, 1);
+    assert_eq!(
+        served,
+        View {
+            read_states: vec![ReadState {
+                context: 42,
+                index: LogIndex(1)
+            }],
+            ..View::empty(round.number + 1)
+        }
+    );
+}
+
+/// Raft §7, whole Readies of a snapshot install: the follower's Ready carries the snapshot and
+/// the commit index it implies, nothing to apply (the snapshot is the state machine), and the
+/// acknowledgement only in `persisted_messages`. Once it is reported durable nothing is handed
+/// out again for the covered entries.
+#[test]
+fn snapshot_install_whole_ready() {
+    let mut network = elected();
+    network.propose(1, b"a");
+    network.compact(1);
+    let snapshot = network.peer(1).storage.current_snapshot();
+    let install = Message {
+        group: GROUP,
+        from: NodeId(1),
+        to: NodeId(3),
+        term: Term(1),
+        body: MessageBody::InstallSnapshot {
+            snapshot: snapshot.clone(),
+        },
+    };
+    // Node 3 of a fresh group stands for a follower that has nothing yet.
+    let mut target = Network::new(3);
+    deliver(&mut target, &[install]);
+    let installed = ready(&mut target, 3);
+    assert_eq!(
+        installed,
+        View {
+            soft_state: Some(SoftState {
+                leader: NodeId(1),
+                role: Role::Follower
+            }),
+            hard_state: hard(0, 2),
+            snapshot: Some(snapshot),
+            persisted_messages: vec![ack(3, 1, 2)],
+            ..View::empty(1)
+        }
+    );
+    persist(&mut target, 3, &installed);
+    assert!(
+        !target.node(3).has_ready(),
+        "entries covered by the snapshot handed out"
+    );
+    let status = target.peer(3).node.status();
+    assert_eq!(
+        (status.applied, status.committed, status.first_index),
+        (LogIndex(2), LogIndex(2), LogIndex(3))
+    );
+}
