@@ -405,3 +405,27 @@ fn removed_server_that_missed_its_removal_does_not_disrupt() {
     network.propose(1, b"a");
     assert_eq!(network.applied_data(2), vec![Bytes::from_static(b"a")]);
 }
+
+/// Thesis §4.1: a server's configuration is the latest one in its log, so it survives a
+/// restart. A learner that joined from an empty log restarts and is still a learner (it never
+/// campaigns), then is promoted and, after another restart, is a voter that can win.
+#[test]
+fn configuration_from_the_log_survives_restarts() {
+    let mut network = Network::new(3);
+    network.campaign(1);
+    network.add_peer(NodeId(4), MemStorage::new());
+    change(&mut network, 1, ConfChange::AddLearner(NodeId(4)));
+    network.propose(1, b"a");
+    network.restart(4);
+    assert_eq!(network.peer(4).node.conf_state(), &conf(&[1, 2, 3], &[4]));
+    network.tick_all(3);
+    assert_eq!(network.applied_data(4), vec![Bytes::from_static(b"a")]);
+    assert_eq!(network.peer(4).node.status().stats.elections, 0);
+
+    change(&mut network, 1, ConfChange::PromoteLearner(NodeId(4)));
+    network.restart(4);
+    assert_eq!(network.peer(4).node.conf_state(), &conf(&[1, 2, 3, 4], &[]));
+    network.down.insert(NodeId(1));
+    network.campaign(4);
+    assert_eq!(network.leaders(), vec![NodeId(4)]);
+}
