@@ -4,7 +4,9 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn placeholder(c: &mut Criterion) {
-    c.bench_function("transport/placeholder", |b| b.iter(|| std::hint::black_box(1 + 1)));
+    c.bench_function("transport/placeholder", |b| {
+        b.iter(|| std::hint::black_box(1 + 1))
+    });
 }
 
 criterion_group!(benches, placeholder);

@@ -89,17 +89,41 @@ mod tests {
     fn changes_table() {
         let base = conf(&[1, 2, 3], &[5]);
         let cases: Vec<(&str, ConfChange, Result<ConfState, &str>)> = vec![
-            ("add learner", ConfChange::AddLearner(NodeId(4)), Ok(conf(&[1, 2, 3], &[4, 5]))),
-            ("add existing", ConfChange::AddLearner(NodeId(2)), Err("node is already a member")),
-            ("promote", ConfChange::PromoteLearner(NodeId(5)), Ok(conf(&[1, 2, 3, 5], &[]))),
+            (
+                "add learner",
+                ConfChange::AddLearner(NodeId(4)),
+                Ok(conf(&[1, 2, 3], &[4, 5])),
+            ),
+            (
+                "add existing",
+                ConfChange::AddLearner(NodeId(2)),
+                Err("node is already a member"),
+            ),
+            (
+                "promote",
+                ConfChange::PromoteLearner(NodeId(5)),
+                Ok(conf(&[1, 2, 3, 5], &[])),
+            ),
             (
                 "promote voter",
                 ConfChange::PromoteLearner(NodeId(1)),
                 Err("only a learner can be promoted"),
             ),
-            ("remove voter", ConfChange::Remove(NodeId(2)), Ok(conf(&[1, 3], &[5]))),
-            ("remove learner", ConfChange::Remove(NodeId(5)), Ok(conf(&[1, 2, 3], &[]))),
-            ("remove stranger", ConfChange::Remove(NodeId(9)), Err("node is not a member")),
+            (
+                "remove voter",
+                ConfChange::Remove(NodeId(2)),
+                Ok(conf(&[1, 3], &[5])),
+            ),
+            (
+                "remove learner",
+                ConfChange::Remove(NodeId(5)),
+                Ok(conf(&[1, 2, 3], &[])),
+            ),
+            (
+                "remove stranger",
+                ConfChange::Remove(NodeId(9)),
+                Err("node is not a member"),
+            ),
         ];
         for (name, change, expected) in cases {
             assert_eq!(change.apply_to(&base), expected, "{name}");

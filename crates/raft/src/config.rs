@@ -102,7 +102,9 @@ impl Config {
             return Err(Error::InvalidConfig("heartbeat_ticks must be at least 1"));
         }
         if self.election_timeout_ticks <= self.heartbeat_ticks {
-            return Err(Error::InvalidConfig("election_timeout_ticks must exceed heartbeat_ticks"));
+            return Err(Error::InvalidConfig(
+                "election_timeout_ticks must exceed heartbeat_ticks",
+            ));
         }
         if self.lease_margin_ticks >= self.election_timeout_ticks {
             return Err(Error::InvalidConfig(
@@ -110,13 +112,17 @@ impl Config {
             ));
         }
         if self.max_inflight_messages == 0 {
-            return Err(Error::InvalidConfig("max_inflight_messages must be at least 1"));
+            return Err(Error::InvalidConfig(
+                "max_inflight_messages must be at least 1",
+            ));
         }
         if self.max_message_bytes == 0 || self.max_apply_bytes == 0 {
             return Err(Error::InvalidConfig("byte limits must be positive"));
         }
         if self.max_uncommitted_bytes == 0 {
-            return Err(Error::InvalidConfig("max_uncommitted_bytes must be positive"));
+            return Err(Error::InvalidConfig(
+                "max_uncommitted_bytes must be positive",
+            ));
         }
         Ok(())
     }

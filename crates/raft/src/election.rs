@@ -5,8 +5,8 @@ use crate::error::Result;
 use crate::quorum::{VoteResult, vote_result};
 use crate::raft::{Raft, Role};
 use crate::storage::Storage;
-use ringkv_types::raft::{Message, MessageBody};
 use ringkv_types::NodeId;
+use ringkv_types::raft::{Message, MessageBody};
 
 /// How an election starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,9 +55,20 @@ impl<S: Storage> Raft<S> {
                 continue;
             }
             let body = match kind {
-                Campaign::PreVote => MessageBody::PreVote { last_index, last_term },
-                Campaign::Election => MessageBody::Vote { last_index, last_term, transfer: false },
-                Campaign::Transfer => MessageBody::Vote { last_index, last_term, transfer: true },
+                Campaign::PreVote => MessageBody::PreVote {
+                    last_index,
+                    last_term,
+                },
+                Campaign::Election => MessageBody::Vote {
+                    last_index,
+                    last_term,
+                    transfer: false,
+                },
+                Campaign::Transfer => MessageBody::Vote {
+                    last_index,
+                    last_term,
+                    transfer: true,
+                },
             };
             self.send(voter, campaign_term, body);
         }
@@ -94,8 +105,15 @@ impl<S: Storage> Raft<S> {
     /// higher term for a real vote).
     pub(crate) fn handle_vote_request(&mut self, message: Message) -> Result<()> {
         let (last_index, last_term, pre_vote) = match message.body {
-            MessageBody::PreVote { last_index, last_term } => (last_index, last_term, true),
-            MessageBody::Vote { last_index, last_term, .. } => (last_index, last_term, false),
+            MessageBody::PreVote {
+                last_index,
+                last_term,
+            } => (last_index, last_term, true),
+            MessageBody::Vote {
+                last_index,
+                last_term,
+                ..
+            } => (last_index, last_term, false),
             _ => return Ok(()),
         };
         // Raft §5.2: one vote per term. A pre-vote for a future term commits to nothing.
@@ -108,13 +126,21 @@ impl<S: Storage> Raft<S> {
         let grant = can_vote && up_to_date;
         if pre_vote {
             let term = if grant { message.term } else { self.term };
-            self.send(message.from, term, MessageBody::PreVoteResponse { reject: !grant });
+            self.send(
+                message.from,
+                term,
+                MessageBody::PreVoteResponse { reject: !grant },
+            );
         } else {
             if grant {
                 self.vote = message.from;
                 self.election_elapsed = 0;
             }
-            self.send(message.from, self.term, MessageBody::VoteResponse { reject: !grant });
+            self.send(
+                message.from,
+                self.term,
+                MessageBody::VoteResponse { reject: !grant },
+            );
         }
         Ok(())
     }

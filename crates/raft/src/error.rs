@@ -50,7 +50,9 @@ pub enum Error {
         group: ShardId,
     },
     /// Too many uncommitted bytes; retry later.
-    #[error("group {group}: proposal dropped, {uncommitted_bytes} uncommitted bytes (limit {limit})")]
+    #[error(
+        "group {group}: proposal dropped, {uncommitted_bytes} uncommitted bytes (limit {limit})"
+    )]
     ProposalDropped {
         /// The group.
         group: ShardId,

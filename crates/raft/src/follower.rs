@@ -12,7 +12,12 @@ impl<S: Storage> Raft<S> {
         let from = message.from;
         let term = message.term;
         match message.body {
-            MessageBody::Append { prev_index, prev_term, entries, commit } => {
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
                 self.heard_from_leader(from);
                 self.handle_append(from, term, prev_index, prev_term, &entries, commit)
             }
@@ -53,7 +58,10 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         let conflict = self.log.find_conflict(entries);
-        match self.log.maybe_append(prev_index, prev_term, commit, entries) {
+        match self
+            .log
+            .maybe_append(prev_index, prev_term, commit, entries)
+        {
             Some(last_new) => {
                 if let Some(conflict) = conflict {
                     self.after_append(conflict, entries)?;
@@ -62,8 +70,9 @@ impl<S: Storage> Raft<S> {
             }
             None => {
                 let last_index = self.log.last_index()?;
-                let (hint_index, hint_term) =
-                    self.log.find_conflict_by_term(prev_index.min(last_index), prev_term);
+                let (hint_index, hint_term) = self
+                    .log
+                    .find_conflict_by_term(prev_index.min(last_index), prev_term);
                 self.send(
                     from,
                     self.term,

@@ -14,7 +14,10 @@ pub struct Inflights {
 impl Inflights {
     /// An empty ring holding at most `capacity` messages.
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, last_indexes: VecDeque::with_capacity(capacity.min(64)) }
+        Self {
+            capacity,
+            last_indexes: VecDeque::with_capacity(capacity.min(64)),
+        }
     }
 
     /// Whether no more messages may be sent.
@@ -27,16 +30,27 @@ impl Inflights {
     /// # Panics
     /// If full or if `last_index` goes backwards: callers check `is_full` and send in order.
     pub fn add(&mut self, last_index: LogIndex) {
-        assert!(!self.is_full(), "inflights full ({} messages)", self.capacity);
+        assert!(
+            !self.is_full(),
+            "inflights full ({} messages)",
+            self.capacity
+        );
         if let Some(&back) = self.last_indexes.back() {
-            assert!(back <= last_index, "inflight {last_index} sent after {back}");
+            assert!(
+                back <= last_index,
+                "inflight {last_index} sent after {back}"
+            );
         }
         self.last_indexes.push_back(last_index);
     }
 
     /// Frees every message whose last index is at or below `index` (acknowledged).
     pub fn free_up_to(&mut self, index: LogIndex) {
-        while self.last_indexes.front().is_some_and(|&front| front <= index) {
+        while self
+            .last_indexes
+            .front()
+            .is_some_and(|&front| front <= index)
+        {
             self.last_indexes.pop_front();
         }
     }

@@ -60,7 +60,11 @@ impl<S: Storage> Raft<S> {
             .conf
             .voters
             .iter()
-            .filter(|id| self.progress.get(id).is_some_and(|p| p.recent_active || **id == self.id))
+            .filter(|id| {
+                self.progress
+                    .get(id)
+                    .is_some_and(|p| p.recent_active || **id == self.id)
+            })
             .count();
         active >= quorum::majority(self.conf.voters.len())
     }
@@ -76,7 +80,14 @@ impl<S: Storage> Raft<S> {
             .map(|(id, p)| (*id, p.match_index.min(committed)))
             .collect();
         for (to, commit) in targets {
-            self.send(to, self.term, MessageBody::Heartbeat { commit, context: round });
+            self.send(
+                to,
+                self.term,
+                MessageBody::Heartbeat {
+                    commit,
+                    context: round,
+                },
+            );
         }
         if let Some(progress) = self.progress.get_mut(&self.id) {
             progress.acked_round = round;
@@ -88,7 +99,11 @@ impl<S: Storage> Raft<S> {
     /// Appends an entry of the current term to the leader's log.
     pub(crate) fn append_entry(&mut self, payload: EntryPayload) -> Result<LogIndex> {
         let index = self.log.last_index()?.next();
-        let entry = Entry { term: self.term, index, payload };
+        let entry = Entry {
+            term: self.term,
+            index,
+            payload,
+        };
         self.uncommitted_bytes += entry.size_bytes();
         let config = match &entry.payload {
             EntryPayload::Config(conf) => Some(conf.clone()),
@@ -135,7 +150,12 @@ impl<S: Storage> Raft<S> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        let refuse = |reason| Err(Error::ConfChangeRefused { group: self.group, reason });
+        let refuse = |reason| {
+            Err(Error::ConfChangeRefused {
+                group: self.group,
+                reason,
+            })
+        };
         if self.lead_transferee.is_some() {
             return refuse("a leader transfer is in progress");
         }
@@ -193,7 +213,11 @@ impl<S: Storage> Raft<S> {
         self.lead_transferee = Some(to);
         self.transfer_started_tick = self.now;
         let last_index = self.log.last_index()?;
-        if self.progress.get(&to).is_some_and(|p| p.match_index == last_index) {
+        if self
+            .progress
+            .get(&to)
+            .is_some_and(|p| p.match_index == last_index)
+        {
             self.send_timeout_now(to);
         } else if let Some(progress) = self.progress.get_mut(&to) {
             progress.needs_send = true;
@@ -212,7 +236,10 @@ impl<S: Storage> Raft<S> {
             return Err(self.not_leader());
         }
         if self.reads.waiting() >= self.config.max_pending_reads {
-            return Err(Error::ReadRefused { group: self.group, reason: "too many pending reads" });
+            return Err(Error::ReadRefused {
+                group: self.group,
+                reason: "too many pending reads",
+            });
         }
         if self.log.term(self.log.committed)? != self.term {
             // Thesis §6.4 step 1: until an entry of this term commits, the commit index may be
@@ -231,7 +258,11 @@ impl<S: Storage> Raft<S> {
             return;
         }
         let round = self.reads.round + 1;
-        self.reads.pending.push_back(crate::read_only::PendingRead { context, index, round });
+        self.reads.pending.push_back(crate::read_only::PendingRead {
+            context,
+            index,
+            round,
+        });
         self.reads.broadcast_pending = true;
     }
 
@@ -298,12 +329,17 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn has_pending_flush(&self) -> bool {
         self.is_leader()
             && (self.reads.broadcast_pending
-                || self.progress.iter().any(|(id, p)| *id != self.id && p.needs_send))
+                || self
+                    .progress
+                    .iter()
+                    .any(|(id, p)| *id != self.id && p.needs_send))
     }
 
     /// Sends one append (or a snapshot) to `to`. Returns whether a message went out.
     fn send_append(&mut self, to: NodeId, send_if_empty: bool) -> Result<bool> {
-        let Some(progress) = self.progress.get(&to) else { return Ok(false) };
+        let Some(progress) = self.progress.get(&to) else {
+            return Ok(false);
+        };
         if progress.is_paused() {
             return Ok(false);
         }
@@ -315,7 +351,9 @@ impl<S: Storage> Raft<S> {
             Err(StorageError::Compacted { .. }) => return self.send_snapshot(to),
             Err(e) => return Err(e.into()),
         };
-        let entries = match self.log.entries(next, last_index.next(), self.config.max_message_bytes)
+        let entries = match self
+            .log
+            .entries(next, last_index.next(), self.config.max_message_bytes)
         {
             Ok(entries) => entries,
             Err(StorageError::Compacted { .. }) => return self.send_snapshot(to),
@@ -330,7 +368,16 @@ impl<S: Storage> Raft<S> {
         if let Some(progress) = self.progress.get_mut(&to) {
             progress.sent_append(sent_last, count);
         }
-        self.send(to, self.term, MessageBody::Append { prev_index, prev_term, entries, commit });
+        self.send(
+            to,
+            self.term,
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            },
+        );
         Ok(true)
     }
 
@@ -355,7 +402,9 @@ impl<S: Storage> Raft<S> {
     /// whether it moved.
     pub(crate) fn maybe_commit(&mut self) -> Result<bool> {
         let candidate = quorum::committed_index(&self.conf.voters, |id| {
-            self.progress.get(&id).map_or(LogIndex::ZERO, |p| p.match_index)
+            self.progress
+                .get(&id)
+                .map_or(LogIndex::ZERO, |p| p.match_index)
         });
         if candidate <= self.log.committed {
             return Ok(false);
@@ -377,7 +426,8 @@ impl<S: Storage> Raft<S> {
                 progress.needs_send = true;
             }
         }
-        if !self.reads.waiting_for_commit.is_empty() && self.log.term(self.log.committed)? == self.term
+        if !self.reads.waiting_for_commit.is_empty()
+            && self.log.term(self.log.committed)? == self.term
         {
             for (context, mode) in std::mem::take(&mut self.reads.waiting_for_commit) {
                 self.serve_read(context, mode);
@@ -406,9 +456,12 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         match message.body {
-            MessageBody::AppendResponse { reject, index, hint_index, hint_term } => {
-                self.handle_append_response(from, reject, index, hint_index, hint_term)
-            }
+            MessageBody::AppendResponse {
+                reject,
+                index,
+                hint_index,
+                hint_term,
+            } => self.handle_append_response(from, reject, index, hint_index, hint_term),
             MessageBody::HeartbeatResponse { context } => {
                 let last_index = self.log.last_index()?;
                 if let Some(progress) = self.progress.get_mut(&from) {
@@ -460,7 +513,9 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         let last_index = self.log.last_index()?;
-        let Some(progress) = self.progress.get_mut(&from) else { return Ok(()) };
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return Ok(());
+        };
         progress.recent_active = true;
         let was_paused = progress.is_paused();
         if !progress.maybe_update(index) {
@@ -471,7 +526,9 @@ impl<S: Storage> Raft<S> {
         }
         match progress.state {
             ProgressState::Probe => progress.become_replicate(),
-            ProgressState::Snapshot { pending_index, .. } if progress.match_index >= pending_index => {
+            ProgressState::Snapshot { pending_index, .. }
+                if progress.match_index >= pending_index =>
+            {
                 progress.become_probe();
                 progress.become_replicate();
             }

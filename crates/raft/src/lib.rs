@@ -34,9 +34,9 @@ mod storage;
 mod unstable;
 
 pub use conf_change::ConfChange;
+pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBugs;
-pub use config::Config;
 pub use error::{Error, Result, StorageError};
 pub use mem_storage::MemStorage;
 pub use raft::{RaftStats, Role};

@@ -83,11 +83,17 @@ impl<S: Storage> RaftLog<S> {
     pub fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
         let first_index = self.first_index()?;
         if index < first_index.prev() {
-            return Err(StorageError::Compacted { requested: index, first_index });
+            return Err(StorageError::Compacted {
+                requested: index,
+                first_index,
+            });
         }
         let last_index = self.last_index()?;
         if index > last_index {
-            return Err(StorageError::Unavailable { requested: index, last_index });
+            return Err(StorageError::Unavailable {
+                requested: index,
+                last_index,
+            });
         }
         if let Some(term) = self.unstable.maybe_term(index) {
             return Ok(term);
@@ -107,7 +113,11 @@ impl<S: Storage> RaftLog<S> {
 
     /// Whether a log ending at `(last_index, last_term)` is at least as up to date as ours
     /// (Raft §5.4.1: compare last terms, then lengths).
-    pub fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> Result<bool, StorageError> {
+    pub fn is_up_to_date(
+        &self,
+        last_index: LogIndex,
+        last_term: Term,
+    ) -> Result<bool, StorageError> {
         let our_term = self.last_term()?;
         Ok(last_term > our_term || (last_term == our_term && last_index >= self.last_index()?))
     }
@@ -115,7 +125,10 @@ impl<S: Storage> RaftLog<S> {
     /// Index of the first of `entries` that is not already in the log with the same term, or
     /// `None` when all of them are present.
     pub fn find_conflict(&self, entries: &[Entry]) -> Option<LogIndex> {
-        entries.iter().find(|e| !self.match_term(e.index, e.term)).map(|e| e.index)
+        entries
+            .iter()
+            .find(|e| !self.match_term(e.index, e.term))
+            .map(|e| e.index)
     }
 
     /// The largest index `<= index` whose term is `<= term`, with that term: the fast
@@ -226,11 +239,17 @@ impl<S: Storage> RaftLog<S> {
         }
         let first_index = self.first_index()?;
         if low < first_index {
-            return Err(StorageError::Compacted { requested: low, first_index });
+            return Err(StorageError::Compacted {
+                requested: low,
+                first_index,
+            });
         }
         let last_index = self.last_index()?;
         if high > last_index.next() {
-            return Err(StorageError::Unavailable { requested: high.prev(), last_index });
+            return Err(StorageError::Unavailable {
+                requested: high.prev(),
+                last_index,
+            });
         }
         let offset = self.unstable.offset;
         let mut out = Vec::new();
@@ -263,7 +282,10 @@ impl<S: Storage> RaftLog<S> {
 
     /// Committed, locally durable entries not yet handed out, up to `max_bytes`; marks them
     /// handed out.
-    pub fn take_next_committed_entries(&mut self, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+    pub fn take_next_committed_entries(
+        &mut self,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
         if !self.has_next_committed_entries() {
             return Ok(Vec::new());
         }
@@ -301,7 +323,9 @@ impl<S: Storage> RaftLog<S> {
     /// Entries up to `(index, term)` are durable.
     pub fn stable_to(&mut self, index: LogIndex, term: Term) {
         if self.unstable.stable_to(index, term) || self.match_term(index, term) {
-            self.persisted = self.persisted.max(index.min(self.last_index().unwrap_or(index)));
+            self.persisted = self
+                .persisted
+                .max(index.min(self.last_index().unwrap_or(index)));
         }
     }
 

@@ -23,7 +23,9 @@ impl Core {
     }
 
     fn last_index(&self) -> LogIndex {
-        self.entries.last().map_or(self.snapshot.meta.index, |e| e.index)
+        self.entries
+            .last()
+            .map_or(self.snapshot.meta.index, |e| e.index)
     }
 
     fn position(&self, index: LogIndex) -> usize {
@@ -52,7 +54,9 @@ impl MemStorage {
 
     fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic while holding the lock leaves plain data behind; keep using it.
-        self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Saves the hard state.
@@ -108,11 +112,23 @@ impl MemStorage {
         if index <= core.snapshot.meta.index {
             return;
         }
-        assert!(index <= core.last_index(), "compact {} past last {}", index, core.last_index());
+        assert!(
+            index <= core.last_index(),
+            "compact {} past last {}",
+            index,
+            core.last_index()
+        );
         let position = core.position(index);
-        let term = core.entries.get(position).map(|e| e.term).unwrap_or(Term::ZERO);
+        let term = core
+            .entries
+            .get(position)
+            .map(|e| e.term)
+            .unwrap_or(Term::ZERO);
         core.entries.drain(..=position);
-        core.snapshot = Snapshot { meta: SnapshotMeta { index, term, conf }, data };
+        core.snapshot = Snapshot {
+            meta: SnapshotMeta { index, term, conf },
+            data,
+        };
     }
 
     /// The stored snapshot.
@@ -129,7 +145,10 @@ impl MemStorage {
 impl Storage for MemStorage {
     fn initial_state(&self) -> Result<InitialState, StorageError> {
         let core = self.lock();
-        Ok(InitialState { hard_state: core.hard_state, snapshot_meta: core.snapshot.meta.clone() })
+        Ok(InitialState {
+            hard_state: core.hard_state,
+            snapshot_meta: core.snapshot.meta.clone(),
+        })
     }
 
     fn entries(
@@ -140,7 +159,10 @@ impl Storage for MemStorage {
     ) -> Result<Vec<Entry>, StorageError> {
         let core = self.lock();
         if low < core.first_index() {
-            return Err(StorageError::Compacted { requested: low, first_index: core.first_index() });
+            return Err(StorageError::Compacted {
+                requested: low,
+                first_index: core.first_index(),
+            });
         }
         if high > core.last_index().next() {
             return Err(StorageError::Unavailable {
@@ -168,12 +190,18 @@ impl Storage for MemStorage {
             return Ok(core.snapshot.meta.term);
         }
         if index < core.first_index() {
-            return Err(StorageError::Compacted { requested: index, first_index: core.first_index() });
+            return Err(StorageError::Compacted {
+                requested: index,
+                first_index: core.first_index(),
+            });
         }
-        core.entries.get(core.position(index)).map(|e| e.term).ok_or(StorageError::Unavailable {
-            requested: index,
-            last_index: core.last_index(),
-        })
+        core.entries
+            .get(core.position(index))
+            .map(|e| e.term)
+            .ok_or(StorageError::Unavailable {
+                requested: index,
+                last_index: core.last_index(),
+            })
     }
 
     fn first_index(&self) -> Result<LogIndex, StorageError> {

@@ -90,7 +90,10 @@ impl Progress {
 
     /// Records that a snapshot up to `pending_index` was sent at `tick`.
     pub fn become_snapshot(&mut self, pending_index: LogIndex, tick: u64) {
-        self.state = ProgressState::Snapshot { pending_index, sent_at_tick: tick };
+        self.state = ProgressState::Snapshot {
+            pending_index,
+            sent_at_tick: tick,
+        };
         self.probe_sent = false;
         self.inflights.reset();
     }

@@ -11,14 +11,20 @@ pub fn majority(voters: usize) -> usize {
 /// The largest index that a majority of voters have reached: sort the match indexes
 /// descending and take the `majority`-th. `match_of` gives each voter's index. Returns
 /// `LogIndex::ZERO` for an empty voter set.
-pub fn committed_index(voters: &[NodeId], mut match_of: impl FnMut(NodeId) -> LogIndex) -> LogIndex {
+pub fn committed_index(
+    voters: &[NodeId],
+    mut match_of: impl FnMut(NodeId) -> LogIndex,
+) -> LogIndex {
     if voters.is_empty() {
         return LogIndex::ZERO;
     }
     // Groups have at most a handful of voters: a small stack array would do, a Vec is simpler.
     let mut indexes: Vec<LogIndex> = voters.iter().map(|&id| match_of(id)).collect();
     indexes.sort_unstable_by(|a, b| b.cmp(a));
-    indexes.get(majority(voters.len()) - 1).copied().unwrap_or(LogIndex::ZERO)
+    indexes
+        .get(majority(voters.len()) - 1)
+        .copied()
+        .unwrap_or(LogIndex::ZERO)
 }
 
 /// The outcome of counting votes so far.

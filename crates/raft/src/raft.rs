@@ -127,7 +127,11 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn hard_state(&self) -> HardState {
-        HardState { term: self.term, vote: self.vote, commit: self.log.committed }
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
     }
 
     /// Whether this replica may campaign: it must be a voter in its latest configuration.
@@ -180,14 +184,22 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn become_pre_candidate(&mut self) {
-        assert!(self.role != Role::Leader, "group {}: leader cannot pre-campaign", self.group);
+        assert!(
+            self.role != Role::Leader,
+            "group {}: leader cannot pre-campaign",
+            self.group
+        );
         self.reset_role_state();
         self.role = Role::PreCandidate;
         self.quiet_since_start = false;
     }
 
     pub(crate) fn become_candidate(&mut self) {
-        assert!(self.role != Role::Leader, "group {}: leader cannot campaign", self.group);
+        assert!(
+            self.role != Role::Leader,
+            "group {}: leader cannot campaign",
+            self.group
+        );
         let next = self.term.next();
         self.set_term(next);
         self.reset_role_state();
@@ -198,7 +210,11 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn become_leader(&mut self) -> Result<()> {
-        assert!(self.role == Role::Candidate, "group {}: leader must be elected", self.group);
+        assert!(
+            self.role == Role::Candidate,
+            "group {}: leader must be elected",
+            self.group
+        );
         self.reset_role_state();
         self.role = Role::Leader;
         self.leader = self.id;
@@ -224,7 +240,10 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn not_leader(&self) -> Error {
-        Error::NotLeader { group: self.group, leader_hint: self.leader }
+        Error::NotLeader {
+            group: self.group,
+            leader_hint: self.leader,
+        }
     }
 
     /// Queues a message. Messages a leader sends in its own term may leave before the Ready
@@ -239,7 +258,13 @@ impl<S: Storage> Raft<S> {
             MessageBody::AppendResponse { .. } => self.config.planted_bugs.ack_before_persist,
             _ => false,
         };
-        let message = Message { group: self.group, from: self.id, to, term, body };
+        let message = Message {
+            group: self.group,
+            from: self.id,
+            to,
+            term,
+            body,
+        };
         if immediate {
             self.msgs.push(message);
         } else {
@@ -284,9 +309,10 @@ impl<S: Storage> Raft<S> {
         }
         if message.term > self.term {
             match &message.body {
-                MessageBody::PreVote { .. } | MessageBody::Vote { transfer: false, .. }
-                    if self.in_lease() =>
-                {
+                MessageBody::PreVote { .. }
+                | MessageBody::Vote {
+                    transfer: false, ..
+                } if self.in_lease() => {
                     // Leader stickiness: ignore, do not even bump our term.
                     return Ok(());
                 }
@@ -320,7 +346,11 @@ impl<S: Storage> Raft<S> {
                     );
                 }
                 MessageBody::PreVote { .. } => {
-                    self.send(message.from, self.term, MessageBody::PreVoteResponse { reject: true });
+                    self.send(
+                        message.from,
+                        self.term,
+                        MessageBody::PreVoteResponse { reject: true },
+                    );
                 }
                 _ => {}
             }
@@ -356,7 +386,9 @@ impl<S: Storage> Raft<S> {
         let mut next = first;
         while next <= last {
             let batch = self.log.entries(next, last.next(), 1 << 20)?;
-            let Some(last_entry) = batch.last() else { break };
+            let Some(last_entry) = batch.last() else {
+                break;
+            };
             next = last_entry.index.next();
             for entry in &batch {
                 if let EntryPayload::Config(c) = &entry.payload {
@@ -377,7 +409,11 @@ impl<S: Storage> Raft<S> {
     pub fn check_invariants(&self) {
         self.log.check_invariants();
         if self.role == Role::Leader {
-            assert_eq!(self.leader, self.id, "group {}: leader field on leader", self.group);
+            assert_eq!(
+                self.leader, self.id,
+                "group {}: leader field on leader",
+                self.group
+            );
             assert!(
                 self.vote == self.id,
                 "group {} node {}: leader of term {} did not vote for itself",
@@ -387,7 +423,11 @@ impl<S: Storage> Raft<S> {
             );
         }
         if self.role == Role::Candidate {
-            assert_eq!(self.vote, self.id, "group {}: candidate votes for itself", self.group);
+            assert_eq!(
+                self.vote, self.id,
+                "group {}: candidate votes for itself",
+                self.group
+            );
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The driver-facing handle of one group: inputs in, one [`Ready`] out.
 
-use crate::config::Config;
 use crate::conf_change::ConfChange;
+use crate::config::Config;
 use crate::error::Result;
 use crate::raft::{Raft, RaftStats, Role};
 use crate::read_only::{ReadMode, ReadState};
@@ -117,8 +117,17 @@ impl<S: Storage> RawNode<S> {
     pub fn new(config: Config, storage: S) -> Result<Self> {
         let raft = Raft::new(config, storage)?;
         let previous_hard = raft.hard_state();
-        let previous_soft = SoftState { leader: raft.leader, role: raft.role };
-        Ok(Self { raft, previous_soft, previous_hard, next_number: 1, in_flight: VecDeque::new() })
+        let previous_soft = SoftState {
+            leader: raft.leader,
+            role: raft.role,
+        };
+        Ok(Self {
+            raft,
+            previous_soft,
+            previous_hard,
+            next_number: 1,
+            in_flight: VecDeque::new(),
+        })
     }
 
     /// Advances logical time by one tick (drives elections and heartbeats).
@@ -221,7 +230,10 @@ impl<S: Storage> RawNode<S> {
     }
 
     fn soft_state(&self) -> SoftState {
-        SoftState { leader: self.raft.leader, role: self.raft.role }
+        SoftState {
+            leader: self.raft.leader,
+            role: self.raft.role,
+        }
     }
 
     /// Takes everything there is to do; see [`Ready`] for the driving contract.
@@ -233,9 +245,15 @@ impl<S: Storage> RawNode<S> {
         let raft = &mut self.raft;
         let number = self.next_number;
         self.next_number += 1;
-        let mut ready = Ready { number, ..Ready::default() };
+        let mut ready = Ready {
+            number,
+            ..Ready::default()
+        };
 
-        let soft = SoftState { leader: raft.leader, role: raft.role };
+        let soft = SoftState {
+            leader: raft.leader,
+            role: raft.role,
+        };
         if soft != self.previous_soft {
             ready.soft_state = Some(soft);
             self.previous_soft = soft;
@@ -267,7 +285,9 @@ impl<S: Storage> RawNode<S> {
         unstable.accept_in_progress();
         ready.messages = std::mem::take(&mut raft.msgs);
         ready.persisted_messages = std::mem::take(&mut raft.msgs_after_persist);
-        ready.committed_entries = raft.log.take_next_committed_entries(raft.config.max_apply_bytes)?;
+        ready.committed_entries = raft
+            .log
+            .take_next_committed_entries(raft.config.max_apply_bytes)?;
         if raft.is_leader() {
             let released: u64 = ready.committed_entries.iter().map(Entry::size_bytes).sum();
             raft.uncommitted_bytes = raft.uncommitted_bytes.saturating_sub(released);
@@ -277,7 +297,11 @@ impl<S: Storage> RawNode<S> {
         let last_entry = ready.entries.last().map(|e| (e.index, e.term));
         let snapshot_index = ready.snapshot.as_ref().map(|s| s.meta.index);
         if last_entry.is_some() || snapshot_index.is_some() {
-            self.in_flight.push_back(InFlightReady { number, last_entry, snapshot_index });
+            self.in_flight.push_back(InFlightReady {
+                number,
+                last_entry,
+                snapshot_index,
+            });
         }
         Ok(ready)
     }
@@ -288,7 +312,9 @@ impl<S: Storage> RawNode<S> {
     /// Storage failures.
     pub fn on_persisted(&mut self, number: u64) -> Result<()> {
         while self.in_flight.front().is_some_and(|r| r.number <= number) {
-            let Some(done) = self.in_flight.pop_front() else { break };
+            let Some(done) = self.in_flight.pop_front() else {
+                break;
+            };
             if let Some(index) = done.snapshot_index {
                 self.raft.log.stable_snapshot_to(index);
             }
@@ -370,4 +396,3 @@ impl<S: Storage> RawNode<S> {
         Ok(self.raft.log.entries(low, high, max_bytes)?)
     }
 }
-

@@ -74,18 +74,32 @@ impl ReadOnly {
 
     /// The tick at which `round` was sent, if remembered.
     pub fn tick_of_round(&self, round: u64) -> Option<u64> {
-        self.round_ticks.iter().find(|(r, _)| *r == round).map(|(_, t)| *t)
+        self.round_ticks
+            .iter()
+            .find(|(r, _)| *r == round)
+            .map(|(_, t)| *t)
     }
 
     /// Moves pending reads confirmed by `quorum_round` to `ready`, and forgets send times of
     /// rounds older than it.
     pub fn advance(&mut self, quorum_round: u64) {
-        while self.pending.front().is_some_and(|read| read.round <= quorum_round) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|read| read.round <= quorum_round)
+        {
             if let Some(read) = self.pending.pop_front() {
-                self.ready.push(ReadState { context: read.context, index: read.index });
+                self.ready.push(ReadState {
+                    context: read.context,
+                    index: read.index,
+                });
             }
         }
-        while self.round_ticks.front().is_some_and(|(round, _)| *round < quorum_round) {
+        while self
+            .round_ticks
+            .front()
+            .is_some_and(|(round, _)| *round < quorum_round)
+        {
             self.round_ticks.pop_front();
         }
     }

@@ -40,8 +40,12 @@ pub trait Storage {
     /// # Errors
     /// [`StorageError::Compacted`] when `low < first_index`; [`StorageError::Unavailable`] when
     /// `high > last_index + 1`.
-    fn entries(&self, low: LogIndex, high: LogIndex, max_bytes: u64)
-    -> Result<Vec<Entry>, StorageError>;
+    fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError>;
 
     /// Term of the entry at `index`, for `index` in `[first_index - 1, last_index]`.
     ///

@@ -25,7 +25,11 @@ pub struct Unstable {
 impl Unstable {
     /// An empty suffix starting at `offset`.
     pub fn new(offset: LogIndex) -> Self {
-        Self { offset, offset_in_progress: offset, ..Self::default() }
+        Self {
+            offset,
+            offset_in_progress: offset,
+            ..Self::default()
+        }
     }
 
     /// The first index, if a snapshot is pending (snapshot index + 1).
@@ -84,7 +88,11 @@ impl Unstable {
 
     /// The driver persisted the snapshot at `index`.
     pub fn stable_snapshot_to(&mut self, index: LogIndex) {
-        if self.snapshot.as_ref().is_some_and(|s| s.meta.index == index) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.index == index)
+        {
             self.snapshot = None;
             self.snapshot_in_progress = false;
         }
@@ -124,6 +132,8 @@ impl Unstable {
     pub fn slice(&self, low: LogIndex, high: LogIndex) -> &[Entry] {
         let start = usize::try_from(low.distance_from(self.offset)).unwrap_or(usize::MAX);
         let end = usize::try_from(high.distance_from(self.offset)).unwrap_or(usize::MAX);
-        self.entries.get(start..end.min(self.entries.len())).unwrap_or(&[])
+        self.entries
+            .get(start..end.min(self.entries.len()))
+            .unwrap_or(&[])
     }
 }

@@ -48,7 +48,11 @@ fn rejoining_partitioned_node_does_not_disrupt_with_pre_vote() {
     let term = network.peer(1).node.term();
     network.isolate(3);
     network.tick_all(100);
-    assert_eq!(network.peer(3).node.term(), term, "pre-vote must not bump the term");
+    assert_eq!(
+        network.peer(3).node.term(),
+        term,
+        "pre-vote must not bump the term"
+    );
     network.heal();
     network.tick_all(20);
     assert_eq!(network.leaders(), vec![NodeId(1)]);
@@ -70,7 +74,10 @@ fn without_pre_vote_a_rejoining_node_disrupts() {
     assert!(network.peer(3).node.term() > term);
     network.heal();
     network.tick_all(25);
-    assert!(network.peer(1).node.term() > term, "leader saw the higher term");
+    assert!(
+        network.peer(1).node.term() > term,
+        "leader saw the higher term"
+    );
 }
 
 /// Thesis §6.2: a leader cut off from the majority steps down within an election timeout
@@ -94,19 +101,35 @@ fn partitioned_leader_cannot_commit_and_is_replaced() {
     let mut network = Network::new(3);
     network.campaign(1);
     network.partition(&[1], &[2, 3]);
-    let stale_index = network.node(1).propose(bytes::Bytes::from_static(b"lost")).unwrap();
+    let stale_index = network
+        .node(1)
+        .propose(bytes::Bytes::from_static(b"lost"))
+        .unwrap();
     network.stabilize();
     network.tick_all(40);
-    assert!(network.applied_data(1).is_empty(), "minority leader committed");
-    let new_leader = network.leaders().into_iter().find(|id| id.get() != 1).unwrap();
+    assert!(
+        network.applied_data(1).is_empty(),
+        "minority leader committed"
+    );
+    let new_leader = network
+        .leaders()
+        .into_iter()
+        .find(|id| id.get() != 1)
+        .unwrap();
     network.propose(new_leader.get(), b"kept");
     network.heal();
     network.tick_all(10);
     for id in 1..=3 {
-        assert_eq!(network.applied_data(id), vec![bytes::Bytes::from_static(b"kept")]);
+        assert_eq!(
+            network.applied_data(id),
+            vec![bytes::Bytes::from_static(b"kept")]
+        );
     }
     assert_eq!(log_of(network.peer(1)), log_of(network.peer(2)));
-    let entry = &network.node(1).entries(stale_index, stale_index.next(), u64::MAX).unwrap()[0];
+    let entry = &network
+        .node(1)
+        .entries(stale_index, stale_index.next(), u64::MAX)
+        .unwrap()[0];
     assert!(entry.term > Term(1), "stale entry replaced");
 }
 
@@ -129,6 +152,12 @@ fn election_timeouts_are_randomized_per_replica() {
     }
     first_campaign_ticks.sort_unstable();
     first_campaign_ticks.dedup();
-    assert!(first_campaign_ticks.len() > 1, "all replicas drew the same timeout");
-    assert!(first_campaign_ticks.iter().all(|&t| (10..20).contains(&t)), "{first_campaign_ticks:?}");
+    assert!(
+        first_campaign_ticks.len() > 1,
+        "all replicas drew the same timeout"
+    );
+    assert!(
+        first_campaign_ticks.iter().all(|&t| (10..20).contains(&t)),
+        "{first_campaign_ticks:?}"
+    );
 }

@@ -17,7 +17,10 @@ fn proposals_commit_and_apply_in_order_everywhere() {
         network.node(1).propose(Bytes::from_static(data)).unwrap();
     }
     network.stabilize();
-    let expected: Vec<Bytes> = [&b"a"[..], b"b", b"c"].iter().map(|d| Bytes::from_static(d)).collect();
+    let expected: Vec<Bytes> = [&b"a"[..], b"b", b"c"]
+        .iter()
+        .map(|d| Bytes::from_static(d))
+        .collect();
     for id in 1..=3 {
         assert_eq!(network.applied_data(id), expected, "node {id}");
     }
@@ -68,7 +71,11 @@ fn figure_8_previous_term_entry_is_not_committed_by_counting() {
             log.push(entry(2, 2));
         }
         storage.append(&log);
-        storage.set_hard_state(HardState { term: Term(2), vote: NodeId::NONE, commit: LogIndex(1) });
+        storage.set_hard_state(HardState {
+            term: Term(2),
+            vote: NodeId::NONE,
+            commit: LogIndex(1),
+        });
         network.peers.remove(&NodeId(id));
         network.add_peer(NodeId(id), storage);
     }
@@ -88,17 +95,25 @@ fn figure_8_previous_term_entry_is_not_committed_by_counting() {
         let follower = network.peer(2).node.status();
         let follower_has = |index: u64| {
             follower.last_index >= LogIndex(index)
-                && network.node_entries(2, index).is_some_and(|t| t == leader_term(index, leader.term))
+                && network
+                    .node_entries(2, index)
+                    .is_some_and(|t| t == leader_term(index, leader.term))
         };
         if follower_has(2) && !follower_has(3) {
             saw_old_entry_on_majority_only = true;
-            assert!(leader.committed < LogIndex(2), "term-2 entry committed by counting");
+            assert!(
+                leader.committed < LogIndex(2),
+                "term-2 entry committed by counting"
+            );
         }
         if !progressed {
             break;
         }
     }
-    assert!(saw_old_entry_on_majority_only, "the scenario never reached Figure 8's state");
+    assert!(
+        saw_old_entry_on_majority_only,
+        "the scenario never reached Figure 8's state"
+    );
     assert_eq!(network.peer(1).node.status().committed, LogIndex(3));
     assert_eq!(network.applied_data(2), vec![Bytes::from_static(b"old"); 2]);
 }
@@ -115,7 +130,10 @@ fn fast_backtracking_skips_a_whole_conflicting_term() {
     network.campaign(1);
     network.isolate(1);
     for _ in 0..50 {
-        network.node(1).propose(Bytes::from_static(b"orphan")).unwrap();
+        network
+            .node(1)
+            .propose(Bytes::from_static(b"orphan"))
+            .unwrap();
     }
     network.stabilize();
     network.campaign(2);
@@ -128,9 +146,15 @@ fn fast_backtracking_skips_a_whole_conflicting_term() {
     let rejections = network
         .delivered
         .iter()
-        .filter(|m| matches!(m.body, MessageBody::AppendResponse { reject: true, .. }) && m.from == NodeId(1))
+        .filter(|m| {
+            matches!(m.body, MessageBody::AppendResponse { reject: true, .. })
+                && m.from == NodeId(1)
+        })
         .count();
-    assert!(rejections <= 3, "{rejections} rejections to repair a 50-entry conflict");
+    assert!(
+        rejections <= 3,
+        "{rejections} rejections to repair a 50-entry conflict"
+    );
     assert_eq!(log_of(network.peer(1)), log_of(network.peer(2)));
     assert_eq!(network.applied_data(1), vec![Bytes::from_static(b"real")]);
 }

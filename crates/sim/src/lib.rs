@@ -38,7 +38,10 @@ pub fn run_seed(seed: u64, bug: Option<PlantedBug>) -> SeedReport {
                 .unwrap_or_else(|| "unknown panic".to_string());
             SeedReport {
                 seed,
-                violation: Some(Violation { check: "invariant assertion", detail: message }),
+                violation: Some(Violation {
+                    check: "invariant assertion",
+                    detail: message,
+                }),
                 ops_checked: 0,
                 elections: 0,
                 snapshots: 0,
@@ -49,15 +52,5 @@ pub fn run_seed(seed: u64, bug: Option<PlantedBug>) -> SeedReport {
                 nodes: 0,
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod debug_tests {
-    #[test]
-    fn debug_seed() {
-        let seed: u64 = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(17);
-        let report = crate::World::new(seed, None).run();
-        assert!(report.violation.is_none(), "{:?}", report.violation);
     }
 }

@@ -15,13 +15,15 @@ fn main() -> anyhow::Result<()> {
             "--seeds" => seeds = args.next().context("--seeds needs a number")?.parse()?,
             "--start" => start = args.next().context("--start needs a number")?.parse()?,
             "--plant-bug" => {
-                bug = Some(match args.next().context("--plant-bug needs a name")?.as_str() {
-                    "commit-previous-term" => PlantedBug::CommitPreviousTerm,
-                    "vote-without-log-check" => PlantedBug::VoteWithoutLogCheck,
-                    "ack-before-persist" => PlantedBug::AckBeforePersist,
-                    "lease-without-quorum" => PlantedBug::LeaseWithoutQuorum,
-                    other => bail!("unknown bug {other:?}"),
-                })
+                bug = Some(
+                    match args.next().context("--plant-bug needs a name")?.as_str() {
+                        "commit-previous-term" => PlantedBug::CommitPreviousTerm,
+                        "vote-without-log-check" => PlantedBug::VoteWithoutLogCheck,
+                        "ack-before-persist" => PlantedBug::AckBeforePersist,
+                        "lease-without-quorum" => PlantedBug::LeaseWithoutQuorum,
+                        other => bail!("unknown bug {other:?}"),
+                    },
+                )
             }
             "--verbose" => verbose = true,
             "--help" | "-h" => {
@@ -47,7 +49,12 @@ fn main() -> anyhow::Result<()> {
         if verbose {
             println!(
                 "seed {seed}: nodes {} ops {} elections {} snapshots {} conf changes {} trace {:016x}",
-                report.nodes, report.ops_checked, report.elections, report.snapshots, report.conf_changes, report.trace_hash
+                report.nodes,
+                report.ops_checked,
+                report.elections,
+                report.snapshots,
+                report.conf_changes,
+                report.trace_hash
             );
         }
         if let Some(violation) = report.violation {

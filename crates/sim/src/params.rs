@@ -38,6 +38,9 @@ pub struct Params {
     pub keys: u8,
     /// Share of reads that use the lease, per mille (the rest use ReadIndex).
     pub lease_reads_per_mille: u64,
+    /// Chance, per mille, that a newly elected leader is cut off shortly after its election
+    /// (a BUGGIFY-style fault point: it makes Figure 8's short-lived leaders common).
+    pub isolate_new_leader_per_mille: u64,
     /// Soft limit on bytes per append message (1 means one entry per message).
     pub max_message_bytes: u64,
     /// Append messages in flight per follower.
@@ -52,7 +55,11 @@ impl Params {
     /// Draws parameters from `rng`.
     pub fn draw(rng: &mut SplitMix64) -> Self {
         let nodes = [3, 5, 7][rng.range(0, 3) as usize];
-        let replication = if nodes >= 5 && rng.range(0, 3) == 0 { 5 } else { 3 };
+        let replication = if nodes >= 5 && rng.range(0, 3) == 0 {
+            5
+        } else {
+            3
+        };
         Self {
             nodes,
             groups: rng.range(2, 5),
@@ -69,6 +76,7 @@ impl Params {
             clients: rng.range(3, 9),
             keys: rng.range(1, 5) as u8,
             lease_reads_per_mille: rng.range(0, 1000),
+            isolate_new_leader_per_mille: [0, 100, 400][rng.range(0, 3) as usize],
             max_message_bytes: [1, 200, 4096][rng.range(0, 3) as usize],
             max_inflight_messages: rng.range(1, 9) as usize,
             chaos_ticks: 400,

@@ -130,6 +130,13 @@ impl Replica {
     /// The term of `index` in this replica's log, if present.
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
         let raw = self.raw.as_ref()?;
-        raw.entries(index, index.next(), u64::MAX).ok()?.first().map(|e| e.term)
+        let snapshot = self.storage.current_snapshot();
+        if index == snapshot.meta.index && index > LogIndex::ZERO {
+            return Some(snapshot.meta.term);
+        }
+        raw.entries(index, index.next(), u64::MAX)
+            .ok()?
+            .first()
+            .map(|e| e.term)
     }
 }

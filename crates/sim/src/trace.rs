@@ -10,7 +10,10 @@ pub struct Trace {
 
 impl Default for Trace {
     fn default() -> Self {
-        Self { hash: 0xcbf2_9ce4_8422_2325, events: 0 }
+        Self {
+            hash: 0xcbf2_9ce4_8422_2325,
+            events: 0,
+        }
     }
 }
 

@@ -85,8 +85,19 @@ pub struct SeedReport {
 #[derive(Clone, Debug)]
 enum Packet {
     Raft(Message),
-    Request { client: u64, node: NodeId, group: ShardId, op_id: u64, op: Op, mode: ReadMode },
-    Response { client: u64, op_id: u64, outcome: Outcome },
+    Request {
+        client: u64,
+        node: NodeId,
+        group: ShardId,
+        op_id: u64,
+        op: Op,
+        mode: ReadMode,
+    },
+    Response {
+        client: u64,
+        op_id: u64,
+        outcome: Outcome,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -152,6 +163,8 @@ pub struct World {
     conf_changes: BTreeSet<(ShardId, LogIndex)>,
     healed: bool,
     live_groups: BTreeSet<ShardId>,
+    /// A pending isolation of a new leader: (start, node, ticks).
+    pending_isolation: Option<(u64, NodeId, u64)>,
     /// Which node hosts each Raft member id.
     member_node: BTreeMap<NodeId, NodeId>,
     next_member: u64,
@@ -172,7 +185,15 @@ impl World {
         let mut nodes = BTreeMap::new();
         for id in 1..=params.nodes {
             let phase = rng.range(0, TICK_UNITS);
-            nodes.insert(NodeId(id), Node { up: true, phase, restart_at: None, replicas: BTreeMap::new() });
+            nodes.insert(
+                NodeId(id),
+                Node {
+                    up: true,
+                    phase,
+                    restart_at: None,
+                    replicas: BTreeMap::new(),
+                },
+            );
         }
         let groups: Vec<ShardId> = (1..=params.groups).map(ShardId).collect();
         for &group in &groups {
@@ -228,6 +249,7 @@ impl World {
             conf_changes: BTreeSet::new(),
             healed: false,
             live_groups: BTreeSet::new(),
+            pending_isolation: None,
             member_node: (1..=params_nodes).map(|n| (NodeId(n), NodeId(n))).collect(),
             next_member: 1000,
             verbose: std::env::var_os("RINGKV_SIM_TRACE").is_some(),
@@ -277,7 +299,7 @@ impl World {
             if self.now == chaos_end {
                 self.heal();
             }
-            if self.now % TICK_UNITS == 0 {
+            if self.now.is_multiple_of(TICK_UNITS) {
                 if self.healed {
                     self.probe_liveness();
                 } else {
@@ -289,7 +311,7 @@ impl World {
             self.tick_nodes()?;
             self.run_clients();
             self.process_readies()?;
-            if self.now % (50 * TICK_UNITS) == 0 {
+            if self.now.is_multiple_of(50 * TICK_UNITS) {
                 self.check_log_matching()?;
             }
             if self.healed && self.live_groups.len() == self.groups.len() {
@@ -299,8 +321,12 @@ impl World {
         }
         self.check_log_matching()?;
         if self.live_groups.len() != self.groups.len() {
-            let stuck: Vec<ShardId> =
-                self.groups.iter().filter(|g| !self.live_groups.contains(g)).copied().collect();
+            let stuck: Vec<ShardId> = self
+                .groups
+                .iter()
+                .filter(|g| !self.live_groups.contains(g))
+                .copied()
+                .collect();
             let mut states = String::new();
             for group in &stuck {
                 for (id, node) in &self.nodes {
@@ -317,8 +343,17 @@ impl World {
                         states.push_str(&format!(
                             "\n  {group} {id}: {:?} term {} vote {} leader {} commit {} applied {} \
                              persisted {} log [{}, {}] conf {:?}@{}",
-                            s.role, s.term, s.vote, s.leader, s.committed, s.applied, s.persisted,
-                            s.first_index, s.last_index, s.conf, s.conf_index
+                            s.role,
+                            s.term,
+                            s.vote,
+                            s.leader,
+                            s.committed,
+                            s.applied,
+                            s.persisted,
+                            s.first_index,
+                            s.last_index,
+                            s.conf,
+                            s.conf_index
                         ));
                     }
                 }
@@ -353,12 +388,16 @@ impl World {
         // Raft must cope with duplicates; client requests are not duplicated, because without
         // sessions (ringkvd has them, this model does not) a duplicated write would apply twice.
         let duplicable = matches!(packet, Packet::Raft(_));
-        let copies =
-            if duplicable && !self.healed && self.chance(self.params.duplicate_per_mille) { 2 } else { 1 };
+        let copies = if duplicable && !self.healed && self.chance(self.params.duplicate_per_mille) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let delay = self.rng.range(1, self.params.max_delay_units + 1);
             self.sequence += 1;
-            self.network.insert((self.now + delay, self.sequence), packet.clone());
+            self.network
+                .insert((self.now + delay, self.sequence), packet.clone());
         }
     }
 
@@ -370,9 +409,10 @@ impl World {
             let packet = entry.remove();
             match packet {
                 Packet::Raft(message) => {
-                    let (Some(&from), Some(&to)) =
-                        (self.member_node.get(&message.from), self.member_node.get(&message.to))
-                    else {
+                    let (Some(&from), Some(&to)) = (
+                        self.member_node.get(&message.from),
+                        self.member_node.get(&message.to),
+                    ) else {
                         continue;
                     };
                     if self.cut.contains(&(from, to)) {
@@ -405,15 +445,28 @@ impl World {
                         // For an earlier incarnation of this node's replica.
                         continue;
                     }
-                    let Some(raw) = replica.raw.as_mut() else { continue };
+                    let Some(raw) = replica.raw.as_mut() else {
+                        continue;
+                    };
                     raw.step(message).map_err(|e| raft_error(e.to_string()))?;
                     raw.check_invariants();
                 }
-                Packet::Request { client, node, group, op_id, op, mode } => {
+                Packet::Request {
+                    client,
+                    node,
+                    group,
+                    op_id,
+                    op,
+                    mode,
+                } => {
                     self.trace.record(&[self.now, 2, client, node.get(), op_id]);
                     self.handle_request(client, node, group, op_id, op, mode);
                 }
-                Packet::Response { client, op_id, outcome } => {
+                Packet::Response {
+                    client,
+                    op_id,
+                    outcome,
+                } => {
                     self.trace.record(&[self.now, 3, client, op_id]);
                     self.handle_response(client, op_id, outcome);
                 }
@@ -448,7 +501,10 @@ impl World {
                         panic!("replica {id} failed to start: {e}");
                     }
                 }
-                node.replicas.iter().map(|(group, r)| (*group, r.member)).collect()
+                node.replicas
+                    .iter()
+                    .map(|(group, r)| (*group, r.member))
+                    .collect()
             }
             None => Vec::new(),
         };
@@ -478,7 +534,9 @@ impl World {
         for node in self.nodes.values_mut().filter(|n| n.up) {
             for replica in node.replicas.values_mut() {
                 while replica.disk.front().is_some_and(|w| w.done_at <= now) {
-                    let Some(write) = replica.disk.pop_front() else { break };
+                    let Some(write) = replica.disk.pop_front() else {
+                        break;
+                    };
                     if let Some(snapshot) = write.snapshot {
                         // IMPORTANT: the snapshot replaces state machine and log together.
                         replica.kv = crate::kv::KvState::decode(&snapshot.data)
@@ -493,7 +551,8 @@ impl World {
                         replica.storage.set_hard_state(hard_state);
                     }
                     if let Some(raw) = replica.raw.as_mut() {
-                        raw.on_persisted(write.number).map_err(|e| raft_error(e.to_string()))?;
+                        raw.on_persisted(write.number)
+                            .map_err(|e| raft_error(e.to_string()))?;
                     }
                     outgoing.extend(write.messages);
                 }
@@ -509,7 +568,7 @@ impl World {
     fn tick_nodes(&mut self) -> Result<(), Violation> {
         let now = self.now;
         for node in self.nodes.values_mut().filter(|n| n.up) {
-            if (now + node.phase) % TICK_UNITS != 0 {
+            if !(now + node.phase).is_multiple_of(TICK_UNITS) {
                 continue;
             }
             for replica in node.replicas.values_mut() {
@@ -549,17 +608,34 @@ impl World {
         let fsync = self.rng.range(1, self.params.max_fsync_units + 1);
         let snapshot_every = self.params.snapshot_every;
         let verbose = self.verbose;
-        let Some(replica) = self.live_replica(id, group) else { return Ok(()) };
-        let Some(raw) = replica.raw.as_mut() else { return Ok(()) };
+        let Some(replica) = self.live_replica(id, group) else {
+            return Ok(());
+        };
+        let Some(raw) = replica.raw.as_mut() else {
+            return Ok(());
+        };
         let ready = raw.ready().map_err(|e| raft_error(e.to_string()))?;
         let status = raw.status();
         if verbose {
             eprintln!(
                 "{now} ready {group} {id}: {:?} t{} commit {} last {} persisted {} entries {:?} hs {:?} snap {:?} committed {:?}",
-                status.role, status.term.get(), status.committed, status.last_index, status.persisted,
-                ready.entries.iter().map(|e| (e.index.get(), e.term.get())).collect::<Vec<_>>(),
-                ready.hard_state, ready.snapshot.as_ref().map(|s| (s.meta.index, s.meta.term)),
-                ready.committed_entries.iter().map(|e| (e.index.get(), e.term.get())).collect::<Vec<_>>()
+                status.role,
+                status.term.get(),
+                status.committed,
+                status.last_index,
+                status.persisted,
+                ready
+                    .entries
+                    .iter()
+                    .map(|e| (e.index.get(), e.term.get()))
+                    .collect::<Vec<_>>(),
+                ready.hard_state,
+                ready.snapshot.as_ref().map(|s| (s.meta.index, s.meta.term)),
+                ready
+                    .committed_entries
+                    .iter()
+                    .map(|e| (e.index.get(), e.term.get()))
+                    .collect::<Vec<_>>()
             );
         }
         let mut responses: Vec<(u64, u64, Outcome)> = Vec::new();
@@ -598,11 +674,15 @@ impl World {
                 EntryPayload::Noop => {}
                 EntryPayload::Config(conf) => replica.conf_applied = conf.clone(),
                 EntryPayload::Normal(data) => {
-                    let command = Command::decode(data)
-                        .ok_or_else(|| raft_error(format!("undecodable command at {}", entry.index)))?;
+                    let command = Command::decode(data).ok_or_else(|| {
+                        raft_error(format!("undecodable command at {}", entry.index))
+                    })?;
                     let result = replica.kv.apply(&command.op);
-                    if let Some((client, op_id, term)) = replica.pending_writes.remove(&entry.index) {
-                        let outcome = if (client, op_id, term) == (command.client, command.op_id, entry.term) {
+                    if let Some((client, op_id, term)) = replica.pending_writes.remove(&entry.index)
+                    {
+                        let outcome = if (client, op_id, term)
+                            == (command.client, command.op_id, entry.term)
+                        {
                             Outcome::Ok(result)
                         } else {
                             Outcome::Failed
@@ -638,9 +718,14 @@ impl World {
         replica.ready_reads = still_waiting;
         // Snapshot and compact every few entries.
         if applied.distance_from(replica.storage.current_snapshot().meta.index) >= snapshot_every {
-            replica.storage.compact(applied, replica.conf_applied.clone(), replica.kv.encode());
+            replica
+                .storage
+                .compact(applied, replica.conf_applied.clone(), replica.kv.encode());
         }
-        let first_index = replica.raw.as_ref().map_or(LogIndex::ZERO, |r| r.status().first_index);
+        let first_index = replica
+            .raw
+            .as_ref()
+            .map_or(LogIndex::ZERO, |r| r.status().first_index);
 
         // Checkers.
         self.trace.record(&[
@@ -656,7 +741,8 @@ impl World {
         ]);
         self.commits.observe(group, status.id, status.committed)?;
         for (index, term, hash) in applied_entries {
-            self.state_machine.applied(group, status.id, index, term, hash)?;
+            self.state_machine
+                .applied(group, status.id, index, term, hash)?;
             if hash == payload_hash(&EntryPayload::Noop) {
                 continue;
             }
@@ -675,11 +761,25 @@ impl World {
             match soft.role {
                 Role::Candidate => self.elections += 1,
                 Role::Leader => {
-                    self.election_safety.became_leader(group, status.term, status.id)?;
-                    if let Some(replica) = self.nodes.get(&id).and_then(|n| n.replicas.get(&group)) {
-                        self.leader_completeness.became_leader(group, id, status.term, first_index, |i| {
-                            replica.term_at(i)
-                        })?;
+                    self.election_safety
+                        .became_leader(group, status.term, status.id)?;
+                    if !self.healed
+                        && self.pending_isolation.is_none()
+                        && self.chance(self.params.isolate_new_leader_per_mille)
+                    {
+                        let start = now + self.rng.range(0, 4) * TICK_UNITS;
+                        let ticks = self.rng.range(5, 40);
+                        self.pending_isolation = Some((start, id, ticks));
+                    }
+                    if let Some(replica) = self.nodes.get(&id).and_then(|n| n.replicas.get(&group))
+                    {
+                        self.leader_completeness.became_leader(
+                            group,
+                            id,
+                            status.term,
+                            first_index,
+                            |i| replica.term_at(i),
+                        )?;
                     }
                 }
                 _ => {}
@@ -688,9 +788,15 @@ impl World {
         if status.role == Role::Leader
             && let Some(replica) = self.nodes.get(&id).and_then(|n| n.replicas.get(&group))
         {
-            self.leader_completeness.leader_committed(group, status.term, status.committed, |i| {
-                replica.term_at(i)
-            });
+            self.commits.observe_leader(
+                group,
+                status.id,
+                status.term,
+                status.committed,
+                replica.term_at(status.committed),
+            )?;
+            self.leader_completeness
+                .leader_committed(group, status.term, status.committed, |i| replica.term_at(i));
         }
         for message in ready.messages {
             self.send(Packet::Raft(message));
@@ -702,7 +808,11 @@ impl World {
                 }
                 continue;
             }
-            self.send(Packet::Response { client, op_id, outcome });
+            self.send(Packet::Response {
+                client,
+                op_id,
+                outcome,
+            });
         }
         Ok(())
     }
@@ -740,6 +850,24 @@ impl World {
         if self.partition_until.is_none() && self.chance(self.params.partition_per_mille) {
             self.start_partition();
         }
+        if let Some((start, node, ticks)) = self.pending_isolation
+            && start <= now
+        {
+            self.pending_isolation = None;
+            if self.partition_until.is_none() {
+                for &other in self.nodes.keys() {
+                    if other != node {
+                        self.cut.insert((node, other));
+                        self.cut.insert((other, node));
+                    }
+                }
+                self.partition_until = Some(now + ticks * TICK_UNITS);
+                self.trace.record(&[now, 12, node.get()]);
+                if self.verbose {
+                    eprintln!("{now} isolate new leader {node}");
+                }
+            }
+        }
         if self.chance(self.params.conf_change_per_mille) {
             self.change_membership();
         }
@@ -750,7 +878,11 @@ impl World {
 
     fn start_partition(&mut self) {
         let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
-        let side: Vec<NodeId> = nodes.iter().copied().filter(|_| self.rng.range(0, 2) == 0).collect();
+        let side: Vec<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|_| self.rng.range(0, 2) == 0)
+            .collect();
         let one_way = self.rng.range(0, 3) == 0;
         for &a in &side {
             for &b in &nodes {
@@ -768,7 +900,8 @@ impl World {
             eprintln!("{} partition {:?} one_way {one_way}", self.now, side);
         }
         self.partition_until = Some(until);
-        self.trace.record(&[self.now, 8, side.len() as u64, u64::from(one_way)]);
+        self.trace
+            .record(&[self.now, 8, side.len() as u64, u64::from(one_way)]);
     }
 
     fn leader_of(&self, group: ShardId) -> Option<NodeId> {
@@ -780,8 +913,16 @@ impl World {
 
     fn change_membership(&mut self) {
         let group = self.groups[self.rng.range(0, self.groups.len() as u64) as usize];
-        let Some(leader) = self.leader_of(group) else { return };
-        let Some(status) = self.nodes.get(&leader).and_then(|n| n.replicas.get(&group)).and_then(|r| r.raw.as_ref()).map(|r| r.status()) else {
+        let Some(leader) = self.leader_of(group) else {
+            return;
+        };
+        let Some(status) = self
+            .nodes
+            .get(&leader)
+            .and_then(|n| n.replicas.get(&group))
+            .and_then(|r| r.raw.as_ref())
+            .map(|r| r.status())
+        else {
             return;
         };
         if status.conf_index > status.committed {
@@ -794,10 +935,16 @@ impl World {
             let victim = conf.voters[self.rng.range(0, conf.voters.len() as u64) as usize];
             ConfChange::Remove(victim)
         } else if conf.voters.len() < 5 {
-            let hosting: BTreeSet<NodeId> =
-                conf.members().filter_map(|m| self.member_node.get(&m).copied()).collect();
-            let candidates: Vec<NodeId> =
-                self.nodes.keys().copied().filter(|id| !hosting.contains(id)).collect();
+            let hosting: BTreeSet<NodeId> = conf
+                .members()
+                .filter_map(|m| self.member_node.get(&m).copied())
+                .collect();
+            let candidates: Vec<NodeId> = self
+                .nodes
+                .keys()
+                .copied()
+                .filter(|id| !hosting.contains(id))
+                .collect();
             if candidates.is_empty() {
                 return;
             }
@@ -823,14 +970,19 @@ impl World {
             return;
         };
         self.trace.record(&[self.now, 9, group.get(), leader.get()]);
-        if let Some(raw) = self.live_replica(leader, group).and_then(|r| r.raw.as_mut()) {
+        if let Some(raw) = self
+            .live_replica(leader, group)
+            .and_then(|r| r.raw.as_mut())
+        {
             let _ = raw.propose_conf_change(change);
         }
     }
 
     fn transfer_leadership(&mut self) {
         let group = self.groups[self.rng.range(0, self.groups.len() as u64) as usize];
-        let Some(leader) = self.leader_of(group) else { return };
+        let Some(leader) = self.leader_of(group) else {
+            return;
+        };
         let voters = self
             .live_replica(leader, group)
             .and_then(|r| r.raw.as_ref())
@@ -840,8 +992,12 @@ impl World {
             return;
         }
         let target = voters[self.rng.range(0, voters.len() as u64) as usize];
-        self.trace.record(&[self.now, 10, group.get(), target.get()]);
-        if let Some(raw) = self.live_replica(leader, group).and_then(|r| r.raw.as_mut()) {
+        self.trace
+            .record(&[self.now, 10, group.get(), target.get()]);
+        if let Some(raw) = self
+            .live_replica(leader, group)
+            .and_then(|r| r.raw.as_mut())
+        {
             let _ = raw.transfer_leader(target);
         }
     }
@@ -850,7 +1006,12 @@ impl World {
         self.healed = true;
         self.cut.clear();
         self.partition_until = None;
-        let down: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| !n.up).map(|(id, _)| *id).collect();
+        let down: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.up)
+            .map(|(id, _)| *id)
+            .collect();
         for id in down {
             self.start_node(id);
         }
@@ -864,16 +1025,32 @@ impl World {
             if self.live_groups.contains(&group) {
                 continue;
             }
-            let Some(leader) = self.leader_of(group) else { continue };
-            let Some(replica) = self.live_replica(leader, group) else { continue };
-            let Some(raw) = replica.raw.as_mut() else { continue };
-            if replica.pending_writes.values().any(|(client, _, _)| *client == PROBE_CLIENT) {
+            let Some(leader) = self.leader_of(group) else {
+                continue;
+            };
+            let Some(replica) = self.live_replica(leader, group) else {
+                continue;
+            };
+            let Some(raw) = replica.raw.as_mut() else {
+                continue;
+            };
+            if replica
+                .pending_writes
+                .values()
+                .any(|(client, _, _)| *client == PROBE_CLIENT)
+            {
                 continue;
             }
-            let command = Command { client: PROBE_CLIENT, op_id: group.get(), op: Op::Put(PROBE_KEY, 0) };
+            let command = Command {
+                client: PROBE_CLIENT,
+                op_id: group.get(),
+                op: Op::Put(PROBE_KEY, 0),
+            };
             let term = raw.term();
             if let Ok(index) = raw.propose(command.encode()) {
-                replica.pending_writes.insert(index, (PROBE_CLIENT, group.get(), term));
+                replica
+                    .pending_writes
+                    .insert(index, (PROBE_CLIENT, group.get(), term));
             }
         }
     }
@@ -884,8 +1061,15 @@ impl World {
         let now = self.now;
         for position in 0..self.clients.len() {
             // Timeouts.
-            let timed_out = self.clients[position].in_flight.as_ref().is_some_and(|f| f.deadline <= now);
+            let timed_out = self.clients[position]
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.deadline <= now);
             if timed_out && let Some(flight) = self.clients[position].in_flight.take() {
+                // Try elsewhere next time: the node may be down or cut off.
+                if let Some(group) = self.history.operations.get(flight.slot).map(|o| o.group) {
+                    self.clients[position].leader_hint.remove(&group);
+                }
                 if flight.is_read
                     && let Some(operation) = self.history.operations.get_mut(flight.slot)
                 {
@@ -894,7 +1078,8 @@ impl World {
                 }
                 self.clients[position].next_op_at = now + 1;
             }
-            if self.clients[position].in_flight.is_some() || self.clients[position].next_op_at > now {
+            if self.clients[position].in_flight.is_some() || self.clients[position].next_op_at > now
+            {
                 continue;
             }
             self.issue_operation(position);
@@ -919,11 +1104,18 @@ impl World {
                         Op::Put(k, v) if k == key && o.group == group => Some(v),
                         _ => None,
                     });
-                Op::Cas { key, expected, new: value }
+                Op::Cas {
+                    key,
+                    expected,
+                    new: value,
+                }
             }
         };
-        let lease_share = if std::env::var("SIM_NO_LEASE").is_ok() { 0 } else { self.params.lease_reads_per_mille };
-        let mode = if self.chance(lease_share) { ReadMode::Lease } else { ReadMode::Safe };
+        let mode = if self.chance(self.params.lease_reads_per_mille) {
+            ReadMode::Lease
+        } else {
+            ReadMode::Safe
+        };
         let hosts: Vec<NodeId> = self
             .nodes
             .iter()
@@ -947,10 +1139,25 @@ impl World {
             is_read: matches!(op, Op::Get(_)),
             deadline: self.now + CLIENT_TIMEOUT_TICKS * TICK_UNITS,
         });
-        self.send(Packet::Request { client: id, node, group, op_id, op, mode });
+        self.send(Packet::Request {
+            client: id,
+            node,
+            group,
+            op_id,
+            op,
+            mode,
+        });
     }
 
-    fn handle_request(&mut self, client: u64, node: NodeId, group: ShardId, op_id: u64, op: Op, mode: ReadMode) {
+    fn handle_request(
+        &mut self,
+        client: u64,
+        node: NodeId,
+        group: ShardId,
+        op_id: u64,
+        op: Op,
+        mode: ReadMode,
+    ) {
         let context = self.next_read_context;
         let outcome = match self.live_replica(node, group) {
             None => return,
@@ -958,7 +1165,12 @@ impl World {
                 None => return,
                 Some(raw) if !raw.is_leader() => {
                     let leader = raw.status().leader;
-                    Outcome::NotLeader(self.member_node.get(&leader).copied().unwrap_or(NodeId::NONE))
+                    Outcome::NotLeader(
+                        self.member_node
+                            .get(&leader)
+                            .copied()
+                            .unwrap_or(NodeId::NONE),
+                    )
                 }
                 Some(raw) => match op {
                     Op::Get(key) => match raw.read_index(context, mode) {
@@ -982,16 +1194,27 @@ impl World {
                 },
             },
         };
-        self.send(Packet::Response { client, op_id, outcome });
+        self.send(Packet::Response {
+            client,
+            op_id,
+            outcome,
+        });
     }
 
     fn handle_response(&mut self, client: u64, op_id: u64, outcome: Outcome) {
-        let Some(position) = self.clients.iter().position(|c| c.id == client) else { return };
-        let matches = self.clients[position].in_flight.as_ref().is_some_and(|f| f.op_id == op_id);
+        let Some(position) = self.clients.iter().position(|c| c.id == client) else {
+            return;
+        };
+        let matches = self.clients[position]
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.op_id == op_id);
         if !matches {
             return;
         }
-        let Some(flight) = self.clients[position].in_flight.take() else { return };
+        let Some(flight) = self.clients[position].in_flight.take() else {
+            return;
+        };
         let at = self.tick_clock();
         let group = self.history.operations.get(flight.slot).map(|o| o.group);
         if let Some(operation) = self.history.operations.get_mut(flight.slot) {
@@ -1013,12 +1236,20 @@ impl World {
         for &group in &self.groups {
             let mut logs: Vec<(NodeId, LogView)> = Vec::new();
             for (id, node) in &self.nodes {
-                let Some(raw) = node.replicas.get(&group).and_then(|r| r.raw.as_ref()) else { continue };
+                let Some(raw) = node.replicas.get(&group).and_then(|r| r.raw.as_ref()) else {
+                    continue;
+                };
                 let status = raw.status();
                 let entries = raw
                     .entries(status.first_index, status.last_index.next(), u64::MAX)
                     .map_err(|e| raft_error(e.to_string()))?;
-                logs.push((*id, entries.iter().map(|e| (e.index, e.term, payload_hash(&e.payload))).collect()));
+                logs.push((
+                    *id,
+                    entries
+                        .iter()
+                        .map(|e| (e.index, e.term, payload_hash(&e.payload)))
+                        .collect(),
+                ));
             }
             log_matching::check(group, &logs)?;
         }
@@ -1028,7 +1259,10 @@ impl World {
     fn keyed_operations(&self) -> BTreeMap<(ShardId, Key), Vec<&Operation>> {
         let mut by_key: BTreeMap<(ShardId, Key), Vec<&Operation>> = BTreeMap::new();
         for operation in self.history.operations.iter().filter(|o| !o.discarded) {
-            by_key.entry((operation.group, operation.op.key())).or_default().push(operation);
+            by_key
+                .entry((operation.group, operation.op.key()))
+                .or_default()
+                .push(operation);
         }
         by_key
     }
@@ -1036,14 +1270,17 @@ impl World {
     fn check_linearizability(&self) -> Result<(), Violation> {
         for ((group, key), operations) in self.keyed_operations() {
             if check_key(&operations) == KeyVerdict::Violation {
-                if std::env::var("SIM_DUMP").is_ok() {
+                if self.verbose {
                     for o in &operations {
                         eprintln!("{o:?}");
                     }
                 }
                 return Err(Violation {
                     check: "linearizability",
-                    detail: format!("group {group} key {key}: {} operations admit no linearization", operations.len()),
+                    detail: format!(
+                        "group {group} key {key}: {} operations admit no linearization",
+                        operations.len()
+                    ),
                 });
             }
         }
@@ -1053,11 +1290,17 @@ impl World {
     fn linearizability_counts(&self) -> (u64, u64) {
         let by_key = self.keyed_operations();
         let ops = by_key.values().map(|v| v.len() as u64).sum();
-        let inconclusive = by_key.values().filter(|ops| check_key(ops) == KeyVerdict::Inconclusive).count();
+        let inconclusive = by_key
+            .values()
+            .filter(|ops| check_key(ops) == KeyVerdict::Inconclusive)
+            .count();
         (ops, inconclusive as u64)
     }
 }
 
 fn raft_error(detail: String) -> Violation {
-    Violation { check: "raft error", detail }
+    Violation {
+        check: "raft error",
+        detail,
+    }
 }

@@ -1,1 +1,48 @@
-//! ringkv-storage (under construction).
+//! ringkv's storage: one fjall database per node holding the Raft logs and hard states of all
+//! groups, the shards' data and session tables, and snapshots.
+//!
+//! - [`Store`] opens the database and owns the group-commit writer ([`Store::submit`] a
+//!   [`WriteBatchBuilder`], get a [`Ticket`]); see [`WriteBatchBuilder`] for the durability
+//!   contract.
+//! - [`GroupStorage`] is a cheap per-group handle implementing [`ringkv_raft::Storage`], backed
+//!   by an in-memory cache of the log's bounds.
+//! - [`Store::apply`] applies committed [`Command`]s with the applied index in one atomic batch,
+//!   with exactly-once sessions.
+//! - [`Store::snapshot_chunks`] streams a consistent snapshot of a shard; [`Store::prepare_snapshot`]
+//!   validates a stream and [`WriteBatchBuilder::install_snapshot`] installs it atomically.
+//! - [`Store::remove_replica`] deletes a removed replica's data in bounded background batches.
+//!
+//! Layout of the keyspaces: see [`keys`]. Every value carries the
+//! [envelope](ringkv_types::envelope) (format version, length, crc32); corruption is a typed
+//! [`Error`] naming the shard and index, never a panic and never data.
+
+mod apply;
+mod codec;
+mod command;
+mod config;
+mod error;
+mod group_state;
+mod group_storage;
+pub mod keys;
+mod removal;
+mod snapshot_chunk;
+mod snapshot_install;
+mod snapshot_reader;
+mod store;
+mod write_batch;
+mod writer;
+
+pub use command::{
+    Command, CommandResult, KEY_BYTES_MAX, Operation, OperationResult, SessionRecord,
+    SessionRequest, VALUE_BYTES_MAX,
+};
+pub use config::StoreConfig;
+pub use error::{Error, Result};
+pub use group_state::AppliedState;
+pub use group_storage::GroupStorage;
+pub use removal::RemovalHandle;
+pub use snapshot_install::PreparedSnapshot;
+pub use snapshot_reader::SnapshotChunks;
+pub use store::{NodeIdentity, Store};
+pub use write_batch::WriteBatchBuilder;
+pub use writer::{Durable, Ticket};

@@ -99,7 +99,10 @@ pub fn peek_length(bytes: &[u8], max_payload: u64) -> Result<usize, EnvelopeErro
     }
     let length = u32::from_le_bytes(array4(rest, 0)?);
     if u64::from(length) > max_payload {
-        return Err(EnvelopeError::TooLarge { declared: u64::from(length), max: max_payload });
+        return Err(EnvelopeError::TooLarge {
+            declared: u64::from(length),
+            max: max_payload,
+        });
     }
     Ok(length as usize)
 }
@@ -119,7 +122,10 @@ pub fn decode_prefix(bytes: &[u8], max_payload: u64) -> Result<(&[u8], &[u8]), E
     let length = peek_length(bytes, max_payload)?;
     let needed = HEADER_LEN + length;
     if bytes.len() < needed {
-        return Err(EnvelopeError::Truncated { needed, available: bytes.len() });
+        return Err(EnvelopeError::Truncated {
+            needed,
+            available: bytes.len(),
+        });
     }
     let (record, rest) = bytes.split_at(needed);
     let (header, payload) = record.split_at(HEADER_LEN);
@@ -135,7 +141,10 @@ fn array4(bytes: &[u8], at: usize) -> Result<[u8; 4], EnvelopeError> {
     bytes
         .get(at..at + 4)
         .and_then(|s| <[u8; 4]>::try_from(s).ok())
-        .ok_or(EnvelopeError::Truncated { needed: at + 4, available: bytes.len() })
+        .ok_or(EnvelopeError::Truncated {
+            needed: at + 4,
+            available: bytes.len(),
+        })
 }
 
 #[cfg(test)]
@@ -153,13 +162,25 @@ mod tests {
     #[test]
     fn rejects_flipped_bit_truncation_and_oversize() {
         let mut record = encode(b"hello world");
-        assert!(matches!(decode(&record[..12], 1024), Err(EnvelopeError::Truncated { .. })));
-        assert!(matches!(decode(&record, 4), Err(EnvelopeError::TooLarge { .. })));
+        assert!(matches!(
+            decode(&record[..12], 1024),
+            Err(EnvelopeError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode(&record, 4),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
         let last = record.len() - 1;
         record[last] ^= 0x40;
-        assert!(matches!(decode(&record, 1024), Err(EnvelopeError::Checksum { .. })));
+        assert!(matches!(
+            decode(&record, 1024),
+            Err(EnvelopeError::Checksum { .. })
+        ));
         record[0] = 9;
-        assert!(matches!(decode(&record, 1024), Err(EnvelopeError::UnsupportedVersion { found: 9 })));
+        assert!(matches!(
+            decode(&record, 1024),
+            Err(EnvelopeError::UnsupportedVersion { found: 9 })
+        ));
     }
 
     #[test]
@@ -171,7 +192,10 @@ mod tests {
         assert_eq!((first, second, rest.len()), (&b"one"[..], &b"two"[..], 0));
         let mut trailing = encode(b"x");
         trailing.push(0);
-        assert_eq!(decode(&trailing, 16), Err(EnvelopeError::TrailingBytes { extra: 1 }));
+        assert_eq!(
+            decode(&trailing, 16),
+            Err(EnvelopeError::TrailingBytes { extra: 1 })
+        );
     }
 
     proptest! {

@@ -72,7 +72,10 @@ impl ConfState {
         let mut voters: Vec<NodeId> = voters.into_iter().collect();
         voters.sort_unstable();
         voters.dedup();
-        Self { voters, learners: Vec::new() }
+        Self {
+            voters,
+            learners: Vec::new(),
+        }
     }
 
     /// Whether `id` is a voter.

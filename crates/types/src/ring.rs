@@ -33,7 +33,10 @@ pub struct Arc {
 
 impl Arc {
     /// The whole ring.
-    pub const FULL: Arc = Arc { start: 0, end: None };
+    pub const FULL: Arc = Arc {
+        start: 0,
+        end: None,
+    };
 
     /// Whether `position` falls in this arc.
     #[inline]
@@ -52,7 +55,16 @@ impl Arc {
         if at <= self.start || !self.contains(at) {
             return None;
         }
-        Some((Arc { start: self.start, end: Some(at) }, Arc { start: at, end: self.end }))
+        Some((
+            Arc {
+                start: self.start,
+                end: Some(at),
+            },
+            Arc {
+                start: at,
+                end: self.end,
+            },
+        ))
     }
 
     /// The middle position, a natural split point.
@@ -69,7 +81,11 @@ impl Arc {
         (0..count)
             .map(|i| {
                 let start = (step * u128::from(i)) as u64;
-                let end = if i + 1 == count { None } else { Some((step * u128::from(i + 1)) as u64) };
+                let end = if i + 1 == count {
+                    None
+                } else {
+                    Some((step * u128::from(i + 1)) as u64)
+                };
                 Arc { start, end }
             })
             .collect()
@@ -78,7 +94,10 @@ impl Arc {
     /// The storage-key range `[lower, upper)` that holds this arc's data; `upper == None` means
     /// "to the end of the keyspace".
     pub fn storage_bounds(&self) -> (Vec<u8>, Option<Vec<u8>>) {
-        (self.start.to_be_bytes().to_vec(), self.end.map(|end| end.to_be_bytes().to_vec()))
+        (
+            self.start.to_be_bytes().to_vec(),
+            self.end.map(|end| end.to_be_bytes().to_vec()),
+        )
     }
 }
 
@@ -96,7 +115,12 @@ mod tests {
             (b"ringkv", 0x115c485cf2d256c6),
         ];
         for (key, expected) in cases {
-            assert_eq!(position(key), expected, "position({:?})", String::from_utf8_lossy(key));
+            assert_eq!(
+                position(key),
+                expected,
+                "position({:?})",
+                String::from_utf8_lossy(key)
+            );
         }
     }
 

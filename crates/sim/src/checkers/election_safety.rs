@@ -12,7 +12,12 @@ pub struct ElectionSafety {
 
 impl ElectionSafety {
     /// Records that `node` became leader of `group` in `term`.
-    pub fn became_leader(&mut self, group: ShardId, term: Term, node: NodeId) -> Result<(), Violation> {
+    pub fn became_leader(
+        &mut self,
+        group: ShardId,
+        term: Term,
+        node: NodeId,
+    ) -> Result<(), Violation> {
         match self.leaders.insert((group, term), node) {
             Some(previous) if previous != node => Err(Violation {
                 check: "election safety",
@@ -35,9 +40,19 @@ mod tests {
     #[test]
     fn second_leader_in_a_term_is_a_violation() {
         let mut checker = ElectionSafety::default();
-        checker.became_leader(ShardId(1), Term(2), NodeId(1)).unwrap();
-        checker.became_leader(ShardId(1), Term(2), NodeId(1)).unwrap();
-        checker.became_leader(ShardId(2), Term(2), NodeId(2)).unwrap();
-        assert!(checker.became_leader(ShardId(1), Term(2), NodeId(3)).is_err());
+        checker
+            .became_leader(ShardId(1), Term(2), NodeId(1))
+            .unwrap();
+        checker
+            .became_leader(ShardId(1), Term(2), NodeId(1))
+            .unwrap();
+        checker
+            .became_leader(ShardId(2), Term(2), NodeId(2))
+            .unwrap();
+        assert!(
+            checker
+                .became_leader(ShardId(1), Term(2), NodeId(3))
+                .is_err()
+        );
     }
 }

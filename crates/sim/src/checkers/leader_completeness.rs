@@ -31,7 +31,9 @@ impl LeaderCompleteness {
         let mut index = high.next();
         while index <= commit {
             if let Some(term) = term_at(index) {
-                self.committed.entry((group, index)).or_insert((term, leader_term));
+                self.committed
+                    .entry((group, index))
+                    .or_insert((term, leader_term));
             }
             index = index.next();
         }
@@ -79,8 +81,9 @@ mod tests {
             Some(Term(i.get()))
         });
         assert!(complete.is_ok());
-        let missing =
-            checker.became_leader(ShardId(1), NodeId(3), Term(3), LogIndex(1), |i| (i.get() < 2).then_some(Term(1)));
+        let missing = checker.became_leader(ShardId(1), NodeId(3), Term(3), LogIndex(1), |i| {
+            (i.get() < 2).then_some(Term(1))
+        });
         assert!(missing.is_err());
         // A leader of an older term need not have entries committed later.
         let older = checker.became_leader(ShardId(1), NodeId(3), Term(2), LogIndex(1), |_| None);

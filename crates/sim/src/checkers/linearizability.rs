@@ -64,23 +64,43 @@ pub fn check_key(operations: &[&Operation]) -> KeyVerdict {
     let mut timed: Vec<(u64, usize, bool)> = Vec::with_capacity(operations.len() * 2);
     for (i, operation) in operations.iter().enumerate() {
         timed.push((operation.invoked_at, i, true));
-        let returned = operation.completed.map_or(u64::MAX - operations.len() as u64 + i as u64, |c| c.0);
+        let returned = operation
+            .completed
+            .map_or(u64::MAX - operations.len() as u64 + i as u64, |c| c.0);
         timed.push((returned, i, false));
     }
     timed.sort_unstable();
     // Node 0 is the head sentinel; events are 1..=n; node n+1 is the tail sentinel.
     let n = timed.len();
     let mut events: Vec<Event> = Vec::with_capacity(n + 2);
-    events.push(Event { op: usize::MAX, is_call: false, matching: 0, prev: 0, next: 1 });
+    events.push(Event {
+        op: usize::MAX,
+        is_call: false,
+        matching: 0,
+        prev: 0,
+        next: 1,
+    });
     let mut return_of = vec![0usize; operations.len()];
     for (position, &(_, op, is_call)) in timed.iter().enumerate() {
         let node = position + 1;
-        events.push(Event { op, is_call, matching: 0, prev: node - 1, next: node + 1 });
+        events.push(Event {
+            op,
+            is_call,
+            matching: 0,
+            prev: node - 1,
+            next: node + 1,
+        });
         if !is_call {
             return_of[op] = node;
         }
     }
-    events.push(Event { op: usize::MAX, is_call: false, matching: 0, prev: n, next: n + 1 });
+    events.push(Event {
+        op: usize::MAX,
+        is_call: false,
+        matching: 0,
+        prev: n,
+        next: n + 1,
+    });
     for node in 1..=n {
         if events[node].is_call {
             events[node].matching = return_of[events[node].op];
@@ -137,7 +157,12 @@ pub fn check_key(operations: &[&Operation]) -> KeyVerdict {
 }
 
 fn lift(events: &mut [Event], call: usize) {
-    let Event { prev, next, matching, .. } = events[call];
+    let Event {
+        prev,
+        next,
+        matching,
+        ..
+    } = events[call];
     events[prev].next = next;
     events[next].prev = prev;
     let Event { prev, next, .. } = events[matching];
@@ -161,7 +186,14 @@ mod tests {
     use ringkv_types::ShardId;
 
     fn op(op: Op, invoked_at: u64, completed: Option<(u64, OpResult)>) -> Operation {
-        Operation { client: 0, group: ShardId(1), op, invoked_at, completed, discarded: false }
+        Operation {
+            client: 0,
+            group: ShardId(1),
+            op,
+            invoked_at,
+            completed,
+            discarded: false,
+        }
     }
 
     fn check(ops: &[Operation]) -> KeyVerdict {
@@ -173,7 +205,15 @@ mod tests {
         let ops = [
             op(Op::Put(0, 1), 1, Some((2, OpResult::Done))),
             op(Op::Get(0), 3, Some((4, OpResult::Value(Some(1))))),
-            op(Op::Cas { key: 0, expected: Some(1), new: 2 }, 5, Some((6, OpResult::Swapped(true)))),
+            op(
+                Op::Cas {
+                    key: 0,
+                    expected: Some(1),
+                    new: 2,
+                },
+                5,
+                Some((6, OpResult::Swapped(true))),
+            ),
             op(Op::Get(0), 7, Some((8, OpResult::Value(Some(2))))),
         ];
         assert_eq!(check(&ops), KeyVerdict::Linearizable);
@@ -225,7 +265,15 @@ mod tests {
     fn failed_cas_must_see_a_different_value() {
         let ops = [
             op(Op::Put(0, 1), 1, Some((2, OpResult::Done))),
-            op(Op::Cas { key: 0, expected: Some(1), new: 5 }, 3, Some((4, OpResult::Swapped(false)))),
+            op(
+                Op::Cas {
+                    key: 0,
+                    expected: Some(1),
+                    new: 5,
+                },
+                3,
+                Some((4, OpResult::Swapped(false))),
+            ),
         ];
         assert_eq!(check(&ops), KeyVerdict::Violation);
     }

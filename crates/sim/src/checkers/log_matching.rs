@@ -17,7 +17,11 @@ pub fn check(group: ShardId, logs: &[(NodeId, LogView)]) -> Result<(), Violation
     Ok(())
 }
 
-fn check_pair(group: ShardId, a: (NodeId, &LogView), b: (NodeId, &LogView)) -> Result<(), Violation> {
+fn check_pair(
+    group: ShardId,
+    a: (NodeId, &LogView),
+    b: (NodeId, &LogView),
+) -> Result<(), Violation> {
     // Overlapping entries by index, walking down from the highest common index: once a match
     // (same index and term) is found, every lower common entry must be identical.
     let mut matched_at: Option<LogIndex> = None;
@@ -35,7 +39,13 @@ fn check_pair(group: ShardId, a: (NodeId, &LogView), b: (NodeId, &LogView)) -> R
         }
         if term_a == term_b {
             if hash_a != hash_b {
-                return Err(violation(group, a.0, b.0, index_a, "same index and term, different command"));
+                return Err(violation(
+                    group,
+                    a.0,
+                    b.0,
+                    index_a,
+                    "same index and term, different command",
+                ));
             }
             matched_at.get_or_insert(index_a);
         } else if let Some(matched) = matched_at {
@@ -65,14 +75,23 @@ mod tests {
     use super::*;
 
     fn log(entries: &[(u64, u64)]) -> LogView {
-        entries.iter().map(|&(i, t)| (LogIndex(i), Term(t), t * 100 + i)).collect()
+        entries
+            .iter()
+            .map(|&(i, t)| (LogIndex(i), Term(t), t * 100 + i))
+            .collect()
     }
 
     #[test]
     fn divergence_below_a_match_is_a_violation() {
-        let good = [(NodeId(1), log(&[(1, 1), (2, 1), (3, 2)])), (NodeId(2), log(&[(1, 1), (2, 1), (3, 3)]))];
+        let good = [
+            (NodeId(1), log(&[(1, 1), (2, 1), (3, 2)])),
+            (NodeId(2), log(&[(1, 1), (2, 1), (3, 3)])),
+        ];
         assert!(check(ShardId(1), &good).is_ok());
-        let bad = [(NodeId(1), log(&[(1, 1), (2, 1), (3, 2)])), (NodeId(2), log(&[(1, 1), (2, 2), (3, 2)]))];
+        let bad = [
+            (NodeId(1), log(&[(1, 1), (2, 1), (3, 2)])),
+            (NodeId(2), log(&[(1, 1), (2, 2), (3, 2)])),
+        ];
         assert!(check(ShardId(1), &bad).is_err());
     }
 }

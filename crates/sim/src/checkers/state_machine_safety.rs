@@ -21,7 +21,10 @@ impl StateMachineSafety {
         term: Term,
         payload_hash: u64,
     ) -> Result<(), Violation> {
-        let first = *self.applied.entry((group, index)).or_insert((term, payload_hash, node));
+        let first = *self
+            .applied
+            .entry((group, index))
+            .or_insert((term, payload_hash, node));
         if (first.0, first.1) != (term, payload_hash) {
             return Err(Violation {
                 check: "state machine safety",
@@ -49,8 +52,16 @@ mod tests {
     #[test]
     fn different_entry_at_same_index_is_a_violation() {
         let mut checker = StateMachineSafety::default();
-        checker.applied(ShardId(1), NodeId(1), LogIndex(3), Term(2), 7).unwrap();
-        checker.applied(ShardId(1), NodeId(2), LogIndex(3), Term(2), 7).unwrap();
-        assert!(checker.applied(ShardId(1), NodeId(3), LogIndex(3), Term(3), 9).is_err());
+        checker
+            .applied(ShardId(1), NodeId(1), LogIndex(3), Term(2), 7)
+            .unwrap();
+        checker
+            .applied(ShardId(1), NodeId(2), LogIndex(3), Term(2), 7)
+            .unwrap();
+        assert!(
+            checker
+                .applied(ShardId(1), NodeId(3), LogIndex(3), Term(3), 9)
+                .is_err()
+        );
     }
 }

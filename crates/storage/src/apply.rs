@@ -1,0 +1,212 @@
+//! Applying committed commands to a shard's data.
+
+use crate::codec;
+use crate::command::{
+    Command, CommandResult, KEY_BYTES_MAX, Operation, OperationResult, SessionRecord,
+    VALUE_BYTES_MAX,
+};
+use crate::error::{Error, Result};
+use crate::group_state::AppliedState;
+use crate::keys;
+use crate::store::{Store, decode_value, lock_group};
+use bytes::Bytes;
+use fjall::PersistMode;
+use ringkv_types::raft::ConfState;
+use ringkv_types::{ShardId, envelope, ring};
+use std::collections::BTreeMap;
+
+impl Store {
+    /// Applies committed `commands` of `shard` and records `applied` (and `conf` when a
+    /// configuration entry was among them), all in ONE atomic fjall batch, and returns one
+    /// result per command.
+    ///
+    /// Exactly-once: a command with a session whose sequence equals the session's last applied
+    /// one returns the saved result without applying again; a lower one returns
+    /// [`CommandResult::StaleSequence`].
+    ///
+    /// Durability: the batch goes to the journal without its own fsync (`PersistMode::Buffer`):
+    /// after a crash the node re-applies from the durable applied index, which is consistent with
+    /// the data because both are in one batch. The entries must be durable in the log first.
+    /// Call with one thread per shard at a time; the node must not apply while a snapshot of the
+    /// same shard is being installed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWrite`] when `applied.index` does not advance; corruption of a value or
+    /// session read; [`Error::Poisoned`]; fjall errors (which poison the store).
+    pub fn apply(
+        &self,
+        shard: ShardId,
+        commands: &[Command],
+        applied: AppliedState,
+        conf: Option<&ConfState>,
+    ) -> Result<Vec<CommandResult>> {
+        let shared = &self.shared;
+        shared.check_writable()?;
+        let cache = shared.group(shard)?;
+        let previous = lock_group(&cache).applied;
+        if applied.index <= previous.index && !(applied == previous && commands.is_empty()) {
+            return Err(Error::InvalidWrite {
+                shard,
+                reason: format!(
+                    "applied index {} does not advance {}",
+                    applied.index, previous.index
+                ),
+            });
+        }
+        let max = shared.config.record_bytes_max;
+        // Writes of this batch, so later commands see earlier ones.
+        let mut values: BTreeMap<Vec<u8>, Option<Bytes>> = BTreeMap::new();
+        let mut sessions: BTreeMap<u64, SessionRecord> = BTreeMap::new();
+        let mut results = Vec::with_capacity(commands.len());
+        for command in commands {
+            if let Some(request) = command.session {
+                let record = match sessions.get(&request.session) {
+                    Some(record) => Some(record.clone()),
+                    None => self.read_session(shard, request.session)?,
+                };
+                if let Some(record) = record {
+                    if request.sequence == record.sequence {
+                        results.push(CommandResult::Applied(record.result));
+                        continue;
+                    }
+                    if request.sequence < record.sequence {
+                        results.push(CommandResult::StaleSequence {
+                            last_applied: record.sequence,
+                        });
+                        continue;
+                    }
+                }
+            }
+            let mut operation_results = Vec::with_capacity(command.operations.len());
+            for operation in &command.operations {
+                if let Some(rejected) = reject(operation) {
+                    operation_results.push(rejected);
+                    continue;
+                }
+                let result = match operation {
+                    Operation::Put { key, value } => {
+                        values.insert(ring::storage_key(key), Some(value.clone()));
+                        OperationResult::Put
+                    }
+                    Operation::Delete { key } => {
+                        let storage_key = ring::storage_key(key);
+                        let existed = self.current(&values, &storage_key, max)?.is_some();
+                        values.insert(storage_key, None);
+                        OperationResult::Deleted { existed }
+                    }
+                    Operation::CompareAndSwap { key, expected, new } => {
+                        let storage_key = ring::storage_key(key);
+                        let previous = self.current(&values, &storage_key, max)?;
+                        let swapped = previous == *expected;
+                        if swapped {
+                            values.insert(storage_key, new.clone());
+                        }
+                        OperationResult::CompareAndSwap { swapped, previous }
+                    }
+                };
+                operation_results.push(result);
+            }
+            if let Some(request) = command.session {
+                sessions.insert(
+                    request.session,
+                    SessionRecord {
+                        sequence: request.sequence,
+                        result: operation_results.clone(),
+                    },
+                );
+            }
+            results.push(CommandResult::Applied(operation_results));
+        }
+
+        let mut batch = shared.db.batch().durability(Some(PersistMode::Buffer));
+        for (key, value) in values {
+            match value {
+                Some(value) => batch.insert(&shared.data, key, envelope::encode(&value)),
+                None => batch.remove(&shared.data, key),
+            }
+        }
+        for (session, record) in &sessions {
+            batch.insert(
+                &shared.raft_state,
+                keys::session_key(shard, *session).to_vec(),
+                codec::encode(record),
+            );
+        }
+        batch.insert(
+            &shared.raft_state,
+            keys::state_key(shard, keys::KIND_APPLIED).to_vec(),
+            codec::encode(&applied),
+        );
+        if let Some(conf) = conf {
+            batch.insert(
+                &shared.raft_state,
+                keys::state_key(shard, keys::KIND_CONF).to_vec(),
+                codec::encode(conf),
+            );
+        }
+        // IMPORTANT: data, sessions and the applied index commit in one batch, so a restart never
+        // re-applies an entry whose effects are already on disk.
+        shared.commit(batch)?;
+        let mut state = lock_group(&cache);
+        state.applied = applied;
+        if let Some(conf) = conf {
+            state.conf = Some(conf.clone());
+        }
+        Ok(results)
+    }
+
+    /// The session table entry of `session` in `shard`.
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`]; I/O.
+    pub fn read_session(&self, shard: ShardId, session: u64) -> Result<Option<SessionRecord>> {
+        match self
+            .shared
+            .raft_state
+            .get(keys::session_key(shard, session))?
+        {
+            Some(bytes) => codec::decode(&bytes, self.shared.config.record_bytes_max)
+                .map(Some)
+                .map_err(|reason| Error::corrupt_record("session", Some(shard), reason)),
+            None => Ok(None),
+        }
+    }
+
+    /// The value of a storage key as of the pending writes of this batch.
+    fn current(
+        &self,
+        pending: &BTreeMap<Vec<u8>, Option<Bytes>>,
+        storage_key: &[u8],
+        max: u64,
+    ) -> Result<Option<Bytes>> {
+        if let Some(value) = pending.get(storage_key) {
+            return Ok(value.clone());
+        }
+        match self.shared.data.get(storage_key)? {
+            Some(bytes) => decode_value(&bytes, max).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Deterministic validation of an operation's sizes (the same on every replica).
+fn reject(operation: &Operation) -> Option<OperationResult> {
+    let (key, values): (&Bytes, [Option<&Bytes>; 2]) = match operation {
+        Operation::Put { key, value } => (key, [Some(value), None]),
+        Operation::Delete { key } => (key, [None, None]),
+        Operation::CompareAndSwap { key, expected, new } => {
+            (key, [expected.as_ref(), new.as_ref()])
+        }
+    };
+    if key.len() > KEY_BYTES_MAX {
+        return Some(OperationResult::KeyTooLarge);
+    }
+    if values
+        .iter()
+        .flatten()
+        .any(|value| value.len() > VALUE_BYTES_MAX)
+    {
+        return Some(OperationResult::ValueTooLarge);
+    }
+    None
+}

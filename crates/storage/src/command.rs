@@ -1,0 +1,110 @@
+//! The state machine's commands and results, as the node encodes them into Raft entries
+//! (postcard; the entry's own envelope protects them on disk and on the wire).
+//!
+//! postcard has no schema evolution: adding or reordering fields or variants is a format change
+//! that needs a new entry format version.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Largest user key: fjall keys are at most 65,535 bytes and the storage key adds the 8-byte ring
+/// position. Fixed (not configurable) so every replica rejects the same commands.
+pub const KEY_BYTES_MAX: usize = 65_535 - 8;
+
+/// Largest value. Fixed for the same reason as [`KEY_BYTES_MAX`]; the node should refuse larger
+/// proposals before they reach the log, and the state machine rejects any that do.
+pub const VALUE_BYTES_MAX: usize = 32 << 20;
+
+/// One write against a shard's data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Sets `key` to `value`.
+    Put {
+        /// User key (not the storage key).
+        key: Bytes,
+        /// New value.
+        value: Bytes,
+    },
+    /// Removes `key` (a no-op when absent).
+    Delete {
+        /// User key.
+        key: Bytes,
+    },
+    /// Sets `key` to `new` (or removes it when `new` is `None`) only if its current value is
+    /// `expected` (`None` = the key must be absent).
+    CompareAndSwap {
+        /// User key.
+        key: Bytes,
+        /// Required current value.
+        expected: Option<Bytes>,
+        /// Value to store on success; `None` deletes.
+        new: Option<Bytes>,
+    },
+}
+
+/// A client's exactly-once identity for one write: the session and the sequence number within
+/// it. Sequence numbers of a session start at 1 and grow by one per new write; a retry reuses
+/// the number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRequest {
+    /// Client session id, unique per client instance.
+    pub session: u64,
+    /// Sequence number of this write within the session.
+    pub sequence: u64,
+}
+
+/// A committed command: one or more operations applied atomically, optionally deduplicated by
+/// session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Exactly-once identity; `None` for writes that need no deduplication.
+    pub session: Option<SessionRequest>,
+    /// Operations, applied in order. A failed compare-and-swap does not stop later operations;
+    /// each has its own result.
+    pub operations: Vec<Operation>,
+}
+
+/// Result of one operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperationResult {
+    /// A put was applied.
+    Put,
+    /// A delete was applied; whether the key existed.
+    Deleted {
+        /// The key had a value before.
+        existed: bool,
+    },
+    /// A compare-and-swap: whether it swapped and the value it found.
+    CompareAndSwap {
+        /// The expected value matched and the new one was stored.
+        swapped: bool,
+        /// The value found before the operation.
+        previous: Option<Bytes>,
+    },
+    /// Nothing was written: the key is longer than [`KEY_BYTES_MAX`].
+    KeyTooLarge,
+    /// Nothing was written: a value is longer than [`VALUE_BYTES_MAX`].
+    ValueTooLarge,
+}
+
+/// Result of a command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// The command was applied now, or earlier (a retry): the results of its operations.
+    Applied(Vec<OperationResult>),
+    /// The session has already applied a later sequence number, so this one's result is gone.
+    /// The client must not retry it.
+    StaleSequence {
+        /// The last sequence number the session applied.
+        last_applied: u64,
+    },
+}
+
+/// The session table entry of one client session in one shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The last applied sequence number.
+    pub sequence: u64,
+    /// Its result, returned again to a retry.
+    pub result: Vec<OperationResult>,
+}

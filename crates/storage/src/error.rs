@@ -1,0 +1,127 @@
+//! Errors of the storage crate.
+//!
+//! Two families: errors a caller can act on (a missing group, an invalid write, a corrupt or
+//! truncated snapshot stream it can fetch again) and fatal ones ([`Error::Poisoned`],
+//! [`Error::Fjall`] on a write path) after which the node must stop, because the state on disk
+//! is no longer known. [`Error::is_fatal`] tells them apart.
+
+use ringkv_types::{LogIndex, ShardId};
+use thiserror::Error;
+
+/// Errors returned by the store.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A commit or fsync failed earlier. Every later write fails with this error: the node must
+    /// exit and recover from what is on disk.
+    #[error("storage is poisoned by an earlier failed write; the node must restart")]
+    Poisoned,
+    /// An error of the fjall engine (I/O, journal recovery, lock held by another process).
+    #[error("fjall: {0}")]
+    Fjall(#[from] fjall::Error),
+    /// An I/O error outside fjall (creating the data dir).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A Raft log entry failed its checksum, did not decode, or is not the entry its key names.
+    #[error("corrupt raft log entry in shard {shard} at index {index}: {reason}")]
+    CorruptEntry {
+        /// The group whose log holds the entry.
+        shard: ShardId,
+        /// Index the key names.
+        index: LogIndex,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Any other record (hard state, snapshot meta, applied state, session, value, node meta)
+    /// failed its checksum or did not decode.
+    #[error("corrupt {record} record of shard {shard:?}: {reason}")]
+    CorruptRecord {
+        /// Kind of record (`"hard_state"`, `"value"`, ...).
+        record: &'static str,
+        /// The shard it belongs to, when it belongs to one (values and node meta do not).
+        shard: Option<ShardId>,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A key in a keyspace does not have the layout this crate writes.
+    #[error("malformed key in keyspace {keyspace}: {len} bytes")]
+    MalformedKey {
+        /// The keyspace.
+        keyspace: &'static str,
+        /// Length of the key found.
+        len: usize,
+    },
+    /// A snapshot stream was corrupt, truncated, out of order or for another shard. Nothing was
+    /// written; the old data is intact.
+    #[error("bad snapshot stream for shard {shard:?} at chunk {chunk}: {reason}")]
+    BadSnapshot {
+        /// The shard the stream claims (None when the header itself is unreadable).
+        shard: Option<ShardId>,
+        /// Zero-based position of the offending chunk in the stream.
+        chunk: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A write that breaks the log's invariants (a gap, an append below the compaction point,
+    /// entries out of order). This is a bug in the caller; nothing of the batch was written.
+    #[error("invalid write to shard {shard}: {reason}")]
+    InvalidWrite {
+        /// The group.
+        shard: ShardId,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A record is larger than the configured maximum.
+    #[error("record of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The configuration is invalid.
+    #[error("invalid storage config: {0}")]
+    InvalidConfig(&'static str),
+    /// The writer thread is gone (it panicked or the store is shutting down).
+    #[error("the storage writer thread has stopped")]
+    WriterStopped,
+}
+
+impl Error {
+    /// Whether the node must stop: the disk state after this error is unknown.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::Poisoned | Error::WriterStopped | Error::Fjall(_) | Error::Io(_)
+        )
+    }
+
+    pub(crate) fn corrupt_entry(shard: ShardId, index: LogIndex, reason: impl ToString) -> Self {
+        Error::CorruptEntry {
+            shard,
+            index,
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn corrupt_record(
+        record: &'static str,
+        shard: Option<ShardId>,
+        reason: impl ToString,
+    ) -> Self {
+        Error::CorruptRecord {
+            record,
+            shard,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<Error> for ringkv_raft::StorageError {
+    fn from(error: Error) -> Self {
+        ringkv_raft::StorageError::Other(error.to_string())
+    }
+}
+
+/// Result alias for the storage crate.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,455 @@
+//! The node's one store: a fjall database with the four keyspaces, the per-group caches and the
+//! group-commit writer.
+
+use crate::codec;
+use crate::config::StoreConfig;
+use crate::error::{Error, Result};
+use crate::group_state::{AppliedState, GroupState};
+use crate::group_storage::GroupStorage;
+use crate::keys::{self, KEYSPACE_DATA, KEYSPACE_META, KEYSPACE_RAFT_LOG, KEYSPACE_RAFT_STATE};
+use crate::write_batch::WriteBatchBuilder;
+use crate::writer::{Durable, Ticket, WriterHandle};
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use ringkv_types::raft::{ConfState, Entry, HardState, SnapshotMeta};
+use ringkv_types::{LogIndex, NodeId, ShardId, envelope, ring};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The node identity kept in the `meta` keyspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// This node's id.
+    pub node: NodeId,
+    /// The cluster this data dir belongs to; a node refuses to join another cluster.
+    pub cluster: u64,
+}
+
+/// What the store's threads share: the database, keyspace handles and group caches.
+pub(crate) struct Shared {
+    pub db: Database,
+    pub raft_log: Keyspace,
+    pub raft_state: Keyspace,
+    pub data: Keyspace,
+    pub meta: Keyspace,
+    pub config: StoreConfig,
+    poisoned: AtomicBool,
+    groups: Mutex<HashMap<ShardId, Arc<Mutex<GroupState>>>>,
+}
+
+/// Locks a group cache. The cache holds plain values that are replaced whole, so a panic
+/// elsewhere while the lock was held cannot leave it half-updated; poisoning is ignored.
+pub(crate) fn lock_group(state: &Mutex<GroupState>) -> std::sync::MutexGuard<'_, GroupState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Fails with [`Error::Poisoned`] once any write failed.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Marks the store unusable for writes, forever.
+    pub fn poison(&self) {
+        // IMPORTANT: after a failed commit or fsync the journal's durable contents are unknown;
+        // no later write may be acknowledged (fsyncgate: a retried fsync can "succeed" after the
+        // kernel dropped the dirty pages).
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Commits a fjall batch; any failure poisons the store.
+    pub fn commit(&self, batch: fjall::OwnedWriteBatch) -> Result<()> {
+        self.check_writable()?;
+        batch.commit().map_err(|error| {
+            self.poison();
+            Error::Fjall(error)
+        })
+    }
+
+    /// The cache of `shard`, loading it from disk on first use.
+    pub fn group(&self, shard: ShardId) -> Result<Arc<Mutex<GroupState>>> {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = groups.get(&shard) {
+            return Ok(state.clone());
+        }
+        let state = Arc::new(Mutex::new(self.load_group(shard)?));
+        groups.insert(shard, state.clone());
+        Ok(state)
+    }
+
+    /// Forgets the cache of `shard` (after its replica was removed).
+    pub fn forget_group(&self, shard: ShardId) {
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&shard);
+    }
+
+    /// Reads a `raft_state` record of `shard`.
+    pub fn read_state<T: DeserializeOwned>(
+        &self,
+        shard: ShardId,
+        kind: u8,
+        record: &'static str,
+    ) -> Result<Option<T>> {
+        let Some(bytes) = self.raft_state.get(keys::state_key(shard, kind))? else {
+            return Ok(None);
+        };
+        codec::decode(&bytes, self.config.record_bytes_max)
+            .map(Some)
+            .map_err(|reason| Error::corrupt_record(record, Some(shard), reason))
+    }
+
+    /// Decodes a `raft_log` value and checks it is the entry its key names.
+    pub fn decode_entry(&self, shard: ShardId, index: LogIndex, bytes: &[u8]) -> Result<Entry> {
+        let entry: Entry = codec::decode(bytes, self.config.record_bytes_max)
+            .map_err(|reason| Error::corrupt_entry(shard, index, reason))?;
+        if entry.index != index {
+            return Err(Error::corrupt_entry(
+                shard,
+                index,
+                format!("record holds index {}", entry.index),
+            ));
+        }
+        Ok(entry)
+    }
+
+    /// Reads one log entry.
+    pub fn read_entry(&self, shard: ShardId, index: LogIndex) -> Result<Option<Entry>> {
+        match self.raft_log.get(keys::log_key(shard, index))? {
+            Some(bytes) => self.decode_entry(shard, index, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Rebuilds a group's cache from disk, checking that the pieces agree.
+    fn load_group(&self, shard: ShardId) -> Result<GroupState> {
+        let snapshot: SnapshotMeta = self
+            .read_state(shard, keys::KIND_SNAPSHOT_META, "snapshot_meta")?
+            .unwrap_or_default();
+        let hard_state: HardState = self
+            .read_state(shard, keys::KIND_HARD_STATE, "hard_state")?
+            .unwrap_or_default();
+        let applied: AppliedState = self
+            .read_state(shard, keys::KIND_APPLIED, "applied")?
+            .unwrap_or_default();
+        let conf: Option<ConfState> = self.read_state(shard, keys::KIND_CONF, "conf_state")?;
+        let mut state = GroupState {
+            first_index: snapshot.index.next(),
+            last_index: snapshot.index,
+            last_term: snapshot.term,
+            snapshot,
+            hard_state,
+            applied,
+            conf,
+        };
+        let mut log = self.raft_log.prefix(keys::shard_prefix(shard));
+        if let Some(first) = log.next() {
+            let (_, first_index) = keys::parse_log_key(&first.key()?)?;
+            if first_index != state.first_index {
+                return Err(Error::corrupt_entry(
+                    shard,
+                    first_index,
+                    format!(
+                        "log starts at {first_index}, expected {}",
+                        state.first_index
+                    ),
+                ));
+            }
+            let last = match log.next_back() {
+                Some(last) => last,
+                // The first entry is also the last one: read it again by key.
+                None => self
+                    .raft_log
+                    .prefix(keys::shard_prefix(shard))
+                    .next_back()
+                    .ok_or_else(|| Error::corrupt_entry(shard, first_index, "entry vanished"))?,
+            };
+            let (key, value) = last.into_inner()?;
+            let (_, last_index) = keys::parse_log_key(&key)?;
+            let entry = self.decode_entry(shard, last_index, &value)?;
+            state.last_index = last_index;
+            state.last_term = entry.term;
+        }
+        state.check_invariants();
+        Ok(state)
+    }
+}
+
+/// The node's storage: Raft logs and small state of every group, shard data, sessions and
+/// snapshots, in one fjall database with one journal.
+///
+/// Cheap to clone. Reads may come from any thread. Raft log writes go through the single
+/// group-commit writer ([`Store::submit`]); state-machine writes through [`Store::apply`] on the
+/// thread that applies each shard (one applier per shard at a time).
+///
+/// Dropping the last clone stops the writer after it finished the queued batches. All
+/// [`GroupStorage`] handles must be dropped too before the same directory can be opened again.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) shared: Arc<Shared>,
+    writer: Arc<WriterHandle>,
+}
+
+impl Store {
+    /// Opens (creating when missing) the store in `config.path`, recovering the journal.
+    ///
+    /// # Errors
+    /// Invalid config; fjall errors (the directory is locked by another process, journal
+    /// recovery failed, I/O).
+    pub fn open(config: StoreConfig) -> Result<Store> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.path)?;
+        let db = Database::builder(&config.path)
+            .cache_size(config.cache_bytes)
+            .open()?;
+        let keyspace = |name: &str| -> Result<Keyspace> {
+            keys::validate_keyspace_name(name)?;
+            Ok(db.keyspace(name, KeyspaceCreateOptions::default)?)
+        };
+        let shared = Arc::new(Shared {
+            raft_log: keyspace(KEYSPACE_RAFT_LOG)?,
+            raft_state: keyspace(KEYSPACE_RAFT_STATE)?,
+            data: keyspace(KEYSPACE_DATA)?,
+            meta: keyspace(KEYSPACE_META)?,
+            db,
+            config,
+            poisoned: AtomicBool::new(false),
+            groups: Mutex::new(HashMap::new()),
+        });
+        let writer = Arc::new(WriterHandle::spawn(shared.clone())?);
+        Ok(Store { shared, writer })
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// A cheap handle on `shard`'s log for the Raft core (it implements
+    /// [`ringkv_raft::Storage`]). A group with nothing persisted starts empty.
+    ///
+    /// # Errors
+    /// Corruption or I/O while loading the group's state on first use.
+    pub fn group(&self, shard: ShardId) -> Result<GroupStorage> {
+        Ok(GroupStorage::new(
+            self.shared.clone(),
+            shard,
+            self.shared.group(shard)?,
+        ))
+    }
+
+    /// Every shard with a log entry or a state record on disk, ascending, for the node's
+    /// restart. Costs one seek per shard per keyspace.
+    ///
+    /// # Errors
+    /// Malformed keys; I/O.
+    pub fn groups(&self) -> Result<Vec<ShardId>> {
+        let mut shards = std::collections::BTreeSet::new();
+        for (keyspace, name) in [
+            (&self.shared.raft_log, KEYSPACE_RAFT_LOG),
+            (&self.shared.raft_state, KEYSPACE_RAFT_STATE),
+        ] {
+            let mut from = Some(0u64);
+            while let Some(start) = from {
+                let Some(guard) = keyspace.range(start.to_be_bytes()..).next() else {
+                    break;
+                };
+                let key = guard.key()?;
+                let prefix: [u8; 8] =
+                    key.get(..8)
+                        .and_then(|p| p.try_into().ok())
+                        .ok_or(Error::MalformedKey {
+                            keyspace: name,
+                            len: key.len(),
+                        })?;
+                let shard = u64::from_be_bytes(prefix);
+                shards.insert(ShardId(shard));
+                from = shard.checked_add(1);
+            }
+        }
+        Ok(shards.into_iter().collect())
+    }
+
+    /// Hands a filled batch to the group-commit writer. See [`WriteBatchBuilder`] for the
+    /// durability contract. Blocks while `writer_queue_depth` batches are already queued.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] once any earlier write failed; [`Error::WriterStopped`].
+    pub fn submit(&self, batch: WriteBatchBuilder) -> Result<Ticket> {
+        self.shared.check_writable()?;
+        self.writer.submit(batch)
+    }
+
+    /// [`Store::submit`] and wait for the result.
+    ///
+    /// # Errors
+    /// As [`Store::submit`] and [`Ticket::wait`].
+    pub fn write(&self, batch: WriteBatchBuilder) -> Result<Durable> {
+        self.submit(batch)?.wait()
+    }
+
+    /// Whether a write failed and the store refuses all writes.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.check_writable().is_err()
+    }
+
+    /// The value of a user key, from whichever shard holds it.
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`] when the stored value fails its checksum; I/O.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        match self.shared.data.get(ring::storage_key(key))? {
+            Some(bytes) => decode_value(&bytes, self.shared.config.record_bytes_max).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The applied position of `shard` (zero for a new shard).
+    ///
+    /// # Errors
+    /// Corruption or I/O while loading the group.
+    pub fn applied(&self, shard: ShardId) -> Result<AppliedState> {
+        let state = self.shared.group(shard)?;
+        let applied = lock_group(&state).applied;
+        Ok(applied)
+    }
+
+    /// The configuration saved with the applied position, if any.
+    ///
+    /// # Errors
+    /// Corruption or I/O while loading the group.
+    pub fn conf_state(&self, shard: ShardId) -> Result<Option<ConfState>> {
+        let state = self.shared.group(shard)?;
+        let conf = lock_group(&state).conf.clone();
+        Ok(conf)
+    }
+
+    /// Saves the node identity, durably.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`]; fjall errors (which poison the store).
+    pub fn set_identity(&self, identity: NodeIdentity) -> Result<()> {
+        let mut batch = self
+            .shared
+            .db
+            .batch()
+            .durability(Some(PersistMode::SyncData));
+        batch.insert(
+            &self.shared.meta,
+            keys::IDENTITY_KEY,
+            codec::encode(&identity),
+        );
+        self.shared.commit(batch)
+    }
+
+    /// The node identity, if one was saved.
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`]; I/O.
+    pub fn identity(&self) -> Result<Option<NodeIdentity>> {
+        match self.shared.meta.get(keys::IDENTITY_KEY)? {
+            Some(bytes) => codec::decode(&bytes, self.shared.config.record_bytes_max)
+                .map(Some)
+                .map_err(|reason| Error::corrupt_record("identity", None, reason)),
+            None => Ok(None),
+        }
+    }
+
+    /// Saves a small node-level record (e.g. a local shard descriptor, encoded by the caller)
+    /// under `name` in the `meta` keyspace, durably. Names live in their own namespace, apart
+    /// from the identity and removal markers.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] for a name over 1 KiB or a value over `record_bytes_max`;
+    /// [`Error::Poisoned`]; fjall errors (which poison the store).
+    pub fn set_meta(&self, name: &[u8], value: &[u8]) -> Result<()> {
+        self.check_meta_name(name)?;
+        if value.len() as u64 > self.shared.config.record_bytes_max {
+            return Err(Error::TooLarge {
+                size: value.len() as u64,
+                max: self.shared.config.record_bytes_max,
+            });
+        }
+        let mut batch = self
+            .shared
+            .db
+            .batch()
+            .durability(Some(PersistMode::SyncData));
+        batch.insert(
+            &self.shared.meta,
+            keys::meta_key(name),
+            envelope::encode(value),
+        );
+        self.shared.commit(batch)
+    }
+
+    /// Removes the record `name` saved with [`Store::set_meta`], durably.
+    ///
+    /// # Errors
+    /// As [`Store::set_meta`].
+    pub fn delete_meta(&self, name: &[u8]) -> Result<()> {
+        self.check_meta_name(name)?;
+        let mut batch = self
+            .shared
+            .db
+            .batch()
+            .durability(Some(PersistMode::SyncData));
+        batch.remove(&self.shared.meta, keys::meta_key(name));
+        self.shared.commit(batch)
+    }
+
+    /// The record `name` saved with [`Store::set_meta`].
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`]; [`Error::TooLarge`] for a name over 1 KiB; I/O.
+    pub fn meta(&self, name: &[u8]) -> Result<Option<Bytes>> {
+        self.check_meta_name(name)?;
+        match self.shared.meta.get(keys::meta_key(name))? {
+            Some(bytes) => envelope::decode(&bytes, self.shared.config.record_bytes_max)
+                .map(|value| Some(Bytes::copy_from_slice(value)))
+                .map_err(|reason| Error::corrupt_record("meta", None, reason)),
+            None => Ok(None),
+        }
+    }
+
+    fn check_meta_name(&self, name: &[u8]) -> Result<()> {
+        if name.len() > 1024 {
+            return Err(Error::TooLarge {
+                size: name.len() as u64,
+                max: 1024,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes every write so far durable (one fdatasync of the journal). Apply batches are
+    /// written without an fsync of their own; they become durable with the next group commit
+    /// or this call.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`]; a failed fsync poisons the store.
+    pub fn persist(&self) -> Result<()> {
+        self.shared.check_writable()?;
+        self.shared
+            .db
+            .persist(PersistMode::SyncData)
+            .map_err(|error| {
+                self.shared.poison();
+                Error::Fjall(error)
+            })
+    }
+}
+
+/// Decodes a `data` value: `envelope(user value)`.
+pub(crate) fn decode_value(bytes: &[u8], max: u64) -> Result<Bytes> {
+    envelope::decode(bytes, max)
+        .map(Bytes::copy_from_slice)
+        .map_err(|reason| Error::corrupt_record("value", None, reason))
+}

@@ -1,0 +1,220 @@
+//! Crash test: a child process appends with durability and is killed with SIGKILL at random
+//! moments; after each kill every acknowledged entry must be on disk and no batch half applied.
+//!
+//! The test binary re-executes itself: with `RINGKV_CRASH_CHILD` set, the test body acts as the
+//! child (an endless writer that prints `ack <last index>` after each ticket completes).
+#![allow(clippy::unwrap_used, clippy::print_stdout, reason = "test")]
+
+mod common;
+
+use bytes::Bytes;
+use common::{Rng, open};
+use ringkv_raft::Storage;
+use ringkv_storage::{AppliedState, Command, Operation, Store, WriteBatchBuilder};
+use ringkv_types::raft::{Entry, EntryPayload, HardState, SnapshotMeta};
+use ringkv_types::{LogIndex, NodeId, ShardId, Term};
+use std::io::Read;
+use std::process::{Command as Process, Stdio};
+use std::time::Duration;
+
+const CHILD_ENV: &str = "RINGKV_CRASH_CHILD";
+const SEED_ENV: &str = "RINGKV_CRASH_SEED";
+const SHARDS: [ShardId; 4] = [ShardId(1), ShardId(2), ShardId(17), ShardId(1000)];
+
+fn payload(shard: ShardId, index: u64, term: u64) -> Bytes {
+    let mut bytes = format!("{shard}/{index}/{term}/").into_bytes();
+    bytes.resize(100, b'.');
+    Bytes::from(bytes)
+}
+
+/// Every batch writes the same index range to every shard, plus a hard state whose commit is
+/// that batch's last index, so a half-applied batch shows up as groups that disagree.
+fn child(dir: &str, seed: u64) -> ! {
+    let store = open(std::path::Path::new(dir));
+    let mut rng = Rng(seed);
+    let group = store.group(SHARDS[0]).unwrap();
+    let mut last = group.last_index().unwrap().get();
+    let mut term = group.term(LogIndex(last)).unwrap().get().max(1);
+    let mut applied = store.applied(SHARDS[0]).unwrap().index.get();
+    drop(group);
+    loop {
+        let (start, count) = if last > 3 && rng.below(8) == 0 {
+            term += 1;
+            (last - 2, 1 + rng.below(2))
+        } else {
+            (last + 1, 1 + rng.below(16))
+        };
+        let end = start + count - 1;
+        let mut batch = WriteBatchBuilder::new();
+        // Now and then compact every group to 30 entries behind the end, in the same batch.
+        if last > 40 && rng.below(16) == 0 {
+            let group = store.group(SHARDS[0]).unwrap();
+            let index = LogIndex(last - 30);
+            let meta = SnapshotMeta {
+                index,
+                term: group.term(index).unwrap(),
+                conf: Default::default(),
+            };
+            for shard in SHARDS {
+                batch.set_snapshot_meta(shard, meta.clone());
+            }
+        }
+        for shard in SHARDS {
+            let entries: Vec<Entry> = (start..=end)
+                .map(|index| Entry {
+                    term: Term(term),
+                    index: LogIndex(index),
+                    payload: EntryPayload::Normal(payload(shard, index, term)),
+                })
+                .collect();
+            batch.append(shard, &entries).unwrap();
+            batch.set_hard_state(
+                shard,
+                HardState {
+                    term: Term(term),
+                    vote: NodeId(1),
+                    commit: LogIndex(end),
+                },
+            );
+        }
+        store.submit(batch).unwrap().wait().unwrap();
+        println!("ack {end} {term}");
+        last = end;
+        // The state machine counter and the applied index move in one atomic apply batch.
+        applied += 1;
+        let command = Command {
+            session: None,
+            operations: vec![Operation::Put {
+                key: Bytes::from_static(b"counter"),
+                value: Bytes::from(applied.to_string()),
+            }],
+        };
+        store
+            .apply(
+                SHARDS[0],
+                &[command],
+                AppliedState {
+                    index: LogIndex(applied),
+                    term: Term(1),
+                },
+                None,
+            )
+            .unwrap();
+    }
+}
+
+/// `acknowledged` is `(term, last index)` of the last acknowledged batch. Later batches either
+/// extend the log in the same term or rewrite its tail in a higher term, so the recovered
+/// `(term, last index)` is at least the acknowledged one, lexicographically.
+fn verify(store: &Store, acknowledged: (u64, u64), round: usize) {
+    let first = store.group(SHARDS[0]).unwrap();
+    let last = first.last_index().unwrap();
+    let recovered = (first.hard_state().term.get(), last.get());
+    assert!(
+        recovered >= acknowledged,
+        "round {round}: {recovered:?} < {acknowledged:?}"
+    );
+    if recovered.0 == acknowledged.0 && acknowledged.1 > 0 {
+        assert_eq!(
+            first.term(LogIndex(acknowledged.1)).unwrap(),
+            Term(acknowledged.0)
+        );
+    }
+    for shard in SHARDS {
+        let group = store.group(shard).unwrap();
+        assert_eq!(
+            group.last_index().unwrap(),
+            last,
+            "round {round}: {shard} disagrees"
+        );
+        assert_eq!(
+            group.hard_state().commit,
+            last,
+            "round {round}: {shard} hard state"
+        );
+        let first_index = group.first_index().unwrap();
+        assert_eq!(
+            first_index,
+            first.first_index().unwrap(),
+            "round {round}: {shard} compaction"
+        );
+        let entries = group.entries(first_index, last.next(), u64::MAX).unwrap();
+        assert_eq!(entries.len() as u64, last.next().distance_from(first_index));
+        let mut previous_term = Term(0);
+        for entry in entries {
+            assert!(
+                entry.term >= previous_term,
+                "round {round}: terms go down in {shard}"
+            );
+            previous_term = entry.term;
+            let expected = payload(shard, entry.index.get(), entry.term.get());
+            assert_eq!(entry.payload, EntryPayload::Normal(expected));
+        }
+    }
+    let applied = store.applied(SHARDS[0]).unwrap().index.get();
+    let counter = store.get(b"counter").unwrap();
+    let counter = counter.map_or(0, |value| {
+        std::str::from_utf8(&value).unwrap().parse().unwrap()
+    });
+    assert_eq!(
+        applied, counter,
+        "round {round}: applied index and data disagree"
+    );
+}
+
+#[test]
+fn sigkill_during_appends_loses_no_acknowledged_entry() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        let seed = std::env::var(SEED_ENV)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        child(&dir, seed);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0xc4a5);
+    let mut acknowledged = (0u64, 0u64);
+    let mut acknowledged_rounds = 0;
+    for round in 0..8 {
+        let mut process = Process::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sigkill_during_appends_loses_no_acknowledged_entry",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .env(SEED_ENV, rng.next().to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100 + rng.below(600)));
+        // SIGKILL on Unix.
+        process.kill().unwrap();
+        let mut output = String::new();
+        process
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut output)
+            .unwrap();
+        process.wait().unwrap();
+        // A line cut by the kill has no newline and is not an acknowledgement.
+        let complete = output.rsplit_once('\n').map_or("", |(done, _)| done);
+        let last_ack = complete
+            .lines()
+            .filter_map(|line| line.strip_prefix("ack "))
+            .next_back();
+        if let Some(ack) = last_ack {
+            let (end, term) = ack.split_once(' ').unwrap();
+            acknowledged = (term.parse().unwrap(), end.parse().unwrap());
+            acknowledged_rounds += 1;
+        }
+        let store = open(dir.path());
+        verify(&store, acknowledged, round);
+    }
+    assert!(
+        acknowledged_rounds >= 4,
+        "children acknowledged in only {acknowledged_rounds} rounds"
+    );
+}
