@@ -1,11 +1,7 @@
 //! A tiny synchronous cluster for scenario tests: every replica persists each Ready at once,
 //! messages sit in one queue until delivered, and links can be cut one way or both.
 
-#![allow(dead_code)]
-#![expect(
-    clippy::unwrap_used,
-    reason = "test harness: a failed call fails the test"
-)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use bytes::Bytes;
 use ringkv_raft::{Config, MemStorage, RawNode, ReadState, Role};
