@@ -5,11 +5,14 @@
 
 use bytes::Bytes;
 use ringkv_raft::{Config, MemStorage, RawNode, ReadState, Role};
-use ringkv_types::raft::{ConfState, Entry, EntryPayload, Message, MessageBody};
+use ringkv_types::raft::{ConfState, Entry, EntryPayload, Message, MessageBody, Snapshot};
 use ringkv_types::{LogIndex, NodeId, ShardId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub const GROUP: ShardId = ShardId(1);
+
+/// Decides whether a message is lost in transit.
+pub type DropFilter = Box<dyn FnMut(&Message) -> bool>;
 
 pub struct Peer {
     pub node: RawNode<MemStorage>,
@@ -28,6 +31,10 @@ pub struct Network {
     pub down: BTreeSet<NodeId>,
     /// Every message ever delivered, for assertions.
     pub delivered: Vec<Message>,
+    /// Messages for which this returns true are dropped on delivery (lost in transit).
+    pub drop_filter: Option<DropFilter>,
+    /// Every message dropped by `drop_filter`, for assertions.
+    pub dropped: Vec<Message>,
     pub configure: fn(&mut Config),
 }
 
@@ -53,6 +60,8 @@ impl Network {
             cut: BTreeSet::new(),
             down: BTreeSet::new(),
             delivered: Vec::new(),
+            drop_filter: None,
+            dropped: Vec::new(),
             configure,
         };
         for id in 1..=voters {
@@ -95,7 +104,9 @@ impl Network {
         let ready = peer.node.ready().unwrap();
         self.queue.extend(ready.messages);
         if let Some(snapshot) = &ready.snapshot {
+            // Installing a snapshot replaces the state machine with the snapshot's contents.
             peer.storage.apply_snapshot(snapshot.clone());
+            peer.applied = decode_applied(&snapshot.data);
             peer.applied_index = snapshot.meta.index;
         }
         peer.storage.append(&ready.entries);
@@ -105,6 +116,14 @@ impl Network {
         peer.node.on_persisted(ready.number).unwrap();
         self.queue.extend(ready.persisted_messages);
         for entry in &ready.committed_entries {
+            // Apply in order: no gap, no entry twice.
+            assert_eq!(
+                entry.index,
+                peer.applied_index.next(),
+                "node {id} applies {} after {}",
+                entry.index,
+                peer.applied_index
+            );
             if let EntryPayload::Normal(data) = &entry.payload {
                 peer.applied.push((entry.index, data.clone()));
             }
@@ -127,6 +146,12 @@ impl Network {
             || self.down.contains(&message.to)
             || self.down.contains(&message.from)
         {
+            return true;
+        }
+        if let Some(filter) = self.drop_filter.as_mut()
+            && filter(&message)
+        {
+            self.dropped.push(message);
             return true;
         }
         if let Some(peer) = self.peers.get_mut(&message.to) {
@@ -221,19 +246,55 @@ impl Network {
             .collect()
     }
 
-    /// Restarts `id` from its storage (volatile state is lost).
+    /// Restarts `id` from its storage (volatile state is lost). The state machine is rebuilt
+    /// from the stored snapshot; later committed entries are applied again from the log.
     pub fn restart(&mut self, id: u64) {
         let id = NodeId(id);
         let storage = self.peers[&id].storage.clone();
-        let applied = storage.current_snapshot().meta.index;
+        let snapshot = storage.current_snapshot();
+        let applied = snapshot.meta.index;
         let mut config = config(id.get());
         (self.configure)(&mut config);
         config.applied = applied;
         let peer = self.peers.get_mut(&id).unwrap();
         peer.node = RawNode::new(config, storage).unwrap();
-        peer.applied.retain(|(index, _)| *index <= applied);
+        peer.applied = decode_applied(&snapshot.data);
         peer.applied_index = applied;
+        peer.read_states.clear();
         self.down.remove(&id);
+    }
+
+    /// Compacts `id`'s log up to its applied index: the snapshot's data encodes the applied
+    /// entries, so a follower that installs it (or this peer after a restart) rebuilds them.
+    /// Returns the compaction index.
+    pub fn compact(&mut self, id: u64) -> LogIndex {
+        let peer = &self.peers[&NodeId(id)];
+        let index = peer.applied_index;
+        let status = peer.node.status();
+        assert!(
+            status.conf_index <= index,
+            "compacting at {index} below the configuration entry at {}",
+            status.conf_index
+        );
+        let data = encode_applied(&peer.applied);
+        peer.storage.compact(index, status.conf, data);
+        index
+    }
+
+    /// Queued messages matching `predicate` are removed (lost) and returned.
+    pub fn drop_queued(&mut self, predicate: impl Fn(&Message) -> bool) -> Vec<Message> {
+        let (dropped, kept): (Vec<Message>, Vec<Message>) =
+            self.queue.drain(..).partition(|m| predicate(m));
+        self.queue = kept.into();
+        dropped
+    }
+
+    /// Delivered messages from `from` to `to` of `kind`.
+    pub fn delivered_between(&self, from: u64, to: u64, kind: &str) -> Vec<&Message> {
+        self.delivered
+            .iter()
+            .filter(|m| m.from == NodeId(from) && m.to == NodeId(to) && m.body.kind() == kind)
+            .collect()
     }
 
     /// Term of `index` in a peer's log, if present.
@@ -275,5 +336,40 @@ pub fn append_entries(message: &Message) -> usize {
     match &message.body {
         MessageBody::Append { entries, .. } => entries.len(),
         _ => 0,
+    }
+}
+
+/// Encodes a state machine (the applied entries) as snapshot data: per entry, index (u64 BE),
+/// length (u32 BE), bytes.
+pub fn encode_applied(applied: &[(LogIndex, Bytes)]) -> Bytes {
+    let mut out = Vec::new();
+    for (index, data) in applied {
+        out.extend_from_slice(&index.get().to_be_bytes());
+        out.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(data);
+    }
+    Bytes::from(out)
+}
+
+/// Inverse of [`encode_applied`].
+pub fn decode_applied(mut data: &[u8]) -> Vec<(LogIndex, Bytes)> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let (index, rest) = data.split_at(8);
+        let (length, rest) = rest.split_at(4);
+        let index = u64::from_be_bytes(index.try_into().unwrap());
+        let length = u32::from_be_bytes(length.try_into().unwrap()) as usize;
+        let (bytes, rest) = rest.split_at(length);
+        out.push((LogIndex(index), Bytes::copy_from_slice(bytes)));
+        data = rest;
+    }
+    out
+}
+
+/// The snapshot carried by an `InstallSnapshot` message.
+pub fn snapshot_of(message: &Message) -> Option<&Snapshot> {
+    match &message.body {
+        MessageBody::InstallSnapshot { snapshot } => Some(snapshot),
+        _ => None,
     }
 }
