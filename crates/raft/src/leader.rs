@@ -30,12 +30,13 @@ impl<S: Storage> Raft<S> {
                     progress.recent_active = false;
                 }
             }
-            if self.lead_transferee.is_some()
-                && self.now - self.transfer_started_tick >= self.config.election_timeout_ticks
-            {
-                // The transfer did not finish within an election timeout: give up on it.
-                self.lead_transferee = None;
-            }
+        }
+        if self.lead_transferee.is_some()
+            && self.now - self.transfer_started_tick >= self.config.election_timeout_ticks
+        {
+            // Thesis §3.10: a transfer that did not finish within an election timeout is
+            // abandoned, so the leader serves proposals again.
+            self.lead_transferee = None;
         }
         // Retry snapshots that were lost on the way.
         let retry_after = 2 * self.config.election_timeout_ticks;

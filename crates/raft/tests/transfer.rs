@@ -111,7 +111,6 @@ fn proposals_are_refused_during_a_transfer() {
 /// proposals are still refused; after a full election timeout they are accepted again and
 /// commit, and the old leader still leads.
 #[test]
-#[ignore = "bug: transfer expiry is only checked at election-timeout boundaries, so it lasts up to 2 election timeouts"]
 fn transfer_that_cannot_finish_is_abandoned_after_an_election_timeout() {
     let mut network = Network::new(3);
     network.campaign(1);
