@@ -8,6 +8,7 @@ fn main() -> anyhow::Result<()> {
     let mut seeds = 100u64;
     let mut start = 0u64;
     let mut bug = None;
+    let mut bug_name: Option<String> = None;
     let mut verbose = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -60,13 +61,19 @@ fn main() -> anyhow::Result<()> {
         if let Some(violation) = report.violation {
             violations += 1;
             eprintln!("VIOLATION seed {seed}: {violation}");
-            eprintln!("reproduce: ringkv-sim --seeds 1 --start {seed}");
+            let planted = bug_name
+                .map(|b| format!(" --plant-bug {b}"))
+                .unwrap_or_default();
+            eprintln!("reproduce: ringkv-sim --seeds 1 --start {seed}{planted}");
         }
     }
+    eprintln!(
+        "ran {seeds} seeds in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     println!(
         "seeds: {seeds}, violations: {violations}, ops checked: {ops}, elections: {elections}, \
-         snapshots: {snapshots}, conf changes: {conf_changes} ({:.1} s)",
-        started.elapsed().as_secs_f64()
+         snapshots: {snapshots}, conf changes: {conf_changes}"
     );
     if violations > 0 {
         std::process::exit(1);

@@ -4,12 +4,18 @@
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') || name == "target" || name.starts_with("target-") || name == "data" {
+        if name.starts_with('.')
+            || name == "target"
+            || name.starts_with("target-")
+            || name == "data"
+        {
             continue;
         }
         if path.is_dir() {
@@ -27,13 +33,20 @@ fn no_leftover_debugging_or_unowned_todos() {
     for top in ["crates", "tools", "bench"] {
         rust_files(&root.join(top), &mut files);
     }
-    assert!(files.len() > 10, "tidy found only {} files under {}", files.len(), root.display());
+    assert!(
+        files.len() > 10,
+        "tidy found only {} files under {}",
+        files.len(),
+        root.display()
+    );
     let dbg = concat!("dbg", "!(");
     let fixme = concat!("FIX", "ME");
     let todo = concat!("TO", "DO");
     let mut problems = Vec::new();
     for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
         for (number, line) in text.lines().enumerate() {
             let place = format!("{}:{}", file.display(), number + 1);
             if line.contains(dbg) {
