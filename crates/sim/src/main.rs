@@ -16,15 +16,15 @@ fn main() -> anyhow::Result<()> {
             "--seeds" => seeds = args.next().context("--seeds needs a number")?.parse()?,
             "--start" => start = args.next().context("--start needs a number")?.parse()?,
             "--plant-bug" => {
-                bug = Some(
-                    match args.next().context("--plant-bug needs a name")?.as_str() {
-                        "commit-previous-term" => PlantedBug::CommitPreviousTerm,
-                        "vote-without-log-check" => PlantedBug::VoteWithoutLogCheck,
-                        "ack-before-persist" => PlantedBug::AckBeforePersist,
-                        "lease-without-quorum" => PlantedBug::LeaseWithoutQuorum,
-                        other => bail!("unknown bug {other:?}"),
-                    },
-                )
+                let name = args.next().context("--plant-bug needs a name")?;
+                bug = Some(match name.as_str() {
+                    "commit-previous-term" => PlantedBug::CommitPreviousTerm,
+                    "vote-without-log-check" => PlantedBug::VoteWithoutLogCheck,
+                    "ack-before-persist" => PlantedBug::AckBeforePersist,
+                    "lease-without-quorum" => PlantedBug::LeaseWithoutQuorum,
+                    other => bail!("unknown bug {other:?}"),
+                });
+                bug_name = Some(name);
             }
             "--verbose" => verbose = true,
             "--help" | "-h" => {
@@ -62,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             violations += 1;
             eprintln!("VIOLATION seed {seed}: {violation}");
             let planted = bug_name
+                .as_deref()
                 .map(|b| format!(" --plant-bug {b}"))
                 .unwrap_or_default();
             eprintln!("reproduce: ringkv-sim --seeds 1 --start {seed}{planted}");
