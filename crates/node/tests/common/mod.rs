@@ -1,0 +1,250 @@
+//! An in-process cluster on 127.0.0.1 with generated certificates in a temporary directory.
+//! Every wait is bounded; nodes are stopped when the cluster is dropped (the runtime ends).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use ringkv_node::{NodeConfig, NodeHandle};
+use ringkv_transport::certs::{ClusterCa, TlsIdentity, Validity};
+use ringkv_transport::{ClientConnection, ClientEndpoint};
+use ringkv_types::{
+    AdminRequest, AdminResult, KvOp, KvRequest, NodeId, NodeStatus, ReadConsistency, Request,
+    Response, ShardDescriptor, ShardId, ShardMap, WriteSession,
+};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub const CLUSTER: &str = "test";
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub config_paths: Vec<PathBuf>,
+    pub addrs: Vec<SocketAddr>,
+    pub nodes: Vec<Option<NodeHandle>>,
+    pub client: ClientEndpoint,
+    pub connections: Vec<Option<ClientConnection>>,
+}
+
+fn free_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+impl Cluster {
+    /// Writes certificates and configs for `count` nodes; `extra` is appended to every config.
+    pub async fn start(count: u64, shards: u64, extra: &str) -> Cluster {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        let validity = Validity::days_from_now(1);
+        let ca = ClusterCa::generate(CLUSTER, validity).unwrap();
+        ca.to_pem_pair().write(&certs, "ca").unwrap();
+        let addrs: Vec<SocketAddr> = (0..count)
+            .map(|_| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port()))
+            .collect();
+        let initial: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("\"{}@{addr}\"", i + 1))
+            .collect();
+        let mut config_paths = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let id = i as u64 + 1;
+            ca.issue_node(NodeId(id), &[addr.ip()], validity)
+                .unwrap()
+                .write(&certs, &format!("node-{id}"))
+                .unwrap();
+            let text = format!(
+                r#"node_id = {id}
+cluster = "{CLUSTER}"
+listen_addr = "{addr}"
+data_dir = "node-{id}"
+initial_cluster = [{initial}]
+initial_shards = {shards}
+replication_factor = 3
+[tls]
+ca_cert = "certs/ca.pem"
+cert = "certs/node-{id}.pem"
+key = "certs/node-{id}.key"
+{extra}
+"#,
+                initial = initial.join(", ")
+            );
+            let path = dir.path().join(format!("node-{id}.toml"));
+            std::fs::write(&path, text).unwrap();
+            config_paths.push(path);
+        }
+        let client_pair = ca.issue_client("tests", validity).unwrap();
+        let identity = TlsIdentity::from_pem(ca.cert_pem(), &client_pair).unwrap();
+        let client =
+            ClientEndpoint::new(&identity, CLUSTER, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut cluster = Cluster {
+            dir,
+            config_paths,
+            addrs,
+            nodes: (0..count).map(|_| None).collect(),
+            client,
+            connections: (0..count).map(|_| None).collect(),
+        };
+        for i in 0..count as usize {
+            cluster.start_node(i).await;
+        }
+        cluster
+    }
+
+    pub fn config(&self, index: usize) -> NodeConfig {
+        NodeConfig::load(&self.config_paths[index]).unwrap()
+    }
+
+    pub async fn start_node(&mut self, index: usize) {
+        let handle = ringkv_node::start(self.config(index)).await.unwrap();
+        self.nodes[index] = Some(handle);
+        self.connections[index] = None;
+    }
+
+    pub async fn stop_node(&mut self, index: usize) {
+        if let Some(handle) = self.nodes[index].take() {
+            tokio::time::timeout(Duration::from_secs(20), handle.stop())
+                .await
+                .expect("node stops in time")
+                .expect("node stops cleanly");
+        }
+        if let Some(connection) = self.connections[index].take() {
+            connection.close();
+        }
+    }
+
+    /// A connection to node `index` (0-based), reconnecting when needed.
+    pub async fn connection(&mut self, index: usize) -> ClientConnection {
+        if let Some(connection) = &self.connections[index] {
+            return connection.clone();
+        }
+        let node = NodeId(index as u64 + 1);
+        let connection =
+            tokio::time::timeout(CALL_TIMEOUT, self.client.connect(node, self.addrs[index]))
+                .await
+                .expect("connect in time")
+                .expect("connect");
+        self.connections[index] = Some(connection.clone());
+        connection
+    }
+
+    pub async fn call(&mut self, index: usize, request: Request) -> Response {
+        let connection = self.connection(index).await;
+        match connection.call(&request, CALL_TIMEOUT).await {
+            Ok(response) => response,
+            Err(error) => {
+                self.connections[index] = None;
+                panic!("call to node {} failed: {error}", index + 1)
+            }
+        }
+    }
+
+    pub async fn status(&mut self, index: usize) -> NodeStatus {
+        match self
+            .call(index, Request::Admin(AdminRequest::NodeStatus))
+            .await
+        {
+            Response::Admin(AdminResult::NodeStatus(status)) => status,
+            other => panic!("unexpected status answer {other:?}"),
+        }
+    }
+
+    pub async fn shard_map(&mut self, index: usize) -> ShardMap {
+        match self
+            .call(index, Request::Admin(AdminRequest::GetShardMap))
+            .await
+        {
+            Response::Admin(AdminResult::ShardMap(map)) => map,
+            other => panic!("unexpected map answer {other:?}"),
+        }
+    }
+
+    /// Waits until every shard (and the PD group) has a leader; returns shard -> leader index.
+    pub async fn wait_for_leaders(
+        &mut self,
+        shards: u64,
+        timeout: Duration,
+    ) -> Vec<(ShardId, usize)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = std::collections::BTreeMap::new();
+            for index in 0..self.nodes.len() {
+                if self.nodes[index].is_none() {
+                    continue;
+                }
+                for replica in self.status(index).await.replicas {
+                    if replica.is_leader {
+                        leaders.insert(replica.shard, index);
+                    }
+                }
+            }
+            if leaders.len() as u64 == shards + 1 {
+                return leaders.into_iter().collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not every shard has a leader: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The node index leading `shard`, waiting for one.
+    pub async fn leader_of(&mut self, shard: ShardId) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for index in 0..self.nodes.len() {
+                if self.nodes[index].is_none() {
+                    continue;
+                }
+                let status = self.status(index).await;
+                if status
+                    .replicas
+                    .iter()
+                    .any(|r| r.shard == shard && r.is_leader)
+                {
+                    return index;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader for {shard}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop_all(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.stop_node(index).await;
+        }
+    }
+}
+
+pub fn kv(descriptor: &ShardDescriptor, session: Option<(u64, u64)>, op: KvOp) -> Request {
+    Request::Kv(KvRequest {
+        shard: descriptor.id,
+        epoch: descriptor.epoch,
+        session: session.map(|(session_id, sequence)| WriteSession {
+            session_id,
+            sequence,
+        }),
+        timeout_ms: 0,
+        op,
+    })
+}
+
+pub fn put(key: &str, value: &str) -> KvOp {
+    KvOp::Put {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+    }
+}
+
+pub fn get(key: &str, consistency: ReadConsistency) -> KvOp {
+    KvOp::Get {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        consistency,
+    }
+}
