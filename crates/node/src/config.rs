@@ -561,4 +561,21 @@ key = "/abs/node-2.key"
             })
         ));
     }
+
+    #[test]
+    fn the_documented_examples_are_valid() {
+        let example = include_str!("../../../config/node.example.toml");
+        let config = NodeConfig::parse(example, Path::new("/x/config")).unwrap();
+        assert_eq!(config.initial_cluster.len(), 3);
+        assert_eq!(config.raft.log_compaction_entries, 100_000);
+        for (id, text) in [
+            (1, include_str!("../../../config/local-3/node-1.toml")),
+            (2, include_str!("../../../config/local-3/node-2.toml")),
+            (3, include_str!("../../../config/local-3/node-3.toml")),
+        ] {
+            let config = NodeConfig::parse(text, Path::new("/x/config/local-3")).unwrap();
+            assert_eq!(config.node_id, NodeId(id));
+            assert_eq!(config.address_of(NodeId(id)), Some(config.listen_addr));
+        }
+    }
 }
