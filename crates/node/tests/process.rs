@@ -1,6 +1,11 @@
 //! The `ringkvd` binary: configuration errors exit non-zero with the field named; a running node
 //! stops cleanly (exit 0) on SIGTERM. Every child is killed on drop and bounded by timeouts.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions; a failure is a test failure"
+)]
+
 use ringkv_transport::certs::{ClusterCa, Validity};
 use ringkv_types::NodeId;
 use std::io::Read;
