@@ -358,9 +358,13 @@ impl EventLoop {
                 }
             }
             if let Some(group) = self.groups.get_mut(&shard) {
-                group.applied = snapshot.meta.index;
+                // The data becomes readable when the batch is durable (see `on_durable`).
+                group.installing = Some((number, snapshot.meta.index));
                 group.conf_saved = true;
             }
+        } else if let Some(group) = self.groups.get_mut(&shard) {
+            // The core refused the snapshot we stepped (it was stale): nothing to install.
+            group.pending_install = None;
         }
         // IMPORTANT: entries and hard state go into the batch whose durability gates
         // `on_persisted` and the persisted messages (votes, append acknowledgements).
@@ -439,6 +443,13 @@ impl EventLoop {
         for (shard, number, messages) in after {
             if let Some(group) = self.groups.get_mut(&shard) {
                 group.raw.on_persisted(number)?;
+                if let Some((ready, index)) = group.installing
+                    && ready <= number
+                {
+                    group.installing = None;
+                    group.applied = group.applied.max(index);
+                    serve_reads(&self.store, group);
+                }
                 self.dirty.insert(shard);
             }
             for message in messages {

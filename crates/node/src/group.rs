@@ -126,6 +126,8 @@ pub struct Group {
     pub reads_ready: Vec<(LogIndex, Vec<PendingRead>)>,
     /// A received, validated snapshot waiting for the Ready that installs it.
     pub pending_install: Option<ringkv_storage::PreparedSnapshot>,
+    /// Ready number and index of a snapshot being installed by an in-flight batch.
+    pub installing: Option<(u64, LogIndex)>,
 }
 
 impl Group {

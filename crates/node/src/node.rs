@@ -22,8 +22,7 @@ use tracing::info;
 /// Name of the meta record holding the placement driver's applied shard map.
 pub const META_SHARD_MAP: &[u8] = b"pd/shard_map";
 
-/// A running node. Dropping it without [`NodeHandle::stop`] lets the loop run until the runtime
-/// ends.
+/// A running node. Dropping it stops the node as [`NodeHandle::stop`] does, without waiting.
 #[derive(Debug)]
 pub struct NodeHandle {
     shutdown: Option<oneshot::Sender<()>>,
@@ -175,6 +174,7 @@ fn open_groups(
                 reads_sent: Default::default(),
                 reads_ready: Vec::new(),
                 pending_install: None,
+                installing: None,
             },
         );
     }

@@ -23,9 +23,17 @@ async fn bootstrap_elects_leaders_and_serves_writes_and_reads() {
     assert!(map.covers_ring());
     assert_eq!(map.shards.len() as u64, SHARDS);
     assert_eq!(cluster.shard_map(2).await, map);
-    let status = cluster.status(1).await;
-    assert_eq!(status.replicas.len() as u64, SHARDS + 1);
-    assert!(status.replicas.iter().all(|r| r.leader.is_some()));
+    // Followers learn the leader from its first message: every replica names one soon.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = cluster.status(1).await;
+        assert_eq!(status.replicas.len() as u64, SHARDS + 1);
+        if status.replicas.iter().all(|r| r.leader.is_some()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Put through the leader; linearizable and lease reads on the leader see it.
     let descriptor = map.shard_for_key(b"alpha").unwrap().clone();

@@ -36,6 +36,12 @@ impl Cluster {
     /// Writes certificates and configs for `count` nodes; `extra` is appended to every config.
     pub async fn start(count: u64, shards: u64, extra: &str) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         std::fs::create_dir_all(&certs).unwrap();
