@@ -18,11 +18,28 @@ use std::time::{Duration, Instant};
 pub const CLUSTER: &str = "test";
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A running node: in this process, or a `ringkvd` child (killed on drop).
+pub enum Running {
+    InProcess(NodeHandle),
+    Process(ChildGuard),
+}
+
+/// A `ringkvd` child, killed (SIGKILL) and reaped when dropped.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub config_paths: Vec<PathBuf>,
     pub addrs: Vec<SocketAddr>,
-    pub nodes: Vec<Option<NodeHandle>>,
+    pub processes: bool,
+    pub nodes: Vec<Option<Running>>,
     pub client: ClientEndpoint,
     pub connections: Vec<Option<ClientConnection>>,
 }
@@ -33,8 +50,14 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    /// Writes certificates and configs for `count` nodes; `extra` is appended to every config.
+    /// Writes certificates and configs for `count` nodes and starts them in this process;
+    /// `extra` is appended to every config.
     pub async fn start(count: u64, shards: u64, extra: &str) -> Cluster {
+        Self::start_with(count, shards, extra, false).await
+    }
+
+    /// As [`Cluster::start`], with every node a `ringkvd` process when `processes`.
+    pub async fn start_with(count: u64, shards: u64, extra: &str, processes: bool) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -93,6 +116,7 @@ key = "certs/node-{id}.key"
             addrs,
             nodes: (0..count).map(|_| None).collect(),
             client,
+            processes,
             connections: (0..count).map(|_| None).collect(),
         };
         for i in 0..count as usize {
@@ -106,46 +130,112 @@ key = "certs/node-{id}.key"
     }
 
     pub async fn start_node(&mut self, index: usize) {
-        let handle = ringkv_node::start(self.config(index)).await.unwrap();
-        self.nodes[index] = Some(handle);
+        let running = if self.processes {
+            let log =
+                std::fs::File::create(self.dir.path().join(format!("node-{}.log", index + 1)))
+                    .unwrap();
+            Running::Process(ChildGuard(
+                std::process::Command::new(env!("CARGO_BIN_EXE_ringkvd"))
+                    .arg("--config")
+                    .arg(&self.config_paths[index])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            ))
+        } else {
+            Running::InProcess(ringkv_node::start(self.config(index)).await.unwrap())
+        };
+        self.nodes[index] = Some(running);
         self.connections[index] = None;
     }
 
+    /// Stops node `index` gracefully (SIGTERM for a process) and checks it exits cleanly.
     pub async fn stop_node(&mut self, index: usize) {
-        if let Some(handle) = self.nodes[index].take() {
-            tokio::time::timeout(Duration::from_secs(20), handle.stop())
-                .await
-                .expect("node stops in time")
-                .expect("node stops cleanly");
+        match self.nodes[index].take() {
+            Some(Running::InProcess(handle)) => {
+                tokio::time::timeout(Duration::from_secs(20), handle.stop())
+                    .await
+                    .expect("node stops in time")
+                    .expect("node stops cleanly");
+            }
+            Some(Running::Process(mut child)) => {
+                let status = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.0.id().to_string())
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let exit = loop {
+                    if let Some(exit) = child.0.try_wait().unwrap() {
+                        break exit;
+                    }
+                    assert!(Instant::now() < deadline, "node {} did not stop", index + 1);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                assert_eq!(exit.code(), Some(0), "node {} exit", index + 1);
+            }
+            None => {}
         }
         if let Some(connection) = self.connections[index].take() {
             connection.close();
         }
     }
 
+    /// Kills node `index` at once (SIGKILL for a process; in process, drops it unflushed is not
+    /// possible, so only processes may be killed).
+    pub fn kill_node(&mut self, index: usize) {
+        assert!(self.processes, "only processes can be killed");
+        // Dropping a process handle kills it with SIGKILL and reaps it.
+        self.nodes[index] = None;
+        if let Some(connection) = self.connections[index].take() {
+            connection.close();
+        }
+    }
+
     /// A connection to node `index` (0-based), reconnecting when needed.
-    pub async fn connection(&mut self, index: usize) -> ClientConnection {
+    pub async fn connection(&mut self, index: usize) -> Option<ClientConnection> {
         if let Some(connection) = &self.connections[index] {
-            return connection.clone();
+            return Some(connection.clone());
         }
         let node = NodeId(index as u64 + 1);
-        let connection =
-            tokio::time::timeout(CALL_TIMEOUT, self.client.connect(node, self.addrs[index]))
-                .await
-                .expect("connect in time")
-                .expect("connect");
+        let connecting = self.client.connect(node, self.addrs[index]);
+        let connection = tokio::time::timeout(CALL_TIMEOUT, connecting)
+            .await
+            .ok()?
+            .ok()?;
         self.connections[index] = Some(connection.clone());
-        connection
+        Some(connection)
+    }
+
+    /// Calls node `index`; `None` when it cannot be reached.
+    pub async fn try_call(&mut self, index: usize, request: &Request) -> Option<Response> {
+        let connection = self.connection(index).await?;
+        match connection.call(request, CALL_TIMEOUT).await {
+            Ok(response) => Some(response),
+            Err(_) => {
+                self.connections[index] = None;
+                None
+            }
+        }
     }
 
     pub async fn call(&mut self, index: usize, request: Request) -> Response {
-        let connection = self.connection(index).await;
-        match connection.call(&request, CALL_TIMEOUT).await {
-            Ok(response) => response,
-            Err(error) => {
-                self.connections[index] = None;
-                panic!("call to node {} failed: {error}", index + 1)
-            }
+        match self.try_call(index, &request).await {
+            Some(response) => response,
+            None => panic!("call to node {} failed", index + 1),
+        }
+    }
+
+    /// The status of node `index`, `None` when unreachable.
+    pub async fn try_status(&mut self, index: usize) -> Option<NodeStatus> {
+        match self
+            .try_call(index, &Request::Admin(AdminRequest::NodeStatus))
+            .await?
+        {
+            Response::Admin(AdminResult::NodeStatus(status)) => Some(status),
+            other => panic!("unexpected status answer {other:?}"),
         }
     }
 
@@ -182,7 +272,10 @@ key = "certs/node-{id}.key"
                 if self.nodes[index].is_none() {
                     continue;
                 }
-                for replica in self.status(index).await.replicas {
+                let Some(status) = self.try_status(index).await else {
+                    continue;
+                };
+                for replica in status.replicas {
                     if replica.is_leader {
                         leaders.insert(replica.shard, index);
                     }
