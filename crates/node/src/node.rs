@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Name of the meta record holding the placement driver's applied shard map.
 pub const META_SHARD_MAP: &[u8] = b"pd/shard_map";
@@ -176,6 +176,20 @@ fn open_groups(
                 pending_install: None,
                 installing: None,
             },
+        );
+    }
+    // Every group with state on disk must be one of ours: anything else means the data dir
+    // was used with another layout (a changed initial_cluster or replication_factor).
+    for shard in store.groups()? {
+        if !groups.contains_key(&shard) {
+            warn!(%shard, "the data dir holds a group this node does not host; ignoring it");
+        }
+    }
+    if map.shards.len() as u64 != config.initial_shards {
+        info!(
+            shards = map.shards.len(),
+            initial_shards = config.initial_shards,
+            "using the shard map saved in the data dir; initial_shards only applies at bootstrap"
         );
     }
     Ok(groups)

@@ -139,4 +139,16 @@ fn sigterm_stops_a_running_node_cleanly_and_it_restarts() {
         assert_eq!(status.code(), Some(0), "round {round}: {stderr}");
         assert!(stderr.contains("store flushed"), "round {round}: {stderr}");
     }
+    // The data dir remembers its node and cluster: another cluster name is refused.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("cluster = \"solo\"", "cluster = \"other\""),
+    )
+    .unwrap();
+    let mut node = ringkvd(&path);
+    let status = node.wait_for_exit(Duration::from_secs(20));
+    let stderr = node.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("belongs to"), "{stderr}");
 }

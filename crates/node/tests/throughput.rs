@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 async fn probe_writes_and_reads_per_second() {
     let shards = 16;
     let mut cluster = Cluster::start_with(3, shards, "", true).await;
-    let leaders = cluster.wait_for_leaders(shards, Duration::from_secs(30)).await;
+    let leaders = cluster
+        .wait_for_leaders(shards, Duration::from_secs(30))
+        .await;
     let map = cluster.shard_map(0).await;
     let mut connections = Vec::new();
     for index in 0..3 {
@@ -45,7 +47,10 @@ async fn probe_writes_and_reads_per_second() {
                         put(&key, &"x".repeat(100))
                     };
                     let request = kv(descriptor, Some((worker + 1, sequence)), op);
-                    match connections[leader].call(&request, Duration::from_secs(5)).await {
+                    match connections[leader]
+                        .call(&request, Duration::from_secs(5))
+                        .await
+                    {
                         Ok(Response::Kv(_)) => done.fetch_add(1, Ordering::Relaxed),
                         _ => errors.fetch_add(1, Ordering::Relaxed),
                     };
@@ -57,7 +62,11 @@ async fn probe_writes_and_reads_per_second() {
         }
         println!(
             "{}: {} ops/s, {} errors",
-            if read_phase { "linearizable reads" } else { "writes" },
+            if read_phase {
+                "linearizable reads"
+            } else {
+                "writes"
+            },
             done.load(Ordering::Relaxed) / 3,
             errors.load(Ordering::Relaxed)
         );
