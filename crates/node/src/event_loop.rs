@@ -815,24 +815,44 @@ impl EventLoop {
             // The message must describe exactly the data that follows.
             snapshot.meta = meta.clone();
         }
-        let mut data = Vec::new();
-        for chunk in chunks {
-            match chunk {
-                Ok(chunk) => data.extend_from_slice(chunk.as_ref()),
-                Err(error) => {
-                    warn!(%shard, %to, %error, "cannot read a snapshot");
-                    let _ = events.try_send(SnapshotEvent::Sent {
-                        shard,
-                        to,
-                        delivered: false,
-                    });
-                    return;
-                }
-            }
-        }
-        info!(%shard, %to, bytes = data.len(), "sending a snapshot");
         let transport = self.transport.clone();
         tokio::spawn(async move {
+            // The chunks hold a consistent fjall snapshot taken above; reading them is I/O, so
+            // it runs off the loop.
+            let read = tokio::task::spawn_blocking(move || {
+                let mut data = Vec::new();
+                for chunk in chunks {
+                    data.extend_from_slice(chunk?.as_ref());
+                }
+                Ok::<_, ringkv_storage::Error>(data)
+            })
+            .await;
+            let data = match read {
+                Ok(Ok(data)) => data,
+                Ok(Err(error)) => {
+                    warn!(%shard, %to, %error, "cannot read a snapshot");
+                    let _ = events
+                        .send(SnapshotEvent::Sent {
+                            shard,
+                            to,
+                            delivered: false,
+                        })
+                        .await;
+                    return;
+                }
+                Err(error) => {
+                    warn!(%shard, %to, %error, "snapshot reader failed");
+                    let _ = events
+                        .send(SnapshotEvent::Sent {
+                            shard,
+                            to,
+                            delivered: false,
+                        })
+                        .await;
+                    return;
+                }
+            };
+            info!(%shard, %to, bytes = data.len(), "sending a snapshot");
             let sent = tokio::time::timeout(
                 std::time::Duration::from_secs(60),
                 transport.send_snapshot(to, message, data.as_slice()),
