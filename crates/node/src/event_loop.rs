@@ -80,6 +80,8 @@ pub struct EventLoop {
     in_flight: VecDeque<AfterPersist>,
     next_read_context: u64,
     started: Instant,
+    /// Snapshot transfers in flight; aborted at shutdown (they hold the transport).
+    snapshot_tasks: tokio::task::JoinSet<()>,
 }
 
 /// Receivers the loop owns besides [`LoopChannels`].
@@ -119,6 +121,7 @@ impl EventLoop {
             in_flight: VecDeque::new(),
             next_read_context: 1,
             started: Instant::now(),
+            snapshot_tasks: tokio::task::JoinSet::new(),
         }
     }
 
@@ -161,10 +164,15 @@ impl EventLoop {
             // The waiter ends once the ticket channel is closed and its last ticket is done.
             let _ = tokio::task::spawn_blocking(move || waiter.join()).await;
         }
+        self.snapshot_tasks.shutdown().await;
         let transport = self.transport;
         drop(self.groups);
-        if let Ok(transport) = Arc::try_unwrap(transport) {
-            transport.shutdown().await;
+        match Arc::try_unwrap(transport) {
+            Ok(transport) => transport.shutdown().await,
+            Err(transport) => warn!(
+                holders = Arc::strong_count(&transport),
+                "transport still shared at shutdown; dropping it"
+            ),
         }
         result.and(finished)
     }
@@ -816,7 +824,8 @@ impl EventLoop {
             snapshot.meta = meta.clone();
         }
         let transport = self.transport.clone();
-        tokio::spawn(async move {
+        while self.snapshot_tasks.try_join_next().is_some() {}
+        self.snapshot_tasks.spawn(async move {
             // The chunks hold a consistent fjall snapshot taken above; reading them is I/O, so
             // it runs off the loop.
             let read = tokio::task::spawn_blocking(move || {
@@ -879,7 +888,8 @@ impl EventLoop {
         events: mpsc::Sender<SnapshotEvent>,
     ) {
         let max = usize::try_from(self.store.config().snapshot_bytes_max).unwrap_or(usize::MAX);
-        tokio::spawn(async move {
+        while self.snapshot_tasks.try_join_next().is_some() {}
+        self.snapshot_tasks.spawn(async move {
             let message = incoming.message().clone();
             match incoming.read_to_end(max).await {
                 Ok(data) => {

@@ -1,9 +1,9 @@
 //! A follower that missed compacted entries catches up by a streamed snapshot.
 //!
-//! (Appends the leader sent while the follower was down may still sit in the transport's peer
-//! queue and be delivered on reconnection, so a shard can also catch up from those; with two
-//! shards and tens of writes, at least one shard has needed a snapshot in every run so far:
-//! run with `RUST_LOG=ringkv_node=info` to see "sending a snapshot".)
+//! Appends the leaders sent while the follower was down could sit in their transports' peer
+//! queues and be delivered on reconnection, letting it catch up without a snapshot; so the other
+//! two nodes restart (dropping those queues) before the follower returns, and every shard must
+//! then send a snapshot (`RUST_LOG=ringkv_node=info` shows "sending a snapshot").
 
 mod common;
 
@@ -16,7 +16,8 @@ const SHARDS: u64 = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_follower_catches_up_from_a_snapshot() {
-    let mut cluster = Cluster::start(3, SHARDS, "[raft]\nlog_compaction_entries = 10\n").await;
+    let mut cluster =
+        Cluster::start_with(3, SHARDS, "[raft]\nlog_compaction_entries = 10\n", true).await;
     cluster
         .wait_for_leaders(SHARDS, Duration::from_secs(30))
         .await;
@@ -45,6 +46,16 @@ async fn a_lagging_follower_catches_up_from_a_snapshot() {
         }
     }
 
+    // Nodes 1 and 2 restart (their queues for node 3 are gone) and elect leaders between them.
+    for index in 0..2 {
+        cluster.stop_node(index).await;
+    }
+    for index in 0..2 {
+        cluster.start_node(index).await;
+    }
+    cluster
+        .wait_for_leaders(SHARDS, Duration::from_secs(30))
+        .await;
     // Node 3 comes back; its log ends before the leaders' compaction points.
     cluster.start_node(2).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -98,4 +109,32 @@ async fn a_lagging_follower_catches_up_from_a_snapshot() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cluster.stop_all().await;
+    // Every shard was caught up by a snapshot (the leaders log each one they send).
+    let mut logs = String::new();
+    for id in 1..=2 {
+        let path = cluster.dir.path().join(format!("node-{id}.log"));
+        logs.push_str(&strip_ansi(&std::fs::read_to_string(path).unwrap()));
+    }
+    for shard in &map.shards {
+        let line = format!("sending a snapshot shard={} to=n3", shard.id);
+        assert!(logs.contains(&line), "no snapshot for {}", shard.id);
+    }
+}
+
+/// Removes terminal colour codes (`ESC [ ... m`) from a log.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
