@@ -8,8 +8,8 @@ use crate::service::{ClientCall, check_request, command_of};
 use ringkv_raft::ReadMode;
 use ringkv_storage::{CommandResult, OperationResult, Store};
 use ringkv_types::{
-    AdminRequest, AdminResult, KvOp, KvResult, LogIndex, NodeId, NodeStatus, ReadConsistency,
-    ReplicaRole, ReplicaStatus, Request, Response, ShardId, WireError,
+    AdminRequest, AdminResult, KvOp, KvResult, LogIndex, NodeAddress, NodeId, NodeStatus,
+    ReadConsistency, ReplicaRole, ReplicaStatus, Request, Response, ShardId, WireError,
 };
 use std::collections::BTreeMap;
 
@@ -152,6 +152,16 @@ impl EventLoop {
                     .or_else(|| self.map.shards.iter().find(|d| d.id == shard).cloned()),
             ),
             AdminRequest::NodeStatus => AdminResult::NodeStatus(self.status()),
+            AdminRequest::GetNodes => AdminResult::Nodes(
+                self.config
+                    .initial_cluster
+                    .iter()
+                    .map(|endpoint| NodeAddress {
+                        node: endpoint.node,
+                        addr: endpoint.addr,
+                    })
+                    .collect(),
+            ),
         };
         Response::Admin(result)
     }
