@@ -137,6 +137,7 @@ fn requests() -> Vec<Request> {
         Request::Admin(AdminRequest::GetShardMap),
         Request::Admin(AdminRequest::GetShard { shard: ShardId(2) }),
         Request::Admin(AdminRequest::NodeStatus),
+        Request::Admin(AdminRequest::GetNodes),
     ]
 }
 
@@ -157,6 +158,10 @@ fn responses() -> Vec<Response> {
             shards: vec![descriptor()],
         })),
         Response::Admin(AdminResult::Shard(None)),
+        Response::Admin(AdminResult::Nodes(vec![crate::NodeAddress {
+            node: NodeId(2),
+            addr: "127.0.0.12:7100".parse().unwrap(),
+        }])),
         Response::Admin(AdminResult::NodeStatus(NodeStatus {
             node: NodeId(1),
             cluster: "c".into(),
@@ -165,6 +170,7 @@ fn responses() -> Vec<Response> {
                 shard: ShardId(1),
                 role: ReplicaRole::Voter,
                 is_leader: true,
+                leader: Some(NodeId(1)),
                 term: Term(2),
                 commit: LogIndex(3),
                 applied: LogIndex(3),
@@ -178,6 +184,7 @@ fn responses() -> Vec<Response> {
             descriptor: descriptor(),
         }),
         Response::Error(WireError::Busy),
+        Response::Error(WireError::RequestTooLarge { size: 9, max: 8 }),
         Response::Error(WireError::KeyTooLarge {
             size: 5000,
             max: 4096,

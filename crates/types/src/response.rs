@@ -43,6 +43,9 @@ pub struct ReplicaStatus {
     pub role: ReplicaRole,
     /// Whether this replica is currently the leader.
     pub is_leader: bool,
+    /// The leader this replica knows of (itself when `is_leader`), `None` while unknown (an
+    /// election is running or the replica is cut off).
+    pub leader: Option<NodeId>,
     /// Current term.
     pub term: Term,
     /// Commit index.
@@ -64,6 +67,15 @@ pub struct NodeStatus {
     pub replicas: Vec<ReplicaStatus>,
 }
 
+/// A node and the address of its one QUIC endpoint (peers and clients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddress {
+    /// The node.
+    pub node: NodeId,
+    /// Its UDP address.
+    pub addr: std::net::SocketAddr,
+}
+
 /// The result of a successful admin call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminResult {
@@ -73,6 +85,8 @@ pub enum AdminResult {
     Shard(Option<ShardDescriptor>),
     /// Answer to `NodeStatus`.
     NodeStatus(NodeStatus),
+    /// Answer to `GetNodes`: sorted by node id.
+    Nodes(Vec<NodeAddress>),
 }
 
 /// Everything the client service answers: one response per request.
