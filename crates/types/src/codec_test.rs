@@ -165,6 +165,7 @@ fn responses() -> Vec<Response> {
                 shard: ShardId(1),
                 role: ReplicaRole::Voter,
                 is_leader: true,
+                leader: Some(NodeId(1)),
                 term: Term(2),
                 commit: LogIndex(3),
                 applied: LogIndex(3),
@@ -178,6 +179,7 @@ fn responses() -> Vec<Response> {
             descriptor: descriptor(),
         }),
         Response::Error(WireError::Busy),
+        Response::Error(WireError::RequestTooLarge { size: 9, max: 8 }),
         Response::Error(WireError::KeyTooLarge {
             size: 5000,
             max: 4096,

@@ -43,6 +43,9 @@ pub struct ReplicaStatus {
     pub role: ReplicaRole,
     /// Whether this replica is currently the leader.
     pub is_leader: bool,
+    /// The leader this replica knows of (itself when `is_leader`), `None` while unknown (an
+    /// election is running or the replica is cut off).
+    pub leader: Option<NodeId>,
     /// Current term.
     pub term: Term,
     /// Commit index.

@@ -90,6 +90,14 @@ pub enum WireError {
         /// Description for logs.
         reason: String,
     },
+    /// The request's keys and values together exceed the configured limit. Not retryable.
+    #[error("request of {size} bytes exceeds the limit of {max}")]
+    RequestTooLarge {
+        /// Sum of key and value bytes in the request.
+        size: u64,
+        /// Limit.
+        max: u64,
+    },
 }
 
 impl WireError {

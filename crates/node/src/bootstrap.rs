@@ -1,0 +1,208 @@
+//! The deterministic initial layout: every node of `initial_cluster` computes the same shard
+//! map, so no coordination is needed before the first elections.
+//!
+//! The ring is cut into `initial_shards` equal arcs (shard ids `1..=initial_shards`), placed
+//! round-robin by a greedy rule ([`initial_layout`]) that gives every node `shards * rf / nodes`
+//! replicas (±1) and about `shards / nodes` preferred leaderships (the one replica that
+//! campaigns at bootstrap). The placement driver (group 0) has every initial
+//! node as a voter; the smallest node id campaigns for it.
+
+use ringkv_types::ring::Arc;
+use ringkv_types::{Epoch, NodeId, Replica, ReplicaRole, ShardDescriptor, ShardId, ShardMap};
+
+/// The epoch every shard starts with.
+pub const INITIAL_EPOCH: Epoch = Epoch {
+    conf_ver: 1,
+    version: 1,
+};
+
+/// The initial shard map for `nodes` (any order; duplicates ignored) and each shard's
+/// preferred leader.
+///
+/// Deterministic: replica slots are dealt round-robin over the sorted nodes (shard `i` gets the
+/// nodes at positions `i * rf .. i * rf + rf`, modulo the node count), so replica counts per
+/// node differ by at most one; each shard's preferred leader is its replica leading the fewest
+/// shards so far (ties broken by rotating from position `i`), which keeps leader counts within
+/// one of each other for the cluster shapes we run (tested for 3 to 5 nodes).
+pub fn initial_layout(
+    nodes: &[NodeId],
+    shards: u64,
+    replication_factor: usize,
+) -> (ShardMap, Vec<NodeId>) {
+    let mut nodes = nodes.to_vec();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let count = nodes.len().max(1);
+    let replicas_per_shard = replication_factor.min(nodes.len());
+    let mut leader_counts = vec![0usize; nodes.len()];
+    let mut leaders = Vec::new();
+    let descriptors = Arc::split_even(shards)
+        .into_iter()
+        .enumerate()
+        .map(|(i, arc)| {
+            let rotation = |position: usize| (position + count - i % count) % count;
+            // Replica slots are dealt round-robin: slot `i * rf + j` goes to node `slot % n`.
+            let order: Vec<usize> = (0..replicas_per_shard)
+                .map(|j| (i * replicas_per_shard + j) % count)
+                .collect();
+            if let Some(&leader) = order
+                .iter()
+                .min_by_key(|&&p| (leader_counts.get(p).copied(), rotation(p)))
+            {
+                if let Some(c) = leader_counts.get_mut(leader) {
+                    *c += 1;
+                }
+                leaders.extend(nodes.get(leader).copied());
+            }
+            let mut replicas: Vec<Replica> = order
+                .iter()
+                .filter_map(|&p| nodes.get(p))
+                .map(|&node| Replica {
+                    node,
+                    role: ReplicaRole::Voter,
+                })
+                .collect();
+            replicas.sort_by_key(|replica| replica.node);
+            ShardDescriptor {
+                id: ShardId(i as u64 + 1),
+                arc,
+                epoch: INITIAL_EPOCH,
+                replicas,
+            }
+        })
+        .collect();
+    (
+        ShardMap {
+            version: 1,
+            shards: descriptors,
+        },
+        leaders,
+    )
+}
+
+/// The initial shard map (see [`initial_layout`]).
+pub fn initial_shard_map(nodes: &[NodeId], shards: u64, replication_factor: usize) -> ShardMap {
+    initial_layout(nodes, shards, replication_factor).0
+}
+
+/// The node that campaigns once when `shard` of the initial layout is brand new: the smallest
+/// node id for the placement driver, else the shard's preferred leader.
+pub fn preferred_leader(
+    nodes: &[NodeId],
+    shards: u64,
+    replication_factor: usize,
+    shard: ShardId,
+) -> Option<NodeId> {
+    if shard == ShardId::PD {
+        return nodes.iter().min().copied();
+    }
+    let position = usize::try_from(shard.get().checked_sub(1)?).ok()?;
+    initial_layout(nodes, shards, replication_factor)
+        .1
+        .get(position)
+        .copied()
+}
+
+/// The placement driver's descriptor: the whole ring (it owns no data), every initial node a
+/// voter.
+pub fn pd_descriptor(nodes: &[NodeId]) -> ShardDescriptor {
+    let mut replicas: Vec<Replica> = nodes
+        .iter()
+        .map(|&node| Replica {
+            node,
+            role: ReplicaRole::Voter,
+        })
+        .collect();
+    replicas.sort_by_key(|replica| replica.node);
+    replicas.dedup();
+    ShardDescriptor {
+        id: ShardId::PD,
+        arc: Arc::FULL,
+        epoch: INITIAL_EPOCH,
+        replicas,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn counts(
+        map: &ShardMap,
+        nodes: &[NodeId],
+    ) -> (BTreeMap<NodeId, usize>, BTreeMap<NodeId, usize>) {
+        let mut replicas = BTreeMap::new();
+        let mut leaders = BTreeMap::new();
+        for shard in &map.shards {
+            for replica in &shard.replicas {
+                *replicas.entry(replica.node).or_insert(0) += 1;
+            }
+            let leader = preferred_leader(
+                nodes,
+                map.shards.len() as u64,
+                shard.replicas.len(),
+                shard.id,
+            )
+            .unwrap();
+            assert!(
+                shard.replica_on(leader).is_some(),
+                "leader must hold a replica"
+            );
+            *leaders.entry(leader).or_insert(0) += 1;
+        }
+        (replicas, leaders)
+    }
+
+    #[test]
+    fn replicas_and_leaders_are_spread_fairly() {
+        for (node_count, shards, rf) in [
+            (3u64, 16u64, 3usize),
+            (5, 16, 3),
+            (5, 7, 3),
+            (3, 1, 1),
+            (4, 16, 3),
+            (5, 32, 3),
+            (3, 5, 2),
+        ] {
+            let nodes: Vec<NodeId> = (1..=node_count).map(NodeId).collect();
+            let map = initial_shard_map(&nodes, shards, rf);
+            assert!(map.covers_ring());
+            assert_eq!(map.shards.len() as u64, shards);
+            for shard in &map.shards {
+                assert_eq!(shard.replicas.len(), rf);
+                assert_eq!(shard.epoch, INITIAL_EPOCH);
+            }
+            let (replicas, leaders) = counts(&map, &nodes);
+            let spread = |m: &BTreeMap<NodeId, usize>| {
+                let max = m.values().max().copied().unwrap_or(0);
+                let min = if m.len() as u64 == node_count {
+                    m.values().min().copied().unwrap_or(0)
+                } else {
+                    0
+                };
+                max - min
+            };
+            assert!(
+                spread(&replicas) <= 1,
+                "{node_count}/{shards}/{rf}: {replicas:?}"
+            );
+            assert!(
+                spread(&leaders) <= 1,
+                "{node_count}/{shards}/{rf}: {leaders:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_node_computes_the_same_map_whatever_the_order() {
+        let a = initial_shard_map(&[NodeId(3), NodeId(1), NodeId(2)], 16, 3);
+        let b = initial_shard_map(&[NodeId(1), NodeId(2), NodeId(3), NodeId(2)], 16, 3);
+        assert_eq!(a, b);
+        assert_eq!(
+            preferred_leader(&[NodeId(9), NodeId(4)], 4, 2, ShardId::PD),
+            Some(NodeId(4))
+        );
+        assert_eq!(pd_descriptor(&[NodeId(2), NodeId(1)]).replicas.len(), 2);
+    }
+}

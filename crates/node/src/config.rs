@@ -1,0 +1,581 @@
+//! The node's TOML configuration: schema, defaults, path resolution and validation.
+//!
+//! Every field is documented with its trade-offs in `config/node.example.toml`. Relative paths
+//! are relative to the directory of the configuration file. Unknown fields are errors, so a typo
+//! never silently falls back to a default.
+
+use crate::error::{Error, Result};
+use ringkv_types::NodeId;
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A node's address as written in configs and printed by tools: `<node id>@<ip:port>`,
+/// e.g. `1@127.0.0.11:7100`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The node.
+    pub node: NodeId,
+    /// Its UDP address (one QUIC endpoint serves peers and clients).
+    pub addr: SocketAddr,
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let (id, addr) = text
+            .split_once('@')
+            .ok_or_else(|| format!("`{text}` is not of the form <node id>@<ip:port>"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{id}` in `{text}` is not a node id"))?;
+        if id == 0 {
+            return Err(format!("node id 0 in `{text}` is reserved"));
+        }
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{addr}` in `{text}` is not an ip:port address"))?;
+        Ok(Self {
+            node: NodeId(id),
+            addr,
+        })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.node.get(), self.addr)
+    }
+}
+
+/// The `[tls]` table: the cluster CA and this node's certificate and key (PEM files).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA certificate.
+    pub ca_cert: PathBuf,
+    /// This node's certificate (must name `node-<id>.<cluster>`).
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+/// The `[raft]` table: timing and flow-control limits shared by every local group.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Length of one Raft tick in milliseconds.
+    pub tick_ms: u64,
+    /// Minimum election timeout in ticks (also the lease length).
+    pub election_timeout_ticks: u64,
+    /// Heartbeat interval in ticks.
+    pub heartbeat_ticks: u64,
+    /// Lease safety margin in ticks.
+    pub lease_margin_ticks: u64,
+    /// Append messages in flight per follower.
+    pub max_inflight_messages: usize,
+    /// Soft limit on entry bytes per append message.
+    pub max_message_bytes: u64,
+    /// Leader's limit on appended but uncommitted bytes per group.
+    pub max_uncommitted_bytes: u64,
+    /// Soft limit on committed bytes applied per group per turn.
+    pub max_apply_bytes: u64,
+    /// Reads waiting for a ReadIndex round per group.
+    pub max_pending_reads: usize,
+    /// Pre-vote before elections.
+    pub pre_vote: bool,
+    /// Check-quorum (required for lease reads).
+    pub check_quorum: bool,
+    /// Compact a group's log once this many applied entries are in it (0 = never).
+    pub log_compaction_entries: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            tick_ms: 100,
+            election_timeout_ticks: 10,
+            heartbeat_ticks: 2,
+            lease_margin_ticks: 2,
+            max_inflight_messages: 256,
+            max_message_bytes: 1 << 20,
+            max_uncommitted_bytes: 64 << 20,
+            max_apply_bytes: 4 << 20,
+            max_pending_reads: 4096,
+            pre_vote: true,
+            check_quorum: true,
+            log_compaction_entries: 100_000,
+        }
+    }
+}
+
+/// The `[limits]` table: sizes and queue bounds for client traffic.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest key.
+    pub max_key_bytes: u64,
+    /// Largest value.
+    pub max_value_bytes: u64,
+    /// Largest request (sum of key and value bytes of all its operations).
+    pub max_request_bytes: u64,
+    /// Most operations in one atomic batch.
+    pub max_batch_ops: u64,
+    /// Client requests queued for the event loop; beyond it requests are answered `Busy`.
+    pub client_queue: usize,
+    /// Client requests handled at once by the transport; beyond it `Busy`.
+    pub client_inflight_max: usize,
+    /// Server-side time budget of a request that names none, in milliseconds.
+    pub client_request_timeout_ms: u64,
+    /// Raft batches from peers queued for the event loop; beyond it they are dropped.
+    pub raft_inbound_batches_max: usize,
+    /// Inputs (Raft batches plus client requests) the event loop takes per turn.
+    pub turn_inputs_max: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 4096,
+            max_value_bytes: 1 << 20,
+            max_request_bytes: 4 << 20,
+            max_batch_ops: 1024,
+            client_queue: 4096,
+            client_inflight_max: 4096,
+            client_request_timeout_ms: 5000,
+            raft_inbound_batches_max: 1024,
+            turn_inputs_max: 1024,
+        }
+    }
+}
+
+/// The `[storage]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// fjall block cache in MiB.
+    pub cache_mib: u64,
+    /// Group-commit batches in flight (one syncing, the rest queued).
+    pub writer_queue_depth: usize,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            cache_mib: 64,
+            writer_queue_depth: 2,
+        }
+    }
+}
+
+/// The file as written, before validation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node_id: u64,
+    cluster: String,
+    listen_addr: String,
+    data_dir: PathBuf,
+    initial_cluster: Vec<String>,
+    #[serde(default = "default_initial_shards")]
+    initial_shards: u64,
+    #[serde(default = "default_replication_factor")]
+    replication_factor: usize,
+    tls: TlsConfig,
+    #[serde(default)]
+    raft: RaftConfig,
+    #[serde(default)]
+    limits: LimitsConfig,
+    #[serde(default)]
+    storage: StorageSection,
+}
+
+fn default_initial_shards() -> u64 {
+    16
+}
+
+fn default_replication_factor() -> usize {
+    3
+}
+
+/// A validated node configuration with absolute paths.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id (non-zero, listed in `initial_cluster`).
+    pub node_id: NodeId,
+    /// Cluster name: certificates name nodes `node-<id>.<cluster>`.
+    pub cluster: String,
+    /// UDP address the QUIC endpoint binds.
+    pub listen_addr: SocketAddr,
+    /// The node's data directory.
+    pub data_dir: PathBuf,
+    /// Every node of the initial cluster, sorted by id.
+    pub initial_cluster: Vec<Endpoint>,
+    /// Shards the ring is cut into at bootstrap.
+    pub initial_shards: u64,
+    /// Replicas per shard.
+    pub replication_factor: usize,
+    /// Certificates.
+    pub tls: TlsConfig,
+    /// Raft settings.
+    pub raft: RaftConfig,
+    /// Client limits.
+    pub limits: LimitsConfig,
+    /// Storage settings.
+    pub storage: StorageSection,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::ConfigInvalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates the configuration file at `path`.
+    ///
+    /// # Errors
+    /// [`Error::ConfigRead`], [`Error::ConfigParse`] or [`Error::ConfigInvalid`] naming the field.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, base).map_err(|error| match error {
+            Error::ConfigParse { reason, .. } => Error::ConfigParse {
+                path: path.to_path_buf(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML `text`; relative paths are resolved against `base`.
+    ///
+    /// # Errors
+    /// As [`NodeConfig::load`].
+    pub fn parse(text: &str, base: &Path) -> Result<Self> {
+        let raw: RawConfig = toml::from_str(text).map_err(|error| Error::ConfigParse {
+            path: PathBuf::from("<text>"),
+            reason: error.to_string(),
+        })?;
+        let resolve = |path: &Path| -> PathBuf {
+            if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                base.join(path)
+            }
+        };
+        if raw.node_id == 0 {
+            return Err(invalid("node_id", "must be a positive integer"));
+        }
+        let node_id = NodeId(raw.node_id);
+        if raw.cluster.is_empty()
+            || !raw
+                .cluster
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(invalid(
+                "cluster",
+                "must be a non-empty DNS label (letters, digits, '-', '.')",
+            ));
+        }
+        let listen_addr: SocketAddr = raw.listen_addr.parse().map_err(|_| {
+            invalid(
+                "listen_addr",
+                format!("`{}` is not an ip:port address", raw.listen_addr),
+            )
+        })?;
+        if raw.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let mut initial_cluster = Vec::with_capacity(raw.initial_cluster.len());
+        for text in &raw.initial_cluster {
+            let endpoint: Endpoint = text.parse().map_err(|e| invalid("initial_cluster", e))?;
+            initial_cluster.push(endpoint);
+        }
+        initial_cluster.sort_by_key(|endpoint| endpoint.node);
+        if initial_cluster.is_empty() {
+            return Err(invalid("initial_cluster", "must list at least one node"));
+        }
+        if initial_cluster
+            .windows(2)
+            .any(|pair| matches!(pair, [a, b] if a.node == b.node))
+        {
+            return Err(invalid("initial_cluster", "lists a node id twice"));
+        }
+        if initial_cluster
+            .iter()
+            .enumerate()
+            .any(|(i, a)| initial_cluster.iter().skip(i + 1).any(|b| a.addr == b.addr))
+        {
+            return Err(invalid("initial_cluster", "lists an address twice"));
+        }
+        if !initial_cluster.iter().any(|e| e.node == node_id) {
+            return Err(invalid(
+                "initial_cluster",
+                format!("does not list this node ({})", raw.node_id),
+            ));
+        }
+        if raw.initial_shards == 0 || raw.initial_shards > 4096 {
+            return Err(invalid("initial_shards", "must be in 1..=4096"));
+        }
+        if raw.replication_factor == 0 || raw.replication_factor > initial_cluster.len() {
+            return Err(invalid(
+                "replication_factor",
+                format!(
+                    "must be in 1..={} (the size of initial_cluster)",
+                    initial_cluster.len()
+                ),
+            ));
+        }
+        let config = NodeConfig {
+            node_id,
+            cluster: raw.cluster,
+            listen_addr,
+            data_dir: resolve(&raw.data_dir),
+            initial_cluster,
+            initial_shards: raw.initial_shards,
+            replication_factor: raw.replication_factor,
+            tls: TlsConfig {
+                ca_cert: resolve(&raw.tls.ca_cert),
+                cert: resolve(&raw.tls.cert),
+                key: resolve(&raw.tls.key),
+            },
+            raft: raw.raft,
+            limits: raw.limits,
+            storage: raw.storage,
+        };
+        config.validate_tables()?;
+        Ok(config)
+    }
+
+    fn validate_tables(&self) -> Result<()> {
+        let raft = &self.raft;
+        if raft.tick_ms == 0 || raft.tick_ms > 10_000 {
+            return Err(invalid("raft.tick_ms", "must be in 1..=10000"));
+        }
+        // The core checks the remaining relations; map its message to our field names.
+        self.raft_config(ringkv_types::ShardId(1))
+            .validate()
+            .map_err(|error| invalid("raft", error.to_string()))?;
+        if raft.max_pending_reads == 0 {
+            return Err(invalid("raft.max_pending_reads", "must be at least 1"));
+        }
+        let limits = &self.limits;
+        if limits.max_key_bytes == 0 || limits.max_key_bytes > ringkv_storage::KEY_BYTES_MAX as u64
+        {
+            return Err(invalid(
+                "limits.max_key_bytes",
+                format!("must be in 1..={}", ringkv_storage::KEY_BYTES_MAX),
+            ));
+        }
+        if limits.max_value_bytes > ringkv_storage::VALUE_BYTES_MAX as u64 {
+            return Err(invalid(
+                "limits.max_value_bytes",
+                format!("must be at most {}", ringkv_storage::VALUE_BYTES_MAX),
+            ));
+        }
+        if limits.max_request_bytes < limits.max_key_bytes + limits.max_value_bytes {
+            return Err(invalid(
+                "limits.max_request_bytes",
+                "must be at least max_key_bytes + max_value_bytes",
+            ));
+        }
+        if limits.max_request_bytes > raft.max_uncommitted_bytes {
+            return Err(invalid(
+                "limits.max_request_bytes",
+                "must not exceed raft.max_uncommitted_bytes (a request must fit in one proposal)",
+            ));
+        }
+        // The transport frames requests in 16 MiB; leave room for the envelope and encoding.
+        if limits.max_request_bytes > 15 << 20 {
+            return Err(invalid(
+                "limits.max_request_bytes",
+                "must be at most 15 MiB (the transport's frame limit is 16 MiB)",
+            ));
+        }
+        if limits.max_batch_ops == 0 {
+            return Err(invalid("limits.max_batch_ops", "must be at least 1"));
+        }
+        for (field, value) in [
+            ("limits.client_queue", limits.client_queue),
+            ("limits.client_inflight_max", limits.client_inflight_max),
+            (
+                "limits.raft_inbound_batches_max",
+                limits.raft_inbound_batches_max,
+            ),
+            ("limits.turn_inputs_max", limits.turn_inputs_max),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        if limits.client_request_timeout_ms == 0 {
+            return Err(invalid(
+                "limits.client_request_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.storage.cache_mib == 0 {
+            return Err(invalid("storage.cache_mib", "must be at least 1"));
+        }
+        if self.storage.writer_queue_depth == 0 || self.storage.writer_queue_depth > 64 {
+            return Err(invalid("storage.writer_queue_depth", "must be in 1..=64"));
+        }
+        Ok(())
+    }
+
+    /// The Raft core configuration of this node's replica of `group`.
+    pub fn raft_config(&self, group: ringkv_types::ShardId) -> ringkv_raft::Config {
+        let mut config = ringkv_raft::Config::new(self.node_id, group);
+        let raft = &self.raft;
+        config.election_timeout_ticks = raft.election_timeout_ticks;
+        config.heartbeat_ticks = raft.heartbeat_ticks;
+        config.lease_margin_ticks = raft.lease_margin_ticks;
+        config.max_inflight_messages = raft.max_inflight_messages;
+        config.max_message_bytes = raft.max_message_bytes;
+        config.max_uncommitted_bytes = raft.max_uncommitted_bytes;
+        config.max_apply_bytes = raft.max_apply_bytes;
+        config.max_pending_reads = raft.max_pending_reads;
+        config.pre_vote = raft.pre_vote;
+        config.check_quorum = raft.check_quorum;
+        config.seed = group.get().wrapping_mul(0x2545_F491_4F6C_DD1D) ^ self.node_id.get();
+        config
+    }
+
+    /// The tick length.
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.raft.tick_ms)
+    }
+
+    /// The address of `node` in `initial_cluster`.
+    pub fn address_of(&self, node: NodeId) -> Option<SocketAddr> {
+        self.initial_cluster
+            .iter()
+            .find(|e| e.node == node)
+            .map(|e| e.addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = 2
+cluster = "local"
+listen_addr = "127.0.0.12:7100"
+data_dir = "data/node-2"
+initial_cluster = ["1@127.0.0.11:7100", "2@127.0.0.12:7100", "3@127.0.0.13:7100"]
+[tls]
+ca_cert = "certs/ca.pem"
+cert = "certs/node-2.pem"
+key = "/abs/node-2.key"
+"#;
+
+    #[test]
+    fn a_minimal_file_gets_defaults_and_resolved_paths() {
+        let config = NodeConfig::parse(GOOD, Path::new("/etc/ringkv")).unwrap();
+        assert_eq!(config.node_id, NodeId(2));
+        assert_eq!(config.initial_shards, 16);
+        assert_eq!(config.replication_factor, 3);
+        assert_eq!(config.data_dir, Path::new("/etc/ringkv/data/node-2"));
+        assert_eq!(config.tls.key, Path::new("/abs/node-2.key"));
+        assert_eq!(config.raft.tick_ms, 100);
+        assert_eq!(config.limits.max_key_bytes, 4096);
+        assert_eq!(config.initial_cluster[2].to_string(), "3@127.0.0.13:7100");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases: [(&str, &str, &str); 9] = [
+            ("node_id = 2", "node_id = 0", "node_id"),
+            ("node_id = 2", "node_id = 4", "initial_cluster"),
+            (
+                "\"2@127.0.0.12:7100\"",
+                "\"2127.0.0.12:7100\"",
+                "initial_cluster",
+            ),
+            (
+                "\"2@127.0.0.12:7100\"",
+                "\"1@127.0.0.12:7100\"",
+                "initial_cluster",
+            ),
+            ("cluster = \"local\"", "cluster = \"no spaces\"", "cluster"),
+            (
+                "listen_addr = \"127.0.0.12:7100\"",
+                "listen_addr = \"x\"",
+                "listen_addr",
+            ),
+            (
+                "[tls]",
+                "replication_factor = 4\n[tls]",
+                "replication_factor",
+            ),
+            ("[tls]", "initial_shards = 0\n[tls]", "initial_shards"),
+            (
+                "key = \"/abs/node-2.key\"",
+                "key = \"k\"\n[raft]\nheartbeat_ticks = 20",
+                "raft",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let text = GOOD.replace(from, to);
+            match NodeConfig::parse(&text, Path::new(".")) {
+                Err(Error::ConfigInvalid { field: got, .. }) => {
+                    assert!(got.starts_with(field), "{to}: got field {got}");
+                }
+                other => panic!("{to}: expected an invalid field, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn typos_and_missing_fields_are_parse_errors() {
+        let typo = GOOD.replace("[tls]", "initial_shard = 8\n[tls]");
+        assert!(matches!(
+            NodeConfig::parse(&typo, Path::new(".")),
+            Err(Error::ConfigParse { reason, .. }) if reason.contains("initial_shard")
+        ));
+        let missing = GOOD.replace("cluster = \"local\"", "");
+        assert!(matches!(
+            NodeConfig::parse(&missing, Path::new(".")),
+            Err(Error::ConfigParse { .. })
+        ));
+        let limits = GOOD.to_string() + "[limits]\nmax_key_bytes = 0\n";
+        assert!(matches!(
+            NodeConfig::parse(&limits, Path::new(".")),
+            Err(Error::ConfigInvalid {
+                field: "limits.max_key_bytes",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_documented_examples_are_valid() {
+        let example = include_str!("../../../config/node.example.toml");
+        let config = NodeConfig::parse(example, Path::new("/x/config")).unwrap();
+        assert_eq!(config.initial_cluster.len(), 3);
+        assert_eq!(config.raft.log_compaction_entries, 100_000);
+        for (id, text) in [
+            (1, include_str!("../../../config/local-3/node-1.toml")),
+            (2, include_str!("../../../config/local-3/node-2.toml")),
+            (3, include_str!("../../../config/local-3/node-3.toml")),
+        ] {
+            let config = NodeConfig::parse(text, Path::new("/x/config/local-3")).unwrap();
+            assert_eq!(config.node_id, NodeId(id));
+            assert_eq!(config.address_of(NodeId(id)), Some(config.listen_addr));
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Errors of the node crate.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Why the node could not start or had to stop.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for the node's schema.
+    #[error("cannot parse config file {path}: {reason}")]
+    ConfigParse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser reported (with line and column).
+        reason: String,
+    },
+    /// A configuration field has an invalid value.
+    #[error("invalid config field `{field}`: {reason}")]
+    ConfigInvalid {
+        /// The field, dotted for tables (`raft.tick_ms`).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The data dir belongs to another node or cluster.
+    #[error("data dir {path} belongs to {found}, not to {expected}")]
+    WrongDataDir {
+        /// The data dir.
+        path: PathBuf,
+        /// Identity found on disk.
+        found: String,
+        /// Identity from the configuration.
+        expected: String,
+    },
+    /// The storage failed. When [`ringkv_storage::Error::is_fatal`], the disk state is unknown and
+    /// the node stopped.
+    #[error("storage: {0}")]
+    Storage(#[from] ringkv_storage::Error),
+    /// The transport failed to start (certificates, bind).
+    #[error("transport: {0}")]
+    Transport(#[from] ringkv_transport::Error),
+    /// A Raft group failed (its storage could not be read).
+    #[error("raft: {0}")]
+    Raft(#[from] ringkv_raft::Error),
+    /// A record written by this node could not be decoded (corruption or a format change).
+    #[error("corrupt {what}: {reason}")]
+    Corrupt {
+        /// What was being decoded.
+        what: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// An I/O error outside storage (runtime, threads).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result alias for the node crate.
+pub type Result<T> = std::result::Result<T, Error>;

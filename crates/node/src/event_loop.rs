@@ -1,0 +1,1044 @@
+//! The event loop: one task owns every local group.
+//!
+//! Each turn it takes what arrived (Raft batches, client calls, ticks, completed group
+//! commits), feeds the groups, then for every group with work takes one `Ready` and:
+//!
+//! 1. queues `messages` for their peers (sent once per peer at the end of the turn);
+//! 2. adds entries, hard state and snapshot to the turn's one `WriteBatchBuilder`;
+//! 3. applies `committed_entries` in one `Store::apply` per group (they are durable already)
+//!    and answers the writes they complete;
+//! 4. remembers `number` and `persisted_messages` with the batch that makes the Ready durable.
+//!
+//! The batch is submitted to the group-commit writer (one fsync) and the loop goes on with the
+//! next turn while it syncs; up to `storage.writer_queue_depth` batches are in flight. When a
+//! batch is durable, the loop calls `on_persisted` for its Readies, in order, and only then sends
+//! their `persisted_messages`. A helper thread waits on the tickets and forwards completions.
+//!
+//! Groups are only polled for a Ready when something touched them (a message, a proposal, a
+//! read, a tick, a completed commit), so an idle group costs one `tick` per tick interval.
+
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::group::{Group, PendingRead, Proposal, WriteKind};
+use crate::log_command::LogCommand;
+use crate::node::META_SHARD_MAP;
+use crate::service::{ClientCall, check_request, command_of};
+use ringkv_raft::{ReadMode, Ready, Role};
+use ringkv_storage::{
+    AppliedState, Command, CommandResult, Durable, OperationResult, Store, Ticket,
+    WriteBatchBuilder,
+};
+use ringkv_transport::{Inbound, IncomingSnapshot, Transport};
+use ringkv_types::raft::{EntryPayload, Message, MessageBody, SnapshotMeta};
+use ringkv_types::{
+    AdminRequest, AdminResult, KvOp, KvResult, LogIndex, NodeId, NodeStatus, RaftBatch,
+    ReadConsistency, ReplicaRole, ReplicaStatus, Request, Response, ShardId, ShardMap, WireError,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+/// The receivers the loop waits on.
+pub struct LoopChannels {
+    /// Raft batches and snapshots from peers.
+    pub inbound: Inbound,
+    /// Client calls from the service.
+    pub calls: mpsc::Receiver<ClientCall>,
+    /// Fires (or is dropped) to stop the node.
+    pub shutdown: oneshot::Receiver<()>,
+}
+
+/// Readies made durable by one submitted batch: `(group, ready number, persisted messages)`.
+type AfterPersist = Vec<(ShardId, u64, Vec<Message>)>;
+
+/// What a snapshot transfer task reports back.
+#[derive(Debug)]
+enum SnapshotEvent {
+    /// A snapshot we sent to `to` arrived (or failed).
+    Sent {
+        shard: ShardId,
+        to: NodeId,
+        delivered: bool,
+    },
+    /// A snapshot from a leader was fully received.
+    Received { message: Message, data: Vec<u8> },
+}
+
+/// The state the loop owns.
+pub struct EventLoop {
+    config: NodeConfig,
+    store: Store,
+    transport: Arc<Transport>,
+    map: ShardMap,
+    groups: BTreeMap<ShardId, Group>,
+    dirty: BTreeSet<ShardId>,
+    outbox: BTreeMap<NodeId, Vec<Message>>,
+    batch: WriteBatchBuilder,
+    batch_after: AfterPersist,
+    in_flight: VecDeque<AfterPersist>,
+    next_read_context: u64,
+    started: Instant,
+    /// Snapshot transfers in flight; aborted at shutdown (they hold the transport).
+    snapshot_tasks: tokio::task::JoinSet<()>,
+}
+
+/// Receivers the loop owns besides [`LoopChannels`].
+struct Internal {
+    durable: mpsc::Receiver<ringkv_storage::Result<Durable>>,
+    tickets: Option<std::sync::mpsc::SyncSender<Ticket>>,
+    waiter: Option<std::thread::JoinHandle<()>>,
+    snapshot_events: mpsc::Receiver<SnapshotEvent>,
+    snapshot_events_tx: mpsc::Sender<SnapshotEvent>,
+}
+
+fn reply(slot: oneshot::Sender<Response>, response: Response) {
+    // The client may have given up (timeout); nothing to do then.
+    let _ = slot.send(response);
+}
+
+impl EventLoop {
+    /// A loop over `groups`.
+    pub fn new(
+        config: NodeConfig,
+        store: Store,
+        transport: Transport,
+        map: ShardMap,
+        groups: BTreeMap<ShardId, Group>,
+    ) -> Self {
+        let dirty = groups.keys().copied().collect();
+        Self {
+            config,
+            store,
+            transport: Arc::new(transport),
+            map,
+            groups,
+            dirty,
+            outbox: BTreeMap::new(),
+            batch: WriteBatchBuilder::new(),
+            batch_after: Vec::new(),
+            in_flight: VecDeque::new(),
+            next_read_context: 1,
+            started: Instant::now(),
+            snapshot_tasks: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// Runs until shutdown or a fatal error, then stops cleanly: pending batches are made
+    /// durable, the store is flushed and the transport closed.
+    ///
+    /// # Errors
+    /// A fatal storage error (the node must exit non-zero), or a Raft storage read failure.
+    pub async fn run(mut self, mut channels: LoopChannels) -> Result<()> {
+        let depth = self.config.storage.writer_queue_depth;
+        let (tickets, ticket_rx) = std::sync::mpsc::sync_channel::<Ticket>(depth + 1);
+        let (durable_tx, durable) = mpsc::channel(depth + 1);
+        let waiter = std::thread::Builder::new()
+            .name("ringkv-ticket-waiter".into())
+            .spawn(move || {
+                while let Ok(ticket) = ticket_rx.recv() {
+                    if durable_tx.blocking_send(ticket.wait()).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        let (snapshot_events_tx, snapshot_events) = mpsc::channel(64);
+        let mut internal = Internal {
+            durable,
+            tickets: Some(tickets),
+            waiter: Some(waiter),
+            snapshot_events,
+            snapshot_events_tx,
+        };
+        let result = self.main_loop(&mut channels, &mut internal).await;
+        let finished = match &result {
+            Ok(()) => self.finish(&mut internal).await,
+            Err(error) => {
+                error!(%error, "stopping the node");
+                Ok(())
+            }
+        };
+        internal.tickets.take();
+        if let Some(waiter) = internal.waiter.take() {
+            // The waiter ends once the ticket channel is closed and its last ticket is done.
+            let _ = tokio::task::spawn_blocking(move || waiter.join()).await;
+        }
+        self.snapshot_tasks.shutdown().await;
+        let transport = self.transport;
+        drop(self.groups);
+        match Arc::try_unwrap(transport) {
+            Ok(transport) => transport.shutdown().await,
+            Err(transport) => warn!(
+                holders = Arc::strong_count(&transport),
+                "transport still shared at shutdown; dropping it"
+            ),
+        }
+        result.and(finished)
+    }
+
+    async fn main_loop(
+        &mut self,
+        channels: &mut LoopChannels,
+        internal: &mut Internal,
+    ) -> Result<()> {
+        let mut ticker = tokio::time::interval(self.config.tick());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut channels.shutdown => {
+                    info!("shutting down");
+                    return Ok(());
+                }
+                Some(result) = internal.durable.recv() => self.on_durable(result)?,
+                _ = ticker.tick() => self.tick_all()?,
+                Some(batch) = channels.inbound.raft.recv() => self.step_batch(batch)?,
+                Some(call) = channels.calls.recv() => self.handle_call(call)?,
+                Some(event) = internal.snapshot_events.recv() => self.on_snapshot_event(event)?,
+                Some(incoming) = channels.inbound.snapshots.recv() => {
+                    self.receive_snapshot(incoming, internal.snapshot_events_tx.clone());
+                }
+                () = std::future::ready(()), if !self.dirty.is_empty() => {}
+            }
+            self.drain(channels, internal)?;
+            self.end_turn(internal)?;
+        }
+    }
+
+    /// Takes what else is waiting, up to the per-turn bound.
+    fn drain(&mut self, channels: &mut LoopChannels, internal: &mut Internal) -> Result<()> {
+        while let Ok(result) = internal.durable.try_recv() {
+            self.on_durable(result)?;
+        }
+        let mut budget = self.config.limits.turn_inputs_max;
+        while budget > 0 {
+            let mut progressed = false;
+            if let Ok(batch) = channels.inbound.raft.try_recv() {
+                self.step_batch(batch)?;
+                progressed = true;
+                budget -= 1;
+            }
+            if budget > 0
+                && let Ok(call) = channels.calls.try_recv()
+            {
+                self.handle_call(call)?;
+                progressed = true;
+                budget -= 1;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn end_turn(&mut self, internal: &mut Internal) -> Result<()> {
+        self.issue_reads();
+        // A few rounds so that work one Ready creates (more committed entries) is done now.
+        for _ in 0..4 {
+            if self.dirty.is_empty() {
+                break;
+            }
+            self.process_readies(internal)?;
+        }
+        self.flush_outbox();
+        self.maybe_submit(internal)
+    }
+
+    fn tick_all(&mut self) -> Result<()> {
+        for (shard, group) in &mut self.groups {
+            group.raw.tick()?;
+            if group.raw.has_ready() {
+                self.dirty.insert(*shard);
+            }
+        }
+        Ok(())
+    }
+
+    fn step_batch(&mut self, batch: RaftBatch) -> Result<()> {
+        for message in batch.messages {
+            let shard = message.group;
+            let Some(group) = self.groups.get_mut(&shard) else {
+                debug!(%shard, from = %message.from, "message for a group not on this node");
+                continue;
+            };
+            if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+                // Snapshots arrive with their data on a snapshot stream, never in a batch.
+                continue;
+            }
+            group.raw.step(message)?;
+            self.dirty.insert(shard);
+        }
+        Ok(())
+    }
+
+    /// Sends what the turn queued: one batch per peer.
+    fn flush_outbox(&mut self) {
+        for (to, messages) in std::mem::take(&mut self.outbox) {
+            let count = messages.len();
+            match self.transport.send(to, RaftBatch::new(messages)) {
+                ringkv_transport::SendOutcome::Queued => {}
+                outcome => debug!(%to, count, ?outcome, "raft batch not queued"),
+            }
+        }
+    }
+
+    fn route(&mut self, message: Message, snapshots: &mut Vec<Message>) {
+        if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+            snapshots.push(message);
+        } else {
+            self.outbox.entry(message.to).or_default().push(message);
+        }
+    }
+
+    fn process_readies(&mut self, internal: &mut Internal) -> Result<()> {
+        let dirty = std::mem::take(&mut self.dirty);
+        for shard in dirty {
+            let Some(group) = self.groups.get_mut(&shard) else {
+                continue;
+            };
+            if !group.raw.has_ready() {
+                continue;
+            }
+            let ready = group.raw.ready()?;
+            self.handle_ready(shard, ready, internal)?;
+            if self.groups.get(&shard).is_some_and(|g| g.raw.has_ready()) {
+                self.dirty.insert(shard);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_ready(
+        &mut self,
+        shard: ShardId,
+        ready: Ready,
+        internal: &mut Internal,
+    ) -> Result<()> {
+        let Ready {
+            number,
+            soft_state,
+            hard_state,
+            snapshot,
+            entries,
+            messages,
+            persisted_messages,
+            committed_entries,
+            read_states,
+        } = ready;
+        if let Some(soft) = soft_state
+            && let Some(group) = self.groups.get_mut(&shard)
+        {
+            if soft.role == Role::Leader && group.role != Role::Leader {
+                info!(%shard, term = %group.raw.term(), "became leader");
+            }
+            group.leader = soft.leader;
+            group.role = soft.role;
+            if soft.role != Role::Leader {
+                fail_reads(group);
+            }
+        }
+        let mut snapshots = Vec::new();
+        for message in messages {
+            self.route(message, &mut snapshots);
+        }
+        let needs_persist = snapshot.is_some() || !entries.is_empty() || hard_state.is_some();
+        if let Some(snapshot) = snapshot {
+            // IMPORTANT: the snapshot's data was validated when it arrived and installs in the
+            // same atomic batch as the new compaction point; without it we refuse to go on.
+            let prepared = self
+                .groups
+                .get_mut(&shard)
+                .and_then(|g| g.pending_install.take());
+            match prepared {
+                Some(prepared) if prepared.meta().index == snapshot.meta.index => {
+                    self.batch.install_snapshot(prepared);
+                }
+                _ => {
+                    return Err(Error::Corrupt {
+                        what: "snapshot install",
+                        reason: format!(
+                            "shard {shard}: Ready holds snapshot at {} without its data",
+                            snapshot.meta.index
+                        ),
+                    });
+                }
+            }
+            if let Some(group) = self.groups.get_mut(&shard) {
+                // The data becomes readable when the batch is durable (see `on_durable`).
+                group.installing = Some((number, snapshot.meta.index));
+                group.conf_saved = true;
+            }
+        } else if let Some(group) = self.groups.get_mut(&shard) {
+            // The core refused the snapshot we stepped (it was stale): nothing to install.
+            group.pending_install = None;
+        }
+        // IMPORTANT: entries and hard state go into the batch whose durability gates
+        // `on_persisted` and the persisted messages (votes, append acknowledgements).
+        self.batch.append(shard, &entries)?;
+        if let Some(hard_state) = hard_state {
+            self.batch.set_hard_state(shard, hard_state);
+        }
+        self.attach(shard, number, persisted_messages, needs_persist)?;
+        if !committed_entries.is_empty() {
+            self.apply(shard, committed_entries)?;
+        }
+        if let Some(group) = self.groups.get_mut(&shard) {
+            for read in read_states {
+                if let Some(reads) = group.reads_sent.remove(&read.context) {
+                    group.reads_ready.push((read.index, reads));
+                }
+            }
+            serve_reads(&self.store, group);
+        }
+        for message in snapshots {
+            self.send_snapshot(message, internal.snapshot_events_tx.clone());
+        }
+        Ok(())
+    }
+
+    /// Ties a Ready's `on_persisted` and persisted messages to the batch that makes it durable.
+    fn attach(
+        &mut self,
+        shard: ShardId,
+        number: u64,
+        messages: Vec<Message>,
+        needs_persist: bool,
+    ) -> Result<()> {
+        if needs_persist || !self.batch.is_empty() {
+            self.batch_after.push((shard, number, messages));
+        } else if let Some(last) = self.in_flight.back_mut() {
+            // Durable once every earlier batch is: tickets complete in order.
+            last.push((shard, number, messages));
+        } else {
+            if let Some(group) = self.groups.get_mut(&shard) {
+                group.raw.on_persisted(number)?;
+            }
+            let mut snapshots = Vec::new();
+            for message in messages {
+                self.route(message, &mut snapshots);
+            }
+            self.dirty.insert(shard);
+        }
+        Ok(())
+    }
+
+    fn maybe_submit(&mut self, internal: &mut Internal) -> Result<()> {
+        if self.batch.is_empty() || self.in_flight.len() >= self.config.storage.writer_queue_depth {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let after = std::mem::take(&mut self.batch_after);
+        let ticket = self.store.submit(batch)?;
+        self.in_flight.push_back(after);
+        let sent = internal
+            .tickets
+            .as_ref()
+            .map(|tickets| tickets.send(ticket).is_ok());
+        if sent != Some(true) {
+            return Err(Error::Storage(ringkv_storage::Error::WriterStopped));
+        }
+        Ok(())
+    }
+
+    fn on_durable(&mut self, result: ringkv_storage::Result<Durable>) -> Result<()> {
+        let _durable = result?;
+        let Some(after) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let mut snapshots = Vec::new();
+        for (shard, number, messages) in after {
+            if let Some(group) = self.groups.get_mut(&shard) {
+                group.raw.on_persisted(number)?;
+                if let Some((ready, index)) = group.installing
+                    && ready <= number
+                {
+                    group.installing = None;
+                    group.applied = group.applied.max(index);
+                    serve_reads(&self.store, group);
+                }
+                self.dirty.insert(shard);
+            }
+            for message in messages {
+                self.route(message, &mut snapshots);
+            }
+        }
+        // Persisted messages are never snapshots (only leaders send those, from `messages`).
+        Ok(())
+    }
+
+    /// Applies one Ready's committed entries of `shard` in one atomic store batch and answers
+    /// the writes they complete.
+    fn apply(&mut self, shard: ShardId, entries: Vec<ringkv_types::raft::Entry>) -> Result<()> {
+        let Some(last) = entries.last().map(|e| (e.index, e.term)) else {
+            return Ok(());
+        };
+        let Some(group) = self.groups.get_mut(&shard) else {
+            return Ok(());
+        };
+        let mut commands: Vec<Command> = Vec::new();
+        let mut owners = Vec::new();
+        let mut conf = None;
+        let mut new_map = None;
+        for entry in entries {
+            match entry.payload {
+                EntryPayload::Noop => {}
+                EntryPayload::Config(entry_conf) => conf = Some(entry_conf),
+                EntryPayload::Normal(data) => match LogCommand::decode(&data) {
+                    Ok(LogCommand::Kv(command)) if shard != ShardId::PD => {
+                        commands.push(command);
+                        owners.push((entry.index, entry.term));
+                    }
+                    Ok(LogCommand::SetShardMap(map)) if shard == ShardId::PD => {
+                        new_map = Some(map);
+                    }
+                    // Every replica skips the same entries, so the state machines agree.
+                    Ok(_) => warn!(%shard, index = %entry.index, "skipping a misplaced command"),
+                    Err(error) => {
+                        warn!(%shard, index = %entry.index, %error, "skipping an undecodable entry")
+                    }
+                },
+            }
+        }
+        if conf.is_none() && !group.conf_saved {
+            conf = Some(Group::conf_of(&group.descriptor));
+        }
+        let applied = AppliedState {
+            index: last.0,
+            term: last.1,
+        };
+        let results = self.store.apply(shard, &commands, applied, conf.as_ref())?;
+        group.conf_saved = true;
+        group.applied = last.0;
+        group.raw.on_applied(last.0);
+        for ((index, term), result) in owners.into_iter().zip(results) {
+            let Some(proposal) = group.proposals.remove(&index) else {
+                continue;
+            };
+            let response = if proposal.term == term {
+                write_response(proposal.kind, index, result)
+            } else {
+                lost_write(group)
+            };
+            reply(proposal.reply, response);
+        }
+        // Proposals at applied indexes whose entries were not ours were overwritten: lost.
+        while let Some(entry) = group.proposals.first_entry() {
+            if *entry.key() > last.0 {
+                break;
+            }
+            let proposal = entry.remove();
+            reply(proposal.reply, lost_write(group));
+        }
+        if let Some(map) = new_map {
+            if map.covers_ring() {
+                let bytes = postcard::to_stdvec(&map).map_err(|error| Error::Corrupt {
+                    what: "shard map (encode)",
+                    reason: error.to_string(),
+                })?;
+                self.store.set_meta(META_SHARD_MAP, &bytes)?;
+                self.map = map;
+            } else {
+                warn!("ignoring a shard map that does not cover the ring");
+            }
+        }
+        let storage = self.groups.get(&shard).map(|g| g.raw.storage().clone());
+        if let Some(storage) = storage {
+            self.maybe_compact(shard, storage, last.0)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the compaction point to the applied index once the log holds more than
+    /// `raft.log_compaction_entries` applied entries.
+    fn maybe_compact(
+        &mut self,
+        shard: ShardId,
+        storage: crate::group::NodeStorage,
+        applied: LogIndex,
+    ) -> Result<()> {
+        let threshold = self.config.raft.log_compaction_entries;
+        if threshold == 0 {
+            return Ok(());
+        }
+        use ringkv_raft::Storage as _;
+        let Ok(first) = storage.first_index() else {
+            return Ok(());
+        };
+        if applied.distance_from(first) < threshold {
+            return Ok(());
+        }
+        let Ok(term) = storage.term(applied) else {
+            return Ok(());
+        };
+        let Some(group) = self.groups.get(&shard) else {
+            return Ok(());
+        };
+        let conf = group.raw.conf_state().clone();
+        debug!(%shard, %applied, "compacting the log");
+        self.batch.set_snapshot_meta(
+            shard,
+            SnapshotMeta {
+                index: applied,
+                term,
+                conf,
+            },
+        );
+        Ok(())
+    }
+
+    /// Starts one ReadIndex round per group and mode for the reads that arrived this turn.
+    fn issue_reads(&mut self) {
+        for (shard, group) in &mut self.groups {
+            if group.reads_new.is_empty() {
+                continue;
+            }
+            let mut by_mode: BTreeMap<u8, (ReadMode, Vec<PendingRead>)> = BTreeMap::new();
+            for (mode, read) in group.reads_new.drain(..) {
+                let key = u8::from(mode == ReadMode::Lease);
+                by_mode
+                    .entry(key)
+                    .or_insert_with(|| (mode, Vec::new()))
+                    .1
+                    .push(read);
+            }
+            for (mode, reads) in by_mode.into_values() {
+                let context = self.next_read_context;
+                self.next_read_context += 1;
+                match group.raw.read_index(context, mode) {
+                    Ok(()) => {
+                        group.reads_sent.insert(context, reads);
+                    }
+                    Err(ringkv_raft::Error::NotLeader { .. }) => {
+                        let hint = group.leader_hint();
+                        for read in reads {
+                            reply(read.reply, not_leader(hint, &group.descriptor));
+                        }
+                    }
+                    Err(_) => {
+                        for read in reads {
+                            reply(read.reply, Response::Error(WireError::Busy));
+                        }
+                    }
+                }
+            }
+            self.dirty.insert(*shard);
+        }
+    }
+
+    fn handle_call(&mut self, call: ClientCall) -> Result<()> {
+        let ClientCall {
+            request,
+            reply: slot,
+        } = call;
+        let request = match request {
+            Request::Admin(admin) => {
+                let response = self.admin(admin);
+                reply(slot, response);
+                return Ok(());
+            }
+            Request::Kv(request) => request,
+        };
+        let shard = request.shard;
+        let group = match self.groups.get_mut(&shard) {
+            Some(group) if shard != ShardId::PD => group,
+            _ => {
+                reply(slot, Response::Error(WireError::ShardNotFound { shard }));
+                return Ok(());
+            }
+        };
+        if let Err(error) = check_request(&request, &group.descriptor, &self.config.limits) {
+            reply(slot, Response::Error(error));
+            return Ok(());
+        }
+        if let KvOp::Get { key, consistency } = &request.op {
+            let mode = match consistency {
+                ReadConsistency::Stale => {
+                    reply(slot, read_now(&self.store, key, group.applied));
+                    return Ok(());
+                }
+                ReadConsistency::Linearizable => ReadMode::Safe,
+                ReadConsistency::Lease => ReadMode::Lease,
+            };
+            if !group.raw.is_leader() {
+                reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+                return Ok(());
+            }
+            group.reads_new.push((
+                mode,
+                PendingRead {
+                    key: key.clone(),
+                    reply: slot,
+                },
+            ));
+            return Ok(());
+        }
+        if !group.raw.is_leader() {
+            reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+            return Ok(());
+        }
+        let kind = match request.op {
+            KvOp::CompareAndSwap { .. } => WriteKind::CompareAndSwap,
+            _ => WriteKind::Write,
+        };
+        let Some(command) = command_of(&request) else {
+            return Ok(());
+        };
+        let data = LogCommand::Kv(command).encode()?;
+        match group.raw.propose(data) {
+            Ok(index) => {
+                let term = group.raw.term();
+                group.proposals.insert(
+                    index,
+                    Proposal {
+                        term,
+                        kind,
+                        reply: slot,
+                    },
+                );
+                self.dirty.insert(shard);
+            }
+            Err(ringkv_raft::Error::NotLeader { .. }) => {
+                reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+            }
+            Err(
+                ringkv_raft::Error::ProposalDropped { .. }
+                | ringkv_raft::Error::TransferInProgress { .. },
+            ) => reply(slot, Response::Error(WireError::Busy)),
+            Err(error) => reply(
+                slot,
+                Response::Error(WireError::Internal {
+                    reason: error.to_string(),
+                }),
+            ),
+        }
+        Ok(())
+    }
+
+    fn admin(&self, request: AdminRequest) -> Response {
+        let result = match request {
+            AdminRequest::GetShardMap => AdminResult::ShardMap(self.map.clone()),
+            AdminRequest::GetShard { shard } => AdminResult::Shard(
+                self.groups
+                    .get(&shard)
+                    .map(|group| group.descriptor.clone())
+                    .or_else(|| self.map.shards.iter().find(|d| d.id == shard).cloned()),
+            ),
+            AdminRequest::NodeStatus => AdminResult::NodeStatus(self.status()),
+        };
+        Response::Admin(result)
+    }
+
+    fn status(&self) -> NodeStatus {
+        let me = self.config.node_id;
+        let replicas = self
+            .groups
+            .values()
+            .map(|group| {
+                let status = group.raw.status();
+                ReplicaStatus {
+                    shard: group.shard,
+                    role: group
+                        .descriptor
+                        .replica_on(me)
+                        .map_or(ReplicaRole::Voter, |replica| replica.role),
+                    is_leader: group.raw.is_leader(),
+                    leader: status.leader.is_some().then_some(status.leader),
+                    term: status.term,
+                    commit: status.committed,
+                    applied: group.applied,
+                }
+            })
+            .collect();
+        NodeStatus {
+            node: me,
+            cluster: self.config.cluster.clone(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            replicas,
+        }
+    }
+
+    /// Stops cleanly: submits what is pending and waits until every batch is durable, then
+    /// flushes the apply writes.
+    async fn finish(&mut self, internal: &mut Internal) -> Result<()> {
+        loop {
+            self.maybe_submit(internal)?;
+            if self.in_flight.is_empty() {
+                break;
+            }
+            match internal.durable.recv().await {
+                Some(result) => self.on_durable(result)?,
+                None => return Err(Error::Storage(ringkv_storage::Error::WriterStopped)),
+            }
+        }
+        self.flush_outbox();
+        // IMPORTANT: apply batches are written without their own fsync; make them durable so a
+        // restart does not re-apply (harmless) or lose answered reads' basis.
+        self.store.persist()?;
+        info!("store flushed");
+        Ok(())
+    }
+
+    fn on_snapshot_event(&mut self, event: SnapshotEvent) -> Result<()> {
+        match event {
+            SnapshotEvent::Sent {
+                shard,
+                to,
+                delivered,
+            } => {
+                if let Some(group) = self.groups.get_mut(&shard) {
+                    group.raw.report_snapshot(to, delivered);
+                    self.dirty.insert(shard);
+                }
+            }
+            SnapshotEvent::Received { message, data } => self.install_received(message, &data)?,
+        }
+        Ok(())
+    }
+
+    /// Streams the shard's data to a follower beside the `InstallSnapshot` message, in a task.
+    fn send_snapshot(&mut self, mut message: Message, events: mpsc::Sender<SnapshotEvent>) {
+        let shard = message.group;
+        let to = message.to;
+        let Some(group) = self.groups.get(&shard) else {
+            return;
+        };
+        // The data stream: the store's chunks (each a self-delimiting envelope), concatenated.
+        let chunks = match self.store.snapshot_chunks(shard, group.descriptor.arc) {
+            Ok(chunks) => chunks,
+            Err(error) => {
+                warn!(%shard, %to, %error, "cannot read a snapshot");
+                let _ = events.try_send(SnapshotEvent::Sent {
+                    shard,
+                    to,
+                    delivered: false,
+                });
+                return;
+            }
+        };
+        if let (MessageBody::InstallSnapshot { snapshot }, Some(meta)) =
+            (&mut message.body, chunks.meta())
+        {
+            // The message must describe exactly the data that follows.
+            snapshot.meta = meta.clone();
+        }
+        let transport = self.transport.clone();
+        while self.snapshot_tasks.try_join_next().is_some() {}
+        self.snapshot_tasks.spawn(async move {
+            // The chunks hold a consistent fjall snapshot taken above; reading them is I/O, so
+            // it runs off the loop.
+            let read = tokio::task::spawn_blocking(move || {
+                let mut data = Vec::new();
+                for chunk in chunks {
+                    data.extend_from_slice(chunk?.as_ref());
+                }
+                Ok::<_, ringkv_storage::Error>(data)
+            })
+            .await;
+            let data = match read {
+                Ok(Ok(data)) => data,
+                Ok(Err(error)) => {
+                    warn!(%shard, %to, %error, "cannot read a snapshot");
+                    let _ = events
+                        .send(SnapshotEvent::Sent {
+                            shard,
+                            to,
+                            delivered: false,
+                        })
+                        .await;
+                    return;
+                }
+                Err(error) => {
+                    warn!(%shard, %to, %error, "snapshot reader failed");
+                    let _ = events
+                        .send(SnapshotEvent::Sent {
+                            shard,
+                            to,
+                            delivered: false,
+                        })
+                        .await;
+                    return;
+                }
+            };
+            info!(%shard, %to, bytes = data.len(), "sending a snapshot");
+            let sent = tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                transport.send_snapshot(to, message, data.as_slice()),
+            )
+            .await;
+            let delivered = matches!(sent, Ok(Ok(_)));
+            if !delivered {
+                warn!(%shard, %to, "snapshot not delivered");
+            }
+            let _ = events
+                .send(SnapshotEvent::Sent {
+                    shard,
+                    to,
+                    delivered,
+                })
+                .await;
+        });
+    }
+
+    /// Reads an incoming snapshot in a task and hands it to the loop when complete.
+    fn receive_snapshot(
+        &mut self,
+        mut incoming: IncomingSnapshot,
+        events: mpsc::Sender<SnapshotEvent>,
+    ) {
+        let max = usize::try_from(self.store.config().snapshot_bytes_max).unwrap_or(usize::MAX);
+        while self.snapshot_tasks.try_join_next().is_some() {}
+        self.snapshot_tasks.spawn(async move {
+            let message = incoming.message().clone();
+            match incoming.read_to_end(max).await {
+                Ok(data) => {
+                    let _ = events.send(SnapshotEvent::Received { message, data }).await;
+                }
+                Err(error) => warn!(%error, "incoming snapshot failed"),
+            }
+        });
+    }
+
+    /// Validates a received snapshot, keeps it for the Ready that installs it, and steps the
+    /// message into the core.
+    fn install_received(&mut self, message: Message, data: &[u8]) -> Result<()> {
+        let shard = message.group;
+        let Some(group) = self.groups.get_mut(&shard) else {
+            return Ok(());
+        };
+        let frames = split_envelopes(data);
+        match self.store.prepare_snapshot(shard, frames) {
+            Ok(prepared) => {
+                info!(%shard, index = %prepared.meta().index, "received a snapshot");
+                group.pending_install = Some(prepared);
+                group.raw.step(message)?;
+                self.dirty.insert(shard);
+            }
+            Err(error) => warn!(%shard, %error, "discarding a bad snapshot"),
+        }
+        Ok(())
+    }
+}
+
+/// Splits concatenated envelopes (`version u8, length u32 LE, crc32 u32, payload`) into frames.
+fn split_envelopes(mut data: &[u8]) -> Vec<ringkv_storage::Result<&[u8]>> {
+    use ringkv_types::envelope::HEADER_LEN;
+    let mut frames = Vec::new();
+    while !data.is_empty() {
+        let length = data
+            .get(1..5)
+            .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
+            .map(u32::from_le_bytes);
+        let Some(total) = length.and_then(|l| (l as usize).checked_add(HEADER_LEN)) else {
+            frames.push(Ok(data));
+            break;
+        };
+        match (data.get(..total), data.get(total..)) {
+            (Some(frame), Some(rest)) => {
+                frames.push(Ok(frame));
+                data = rest;
+            }
+            _ => {
+                // A truncated frame: hand it over so validation reports it.
+                frames.push(Ok(data));
+                break;
+            }
+        }
+    }
+    frames
+}
+
+fn not_leader(hint: Option<NodeId>, descriptor: &ringkv_types::ShardDescriptor) -> Response {
+    Response::Error(WireError::NotLeader {
+        leader_hint: hint,
+        descriptor: Some(descriptor.clone()),
+    })
+}
+
+/// A proposal whose entry was replaced by another leader's: the client retries (with the same
+/// session sequence, so it applies at most once).
+fn lost_write(group: &Group) -> Response {
+    not_leader(group.leader_hint(), &group.descriptor)
+}
+
+fn read_now(store: &Store, key: &[u8], applied: LogIndex) -> Response {
+    match store.get(key) {
+        Ok(value) => Response::Kv(KvResult::Value { value, applied }),
+        Err(error) => Response::Error(WireError::Internal {
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// Answers confirmed reads whose index is applied.
+fn serve_reads(store: &Store, group: &mut Group) {
+    let applied = group.applied;
+    let (ready, waiting): (Vec<_>, Vec<_>) = group
+        .reads_ready
+        .drain(..)
+        .partition(|(index, _)| *index <= applied);
+    group.reads_ready = waiting;
+    for (_, reads) in ready {
+        for read in reads {
+            reply(read.reply, read_now(store, &read.key, applied));
+        }
+    }
+}
+
+/// A replica that stops leading answers its unconfirmed reads with `NotLeader`.
+fn fail_reads(group: &mut Group) {
+    let hint = group.leader_hint();
+    let descriptor = group.descriptor.clone();
+    let pending: Vec<PendingRead> = group
+        .reads_new
+        .drain(..)
+        .map(|(_, read)| read)
+        .chain(group.reads_sent.drain().flat_map(|(_, reads)| reads))
+        .collect();
+    for read in pending {
+        reply(read.reply, not_leader(hint, &descriptor));
+    }
+}
+
+fn write_response(kind: WriteKind, index: LogIndex, result: CommandResult) -> Response {
+    let results = match result {
+        CommandResult::Applied(results) => results,
+        CommandResult::StaleSequence { last_applied } => {
+            return Response::Error(WireError::InvalidRequest {
+                reason: format!(
+                    "session sequence already superseded (last applied {last_applied}); \
+                     its result is gone"
+                ),
+            });
+        }
+    };
+    for result in &results {
+        match result {
+            OperationResult::KeyTooLarge => {
+                return Response::Error(WireError::KeyTooLarge {
+                    size: 0,
+                    max: ringkv_storage::KEY_BYTES_MAX as u64,
+                });
+            }
+            OperationResult::ValueTooLarge => {
+                return Response::Error(WireError::ValueTooLarge {
+                    size: 0,
+                    max: ringkv_storage::VALUE_BYTES_MAX as u64,
+                });
+            }
+            _ => {}
+        }
+    }
+    match (kind, results.first()) {
+        (
+            WriteKind::CompareAndSwap,
+            Some(OperationResult::CompareAndSwap { swapped, previous }),
+        ) => Response::Kv(KvResult::Swapped {
+            succeeded: *swapped,
+            previous: previous.clone(),
+            index,
+        }),
+        _ => Response::Kv(KvResult::Written { index }),
+    }
+}

@@ -1,0 +1,143 @@
+//! One local replica: its Raft core, its descriptor, and the client work waiting on it.
+
+use ringkv_raft::{InitialState, RawNode, Role, Storage, StorageError};
+use ringkv_storage::GroupStorage;
+use ringkv_types::raft::{ConfState, Entry, Snapshot};
+use ringkv_types::{LogIndex, NodeId, Response, ShardDescriptor, ShardId, Term};
+use std::collections::{BTreeMap, HashMap};
+use tokio::sync::oneshot;
+
+/// The log storage the core reads: the store's [`GroupStorage`], plus the group's initial
+/// configuration for a brand-new group.
+///
+/// The core expects a new group's configuration as the snapshot metadata at index 0, but the
+/// store ignores compaction points at or below the current one (0). So the node supplies the
+/// configuration from the shard's descriptor while nothing newer is on disk; the first apply
+/// then saves it (`Store::apply(.., Some(conf))`), which is what snapshots sent to followers use.
+#[derive(Clone)]
+pub struct NodeStorage {
+    inner: GroupStorage,
+    initial_conf: ConfState,
+}
+
+impl NodeStorage {
+    /// Wraps `inner`; `initial_conf` is the descriptor's configuration.
+    pub fn new(inner: GroupStorage, initial_conf: ConfState) -> Self {
+        Self {
+            inner,
+            initial_conf,
+        }
+    }
+}
+
+impl Storage for NodeStorage {
+    fn initial_state(&self) -> Result<InitialState, StorageError> {
+        let mut state = self.inner.initial_state()?;
+        if state.snapshot_meta.conf.voters.is_empty() && state.snapshot_meta.index == LogIndex::ZERO
+        {
+            state.snapshot_meta.conf = self.initial_conf.clone();
+        }
+        Ok(state)
+    }
+
+    fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.inner.entries(low, high, max_bytes)
+    }
+
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+        self.inner.term(index)
+    }
+
+    fn first_index(&self) -> Result<LogIndex, StorageError> {
+        self.inner.first_index()
+    }
+
+    fn last_index(&self) -> Result<LogIndex, StorageError> {
+        self.inner.last_index()
+    }
+
+    fn snapshot(&self, to: NodeId) -> Result<Snapshot, StorageError> {
+        let mut snapshot = self.inner.snapshot(to)?;
+        if snapshot.meta.conf.voters.is_empty() {
+            snapshot.meta.conf = self.initial_conf.clone();
+        }
+        Ok(snapshot)
+    }
+}
+
+/// What a write request becomes once applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Put, delete or batch: answered `Written`.
+    Write,
+    /// Compare-and-swap: answered `Swapped`.
+    CompareAndSwap,
+}
+
+/// A proposed write waiting to be applied.
+#[derive(Debug)]
+pub struct Proposal {
+    /// Term the entry was proposed in: the entry at its index with another term means it was
+    /// lost.
+    pub term: Term,
+    /// How to answer.
+    pub kind: WriteKind,
+    /// The client's answer slot.
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// A read waiting for its ReadIndex round or for the state machine to catch up.
+#[derive(Debug)]
+pub struct PendingRead {
+    /// The user key.
+    pub key: bytes::Bytes,
+    /// The client's answer slot.
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// One local replica.
+pub struct Group {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its descriptor (static in this version).
+    pub descriptor: ShardDescriptor,
+    /// The Raft core.
+    pub raw: RawNode<NodeStorage>,
+    /// Known leader (from the last soft state).
+    pub leader: NodeId,
+    /// Role (from the last soft state).
+    pub role: Role,
+    /// Last applied index and its term.
+    pub applied: LogIndex,
+    /// Whether the configuration has been saved with an applied index.
+    pub conf_saved: bool,
+    /// Writes waiting for their entry to apply, by log index.
+    pub proposals: BTreeMap<LogIndex, Proposal>,
+    /// Reads that arrived this turn (one ReadIndex request per group per turn).
+    pub reads_new: Vec<(ringkv_raft::ReadMode, PendingRead)>,
+    /// Reads waiting for their ReadIndex round, by context.
+    pub reads_sent: HashMap<u64, Vec<PendingRead>>,
+    /// Confirmed reads waiting for `applied` to reach their index.
+    pub reads_ready: Vec<(LogIndex, Vec<PendingRead>)>,
+    /// A received, validated snapshot waiting for the Ready that installs it.
+    pub pending_install: Option<ringkv_storage::PreparedSnapshot>,
+    /// Ready number and index of a snapshot being installed by an in-flight batch.
+    pub installing: Option<(u64, LogIndex)>,
+}
+
+impl Group {
+    /// The descriptor's voters as a configuration.
+    pub fn conf_of(descriptor: &ShardDescriptor) -> ConfState {
+        ConfState::with_voters(descriptor.voters())
+    }
+
+    /// The leader to name in a `NotLeader` answer.
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        self.leader.is_some().then_some(self.leader)
+    }
+}

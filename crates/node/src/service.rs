@@ -1,0 +1,297 @@
+//! The client service: the transport's [`ClientHandler`] hands each request to the event loop
+//! through a bounded queue and awaits the answer. Also the request checks that need no Raft
+//! state (shard arc, epoch, limits), kept pure so they are unit-tested.
+
+use crate::config::LimitsConfig;
+use ringkv_storage::{Command, Operation, SessionRequest};
+use ringkv_transport::{ClientHandler, ResponseFuture};
+use ringkv_types::{BatchOp, KvOp, KvRequest, Request, Response, ShardDescriptor, WireError};
+use tokio::sync::{mpsc, oneshot};
+
+/// One client request on its way to the event loop, with the slot for its answer.
+#[derive(Debug)]
+pub struct ClientCall {
+    /// The request.
+    pub request: Request,
+    /// Where the loop answers. Dropped unanswered when the client gave up (timeout).
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// The node's [`ClientHandler`]: enqueue, answer `Busy` when the queue is full.
+#[derive(Clone, Debug)]
+pub struct Service {
+    calls: mpsc::Sender<ClientCall>,
+}
+
+impl Service {
+    /// A handler feeding `calls`.
+    pub fn new(calls: mpsc::Sender<ClientCall>) -> Self {
+        Self { calls }
+    }
+}
+
+impl ClientHandler for Service {
+    fn handle(&self, request: Request) -> ResponseFuture {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.calls.try_send(ClientCall { request, reply });
+        Box::pin(async move {
+            match queued {
+                Ok(()) => answer.await.unwrap_or_else(|_| {
+                    Response::Error(WireError::Internal {
+                        reason: "the node stopped before answering".into(),
+                    })
+                }),
+                Err(mpsc::error::TrySendError::Full(_)) => Response::Error(WireError::Busy),
+                Err(mpsc::error::TrySendError::Closed(_)) => Response::Error(WireError::Internal {
+                    reason: "the node is shutting down".into(),
+                }),
+            }
+        })
+    }
+}
+
+/// Every key an operation touches.
+fn keys(op: &KvOp) -> Vec<&[u8]> {
+    match op {
+        KvOp::Get { key, .. }
+        | KvOp::Put { key, .. }
+        | KvOp::Delete { key }
+        | KvOp::CompareAndSwap { key, .. } => vec![key.as_ref()],
+        KvOp::Batch { ops } => ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Put { key, .. } | BatchOp::Delete { key } => key.as_ref(),
+            })
+            .collect(),
+    }
+}
+
+/// Every value an operation carries (CAS: expected and new).
+fn values(op: &KvOp) -> Vec<&[u8]> {
+    match op {
+        KvOp::Get { .. } | KvOp::Delete { .. } => Vec::new(),
+        KvOp::Put { value, .. } => vec![value.as_ref()],
+        KvOp::CompareAndSwap { expected, new, .. } => expected
+            .iter()
+            .chain(new.iter())
+            .map(|value| value.as_ref())
+            .collect(),
+        KvOp::Batch { ops } => ops
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::Put { value, .. } => Some(value.as_ref()),
+                BatchOp::Delete { .. } => None,
+            })
+            .collect(),
+    }
+}
+
+/// Checks a request against this replica's descriptor and the limits, in the order a client
+/// wants to hear about problems: routing first (epoch, arc), then sizes.
+///
+/// # Errors
+/// `EpochMismatch`, `KeyNotInShard`, `BatchTooLarge`, `KeyTooLarge`, `ValueTooLarge`,
+/// `RequestTooLarge`, or `InvalidRequest` for an empty batch.
+pub fn check_request(
+    request: &KvRequest,
+    descriptor: &ShardDescriptor,
+    limits: &LimitsConfig,
+) -> Result<(), WireError> {
+    if request.epoch != descriptor.epoch {
+        return Err(WireError::EpochMismatch {
+            descriptor: descriptor.clone(),
+        });
+    }
+    let keys = keys(&request.op);
+    if keys.iter().any(|key| !descriptor.contains_key(key)) {
+        return Err(WireError::KeyNotInShard {
+            shard: descriptor.id,
+        });
+    }
+    if let KvOp::Batch { ops } = &request.op {
+        if ops.is_empty() {
+            return Err(WireError::InvalidRequest {
+                reason: "empty batch".into(),
+            });
+        }
+        if ops.len() as u64 > limits.max_batch_ops {
+            return Err(WireError::BatchTooLarge {
+                count: ops.len() as u64,
+                max: limits.max_batch_ops,
+            });
+        }
+    }
+    let mut total = 0u64;
+    for key in &keys {
+        let size = key.len() as u64;
+        if size > limits.max_key_bytes {
+            return Err(WireError::KeyTooLarge {
+                size,
+                max: limits.max_key_bytes,
+            });
+        }
+        total = total.saturating_add(size);
+    }
+    for value in values(&request.op) {
+        let size = value.len() as u64;
+        if size > limits.max_value_bytes {
+            return Err(WireError::ValueTooLarge {
+                size,
+                max: limits.max_value_bytes,
+            });
+        }
+        total = total.saturating_add(size);
+    }
+    if total > limits.max_request_bytes {
+        return Err(WireError::RequestTooLarge {
+            size: total,
+            max: limits.max_request_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The state-machine command of a write request (`None` for a read).
+pub fn command_of(request: &KvRequest) -> Option<Command> {
+    let operations = match &request.op {
+        KvOp::Get { .. } => return None,
+        KvOp::Put { key, value } => vec![Operation::Put {
+            key: key.clone(),
+            value: value.clone(),
+        }],
+        KvOp::Delete { key } => vec![Operation::Delete { key: key.clone() }],
+        KvOp::CompareAndSwap { key, expected, new } => vec![Operation::CompareAndSwap {
+            key: key.clone(),
+            expected: expected.clone(),
+            new: new.clone(),
+        }],
+        KvOp::Batch { ops } => ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Put { key, value } => Operation::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                },
+                BatchOp::Delete { key } => Operation::Delete { key: key.clone() },
+            })
+            .collect(),
+    };
+    Some(Command {
+        session: request.session.map(|session| SessionRequest {
+            session: session.session_id,
+            sequence: session.sequence,
+        }),
+        operations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::initial_shard_map;
+    use bytes::Bytes;
+    use ringkv_types::{Epoch, NodeId, ReadConsistency};
+
+    fn request(descriptor: &ShardDescriptor, op: KvOp) -> KvRequest {
+        KvRequest {
+            shard: descriptor.id,
+            epoch: descriptor.epoch,
+            session: None,
+            timeout_ms: 0,
+            op,
+        }
+    }
+
+    /// A key the descriptor owns (searching small integers).
+    fn key_in(descriptor: &ShardDescriptor, other: bool) -> Bytes {
+        (0u32..)
+            .map(|i| Bytes::from(format!("key-{i}")))
+            .find(|key| descriptor.contains_key(key) != other)
+            .unwrap()
+    }
+
+    #[test]
+    fn requests_are_checked_for_routing_then_limits() {
+        let map = initial_shard_map(&[NodeId(1), NodeId(2), NodeId(3)], 4, 3);
+        let shard = &map.shards[1];
+        let limits = LimitsConfig {
+            max_key_bytes: 16,
+            max_value_bytes: 8,
+            max_request_bytes: 20,
+            max_batch_ops: 2,
+            ..LimitsConfig::default()
+        };
+        let mine = key_in(shard, false);
+        let foreign = key_in(shard, true);
+        let put = |key: &Bytes, size: usize| KvOp::Put {
+            key: key.clone(),
+            value: Bytes::from(vec![b'v'; size]),
+        };
+        let ok = request(shard, put(&mine, 8));
+        assert_eq!(check_request(&ok, shard, &limits), Ok(()));
+
+        let mut stale = ok.clone();
+        stale.epoch = Epoch::default();
+        assert!(matches!(
+            check_request(&stale, shard, &limits),
+            Err(WireError::EpochMismatch { .. })
+        ));
+        let cases: Vec<(&str, KvOp, WireError)> = vec![
+            (
+                "foreign key",
+                KvOp::Get {
+                    key: foreign.clone(),
+                    consistency: ReadConsistency::Stale,
+                },
+                WireError::KeyNotInShard { shard: shard.id },
+            ),
+            (
+                "big value",
+                put(&mine, 9),
+                WireError::ValueTooLarge { size: 9, max: 8 },
+            ),
+            (
+                "big key",
+                KvOp::Delete {
+                    key: Bytes::from(vec![b'k'; 17]),
+                },
+                // A 17-byte key is checked for its shard first.
+                if shard.contains_key(&[b'k'; 17]) {
+                    WireError::KeyTooLarge { size: 17, max: 16 }
+                } else {
+                    WireError::KeyNotInShard { shard: shard.id }
+                },
+            ),
+            (
+                "many ops",
+                KvOp::Batch {
+                    ops: vec![BatchOp::Delete { key: mine.clone() }; 3],
+                },
+                WireError::BatchTooLarge { count: 3, max: 2 },
+            ),
+            (
+                "big request",
+                KvOp::Batch {
+                    ops: vec![
+                        BatchOp::Put {
+                            key: mine.clone(),
+                            value: Bytes::from_static(b"12345678"),
+                        };
+                        2
+                    ],
+                },
+                WireError::RequestTooLarge {
+                    size: 2 * (mine.len() as u64 + 8),
+                    max: 20,
+                },
+            ),
+        ];
+        for (name, op, expected) in cases {
+            assert_eq!(
+                check_request(&request(shard, op), shard, &limits),
+                Err(expected),
+                "{name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! An in-process cluster on 127.0.0.1 with generated certificates in a temporary directory.
+//! Every wait is bounded; nodes are stopped when the cluster is dropped (the runtime ends).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use ringkv_node::{NodeConfig, NodeHandle};
+use ringkv_transport::certs::{ClusterCa, TlsIdentity, Validity};
+use ringkv_transport::{ClientConnection, ClientEndpoint};
+use ringkv_types::{
+    AdminRequest, AdminResult, KvOp, KvRequest, NodeId, NodeStatus, ReadConsistency, Request,
+    Response, ShardDescriptor, ShardId, ShardMap, WriteSession,
+};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub const CLUSTER: &str = "test";
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running node: in this process, or a `ringkvd` child (killed on drop).
+pub enum Running {
+    InProcess(NodeHandle),
+    Process(ChildGuard),
+}
+
+/// A `ringkvd` child, killed (SIGKILL) and reaped when dropped.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub config_paths: Vec<PathBuf>,
+    pub addrs: Vec<SocketAddr>,
+    pub processes: bool,
+    pub nodes: Vec<Option<Running>>,
+    pub client: ClientEndpoint,
+    pub connections: Vec<Option<ClientConnection>>,
+}
+
+fn free_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+impl Cluster {
+    /// Writes certificates and configs for `count` nodes and starts them in this process;
+    /// `extra` is appended to every config.
+    pub async fn start(count: u64, shards: u64, extra: &str) -> Cluster {
+        Self::start_with(count, shards, extra, false).await
+    }
+
+    /// As [`Cluster::start`], with every node a `ringkvd` process when `processes`.
+    pub async fn start_with(count: u64, shards: u64, extra: &str, processes: bool) -> Cluster {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        let validity = Validity::days_from_now(1);
+        let ca = ClusterCa::generate(CLUSTER, validity).unwrap();
+        ca.to_pem_pair().write(&certs, "ca").unwrap();
+        let addrs: Vec<SocketAddr> = (0..count)
+            .map(|_| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port()))
+            .collect();
+        let initial: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("\"{}@{addr}\"", i + 1))
+            .collect();
+        let mut config_paths = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let id = i as u64 + 1;
+            ca.issue_node(NodeId(id), &[addr.ip()], validity)
+                .unwrap()
+                .write(&certs, &format!("node-{id}"))
+                .unwrap();
+            let text = format!(
+                r#"node_id = {id}
+cluster = "{CLUSTER}"
+listen_addr = "{addr}"
+data_dir = "node-{id}"
+initial_cluster = [{initial}]
+initial_shards = {shards}
+replication_factor = 3
+[tls]
+ca_cert = "certs/ca.pem"
+cert = "certs/node-{id}.pem"
+key = "certs/node-{id}.key"
+{extra}
+"#,
+                initial = initial.join(", ")
+            );
+            let path = dir.path().join(format!("node-{id}.toml"));
+            std::fs::write(&path, text).unwrap();
+            config_paths.push(path);
+        }
+        let client_pair = ca.issue_client("tests", validity).unwrap();
+        let identity = TlsIdentity::from_pem(ca.cert_pem(), &client_pair).unwrap();
+        let client =
+            ClientEndpoint::new(&identity, CLUSTER, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut cluster = Cluster {
+            dir,
+            config_paths,
+            addrs,
+            nodes: (0..count).map(|_| None).collect(),
+            client,
+            processes,
+            connections: (0..count).map(|_| None).collect(),
+        };
+        for i in 0..count as usize {
+            cluster.start_node(i).await;
+        }
+        cluster
+    }
+
+    pub fn config(&self, index: usize) -> NodeConfig {
+        NodeConfig::load(&self.config_paths[index]).unwrap()
+    }
+
+    pub async fn start_node(&mut self, index: usize) {
+        let running = if self.processes {
+            let log =
+                std::fs::File::create(self.dir.path().join(format!("node-{}.log", index + 1)))
+                    .unwrap();
+            Running::Process(ChildGuard(
+                std::process::Command::new(env!("CARGO_BIN_EXE_ringkvd"))
+                    .arg("--config")
+                    .arg(&self.config_paths[index])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            ))
+        } else {
+            Running::InProcess(ringkv_node::start(self.config(index)).await.unwrap())
+        };
+        self.nodes[index] = Some(running);
+        self.connections[index] = None;
+    }
+
+    /// Stops node `index` gracefully (SIGTERM for a process) and checks it exits cleanly.
+    pub async fn stop_node(&mut self, index: usize) {
+        match self.nodes[index].take() {
+            Some(Running::InProcess(handle)) => {
+                tokio::time::timeout(Duration::from_secs(20), handle.stop())
+                    .await
+                    .expect("node stops in time")
+                    .expect("node stops cleanly");
+            }
+            Some(Running::Process(mut child)) => {
+                let status = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.0.id().to_string())
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let exit = loop {
+                    if let Some(exit) = child.0.try_wait().unwrap() {
+                        break exit;
+                    }
+                    assert!(Instant::now() < deadline, "node {} did not stop", index + 1);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                assert_eq!(exit.code(), Some(0), "node {} exit", index + 1);
+            }
+            None => {}
+        }
+        if let Some(connection) = self.connections[index].take() {
+            connection.close();
+        }
+    }
+
+    /// Kills node `index` at once (SIGKILL for a process; in process, drops it unflushed is not
+    /// possible, so only processes may be killed).
+    pub fn kill_node(&mut self, index: usize) {
+        assert!(self.processes, "only processes can be killed");
+        // Dropping a process handle kills it with SIGKILL and reaps it.
+        self.nodes[index] = None;
+        if let Some(connection) = self.connections[index].take() {
+            connection.close();
+        }
+    }
+
+    /// A connection to node `index` (0-based), reconnecting when needed.
+    pub async fn connection(&mut self, index: usize) -> Option<ClientConnection> {
+        if let Some(connection) = &self.connections[index] {
+            return Some(connection.clone());
+        }
+        let node = NodeId(index as u64 + 1);
+        let connecting = self.client.connect(node, self.addrs[index]);
+        let connection = tokio::time::timeout(CALL_TIMEOUT, connecting)
+            .await
+            .ok()?
+            .ok()?;
+        self.connections[index] = Some(connection.clone());
+        Some(connection)
+    }
+
+    /// Calls node `index`; `None` when it cannot be reached.
+    pub async fn try_call(&mut self, index: usize, request: &Request) -> Option<Response> {
+        let connection = self.connection(index).await?;
+        match connection.call(request, CALL_TIMEOUT).await {
+            Ok(response) => Some(response),
+            Err(_) => {
+                self.connections[index] = None;
+                None
+            }
+        }
+    }
+
+    pub async fn call(&mut self, index: usize, request: Request) -> Response {
+        match self.try_call(index, &request).await {
+            Some(response) => response,
+            None => panic!("call to node {} failed", index + 1),
+        }
+    }
+
+    /// The status of node `index`, `None` when unreachable.
+    pub async fn try_status(&mut self, index: usize) -> Option<NodeStatus> {
+        match self
+            .try_call(index, &Request::Admin(AdminRequest::NodeStatus))
+            .await?
+        {
+            Response::Admin(AdminResult::NodeStatus(status)) => Some(status),
+            other => panic!("unexpected status answer {other:?}"),
+        }
+    }
+
+    pub async fn status(&mut self, index: usize) -> NodeStatus {
+        match self
+            .call(index, Request::Admin(AdminRequest::NodeStatus))
+            .await
+        {
+            Response::Admin(AdminResult::NodeStatus(status)) => status,
+            other => panic!("unexpected status answer {other:?}"),
+        }
+    }
+
+    pub async fn shard_map(&mut self, index: usize) -> ShardMap {
+        match self
+            .call(index, Request::Admin(AdminRequest::GetShardMap))
+            .await
+        {
+            Response::Admin(AdminResult::ShardMap(map)) => map,
+            other => panic!("unexpected map answer {other:?}"),
+        }
+    }
+
+    /// Waits until every shard (and the PD group) has a leader; returns shard -> leader index.
+    pub async fn wait_for_leaders(
+        &mut self,
+        shards: u64,
+        timeout: Duration,
+    ) -> Vec<(ShardId, usize)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = std::collections::BTreeMap::new();
+            for index in 0..self.nodes.len() {
+                if self.nodes[index].is_none() {
+                    continue;
+                }
+                let Some(status) = self.try_status(index).await else {
+                    continue;
+                };
+                for replica in status.replicas {
+                    if replica.is_leader {
+                        leaders.insert(replica.shard, index);
+                    }
+                }
+            }
+            if leaders.len() as u64 == shards + 1 {
+                return leaders.into_iter().collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not every shard has a leader: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The node index leading `shard`, waiting for one.
+    pub async fn leader_of(&mut self, shard: ShardId) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for index in 0..self.nodes.len() {
+                if self.nodes[index].is_none() {
+                    continue;
+                }
+                let status = self.status(index).await;
+                if status
+                    .replicas
+                    .iter()
+                    .any(|r| r.shard == shard && r.is_leader)
+                {
+                    return index;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader for {shard}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop_all(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.stop_node(index).await;
+        }
+    }
+}
+
+pub fn kv(descriptor: &ShardDescriptor, session: Option<(u64, u64)>, op: KvOp) -> Request {
+    Request::Kv(KvRequest {
+        shard: descriptor.id,
+        epoch: descriptor.epoch,
+        session: session.map(|(session_id, sequence)| WriteSession {
+            session_id,
+            sequence,
+        }),
+        timeout_ms: 0,
+        op,
+    })
+}
+
+pub fn put(key: &str, value: &str) -> KvOp {
+    KvOp::Put {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+    }
+}
+
+pub fn get(key: &str, consistency: ReadConsistency) -> KvOp {
+    KvOp::Get {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        consistency,
+    }
+}
