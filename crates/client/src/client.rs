@@ -4,6 +4,7 @@ use crate::backoff::{Backoff, Jitter, random_u64};
 use crate::config::{ClientConfig, Endpoint, TlsSource};
 use crate::error::{Error, Result};
 use crate::routing::{Routing, Update};
+use crate::session::SessionPool;
 use bytes::Bytes;
 use ringkv_transport::certs::TlsIdentity;
 use ringkv_transport::{ClientConnection, ClientEndpoint};
@@ -32,9 +33,10 @@ pub struct CasOutcome {
 /// A smart client for a ringkv cluster: it caches the shard map, sends each request straight to
 /// the leader of the key's shard, and retries reroutes and transient failures within a budget.
 ///
-/// Cheap to clone (clones share connections, routing and the write session). Each client holds
-/// one session: writes carry `(session id, sequence)`, and a retry reuses its sequence, so a
-/// write is applied at most once however often it is retried.
+/// Cheap to clone (clones share connections, routing and write sessions). Every write carries
+/// `(session id, sequence)` and a retry reuses it, so a write is applied at most once however
+/// often it is retried. A session has at most one write in flight (the node keeps only the last
+/// sequence per session and shard), so concurrent writes borrow distinct sessions from a pool.
 ///
 /// # Example
 ///
@@ -74,8 +76,7 @@ struct Inner {
     map_generation: AtomicU64,
     /// Where the next map reload starts in the endpoint list.
     next_seed: AtomicUsize,
-    session_id: u64,
-    sequence: AtomicU64,
+    sessions: SessionPool,
     jitter: Jitter,
 }
 
@@ -121,7 +122,6 @@ impl Client {
             .keys()
             .map(|node| (*node, tokio::sync::Mutex::new(())))
             .collect();
-        let session_id = random_u64();
         let client = Self {
             inner: Arc::new(Inner {
                 config,
@@ -133,18 +133,12 @@ impl Client {
                 reload: tokio::sync::Mutex::new(()),
                 map_generation: AtomicU64::new(0),
                 next_seed: AtomicUsize::new(0),
-                session_id,
-                sequence: AtomicU64::new(0),
-                jitter: Jitter::new(session_id ^ 0x5eed),
+                sessions: SessionPool::default(),
+                jitter: Jitter::new(random_u64()),
             }),
         };
         client.reload_map(0).await?;
         Ok(client)
-    }
-
-    /// This client's write session id (random, fixed for the client's life).
-    pub fn session_id(&self) -> u64 {
-        self.inner.session_id
     }
 
     /// The configured endpoints.
@@ -332,12 +326,10 @@ impl Client {
     }
 
     async fn write(&self, key: &[u8], op: KvOp, request: &'static str) -> Result<KvResult> {
-        let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-        let session = WriteSession {
-            session_id: self.inner.session_id,
-            sequence,
-        };
-        match self.execute(key, op, Some(session)).await? {
+        // The lease is held until the call ends, retries included: one write per session.
+        let mut lease = self.inner.sessions.lease();
+        let session = lease.next_write();
+        match self.execute(key, op, session).await? {
             KvResult::Value { .. } => Err(Error::UnexpectedResponse { request }),
             result => Ok(result),
         }

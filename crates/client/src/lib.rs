@@ -9,8 +9,10 @@
 //! shard) the whole map is reloaded. Retries are bounded by attempts and by the call's time
 //! budget, with jittered exponential backoff when no better target is known.
 //!
-//! Exactly-once: each client has one random session id; each write takes the next sequence
-//! number and keeps it through all its retries, so the node applies it at most once.
+//! Exactly-once: each write borrows a session (random id) from the client's pool, takes the
+//! session's next sequence number and keeps both through all its retries, so the node applies
+//! it at most once. A session carries one write at a time, because the node remembers only the
+//! last sequence per session and shard.
 //!
 //! ```no_run
 //! use ringkv_client::{Client, ClientConfig, TlsSource};
@@ -43,6 +45,7 @@ mod client;
 mod config;
 mod error;
 mod routing;
+mod session;
 
 pub use client::{CasOutcome, Client};
 pub use config::{ClientConfig, Endpoint, RetryPolicy, TlsSource};

@@ -13,7 +13,7 @@ use ringkv_types::{
     AdminRequest, AdminResult, BatchOp, Epoch, KvOp, KvRequest, KvResult, LogIndex, NodeId,
     Replica, ReplicaRole, Request, Response, ShardDescriptor, ShardId, ShardMap, WireError,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,8 +31,9 @@ struct Cluster {
     /// How a non-leader answers: with or without a hint.
     hint: bool,
     data: HashMap<Bytes, Bytes>,
-    /// `(session, sequence)` pairs applied, and how many applications happened.
-    applied: HashSet<(u64, u64)>,
+    /// The last applied sequence per session (the node keeps one per session and shard; these
+    /// tests write one shard at a time), and how many applications happened.
+    last_sequence: HashMap<u64, u64>,
     applications: u64,
     /// Writes to answer `Timeout` once *after* applying them (a lost acknowledgement).
     lose_next_acks: u32,
@@ -77,7 +78,7 @@ fn cluster(leader: u64, hint: bool) -> Shared {
         leader: NodeId(leader),
         hint,
         data: HashMap::new(),
-        applied: HashSet::new(),
+        last_sequence: HashMap::new(),
         applications: 0,
         lose_next_acks: 0,
         requests: 0,
@@ -131,10 +132,21 @@ fn answer(shared: &Shared, me: NodeId, request: Request) -> Response {
                     reason: "write without session".into(),
                 });
             };
-            if cluster
-                .applied
-                .insert((session.session_id, session.sequence))
-            {
+            let last = cluster
+                .last_sequence
+                .get(&session.session_id)
+                .copied()
+                .unwrap_or(0);
+            if session.sequence < last {
+                // As the node does: an older sequence's result is gone.
+                return Response::Error(WireError::InvalidRequest {
+                    reason: "session sequence already superseded".into(),
+                });
+            }
+            if session.sequence > last {
+                cluster
+                    .last_sequence
+                    .insert(session.session_id, session.sequence);
                 cluster.data.insert(key, value);
                 cluster.applications += 1;
             }
@@ -331,6 +343,34 @@ async fn retries_are_bounded_and_batches_are_checked() {
             client.batch(ops).await,
             Err(Error::CrossShardBatch { .. })
         ));
+        drop(fake.transports);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_never_overtake_each_other_in_a_session() {
+    bounded(async {
+        let shared = cluster(1, true);
+        let fake = start(&shared, &[]).await;
+        let client = client(&fake).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..32u32 {
+            let client = client.clone();
+            tasks.spawn(async move {
+                for round in 0..10u32 {
+                    client
+                        .put(format!("k{task}-{round}"), "v")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.unwrap().unwrap();
+        }
+        assert_eq!(shared.lock().unwrap().applications, 320);
         drop(fake.transports);
     })
     .await;
