@@ -115,6 +115,7 @@ struct Node {
     id: u64,
     child: Child,
     log: PathBuf,
+    config: PathBuf,
 }
 
 /// Runs `local up` until Ctrl-C or SIGTERM.
@@ -209,6 +210,7 @@ pub async fn up(options: UpOptions) -> Result<()> {
             id: *id,
             child,
             log,
+            config: path.clone(),
         });
     }
 
@@ -258,13 +260,26 @@ async fn run(nodes: &mut [Node], config: &RingctlConfig, config_path: &Path) -> 
         config_path.display()
     );
     println!("Ctrl-C stops every node.");
-    tokio::select! {
-        () = &mut signal => {
-            println!("stopping {} nodes", nodes.len());
-            Ok(())
-        }
-        (id, status) = first_exit(nodes) => {
-            bail!("node {id} exited ({status}); see its log; stopping the others")
+    // A node that dies (a crash, or `kill -9` in a failure test) is reported, not restarted;
+    // the others keep running. Restart it by hand with the printed command.
+    let mut exited = BTreeSet::new();
+    loop {
+        tokio::select! {
+            () = &mut signal => {
+                println!("stopping {} nodes", nodes.len() - exited.len());
+                return Ok(());
+            }
+            (id, status, config) = first_exit(nodes, &exited) => {
+                exited.insert(id);
+                println!(
+                    "node {id} exited ({status}); the other nodes keep running. Restart it \
+                     with: ringkvd --config {}",
+                    config.display()
+                );
+                if exited.len() == nodes.len() {
+                    bail!("every node exited");
+                }
+            }
         }
     }
 }
@@ -292,12 +307,13 @@ async fn shutdown_signal() {
     }
 }
 
-/// Resolves when any node exits.
-async fn first_exit(nodes: &mut [Node]) -> (u64, String) {
+/// Resolves when a node not in `exited` exits: its id, exit status and config file.
+async fn first_exit(nodes: &mut [Node], exited: &BTreeSet<u64>) -> (u64, String, PathBuf) {
     loop {
-        for node in nodes.iter_mut() {
+        for node in nodes.iter_mut().filter(|node| !exited.contains(&node.id)) {
             if let Ok(Some(status)) = node.child.try_wait() {
-                return (node.id, format!("{status}, log {}", node.log.display()));
+                let status = format!("{status}, log {}", node.log.display());
+                return (node.id, status, node.config.clone());
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
