@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 /// The cluster name of local clusters.
 const CLUSTER: &str = "local";
-/// The client-service and peer port of every node.
-const PORT: u16 = 7100;
+/// The default client-service and peer port of every node.
+pub const DEFAULT_PORT: u16 = 7100;
 /// Shards of a new local cluster.
 const INITIAL_SHARDS: u64 = 16;
 /// How long `local up` waits for every shard to have a leader.
@@ -34,6 +34,8 @@ pub struct UpOptions {
     pub nodes: u64,
     /// The cluster directory.
     pub dir: PathBuf,
+    /// The port every node listens on (each node has its own IP).
+    pub port: u16,
 }
 
 /// The loopback IP of node `id`: 127.0.0.(10 + id).
@@ -42,11 +44,11 @@ fn node_ip(id: u64) -> Result<Ipv4Addr> {
     Ok(Ipv4Addr::new(127, 0, 0, last))
 }
 
-fn endpoint(id: u64) -> Result<SocketAddr> {
-    Ok(SocketAddr::new(IpAddr::V4(node_ip(id)?), PORT))
+fn endpoint(id: u64, port: u16) -> Result<SocketAddr> {
+    Ok(SocketAddr::new(IpAddr::V4(node_ip(id)?), port))
 }
 
-fn node_config_text(id: u64, endpoints: &[String]) -> Result<String> {
+fn node_config_text(id: u64, port: u16, endpoints: &[String]) -> Result<String> {
     let initial: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
     Ok(format!(
         "# Written by `ringctl local up`; edit freely, it is reused on the next start.\n\
@@ -63,7 +65,7 @@ fn node_config_text(id: u64, endpoints: &[String]) -> Result<String> {
          ca_cert = \"../certs/ca.pem\"\n\
          cert = \"../certs/node-{id}.pem\"\n\
          key = \"../certs/node-{id}.key\"\n",
-        listen = endpoint(id)?,
+        listen = endpoint(id, port)?,
         initial = initial.join(", "),
     ))
 }
@@ -132,23 +134,23 @@ pub async fn up(options: UpOptions) -> Result<()> {
     let ids: Vec<u64> = (1..=options.nodes).collect();
     let endpoints = ids
         .iter()
-        .map(|id| Ok(format!("{id}@{}", endpoint(*id)?)))
+        .map(|id| Ok(format!("{id}@{}", endpoint(*id, options.port)?)))
         .collect::<Result<Vec<_>>>()?;
     if ringctl_path.exists() {
         let existing = RingctlConfig::load(&ringctl_path)?;
         if existing.endpoints != endpoints {
             bail!(
-                "{} describes a cluster of {} nodes; use --nodes {} or another --dir",
+                "{} holds a cluster with endpoints {}; start it with the same --nodes and \
+                 --port, or use another --dir",
                 dir.display(),
-                existing.endpoints.len(),
-                existing.endpoints.len()
+                existing.endpoints.join(", ")
             );
         }
         println!("reusing the cluster in {}", dir.display());
     }
     let ringkvd = find_ringkvd()?;
     for id in &ids {
-        check_bind(endpoint(*id)?)?;
+        check_bind(endpoint(*id, options.port)?)?;
     }
 
     let nodes_with_ips = ids
@@ -166,7 +168,7 @@ pub async fn up(options: UpOptions) -> Result<()> {
             .with_context(|| format!("creating {}", node_dir.display()))?;
         let path = node_dir.join("ringkvd.toml");
         if !path.exists() {
-            std::fs::write(&path, node_config_text(*id, &endpoints)?)
+            std::fs::write(&path, node_config_text(*id, options.port, &endpoints)?)
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         config_paths.push((*id, path));
@@ -412,7 +414,7 @@ mod tests {
     #[test]
     fn node_configs_name_loopback_addresses_and_relative_files() -> Result<()> {
         let endpoints = vec!["1@127.0.0.11:7100".to_string(), "2@127.0.0.12:7100".into()];
-        let text = node_config_text(2, &endpoints)?;
+        let text = node_config_text(2, DEFAULT_PORT, &endpoints)?;
         let value: toml::Table = toml::from_str(&text)?;
         assert_eq!(value.get("node_id").and_then(|v| v.as_integer()), Some(2));
         assert_eq!(

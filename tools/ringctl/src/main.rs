@@ -63,6 +63,9 @@ enum LocalCommand {
         /// The cluster directory (certificates, node configs and data, ringctl.toml).
         #[arg(long, default_value = "data/local")]
         dir: PathBuf,
+        /// The port of every node (each node has its own loopback IP).
+        #[arg(long, default_value_t = local::DEFAULT_PORT)]
+        port: u16,
     },
 }
 
@@ -158,9 +161,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Local {
-            command: LocalCommand::Up { nodes, dir },
+            command: LocalCommand::Up { nodes, dir, port },
         } => {
-            local::up(local::UpOptions { nodes, dir }).await?;
+            local::up(local::UpOptions { nodes, dir, port }).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Kv { command } => {
