@@ -7,7 +7,7 @@
 //! - [`bootstrap`]: the deterministic initial shard map every initial node computes alike.
 //! - [`event_loop`]: one task owns all local groups; group commit (one fsync per turn, the next
 //!   turn prepared while the previous batch syncs), one send per peer per turn, batched apply,
-//!   client reads and writes.
+//!   client reads and writes, snapshot transfers. `docs/node.md` has the turn diagram.
 //! - [`service`]: the client service handler (bounded queue into the loop, `Busy` when full).
 //!
 //! # Decisions
@@ -40,7 +40,10 @@
 //!   (`Store::snapshot_chunks`, concatenated self-delimiting envelopes) over the transport's
 //!   snapshot stream, and the follower validates the whole stream (`prepare_snapshot`) before
 //!   stepping the message; the install goes into the same group commit as the Ready that
-//!   accepts it. The stream is built in memory (bounded by the store's `snapshot_bytes_max`).
+//!   accepts it. The stream is read on a blocking thread from a consistent fjall snapshot and
+//!   held in memory while sent (bounded by the store's `snapshot_bytes_max`).
+//! - **Sessions** allow one write in flight per session and shard: the state machine keeps only
+//!   the last sequence, so an older one is answered `InvalidRequest` ("superseded").
 //! - **Failures.** A failed fsync poisons the store; the loop stops and `ringkvd` exits non-zero
 //!   with the error. On SIGTERM/Ctrl-C the loop finishes its turn, waits for the batches in
 //!   flight, flushes the store and exits 0.

@@ -23,6 +23,17 @@ async fn bootstrap_elects_leaders_and_serves_writes_and_reads() {
     assert!(map.covers_ring());
     assert_eq!(map.shards.len() as u64, SHARDS);
     assert_eq!(cluster.shard_map(2).await, map);
+    match cluster
+        .call(1, Request::Admin(ringkv_types::AdminRequest::GetNodes))
+        .await
+    {
+        Response::Admin(ringkv_types::AdminResult::Nodes(nodes)) => {
+            let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
+            assert_eq!(addrs, cluster.addrs);
+            assert_eq!(nodes[2].node, ringkv_types::NodeId(3));
+        }
+        other => panic!("{other:?}"),
+    }
     // Followers learn the leader from its first message: every replica names one soon.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

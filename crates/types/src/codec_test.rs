@@ -137,6 +137,7 @@ fn requests() -> Vec<Request> {
         Request::Admin(AdminRequest::GetShardMap),
         Request::Admin(AdminRequest::GetShard { shard: ShardId(2) }),
         Request::Admin(AdminRequest::NodeStatus),
+        Request::Admin(AdminRequest::GetNodes),
     ]
 }
 
@@ -157,6 +158,10 @@ fn responses() -> Vec<Response> {
             shards: vec![descriptor()],
         })),
         Response::Admin(AdminResult::Shard(None)),
+        Response::Admin(AdminResult::Nodes(vec![crate::NodeAddress {
+            node: NodeId(2),
+            addr: "127.0.0.12:7100".parse().unwrap(),
+        }])),
         Response::Admin(AdminResult::NodeStatus(NodeStatus {
             node: NodeId(1),
             cluster: "c".into(),

@@ -22,7 +22,7 @@ pub use error::{Error, Result};
 pub use ids::{LogIndex, NodeId, ShardId, Term};
 pub use raft_batch::RaftBatch;
 pub use request::{AdminRequest, BatchOp, KvOp, KvRequest, ReadConsistency, Request, WriteSession};
-pub use response::{AdminResult, KvResult, NodeStatus, ReplicaStatus, Response};
+pub use response::{AdminResult, KvResult, NodeAddress, NodeStatus, ReplicaStatus, Response};
 pub use shard::{Epoch, Replica, ReplicaRole, ShardDescriptor};
 pub use shard_map::ShardMap;
 pub use wire_error::WireError;

@@ -127,6 +127,9 @@ pub enum AdminRequest {
     },
     /// The node's status: replicas, leaders, applied indexes.
     NodeStatus,
+    /// Every node the answering node knows, with its address: how a client that was given a few
+    /// seed endpoints finds the leader of a shard on another node.
+    GetNodes,
 }
 
 /// Everything a client sends to the client service.

@@ -67,6 +67,15 @@ pub struct NodeStatus {
     pub replicas: Vec<ReplicaStatus>,
 }
 
+/// A node and the address of its one QUIC endpoint (peers and clients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddress {
+    /// The node.
+    pub node: NodeId,
+    /// Its UDP address.
+    pub addr: std::net::SocketAddr,
+}
+
 /// The result of a successful admin call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminResult {
@@ -76,6 +85,8 @@ pub enum AdminResult {
     Shard(Option<ShardDescriptor>),
     /// Answer to `NodeStatus`.
     NodeStatus(NodeStatus),
+    /// Answer to `GetNodes`: sorted by node id.
+    Nodes(Vec<NodeAddress>),
 }
 
 /// Everything the client service answers: one response per request.

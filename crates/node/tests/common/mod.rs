@@ -144,7 +144,20 @@ key = "certs/node-{id}.key"
                     .unwrap(),
             ))
         } else {
-            Running::InProcess(ringkv_node::start(self.config(index)).await.unwrap())
+            // A stopped in-process node's UDP port stays bound while its QUIC connections to
+            // peers that are already gone drain (quinn keeps the socket until then); retry.
+            let deadline = Instant::now() + Duration::from_secs(40);
+            loop {
+                match ringkv_node::start(self.config(index)).await {
+                    Ok(handle) => break Running::InProcess(handle),
+                    Err(ringkv_node::Error::Transport(ringkv_transport::Error::Bind {
+                        ..
+                    })) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(error) => panic!("node {} does not start: {error}", index + 1),
+                }
+            }
         };
         self.nodes[index] = Some(running);
         self.connections[index] = None;

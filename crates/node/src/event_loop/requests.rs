@@ -1,0 +1,335 @@
+//! Client requests: checks, proposals, ReadIndex batches, answers, admin calls.
+
+use super::{EventLoop, reply};
+use crate::error::Result;
+use crate::group::{Group, PendingRead, Proposal, WriteKind};
+use crate::log_command::LogCommand;
+use crate::service::{ClientCall, check_request, command_of};
+use ringkv_raft::ReadMode;
+use ringkv_storage::{CommandResult, OperationResult, Store};
+use ringkv_types::{
+    AdminRequest, AdminResult, KvOp, KvResult, LogIndex, NodeAddress, NodeId, NodeStatus,
+    ReadConsistency, ReplicaRole, ReplicaStatus, Request, Response, ShardId, WireError,
+};
+use std::collections::BTreeMap;
+
+impl EventLoop {
+    /// Starts one ReadIndex round per group and mode for the reads that arrived this turn.
+    pub(super) fn issue_reads(&mut self) {
+        for (shard, group) in &mut self.groups {
+            if group.reads_new.is_empty() {
+                continue;
+            }
+            let mut by_mode: BTreeMap<u8, (ReadMode, Vec<PendingRead>)> = BTreeMap::new();
+            for (mode, read) in group.reads_new.drain(..) {
+                let key = u8::from(mode == ReadMode::Lease);
+                by_mode
+                    .entry(key)
+                    .or_insert_with(|| (mode, Vec::new()))
+                    .1
+                    .push(read);
+            }
+            for (mode, reads) in by_mode.into_values() {
+                let context = self.next_read_context;
+                self.next_read_context += 1;
+                match group.raw.read_index(context, mode) {
+                    Ok(()) => {
+                        group.reads_sent.insert(context, reads);
+                    }
+                    Err(ringkv_raft::Error::NotLeader { .. }) => {
+                        let hint = group.leader_hint();
+                        for read in reads {
+                            reply(read.reply, not_leader(hint, &group.descriptor));
+                        }
+                    }
+                    Err(_) => {
+                        for read in reads {
+                            reply(read.reply, Response::Error(WireError::Busy));
+                        }
+                    }
+                }
+            }
+            self.dirty.insert(*shard);
+        }
+    }
+
+    pub(super) fn handle_call(&mut self, call: ClientCall) -> Result<()> {
+        let ClientCall {
+            request,
+            reply: slot,
+        } = call;
+        let request = match request {
+            Request::Admin(admin) => {
+                let response = self.admin(admin);
+                reply(slot, response);
+                return Ok(());
+            }
+            Request::Kv(request) => request,
+        };
+        let shard = request.shard;
+        let group = match self.groups.get_mut(&shard) {
+            Some(group) if shard != ShardId::PD => group,
+            _ => {
+                reply(slot, Response::Error(WireError::ShardNotFound { shard }));
+                return Ok(());
+            }
+        };
+        if let Err(error) = check_request(&request, &group.descriptor, &self.config.limits) {
+            reply(slot, Response::Error(error));
+            return Ok(());
+        }
+        if let KvOp::Get { key, consistency } = &request.op {
+            let mode = match consistency {
+                ReadConsistency::Stale => {
+                    reply(slot, read_now(&self.store, key, group.applied));
+                    return Ok(());
+                }
+                ReadConsistency::Linearizable => ReadMode::Safe,
+                ReadConsistency::Lease => ReadMode::Lease,
+            };
+            if !group.raw.is_leader() {
+                reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+                return Ok(());
+            }
+            group.reads_new.push((
+                mode,
+                PendingRead {
+                    key: key.clone(),
+                    reply: slot,
+                },
+            ));
+            return Ok(());
+        }
+        if !group.raw.is_leader() {
+            reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+            return Ok(());
+        }
+        let kind = match request.op {
+            KvOp::CompareAndSwap { .. } => WriteKind::CompareAndSwap,
+            _ => WriteKind::Write,
+        };
+        let Some(command) = command_of(&request) else {
+            return Ok(());
+        };
+        let data = LogCommand::Kv(command).encode()?;
+        match group.raw.propose(data) {
+            Ok(index) => {
+                let term = group.raw.term();
+                group.proposals.insert(
+                    index,
+                    Proposal {
+                        term,
+                        kind,
+                        reply: slot,
+                    },
+                );
+                self.dirty.insert(shard);
+            }
+            Err(ringkv_raft::Error::NotLeader { .. }) => {
+                reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+            }
+            Err(
+                ringkv_raft::Error::ProposalDropped { .. }
+                | ringkv_raft::Error::TransferInProgress { .. },
+            ) => reply(slot, Response::Error(WireError::Busy)),
+            Err(error) => reply(
+                slot,
+                Response::Error(WireError::Internal {
+                    reason: error.to_string(),
+                }),
+            ),
+        }
+        Ok(())
+    }
+
+    pub(super) fn admin(&self, request: AdminRequest) -> Response {
+        let result = match request {
+            AdminRequest::GetShardMap => AdminResult::ShardMap(self.map.clone()),
+            AdminRequest::GetShard { shard } => AdminResult::Shard(
+                self.groups
+                    .get(&shard)
+                    .map(|group| group.descriptor.clone())
+                    .or_else(|| self.map.shards.iter().find(|d| d.id == shard).cloned()),
+            ),
+            AdminRequest::NodeStatus => AdminResult::NodeStatus(self.status()),
+            AdminRequest::GetNodes => AdminResult::Nodes(
+                self.config
+                    .initial_cluster
+                    .iter()
+                    .map(|endpoint| NodeAddress {
+                        node: endpoint.node,
+                        addr: endpoint.addr,
+                    })
+                    .collect(),
+            ),
+        };
+        Response::Admin(result)
+    }
+
+    pub(super) fn status(&self) -> NodeStatus {
+        let me = self.config.node_id;
+        let replicas = self
+            .groups
+            .values()
+            .map(|group| {
+                let status = group.raw.status();
+                ReplicaStatus {
+                    shard: group.shard,
+                    role: group
+                        .descriptor
+                        .replica_on(me)
+                        .map_or(ReplicaRole::Voter, |replica| replica.role),
+                    is_leader: group.raw.is_leader(),
+                    leader: status.leader.is_some().then_some(status.leader),
+                    term: status.term,
+                    commit: status.committed,
+                    applied: group.applied,
+                }
+            })
+            .collect();
+        NodeStatus {
+            node: me,
+            cluster: self.config.cluster.clone(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            replicas,
+        }
+    }
+}
+
+pub(super) fn not_leader(
+    hint: Option<NodeId>,
+    descriptor: &ringkv_types::ShardDescriptor,
+) -> Response {
+    Response::Error(WireError::NotLeader {
+        leader_hint: hint,
+        descriptor: Some(descriptor.clone()),
+    })
+}
+
+/// A proposal whose entry was replaced by another leader's: the client retries (with the same
+/// session sequence, so it applies at most once).
+pub(super) fn lost_write(group: &Group) -> Response {
+    not_leader(group.leader_hint(), &group.descriptor)
+}
+
+pub(super) fn read_now(store: &Store, key: &[u8], applied: LogIndex) -> Response {
+    match store.get(key) {
+        Ok(value) => Response::Kv(KvResult::Value { value, applied }),
+        Err(error) => Response::Error(WireError::Internal {
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// Answers confirmed reads whose index is applied.
+pub(super) fn serve_reads(store: &Store, group: &mut Group) {
+    let applied = group.applied;
+    let (ready, waiting): (Vec<_>, Vec<_>) = group
+        .reads_ready
+        .drain(..)
+        .partition(|(index, _)| *index <= applied);
+    group.reads_ready = waiting;
+    for (_, reads) in ready {
+        for read in reads {
+            reply(read.reply, read_now(store, &read.key, applied));
+        }
+    }
+}
+
+/// A replica that stops leading answers its unconfirmed reads with `NotLeader`.
+pub(super) fn fail_reads(group: &mut Group) {
+    let hint = group.leader_hint();
+    let descriptor = group.descriptor.clone();
+    let pending: Vec<PendingRead> = group
+        .reads_new
+        .drain(..)
+        .map(|(_, read)| read)
+        .chain(group.reads_sent.drain().flat_map(|(_, reads)| reads))
+        .collect();
+    for read in pending {
+        reply(read.reply, not_leader(hint, &descriptor));
+    }
+}
+
+pub(super) fn write_response(kind: WriteKind, index: LogIndex, result: CommandResult) -> Response {
+    let results = match result {
+        CommandResult::Applied(results) => results,
+        CommandResult::StaleSequence { last_applied } => {
+            return Response::Error(WireError::InvalidRequest {
+                reason: format!(
+                    "session sequence already superseded (last applied {last_applied}); \
+                     its result is gone"
+                ),
+            });
+        }
+    };
+    for result in &results {
+        match result {
+            OperationResult::KeyTooLarge => {
+                return Response::Error(WireError::KeyTooLarge {
+                    size: 0,
+                    max: ringkv_storage::KEY_BYTES_MAX as u64,
+                });
+            }
+            OperationResult::ValueTooLarge => {
+                return Response::Error(WireError::ValueTooLarge {
+                    size: 0,
+                    max: ringkv_storage::VALUE_BYTES_MAX as u64,
+                });
+            }
+            _ => {}
+        }
+    }
+    match (kind, results.first()) {
+        (
+            WriteKind::CompareAndSwap,
+            Some(OperationResult::CompareAndSwap { swapped, previous }),
+        ) => Response::Kv(KvResult::Swapped {
+            succeeded: *swapped,
+            previous: previous.clone(),
+            index,
+        }),
+        _ => Response::Kv(KvResult::Written { index }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn applied_results_become_answers() {
+        let index = LogIndex(7);
+        let cases = [
+            (
+                WriteKind::Write,
+                CommandResult::Applied(vec![OperationResult::Put]),
+                Response::Kv(KvResult::Written { index }),
+            ),
+            (
+                WriteKind::CompareAndSwap,
+                CommandResult::Applied(vec![OperationResult::CompareAndSwap {
+                    swapped: false,
+                    previous: Some(Bytes::from_static(b"old")),
+                }]),
+                Response::Kv(KvResult::Swapped {
+                    succeeded: false,
+                    previous: Some(Bytes::from_static(b"old")),
+                    index,
+                }),
+            ),
+        ];
+        for (kind, result, expected) in cases {
+            assert_eq!(write_response(kind, index, result), expected);
+        }
+        assert!(matches!(
+            write_response(
+                WriteKind::Write,
+                index,
+                CommandResult::StaleSequence { last_applied: 9 }
+            ),
+            Response::Error(WireError::InvalidRequest { .. })
+        ));
+    }
+}
