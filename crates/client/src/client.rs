@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ringkv_transport::certs::TlsIdentity;
 use ringkv_transport::{ClientConnection, ClientEndpoint};
 use ringkv_types::{
-    AdminRequest, AdminResult, BatchOp, KvOp, KvRequest, KvResult, NodeId, NodeStatus,
+    AdminRequest, AdminResult, BatchOp, KvOp, KvRequest, KvResult, NodeAddress, NodeId, NodeStatus,
     ReadConsistency, Request, Response, ShardDescriptor, ShardMap, WireError, WriteSession,
 };
 use std::collections::{HashMap, HashSet};
@@ -19,6 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
+
+/// Most node addresses taken from one `GetNodes` answer.
+const NODES_LEARNED_MAX: usize = 1024;
 
 /// The outcome of a compare-and-swap.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,10 +69,12 @@ pub struct Client {
 struct Inner {
     config: ClientConfig,
     endpoint: ClientEndpoint,
-    addresses: HashMap<NodeId, SocketAddr>,
+    /// Node addresses: the configured endpoints plus what `GetNodes` taught (bounded by the
+    /// cluster's size).
+    addresses: RwLock<HashMap<NodeId, SocketAddr>>,
     connections: Mutex<HashMap<NodeId, ClientConnection>>,
     /// One dial at a time per node, so a burst of calls shares one connection.
-    dialing: HashMap<NodeId, tokio::sync::Mutex<()>>,
+    dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     routing: RwLock<Routing>,
     /// Serialises map reloads; `map_generation` lets waiters skip a reload that just happened.
     reload: tokio::sync::Mutex<()>,
@@ -118,17 +123,13 @@ impl Client {
                 });
             }
         }
-        let dialing = addresses
-            .keys()
-            .map(|node| (*node, tokio::sync::Mutex::new(())))
-            .collect();
         let client = Self {
             inner: Arc::new(Inner {
                 config,
                 endpoint,
-                addresses,
+                addresses: RwLock::new(addresses),
                 connections: Mutex::new(HashMap::new()),
-                dialing,
+                dialing: Mutex::new(HashMap::new()),
                 routing: RwLock::new(Routing::default()),
                 reload: tokio::sync::Mutex::new(()),
                 map_generation: AtomicU64::new(0),
@@ -141,9 +142,27 @@ impl Client {
         Ok(client)
     }
 
-    /// The configured endpoints.
+    /// The configured (seed) endpoints.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.inner.config.endpoints
+    }
+
+    /// Every node the client can reach: the seed endpoints plus the nodes the cluster reported
+    /// (`GetNodes`), sorted by node id.
+    pub fn nodes(&self) -> Vec<Endpoint> {
+        let mut nodes: Vec<Endpoint> = self
+            .inner
+            .addresses
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(node, addr)| Endpoint {
+                node: *node,
+                addr: *addr,
+            })
+            .collect();
+        nodes.sort_by_key(|endpoint| endpoint.node);
+        nodes
     }
 
     /// Reads `key` with linearizable consistency. `Ok(None)` when the key does not exist.
@@ -505,12 +524,24 @@ impl Client {
         if let Some(connection) = cached(&self.inner) {
             return Ok(connection);
         }
-        let (Some(addr), Some(dialing)) = (
-            self.inner.addresses.get(&node),
-            self.inner.dialing.get(&node),
-        ) else {
+        let addr = self
+            .inner
+            .addresses
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .copied();
+        let Some(addr) = addr else {
             return Err(Error::UnknownNode { node });
         };
+        let dialing = self
+            .inner
+            .dialing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(node)
+            .or_default()
+            .clone();
         let timeout_error = |after: Duration| Error::Transport {
             node,
             source: ringkv_transport::Error::Timeout {
@@ -525,7 +556,7 @@ impl Client {
             return Ok(connection);
         }
         let connection =
-            tokio::time::timeout_at(dial_deadline, self.inner.endpoint.connect(node, *addr))
+            tokio::time::timeout_at(dial_deadline, self.inner.endpoint.connect(node, addr))
                 .await
                 .map_err(|_| timeout_error(self.inner.config.connect_timeout))?
                 .map_err(|source| Error::Transport { node, source })?;
@@ -535,6 +566,30 @@ impl Client {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(node, connection.clone());
         Ok(connection)
+    }
+
+    /// Asks `node` for every node's address and adds the ones not known yet (best effort: a
+    /// failure leaves routing to the known nodes).
+    async fn learn_nodes(&self, node: NodeId) {
+        let deadline = Instant::now() + self.inner.config.attempt_timeout;
+        let request = Request::Admin(AdminRequest::GetNodes);
+        match self.call(node, &request, deadline).await {
+            Ok(Response::Admin(AdminResult::Nodes(nodes))) => {
+                let mut addresses = self
+                    .inner
+                    .addresses
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                // Bounded by what one answer carries; configured endpoints are kept as given.
+                for NodeAddress { node, addr } in nodes.into_iter().take(NODES_LEARNED_MAX) {
+                    if node.is_some() {
+                        addresses.entry(node).or_insert(addr);
+                    }
+                }
+            }
+            Ok(other) => debug!(?other, "GetNodes not answered"),
+            Err(error) => debug!(%error, "GetNodes failed"),
+        }
     }
 
     /// Loads the shard map from the endpoints, one after the other, unless another call
@@ -556,6 +611,20 @@ impl Client {
             match self.call(endpoint.node, &request, deadline).await {
                 Ok(Response::Admin(AdminResult::ShardMap(map))) if map.covers_ring() => {
                     let version = map.version;
+                    let unknown = {
+                        let addresses = self
+                            .inner
+                            .addresses
+                            .read()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        map.shards
+                            .iter()
+                            .flat_map(|d| d.replicas.iter())
+                            .any(|r| !addresses.contains_key(&r.node))
+                    };
+                    if unknown {
+                        self.learn_nodes(endpoint.node).await;
+                    }
                     if self.write_routing().replace_map(map) {
                         self.inner.map_generation.fetch_add(1, Ordering::AcqRel);
                         debug!(version, node = %endpoint.node, "shard map loaded");

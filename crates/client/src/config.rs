@@ -89,8 +89,8 @@ impl Default for RetryPolicy {
 /// Everything [`Client::connect`](crate::Client::connect) needs.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Nodes to load the shard map from and to route to. The shard map names nodes by id only,
-    /// so every node the client should reach must be listed.
+    /// Seed nodes to load the shard map from. Nodes the map names but this list lacks are
+    /// learned from the cluster (`GetNodes`); listed addresses take precedence.
     pub endpoints: Vec<Endpoint>,
     /// The cluster name (certificates name nodes `node-<id>.<cluster>`).
     pub cluster: String,

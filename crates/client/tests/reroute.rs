@@ -10,8 +10,8 @@ use ringkv_transport::certs::{ClusterCa, TlsIdentity, Validity};
 use ringkv_transport::{Transport, TransportConfig};
 use ringkv_types::ring::Arc as RingArc;
 use ringkv_types::{
-    AdminRequest, AdminResult, BatchOp, Epoch, KvOp, KvRequest, KvResult, LogIndex, NodeId,
-    Replica, ReplicaRole, Request, Response, ShardDescriptor, ShardId, ShardMap, WireError,
+    AdminRequest, AdminResult, BatchOp, Epoch, KvOp, KvRequest, KvResult, LogIndex, NodeAddress,
+    NodeId, Replica, ReplicaRole, Request, Response, ShardDescriptor, ShardId, ShardMap, WireError,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +38,8 @@ struct Cluster {
     /// Writes to answer `Timeout` once *after* applying them (a lost acknowledgement).
     lose_next_acks: u32,
     requests: u64,
+    /// Answer to `GetNodes`.
+    nodes: Vec<NodeAddress>,
 }
 
 type Shared = Arc<Mutex<Cluster>>;
@@ -82,6 +84,7 @@ fn cluster(leader: u64, hint: bool) -> Shared {
         applications: 0,
         lose_next_acks: 0,
         requests: 0,
+        nodes: Vec::new(),
     }))
 }
 
@@ -91,6 +94,9 @@ fn answer(shared: &Shared, me: NodeId, request: Request) -> Response {
     let kv = match request {
         Request::Admin(AdminRequest::GetShardMap) => {
             return Response::Admin(AdminResult::ShardMap(cluster.served.clone()));
+        }
+        Request::Admin(AdminRequest::GetNodes) => {
+            return Response::Admin(AdminResult::Nodes(cluster.nodes.clone()));
         }
         Request::Admin(_) => {
             return Response::Error(WireError::InvalidRequest {
@@ -217,13 +223,13 @@ async fn start(shared: &Shared, down: &[u64]) -> Fake {
 }
 
 async fn client(fake: &Fake) -> Client {
+    client_with_seeds(fake, fake.endpoints.clone()).await
+}
+
+async fn client_with_seeds(fake: &Fake, seeds: Vec<Endpoint>) -> Client {
     let pair = fake.ca.issue_client("test", validity()).unwrap();
     let identity = TlsIdentity::from_pem(fake.ca.cert_pem(), &pair).unwrap();
-    let mut config = ClientConfig::new(
-        fake.endpoints.clone(),
-        CLUSTER,
-        TlsSource::Identity(identity),
-    );
+    let mut config = ClientConfig::new(seeds, CLUSTER, TlsSource::Identity(identity));
     config.bind_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     config.attempt_timeout = Duration::from_millis(500);
     config.connect_timeout = Duration::from_millis(500);
@@ -371,6 +377,34 @@ async fn concurrent_writes_never_overtake_each_other_in_a_session() {
             joined.unwrap().unwrap();
         }
         assert_eq!(shared.lock().unwrap().applications, 320);
+        drop(fake.transports);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_seed_learns_the_other_nodes() {
+    bounded(async {
+        let shared = cluster(3, true);
+        let fake = start(&shared, &[]).await;
+        shared.lock().unwrap().nodes = fake
+            .endpoints
+            .iter()
+            .map(|e| NodeAddress {
+                node: e.node,
+                addr: e.addr,
+            })
+            .collect();
+        let seed = fake
+            .endpoints
+            .iter()
+            .filter(|e| e.node == NodeId(2))
+            .copied()
+            .collect();
+        let client = client_with_seeds(&fake, seed).await;
+        assert_eq!(client.nodes().len(), 3);
+        client.put("g", "1").await.unwrap();
+        assert_eq!(client.get("g").await.unwrap(), Some(Bytes::from("1")));
         drop(fake.transports);
     })
     .await;

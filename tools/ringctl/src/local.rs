@@ -371,7 +371,7 @@ async fn leaders(client: &Client) -> Result<(usize, usize)> {
     let mut shards: BTreeSet<ShardId> = map.shards.iter().map(|d| d.id).collect();
     shards.insert(ShardId::PD);
     let mut led = BTreeMap::new();
-    for endpoint in client.endpoints() {
+    for endpoint in client.nodes() {
         let Ok(status) = client.node_status(endpoint.node).await else {
             continue;
         };

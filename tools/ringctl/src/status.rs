@@ -19,7 +19,7 @@ async fn collect(client: &Client) -> Snapshot {
         Err(error) => (None, Some(error.to_string())),
     };
     let mut nodes = Vec::new();
-    for endpoint in client.endpoints() {
+    for endpoint in client.nodes() {
         let status = client
             .node_status(endpoint.node)
             .await
