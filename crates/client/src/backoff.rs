@@ -30,7 +30,8 @@ impl Jitter {
         }
     }
 
-    fn next_u64(&self) -> u64 {
+    /// The next random value.
+    pub fn next_u64(&self) -> u64 {
         let mut z = self
             .state
             .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)

@@ -418,7 +418,20 @@ impl Client {
         deadline: Instant,
         failed_nodes: &mut HashSet<NodeId>,
     ) -> std::result::Result<KvResult, Failure> {
-        let route = self.read_routing().route(key);
+        let stale = matches!(
+            op,
+            KvOp::Get {
+                consistency: ReadConsistency::Stale,
+                ..
+            }
+        );
+        // The first attempt of a stale read goes to a random replica; retries follow routing.
+        let route = if stale && failed_nodes.is_empty() {
+            let choice = self.inner.jitter.next_u64();
+            self.read_routing().route_any_replica(key, choice)
+        } else {
+            self.read_routing().route(key)
+        };
         let Some(route) = route else {
             return Err(Failure::Retry {
                 error: Error::NoShardMap {

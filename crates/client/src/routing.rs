@@ -75,6 +75,21 @@ impl Routing {
         })
     }
 
+    /// Where to send a stale read of `key`: replica number `choice` (modulo the replica count),
+    /// spreading stale reads over every replica.
+    pub fn route_any_replica(&self, key: &[u8], choice: u64) -> Option<Route> {
+        let descriptor = self.map.shard_for_key(key)?;
+        let count = u64::try_from(descriptor.replicas.len()).ok()?;
+        let index = usize::try_from(choice.checked_rem(count)?).ok()?;
+        let replica = descriptor.replicas.get(index)?;
+        Some(Route {
+            shard: descriptor.id,
+            epoch: descriptor.epoch,
+            node: replica.node,
+            replicas: descriptor.replicas.len(),
+        })
+    }
+
     /// Replaces the map when `map` is at least as new; leader guesses survive for nodes that are
     /// still replicas. Returns whether the map was taken.
     pub fn replace_map(&mut self, map: ShardMap) -> bool {
@@ -235,6 +250,12 @@ mod tests {
         assert_eq!(routing.route(&key).map(|r| r.node), Some(NodeId(1)));
         routing.not_leader(ShardId(1), NodeId(1), Some(NodeId::NONE), None);
         assert_eq!(routing.route(&key).map(|r| r.node), Some(NodeId(2)));
+        // Stale reads pick any replica.
+        let picks: Vec<_> = (0..3)
+            .filter_map(|choice| routing.route_any_replica(&key, choice))
+            .map(|r| r.node)
+            .collect();
+        assert_eq!(picks, [NodeId(1), NodeId(2), NodeId(3)]);
     }
 
     #[test]
