@@ -1,1 +1,3 @@
 //! Shared helpers for the benchmarks in `benches/` and the load generator.
+
+pub mod load;

@@ -1,0 +1,342 @@
+//! `ringkv-bench`: a closed-loop load generator for a running cluster.
+//!
+//! `--clients` tasks share one [`Client`] (one connection per node) and each keeps one
+//! operation in flight, so `--clients` is the number of concurrent operations. The run lasts
+//! `--duration` seconds (at most one hour), then prints throughput, latency percentiles
+//! (hdrhistogram, microsecond resolution) and errors as one line, or JSON with `--json`.
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use ringkv_bench::load::{KeyChooser, Rng, Workload};
+use ringkv_client::{Client, ClientConfig, ReadConsistency, TlsSource};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Longest run accepted.
+const DURATION_MAX_SECS: u64 = 3600;
+/// Most concurrent operations accepted.
+const CLIENTS_MAX: usize = 65_536;
+/// Largest value accepted.
+const VALUE_SIZE_MAX: usize = 16 * 1024 * 1024;
+/// Time allowed for the key load before the run.
+const PRELOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Load generator for a ringkv cluster (reads `ringctl.toml`).
+#[derive(Debug, Parser)]
+#[command(name = "ringkv-bench", version, about)]
+struct Args {
+    /// The ringctl config (default: $RINGCTL_CONFIG, else ./data/local/ringctl.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// put, get, mixed (80 % get), ycsb-a (50 % read, Zipfian), ycsb-b (95 %), ycsb-c (100 %).
+    #[arg(long, default_value = "mixed")]
+    workload: Workload,
+    /// Concurrent operations.
+    #[arg(long, default_value_t = 256)]
+    clients: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Run time in seconds.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Read consistency: linearizable, lease or stale.
+    #[arg(long, default_value = "linearizable")]
+    consistency: String,
+    /// Skip writing every key before a workload that reads.
+    #[arg(long)]
+    no_preload: bool,
+    /// Seed of the key choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object instead of one line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The parts of `ringctl.toml` the load generator needs.
+#[derive(Debug, Deserialize)]
+struct RingctlFile {
+    cluster: String,
+    endpoints: Vec<String>,
+    tls: TlsFiles,
+}
+
+#[derive(Debug, Deserialize)]
+struct TlsFiles {
+    ca_cert: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn client_config(explicit: Option<&Path>) -> Result<ClientConfig> {
+    let path = match (explicit, std::env::var_os("RINGCTL_CONFIG")) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(path)) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from("data/local/ringctl.toml"),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (start a cluster with `ringctl local up`)",
+            path.display()
+        )
+    })?;
+    let file: RingctlFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &Path| {
+        if p.is_relative() {
+            base.join(p)
+        } else {
+            p.to_path_buf()
+        }
+    };
+    let tls = TlsSource::Files {
+        ca_cert: resolve(&file.tls.ca_cert),
+        cert: resolve(&file.tls.cert),
+        key: resolve(&file.tls.key),
+    };
+    let endpoints = ClientConfig::parse_endpoints(&file.endpoints)?;
+    Ok(ClientConfig::new(endpoints, file.cluster, tls))
+}
+
+fn parse_consistency(text: &str) -> Result<ReadConsistency> {
+    Ok(match text {
+        "linearizable" => ReadConsistency::Linearizable,
+        "lease" => ReadConsistency::Lease,
+        "stale" => ReadConsistency::Stale,
+        other => bail!("unknown consistency {other:?} (linearizable, lease, stale)"),
+    })
+}
+
+/// One task's results.
+struct Tally {
+    latency_us: Histogram<u64>,
+    reads: u64,
+    writes: u64,
+    errors: u64,
+    last_error: Option<String>,
+}
+
+impl Tally {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            reads: 0,
+            writes: 0,
+            errors: 0,
+            last_error: None,
+        })
+    }
+}
+
+/// Writes every key once, `clients` at a time.
+async fn preload(client: &Client, keys: u64, clients: usize, value: &Bytes) -> Result<()> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients
+        .min(usize::try_from(keys).unwrap_or(usize::MAX))
+        .max(1)
+    {
+        let (client, next, value) = (client.clone(), next.clone(), value.clone());
+        tasks.spawn(async move {
+            loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if index >= keys {
+                    return Ok::<(), ringkv_client::Error>(());
+                }
+                client.put(KeyChooser::key(index), value.clone()).await?;
+            }
+        });
+    }
+    let all = async {
+        while let Some(joined) = tasks.join_next().await {
+            joined.context("preload task")??;
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::time::timeout(PRELOAD_TIMEOUT, all)
+        .await
+        .context("preloading took too long")?
+        .context("preloading keys")
+}
+
+async fn worker(
+    client: Client,
+    workload: Workload,
+    chooser: KeyChooser,
+    consistency: ReadConsistency,
+    value: Bytes,
+    seed: u64,
+    deadline: Instant,
+) -> Result<Tally> {
+    let mut rng = Rng::new(seed);
+    let mut tally = Tally::new()?;
+    while Instant::now() < deadline {
+        let key = KeyChooser::key(chooser.next_index(&mut rng));
+        let read = rng.below(100) < workload.read_percent();
+        let started = Instant::now();
+        let outcome = if read {
+            tally.reads += 1;
+            client.get_with(key, consistency).await.map(|_| ())
+        } else {
+            tally.writes += 1;
+            client.put(key, value.clone()).await
+        };
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match outcome {
+            Ok(()) => tally.latency_us.saturating_record(micros.max(1)),
+            Err(error) => {
+                tally.errors += 1;
+                tally.last_error = Some(error.to_string());
+            }
+        }
+    }
+    Ok(tally)
+}
+
+async fn run(args: Args) -> Result<()> {
+    if args.duration == 0 || args.duration > DURATION_MAX_SECS {
+        bail!("--duration must be 1..={DURATION_MAX_SECS} seconds");
+    }
+    if args.clients == 0 || args.clients > CLIENTS_MAX {
+        bail!("--clients must be 1..={CLIENTS_MAX}");
+    }
+    if args.value_size > VALUE_SIZE_MAX {
+        bail!("--value-size must be at most {VALUE_SIZE_MAX}");
+    }
+    if args.keys == 0 {
+        bail!("--keys must be positive");
+    }
+    let consistency = parse_consistency(&args.consistency)?;
+    let config = client_config(args.config.as_deref())?;
+    let request_timeout = config.request_timeout;
+    let client = Client::connect(config).await.context("connecting")?;
+    let value = Bytes::from(vec![b'v'; args.value_size]);
+    if args.workload.needs_preload() && !args.no_preload {
+        if !args.json {
+            eprintln!("loading {} keys", args.keys);
+        }
+        preload(&client, args.keys, args.clients, &value).await?;
+    }
+    let chooser = KeyChooser::new(args.keys, args.workload.zipfian());
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration);
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..args.clients {
+        let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(task as u64);
+        tasks.spawn(worker(
+            client.clone(),
+            args.workload,
+            chooser.clone(),
+            consistency,
+            value.clone(),
+            seed,
+            deadline,
+        ));
+    }
+    let mut total = Tally::new()?;
+    // Every worker stops issuing at the deadline; its last call ends within the request timeout.
+    let hard_stop = deadline + request_timeout + Duration::from_secs(1);
+    loop {
+        match tokio::time::timeout_at(hard_stop, tasks.join_next()).await {
+            Ok(Some(joined)) => {
+                let tally = joined.context("worker task")??;
+                total.latency_us.add(&tally.latency_us)?;
+                total.reads += tally.reads;
+                total.writes += tally.writes;
+                total.errors += tally.errors;
+                if tally.last_error.is_some() {
+                    total.last_error = tally.last_error;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                tasks.abort_all();
+                bail!("workers did not stop in time");
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    client.close().await;
+    report(&args, &total, elapsed)
+}
+
+fn report(args: &Args, total: &Tally, elapsed: f64) -> Result<()> {
+    let ops = total.latency_us.len();
+    let ops_per_sec = ops as f64 / elapsed.max(f64::EPSILON);
+    let ms = |quantile: f64| total.latency_us.value_at_quantile(quantile) as f64 / 1000.0;
+    if args.json {
+        let document = serde_json::json!({
+            "workload": args.workload.to_string(),
+            "clients": args.clients,
+            "value_size": args.value_size,
+            "keys": args.keys,
+            "consistency": args.consistency,
+            "duration_secs": elapsed,
+            "ops": ops,
+            "ops_per_sec": ops_per_sec,
+            "reads": total.reads,
+            "writes": total.writes,
+            "p50_ms": ms(0.5),
+            "p99_ms": ms(0.99),
+            "p999_ms": ms(0.999),
+            "max_ms": total.latency_us.max() as f64 / 1000.0,
+            "errors": total.errors,
+            "last_error": total.last_error,
+        });
+        println!("{document}");
+    } else {
+        let last = total
+            .last_error
+            .as_deref()
+            .map(|e| format!(" last_error={e:?}"))
+            .unwrap_or_default();
+        println!(
+            "workload={} clients={} value_size={} keys={} consistency={} duration={elapsed:.1}s \
+             ops={ops} ops/s={ops_per_sec:.0} reads={} writes={} p50={:.2}ms p99={:.2}ms \
+             p999={:.2}ms max={:.2}ms errors={}{last}",
+            args.workload,
+            args.clients,
+            args.value_size,
+            args.keys,
+            args.consistency,
+            total.reads,
+            total.writes,
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            total.latency_us.max() as f64 / 1000.0,
+            total.errors,
+        );
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,662 @@
+//! [`Client`]: connection pool, routing and the retry loop.
+
+use crate::backoff::{Backoff, Jitter, random_u64};
+use crate::config::{ClientConfig, Endpoint, TlsSource};
+use crate::error::{Error, Result};
+use crate::routing::{Routing, Update};
+use crate::session::SessionPool;
+use bytes::Bytes;
+use ringkv_transport::certs::TlsIdentity;
+use ringkv_transport::{ClientConnection, ClientEndpoint};
+use ringkv_types::{
+    AdminRequest, AdminResult, BatchOp, KvOp, KvRequest, KvResult, NodeAddress, NodeId, NodeStatus,
+    ReadConsistency, Request, Response, ShardDescriptor, ShardMap, WireError, WriteSession,
+};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::debug;
+
+/// Most node addresses taken from one `GetNodes` answer.
+const NODES_LEARNED_MAX: usize = 1024;
+
+/// The outcome of a compare-and-swap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CasOutcome {
+    /// Whether the new value was stored.
+    pub succeeded: bool,
+    /// The value before the operation (`None` when the key was absent). On failure, this is
+    /// what the next attempt should expect.
+    pub previous: Option<Bytes>,
+}
+
+/// A smart client for a ringkv cluster: it caches the shard map, sends each request straight to
+/// the leader of the key's shard, and retries reroutes and transient failures within a budget.
+///
+/// Cheap to clone (clones share connections, routing and write sessions). Every write carries
+/// `(session id, sequence)` and a retry reuses it, so a write is applied at most once however
+/// often it is retried. A session has at most one write in flight (the node keeps only the last
+/// sequence per session and shard), so concurrent writes borrow distinct sessions from a pool.
+///
+/// # Example
+///
+/// ```no_run
+/// use ringkv_client::{Client, ClientConfig, TlsSource};
+///
+/// # async fn run() -> ringkv_client::Result<()> {
+/// let tls = TlsSource::Files {
+///     ca_cert: "data/local/certs/ca.pem".into(),
+///     cert: "data/local/certs/client-ringctl.pem".into(),
+///     key: "data/local/certs/client-ringctl.key".into(),
+/// };
+/// let endpoints = ClientConfig::parse_endpoints(&["1@127.0.0.11:7100", "2@127.0.0.12:7100"])?;
+/// let client = Client::connect(ClientConfig::new(endpoints, "local", tls)).await?;
+/// client.put("greeting", "hello").await?;
+/// assert_eq!(client.get("greeting").await?.as_deref(), Some(&b"hello"[..]));
+/// client.delete("greeting").await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ClientConfig,
+    endpoint: ClientEndpoint,
+    /// Node addresses: the configured endpoints plus what `GetNodes` taught (bounded by the
+    /// cluster's size).
+    addresses: RwLock<HashMap<NodeId, SocketAddr>>,
+    connections: Mutex<HashMap<NodeId, ClientConnection>>,
+    /// One dial at a time per node, so a burst of calls shares one connection.
+    dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+    routing: RwLock<Routing>,
+    /// Serialises map reloads; `map_generation` lets waiters skip a reload that just happened.
+    reload: tokio::sync::Mutex<()>,
+    map_generation: AtomicU64,
+    /// Where the next map reload starts in the endpoint list.
+    next_seed: AtomicUsize,
+    sessions: SessionPool,
+    jitter: Jitter,
+}
+
+/// Why one attempt failed, and what to do next.
+enum Failure {
+    /// Give up: the error cannot be fixed by retrying.
+    Fatal(Error),
+    /// Try again; `pause` asks for a backoff first, `reload` for a fresh shard map.
+    Retry {
+        error: Error,
+        pause: bool,
+        reload: bool,
+    },
+}
+
+impl Client {
+    /// Connects to the cluster: sets up TLS, then loads the shard map from the first seed
+    /// endpoint that answers. Connections to other nodes are made on first use.
+    ///
+    /// # Errors
+    /// [`Error::Config`] / [`Error::InvalidEndpoint`] for a bad configuration,
+    /// [`Error::Setup`] for unusable TLS files or a failed bind, [`Error::NoShardMap`] when no
+    /// endpoint answered with a shard map.
+    pub async fn connect(config: ClientConfig) -> Result<Self> {
+        config.validate()?;
+        let identity = match &config.tls {
+            TlsSource::Identity(identity) => identity.clone(),
+            TlsSource::Files { ca_cert, cert, key } => {
+                TlsIdentity::load(ca_cert, cert, key).map_err(|source| Error::Setup { source })?
+            }
+        };
+        let endpoint = ClientEndpoint::new(&identity, &config.cluster, config.bind_addr)
+            .map_err(|source| Error::Setup { source })?;
+        let mut addresses = HashMap::new();
+        for Endpoint { node, addr } in &config.endpoints {
+            if addresses.insert(*node, *addr).is_some_and(|a| a != *addr) {
+                return Err(Error::Config {
+                    reason: format!("node {node} is listed with two addresses"),
+                });
+            }
+        }
+        let client = Self {
+            inner: Arc::new(Inner {
+                config,
+                endpoint,
+                addresses: RwLock::new(addresses),
+                connections: Mutex::new(HashMap::new()),
+                dialing: Mutex::new(HashMap::new()),
+                routing: RwLock::new(Routing::default()),
+                reload: tokio::sync::Mutex::new(()),
+                map_generation: AtomicU64::new(0),
+                next_seed: AtomicUsize::new(0),
+                sessions: SessionPool::default(),
+                jitter: Jitter::new(random_u64()),
+            }),
+        };
+        client.reload_map(0).await?;
+        Ok(client)
+    }
+
+    /// The configured (seed) endpoints.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.inner.config.endpoints
+    }
+
+    /// Every node the client can reach: the seed endpoints plus the nodes the cluster reported
+    /// (`GetNodes`), sorted by node id.
+    pub fn nodes(&self) -> Vec<Endpoint> {
+        let mut nodes: Vec<Endpoint> = self
+            .inner
+            .addresses
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(node, addr)| Endpoint {
+                node: *node,
+                addr: *addr,
+            })
+            .collect();
+        nodes.sort_by_key(|endpoint| endpoint.node);
+        nodes
+    }
+
+    /// Reads `key` with linearizable consistency. `Ok(None)` when the key does not exist.
+    ///
+    /// # Errors
+    /// See [`Error`]; retryable conditions are retried within the budget first.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>> {
+        self.get_with(key, ReadConsistency::Linearizable).await
+    }
+
+    /// Reads `key` with the given consistency. `Stale` reads may be served by any replica.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn get_with(
+        &self,
+        key: impl Into<Bytes>,
+        consistency: ReadConsistency,
+    ) -> Result<Option<Bytes>> {
+        let key = key.into();
+        let op = KvOp::Get {
+            key: key.clone(),
+            consistency,
+        };
+        match self.execute(&key, op, None).await? {
+            KvResult::Value { value, .. } => Ok(value),
+            _ => Err(Error::UnexpectedResponse { request: "get" }),
+        }
+    }
+
+    /// Sets `key` to `value`.
+    ///
+    /// # Errors
+    /// See [`Error`]. After [`Error::Exhausted`] the write may or may not have been applied.
+    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
+        let key = key.into();
+        let op = KvOp::Put {
+            key: key.clone(),
+            value: value.into(),
+        };
+        self.write(&key, op, "put").await.map(|_| ())
+    }
+
+    /// Removes `key` (succeeds whether or not it existed).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<()> {
+        let key = key.into();
+        let op = KvOp::Delete { key: key.clone() };
+        self.write(&key, op, "delete").await.map(|_| ())
+    }
+
+    /// Sets `key` to `new` (deletes it when `new` is `None`) if its current value is `expected`
+    /// (`None` = absent). Returns whether it swapped and the value it found.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn compare_and_swap(
+        &self,
+        key: impl Into<Bytes>,
+        expected: Option<Bytes>,
+        new: Option<Bytes>,
+    ) -> Result<CasOutcome> {
+        let key = key.into();
+        let op = KvOp::CompareAndSwap {
+            key: key.clone(),
+            expected,
+            new,
+        };
+        match self.write(&key, op, "compare_and_swap").await? {
+            KvResult::Swapped {
+                succeeded,
+                previous,
+                ..
+            } => Ok(CasOutcome {
+                succeeded,
+                previous,
+            }),
+            _ => Err(Error::UnexpectedResponse {
+                request: "compare_and_swap",
+            }),
+        }
+    }
+
+    /// Applies `ops` atomically, in order. Every key must belong to the same shard.
+    ///
+    /// # Errors
+    /// [`Error::EmptyBatch`], [`Error::CrossShardBatch`], or see [`Error`].
+    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
+        let key = {
+            let routing = self.read_routing();
+            let mut shard = None;
+            for op in &ops {
+                let key = match op {
+                    BatchOp::Put { key, .. } | BatchOp::Delete { key } => key,
+                };
+                let Some(descriptor) = routing.descriptor_for_key(key) else {
+                    continue;
+                };
+                match shard {
+                    None => shard = Some(descriptor.id),
+                    Some(first) if first != descriptor.id => {
+                        return Err(Error::CrossShardBatch {
+                            first,
+                            other: descriptor.id,
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+            match ops.first() {
+                Some(BatchOp::Put { key, .. } | BatchOp::Delete { key }) => key.clone(),
+                None => return Err(Error::EmptyBatch),
+            }
+        };
+        self.write(&key, KvOp::Batch { ops }, "batch")
+            .await
+            .map(|_| ())
+    }
+
+    /// The shard map, freshly loaded from the cluster (the cache is updated too).
+    ///
+    /// # Errors
+    /// [`Error::NoShardMap`] when no node answered.
+    pub async fn shard_map(&self) -> Result<ShardMap> {
+        let generation = self.inner.map_generation.load(Ordering::Acquire);
+        self.reload_map(generation).await?;
+        Ok(self.cached_shard_map())
+    }
+
+    /// The cached shard map, without a network call.
+    pub fn cached_shard_map(&self) -> ShardMap {
+        self.read_routing().map().clone()
+    }
+
+    /// The cached descriptor of the shard owning `key`.
+    pub fn shard_for_key(&self, key: &[u8]) -> Option<ShardDescriptor> {
+        self.read_routing().descriptor_for_key(key).cloned()
+    }
+
+    /// Asks `node` for its status (replicas, roles, terms, indexes). One attempt, bounded by
+    /// the attempt timeout.
+    ///
+    /// # Errors
+    /// [`Error::UnknownNode`], [`Error::Transport`], [`Error::Server`].
+    pub async fn node_status(&self, node: NodeId) -> Result<NodeStatus> {
+        let timeout = self.inner.config.attempt_timeout;
+        let deadline = Instant::now() + timeout;
+        let response = self
+            .call(node, &Request::Admin(AdminRequest::NodeStatus), deadline)
+            .await?;
+        match response {
+            Response::Admin(AdminResult::NodeStatus(status)) => Ok(status),
+            Response::Error(wire) => Err(Error::Server(wire)),
+            _ => Err(Error::UnexpectedResponse {
+                request: "node_status",
+            }),
+        }
+    }
+
+    /// Closes every connection and waits (bounded) for them to drain.
+    pub async fn close(&self) {
+        let drain = self.inner.endpoint.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    }
+
+    fn read_routing(&self) -> std::sync::RwLockReadGuard<'_, Routing> {
+        self.inner
+            .routing
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_routing(&self) -> std::sync::RwLockWriteGuard<'_, Routing> {
+        self.inner
+            .routing
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn write(&self, key: &[u8], op: KvOp, request: &'static str) -> Result<KvResult> {
+        // The lease is held until the call ends, retries included: one write per session.
+        let mut lease = self.inner.sessions.lease();
+        let session = lease.next_write();
+        match self.execute(key, op, session).await? {
+            KvResult::Value { .. } => Err(Error::UnexpectedResponse { request }),
+            result => Ok(result),
+        }
+    }
+
+    /// Runs one key-value operation through the retry loop. The same `session` (and so the
+    /// same sequence number) is sent on every attempt.
+    async fn execute(
+        &self,
+        key: &[u8],
+        op: KvOp,
+        session: Option<WriteSession>,
+    ) -> Result<KvResult> {
+        let config = &self.inner.config;
+        let started = Instant::now();
+        let deadline = started + config.request_timeout;
+        let mut backoff = Backoff::new(config.retry.backoff_min, config.retry.backoff_max);
+        let mut failed_nodes = HashSet::new();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let generation = self.inner.map_generation.load(Ordering::Acquire);
+            let failure = match self
+                .attempt(key, &op, session, deadline, &mut failed_nodes)
+                .await
+            {
+                Ok(result) => return Ok(result),
+                Err(failure) => failure,
+            };
+            let (error, pause, reload) = match failure {
+                Failure::Fatal(error) => return Err(error),
+                Failure::Retry {
+                    error,
+                    pause,
+                    reload,
+                } => (error, pause, reload),
+            };
+            debug!(attempts, %error, pause, reload, "retrying");
+            let exhausted = |last| Error::Exhausted {
+                attempts,
+                elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                last: Box::new(last),
+            };
+            if attempts >= config.retry.attempts_max || Instant::now() >= deadline {
+                return Err(exhausted(error));
+            }
+            if reload {
+                // A failed reload is one more failed attempt; the next attempt tells.
+                let _ = self.reload_map(generation).await;
+            }
+            if pause {
+                let delay = backoff.next_delay(&self.inner.jitter);
+                let wake = (Instant::now() + delay).min(deadline);
+                tokio::time::sleep_until(wake).await;
+                if Instant::now() >= deadline {
+                    return Err(exhausted(error));
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        key: &[u8],
+        op: &KvOp,
+        session: Option<WriteSession>,
+        deadline: Instant,
+        failed_nodes: &mut HashSet<NodeId>,
+    ) -> std::result::Result<KvResult, Failure> {
+        let stale = matches!(
+            op,
+            KvOp::Get {
+                consistency: ReadConsistency::Stale,
+                ..
+            }
+        );
+        // The first attempt of a stale read goes to a random replica; retries follow routing.
+        let route = if stale && failed_nodes.is_empty() {
+            let choice = self.inner.jitter.next_u64();
+            self.read_routing().route_any_replica(key, choice)
+        } else {
+            self.read_routing().route(key)
+        };
+        let Some(route) = route else {
+            return Err(Failure::Retry {
+                error: Error::NoShardMap {
+                    reason: "the cached map has no replica for the key".into(),
+                },
+                pause: true,
+                reload: true,
+            });
+        };
+        let attempt_deadline = deadline.min(Instant::now() + self.inner.config.attempt_timeout);
+        let budget = attempt_deadline.saturating_duration_since(Instant::now());
+        let request = Request::Kv(KvRequest {
+            shard: route.shard,
+            epoch: route.epoch,
+            session,
+            timeout_ms: u32::try_from(budget.as_millis()).unwrap_or(u32::MAX).max(1),
+            op: op.clone(),
+        });
+        let response = match self.call(route.node, &request, attempt_deadline).await {
+            Ok(response) => response,
+            Err(error) => {
+                if !error.is_retryable() && !matches!(error, Error::UnknownNode { .. }) {
+                    return Err(Failure::Fatal(error));
+                }
+                // Unreachable: try the next replica; once all failed, reload the map.
+                self.write_routing().unreachable(route.shard, route.node);
+                failed_nodes.insert(route.node);
+                let all_failed = failed_nodes.len() >= route.replicas;
+                if all_failed {
+                    failed_nodes.clear();
+                }
+                return Err(Failure::Retry {
+                    error,
+                    pause: all_failed,
+                    reload: all_failed,
+                });
+            }
+        };
+        let wire = match response {
+            Response::Kv(result) => return Ok(result),
+            Response::Error(wire) => wire,
+            Response::Admin(_) => {
+                return Err(Failure::Fatal(Error::UnexpectedResponse { request: "kv" }));
+            }
+        };
+        let update = match &wire {
+            WireError::NotLeader {
+                leader_hint,
+                descriptor,
+            } => self.write_routing().not_leader(
+                route.shard,
+                route.node,
+                *leader_hint,
+                descriptor.clone(),
+            ),
+            WireError::EpochMismatch { descriptor } => {
+                self.write_routing().epoch_mismatch(descriptor.clone())
+            }
+            WireError::ShardNotFound { .. } | WireError::KeyNotInShard { .. } => Update::Reload,
+            WireError::Internal { .. } => {
+                // The node is failing: another replica may do better.
+                self.write_routing().unreachable(route.shard, route.node);
+                Update::Backoff
+            }
+            wire if wire.is_retryable() => Update::Backoff,
+            _ => return Err(Failure::Fatal(Error::Server(wire))),
+        };
+        Err(Failure::Retry {
+            error: Error::Server(wire),
+            pause: update != Update::Rerouted,
+            reload: update == Update::Reload,
+        })
+    }
+
+    /// Sends one request to `node` and waits for the answer until `deadline`.
+    async fn call(&self, node: NodeId, request: &Request, deadline: Instant) -> Result<Response> {
+        let connection = self.connection(node, deadline).await?;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match connection.call(request, timeout).await {
+            Ok(response) => Ok(response),
+            Err(source) => {
+                // A lost connection is redialed next time; a timeout may be a dead node too.
+                self.inner
+                    .connections
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&node);
+                Err(Error::Transport { node, source })
+            }
+        }
+    }
+
+    /// The pooled connection to `node`, dialing it if needed (one dial per node at a time).
+    async fn connection(&self, node: NodeId, deadline: Instant) -> Result<ClientConnection> {
+        let cached = |inner: &Inner| {
+            inner
+                .connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&node)
+                .cloned()
+        };
+        if let Some(connection) = cached(&self.inner) {
+            return Ok(connection);
+        }
+        let addr = self
+            .inner
+            .addresses
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .copied();
+        let Some(addr) = addr else {
+            return Err(Error::UnknownNode { node });
+        };
+        let dialing = self
+            .inner
+            .dialing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(node)
+            .or_default()
+            .clone();
+        let timeout_error = |after: Duration| Error::Transport {
+            node,
+            source: ringkv_transport::Error::Timeout {
+                after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            },
+        };
+        let dial_deadline = deadline.min(Instant::now() + self.inner.config.connect_timeout);
+        let _guard = tokio::time::timeout_at(dial_deadline, dialing.lock())
+            .await
+            .map_err(|_| timeout_error(self.inner.config.connect_timeout))?;
+        if let Some(connection) = cached(&self.inner) {
+            return Ok(connection);
+        }
+        let connection =
+            tokio::time::timeout_at(dial_deadline, self.inner.endpoint.connect(node, addr))
+                .await
+                .map_err(|_| timeout_error(self.inner.config.connect_timeout))?
+                .map_err(|source| Error::Transport { node, source })?;
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node, connection.clone());
+        Ok(connection)
+    }
+
+    /// Asks `node` for every node's address and adds the ones not known yet (best effort: a
+    /// failure leaves routing to the known nodes).
+    async fn learn_nodes(&self, node: NodeId) {
+        let deadline = Instant::now() + self.inner.config.attempt_timeout;
+        let request = Request::Admin(AdminRequest::GetNodes);
+        match self.call(node, &request, deadline).await {
+            Ok(Response::Admin(AdminResult::Nodes(nodes))) => {
+                let mut addresses = self
+                    .inner
+                    .addresses
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                // Bounded by what one answer carries; configured endpoints are kept as given.
+                for NodeAddress { node, addr } in nodes.into_iter().take(NODES_LEARNED_MAX) {
+                    if node.is_some() {
+                        addresses.entry(node).or_insert(addr);
+                    }
+                }
+            }
+            Ok(other) => debug!(?other, "GetNodes not answered"),
+            Err(error) => debug!(%error, "GetNodes failed"),
+        }
+    }
+
+    /// Loads the shard map from the endpoints, one after the other, unless another call
+    /// reloaded it since `seen_generation`.
+    async fn reload_map(&self, seen_generation: u64) -> Result<()> {
+        let _guard = self.inner.reload.lock().await;
+        if self.inner.map_generation.load(Ordering::Acquire) != seen_generation {
+            return Ok(());
+        }
+        let endpoints = &self.inner.config.endpoints;
+        let start = self.inner.next_seed.fetch_add(1, Ordering::Relaxed);
+        let mut last = String::from("no endpoint tried");
+        for offset in 0..endpoints.len() {
+            let Some(endpoint) = endpoints.get((start + offset) % endpoints.len()) else {
+                continue;
+            };
+            let deadline = Instant::now() + self.inner.config.attempt_timeout;
+            let request = Request::Admin(AdminRequest::GetShardMap);
+            match self.call(endpoint.node, &request, deadline).await {
+                Ok(Response::Admin(AdminResult::ShardMap(map))) if map.covers_ring() => {
+                    let version = map.version;
+                    let unknown = {
+                        let addresses = self
+                            .inner
+                            .addresses
+                            .read()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        map.shards
+                            .iter()
+                            .flat_map(|d| d.replicas.iter())
+                            .any(|r| !addresses.contains_key(&r.node))
+                    };
+                    if unknown {
+                        self.learn_nodes(endpoint.node).await;
+                    }
+                    if self.write_routing().replace_map(map) {
+                        self.inner.map_generation.fetch_add(1, Ordering::AcqRel);
+                        debug!(version, node = %endpoint.node, "shard map loaded");
+                        return Ok(());
+                    }
+                    last = format!("{} sent an older map (version {version})", endpoint.node);
+                }
+                Ok(Response::Admin(AdminResult::ShardMap(_))) => {
+                    last = format!("{} sent a map that does not cover the ring", endpoint.node);
+                }
+                Ok(Response::Error(wire)) => last = format!("{}: {wire}", endpoint.node),
+                Ok(_) => last = format!("{}: unexpected response", endpoint.node),
+                Err(error) => last = error.to_string(),
+            }
+        }
+        if self.read_routing().map().covers_ring() {
+            // Keep routing with the cached map; nobody had a newer one.
+            return Ok(());
+        }
+        Err(Error::NoShardMap { reason: last })
+    }
+}

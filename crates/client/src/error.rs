@@ -1,0 +1,100 @@
+//! Errors of the client library.
+//!
+//! [`Error::is_retryable`] tells conditions that may pass (a leader election, an unreachable node,
+//! a busy server) from fatal ones (bad configuration, a request the server refuses). The client
+//! already retries retryable conditions within its budget; a retryable error reaching the caller
+//! means the budget ran out. A write that failed that way may or may not have been applied.
+
+use ringkv_types::{NodeId, ShardId, WireError};
+use thiserror::Error;
+
+/// What went wrong in a client call.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client configuration is invalid.
+    #[error("invalid client configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// An endpoint string is not `<node id>@<ip:port>`.
+    #[error("invalid endpoint {endpoint:?}: expected <node id>@<ip:port>")]
+    InvalidEndpoint {
+        /// The offending string.
+        endpoint: String,
+    },
+    /// Setting up TLS or the local endpoint failed (unreadable certificate files, bind failure).
+    #[error("client setup: {source}")]
+    Setup {
+        /// The transport's error.
+        source: ringkv_transport::Error,
+    },
+    /// No endpoint answered with a usable shard map.
+    #[error("no shard map available: {reason}")]
+    NoShardMap {
+        /// The last failure seen.
+        reason: String,
+    },
+    /// The shard map names a node the client has no address for.
+    #[error("no address known for node {node}; add it to the endpoints")]
+    UnknownNode {
+        /// The node.
+        node: NodeId,
+    },
+    /// A batch touched keys of more than one shard; batches are atomic within one shard only.
+    #[error("batch spans shards {first} and {other}; batches are atomic within one shard")]
+    CrossShardBatch {
+        /// The shard of the first key.
+        first: ShardId,
+        /// The shard of another key.
+        other: ShardId,
+    },
+    /// A batch without operations.
+    #[error("empty batch")]
+    EmptyBatch,
+    /// The server refused the request for a reason retrying cannot fix (too large, invalid).
+    #[error("server refused the request: {0}")]
+    Server(WireError),
+    /// Talking to a node failed.
+    #[error("node {node}: {source}")]
+    Transport {
+        /// The node called.
+        node: NodeId,
+        /// The transport's error.
+        source: ringkv_transport::Error,
+    },
+    /// The server answered with a response of the wrong kind (a protocol bug).
+    #[error("unexpected response to {request}")]
+    UnexpectedResponse {
+        /// The request kind.
+        request: &'static str,
+    },
+    /// The call did not succeed within its time budget or its attempts; `last` is the last
+    /// failure. A write may or may not have been applied; it is never applied twice.
+    #[error("gave up after {attempts} attempts in {elapsed_ms} ms: {last}")]
+    Exhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent.
+        elapsed_ms: u64,
+        /// The last failure.
+        last: Box<Error>,
+    },
+}
+
+impl Error {
+    /// Whether a later call may succeed (the cluster was unavailable, overloaded or changing).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Server(wire) => wire.is_retryable(),
+            Error::Transport { source, .. } => source.is_retryable(),
+            Error::NoShardMap { .. } => true,
+            Error::Exhausted { last, .. } => last.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// Result with the client's [`enum@Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,53 @@
+//! The ringkv smart client (DESIGN.md section 9).
+//!
+//! [`Client::connect`] loads the shard map from a seed endpoint and caches it. Each call hashes
+//! its key to a ring position, finds the owning shard in the cached map and sends the request
+//! to the node believed to lead that shard (first guess: the first voter). Answers update the
+//! routing: `NotLeader` moves to the hinted leader (or the next voter) and takes the descriptor
+//! it carries, `EpochMismatch` replaces the shard's descriptor, an unreachable node moves to the
+//! next replica, and when every replica failed or the map no longer fits (a split, an unknown
+//! shard) the whole map is reloaded. Retries are bounded by attempts and by the call's time
+//! budget, with jittered exponential backoff when no better target is known.
+//!
+//! Exactly-once: each write borrows a session (random id) from the client's pool, takes the
+//! session's next sequence number and keeps both through all its retries, so the node applies
+//! it at most once. A session carries one write at a time, because the node remembers only the
+//! last sequence per session and shard.
+//!
+//! ```no_run
+//! use ringkv_client::{Client, ClientConfig, TlsSource};
+//! use ringkv_types::{BatchOp, ReadConsistency};
+//!
+//! # async fn run() -> ringkv_client::Result<()> {
+//! let endpoints = ClientConfig::parse_endpoints(&["1@127.0.0.11:7100"])?;
+//! let tls = TlsSource::Files {
+//!     ca_cert: "certs/ca.pem".into(),
+//!     cert: "certs/client-app.pem".into(),
+//!     key: "certs/client-app.key".into(),
+//! };
+//! let client = Client::connect(ClientConfig::new(endpoints, "local", tls)).await?;
+//! client.put("k", "v1").await?;
+//! let swapped = client
+//!     .compare_and_swap("k", Some("v1".into()), Some("v2".into()))
+//!     .await?;
+//! assert!(swapped.succeeded);
+//! let stale = client.get_with("k", ReadConsistency::Stale).await?;
+//! println!("{stale:?}");
+//! client
+//!     .batch(vec![BatchOp::Delete { key: "k".into() }])
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod backoff;
+mod client;
+mod config;
+mod error;
+mod routing;
+mod session;
+
+pub use client::{CasOutcome, Client};
+pub use config::{ClientConfig, Endpoint, RetryPolicy, TlsSource};
+pub use error::{Error, Result};
+pub use ringkv_types::{BatchOp, NodeStatus, ReadConsistency, ShardMap};
