@@ -698,7 +698,6 @@ impl World {
         {
             raw.on_applied(last.index);
         }
-        // Pending writes at or below an installed snapshot can no longer be resolved here.
         // Reads confirmed and now applied far enough are answered.
         for read in ready.read_states {
             replica.ready_reads.push((read.index, read.context));
