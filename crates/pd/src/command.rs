@@ -1,0 +1,246 @@
+//! Commands (PD Raft log entries) and their typed answers.
+//!
+//! Commands are postcard-encoded into group 0's log. postcard encodes an enum variant by its
+//! index, so new variants are only ever appended, and the fields of an existing variant never
+//! change: a new field means a new variant.
+//!
+//! Time enters only through the `now_ms` fields, filled in by the proposer (the PD leader's
+//! clock). Applying never reads a clock; a `now_ms` older than the state's log time is treated
+//! as the state's log time, so a leader change with a skewed clock cannot move time backwards.
+
+use crate::node::{NodeState, NodeStats};
+use crate::operator::{OperatorId, StepOrder};
+use crate::settings::{SchedulerKind, Settings};
+use ringkv_types::{NodeId, ShardDescriptor, ShardId, ShardMap};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A node as listed at bootstrap or registered later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    /// Address (`host:port`).
+    pub addr: String,
+    /// Labels (zone, rack, host).
+    pub labels: BTreeMap<String, String>,
+    /// Disk capacity in bytes.
+    pub capacity_bytes: u64,
+}
+
+/// Size and load of one shard, measured by its leader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardStats {
+    /// Approximate bytes of user data.
+    pub size_bytes: u64,
+    /// Approximate number of keys.
+    pub keys: u64,
+    /// Writes per second over the last reporting interval.
+    pub writes_per_sec: u64,
+    /// Reads per second over the last reporting interval.
+    pub reads_per_sec: u64,
+}
+
+/// A shard leader's periodic report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardReport {
+    /// The leader's applied descriptor.
+    pub descriptor: ShardDescriptor,
+    /// The reporting leader's node.
+    pub leader: NodeId,
+    /// Size and load.
+    pub stats: ShardStats,
+    /// Learners whose log has caught up with the leader's (matched within the leader's
+    /// catch-up margin): only these are promoted.
+    pub caught_up_learners: Vec<NodeId>,
+    /// A ring position near the middle of the shard's data (by size), for splits. Ignored
+    /// unless strictly inside the arc.
+    pub split_hint: Option<u64>,
+    /// Log time (proposer's clock).
+    pub now_ms: u64,
+}
+
+/// What an admin can ask for directly (`ringctl move`, `transfer`, `split`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminOperator {
+    /// Move the replica of `shard` on `from` to `to` (add, promote, remove).
+    MoveReplica {
+        /// The shard.
+        shard: ShardId,
+        /// Node holding the replica.
+        from: NodeId,
+        /// Node to receive it.
+        to: NodeId,
+    },
+    /// Make the voter on `to` the leader of `shard`.
+    TransferLeader {
+        /// The shard.
+        shard: ShardId,
+        /// The new leader.
+        to: NodeId,
+    },
+    /// Split `shard` at ring position `at` (default: the leader's split hint, else the arc's
+    /// midpoint).
+    SplitShard {
+        /// The shard.
+        shard: ShardId,
+        /// Where to cut.
+        at: Option<u64>,
+    },
+}
+
+/// Which id counter [`Command::AllocIds`] draws from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdKind {
+    /// Node ids.
+    Node,
+    /// Shard ids.
+    Shard,
+    /// Replica incarnations.
+    Incarnation,
+}
+
+/// One PD log entry. Variants are only appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Creates the cluster: the `initial_cluster` nodes (with their configured ids) and the
+    /// initial shard map. Accepted once.
+    Bootstrap {
+        /// Cluster id (random, chosen by the bootstrapping node, the same on every member).
+        cluster_id: u64,
+        /// Human-readable cluster name.
+        cluster_name: String,
+        /// The initial nodes with their configured ids.
+        nodes: Vec<(NodeId, NodeRegistration)>,
+        /// The initial shard map (must cover the ring).
+        shard_map: ShardMap,
+        /// Initial settings.
+        settings: Settings,
+        /// Log time.
+        now_ms: u64,
+    },
+    /// A new node joins; answered with its id ([`Response::NodeId`]). Idempotent by address:
+    /// a live node registering again gets its old id back.
+    RegisterNode {
+        /// The node.
+        node: NodeRegistration,
+        /// Log time.
+        now_ms: u64,
+    },
+    /// A node's periodic heartbeat.
+    NodeHeartbeat {
+        /// The node.
+        node: NodeId,
+        /// Its load.
+        stats: NodeStats,
+        /// Log time.
+        now_ms: u64,
+    },
+    /// A shard leader's periodic report; answered with the next step for the shard, if any.
+    ShardReport(ShardReport),
+    /// Advances log time: marks silent nodes `Down`, cancels stalled operators, runs the
+    /// schedulers. The PD leader proposes one every scheduling interval.
+    Tick {
+        /// Log time.
+        now_ms: u64,
+    },
+    /// Sets a node's operator-controlled state: `Draining`, `Up` (cancel a drain) or `Removed`.
+    SetNodeState {
+        /// The node.
+        node: NodeId,
+        /// The new state.
+        state: NodeState,
+        /// Log time.
+        now_ms: u64,
+    },
+    /// Creates an admin operator.
+    AddOperator {
+        /// What to do.
+        operator: AdminOperator,
+        /// Log time.
+        now_ms: u64,
+    },
+    /// Cancels the operator of `shard`, rolling back what it did.
+    CancelOperator {
+        /// The shard.
+        shard: ShardId,
+        /// Log time.
+        now_ms: u64,
+    },
+    /// Turns a scheduler on or off.
+    SetScheduler {
+        /// The scheduler.
+        scheduler: SchedulerKind,
+        /// On or off.
+        enabled: bool,
+    },
+    /// Replaces all settings (validated first).
+    SetSettings(Settings),
+    /// Allocates `count` consecutive ids; answered with the first.
+    AllocIds {
+        /// Which counter.
+        kind: IdKind,
+        /// How many (1 to [`MAX_IDS_PER_ALLOC`]).
+        count: u64,
+    },
+}
+
+/// Most ids one [`Command::AllocIds`] may take.
+pub const MAX_IDS_PER_ALLOC: u64 = 1 << 20;
+
+/// What a tick did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickOutcome {
+    /// Nodes newly marked `Down`.
+    pub marked_down: Vec<NodeId>,
+    /// Operators cancelled for making no progress (their rollbacks, if any, were created).
+    pub cancelled: Vec<OperatorId>,
+    /// Operators the schedulers created.
+    pub created: Vec<OperatorId>,
+}
+
+/// The answer to an applied command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The command was applied; nothing to report.
+    Done,
+    /// The node's id (`RegisterNode`).
+    NodeId(NodeId),
+    /// The node's state and the limits it enforces itself (`NodeHeartbeat`).
+    Heartbeat {
+        /// The node's state at PD: a `Draining` node keeps serving; a `Removed` one stops.
+        state: NodeState,
+        /// Snapshot bandwidth limit for the node's sender, bytes per second (0 = unlimited).
+        max_snapshot_bytes_per_sec: u64,
+    },
+    /// The next step for the reporting shard (`ShardReport`).
+    ShardReport {
+        /// Whether the reported descriptor replaced PD's (newer epoch).
+        descriptor_updated: bool,
+        /// What the leader should do next, if anything.
+        order: Option<StepOrder>,
+    },
+    /// What a tick did.
+    Tick(TickOutcome),
+    /// The created operator (`AddOperator`) or the cancelled one (`CancelOperator`).
+    Operator(OperatorId),
+    /// The first of the allocated ids (`AllocIds`).
+    Ids {
+        /// First id; the allocation is `first..first + count`.
+        first: u64,
+        /// How many.
+        count: u64,
+    },
+}
+
+/// The shard a report or admin command is about, for logs.
+pub fn command_shard(command: &Command) -> Option<ShardId> {
+    match command {
+        Command::ShardReport(report) => Some(report.descriptor.id),
+        Command::AddOperator { operator, .. } => Some(match *operator {
+            AdminOperator::MoveReplica { shard, .. }
+            | AdminOperator::TransferLeader { shard, .. }
+            | AdminOperator::SplitShard { shard, .. } => shard,
+        }),
+        Command::CancelOperator { shard, .. } => Some(*shard),
+        _ => None,
+    }
+}

@@ -1,0 +1,113 @@
+//! ringkv's placement driver (PD): the state machine of Raft group 0 and its schedulers, as pure
+//! code. No I/O, no clock, no randomness: `ringkvd` proposes [`Command`]s to group 0 and applies
+//! the committed ones with [`PdState::apply`], in log order, on every PD replica.
+//!
+//! # Model
+//!
+//! [`PdState`] holds the cluster identity, the node registry ([`NodeInfo`]: address, labels,
+//! capacity, [`NodeState`], last heartbeat in log time, load), the shard map
+//! ([`ringkv_types::ShardMap`]: one descriptor per shard with its epoch), the monotonic id
+//! counters (nodes, shards, replica incarnations, operators), the operators in flight (at most
+//! one per shard) and the scheduler [`Settings`].
+//!
+//! Time is log time. Every command that needs the time carries a `now_ms` set by the PD leader
+//! that proposed it; applying keeps the largest seen so far ([`PdState::now_ms`]), so every
+//! replica agrees on it and it never goes backwards. `ringkvd`'s PD leader proposes
+//! [`Command::Tick`] periodically; ticks mark silent nodes `Down`, cancel stalled operators and
+//! run the schedulers.
+//!
+//! # Driving it from `ringkvd`
+//!
+//! * Bootstrap: the node that bootstraps group 0 proposes [`Command::Bootstrap`] with the
+//!   `initial_cluster` nodes and the initial map; later nodes propose
+//!   [`Command::RegisterNode`] (answered with [`Response::NodeId`]).
+//! * Every node proposes [`Command::NodeHeartbeat`] periodically (answered with its state: a
+//!   `Removed` node should stop).
+//! * Every shard leader proposes [`Command::ShardReport`] periodically and after each conf
+//!   change or split it applies; the answer ([`Response::ShardReport`]) carries the next
+//!   [`StepOrder`] for the shard, which the leader carries out:
+//!   [`Step::AddLearner`] → `propose_conf_change(AddLearner(member_id(node, incarnation)))` and
+//!   create the replica on `node`; [`Step::PromoteLearner`] → `PromoteLearner`;
+//!   [`Step::RemoveReplica`] → `Remove`; [`Step::TransferLeader`] → `transfer_leader`;
+//!   [`Step::Split`] → a split proposal with the given new shard id and position. The same
+//!   step comes back on every report until a report shows it done, so the leader should ignore
+//!   an order while one of its conf changes is still uncommitted, and should ignore orders
+//!   whose epoch differs from its own.
+//! * `ringctl` proposes admin commands ([`Command::AddOperator`], [`Command::SetNodeState`],
+//!   [`Command::SetScheduler`], [`Command::SetSettings`]) and reads the state;
+//!   `ringctl rebalance --dry-run` prints [`plan`].
+//!
+//! # Operators, steps, rollback
+//!
+//! An [`Operator`] is a list of [`Step`]s for one shard; each membership step is one Raft conf
+//! change (learners first, one change at a time), so a step never leaves a shard with fewer
+//! voters than a quorum of its previous configuration. A move is `AddLearner` → (the leader
+//! reports the learner caught up) → `PromoteLearner` → `RemoveReplica`; PD never hands out a
+//! `RemoveReplica` that would leave fewer than `replication_factor` voters or fewer live voters
+//! than before, and hands out a `TransferLeader` first when the replica to remove is the leader.
+//!
+//! A step that shows no progress within `operator_step_timeout_ms` of log time cancels its
+//! operator (so does [`Command::CancelOperator`], and an `AddLearner` whose target is no longer
+//! `Up`). Cancelling rolls back what cannot stay:
+//!
+//! * `AddLearner` handed out, learner not yet a voter: a rollback operator removes the learner.
+//!   If the learner appears only after the rollback finished, it is an orphan (a learner with no
+//!   operator) and the repair scheduler removes it.
+//! * `PromoteLearner` done: nothing; the new voter is a full replica. The shard may have one
+//!   voter too many, which the repair scheduler trims (preferring silent, then draining nodes).
+//! * `TransferLeader`: nothing; leader balancing corrects leadership later.
+//! * `RemoveReplica`: nothing; the shard keeps a replica it was about to lose.
+//! * `Split`: nothing can be undone: a split is one Raft entry, applied or not. The map follows
+//!   the reports either way: the left part's report (with the operator still in flight) or the
+//!   right part's own report (even without it) updates the map.
+//!
+//! A rollback operator that itself times out is dropped; repair picks up what it left.
+//!
+//! # Schedulers
+//!
+//! [`plan`] and every tick run the enabled schedulers in priority order: repair, drain, split,
+//! balance replicas, balance leaders; each one's rules are documented in its module under
+//! `src/scheduler/`. They are pure functions of the state, iterate in id order and break ties by
+//! id.
+//!
+//! # Shard map updates
+//!
+//! A report whose descriptor has an older epoch than PD's (in either component) is refused with
+//! [`Error::StaleDescriptor`]; the same epoch with a different layout is a conflict; a newer
+//! epoch replaces PD's descriptor when the arc is unchanged or is the left part of a planned
+//! split (the right part is then filed under the operator's new shard id, with epoch zero until
+//! that shard reports). A shard PD does not know yet is accepted as the tail of the shard it was
+//! split from. The map always covers the ring exactly once.
+
+mod apply;
+pub mod command;
+pub mod error;
+pub mod node;
+pub mod operator;
+mod scheduler;
+pub mod settings;
+pub mod state;
+
+pub use command::{
+    AdminOperator, Command, IdKind, NodeRegistration, Response, ShardReport, ShardStats,
+    TickOutcome,
+};
+pub use error::{Error, InvalidReason, RejectReason, Result};
+pub use node::{NodeInfo, NodeState, NodeStats};
+pub use operator::{Operator, OperatorId, OperatorKind, Step, StepOrder};
+pub use scheduler::{move_steps, plan, split_position};
+pub use settings::{SchedulerKind, Settings};
+pub use state::{ClusterInfo, IdCounters, OperatorCounts, PdState, ShardStatus};
+
+/// The Raft member id of the replica of `node` with `incarnation`: `(node << 32) | incarnation`.
+/// Node ids stay below 2^32 (PD never allocates larger ones).
+pub fn member_id(node: ringkv_types::NodeId, incarnation: u32) -> ringkv_types::NodeId {
+    ringkv_types::NodeId((node.get() << 32) | u64::from(incarnation))
+}
+
+#[cfg(test)]
+mod apply_test;
+#[cfg(test)]
+mod scheduler_test;
+#[cfg(test)]
+mod test_support;
