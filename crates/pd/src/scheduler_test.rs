@@ -1,1 +1,376 @@
-//! Scheduler tests.
+//! Table and scenario tests for every scheduler, through `plan` and `Tick`.
+
+use crate::command::{Command, Response, ShardStats};
+use crate::node::NodeState;
+use crate::operator::{Operator, OperatorKind, Step};
+use crate::scheduler::plan;
+use crate::settings::SchedulerKind;
+use crate::state::PdState;
+use crate::test_support::*;
+use ringkv_types::{NodeId, ShardId};
+use std::collections::BTreeMap;
+
+fn enable(state: &mut PdState, kind: SchedulerKind) {
+    state.settings.set_enabled(kind, true);
+}
+
+/// Log time at which a node killed at 0 is dead (the default `max_down_time_ms`).
+const DEAD_AT: u64 = 30 * 60 * 1000;
+
+/// Heartbeats every node not killed, then ticks.
+fn tick(state: &mut PdState, now_ms: u64) -> Vec<Operator> {
+    let alive: Vec<NodeId> = state
+        .nodes
+        .values()
+        .filter(|n| n.down_since_ms.is_none() && n.state != NodeState::Removed)
+        .map(|n| n.id)
+        .collect();
+    for node in alive {
+        state
+            .apply(&Command::NodeHeartbeat {
+                node,
+                stats: Default::default(),
+                now_ms,
+            })
+            .expect("heartbeat");
+    }
+    let Ok(Response::Tick(outcome)) = state.apply(&Command::Tick { now_ms }) else {
+        panic!("tick refused");
+    };
+    state.check_invariants();
+    outcome
+        .created
+        .iter()
+        .map(|id| state.operator_by_id(*id).cloned().expect("created"))
+        .collect()
+}
+
+fn add_node(state: &mut PdState, addr: &str) -> NodeId {
+    match state.apply(&Command::RegisterNode {
+        node: registration(addr),
+        now_ms: state.now_ms,
+    }) {
+        Ok(Response::NodeId(id)) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn kill(state: &mut PdState, node: NodeId, since_ms: u64) {
+    let info = state.nodes.get_mut(&node).expect("node");
+    info.state = NodeState::Down;
+    info.down_since_ms = Some(since_ms);
+}
+
+#[test]
+fn plan_is_pure_and_matches_what_a_tick_creates() {
+    let mut state = cluster(3, 8, 3);
+    add_node(&mut state, "new:1");
+    enable(&mut state, SchedulerKind::BalanceReplicas);
+    let before = state.clone();
+    let planned = plan(&state);
+    assert_eq!(state, before, "plan changed the state");
+    assert!(!planned.is_empty());
+    let created = tick(&mut state, 0);
+    assert_eq!(planned, created);
+    // Nothing scheduled twice: the next pass sees the operators in flight.
+    assert!(
+        plan(&state)
+            .iter()
+            .all(|o| !before.operators.contains_key(&o.shard))
+    );
+}
+
+#[test]
+fn disabled_schedulers_create_nothing() {
+    let mut state = cluster(3, 8, 3);
+    add_node(&mut state, "new:1");
+    kill(&mut state, NodeId(1), 0);
+    state.now_ms = state.settings.max_down_time_ms;
+    state
+        .shards
+        .get_mut(&ShardId(1))
+        .expect("s1")
+        .stats
+        .size_bytes = u64::MAX;
+    assert!(plan(&state).is_empty());
+}
+
+#[test]
+fn repair_replaces_voters_of_dead_nodes_add_first() {
+    let mut state = cluster(4, 4, 3);
+    enable(&mut state, SchedulerKind::Repair);
+    state.settings.max_snapshots_per_node = 8;
+    kill(&mut state, NodeId(2), 0);
+    // Down, but not for long enough.
+    state.now_ms = state.settings.max_down_time_ms - 1;
+    assert!(plan(&state).is_empty());
+    let created = tick(&mut state, DEAD_AT);
+    // Shards on node 2: round robin puts shard i on i..i+2 (mod 4): shards 1, 2, 4.
+    let shards: Vec<ShardId> = created.iter().map(|o| o.shard).collect();
+    assert_eq!(shards, vec![ShardId(1), ShardId(2), ShardId(4)]);
+    for operator in &created {
+        assert_eq!(operator.kind, OperatorKind::Repair);
+        let target = match operator.steps[0] {
+            Step::AddLearner { node, .. } => node,
+            other => panic!("repair must add first: {other:?}"),
+        };
+        assert_ne!(target, NodeId(2));
+        assert_eq!(
+            operator.steps[1..],
+            [
+                Step::PromoteLearner { node: target },
+                Step::RemoveReplica { node: NodeId(2) }
+            ]
+        );
+    }
+}
+
+#[test]
+fn repair_respects_snapshot_and_operator_limits() {
+    let mut state = cluster(4, 8, 3);
+    enable(&mut state, SchedulerKind::Repair);
+    kill(&mut state, NodeId(2), 0);
+    state.settings.max_snapshots_per_node = 1;
+    let created = tick(&mut state, DEAD_AT);
+    let mut per_target: BTreeMap<NodeId, u32> = BTreeMap::new();
+    for operator in &created {
+        if let Some(node) = operator.snapshot_target() {
+            *per_target.entry(node).or_default() += 1;
+        }
+    }
+    assert!(!created.is_empty());
+    assert!(per_target.values().all(|&n| n <= 1), "{per_target:?}");
+    let mut state = cluster(6, 12, 3);
+    enable(&mut state, SchedulerKind::Repair);
+    kill(&mut state, NodeId(2), 0);
+    state.settings.max_operators = 2;
+    assert_eq!(tick(&mut state, DEAD_AT).len(), 2);
+    assert!(tick(&mut state, DEAD_AT).is_empty());
+}
+
+#[test]
+fn repair_table() {
+    struct Case {
+        name: &'static str,
+        replicas: Vec<ringkv_types::Replica>,
+        silent: Option<u64>,
+        expected: Option<Vec<Step>>,
+    }
+    let cases = vec![
+        Case {
+            name: "orphan learner removed",
+            replicas: vec![voter(1), voter(2), voter(3), learner(4)],
+            silent: None,
+            expected: Some(vec![Step::RemoveReplica { node: NodeId(4) }]),
+        },
+        Case {
+            name: "missing voter added on the emptiest node, ties to the lowest id",
+            replicas: vec![voter(1), voter(2)],
+            silent: None,
+            expected: Some(vec![
+                Step::AddLearner {
+                    node: NodeId(3),
+                    incarnation: 1,
+                },
+                Step::PromoteLearner { node: NodeId(3) },
+            ]),
+        },
+        Case {
+            name: "excess voter on a silent node removed first",
+            replicas: vec![voter(1), voter(2), voter(3), voter(4)],
+            silent: Some(3),
+            expected: Some(vec![Step::RemoveReplica { node: NodeId(3) }]),
+        },
+        Case {
+            name: "excess voter: the most loaded non-leader, ties to the highest id",
+            replicas: vec![voter(1), voter(2), voter(3), voter(4)],
+            silent: None,
+            expected: Some(vec![Step::RemoveReplica { node: NodeId(4) }]),
+        },
+        Case {
+            name: "healthy shard left alone",
+            replicas: vec![voter(1), voter(2), voter(3)],
+            silent: None,
+            expected: None,
+        },
+    ];
+    for case in cases {
+        let mut state = cluster(4, 2, 3);
+        enable(&mut state, SchedulerKind::Repair);
+        let descriptor = with_replicas(&state, ShardId(1), case.replicas);
+        let mut report = report_of(&state, ShardId(1), Some(NodeId(1)), 0);
+        report.descriptor = descriptor;
+        state
+            .apply(&Command::ShardReport(report))
+            .expect("report accepted");
+        if let Some(node) = case.silent {
+            kill(&mut state, NodeId(node), 0);
+        }
+        let planned = plan(&state);
+        let steps = planned
+            .iter()
+            .find(|o| o.shard == ShardId(1))
+            .map(|o| o.steps.clone());
+        assert_eq!(steps, case.expected, "{}", case.name);
+    }
+}
+
+#[test]
+fn dead_voter_without_a_target_is_kept() {
+    // Three nodes, replication three: nowhere to rebuild, and removing would drop below it.
+    let mut state = cluster(3, 2, 3);
+    enable(&mut state, SchedulerKind::Repair);
+    kill(&mut state, NodeId(1), 0);
+    state.now_ms = state.settings.max_down_time_ms;
+    assert!(plan(&state).is_empty());
+}
+
+#[test]
+fn drain_moves_every_replica_off_the_node() {
+    let mut state = cluster(4, 4, 3);
+    enable(&mut state, SchedulerKind::Drain);
+    state.settings.max_snapshots_per_node = 8;
+    state
+        .apply(&Command::SetNodeState {
+            node: NodeId(1),
+            state: NodeState::Draining,
+            now_ms: 0,
+        })
+        .expect("drain");
+    let created = tick(&mut state, 1);
+    // Node 1 holds shards 1, 3, 4; only node... each shard has one node without a replica.
+    assert_eq!(created.len(), 3);
+    for operator in &created {
+        assert_eq!(operator.kind, OperatorKind::Drain);
+        assert_eq!(
+            operator.steps.last(),
+            Some(&Step::RemoveReplica { node: NodeId(1) })
+        );
+        assert!(matches!(operator.steps[0], Step::AddLearner { node, .. } if node != NodeId(1)));
+    }
+    // With three nodes there is nowhere to go: the drain waits.
+    let mut state = cluster(3, 2, 3);
+    enable(&mut state, SchedulerKind::Drain);
+    state.nodes.get_mut(&NodeId(1)).expect("n1").state = NodeState::Draining;
+    assert!(plan(&state).is_empty());
+}
+
+#[test]
+fn split_by_size_or_load() {
+    let cases = [
+        ("small and cool", 10, 10, false),
+        ("too large", 2000, 0, true),
+        ("too hot", 0, 600, true),
+    ];
+    for (name, size_bytes, load, split) in cases {
+        let mut state = cluster(3, 2, 3);
+        enable(&mut state, SchedulerKind::Split);
+        state.settings.split_size_bytes = 1000;
+        state.settings.split_load_per_sec = 500;
+        state.shards.get_mut(&ShardId(2)).expect("s2").stats = ShardStats {
+            size_bytes,
+            keys: 1,
+            writes_per_sec: load / 2,
+            reads_per_sec: load - load / 2,
+        };
+        let planned = plan(&state);
+        if split {
+            let descriptor = state.descriptor(ShardId(2)).expect("s2");
+            assert_eq!(
+                planned
+                    .iter()
+                    .map(|o| (o.shard, o.steps.clone()))
+                    .collect::<Vec<_>>(),
+                vec![(
+                    ShardId(2),
+                    vec![Step::Split {
+                        new_shard: ShardId(3),
+                        at: descriptor.arc.midpoint()
+                    }]
+                )],
+                "{name}"
+            );
+        } else {
+            assert!(planned.is_empty(), "{name}");
+        }
+    }
+    // The leader's hint wins when it lies inside the arc.
+    let mut state = cluster(3, 1, 3);
+    enable(&mut state, SchedulerKind::Split);
+    let status = state.shards.get_mut(&ShardId(1)).expect("s1");
+    status.stats.size_bytes = u64::MAX;
+    status.split_hint = Some(12345);
+    assert_eq!(
+        plan(&state)[0].steps,
+        vec![Step::Split {
+            new_shard: ShardId(2),
+            at: 12345
+        }]
+    );
+}
+
+#[test]
+fn balance_replicas_fills_a_new_node() {
+    let mut state = cluster(3, 9, 3);
+    enable(&mut state, SchedulerKind::BalanceReplicas);
+    state.settings.max_snapshots_per_node = 100;
+    state.settings.max_operators = 100;
+    let new = add_node(&mut state, "new:1");
+    let created = tick(&mut state, 0);
+    // 27 replicas over 4 nodes: 7, 7, 7, 6 — the new node gets 6, one move per shard at most.
+    assert_eq!(created.len(), 6);
+    for operator in &created {
+        assert_eq!(operator.kind, OperatorKind::BalanceReplicas);
+        assert!(matches!(operator.steps[0], Step::AddLearner { node, .. } if node == new));
+    }
+    assert!(
+        plan(&state).is_empty(),
+        "already balanced once these finish"
+    );
+}
+
+#[test]
+fn balance_replicas_skips_shards_with_a_silent_voter() {
+    let mut state = cluster(3, 3, 3);
+    enable(&mut state, SchedulerKind::BalanceReplicas);
+    add_node(&mut state, "new:1");
+    kill(&mut state, NodeId(1), 0);
+    // Every shard has a voter on node 1.
+    assert!(plan(&state).is_empty());
+}
+
+#[test]
+fn balance_leaders_spreads_leadership() {
+    let mut state = cluster(3, 6, 3);
+    enable(&mut state, SchedulerKind::BalanceLeaders);
+    for shard in 1..=6 {
+        let report = report_of(&state, ShardId(shard), Some(NodeId(1)), 1);
+        state.apply(&Command::ShardReport(report)).expect("report");
+    }
+    let created = tick(&mut state, 2);
+    let mut targets: BTreeMap<NodeId, u32> = BTreeMap::new();
+    for operator in &created {
+        let [Step::TransferLeader { to }] = operator.steps[..] else {
+            panic!("{operator:?}");
+        };
+        *targets.entry(to).or_default() += 1;
+    }
+    assert_eq!(targets, BTreeMap::from([(NodeId(2), 2), (NodeId(3), 2)]));
+    assert!(plan(&state).is_empty());
+}
+
+#[test]
+fn schedulers_are_deterministic() {
+    let build = || {
+        let mut state = cluster(5, 16, 3);
+        for kind in SchedulerKind::ALL {
+            enable(&mut state, kind);
+        }
+        add_node(&mut state, "a:1");
+        add_node(&mut state, "b:1");
+        kill(&mut state, NodeId(2), 0);
+        state.now_ms = state.settings.max_down_time_ms;
+        state
+    };
+    assert_eq!(plan(&build()), plan(&build()));
+}
