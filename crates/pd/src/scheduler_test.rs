@@ -374,3 +374,36 @@ fn schedulers_are_deterministic() {
     };
     assert_eq!(plan(&build()), plan(&build()));
 }
+
+/// When the fullest and the emptiest node share no shard, leadership moves along a chain.
+#[test]
+fn balance_leaders_moves_through_an_intermediate_node() {
+    let mut state = cluster(4, 4, 3);
+    enable(&mut state, SchedulerKind::BalanceLeaders);
+    let layout = [
+        (1, [1, 2, 3], 1),
+        (2, [1, 2, 3], 1),
+        (3, [2, 3, 4], 2),
+        (4, [2, 3, 4], 3),
+    ];
+    for (shard, nodes, leader) in layout {
+        let descriptor = with_replicas(&state, ShardId(shard), nodes.map(voter).to_vec());
+        let mut report = report_of(&state, ShardId(shard), None, 1);
+        report.descriptor = descriptor;
+        report.leader = NodeId(leader);
+        state
+            .apply(&Command::ShardReport(report))
+            .expect("report accepted");
+    }
+    let transfers: Vec<(ShardId, Vec<Step>)> = plan(&state)
+        .into_iter()
+        .map(|o| (o.shard, o.steps))
+        .collect();
+    assert_eq!(
+        transfers,
+        vec![
+            (ShardId(1), vec![Step::TransferLeader { to: NodeId(2) }]),
+            (ShardId(3), vec![Step::TransferLeader { to: NodeId(4) }]),
+        ]
+    );
+}
