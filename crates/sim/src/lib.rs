@@ -3,7 +3,9 @@
 //! One `u64` seed decides everything about a run: cluster size (3, 5 or 7 nodes), how many Raft
 //! groups share the nodes (multi-Raft), network faults (drop, duplicate, reorder through random
 //! delay, symmetric and one-way partitions), crash-restarts that lose everything not yet
-//! persisted, membership changes and leader transfers in the middle of it all, tiny snapshot
+//! persisted, membership changes (random, or decided by the placement driver `ringkv-pd` in odd
+//! seeds with spare nodes: repair, drain, balancing) and leader transfers in the middle of it
+//! all, tiny snapshot
 //! thresholds, and clients doing put/get/delete/compare-and-swap with ReadIndex and lease reads.
 //! The production Raft core runs unmodified; only the world around it is simulated, at the
 //! sans-IO boundary. Rerunning a seed reproduces the run exactly (same trace hash).
@@ -50,6 +52,7 @@ pub fn run_seed(seed: u64, bug: Option<PlantedBug>) -> SeedReport {
                 trace_hash: 0,
                 trace_events: 0,
                 nodes: 0,
+                pd_orders: 0,
             }
         }
     }

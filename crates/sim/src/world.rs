@@ -22,6 +22,9 @@ use ringkv_types::raft::{ConfState, EntryPayload, Message};
 use ringkv_types::{LogIndex, NodeId, ShardId};
 use std::collections::{BTreeMap, BTreeSet};
 
+mod placement;
+use placement::Placement;
+
 /// Which known bug to plant, for the simulator's self-test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlantedBug {
@@ -80,6 +83,9 @@ pub struct SeedReport {
     pub trace_events: u64,
     /// Cluster size.
     pub nodes: u64,
+    /// Steps of placement-driver operators carried out (0 when the random injector decides
+    /// membership changes).
+    pub pd_orders: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -170,6 +176,9 @@ pub struct World {
     next_member: u64,
     /// Print every event to stderr (`RINGKV_SIM_TRACE=1`), for debugging one seed.
     verbose: bool,
+    /// The placement driver, in the seeds where it (not the random injector) decides
+    /// membership changes.
+    placement: Option<Placement>,
 }
 
 impl World {
@@ -196,6 +205,7 @@ impl World {
             );
         }
         let groups: Vec<ShardId> = (1..=params.groups).map(ShardId).collect();
+        let mut initial_members = Vec::new();
         for &group in &groups {
             // Pick `replication` distinct nodes for the group's first voters.
             let mut members: Vec<NodeId> = (1..=params.nodes).map(NodeId).collect();
@@ -204,6 +214,7 @@ impl World {
                 members.remove(victim);
             }
             let conf = ConfState::with_voters(members.iter().copied());
+            initial_members.push((group, members.clone()));
             for member in members {
                 let mut replica =
                     Replica::new(group, member, member, MemStorage::with_conf(conf.clone()));
@@ -223,6 +234,19 @@ impl World {
             })
             .collect();
         let params_nodes = params.nodes;
+        // Seeds with spare nodes alternate: odd ones let the placement driver decide membership.
+        let placement = if params.nodes > params.replication && seed % 2 == 1 {
+            let drain = if rng.range(0, 3) > 0 {
+                let start = rng.range(20, 150);
+                let end = start + rng.range(100, 200);
+                Some((start, end, NodeId(rng.range(1, params.nodes + 1))))
+            } else {
+                None
+            };
+            Placement::new(params.nodes, &initial_members, params.replication, drain)
+        } else {
+            None
+        };
         let mut world = Self {
             seed,
             params,
@@ -253,6 +277,7 @@ impl World {
             member_node: (1..=params_nodes).map(|n| (NodeId(n), NodeId(n))).collect(),
             next_member: 1000,
             verbose: std::env::var_os("RINGKV_SIM_TRACE").is_some(),
+            placement,
         };
         let ids: Vec<NodeId> = world.nodes.keys().copied().collect();
         for id in ids {
@@ -289,6 +314,7 @@ impl World {
             trace_hash: self.trace.hash(),
             trace_events: self.trace.events(),
             nodes: self.params.nodes,
+            pd_orders: self.placement.as_ref().map_or(0, |p| p.orders),
         }
     }
 
@@ -867,7 +893,9 @@ impl World {
                 }
             }
         }
-        if self.chance(self.params.conf_change_per_mille) {
+        if self.placement.is_some() {
+            self.drive_placement();
+        } else if self.chance(self.params.conf_change_per_mille) {
             self.change_membership();
         }
         if self.chance(self.params.transfer_per_mille) {

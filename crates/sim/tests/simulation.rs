@@ -9,9 +9,21 @@ use ringkv_sim::{PlantedBug, run_seed};
 /// Seeds every test run covers.
 const DEFAULT_SEEDS: u64 = 200;
 
-fn run_range(start: u64, count: u64) -> (u64, u64) {
-    let mut ops = 0;
-    let mut conf_changes = 0;
+/// Totals over a range of seeds.
+struct Totals {
+    ops: u64,
+    conf_changes: u64,
+    pd_orders: u64,
+    pd_seeds: u64,
+}
+
+fn run_range(start: u64, count: u64) -> Totals {
+    let mut totals = Totals {
+        ops: 0,
+        conf_changes: 0,
+        pd_orders: 0,
+        pd_seeds: 0,
+    };
     for seed in start..start + count {
         let report = run_seed(seed, None);
         if let Some(violation) = report.violation {
@@ -19,20 +31,37 @@ fn run_range(start: u64, count: u64) -> (u64, u64) {
                 "seed {seed}: {violation}\nreproduce: cargo run -p ringkv-sim -- --seeds 1 --start {seed}"
             );
         }
-        ops += report.ops_checked;
-        conf_changes += report.conf_changes;
+        totals.ops += report.ops_checked;
+        totals.conf_changes += report.conf_changes;
+        totals.pd_orders += report.pd_orders;
+        totals.pd_seeds += u64::from(report.pd_orders > 0);
     }
-    (ops, conf_changes)
+    totals
 }
 
 #[test]
 fn default_seeds_have_no_violations() {
-    let (ops, conf_changes) = run_range(0, DEFAULT_SEEDS);
+    let Totals {
+        ops,
+        conf_changes,
+        pd_orders,
+        pd_seeds,
+    } = run_range(0, DEFAULT_SEEDS);
     // The runs must actually exercise the system, not pass vacuously.
     assert!(ops > DEFAULT_SEEDS * 50, "only {ops} operations checked");
     assert!(
         conf_changes > DEFAULT_SEEDS,
         "only {conf_changes} membership changes"
+    );
+    // About a third of the seeds have spare nodes and an odd seed: there the placement driver
+    // decides membership changes (repair, drain, balancing) under the same faults.
+    assert!(
+        pd_seeds > DEFAULT_SEEDS / 5 && pd_orders > DEFAULT_SEEDS,
+        "placement driver acted in {pd_seeds} seeds, {pd_orders} orders"
+    );
+    println!(
+        "{DEFAULT_SEEDS} seeds: {ops} ops, {conf_changes} conf changes, {pd_orders} PD orders in \
+         {pd_seeds} seeds"
     );
 }
 
@@ -108,9 +137,14 @@ fn soak() {
         return;
     };
     let started = std::time::Instant::now();
-    let (ops, conf_changes) = run_range(DEFAULT_SEEDS, count);
+    let totals = run_range(DEFAULT_SEEDS, count);
     println!(
-        "soak: {count} seeds, violations: 0, ops checked: {ops}, conf changes: {conf_changes}, {:.0} s",
+        "soak: {count} seeds, violations: 0, ops checked: {}, conf changes: {}, PD orders: {} \
+         in {} seeds, {:.0} s",
+        totals.ops,
+        totals.conf_changes,
+        totals.pd_orders,
+        totals.pd_seeds,
         started.elapsed().as_secs_f64()
     );
 }
