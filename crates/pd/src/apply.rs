@@ -70,13 +70,13 @@ impl PdState {
             } => self.set_node_state(*node, *state, *now_ms),
             Command::AddOperator { operator, now_ms } => self.add_admin_operator(operator, *now_ms),
             Command::CancelOperator { shard, now_ms } => {
-                self.advance_time(*now_ms);
                 self.require_bootstrapped()?;
                 let operator = self
                     .operators
                     .get(shard)
                     .map(|o| o.id)
                     .ok_or(Error::NoOperator { shard: *shard })?;
+                self.advance_time(*now_ms);
                 self.cancel_operator(*shard);
                 Ok(Response::Operator(operator))
             }

@@ -230,17 +230,3 @@ pub enum Response {
         count: u64,
     },
 }
-
-/// The shard a report or admin command is about, for logs.
-pub fn command_shard(command: &Command) -> Option<ShardId> {
-    match command {
-        Command::ShardReport(report) => Some(report.descriptor.id),
-        Command::AddOperator { operator, .. } => Some(match *operator {
-            AdminOperator::MoveReplica { shard, .. }
-            | AdminOperator::TransferLeader { shard, .. }
-            | AdminOperator::SplitShard { shard, .. } => shard,
-        }),
-        Command::CancelOperator { shard, .. } => Some(*shard),
-        _ => None,
-    }
-}

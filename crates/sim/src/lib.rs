@@ -5,8 +5,8 @@
 //! delay, symmetric and one-way partitions), crash-restarts that lose everything not yet
 //! persisted, membership changes (random, or decided by the placement driver `ringkv-pd` in odd
 //! seeds with spare nodes: repair, drain, balancing) and leader transfers in the middle of it
-//! all, tiny snapshot
-//! thresholds, and clients doing put/get/delete/compare-and-swap with ReadIndex and lease reads.
+//! all, tiny snapshot thresholds, and clients doing put/get/delete/compare-and-swap with
+//! ReadIndex and lease reads.
 //! The production Raft core runs unmodified; only the world around it is simulated, at the
 //! sans-IO boundary. Rerunning a seed reproduces the run exactly (same trace hash).
 //!

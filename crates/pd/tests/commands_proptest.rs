@@ -1,0 +1,207 @@
+//! Property: any sequence of commands, valid or not, applies without panicking; a refused
+//! command leaves the state exactly as it was; the state's invariants hold after every command;
+//! and applying the same sequence twice gives the same states and answers (determinism).
+
+use proptest::prelude::*;
+use ringkv_pd::{
+    AdminOperator, Command, IdKind, NodeRegistration, NodeState, NodeStats, PdState, SchedulerKind,
+    Settings, ShardReport, ShardStats,
+};
+use ringkv_types::ring::Arc;
+use ringkv_types::{Epoch, NodeId, Replica, ReplicaRole, ShardDescriptor, ShardId, ShardMap};
+use std::collections::BTreeMap;
+
+const NODES: u64 = 5;
+const SHARDS: u64 = 4;
+
+fn registration(addr: String) -> NodeRegistration {
+    NodeRegistration {
+        addr,
+        labels: BTreeMap::new(),
+        capacity_bytes: 1 << 30,
+    }
+}
+
+fn bootstrapped() -> PdState {
+    let shards = Arc::split_even(SHARDS)
+        .into_iter()
+        .enumerate()
+        .map(|(i, arc)| ShardDescriptor {
+            id: ShardId(i as u64 + 1),
+            arc,
+            epoch: Epoch {
+                conf_ver: 1,
+                version: 1,
+            },
+            replicas: (0..3)
+                .map(|j| Replica {
+                    node: NodeId((i as u64 + j) % NODES + 1),
+                    role: ReplicaRole::Voter,
+                })
+                .collect(),
+        })
+        .collect();
+    let mut state = PdState::new();
+    let settings = Settings {
+        heartbeat_timeout_ms: 100,
+        max_down_time_ms: 300,
+        operator_step_timeout_ms: 500,
+        split_size_bytes: 1000,
+        ..Settings::default()
+    };
+    let bootstrap = Command::Bootstrap {
+        cluster_id: 1,
+        cluster_name: "prop".to_string(),
+        nodes: (1..=NODES)
+            .map(|n| (NodeId(n), registration(format!("n{n}"))))
+            .collect(),
+        shard_map: ShardMap { version: 1, shards },
+        settings,
+        now_ms: 0,
+    };
+    state.apply(&bootstrap).expect("valid bootstrap");
+    state
+}
+
+fn node() -> impl Strategy<Value = NodeId> {
+    (0..NODES + 3).prop_map(NodeId)
+}
+
+fn shard() -> impl Strategy<Value = ShardId> {
+    (0..SHARDS + 4).prop_map(ShardId)
+}
+
+fn role() -> impl Strategy<Value = ReplicaRole> {
+    prop_oneof![Just(ReplicaRole::Voter), Just(ReplicaRole::Learner)]
+}
+
+/// Arcs that are sometimes the shard's own, sometimes a split of it, sometimes nonsense.
+fn arc() -> impl Strategy<Value = Option<Arc>> {
+    prop_oneof![
+        Just(None),
+        (any::<u64>(), proptest::option::of(any::<u64>()))
+            .prop_map(|(start, end)| Some(Arc { start, end })),
+    ]
+}
+
+fn report() -> impl Strategy<Value = Command> {
+    (
+        shard(),
+        node(),
+        proptest::collection::vec((node(), role()), 0..6),
+        (0u64..4, 0u64..4),
+        arc(),
+        proptest::collection::vec(node(), 0..3),
+        (any::<u64>(), proptest::option::of(any::<u64>())),
+        0u64..5000,
+    )
+        .prop_map(
+            |(shard, leader, replicas, (conf_ver, version), arc, caught_up, (size, hint), now)| {
+                // Default arc: the shard's slot in the initial map.
+                let slots = Arc::split_even(SHARDS);
+                let arc = arc
+                    .or_else(|| slots.get(shard.get().saturating_sub(1) as usize).copied())
+                    .unwrap_or(Arc::FULL);
+                Command::ShardReport(ShardReport {
+                    descriptor: ShardDescriptor {
+                        id: shard,
+                        arc,
+                        epoch: Epoch { conf_ver, version },
+                        replicas: replicas
+                            .into_iter()
+                            .map(|(node, role)| Replica { node, role })
+                            .collect(),
+                    },
+                    leader,
+                    stats: ShardStats {
+                        size_bytes: size % 2000,
+                        ..ShardStats::default()
+                    },
+                    caught_up_learners: caught_up,
+                    split_hint: hint,
+                    now_ms: now,
+                })
+            },
+        )
+}
+
+fn node_state() -> impl Strategy<Value = NodeState> {
+    prop_oneof![
+        Just(NodeState::Up),
+        Just(NodeState::Down),
+        Just(NodeState::Draining),
+        Just(NodeState::Removed),
+    ]
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        4 => report(),
+        2 => (node(), 0u64..5000).prop_map(|(node, now_ms)| Command::NodeHeartbeat {
+            node,
+            stats: NodeStats::default(),
+            now_ms,
+        }),
+        2 => (0u64..5000).prop_map(|now_ms| Command::Tick { now_ms }),
+        1 => (node(), node_state(), 0u64..5000).prop_map(|(node, state, now_ms)| {
+            Command::SetNodeState { node, state, now_ms }
+        }),
+        1 => (0u8..10).prop_map(|n| Command::RegisterNode {
+            node: registration(format!("n{n}")),
+            now_ms: 0,
+        }),
+        1 => (shard(), node(), node()).prop_map(|(shard, from, to)| Command::AddOperator {
+            operator: AdminOperator::MoveReplica { shard, from, to },
+            now_ms: 0,
+        }),
+        1 => (shard(), node()).prop_map(|(shard, to)| Command::AddOperator {
+            operator: AdminOperator::TransferLeader { shard, to },
+            now_ms: 0,
+        }),
+        1 => (shard(), proptest::option::of(any::<u64>())).prop_map(|(shard, at)| {
+            Command::AddOperator {
+                operator: AdminOperator::SplitShard { shard, at },
+                now_ms: 0,
+            }
+        }),
+        1 => shard().prop_map(|shard| Command::CancelOperator { shard, now_ms: 0 }),
+        1 => (0usize..5, any::<bool>()).prop_map(|(i, enabled)| Command::SetScheduler {
+            scheduler: SchedulerKind::ALL[i],
+            enabled,
+        }),
+        1 => (0u64..3, any::<u64>()).prop_map(|(kind, count)| Command::AllocIds {
+            kind: [IdKind::Node, IdKind::Shard, IdKind::Incarnation][kind as usize],
+            count: count % 4,
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_command_sequence_is_safe_and_deterministic(
+        commands in proptest::collection::vec(command(), 1..60)
+    ) {
+        let mut state = bootstrapped();
+        let mut answers = Vec::new();
+        for command in &commands {
+            let before = state.clone();
+            let answer = state.apply(command);
+            state.check_invariants();
+            if answer.is_err() {
+                prop_assert_eq!(&state, &before, "refused {:?} changed the state", command);
+            }
+            prop_assert!(state.now_ms >= before.now_ms, "time went back");
+            prop_assert!(state.ids.next_shard >= before.ids.next_shard);
+            prop_assert!(state.ids.next_node >= before.ids.next_node);
+            prop_assert!(state.ids.next_incarnation >= before.ids.next_incarnation);
+            prop_assert!(state.shard_map.version >= before.shard_map.version);
+            answers.push(answer);
+        }
+        let mut replay = bootstrapped();
+        let replayed: Vec<_> = commands.iter().map(|c| replay.apply(c)).collect();
+        prop_assert_eq!(replay, state);
+        prop_assert_eq!(replayed, answers);
+    }
+}
