@@ -605,6 +605,9 @@ impl PdState {
                 if from == to {
                     return reject(shard, RejectReason::NoChange);
                 }
+                if source.role == ReplicaRole::Learner {
+                    return reject(shard, RejectReason::SourceIsLearner);
+                }
                 if descriptor.replica_on(to).is_some() {
                     return reject(shard, RejectReason::TargetHasReplica);
                 }

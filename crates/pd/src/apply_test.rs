@@ -866,3 +866,41 @@ fn commands_and_responses_round_trip_through_postcard() {
     let _ = ShardMap::default();
     let _ = ReplicaRole::Voter;
 }
+
+#[test]
+fn moving_a_learner_is_refused() {
+    let mut state = cluster(4, 1, 3);
+    let shard = ShardId(1);
+    let with_learner = with_replicas(
+        &state,
+        shard,
+        vec![voter(1), voter(2), voter(3), learner(4)],
+    );
+    let mut report = report_of(&state, shard, Some(NodeId(1)), 1);
+    report.descriptor = with_learner;
+    apply_report(&mut state, report);
+    // A fifth node to move to.
+    state.nodes.insert(
+        NodeId(5),
+        crate::node::NodeInfo {
+            id: NodeId(5),
+            ..state.nodes[&NodeId(4)].clone()
+        },
+    );
+    state.ids.next_node = 6;
+    let move_learner = Command::AddOperator {
+        operator: AdminOperator::MoveReplica {
+            shard,
+            from: NodeId(4),
+            to: NodeId(5),
+        },
+        now_ms: 2,
+    };
+    assert_eq!(
+        state.apply(&move_learner),
+        Err(Error::OperatorRejected {
+            shard,
+            reason: RejectReason::SourceIsLearner
+        })
+    );
+}

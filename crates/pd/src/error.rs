@@ -155,6 +155,8 @@ pub enum RejectReason {
     NoChange,
     /// The cluster-wide operator limit is reached.
     TooManyOperators,
+    /// The replica to move is a learner: learners exist only while an operator adds them.
+    SourceIsLearner,
 }
 
 /// Result with the PD's [`enum@Error`].

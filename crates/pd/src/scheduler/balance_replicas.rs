@@ -9,7 +9,7 @@
 
 use super::View;
 use crate::operator::OperatorKind;
-use ringkv_types::{NodeId, ShardId};
+use ringkv_types::{NodeId, ReplicaRole, ShardId};
 
 pub(super) fn schedule(view: &mut View<'_>) {
     while view.has_budget() {
@@ -46,7 +46,8 @@ fn next_move(view: &View<'_>) -> Option<(ShardId, NodeId, NodeId)> {
                 continue;
             }
             let shard = view.placement.iter().find_map(|(shard, replicas)| {
-                let movable = replicas.contains_key(&from)
+                // Only voters move: a learner outside an operator is an orphan for repair.
+                let movable = replicas.get(&from) == Some(&ReplicaRole::Voter)
                     && !replicas.contains_key(&to)
                     && !view.busy.contains(shard)
                     && view.all_voters_alive(*shard);
