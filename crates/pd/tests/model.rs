@@ -298,6 +298,21 @@ impl Model {
             self.report(shard);
         }
         let _ = self.apply(&Command::Tick { now_ms: now });
+        // PD only learns from reports: its map is never ahead of the shards themselves.
+        for descriptor in &self.pd.shard_map.shards {
+            let truth = self
+                .shards
+                .get(&descriptor.id)
+                .map(|s| s.descriptor.epoch)
+                .expect("PD knows only shards that exist");
+            assert!(
+                descriptor.epoch.conf_ver <= truth.conf_ver
+                    && descriptor.epoch.version <= truth.version,
+                "PD is ahead of {}: {:?} vs {truth:?}",
+                descriptor.id,
+                descriptor.epoch
+            );
+        }
     }
 
     /// A shard whose leader is down elects another live voter, if a majority is up.
