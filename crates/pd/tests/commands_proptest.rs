@@ -75,46 +75,106 @@ fn role() -> impl Strategy<Value = ReplicaRole> {
     prop_oneof![Just(ReplicaRole::Voter), Just(ReplicaRole::Learner)]
 }
 
-/// Arcs that are sometimes the shard's own, sometimes a split of it, sometimes nonsense.
-fn arc() -> impl Strategy<Value = Option<Arc>> {
+/// Which arc a report claims.
+#[derive(Clone, Copy, Debug)]
+enum ArcChoice {
+    /// The shard's slot in the initial map.
+    Slot,
+    /// The left half of the slot (after a split at the midpoint).
+    LeftHalf,
+    /// The right half of the slot (the new shard of such a split).
+    RightHalf,
+    /// Anything.
+    Random(Arc),
+}
+
+fn arc_choice() -> impl Strategy<Value = ArcChoice> {
     prop_oneof![
-        Just(None),
-        (any::<u64>(), proptest::option::of(any::<u64>()))
-            .prop_map(|(start, end)| Some(Arc { start, end })),
+        6 => Just(ArcChoice::Slot),
+        2 => Just(ArcChoice::LeftHalf),
+        2 => Just(ArcChoice::RightHalf),
+        1 => (any::<u64>(), proptest::option::of(any::<u64>()))
+            .prop_map(|(start, end)| ArcChoice::Random(Arc { start, end })),
     ]
 }
 
+fn resolve(choice: ArcChoice, slot: Arc) -> Arc {
+    let mid = slot.midpoint();
+    match choice {
+        ArcChoice::Slot => slot,
+        ArcChoice::LeftHalf => Arc {
+            start: slot.start,
+            end: Some(mid),
+        },
+        ArcChoice::RightHalf => Arc {
+            start: mid,
+            end: slot.end,
+        },
+        ArcChoice::Random(arc) => arc,
+    }
+}
+
+/// Mostly plausible reports (distinct nodes, the leader among the voters, epochs near the
+/// current ones), some nonsense.
 fn report() -> impl Strategy<Value = Command> {
     (
-        shard(),
-        node(),
-        proptest::collection::vec((node(), role()), 0..6),
-        (0u64..4, 0u64..4),
-        arc(),
+        prop_oneof![4 => (1..=SHARDS).prop_map(ShardId), 1 => shard()],
+        (0u64..SHARDS, arc_choice()),
+        prop_oneof![
+            4 => proptest::sample::subsequence((1..=NODES).collect::<Vec<u64>>(), 2..5),
+            1 => proptest::sample::subsequence((1..=NODES + 1).collect::<Vec<u64>>(), 1..5),
+        ],
+        proptest::collection::vec(prop_oneof![4 => Just(ReplicaRole::Voter), 1 => role()], 5),
+        any::<proptest::sample::Index>(),
+        (1u64..12, 1u64..4),
         proptest::collection::vec(node(), 0..3),
-        (any::<u64>(), proptest::option::of(any::<u64>())),
+        (0u64..2000, proptest::option::of(any::<u64>())),
         0u64..5000,
     )
         .prop_map(
-            |(shard, leader, replicas, (conf_ver, version), arc, caught_up, (size, hint), now)| {
-                // Default arc: the shard's slot in the initial map.
-                let slots = Arc::split_even(SHARDS);
-                let arc = arc
-                    .or_else(|| slots.get(shard.get().saturating_sub(1) as usize).copied())
+            |(
+                shard,
+                (slot, choice),
+                nodes,
+                roles,
+                leader,
+                (conf_ver, version),
+                caught_up,
+                (size, hint),
+                now,
+            )| {
+                let slot = Arc::split_even(SHARDS)
+                    .get(slot as usize)
+                    .copied()
                     .unwrap_or(Arc::FULL);
+                let replicas: Vec<Replica> = nodes
+                    .iter()
+                    .zip(roles)
+                    .map(|(&node, role)| Replica {
+                        node: NodeId(node),
+                        role,
+                    })
+                    .collect();
+                let voters: Vec<NodeId> = replicas
+                    .iter()
+                    .filter(|r| r.role == ReplicaRole::Voter)
+                    .map(|r| r.node)
+                    .collect();
+                let leader = if voters.is_empty() {
+                    NodeId(1)
+                } else {
+                    voters[leader.index(voters.len())]
+                };
                 Command::ShardReport(ShardReport {
                     descriptor: ShardDescriptor {
                         id: shard,
-                        arc,
+                        arc: resolve(choice, slot),
                         epoch: Epoch { conf_ver, version },
-                        replicas: replicas
-                            .into_iter()
-                            .map(|(node, role)| Replica { node, role })
-                            .collect(),
+                        replicas,
                     },
                     leader,
                     stats: ShardStats {
-                        size_bytes: size % 2000,
+                        size_bytes: size,
                         ..ShardStats::default()
                     },
                     caught_up_learners: caught_up,
