@@ -41,20 +41,24 @@ fn main() -> anyhow::Result<()> {
     std::panic::set_hook(Box::new(|_| {}));
     let started = Instant::now();
     let (mut ops, mut elections, mut snapshots, mut conf_changes, mut violations) = (0, 0, 0, 0, 0);
+    let mut pd_orders = 0;
     for seed in start..start.saturating_add(seeds) {
         let report = run_seed(seed, bug);
         ops += report.ops_checked;
         elections += report.elections;
         snapshots += report.snapshots;
         conf_changes += report.conf_changes;
+        pd_orders += report.pd_orders;
         if verbose {
             println!(
-                "seed {seed}: nodes {} ops {} elections {} snapshots {} conf changes {} trace {:016x}",
+                "seed {seed}: nodes {} ops {} elections {} snapshots {} conf changes {} PD orders {} \
+                 trace {:016x}",
                 report.nodes,
                 report.ops_checked,
                 report.elections,
                 report.snapshots,
                 report.conf_changes,
+                report.pd_orders,
                 report.trace_hash
             );
         }
@@ -74,7 +78,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "seeds: {seeds}, violations: {violations}, ops checked: {ops}, elections: {elections}, \
-         snapshots: {snapshots}, conf changes: {conf_changes}"
+         snapshots: {snapshots}, conf changes: {conf_changes}, PD orders: {pd_orders}"
     );
     if violations > 0 {
         std::process::exit(1);
