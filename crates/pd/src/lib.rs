@@ -88,6 +88,10 @@ mod scheduler;
 pub mod settings;
 pub mod state;
 
+pub use apply::{
+    MAX_ADDR_BYTES, MAX_BOOTSTRAP_NODES, MAX_BOOTSTRAP_SHARDS, MAX_CLUSTER_NAME_BYTES,
+    MAX_LABEL_BYTES, MAX_LABELS, MAX_REPLICAS,
+};
 pub use command::{
     AdminOperator, Command, IdKind, NodeRegistration, Response, ShardReport, ShardStats,
     TickOutcome,
