@@ -130,6 +130,18 @@ pub enum AdminRequest {
     /// Every node the answering node knows, with its address: how a client that was given a few
     /// seed endpoints finds the leader of a shard on another node.
     GetNodes,
+    /// A placement-driver command: `postcard(ringkv_pd::Command)`. Served by the PD leader
+    /// (group 0), which stamps the command's `now_ms` with its own clock, proposes it, and
+    /// answers [`AdminResult::Pd`] with `postcard(Result<ringkv_pd::Response, ringkv_pd::Error>)`
+    /// once it is applied. Other nodes answer `NotLeader` with the PD leader hint. Opaque bytes
+    /// here because `ringkv-types` sits below `ringkv-pd`.
+    Pd {
+        /// `postcard(ringkv_pd::Command)`.
+        command: Bytes,
+    },
+    /// The PD state as applied on the PD leader: [`AdminResult::Pd`] holds
+    /// `postcard(ringkv_pd::PdState)`. Other nodes answer `NotLeader`.
+    PdState,
 }
 
 /// Everything a client sends to the client service.

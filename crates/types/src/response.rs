@@ -87,6 +87,9 @@ pub enum AdminResult {
     NodeStatus(NodeStatus),
     /// Answer to `GetNodes`: sorted by node id.
     Nodes(Vec<NodeAddress>),
+    /// Answer to `Pd` and `PdState`: postcard bytes, see
+    /// [`AdminRequest::Pd`](crate::request::AdminRequest::Pd).
+    Pd(Bytes),
 }
 
 /// Everything the client service answers: one response per request.

@@ -162,6 +162,11 @@ impl EventLoop {
                     })
                     .collect(),
             ),
+            AdminRequest::Pd { .. } | AdminRequest::PdState => {
+                return Response::Error(WireError::InvalidRequest {
+                    reason: "this node does not host the placement driver service yet".into(),
+                });
+            }
         };
         Response::Admin(result)
     }
