@@ -55,6 +55,7 @@ pub mod event_loop;
 pub mod group;
 pub mod log_command;
 pub mod node;
+pub mod replica_meta;
 pub mod service;
 
 pub use config::{Endpoint, NodeConfig};

@@ -209,6 +209,20 @@ pub enum MessageBody {
     TimeoutNow,
 }
 
+impl Message {
+    /// Whether the message goes from node `from` to node `to`. Groups address Raft member ids
+    /// ([`member_id`](crate::ids::member_id)), whose node is
+    /// [`member_node`](crate::ids::member_node); a plain node id (a group whose members are
+    /// node ids, as in the transport's tests) matches too. A member id never equals a node id
+    /// below 2^32, so neither form lets a peer speak for another node.
+    pub fn is_between(&self, from: NodeId, to: NodeId) -> bool {
+        let is = |member: NodeId, node: NodeId| {
+            member == node || crate::ids::member_node(member) == node
+        };
+        is(self.from, from) && is(self.to, to)
+    }
+}
+
 impl MessageBody {
     /// Short name of the message kind, for traces and metrics.
     pub fn kind(&self) -> &'static str {

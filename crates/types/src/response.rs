@@ -87,6 +87,15 @@ pub enum AdminResult {
     NodeStatus(NodeStatus),
     /// Answer to `GetNodes`: sorted by node id.
     Nodes(Vec<NodeAddress>),
+    /// Answer to `ChangeReplica`: the shard's descriptor once the change is applied.
+    ReplicaChanged(ShardDescriptor),
+    /// Answer to `TransferLeader`: the leader of `shard` is now the replica on `leader`.
+    LeaderTransferred {
+        /// The shard.
+        shard: ShardId,
+        /// The node now leading.
+        leader: NodeId,
+    },
 }
 
 /// Everything the client service answers: one response per request.
