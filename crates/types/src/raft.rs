@@ -207,6 +207,11 @@ pub enum MessageBody {
     },
     /// Leader transfer (thesis §3.10): start an election now, ignoring the election timer.
     TimeoutNow,
+    /// Node level, never stepped into the Raft core: the recipient member was removed from the
+    /// group by a configuration entry the sender has applied. A removed member stops hearing
+    /// from the leader (it is no longer replicated to), so without this it would never learn of
+    /// its removal; member ids are never reused, so the fact is permanent.
+    ReplicaRemoved,
 }
 
 impl Message {
@@ -237,6 +242,7 @@ impl MessageBody {
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::ReplicaRemoved => "ReplicaRemoved",
         }
     }
 }

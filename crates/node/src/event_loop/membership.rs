@@ -65,6 +65,45 @@ impl EventLoop {
         self.maybe_create_replica(message)
     }
 
+    /// Handles what concerns removed members; true when `message` was consumed:
+    /// a `ReplicaRemoved` notice for the local member removes the local replica, and a message
+    /// from a member our applied descriptor shows removed is answered with such a notice.
+    pub(super) fn handle_removed_member(&mut self, message: &Message) -> Result<bool> {
+        let shard = message.group;
+        if matches!(message.body, MessageBody::ReplicaRemoved) {
+            if shard != ShardId::PD
+                && self
+                    .groups
+                    .get(&shard)
+                    .is_some_and(|group| group.member == message.to)
+            {
+                info!(%shard, member = %message.to, from = %message.from,
+                    "told that this replica was removed");
+                self.remove_group(shard)?;
+            }
+            return Ok(true);
+        }
+        let Some(group) = self.groups.get(&shard) else {
+            return Ok(false);
+        };
+        if !group.initialized || !was_removed(&group.descriptor, message.from) {
+            return Ok(false);
+        }
+        debug!(%shard, member = %message.from, "message from a removed member");
+        let notice = Message {
+            group: shard,
+            from: group.member,
+            to: message.from,
+            term: group.raw.term(),
+            body: MessageBody::ReplicaRemoved,
+        };
+        self.outbox
+            .entry(member_node(message.from))
+            .or_default()
+            .push(notice);
+        Ok(true)
+    }
+
     /// Creates an uninitialized replica for a message from a leader or candidate of a group not
     /// hosted here.
     fn maybe_create_replica(&mut self, message: &Message) -> Result<bool> {
@@ -385,6 +424,15 @@ impl EventLoop {
             ),
         }
     }
+}
+
+/// Whether `member` was a member of the shard and is no longer, by `descriptor`: a member is
+/// added with incarnation = the `conf_ver` of the descriptor that adds it, so a member whose
+/// incarnation is at most `conf_ver` and that is absent was removed (member ids are never
+/// reused). A member added by a configuration not applied yet has a higher incarnation.
+pub(super) fn was_removed(descriptor: &ringkv_types::ShardDescriptor, member: NodeId) -> bool {
+    descriptor.replica_of_member(member).is_none()
+        && u64::from(ringkv_types::ids::member_incarnation(member)) <= descriptor.epoch.conf_ver
 }
 
 /// A leader that steps down answers its pending membership change `NotLeader`: the entry may

@@ -273,6 +273,9 @@ impl EventLoop {
                 // Snapshots arrive with their data on a snapshot stream, never in a batch.
                 continue;
             }
+            if self.handle_removed_member(&message)? {
+                continue;
+            }
             if !self.accept_message(&message)? {
                 continue;
             }
@@ -575,6 +578,22 @@ impl EventLoop {
         if let Some(descriptor) = descriptor
             && group.initialized
         {
+            if group.raw.is_leader() {
+                // The removed members no longer hear from us: tell them (best effort; a
+                // removed voter that campaigns is told again).
+                for replica in &group.descriptor.replicas {
+                    if descriptor.replica_of_member(replica.member).is_none() {
+                        let notice = Message {
+                            group: shard,
+                            from: group.member,
+                            to: replica.member,
+                            term: group.raw.term(),
+                            body: MessageBody::ReplicaRemoved,
+                        };
+                        self.outbox.entry(replica.node).or_default().push(notice);
+                    }
+                }
+            }
             info!(%shard, epoch = ?descriptor.epoch, replicas = descriptor.replicas.len(),
                 "configuration applied");
             group.descriptor = descriptor;

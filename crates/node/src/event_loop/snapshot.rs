@@ -52,6 +52,16 @@ impl EventLoop {
         let Some(group) = self.groups.get(&shard) else {
             return;
         };
+        if group.descriptor.replica_of_member(to).is_none() {
+            // A learner whose configuration entry is appended but not applied here yet: the
+            // descriptor we would send lacks it. The core retries after the failure report.
+            let _ = events.try_send(SnapshotEvent::Sent {
+                shard,
+                to,
+                delivered: false,
+            });
+            return;
+        }
         // The data stream: the store's chunks (each a self-delimiting envelope), concatenated.
         let chunks = match self.store.snapshot_chunks(shard, group.descriptor.arc) {
             Ok(chunks) => chunks,
