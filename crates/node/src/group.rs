@@ -138,6 +138,8 @@ pub struct Group {
     pub pending_descriptor: Option<ShardDescriptor>,
     /// A membership change in flight (one at a time).
     pub pending_change: Option<PendingChange>,
+    /// A split in flight (one at a time).
+    pub pending_split: Option<PendingChange>,
     /// Leader transfers waiting for their target to lead.
     pub pending_transfers: Vec<PendingTransfer>,
     /// The Raft core.
@@ -199,6 +201,7 @@ impl Group {
             }),
             pending_descriptor: None,
             pending_change: None,
+            pending_split: None,
             pending_transfers: Vec::new(),
             raw,
             leader: NodeId::NONE,

@@ -185,6 +185,22 @@ impl Store {
         Ok(results)
     }
 
+    /// Every session record of `shard`, by session id.
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`]; a malformed key; I/O.
+    pub fn sessions(&self, shard: ShardId) -> Result<Vec<(u64, SessionRecord)>> {
+        let mut sessions = Vec::new();
+        for guard in self.shared.raft_state.prefix(keys::session_prefix(shard)) {
+            let (key, value) = guard.into_inner()?;
+            let session = keys::parse_session_key(&key)?;
+            let record = codec::decode(&value, self.shared.config.record_bytes_max)
+                .map_err(|reason| Error::corrupt_record("session", Some(shard), reason))?;
+            sessions.push((session, record));
+        }
+        Ok(sessions)
+    }
+
     /// The session table entry of `session` in `shard`.
     ///
     /// # Errors

@@ -29,6 +29,8 @@ pub(crate) struct GroupWrite {
     pub initialize: Option<SnapshotMeta>,
     /// Caller-named `meta` records written in this batch (name, value).
     pub meta: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Session records to write (a split child's copy of its parent's sessions).
+    pub sessions: Vec<(u64, crate::command::SessionRecord)>,
 }
 
 /// The writes of all groups for one group commit: one fjall batch, one `fdatasync`.
@@ -167,6 +169,21 @@ impl WriteBatchBuilder {
         let group = self.groups.entry(shard).or_default();
         group.snapshot_meta = Some(meta.clone());
         group.initialize = Some(meta);
+    }
+
+    /// Writes `shard`'s exactly-once session records with this batch: a split child starts with
+    /// a copy of its parent's sessions, so a write retried against the child after the split is
+    /// still applied at most once.
+    pub fn set_sessions(
+        &mut self,
+        shard: ShardId,
+        sessions: Vec<(u64, crate::command::SessionRecord)>,
+    ) {
+        self.groups
+            .entry(shard)
+            .or_default()
+            .sessions
+            .extend(sessions);
     }
 
     /// Saves the caller-named record `name` in the `meta` keyspace with this batch (the same

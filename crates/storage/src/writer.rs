@@ -204,6 +204,13 @@ fn stage_group(
         state.applied = applied;
         state.conf = Some(initial.conf);
     }
+    for (session, record) in &write.sessions {
+        batch.insert(
+            &shared.raft_state,
+            keys::session_key(shard, *session).to_vec(),
+            codec::encode(record),
+        );
+    }
     for (name, value) in write.meta {
         let size = value.len() as u64;
         if size > shared.config.record_bytes_max || name.len() > 1024 {

@@ -151,6 +151,21 @@ pub enum AdminRequest {
         /// The node that should lead (it must hold a voter replica).
         to: NodeId,
     },
+    /// Splits a shard in two inside its Raft group, executed by its leader (no data is
+    /// copied): the shard keeps `[start, at)` and `new_shard` gets `[at, end)` with the same
+    /// replicas (and Raft member ids); both get `version + 1`. Answered
+    /// `AdminResult::ShardSplit` once the split entry is applied on the leader.
+    SplitShard {
+        /// The shard to split.
+        shard: ShardId,
+        /// The epoch the caller saw; must equal the leader's (else `EpochMismatch`).
+        epoch: Epoch,
+        /// The id of the new shard (allocated by the caller: the placement driver).
+        new_shard: ShardId,
+        /// Ring position where the new shard starts, strictly inside the arc; `None` = the
+        /// middle of the arc.
+        at: Option<u64>,
+    },
 }
 
 /// One membership change of a shard ([`AdminRequest::ChangeReplica`]).

@@ -96,6 +96,13 @@ pub enum AdminResult {
         /// The node now leading.
         leader: NodeId,
     },
+    /// Answer to `SplitShard`: both descriptors after the split.
+    ShardSplit {
+        /// The split shard, now `[start, at)`.
+        left: ShardDescriptor,
+        /// The new shard, `[at, end)`.
+        right: ShardDescriptor,
+    },
 }
 
 /// Everything the client service answers: one response per request.

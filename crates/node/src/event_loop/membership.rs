@@ -169,7 +169,10 @@ impl EventLoop {
                 reply(read.reply, gone());
             }
         }
-        if let Some(change) = group.pending_change.take() {
+        for change in [group.pending_change.take(), group.pending_split.take()]
+            .into_iter()
+            .flatten()
+        {
             reply(change.reply, gone());
         }
         for transfer in group.pending_transfers.drain(..) {
@@ -265,6 +268,10 @@ impl EventLoop {
         }
     }
 
+    #[expect(
+        clippy::result_large_err,
+        reason = "a cold admin path; the error is the answer sent to the caller as is"
+    )]
     fn propose_change(
         &mut self,
         shard: ShardId,
@@ -283,9 +290,9 @@ impl EventLoop {
                 descriptor: group.descriptor.clone(),
             }));
         }
-        if group.pending_change.is_some() {
+        if group.pending_change.is_some() || group.pending_split.is_some() {
             return Err(invalid(format!(
-                "shard {shard}: a membership change is already in progress"
+                "shard {shard}: a membership change or split is already in progress"
             )));
         }
         let descriptor = &group.descriptor;

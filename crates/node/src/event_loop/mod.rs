@@ -20,6 +20,7 @@
 mod membership;
 mod requests;
 mod snapshot;
+mod split;
 
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
@@ -420,7 +421,7 @@ impl EventLoop {
         }
         self.attach(shard, number, persisted_messages, needs_persist)?;
         if !committed_entries.is_empty() {
-            self.apply(shard, committed_entries)?;
+            self.apply(shard, committed_entries, internal)?;
         }
         if let Some(group) = self.groups.get_mut(&shard) {
             for read in read_states {
@@ -463,7 +464,16 @@ impl EventLoop {
     }
 
     fn maybe_submit(&mut self, internal: &mut Internal) -> Result<()> {
-        if self.batch.is_empty() || self.in_flight.len() >= self.config.storage.writer_queue_depth {
+        if self.in_flight.len() >= self.config.storage.writer_queue_depth {
+            return Ok(());
+        }
+        self.submit_now(internal)
+    }
+
+    /// Submits the current batch whatever the queue depth (a split must order its own write
+    /// after everything queued so far).
+    fn submit_now(&mut self, internal: &mut Internal) -> Result<()> {
+        if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
@@ -510,7 +520,54 @@ impl EventLoop {
 
     /// Applies one Ready's committed entries of `shard` in one atomic store batch and answers
     /// the writes they complete.
-    fn apply(&mut self, shard: ShardId, entries: Vec<ringkv_types::raft::Entry>) -> Result<()> {
+    /// Applies one Ready's committed entries of `shard`: runs of ordinary entries in one store
+    /// batch each, cut at split commands, which apply on their own (see `split.rs`).
+    fn apply(
+        &mut self,
+        shard: ShardId,
+        entries: Vec<ringkv_types::raft::Entry>,
+        internal: &mut Internal,
+    ) -> Result<()> {
+        let mut run = Vec::new();
+        for entry in entries {
+            let split = match &entry.payload {
+                EntryPayload::Normal(data)
+                    if shard != ShardId::PD && LogCommand::may_be_split(data) =>
+                {
+                    match LogCommand::decode(data) {
+                        Ok(LogCommand::Split {
+                            epoch,
+                            new_shard,
+                            at,
+                        }) => Some(split::Split {
+                            epoch,
+                            new_shard,
+                            at,
+                        }),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            match split {
+                Some(split) => {
+                    if !run.is_empty() {
+                        self.apply_run(shard, std::mem::take(&mut run))?;
+                    }
+                    self.apply_split(shard, entry.index, entry.term, split, internal)?;
+                }
+                None => run.push(entry),
+            }
+        }
+        if !run.is_empty() {
+            self.apply_run(shard, run)?;
+        }
+        Ok(())
+    }
+
+    /// Applies ordinary committed entries of `shard` in one atomic store batch and answers the
+    /// writes they complete.
+    fn apply_run(&mut self, shard: ShardId, entries: Vec<ringkv_types::raft::Entry>) -> Result<()> {
         let Some(last) = entries.last().map(|e| (e.index, e.term)) else {
             return Ok(());
         };
@@ -519,6 +576,7 @@ impl EventLoop {
         };
         let mut commands: Vec<Command> = Vec::new();
         let mut owners = Vec::new();
+        let mut outside = Vec::new();
         let mut conf = None;
         let mut new_map = None;
         let mut descriptor = None;
@@ -539,8 +597,18 @@ impl EventLoop {
                 }
                 EntryPayload::Normal(data) => match LogCommand::decode(&data) {
                     Ok(LogCommand::Kv(command)) if shard != ShardId::PD => {
-                        commands.push(command);
-                        owners.push((entry.index, entry.term));
+                        // Checked again at apply: a write proposed before a split but applied
+                        // after it may name keys the shard no longer owns. Every replica has
+                        // the same descriptor at this index, so all skip it alike.
+                        let arc = descriptor.as_ref().unwrap_or(&group.descriptor).arc;
+                        if command.operations.iter().all(|operation| {
+                            arc.contains(ringkv_types::ring::position(operation.key()))
+                        }) {
+                            commands.push(command);
+                            owners.push((entry.index, entry.term));
+                        } else {
+                            outside.push((entry.index, entry.term));
+                        }
                     }
                     Ok(LogCommand::SetShardMap(map)) if shard == ShardId::PD => {
                         new_map = Some(map);
@@ -612,6 +680,16 @@ impl EventLoop {
                 lost_write(group)
             };
             reply(proposal.reply, response);
+        }
+        for (index, term) in outside {
+            if let Some(proposal) = group.proposals.remove(&index) {
+                let response = if proposal.term == term {
+                    Response::Error(ringkv_types::WireError::KeyNotInShard { shard })
+                } else {
+                    lost_write(group)
+                };
+                reply(proposal.reply, response);
+            }
         }
         // Proposals at applied indexes whose entries were not ours were overwritten: lost.
         while let Some(entry) = group.proposals.first_entry() {

@@ -71,6 +71,15 @@ impl EventLoop {
                 self.transfer_leader(shard, to, slot);
                 return Ok(());
             }
+            Request::Admin(AdminRequest::SplitShard {
+                shard,
+                epoch,
+                new_shard,
+                at,
+            }) => {
+                self.split_shard(shard, epoch, new_shard, at, slot)?;
+                return Ok(());
+            }
             Request::Admin(admin) => {
                 let response = self.admin(admin);
                 reply(slot, response);
@@ -176,7 +185,8 @@ impl EventLoop {
                     .collect(),
             ),
             AdminRequest::ChangeReplica { shard, .. }
-            | AdminRequest::TransferLeader { shard, .. } => {
+            | AdminRequest::TransferLeader { shard, .. }
+            | AdminRequest::SplitShard { shard, .. } => {
                 // Handled in `handle_call` (they wait for the log); unreachable here.
                 return Response::Error(WireError::ShardNotFound { shard });
             }
