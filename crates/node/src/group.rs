@@ -195,7 +195,11 @@ impl Group {
             initialized,
             descriptor: descriptor.unwrap_or_else(|| ShardDescriptor {
                 id: shard,
-                arc: ringkv_types::ring::Arc::FULL,
+                // Empty: owns no key, and its removal deletes no data.
+                arc: ringkv_types::ring::Arc {
+                    start: 0,
+                    end: Some(0),
+                },
                 epoch: ringkv_types::Epoch::default(),
                 replicas: Vec::new(),
             }),
