@@ -116,7 +116,7 @@ fn load_or_bootstrap_map(store: &Store, config: &NodeConfig) -> Result<ShardMap>
 /// [`bootstrap::INITIAL_LOG_INDEX`], and the descriptor is saved in the same batch.
 /// `hard_state` is the state an uninitialized replica of the group already persisted (its term
 /// and vote are kept: a replica must never vote twice in one term).
-pub(crate) fn create_group_batch(
+pub fn create_group_batch(
     descriptor: &ShardDescriptor,
     hard_state: Option<HardState>,
 ) -> Result<WriteBatchBuilder> {

@@ -14,6 +14,9 @@
 //! batch is durable, the loop calls `on_persisted` for its Readies, in order, and only then sends
 //! their `persisted_messages`. A helper thread waits on the tickets and forwards completions.
 //!
+//! Membership (member ids on messages, replicas created and removed, `ChangeReplica`,
+//! `TransferLeader`) lives in `membership.rs`, splits in `split.rs`, snapshots in `snapshot.rs`.
+//!
 //! Groups are only polled for a Ready when something touched them (a message, a proposal, a
 //! read, a tick, a completed commit), so an idle group costs one `tick` per tick interval.
 
