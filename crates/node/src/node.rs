@@ -322,3 +322,70 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         local_addr,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_types::{ReplicaRole, member_id, ring::Arc};
+
+    fn descriptor(shard: u64) -> ShardDescriptor {
+        ShardDescriptor {
+            id: ShardId(shard),
+            arc: Arc::FULL,
+            epoch: bootstrap::INITIAL_EPOCH,
+            replicas: [1, 2, 3]
+                .into_iter()
+                .map(|node| {
+                    ringkv_types::Replica::new(member_id(NodeId(node), 1), ReplicaRole::Voter)
+                })
+                .collect(),
+        }
+    }
+
+    /// A split that replaces an uninitialized replica keeps the term and vote it persisted:
+    /// a replica must never vote twice in one term (Raft §5.2). A replica that only heard of
+    /// lower terms starts at the initial term with no vote.
+    #[test]
+    fn a_new_group_keeps_a_higher_persisted_term_and_vote() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let voted = HardState {
+            term: Term(9),
+            vote: member_id(NodeId(2), 1),
+            commit: LogIndex::ZERO,
+        };
+        let mut batch = WriteBatchBuilder::new();
+        batch.set_hard_state(ShardId(7), voted);
+        store.write(batch).unwrap();
+        store
+            .write(create_group_batch(&descriptor(7), Some(voted)).unwrap())
+            .unwrap();
+        let state = store.group(ShardId(7)).unwrap().hard_state();
+        assert_eq!(state.term, Term(9));
+        assert_eq!(state.vote, voted.vote);
+        assert_eq!(state.commit, LogIndex(bootstrap::INITIAL_LOG_INDEX));
+
+        let old = HardState {
+            term: Term(2),
+            vote: member_id(NodeId(3), 1),
+            commit: LogIndex::ZERO,
+        };
+        store
+            .write(create_group_batch(&descriptor(8), Some(old)).unwrap())
+            .unwrap();
+        let state = store.group(ShardId(8)).unwrap().hard_state();
+        assert_eq!(state.term, Term(bootstrap::INITIAL_LOG_INDEX));
+        assert_eq!(state.vote, NodeId::NONE);
+        assert_eq!(
+            replica_meta::load_descriptors(&store)
+                .unwrap()
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![ShardId(7), ShardId(8)]
+        );
+        let storage = store.group(ShardId(8)).unwrap();
+        assert!(is_brand_new(&storage));
+        assert!(!is_brand_new(&store.group(ShardId(7)).unwrap()));
+    }
+}
