@@ -460,3 +460,38 @@ async fn a_removed_node_rejoins_under_a_new_member_id_and_leadership_moves() {
     assert_eq!(descriptor.replica_on(victim).unwrap().member, new_member);
     cluster.stop_all().await;
 }
+
+/// A replica removed while its node was down never receives the configuration entry; when the
+/// node returns, its election attempts are answered with a removal notice and it deletes the
+/// replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_removed_while_down_is_deleted_when_its_node_returns() {
+    let mut cluster = Cluster::start(3, 1, "").await;
+    cluster.wait_for_leaders(1, Duration::from_secs(30)).await;
+    let first = keys("first", 10);
+    write_keys(&mut cluster, &first, 7).await;
+    let (leader, initial) = leader_descriptor(&mut cluster, SHARD).await;
+    let leader_node = NodeId(leader as u64 + 1);
+    let victim = initial
+        .replicas
+        .iter()
+        .map(|r| r.node)
+        .find(|node| *node != leader_node)
+        .unwrap();
+    wait_for_keys(&mut cluster, index_of(victim), &first).await;
+    cluster.stop_node(index_of(victim)).await;
+    let removed = change(&mut cluster, ReplicaChange::Remove { node: victim }).await;
+    assert!(removed.replica_on(victim).is_none());
+    cluster.start_node(index_of(victim)).await;
+    wait_until_gone(&mut cluster, index_of(victim)).await;
+    // The remaining two replicas still serve writes.
+    let second = keys("second", 5);
+    write_keys(&mut cluster, &second, 8).await;
+    cluster.stop_all().await;
+    assert!(
+        store_holds(&cluster, index_of(victim), &first)
+            .iter()
+            .all(|held| !held),
+        "the removed replica's data is still on node {victim}"
+    );
+}

@@ -297,3 +297,71 @@ async fn a_shard_splits_under_concurrent_writes() {
     check_keys(&mut cluster, &all, &left, &right).await;
     cluster.stop_all().await;
 }
+
+/// A replica that was down during the split comes back: the new shard's leader reaches it
+/// before (or after) it replays the split from the parent's log, so it may first create an
+/// uninitialized replica of the new shard; either way it ends with both shards and every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_during_the_split_catches_up_on_both_shards() {
+    let mut cluster = Cluster::start(3, 1, "").await;
+    cluster.wait_for_leaders(1, Duration::from_secs(30)).await;
+    let (leader, _) = leader_descriptor(&mut cluster, PARENT).await;
+    let slow = (0..3).find(|index| *index != leader).unwrap();
+    let mut connections = Vec::new();
+    for index in 0..3 {
+        connections.push(cluster.connection(index).await.unwrap());
+    }
+    let first: Vec<String> = (0..20).map(|i| format!("first-{i}")).collect();
+    for (sequence, key) in first.iter().enumerate() {
+        put_anywhere(&connections, key, (1, sequence as u64 + 1)).await;
+    }
+    cluster.stop_node(slow).await;
+    let (left, right) = match split(&mut cluster, None).await {
+        Response::Admin(AdminResult::ShardSplit { left, right }) => (left, right),
+        other => panic!("split: {other:?}"),
+    };
+    let live: Vec<ClientConnection> = (0..3)
+        .filter(|index| *index != slow)
+        .map(|index| connections[index].clone())
+        .collect();
+    let second: Vec<String> = (0..20).map(|i| format!("second-{i}")).collect();
+    for (sequence, key) in second.iter().enumerate() {
+        put_anywhere(&live, key, (2, sequence as u64 + 1)).await;
+    }
+    cluster.start_node(slow).await;
+    // The returning node serves both shards, with the split's descriptors, and every key.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for key in first.iter().chain(&second) {
+        let owner = if left.contains_key(key.as_bytes()) {
+            &left
+        } else {
+            &right
+        };
+        loop {
+            let answer = cluster
+                .try_call(slow, &kv(owner, None, get(key, ReadConsistency::Stale)))
+                .await;
+            if let Some(Response::Kv(KvResult::Value {
+                value: Some(value), ..
+            })) = answer
+            {
+                assert_eq!(value, Bytes::from(key.clone()));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never served {key}: {answer:?}",
+                slow + 1
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for (shard, expected) in [(PARENT, &left), (CHILD, &right)] {
+        let connection = cluster.connection(slow).await.unwrap();
+        assert_eq!(
+            descriptor_via(&connection, shard).await.as_ref(),
+            Some(expected)
+        );
+    }
+    cluster.stop_all().await;
+}
