@@ -63,6 +63,7 @@ async fn to_leader(
                 reason.contains("committed an entry in its term")
                     || reason.contains("not committed yet")
                     || reason.contains("already in progress")
+                    || reason.contains("not caught up")
             }
             _ => false,
         };

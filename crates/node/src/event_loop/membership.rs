@@ -323,6 +323,16 @@ impl EventLoop {
             }
             ReplicaChange::Promote { node } => match descriptor.replica_on(node) {
                 Some(replica) if replica.role == ReplicaRole::Learner => {
+                    // A voter that lags would stall commits until it catches up: promote only
+                    // a learner holding everything committed (it has had its snapshot).
+                    let committed = group.raw.status().committed;
+                    let matched = group.raw.match_index(replica.member).unwrap_or_default();
+                    if matched < committed {
+                        return Err(invalid(format!(
+                            "the learner of shard {shard} on node {node} has not caught up yet \
+                             (replicated up to {matched}, committed {committed}); retry later"
+                        )));
+                    }
                     ConfChange::PromoteLearner(replica.member)
                 }
                 Some(_) => {
