@@ -196,10 +196,7 @@ mod tests {
             },
             replicas: nodes
                 .iter()
-                .map(|n| Replica {
-                    node: NodeId(*n),
-                    role: ReplicaRole::Voter,
-                })
+                .map(|n| Replica::new(ringkv_types::member_id(NodeId(*n), 1), ReplicaRole::Voter))
                 .collect(),
         }
     }

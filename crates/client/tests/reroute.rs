@@ -53,10 +53,7 @@ fn descriptor(id: u64, arc: RingArc, conf_ver: u64) -> ShardDescriptor {
             version: 1,
         },
         replicas: (1..=3)
-            .map(|n| Replica {
-                node: NodeId(n),
-                role: ReplicaRole::Voter,
-            })
+            .map(|n| Replica::new(ringkv_types::member_id(NodeId(n), 1), ReplicaRole::Voter))
             .collect(),
     }
 }

@@ -8,7 +8,18 @@
 //! node as a voter; the smallest node id campaigns for it.
 
 use ringkv_types::ring::Arc;
-use ringkv_types::{Epoch, NodeId, Replica, ReplicaRole, ShardDescriptor, ShardId, ShardMap};
+use ringkv_types::{
+    Epoch, NodeId, Replica, ReplicaRole, ShardDescriptor, ShardId, ShardMap, member_id,
+};
+
+/// Index and term at which every new group's log starts (its first entry is at index 6).
+///
+/// A new group does not start from an empty log: its applied state, configuration and log
+/// compaction point are set to this index when it is created (at bootstrap, or by a split), so
+/// a replica with an empty log (one added later, or created by a message) is behind the
+/// leader's first index and is filled by a snapshot, which carries the data and the descriptor a
+/// log replay would lack. A replica created by a message keeps a higher term it has voted in.
+pub const INITIAL_LOG_INDEX: u64 = 5;
 
 /// The epoch every shard starts with.
 pub const INITIAL_EPOCH: Epoch = Epoch {
@@ -57,10 +68,7 @@ pub fn initial_layout(
             let mut replicas: Vec<Replica> = order
                 .iter()
                 .filter_map(|&p| nodes.get(p))
-                .map(|&node| Replica {
-                    node,
-                    role: ReplicaRole::Voter,
-                })
+                .map(|&node| Replica::new(member_id(node, 1), ReplicaRole::Voter))
                 .collect();
             replicas.sort_by_key(|replica| replica.node);
             ShardDescriptor {
@@ -108,10 +116,7 @@ pub fn preferred_leader(
 pub fn pd_descriptor(nodes: &[NodeId]) -> ShardDescriptor {
     let mut replicas: Vec<Replica> = nodes
         .iter()
-        .map(|&node| Replica {
-            node,
-            role: ReplicaRole::Voter,
-        })
+        .map(|&node| Replica::new(member_id(node, 1), ReplicaRole::Voter))
         .collect();
     replicas.sort_by_key(|replica| replica.node);
     replicas.dedup();

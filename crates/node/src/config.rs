@@ -277,6 +277,12 @@ impl NodeConfig {
         if raw.node_id == 0 {
             return Err(invalid("node_id", "must be a positive integer"));
         }
+        if raw.node_id >= ringkv_types::NODE_ID_LIMIT {
+            return Err(invalid(
+                "node_id",
+                "must be below 2^32 (a Raft member id packs the node id in its high 32 bits)",
+            ));
+        }
         let node_id = NodeId(raw.node_id);
         if raw.cluster.is_empty()
             || !raw
@@ -304,6 +310,15 @@ impl NodeConfig {
             initial_cluster.push(endpoint);
         }
         initial_cluster.sort_by_key(|endpoint| endpoint.node);
+        if initial_cluster
+            .iter()
+            .any(|endpoint| endpoint.node.get() >= ringkv_types::NODE_ID_LIMIT)
+        {
+            return Err(invalid(
+                "initial_cluster",
+                "node ids must be below 2^32 (a Raft member id packs the node id in its high 32 bits)",
+            ));
+        }
         if initial_cluster.is_empty() {
             return Err(invalid("initial_cluster", "must list at least one node"));
         }
@@ -365,9 +380,12 @@ impl NodeConfig {
             return Err(invalid("raft.tick_ms", "must be in 1..=10000"));
         }
         // The core checks the remaining relations; map its message to our field names.
-        self.raft_config(ringkv_types::ShardId(1))
-            .validate()
-            .map_err(|error| invalid("raft", error.to_string()))?;
+        self.raft_config(
+            ringkv_types::ShardId(1),
+            ringkv_types::member_id(self.node_id, 1),
+        )
+        .validate()
+        .map_err(|error| invalid("raft", error.to_string()))?;
         if raft.max_pending_reads == 0 {
             return Err(invalid("raft.max_pending_reads", "must be at least 1"));
         }
@@ -435,9 +453,9 @@ impl NodeConfig {
         Ok(())
     }
 
-    /// The Raft core configuration of this node's replica of `group`.
-    pub fn raft_config(&self, group: ringkv_types::ShardId) -> ringkv_raft::Config {
-        let mut config = ringkv_raft::Config::new(self.node_id, group);
+    /// The Raft core configuration of this node's replica of `group`, Raft member `member`.
+    pub fn raft_config(&self, group: ringkv_types::ShardId, member: NodeId) -> ringkv_raft::Config {
+        let mut config = ringkv_raft::Config::new(member, group);
         let raft = &self.raft;
         config.election_timeout_ticks = raft.election_timeout_ticks;
         config.heartbeat_ticks = raft.heartbeat_ticks;
@@ -449,7 +467,7 @@ impl NodeConfig {
         config.max_pending_reads = raft.max_pending_reads;
         config.pre_vote = raft.pre_vote;
         config.check_quorum = raft.check_quorum;
-        config.seed = group.get().wrapping_mul(0x2545_F491_4F6C_DD1D) ^ self.node_id.get();
+        config.seed = group.get().wrapping_mul(0x2545_F491_4F6C_DD1D) ^ member.get();
         config
     }
 
@@ -498,8 +516,14 @@ key = "/abs/node-2.key"
 
     #[test]
     fn bad_fields_are_named() {
-        let cases: [(&str, &str, &str); 9] = [
+        let cases: [(&str, &str, &str); 11] = [
             ("node_id = 2", "node_id = 0", "node_id"),
+            ("node_id = 2", "node_id = 4294967296", "node_id"),
+            (
+                "\"3@127.0.0.13:7100\"",
+                "\"4294967299@127.0.0.13:7100\"",
+                "initial_cluster",
+            ),
             ("node_id = 2", "node_id = 4", "initial_cluster"),
             (
                 "\"2@127.0.0.12:7100\"",

@@ -100,12 +100,48 @@ pub struct PendingRead {
     pub reply: oneshot::Sender<Response>,
 }
 
+/// A membership change proposed by this replica as leader, waiting for its entry to apply.
+#[derive(Debug)]
+pub struct PendingChange {
+    /// Log index of the configuration entry.
+    pub index: LogIndex,
+    /// Term it was proposed in.
+    pub term: Term,
+    /// The admin caller's answer slot.
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// A leader transfer waiting for the target to lead.
+#[derive(Debug)]
+pub struct PendingTransfer {
+    /// The target's member id.
+    pub to: NodeId,
+    /// Ticks left before answering `Timeout`.
+    pub ticks_left: u64,
+    /// The admin caller's answer slot.
+    pub reply: oneshot::Sender<Response>,
+}
+
 /// One local replica.
 pub struct Group {
     /// The shard.
     pub shard: ShardId,
-    /// Its descriptor (static in this version).
+    /// This replica's Raft member id (see [`ringkv_types::member_id`]).
+    pub member: NodeId,
+    /// Whether the replica has a descriptor: false for a replica created by a message, until a
+    /// snapshot from the leader fills it. An uninitialized replica serves no client request.
+    pub initialized: bool,
+    /// Its descriptor, owned by the shard's own log: saved with the apply of the entry that
+    /// changes it (or the snapshot that carries it). Empty while uninitialized.
     pub descriptor: ShardDescriptor,
+    /// A descriptor received with a snapshot, waiting for the Ready that installs it.
+    pub pending_descriptor: Option<ShardDescriptor>,
+    /// A membership change in flight (one at a time).
+    pub pending_change: Option<PendingChange>,
+    /// A split in flight (one at a time).
+    pub pending_split: Option<PendingChange>,
+    /// Leader transfers waiting for their target to lead.
+    pub pending_transfers: Vec<PendingTransfer>,
     /// The Raft core.
     pub raw: RawNode<NodeStorage>,
     /// Known leader (from the last soft state).
@@ -131,13 +167,64 @@ pub struct Group {
 }
 
 impl Group {
-    /// The descriptor's voters as a configuration.
+    /// The descriptor's replicas as a configuration of Raft member ids.
     pub fn conf_of(descriptor: &ShardDescriptor) -> ConfState {
-        ConfState::with_voters(descriptor.voters())
+        let mut conf = ConfState::with_voters(descriptor.voter_members());
+        conf.learners = descriptor
+            .replicas
+            .iter()
+            .filter(|r| r.role == ringkv_types::ReplicaRole::Learner)
+            .map(|r| r.member)
+            .collect();
+        conf.learners.sort_unstable();
+        conf
     }
 
-    /// The leader to name in a `NotLeader` answer.
+    /// A replica of `shard` as Raft member `member`, around `raw`.
+    pub fn new(
+        shard: ShardId,
+        member: NodeId,
+        descriptor: Option<ShardDescriptor>,
+        raw: RawNode<NodeStorage>,
+        applied: LogIndex,
+    ) -> Self {
+        let initialized = descriptor.is_some();
+        Self {
+            shard,
+            member,
+            initialized,
+            descriptor: descriptor.unwrap_or_else(|| ShardDescriptor {
+                id: shard,
+                // Empty: owns no key, and its removal deletes no data.
+                arc: ringkv_types::ring::Arc {
+                    start: 0,
+                    end: Some(0),
+                },
+                epoch: ringkv_types::Epoch::default(),
+                replicas: Vec::new(),
+            }),
+            pending_descriptor: None,
+            pending_change: None,
+            pending_split: None,
+            pending_transfers: Vec::new(),
+            raw,
+            leader: NodeId::NONE,
+            role: Role::Follower,
+            applied,
+            conf_saved: true,
+            proposals: BTreeMap::new(),
+            reads_new: Vec::new(),
+            reads_sent: HashMap::new(),
+            reads_ready: Vec::new(),
+            pending_install: None,
+            installing: None,
+        }
+    }
+
+    /// The node of the leader to name in a `NotLeader` answer (the core knows member ids).
     pub fn leader_hint(&self) -> Option<NodeId> {
-        self.leader.is_some().then_some(self.leader)
+        self.leader
+            .is_some()
+            .then_some(ringkv_types::member_node(self.leader))
     }
 }

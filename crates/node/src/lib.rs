@@ -15,19 +15,25 @@
 //! - **Placement driver.** Group 0 (`ShardId::PD`) runs on every node of `initial_cluster`.
 //!   Its replicated state is the shard map; the initial map is its state at index 0 and is
 //!   saved in the store's meta keyspace (`pd/shard_map`) before any group starts, so a restart
-//!   resumes from the same map. `GetShardMap` answers from the local PD replica's applied map.
-//!   Nothing changes the map yet (no splits or moves in this version); the log format already
-//!   has `LogCommand::SetShardMap` for that.
-//! - **Raft member ids are node ids.** This is only safe because membership is static here: the
-//!   simulator showed that a node removed from a group and added back must rejoin under a NEW
-//!   member id (its old votes and acknowledgements could otherwise be counted again). When
-//!   membership changes arrive, replicas need their own ids (`(node, incarnation)`).
+//!   resumes from the same map. `GetShardMap` answers from the local PD replica's applied map,
+//!   which nothing updates yet after membership changes and splits (the PD scheduler will).
+//! - **Raft member ids are not node ids**: `member_id(node, incarnation)`; a node removed from
+//!   a shard and added back rejoins under a NEW member id (the simulator showed that reusing
+//!   one breaks safety). Messages are sent to `member_node(to)`; a message for a stale member
+//!   is dropped. See [`event_loop`] (membership) and `docs/node.md`.
+//! - **Descriptors are owned by each shard's log**: saved locally ([`replica_meta`]) atomically
+//!   with the apply of the configuration or split entry that changes them, or with the snapshot
+//!   that carries them; a node runs the groups of its local descriptors. Every new group starts
+//!   at log index 5 ([`bootstrap::INITIAL_LOG_INDEX`]), so an empty replica gets a snapshot.
+//! - **Membership, leader transfer and splits** are admin requests the shard leader executes
+//!   (`ChangeReplica`, `TransferLeader`, `SplitShard`); replicas are created by a message for a
+//!   member of this node (uninitialized until a snapshot) and removed with a tombstone.
 //! - **First election.** A brand-new group's preferred leader (see [`bootstrap`]) campaigns once
 //!   at start, so all shards have leaders within about one round trip instead of one election
 //!   timeout. Never on a group that has run before: a leader may hold a lease.
-//! - **Initial configuration.** The core reads a new group's voters from the snapshot metadata at
-//!   index 0; the store cannot hold a compaction point at 0, so [`group::NodeStorage`] supplies
-//!   the descriptor's voters until the first apply saves them with the applied index.
+//! - **Initial configuration.** A new group's configuration is its compaction point at index 5,
+//!   written with the group ([`node::create_group_batch`]). [`group::NodeStorage`] still
+//!   supplies a configuration for a group at index 0 (none is created that way any more).
 //! - **Writes** are answered when applied. A write's proposal is matched to its entry by index
 //!   and term; a different term at that index means another leader replaced it, answered
 //!   `NotLeader` (the client retries with the same session sequence, applied at most once).
@@ -55,6 +61,7 @@ pub mod event_loop;
 pub mod group;
 pub mod log_command;
 pub mod node;
+pub mod replica_meta;
 pub mod service;
 
 pub use config::{Endpoint, NodeConfig};

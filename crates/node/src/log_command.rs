@@ -6,8 +6,11 @@
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use ringkv_storage::Command;
-use ringkv_types::ShardMap;
+use ringkv_types::{Epoch, ShardId, ShardMap};
 use serde::{Deserialize, Serialize};
+
+/// The postcard variant index of [`LogCommand::Split`].
+const SPLIT_VARIANT: u8 = 2;
 
 /// One command in a group's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +20,17 @@ pub enum LogCommand {
     /// Placement driver (group 0): replace the shard map. Nothing proposes it yet (static
     /// membership in this version); the variant fixes the format for the PD scheduler.
     SetShardMap(ShardMap),
+    /// Data shards: split the shard at ring position `at` into `[start, at)` (kept) and
+    /// `[at, end)` (the new shard `new_shard`). Applied only when the shard's epoch still equals
+    /// `epoch` and `at` lies strictly inside its arc; otherwise every replica skips it alike.
+    Split {
+        /// The epoch the leader proposed against.
+        epoch: Epoch,
+        /// The new shard's id.
+        new_shard: ShardId,
+        /// Where the new shard starts.
+        at: u64,
+    },
 }
 
 impl LogCommand {
@@ -33,6 +47,13 @@ impl LogCommand {
             })
     }
 
+    /// Whether `payload` may be a [`LogCommand::Split`], without decoding it: postcard writes
+    /// the variant index first, as a one-byte varint below 128. The apply loop uses this to
+    /// cut a batch of entries at splits cheaply; it decodes the candidates fully.
+    pub fn may_be_split(payload: &[u8]) -> bool {
+        payload.first() == Some(&SPLIT_VARIANT)
+    }
+
     /// Decodes an entry payload.
     ///
     /// # Errors
@@ -42,5 +63,35 @@ impl LogCommand {
             what: "log command",
             reason: error.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_are_recognised_by_their_first_byte() {
+        let split = LogCommand::Split {
+            epoch: Epoch {
+                conf_ver: 1,
+                version: 2,
+            },
+            new_shard: ShardId(9),
+            at: 77,
+        };
+        let bytes = split.encode().unwrap();
+        assert!(LogCommand::may_be_split(&bytes));
+        assert_eq!(LogCommand::decode(&bytes).unwrap(), split);
+        let kv = LogCommand::Kv(Command {
+            session: None,
+            operations: Vec::new(),
+        });
+        assert!(!LogCommand::may_be_split(&kv.encode().unwrap()));
+        let map = LogCommand::SetShardMap(ShardMap {
+            version: 1,
+            shards: Vec::new(),
+        });
+        assert!(!LogCommand::may_be_split(&map.encode().unwrap()));
     }
 }

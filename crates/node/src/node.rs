@@ -6,18 +6,20 @@ use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, LoopChannels};
 use crate::group::{Group, NodeStorage};
+use crate::replica_meta;
 use crate::service::Service;
-use ringkv_raft::{RawNode, Role};
-use ringkv_storage::{NodeIdentity, Store, StoreConfig};
+use ringkv_raft::RawNode;
+use ringkv_storage::{NodeIdentity, RemovalHandle, Store, StoreConfig, WriteBatchBuilder};
 use ringkv_transport::certs::TlsIdentity;
 use ringkv_transport::{Transport, TransportConfig};
-use ringkv_types::{LogIndex, NodeId, ShardId, ShardMap, ring};
+use ringkv_types::raft::{ConfState, HardState, SnapshotMeta};
+use ringkv_types::{LogIndex, NodeId, ShardDescriptor, ShardId, ShardMap, Term, ring};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Name of the meta record holding the placement driver's applied shard map.
 pub const META_SHARD_MAP: &[u8] = b"pd/shard_map";
@@ -72,7 +74,9 @@ fn cluster_id(cluster: &str) -> u64 {
     ring::position(cluster.as_bytes())
 }
 
-/// Loads the applied shard map, or bootstraps and saves the initial one.
+/// Loads the applied shard map, or bootstraps the initial layout: every local group of the
+/// initial map (and of the placement driver) is created at [`bootstrap::INITIAL_LOG_INDEX`] with
+/// its descriptor, then the map is saved.
 fn load_or_bootstrap_map(store: &Store, config: &NodeConfig) -> Result<ShardMap> {
     if let Some(bytes) = store.meta(META_SHARD_MAP)? {
         let map: ShardMap = postcard::from_bytes(&bytes).map_err(|error| Error::Corrupt {
@@ -84,17 +88,104 @@ fn load_or_bootstrap_map(store: &Store, config: &NodeConfig) -> Result<ShardMap>
     let nodes: Vec<NodeId> = config.initial_cluster.iter().map(|e| e.node).collect();
     let map =
         bootstrap::initial_shard_map(&nodes, config.initial_shards, config.replication_factor);
+    let existing = replica_meta::load_descriptors(store)?;
+    let mut descriptors = vec![bootstrap::pd_descriptor(&nodes)];
+    descriptors.extend(map.shards.iter().cloned());
+    for descriptor in descriptors {
+        if descriptor.replica_on(config.node_id).is_none() || existing.contains_key(&descriptor.id)
+        {
+            continue;
+        }
+        create_group(store, &descriptor, None)?;
+    }
     let bytes = postcard::to_stdvec(&map).map_err(|error| Error::Corrupt {
         what: "shard map (encode)",
         reason: error.to_string(),
     })?;
-    // IMPORTANT: durable before any group is created from it, so a restart sees the same map.
+    // IMPORTANT: the groups above are durable first; a crash before this line bootstraps again
+    // and skips the groups that already have a descriptor.
     store.set_meta(META_SHARD_MAP, &bytes)?;
     info!(
         shards = map.shards.len(),
         "bootstrapped the initial shard map"
     );
     Ok(map)
+}
+
+/// Creates a brand-new group durably: log, applied state and configuration start at
+/// [`bootstrap::INITIAL_LOG_INDEX`], and the descriptor is saved in the same batch.
+/// `hard_state` is the state an uninitialized replica of the group already persisted (its term
+/// and vote are kept: a replica must never vote twice in one term).
+pub fn create_group_batch(
+    descriptor: &ShardDescriptor,
+    hard_state: Option<HardState>,
+) -> Result<WriteBatchBuilder> {
+    let initial = LogIndex(bootstrap::INITIAL_LOG_INDEX);
+    let initial_term = Term(bootstrap::INITIAL_LOG_INDEX);
+    let mut batch = WriteBatchBuilder::new();
+    batch.initialize_group(
+        descriptor.id,
+        SnapshotMeta {
+            index: initial,
+            term: initial_term,
+            conf: Group::conf_of(descriptor),
+        },
+    );
+    let previous = hard_state.unwrap_or_default();
+    let hard_state = if previous.term >= initial_term {
+        HardState {
+            term: previous.term,
+            vote: previous.vote,
+            commit: previous.commit.max(initial),
+        }
+    } else {
+        HardState {
+            term: initial_term,
+            vote: NodeId::NONE,
+            commit: initial,
+        }
+    };
+    batch.set_hard_state(descriptor.id, hard_state);
+    batch.set_meta(
+        descriptor.id,
+        &replica_meta::descriptor_key(descriptor.id),
+        replica_meta::encode_descriptor(descriptor)?,
+    );
+    Ok(batch)
+}
+
+fn create_group(
+    store: &Store,
+    descriptor: &ShardDescriptor,
+    hard_state: Option<HardState>,
+) -> Result<()> {
+    store.write(create_group_batch(descriptor, hard_state)?)?;
+    Ok(())
+}
+
+/// Whether a group never ran: still at its initial log, term and no vote.
+fn is_brand_new(storage: &ringkv_storage::GroupStorage) -> bool {
+    let hard_state = storage.hard_state();
+    hard_state.term == Term(bootstrap::INITIAL_LOG_INDEX)
+        && hard_state.vote == NodeId::NONE
+        && storage.bounds().1 == LogIndex(bootstrap::INITIAL_LOG_INDEX)
+}
+
+/// Opens a local replica of `shard` as Raft member `member`; `descriptor` is `None` for a
+/// replica created by a message (filled by a snapshot later).
+pub(crate) fn open_group(
+    store: &Store,
+    config: &NodeConfig,
+    shard: ShardId,
+    member: NodeId,
+    descriptor: Option<ShardDescriptor>,
+) -> Result<Group> {
+    let storage = store.group(shard)?;
+    let applied = store.applied(shard)?;
+    let mut raft_config = config.raft_config(shard, member);
+    raft_config.applied = applied.index;
+    let raw = RawNode::new(raft_config, NodeStorage::new(storage, ConfState::default()))?;
+    Ok(Group::new(shard, member, descriptor, raw, applied.index))
 }
 
 /// Opens the data dir, checking (or recording) that it belongs to this node and cluster.
@@ -125,30 +216,40 @@ fn open_store(config: &NodeConfig) -> Result<Store> {
     Ok(store)
 }
 
-/// Creates the replica of every local group, resuming from disk.
+/// What the node found on disk besides its groups.
+pub struct LocalState {
+    /// The highest removed member id per shard.
+    pub tombstones: BTreeMap<ShardId, NodeId>,
+    /// Replica removals resumed at start.
+    pub removals: Vec<RemovalHandle>,
+}
+
+/// Creates the replica of every local descriptor, resuming from disk.
 fn open_groups(
     store: &Store,
     config: &NodeConfig,
-    map: &ShardMap,
-) -> Result<BTreeMap<ShardId, Group>> {
+) -> Result<(BTreeMap<ShardId, Group>, LocalState)> {
     let nodes: Vec<NodeId> = config.initial_cluster.iter().map(|e| e.node).collect();
-    let mut descriptors = vec![bootstrap::pd_descriptor(&nodes)];
-    descriptors.extend(map.shards.iter().cloned());
+    let tombstones = replica_meta::load_tombstones(store)?;
+    let mut removals = store.resume_removals()?;
+    let removing: Vec<ShardId> = removals.iter().map(RemovalHandle::shard).collect();
     let mut groups = BTreeMap::new();
-    for descriptor in descriptors {
-        if descriptor.replica_on(config.node_id).is_none() {
+    for (shard, descriptor) in replica_meta::load_descriptors(store)? {
+        let Some(member) = descriptor.replica_on(config.node_id).map(|r| r.member) else {
+            warn!(%shard, "local descriptor without a replica on this node; ignoring it");
+            continue;
+        };
+        if tombstones.get(&shard).is_some_and(|&dead| member <= dead) {
+            // Removed before a crash finished the cleanup: finish it now.
+            store.delete_meta(&replica_meta::descriptor_key(shard))?;
+            if !removing.contains(&shard) {
+                removals.push(store.remove_replica(shard, descriptor.arc)?);
+            }
             continue;
         }
-        let shard = descriptor.id;
         let storage = store.group(shard)?;
-        let brand_new = storage.hard_state().term == ringkv_types::Term::ZERO
-            && storage.bounds().1 == LogIndex::ZERO;
-        let applied = store.applied(shard)?;
-        let conf_saved = store.conf_state(shard)?.is_some();
-        let mut raft_config = config.raft_config(shard);
-        raft_config.applied = applied.index;
-        let conf = Group::conf_of(&descriptor);
-        let mut raw = RawNode::new(raft_config, NodeStorage::new(storage, conf))?;
+        let brand_new = is_brand_new(&storage);
+        let mut group = open_group(store, config, shard, member, Some(descriptor))?;
         let preferred = bootstrap::preferred_leader(
             &nodes,
             config.initial_shards,
@@ -157,42 +258,22 @@ fn open_groups(
         );
         if brand_new && preferred == Some(config.node_id) {
             // Only on a group that has never run: no leader can hold a lease yet.
-            raw.campaign()?;
+            group.raw.campaign()?;
         }
-        groups.insert(
-            shard,
-            Group {
-                shard,
-                descriptor,
-                raw,
-                leader: NodeId::NONE,
-                role: Role::Follower,
-                applied: applied.index,
-                conf_saved,
-                proposals: BTreeMap::new(),
-                reads_new: Vec::new(),
-                reads_sent: Default::default(),
-                reads_ready: Vec::new(),
-                pending_install: None,
-                installing: None,
-            },
-        );
+        groups.insert(shard, group);
     }
-    // Every group with state on disk must be one of ours: anything else means the data dir
-    // was used with another layout (a changed initial_cluster or replication_factor).
     for shard in store.groups()? {
-        if !groups.contains_key(&shard) {
-            warn!(%shard, "the data dir holds a group this node does not host; ignoring it");
+        if !groups.contains_key(&shard) && !removing.contains(&shard) {
+            debug!(%shard, "state of a group without a descriptor here (an uninitialized replica)");
         }
     }
-    if map.shards.len() as u64 != config.initial_shards {
-        info!(
-            shards = map.shards.len(),
-            initial_shards = config.initial_shards,
-            "using the shard map saved in the data dir; initial_shards only applies at bootstrap"
-        );
-    }
-    Ok(groups)
+    Ok((
+        groups,
+        LocalState {
+            tombstones,
+            removals,
+        },
+    ))
 }
 
 /// Starts a node: store, groups, transport and event loop. Must run inside a Tokio runtime.
@@ -202,7 +283,7 @@ fn open_groups(
 pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     let store = open_store(&config)?;
     let map = load_or_bootstrap_map(&store, &config)?;
-    let groups = open_groups(&store, &config, &map)?;
+    let (groups, local) = open_groups(&store, &config)?;
     info!(
         node = %config.node_id,
         groups = groups.len(),
@@ -228,7 +309,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     info!(node = %config.node_id, addr = %local_addr, "listening");
 
     let (shutdown_tx, shutdown) = oneshot::channel();
-    let event_loop = EventLoop::new(config, store, transport, map, groups);
+    let event_loop = EventLoop::new(config, store, transport, map, groups, local);
     let channels = LoopChannels {
         inbound,
         calls,
@@ -240,4 +321,71 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         task,
         local_addr,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_types::{ReplicaRole, member_id, ring::Arc};
+
+    fn descriptor(shard: u64) -> ShardDescriptor {
+        ShardDescriptor {
+            id: ShardId(shard),
+            arc: Arc::FULL,
+            epoch: bootstrap::INITIAL_EPOCH,
+            replicas: [1, 2, 3]
+                .into_iter()
+                .map(|node| {
+                    ringkv_types::Replica::new(member_id(NodeId(node), 1), ReplicaRole::Voter)
+                })
+                .collect(),
+        }
+    }
+
+    /// A split that replaces an uninitialized replica keeps the term and vote it persisted:
+    /// a replica must never vote twice in one term (Raft §5.2). A replica that only heard of
+    /// lower terms starts at the initial term with no vote.
+    #[test]
+    fn a_new_group_keeps_a_higher_persisted_term_and_vote() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let voted = HardState {
+            term: Term(9),
+            vote: member_id(NodeId(2), 1),
+            commit: LogIndex::ZERO,
+        };
+        let mut batch = WriteBatchBuilder::new();
+        batch.set_hard_state(ShardId(7), voted);
+        store.write(batch).unwrap();
+        store
+            .write(create_group_batch(&descriptor(7), Some(voted)).unwrap())
+            .unwrap();
+        let state = store.group(ShardId(7)).unwrap().hard_state();
+        assert_eq!(state.term, Term(9));
+        assert_eq!(state.vote, voted.vote);
+        assert_eq!(state.commit, LogIndex(bootstrap::INITIAL_LOG_INDEX));
+
+        let old = HardState {
+            term: Term(2),
+            vote: member_id(NodeId(3), 1),
+            commit: LogIndex::ZERO,
+        };
+        store
+            .write(create_group_batch(&descriptor(8), Some(old)).unwrap())
+            .unwrap();
+        let state = store.group(ShardId(8)).unwrap().hard_state();
+        assert_eq!(state.term, Term(bootstrap::INITIAL_LOG_INDEX));
+        assert_eq!(state.vote, NodeId::NONE);
+        assert_eq!(
+            replica_meta::load_descriptors(&store)
+                .unwrap()
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![ShardId(7), ShardId(8)]
+        );
+        let storage = store.group(ShardId(8)).unwrap();
+        assert!(is_brand_new(&storage));
+        assert!(!is_brand_new(&store.group(ShardId(7)).unwrap()));
+    }
 }

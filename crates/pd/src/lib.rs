@@ -103,11 +103,8 @@ pub use scheduler::{move_steps, plan, split_position};
 pub use settings::{SchedulerKind, Settings};
 pub use state::{ClusterInfo, IdCounters, OperatorCounts, PdState, ShardStatus};
 
-/// The Raft member id of the replica of `node` with `incarnation`: `(node << 32) | incarnation`.
-/// Node ids stay below 2^32 (PD never allocates larger ones).
-pub fn member_id(node: ringkv_types::NodeId, incarnation: u32) -> ringkv_types::NodeId {
-    ringkv_types::NodeId((node.get() << 32) | u64::from(incarnation))
-}
+/// Raft member ids: `(node << 32) | incarnation`, one definition for the whole project.
+pub use ringkv_types::member_id;
 
 #[cfg(test)]
 mod apply_test;

@@ -228,6 +228,7 @@ mod tests {
                 .map(|&(node, role)| Replica {
                     node: NodeId(node),
                     role,
+                    member: ringkv_types::member_id(NodeId(node), 1),
                 })
                 .collect(),
         }

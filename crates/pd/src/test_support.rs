@@ -19,6 +19,7 @@ pub(crate) fn voter(node: u64) -> Replica {
     Replica {
         node: NodeId(node),
         role: ReplicaRole::Voter,
+        member: ringkv_types::member_id(NodeId(node), 1),
     }
 }
 
@@ -26,6 +27,7 @@ pub(crate) fn learner(node: u64) -> Replica {
     Replica {
         node: NodeId(node),
         role: ReplicaRole::Learner,
+        member: ringkv_types::member_id(NodeId(node), 2),
     }
 }
 

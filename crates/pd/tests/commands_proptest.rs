@@ -37,6 +37,7 @@ fn bootstrapped() -> PdState {
                 .map(|j| Replica {
                     node: NodeId((i as u64 + j) % NODES + 1),
                     role: ReplicaRole::Voter,
+                    member: ringkv_types::member_id(NodeId((i as u64 + j) % NODES + 1), 1),
                 })
                 .collect(),
         })
@@ -153,6 +154,7 @@ fn report() -> impl Strategy<Value = Command> {
                     .map(|(&node, role)| Replica {
                         node: NodeId(node),
                         role,
+                        member: ringkv_types::member_id(NodeId(node), 1),
                     })
                     .collect();
                 let voters: Vec<NodeId> = replicas

@@ -140,6 +140,7 @@ impl Model {
                     .map(|j| Replica {
                         node: NodeId((i + j) % nodes + 1),
                         role: ReplicaRole::Voter,
+                        member: ringkv_types::member_id(NodeId((i + j) % nodes + 1), 1),
                     })
                     .collect();
                 replicas.sort_by_key(|r| r.node);
@@ -415,12 +416,13 @@ impl Model {
         let mut after = before.clone();
         let mut new_shard = None;
         let valid = match step {
-            Step::AddLearner { node, .. } => {
+            Step::AddLearner { node, incarnation } => {
                 let ok = after.replica_on(node).is_none();
                 if ok {
                     after.replicas.push(Replica {
                         node,
                         role: ReplicaRole::Learner,
+                        member: ringkv_types::member_id(node, incarnation),
                     });
                 }
                 ok

@@ -383,6 +383,19 @@ impl<S: Storage> RawNode<S> {
         self.raft.check_invariants();
     }
 
+    /// Leader only: the highest log index known to be replicated on member `id`, `None` when
+    /// this replica does not lead or `id` is not a member. Drivers use it to promote a learner
+    /// only once it has caught up.
+    pub fn match_index(&self, id: NodeId) -> Option<LogIndex> {
+        if !self.raft.is_leader() {
+            return None;
+        }
+        self.raft
+            .progress
+            .get(&id)
+            .map(|progress| progress.match_index)
+    }
+
     /// Whether this replica considers its lease valid (leader only).
     pub fn lease_valid(&self) -> bool {
         self.raft.lease_valid()

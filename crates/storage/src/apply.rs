@@ -40,7 +40,34 @@ impl Store {
         applied: AppliedState,
         conf: Option<&ConfState>,
     ) -> Result<Vec<CommandResult>> {
+        self.apply_with_meta(shard, commands, applied, conf, &[])
+    }
+
+    /// [`Store::apply`], also saving caller-named `meta` records `(name, value)` (the namespace
+    /// of [`Store::set_meta`]) in the same atomic batch: e.g. the shard descriptor a
+    /// configuration entry changes, so that a restart never sees the new applied index with the
+    /// old descriptor or the reverse.
+    ///
+    /// # Errors
+    /// As [`Store::apply`]; [`Error::TooLarge`] for a name over 1 KiB or a value over
+    /// `record_bytes_max` (nothing is written then).
+    pub fn apply_with_meta(
+        &self,
+        shard: ShardId,
+        commands: &[Command],
+        applied: AppliedState,
+        conf: Option<&ConfState>,
+        meta: &[(&[u8], &[u8])],
+    ) -> Result<Vec<CommandResult>> {
         let shared = &self.shared;
+        for (name, value) in meta {
+            if name.len() > 1024 || value.len() as u64 > shared.config.record_bytes_max {
+                return Err(Error::TooLarge {
+                    size: value.len() as u64,
+                    max: shared.config.record_bytes_max,
+                });
+            }
+        }
         shared.check_writable()?;
         let cache = shared.group(shard)?;
         let previous = lock_group(&cache).applied;
@@ -144,6 +171,9 @@ impl Store {
                 codec::encode(conf),
             );
         }
+        for (name, value) in meta {
+            batch.insert(&shared.meta, keys::meta_key(name), envelope::encode(value));
+        }
         // IMPORTANT: data, sessions and the applied index commit in one batch, so a restart never
         // re-applies an entry whose effects are already on disk.
         shared.commit(batch)?;
@@ -153,6 +183,22 @@ impl Store {
             state.conf = Some(conf.clone());
         }
         Ok(results)
+    }
+
+    /// Every session record of `shard`, by session id.
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`]; a malformed key; I/O.
+    pub fn sessions(&self, shard: ShardId) -> Result<Vec<(u64, SessionRecord)>> {
+        let mut sessions = Vec::new();
+        for guard in self.shared.raft_state.prefix(keys::session_prefix(shard)) {
+            let (key, value) = guard.into_inner()?;
+            let session = keys::parse_session_key(&key)?;
+            let record = codec::decode(&value, self.shared.config.record_bytes_max)
+                .map_err(|reason| Error::corrupt_record("session", Some(shard), reason))?;
+            sessions.push((session, record));
+        }
+        Ok(sessions)
     }
 
     /// The session table entry of `session` in `shard`.

@@ -42,6 +42,17 @@ pub enum Operation {
     },
 }
 
+impl Operation {
+    /// The user key the operation writes.
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Operation::Put { key, .. }
+            | Operation::Delete { key }
+            | Operation::CompareAndSwap { key, .. } => key,
+        }
+    }
+}
+
 /// A client's exactly-once identity for one write: the session and the sequence number within
 /// it. Sequence numbers of a session start at 1 and grow by one per new write; a retry reuses
 /// the number.

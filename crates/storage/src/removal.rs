@@ -43,7 +43,8 @@ impl RemovalHandle {
 }
 
 impl Store {
-    /// Starts removing `shard`'s replica: its data in `arc`, its sessions, log and state. The
+    /// Starts removing `shard`'s replica: its data in `arc` (none for an empty arc, e.g. a
+    /// replica that never received a snapshot), its sessions, log and state. The
     /// marker is durable when this returns; the rest runs in bounded batches on a thread.
     ///
     /// The node must have stopped the group (no more writes, applies or reads of it) and must not
@@ -115,7 +116,8 @@ fn remove(shared: &Shared, shard: ShardId, arc: Arc) -> Result<u64> {
     let data_range = (Bound::Included(lower), upper);
     let prefix = keys::shard_prefix(shard);
     let mut deleted = 0u64;
-    loop {
+    // An empty arc (a replica that never received its data) deletes no data.
+    while arc.width() > 0 {
         let count = delete_batch(shared, &shared.data, shared.data.range(data_range.clone()))?;
         deleted += count as u64;
         if count == 0 {

@@ -419,6 +419,27 @@ impl Store {
         }
     }
 
+    /// Every record saved with [`Store::set_meta`] whose name starts with `prefix`, as
+    /// `(name, value)` sorted by name.
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`]; I/O.
+    pub fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Bytes)>> {
+        self.check_meta_name(prefix)?;
+        let full = keys::meta_key(prefix);
+        let strip = keys::meta_key(b"").len();
+        let mut records = Vec::new();
+        for guard in self.shared.meta.prefix(&full) {
+            let (key, value) = guard.into_inner()?;
+            let name = key.get(strip..).unwrap_or_default().to_vec();
+            let value = envelope::decode(&value, self.shared.config.record_bytes_max)
+                .map(Bytes::copy_from_slice)
+                .map_err(|reason| Error::corrupt_record("meta", None, reason))?;
+            records.push((name, value));
+        }
+        Ok(records)
+    }
+
     fn check_meta_name(&self, name: &[u8]) -> Result<()> {
         if name.len() > 1024 {
             return Err(Error::TooLarge {

@@ -25,6 +25,12 @@ pub(crate) struct GroupWrite {
     pub entries: Vec<EncodedEntry>,
     /// Hard state to save, applied last.
     pub hard_state: Option<HardState>,
+    /// A brand-new group's starting point (applied state and configuration), applied first.
+    pub initialize: Option<SnapshotMeta>,
+    /// Caller-named `meta` records written in this batch (name, value).
+    pub meta: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Session records to write (a split child's copy of its parent's sessions).
+    pub sessions: Vec<(u64, crate::command::SessionRecord)>,
 }
 
 /// The writes of all groups for one group commit: one fjall batch, one `fdatasync`.
@@ -151,6 +157,45 @@ impl WriteBatchBuilder {
     /// differs). A `meta.index` at or below the current compaction point is ignored.
     pub fn set_snapshot_meta(&mut self, shard: ShardId, meta: SnapshotMeta) {
         self.groups.entry(shard).or_default().snapshot_meta = Some(meta);
+    }
+
+    /// Starts a brand-new group (no log, no applied state yet) at `meta`: its applied state
+    /// becomes `(meta.index, meta.term)` with configuration `meta.conf`, and its log's
+    /// compaction point moves to `meta`, so the log continues at `meta.index + 1`. The shard's
+    /// data range is left as it is (a split child's data is already in the store). A follower
+    /// whose log is empty is then behind the leader's compaction point and gets a snapshot,
+    /// never a log replay that would lack the group's starting data.
+    pub fn initialize_group(&mut self, shard: ShardId, meta: SnapshotMeta) {
+        let group = self.groups.entry(shard).or_default();
+        group.snapshot_meta = Some(meta.clone());
+        group.initialize = Some(meta);
+    }
+
+    /// Writes `shard`'s exactly-once session records with this batch: a split child starts with
+    /// a copy of its parent's sessions, so a write retried against the child after the split is
+    /// still applied at most once.
+    pub fn set_sessions(
+        &mut self,
+        shard: ShardId,
+        sessions: Vec<(u64, crate::command::SessionRecord)>,
+    ) {
+        self.groups
+            .entry(shard)
+            .or_default()
+            .sessions
+            .extend(sessions);
+    }
+
+    /// Saves the caller-named record `name` in the `meta` keyspace with this batch (the same
+    /// namespace as [`Store::set_meta`](crate::Store::set_meta)): atomically with `shard`'s
+    /// writes of this batch, e.g. a shard descriptor installed with a snapshot.
+    pub fn set_meta(&mut self, shard: ShardId, name: &[u8], value: Vec<u8>) {
+        self.bytes += name.len() + value.len();
+        self.groups
+            .entry(shard)
+            .or_default()
+            .meta
+            .push((name.to_vec(), value));
     }
 
     /// Installs a validated snapshot into its shard: replaces the shard's data range and

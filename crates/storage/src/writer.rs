@@ -3,7 +3,7 @@
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::group_state::GroupState;
+use crate::group_state::{AppliedState, GroupState};
 use crate::keys;
 use crate::store::{Shared, lock_group};
 use crate::write_batch::{GroupWrite, WriteBatchBuilder};
@@ -137,7 +137,7 @@ fn commit_batch(shared: &Shared, sequence: u64, batch: WriteBatchBuilder) -> Res
     for (shard, write) in batch.groups {
         let cache = shared.group(shard)?;
         let current = lock_group(&cache).clone();
-        let installs = write.install.is_some();
+        let installs = write.install.is_some() || write.initialize.is_some();
         let next = stage_group(shared, shard, current, write, &mut fjall_batch)?;
         groups.push((shard, next.last_index));
         updates.push((cache, next, installs));
@@ -176,6 +176,54 @@ fn stage_group(
 ) -> Result<GroupState> {
     if let Some(install) = write.install {
         install.stage(shared, batch, &mut state)?;
+    }
+    if let Some(initial) = write.initialize {
+        if state.applied.index != LogIndex::ZERO || state.last_index != LogIndex::ZERO {
+            return Err(Error::InvalidWrite {
+                shard,
+                reason: format!(
+                    "initializing a group that has applied {} and log up to {}",
+                    state.applied.index, state.last_index
+                ),
+            });
+        }
+        let applied = AppliedState {
+            index: initial.index,
+            term: initial.term,
+        };
+        batch.insert(
+            &shared.raft_state,
+            keys::state_key(shard, keys::KIND_APPLIED).to_vec(),
+            codec::encode(&applied),
+        );
+        batch.insert(
+            &shared.raft_state,
+            keys::state_key(shard, keys::KIND_CONF).to_vec(),
+            codec::encode(&initial.conf),
+        );
+        state.applied = applied;
+        state.conf = Some(initial.conf);
+    }
+    for (session, record) in &write.sessions {
+        batch.insert(
+            &shared.raft_state,
+            keys::session_key(shard, *session).to_vec(),
+            codec::encode(record),
+        );
+    }
+    for (name, value) in write.meta {
+        let size = value.len() as u64;
+        if size > shared.config.record_bytes_max || name.len() > 1024 {
+            return Err(Error::TooLarge {
+                size,
+                max: shared.config.record_bytes_max,
+            });
+        }
+        batch.insert(
+            &shared.meta,
+            keys::meta_key(&name),
+            ringkv_types::envelope::encode(&value),
+        );
     }
     // Highest index that may be on disk; everything in (state.last_index, disk_last] is deleted
     // at the end.

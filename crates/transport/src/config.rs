@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// ALPN protocol of the ringkv wire format. Bump on any wire-format change: peers of different
 /// formats then fail the handshake instead of misreading frames.
-pub const ALPN: &[u8] = b"ringkv/1";
+pub const ALPN: &[u8] = b"ringkv/2";
 
 /// How a node's transport is set up. [`TransportConfig::new`] gives the defaults below.
 #[derive(Clone, Debug)]

@@ -1,5 +1,5 @@
 //! ringkv's network layer: one QUIC endpoint per node (quinn, rustls with the ring provider,
-//! TLS 1.3 only, mutual TLS over a cluster CA, ALPN `ringkv/1`).
+//! TLS 1.3 only, mutual TLS over a cluster CA, ALPN `ringkv/2`).
 //!
 //! - Peer links ([`Transport::send`], [`Transport::send_snapshot`], [`Inbound`]): one connection
 //!   per node pair (the smaller id dials), long-lived unidirectional streams of length-prefixed

@@ -201,9 +201,7 @@ async fn write_snapshot<R: AsyncRead + Unpin>(
 pub(crate) async fn receive_snapshot(shared: &Shared, peer: &Peer, mut reader: FrameReader) {
     let me = shared.config.node_id;
     let message = match reader.next::<SnapshotFrame>().await {
-        Ok(Some((SnapshotFrame::Start { message }, size)))
-            if message.from == peer.id && message.to == me =>
-        {
+        Ok(Some((SnapshotFrame::Start { message }, size))) if message.is_between(peer.id, me) => {
             add(&peer.counters.bytes_received, size as u64);
             message
         }

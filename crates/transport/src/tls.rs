@@ -1,5 +1,5 @@
 //! TLS and QUIC configurations: TLS 1.3 only, ring provider, mutual TLS over the cluster CA,
-//! ALPN `ringkv/1`, keep-alive and idle timeout.
+//! ALPN `ringkv/2`, keep-alive and idle timeout.
 
 use crate::certs::TlsIdentity;
 use crate::config::{ALPN, TransportConfig, node_server_name};

@@ -23,14 +23,8 @@ fn descriptor() -> ShardDescriptor {
             version: 4,
         },
         replicas: vec![
-            Replica {
-                node: NodeId(1),
-                role: ReplicaRole::Voter,
-            },
-            Replica {
-                node: NodeId(2),
-                role: ReplicaRole::Learner,
-            },
+            Replica::new(crate::ids::member_id(NodeId(1), 1), ReplicaRole::Voter),
+            Replica::new(crate::ids::member_id(NodeId(2), 2), ReplicaRole::Learner),
         ],
     }
 }

@@ -66,6 +66,36 @@ impl NodeId {
     }
 }
 
+/// Node ids must be below this bound: a Raft member id packs the node id in its high 32 bits.
+pub const NODE_ID_LIMIT: u64 = 1 << 32;
+
+/// The Raft member id of `node`'s `incarnation`-th replica of a shard: `(node << 32) |
+/// incarnation`.
+///
+/// Raft member ids are distinct from node ids because a node removed from a shard and added
+/// back must join as a NEW member: with its old id, votes and acknowledgements its previous
+/// incarnation gave could be counted again, and a stale configuration could elect a leader that
+/// lacks committed entries (the simulator found exactly this, seed 185). Replicas created at
+/// bootstrap (and by a split) are incarnation 1; a learner added by a configuration change is
+/// incarnation `conf_ver` of the descriptor that adds it, fresh within the shard because
+/// `conf_ver` only grows.
+///
+/// `node` must be below [`NODE_ID_LIMIT`] (the node's config validation enforces it); higher bits
+/// are dropped.
+pub const fn member_id(node: NodeId, incarnation: u32) -> NodeId {
+    NodeId(((node.0 & 0xFFFF_FFFF) << 32) | incarnation as u64)
+}
+
+/// The node of a Raft member id (see [`member_id`]).
+pub const fn member_node(member: NodeId) -> NodeId {
+    NodeId(member.0 >> 32)
+}
+
+/// The incarnation of a Raft member id (see [`member_id`]).
+pub const fn member_incarnation(member: NodeId) -> u32 {
+    (member.0 & 0xFFFF_FFFF) as u32
+}
+
 impl ShardId {
     /// The placement driver's Raft group.
     pub const PD: ShardId = ShardId(0);
@@ -138,6 +168,20 @@ mod tests {
         assert_eq!(Term(3).plus(2), Term(5));
         assert_eq!(LogIndex(3).distance_from(LogIndex(7)), 0);
         assert_eq!(LogIndex(9).distance_from(LogIndex(7)), 2);
+    }
+
+    #[test]
+    fn member_ids_pack_node_and_incarnation() {
+        let member = member_id(NodeId(7), 3);
+        assert_eq!(member, NodeId((7 << 32) | 3));
+        assert_eq!(member_node(member), NodeId(7));
+        assert_eq!(member_incarnation(member), 3);
+        assert_eq!(
+            member_node(member_id(NodeId(u32::MAX as u64), u32::MAX)).get(),
+            u32::MAX as u64
+        );
+        assert_ne!(member_id(NodeId(1), 1), member_id(NodeId(1), 2));
+        assert!(member_id(NodeId(1), 1).is_some());
     }
 
     #[test]

@@ -19,9 +19,11 @@ pub mod wire_error;
 mod codec_test;
 
 pub use error::{Error, Result};
-pub use ids::{LogIndex, NodeId, ShardId, Term};
+pub use ids::{LogIndex, NODE_ID_LIMIT, NodeId, ShardId, Term, member_id, member_node};
 pub use raft_batch::RaftBatch;
-pub use request::{AdminRequest, BatchOp, KvOp, KvRequest, ReadConsistency, Request, WriteSession};
+pub use request::{
+    AdminRequest, BatchOp, KvOp, KvRequest, ReadConsistency, ReplicaChange, Request, WriteSession,
+};
 pub use response::{AdminResult, KvResult, NodeAddress, NodeStatus, ReplicaStatus, Response};
 pub use shard::{Epoch, Replica, ReplicaRole, ShardDescriptor};
 pub use shard_map::ShardMap;

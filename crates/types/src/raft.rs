@@ -207,6 +207,25 @@ pub enum MessageBody {
     },
     /// Leader transfer (thesis §3.10): start an election now, ignoring the election timer.
     TimeoutNow,
+    /// Node level, never stepped into the Raft core: the recipient member was removed from the
+    /// group by a configuration entry the sender has applied. A removed member stops hearing
+    /// from the leader (it is no longer replicated to), so without this it would never learn of
+    /// its removal; member ids are never reused, so the fact is permanent.
+    ReplicaRemoved,
+}
+
+impl Message {
+    /// Whether the message goes from node `from` to node `to`. Groups address Raft member ids
+    /// ([`member_id`](crate::ids::member_id)), whose node is
+    /// [`member_node`](crate::ids::member_node); a plain node id (a group whose members are
+    /// node ids, as in the transport's tests) matches too. A member id never equals a node id
+    /// below 2^32, so neither form lets a peer speak for another node.
+    pub fn is_between(&self, from: NodeId, to: NodeId) -> bool {
+        let is = |member: NodeId, node: NodeId| {
+            member == node || crate::ids::member_node(member) == node
+        };
+        is(self.from, from) && is(self.to, to)
+    }
 }
 
 impl MessageBody {
@@ -223,6 +242,7 @@ impl MessageBody {
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::ReplicaRemoved => "ReplicaRemoved",
         }
     }
 }

@@ -21,10 +21,10 @@ impl RaftBatch {
         Self { messages }
     }
 
-    /// Whether every message is addressed from `from` to `to`: receivers drop batches that are
-    /// not, since a peer may only speak for itself.
+    /// Whether every message is addressed from node `from` to node `to`: receivers drop batches
+    /// that are not, since a peer may only speak for itself. See [`Message::is_between`].
     pub fn is_between(&self, from: NodeId, to: NodeId) -> bool {
-        self.messages.iter().all(|m| m.from == from && m.to == to)
+        self.messages.iter().all(|m| m.is_between(from, to))
     }
 
     /// Number of messages.

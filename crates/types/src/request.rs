@@ -9,7 +9,7 @@
 //! Keys and values are [`Bytes`]: serde encodes them as one length-prefixed byte string (the same
 //! bytes `serde_bytes` produces), and the node proposes them without copying.
 
-use crate::ids::ShardId;
+use crate::ids::{NodeId, ShardId};
 use crate::shard::Epoch;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -130,6 +130,42 @@ pub enum AdminRequest {
     /// Every node the answering node knows, with its address: how a client that was given a few
     /// seed endpoints finds the leader of a shard on another node.
     GetNodes,
+    /// One membership change of a shard, executed by its leader: answered
+    /// `AdminResult::ReplicaChanged` with the new descriptor once the configuration entry is
+    /// applied on the leader. One change at a time per shard; a learner must be added (and
+    /// caught up) before it is promoted; the leader refuses to remove itself (transfer the
+    /// leadership first).
+    ChangeReplica {
+        /// The shard.
+        shard: ShardId,
+        /// The epoch the caller saw; must equal the leader's (else `EpochMismatch`).
+        epoch: Epoch,
+        /// The change.
+        change: ReplicaChange,
+    },
+    /// Moves a shard's leadership to the replica on `to`, sent to the current leader: answered
+    /// `AdminResult::LeaderTransferred` once the leader knows `to` leads, or `Timeout`.
+    TransferLeader {
+        /// The shard.
+        shard: ShardId,
+        /// The node that should lead (it must hold a voter replica).
+        to: NodeId,
+    },
+    /// Splits a shard in two inside its Raft group, executed by its leader (no data is
+    /// copied): the shard keeps `[start, at)` and `new_shard` gets `[at, end)` with the same
+    /// replicas (and Raft member ids); both get `version + 1`. Answered
+    /// `AdminResult::ShardSplit` once the split entry is applied on the leader.
+    SplitShard {
+        /// The shard to split.
+        shard: ShardId,
+        /// The epoch the caller saw; must equal the leader's (else `EpochMismatch`).
+        epoch: Epoch,
+        /// The id of the new shard (allocated by the caller: the placement driver).
+        new_shard: ShardId,
+        /// Ring position where the new shard starts, strictly inside the arc; `None` = the
+        /// middle of the arc.
+        at: Option<u64>,
+    },
     /// A placement-driver command: `postcard(ringkv_pd::Command)`. Served by the PD leader
     /// (group 0), which stamps the command's `now_ms` with its own clock, proposes it, and
     /// answers [`AdminResult::Pd`] with `postcard(Result<ringkv_pd::Response, ringkv_pd::Error>)`
@@ -142,6 +178,29 @@ pub enum AdminRequest {
     /// The PD state as applied on the PD leader: [`AdminResult::Pd`] holds
     /// `postcard(ringkv_pd::PdState)`. Other nodes answer `NotLeader`.
     PdState,
+}
+
+/// One membership change of a shard ([`AdminRequest::ChangeReplica`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplicaChange {
+    /// Add a learner replica on `node` (which must not hold one): a NEW Raft member whose
+    /// incarnation is the new descriptor's `conf_ver`. It is filled by a snapshot from the
+    /// leader.
+    AddLearner {
+        /// The node.
+        node: NodeId,
+    },
+    /// Make the learner on `node` a voter.
+    Promote {
+        /// The node.
+        node: NodeId,
+    },
+    /// Remove the replica on `node` (voter or learner; not the leader itself). The node deletes
+    /// the replica's log, state and data and keeps a tombstone.
+    Remove {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 /// Everything a client sends to the client service.

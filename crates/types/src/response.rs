@@ -87,6 +87,22 @@ pub enum AdminResult {
     NodeStatus(NodeStatus),
     /// Answer to `GetNodes`: sorted by node id.
     Nodes(Vec<NodeAddress>),
+    /// Answer to `ChangeReplica`: the shard's descriptor once the change is applied.
+    ReplicaChanged(ShardDescriptor),
+    /// Answer to `TransferLeader`: the leader of `shard` is now the replica on `leader`.
+    LeaderTransferred {
+        /// The shard.
+        shard: ShardId,
+        /// The node now leading.
+        leader: NodeId,
+    },
+    /// Answer to `SplitShard`: both descriptors after the split.
+    ShardSplit {
+        /// The split shard, now `[start, at)`.
+        left: ShardDescriptor,
+        /// The new shard, `[at, end)`.
+        right: ShardDescriptor,
+    },
     /// Answer to `Pd` and `PdState`: postcard bytes, see
     /// [`AdminRequest::Pd`](crate::request::AdminRequest::Pd).
     Pd(Bytes),

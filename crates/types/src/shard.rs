@@ -43,6 +43,21 @@ pub struct Replica {
     pub node: NodeId,
     /// Its role.
     pub role: ReplicaRole,
+    /// Its Raft member id: [`member_id`](crate::ids::member_id)`(node, incarnation)`. A replica
+    /// removed from a shard and added back is a NEW member (a fresh incarnation), so votes and
+    /// acknowledgements of the old one can never be counted for it.
+    pub member: NodeId,
+}
+
+impl Replica {
+    /// A replica of `node` under `member` (whose node must be `node`).
+    pub fn new(member: NodeId, role: ReplicaRole) -> Self {
+        Self {
+            node: crate::ids::member_node(member),
+            role,
+            member,
+        }
+    }
 }
 
 /// What a client needs to route to a shard and a replica needs to check a request.
@@ -76,11 +91,56 @@ impl ShardDescriptor {
     pub fn replica_on(&self, node: NodeId) -> Option<&Replica> {
         self.replicas.iter().find(|r| r.node == node)
     }
+
+    /// The voters' Raft member ids.
+    pub fn voter_members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.replicas
+            .iter()
+            .filter(|r| r.role == ReplicaRole::Voter)
+            .map(|r| r.member)
+    }
+
+    /// The replica whose Raft member id is `member`, if any.
+    pub fn replica_of_member(&self, member: NodeId) -> Option<&Replica> {
+        self.replicas.iter().find(|r| r.member == member)
+    }
+
+    /// The descriptor after a configuration change took effect: the replicas are exactly the
+    /// configuration's voters and learners (nodes from [`member_node`](crate::ids::member_node),
+    /// sorted by node), `conf_ver` is bumped by one, the arc and `version` are kept.
+    ///
+    /// Deterministic: every replica applying the same configuration entry derives the same
+    /// descriptor.
+    #[must_use]
+    pub fn with_conf(&self, conf: &crate::raft::ConfState) -> ShardDescriptor {
+        let mut replicas: Vec<Replica> = conf
+            .voters
+            .iter()
+            .map(|&member| Replica::new(member, ReplicaRole::Voter))
+            .chain(
+                conf.learners
+                    .iter()
+                    .map(|&member| Replica::new(member, ReplicaRole::Learner)),
+            )
+            .collect();
+        replicas.sort_by_key(|replica| (replica.node, replica.member));
+        ShardDescriptor {
+            id: self.id,
+            arc: self.arc,
+            epoch: Epoch {
+                conf_ver: self.epoch.conf_ver.saturating_add(1),
+                version: self.epoch.version,
+            },
+            replicas,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::member_id;
+    use crate::raft::ConfState;
 
     #[test]
     fn epoch_staleness_compares_each_component() {
@@ -119,18 +179,9 @@ mod tests {
             arc: Arc::FULL,
             epoch: Epoch::default(),
             replicas: vec![
-                Replica {
-                    node: NodeId(1),
-                    role: ReplicaRole::Voter,
-                },
-                Replica {
-                    node: NodeId(2),
-                    role: ReplicaRole::Learner,
-                },
-                Replica {
-                    node: NodeId(3),
-                    role: ReplicaRole::Voter,
-                },
+                Replica::new(member_id(NodeId(1), 1), ReplicaRole::Voter),
+                Replica::new(member_id(NodeId(2), 3), ReplicaRole::Learner),
+                Replica::new(member_id(NodeId(3), 1), ReplicaRole::Voter),
             ],
         };
         assert_eq!(
@@ -143,5 +194,84 @@ mod tests {
         );
         assert!(descriptor.replica_on(NodeId(4)).is_none());
         assert!(descriptor.contains_key(b"anything"));
+        assert_eq!(
+            descriptor.voter_members().collect::<Vec<_>>(),
+            vec![member_id(NodeId(1), 1), member_id(NodeId(3), 1)]
+        );
+        assert_eq!(
+            descriptor
+                .replica_of_member(member_id(NodeId(2), 3))
+                .map(|r| r.node),
+            Some(NodeId(2))
+        );
+        assert!(
+            descriptor
+                .replica_of_member(member_id(NodeId(2), 1))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn configuration_changes_derive_the_next_descriptor() {
+        let base = ShardDescriptor {
+            id: ShardId(4),
+            arc: Arc::FULL,
+            epoch: Epoch {
+                conf_ver: 3,
+                version: 2,
+            },
+            replicas: vec![
+                Replica::new(member_id(NodeId(1), 1), ReplicaRole::Voter),
+                Replica::new(member_id(NodeId(2), 1), ReplicaRole::Voter),
+            ],
+        };
+        let m = |node: u64, incarnation: u32| member_id(NodeId(node), incarnation);
+        let cases = [
+            (
+                "add a learner",
+                ConfState {
+                    voters: vec![m(1, 1), m(2, 1)],
+                    learners: vec![m(3, 4)],
+                },
+                vec![
+                    (1, ReplicaRole::Voter, m(1, 1)),
+                    (2, ReplicaRole::Voter, m(2, 1)),
+                    (3, ReplicaRole::Learner, m(3, 4)),
+                ],
+            ),
+            (
+                "promote it",
+                ConfState {
+                    voters: vec![m(1, 1), m(2, 1), m(3, 4)],
+                    learners: vec![],
+                },
+                vec![
+                    (1, ReplicaRole::Voter, m(1, 1)),
+                    (2, ReplicaRole::Voter, m(2, 1)),
+                    (3, ReplicaRole::Voter, m(3, 4)),
+                ],
+            ),
+            (
+                "remove a voter",
+                ConfState {
+                    voters: vec![m(2, 1)],
+                    learners: vec![],
+                },
+                vec![(2, ReplicaRole::Voter, m(2, 1))],
+            ),
+        ];
+        for (name, conf, expected) in cases {
+            let next = base.with_conf(&conf);
+            let got: Vec<(u64, ReplicaRole, NodeId)> = next
+                .replicas
+                .iter()
+                .map(|r| (r.node.get(), r.role, r.member))
+                .collect();
+            assert_eq!(got, expected, "{name}");
+            assert_eq!(next.epoch.conf_ver, 4, "{name}");
+            assert_eq!(next.epoch.version, 2, "{name}");
+            assert_eq!(next.arc, base.arc, "{name}");
+            assert_eq!(next.id, base.id, "{name}");
+        }
     }
 }

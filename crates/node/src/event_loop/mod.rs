@@ -14,23 +14,31 @@
 //! batch is durable, the loop calls `on_persisted` for its Readies, in order, and only then sends
 //! their `persisted_messages`. A helper thread waits on the tickets and forwards completions.
 //!
+//! Membership (member ids on messages, replicas created and removed, `ChangeReplica`,
+//! `TransferLeader`) lives in `membership.rs`, splits in `split.rs`, snapshots in `snapshot.rs`.
+//!
 //! Groups are only polled for a Ready when something touched them (a message, a proposal, a
 //! read, a tick, a completed commit), so an idle group costs one `tick` per tick interval.
 
+mod membership;
 mod requests;
 mod snapshot;
+mod split;
 
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::log_command::LogCommand;
-use crate::node::META_SHARD_MAP;
+use crate::node::{LocalState, META_SHARD_MAP};
+use crate::replica_meta;
 use crate::service::ClientCall;
 use ringkv_raft::{Ready, Role};
-use ringkv_storage::{AppliedState, Command, Durable, Store, Ticket, WriteBatchBuilder};
+use ringkv_storage::{
+    AppliedState, Command, Durable, RemovalHandle, Store, Ticket, WriteBatchBuilder,
+};
 use ringkv_transport::{Inbound, Transport};
 use ringkv_types::raft::{EntryPayload, Message, MessageBody, SnapshotMeta};
-use ringkv_types::{LogIndex, NodeId, RaftBatch, Response, ShardId, ShardMap};
+use ringkv_types::{LogIndex, NodeId, RaftBatch, Response, ShardId, ShardMap, member_node};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +77,17 @@ pub struct EventLoop {
     started: Instant,
     /// Snapshot transfers in flight; aborted at shutdown (they hold the transport).
     snapshot_tasks: tokio::task::JoinSet<()>,
+    /// The highest removed Raft member id per shard: messages to it or older are ignored.
+    tombstones: BTreeMap<ShardId, NodeId>,
+    /// Replica removals running in the background.
+    removals: Vec<RemovalHandle>,
+    /// Removed replicas whose data removal waits for batch `.0` to be durable (it may hold
+    /// their last log writes).
+    removals_waiting: Vec<(u64, ShardId, ringkv_types::ring::Arc)>,
+    /// Batches submitted so far.
+    submitted: u64,
+    /// Batches durable so far.
+    durable_batches: u64,
 }
 
 /// Receivers the loop owns besides [`LoopChannels`].
@@ -93,6 +112,7 @@ impl EventLoop {
         transport: Transport,
         map: ShardMap,
         groups: BTreeMap<ShardId, Group>,
+        local: LocalState,
     ) -> Self {
         let dirty = groups.keys().copied().collect();
         Self {
@@ -109,6 +129,11 @@ impl EventLoop {
             next_read_context: 1,
             started: Instant::now(),
             snapshot_tasks: tokio::task::JoinSet::new(),
+            tombstones: local.tombstones,
+            removals: local.removals,
+            removals_waiting: Vec::new(),
+            submitted: 0,
+            durable_batches: 0,
         }
     }
 
@@ -230,7 +255,8 @@ impl EventLoop {
             self.process_readies(internal)?;
         }
         self.flush_outbox();
-        self.maybe_submit(internal)
+        self.maybe_submit(internal)?;
+        self.start_removals()
     }
 
     fn tick_all(&mut self) -> Result<()> {
@@ -240,22 +266,28 @@ impl EventLoop {
                 self.dirty.insert(*shard);
             }
         }
+        self.tick_transfers();
+        self.reap_removals();
         Ok(())
     }
 
     fn step_batch(&mut self, batch: RaftBatch) -> Result<()> {
         for message in batch.messages {
-            let shard = message.group;
-            let Some(group) = self.groups.get_mut(&shard) else {
-                debug!(%shard, from = %message.from, "message for a group not on this node");
-                continue;
-            };
             if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
                 // Snapshots arrive with their data on a snapshot stream, never in a batch.
                 continue;
             }
-            group.raw.step(message)?;
-            self.dirty.insert(shard);
+            if self.handle_removed_member(&message)? {
+                continue;
+            }
+            if !self.accept_message(&message)? {
+                continue;
+            }
+            let shard = message.group;
+            if let Some(group) = self.groups.get_mut(&shard) {
+                group.raw.step(message)?;
+                self.dirty.insert(shard);
+            }
         }
         Ok(())
     }
@@ -275,7 +307,11 @@ impl EventLoop {
         if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
             snapshots.push(message);
         } else {
-            self.outbox.entry(message.to).or_default().push(message);
+            // The core addresses Raft members; the transport addresses nodes.
+            self.outbox
+                .entry(member_node(message.to))
+                .or_default()
+                .push(message);
         }
     }
 
@@ -324,7 +360,9 @@ impl EventLoop {
             group.role = soft.role;
             if soft.role != Role::Leader {
                 fail_reads(group);
+                membership::fail_change(group);
             }
+            membership::answer_transfers(group);
         }
         let mut snapshots = Vec::new();
         for message in messages {
@@ -341,6 +379,22 @@ impl EventLoop {
             match prepared {
                 Some(prepared) if prepared.meta().index == snapshot.meta.index => {
                     self.batch.install_snapshot(prepared);
+                    // IMPORTANT: the descriptor the snapshot carries is saved in the same batch.
+                    let descriptor = self
+                        .groups
+                        .get_mut(&shard)
+                        .and_then(|g| g.pending_descriptor.take());
+                    if let Some(descriptor) = descriptor {
+                        self.batch.set_meta(
+                            shard,
+                            &replica_meta::descriptor_key(shard),
+                            replica_meta::encode_descriptor(&descriptor)?,
+                        );
+                        if let Some(group) = self.groups.get_mut(&shard) {
+                            group.descriptor = descriptor;
+                            group.initialized = true;
+                        }
+                    }
                 }
                 _ => {
                     return Err(Error::Corrupt {
@@ -360,6 +414,7 @@ impl EventLoop {
         } else if let Some(group) = self.groups.get_mut(&shard) {
             // The core refused the snapshot we stepped (it was stale): nothing to install.
             group.pending_install = None;
+            group.pending_descriptor = None;
         }
         // IMPORTANT: entries and hard state go into the batch whose durability gates
         // `on_persisted` and the persisted messages (votes, append acknowledgements).
@@ -369,7 +424,7 @@ impl EventLoop {
         }
         self.attach(shard, number, persisted_messages, needs_persist)?;
         if !committed_entries.is_empty() {
-            self.apply(shard, committed_entries)?;
+            self.apply(shard, committed_entries, internal)?;
         }
         if let Some(group) = self.groups.get_mut(&shard) {
             for read in read_states {
@@ -412,12 +467,22 @@ impl EventLoop {
     }
 
     fn maybe_submit(&mut self, internal: &mut Internal) -> Result<()> {
-        if self.batch.is_empty() || self.in_flight.len() >= self.config.storage.writer_queue_depth {
+        if self.in_flight.len() >= self.config.storage.writer_queue_depth {
+            return Ok(());
+        }
+        self.submit_now(internal)
+    }
+
+    /// Submits the current batch whatever the queue depth (a split must order its own write
+    /// after everything queued so far).
+    fn submit_now(&mut self, internal: &mut Internal) -> Result<()> {
+        if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
         let after = std::mem::take(&mut self.batch_after);
         let ticket = self.store.submit(batch)?;
+        self.submitted += 1;
         self.in_flight.push_back(after);
         let sent = internal
             .tickets
@@ -434,6 +499,7 @@ impl EventLoop {
         let Some(after) = self.in_flight.pop_front() else {
             return Ok(());
         };
+        self.durable_batches += 1;
         let mut snapshots = Vec::new();
         for (shard, number, messages) in after {
             if let Some(group) = self.groups.get_mut(&shard) {
@@ -457,7 +523,54 @@ impl EventLoop {
 
     /// Applies one Ready's committed entries of `shard` in one atomic store batch and answers
     /// the writes they complete.
-    fn apply(&mut self, shard: ShardId, entries: Vec<ringkv_types::raft::Entry>) -> Result<()> {
+    /// Applies one Ready's committed entries of `shard`: runs of ordinary entries in one store
+    /// batch each, cut at split commands, which apply on their own (see `split.rs`).
+    fn apply(
+        &mut self,
+        shard: ShardId,
+        entries: Vec<ringkv_types::raft::Entry>,
+        internal: &mut Internal,
+    ) -> Result<()> {
+        let mut run = Vec::new();
+        for entry in entries {
+            let split = match &entry.payload {
+                EntryPayload::Normal(data)
+                    if shard != ShardId::PD && LogCommand::may_be_split(data) =>
+                {
+                    match LogCommand::decode(data) {
+                        Ok(LogCommand::Split {
+                            epoch,
+                            new_shard,
+                            at,
+                        }) => Some(split::Split {
+                            epoch,
+                            new_shard,
+                            at,
+                        }),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            match split {
+                Some(split) => {
+                    if !run.is_empty() {
+                        self.apply_run(shard, std::mem::take(&mut run))?;
+                    }
+                    self.apply_split(shard, entry.index, entry.term, split, internal)?;
+                }
+                None => run.push(entry),
+            }
+        }
+        if !run.is_empty() {
+            self.apply_run(shard, run)?;
+        }
+        Ok(())
+    }
+
+    /// Applies ordinary committed entries of `shard` in one atomic store batch and answers the
+    /// writes they complete.
+    fn apply_run(&mut self, shard: ShardId, entries: Vec<ringkv_types::raft::Entry>) -> Result<()> {
         let Some(last) = entries.last().map(|e| (e.index, e.term)) else {
             return Ok(());
         };
@@ -466,16 +579,39 @@ impl EventLoop {
         };
         let mut commands: Vec<Command> = Vec::new();
         let mut owners = Vec::new();
+        let mut outside = Vec::new();
         let mut conf = None;
         let mut new_map = None;
+        let mut descriptor = None;
+        let mut conf_entries = Vec::new();
         for entry in entries {
             match entry.payload {
                 EntryPayload::Noop => {}
-                EntryPayload::Config(entry_conf) => conf = Some(entry_conf),
+                EntryPayload::Config(entry_conf) => {
+                    // The descriptor follows the configuration, deterministically on every
+                    // replica (thesis §4.1: the entry itself is the change).
+                    let next = descriptor
+                        .as_ref()
+                        .unwrap_or(&group.descriptor)
+                        .with_conf(&entry_conf);
+                    descriptor = Some(next);
+                    conf_entries.push((entry.index, entry.term));
+                    conf = Some(entry_conf);
+                }
                 EntryPayload::Normal(data) => match LogCommand::decode(&data) {
                     Ok(LogCommand::Kv(command)) if shard != ShardId::PD => {
-                        commands.push(command);
-                        owners.push((entry.index, entry.term));
+                        // Checked again at apply: a write proposed before a split but applied
+                        // after it may name keys the shard no longer owns. Every replica has
+                        // the same descriptor at this index, so all skip it alike.
+                        let arc = descriptor.as_ref().unwrap_or(&group.descriptor).arc;
+                        if command.operations.iter().all(|operation| {
+                            arc.contains(ringkv_types::ring::position(operation.key()))
+                        }) {
+                            commands.push(command);
+                            owners.push((entry.index, entry.term));
+                        } else {
+                            outside.push((entry.index, entry.term));
+                        }
                     }
                     Ok(LogCommand::SetShardMap(map)) if shard == ShardId::PD => {
                         new_map = Some(map);
@@ -495,7 +631,45 @@ impl EventLoop {
             index: last.0,
             term: last.1,
         };
-        let results = self.store.apply(shard, &commands, applied, conf.as_ref())?;
+        let descriptor_record = match &descriptor {
+            Some(descriptor) if shard != ShardId::PD && group.initialized => Some((
+                replica_meta::descriptor_key(shard),
+                replica_meta::encode_descriptor(descriptor)?,
+            )),
+            _ => None,
+        };
+        let meta: Vec<(&[u8], &[u8])> = descriptor_record
+            .iter()
+            .map(|(name, value)| (name.as_slice(), value.as_slice()))
+            .collect();
+        // IMPORTANT: the new descriptor commits with the applied index in one batch.
+        let results =
+            self.store
+                .apply_with_meta(shard, &commands, applied, conf.as_ref(), &meta)?;
+        if let Some(descriptor) = descriptor
+            && group.initialized
+        {
+            if group.raw.is_leader() {
+                // The removed members no longer hear from us: tell them (best effort; a
+                // removed voter that campaigns is told again).
+                for replica in &group.descriptor.replicas {
+                    if descriptor.replica_of_member(replica.member).is_none() {
+                        let notice = Message {
+                            group: shard,
+                            from: group.member,
+                            to: replica.member,
+                            term: group.raw.term(),
+                            body: MessageBody::ReplicaRemoved,
+                        };
+                        self.outbox.entry(replica.node).or_default().push(notice);
+                    }
+                }
+            }
+            info!(%shard, epoch = ?descriptor.epoch, replicas = descriptor.replicas.len(),
+                "configuration applied");
+            group.descriptor = descriptor;
+        }
+        membership::answer_change(group, &conf_entries, last.0);
         group.conf_saved = true;
         group.applied = last.0;
         group.raw.on_applied(last.0);
@@ -509,6 +683,16 @@ impl EventLoop {
                 lost_write(group)
             };
             reply(proposal.reply, response);
+        }
+        for (index, term) in outside {
+            if let Some(proposal) = group.proposals.remove(&index) {
+                let response = if proposal.term == term {
+                    Response::Error(ringkv_types::WireError::KeyNotInShard { shard })
+                } else {
+                    lost_write(group)
+                };
+                reply(proposal.reply, response);
+            }
         }
         // Proposals at applied indexes whose entries were not ours were overwritten: lost.
         while let Some(entry) = group.proposals.first_entry() {
@@ -533,6 +717,14 @@ impl EventLoop {
         let storage = self.groups.get(&shard).map(|g| g.raw.storage().clone());
         if let Some(storage) = storage {
             self.maybe_compact(shard, storage, last.0)?;
+        }
+        let removed = self.groups.get(&shard).is_some_and(|group| {
+            shard != ShardId::PD
+                && group.initialized
+                && group.descriptor.replica_of_member(group.member).is_none()
+        });
+        if removed {
+            self.remove_group(shard)?;
         }
         Ok(())
     }

@@ -59,6 +59,27 @@ impl EventLoop {
             reply: slot,
         } = call;
         let request = match request {
+            Request::Admin(AdminRequest::ChangeReplica {
+                shard,
+                epoch,
+                change,
+            }) => {
+                self.change_replica(shard, epoch, change, slot);
+                return Ok(());
+            }
+            Request::Admin(AdminRequest::TransferLeader { shard, to }) => {
+                self.transfer_leader(shard, to, slot);
+                return Ok(());
+            }
+            Request::Admin(AdminRequest::SplitShard {
+                shard,
+                epoch,
+                new_shard,
+                at,
+            }) => {
+                self.split_shard(shard, epoch, new_shard, at, slot)?;
+                return Ok(());
+            }
             Request::Admin(admin) => {
                 let response = self.admin(admin);
                 reply(slot, response);
@@ -68,7 +89,7 @@ impl EventLoop {
         };
         let shard = request.shard;
         let group = match self.groups.get_mut(&shard) {
-            Some(group) if shard != ShardId::PD => group,
+            Some(group) if shard != ShardId::PD && group.initialized => group,
             _ => {
                 reply(slot, Response::Error(WireError::ShardNotFound { shard }));
                 return Ok(());
@@ -148,6 +169,7 @@ impl EventLoop {
             AdminRequest::GetShard { shard } => AdminResult::Shard(
                 self.groups
                     .get(&shard)
+                    .filter(|group| group.initialized)
                     .map(|group| group.descriptor.clone())
                     .or_else(|| self.map.shards.iter().find(|d| d.id == shard).cloned()),
             ),
@@ -162,6 +184,12 @@ impl EventLoop {
                     })
                     .collect(),
             ),
+            AdminRequest::ChangeReplica { shard, .. }
+            | AdminRequest::TransferLeader { shard, .. }
+            | AdminRequest::SplitShard { shard, .. } => {
+                // Handled in `handle_call` (they wait for the log); unreachable here.
+                return Response::Error(WireError::ShardNotFound { shard });
+            }
             AdminRequest::Pd { .. } | AdminRequest::PdState => {
                 return Response::Error(WireError::InvalidRequest {
                     reason: "this node does not host the placement driver service yet".into(),
@@ -176,16 +204,20 @@ impl EventLoop {
         let replicas = self
             .groups
             .values()
+            .filter(|group| group.initialized)
             .map(|group| {
                 let status = group.raw.status();
                 ReplicaStatus {
                     shard: group.shard,
                     role: group
                         .descriptor
-                        .replica_on(me)
+                        .replica_of_member(group.member)
                         .map_or(ReplicaRole::Voter, |replica| replica.role),
                     is_leader: group.raw.is_leader(),
-                    leader: status.leader.is_some().then_some(status.leader),
+                    leader: status
+                        .leader
+                        .is_some()
+                        .then_some(ringkv_types::member_node(status.leader)),
                     term: status.term,
                     commit: status.committed,
                     applied: group.applied,

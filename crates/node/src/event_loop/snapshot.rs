@@ -2,9 +2,10 @@
 
 use super::EventLoop;
 use crate::error::Result;
+use crate::replica_meta;
 use ringkv_transport::IncomingSnapshot;
 use ringkv_types::raft::{Message, MessageBody};
-use ringkv_types::{NodeId, ShardId};
+use ringkv_types::{NodeId, ShardId, envelope, member_node};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -30,6 +31,7 @@ impl EventLoop {
                 delivered,
             } => {
                 if let Some(group) = self.groups.get_mut(&shard) {
+                    // `to` is the Raft member the core named.
                     group.raw.report_snapshot(to, delivered);
                     self.dirty.insert(shard);
                 }
@@ -50,6 +52,16 @@ impl EventLoop {
         let Some(group) = self.groups.get(&shard) else {
             return;
         };
+        if group.descriptor.replica_of_member(to).is_none() {
+            // A learner whose configuration entry is appended but not applied here yet: the
+            // descriptor we would send lacks it. The core retries after the failure report.
+            let _ = events.try_send(SnapshotEvent::Sent {
+                shard,
+                to,
+                delivered: false,
+            });
+            return;
+        }
         // The data stream: the store's chunks (each a self-delimiting envelope), concatenated.
         let chunks = match self.store.snapshot_chunks(shard, group.descriptor.arc) {
             Ok(chunks) => chunks,
@@ -69,13 +81,24 @@ impl EventLoop {
             // The message must describe exactly the data that follows.
             snapshot.meta = meta.clone();
         }
+        // The stream starts with the shard's descriptor as of the snapshot (taken in this turn,
+        // like the chunks): a replica created by a message has none, and the log before the
+        // snapshot (which would carry it) is gone.
+        let descriptor = match replica_meta::encode_descriptor(&group.descriptor) {
+            Ok(bytes) => envelope::encode(&bytes),
+            Err(error) => {
+                warn!(%shard, %to, %error, "cannot encode the descriptor");
+                return;
+            }
+        };
+        let node = member_node(to);
         let transport = self.transport.clone();
         while self.snapshot_tasks.try_join_next().is_some() {}
         self.snapshot_tasks.spawn(async move {
             // The chunks hold a consistent fjall snapshot taken above; reading them is I/O, so
             // it runs off the loop.
             let read = tokio::task::spawn_blocking(move || {
-                let mut data = Vec::new();
+                let mut data = descriptor;
                 for chunk in chunks {
                     data.extend_from_slice(chunk?.as_ref());
                 }
@@ -107,10 +130,10 @@ impl EventLoop {
                     return;
                 }
             };
-            info!(%shard, %to, bytes = data.len(), "sending a snapshot");
+            info!(%shard, to = %node, member = %to, bytes = data.len(), "sending a snapshot");
             let sent = tokio::time::timeout(
                 std::time::Duration::from_secs(60),
-                transport.send_snapshot(to, message, data.as_slice()),
+                transport.send_snapshot(node, message, data.as_slice()),
             )
             .await;
             let delivered = matches!(sent, Ok(Ok(_)));
@@ -150,17 +173,52 @@ impl EventLoop {
     /// message into the core.
     pub(super) fn install_received(&mut self, message: Message, data: &[u8]) -> Result<()> {
         let shard = message.group;
+        let mut frames = split_envelopes(data).into_iter();
+        let descriptor = frames
+            .next()
+            .and_then(|frame| frame.ok())
+            .ok_or_else(|| "empty stream".to_string())
+            .and_then(|frame| {
+                envelope::decode(frame, self.store.config().record_bytes_max)
+                    .map_err(|error| error.to_string())
+            })
+            .and_then(|bytes| {
+                replica_meta::decode_descriptor(bytes).map_err(|error| error.to_string())
+            });
+        let descriptor = match descriptor {
+            Ok(descriptor) if descriptor.id == shard => descriptor,
+            Ok(descriptor) => {
+                warn!(%shard, other = %descriptor.id, "snapshot carries another shard's descriptor");
+                return Ok(());
+            }
+            Err(reason) => {
+                warn!(%shard, %reason, "discarding a snapshot without a valid descriptor");
+                return Ok(());
+            }
+        };
+        if descriptor.replica_of_member(message.to).is_none() {
+            warn!(%shard, to = %message.to, "snapshot whose descriptor lacks its recipient");
+            return Ok(());
+        }
+        if !self.accept_message(&message)? {
+            return Ok(());
+        }
         let Some(group) = self.groups.get_mut(&shard) else {
             return Ok(());
         };
-        let frames = split_envelopes(data);
+        if group.installing.is_some() {
+            // One install at a time; the leader retries.
+            return Ok(());
+        }
         match self.store.prepare_snapshot(shard, frames) {
-            Ok(prepared) => {
+            Ok(prepared) if prepared.arc() == descriptor.arc => {
                 info!(%shard, index = %prepared.meta().index, "received a snapshot");
                 group.pending_install = Some(prepared);
+                group.pending_descriptor = Some(descriptor);
                 group.raw.step(message)?;
                 self.dirty.insert(shard);
             }
+            Ok(_) => warn!(%shard, "snapshot data does not match its descriptor's arc"),
             Err(error) => warn!(%shard, %error, "discarding a bad snapshot"),
         }
         Ok(())

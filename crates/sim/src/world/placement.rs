@@ -64,6 +64,7 @@ impl Placement {
                         .map(|&node| ringkv_types::Replica {
                             node,
                             role: ReplicaRole::Voter,
+                            member: node,
                         })
                         .collect(),
                 })
@@ -222,7 +223,11 @@ impl World {
         ] {
             for member in members {
                 let node = *self.member_node.get(member)?;
-                replicas.push(ringkv_types::Replica { node, role });
+                replicas.push(ringkv_types::Replica {
+                    node,
+                    role,
+                    member: *member,
+                });
                 let caught_up = self
                     .nodes
                     .get(&node)

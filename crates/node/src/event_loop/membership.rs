@@ -1,0 +1,511 @@
+//! Membership on the node side: Raft member ids on messages, replicas created by a message and
+//! removed by a configuration change (with tombstones), and the admin calls a shard leader
+//! executes (`ChangeReplica`, `TransferLeader`).
+//!
+//! ```text
+//!   message to member m of shard s, no local replica ── m on this node, m > tombstone(s),
+//!                                                       no removal of s running
+//!        └──► uninitialized replica (member m, empty log, no descriptor; persists its votes)
+//!                 └── snapshot from the leader (data + descriptor) ──► initialized replica
+//!   configuration entry applied without our member ──► removed: group stopped, tombstone(s) = m,
+//!        log, state and data deleted in the background once the batches holding its last
+//!        writes are durable
+//! ```
+
+use super::{EventLoop, reply};
+use crate::error::Result;
+use crate::group::{Group, PendingChange, PendingTransfer};
+use crate::node::open_group;
+use crate::replica_meta;
+use ringkv_raft::ConfChange;
+use ringkv_types::raft::{Message, MessageBody};
+use ringkv_types::{
+    AdminResult, Epoch, LogIndex, NodeId, ReplicaChange, ReplicaRole, Response, ShardId, Term,
+    WireError, member_id, member_node,
+};
+use tracing::{debug, info, warn};
+
+use super::requests::not_leader;
+
+/// Uninitialized replicas a node keeps at most: each costs a Raft core and a little state, and
+/// they are created by messages from peers.
+const UNINITIALIZED_REPLICAS_MAX: usize = 1024;
+
+/// How long a leader transfer may take before the caller gets `Timeout`.
+const TRANSFER_TIMEOUT_MS: u64 = 10_000;
+
+fn invalid(reason: String) -> Response {
+    Response::Error(WireError::InvalidRequest { reason })
+}
+
+impl EventLoop {
+    /// Whether `message` may be stepped: it is addressed to the local replica's current member,
+    /// possibly after creating an uninitialized replica for it. A message for an older member
+    /// (a removed incarnation) is dropped; one for a newer member of this node means the local
+    /// replica was removed without learning it, so it is removed now (the sender retries).
+    pub(super) fn accept_message(&mut self, message: &Message) -> Result<bool> {
+        let shard = message.group;
+        if member_node(message.to) != self.config.node_id {
+            debug!(%shard, to = %message.to, "message for another node");
+            return Ok(false);
+        }
+        if let Some(group) = self.groups.get(&shard) {
+            if message.to == group.member {
+                return Ok(true);
+            }
+            if message.to > group.member && shard != ShardId::PD {
+                info!(%shard, old = %group.member, new = %message.to,
+                    "a newer member of this node exists: removing the stale replica");
+                self.remove_group(shard)?;
+            } else {
+                debug!(%shard, to = %message.to, "message for a stale member");
+            }
+            return Ok(false);
+        }
+        self.maybe_create_replica(message)
+    }
+
+    /// Handles what concerns removed members; true when `message` was consumed:
+    /// a `ReplicaRemoved` notice for the local member removes the local replica, and a message
+    /// from a member our applied descriptor shows removed is answered with such a notice.
+    pub(super) fn handle_removed_member(&mut self, message: &Message) -> Result<bool> {
+        let shard = message.group;
+        if matches!(message.body, MessageBody::ReplicaRemoved) {
+            if shard != ShardId::PD
+                && self
+                    .groups
+                    .get(&shard)
+                    .is_some_and(|group| group.member == message.to)
+            {
+                info!(%shard, member = %message.to, from = %message.from,
+                    "told that this replica was removed");
+                self.remove_group(shard)?;
+            }
+            return Ok(true);
+        }
+        let Some(group) = self.groups.get(&shard) else {
+            return Ok(false);
+        };
+        if !group.initialized || !was_removed(&group.descriptor, message.from) {
+            return Ok(false);
+        }
+        debug!(%shard, member = %message.from, "message from a removed member");
+        let notice = Message {
+            group: shard,
+            from: group.member,
+            to: message.from,
+            term: group.raw.term(),
+            body: MessageBody::ReplicaRemoved,
+        };
+        self.outbox
+            .entry(member_node(message.from))
+            .or_default()
+            .push(notice);
+        Ok(true)
+    }
+
+    /// Creates an uninitialized replica for a message from a leader or candidate of a group not
+    /// hosted here.
+    fn maybe_create_replica(&mut self, message: &Message) -> Result<bool> {
+        let shard = message.group;
+        let creates = matches!(
+            message.body,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+                | MessageBody::Vote { .. }
+                | MessageBody::PreVote { .. }
+        );
+        if !creates || shard == ShardId::PD {
+            return Ok(false);
+        }
+        if self
+            .tombstones
+            .get(&shard)
+            .is_some_and(|&dead| message.to <= dead)
+        {
+            debug!(%shard, to = %message.to, "message for a removed member");
+            return Ok(false);
+        }
+        if self.removals.iter().any(|r| r.shard() == shard)
+            || self.removals_waiting.iter().any(|(_, s, _)| *s == shard)
+        {
+            // The old replica's data is still being deleted; Raft retries.
+            return Ok(false);
+        }
+        let uninitialized = self.groups.values().filter(|g| !g.initialized).count();
+        if uninitialized >= UNINITIALIZED_REPLICAS_MAX {
+            warn!(%shard, "too many uninitialized replicas; dropping a message");
+            return Ok(false);
+        }
+        let group = open_group(&self.store, &self.config, shard, message.to, None)?;
+        info!(%shard, member = %message.to, from = %message.from,
+            "created an uninitialized replica");
+        self.groups.insert(shard, group);
+        Ok(true)
+    }
+
+    /// Stops the local replica of `shard` (its member was removed): answers what waits on it,
+    /// records the tombstone durably, and schedules the deletion of its log, state and data.
+    pub(super) fn remove_group(&mut self, shard: ShardId) -> Result<()> {
+        let Some(mut group) = self.groups.remove(&shard) else {
+            return Ok(());
+        };
+        self.dirty.remove(&shard);
+        let gone = || Response::Error(WireError::ShardNotFound { shard });
+        for (_, proposal) in std::mem::take(&mut group.proposals) {
+            reply(proposal.reply, gone());
+        }
+        for (_, read) in group.reads_new.drain(..) {
+            reply(read.reply, gone());
+        }
+        for (_, reads) in group.reads_sent.drain() {
+            for read in reads {
+                reply(read.reply, gone());
+            }
+        }
+        for (_, reads) in group.reads_ready.drain(..) {
+            for read in reads {
+                reply(read.reply, gone());
+            }
+        }
+        for change in [group.pending_change.take(), group.pending_split.take()]
+            .into_iter()
+            .flatten()
+        {
+            reply(change.reply, gone());
+        }
+        for transfer in group.pending_transfers.drain(..) {
+            reply(transfer.reply, gone());
+        }
+        // IMPORTANT: the tombstone is durable before anything is deleted, so a restart never
+        // recreates the removed member.
+        replica_meta::save_tombstone(&self.store, shard, group.member)?;
+        let dead = self.tombstones.entry(shard).or_insert(group.member);
+        *dead = (*dead).max(group.member);
+        // The current batch (if any) may hold the group's last writes: delete after it.
+        let barrier = self.submitted + u64::from(!self.batch.is_empty());
+        info!(%shard, member = %group.member, "replica removed; deleting its data");
+        self.removals_waiting
+            .push((barrier, shard, group.descriptor.arc));
+        Ok(())
+    }
+
+    /// Starts the deletions whose batches are durable.
+    pub(super) fn start_removals(&mut self) -> Result<()> {
+        let durable = self.durable_batches;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.removals_waiting)
+            .into_iter()
+            .partition(|(barrier, _, _)| *barrier <= durable);
+        self.removals_waiting = waiting;
+        for (_, shard, arc) in ready {
+            let handle = self.store.remove_replica(shard, arc)?;
+            self.store
+                .delete_meta(&replica_meta::descriptor_key(shard))?;
+            self.removals.push(handle);
+        }
+        Ok(())
+    }
+
+    /// Collects finished removals.
+    pub(super) fn reap_removals(&mut self) {
+        let (finished, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.removals)
+            .into_iter()
+            .partition(|handle| handle.is_finished());
+        self.removals = running;
+        for handle in finished {
+            let shard = handle.shard();
+            match handle.join() {
+                Ok(keys) => info!(%shard, keys, "replica data deleted"),
+                Err(error) => warn!(%shard, %error, "replica removal failed"),
+            }
+        }
+    }
+
+    /// Counts down leader transfers; answers `Timeout` to those that ran out.
+    pub(super) fn tick_transfers(&mut self) {
+        for group in self.groups.values_mut() {
+            if group.pending_transfers.is_empty() {
+                continue;
+            }
+            let (expired, waiting): (Vec<_>, Vec<_>) = group
+                .pending_transfers
+                .drain(..)
+                .map(|mut t| {
+                    t.ticks_left = t.ticks_left.saturating_sub(1);
+                    t
+                })
+                .partition(|t| t.ticks_left == 0);
+            group.pending_transfers = waiting;
+            for transfer in expired {
+                reply(transfer.reply, Response::Error(WireError::Timeout));
+            }
+        }
+    }
+
+    /// `AdminRequest::ChangeReplica`, on the shard's leader.
+    pub(super) fn change_replica(
+        &mut self,
+        shard: ShardId,
+        epoch: Epoch,
+        change: ReplicaChange,
+        slot: tokio::sync::oneshot::Sender<Response>,
+    ) {
+        let response = self.propose_change(shard, epoch, change);
+        match response {
+            Ok(index) => {
+                if let Some(group) = self.groups.get_mut(&shard) {
+                    let term = group.raw.term();
+                    group.pending_change = Some(PendingChange {
+                        index,
+                        term,
+                        reply: slot,
+                    });
+                    self.dirty.insert(shard);
+                }
+            }
+            Err(response) => reply(slot, response),
+        }
+    }
+
+    #[expect(
+        clippy::result_large_err,
+        reason = "a cold admin path; the error is the answer sent to the caller as is"
+    )]
+    fn propose_change(
+        &mut self,
+        shard: ShardId,
+        epoch: Epoch,
+        change: ReplicaChange,
+    ) -> std::result::Result<LogIndex, Response> {
+        let group = match self.groups.get_mut(&shard) {
+            Some(group) if shard != ShardId::PD && group.initialized => group,
+            _ => return Err(Response::Error(WireError::ShardNotFound { shard })),
+        };
+        if !group.raw.is_leader() {
+            return Err(not_leader(group.leader_hint(), &group.descriptor));
+        }
+        if epoch != group.descriptor.epoch {
+            return Err(Response::Error(WireError::EpochMismatch {
+                descriptor: group.descriptor.clone(),
+            }));
+        }
+        if group.pending_change.is_some() || group.pending_split.is_some() {
+            return Err(invalid(format!(
+                "shard {shard}: a membership change or split is already in progress"
+            )));
+        }
+        let descriptor = &group.descriptor;
+        let conf_change = match change {
+            ReplicaChange::AddLearner { node } => {
+                if !node.is_some() || node.get() >= ringkv_types::NODE_ID_LIMIT {
+                    return Err(invalid(format!("{node} is not a valid node id")));
+                }
+                if self.config.address_of(node).is_none() {
+                    return Err(invalid(format!("node {node} is unknown to this node")));
+                }
+                if descriptor.replica_on(node).is_some() {
+                    return Err(invalid(format!(
+                        "node {node} already holds a replica of shard {shard}"
+                    )));
+                }
+                // The new member's incarnation is the new descriptor's conf_ver: conf_ver only
+                // grows, so the member id was never used in this shard.
+                let incarnation = descriptor
+                    .epoch
+                    .conf_ver
+                    .checked_add(1)
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or_else(|| {
+                        invalid(format!("shard {shard}: conf_ver exhausted member ids"))
+                    })?;
+                ConfChange::AddLearner(member_id(node, incarnation))
+            }
+            ReplicaChange::Promote { node } => match descriptor.replica_on(node) {
+                Some(replica) if replica.role == ReplicaRole::Learner => {
+                    // A voter that lags would stall commits until it catches up: promote only
+                    // a learner holding everything committed (it has had its snapshot).
+                    let committed = group.raw.status().committed;
+                    let matched = group.raw.match_index(replica.member).unwrap_or_default();
+                    if matched < committed {
+                        return Err(invalid(format!(
+                            "the learner of shard {shard} on node {node} has not caught up yet \
+                             (replicated up to {matched}, committed {committed}); retry later"
+                        )));
+                    }
+                    ConfChange::PromoteLearner(replica.member)
+                }
+                Some(_) => {
+                    return Err(invalid(format!(
+                        "the replica of shard {shard} on node {node} is already a voter"
+                    )));
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "node {node} holds no replica of shard {shard}"
+                    )));
+                }
+            },
+            ReplicaChange::Remove { node } => {
+                let Some(replica) = descriptor.replica_on(node) else {
+                    return Err(invalid(format!(
+                        "node {node} holds no replica of shard {shard}"
+                    )));
+                };
+                if replica.member == group.member {
+                    return Err(invalid(format!(
+                        "the leader of shard {shard} cannot remove itself: transfer the \
+                         leadership first"
+                    )));
+                }
+                if replica.role == ReplicaRole::Voter && descriptor.voters().count() <= 2 {
+                    return Err(invalid(format!(
+                        "removing node {node} would leave shard {shard} with fewer than 2 voters"
+                    )));
+                }
+                ConfChange::Remove(replica.member)
+            }
+        };
+        match group.raw.propose_conf_change(conf_change) {
+            Ok(index) => {
+                info!(%shard, ?change, %index, "proposed a membership change");
+                Ok(index)
+            }
+            Err(ringkv_raft::Error::NotLeader { .. }) => {
+                Err(not_leader(group.leader_hint(), &group.descriptor))
+            }
+            Err(ringkv_raft::Error::ConfChangeRefused { reason, .. }) => {
+                Err(invalid(format!("shard {shard}: change refused: {reason}")))
+            }
+            Err(error) => Err(Response::Error(WireError::Internal {
+                reason: error.to_string(),
+            })),
+        }
+    }
+
+    /// `AdminRequest::TransferLeader`, on the shard's leader.
+    pub(super) fn transfer_leader(
+        &mut self,
+        shard: ShardId,
+        to: NodeId,
+        slot: tokio::sync::oneshot::Sender<Response>,
+    ) {
+        let ticks = TRANSFER_TIMEOUT_MS / self.config.raft.tick_ms.max(1);
+        let group = match self.groups.get_mut(&shard) {
+            Some(group) if group.initialized => group,
+            _ => return reply(slot, Response::Error(WireError::ShardNotFound { shard })),
+        };
+        if !group.raw.is_leader() {
+            return reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+        }
+        let target = match group.descriptor.replica_on(to) {
+            Some(replica) if replica.role == ReplicaRole::Voter => replica.member,
+            Some(_) => {
+                return reply(
+                    slot,
+                    invalid(format!(
+                        "the replica of shard {shard} on node {to} is a learner; promote it first"
+                    )),
+                );
+            }
+            None => {
+                return reply(
+                    slot,
+                    invalid(format!("node {to} holds no replica of shard {shard}")),
+                );
+            }
+        };
+        if target == group.member {
+            return reply(
+                slot,
+                Response::Admin(AdminResult::LeaderTransferred { shard, leader: to }),
+            );
+        }
+        match group.raw.transfer_leader(target) {
+            Ok(()) => {
+                group.pending_transfers.push(PendingTransfer {
+                    to: target,
+                    ticks_left: ticks.max(1),
+                    reply: slot,
+                });
+                self.dirty.insert(shard);
+            }
+            Err(ringkv_raft::Error::NotLeader { .. }) => {
+                reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+            }
+            Err(error) => reply(
+                slot,
+                Response::Error(WireError::Internal {
+                    reason: error.to_string(),
+                }),
+            ),
+        }
+    }
+}
+
+/// Whether `member` was a member of the shard and is no longer, by `descriptor`: a member is
+/// added with incarnation = the `conf_ver` of the descriptor that adds it, so a member whose
+/// incarnation is at most `conf_ver` and that is absent was removed (member ids are never
+/// reused). A member added by a configuration not applied yet has a higher incarnation.
+pub(super) fn was_removed(descriptor: &ringkv_types::ShardDescriptor, member: NodeId) -> bool {
+    descriptor.replica_of_member(member).is_none()
+        && u64::from(ringkv_types::ids::member_incarnation(member)) <= descriptor.epoch.conf_ver
+}
+
+/// A leader that steps down answers its pending membership change `NotLeader`: the entry may
+/// still commit; the caller reads the descriptor again.
+pub(super) fn fail_change(group: &mut Group) {
+    if let Some(change) = group.pending_change.take() {
+        reply(
+            change.reply,
+            not_leader(group.leader_hint(), &group.descriptor),
+        );
+    }
+}
+
+/// Answers the leader transfers whose target now leads.
+pub(super) fn answer_transfers(group: &mut Group) {
+    if group.pending_transfers.is_empty() {
+        return;
+    }
+    let leader = group.leader;
+    let shard = group.shard;
+    let (done, waiting): (Vec<_>, Vec<_>) = group
+        .pending_transfers
+        .drain(..)
+        .partition(|t| t.to == leader);
+    group.pending_transfers = waiting;
+    for transfer in done {
+        reply(
+            transfer.reply,
+            Response::Admin(AdminResult::LeaderTransferred {
+                shard,
+                leader: member_node(leader),
+            }),
+        );
+    }
+}
+
+/// Answers the pending membership change once its entry applied: `(index, term)` of the
+/// configuration entries just applied.
+pub(super) fn answer_change(group: &mut Group, applied: &[(LogIndex, Term)], last: LogIndex) {
+    if group
+        .pending_change
+        .as_ref()
+        .is_none_or(|change| change.index > last)
+    {
+        return;
+    }
+    let Some(change) = group.pending_change.take() else {
+        return;
+    };
+    let ours = applied
+        .iter()
+        .any(|(i, term)| *i == change.index && *term == change.term);
+    let response = if ours {
+        Response::Admin(AdminResult::ReplicaChanged(group.descriptor.clone()))
+    } else {
+        not_leader(group.leader_hint(), &group.descriptor)
+    };
+    reply(change.reply, response);
+}

@@ -1,0 +1,386 @@
+//! Splitting a shard inside its Raft group: no data moves.
+//!
+//! The leader proposes `LogCommand::Split { epoch, new_shard, at }`. Every replica applies it
+//! at the same index, deterministically: when the shard's epoch still equals `epoch` and `at`
+//! lies strictly inside its arc, the shard keeps `[start, at)` with `version + 1`, and the new
+//! group starts for `[at, end)` with the same replicas and member ids, `version + 1`, its log
+//! at `INITIAL_LOG_INDEX` (like a bootstrap group) and a copy of the parent's exactly-once
+//! session records. The data already sits in the store under `position ‖ key`.
+//!
+//! Order on one replica, so a crash at any point recovers:
+//! 1. the current group-commit batch is submitted, then the new group is written in one
+//!    durable batch (applied state, configuration, compaction point, hard state, sessions,
+//!    descriptor); everything submitted earlier is durable before it (the writer is FIFO);
+//! 2. the parent's shrunken descriptor is written with the split entry's applied index.
+//!
+//! A crash between 1 and 2 re-applies the split at restart; the new group then exists
+//! (initialized) and is left alone.
+//!
+//! Race: the new group's leader (on a faster replica) may reach a replica that has not applied
+//! the split yet, which then creates an uninitialized replica of the new group and may vote in
+//! it. When the split applies there, it replaces that replica but keeps its term and vote (a
+//! replica must never vote twice in one term). If the new group's replica was already filled
+//! by a snapshot, it is newer than the split and is left alone.
+
+use super::{EventLoop, Internal, reply};
+use crate::error::Result;
+use crate::group::PendingChange;
+use crate::log_command::LogCommand;
+use crate::node::{create_group_batch, open_group};
+use crate::replica_meta;
+use ringkv_storage::AppliedState;
+use ringkv_types::raft::HardState;
+use ringkv_types::{
+    AdminResult, Epoch, LogIndex, Response, ShardDescriptor, ShardId, Term, WireError,
+};
+use tracing::{info, warn};
+
+use super::requests::not_leader;
+
+/// A decoded split command.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Split {
+    pub epoch: Epoch,
+    pub new_shard: ShardId,
+    pub at: u64,
+}
+
+/// The two descriptors after splitting `parent` at `at`, or `None` when `at` is not strictly
+/// inside its arc.
+pub fn split_descriptors(
+    parent: &ShardDescriptor,
+    new_shard: ShardId,
+    at: u64,
+) -> Option<(ShardDescriptor, ShardDescriptor)> {
+    let (left_arc, right_arc) = parent.arc.split_at(at)?;
+    let epoch = Epoch {
+        conf_ver: parent.epoch.conf_ver,
+        version: parent.epoch.version.saturating_add(1),
+    };
+    let left = ShardDescriptor {
+        id: parent.id,
+        arc: left_arc,
+        epoch,
+        replicas: parent.replicas.clone(),
+    };
+    let right = ShardDescriptor {
+        id: new_shard,
+        arc: right_arc,
+        epoch,
+        replicas: parent.replicas.clone(),
+    };
+    Some((left, right))
+}
+
+fn invalid(reason: String) -> Response {
+    Response::Error(WireError::InvalidRequest { reason })
+}
+
+impl EventLoop {
+    /// `AdminRequest::SplitShard`, on the shard's leader.
+    pub(super) fn split_shard(
+        &mut self,
+        shard: ShardId,
+        epoch: Epoch,
+        new_shard: ShardId,
+        at: Option<u64>,
+        slot: tokio::sync::oneshot::Sender<Response>,
+    ) -> Result<()> {
+        let taken = self.groups.contains_key(&new_shard)
+            || self.map.shards.iter().any(|d| d.id == new_shard)
+            || self.tombstones.contains_key(&new_shard);
+        let group = match self.groups.get_mut(&shard) {
+            Some(group) if shard != ShardId::PD && group.initialized => group,
+            _ => {
+                reply(slot, Response::Error(WireError::ShardNotFound { shard }));
+                return Ok(());
+            }
+        };
+        if !group.raw.is_leader() {
+            reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+            return Ok(());
+        }
+        if epoch != group.descriptor.epoch {
+            reply(
+                slot,
+                Response::Error(WireError::EpochMismatch {
+                    descriptor: group.descriptor.clone(),
+                }),
+            );
+            return Ok(());
+        }
+        if group.pending_change.is_some() || group.pending_split.is_some() {
+            reply(
+                slot,
+                invalid(format!(
+                    "shard {shard}: a membership change or split is already in progress"
+                )),
+            );
+            return Ok(());
+        }
+        if new_shard == ShardId::PD || new_shard == shard || taken {
+            reply(
+                slot,
+                invalid(format!("shard id {new_shard} is not free for a split")),
+            );
+            return Ok(());
+        }
+        let at = at.unwrap_or_else(|| group.descriptor.arc.midpoint());
+        if group.descriptor.arc.split_at(at).is_none() {
+            reply(
+                slot,
+                invalid(format!(
+                    "position {at} is not strictly inside the arc of shard {shard}"
+                )),
+            );
+            return Ok(());
+        }
+        let data = LogCommand::Split {
+            epoch,
+            new_shard,
+            at,
+        }
+        .encode()?;
+        match group.raw.propose(data) {
+            Ok(index) => {
+                info!(%shard, %new_shard, at, %index, "proposed a split");
+                group.pending_split = Some(PendingChange {
+                    index,
+                    term: group.raw.term(),
+                    reply: slot,
+                });
+                self.dirty.insert(shard);
+            }
+            Err(ringkv_raft::Error::NotLeader { .. }) => {
+                reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+            }
+            Err(
+                ringkv_raft::Error::ProposalDropped { .. }
+                | ringkv_raft::Error::TransferInProgress { .. },
+            ) => reply(slot, Response::Error(WireError::Busy)),
+            Err(error) => reply(
+                slot,
+                Response::Error(WireError::Internal {
+                    reason: error.to_string(),
+                }),
+            ),
+        }
+        Ok(())
+    }
+
+    /// Applies a committed split entry of `shard` at `index` (see the module docs).
+    pub(super) fn apply_split(
+        &mut self,
+        shard: ShardId,
+        index: LogIndex,
+        term: Term,
+        split: Split,
+        internal: &mut Internal,
+    ) -> Result<()> {
+        let applied = AppliedState { index, term };
+        let Some(group) = self.groups.get(&shard) else {
+            return Ok(());
+        };
+        let outcome = if group.initialized && split.epoch == group.descriptor.epoch {
+            split_descriptors(&group.descriptor, split.new_shard, split.at)
+        } else {
+            None
+        };
+        let Some((left, right)) = outcome else {
+            // Stale (the epoch moved since the proposal) or invalid: every replica skips it.
+            warn!(%shard, %index, ?split, "skipping a split that no longer applies");
+            self.store.apply(shard, &[], applied, None)?;
+            if let Some(group) = self.groups.get_mut(&shard) {
+                group.applied = index;
+                group.raw.on_applied(index);
+                if let Some(pending) = group.pending_split.take() {
+                    let response = if pending.index == index && pending.term == term {
+                        Response::Error(WireError::EpochMismatch {
+                            descriptor: group.descriptor.clone(),
+                        })
+                    } else {
+                        not_leader(group.leader_hint(), &group.descriptor)
+                    };
+                    reply(pending.reply, response);
+                }
+            }
+            return Ok(());
+        };
+        let parent_leads = group.raw.is_leader();
+        self.create_split_child(shard, &right, parent_leads, internal)?;
+
+        // IMPORTANT: the parent's new descriptor commits with the split's applied index.
+        let name = replica_meta::descriptor_key(shard);
+        let value = replica_meta::encode_descriptor(&left)?;
+        self.store.apply_with_meta(
+            shard,
+            &[],
+            applied,
+            None,
+            &[(name.as_slice(), value.as_slice())],
+        )?;
+        let Some(group) = self.groups.get_mut(&shard) else {
+            return Ok(());
+        };
+        info!(%shard, new_shard = %right.id, at = split.at, epoch = ?left.epoch, "split applied");
+        group.descriptor = left.clone();
+        group.applied = index;
+        group.raw.on_applied(index);
+        if let Some(pending) = group
+            .pending_split
+            .take_if(|pending| pending.index <= index)
+        {
+            let response = if pending.index == index && pending.term == term {
+                Response::Admin(AdminResult::ShardSplit { left, right })
+            } else {
+                not_leader(group.leader_hint(), &group.descriptor)
+            };
+            reply(pending.reply, response);
+        }
+        Ok(())
+    }
+
+    /// Creates the split's new group here, unless a replica of it was already initialized (by
+    /// a snapshot, or before a crash). An uninitialized replica is replaced, keeping its hard
+    /// state.
+    fn create_split_child(
+        &mut self,
+        parent: ShardId,
+        right: &ShardDescriptor,
+        parent_leads: bool,
+        internal: &mut Internal,
+    ) -> Result<()> {
+        let child = right.id;
+        if self.groups.get(&child).is_some_and(|g| g.initialized) {
+            info!(%child, "the split's new shard is already initialized here");
+            return Ok(());
+        }
+        if self.tombstones.contains_key(&child)
+            || self.removals.iter().any(|r| r.shard() == child)
+            || self.removals_waiting.iter().any(|(_, s, _)| *s == child)
+        {
+            warn!(%child, "the split's new shard was removed here; not recreating it");
+            return Ok(());
+        }
+        let Some(member) = right.replica_on(self.config.node_id).map(|r| r.member) else {
+            return Ok(());
+        };
+        // The highest term and its vote this node ever persisted (or is about to) for the new
+        // group: the in-memory state of an uninitialized replica, else what is on disk.
+        let on_disk = self.store.group(child)?.hard_state();
+        let in_memory = self.groups.get(&child).map(|group| {
+            let status = group.raw.status();
+            HardState {
+                term: status.term,
+                vote: status.vote,
+                commit: LogIndex::ZERO,
+            }
+        });
+        let previous = match in_memory {
+            Some(state) if state.term >= on_disk.term => state,
+            _ => on_disk,
+        };
+        // IMPORTANT: everything queued for the uninitialized replica goes to the writer first,
+        // so our batch below is the last word on its hard state.
+        self.submit_now(internal)?;
+        let mut batch = create_group_batch(right, Some(previous))?;
+        batch.set_sessions(child, self.store.sessions(parent)?);
+        self.store.write(batch)?;
+        // Every batch submitted before is durable now: the old replica's pending
+        // acknowledgements go out, and it is forgotten.
+        let mut messages = Vec::new();
+        for after in &mut self.in_flight {
+            after.retain_mut(|(shard, _, pending)| {
+                if *shard == child {
+                    messages.append(pending);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let mut snapshots = Vec::new();
+        for message in messages {
+            self.route(message, &mut snapshots);
+        }
+        if let Some(mut old) = self.groups.remove(&child) {
+            for (_, proposal) in std::mem::take(&mut old.proposals) {
+                reply(
+                    proposal.reply,
+                    Response::Error(WireError::ShardNotFound { shard: child }),
+                );
+            }
+        }
+        let mut group = open_group(
+            &self.store,
+            &self.config,
+            child,
+            member,
+            Some(right.clone()),
+        )?;
+        if parent_leads && previous.vote == ringkv_types::NodeId::NONE {
+            // The parent's leader starts the first election of the new group at once.
+            group.raw.campaign()?;
+        }
+        info!(%child, %member, "created the split's new shard");
+        self.groups.insert(child, group);
+        self.dirty.insert(child);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_types::ring::Arc;
+    use ringkv_types::{NodeId, Replica, ReplicaRole, member_id};
+
+    #[test]
+    fn a_split_cuts_the_arc_and_bumps_the_version() {
+        let parent = ShardDescriptor {
+            id: ShardId(3),
+            arc: Arc {
+                start: 100,
+                end: Some(200),
+            },
+            epoch: Epoch {
+                conf_ver: 4,
+                version: 2,
+            },
+            replicas: vec![Replica::new(member_id(NodeId(1), 4), ReplicaRole::Voter)],
+        };
+        let (left, right) = split_descriptors(&parent, ShardId(9), 150).unwrap();
+        assert_eq!(
+            left.arc,
+            Arc {
+                start: 100,
+                end: Some(150)
+            }
+        );
+        assert_eq!(
+            right.arc,
+            Arc {
+                start: 150,
+                end: Some(200)
+            }
+        );
+        assert_eq!(left.id, ShardId(3));
+        assert_eq!(right.id, ShardId(9));
+        for descriptor in [&left, &right] {
+            assert_eq!(
+                descriptor.epoch,
+                Epoch {
+                    conf_ver: 4,
+                    version: 3
+                }
+            );
+            assert_eq!(descriptor.replicas, parent.replicas);
+        }
+        for bad in [100, 99, 200, 250] {
+            assert!(
+                split_descriptors(&parent, ShardId(9), bad).is_none(),
+                "{bad}"
+            );
+        }
+    }
+}
