@@ -9,7 +9,7 @@
 //! Keys and values are [`Bytes`]: serde encodes them as one length-prefixed byte string (the same
 //! bytes `serde_bytes` produces), and the node proposes them without copying.
 
-use crate::ids::ShardId;
+use crate::ids::{NodeId, ShardId};
 use crate::shard::Epoch;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -130,6 +130,14 @@ pub enum AdminRequest {
     /// Every node the answering node knows, with its address: how a client that was given a few
     /// seed endpoints finds the leader of a shard on another node.
     GetNodes,
+    /// Test only: replaces the answering node's fault table. Raft traffic (batches and
+    /// snapshots) from this node to every node in `cut` is dropped; an empty list heals. Client
+    /// traffic is not affected. To cut a link both ways, send this to the nodes on both sides.
+    /// Refused (`InvalidRequest`) unless the node's config sets `[debug] fault_injection`.
+    SetFaults {
+        /// Peers this node stops sending Raft traffic to.
+        cut: Vec<NodeId>,
+    },
 }
 
 /// Everything a client sends to the client service.

@@ -87,6 +87,11 @@ pub enum AdminResult {
     NodeStatus(NodeStatus),
     /// Answer to `GetNodes`: sorted by node id.
     Nodes(Vec<NodeAddress>),
+    /// Answer to `SetFaults`: the peers this node now cuts, sorted by node id.
+    Faults {
+        /// Peers this node sends no Raft traffic to.
+        cut: Vec<NodeId>,
+    },
 }
 
 /// Everything the client service answers: one response per request.
