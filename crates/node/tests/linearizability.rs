@@ -200,12 +200,13 @@ async fn nemesis(cluster: &mut Cluster, map: &ShardMap, rounds: usize) {
     let all = [0, 1, 2];
     tokio::time::sleep(Duration::from_secs(2)).await;
     for round in 0..rounds {
-        let shard = map.shards[round % map.shards.len()].id;
-        let victim = cluster.leader_among(shard, &all).await;
-        eprintln!(
-            "round {round}: kill -9 node {} (leader of {shard})",
-            victim + 1
-        );
+        let victim = if round % 2 == 1 {
+            2
+        } else {
+            let shard = map.shards[round % map.shards.len()].id;
+            cluster.leader_among(shard, &all).await
+        };
+        eprintln!("round {round}: kill -9 node {}", victim + 1);
         cluster.kill_node(victim);
         tokio::time::sleep(Duration::from_secs(2)).await;
         cluster.start_node(victim).await;
