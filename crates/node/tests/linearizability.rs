@@ -9,6 +9,11 @@
 //! `RINGKV_CHAOS_ROUNDS` (default 2) sets the number of kill + isolate rounds; each round is
 //! about ten seconds. Every wait is bounded and the nodes are killed when the test ends.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions; a failure is a test failure"
+)]
+
 mod common;
 
 use bytes::Bytes;

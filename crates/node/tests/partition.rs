@@ -3,6 +3,11 @@
 //! the isolated node cannot write, the majority can, and after healing every replica of every
 //! shard holds the same data.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions; a failure is a test failure"
+)]
+
 mod common;
 
 use bytes::Bytes;
