@@ -156,6 +156,10 @@ async fn an_isolated_minority_cannot_write_and_catches_up_after_healing() {
         .await;
     }
 
+    // Every replica applies those writes before the cut (a follower learns the commit index
+    // after the leader answered), so the isolated node's view below is known exactly.
+    wait_until_replicas_agree(&mut cluster).await;
+
     // Cut off the leader of the first shard, so the minority starts out holding a leader.
     let victim = cluster.leader_of(map.shards[0].id).await;
     let majority: Vec<usize> = all.iter().copied().filter(|&i| i != victim).collect();
