@@ -119,7 +119,14 @@ async fn assert_write_refused(
     if let Request::Kv(kv_request) = &mut request {
         kv_request.timeout_ms = MINORITY_TIMEOUT_MS;
     }
-    match cluster.try_call(index, &request).await {
+    let started = Instant::now();
+    let answer = cluster.try_call(index, &request).await;
+    eprintln!(
+        "write of {key} to isolated node {} answered {answer:?} after {:?}",
+        index + 1,
+        started.elapsed()
+    );
+    match answer {
         Some(Response::Error(
             WireError::NotLeader { .. } | WireError::Timeout | WireError::Unavailable,
         )) => {}
