@@ -174,6 +174,16 @@ impl Default for StorageSection {
     }
 }
 
+/// The `[debug]` table: switches for tests, all off by default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugSection {
+    /// Accept `AdminRequest::SetFaults`, which cuts this node's Raft traffic to chosen peers.
+    /// Any client holding a certificate of the cluster could then partition the node: never
+    /// enable it in production.
+    pub fault_injection: bool,
+}
+
 /// The file as written, before validation.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -194,6 +204,8 @@ struct RawConfig {
     limits: LimitsConfig,
     #[serde(default)]
     storage: StorageSection,
+    #[serde(default)]
+    debug: DebugSection,
 }
 
 fn default_initial_shards() -> u64 {
@@ -229,6 +241,8 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// Storage settings.
     pub storage: StorageSection,
+    /// Test switches.
+    pub debug: DebugSection,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
@@ -369,6 +383,7 @@ impl NodeConfig {
             raft: raw.raft,
             limits: raw.limits,
             storage: raw.storage,
+            debug: raw.debug,
         };
         config.validate_tables()?;
         Ok(config)
@@ -592,6 +607,7 @@ key = "/abs/node-2.key"
         let config = NodeConfig::parse(example, Path::new("/x/config")).unwrap();
         assert_eq!(config.initial_cluster.len(), 3);
         assert_eq!(config.raft.log_compaction_entries, 100_000);
+        assert!(!config.debug.fault_injection);
         for (id, text) in [
             (1, include_str!("../../../config/local-3/node-1.toml")),
             (2, include_str!("../../../config/local-3/node-2.toml")),

@@ -34,6 +34,21 @@ async fn bootstrap_elects_leaders_and_serves_writes_and_reads() {
         }
         other => panic!("{other:?}"),
     }
+    // Fault injection is off unless the config enables it: the request is refused, clearly.
+    match cluster
+        .call(
+            0,
+            Request::Admin(ringkv_types::AdminRequest::SetFaults {
+                cut: vec![ringkv_types::NodeId(2)],
+            }),
+        )
+        .await
+    {
+        Response::Error(WireError::InvalidRequest { reason }) => {
+            assert!(reason.contains("fault_injection"), "{reason}");
+        }
+        other => panic!("SetFaults accepted without [debug] fault_injection: {other:?}"),
+    }
     // Followers learn the leader from its first message: every replica names one soon.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

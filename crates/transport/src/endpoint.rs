@@ -133,13 +133,20 @@ impl TransportBuilder {
             config.idle_timeout,
             config.max_concurrent_bidi_streams,
         )?;
-        let endpoint =
-            quinn::Endpoint::server(server_config, config.bind_addr).map_err(|source| {
-                Error::Bind {
-                    addr: config.bind_addr,
-                    source,
-                }
-            })?;
+        let bind_error = |source| Error::Bind {
+            addr: config.bind_addr,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(config.bind_addr).map_err(bind_error)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind_error(std::io::Error::other("no async runtime found")))?;
+        let endpoint = quinn::Endpoint::new(
+            tls::endpoint_config(&self.identity),
+            Some(server_config),
+            socket,
+            runtime,
+        )
+        .map_err(bind_error)?;
         let (raft_tx, raft) = mpsc::channel(config.raft_inbound_batches_max);
         let (snapshot_tx, snapshots) = mpsc::channel(config.snapshot_inbound_max);
         let shared = Arc::new(Shared {

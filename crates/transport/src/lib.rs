@@ -30,6 +30,10 @@
 //!   client calls are awaited and paced by QUIC flow control; client handlers are bounded by
 //!   `client_inflight_max` (`Busy` beyond it).
 //! - **Faults** are applied where traffic is sent, from one table shared by a test's transports.
+//! - **Restarts.** The QUIC stateless reset key and the connection-id key are derived from the
+//!   node's private key, so they survive a restart: a peer still holding a connection to the
+//!   node's previous process gets a valid stateless reset on its next packet and redials at
+//!   once, instead of waiting for the idle timeout.
 
 pub mod certs;
 mod client;

@@ -49,6 +49,49 @@ pub(crate) fn transport_params(
     Ok(Arc::new(params))
 }
 
+/// The endpoint configuration, with the stateless reset key and the connection-id key derived
+/// from the node's private key.
+///
+/// Why: after a node is killed and restarted on the same address, its peers still hold QUIC
+/// connections to the dead process. Their packets reach the new process, which can answer
+/// each with a stateless reset (RFC 9000 §10.3), but only if it recognises the connection id
+/// as one of its own (quinn checks a keyed hash in it) and a peer only accepts a reset whose
+/// token matches the one the *old* process announced, `HMAC(reset key, connection id)`. With
+/// quinn's default random keys per process neither holds: the new process drops the packets
+/// and the peer waits for the idle timeout (30 s) before it redials, so a restarted node hears
+/// nothing from the nodes that dial it (smaller ids) for that long. Keys that survive restarts
+/// make the reset work at once. They are as secret as the private key they come from: whoever
+/// knows the reset key can reset this node's connections.
+pub(crate) fn endpoint_config(identity: &TlsIdentity) -> quinn::EndpointConfig {
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key(identity)));
+    let cid_key = connection_id_key(identity);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
+}
+
+/// `HMAC-SHA256(private key, label)`: stable across restarts, distinct per node and per label,
+/// revealing nothing about the private key.
+fn derive(identity: &TlsIdentity, label: &[u8]) -> ring::hmac::Tag {
+    let master = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, identity.key.secret_der());
+    ring::hmac::sign(&master, label)
+}
+
+fn reset_key(identity: &TlsIdentity) -> ring::hmac::Key {
+    let derived = derive(identity, b"ringkv/1 quic stateless reset key");
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
+}
+
+fn connection_id_key(identity: &TlsIdentity) -> u64 {
+    let derived = derive(identity, b"ringkv/1 quic connection id key");
+    let mut word = [0u8; 8];
+    for (slot, byte) in word.iter_mut().zip(derived.as_ref()) {
+        *slot = *byte;
+    }
+    u64::from_le_bytes(word)
+}
+
 /// The server side: accept any client whose certificate chains to the cluster CA.
 pub(crate) fn server_config(
     identity: &TlsIdentity,
@@ -115,4 +158,40 @@ pub(crate) fn peer_is_node(connection: &quinn::Connection, node: NodeId, cluster
     };
     cert.verify_is_valid_for_subject_name(&ServerName::DnsName(name))
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{ClusterCa, Validity};
+
+    fn node_identity(ca: &ClusterCa, node: u64) -> crate::certs::PemPair {
+        ca.issue_node(NodeId(node), &[], Validity::days_from_now(1))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Loads the identity from PEM, as a (re)started process does.
+    fn load(ca: &ClusterCa, pair: &crate::certs::PemPair) -> TlsIdentity {
+        TlsIdentity::from_pem(ca.cert_pem(), pair).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The stateless reset token of one connection id.
+    fn token(identity: &TlsIdentity) -> Vec<u8> {
+        ring::hmac::sign(&reset_key(identity), b"connection id")
+            .as_ref()
+            .to_vec()
+    }
+
+    #[test]
+    fn the_reset_key_survives_restarts_and_differs_between_nodes() {
+        let ca =
+            ClusterCa::generate("c", Validity::days_from_now(1)).unwrap_or_else(|e| panic!("{e}"));
+        let one = node_identity(&ca, 1);
+        let two = node_identity(&ca, 2);
+        assert_eq!(token(&load(&ca, &one)), token(&load(&ca, &one)));
+        assert_ne!(token(&load(&ca, &one)), token(&load(&ca, &two)));
+        let cid_key = |pair| connection_id_key(&load(&ca, pair));
+        assert_eq!(cid_key(&one), cid_key(&one));
+        assert_ne!(cid_key(&one), cid_key(&two));
+    }
 }

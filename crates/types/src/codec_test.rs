@@ -132,6 +132,9 @@ fn requests() -> Vec<Request> {
         Request::Admin(AdminRequest::GetShard { shard: ShardId(2) }),
         Request::Admin(AdminRequest::NodeStatus),
         Request::Admin(AdminRequest::GetNodes),
+        Request::Admin(AdminRequest::SetFaults {
+            cut: vec![NodeId(2), NodeId(3)],
+        }),
     ]
 }
 
@@ -152,6 +155,7 @@ fn responses() -> Vec<Response> {
             shards: vec![descriptor()],
         })),
         Response::Admin(AdminResult::Shard(None)),
+        Response::Admin(AdminResult::Faults { cut: vec![] }),
         Response::Admin(AdminResult::Nodes(vec![crate::NodeAddress {
             node: NodeId(2),
             addr: "127.0.0.12:7100".parse().unwrap(),

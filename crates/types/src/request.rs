@@ -178,6 +178,14 @@ pub enum AdminRequest {
     /// The PD state as applied on the PD leader: [`AdminResult::Pd`] holds
     /// `postcard(ringkv_pd::PdState)`. Other nodes answer `NotLeader`.
     PdState,
+    /// Test only: replaces the answering node's fault table. Raft traffic (batches and
+    /// snapshots) from this node to every node in `cut` is dropped; an empty list heals. Client
+    /// traffic is not affected. To cut a link both ways, send this to the nodes on both sides.
+    /// Refused (`InvalidRequest`) unless the node's config sets `[debug] fault_injection`.
+    SetFaults {
+        /// Peers this node stops sending Raft traffic to.
+        cut: Vec<NodeId>,
+    },
 }
 
 /// One membership change of a shard ([`AdminRequest::ChangeReplica`]).

@@ -106,6 +106,11 @@ pub enum AdminResult {
     /// Answer to `Pd` and `PdState`: postcard bytes, see
     /// [`AdminRequest::Pd`](crate::request::AdminRequest::Pd).
     Pd(Bytes),
+    /// Answer to `SetFaults`: the peers this node now cuts, sorted by node id.
+    Faults {
+        /// Peers this node sends no Raft traffic to.
+        cut: Vec<NodeId>,
+    },
 }
 
 /// Everything the client service answers: one response per request.

@@ -7,11 +7,13 @@ use crate::log_command::LogCommand;
 use crate::service::{ClientCall, check_request, command_of};
 use ringkv_raft::ReadMode;
 use ringkv_storage::{CommandResult, OperationResult, Store};
+use ringkv_transport::Fault;
 use ringkv_types::{
     AdminRequest, AdminResult, KvOp, KvResult, LogIndex, NodeAddress, NodeId, NodeStatus,
     ReadConsistency, ReplicaRole, ReplicaStatus, Request, Response, ShardId, WireError,
 };
 use std::collections::BTreeMap;
+use tracing::warn;
 
 impl EventLoop {
     /// Starts one ReadIndex round per group and mode for the reads that arrived this turn.
@@ -165,6 +167,7 @@ impl EventLoop {
 
     pub(super) fn admin(&self, request: AdminRequest) -> Response {
         let result = match request {
+            AdminRequest::SetFaults { cut } => return self.set_faults(cut),
             AdminRequest::GetShardMap => AdminResult::ShardMap(self.map.clone()),
             AdminRequest::GetShard { shard } => AdminResult::Shard(
                 self.groups
@@ -197,6 +200,25 @@ impl EventLoop {
             }
         };
         Response::Admin(result)
+    }
+
+    /// Replaces the transport's fault table with cuts from this node to `cut` (tests only).
+    fn set_faults(&self, mut cut: Vec<NodeId>) -> Response {
+        if !self.config.debug.fault_injection {
+            return Response::Error(WireError::InvalidRequest {
+                reason: "fault injection is disabled on this node ([debug] fault_injection)".into(),
+            });
+        }
+        cut.sort_unstable();
+        cut.dedup();
+        let me = self.config.node_id;
+        let faults = self.transport.faults();
+        faults.heal_all();
+        for &peer in &cut {
+            faults.set(me, peer, Fault::Cut);
+        }
+        warn!(?cut, "fault injection: Raft traffic to these peers is cut");
+        Response::Admin(AdminResult::Faults { cut })
     }
 
     pub(super) fn status(&self) -> NodeStatus {

@@ -41,8 +41,14 @@ pub struct Cluster {
     pub processes: bool,
     pub nodes: Vec<Option<Running>>,
     pub client: ClientEndpoint,
+    /// The identity of `client`, for building more clients (e.g. `ringkv_client::Client`).
+    pub client_identity: TlsIdentity,
     pub connections: Vec<Option<ClientConnection>>,
 }
+
+/// Appended to every node's config by tests that partition nodes with
+/// [`Cluster::set_faults`].
+pub const FAULT_INJECTION: &str = "[debug]\nfault_injection = true\n";
 
 fn free_port() -> u16 {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -116,6 +122,7 @@ key = "certs/node-{id}.key"
             addrs,
             nodes: (0..count).map(|_| None).collect(),
             client,
+            client_identity: identity,
             processes,
             connections: (0..count).map(|_| None).collect(),
         };
@@ -323,6 +330,84 @@ key = "certs/node-{id}.key"
                 }
             }
             assert!(Instant::now() < deadline, "no leader for {shard}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks node `index` to cut its Raft traffic to `cut` (node indexes; empty heals). The
+    /// node must run with [`FAULT_INJECTION`]. Panics when the node refuses or is unreachable.
+    pub async fn set_faults(&mut self, index: usize, cut: &[usize]) {
+        let cut: Vec<NodeId> = cut.iter().map(|&i| NodeId(i as u64 + 1)).collect();
+        let request = Request::Admin(AdminRequest::SetFaults { cut: cut.clone() });
+        // A node busy electing may be slow to answer; retry within a bound.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.try_call(index, &request).await {
+                Some(Response::Admin(AdminResult::Faults { cut: set })) => {
+                    let mut expected = cut.clone();
+                    expected.sort_unstable();
+                    expected.dedup();
+                    assert_eq!(set, expected, "node {} fault table", index + 1);
+                    return;
+                }
+                Some(other) => panic!("node {} refused SetFaults: {other:?}", index + 1),
+                None => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "node {} unreachable for SetFaults",
+                        index + 1
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Cuts node `minority` off from every other node, both ways (Raft traffic only; clients
+    /// still reach every node).
+    pub async fn isolate(&mut self, minority: usize) {
+        let others: Vec<usize> = (0..self.nodes.len()).filter(|&i| i != minority).collect();
+        self.set_faults(minority, &others).await;
+        for other in others {
+            if self.nodes[other].is_some() {
+                self.set_faults(other, &[minority]).await;
+            }
+        }
+    }
+
+    /// Removes every fault on every running node.
+    pub async fn heal(&mut self) {
+        for index in 0..self.nodes.len() {
+            if self.nodes[index].is_some() {
+                self.set_faults(index, &[]).await;
+            }
+        }
+    }
+
+    /// The node among `candidates` that leads `shard`, waiting (bounded) for one. Unlike
+    /// [`Cluster::leader_of`], a deposed leader outside `candidates` is not considered.
+    pub async fn leader_among(&mut self, shard: ShardId, candidates: &[usize]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for &index in candidates {
+                if self.nodes[index].is_none() {
+                    continue;
+                }
+                let Some(status) = self.try_status(index).await else {
+                    continue;
+                };
+                if status
+                    .replicas
+                    .iter()
+                    .any(|r| r.shard == shard && r.is_leader)
+                {
+                    return index;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader for {shard} among {candidates:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
