@@ -48,6 +48,7 @@ mod routing;
 mod session;
 
 pub use client::{CasOutcome, Client};
+pub use ringkv_pd;
 pub use config::{ClientConfig, Endpoint, RetryPolicy, TlsSource};
 pub use error::{Error, Result};
 pub use ringkv_types::{BatchOp, NodeStatus, ReadConsistency, ShardMap};
