@@ -1,0 +1,354 @@
+//! The admin commands end to end: the real `ringctl` binary against fake nodes (real QUIC and
+//! mTLS) whose placement driver is a real `ringkv_pd::PdState` applying the commands it gets.
+//! Checks exit codes, one-line refusals, JSON that parses, and the state changes.
+#![allow(missing_docs)]
+#![allow(clippy::unwrap_used, reason = "tests: a failure is a test failure")]
+
+use ringkv_client::ringkv_pd::{Command, NodeRegistration, NodeState, PdState, Settings};
+use ringkv_transport::certs::{ClusterCa, TlsIdentity, Validity};
+use ringkv_transport::{Transport, TransportConfig};
+use ringkv_types::ring::Arc as RingArc;
+use ringkv_types::{
+    AdminRequest, AdminResult, Epoch, NodeAddress, NodeId, Replica, ReplicaRole, Request, Response,
+    ShardDescriptor, ShardId, ShardMap, WireError,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const RINGCTL: &str = env!("CARGO_BIN_EXE_ringctl");
+const CLUSTER: &str = "test";
+/// The fake node that leads the placement driver.
+const PD_LEADER: NodeId = NodeId(2);
+
+type Shared = Arc<Mutex<PdState>>;
+
+/// The one place that builds a `Replica` (the type is about to gain a member id).
+fn voter(node: u64) -> Replica {
+    Replica {
+        node: NodeId(node),
+        role: ReplicaRole::Voter,
+    }
+}
+
+fn answer(pd: &Shared, me: NodeId, request: Request) -> Response {
+    let mut state = pd.lock().unwrap();
+    let admin = match request {
+        Request::Admin(admin) => admin,
+        Request::Kv(_) => {
+            return Response::Error(WireError::InvalidRequest {
+                reason: "not faked".into(),
+            });
+        }
+    };
+    match admin {
+        AdminRequest::GetShardMap => {
+            Response::Admin(AdminResult::ShardMap(state.shard_map.clone()))
+        }
+        AdminRequest::GetNodes => Response::Admin(AdminResult::Nodes(
+            state
+                .nodes
+                .values()
+                .filter_map(|n| {
+                    let addr = n.addr.parse().ok()?;
+                    Some(NodeAddress { node: n.id, addr })
+                })
+                .collect(),
+        )),
+        AdminRequest::Pd { .. } | AdminRequest::PdState if me != PD_LEADER => {
+            Response::Error(WireError::NotLeader {
+                leader_hint: Some(PD_LEADER),
+                descriptor: None,
+            })
+        }
+        AdminRequest::Pd { command } => {
+            let command: Command = postcard::from_bytes(&command).unwrap();
+            let result = state.apply(&command);
+            state.check_invariants();
+            let bytes = postcard::to_stdvec(&result).unwrap();
+            Response::Admin(AdminResult::Pd(bytes.into()))
+        }
+        AdminRequest::PdState => {
+            let bytes = postcard::to_stdvec(&*state).unwrap();
+            Response::Admin(AdminResult::Pd(bytes.into()))
+        }
+        _ => Response::Error(WireError::InvalidRequest {
+            reason: "not faked".into(),
+        }),
+    }
+}
+
+struct Fake {
+    pd: Shared,
+    _transports: Vec<Transport>,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn registration(addr: &str) -> NodeRegistration {
+    NodeRegistration {
+        addr: addr.into(),
+        labels: BTreeMap::new(),
+        capacity_bytes: 1 << 30,
+    }
+}
+
+/// Three fake nodes; PD knows them with four shards on all three, leaders spread (2, 1, 1).
+async fn start() -> Fake {
+    let validity = Validity::days_from_now(1);
+    let ca = ClusterCa::generate(CLUSTER, validity).unwrap();
+    let pd: Shared = Arc::new(Mutex::new(PdState::new()));
+    let mut transports = Vec::new();
+    let mut endpoints = Vec::new();
+    for id in 1..=3u64 {
+        let node = NodeId(id);
+        let pair = ca
+            .issue_node(node, &["127.0.0.1".parse().unwrap()], validity)
+            .unwrap();
+        let identity = TlsIdentity::from_pem(ca.cert_pem(), &pair).unwrap();
+        let config = TransportConfig::new(node, CLUSTER, SocketAddr::from(([127, 0, 0, 1], 0)));
+        let state = pd.clone();
+        let handler = move |request: Request| {
+            let response = answer(&state, node, request);
+            async move { response }
+        };
+        let (transport, _inbound) = Transport::builder(config, identity)
+            .handler(handler)
+            .start()
+            .unwrap();
+        endpoints.push((node, transport.local_addr().unwrap()));
+        transports.push(transport);
+    }
+    {
+        let mut state = pd.lock().unwrap();
+        let shards: Vec<ShardDescriptor> = RingArc::split_even(4)
+            .into_iter()
+            .enumerate()
+            .map(|(i, arc)| ShardDescriptor {
+                id: ShardId(i as u64 + 1),
+                arc,
+                epoch: Epoch {
+                    conf_ver: 1,
+                    version: 1,
+                },
+                replicas: (1..=3).map(voter).collect(),
+            })
+            .collect();
+        let bootstrap = Command::Bootstrap {
+            cluster_id: 1,
+            cluster_name: CLUSTER.into(),
+            nodes: endpoints
+                .iter()
+                .map(|(node, addr)| (*node, registration(&addr.to_string())))
+                .collect(),
+            shard_map: ShardMap {
+                version: 1,
+                shards: shards.clone(),
+            },
+            settings: Settings::default(),
+            now_ms: 1,
+        };
+        state.apply(&bootstrap).unwrap();
+        for (descriptor, leader) in shards.iter().zip([1, 2, 3, 1]) {
+            let report = ringkv_client::ringkv_pd::ShardReport {
+                descriptor: descriptor.clone(),
+                leader: NodeId(leader),
+                stats: Default::default(),
+                caught_up_learners: Vec::new(),
+                split_hint: None,
+                now_ms: 2,
+            };
+            state.apply(&Command::ShardReport(report)).unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    ca.to_pem_pair().write(dir.path(), "ca").unwrap();
+    ca.issue_client("ringctl", validity)
+        .unwrap()
+        .write(dir.path(), "client")
+        .unwrap();
+    let endpoints: Vec<String> = endpoints
+        .iter()
+        .map(|(node, addr)| format!("\"{}@{addr}\"", node.get()))
+        .collect();
+    let config = dir.path().join("ringctl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster = \"{CLUSTER}\"\nendpoints = [{}]\nrequest_timeout_ms = 3000\n\n[tls]\n\
+             ca_cert = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client.key\"\n",
+            endpoints.join(", ")
+        ),
+    )
+    .unwrap();
+    Fake {
+        pd,
+        _transports: transports,
+        _dir: dir,
+        config,
+    }
+}
+
+/// Runs ringctl with `args` (off the runtime's threads, which serve the fake nodes).
+async fn ringctl(config: &Path, args: &[&str]) -> Output {
+    let config = config.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(RINGCTL)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        stdout(output),
+        stderr(output)
+    );
+    stdout(output)
+}
+
+/// Asserts exit code 1 with a one-line error containing `needle`.
+fn refused(output: &Output, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {err}",
+        stdout(output)
+    );
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_drive_the_placement_driver() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let fake = start().await;
+        let config = fake.config.as_path();
+
+        let nodes = json(&ok(&ringctl(config, &["nodes", "--json"]).await));
+        assert_eq!(nodes["nodes"].as_array().map(Vec::len), Some(3));
+        assert_eq!(nodes["nodes"][0]["replicas"], 4);
+        assert_eq!(nodes["nodes"][0]["leaders"], 2);
+        let table = ok(&ringctl(config, &["nodes"]).await);
+        assert!(table.starts_with("ID"), "{table}");
+        assert_eq!(table.lines().count(), 4);
+
+        // Schedulers: off, listed off, then rebalance turns it back on; the cluster is already
+        // balanced (4 replicas each, leaders 2/1/1), so it ends at once.
+        ok(&ringctl(config, &["scheduler", "disable", "balance-leaders"]).await);
+        let listed = json(&ok(&ringctl(config, &["scheduler", "list", "--json"]).await));
+        assert_eq!(listed["schedulers"]["balance-leaders"], false);
+        let out = ok(&ringctl(config, &["rebalance", "--timeout", "10"]).await);
+        assert!(out.contains("enabled scheduler balance-leaders"), "{out}");
+        assert!(out.contains("balanced after"), "{out}");
+        assert!(fake.pd.lock().unwrap().settings.balance_leaders);
+
+        // A fourth node joins with nothing: the dry run plans moves to it.
+        fake.pd
+            .lock()
+            .unwrap()
+            .apply(&Command::RegisterNode {
+                node: registration("127.0.0.1:9"),
+                now_ms: 3,
+            })
+            .unwrap();
+        let dry = json(&ok(
+            &ringctl(config, &["rebalance", "--dry-run", "--json"]).await
+        ));
+        assert_eq!(dry["balance"]["replica_spread"], 4);
+        assert!(
+            dry["plan"].as_array().is_some_and(|p| !p.is_empty()),
+            "{dry}"
+        );
+        assert!(
+            fake.pd.lock().unwrap().operators.is_empty(),
+            "a dry run changes nothing"
+        );
+        // Nothing moves in the fake, so following the rebalance times out with exit 1.
+        refused(
+            &ringctl(config, &["rebalance", "--timeout", "2"]).await,
+            "not finished after 2 s",
+        );
+
+        // Operators: a move is created once; a second one on the busy shard is refused.
+        let out = ok(&ringctl(config, &["move-shard", "1", "--from", "1", "--to", "4"]).await);
+        assert!(
+            out.contains("created operator op1: move shard 1 from n1 to n4"),
+            "{out}"
+        );
+        refused(
+            &ringctl(config, &["move-shard", "s1", "--from", "2", "--to", "4"]).await,
+            "shard 1 is busy with operator op1",
+        );
+        let shards = json(&ok(&ringctl(config, &["shards", "--json"]).await));
+        assert_eq!(
+            shards["shards"][0]["operator"]["steps"][0],
+            "add learner on n4"
+        );
+        refused(
+            &ringctl(config, &["transfer-leader", "9", "--to", "1"]).await,
+            "unknown shard",
+        );
+        refused(
+            &ringctl(config, &["transfer-leader", "2", "--to", "4"]).await,
+            "cannot change shard 2",
+        );
+
+        // Nodes: removal is refused while replicas remain; draining marks the node.
+        refused(
+            &ringctl(config, &["remove-node", "2"]).await,
+            "node 2 still holds 4 replica(s); drain it first",
+        );
+        ok(&ringctl(config, &["drain-node", "3", "--no-wait"]).await);
+        assert_eq!(
+            fake.pd.lock().unwrap().nodes[&NodeId(3)].state,
+            NodeState::Draining
+        );
+        refused(
+            &ringctl(config, &["drain-node", "8", "--no-wait"]).await,
+            "unknown node 8",
+        );
+
+        // Settings.
+        ok(&ringctl(config, &["scheduler", "set", "max_operators", "8"]).await);
+        assert_eq!(fake.pd.lock().unwrap().settings.max_operators, 8);
+        refused(
+            &ringctl(config, &["scheduler", "set", "max_operators", "0"]).await,
+            "max_operators",
+        );
+        refused(
+            &ringctl(config, &["scheduler", "enable", "balance"]).await,
+            "unknown scheduler",
+        );
+    })
+    .await
+    .expect("finished within 120 s");
+}
