@@ -143,7 +143,7 @@ impl Client {
                 pd_leader: Mutex::new(None),
             }),
         };
-        client.reload_map(0).await?;
+        client.reload_map(0, None).await?;
         Ok(client)
     }
 
@@ -295,7 +295,7 @@ impl Client {
     /// [`Error::NoShardMap`] when no node answered.
     pub async fn shard_map(&self) -> Result<ShardMap> {
         let generation = self.inner.map_generation.load(Ordering::Acquire);
-        self.reload_map(generation).await?;
+        self.reload_map(generation, None).await?;
         Ok(self.cached_shard_map())
     }
 
@@ -402,7 +402,7 @@ impl Client {
             }
             if reload {
                 // A failed reload is one more failed attempt; the next attempt tells.
-                let _ = self.reload_map(generation).await;
+                let _ = self.reload_map(generation, Some(deadline)).await;
             }
             if pause {
                 let delay = backoff.next_delay(&self.inner.jitter);
@@ -460,7 +460,7 @@ impl Client {
             Err(Error::UnknownNode { node }) => {
                 // A node that joined after the client last learned the cluster (a move or a
                 // repair put a replica there): learn the node list, then the map, and retry.
-                self.refresh_nodes().await;
+                self.refresh_nodes(deadline).await;
                 let known = self.address_of(node).is_some();
                 if !known {
                     self.write_routing().unreachable(route.shard, node);
@@ -627,10 +627,11 @@ impl Client {
         order
     }
 
-    /// Learns the node list from the first node that answers `GetNodes` (best effort).
-    async fn refresh_nodes(&self) {
+    /// Learns the node list from the first node that answers `GetNodes` before `deadline`
+    /// (best effort).
+    async fn refresh_nodes(&self, deadline: Instant) {
         for node in self.nodes_to_ask() {
-            if self.learn_nodes(node).await {
+            if Instant::now() >= deadline || self.learn_nodes(node, deadline).await {
                 return;
             }
         }
@@ -638,8 +639,8 @@ impl Client {
 
     /// Asks `node` for every node's address and adds the ones not known yet (best effort: a
     /// failure leaves routing to the known nodes). Returns whether `node` answered.
-    async fn learn_nodes(&self, node: NodeId) -> bool {
-        let deadline = Instant::now() + self.inner.config.attempt_timeout;
+    async fn learn_nodes(&self, node: NodeId, deadline: Instant) -> bool {
+        let deadline = deadline.min(Instant::now() + self.inner.config.attempt_timeout);
         let request = Request::Admin(AdminRequest::GetNodes);
         match self.call(node, &request, deadline).await {
             Ok(Response::Admin(AdminResult::Nodes(nodes))) => {
@@ -669,15 +670,21 @@ impl Client {
 
     /// Loads the shard map from the known nodes (seed endpoints first), one after the other,
     /// unless another call reloaded it since `seen_generation`. When the new map names nodes
-    /// the client has no address for (nodes that joined), the node list is learned too.
-    async fn reload_map(&self, seen_generation: u64) -> Result<()> {
+    /// the client has no address for (nodes that joined), the node list is learned too. With a
+    /// `deadline`, no node is asked after it (a call's reload stays within the call's budget).
+    async fn reload_map(&self, seen_generation: u64, deadline: Option<Instant>) -> Result<()> {
         let _guard = self.inner.reload.lock().await;
         if self.inner.map_generation.load(Ordering::Acquire) != seen_generation {
             return Ok(());
         }
         let mut last = String::from("no endpoint tried");
         for node in self.nodes_to_ask() {
-            let deadline = Instant::now() + self.inner.config.attempt_timeout;
+            let attempt_deadline = Instant::now() + self.inner.config.attempt_timeout;
+            let deadline = match deadline {
+                Some(overall) if Instant::now() >= overall => break,
+                Some(overall) => overall.min(attempt_deadline),
+                None => attempt_deadline,
+            };
             let request = Request::Admin(AdminRequest::GetShardMap);
             match self.call(node, &request, deadline).await {
                 Ok(Response::Admin(AdminResult::ShardMap(map))) if map.covers_ring() => {
@@ -694,7 +701,7 @@ impl Client {
                             .any(|r| !addresses.contains_key(&r.node))
                     };
                     if unknown {
-                        self.learn_nodes(node).await;
+                        self.learn_nodes(node, deadline).await;
                     }
                     if self.write_routing().replace_map(map) {
                         self.inner.map_generation.fetch_add(1, Ordering::AcqRel);

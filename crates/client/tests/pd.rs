@@ -36,6 +36,10 @@ struct Cluster {
     /// Addresses of every fake node, registered or not.
     addrs: BTreeMap<NodeId, SocketAddr>,
     pd_calls: u64,
+    /// A map served to the next `GetShardMap` calls instead of PD's (PD lagging behind a split
+    /// its replicas already applied), and how many more times.
+    lagging: Option<(ShardMap, u32)>,
+    map_requests: u64,
 }
 
 type Shared = Arc<Mutex<Cluster>>;
@@ -65,6 +69,14 @@ fn answer(shared: &Shared, me: NodeId, request: Request) -> Response {
     let mut cluster = shared.lock().unwrap();
     let kv = match request {
         Request::Admin(AdminRequest::GetShardMap) => {
+            cluster.map_requests += 1;
+            if let Some((map, left)) = cluster.lagging.as_mut()
+                && *left > 0
+            {
+                *left -= 1;
+                let map = map.clone();
+                return Response::Admin(AdminResult::ShardMap(map));
+            }
             return Response::Admin(AdminResult::ShardMap(cluster.pd.shard_map.clone()));
         }
         Request::Admin(AdminRequest::GetNodes) => {
@@ -176,6 +188,8 @@ async fn start(count: u64, pd_leader: u64, pd_hint: bool) -> (Shared, Fake) {
         data: HashMap::new(),
         addrs: BTreeMap::new(),
         pd_calls: 0,
+        lagging: None,
+        map_requests: 0,
     }));
     let ca = ClusterCa::generate(CLUSTER, validity()).unwrap();
     let mut transports = Vec::new();
@@ -361,8 +375,11 @@ async fn a_split_after_the_map_was_loaded_is_followed() {
         // Split shard 1 ([0, 2^63)) at 2^62; the key lives in the new right half, shard 3.
         let at = 1u64 << 62;
         let key = key_between(at, 1 << 63);
+        let lag = 3;
         {
             let mut cluster = shared.lock().unwrap();
+            // The first map reloads still serve the map from before the split.
+            cluster.lagging = Some((cluster.pd.shard_map.clone(), lag));
             let map = &mut cluster.pd.shard_map;
             let left = map.shards.iter_mut().find(|d| d.id == ShardId(1)).unwrap();
             let (low, high) = left.arc.split_at(at).unwrap();
@@ -377,9 +394,12 @@ async fn a_split_after_the_map_was_loaded_is_followed() {
             cluster.pd.check_invariants();
         }
         // The cached map routes the key to shard 1 with the old epoch: the mismatch carries a
-        // descriptor that no longer holds the key, so the client reloads the map.
+        // descriptor that no longer holds the key, so the client reloads the map, backing off
+        // while the reloads still serve the old map, until the new one arrives.
         assert_eq!(client.shard_for_key(&key).map(|d| d.id), Some(ShardId(1)));
+        let before = shared.lock().unwrap().map_requests;
         client.put(key.clone(), "v").await.unwrap();
+        assert!(shared.lock().unwrap().map_requests - before > u64::from(lag));
         assert_eq!(client.shard_for_key(&key).map(|d| d.id), Some(ShardId(3)));
         assert_eq!(client.get(key).await.unwrap(), Some(Bytes::from("v")));
     })

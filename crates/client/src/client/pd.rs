@@ -118,7 +118,7 @@ impl Client {
                     // A full round without a leader: PD may be electing, or the leader is a
                     // node this client does not know yet.
                     tried.clear();
-                    self.refresh_nodes().await;
+                    self.refresh_nodes(deadline).await;
                     Next::Retry {
                         error: Error::NoShardMap {
                             reason: "no node answered as placement-driver leader".into(),
@@ -180,7 +180,7 @@ impl Client {
             }
             Err(Error::UnknownNode { node }) => {
                 // A hint named a node that joined after the client learned the cluster.
-                self.refresh_nodes().await;
+                self.refresh_nodes(deadline).await;
                 return Next::Retry {
                     error: Error::UnknownNode { node },
                     node: self.address_of(node).map(|_| node),
@@ -205,7 +205,7 @@ impl Client {
                 if let Some(hint) = hint
                     && self.address_of(hint).is_none()
                 {
-                    self.refresh_nodes().await;
+                    self.refresh_nodes(deadline).await;
                 }
                 // A hint to a node already tried this round may be a stale belief (an
                 // election in progress): follow it, but after a pause.
