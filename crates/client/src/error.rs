@@ -70,6 +70,13 @@ pub enum Error {
         /// The request kind.
         request: &'static str,
     },
+    /// No node answered a placement-driver call as PD's leader (an election, or every node
+    /// unreachable). Retryable.
+    #[error("no placement-driver leader found: {reason}")]
+    NoPdLeader {
+        /// What the last round of nodes answered.
+        reason: String,
+    },
     /// The placement driver refused the command (nothing was changed): an unknown shard or
     /// node, an operator that cannot be carried out, an invalid setting.
     #[error("placement driver: {0}")]
@@ -103,7 +110,7 @@ impl Error {
         match self {
             Error::Server(wire) => wire.is_retryable(),
             Error::Transport { source, .. } => source.is_retryable(),
-            Error::NoShardMap { .. } => true,
+            Error::NoShardMap { .. } | Error::NoPdLeader { .. } => true,
             Error::Exhausted { last, .. } => last.is_retryable(),
             _ => false,
         }

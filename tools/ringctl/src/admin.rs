@@ -13,7 +13,7 @@ use ringkv_client::Client;
 use ringkv_client::ringkv_pd::{
     self, AdminOperator, Command, NodeState, PdState, RejectReason, SchedulerKind,
 };
-use ringkv_types::{NodeId, ShardId};
+use ringkv_types::{NodeId, ShardId, WireError};
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -69,8 +69,17 @@ pub fn parse_position(text: &str) -> std::result::Result<u64, String> {
     parsed.map_err(|_| format!("{text:?} is not a ring position (0 to 2^64-1, decimal or 0x hex)"))
 }
 
-/// A PD refusal as one clear line; other errors unchanged.
-fn explain(error: ringkv_client::Error) -> anyhow::Error {
+/// A PD refusal as one clear line; other errors unchanged, except a node that cannot decode
+/// PD requests at all (a `ringkvd` older than this ringctl).
+pub fn explain(error: ringkv_client::Error) -> anyhow::Error {
+    if let ringkv_client::Error::Server(WireError::InvalidRequest { reason }) = &error
+        && reason.contains("decode")
+    {
+        return anyhow!(
+            "the node cannot decode placement-driver requests ({reason}); is ringkvd older \
+             than ringctl?"
+        );
+    }
     let ringkv_client::Error::Pd(pd) = &error else {
         return anyhow!(error);
     };
@@ -103,10 +112,12 @@ async fn call(client: &Client, command: Command) -> Result<ringkv_pd::Response> 
     client.pd_call(command).await.map_err(explain)
 }
 
-async fn state(client: &Client) -> Result<PdState> {
+/// PD's state, or an error that says what went wrong in one line.
+pub async fn state(client: &Client) -> Result<PdState> {
     client
         .pd_state()
         .await
+        .map_err(explain)
         .context("reading the placement driver's state")
 }
 
@@ -263,7 +274,14 @@ pub async fn rebalance(client: &Client, dry_run: bool, wait: Wait) -> Result<Exi
                 },
             )
             .await?;
-            println!("enabled scheduler {}", view::scheduler_name(kind));
+            if wait.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "enabled_scheduler": view::scheduler_name(kind) })
+                );
+            } else {
+                println!("enabled scheduler {}", view::scheduler_name(kind));
+            }
         }
     }
     if !wait.json {
@@ -569,5 +587,9 @@ mod tests {
         }));
         assert_eq!(error.to_string(), "placement driver: unknown node n9");
         assert!(!error.to_string().contains('\n'));
+        let error = explain(ringkv_client::Error::Server(WireError::InvalidRequest {
+            reason: "cannot decode Request".into(),
+        }));
+        assert!(error.to_string().contains("is ringkvd older than ringctl"));
     }
 }

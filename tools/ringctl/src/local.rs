@@ -347,10 +347,7 @@ fn pick_node_id(state: &ringkv_pd::PdState, dir: &Path, port: u16) -> Result<u64
 }
 
 async fn add_and_run(client: &Client, dir: &Path, port: u16, ringkvd: &Path) -> Result<()> {
-    let state = client
-        .pd_state()
-        .await
-        .context("reading the placement driver's state")?;
+    let state = crate::admin::state(client).await?;
     let predicted = pick_node_id(&state, dir, port)?;
     let addr = endpoint(predicted, port)?;
     check_bind(addr)?;
@@ -364,6 +361,7 @@ async fn add_and_run(client: &Client, dir: &Path, port: u16, ringkvd: &Path) -> 
             now_ms: 0,
         })
         .await
+        .map_err(crate::admin::explain)
         .context("registering the node with the placement driver")?;
     let ringkv_pd::Response::NodeId(node) = registered else {
         bail!("unexpected answer to RegisterNode: {registered:?}");
@@ -427,10 +425,7 @@ async fn add_and_run(client: &Client, dir: &Path, port: u16, ringkvd: &Path) -> 
 
 /// Addresses of the registered, non-removed nodes other than `node`: the new node's `join` list.
 async fn join_addresses(client: &Client, node: NodeId) -> Result<Vec<SocketAddr>> {
-    let state = client
-        .pd_state()
-        .await
-        .context("reading the placement driver's state")?;
+    let state = crate::admin::state(client).await?;
     let mut join = Vec::new();
     for info in state.nodes.values() {
         if info.id == node || info.state == NodeState::Removed {

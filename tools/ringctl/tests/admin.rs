@@ -269,6 +269,9 @@ async fn admin_commands_drive_the_placement_driver() {
         let out = ok(&ringctl(config, &["rebalance", "--timeout", "10"]).await);
         assert!(out.contains("enabled scheduler balance-leaders"), "{out}");
         assert!(out.contains("balanced after"), "{out}");
+        let out = ok(&ringctl(config, &["rebalance", "--json"]).await);
+        let last = out.lines().last().map(json).unwrap_or_default();
+        assert_eq!(last["result"], "balanced", "{out}");
         assert!(fake.pd.lock().unwrap().settings.balance_leaders);
 
         // A fourth node joins with nothing: the dry run plans moves to it.
@@ -292,11 +295,17 @@ async fn admin_commands_drive_the_placement_driver() {
             fake.pd.lock().unwrap().operators.is_empty(),
             "a dry run changes nothing"
         );
-        // Nothing moves in the fake, so following the rebalance times out with exit 1.
+        // Nothing moves in the fake, so following the rebalance times out with exit 1; in JSON
+        // mode every line on stdout is one JSON object.
         refused(
             &ringctl(config, &["rebalance", "--timeout", "2"]).await,
             "not finished after 2 s",
         );
+        let output = ringctl(config, &["rebalance", "--timeout", "1", "--json"]).await;
+        refused(&output, "not finished after 1 s");
+        let lines: Vec<Value> = stdout(&output).lines().map(json).collect();
+        assert!(!lines.is_empty());
+        assert!(lines.iter().all(|l| l["replicas"]["4"] == 0), "{lines:?}");
 
         // Operators: a move is created once; a second one on the busy shard is refused.
         let out = ok(&ringctl(config, &["move-shard", "1", "--from", "1", "--to", "4"]).await);

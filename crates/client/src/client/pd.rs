@@ -120,8 +120,8 @@ impl Client {
                     tried.clear();
                     self.refresh_nodes(deadline).await;
                     Next::Retry {
-                        error: Error::NoShardMap {
-                            reason: "no node answered as placement-driver leader".into(),
+                        error: Error::NoPdLeader {
+                            reason: "every known node answered NotLeader or failed".into(),
                         },
                         node: None,
                         pause: true,
