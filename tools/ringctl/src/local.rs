@@ -129,8 +129,18 @@ fn added_nodes(dir: &Path, initial: u64) -> Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-/// `ringkvd` next to the running executable, else on `PATH`.
+/// The environment variable naming the `ringkvd` binary to run (tests, custom builds).
+pub const RINGKVD_ENV: &str = "RINGKVD_BIN";
+
+/// `$RINGKVD_BIN`, else `ringkvd` next to the running executable, else on `PATH`.
 fn find_ringkvd() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(RINGKVD_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("{RINGKVD_ENV}={} is not a file", path.display());
+        }
+        return Ok(path);
+    }
     let name = format!("ringkvd{}", std::env::consts::EXE_SUFFIX);
     if let Some(dir) = std::env::current_exe()
         .ok()

@@ -1,6 +1,7 @@
 //! The admin commands end to end: the real `ringctl` binary against fake nodes (real QUIC and
 //! mTLS) whose placement driver is a real `ringkv_pd::PdState` applying the commands it gets.
-//! Checks exit codes, one-line refusals, JSON that parses, and the state changes.
+//! Checks exit codes, one-line refusals, JSON that parses, and the state changes; and
+//! `local add-node` on the same layout `local up` makes, with a stand-in `ringkvd`.
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, reason = "tests: a failure is a test failure")]
 
@@ -21,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const RINGCTL: &str = env!("CARGO_BIN_EXE_ringctl");
-const CLUSTER: &str = "test";
+/// The name `local up` gives its clusters (add-node issues certificates for it).
+const CLUSTER: &str = "local";
 /// The fake node that leads the placement driver.
 const PD_LEADER: NodeId = NodeId(2);
 
@@ -165,11 +167,14 @@ async fn start() -> Fake {
             state.apply(&Command::ShardReport(report)).unwrap();
         }
     }
+    // The layout `local up` makes: certs/ and ringctl.toml in the cluster directory.
     let dir = tempfile::tempdir().unwrap();
-    ca.to_pem_pair().write(dir.path(), "ca").unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    ca.to_pem_pair().write(&certs, "ca").unwrap();
     ca.issue_client("ringctl", validity)
         .unwrap()
-        .write(dir.path(), "client")
+        .write(&certs, "client-ringctl")
         .unwrap();
     let endpoints: Vec<String> = endpoints
         .iter()
@@ -180,7 +185,8 @@ async fn start() -> Fake {
         &config,
         format!(
             "cluster = \"{CLUSTER}\"\nendpoints = [{}]\nrequest_timeout_ms = 3000\n\n[tls]\n\
-             ca_cert = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client.key\"\n",
+             ca_cert = \"certs/ca.pem\"\ncert = \"certs/client-ringctl.pem\"\n\
+             key = \"certs/client-ringctl.key\"\n",
             endpoints.join(", ")
         ),
     )
@@ -357,6 +363,131 @@ async fn admin_commands_drive_the_placement_driver() {
             &ringctl(config, &["scheduler", "enable", "balance"]).await,
             "unknown scheduler",
         );
+    })
+    .await
+    .expect("finished within 120 s");
+}
+
+/// A stand-in `ringkvd` that only waits to be stopped.
+fn fake_ringkvd(dir: &Path) -> PathBuf {
+    let path = dir.join("fake-ringkvd");
+    std::fs::write(&path, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_add_node_registers_configures_and_runs_a_node_until_stopped() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let fake = start().await;
+        let dir = fake.config.parent().unwrap().to_path_buf();
+        let ringkvd = fake_ringkvd(&dir);
+        let mut child = std::process::Command::new(RINGCTL)
+            .args(["local", "add-node", "--dir"])
+            .arg(&dir)
+            .env("RINGKVD_BIN", &ringkvd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        // PD registers node 4; the stand-in cannot heartbeat, so the test does it for it.
+        let node = NodeId(4);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                let output = child.wait_with_output().unwrap();
+                panic!("add-node exited early: {}", stderr(&output));
+            }
+            let mut state = fake.pd.lock().unwrap();
+            if state.nodes.contains_key(&node) {
+                let now_ms = state.now_ms + 1000;
+                state
+                    .apply(&Command::NodeHeartbeat {
+                        node,
+                        stats: Default::default(),
+                        now_ms,
+                    })
+                    .unwrap();
+                break;
+            }
+            drop(state);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let seen = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let mut seen = Vec::new();
+            while let Ok(line) =
+                lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            {
+                let done = line.contains("is Up in the placement driver");
+                seen.push(line);
+                if done {
+                    return (true, seen);
+                }
+            }
+            (false, seen)
+        })
+        .await
+        .unwrap();
+        assert!(seen.0, "add-node never saw the node Up: {:?}", seen.1);
+        let registered = fake.pd.lock().unwrap().nodes[&node].addr.clone();
+        let port = fake.pd.lock().unwrap().nodes[&NodeId(1)]
+            .addr
+            .rsplit_once(':')
+            .map(|(_, port)| port.to_string())
+            .unwrap();
+        assert_eq!(registered, format!("127.0.0.14:{port}"));
+        assert!(dir.join("certs").join("node-4.pem").is_file());
+        let config: toml::Table = toml::from_str(
+            &std::fs::read_to_string(dir.join("node-4").join("ringkvd.toml")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config["node_id"].as_integer(), Some(4));
+        assert_eq!(config["listen_addr"].as_str(), Some(registered.as_str()));
+        assert_eq!(config["join"].as_array().map(Vec::len), Some(3));
+        assert!(config.get("initial_cluster").is_none());
+        // SIGTERM stops add-node, which stops its node and exits cleanly.
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success(), "{status}");
+
+        // Without a cluster directory: one clear line, exit 1.
+        let empty = tempfile::tempdir().unwrap();
+        let output = tokio::task::spawn_blocking({
+            let path = empty.path().to_path_buf();
+            move || {
+                std::process::Command::new(RINGCTL)
+                    .args(["local", "add-node", "--dir"])
+                    .arg(path)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        refused(&output, "holds no local cluster");
     })
     .await
     .expect("finished within 120 s");
