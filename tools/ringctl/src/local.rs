@@ -396,8 +396,15 @@ async fn add_and_run(client: &Client, dir: &Path, port: u16, ringkvd: &Path) -> 
     std::fs::create_dir_all(&node_dir)
         .with_context(|| format!("creating {}", node_dir.display()))?;
     let config_path = node_dir.join("ringkvd.toml");
+    // Read after registering and before starting the node: a heartbeat newer than this one
+    // comes from the running node.
+    let registered = crate::admin::state(client).await?;
+    let registered_ms = registered
+        .nodes
+        .get(&node)
+        .map_or(0, |info| info.last_heartbeat_ms);
     if !config_path.exists() {
-        let join = join_addresses(client, node).await?;
+        let join = join_addresses(&registered, client, node);
         std::fs::write(&config_path, join_config_text(id, port, &join)?)
             .with_context(|| format!("writing {}", config_path.display()))?;
         println!("wrote {}", config_path.display());
@@ -405,7 +412,7 @@ async fn add_and_run(client: &Client, dir: &Path, port: u16, ringkvd: &Path) -> 
     let mut nodes = vec![spawn(ringkvd, dir, id, &config_path)?];
     let signal = shutdown_signal();
     tokio::pin!(signal);
-    let joined = wait_joined(client, &mut nodes, node);
+    let joined = wait_joined(client, &mut nodes, node, registered_ms);
     let outcome = tokio::select! {
         result = joined => result,
         () = &mut signal => {
@@ -433,9 +440,9 @@ async fn add_and_run(client: &Client, dir: &Path, port: u16, ringkvd: &Path) -> 
     outcome
 }
 
-/// Addresses of the registered, non-removed nodes other than `node`: the new node's `join` list.
-async fn join_addresses(client: &Client, node: NodeId) -> Result<Vec<SocketAddr>> {
-    let state = crate::admin::state(client).await?;
+/// Addresses of the registered, non-removed nodes other than `node`: the new node's `join` list
+/// (the seed endpoints if PD lists none).
+fn join_addresses(state: &ringkv_pd::PdState, client: &Client, node: NodeId) -> Vec<SocketAddr> {
     let mut join = Vec::new();
     for info in state.nodes.values() {
         if info.id == node || info.state == NodeState::Removed {
@@ -448,13 +455,17 @@ async fn join_addresses(client: &Client, node: NodeId) -> Result<Vec<SocketAddr>
     if join.is_empty() {
         join = client.endpoints().iter().map(|e| e.addr).collect();
     }
-    Ok(join)
+    join
 }
 
-/// Waits until PD has a heartbeat from `node` newer than its registration and shows it `Up`.
-async fn wait_joined(client: &Client, nodes: &mut [Node], node: NodeId) -> Result<()> {
+/// Waits until PD shows `node` `Up` with a heartbeat newer than `registered_ms`.
+async fn wait_joined(
+    client: &Client,
+    nodes: &mut [Node],
+    node: NodeId,
+    registered_ms: u64,
+) -> Result<()> {
     let deadline = Instant::now() + JOIN_TIMEOUT;
-    let mut registered_ms = None;
     loop {
         for running in nodes.iter_mut() {
             if let Ok(Some(status)) = running.child.try_wait() {
@@ -468,8 +479,7 @@ async fn wait_joined(client: &Client, nodes: &mut [Node], node: NodeId) -> Resul
         match client.pd_state().await {
             Ok(state) => match state.nodes.get(&node) {
                 Some(info) => {
-                    let since = *registered_ms.get_or_insert(info.last_heartbeat_ms);
-                    if info.state == NodeState::Up && info.last_heartbeat_ms > since {
+                    if info.state == NodeState::Up && info.last_heartbeat_ms > registered_ms {
                         return Ok(());
                     }
                     println!(

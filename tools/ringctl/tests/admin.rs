@@ -408,44 +408,47 @@ async fn local_add_node_registers_configures_and_runs_a_node_until_stopped() {
                 }
             }
         });
-        // PD registers node 4; the stand-in cannot heartbeat, so the test does it for it.
-        let node = NodeId(4);
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                let output = child.wait_with_output().unwrap();
-                panic!("add-node exited early: {}", stderr(&output));
-            }
-            let mut state = fake.pd.lock().unwrap();
-            if state.nodes.contains_key(&node) {
-                let now_ms = state.now_ms + 1000;
-                state
-                    .apply(&Command::NodeHeartbeat {
-                        node,
-                        stats: Default::default(),
-                        now_ms,
-                    })
-                    .unwrap();
-                break;
-            }
-            drop(state);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let seen = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            let mut seen = Vec::new();
-            while let Ok(line) =
-                lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-            {
-                let done = line.contains("is Up in the placement driver");
-                seen.push(line);
-                if done {
-                    return (true, seen);
+        // Lines until one contains `needle` (bounded), off the runtime's threads.
+        let lines = Arc::new(Mutex::new(lines));
+        let wait_line = |needle: &'static str| {
+            let lines = lines.clone();
+            tokio::task::spawn_blocking(move || {
+                let lines = lines.lock().unwrap();
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                let mut seen = Vec::new();
+                while let Ok(line) = lines
+                    .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                {
+                    let found = line.contains(needle);
+                    seen.push(line);
+                    if found {
+                        return (true, seen);
+                    }
                 }
-            }
-            (false, seen)
-        })
-        .await
-        .unwrap();
+                (false, seen)
+            })
+        };
+        // PD registers node 4 and add-node starts the stand-in, which cannot heartbeat: the
+        // test heartbeats for it once it runs.
+        let node = NodeId(4);
+        let started = wait_line("started node 4").await.unwrap();
+        assert!(
+            started.0,
+            "add-node never started the node: {:?}",
+            started.1
+        );
+        {
+            let mut state = fake.pd.lock().unwrap();
+            let now_ms = state.now_ms + 1000;
+            state
+                .apply(&Command::NodeHeartbeat {
+                    node,
+                    stats: Default::default(),
+                    now_ms,
+                })
+                .unwrap();
+        }
+        let seen = wait_line("is Up in the placement driver").await.unwrap();
         assert!(seen.0, "add-node never saw the node Up: {:?}", seen.1);
         let registered = fake.pd.lock().unwrap().nodes[&node].addr.clone();
         let port = fake.pd.lock().unwrap().nodes[&NodeId(1)]
