@@ -129,9 +129,15 @@ fn print_json(value: &serde_json::Value) -> Result<()> {
 /// `ringctl nodes [--json]`.
 pub async fn nodes(client: &Client, json: bool) -> Result<ExitCode> {
     let state = state(client).await?;
+    let pd_leader = client.cached_pd_leader();
     if json {
-        print_json(&view::nodes_json(&state))?;
+        let mut value = view::nodes_json(&state);
+        value["pd_leader"] = pd_leader.map(NodeId::get).into();
+        print_json(&value)?;
     } else {
+        if let Some(leader) = pd_leader {
+            println!("placement driver leader: node {}", leader.get());
+        }
         print!("{}", view::nodes_table(&state));
     }
     Ok(ExitCode::SUCCESS)

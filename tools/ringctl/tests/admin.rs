@@ -263,9 +263,13 @@ async fn admin_commands_drive_the_placement_driver() {
         assert_eq!(nodes["nodes"].as_array().map(Vec::len), Some(3));
         assert_eq!(nodes["nodes"][0]["replicas"], 4);
         assert_eq!(nodes["nodes"][0]["leaders"], 2);
+        assert_eq!(nodes["pd_leader"], PD_LEADER.get());
         let table = ok(&ringctl(config, &["nodes"]).await);
-        assert!(table.starts_with("ID"), "{table}");
-        assert_eq!(table.lines().count(), 4);
+        assert!(
+            table.starts_with("placement driver leader: node 2\nID"),
+            "{table}"
+        );
+        assert_eq!(table.lines().count(), 5);
 
         // Schedulers: off, listed off, then rebalance turns it back on; the cluster is already
         // balanced (4 replicas each, leaders 2/1/1), so it ends at once.
