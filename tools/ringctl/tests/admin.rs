@@ -341,6 +341,57 @@ async fn admin_commands_drive_the_placement_driver() {
             "cannot change shard 2",
         );
 
+        // --wait follows an operator to its end: the test plays the shard leader reporting
+        // the transfer done.
+        let waiting = {
+            let config = config.to_path_buf();
+            tokio::spawn(async move {
+                ringctl(
+                    &config,
+                    &[
+                        "transfer-leader",
+                        "2",
+                        "--to",
+                        "3",
+                        "--wait",
+                        "--timeout",
+                        "30",
+                    ],
+                )
+                .await
+            })
+        };
+        loop {
+            let report = {
+                let state = fake.pd.lock().unwrap();
+                state.operators.get(&ShardId(2)).map(|_| {
+                    let descriptor = state.descriptor(ShardId(2)).cloned().unwrap();
+                    ringkv_client::ringkv_pd::ShardReport {
+                        descriptor,
+                        leader: NodeId(3),
+                        stats: Default::default(),
+                        caught_up_learners: Vec::new(),
+                        split_hint: None,
+                        now_ms: state.now_ms + 1,
+                    }
+                })
+            };
+            if let Some(report) = report {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let mut state = fake.pd.lock().unwrap();
+                state.apply(&Command::ShardReport(report)).unwrap();
+                assert!(!state.operators.contains_key(&ShardId(2)));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let out = ok(&waiting.await.unwrap());
+        assert!(out.contains("created operator op2"), "{out}");
+        assert!(
+            out.contains("operator op2 finished: transfer the leadership of shard 2 to n3"),
+            "{out}"
+        );
+
         // Nodes: removal is refused while replicas remain; draining marks the node.
         refused(
             &ringctl(config, &["remove-node", "2"]).await,
