@@ -20,6 +20,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
 
+mod pd;
+
 /// Most node addresses taken from one `GetNodes` answer.
 const NODES_LEARNED_MAX: usize = 1024;
 
@@ -83,6 +85,8 @@ struct Inner {
     next_seed: AtomicUsize,
     sessions: SessionPool,
     jitter: Jitter,
+    /// The node that last answered a placement-driver call (group 0's leader, as far as known).
+    pd_leader: Mutex<Option<NodeId>>,
 }
 
 /// Why one attempt failed, and what to do next.
@@ -136,9 +140,10 @@ impl Client {
                 next_seed: AtomicUsize::new(0),
                 sessions: SessionPool::default(),
                 jitter: Jitter::new(random_u64()),
+                pd_leader: Mutex::new(None),
             }),
         };
-        client.reload_map(0).await?;
+        client.reload_map(0, None).await?;
         Ok(client)
     }
 
@@ -290,7 +295,7 @@ impl Client {
     /// [`Error::NoShardMap`] when no node answered.
     pub async fn shard_map(&self) -> Result<ShardMap> {
         let generation = self.inner.map_generation.load(Ordering::Acquire);
-        self.reload_map(generation).await?;
+        self.reload_map(generation, None).await?;
         Ok(self.cached_shard_map())
     }
 
@@ -397,7 +402,7 @@ impl Client {
             }
             if reload {
                 // A failed reload is one more failed attempt; the next attempt tells.
-                let _ = self.reload_map(generation).await;
+                let _ = self.reload_map(generation, Some(deadline)).await;
             }
             if pause {
                 let delay = backoff.next_delay(&self.inner.jitter);
@@ -452,8 +457,22 @@ impl Client {
         });
         let response = match self.call(route.node, &request, attempt_deadline).await {
             Ok(response) => response,
+            Err(Error::UnknownNode { node }) => {
+                // A node that joined after the client last learned the cluster (a move or a
+                // repair put a replica there): learn the node list, then the map, and retry.
+                self.refresh_nodes(deadline).await;
+                let known = self.address_of(node).is_some();
+                if !known {
+                    self.write_routing().unreachable(route.shard, node);
+                }
+                return Err(Failure::Retry {
+                    error: Error::UnknownNode { node },
+                    pause: !known,
+                    reload: !known,
+                });
+            }
             Err(error) => {
-                if !error.is_retryable() && !matches!(error, Error::UnknownNode { .. }) {
+                if !error.is_retryable() {
                     return Err(Failure::Fatal(error));
                 }
                 // Unreachable: try the next replica; once all failed, reload the map.
@@ -581,10 +600,47 @@ impl Client {
         Ok(connection)
     }
 
+    /// The known address of `node`.
+    fn address_of(&self, node: NodeId) -> Option<SocketAddr> {
+        self.inner
+            .addresses
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .copied()
+    }
+
+    /// Every node to ask for cluster-wide information: the seed endpoints first (in the
+    /// configured order, starting at a rotating offset), then the nodes learned later.
+    fn nodes_to_ask(&self) -> Vec<NodeId> {
+        let seeds = &self.inner.config.endpoints;
+        let start = self.inner.next_seed.fetch_add(1, Ordering::Relaxed);
+        let mut order: Vec<NodeId> = (0..seeds.len())
+            .filter_map(|offset| seeds.get((start + offset) % seeds.len()))
+            .map(|endpoint| endpoint.node)
+            .collect();
+        for endpoint in self.nodes() {
+            if !order.contains(&endpoint.node) {
+                order.push(endpoint.node);
+            }
+        }
+        order
+    }
+
+    /// Learns the node list from the first node that answers `GetNodes` before `deadline`
+    /// (best effort).
+    async fn refresh_nodes(&self, deadline: Instant) {
+        for node in self.nodes_to_ask() {
+            if Instant::now() >= deadline || self.learn_nodes(node, deadline).await {
+                return;
+            }
+        }
+    }
+
     /// Asks `node` for every node's address and adds the ones not known yet (best effort: a
-    /// failure leaves routing to the known nodes).
-    async fn learn_nodes(&self, node: NodeId) {
-        let deadline = Instant::now() + self.inner.config.attempt_timeout;
+    /// failure leaves routing to the known nodes). Returns whether `node` answered.
+    async fn learn_nodes(&self, node: NodeId, deadline: Instant) -> bool {
+        let deadline = deadline.min(Instant::now() + self.inner.config.attempt_timeout);
         let request = Request::Admin(AdminRequest::GetNodes);
         match self.call(node, &request, deadline).await {
             Ok(Response::Admin(AdminResult::Nodes(nodes))) => {
@@ -599,29 +655,38 @@ impl Client {
                         addresses.entry(node).or_insert(addr);
                     }
                 }
+                true
             }
-            Ok(other) => debug!(?other, "GetNodes not answered"),
-            Err(error) => debug!(%error, "GetNodes failed"),
+            Ok(other) => {
+                debug!(?other, "GetNodes not answered");
+                false
+            }
+            Err(error) => {
+                debug!(%error, "GetNodes failed");
+                false
+            }
         }
     }
 
-    /// Loads the shard map from the endpoints, one after the other, unless another call
-    /// reloaded it since `seen_generation`.
-    async fn reload_map(&self, seen_generation: u64) -> Result<()> {
+    /// Loads the shard map from the known nodes (seed endpoints first), one after the other,
+    /// unless another call reloaded it since `seen_generation`. When the new map names nodes
+    /// the client has no address for (nodes that joined), the node list is learned too. With a
+    /// `deadline`, no node is asked after it (a call's reload stays within the call's budget).
+    async fn reload_map(&self, seen_generation: u64, deadline: Option<Instant>) -> Result<()> {
         let _guard = self.inner.reload.lock().await;
         if self.inner.map_generation.load(Ordering::Acquire) != seen_generation {
             return Ok(());
         }
-        let endpoints = &self.inner.config.endpoints;
-        let start = self.inner.next_seed.fetch_add(1, Ordering::Relaxed);
         let mut last = String::from("no endpoint tried");
-        for offset in 0..endpoints.len() {
-            let Some(endpoint) = endpoints.get((start + offset) % endpoints.len()) else {
-                continue;
+        for node in self.nodes_to_ask() {
+            let attempt_deadline = Instant::now() + self.inner.config.attempt_timeout;
+            let deadline = match deadline {
+                Some(overall) if Instant::now() >= overall => break,
+                Some(overall) => overall.min(attempt_deadline),
+                None => attempt_deadline,
             };
-            let deadline = Instant::now() + self.inner.config.attempt_timeout;
             let request = Request::Admin(AdminRequest::GetShardMap);
-            match self.call(endpoint.node, &request, deadline).await {
+            match self.call(node, &request, deadline).await {
                 Ok(Response::Admin(AdminResult::ShardMap(map))) if map.covers_ring() => {
                     let version = map.version;
                     let unknown = {
@@ -636,20 +701,20 @@ impl Client {
                             .any(|r| !addresses.contains_key(&r.node))
                     };
                     if unknown {
-                        self.learn_nodes(endpoint.node).await;
+                        self.learn_nodes(node, deadline).await;
                     }
                     if self.write_routing().replace_map(map) {
                         self.inner.map_generation.fetch_add(1, Ordering::AcqRel);
-                        debug!(version, node = %endpoint.node, "shard map loaded");
+                        debug!(version, node = %node, "shard map loaded");
                         return Ok(());
                     }
-                    last = format!("{} sent an older map (version {version})", endpoint.node);
+                    last = format!("{} sent an older map (version {version})", node);
                 }
                 Ok(Response::Admin(AdminResult::ShardMap(_))) => {
-                    last = format!("{} sent a map that does not cover the ring", endpoint.node);
+                    last = format!("{} sent a map that does not cover the ring", node);
                 }
-                Ok(Response::Error(wire)) => last = format!("{}: {wire}", endpoint.node),
-                Ok(_) => last = format!("{}: unexpected response", endpoint.node),
+                Ok(Response::Error(wire)) => last = format!("{}: {wire}", node),
+                Ok(_) => last = format!("{}: unexpected response", node),
                 Err(error) => last = error.to_string(),
             }
         }

@@ -70,6 +70,27 @@ pub enum Error {
         /// The request kind.
         request: &'static str,
     },
+    /// No node answered a placement-driver call as PD's leader (an election, or every node
+    /// unreachable). Retryable.
+    #[error("no placement-driver leader found: {reason}")]
+    NoPdLeader {
+        /// What the last round of nodes answered.
+        reason: String,
+    },
+    /// The placement driver refused the command (nothing was changed): an unknown shard or
+    /// node, an operator that cannot be carried out, an invalid setting.
+    #[error("placement driver: {0}")]
+    Pd(ringkv_pd::Error),
+    /// A payload could not be encoded or decoded (a version mismatch between client and node).
+    #[error("cannot {action} {what}: {reason}")]
+    Codec {
+        /// `encode` or `decode`.
+        action: &'static str,
+        /// What was being encoded or decoded.
+        what: &'static str,
+        /// The codec's message.
+        reason: String,
+    },
     /// The call did not succeed within its time budget or its attempts; `last` is the last
     /// failure. A write may or may not have been applied; it is never applied twice.
     #[error("gave up after {attempts} attempts in {elapsed_ms} ms: {last}")]
@@ -89,7 +110,7 @@ impl Error {
         match self {
             Error::Server(wire) => wire.is_retryable(),
             Error::Transport { source, .. } => source.is_retryable(),
-            Error::NoShardMap { .. } => true,
+            Error::NoShardMap { .. } | Error::NoPdLeader { .. } => true,
             Error::Exhausted { last, .. } => last.is_retryable(),
             _ => false,
         }

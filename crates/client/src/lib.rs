@@ -9,6 +9,17 @@
 //! shard) the whole map is reloaded. Retries are bounded by attempts and by the call's time
 //! budget, with jittered exponential backoff when no better target is known.
 //!
+//! A replica that names a node the client has no address for (a node that joined after the
+//! client started) makes the client relearn the node list (`GetNodes`) before retrying; a
+//! descriptor whose arc changed (a split) or a leader outside the cached replicas (a move)
+//! reloads the whole map. Moves and splits therefore cost retries, never a failed call, until
+//! the budget is spent.
+//!
+//! Placement-driver calls for `ringctl`: [`Client::pd_call`] sends a
+//! [`ringkv_pd::Command`] to PD's leader and [`Client::pd_state`] reads its state. The client
+//! caches the PD leader, follows `NotLeader` hints, and otherwise tries every node it knows,
+//! within the same budget; a refused command is [`Error::Pd`].
+//!
 //! Exactly-once: each write borrows a session (random id) from the client's pool, takes the
 //! session's next sequence number and keeps both through all its retries, so the node applies
 //! it at most once. A session carries one write at a time, because the node remembers only the
@@ -50,4 +61,5 @@ mod session;
 pub use client::{CasOutcome, Client};
 pub use config::{ClientConfig, Endpoint, RetryPolicy, TlsSource};
 pub use error::{Error, Result};
+pub use ringkv_pd;
 pub use ringkv_types::{BatchOp, NodeStatus, ReadConsistency, ShardMap};

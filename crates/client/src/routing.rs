@@ -146,6 +146,12 @@ impl Routing {
                 self.leaders.insert(shard, hint);
                 Update::Rerouted
             }
+            Some(hint) if hint.is_some() && hint != node => {
+                // The leader is a node the cached descriptor does not list: the shard moved
+                // (or the replica's descriptor was not sent), so the map is behind.
+                self.advance_past(shard, node);
+                Update::Reload
+            }
             _ => {
                 self.advance_past(shard, node);
                 Update::Backoff
@@ -309,10 +315,11 @@ mod tests {
         assert!(routing.replace_map(map(6)));
         assert_eq!(routing.map().version, 6);
         assert_eq!(routing.route(&key).map(|r| r.node), Some(NodeId(2)));
-        // A hint for a node that is not a replica is ignored.
+        // A hint for a node that is not a replica means the map is behind: reload it (and
+        // meanwhile try the next voter).
         assert_eq!(
             routing.not_leader(ShardId(1), NodeId(2), Some(NodeId(9)), None),
-            Update::Backoff
+            Update::Reload
         );
         assert_eq!(routing.route(&key).map(|r| r.node), Some(NodeId(3)));
     }

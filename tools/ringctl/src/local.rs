@@ -1,10 +1,18 @@
 //! `ringctl local up`: a cluster of `ringkvd` child processes on loopback addresses
 //! 127.0.0.11, 127.0.0.12, … (port 7100), so partitions between nodes can be made with iptables.
+//!
+//! `ringctl local add-node` grows it: it registers a new node with the placement driver (node N
+//! listens on 127.0.0.(10+N)), issues its certificate with the cluster CA, writes
+//! `node-N/ringkvd.toml` with a `join` list instead of `initial_cluster`, and runs the node in
+//! the foreground until Ctrl-C, like `local up`. Nodes added this way belong to the cluster
+//! from then on: `local up` starts every `node-N/ringkvd.toml` it finds under the directory, so
+//! after a restart of `local up` they run with the others and `add-node` is not needed again.
 
 use crate::certs;
 use crate::config::{RingctlConfig, TlsFiles};
 use anyhow::{Context, Result, bail};
 use ringkv_client::Client;
+use ringkv_client::ringkv_pd::{self, Command as PdCommand, NodeRegistration, NodeState};
 use ringkv_types::{NodeId, ShardId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -26,6 +34,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The client certificate ringctl (and the load generator) use.
 const CLIENT_NAME: &str = "ringctl";
+/// How long `local add-node` waits for the new node's first heartbeat at PD.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Options of `local up`.
 #[derive(Debug)]
@@ -70,8 +80,67 @@ fn node_config_text(id: u64, port: u16, endpoints: &[String]) -> Result<String> 
     ))
 }
 
-/// `ringkvd` next to the running executable, else on `PATH`.
+/// The config of a node that joins a running cluster: like [`node_config_text`], but with a
+/// `join` list of existing nodes' addresses (`ip:port`) instead of `initial_cluster` (and no
+/// `initial_shards`, which only bootstrap uses). The node asks a `join` address for the cluster
+/// and registers with PD under its configured `node_id`'s address.
+fn join_config_text(id: u64, port: u16, join: &[SocketAddr]) -> Result<String> {
+    let join: Vec<String> = join.iter().map(|a| format!("\"{a}\"")).collect();
+    Ok(format!(
+        "# Written by `ringctl local add-node`; edit freely, it is reused on the next start.\n\
+         # Relative paths are relative to this file's directory.\n\
+         node_id = {id}\n\
+         cluster = \"{CLUSTER}\"\n\
+         listen_addr = \"{listen}\"\n\
+         data_dir = \"data\"\n\
+         join = [{join}]\n\
+         replication_factor = 3\n\
+         \n\
+         [tls]\n\
+         ca_cert = \"../certs/ca.pem\"\n\
+         cert = \"../certs/node-{id}.pem\"\n\
+         key = \"../certs/node-{id}.key\"\n",
+        listen = endpoint(id, port)?,
+        join = join.join(", "),
+    ))
+}
+
+/// Nodes added by `local add-node` under `dir`: ids above `initial` with a `node-N/ringkvd.toml`,
+/// sorted.
+fn added_nodes(dir: &Path, initial: u64) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("node-"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let config = entry.path().join("ringkvd.toml");
+        if id > initial && config.is_file() {
+            found.push((id, config));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The environment variable naming the `ringkvd` binary to run (tests, custom builds).
+pub const RINGKVD_ENV: &str = "RINGKVD_BIN";
+
+/// `$RINGKVD_BIN`, else `ringkvd` next to the running executable, else on `PATH`.
 fn find_ringkvd() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(RINGKVD_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("{RINGKVD_ENV}={} is not a file", path.display());
+        }
+        return Ok(path);
+    }
     let name = format!("ringkvd{}", std::env::consts::EXE_SUFFIX);
     if let Some(dir) = std::env::current_exe()
         .ok()
@@ -149,8 +218,14 @@ pub async fn up(options: UpOptions) -> Result<()> {
         println!("reusing the cluster in {}", dir.display());
     }
     let ringkvd = find_ringkvd()?;
-    for id in &ids {
+    // Nodes grown with `local add-node` run too (they joined the cluster for good).
+    let added = added_nodes(&dir, options.nodes)?;
+    for id in ids.iter().chain(added.iter().map(|(id, _)| id)) {
         check_bind(endpoint(*id, options.port)?)?;
+    }
+    if !added.is_empty() {
+        let list: Vec<String> = added.iter().map(|(id, _)| id.to_string()).collect();
+        println!("also starting added node(s) {}", list.join(", "));
     }
 
     let nodes_with_ips = ids
@@ -186,39 +261,244 @@ pub async fn up(options: UpOptions) -> Result<()> {
     ringctl_config.write(&ringctl_path)?;
 
     let mut nodes = Vec::new();
-    for (id, path) in &config_paths {
-        let log = dir.join(format!("node-{id}")).join("ringkvd.log");
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("opening {}", log.display()))?;
-        let log_err = log_file.try_clone().context("duplicating the log handle")?;
-        let child = Command::new(&ringkvd)
-            .arg("--config")
-            .arg(path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_file))
-            .stderr(Stdio::from(log_err))
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", ringkvd.display()))?;
-        println!(
-            "started node {id} (pid {}), log {}",
-            child.id().unwrap_or(0),
-            log.display()
-        );
-        nodes.push(Node {
-            id: *id,
-            child,
-            log,
-            config: path.clone(),
-        });
+    for (id, path) in config_paths.iter().chain(&added) {
+        nodes.push(spawn(&ringkvd, &dir, *id, path)?);
     }
 
     let outcome = run(&mut nodes, &ringctl_config, &ringctl_path).await;
     stop_all(&mut nodes).await;
     outcome
+}
+
+/// Starts node `id` with its config, logging to `node-<id>/ringkvd.log` under `dir`.
+fn spawn(ringkvd: &Path, dir: &Path, id: u64, config: &Path) -> Result<Node> {
+    let log = dir.join(format!("node-{id}")).join("ringkvd.log");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let log_err = log_file.try_clone().context("duplicating the log handle")?;
+    let child = Command::new(ringkvd)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_file))
+        .stderr(Stdio::from(log_err))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", ringkvd.display()))?;
+    println!(
+        "started node {id} (pid {}), log {}",
+        child.id().unwrap_or(0),
+        log.display()
+    );
+    Ok(Node {
+        id,
+        child,
+        log,
+        config: config.to_path_buf(),
+    })
+}
+
+/// Runs `local add-node --dir DIR` until Ctrl-C or SIGTERM (or the node's exit).
+pub async fn add_node(dir: &Path) -> Result<()> {
+    let dir = dir.canonicalize().with_context(|| {
+        format!(
+            "no cluster directory {}; create one with `ringctl local up`",
+            dir.display()
+        )
+    })?;
+    let ringctl_path = dir.join("ringctl.toml");
+    let certs_dir = dir.join("certs");
+    if !ringctl_path.is_file() || !certs_dir.join("ca.key").is_file() {
+        bail!(
+            "{} holds no local cluster (ringctl.toml and certs/ca.key are missing); create one              with `ringctl local up --dir {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let config = RingctlConfig::load(&ringctl_path)?;
+    let port = cluster_port(&config.endpoints)?;
+    let ringkvd = find_ringkvd()?;
+    let client = Client::connect(config.client_config()?)
+        .await
+        .context("connecting to the cluster; is `ringctl local up` running?")?;
+    let outcome = add_and_run(&client, &dir, port, &ringkvd).await;
+    client.close().await;
+    outcome
+}
+
+/// The port of the cluster's nodes (the same for every node).
+fn cluster_port(endpoints: &[String]) -> Result<u16> {
+    let parsed = ringkv_client::ClientConfig::parse_endpoints(endpoints)?;
+    let Some(first) = parsed.first() else {
+        bail!("ringctl.toml lists no endpoints");
+    };
+    Ok(first.addr.port())
+}
+
+/// The id for the new node: a node PD registered at its conventional address whose config was
+/// never written (an interrupted add-node), else the next id PD will hand out.
+fn pick_node_id(state: &ringkv_pd::PdState, dir: &Path, port: u16) -> Result<u64> {
+    for node in state.nodes.values() {
+        if node.state == NodeState::Removed {
+            continue;
+        }
+        let conventional = endpoint(node.id.get(), port).ok().map(|a| a.to_string());
+        let config = dir
+            .join(format!("node-{}", node.id.get()))
+            .join("ringkvd.toml");
+        if conventional.as_deref() == Some(node.addr.as_str()) && !config.exists() {
+            return Ok(node.id.get());
+        }
+    }
+    Ok(state.ids.next_node)
+}
+
+async fn add_and_run(client: &Client, dir: &Path, port: u16, ringkvd: &Path) -> Result<()> {
+    let state = crate::admin::state(client).await?;
+    let predicted = pick_node_id(&state, dir, port)?;
+    let addr = endpoint(predicted, port)?;
+    check_bind(addr)?;
+    let registered = client
+        .pd_call(PdCommand::RegisterNode {
+            node: NodeRegistration {
+                addr: addr.to_string(),
+                labels: BTreeMap::new(),
+                capacity_bytes: 0,
+            },
+            now_ms: 0,
+        })
+        .await
+        .map_err(crate::admin::explain)
+        .context("registering the node with the placement driver")?;
+    let ringkv_pd::Response::NodeId(node) = registered else {
+        bail!("unexpected answer to RegisterNode: {registered:?}");
+    };
+    let id = node.get();
+    if id != predicted {
+        // Another node registered between the read and the registration, so the address does
+        // not follow the 127.0.0.(10+N) convention `local up` relies on.
+        bail!(
+            "PD assigned id {id} to {addr}, which was chosen for id {predicted} (another node \
+             registered at the same time); remove it with `ringctl remove-node {id}` and run \
+             add-node again"
+        );
+    }
+    println!("registered node {id} at {addr}");
+    let ip = addr.ip();
+    let report = certs::ensure(&dir.join("certs"), CLUSTER, &[(node, ip)], &[])?;
+    if report.created.iter().any(|stem| stem == "ca") {
+        bail!("the cluster CA was missing under {}", dir.display());
+    }
+    let node_dir = dir.join(format!("node-{id}"));
+    std::fs::create_dir_all(&node_dir)
+        .with_context(|| format!("creating {}", node_dir.display()))?;
+    let config_path = node_dir.join("ringkvd.toml");
+    // Read after registering and before starting the node: a heartbeat newer than this one
+    // comes from the running node.
+    let registered = crate::admin::state(client).await?;
+    let registered_ms = registered
+        .nodes
+        .get(&node)
+        .map_or(0, |info| info.last_heartbeat_ms);
+    if !config_path.exists() {
+        let join = join_addresses(&registered, client, node);
+        std::fs::write(&config_path, join_config_text(id, port, &join)?)
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        println!("wrote {}", config_path.display());
+    }
+    let mut nodes = vec![spawn(ringkvd, dir, id, &config_path)?];
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let joined = wait_joined(client, &mut nodes, node, registered_ms);
+    let outcome = tokio::select! {
+        result = joined => result,
+        () = &mut signal => {
+            println!("stopping before the node joined");
+            stop_all(&mut nodes).await;
+            return Ok(());
+        }
+    };
+    if let Err(error) = outcome {
+        stop_all(&mut nodes).await;
+        return Err(error);
+    }
+    println!(
+        "node {id} is Up in the placement driver. Replicas move to it as the balance          schedulers run (`ringctl rebalance` shows and follows them)."
+    );
+    println!("Ctrl-C stops node {id}; `ringctl local up` starts it with the others from now on.");
+    let exited = BTreeSet::new();
+    let outcome = tokio::select! {
+        () = &mut signal => Ok(()),
+        (id, status, _) = first_exit(&mut nodes, &exited) => {
+            Err(anyhow::anyhow!("node {id} exited ({status})"))
+        }
+    };
+    stop_all(&mut nodes).await;
+    outcome
+}
+
+/// Addresses of the registered, non-removed nodes other than `node`: the new node's `join` list
+/// (the seed endpoints if PD lists none).
+fn join_addresses(state: &ringkv_pd::PdState, client: &Client, node: NodeId) -> Vec<SocketAddr> {
+    let mut join = Vec::new();
+    for info in state.nodes.values() {
+        if info.id == node || info.state == NodeState::Removed {
+            continue;
+        }
+        if let Ok(addr) = info.addr.parse::<SocketAddr>() {
+            join.push(addr);
+        }
+    }
+    if join.is_empty() {
+        join = client.endpoints().iter().map(|e| e.addr).collect();
+    }
+    join
+}
+
+/// Waits until PD shows `node` `Up` with a heartbeat newer than `registered_ms`.
+async fn wait_joined(
+    client: &Client,
+    nodes: &mut [Node],
+    node: NodeId,
+    registered_ms: u64,
+) -> Result<()> {
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    loop {
+        for running in nodes.iter_mut() {
+            if let Ok(Some(status)) = running.child.try_wait() {
+                bail!(
+                    "node {} exited while joining ({status}); see {}",
+                    running.id,
+                    running.log.display()
+                );
+            }
+        }
+        match client.pd_state().await {
+            Ok(state) => match state.nodes.get(&node) {
+                Some(info) => {
+                    if info.state == NodeState::Up && info.last_heartbeat_ms > registered_ms {
+                        return Ok(());
+                    }
+                    println!(
+                        "waiting for node {node}'s first heartbeat (state {:?})",
+                        info.state
+                    );
+                }
+                None => println!("waiting: PD does not list node {node} yet"),
+            },
+            Err(error) => println!("waiting: placement driver unavailable: {error}"),
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "node {node} did not heartbeat to the placement driver within {} s; see its log",
+                JOIN_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Waits for leaders, prints the tour, then waits for a signal or a node's death.
@@ -430,6 +710,79 @@ mod tests {
         );
         assert!(text.contains("cert = \"../certs/node-2.pem\""));
         assert!(node_ip(300).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn joining_nodes_list_join_addresses_instead_of_an_initial_cluster() -> Result<()> {
+        let join: Vec<SocketAddr> = vec!["127.0.0.11:7100".parse()?, "127.0.0.12:7100".parse()?];
+        let text = join_config_text(4, DEFAULT_PORT, &join)?;
+        let value: toml::Table = toml::from_str(&text)?;
+        assert_eq!(value.get("node_id").and_then(|v| v.as_integer()), Some(4));
+        assert_eq!(
+            value.get("listen_addr").and_then(|v| v.as_str()),
+            Some("127.0.0.14:7100")
+        );
+        let listed: Vec<&str> = value
+            .get("join")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(listed, ["127.0.0.11:7100", "127.0.0.12:7100"]);
+        assert!(value.get("initial_cluster").is_none());
+        assert!(value.get("tls").is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn added_nodes_are_found_by_their_config_files() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        for (name, with_config) in [
+            ("node-1", true),
+            ("node-4", true),
+            ("node-6", false),
+            ("node-x", true),
+            ("certs", false),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(&path)?;
+            if with_config {
+                std::fs::write(path.join("ringkvd.toml"), "")?;
+            }
+        }
+        let found: Vec<u64> = added_nodes(dir.path(), 3)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(found, [4]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_registered_node_without_a_config_is_resumed() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut state = ringkv_pd::PdState::new();
+        state.ids.next_node = 6;
+        let info = |id: u64, addr: String| ringkv_pd::NodeInfo {
+            id: NodeId(id),
+            addr,
+            state: NodeState::Up,
+            labels: BTreeMap::new(),
+            capacity_bytes: 0,
+            last_heartbeat_ms: 0,
+            down_since_ms: None,
+            stats: ringkv_pd::NodeStats::default(),
+        };
+        state
+            .nodes
+            .insert(NodeId(1), info(1, "127.0.0.11:7100".into()));
+        std::fs::create_dir_all(dir.path().join("node-1"))?;
+        std::fs::write(dir.path().join("node-1").join("ringkvd.toml"), "")?;
+        assert_eq!(pick_node_id(&state, dir.path(), DEFAULT_PORT)?, 6);
+        state
+            .nodes
+            .insert(NodeId(5), info(5, "127.0.0.15:7100".into()));
+        assert_eq!(pick_node_id(&state, dir.path(), DEFAULT_PORT)?, 5);
         Ok(())
     }
 }

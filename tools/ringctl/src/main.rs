@@ -1,20 +1,25 @@
-//! `ringctl`: start a local cluster, read and write keys, show the cluster's status, create
+//! `ringctl`: start and grow a local cluster, read and write keys, show the cluster's status,
+//! administer placement (nodes, shards, rebalancing, moves, splits, drains, schedulers), create
 //! certificates.
 
+mod admin;
 mod certs;
 mod config;
 mod kv;
 mod local;
 mod status;
+mod view;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use config::RingctlConfig;
 use ringkv_client::Client;
-use ringkv_types::NodeId;
+use ringkv_client::ringkv_pd::AdminOperator;
+use ringkv_types::{NodeId, ShardId};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// ringkv admin and data tool.
 #[derive(Debug, Parser)]
@@ -45,10 +50,157 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Nodes as the placement driver sees them: address, state, replicas, leaders, disk.
+    Nodes {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shards: arc, epoch, replicas with roles, leader, size, operator in flight.
+    Shards {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turns the balance schedulers on and follows them until replica counts differ by at most
+    /// one and leaders are spread (or nothing is left to move).
+    Rebalance {
+        /// Only print the counts and what the schedulers would do now.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+        /// Print JSON (one object per progress line) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Moves SHARD's replica from one node to another (add learner, promote, remove).
+    MoveShard {
+        /// The shard (3 or s3).
+        #[arg(value_parser = admin::parse_shard)]
+        shard: ShardId,
+        /// The node holding the replica.
+        #[arg(long, value_parser = admin::parse_node)]
+        from: NodeId,
+        /// The node to receive it.
+        #[arg(long, value_parser = admin::parse_node)]
+        to: NodeId,
+        #[command(flatten)]
+        follow: FollowArgs,
+    },
+    /// Makes the voter on a node the leader of SHARD.
+    TransferLeader {
+        /// The shard (3 or s3).
+        #[arg(value_parser = admin::parse_shard)]
+        shard: ShardId,
+        /// The new leader's node.
+        #[arg(long, value_parser = admin::parse_node)]
+        to: NodeId,
+        #[command(flatten)]
+        follow: FollowArgs,
+    },
+    /// Splits SHARD in two (no data is copied).
+    SplitShard {
+        /// The shard (3 or s3).
+        #[arg(value_parser = admin::parse_shard)]
+        shard: ShardId,
+        /// Ring position of the cut (decimal or 0x hex); default: the leader's hint, else the
+        /// middle of the arc.
+        #[arg(long, value_parser = admin::parse_position)]
+        at: Option<u64>,
+        #[command(flatten)]
+        follow: FollowArgs,
+    },
+    /// Marks node N draining and follows its replicas moving away until it holds none.
+    DrainNode {
+        /// The node (4 or n4).
+        #[arg(value_parser = admin::parse_node)]
+        node: NodeId,
+        /// Return once the node is marked draining.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Removes node N from the cluster for good; refused while it holds replicas.
+    RemoveNode {
+        /// The node (4 or n4).
+        #[arg(value_parser = admin::parse_node)]
+        node: NodeId,
+    },
+    /// Lists, enables and disables the placement schedulers, and changes their settings.
+    Scheduler {
+        #[command(subcommand)]
+        command: SchedulerCommand,
+    },
     /// Certificates.
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
+    },
+}
+
+/// How long commands wait.
+#[derive(Debug, Args)]
+struct WaitArgs {
+    /// Give up waiting after this many seconds (exit 1; PD keeps working).
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    timeout: u64,
+    /// Seconds between progress polls.
+    #[arg(long, value_name = "SECS", default_value_t = 1)]
+    interval: u64,
+}
+
+impl WaitArgs {
+    fn wait(&self, json: bool) -> admin::Wait {
+        admin::Wait {
+            timeout: Duration::from_secs(self.timeout),
+            interval: Duration::from_secs(self.interval.max(1)),
+            json,
+        }
+    }
+}
+
+/// Whether an operator command follows its operator to the end.
+#[derive(Debug, Args)]
+struct FollowArgs {
+    /// Wait until the operator finishes, printing its steps.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    limits: WaitArgs,
+}
+
+impl FollowArgs {
+    fn wait(&self) -> Option<admin::Wait> {
+        self.wait.then(|| self.limits.wait(false))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum SchedulerCommand {
+    /// Every scheduler's switch and the settings.
+    List {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turns a scheduler on: repair, drain, split, balance-replicas, balance-leaders.
+    Enable {
+        /// The scheduler.
+        name: String,
+    },
+    /// Turns a scheduler off.
+    Disable {
+        /// The scheduler.
+        name: String,
+    },
+    /// Sets one setting (as listed by `scheduler list`), e.g. `max_operators 8`.
+    Set {
+        /// The setting.
+        key: String,
+        /// Its new value.
+        value: String,
     },
 }
 
@@ -66,6 +218,13 @@ enum LocalCommand {
         /// The port of every node (each node has its own loopback IP).
         #[arg(long, default_value_t = local::DEFAULT_PORT)]
         port: u16,
+    },
+    /// Adds a node to the running cluster under DIR (made by `local up`) and runs it in the
+    /// foreground until Ctrl-C; `local up` also starts it on its next start.
+    AddNode {
+        /// The cluster directory.
+        #[arg(long, default_value = "data/local")]
+        dir: PathBuf,
     },
 }
 
@@ -181,12 +340,84 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             client.close().await;
             Ok(code)
         }
+        Command::Local {
+            command: LocalCommand::AddNode { dir },
+        } => {
+            local::add_node(&dir).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { json } => {
             let client = client(config).await?;
             status::run(&client, json).await?;
             client.close().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Nodes { json } => with_client(config, async |c| admin::nodes(c, json).await).await,
+        Command::Shards { json } => {
+            with_client(config, async |c| admin::shards(c, json).await).await
+        }
+        Command::Rebalance {
+            dry_run,
+            wait,
+            json,
+        } => {
+            let wait = wait.wait(json);
+            with_client(config, async |c| admin::rebalance(c, dry_run, wait).await).await
+        }
+        Command::MoveShard {
+            shard,
+            from,
+            to,
+            follow,
+        } => {
+            let operator = AdminOperator::MoveReplica { shard, from, to };
+            let wait = follow.wait();
+            with_client(config, async |c| admin::operator(c, operator, wait).await).await
+        }
+        Command::TransferLeader { shard, to, follow } => {
+            let operator = AdminOperator::TransferLeader { shard, to };
+            let wait = follow.wait();
+            with_client(config, async |c| admin::operator(c, operator, wait).await).await
+        }
+        Command::SplitShard { shard, at, follow } => {
+            let operator = AdminOperator::SplitShard { shard, at };
+            let wait = follow.wait();
+            with_client(config, async |c| admin::operator(c, operator, wait).await).await
+        }
+        Command::DrainNode {
+            node,
+            no_wait,
+            wait,
+        } => {
+            let wait = (!no_wait).then(|| wait.wait(false));
+            with_client(config, async |c| admin::drain_node(c, node, wait).await).await
+        }
+        Command::RemoveNode { node } => {
+            with_client(config, async |c| admin::remove_node(c, node).await).await
+        }
+        Command::Scheduler { command } => match command {
+            SchedulerCommand::List { json } => {
+                with_client(config, async |c| admin::scheduler_list(c, json).await).await
+            }
+            SchedulerCommand::Enable { name } => {
+                with_client(config, async |c| {
+                    admin::scheduler_switch(c, &name, true).await
+                })
+                .await
+            }
+            SchedulerCommand::Disable { name } => {
+                with_client(config, async |c| {
+                    admin::scheduler_switch(c, &name, false).await
+                })
+                .await
+            }
+            SchedulerCommand::Set { key, value } => {
+                with_client(config, async |c| {
+                    admin::scheduler_set(c, &key, &value).await
+                })
+                .await
+            }
+        },
         Command::Certs {
             command:
                 CertsCommand::Create {
@@ -211,6 +442,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Connects, runs `command`, then closes the connections whatever the outcome.
+async fn with_client<F>(config: Option<&std::path::Path>, command: F) -> Result<ExitCode>
+where
+    F: AsyncFnOnce(&Client) -> Result<ExitCode>,
+{
+    let client = client(config).await?;
+    let outcome = command(&client).await;
+    client.close().await;
+    outcome
 }
 
 /// Parses `ID=IP`.
@@ -238,6 +480,102 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> std::result::Result<Command, String> {
+        Cli::try_parse_from(std::iter::once("ringctl").chain(args.iter().copied()))
+            .map(|cli| cli.command)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn admin_commands_parse() {
+        let moved = parse(&["move-shard", "s3", "--from", "1", "--to", "n4", "--wait"]);
+        assert!(
+            matches!(
+                &moved,
+                Ok(Command::MoveShard { shard, from, to, follow })
+                    if *shard == ShardId(3) && *from == NodeId(1) && *to == NodeId(4)
+                        && follow.wait && follow.limits.timeout == 600
+            ),
+            "{moved:?}"
+        );
+        let split = parse(&["split-shard", "3", "--at", "0x8000000000000000"]);
+        assert!(
+            matches!(&split, Ok(Command::SplitShard { at: Some(at), follow, .. })
+                if *at == 1 << 63 && !follow.wait),
+            "{split:?}"
+        );
+        assert!(matches!(
+            parse(&["split-shard", "3"]),
+            Ok(Command::SplitShard { at: None, .. })
+        ));
+        assert!(matches!(
+            parse(&["transfer-leader", "7", "--to", "2"]),
+            Ok(Command::TransferLeader { .. })
+        ));
+        let drain = parse(&["drain-node", "n2", "--no-wait"]);
+        assert!(
+            matches!(&drain, Ok(Command::DrainNode { node, no_wait: true, .. }) if *node == NodeId(2)),
+            "{drain:?}"
+        );
+        let rebalance = parse(&["rebalance", "--dry-run", "--json", "--timeout", "30"]);
+        assert!(
+            matches!(&rebalance, Ok(Command::Rebalance { dry_run: true, json: true, wait })
+                if wait.timeout == 30),
+            "{rebalance:?}"
+        );
+        assert!(matches!(
+            parse(&["remove-node", "4"]),
+            Ok(Command::RemoveNode { .. })
+        ));
+        assert!(matches!(
+            parse(&["scheduler", "disable", "balance-leaders"]),
+            Ok(Command::Scheduler {
+                command: SchedulerCommand::Disable { .. }
+            })
+        ));
+        assert!(matches!(
+            parse(&["scheduler", "set", "max_operators", "8"]),
+            Ok(Command::Scheduler {
+                command: SchedulerCommand::Set { .. }
+            })
+        ));
+        assert!(matches!(
+            parse(&["nodes", "--json"]),
+            Ok(Command::Nodes { json: true })
+        ));
+        assert!(matches!(
+            parse(&["shards"]),
+            Ok(Command::Shards { json: false })
+        ));
+        assert!(matches!(
+            parse(&["local", "add-node", "--dir", "x"]),
+            Ok(Command::Local {
+                command: LocalCommand::AddNode { .. }
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_admin_arguments_are_refused_with_a_reason() {
+        let cases: [(&[&str], &str); 5] = [
+            (
+                &["move-shard", "0", "--from", "1", "--to", "2"],
+                "placement driver",
+            ),
+            (&["move-shard", "3", "--to", "2"], "--from"),
+            (&["transfer-leader", "3", "--to", "zero"], "not a node id"),
+            (
+                &["split-shard", "3", "--at", "0xfffffffffffffffff"],
+                "ring position",
+            ),
+            (&["drain-node"], "<NODE>"),
+        ];
+        for (args, expected) in cases {
+            let error = parse(args).map(|_| ()).unwrap_err();
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
     }
 
     #[test]
