@@ -184,6 +184,74 @@ pub struct DebugSection {
     pub fault_injection: bool,
 }
 
+/// The `[pd]` table: how this node talks to the placement driver and, on the initial nodes,
+/// the scheduler settings the cluster starts with.
+///
+/// The settings (everything below `heartbeat_interval_ms`) are read once, when the cluster is
+/// created: every initial node builds the same initial PD state from its config, so they must be
+/// identical on every node of `initial_cluster` (like `initial_cluster` itself). Later changes go
+/// through PD (`Command::SetSettings`, `ringctl scheduler ...`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PdSection {
+    /// How often the PD leader proposes `Tick` (marks silent nodes down, runs the schedulers).
+    pub tick_interval_ms: u64,
+    /// How often every node heartbeats and every shard leader reports to PD.
+    pub heartbeat_interval_ms: u64,
+    /// Time budget of one call to PD (heartbeat, report, registration).
+    pub request_timeout_ms: u64,
+    /// Replica repair on.
+    pub repair: bool,
+    /// Replica balancing on.
+    pub balance_replicas: bool,
+    /// Leader balancing on.
+    pub balance_leaders: bool,
+    /// Draining on.
+    pub drain: bool,
+    /// Automatic splits on.
+    pub split: bool,
+    /// Operators in flight across the cluster.
+    pub max_operators: u32,
+    /// Learners (snapshots) a node may receive at once.
+    pub max_snapshots_per_node: u32,
+    /// Snapshot bandwidth per node, bytes per second (0 = unlimited; carried, not enforced yet).
+    pub max_snapshot_bytes_per_sec: u64,
+    /// A node silent this long is `Down`.
+    pub heartbeat_timeout_ms: u64,
+    /// A node `Down` this long loses its replicas to other nodes.
+    pub max_down_time_ms: u64,
+    /// An operator step without progress this long is cancelled and rolled back.
+    pub operator_step_timeout_ms: u64,
+    /// Split shards larger than this (0 = never by size).
+    pub split_size_bytes: u64,
+    /// Split shards with more reads plus writes per second (0 = never by load).
+    pub split_load_per_sec: u64,
+}
+
+impl Default for PdSection {
+    fn default() -> Self {
+        let settings = ringkv_pd::Settings::default();
+        Self {
+            tick_interval_ms: 1000,
+            heartbeat_interval_ms: 1000,
+            request_timeout_ms: 3000,
+            repair: settings.repair,
+            balance_replicas: settings.balance_replicas,
+            balance_leaders: settings.balance_leaders,
+            drain: settings.drain,
+            split: settings.split,
+            max_operators: settings.max_operators,
+            max_snapshots_per_node: settings.max_snapshots_per_node,
+            max_snapshot_bytes_per_sec: settings.max_snapshot_bytes_per_sec,
+            heartbeat_timeout_ms: settings.heartbeat_timeout_ms,
+            max_down_time_ms: settings.max_down_time_ms,
+            operator_step_timeout_ms: settings.operator_step_timeout_ms,
+            split_size_bytes: settings.split_size_bytes,
+            split_load_per_sec: settings.split_load_per_sec,
+        }
+    }
+}
+
 /// The file as written, before validation.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,7 +260,10 @@ struct RawConfig {
     cluster: String,
     listen_addr: String,
     data_dir: PathBuf,
+    #[serde(default)]
     initial_cluster: Vec<String>,
+    #[serde(default)]
+    join: Vec<String>,
     #[serde(default = "default_initial_shards")]
     initial_shards: u64,
     #[serde(default = "default_replication_factor")]
@@ -206,6 +277,8 @@ struct RawConfig {
     storage: StorageSection,
     #[serde(default)]
     debug: DebugSection,
+    #[serde(default)]
+    pd: PdSection,
 }
 
 fn default_initial_shards() -> u64 {
@@ -219,7 +292,7 @@ fn default_replication_factor() -> usize {
 /// A validated node configuration with absolute paths.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// This node's id (non-zero, listed in `initial_cluster`).
+    /// This node's id (non-zero; listed in `initial_cluster`, or the id PD assigns on join).
     pub node_id: NodeId,
     /// Cluster name: certificates name nodes `node-<id>.<cluster>`.
     pub cluster: String,
@@ -227,8 +300,10 @@ pub struct NodeConfig {
     pub listen_addr: SocketAddr,
     /// The node's data directory.
     pub data_dir: PathBuf,
-    /// Every node of the initial cluster, sorted by id.
+    /// Every node of the initial cluster, sorted by id; empty on a joining node.
     pub initial_cluster: Vec<Endpoint>,
+    /// Addresses of running nodes to join through; empty on an initial node.
+    pub join: Vec<SocketAddr>,
     /// Shards the ring is cut into at bootstrap.
     pub initial_shards: u64,
     /// Replicas per shard.
@@ -243,6 +318,8 @@ pub struct NodeConfig {
     pub storage: StorageSection,
     /// Test switches.
     pub debug: DebugSection,
+    /// Placement driver settings.
+    pub pd: PdSection,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
@@ -324,6 +401,41 @@ impl NodeConfig {
             initial_cluster.push(endpoint);
         }
         initial_cluster.sort_by_key(|endpoint| endpoint.node);
+        let mut join = Vec::with_capacity(raw.join.len());
+        for text in &raw.join {
+            let addr: SocketAddr = text
+                .trim()
+                .parse()
+                .map_err(|_| invalid("join", format!("`{text}` is not an ip:port address")))?;
+            join.push(addr);
+        }
+        match (initial_cluster.is_empty(), join.is_empty()) {
+            (true, true) => {
+                return Err(invalid(
+                    "initial_cluster",
+                    "set either initial_cluster (a node of the initial cluster) or join \
+                     (a node joining a running cluster)",
+                ));
+            }
+            (false, false) => {
+                return Err(invalid(
+                    "join",
+                    "set either initial_cluster or join, not both (a joining node must not \
+                     bootstrap a cluster of its own)",
+                ));
+            }
+            _ => {}
+        }
+        if join.len() > 64 {
+            return Err(invalid("join", "at most 64 addresses"));
+        }
+        if !join.is_empty() && (listen_addr.ip().is_unspecified() || listen_addr.port() == 0) {
+            return Err(invalid(
+                "listen_addr",
+                "a joining node registers its listen_addr with the placement driver: it must be \
+                 the address peers dial (not 0.0.0.0 or port 0)",
+            ));
+        }
         if initial_cluster
             .iter()
             .any(|endpoint| endpoint.node.get() >= ringkv_types::NODE_ID_LIMIT)
@@ -332,9 +444,6 @@ impl NodeConfig {
                 "initial_cluster",
                 "node ids must be below 2^32 (a Raft member id packs the node id in its high 32 bits)",
             ));
-        }
-        if initial_cluster.is_empty() {
-            return Err(invalid("initial_cluster", "must list at least one node"));
         }
         if initial_cluster
             .windows(2)
@@ -349,7 +458,7 @@ impl NodeConfig {
         {
             return Err(invalid("initial_cluster", "lists an address twice"));
         }
-        if !initial_cluster.iter().any(|e| e.node == node_id) {
+        if !initial_cluster.is_empty() && !initial_cluster.iter().any(|e| e.node == node_id) {
             return Err(invalid(
                 "initial_cluster",
                 format!("does not list this node ({})", raw.node_id),
@@ -358,7 +467,9 @@ impl NodeConfig {
         if raw.initial_shards == 0 || raw.initial_shards > 4096 {
             return Err(invalid("initial_shards", "must be in 1..=4096"));
         }
-        if raw.replication_factor == 0 || raw.replication_factor > initial_cluster.len() {
+        if raw.replication_factor == 0
+            || (!initial_cluster.is_empty() && raw.replication_factor > initial_cluster.len())
+        {
             return Err(invalid(
                 "replication_factor",
                 format!(
@@ -373,6 +484,7 @@ impl NodeConfig {
             listen_addr,
             data_dir: resolve(&raw.data_dir),
             initial_cluster,
+            join,
             initial_shards: raw.initial_shards,
             replication_factor: raw.replication_factor,
             tls: TlsConfig {
@@ -384,6 +496,7 @@ impl NodeConfig {
             limits: raw.limits,
             storage: raw.storage,
             debug: raw.debug,
+            pd: raw.pd,
         };
         config.validate_tables()?;
         Ok(config)
@@ -465,7 +578,60 @@ impl NodeConfig {
         if self.storage.writer_queue_depth == 0 || self.storage.writer_queue_depth > 64 {
             return Err(invalid("storage.writer_queue_depth", "must be in 1..=64"));
         }
-        Ok(())
+        self.validate_pd()
+    }
+
+    fn validate_pd(&self) -> Result<()> {
+        let pd = &self.pd;
+        for (field, value) in [
+            ("pd.tick_interval_ms", pd.tick_interval_ms),
+            ("pd.heartbeat_interval_ms", pd.heartbeat_interval_ms),
+            ("pd.request_timeout_ms", pd.request_timeout_ms),
+        ] {
+            if !(10..=600_000).contains(&value) {
+                return Err(invalid(field, "must be in 10..=600000"));
+            }
+        }
+        if pd.heartbeat_timeout_ms < 2 * pd.heartbeat_interval_ms {
+            return Err(invalid(
+                "pd.heartbeat_timeout_ms",
+                "must be at least twice pd.heartbeat_interval_ms (one lost heartbeat must not \
+                 mark a node down)",
+            ));
+        }
+        self.pd_settings().validate().map_err(|error| match error {
+            ringkv_pd::Error::InvalidSetting { name, reason } => Error::ConfigInvalid {
+                field: pd_field(&name),
+                reason: reason.into_owned(),
+            },
+            other => invalid("pd", other.to_string()),
+        })
+    }
+
+    /// The scheduler settings the cluster starts with (`[pd]` and `replication_factor`).
+    pub fn pd_settings(&self) -> ringkv_pd::Settings {
+        let pd = &self.pd;
+        ringkv_pd::Settings {
+            replication_factor: u32::try_from(self.replication_factor).unwrap_or(u32::MAX),
+            repair: pd.repair,
+            balance_replicas: pd.balance_replicas,
+            balance_leaders: pd.balance_leaders,
+            drain: pd.drain,
+            split: pd.split,
+            max_operators: pd.max_operators,
+            max_snapshots_per_node: pd.max_snapshots_per_node,
+            max_snapshot_bytes_per_sec: pd.max_snapshot_bytes_per_sec,
+            heartbeat_timeout_ms: pd.heartbeat_timeout_ms,
+            max_down_time_ms: pd.max_down_time_ms,
+            operator_step_timeout_ms: pd.operator_step_timeout_ms,
+            split_size_bytes: pd.split_size_bytes,
+            split_load_per_sec: pd.split_load_per_sec,
+        }
+    }
+
+    /// Whether this node is a member of the initial cluster (and so hosts the placement driver).
+    pub fn hosts_pd(&self) -> bool {
+        self.initial_cluster.iter().any(|e| e.node == self.node_id)
     }
 
     /// The Raft core configuration of this node's replica of `group`, Raft member `member`.
@@ -497,6 +663,19 @@ impl NodeConfig {
             .iter()
             .find(|e| e.node == node)
             .map(|e| e.addr)
+    }
+}
+
+/// The config field of a PD setting named by `Settings::validate`.
+fn pd_field(name: &str) -> &'static str {
+    match name {
+        "replication_factor" => "replication_factor",
+        "max_operators" => "pd.max_operators",
+        "max_snapshots_per_node" => "pd.max_snapshots_per_node",
+        "heartbeat_timeout_ms" => "pd.heartbeat_timeout_ms",
+        "max_down_time_ms" => "pd.max_down_time_ms",
+        "operator_step_timeout_ms" => "pd.operator_step_timeout_ms",
+        _ => "pd",
     }
 }
 
@@ -577,6 +756,65 @@ key = "/abs/node-2.key"
                 other => panic!("{to}: expected an invalid field, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_node_either_bootstraps_or_joins() {
+        let joining = GOOD.replace(
+            "initial_cluster = [\"1@127.0.0.11:7100\", \"2@127.0.0.12:7100\", \"3@127.0.0.13:7100\"]",
+            "join = [\"127.0.0.11:7100\"]\nnode_id = 4",
+        )
+        .replace("node_id = 2\n", "");
+        let config = NodeConfig::parse(&joining, Path::new("/")).unwrap();
+        assert!(config.initial_cluster.is_empty());
+        assert!(!config.hosts_pd());
+        assert_eq!(config.join, vec!["127.0.0.11:7100".parse().unwrap()]);
+        let cases: [(&str, &str, &str); 5] = [
+            (
+                "key = \"/abs/node-2.key\"",
+                "key = \"k\"\n[pd]\nmax_operators = 0",
+                "pd.max_operators",
+            ),
+            (
+                "key = \"/abs/node-2.key\"",
+                "key = \"k\"\n[pd]\nheartbeat_timeout_ms = 100",
+                "pd.heartbeat_timeout_ms",
+            ),
+            (
+                "key = \"/abs/node-2.key\"",
+                "key = \"k\"\n[pd]\ntick_interval_ms = 0",
+                "pd.tick_interval_ms",
+            ),
+            ("[tls]", "join = [\"127.0.0.11:7100\"]\n[tls]", "join"),
+            ("initial_cluster = [", "initial_clusterx = [", ""),
+        ];
+        for (from, to, field) in cases {
+            let text = GOOD.replace(from, to);
+            match NodeConfig::parse(&text, Path::new(".")) {
+                Err(Error::ConfigInvalid { field: got, .. }) => assert_eq!(got, field, "{to}"),
+                Err(Error::ConfigParse { .. }) if field.is_empty() => {}
+                other => panic!("{to}: expected an invalid field, got {other:?}"),
+            }
+        }
+        let neither = GOOD.replace(
+            "initial_cluster = [\"1@127.0.0.11:7100\", \"2@127.0.0.12:7100\", \"3@127.0.0.13:7100\"]",
+            "",
+        );
+        assert!(matches!(
+            NodeConfig::parse(&neither, Path::new(".")),
+            Err(Error::ConfigInvalid {
+                field: "initial_cluster",
+                ..
+            })
+        ));
+        let wildcard = joining.replace("127.0.0.12:7100\"", "0.0.0.0:7100\"");
+        assert!(matches!(
+            NodeConfig::parse(&wildcard, Path::new(".")),
+            Err(Error::ConfigInvalid {
+                field: "listen_addr",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub enum Error {
         /// The decoder's message.
         reason: String,
     },
+    /// The node must stop: e.g. PD assigned this node's address another id than its config's.
+    #[error("{reason}")]
+    Fatal {
+        /// What happened, for the operator.
+        reason: String,
+    },
     /// An I/O error outside storage (runtime, threads).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -9,14 +9,21 @@
 //!   turn prepared while the previous batch syncs), one send per peer per turn, batched apply,
 //!   client reads and writes, snapshot transfers. `docs/node.md` has the turn diagram.
 //! - [`service`]: the client service handler (bounded queue into the loop, `Busy` when full).
+//! - [`pd_host`] and [`agent`]: the placement driver hosted in group 0, and the task that
+//!   talks to it on the node's behalf.
 //!
 //! # Decisions
 //!
 //! - **Placement driver.** Group 0 (`ShardId::PD`) runs on every node of `initial_cluster`.
-//!   Its replicated state is the shard map; the initial map is its state at index 0 and is
-//!   saved in the store's meta keyspace (`pd/shard_map`) before any group starts, so a restart
-//!   resumes from the same map. `GetShardMap` answers from the local PD replica's applied map,
-//!   which nothing updates yet after membership changes and splits (the PD scheduler will).
+//!   Its replicated state is a [`ringkv_pd::PdState`] ([`pd_host`]): every initial node builds
+//!   the same initial state from its config and saves it (`pd/state`) with group 0's creation;
+//!   committed `LogCommand::Pd` entries are applied to it and the state is saved with the
+//!   applied index; snapshots carry it. The PD leader stamps log time into commands and
+//!   proposes ticks; it serves `AdminRequest::Pd` / `PdState`. `GetShardMap` and `GetNodes`
+//!   answer from the PD state (a node without PD: from the copy its agent fetches).
+//! - **Node agent** ([`agent`]): a task per node heartbeats to PD, reports the shards the node
+//!   leads, executes PD's orders through the shard-leader admin requests, refreshes transport
+//!   peers, and registers a node that joins (`join` in the config).
 //! - **Raft member ids are not node ids**: `member_id(node, incarnation)`; a node removed from
 //!   a shard and added back rejoins under a NEW member id (the simulator showed that reusing
 //!   one breaks safety). Messages are sent to `member_node(to)`; a message for a stale member
@@ -54,6 +61,7 @@
 //!   with the error. On SIGTERM/Ctrl-C the loop finishes its turn, waits for the batches in
 //!   flight, flushes the store and exits 0.
 
+pub mod agent;
 pub mod bootstrap;
 pub mod config;
 mod error;
@@ -61,6 +69,7 @@ pub mod event_loop;
 pub mod group;
 pub mod log_command;
 pub mod node;
+pub mod pd_host;
 pub mod replica_meta;
 pub mod service;
 

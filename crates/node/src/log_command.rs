@@ -17,8 +17,8 @@ const SPLIT_VARIANT: u8 = 2;
 pub enum LogCommand {
     /// Data shards: a state-machine command applied through `Store::apply`.
     Kv(Command),
-    /// Placement driver (group 0): replace the shard map. Nothing proposes it yet (static
-    /// membership in this version); the variant fixes the format for the PD scheduler.
+    /// Placement driver (group 0), first format: replace the shard map. Never proposed (the
+    /// PD state machine, [`LogCommand::Pd`], replaced it); skipped when applied.
     SetShardMap(ShardMap),
     /// Data shards: split the shard at ring position `at` into `[start, at)` (kept) and
     /// `[at, end)` (the new shard `new_shard`). Applied only when the shard's epoch still equals
@@ -31,6 +31,9 @@ pub enum LogCommand {
         /// Where the new shard starts.
         at: u64,
     },
+    /// Placement driver (group 0): a command applied to the PD state on every PD replica
+    /// (`ringkv_pd::PdState::apply`), its `now_ms` stamped by the PD leader that proposed it.
+    Pd(ringkv_pd::Command),
 }
 
 impl LogCommand {
@@ -93,5 +96,11 @@ mod tests {
             shards: Vec::new(),
         });
         assert!(!LogCommand::may_be_split(&map.encode().unwrap()));
+        let pd = LogCommand::Pd(ringkv_pd::Command::Tick { now_ms: 7 });
+        let bytes = pd.encode().unwrap();
+        assert!(!LogCommand::may_be_split(&bytes));
+        // Appended after `Split`: the variant index is fixed by the format.
+        assert_eq!(bytes.first(), Some(&3));
+        assert_eq!(LogCommand::decode(&bytes).unwrap(), pd);
     }
 }

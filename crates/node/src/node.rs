@@ -1,13 +1,16 @@
 //! Starting and stopping a node: open the store, restore or bootstrap the groups, start the
 //! transport, and run the event loop until shutdown.
 
+use crate::agent::Agent;
 use crate::bootstrap;
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, LoopChannels};
 use crate::group::{Group, NodeStorage};
+use crate::pd_host::{self, META_PD_STATE};
 use crate::replica_meta;
 use crate::service::Service;
+use ringkv_pd::PdState;
 use ringkv_raft::RawNode;
 use ringkv_storage::{NodeIdentity, RemovalHandle, Store, StoreConfig, WriteBatchBuilder};
 use ringkv_transport::certs::TlsIdentity;
@@ -23,6 +26,9 @@ use tracing::{debug, info, warn};
 
 /// Name of the meta record holding the placement driver's applied shard map.
 pub const META_SHARD_MAP: &[u8] = b"pd/shard_map";
+
+/// Calls from the node agent queued for the loop (it makes a few per heartbeat).
+const AGENT_QUEUE: usize = 16;
 
 /// A running node. Dropping it stops the node as [`NodeHandle::stop`] does, without waiting.
 #[derive(Debug)]
@@ -70,24 +76,45 @@ impl NodeHandle {
 }
 
 /// A stable 64-bit id of a cluster name, kept in the store's node identity.
-fn cluster_id(cluster: &str) -> u64 {
+pub(crate) fn cluster_id(cluster: &str) -> u64 {
     ring::position(cluster.as_bytes())
 }
 
-/// Loads the applied shard map, or bootstraps the initial layout: every local group of the
-/// initial map (and of the placement driver) is created at [`bootstrap::INITIAL_LOG_INDEX`] with
-/// its descriptor, then the map is saved.
-fn load_or_bootstrap_map(store: &Store, config: &NodeConfig) -> Result<ShardMap> {
+/// Loads the applied shard map and PD state, or bootstraps the initial layout: every local group
+/// of the initial map (and of the placement driver, with its initial state in the same batch)
+/// is created at [`bootstrap::INITIAL_LOG_INDEX`] with its descriptor, then the map is saved.
+/// A joining node (no `initial_cluster`) creates nothing: its map comes from PD.
+fn load_or_bootstrap_map(
+    store: &Store,
+    config: &NodeConfig,
+) -> Result<(ShardMap, Option<PdState>)> {
+    let hosts_pd = config.hosts_pd();
     if let Some(bytes) = store.meta(META_SHARD_MAP)? {
         let map: ShardMap = postcard::from_bytes(&bytes).map_err(|error| Error::Corrupt {
             what: "shard map",
             reason: error.to_string(),
         })?;
-        return Ok(map);
+        if !hosts_pd {
+            return Ok((map, None));
+        }
+        let state = match store.meta(META_PD_STATE)? {
+            Some(bytes) => pd_host::decode_state(&bytes)?,
+            None => {
+                // A data dir from before the placement driver kept its state: its group 0 only
+                // ever held the bootstrap map, so the initial state is its state.
+                let state = pd_host::initial_state(config)?;
+                store.set_meta(META_PD_STATE, &pd_host::encode_state(&state)?)?;
+                state
+            }
+        };
+        return Ok((state.shard_map.clone(), Some(state)));
     }
+    if !hosts_pd {
+        return Ok((ShardMap::default(), None));
+    }
+    let state = pd_host::initial_state(config)?;
+    let map = state.shard_map.clone();
     let nodes: Vec<NodeId> = config.initial_cluster.iter().map(|e| e.node).collect();
-    let map =
-        bootstrap::initial_shard_map(&nodes, config.initial_shards, config.replication_factor);
     let existing = replica_meta::load_descriptors(store)?;
     let mut descriptors = vec![bootstrap::pd_descriptor(&nodes)];
     descriptors.extend(map.shards.iter().cloned());
@@ -96,7 +123,13 @@ fn load_or_bootstrap_map(store: &Store, config: &NodeConfig) -> Result<ShardMap>
         {
             continue;
         }
-        create_group(store, &descriptor, None)?;
+        let mut batch = create_group_batch(&descriptor, None)?;
+        if descriptor.id == ShardId::PD {
+            // IMPORTANT: group 0 starts with its state at its initial applied index, in the
+            // same batch: every PD replica starts from the same state, whoever leads first.
+            batch.set_meta(ShardId::PD, META_PD_STATE, pd_host::encode_state(&state)?);
+        }
+        store.write(batch)?;
     }
     let bytes = postcard::to_stdvec(&map).map_err(|error| Error::Corrupt {
         what: "shard map (encode)",
@@ -107,9 +140,9 @@ fn load_or_bootstrap_map(store: &Store, config: &NodeConfig) -> Result<ShardMap>
     store.set_meta(META_SHARD_MAP, &bytes)?;
     info!(
         shards = map.shards.len(),
-        "bootstrapped the initial shard map"
+        "bootstrapped the initial shard map and placement driver state"
     );
-    Ok(map)
+    Ok((map, Some(state)))
 }
 
 /// Creates a brand-new group durably: log, applied state and configuration start at
@@ -152,15 +185,6 @@ pub fn create_group_batch(
         replica_meta::encode_descriptor(descriptor)?,
     );
     Ok(batch)
-}
-
-fn create_group(
-    store: &Store,
-    descriptor: &ShardDescriptor,
-    hard_state: Option<HardState>,
-) -> Result<()> {
-    store.write(create_group_batch(descriptor, hard_state)?)?;
-    Ok(())
 }
 
 /// Whether a group never ran: still at its initial log, term and no vote.
@@ -222,6 +246,8 @@ pub struct LocalState {
     pub tombstones: BTreeMap<ShardId, NodeId>,
     /// Replica removals resumed at start.
     pub removals: Vec<RemovalHandle>,
+    /// The placement driver replica's applied state (nodes of `initial_cluster`).
+    pub pd_state: Option<PdState>,
 }
 
 /// Creates the replica of every local descriptor, resuming from disk.
@@ -272,6 +298,7 @@ fn open_groups(
         LocalState {
             tombstones,
             removals,
+            pd_state: None,
         },
     ))
 }
@@ -282,8 +309,8 @@ fn open_groups(
 /// Storage, certificate or bind failures, or a data dir of another node.
 pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     let store = open_store(&config)?;
-    let map = load_or_bootstrap_map(&store, &config)?;
-    let (groups, local) = open_groups(&store, &config)?;
+    let (map, pd_state) = load_or_bootstrap_map(&store, &config)?;
+    let (groups, mut local) = open_groups(&store, &config)?;
     info!(
         node = %config.node_id,
         groups = groups.len(),
@@ -300,20 +327,33 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     transport_config.raft_inbound_batches_max = config.limits.raft_inbound_batches_max;
     let (calls_tx, calls) = mpsc::channel(config.limits.client_queue);
     let (transport, inbound) = Transport::builder(transport_config, identity)
-        .handler(Service::new(calls_tx))
+        .handler(Service::new(calls_tx.clone()))
         .start()?;
     let local_addr = transport.local_addr()?;
     for endpoint in &config.initial_cluster {
         transport.add_peer(endpoint.node, endpoint.addr);
     }
+    // Nodes that joined later: the agent refreshes these from the PD leader.
+    for info in pd_state.iter().flat_map(|state| state.nodes.values()) {
+        if info.id == config.node_id {
+            continue;
+        }
+        if let Ok(addr) = info.addr.parse::<SocketAddr>() {
+            transport.add_peer(info.id, addr);
+        }
+    }
+    let (agent_tx, agent_rx) = mpsc::channel(AGENT_QUEUE);
+    let agent = Agent::new(config.clone(), calls_tx, agent_tx);
     info!(node = %config.node_id, addr = %local_addr, "listening");
 
     let (shutdown_tx, shutdown) = oneshot::channel();
-    let event_loop = EventLoop::new(config, store, transport, map, groups, local);
+    local.pd_state = pd_state;
+    let event_loop = EventLoop::new(config, store, transport, map, groups, local, agent);
     let channels = LoopChannels {
         inbound,
         calls,
         shutdown,
+        agent: agent_rx,
     };
     let task = tokio::spawn(event_loop.run(channels));
     Ok(NodeHandle {

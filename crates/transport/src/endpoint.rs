@@ -351,10 +351,30 @@ impl Transport {
     /// [`Error::Connect`] when the handshake fails.
     pub async fn connect_client(&self, node: NodeId, addr: SocketAddr) -> Result<ClientConnection> {
         let server_name = node_server_name(node, &self.shared.config.cluster);
+        self.connect_client_named(addr, &server_name).await
+    }
+
+    /// Opens a client connection to whatever node listens at `addr` (its id unknown: a joining
+    /// node knows only addresses). The server's certificate must name the IP of `addr` (an IP
+    /// SAN, which `ClusterCa::issue_node` adds for the IPs it is given) and chain to the
+    /// cluster CA.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the handshake fails.
+    pub async fn connect_client_addr(&self, addr: SocketAddr) -> Result<ClientConnection> {
+        self.connect_client_named(addr, &addr.ip().to_string())
+            .await
+    }
+
+    async fn connect_client_named(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<ClientConnection> {
         let connecting = self
             .shared
             .endpoint
-            .connect_with(self.shared.client_config.clone(), addr, &server_name)
+            .connect_with(self.shared.client_config.clone(), addr, server_name)
             .map_err(|e| Error::Connect {
                 addr,
                 reason: e.to_string(),

@@ -278,6 +278,10 @@ impl EventLoop {
         epoch: Epoch,
         change: ReplicaChange,
     ) -> std::result::Result<LogIndex, Response> {
+        let target_known = match change {
+            ReplicaChange::AddLearner { node } => self.node_known(node),
+            _ => true,
+        };
         let group = match self.groups.get_mut(&shard) {
             Some(group) if shard != ShardId::PD && group.initialized => group,
             _ => return Err(Response::Error(WireError::ShardNotFound { shard })),
@@ -301,8 +305,10 @@ impl EventLoop {
                 if !node.is_some() || node.get() >= ringkv_types::NODE_ID_LIMIT {
                     return Err(invalid(format!("{node} is not a valid node id")));
                 }
-                if self.config.address_of(node).is_none() {
-                    return Err(invalid(format!("node {node} is unknown to this node")));
+                if !target_known {
+                    return Err(invalid(format!(
+                        "node {node} is unknown to the placement driver (or removed)"
+                    )));
                 }
                 if descriptor.replica_on(node).is_some() {
                     return Err(invalid(format!(

@@ -21,15 +21,18 @@
 //! read, a tick, a completed commit), so an idle group costs one `tick` per tick interval.
 
 mod membership;
+mod pd;
 mod requests;
 mod snapshot;
 mod split;
 
+use crate::agent::{Agent, AgentCall, AgentView, LeaderReport};
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::log_command::LogCommand;
-use crate::node::{LocalState, META_SHARD_MAP};
+use crate::node::LocalState;
+use crate::pd_host::META_PD_STATE;
 use crate::replica_meta;
 use crate::service::ClientCall;
 use ringkv_raft::{Ready, Role};
@@ -56,6 +59,8 @@ pub struct LoopChannels {
     pub calls: mpsc::Receiver<ClientCall>,
     /// Fires (or is dropped) to stop the node.
     pub shutdown: oneshot::Receiver<()>,
+    /// Calls from the node agent.
+    pub agent: mpsc::Receiver<AgentCall>,
 }
 
 /// Readies made durable by one submitted batch: `(group, ready number, persisted messages)`.
@@ -88,6 +93,14 @@ pub struct EventLoop {
     submitted: u64,
     /// Batches durable so far.
     durable_batches: u64,
+    /// The placement driver replica and service (nodes of `initial_cluster`).
+    pd: Option<pd::PdHost>,
+    /// The PD leader's state as last fetched by the agent (nodes that do not host PD).
+    pd_cache: Option<ringkv_pd::PdState>,
+    /// The PD leader the agent last found (nodes that do not host PD).
+    pd_leader_hint: Option<NodeId>,
+    /// The node agent, started by `run` (it needs the shared transport).
+    agent: Option<Agent>,
 }
 
 /// Receivers the loop owns besides [`LoopChannels`].
@@ -113,6 +126,7 @@ impl EventLoop {
         map: ShardMap,
         groups: BTreeMap<ShardId, Group>,
         local: LocalState,
+        agent: Agent,
     ) -> Self {
         let dirty = groups.keys().copied().collect();
         Self {
@@ -134,6 +148,10 @@ impl EventLoop {
             removals_waiting: Vec::new(),
             submitted: 0,
             durable_batches: 0,
+            pd: local.pd_state.map(pd::PdHost::new),
+            pd_cache: None,
+            pd_leader_hint: None,
+            agent: Some(agent),
         }
     }
 
@@ -163,7 +181,13 @@ impl EventLoop {
             snapshot_events,
             snapshot_events_tx,
         };
+        let mut agent_task = tokio::task::JoinSet::new();
+        if let Some(agent) = self.agent.take() {
+            agent_task.spawn(agent.run(self.transport.clone()));
+        }
         let result = self.main_loop(&mut channels, &mut internal).await;
+        // The agent holds the transport; it must be gone before the transport shuts down.
+        agent_task.shutdown().await;
         let finished = match &result {
             Ok(()) => self.finish(&mut internal).await,
             Err(error) => {
@@ -208,6 +232,7 @@ impl EventLoop {
                 Some(batch) = channels.inbound.raft.recv() => self.step_batch(batch)?,
                 Some(call) = channels.calls.recv() => self.handle_call(call)?,
                 Some(event) = internal.snapshot_events.recv() => self.on_snapshot_event(event)?,
+                Some(call) = channels.agent.recv() => self.on_agent_call(call)?,
                 Some(incoming) = channels.inbound.snapshots.recv() => {
                     self.receive_snapshot(incoming, internal.snapshot_events_tx.clone());
                 }
@@ -268,7 +293,62 @@ impl EventLoop {
         }
         self.tick_transfers();
         self.reap_removals();
+        self.pd_tick()
+    }
+
+    fn on_agent_call(&mut self, call: AgentCall) -> Result<()> {
+        match call {
+            AgentCall::View(slot) => {
+                let _ = slot.send(self.agent_view());
+            }
+            AgentCall::PdCache { state, leader } => self.set_pd_cache(*state, leader),
+            AgentCall::Fatal(reason) => return Err(Error::Fatal { reason }),
+        }
         Ok(())
+    }
+
+    /// What the agent reports to PD: node stats, and every shard this node leads whose last
+    /// membership change or split is applied.
+    fn agent_view(&self) -> AgentView {
+        let mut view = AgentView {
+            pd_leader: self.pd_leader(),
+            ..AgentView::default()
+        };
+        for (shard, group) in &self.groups {
+            if *shard == ShardId::PD || !group.initialized {
+                continue;
+            }
+            view.stats.replicas += 1;
+            if !group.raw.is_leader() {
+                continue;
+            }
+            view.stats.leaders += 1;
+            let status = group.raw.status();
+            let busy = group.pending_change.is_some()
+                || group.pending_split.is_some()
+                || status.conf_index > group.applied;
+            if busy {
+                continue;
+            }
+            let caught_up_learners = group
+                .descriptor
+                .replicas
+                .iter()
+                .filter(|r| r.role == ringkv_types::ReplicaRole::Learner)
+                .filter(|r| {
+                    group
+                        .raw
+                        .match_index(r.member)
+                        .is_some_and(|matched| matched >= status.committed)
+                })
+                .map(|r| r.node)
+                .collect();
+            view.reports.push(LeaderReport {
+                descriptor: group.descriptor.clone(),
+                caught_up_learners,
+            });
+        }
+        view
     }
 
     fn step_batch(&mut self, batch: RaftBatch) -> Result<()> {
@@ -395,6 +475,20 @@ impl EventLoop {
                             group.initialized = true;
                         }
                     }
+                    if shard == ShardId::PD
+                        && let Some(host) = self.pd.as_mut()
+                        && let Some(state) = host.pending_install.take()
+                    {
+                        // IMPORTANT: the PD state the snapshot carries is saved in the same
+                        // batch as the install (it matches the snapshot's applied index).
+                        self.batch.set_meta(
+                            shard,
+                            META_PD_STATE,
+                            crate::pd_host::encode_state(&state)?,
+                        );
+                        self.map = state.shard_map.clone();
+                        host.state = state;
+                    }
                 }
                 _ => {
                     return Err(Error::Corrupt {
@@ -415,6 +509,11 @@ impl EventLoop {
             // The core refused the snapshot we stepped (it was stale): nothing to install.
             group.pending_install = None;
             group.pending_descriptor = None;
+            if shard == ShardId::PD
+                && let Some(host) = self.pd.as_mut()
+            {
+                host.pending_install = None;
+            }
         }
         // IMPORTANT: entries and hard state go into the batch whose durability gates
         // `on_persisted` and the persisted messages (votes, append acknowledgements).
@@ -581,7 +680,7 @@ impl EventLoop {
         let mut owners = Vec::new();
         let mut outside = Vec::new();
         let mut conf = None;
-        let mut new_map = None;
+        let mut pd_entries = Vec::new();
         let mut descriptor = None;
         let mut conf_entries = Vec::new();
         for entry in entries {
@@ -613,8 +712,8 @@ impl EventLoop {
                             outside.push((entry.index, entry.term));
                         }
                     }
-                    Ok(LogCommand::SetShardMap(map)) if shard == ShardId::PD => {
-                        new_map = Some(map);
+                    Ok(LogCommand::Pd(command)) if shard == ShardId::PD => {
+                        pd_entries.push((entry.index, entry.term, command));
                     }
                     // Every replica skips the same entries, so the state machines agree.
                     Ok(_) => warn!(%shard, index = %entry.index, "skipping a misplaced command"),
@@ -638,11 +737,23 @@ impl EventLoop {
             )),
             _ => None,
         };
+        let mut pd_results = Vec::new();
+        let mut pd_record = None;
+        if shard == ShardId::PD
+            && let Some(host) = self.pd.as_mut()
+            && !pd_entries.is_empty()
+        {
+            let (results, state) = Self::pd_apply(host, pd_entries)?;
+            pd_results = results;
+            pd_record = Some((META_PD_STATE.to_vec(), state));
+        }
         let meta: Vec<(&[u8], &[u8])> = descriptor_record
             .iter()
+            .chain(pd_record.iter())
             .map(|(name, value)| (name.as_slice(), value.as_slice()))
             .collect();
-        // IMPORTANT: the new descriptor commits with the applied index in one batch.
+        // IMPORTANT: the new descriptor (and the PD state) commits with the applied index in one
+        // batch.
         let results =
             self.store
                 .apply_with_meta(shard, &commands, applied, conf.as_ref(), &meta)?;
@@ -702,17 +813,8 @@ impl EventLoop {
             let proposal = entry.remove();
             reply(proposal.reply, lost_write(group));
         }
-        if let Some(map) = new_map {
-            if map.covers_ring() {
-                let bytes = postcard::to_stdvec(&map).map_err(|error| Error::Corrupt {
-                    what: "shard map (encode)",
-                    reason: error.to_string(),
-                })?;
-                self.store.set_meta(META_SHARD_MAP, &bytes)?;
-                self.map = map;
-            } else {
-                warn!("ignoring a shard map that does not cover the ring");
-            }
+        if shard == ShardId::PD {
+            self.pd_answer(pd_results, last.0);
         }
         let storage = self.groups.get(&shard).map(|g| g.raw.storage().clone());
         if let Some(storage) = storage {

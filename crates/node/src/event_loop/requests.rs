@@ -9,8 +9,8 @@ use ringkv_raft::ReadMode;
 use ringkv_storage::{CommandResult, OperationResult, Store};
 use ringkv_transport::Fault;
 use ringkv_types::{
-    AdminRequest, AdminResult, KvOp, KvResult, LogIndex, NodeAddress, NodeId, NodeStatus,
-    ReadConsistency, ReplicaRole, ReplicaStatus, Request, Response, ShardId, WireError,
+    AdminRequest, AdminResult, KvOp, KvResult, LogIndex, NodeId, NodeStatus, ReadConsistency,
+    ReplicaRole, ReplicaStatus, Request, Response, ShardId, WireError,
 };
 use std::collections::BTreeMap;
 use tracing::warn;
@@ -80,6 +80,10 @@ impl EventLoop {
                 at,
             }) => {
                 self.split_shard(shard, epoch, new_shard, at, slot)?;
+                return Ok(());
+            }
+            Request::Admin(AdminRequest::Pd { command }) => {
+                self.pd_call(&command, slot)?;
                 return Ok(());
             }
             Request::Admin(admin) => {
@@ -168,7 +172,13 @@ impl EventLoop {
     pub(super) fn admin(&self, request: AdminRequest) -> Response {
         let result = match request {
             AdminRequest::SetFaults { cut } => return self.set_faults(cut),
-            AdminRequest::GetShardMap => AdminResult::ShardMap(self.map.clone()),
+            AdminRequest::GetShardMap => {
+                if self.map.shards.is_empty() {
+                    // A joined node before its first contact with PD.
+                    return Response::Error(WireError::Unavailable);
+                }
+                AdminResult::ShardMap(self.map.clone())
+            }
             AdminRequest::GetShard { shard } => AdminResult::Shard(
                 self.groups
                     .get(&shard)
@@ -177,26 +187,17 @@ impl EventLoop {
                     .or_else(|| self.map.shards.iter().find(|d| d.id == shard).cloned()),
             ),
             AdminRequest::NodeStatus => AdminResult::NodeStatus(self.status()),
-            AdminRequest::GetNodes => AdminResult::Nodes(
-                self.config
-                    .initial_cluster
-                    .iter()
-                    .map(|endpoint| NodeAddress {
-                        node: endpoint.node,
-                        addr: endpoint.addr,
-                    })
-                    .collect(),
-            ),
+            AdminRequest::GetNodes => AdminResult::Nodes(self.known_nodes()),
             AdminRequest::ChangeReplica { shard, .. }
             | AdminRequest::TransferLeader { shard, .. }
             | AdminRequest::SplitShard { shard, .. } => {
                 // Handled in `handle_call` (they wait for the log); unreachable here.
                 return Response::Error(WireError::ShardNotFound { shard });
             }
-            AdminRequest::Pd { .. } | AdminRequest::PdState => {
-                return Response::Error(WireError::InvalidRequest {
-                    reason: "this node does not host the placement driver service yet".into(),
-                });
+            AdminRequest::PdState => return self.pd_state_call(),
+            AdminRequest::Pd { .. } => {
+                // Handled in `handle_call` (it waits for the log); unreachable here.
+                return Response::Error(WireError::Unavailable);
             }
         };
         Response::Admin(result)

@@ -2,6 +2,7 @@
 
 use super::EventLoop;
 use crate::error::Result;
+use crate::pd_host;
 use crate::replica_meta;
 use ringkv_transport::IncomingSnapshot;
 use ringkv_types::raft::{Message, MessageBody};
@@ -63,7 +64,28 @@ impl EventLoop {
             return;
         }
         // The data stream: the store's chunks (each a self-delimiting envelope), concatenated.
-        let chunks = match self.store.snapshot_chunks(shard, group.descriptor.arc) {
+        // Group 0 owns no data (its descriptor's arc is nominal): its stream carries the PD
+        // state, taken in this turn like the chunks, so it matches their applied index.
+        let (arc, pd_state) = if shard == ShardId::PD {
+            let state = self
+                .pd
+                .as_ref()
+                .map(|host| pd_host::encode_state(&host.state));
+            match state {
+                Some(Ok(bytes)) => (pd_host::PD_SNAPSHOT_ARC, Some(bytes)),
+                _ => {
+                    let _ = events.try_send(SnapshotEvent::Sent {
+                        shard,
+                        to,
+                        delivered: false,
+                    });
+                    return;
+                }
+            }
+        } else {
+            (group.descriptor.arc, None)
+        };
+        let chunks = match self.store.snapshot_chunks(shard, arc) {
             Ok(chunks) => chunks,
             Err(error) => {
                 warn!(%shard, %to, %error, "cannot read a snapshot");
@@ -84,13 +106,16 @@ impl EventLoop {
         // The stream starts with the shard's descriptor as of the snapshot (taken in this turn,
         // like the chunks): a replica created by a message has none, and the log before the
         // snapshot (which would carry it) is gone.
-        let descriptor = match replica_meta::encode_descriptor(&group.descriptor) {
+        let mut descriptor = match replica_meta::encode_descriptor(&group.descriptor) {
             Ok(bytes) => envelope::encode(&bytes),
             Err(error) => {
                 warn!(%shard, %to, %error, "cannot encode the descriptor");
                 return;
             }
         };
+        if let Some(state) = pd_state {
+            descriptor.extend_from_slice(&envelope::encode(&state));
+        }
         let node = member_node(to);
         let transport = self.transport.clone();
         while self.snapshot_tasks.try_join_next().is_some() {}
@@ -200,6 +225,32 @@ impl EventLoop {
             warn!(%shard, to = %message.to, "snapshot whose descriptor lacks its recipient");
             return Ok(());
         }
+        let pd_state = if shard == ShardId::PD {
+            let state = frames
+                .next()
+                .and_then(|frame| frame.ok())
+                .ok_or_else(|| "no placement driver state".to_string())
+                .and_then(|frame| {
+                    envelope::decode(frame, self.store.config().record_bytes_max)
+                        .map_err(|error| error.to_string())
+                })
+                .and_then(|bytes| pd_host::decode_state(bytes).map_err(|e| e.to_string()));
+            match state {
+                Ok(state) if self.pd.is_some() => Some(state),
+                Ok(_) => return Ok(()),
+                Err(reason) => {
+                    warn!(%shard, %reason, "discarding a PD snapshot without a valid state");
+                    return Ok(());
+                }
+            }
+        } else {
+            None
+        };
+        let expected_arc = if pd_state.is_some() {
+            pd_host::PD_SNAPSHOT_ARC
+        } else {
+            descriptor.arc
+        };
         if !self.accept_message(&message)? {
             return Ok(());
         }
@@ -211,10 +262,13 @@ impl EventLoop {
             return Ok(());
         }
         match self.store.prepare_snapshot(shard, frames) {
-            Ok(prepared) if prepared.arc() == descriptor.arc => {
+            Ok(prepared) if prepared.arc() == expected_arc => {
                 info!(%shard, index = %prepared.meta().index, "received a snapshot");
                 group.pending_install = Some(prepared);
                 group.pending_descriptor = Some(descriptor);
+                if let Some(host) = self.pd.as_mut() {
+                    host.pending_install = pd_state;
+                }
                 group.raw.step(message)?;
                 self.dirty.insert(shard);
             }

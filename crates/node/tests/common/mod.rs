@@ -18,6 +18,15 @@ use std::time::{Duration, Instant};
 pub const CLUSTER: &str = "test";
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The `[pd]` table of tests that do not write their own.
+pub const PD_SCHEDULERS_OFF: &str = "[pd]
+repair = false
+balance_replicas = false
+balance_leaders = false
+drain = false
+split = false
+";
+
 /// A running node: in this process, or a `ringkvd` child (killed on drop).
 pub enum Running {
     InProcess(NodeHandle),
@@ -35,6 +44,8 @@ impl Drop for ChildGuard {
 }
 
 pub struct Cluster {
+    pub ca: ClusterCa,
+    pub extra: String,
     pub dir: tempfile::TempDir,
     pub config_paths: Vec<PathBuf>,
     pub addrs: Vec<SocketAddr>,
@@ -50,6 +61,11 @@ pub struct Cluster {
 /// [`Cluster::set_faults`].
 pub const FAULT_INJECTION: &str = "[debug]\nfault_injection = true\n";
 
+/// A loopback address with a free port, for a node started later.
+pub fn reserve_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port())
+}
+
 fn free_port() -> u16 {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.local_addr().unwrap().port()
@@ -64,6 +80,14 @@ impl Cluster {
 
     /// As [`Cluster::start`], with every node a `ringkvd` process when `processes`.
     pub async fn start_with(count: u64, shards: u64, extra: &str, processes: bool) -> Cluster {
+        // Tests that do not configure the placement driver get its schedulers off, so nothing
+        // moves replicas or leaders behind their back (PD still records the layout).
+        let extra = if extra.contains("[pd]") {
+            extra.to_string()
+        } else {
+            format!("{extra}\n{PD_SCHEDULERS_OFF}")
+        };
+        let extra = extra.as_str();
         let _ = rustls::crypto::ring::default_provider().install_default();
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -117,6 +141,8 @@ key = "certs/node-{id}.key"
         let client =
             ClientEndpoint::new(&identity, CLUSTER, "127.0.0.1:0".parse().unwrap()).unwrap();
         let mut cluster = Cluster {
+            ca,
+            extra: extra.to_string(),
             dir,
             config_paths,
             addrs,
@@ -130,6 +156,111 @@ key = "certs/node-{id}.key"
             cluster.start_node(i).await;
         }
         cluster
+    }
+
+    /// Writes a certificate and a config for one more node (id = count + 1) that joins through
+    /// the addresses of the first three nodes, and starts it. Returns its index.
+    pub async fn add_joining_node(&mut self) -> usize {
+        let addr = reserve_addr();
+        self.add_joining_node_at(addr).await
+    }
+
+    /// As [`Cluster::add_joining_node`], listening on `addr` (from [`reserve_addr`]).
+    pub async fn add_joining_node_at(&mut self, addr: SocketAddr) -> usize {
+        let index = self.nodes.len();
+        let id = index as u64 + 1;
+        let certs = self.dir.path().join("certs");
+        self.ca
+            .issue_node(NodeId(id), &[addr.ip()], Validity::days_from_now(1))
+            .unwrap()
+            .write(&certs, &format!("node-{id}"))
+            .unwrap();
+        let join: Vec<String> = self
+            .addrs
+            .iter()
+            .take(3)
+            .map(|a| format!("\"{a}\""))
+            .collect();
+        let text = format!(
+            r#"node_id = {id}
+cluster = "{CLUSTER}"
+listen_addr = "{addr}"
+data_dir = "node-{id}"
+join = [{join}]
+replication_factor = 3
+[tls]
+ca_cert = "certs/ca.pem"
+cert = "certs/node-{id}.pem"
+key = "certs/node-{id}.key"
+{extra}
+"#,
+            join = join.join(", "),
+            extra = self.extra,
+        );
+        let path = self.dir.path().join(format!("node-{id}.toml"));
+        std::fs::write(&path, text).unwrap();
+        self.config_paths.push(path);
+        self.addrs.push(addr);
+        self.nodes.push(None);
+        self.connections.push(None);
+        self.start_node(index).await;
+        index
+    }
+
+    /// Sends a placement-driver command to the PD leader (following `NotLeader`), retrying
+    /// transient answers until `timeout`.
+    pub async fn pd_call(
+        &mut self,
+        command: &ringkv_pd::Command,
+    ) -> Result<ringkv_pd::Response, ringkv_pd::Error> {
+        let bytes = postcard::to_stdvec(command).unwrap();
+        let request = Request::Admin(AdminRequest::Pd {
+            command: bytes.into(),
+        });
+        match self.pd_request(&request).await {
+            Response::Admin(AdminResult::Pd(bytes)) => postcard::from_bytes(&bytes).unwrap(),
+            other => panic!("unexpected PD answer {other:?}"),
+        }
+    }
+
+    /// The PD leader's applied state.
+    pub async fn pd_state(&mut self) -> ringkv_pd::PdState {
+        match self
+            .pd_request(&Request::Admin(AdminRequest::PdState))
+            .await
+        {
+            Response::Admin(AdminResult::Pd(bytes)) => postcard::from_bytes(&bytes).unwrap(),
+            other => panic!("unexpected PD state answer {other:?}"),
+        }
+    }
+
+    async fn pd_request(&mut self, request: &Request) -> Response {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut target = 0;
+        loop {
+            if self.nodes[target].is_some()
+                && let Some(response) = self.try_call(target, request).await
+            {
+                match response {
+                    Response::Error(ringkv_types::WireError::NotLeader {
+                        leader_hint: Some(hint),
+                        ..
+                    }) if (hint.get() as usize) <= self.nodes.len()
+                        && self.nodes[hint.get() as usize - 1].is_some() =>
+                    {
+                        target = hint.get() as usize - 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        assert!(Instant::now() < deadline, "no PD leader answers");
+                        continue;
+                    }
+                    Response::Error(error) if error.is_retryable() => {}
+                    response => return response,
+                }
+            }
+            assert!(Instant::now() < deadline, "no PD leader answers");
+            target = (target + 1) % self.nodes.len();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn config(&self, index: usize) -> NodeConfig {

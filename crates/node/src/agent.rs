@@ -1,0 +1,563 @@
+//! The node agent: one task per node, off the event loop, that keeps the placement driver
+//! informed and carries out its orders.
+//!
+//! Every `pd.heartbeat_interval_ms` it
+//! 1. registers the node first if it joined through `join` (`Command::RegisterNode`, retried
+//!    with backoff until PD answers; the id PD returns must be the configured `node_id`);
+//! 2. asks the loop for a view ([`AgentCall::View`]): replica and leader counts, and every shard
+//!    this node leads whose last membership change or split is applied;
+//! 3. sends `Command::NodeHeartbeat`, then one `Command::ShardReport` per led shard, and
+//!    executes the `StepOrder` PD answers with when its epoch is the leader's own: the step
+//!    becomes the admin request a shard leader already serves (`ChangeReplica`,
+//!    `TransferLeader`, `SplitShard`), sent to the local loop like a client call. A shard with a
+//!    step in flight is not reported (so the step is not handed out and executed twice); when
+//!    the step ends the agent reports again at once;
+//! 4. fetches the PD leader's state (`PdState`): every node's address goes to the transport
+//!    (`add_peer`), so nodes that joined are reachable, and nodes that do not host PD keep it
+//!    as their copy for `GetShardMap` and `GetNodes` ([`AgentCall::PdCache`]).
+//!
+//! The PD leader is found by asking: the cached leader first, then this node (if it hosts PD),
+//! the initial nodes, the nodes PD listed, and the `join` addresses, following `NotLeader`
+//! hints; at most [`ATTEMPTS_MAX`] calls per PD command. The agent never blocks the loop: it
+//! talks to it through bounded channels, and every call has a timeout.
+
+use crate::config::NodeConfig;
+use crate::service::ClientCall;
+use ringkv_pd::{
+    Command, NodeRegistration, NodeState, NodeStats, PdState, Response as PdResponse, ShardReport,
+    ShardStats, Step, StepOrder,
+};
+use ringkv_transport::{ClientConnection, Transport};
+use ringkv_types::{
+    AdminRequest, AdminResult, NodeId, ReplicaChange, ReplicaRole, Request, Response,
+    ShardDescriptor, ShardId, WireError,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+/// Calls one PD command may take while looking for the leader.
+pub const ATTEMPTS_MAX: usize = 8;
+
+/// How long a step (a conf change, a transfer, a split) may run before the agent stops waiting.
+const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Longest wait between registration attempts of a joining node.
+const REGISTER_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What the agent asks of the event loop.
+#[derive(Debug)]
+pub enum AgentCall {
+    /// The node's replicas, leaders and reportable shards.
+    View(oneshot::Sender<AgentView>),
+    /// The PD leader's state, for a node that does not host PD.
+    PdCache {
+        /// The state.
+        state: Box<PdState>,
+        /// The PD leader that answered.
+        leader: Option<NodeId>,
+    },
+    /// Stop the node with this error (a joining node whose id PD contradicts).
+    Fatal(String),
+}
+
+/// The loop's answer to [`AgentCall::View`].
+#[derive(Clone, Debug, Default)]
+pub struct AgentView {
+    /// The PD leader as this node knows it.
+    pub pd_leader: Option<NodeId>,
+    /// Replica and leader counts (data shards).
+    pub stats: NodeStats,
+    /// Shards this node leads with no membership change or split in flight.
+    pub reports: Vec<LeaderReport>,
+}
+
+/// One shard this node leads.
+#[derive(Clone, Debug)]
+pub struct LeaderReport {
+    /// Its applied descriptor.
+    pub descriptor: ShardDescriptor,
+    /// Learners whose replicated index reaches the commit index.
+    pub caught_up_learners: Vec<NodeId>,
+}
+
+/// The agent before it runs (the loop starts it with the shared transport).
+pub struct Agent {
+    config: NodeConfig,
+    calls: mpsc::Sender<ClientCall>,
+    loop_tx: mpsc::Sender<AgentCall>,
+}
+
+impl Agent {
+    /// An agent for the node of `config`, calling the loop through `calls` (the client
+    /// service's queue) and `loop_tx`.
+    pub fn new(
+        config: NodeConfig,
+        calls: mpsc::Sender<ClientCall>,
+        loop_tx: mpsc::Sender<AgentCall>,
+    ) -> Self {
+        Self {
+            config,
+            calls,
+            loop_tx,
+        }
+    }
+
+    /// Runs until the task is aborted (the loop does so at shutdown).
+    pub async fn run(self, transport: Arc<Transport>) {
+        let interval = Duration::from_millis(self.config.pd.heartbeat_interval_ms);
+        let mut agent = Running {
+            registered: self.config.hosts_pd(),
+            addrs: self
+                .config
+                .initial_cluster
+                .iter()
+                .map(|e| (e.node, e.addr))
+                .collect(),
+            config: self.config,
+            transport,
+            calls: self.calls,
+            loop_tx: self.loop_tx,
+            pd_leader: None,
+            connections: BTreeMap::new(),
+            steps: JoinSet::new(),
+            in_flight: BTreeSet::new(),
+        };
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut register_backoff = interval;
+        let mut register_next = Instant::now();
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                Some(done) = agent.steps.join_next(), if !agent.steps.is_empty() => {
+                    if let Ok(shard) = done {
+                        agent.in_flight.remove(&shard);
+                    }
+                    while let Some(done) = agent.steps.try_join_next() {
+                        if let Ok(shard) = done {
+                            agent.in_flight.remove(&shard);
+                        }
+                    }
+                    // Report again at once: PD sees the step done and hands out the next.
+                    if agent.registered
+                        && let Some(view) = agent.view().await
+                    {
+                        agent.report_shards(view.reports).await;
+                    }
+                    continue;
+                }
+            }
+            if !agent.registered {
+                if Instant::now() < register_next {
+                    continue;
+                }
+                match agent.register().await {
+                    Ok(true) => {
+                        info!(node = %agent.config.node_id, "registered with the placement driver")
+                    }
+                    Ok(false) => {
+                        register_next = Instant::now() + register_backoff;
+                        register_backoff = (register_backoff * 2).min(REGISTER_BACKOFF_MAX);
+                        continue;
+                    }
+                    Err(reason) => {
+                        warn!(%reason, "stopping the node");
+                        let _ = agent.loop_tx.send(AgentCall::Fatal(reason)).await;
+                        return;
+                    }
+                }
+            }
+            agent.heartbeat().await;
+        }
+    }
+}
+
+/// Where a call goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// This node's own loop.
+    Local,
+    /// A node whose id and address are known.
+    Node(NodeId, SocketAddr),
+    /// A `join` address (id unknown: dialled by IP).
+    Addr(SocketAddr),
+}
+
+struct Running {
+    config: NodeConfig,
+    transport: Arc<Transport>,
+    calls: mpsc::Sender<ClientCall>,
+    loop_tx: mpsc::Sender<AgentCall>,
+    registered: bool,
+    pd_leader: Option<NodeId>,
+    /// Every node address known (initial nodes, then PD's list).
+    addrs: BTreeMap<NodeId, SocketAddr>,
+    connections: BTreeMap<SocketAddr, ClientConnection>,
+    /// Steps running, one per shard at most.
+    steps: JoinSet<ShardId>,
+    in_flight: BTreeSet<ShardId>,
+}
+
+impl Running {
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.pd.request_timeout_ms)
+    }
+
+    /// Registers a joining node. `Ok(true)` once PD confirmed the configured id, `Ok(false)`
+    /// to retry later, `Err` when PD assigned another id (the node must stop).
+    async fn register(&mut self) -> Result<bool, String> {
+        let addr = self.config.listen_addr.to_string();
+        let command = Command::RegisterNode {
+            node: NodeRegistration {
+                addr: addr.clone(),
+                labels: BTreeMap::new(),
+                capacity_bytes: 0,
+            },
+            now_ms: 0,
+        };
+        match self.call_pd(&command).await {
+            Some(Ok(PdResponse::NodeId(id))) if id == self.config.node_id => {
+                self.registered = true;
+                Ok(true)
+            }
+            Some(Ok(PdResponse::NodeId(id))) => Err(format!(
+                "PD assigned node id {} to this address ({addr}) but the config says {}",
+                id.get(),
+                self.config.node_id.get()
+            )),
+            Some(Ok(other)) => {
+                warn!(?other, "unexpected answer to a registration");
+                Ok(false)
+            }
+            Some(Err(error)) => {
+                warn!(%error, "the placement driver refused the registration");
+                Ok(false)
+            }
+            None => {
+                debug!("no placement driver reachable yet; retrying the registration");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        let Some(view) = self.view().await else {
+            return;
+        };
+        if view.pd_leader.is_some() {
+            self.pd_leader = view.pd_leader;
+        }
+        let command = Command::NodeHeartbeat {
+            node: self.config.node_id,
+            stats: view.stats,
+            now_ms: 0,
+        };
+        match self.call_pd(&command).await {
+            Some(Ok(PdResponse::Heartbeat { state, .. })) => {
+                if state == NodeState::Removed {
+                    warn!("the placement driver has removed this node");
+                }
+            }
+            Some(Err(error)) => warn!(%error, "heartbeat refused"),
+            _ => debug!("heartbeat not answered"),
+        }
+        self.report_shards(view.reports).await;
+        self.refresh().await;
+    }
+
+    /// Fetches the PD leader's state: peers for the transport, and the cache of a node that
+    /// does not host PD.
+    async fn refresh(&mut self) {
+        let request = Request::Admin(AdminRequest::PdState);
+        let Some((Response::Admin(AdminResult::Pd(bytes)), leader)) =
+            self.call_leader(&request).await
+        else {
+            return;
+        };
+        let Ok(state) = postcard::from_bytes::<PdState>(&bytes) else {
+            warn!("undecodable placement driver state");
+            return;
+        };
+        for info in state.nodes.values() {
+            if info.state == NodeState::Removed || info.id == self.config.node_id {
+                continue;
+            }
+            let Ok(addr) = info.addr.parse::<SocketAddr>() else {
+                continue;
+            };
+            if self.addrs.get(&info.id) != Some(&addr) {
+                info!(node = %info.id, %addr, "peer address from the placement driver");
+                self.transport.add_peer(info.id, addr);
+                self.addrs.insert(info.id, addr);
+            }
+        }
+        if !self.config.hosts_pd() {
+            let call = AgentCall::PdCache {
+                state: Box::new(state),
+                leader,
+            };
+            let _ = self.loop_tx.send(call).await;
+        }
+    }
+
+    async fn view(&self) -> Option<AgentView> {
+        let (slot, answer) = oneshot::channel();
+        self.loop_tx.send(AgentCall::View(slot)).await.ok()?;
+        tokio::time::timeout(self.timeout(), answer)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Reports every shard in `reports` without a step in flight and executes the orders.
+    async fn report_shards(&mut self, reports: Vec<LeaderReport>) {
+        for report in reports {
+            let shard = report.descriptor.id;
+            if self.in_flight.contains(&shard) {
+                continue;
+            }
+            let command = Command::ShardReport(ShardReport {
+                descriptor: report.descriptor.clone(),
+                leader: self.config.node_id,
+                stats: ShardStats::default(),
+                caught_up_learners: report.caught_up_learners,
+                split_hint: None,
+                now_ms: 0,
+            });
+            match self.call_pd(&command).await {
+                Some(Ok(PdResponse::ShardReport {
+                    order: Some(order), ..
+                })) => {
+                    if order.epoch == report.descriptor.epoch && order.shard == shard {
+                        self.execute(order, &report.descriptor);
+                    } else {
+                        debug!(%shard, ?order, "order for another epoch; reporting again later");
+                    }
+                }
+                Some(Err(error)) => debug!(%shard, %error, "shard report refused"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Starts carrying out `order` on the local leader of its shard.
+    fn execute(&mut self, order: StepOrder, descriptor: &ShardDescriptor) {
+        let shard = order.shard;
+        let epoch = descriptor.epoch;
+        let me = self.config.node_id;
+        let request = match order.step {
+            // The node picks the member id itself (`member_id(node, conf_ver + 1)`, fresh in the
+            // shard); PD's incarnation is not used. PD sees the step done when the node
+            // appears as a learner.
+            Step::AddLearner { node, .. } => AdminRequest::ChangeReplica {
+                shard,
+                epoch,
+                change: ReplicaChange::AddLearner { node },
+            },
+            Step::PromoteLearner { node } => AdminRequest::ChangeReplica {
+                shard,
+                epoch,
+                change: ReplicaChange::Promote { node },
+            },
+            Step::RemoveReplica { node } if node == me => {
+                // A leader cannot remove itself: hand the leadership to another voter first.
+                let Some(to) = descriptor
+                    .replicas
+                    .iter()
+                    .find(|r| r.node != me && r.role == ReplicaRole::Voter)
+                    .map(|r| r.node)
+                else {
+                    return;
+                };
+                AdminRequest::TransferLeader { shard, to }
+            }
+            Step::RemoveReplica { node } => AdminRequest::ChangeReplica {
+                shard,
+                epoch,
+                change: ReplicaChange::Remove { node },
+            },
+            Step::TransferLeader { to } => AdminRequest::TransferLeader { shard, to },
+            Step::Split { new_shard, at } => AdminRequest::SplitShard {
+                shard,
+                epoch,
+                new_shard,
+                at: Some(at),
+            },
+        };
+        info!(%shard, operator = %order.operator, step = ?order.step, "executing a PD order");
+        let calls = self.calls.clone();
+        self.in_flight.insert(shard);
+        self.steps.spawn(async move {
+            let (slot, answer) = oneshot::channel();
+            let call = ClientCall {
+                request: Request::Admin(request),
+                reply: slot,
+            };
+            if calls.send(call).await.is_err() {
+                return shard;
+            }
+            match tokio::time::timeout(STEP_TIMEOUT, answer).await {
+                Ok(Ok(Response::Admin(result))) => debug!(%shard, ?result, "PD order done"),
+                Ok(Ok(Response::Error(error))) => {
+                    info!(%shard, step = ?order.step, %error, "PD order not carried out")
+                }
+                _ => info!(%shard, step = ?order.step, "PD order without an answer"),
+            }
+            shard
+        });
+    }
+
+    /// Sends a PD command to the PD leader; `None` when no PD answered.
+    async fn call_pd(
+        &mut self,
+        command: &Command,
+    ) -> Option<std::result::Result<PdResponse, ringkv_pd::Error>> {
+        let bytes = postcard::to_stdvec(command).ok()?;
+        let request = Request::Admin(AdminRequest::Pd {
+            command: bytes.into(),
+        });
+        match self.call_leader(&request).await? {
+            (Response::Admin(AdminResult::Pd(bytes)), _) => postcard::from_bytes(&bytes).ok(),
+            (other, _) => {
+                debug!(?other, "unexpected answer to a PD command");
+                None
+            }
+        }
+    }
+
+    /// Sends `request` to the PD leader, looking for it; returns the answer and who gave it.
+    async fn call_leader(&mut self, request: &Request) -> Option<(Response, Option<NodeId>)> {
+        let mut tried: Vec<Target> = Vec::new();
+        let mut next = self.pd_leader.and_then(|leader| self.target_of(leader));
+        for _ in 0..ATTEMPTS_MAX {
+            let target = match next.take() {
+                Some(target) => target,
+                None => self
+                    .candidates()
+                    .into_iter()
+                    .find(|target| !tried.contains(target))?,
+            };
+            tried.push(target);
+            let Some(response) = self.send(target, request).await else {
+                if self.pd_leader.is_some() && self.pd_leader == self.node_of(target) {
+                    self.pd_leader = None;
+                }
+                continue;
+            };
+            match response {
+                Response::Error(WireError::NotLeader { leader_hint, .. }) => {
+                    if let Some(hint) = leader_hint
+                        && let Some(target) = self.target_of(hint)
+                        && !tried.contains(&target)
+                    {
+                        next = Some(target);
+                    }
+                }
+                Response::Error(WireError::Busy | WireError::Unavailable | WireError::Timeout) => {}
+                response => {
+                    let leader = self.node_of(target);
+                    if leader.is_some() {
+                        self.pd_leader = leader;
+                    }
+                    return Some((response, leader));
+                }
+            }
+        }
+        None
+    }
+
+    fn node_of(&self, target: Target) -> Option<NodeId> {
+        match target {
+            Target::Local => Some(self.config.node_id),
+            Target::Node(node, _) => Some(node),
+            Target::Addr(addr) => self
+                .addrs
+                .iter()
+                .find(|(_, known)| **known == addr)
+                .map(|(node, _)| *node),
+        }
+    }
+
+    fn target_of(&self, node: NodeId) -> Option<Target> {
+        if node == self.config.node_id {
+            return Some(Target::Local);
+        }
+        self.addrs.get(&node).map(|addr| Target::Node(node, *addr))
+    }
+
+    /// Where to look for the PD leader, in order: this node if it hosts PD, the initial nodes,
+    /// every node PD listed, the `join` addresses.
+    fn candidates(&self) -> Vec<Target> {
+        let mut targets = Vec::new();
+        if self.config.hosts_pd() {
+            targets.push(Target::Local);
+        }
+        for endpoint in &self.config.initial_cluster {
+            if endpoint.node != self.config.node_id {
+                targets.push(Target::Node(endpoint.node, endpoint.addr));
+            }
+        }
+        for (node, addr) in &self.addrs {
+            let target = Target::Node(*node, *addr);
+            if *node != self.config.node_id && !targets.contains(&target) {
+                targets.push(target);
+            }
+        }
+        for addr in &self.config.join {
+            if !self.addrs.values().any(|known| known == addr) {
+                targets.push(Target::Addr(*addr));
+            }
+        }
+        targets
+    }
+
+    async fn send(&mut self, target: Target, request: &Request) -> Option<Response> {
+        let timeout = self.timeout();
+        let addr = match target {
+            Target::Local => {
+                let (slot, answer) = oneshot::channel();
+                let call = ClientCall {
+                    request: request.clone(),
+                    reply: slot,
+                };
+                self.calls.try_send(call).ok()?;
+                return tokio::time::timeout(timeout, answer).await.ok()?.ok();
+            }
+            Target::Node(_, addr) | Target::Addr(addr) => addr,
+        };
+        let connection = match self.connections.get(&addr) {
+            Some(connection) => connection.clone(),
+            None => {
+                let connecting = async {
+                    match target {
+                        Target::Node(node, addr) => self.transport.connect_client(node, addr).await,
+                        _ => self.transport.connect_client_addr(addr).await,
+                    }
+                };
+                let connection = match tokio::time::timeout(timeout, connecting).await {
+                    Ok(Ok(connection)) => connection,
+                    Ok(Err(error)) => {
+                        debug!(%addr, %error, "cannot reach a node");
+                        return None;
+                    }
+                    Err(_) => return None,
+                };
+                self.connections.insert(addr, connection.clone());
+                connection
+            }
+        };
+        match connection.call(request, timeout).await {
+            Ok(response) => Some(response),
+            Err(error) => {
+                debug!(%addr, %error, "call failed");
+                self.connections.remove(&addr);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The placement driver service on the event loop: group 0's leader serves
+//! `AdminRequest::Pd` (stamps the command's log time, proposes it, answers once applied) and
+//! `AdminRequest::PdState`, and proposes `Tick` every `pd.tick_interval_ms`. Every PD replica
+//! applies `LogCommand::Pd` entries to its [`PdState`] (see `apply_run`).
+//!
+//! Nodes that do not host PD keep a copy of the PD leader's state ([`EventLoop::pd_view`]),
+//! refreshed by the node agent, to answer `GetShardMap` and `GetNodes`, and answer PD calls
+//! `NotLeader` with the PD leader they last heard of.
+
+use super::{EventLoop, reply};
+use crate::error::Result;
+use crate::log_command::LogCommand;
+use crate::pd_host;
+use ringkv_pd::{Command, PdState};
+use ringkv_types::{
+    AdminResult, LogIndex, NodeAddress, NodeId, Response, ShardId, Term, WireError,
+};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use super::requests::not_leader;
+
+/// PD calls waiting for their entry to apply, at most: beyond it callers get `Busy`.
+const PD_WAITERS_MAX: usize = 4096;
+
+/// A PD command proposed for a caller, waiting for its entry to apply.
+struct PdWaiter {
+    term: Term,
+    reply: oneshot::Sender<Response>,
+}
+
+/// The PD replica hosted by this node (initial nodes only).
+pub(super) struct PdHost {
+    /// The applied state, saved with every apply (`pd/state`).
+    pub(super) state: PdState,
+    waiters: BTreeMap<LogIndex, PdWaiter>,
+    /// The largest `now_ms` this node stamped, so its stamps never go backwards.
+    last_stamp_ms: u64,
+    /// When this replica became PD leader (ticks wait a heartbeat timeout after it, so every
+    /// node had a chance to heartbeat to the new leader before anyone is marked down).
+    leading_since: Option<Instant>,
+    last_tick: Option<Instant>,
+    /// A proposed `Tick` not yet applied: one at a time.
+    tick_in_flight: Option<(LogIndex, Instant)>,
+    /// The state a received snapshot carries, waiting for the Ready that installs it.
+    pub(super) pending_install: Option<PdState>,
+}
+
+impl PdHost {
+    pub(super) fn new(state: PdState) -> Self {
+        Self {
+            state,
+            waiters: BTreeMap::new(),
+            last_stamp_ms: 0,
+            leading_since: None,
+            last_tick: None,
+            tick_in_flight: None,
+            pending_install: None,
+        }
+    }
+
+    /// Log time for a new command: this node's clock, never below what was applied or stamped.
+    fn next_stamp(&mut self) -> u64 {
+        let now = pd_host::wall_clock_ms()
+            .max(self.state.now_ms)
+            .max(self.last_stamp_ms);
+        self.last_stamp_ms = now;
+        now
+    }
+}
+
+/// Results of the PD commands applied in one run: `(index, term, encoded answer)`.
+pub(super) type PdResults = Vec<(LogIndex, Term, Vec<u8>)>;
+
+impl EventLoop {
+    /// The PD state this node answers from: its replica's applied state, else the copy the
+    /// agent fetched from the PD leader.
+    pub(super) fn pd_view(&self) -> Option<&PdState> {
+        self.pd
+            .as_ref()
+            .map(|host| &host.state)
+            .or(self.pd_cache.as_ref())
+    }
+
+    /// The PD leader as far as this node knows.
+    pub(super) fn pd_leader(&self) -> Option<NodeId> {
+        match &self.pd {
+            Some(_) => self.groups.get(&ShardId::PD).and_then(|g| g.leader_hint()),
+            None => self.pd_leader_hint,
+        }
+    }
+
+    /// Whether `node` may receive a replica: known to PD (and not removed), or an initial node.
+    pub(super) fn node_known(&self, node: NodeId) -> bool {
+        let in_pd = self.pd_view().is_some_and(|state| {
+            state
+                .nodes
+                .get(&node)
+                .is_some_and(|info| info.state != ringkv_pd::NodeState::Removed)
+        });
+        in_pd || self.config.address_of(node).is_some()
+    }
+
+    /// `GetNodes`: PD's nodes (not removed) with a valid address, else `initial_cluster`.
+    pub(super) fn known_nodes(&self) -> Vec<NodeAddress> {
+        match self.pd_view() {
+            Some(state) => state
+                .nodes
+                .values()
+                .filter(|info| info.state != ringkv_pd::NodeState::Removed)
+                .filter_map(|info| {
+                    let addr: SocketAddr = info.addr.parse().ok()?;
+                    Some(NodeAddress {
+                        node: info.id,
+                        addr,
+                    })
+                })
+                .collect(),
+            None => self
+                .config
+                .initial_cluster
+                .iter()
+                .map(|endpoint| NodeAddress {
+                    node: endpoint.node,
+                    addr: endpoint.addr,
+                })
+                .collect(),
+        }
+    }
+
+    fn pd_not_leader(&self) -> Response {
+        match self.groups.get(&ShardId::PD) {
+            Some(group) if self.pd.is_some() => not_leader(group.leader_hint(), &group.descriptor),
+            _ => Response::Error(WireError::NotLeader {
+                leader_hint: self.pd_leader_hint,
+                descriptor: None,
+            }),
+        }
+    }
+
+    fn is_pd_leader(&self) -> bool {
+        self.pd.is_some()
+            && self
+                .groups
+                .get(&ShardId::PD)
+                .is_some_and(|group| group.raw.is_leader())
+    }
+
+    /// `AdminRequest::Pd`: decode, stamp, propose; answered when applied.
+    pub(super) fn pd_call(
+        &mut self,
+        command: &[u8],
+        slot: oneshot::Sender<Response>,
+    ) -> Result<()> {
+        if !self.is_pd_leader() {
+            reply(slot, self.pd_not_leader());
+            return Ok(());
+        }
+        let command: Command = match postcard::from_bytes(command) {
+            Ok(command) => command,
+            Err(error) => {
+                reply(
+                    slot,
+                    Response::Error(WireError::InvalidRequest {
+                        reason: format!("not a placement driver command: {error}"),
+                    }),
+                );
+                return Ok(());
+            }
+        };
+        self.propose_pd(command, Some(slot))?;
+        Ok(())
+    }
+
+    /// `AdminRequest::PdState`: the PD leader's applied state.
+    pub(super) fn pd_state_call(&self) -> Response {
+        match &self.pd {
+            Some(host) if self.is_pd_leader() => match pd_host::encode_state(&host.state) {
+                Ok(bytes) => Response::Admin(AdminResult::Pd(bytes.into())),
+                Err(error) => Response::Error(WireError::Internal {
+                    reason: error.to_string(),
+                }),
+            },
+            _ => self.pd_not_leader(),
+        }
+    }
+
+    /// Stamps and proposes `command` to group 0 (this node must lead it); `slot` gets the
+    /// answer once the entry applies. Returns the entry's index when proposed.
+    fn propose_pd(
+        &mut self,
+        mut command: Command,
+        slot: Option<oneshot::Sender<Response>>,
+    ) -> Result<Option<LogIndex>> {
+        let busy = |slot: Option<oneshot::Sender<Response>>, response: Response| {
+            if let Some(slot) = slot {
+                reply(slot, response);
+            }
+        };
+        let Some(host) = self.pd.as_mut() else {
+            busy(slot, Response::Error(WireError::Unavailable));
+            return Ok(None);
+        };
+        if host.waiters.len() >= PD_WAITERS_MAX {
+            busy(slot, Response::Error(WireError::Busy));
+            return Ok(None);
+        }
+        let Some(group) = self.groups.get_mut(&ShardId::PD) else {
+            busy(slot, Response::Error(WireError::Unavailable));
+            return Ok(None);
+        };
+        pd_host::stamp(&mut command, host.next_stamp());
+        let data = LogCommand::Pd(command).encode()?;
+        match group.raw.propose(data) {
+            Ok(index) => {
+                if let Some(slot) = slot {
+                    host.waiters.insert(
+                        index,
+                        PdWaiter {
+                            term: group.raw.term(),
+                            reply: slot,
+                        },
+                    );
+                }
+                self.dirty.insert(ShardId::PD);
+                Ok(Some(index))
+            }
+            Err(ringkv_raft::Error::NotLeader { .. }) => {
+                busy(slot, not_leader(group.leader_hint(), &group.descriptor));
+                Ok(None)
+            }
+            Err(
+                ringkv_raft::Error::ProposalDropped { .. }
+                | ringkv_raft::Error::TransferInProgress { .. },
+            ) => {
+                busy(slot, Response::Error(WireError::Busy));
+                Ok(None)
+            }
+            Err(error) => {
+                busy(
+                    slot,
+                    Response::Error(WireError::Internal {
+                        reason: error.to_string(),
+                    }),
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// On every tick: the PD leader proposes `Tick` every `pd.tick_interval_ms`, starting a
+    /// heartbeat timeout after it became leader.
+    pub(super) fn pd_tick(&mut self) -> Result<()> {
+        let leads = self.is_pd_leader();
+        let interval = Duration::from_millis(self.config.pd.tick_interval_ms);
+        let Some(host) = self.pd.as_mut() else {
+            return Ok(());
+        };
+        if !leads {
+            host.leading_since = None;
+            host.tick_in_flight = None;
+            return Ok(());
+        }
+        let now = Instant::now();
+        let since = *host.leading_since.get_or_insert(now);
+        let grace = Duration::from_millis(host.state.settings.heartbeat_timeout_ms);
+        if now.duration_since(since) < grace || host.state.cluster.is_none() {
+            return Ok(());
+        }
+        if let Some((_, proposed)) = host.tick_in_flight {
+            // Bounded wait: a tick entry lost with a leadership change is never applied here.
+            if now.duration_since(proposed) < interval.saturating_mul(10) {
+                return Ok(());
+            }
+            host.tick_in_flight = None;
+        }
+        if host
+            .last_tick
+            .is_some_and(|last| now.duration_since(last) < interval)
+        {
+            return Ok(());
+        }
+        host.last_tick = Some(now);
+        if let Some(index) = self.propose_pd(Command::Tick { now_ms: 0 }, None)?
+            && let Some(host) = self.pd.as_mut()
+        {
+            host.tick_in_flight = Some((index, now));
+        }
+        Ok(())
+    }
+
+    /// Applies committed PD commands to the hosted state, in order. Returns each answer and
+    /// the encoded state to save with the applied index, or `None` when this node hosts no PD.
+    pub(super) fn pd_apply(
+        host: &mut PdHost,
+        entries: Vec<(LogIndex, Term, Command)>,
+    ) -> Result<(PdResults, Vec<u8>)> {
+        let mut results = Vec::with_capacity(entries.len());
+        for (index, term, command) in entries {
+            let result = host.state.apply(&command);
+            if let Err(error) = &result {
+                debug!(%index, %error, "placement driver refused a command");
+            }
+            let bytes = postcard::to_stdvec(&result).map_err(|error| crate::Error::Corrupt {
+                what: "placement driver answer (encode)",
+                reason: error.to_string(),
+            })?;
+            results.push((index, term, bytes));
+        }
+        #[cfg(debug_assertions)]
+        host.state.check_invariants();
+        Ok((results, pd_host::encode_state(&host.state)?))
+    }
+
+    /// Answers the PD callers whose entries applied (up to `last`), after the state is saved.
+    pub(super) fn pd_answer(&mut self, results: PdResults, last: LogIndex) {
+        let hint = self
+            .groups
+            .get(&ShardId::PD)
+            .map(|group| (group.leader_hint(), group.descriptor.clone()));
+        let Some(host) = self.pd.as_mut() else {
+            return;
+        };
+        if host.tick_in_flight.is_some_and(|(index, _)| index <= last) {
+            host.tick_in_flight = None;
+        }
+        let lost = || match &hint {
+            Some((leader, descriptor)) => not_leader(*leader, descriptor),
+            None => Response::Error(WireError::Unavailable),
+        };
+        for (index, term, bytes) in results {
+            if let Some(waiter) = host.waiters.remove(&index) {
+                let response = if waiter.term == term {
+                    Response::Admin(AdminResult::Pd(bytes.into()))
+                } else {
+                    lost()
+                };
+                reply(waiter.reply, response);
+            }
+        }
+        // Waiters at applied indexes whose entries were not PD commands of ours: replaced.
+        while let Some(entry) = host.waiters.first_entry() {
+            if *entry.key() > last {
+                break;
+            }
+            reply(entry.remove().reply, lost());
+        }
+        if self.map.version != host.state.shard_map.version
+            || self.map.shards.len() != host.state.shard_map.shards.len()
+        {
+            self.map = host.state.shard_map.clone();
+        }
+    }
+
+    /// The agent's copy of the PD leader's state (nodes that do not host PD).
+    pub(super) fn set_pd_cache(&mut self, state: PdState, leader: Option<NodeId>) {
+        if self.pd.is_some() {
+            return;
+        }
+        if leader.is_some() {
+            self.pd_leader_hint = leader;
+        }
+        if state.cluster.is_none() {
+            warn!("ignoring a placement driver state that is not bootstrapped");
+            return;
+        }
+        if state.shard_map.covers_ring() {
+            self.map = state.shard_map.clone();
+        }
+        self.pd_cache = Some(state);
+    }
+}

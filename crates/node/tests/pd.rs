@@ -1,0 +1,435 @@
+//! The placement driver hosted by the nodes: its state matches what clients see, nodes join,
+//! and PD's orders (executed by the shard leaders) rebalance, split, drain and repair while a
+//! client keeps working. Every wait is bounded; nothing asserts on timing (the numbers are
+//! printed for the issue note).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod common;
+
+use bytes::Bytes;
+use common::{CLUSTER, Cluster};
+use ringkv_client::{Client, ClientConfig, TlsSource};
+use ringkv_pd::{AdminOperator, Command, NodeState, PdState, Response as PdResponse};
+use ringkv_transport::certs::{TlsIdentity, Validity};
+use ringkv_types::{AdminRequest, AdminResult, NodeId, ReplicaRole, Request, Response};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Fast PD timing for tests; splits only on demand.
+fn pd_config(balance: bool) -> String {
+    format!(
+        "[pd]
+tick_interval_ms = 200
+heartbeat_interval_ms = 200
+request_timeout_ms = 2000
+heartbeat_timeout_ms = 1000
+max_down_time_ms = 3000
+operator_step_timeout_ms = 30000
+balance_replicas = {balance}
+balance_leaders = {balance}
+split = false
+"
+    )
+}
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A client seeded with the first three nodes and `more` (nodes that join later: the client
+/// only learns nodes it was not given when it reloads its map, see the note in the test).
+async fn client(cluster: &Cluster, more: &[SocketAddr]) -> Client {
+    let pair = cluster
+        .ca
+        .issue_client("pd-tests", Validity::days_from_now(1))
+        .unwrap();
+    let identity = TlsIdentity::from_pem(cluster.ca.cert_pem(), &pair).unwrap();
+    let seeds: Vec<String> = cluster
+        .addrs
+        .iter()
+        .take(3)
+        .chain(more)
+        .enumerate()
+        .map(|(i, addr)| format!("{}@{addr}", i + 1))
+        .collect();
+    let endpoints = ClientConfig::parse_endpoints(&seeds).unwrap();
+    let mut config = ClientConfig::new(endpoints, CLUSTER, TlsSource::Identity(identity));
+    config.request_timeout = Duration::from_secs(20);
+    config.retry.attempts_max = 64;
+    Client::connect(config).await.unwrap()
+}
+
+/// Replicas and leaderships per node, from the nodes themselves (data shards only).
+async fn actual_counts(cluster: &mut Cluster) -> (BTreeMap<u64, u64>, BTreeMap<u64, u64>) {
+    let mut replicas = BTreeMap::new();
+    let mut leaders = BTreeMap::new();
+    for index in 0..cluster.nodes.len() {
+        if cluster.nodes[index].is_none() {
+            continue;
+        }
+        let Some(status) = cluster.try_status(index).await else {
+            continue;
+        };
+        let node = status.node.get();
+        let data = status.replicas.iter().filter(|r| r.shard.get() != 0);
+        replicas.insert(node, data.clone().count() as u64);
+        leaders.insert(node, data.filter(|r| r.is_leader).count() as u64);
+    }
+    (replicas, leaders)
+}
+
+fn spread(counts: &BTreeMap<u64, u64>) -> u64 {
+    let max = counts.values().max().copied().unwrap_or(0);
+    let min = counts.values().min().copied().unwrap_or(0);
+    max - min
+}
+
+/// PD's replica counts per `Up` node.
+fn pd_replicas(state: &PdState) -> BTreeMap<u64, u64> {
+    state
+        .replica_counts()
+        .into_iter()
+        .filter(|(node, _)| {
+            state
+                .nodes
+                .get(node)
+                .is_some_and(|n| n.state == NodeState::Up)
+        })
+        .map(|(node, count)| (node.get(), count))
+        .collect()
+}
+
+/// A client writing new keys and reading earlier ones until stopped; returns the keys written
+/// and the number of failed calls (after the client's own retries).
+fn start_load(
+    client: Arc<Client>,
+    stop: Arc<AtomicBool>,
+    errors: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut written = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("load-{i}");
+            match client.put(key.clone(), format!("value-{i}")).await {
+                Ok(()) => written.push(key),
+                Err(error) => {
+                    println!("load: put {key} failed: {error}");
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Some(earlier) = written.get((i as usize * 7) % written.len().max(1)) {
+                let expected = format!("value-{}", &earlier["load-".len()..]);
+                match client.get(earlier.clone()).await {
+                    Ok(Some(value)) if value.as_ref() == expected.as_bytes() => {}
+                    Ok(other) => panic!("read {earlier}: got {other:?}, expected {expected}"),
+                    Err(error) => {
+                        println!("load: get {earlier} failed: {error}");
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        written
+    })
+}
+
+async fn check_all(client: &Client, keys: &[String]) {
+    for key in keys {
+        let expected = format!("value-{}", &key["load-".len()..]);
+        let value = client.get(key.clone()).await.unwrap();
+        assert_eq!(value, Some(Bytes::from(expected)), "{key}");
+    }
+}
+
+/// Waits until `done` holds for PD's state; panics naming `what` after [`WAIT`].
+async fn wait_for_pd(
+    cluster: &mut Cluster,
+    what: &str,
+    mut done: impl FnMut(&PdState) -> bool,
+) -> PdState {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let state = cluster.pd_state().await;
+        if done(&state) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not reached; replicas {:?}, leaders {:?}, operators {:?}",
+            state.replica_counts(),
+            state.leader_counts(),
+            state.operators.values().collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A 3-node cluster starts with a PD state whose map is what every node serves; two nodes
+/// join; with the balancing schedulers on, PD moves replicas and leaders until counts differ by
+/// at most one, while a client writes and reads without a failed call; all data stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_and_the_cluster_rebalances_under_load() {
+    let mut cluster = Cluster::start(3, 8, &pd_config(true)).await;
+    cluster.wait_for_leaders(8, Duration::from_secs(30)).await;
+    let state = cluster.pd_state().await;
+    assert_eq!(state.nodes.len(), 3);
+    assert_eq!(state.shard_map.shards.len(), 8);
+    for index in 0..3 {
+        assert_eq!(
+            cluster.shard_map(index).await,
+            state.shard_map,
+            "node {index}"
+        );
+    }
+
+    // The joining nodes' addresses are given to the client up front: today's client does not
+    // learn a node from a `NotLeader` hint naming it (it loops between the old leader and the
+    // unknown node until its attempts run out), so it must know them beforehand.
+    let joining = [common::reserve_addr(), common::reserve_addr()];
+    let client = Arc::new(client(&cluster, &joining).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let load = start_load(client.clone(), stop.clone(), errors.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (replicas, leaders) = actual_counts(&mut cluster).await;
+    println!("before: replicas per node {replicas:?}, leaders per node {leaders:?}");
+    let started = Instant::now();
+    let fourth = cluster.add_joining_node_at(joining[0]).await;
+    let fifth = cluster.add_joining_node_at(joining[1]).await;
+    wait_for_pd(&mut cluster, "both nodes registered", |state| {
+        state.nodes.len() == 5 && state.nodes.values().all(|n| n.state == NodeState::Up)
+    })
+    .await;
+    let state = wait_for_pd(&mut cluster, "replicas and leaders balanced", |state| {
+        let replicas = pd_replicas(state);
+        let leaders: BTreeMap<u64, u64> = state
+            .leader_counts()
+            .into_iter()
+            .map(|(node, count)| (node.get(), count))
+            .collect();
+        replicas.len() == 5
+            && spread(&replicas) <= 1
+            && spread(&leaders) <= 1
+            && state.operators.is_empty()
+    })
+    .await;
+    // The nodes agree with PD once removed replicas are gone and leadership settled.
+    let deadline = Instant::now() + WAIT;
+    let (replicas, leaders) = loop {
+        let (replicas, leaders) = actual_counts(&mut cluster).await;
+        let pd = pd_replicas(&state);
+        if replicas == pd && spread(&leaders) <= 1 {
+            break (replicas, leaders);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes hold {replicas:?} (leaders {leaders:?}), PD says {pd:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let elapsed = started.elapsed();
+    println!(
+        "after: replicas per node {replicas:?}, leaders per node {leaders:?}; \
+         rebalanced in {:.1} s ({} operators finished, {} cancelled)",
+        elapsed.as_secs_f64(),
+        state.operator_counts.finished,
+        state.operator_counts.cancelled
+    );
+    // A joined node serves PD's map and knows every node.
+    for index in [fourth, fifth] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let map = cluster
+                .try_call(index, &Request::Admin(AdminRequest::GetShardMap))
+                .await;
+            if let Some(Response::Admin(AdminResult::ShardMap(map))) = map {
+                let current = cluster.pd_state().await.shard_map;
+                if map == current {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {index} never served PD's map"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        match cluster
+            .call(index, Request::Admin(AdminRequest::GetNodes))
+            .await
+        {
+            Response::Admin(AdminResult::Nodes(nodes)) => assert_eq!(nodes.len(), 5),
+            other => panic!("unexpected nodes answer {other:?}"),
+        }
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let written = load.await.unwrap();
+    let failed = errors.load(Ordering::Relaxed);
+    println!(
+        "client: {} writes acknowledged during the rebalance, {failed} failed calls",
+        written.len()
+    );
+    assert_eq!(failed, 0, "client calls failed beyond retries");
+    check_all(&client, &written).await;
+    client.close().await;
+    cluster.stop_all().await;
+}
+
+/// A split ordered through PD shows in the map every node serves, and keys on both halves stay
+/// readable; draining a node moves every replica off it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_split_and_drain() {
+    let mut cluster = Cluster::start(3, 4, &pd_config(false)).await;
+    cluster.wait_for_leaders(4, Duration::from_secs(30)).await;
+    let joining = common::reserve_addr();
+    cluster.add_joining_node_at(joining).await;
+    wait_for_pd(&mut cluster, "node 4 registered", |state| {
+        state.nodes.len() == 4
+    })
+    .await;
+    let client = client(&cluster, &[joining]).await;
+    let keys: Vec<String> = (0..200).map(|i| format!("load-{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        client.put(key.clone(), format!("value-{i}")).await.unwrap();
+    }
+
+    let shard = ringkv_types::ShardId(1);
+    let parent = cluster.pd_state().await.descriptor(shard).unwrap().clone();
+    let answer = cluster
+        .pd_call(&Command::AddOperator {
+            operator: AdminOperator::SplitShard { shard, at: None },
+            now_ms: 0,
+        })
+        .await;
+    assert!(matches!(answer, Ok(PdResponse::Operator(_))), "{answer:?}");
+    let state = wait_for_pd(&mut cluster, "split recorded", |state| {
+        state.shard_map.shards.len() == 5
+            && state.operators.is_empty()
+            && state.shard_map.shards.iter().all(|d| d.epoch.version >= 1)
+    })
+    .await;
+    let left = state.descriptor(shard).unwrap();
+    assert!(left.arc.end.is_some() && left.arc.end != parent.arc.end);
+    let right = state
+        .shard_map
+        .shards
+        .iter()
+        .find(|d| Some(d.arc.start) == left.arc.end)
+        .unwrap();
+    assert_eq!(right.arc.end, parent.arc.end);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let map = cluster.shard_map(0).await;
+        if map.shards.len() == 5 && map.covers_ring() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GetShardMap never showed the split"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut on_both = [0, 0];
+    for (i, key) in keys.iter().enumerate() {
+        let position = ringkv_types::ring::position(key.as_bytes());
+        if left.arc.contains(position) {
+            on_both[0] += 1;
+        } else if right.arc.contains(position) {
+            on_both[1] += 1;
+        }
+        let value = client.get(key.clone()).await.unwrap();
+        assert_eq!(value, Some(Bytes::from(format!("value-{i}"))), "{key}");
+    }
+    assert!(
+        on_both[0] > 0 && on_both[1] > 0,
+        "keys on both halves: {on_both:?}"
+    );
+
+    let drained = NodeId(2);
+    let started = Instant::now();
+    let answer = cluster
+        .pd_call(&Command::SetNodeState {
+            node: drained,
+            state: NodeState::Draining,
+            now_ms: 0,
+        })
+        .await;
+    assert_eq!(answer, Ok(PdResponse::Done));
+    wait_for_pd(&mut cluster, "node 2 drained", |state| {
+        state.operators.is_empty()
+            && state
+                .shard_map
+                .shards
+                .iter()
+                .all(|d| d.replica_on(drained).is_none() && d.voters().count() == 3)
+    })
+    .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (replicas, _) = actual_counts(&mut cluster).await;
+        if replicas.get(&2) == Some(&0) {
+            println!(
+                "drain: node 2 emptied in {:.1} s; replicas per node {replicas:?}",
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 still holds {replicas:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let value = client.get(key.clone()).await.unwrap();
+        assert_eq!(value, Some(Bytes::from(format!("value-{i}"))), "{key}");
+    }
+    client.close().await;
+    cluster.stop_all().await;
+}
+
+/// A node stopped for longer than `max_down_time_ms` loses its replicas: PD rebuilds them on
+/// the other nodes until every shard has three voters again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_repaired_elsewhere() {
+    let mut cluster = Cluster::start(3, 4, &pd_config(false)).await;
+    cluster.wait_for_leaders(4, Duration::from_secs(30)).await;
+    let joining = common::reserve_addr();
+    cluster.add_joining_node_at(joining).await;
+    wait_for_pd(&mut cluster, "node 4 registered", |state| {
+        state.nodes.len() == 4
+    })
+    .await;
+    let client = client(&cluster, &[joining]).await;
+    let keys: Vec<String> = (0..100).map(|i| format!("load-{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        client.put(key.clone(), format!("value-{i}")).await.unwrap();
+    }
+    let dead = NodeId(3);
+    cluster.stop_node(2).await;
+    let started = Instant::now();
+    let state = wait_for_pd(&mut cluster, "replicas of node 3 rebuilt", |state| {
+        state.operators.is_empty()
+            && state.shard_map.shards.iter().all(|d| {
+                d.replica_on(dead).is_none()
+                    && d.voters().count() == 3
+                    && d.replicas.iter().all(|r| r.role == ReplicaRole::Voter)
+            })
+    })
+    .await;
+    println!(
+        "repair: node 3 down, replicas rebuilt in {:.1} s (max_down_time 3 s); PD counts {:?}",
+        started.elapsed().as_secs_f64(),
+        state.replica_counts()
+    );
+    for (i, key) in keys.iter().enumerate() {
+        let value = client.get(key.clone()).await.unwrap();
+        assert_eq!(value, Some(Bytes::from(format!("value-{i}"))), "{key}");
+    }
+    client.close().await;
+    cluster.stop_all().await;
+}
