@@ -192,6 +192,8 @@ async fn nodes_join_and_the_cluster_rebalances_under_load() {
     // unknown node until its attempts run out), so it must know them beforehand.
     let joining = [common::reserve_addr(), common::reserve_addr()];
     let client = Arc::new(client(&cluster, &joining).await);
+    // Some data, so the moves stream real snapshots: 2000 keys of 1 KiB (~250 KiB per shard).
+    let preloaded = preload(&client, 2000, 1024).await;
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let load = start_load(client.clone(), stop.clone(), errors.clone());
@@ -278,8 +280,35 @@ async fn nodes_join_and_the_cluster_rebalances_under_load() {
     );
     assert_eq!(failed, 0, "client calls failed beyond retries");
     check_all(&client, &written).await;
+    check_preloaded(&client, &preloaded, 1024).await;
     client.close().await;
     cluster.stop_all().await;
+}
+
+/// Writes `count` keys `pre-<i>` of `size` bytes with 8 concurrent writers.
+async fn preload(client: &Arc<Client>, count: usize, size: usize) -> Vec<String> {
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..8 {
+        let client = client.clone();
+        writers.spawn(async move {
+            for i in (writer..count).step_by(8) {
+                let value = vec![b'a' + (i % 26) as u8; size];
+                client.put(format!("pre-{i}"), value).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    (0..count).map(|i| format!("pre-{i}")).collect()
+}
+
+async fn check_preloaded(client: &Client, keys: &[String], size: usize) {
+    for (i, key) in keys.iter().enumerate() {
+        let value = client.get(key.clone()).await.unwrap().unwrap();
+        assert_eq!(value.len(), size, "{key}");
+        assert!(value.iter().all(|&b| b == b'a' + (i % 26) as u8), "{key}");
+    }
 }
 
 /// A split ordered through PD shows in the map every node serves, and keys on both halves stay
