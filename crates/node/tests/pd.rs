@@ -417,6 +417,29 @@ async fn admin_split_and_drain() {
         let value = client.get(key.clone()).await.unwrap();
         assert_eq!(value, Some(Bytes::from(format!("value-{i}"))), "{key}");
     }
+
+    // The joined node restarts: it registers again under its id, reopens its replicas from
+    // their descriptors and heartbeats.
+    let (before, _) = actual_counts(&mut cluster).await;
+    let heartbeat = cluster.pd_state().await.nodes[&NodeId(4)].last_heartbeat_ms;
+    cluster.stop_node(3).await;
+    cluster.start_node(3).await;
+    wait_for_pd(&mut cluster, "node 4 heartbeats again", |state| {
+        state.nodes[&NodeId(4)].last_heartbeat_ms > heartbeat + 1000
+            && state.nodes[&NodeId(4)].state == NodeState::Up
+            && state.nodes.len() == 4
+    })
+    .await;
+    let (after, _) = actual_counts(&mut cluster).await;
+    assert_eq!(
+        after.get(&4),
+        before.get(&4),
+        "node 4's replicas after its restart"
+    );
+    for (i, key) in keys.iter().enumerate() {
+        let value = client.get(key.clone()).await.unwrap();
+        assert_eq!(value, Some(Bytes::from(format!("value-{i}"))), "{key}");
+    }
     client.close().await;
     cluster.stop_all().await;
 }
