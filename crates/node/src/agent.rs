@@ -5,7 +5,9 @@
 //! 1. registers the node first if it joined through `join` (`Command::RegisterNode`, retried
 //!    with backoff until PD answers; the id PD returns must be the configured `node_id`);
 //! 2. asks the loop for a view ([`AgentCall::View`]): replica and leader counts, and every shard
-//!    this node leads whose last membership change or split is applied;
+//!    this node leads whose last membership change or split is applied, with its counters of
+//!    applied writes and served reads (turned into per-second rates between two reports; size
+//!    and key counts are not measured yet);
 //! 3. sends `Command::NodeHeartbeat`, then one `Command::ShardReport` per led shard, and
 //!    executes the `StepOrder` PD answers with when its epoch is the leader's own: the step
 //!    becomes the admin request a shard leader already serves (`ChangeReplica`,
@@ -74,6 +76,10 @@ pub struct AgentView {
     pub stats: NodeStats,
     /// Shards this node leads with no membership change or split in flight.
     pub reports: Vec<LeaderReport>,
+    /// Client writes applied by the shards this node leads, so far.
+    pub writes_applied: u64,
+    /// Client reads served by the shards this node leads, so far.
+    pub reads_served: u64,
 }
 
 /// One shard this node leads.
@@ -83,6 +89,30 @@ pub struct LeaderReport {
     pub descriptor: ShardDescriptor,
     /// Learners whose replicated index reaches the commit index.
     pub caught_up_learners: Vec<NodeId>,
+    /// Client writes this replica applied so far.
+    pub writes_applied: u64,
+    /// Client reads this replica served so far.
+    pub reads_served: u64,
+}
+
+/// A load counter sampled at the previous report, to turn totals into rates.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    writes: u64,
+    reads: u64,
+    at: Instant,
+}
+
+impl Sample {
+    /// Per-second rates since `self` (0 for the first sample or a counter that restarted).
+    fn rates(&self, now: Sample) -> (u64, u64) {
+        let elapsed_ms = now.at.duration_since(self.at).as_millis().max(1);
+        let rate = |before: u64, after: u64| {
+            let per_sec = u128::from(after.saturating_sub(before)) * 1000 / elapsed_ms;
+            u64::try_from(per_sec).unwrap_or(u64::MAX)
+        };
+        (rate(self.writes, now.writes), rate(self.reads, now.reads))
+    }
 }
 
 /// The agent before it runs (the loop starts it with the shared transport).
@@ -126,6 +156,8 @@ impl Agent {
             connections: BTreeMap::new(),
             steps: JoinSet::new(),
             in_flight: BTreeSet::new(),
+            samples: BTreeMap::new(),
+            node_sample: None,
         };
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -201,6 +233,10 @@ struct Running {
     /// Steps running, one per shard at most.
     steps: JoinSet<ShardId>,
     in_flight: BTreeSet<ShardId>,
+    /// Load counters at the previous report, per shard led.
+    samples: BTreeMap<ShardId, Sample>,
+    /// The node's load counters at the previous heartbeat.
+    node_sample: Option<Sample>,
 }
 
 impl Running {
@@ -252,9 +288,18 @@ impl Running {
         if view.pd_leader.is_some() {
             self.pd_leader = view.pd_leader;
         }
+        let sample = Sample {
+            writes: view.writes_applied,
+            reads: view.reads_served,
+            at: Instant::now(),
+        };
+        let mut stats = view.stats;
+        if let Some(previous) = self.node_sample.replace(sample) {
+            (stats.writes_per_sec, stats.reads_per_sec) = previous.rates(sample);
+        }
         let command = Command::NodeHeartbeat {
             node: self.config.node_id,
-            stats: view.stats,
+            stats,
             now_ms: 0,
         };
         match self.call_pd(&command).await {
@@ -316,15 +361,26 @@ impl Running {
 
     /// Reports every shard in `reports` without a step in flight and executes the orders.
     async fn report_shards(&mut self, reports: Vec<LeaderReport>) {
+        let led: BTreeSet<ShardId> = reports.iter().map(|r| r.descriptor.id).collect();
+        self.samples.retain(|shard, _| led.contains(shard));
         for report in reports {
             let shard = report.descriptor.id;
             if self.in_flight.contains(&shard) {
                 continue;
             }
+            let sample = Sample {
+                writes: report.writes_applied,
+                reads: report.reads_served,
+                at: Instant::now(),
+            };
+            let mut stats = ShardStats::default();
+            if let Some(previous) = self.samples.insert(shard, sample) {
+                (stats.writes_per_sec, stats.reads_per_sec) = previous.rates(sample);
+            }
             let command = Command::ShardReport(ShardReport {
                 descriptor: report.descriptor.clone(),
                 leader: self.config.node_id,
-                stats: ShardStats::default(),
+                stats,
                 caught_up_learners: report.caught_up_learners,
                 split_hint: None,
                 now_ms: 0,
@@ -559,5 +615,28 @@ impl Running {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_become_per_second_rates() {
+        let at = Instant::now();
+        let before = Sample {
+            writes: 10,
+            reads: 100,
+            at,
+        };
+        let after = Sample {
+            writes: 30,
+            reads: 100,
+            at: at + Duration::from_millis(500),
+        };
+        assert_eq!(before.rates(after), (40, 0));
+        // A counter that went back (a new replica) counts as no load, not a huge rate.
+        assert_eq!(after.rates(before), (0, 0));
     }
 }

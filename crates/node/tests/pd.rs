@@ -197,7 +197,12 @@ async fn nodes_join_and_the_cluster_rebalances_under_load() {
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let load = start_load(client.clone(), stop.clone(), errors.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The leaders' load counters reach PD as rates.
+    wait_for_pd(&mut cluster, "write rates reported", |state| {
+        state.shards.values().any(|s| s.stats.writes_per_sec > 0)
+            && state.nodes.values().any(|n| n.stats.writes_per_sec > 0)
+    })
+    .await;
 
     let (replicas, leaders) = actual_counts(&mut cluster).await;
     println!("before: replicas per node {replicas:?}, leaders per node {leaders:?}");

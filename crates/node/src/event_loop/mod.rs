@@ -323,6 +323,8 @@ impl EventLoop {
                 continue;
             }
             view.stats.leaders += 1;
+            view.writes_applied += group.writes_applied;
+            view.reads_served += group.reads_served;
             let status = group.raw.status();
             let busy = group.pending_change.is_some()
                 || group.pending_split.is_some()
@@ -346,6 +348,8 @@ impl EventLoop {
             view.reports.push(LeaderReport {
                 descriptor: group.descriptor.clone(),
                 caught_up_learners,
+                writes_applied: group.writes_applied,
+                reads_served: group.reads_served,
             });
         }
         view
@@ -780,6 +784,7 @@ impl EventLoop {
                 "configuration applied");
             group.descriptor = descriptor;
         }
+        group.writes_applied += commands.len() as u64;
         membership::answer_change(group, &conf_entries, last.0);
         group.conf_saved = true;
         group.applied = last.0;
