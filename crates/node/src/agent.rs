@@ -14,9 +14,10 @@
 //!    `TransferLeader`, `SplitShard`), sent to the local loop like a client call. A shard with a
 //!    step in flight is not reported (so the step is not handed out and executed twice); when
 //!    the step ends the agent reports again at once;
-//! 4. fetches the PD leader's state (`PdState`): every node's address goes to the transport
-//!    (`add_peer`), so nodes that joined are reachable, and nodes that do not host PD keep it
-//!    as their copy for `GetShardMap` and `GetNodes` ([`AgentCall::PdCache`]).
+//! 4. gives the transport every node's address (`add_peer`), so nodes that joined are
+//!    reachable: a PD host takes them from its own PD replica (in the view); another node
+//!    fetches the PD leader's state (`PdState`) and keeps it as its copy for `GetShardMap` and
+//!    `GetNodes` ([`AgentCall::PdCache`]).
 //!
 //! The PD leader is found by asking: the cached leader first, then this node (if it hosts PD),
 //! the initial nodes, the nodes PD listed, and the `join` addresses, following `NotLeader`
@@ -80,6 +81,9 @@ pub struct AgentView {
     pub writes_applied: u64,
     /// Client reads served by the shards this node leads, so far.
     pub reads_served: u64,
+    /// Every node the local PD replica knows (not removed), with its address: PD hosts take
+    /// their peers from here instead of fetching the leader's state.
+    pub pd_nodes: Option<Vec<(NodeId, SocketAddr)>>,
 }
 
 /// One shard this node leads.
@@ -312,7 +316,22 @@ impl Running {
             _ => debug!("heartbeat not answered"),
         }
         self.report_shards(view.reports).await;
-        self.refresh().await;
+        match view.pd_nodes {
+            Some(nodes) => self.add_peers(nodes.into_iter()),
+            None => self.refresh().await,
+        }
+    }
+
+    /// Gives the transport every node address it does not have yet.
+    fn add_peers(&mut self, nodes: impl Iterator<Item = (NodeId, SocketAddr)>) {
+        for (node, addr) in nodes {
+            if node == self.config.node_id || self.addrs.get(&node) == Some(&addr) {
+                continue;
+            }
+            info!(%node, %addr, "peer address from the placement driver");
+            self.transport.add_peer(node, addr);
+            self.addrs.insert(node, addr);
+        }
     }
 
     /// Fetches the PD leader's state: peers for the transport, and the cache of a node that
@@ -328,19 +347,13 @@ impl Running {
             warn!("undecodable placement driver state");
             return;
         };
-        for info in state.nodes.values() {
-            if info.state == NodeState::Removed || info.id == self.config.node_id {
-                continue;
-            }
-            let Ok(addr) = info.addr.parse::<SocketAddr>() else {
-                continue;
-            };
-            if self.addrs.get(&info.id) != Some(&addr) {
-                info!(node = %info.id, %addr, "peer address from the placement driver");
-                self.transport.add_peer(info.id, addr);
-                self.addrs.insert(info.id, addr);
-            }
-        }
+        let nodes: Vec<(NodeId, SocketAddr)> = state
+            .nodes
+            .values()
+            .filter(|info| info.state != NodeState::Removed)
+            .filter_map(|info| Some((info.id, info.addr.parse().ok()?)))
+            .collect();
+        self.add_peers(nodes.into_iter());
         if !self.config.hosts_pd() {
             let call = AgentCall::PdCache {
                 state: Box::new(state),

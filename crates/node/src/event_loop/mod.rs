@@ -312,6 +312,12 @@ impl EventLoop {
     fn agent_view(&self) -> AgentView {
         let mut view = AgentView {
             pd_leader: self.pd_leader(),
+            pd_nodes: self.pd.as_ref().map(|_| {
+                self.known_nodes()
+                    .into_iter()
+                    .map(|known| (known.node, known.addr))
+                    .collect()
+            }),
             ..AgentView::default()
         };
         for (shard, group) in &self.groups {
