@@ -66,6 +66,8 @@ pub enum AgentCall {
     },
     /// Stop the node with this error (a joining node whose id PD contradicts).
     Fatal(String),
+    /// PD's snapshot bandwidth limit for this node's outgoing snapshots (0 = unlimited).
+    SnapshotLimit(u64),
 }
 
 /// The loop's answer to [`AgentCall::View`].
@@ -162,6 +164,7 @@ impl Agent {
             in_flight: BTreeSet::new(),
             samples: BTreeMap::new(),
             node_sample: None,
+            snapshot_limit: None,
         };
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -241,6 +244,8 @@ struct Running {
     samples: BTreeMap<ShardId, Sample>,
     /// The node's load counters at the previous heartbeat.
     node_sample: Option<Sample>,
+    /// The snapshot bandwidth limit last passed to the loop.
+    snapshot_limit: Option<u64>,
 }
 
 impl Running {
@@ -307,9 +312,17 @@ impl Running {
             now_ms: 0,
         };
         match self.call_pd(&command).await {
-            Some(Ok(PdResponse::Heartbeat { state, .. })) => {
+            Some(Ok(PdResponse::Heartbeat {
+                state,
+                max_snapshot_bytes_per_sec,
+            })) => {
                 if state == NodeState::Removed {
                     warn!("the placement driver has removed this node");
+                }
+                if self.snapshot_limit != Some(max_snapshot_bytes_per_sec) {
+                    self.snapshot_limit = Some(max_snapshot_bytes_per_sec);
+                    let call = AgentCall::SnapshotLimit(max_snapshot_bytes_per_sec);
+                    let _ = self.loop_tx.send(call).await;
                 }
             }
             Some(Err(error)) => warn!(%error, "heartbeat refused"),

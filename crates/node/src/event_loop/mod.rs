@@ -25,6 +25,7 @@ mod pd;
 mod requests;
 mod snapshot;
 mod split;
+mod throttle;
 
 use crate::agent::{Agent, AgentCall, AgentView, LeaderReport};
 use crate::config::NodeConfig;
@@ -101,6 +102,9 @@ pub struct EventLoop {
     pd_leader_hint: Option<NodeId>,
     /// The node agent, started by `run` (it needs the shared transport).
     agent: Option<Agent>,
+    /// Outgoing snapshot bandwidth, bytes per second (0 = unlimited), from PD's heartbeat
+    /// answers.
+    snapshot_bytes_per_sec: u64,
 }
 
 /// Receivers the loop owns besides [`LoopChannels`].
@@ -152,6 +156,7 @@ impl EventLoop {
             pd_cache: None,
             pd_leader_hint: None,
             agent: Some(agent),
+            snapshot_bytes_per_sec: 0,
         }
     }
 
@@ -303,6 +308,7 @@ impl EventLoop {
             }
             AgentCall::PdCache { state, leader } => self.set_pd_cache(*state, leader),
             AgentCall::Fatal(reason) => return Err(Error::Fatal { reason }),
+            AgentCall::SnapshotLimit(rate) => self.snapshot_bytes_per_sec = rate,
         }
         Ok(())
     }
