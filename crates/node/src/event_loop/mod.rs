@@ -105,6 +105,8 @@ pub struct EventLoop {
     /// Outgoing snapshot bandwidth, bytes per second (0 = unlimited), from PD's heartbeat
     /// answers.
     snapshot_bytes_per_sec: u64,
+    /// Paces every snapshot this node sends at `snapshot_bytes_per_sec` together.
+    snapshot_limiter: Arc<throttle::Limiter>,
 }
 
 /// Receivers the loop owns besides [`LoopChannels`].
@@ -157,6 +159,7 @@ impl EventLoop {
             pd_leader_hint: None,
             agent: Some(agent),
             snapshot_bytes_per_sec: 0,
+            snapshot_limiter: throttle::Limiter::new(),
         }
     }
 
@@ -308,7 +311,10 @@ impl EventLoop {
             }
             AgentCall::PdCache { state, leader } => self.set_pd_cache(*state, leader),
             AgentCall::Fatal(reason) => return Err(Error::Fatal { reason }),
-            AgentCall::SnapshotLimit(rate) => self.snapshot_bytes_per_sec = rate,
+            AgentCall::SnapshotLimit(rate) => {
+                self.snapshot_bytes_per_sec = rate;
+                self.snapshot_limiter.set_rate(rate);
+            }
         }
         Ok(())
     }

@@ -120,6 +120,7 @@ impl EventLoop {
         let node = member_node(to);
         let transport = self.transport.clone();
         let rate = self.snapshot_bytes_per_sec;
+        let limiter = self.snapshot_limiter.clone();
         while self.snapshot_tasks.try_join_next().is_some() {}
         self.snapshot_tasks.spawn(async move {
             // The chunks hold a consistent fjall snapshot taken above; reading them is I/O, so
@@ -163,7 +164,7 @@ impl EventLoop {
             let budget = std::time::Duration::from_secs(paced.saturating_mul(2).max(60));
             let sent = tokio::time::timeout(
                 budget,
-                transport.send_snapshot(node, message, Throttled::new(&data, rate)),
+                transport.send_snapshot(node, message, Throttled::new(&data, limiter)),
             )
             .await;
             let delivered = matches!(sent, Ok(Ok(_)));

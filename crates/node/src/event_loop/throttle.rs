@@ -1,12 +1,14 @@
 //! A bandwidth limit for outgoing snapshots: the placement driver's
 //! `max_snapshot_bytes_per_sec`, which the node agent learns from heartbeat answers.
 //!
-//! [`Throttled`] reads from a byte slice no faster than a token bucket allows: `rate` bytes per
-//! second, with a burst of a tenth of a second's worth (at least one chunk), so QUIC flow
-//! control still sees full chunks.
+//! [`Throttled`] reads from a byte slice no faster than a node-wide token bucket
+//! ([`Limiter`], shared by every snapshot the node sends) allows: `rate` bytes per second, with
+//! a burst of a tenth of a second's worth (at least one chunk), so QUIC flow control still sees
+//! full chunks. Idle time earns no more than the burst.
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -31,14 +33,18 @@ impl Bucket {
         }
     }
 
+    /// Bytes earned `elapsed` after the start.
+    fn earned(&self, elapsed: Duration) -> u128 {
+        u128::from(self.rate) * elapsed.as_micros() / 1_000_000
+    }
+
     /// How many bytes may go now, `sent` bytes having gone `elapsed` after the start, or how
     /// long to wait before any may.
     pub(super) fn allowance(&self, elapsed: Duration, sent: u64) -> Result<u64, Duration> {
         if self.rate == 0 {
             return Ok(u64::MAX);
         }
-        let earned = u128::from(self.rate) * elapsed.as_micros() / 1_000_000;
-        let budget = earned.saturating_add(u128::from(self.burst));
+        let budget = self.earned(elapsed).saturating_add(u128::from(self.burst));
         let sent = u128::from(sent);
         if budget > sent {
             return Ok(u64::try_from(budget - sent).unwrap_or(u64::MAX));
@@ -51,23 +57,74 @@ impl Bucket {
     }
 }
 
-/// Reads `data` no faster than its [`Bucket`] allows.
-pub(super) struct Throttled<'a> {
-    data: &'a [u8],
+/// The node-wide snapshot bandwidth: one bucket shared by every snapshot sender.
+#[derive(Debug)]
+pub(super) struct Limiter {
+    state: Mutex<LimiterState>,
+}
+
+#[derive(Debug)]
+struct LimiterState {
     bucket: Bucket,
     started: Instant,
     sent: u64,
+}
+
+impl Limiter {
+    /// Unlimited until [`Limiter::set_rate`].
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(LimiterState {
+                bucket: Bucket::new(0),
+                started: Instant::now(),
+                sent: 0,
+            }),
+        })
+    }
+
+    /// Sets the rate (bytes per second, 0 = unlimited); the bucket starts full.
+    pub(super) fn set_rate(&self, rate: u64) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.bucket.rate != rate {
+            *state = LimiterState {
+                bucket: Bucket::new(rate),
+                started: Instant::now(),
+                sent: 0,
+            };
+        }
+    }
+
+    /// Takes up to `want` bytes of allowance, or says how long to wait.
+    fn take(&self, want: u64) -> Result<u64, Duration> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let mut elapsed = now.duration_since(state.started);
+        if state.bucket.rate > 0 && state.bucket.earned(elapsed) >= u128::from(state.sent) {
+            // Caught up (idle): restart the count so idle time earns at most the burst.
+            state.started = now;
+            state.sent = 0;
+            elapsed = Duration::ZERO;
+        }
+        let allowed = state.bucket.allowance(elapsed, state.sent)?;
+        let taken = allowed.min(want);
+        state.sent = state.sent.saturating_add(taken);
+        Ok(taken)
+    }
+}
+
+/// Reads `data` no faster than its [`Limiter`] allows.
+pub(super) struct Throttled<'a> {
+    data: &'a [u8],
+    limiter: Arc<Limiter>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<'a> Throttled<'a> {
-    /// `data` at `rate` bytes per second (0 = unlimited).
-    pub(super) fn new(data: &'a [u8], rate: u64) -> Self {
+    /// `data` paced by `limiter`.
+    pub(super) fn new(data: &'a [u8], limiter: Arc<Limiter>) -> Self {
         Self {
             data,
-            bucket: Bucket::new(rate),
-            started: Instant::now(),
-            sent: 0,
+            limiter,
             sleep: None,
         }
     }
@@ -89,17 +146,13 @@ impl AsyncRead for Throttled<'_> {
             if self.data.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            match self.bucket.allowance(self.started.elapsed(), self.sent) {
+            let want = CHUNK_BYTES.min(buf.remaining()).min(self.data.len());
+            match self.limiter.take(want as u64) {
                 Ok(allowed) => {
-                    let allowed = usize::try_from(allowed).unwrap_or(usize::MAX);
-                    let count = allowed
-                        .min(CHUNK_BYTES)
-                        .min(buf.remaining())
-                        .min(self.data.len());
+                    let count = usize::try_from(allowed).unwrap_or(want).min(want);
                     let (head, tail) = self.data.split_at(count);
                     buf.put_slice(head);
                     self.data = tail;
-                    self.sent += count as u64;
                     return Poll::Ready(Ok(()));
                 }
                 Err(wait) => self.sleep = Some(Box::pin(tokio::time::sleep(wait))),
@@ -138,13 +191,21 @@ mod tests {
     #[tokio::test]
     async fn throttled_reads_return_every_byte_in_order() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        for rate in [0, 10_000_000] {
-            let mut read = Vec::new();
-            Throttled::new(&data, rate)
-                .read_to_end(&mut read)
-                .await
-                .unwrap();
-            assert_eq!(read, data, "rate {rate}");
+        let limiter = Limiter::new();
+        for rate in [0, 4_000_000] {
+            limiter.set_rate(rate);
+            // Two senders share the node's bandwidth.
+            let (mut first, mut second) = (Vec::new(), Vec::new());
+            let mut reader_a = Throttled::new(&data, limiter.clone());
+            let mut reader_b = Throttled::new(&data, limiter.clone());
+            let (a, b) = tokio::join!(
+                reader_a.read_to_end(&mut first),
+                reader_b.read_to_end(&mut second),
+            );
+            a.unwrap();
+            b.unwrap();
+            assert_eq!(first, data, "rate {rate}");
+            assert_eq!(second, data, "rate {rate}");
         }
     }
 }
