@@ -161,7 +161,7 @@ impl Agent {
             pd_leader: None,
             connections: BTreeMap::new(),
             steps: JoinSet::new(),
-            in_flight: BTreeSet::new(),
+            in_flight: BTreeMap::new(),
             samples: BTreeMap::new(),
             node_sample: None,
             snapshot_limit: None,
@@ -173,14 +173,10 @@ impl Agent {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                Some(done) = agent.steps.join_next(), if !agent.steps.is_empty() => {
-                    if let Ok(shard) = done {
-                        agent.in_flight.remove(&shard);
-                    }
-                    while let Some(done) = agent.steps.try_join_next() {
-                        if let Ok(shard) = done {
-                            agent.in_flight.remove(&shard);
-                        }
+                Some(done) = agent.steps.join_next_with_id(), if !agent.steps.is_empty() => {
+                    agent.step_ended(done);
+                    while let Some(done) = agent.steps.try_join_next_with_id() {
+                        agent.step_ended(done);
                     }
                     // Report again at once: PD sees the step done and hands out the next.
                     if agent.registered
@@ -238,8 +234,9 @@ struct Running {
     addrs: BTreeMap<NodeId, SocketAddr>,
     connections: BTreeMap<SocketAddr, ClientConnection>,
     /// Steps running, one per shard at most.
-    steps: JoinSet<ShardId>,
-    in_flight: BTreeSet<ShardId>,
+    steps: JoinSet<()>,
+    /// The shard of each running step, by task.
+    in_flight: BTreeMap<tokio::task::Id, ShardId>,
     /// Load counters at the previous report, per shard led.
     samples: BTreeMap<ShardId, Sample>,
     /// The node's load counters at the previous heartbeat.
@@ -391,7 +388,7 @@ impl Running {
         self.samples.retain(|shard, _| led.contains(shard));
         for report in reports {
             let shard = report.descriptor.id;
-            if self.in_flight.contains(&shard) {
+            if self.in_flight.values().any(|running| *running == shard) {
                 continue;
             }
             let sample = Sample {
@@ -473,15 +470,14 @@ impl Running {
         };
         info!(%shard, operator = %order.operator, step = ?order.step, "executing a PD order");
         let calls = self.calls.clone();
-        self.in_flight.insert(shard);
-        self.steps.spawn(async move {
+        let task = self.steps.spawn(async move {
             let (slot, answer) = oneshot::channel();
             let call = ClientCall {
                 request: Request::Admin(request),
                 reply: slot,
             };
             if calls.send(call).await.is_err() {
-                return shard;
+                return;
             }
             match tokio::time::timeout(STEP_TIMEOUT, answer).await {
                 Ok(Ok(Response::Admin(result))) => debug!(%shard, ?result, "PD order done"),
@@ -490,8 +486,17 @@ impl Running {
                 }
                 _ => info!(%shard, step = ?order.step, "PD order without an answer"),
             }
-            shard
         });
+        self.in_flight.insert(task.id(), shard);
+    }
+
+    /// Forgets a step that ended (or failed) so its shard is reported again.
+    fn step_ended(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(error) => error.id(),
+        };
+        self.in_flight.remove(&id);
     }
 
     /// Sends a PD command to the PD leader; `None` when no PD answered.

@@ -174,11 +174,25 @@ async fn wait_for_pd(
 /// at most one, while a client writes and reads without a failed call; all data stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_join_and_the_cluster_rebalances_under_load() {
-    let mut cluster = Cluster::start(3, 8, &pd_config(true)).await;
-    cluster.wait_for_leaders(8, Duration::from_secs(30)).await;
+    grow_and_rebalance(8, 2000, 1024).await;
+}
+
+/// The same with more shards and data, for numbers: `cargo test -p ringkv-node --test pd --
+/// --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: measures a larger rebalance"]
+async fn a_larger_rebalance() {
+    grow_and_rebalance(16, 20_000, 1024).await;
+}
+
+async fn grow_and_rebalance(shards: u64, keys: usize, value_bytes: usize) {
+    let mut cluster = Cluster::start(3, shards, &pd_config(true)).await;
+    cluster
+        .wait_for_leaders(shards, Duration::from_secs(30))
+        .await;
     let state = cluster.pd_state().await;
     assert_eq!(state.nodes.len(), 3);
-    assert_eq!(state.shard_map.shards.len(), 8);
+    assert_eq!(state.shard_map.shards.len() as u64, shards);
     for index in 0..3 {
         assert_eq!(
             cluster.shard_map(index).await,
@@ -192,8 +206,9 @@ async fn nodes_join_and_the_cluster_rebalances_under_load() {
     // unknown node until its attempts run out), so it must know them beforehand.
     let joining = [common::reserve_addr(), common::reserve_addr()];
     let client = Arc::new(client(&cluster, &joining).await);
-    // Some data, so the moves stream real snapshots: 2000 keys of 1 KiB (~250 KiB per shard).
-    let preloaded = preload(&client, 2000, 1024).await;
+    // Some data, so the moves stream real snapshots.
+    let preloaded = preload(&client, keys, value_bytes).await;
+    println!("preloaded {keys} keys of {value_bytes} B over {shards} shards (3 replicas each)");
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let load = start_load(client.clone(), stop.clone(), errors.clone());
@@ -285,7 +300,7 @@ async fn nodes_join_and_the_cluster_rebalances_under_load() {
     );
     assert_eq!(failed, 0, "client calls failed beyond retries");
     check_all(&client, &written).await;
-    check_preloaded(&client, &preloaded, 1024).await;
+    check_preloaded(&client, &preloaded, value_bytes).await;
     client.close().await;
     cluster.stop_all().await;
 }
