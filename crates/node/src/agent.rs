@@ -6,8 +6,11 @@
 //!    with backoff until PD answers; the id PD returns must be the configured `node_id`);
 //! 2. asks the loop for a view ([`AgentCall::View`]): replica and leader counts, and every shard
 //!    this node leads whose last membership change or split is applied, with its counters of
-//!    applied writes and served reads (turned into per-second rates between two reports; size
-//!    and key counts are not measured yet);
+//!    applied writes and served reads (turned into per-second rates between two reports). Size
+//!    and key counts come from a scan of the shard's range (`Store::data_size`) on a blocking
+//!    thread, one shard at a time, each led shard re-measured every
+//!    [`SIZE_EVERY_HEARTBEATS`] heartbeats (or when its arc changed); reports carry the last
+//!    measurement, so the scan never delays a heartbeat;
 //! 3. sends `Command::NodeHeartbeat`, then one `Command::ShardReport` per led shard, and
 //!    executes the `StepOrder` PD answers with when its epoch is the leader's own: the step
 //!    becomes the admin request a shard leader already serves (`ChangeReplica`,
@@ -30,7 +33,9 @@ use ringkv_pd::{
     Command, NodeRegistration, NodeState, NodeStats, PdState, Response as PdResponse, ShardReport,
     ShardStats, Step, StepOrder,
 };
+use ringkv_storage::{DataSize, Store};
 use ringkv_transport::{ClientConnection, Transport};
+use ringkv_types::ring::Arc as RingArc;
 use ringkv_types::{
     AdminRequest, AdminResult, NodeId, ReplicaChange, ReplicaRole, Request, Response,
     ShardDescriptor, ShardId, WireError,
@@ -124,8 +129,23 @@ impl Sample {
 /// The agent before it runs (the loop starts it with the shared transport).
 pub struct Agent {
     config: NodeConfig,
+    store: Store,
     calls: mpsc::Sender<ClientCall>,
     loop_tx: mpsc::Sender<AgentCall>,
+}
+
+/// A led shard's size is measured again after this many heartbeat intervals.
+pub const SIZE_EVERY_HEARTBEATS: u32 = 10;
+
+/// What a size scan task returns: the shard, the arc it scanned, the size or the error.
+type SizeScan = (ShardId, RingArc, Result<DataSize, String>);
+
+/// The last size measured for a shard.
+#[derive(Clone, Copy, Debug)]
+struct MeasuredSize {
+    arc: RingArc,
+    at: Instant,
+    size: DataSize,
 }
 
 impl Agent {
@@ -133,11 +153,13 @@ impl Agent {
     /// service's queue) and `loop_tx`.
     pub fn new(
         config: NodeConfig,
+        store: Store,
         calls: mpsc::Sender<ClientCall>,
         loop_tx: mpsc::Sender<AgentCall>,
     ) -> Self {
         Self {
             config,
+            store,
             calls,
             loop_tx,
         }
@@ -155,6 +177,9 @@ impl Agent {
                 .map(|e| (e.node, e.addr))
                 .collect(),
             config: self.config,
+            store: self.store,
+            sizes: BTreeMap::new(),
+            size_scan: None,
             transport,
             calls: self.calls,
             loop_tx: self.loop_tx,
@@ -225,6 +250,11 @@ enum Target {
 
 struct Running {
     config: NodeConfig,
+    store: Store,
+    /// The last size measured per led shard.
+    sizes: BTreeMap<ShardId, MeasuredSize>,
+    /// The size scan running on a blocking thread, if any (one at a time).
+    size_scan: Option<tokio::task::JoinHandle<SizeScan>>,
     transport: Arc<Transport>,
     calls: mpsc::Sender<ClientCall>,
     loop_tx: mpsc::Sender<AgentCall>,
@@ -386,6 +416,8 @@ impl Running {
     async fn report_shards(&mut self, reports: Vec<LeaderReport>) {
         let led: BTreeSet<ShardId> = reports.iter().map(|r| r.descriptor.id).collect();
         self.samples.retain(|shard, _| led.contains(shard));
+        self.sizes.retain(|shard, _| led.contains(shard));
+        self.measure_sizes(&reports).await;
         for report in reports {
             let shard = report.descriptor.id;
             if self.in_flight.values().any(|running| *running == shard) {
@@ -399,6 +431,14 @@ impl Running {
             let mut stats = ShardStats::default();
             if let Some(previous) = self.samples.insert(shard, sample) {
                 (stats.writes_per_sec, stats.reads_per_sec) = previous.rates(sample);
+            }
+            if let Some(measured) = self
+                .sizes
+                .get(&shard)
+                .filter(|m| m.arc == report.descriptor.arc)
+            {
+                stats.size_bytes = measured.size.bytes;
+                stats.keys = measured.size.keys;
             }
             let command = Command::ShardReport(ShardReport {
                 descriptor: report.descriptor.clone(),
@@ -421,6 +461,46 @@ impl Running {
                 Some(Err(error)) => debug!(%shard, %error, "shard report refused"),
                 _ => {}
             }
+        }
+    }
+
+    /// Collects a finished size scan, then starts one for the led shard that most needs it (never
+    /// measured, arc changed, or measured longest ago beyond the re-measure period).
+    async fn measure_sizes(&mut self, reports: &[LeaderReport]) {
+        if let Some(scan) = self.size_scan.take_if(|scan| scan.is_finished()) {
+            match scan.await {
+                Ok((shard, arc, Ok(size))) => {
+                    let at = Instant::now();
+                    self.sizes.insert(shard, MeasuredSize { arc, at, size });
+                }
+                Ok((shard, _, Err(error))) => {
+                    warn!(%shard, %error, "measuring the shard's size failed")
+                }
+                Err(error) => warn!(%error, "the size scan task failed"),
+            }
+        }
+        if self.size_scan.is_some() {
+            return;
+        }
+        let period =
+            Duration::from_millis(self.config.pd.heartbeat_interval_ms) * SIZE_EVERY_HEARTBEATS;
+        let due = reports
+            .iter()
+            .filter_map(|report| {
+                let descriptor = &report.descriptor;
+                match self.sizes.get(&descriptor.id) {
+                    None => Some((None, descriptor)),
+                    Some(m) if m.arc != descriptor.arc => Some((None, descriptor)),
+                    Some(m) if m.at.elapsed() >= period => Some((Some(m.at), descriptor)),
+                    Some(_) => None,
+                }
+            })
+            .min_by_key(|(at, descriptor)| (*at, descriptor.id));
+        if let Some((_, descriptor)) = due {
+            let (shard, arc, store) = (descriptor.id, descriptor.arc, self.store.clone());
+            self.size_scan = Some(tokio::task::spawn_blocking(move || {
+                (shard, arc, store.data_size(arc).map_err(|e| e.to_string()))
+            }));
         }
     }
 

@@ -343,7 +343,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         }
     }
     let (agent_tx, agent_rx) = mpsc::channel(AGENT_QUEUE);
-    let agent = Agent::new(config.clone(), calls_tx, agent_tx);
+    let agent = Agent::new(config.clone(), store.clone(), calls_tx, agent_tx);
     info!(node = %config.node_id, addr = %local_addr, "listening");
 
     let (shutdown_tx, shutdown) = oneshot::channel();

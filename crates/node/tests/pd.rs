@@ -464,6 +464,47 @@ async fn admin_split_and_drain() {
     cluster.stop_all().await;
 }
 
+/// Shard leaders measure their shards' sizes and report them; PD splits the shards that grew
+/// past `split_size_bytes`, and every key stays readable through the new layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_past_the_size_threshold_are_split() {
+    const THRESHOLD: u64 = 96 * 1024;
+    let config = pd_config(false).replace(
+        "split = false",
+        &format!("split = true\nsplit_size_bytes = {THRESHOLD}"),
+    );
+    let mut cluster = Cluster::start(3, 2, &config).await;
+    cluster.wait_for_leaders(2, Duration::from_secs(30)).await;
+    let client = Arc::new(client(&cluster, &[]).await);
+    // About 400 KiB of user data over 2 shards: both are well past the threshold.
+    let keys = preload(&client, 400, 1024).await;
+    // Every key counted exactly once across the reported sizes (measurements taken while the
+    // preload ran are replaced within a few heartbeats), every shard under the threshold.
+    let state = wait_for_pd(&mut cluster, "sizes reported and shards split", |state| {
+        state.shard_map.shards.len() >= 4
+            && state.operators.is_empty()
+            && state.shards.values().map(|s| s.stats.keys).sum::<u64>() == 400
+            && state
+                .shards
+                .values()
+                .all(|s| s.stats.size_bytes > 0 && s.stats.size_bytes <= THRESHOLD)
+    })
+    .await;
+    let sizes: Vec<(u64, u64, u64)> = state
+        .shards
+        .iter()
+        .map(|(id, s)| (id.get(), s.stats.size_bytes, s.stats.keys))
+        .collect();
+    println!(
+        "{} shards after size splits: (shard, bytes, keys) {sizes:?}",
+        state.shard_map.shards.len()
+    );
+    assert!(state.shard_map.covers_ring());
+    check_preloaded(&client, &keys, 1024).await;
+    client.close().await;
+    cluster.stop_all().await;
+}
+
 /// A node stopped for longer than `max_down_time_ms` loses its replicas: PD rebuilds them on
 /// the other nodes until every shard has three voters again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,6 @@ pub use group_storage::GroupStorage;
 pub use removal::RemovalHandle;
 pub use snapshot_install::PreparedSnapshot;
 pub use snapshot_reader::SnapshotChunks;
-pub use store::{NodeIdentity, Store};
+pub use store::{DataSize, NodeIdentity, Store};
 pub use write_batch::WriteBatchBuilder;
 pub use writer::{Durable, Ticket};

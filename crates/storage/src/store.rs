@@ -311,6 +311,29 @@ impl Store {
         }
     }
 
+    /// Bytes (user key + stored value) and number of keys in the data of `arc`, by a scan of
+    /// the range at one point in time. Linear in the shard's size: meant for periodic size
+    /// reports (placement driver split decisions), off the event loop.
+    ///
+    /// # Errors
+    /// I/O while scanning.
+    pub fn data_size(&self, arc: ring::Arc) -> Result<DataSize> {
+        let (lower, upper) = arc.storage_bounds();
+        let upper = upper.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let mut size = DataSize::default();
+        for guard in self
+            .shared
+            .data
+            .range::<Vec<u8>, _>((std::ops::Bound::Included(lower), upper))
+        {
+            let (key, value) = guard.into_inner()?;
+            // The storage key is the 8-byte ring position followed by the user key.
+            size.bytes += (key.len().saturating_sub(8) + value.len()) as u64;
+            size.keys += 1;
+        }
+        Ok(size)
+    }
+
     /// The applied position of `shard` (zero for a new shard).
     ///
     /// # Errors
@@ -473,4 +496,13 @@ pub(crate) fn decode_value(bytes: &[u8], max: u64) -> Result<Bytes> {
     envelope::decode(bytes, max)
         .map(Bytes::copy_from_slice)
         .map_err(|reason| Error::corrupt_record("value", None, reason))
+}
+
+/// What [`Store::data_size`] measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataSize {
+    /// User key and stored value bytes.
+    pub bytes: u64,
+    /// Keys.
+    pub keys: u64,
 }
