@@ -4,7 +4,8 @@
 //!
 //! The before/after replica and leader counts per node and the times taken are printed (run
 //! with `--nocapture`) for the note. Nothing asserts on timing. `RINGKV_LONG_TESTS=1`
-//! runs a larger variant (16 shards, 16 clients, 32 keys).
+//! runs a larger variant (16 shards, 16 clients, 32 keys, 20 000 preloaded 1 KiB values instead
+//! of 1 000).
 
 #![allow(
     clippy::unwrap_used,
@@ -25,6 +26,9 @@ use workload::{
     spread, wait_for_pd,
 };
 
+/// Size of each preloaded value.
+const BULK_VALUE_BYTES: usize = 1024;
+
 /// Grow 3 → 5 under load, rebalance replicas and leaders, then split a shard under load.
 ///
 /// Client failures: the bound is zero. No node dies here, so every failure would be a request
@@ -35,13 +39,24 @@ use workload::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_grows_from_three_to_five_nodes_and_splits_under_linearizable_load() {
     let long = workload::long_variant();
-    let (shards, clients, keys) = if long { (16, 16, 32) } else { (8, 12, 16) };
+    // Bulk keys (not touched by the clients) make the moved replicas' snapshots carry data.
+    let (shards, clients, keys, bulk) = if long {
+        (16, 16, 32, 20_000)
+    } else {
+        (8, 12, 16, 1_000)
+    };
     let mut cluster = Cluster::start_with(3, shards, &pd_config(60_000), true).await;
     let _logs = KeepLogsOnPanic::new(&cluster, "rebalance");
     cluster
         .wait_for_leaders(shards, Duration::from_secs(30))
         .await;
     let admin = connect(&cluster).await;
+    let preloading = Instant::now();
+    workload::preload(&admin, bulk, BULK_VALUE_BYTES).await;
+    println!(
+        "preloaded {bulk} keys of {BULK_VALUE_BYTES} bytes in {:.1} s",
+        preloading.elapsed().as_secs_f64()
+    );
     let load = Workload::start(&cluster, clients, keys).await;
     load.wait_for_progress(200).await;
 
@@ -174,6 +189,7 @@ async fn cluster_grows_from_three_to_five_nodes_and_splits_under_linearizable_lo
         tally.completed, tally.unknown_writes, tally.failed_reads
     );
     assert_eq!(tally.failures(), 0, "client calls failed beyond retries");
+    workload::check_preloaded(&admin, bulk, BULK_VALUE_BYTES).await;
 
     // Both halves serve their keys: a linearizable read sent straight to each half's leader,
     // with the half's descriptor, returns what the clients' history ended with.

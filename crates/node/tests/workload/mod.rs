@@ -494,3 +494,54 @@ pub async fn join_one(cluster: &mut Cluster) -> usize {
     .await;
     index
 }
+
+/// The value of preloaded key `i`: `size` bytes that name the key, so a mix-up shows.
+fn bulk_value(i: u64, size: usize) -> Bytes {
+    let mut value = format!("bulk-{i}:").into_bytes();
+    value.resize(size.max(value.len()), b'x');
+    Bytes::from(value)
+}
+
+/// Writes `count` keys `bulk-i` of `size` bytes through `client`, 16 at a time, so that moved
+/// replicas carry real snapshots. Panics on a failed write.
+pub async fn preload(client: &Client, count: u64, size: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..16u64 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut i = worker;
+            while i < count {
+                client
+                    .put(format!("bulk-{i}"), bulk_value(i, size))
+                    .await
+                    .unwrap_or_else(|error| panic!("preload bulk-{i}: {error}"));
+                i += 16;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a preload task panicked");
+    }
+}
+
+/// Reads every preloaded key back (linearizably) and checks its value.
+pub async fn check_preloaded(client: &Client, count: u64, size: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..16u64 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut i = worker;
+            while i < count {
+                let value = client
+                    .get(format!("bulk-{i}"))
+                    .await
+                    .unwrap_or_else(|error| panic!("read bulk-{i}: {error}"));
+                assert_eq!(value, Some(bulk_value(i, size)), "bulk-{i}");
+                i += 16;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a check task panicked");
+    }
+}
