@@ -426,7 +426,8 @@ async fn add_and_run(client: &Client, dir: &Path, port: u16, ringkvd: &Path) -> 
         return Err(error);
     }
     println!(
-        "node {id} is Up in the placement driver. Replicas move to it as the balance          schedulers run (`ringctl rebalance` shows and follows them)."
+        "node {id} is Up in the placement driver. Replicas move to it as the balance \
+         schedulers run (`ringctl rebalance` shows and follows them)."
     );
     println!("Ctrl-C stops node {id}; `ringctl local up` starts it with the others from now on.");
     let exited = BTreeSet::new();
