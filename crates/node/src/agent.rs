@@ -5,16 +5,19 @@
 //! 1. registers the node first if it joined through `join` (`Command::RegisterNode`, retried
 //!    with backoff until PD answers; the id PD returns must be the configured `node_id`);
 //! 2. asks the loop for a view ([`AgentCall::View`]): replica and leader counts, and every shard
-//!    this node leads whose last membership change or split is applied;
+//!    this node leads whose last membership change or split is applied, with its counters of
+//!    applied writes and served reads (turned into per-second rates between two reports; size
+//!    and key counts are not measured yet);
 //! 3. sends `Command::NodeHeartbeat`, then one `Command::ShardReport` per led shard, and
 //!    executes the `StepOrder` PD answers with when its epoch is the leader's own: the step
 //!    becomes the admin request a shard leader already serves (`ChangeReplica`,
 //!    `TransferLeader`, `SplitShard`), sent to the local loop like a client call. A shard with a
 //!    step in flight is not reported (so the step is not handed out and executed twice); when
 //!    the step ends the agent reports again at once;
-//! 4. fetches the PD leader's state (`PdState`): every node's address goes to the transport
-//!    (`add_peer`), so nodes that joined are reachable, and nodes that do not host PD keep it
-//!    as their copy for `GetShardMap` and `GetNodes` ([`AgentCall::PdCache`]).
+//! 4. gives the transport every node's address (`add_peer`), so nodes that joined are
+//!    reachable: a PD host takes them from its own PD replica (in the view); another node
+//!    fetches the PD leader's state (`PdState`) and keeps it as its copy for `GetShardMap` and
+//!    `GetNodes` ([`AgentCall::PdCache`]).
 //!
 //! The PD leader is found by asking: the cached leader first, then this node (if it hosts PD),
 //! the initial nodes, the nodes PD listed, and the `join` addresses, following `NotLeader`
@@ -63,6 +66,8 @@ pub enum AgentCall {
     },
     /// Stop the node with this error (a joining node whose id PD contradicts).
     Fatal(String),
+    /// PD's snapshot bandwidth limit for this node's outgoing snapshots (0 = unlimited).
+    SnapshotLimit(u64),
 }
 
 /// The loop's answer to [`AgentCall::View`].
@@ -74,6 +79,13 @@ pub struct AgentView {
     pub stats: NodeStats,
     /// Shards this node leads with no membership change or split in flight.
     pub reports: Vec<LeaderReport>,
+    /// Client writes applied by the shards this node leads, so far.
+    pub writes_applied: u64,
+    /// Client reads served by the shards this node leads, so far.
+    pub reads_served: u64,
+    /// Every node the local PD replica knows (not removed), with its address: PD hosts take
+    /// their peers from here instead of fetching the leader's state.
+    pub pd_nodes: Option<Vec<(NodeId, SocketAddr)>>,
 }
 
 /// One shard this node leads.
@@ -83,6 +95,30 @@ pub struct LeaderReport {
     pub descriptor: ShardDescriptor,
     /// Learners whose replicated index reaches the commit index.
     pub caught_up_learners: Vec<NodeId>,
+    /// Client writes this replica applied so far.
+    pub writes_applied: u64,
+    /// Client reads this replica served so far.
+    pub reads_served: u64,
+}
+
+/// A load counter sampled at the previous report, to turn totals into rates.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    writes: u64,
+    reads: u64,
+    at: Instant,
+}
+
+impl Sample {
+    /// Per-second rates since `self` (0 for the first sample or a counter that restarted).
+    fn rates(&self, now: Sample) -> (u64, u64) {
+        let elapsed_ms = now.at.duration_since(self.at).as_millis().max(1);
+        let rate = |before: u64, after: u64| {
+            let per_sec = u128::from(after.saturating_sub(before)) * 1000 / elapsed_ms;
+            u64::try_from(per_sec).unwrap_or(u64::MAX)
+        };
+        (rate(self.writes, now.writes), rate(self.reads, now.reads))
+    }
 }
 
 /// The agent before it runs (the loop starts it with the shared transport).
@@ -125,7 +161,10 @@ impl Agent {
             pd_leader: None,
             connections: BTreeMap::new(),
             steps: JoinSet::new(),
-            in_flight: BTreeSet::new(),
+            in_flight: BTreeMap::new(),
+            samples: BTreeMap::new(),
+            node_sample: None,
+            snapshot_limit: None,
         };
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -134,14 +173,10 @@ impl Agent {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                Some(done) = agent.steps.join_next(), if !agent.steps.is_empty() => {
-                    if let Ok(shard) = done {
-                        agent.in_flight.remove(&shard);
-                    }
-                    while let Some(done) = agent.steps.try_join_next() {
-                        if let Ok(shard) = done {
-                            agent.in_flight.remove(&shard);
-                        }
+                Some(done) = agent.steps.join_next_with_id(), if !agent.steps.is_empty() => {
+                    agent.step_ended(done);
+                    while let Some(done) = agent.steps.try_join_next_with_id() {
+                        agent.step_ended(done);
                     }
                     // Report again at once: PD sees the step done and hands out the next.
                     if agent.registered
@@ -199,8 +234,15 @@ struct Running {
     addrs: BTreeMap<NodeId, SocketAddr>,
     connections: BTreeMap<SocketAddr, ClientConnection>,
     /// Steps running, one per shard at most.
-    steps: JoinSet<ShardId>,
-    in_flight: BTreeSet<ShardId>,
+    steps: JoinSet<()>,
+    /// The shard of each running step, by task.
+    in_flight: BTreeMap<tokio::task::Id, ShardId>,
+    /// Load counters at the previous report, per shard led.
+    samples: BTreeMap<ShardId, Sample>,
+    /// The node's load counters at the previous heartbeat.
+    node_sample: Option<Sample>,
+    /// The snapshot bandwidth limit last passed to the loop.
+    snapshot_limit: Option<u64>,
 }
 
 impl Running {
@@ -252,22 +294,54 @@ impl Running {
         if view.pd_leader.is_some() {
             self.pd_leader = view.pd_leader;
         }
+        let sample = Sample {
+            writes: view.writes_applied,
+            reads: view.reads_served,
+            at: Instant::now(),
+        };
+        let mut stats = view.stats;
+        if let Some(previous) = self.node_sample.replace(sample) {
+            (stats.writes_per_sec, stats.reads_per_sec) = previous.rates(sample);
+        }
         let command = Command::NodeHeartbeat {
             node: self.config.node_id,
-            stats: view.stats,
+            stats,
             now_ms: 0,
         };
         match self.call_pd(&command).await {
-            Some(Ok(PdResponse::Heartbeat { state, .. })) => {
+            Some(Ok(PdResponse::Heartbeat {
+                state,
+                max_snapshot_bytes_per_sec,
+            })) => {
                 if state == NodeState::Removed {
                     warn!("the placement driver has removed this node");
+                }
+                if self.snapshot_limit != Some(max_snapshot_bytes_per_sec) {
+                    self.snapshot_limit = Some(max_snapshot_bytes_per_sec);
+                    let call = AgentCall::SnapshotLimit(max_snapshot_bytes_per_sec);
+                    let _ = self.loop_tx.send(call).await;
                 }
             }
             Some(Err(error)) => warn!(%error, "heartbeat refused"),
             _ => debug!("heartbeat not answered"),
         }
         self.report_shards(view.reports).await;
-        self.refresh().await;
+        match view.pd_nodes {
+            Some(nodes) => self.add_peers(nodes.into_iter()),
+            None => self.refresh().await,
+        }
+    }
+
+    /// Gives the transport every node address it does not have yet.
+    fn add_peers(&mut self, nodes: impl Iterator<Item = (NodeId, SocketAddr)>) {
+        for (node, addr) in nodes {
+            if node == self.config.node_id || self.addrs.get(&node) == Some(&addr) {
+                continue;
+            }
+            info!(%node, %addr, "peer address from the placement driver");
+            self.transport.add_peer(node, addr);
+            self.addrs.insert(node, addr);
+        }
     }
 
     /// Fetches the PD leader's state: peers for the transport, and the cache of a node that
@@ -283,19 +357,13 @@ impl Running {
             warn!("undecodable placement driver state");
             return;
         };
-        for info in state.nodes.values() {
-            if info.state == NodeState::Removed || info.id == self.config.node_id {
-                continue;
-            }
-            let Ok(addr) = info.addr.parse::<SocketAddr>() else {
-                continue;
-            };
-            if self.addrs.get(&info.id) != Some(&addr) {
-                info!(node = %info.id, %addr, "peer address from the placement driver");
-                self.transport.add_peer(info.id, addr);
-                self.addrs.insert(info.id, addr);
-            }
-        }
+        let nodes: Vec<(NodeId, SocketAddr)> = state
+            .nodes
+            .values()
+            .filter(|info| info.state != NodeState::Removed)
+            .filter_map(|info| Some((info.id, info.addr.parse().ok()?)))
+            .collect();
+        self.add_peers(nodes.into_iter());
         if !self.config.hosts_pd() {
             let call = AgentCall::PdCache {
                 state: Box::new(state),
@@ -316,15 +384,26 @@ impl Running {
 
     /// Reports every shard in `reports` without a step in flight and executes the orders.
     async fn report_shards(&mut self, reports: Vec<LeaderReport>) {
+        let led: BTreeSet<ShardId> = reports.iter().map(|r| r.descriptor.id).collect();
+        self.samples.retain(|shard, _| led.contains(shard));
         for report in reports {
             let shard = report.descriptor.id;
-            if self.in_flight.contains(&shard) {
+            if self.in_flight.values().any(|running| *running == shard) {
                 continue;
+            }
+            let sample = Sample {
+                writes: report.writes_applied,
+                reads: report.reads_served,
+                at: Instant::now(),
+            };
+            let mut stats = ShardStats::default();
+            if let Some(previous) = self.samples.insert(shard, sample) {
+                (stats.writes_per_sec, stats.reads_per_sec) = previous.rates(sample);
             }
             let command = Command::ShardReport(ShardReport {
                 descriptor: report.descriptor.clone(),
                 leader: self.config.node_id,
-                stats: ShardStats::default(),
+                stats,
                 caught_up_learners: report.caught_up_learners,
                 split_hint: None,
                 now_ms: 0,
@@ -391,15 +470,14 @@ impl Running {
         };
         info!(%shard, operator = %order.operator, step = ?order.step, "executing a PD order");
         let calls = self.calls.clone();
-        self.in_flight.insert(shard);
-        self.steps.spawn(async move {
+        let task = self.steps.spawn(async move {
             let (slot, answer) = oneshot::channel();
             let call = ClientCall {
                 request: Request::Admin(request),
                 reply: slot,
             };
             if calls.send(call).await.is_err() {
-                return shard;
+                return;
             }
             match tokio::time::timeout(STEP_TIMEOUT, answer).await {
                 Ok(Ok(Response::Admin(result))) => debug!(%shard, ?result, "PD order done"),
@@ -408,8 +486,17 @@ impl Running {
                 }
                 _ => info!(%shard, step = ?order.step, "PD order without an answer"),
             }
-            shard
         });
+        self.in_flight.insert(task.id(), shard);
+    }
+
+    /// Forgets a step that ended (or failed) so its shard is reported again.
+    fn step_ended(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(error) => error.id(),
+        };
+        self.in_flight.remove(&id);
     }
 
     /// Sends a PD command to the PD leader; `None` when no PD answered.
@@ -559,5 +646,28 @@ impl Running {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_become_per_second_rates() {
+        let at = Instant::now();
+        let before = Sample {
+            writes: 10,
+            reads: 100,
+            at,
+        };
+        let after = Sample {
+            writes: 30,
+            reads: 100,
+            at: at + Duration::from_millis(500),
+        };
+        assert_eq!(before.rates(after), (40, 0));
+        // A counter that went back (a new replica) counts as no load, not a huge rate.
+        assert_eq!(after.rates(before), (0, 0));
     }
 }

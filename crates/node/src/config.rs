@@ -214,7 +214,7 @@ pub struct PdSection {
     pub max_operators: u32,
     /// Learners (snapshots) a node may receive at once.
     pub max_snapshots_per_node: u32,
-    /// Snapshot bandwidth per node, bytes per second (0 = unlimited; carried, not enforced yet).
+    /// Snapshot bandwidth per node, bytes per second (0 = unlimited), each sender's limit.
     pub max_snapshot_bytes_per_sec: u64,
     /// A node silent this long is `Down`.
     pub heartbeat_timeout_ms: u64,

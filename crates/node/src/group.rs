@@ -164,6 +164,10 @@ pub struct Group {
     pub pending_install: Option<ringkv_storage::PreparedSnapshot>,
     /// Ready number and index of a snapshot being installed by an in-flight batch.
     pub installing: Option<(u64, LogIndex)>,
+    /// Client writes applied by this replica so far (load statistics for PD).
+    pub writes_applied: u64,
+    /// Client reads served by this replica so far (load statistics for PD).
+    pub reads_served: u64,
 }
 
 impl Group {
@@ -218,6 +222,8 @@ impl Group {
             reads_ready: Vec::new(),
             pending_install: None,
             installing: None,
+            writes_applied: 0,
+            reads_served: 0,
         }
     }
 

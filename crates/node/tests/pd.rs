@@ -174,11 +174,25 @@ async fn wait_for_pd(
 /// at most one, while a client writes and reads without a failed call; all data stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_join_and_the_cluster_rebalances_under_load() {
-    let mut cluster = Cluster::start(3, 8, &pd_config(true)).await;
-    cluster.wait_for_leaders(8, Duration::from_secs(30)).await;
+    grow_and_rebalance(8, 2000, 1024).await;
+}
+
+/// The same with more shards and data, for numbers: `cargo test -p ringkv-node --test pd --
+/// --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: measures a larger rebalance"]
+async fn a_larger_rebalance() {
+    grow_and_rebalance(16, 20_000, 1024).await;
+}
+
+async fn grow_and_rebalance(shards: u64, keys: usize, value_bytes: usize) {
+    let mut cluster = Cluster::start(3, shards, &pd_config(true)).await;
+    cluster
+        .wait_for_leaders(shards, Duration::from_secs(30))
+        .await;
     let state = cluster.pd_state().await;
     assert_eq!(state.nodes.len(), 3);
-    assert_eq!(state.shard_map.shards.len(), 8);
+    assert_eq!(state.shard_map.shards.len() as u64, shards);
     for index in 0..3 {
         assert_eq!(
             cluster.shard_map(index).await,
@@ -192,10 +206,18 @@ async fn nodes_join_and_the_cluster_rebalances_under_load() {
     // unknown node until its attempts run out), so it must know them beforehand.
     let joining = [common::reserve_addr(), common::reserve_addr()];
     let client = Arc::new(client(&cluster, &joining).await);
+    // Some data, so the moves stream real snapshots.
+    let preloaded = preload(&client, keys, value_bytes).await;
+    println!("preloaded {keys} keys of {value_bytes} B over {shards} shards (3 replicas each)");
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let load = start_load(client.clone(), stop.clone(), errors.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The leaders' load counters reach PD as rates.
+    wait_for_pd(&mut cluster, "write rates reported", |state| {
+        state.shards.values().any(|s| s.stats.writes_per_sec > 0)
+            && state.nodes.values().any(|n| n.stats.writes_per_sec > 0)
+    })
+    .await;
 
     let (replicas, leaders) = actual_counts(&mut cluster).await;
     println!("before: replicas per node {replicas:?}, leaders per node {leaders:?}");
@@ -278,8 +300,35 @@ async fn nodes_join_and_the_cluster_rebalances_under_load() {
     );
     assert_eq!(failed, 0, "client calls failed beyond retries");
     check_all(&client, &written).await;
+    check_preloaded(&client, &preloaded, value_bytes).await;
     client.close().await;
     cluster.stop_all().await;
+}
+
+/// Writes `count` keys `pre-<i>` of `size` bytes with 8 concurrent writers.
+async fn preload(client: &Arc<Client>, count: usize, size: usize) -> Vec<String> {
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..8 {
+        let client = client.clone();
+        writers.spawn(async move {
+            for i in (writer..count).step_by(8) {
+                let value = vec![b'a' + (i % 26) as u8; size];
+                client.put(format!("pre-{i}"), value).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    (0..count).map(|i| format!("pre-{i}")).collect()
+}
+
+async fn check_preloaded(client: &Client, keys: &[String], size: usize) {
+    for (i, key) in keys.iter().enumerate() {
+        let value = client.get(key.clone()).await.unwrap().unwrap();
+        assert_eq!(value.len(), size, "{key}");
+        assert!(value.iter().all(|&b| b == b'a' + (i % 26) as u8), "{key}");
+    }
 }
 
 /// A split ordered through PD shows in the map every node serves, and keys on both halves stay
@@ -388,6 +437,29 @@ async fn admin_split_and_drain() {
         let value = client.get(key.clone()).await.unwrap();
         assert_eq!(value, Some(Bytes::from(format!("value-{i}"))), "{key}");
     }
+
+    // The joined node restarts: it registers again under its id, reopens its replicas from
+    // their descriptors and heartbeats.
+    let (before, _) = actual_counts(&mut cluster).await;
+    let heartbeat = cluster.pd_state().await.nodes[&NodeId(4)].last_heartbeat_ms;
+    cluster.stop_node(3).await;
+    cluster.start_node(3).await;
+    wait_for_pd(&mut cluster, "node 4 heartbeats again", |state| {
+        state.nodes[&NodeId(4)].last_heartbeat_ms > heartbeat + 1000
+            && state.nodes[&NodeId(4)].state == NodeState::Up
+            && state.nodes.len() == 4
+    })
+    .await;
+    let (after, _) = actual_counts(&mut cluster).await;
+    assert_eq!(
+        after.get(&4),
+        before.get(&4),
+        "node 4's replicas after its restart"
+    );
+    for (i, key) in keys.iter().enumerate() {
+        let value = client.get(key.clone()).await.unwrap();
+        assert_eq!(value, Some(Bytes::from(format!("value-{i}"))), "{key}");
+    }
     client.close().await;
     cluster.stop_all().await;
 }
@@ -431,5 +503,114 @@ async fn a_dead_node_is_repaired_elsewhere() {
         assert_eq!(value, Some(Bytes::from(format!("value-{i}"))), "{key}");
     }
     client.close().await;
+    cluster.stop_all().await;
+}
+
+/// A joining node whose configured id is not the one PD assigns to its address stops with an
+/// error saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_with_another_id_stops() {
+    let mut cluster = Cluster::start(3, 2, &pd_config(false)).await;
+    cluster.wait_for_leaders(2, Duration::from_secs(30)).await;
+    let path = cluster.write_joining_config(9, common::reserve_addr());
+    let config = ringkv_node::NodeConfig::load(&path).unwrap();
+    let mut node = ringkv_node::start(config).await.unwrap();
+    let result = tokio::time::timeout(WAIT, node.join())
+        .await
+        .expect("the node stops");
+    let error = result
+        .expect_err("the node stops with an error")
+        .to_string();
+    assert!(
+        error.contains("PD assigned node id 4 to this address") && error.contains("says 9"),
+        "{error}"
+    );
+    cluster.stop_all().await;
+}
+
+/// A PD replica that was down while group 0 compacted its log catches up from a snapshot that
+/// carries the PD state (not shard data), saves it, and can lead PD afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_pd_replica_gets_the_state_by_snapshot() {
+    let extra = pd_config(false) + "[raft]\nlog_compaction_entries = 20\n";
+    let mut cluster = Cluster::start(3, 2, &extra).await;
+    cluster.wait_for_leaders(2, Duration::from_secs(30)).await;
+    let pd = ringkv_types::ShardId::PD;
+    let commit_of = |status: &ringkv_types::NodeStatus| {
+        status
+            .replicas
+            .iter()
+            .find(|r| r.shard == pd)
+            .map(|r| r.commit)
+            .unwrap()
+    };
+    cluster.stop_node(2).await;
+    let start = commit_of(&cluster.status(0).await);
+    // Heartbeats, reports and ticks fill group 0's log well past several compactions (every 20
+    // entries), so the leader no longer has the entries node 3 misses: it must send a snapshot.
+    let deadline = Instant::now() + WAIT;
+    while commit_of(&cluster.status(0).await).0 < start.0 + 100 {
+        assert!(Instant::now() < deadline, "PD log does not grow");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.start_node(2).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let leader = commit_of(&cluster.status(0).await);
+        let caught_up = cluster.try_status(2).await.is_some_and(|status| {
+            status
+                .replicas
+                .iter()
+                .any(|r| r.shard == pd && r.applied >= leader)
+        });
+        if caught_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3's PD replica never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Node 3 leads PD and serves a state that was built from the snapshot plus its log.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let leader = cluster.leader_of(pd).await;
+        if leader == 2 {
+            break;
+        }
+        let _ = cluster
+            .try_call(
+                leader,
+                &Request::Admin(AdminRequest::TransferLeader {
+                    shard: pd,
+                    to: NodeId(3),
+                }),
+            )
+            .await;
+        assert!(
+            Instant::now() < deadline,
+            "PD leadership never moved to node 3"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let state = match cluster.call(2, Request::Admin(AdminRequest::PdState)).await {
+        Response::Admin(AdminResult::Pd(bytes)) => postcard::from_bytes::<PdState>(&bytes).unwrap(),
+        other => panic!("node 3 does not serve the PD state: {other:?}"),
+    };
+    state.check_invariants();
+    assert_eq!(state.nodes.len(), 3);
+    assert_eq!(state.shard_map, cluster.shard_map(0).await);
+    let heartbeat = state.nodes.get(&NodeId(1)).unwrap().last_heartbeat_ms;
+    assert!(heartbeat > 0, "node 1's heartbeats are in the state");
+    // And PD keeps working under node 3.
+    let answer = cluster
+        .pd_call(&Command::SetScheduler {
+            scheduler: ringkv_pd::SchedulerKind::Split,
+            enabled: true,
+        })
+        .await;
+    assert_eq!(answer, Ok(PdResponse::Done));
+    assert!(cluster.pd_state().await.settings.split);
     cluster.stop_all().await;
 }

@@ -18,16 +18,18 @@
 //!
 //! # Driving it from `ringkvd`
 //!
-//! * Bootstrap: the node that bootstraps group 0 proposes [`Command::Bootstrap`] with the
-//!   `initial_cluster` nodes and the initial map; later nodes propose
+//! * Bootstrap: every initial node applies [`Command::Bootstrap`] (the `initial_cluster` nodes
+//!   and the initial map, built from its config alone) to an empty state before group 0
+//!   starts, so every PD replica starts from the same state; later nodes propose
 //!   [`Command::RegisterNode`] (answered with [`Response::NodeId`]).
 //! * Every node proposes [`Command::NodeHeartbeat`] periodically (answered with its state: a
 //!   `Removed` node should stop).
 //! * Every shard leader proposes [`Command::ShardReport`] periodically and after each conf
 //!   change or split it applies; the answer ([`Response::ShardReport`]) carries the next
 //!   [`StepOrder`] for the shard, which the leader carries out:
-//!   [`Step::AddLearner`] → `propose_conf_change(AddLearner(member_id(node, incarnation)))` and
-//!   create the replica on `node`; [`Step::PromoteLearner`] → `PromoteLearner`;
+//!   [`Step::AddLearner`] → add a learner on `node` (`ringkvd` picks the member id itself,
+//!   `member_id(node, conf_ver + 1)`, and ignores `incarnation`; the step is done when a report
+//!   shows a replica on `node`); [`Step::PromoteLearner`] → `PromoteLearner`;
 //!   [`Step::RemoveReplica`] → `Remove`; [`Step::TransferLeader`] → `transfer_leader`;
 //!   [`Step::Split`] → a split proposal with the given new shard id and position. The same
 //!   step comes back on every report until a report shows it done, so the leader should ignore

@@ -25,6 +25,7 @@ mod pd;
 mod requests;
 mod snapshot;
 mod split;
+mod throttle;
 
 use crate::agent::{Agent, AgentCall, AgentView, LeaderReport};
 use crate::config::NodeConfig;
@@ -101,6 +102,11 @@ pub struct EventLoop {
     pd_leader_hint: Option<NodeId>,
     /// The node agent, started by `run` (it needs the shared transport).
     agent: Option<Agent>,
+    /// Outgoing snapshot bandwidth, bytes per second (0 = unlimited), from PD's heartbeat
+    /// answers.
+    snapshot_bytes_per_sec: u64,
+    /// Paces every snapshot this node sends at `snapshot_bytes_per_sec` together.
+    snapshot_limiter: Arc<throttle::Limiter>,
 }
 
 /// Receivers the loop owns besides [`LoopChannels`].
@@ -152,6 +158,8 @@ impl EventLoop {
             pd_cache: None,
             pd_leader_hint: None,
             agent: Some(agent),
+            snapshot_bytes_per_sec: 0,
+            snapshot_limiter: throttle::Limiter::new(),
         }
     }
 
@@ -303,6 +311,10 @@ impl EventLoop {
             }
             AgentCall::PdCache { state, leader } => self.set_pd_cache(*state, leader),
             AgentCall::Fatal(reason) => return Err(Error::Fatal { reason }),
+            AgentCall::SnapshotLimit(rate) => {
+                self.snapshot_bytes_per_sec = rate;
+                self.snapshot_limiter.set_rate(rate);
+            }
         }
         Ok(())
     }
@@ -312,6 +324,12 @@ impl EventLoop {
     fn agent_view(&self) -> AgentView {
         let mut view = AgentView {
             pd_leader: self.pd_leader(),
+            pd_nodes: self.pd.as_ref().map(|_| {
+                self.known_nodes()
+                    .into_iter()
+                    .map(|known| (known.node, known.addr))
+                    .collect()
+            }),
             ..AgentView::default()
         };
         for (shard, group) in &self.groups {
@@ -323,6 +341,8 @@ impl EventLoop {
                 continue;
             }
             view.stats.leaders += 1;
+            view.writes_applied += group.writes_applied;
+            view.reads_served += group.reads_served;
             let status = group.raw.status();
             let busy = group.pending_change.is_some()
                 || group.pending_split.is_some()
@@ -346,6 +366,8 @@ impl EventLoop {
             view.reports.push(LeaderReport {
                 descriptor: group.descriptor.clone(),
                 caught_up_learners,
+                writes_applied: group.writes_applied,
+                reads_served: group.reads_served,
             });
         }
         view
@@ -780,6 +802,7 @@ impl EventLoop {
                 "configuration applied");
             group.descriptor = descriptor;
         }
+        group.writes_applied += commands.len() as u64;
         membership::answer_change(group, &conf_entries, last.0);
         group.conf_saved = true;
         group.applied = last.0;

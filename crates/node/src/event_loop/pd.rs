@@ -39,6 +39,10 @@ pub(super) struct PdHost {
     waiters: BTreeMap<LogIndex, PdWaiter>,
     /// The largest `now_ms` this node stamped, so its stamps never go backwards.
     last_stamp_ms: u64,
+    /// While leading: the log time at an instant, read from the wall clock once when the
+    /// leadership began; later stamps add the monotonic time elapsed since, so a wall clock
+    /// that jumps during a term does not move log time.
+    clock_base: Option<(Instant, u64)>,
     /// When this replica became PD leader (ticks wait a heartbeat timeout after it, so every
     /// node had a chance to heartbeat to the new leader before anyone is marked down).
     leading_since: Option<Instant>,
@@ -55,6 +59,7 @@ impl PdHost {
             state,
             waiters: BTreeMap::new(),
             last_stamp_ms: 0,
+            clock_base: None,
             leading_since: None,
             last_tick: None,
             tick_in_flight: None,
@@ -62,11 +67,15 @@ impl PdHost {
         }
     }
 
-    /// Log time for a new command: this node's clock, never below what was applied or stamped.
+    /// Log time for a new command: the wall clock read when this leadership began plus the
+    /// monotonic time since, never below what was applied or stamped.
     fn next_stamp(&mut self) -> u64 {
-        let now = pd_host::wall_clock_ms()
-            .max(self.state.now_ms)
-            .max(self.last_stamp_ms);
+        let floor = self.state.now_ms.max(self.last_stamp_ms);
+        let (since, base_ms) = *self
+            .clock_base
+            .get_or_insert_with(|| (Instant::now(), pd_host::wall_clock_ms().max(floor)));
+        let elapsed = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = base_ms.saturating_add(elapsed).max(floor);
         self.last_stamp_ms = now;
         now
     }
@@ -262,6 +271,7 @@ impl EventLoop {
         if !leads {
             host.leading_since = None;
             host.tick_in_flight = None;
+            host.clock_base = None;
             return Ok(());
         }
         let now = Instant::now();
@@ -371,5 +381,26 @@ impl EventLoop {
             self.map = state.shard_map.clone();
         }
         self.pd_cache = Some(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_never_go_backwards_nor_below_log_time() {
+        let mut state = PdState::new();
+        // Log time far in the future (a previous leader's clock was ahead).
+        state.now_ms = pd_host::wall_clock_ms() + 3_600_000;
+        let mut host = PdHost::new(state);
+        let first = host.next_stamp();
+        assert!(first >= host.state.now_ms);
+        let second = host.next_stamp();
+        assert!(second >= first);
+        // A new leadership reads the wall clock again but stays above the last stamp.
+        host.clock_base = None;
+        host.state.now_ms = 0;
+        assert!(host.next_stamp() >= second);
     }
 }

@@ -108,6 +108,7 @@ impl EventLoop {
         if let KvOp::Get { key, consistency } = &request.op {
             let mode = match consistency {
                 ReadConsistency::Stale => {
+                    group.reads_served += 1;
                     reply(slot, read_now(&self.store, key, group.applied));
                     return Ok(());
                 }
@@ -291,6 +292,7 @@ pub(super) fn serve_reads(store: &Store, group: &mut Group) {
     group.reads_ready = waiting;
     for (_, reads) in ready {
         for read in reads {
+            group.reads_served += 1;
             reply(read.reply, read_now(store, &read.key, applied));
         }
     }

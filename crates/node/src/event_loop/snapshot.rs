@@ -1,6 +1,7 @@
 //! Snapshot transfers: streaming a shard to a lagging follower, and receiving one.
 
 use super::EventLoop;
+use super::throttle::Throttled;
 use crate::error::Result;
 use crate::pd_host;
 use crate::replica_meta;
@@ -118,6 +119,8 @@ impl EventLoop {
         }
         let node = member_node(to);
         let transport = self.transport.clone();
+        let rate = self.snapshot_bytes_per_sec;
+        let limiter = self.snapshot_limiter.clone();
         while self.snapshot_tasks.try_join_next().is_some() {}
         self.snapshot_tasks.spawn(async move {
             // The chunks hold a consistent fjall snapshot taken above; reading them is I/O, so
@@ -156,9 +159,12 @@ impl EventLoop {
                 }
             };
             info!(%shard, to = %node, member = %to, bytes = data.len(), "sending a snapshot");
+            // At the PD's bandwidth limit; the time budget leaves room for it.
+            let paced = (data.len() as u64).checked_div(rate).unwrap_or(0);
+            let budget = std::time::Duration::from_secs(paced.saturating_mul(2).max(60));
             let sent = tokio::time::timeout(
-                std::time::Duration::from_secs(60),
-                transport.send_snapshot(node, message, data.as_slice()),
+                budget,
+                transport.send_snapshot(node, message, Throttled::new(&data, limiter)),
             )
             .await;
             let delivered = matches!(sent, Ok(Ok(_)));

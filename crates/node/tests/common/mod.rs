@@ -169,6 +169,18 @@ key = "certs/node-{id}.key"
     pub async fn add_joining_node_at(&mut self, addr: SocketAddr) -> usize {
         let index = self.nodes.len();
         let id = index as u64 + 1;
+        let path = self.write_joining_config(id, addr);
+        self.config_paths.push(path);
+        self.addrs.push(addr);
+        self.nodes.push(None);
+        self.connections.push(None);
+        self.start_node(index).await;
+        index
+    }
+
+    /// Writes a certificate and a config for node `id` listening on `addr`, joining through
+    /// the first three nodes; returns the config's path.
+    pub fn write_joining_config(&self, id: u64, addr: SocketAddr) -> PathBuf {
         let certs = self.dir.path().join("certs");
         self.ca
             .issue_node(NodeId(id), &[addr.ip()], Validity::days_from_now(1))
@@ -199,12 +211,7 @@ key = "certs/node-{id}.key"
         );
         let path = self.dir.path().join(format!("node-{id}.toml"));
         std::fs::write(&path, text).unwrap();
-        self.config_paths.push(path);
-        self.addrs.push(addr);
-        self.nodes.push(None);
-        self.connections.push(None);
-        self.start_node(index).await;
-        index
+        path
     }
 
     /// Sends a placement-driver command to the PD leader (following `NotLeader`), retrying
