@@ -22,8 +22,8 @@ use ringkv_pd::{AdminOperator, Command, NodeState, Response as PdResponse, Sched
 use ringkv_types::{KvResult, ReadConsistency, Response, WireError, ring};
 use std::time::{Duration, Instant};
 use workload::{
-    KeepLogsOnPanic, Workload, actual_counts, connect, decode, key_name, pd_config, pd_leaders, pd_replicas,
-    spread, wait_for_pd,
+    KeepLogsOnPanic, Workload, actual_counts, connect, decode, key_name, pd_config, pd_leaders,
+    pd_replicas, spread, wait_for_pd,
 };
 
 /// Size of each preloaded value.
@@ -77,7 +77,10 @@ async fn cluster_grows_from_three_to_five_nodes_and_splits_under_linearizable_lo
     );
 
     let balancing = Instant::now();
-    for scheduler in [SchedulerKind::BalanceReplicas, SchedulerKind::BalanceLeaders] {
+    for scheduler in [
+        SchedulerKind::BalanceReplicas,
+        SchedulerKind::BalanceLeaders,
+    ] {
         let answer = admin
             .pd_call(Command::SetScheduler {
                 scheduler,

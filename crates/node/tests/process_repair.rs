@@ -2,7 +2,9 @@
 //! `max_down_time_ms` has its replicas rebuilt on the other nodes until every shard is back to
 //! three voters, with the data; then a node is drained to zero replicas and removed. The
 //! clients' history stays linearizable throughout and no call fails beyond the client's
-//! retries. Times are printed (`--nocapture`); nothing asserts on them.
+//! retries. Times are printed (`--nocapture`); nothing asserts on them. `RINGKV_LONG_TESTS=1`
+//! runs a larger variant (8 shards, 12 clients, 10 000 preloaded 1 KiB values instead of 4
+//! shards, 6 clients and 500 values).
 
 #![allow(
     clippy::unwrap_used,
@@ -24,8 +26,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use workload::{KeepLogsOnPanic, Workload, actual_counts, connect, wait_for_pd};
 
-const SHARDS: u64 = 4;
-const BULK: u64 = 500;
 const BULK_VALUE_BYTES: usize = 1024;
 /// Short, so that the test waits seconds, not the production half hour.
 const MAX_DOWN_TIME_MS: u64 = 3000;
@@ -55,18 +55,23 @@ async fn holders(cluster: &mut Cluster) -> BTreeMap<ShardId, BTreeSet<u64>> {
 /// a second; the client's 20 s budget covers both with room to spare.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_repaired_elsewhere_then_a_drained_node_is_removed() {
+    let (shards, clients, bulk) = if workload::long_variant() {
+        (8, 12, 10_000)
+    } else {
+        (4, 6, 500)
+    };
     let config = workload::pd_config(MAX_DOWN_TIME_MS);
-    let mut cluster = Cluster::start_with(3, SHARDS, &config, true).await;
+    let mut cluster = Cluster::start_with(3, shards, &config, true).await;
     let _logs = KeepLogsOnPanic::new(&cluster, "repair");
     cluster
-        .wait_for_leaders(SHARDS, Duration::from_secs(30))
+        .wait_for_leaders(shards, Duration::from_secs(30))
         .await;
     // Two spare nodes (balancing is off, so they hold nothing until repair or drain).
     workload::join_one(&mut cluster).await;
     workload::join_one(&mut cluster).await;
     let admin = connect(&cluster).await;
-    workload::preload(&admin, BULK, BULK_VALUE_BYTES).await;
-    let load = Workload::start(&cluster, 6, 8).await;
+    workload::preload(&admin, bulk, BULK_VALUE_BYTES).await;
+    let load = Workload::start(&cluster, clients, 8).await;
     load.wait_for_progress(100).await;
 
     // Kill -9 node 3 (a placement-driver host too: PD keeps a majority on nodes 1 and 2).
@@ -123,10 +128,10 @@ async fn a_killed_node_is_repaired_elsewhere_then_a_drained_node_is_removed() {
     // key of its shard (bounded wait: it may still be applying the snapshot's tail).
     for shard in &had_replica {
         let descriptor = state.descriptor(*shard).unwrap().clone();
-        let key = (0..BULK)
+        let key = (0..bulk)
             .map(|i| format!("bulk-{i}"))
             .find(|key| descriptor.contains_key(key.as_bytes()))
-            .expect("every shard holds some of 500 preloaded keys");
+            .expect("every shard holds some of the preloaded keys");
         for node in after[shard].difference(&before[shard]) {
             let index = *node as usize - 1;
             let request = kv(&descriptor, None, get(&key, ReadConsistency::Stale));
@@ -219,7 +224,7 @@ async fn a_killed_node_is_repaired_elsewhere_then_a_drained_node_is_removed() {
         tally.completed, tally.unknown_writes, tally.failed_reads
     );
     assert_eq!(tally.failures(), 0, "client calls failed beyond retries");
-    workload::check_preloaded(&admin, BULK, BULK_VALUE_BYTES).await;
+    workload::check_preloaded(&admin, bulk, BULK_VALUE_BYTES).await;
     admin.close().await;
     cluster.stop_all().await;
 }

@@ -459,11 +459,8 @@ impl Drop for KeepLogsOnPanic {
         if !std::thread::panicking() {
             return;
         }
-        let to = std::env::temp_dir().join(format!(
-            "ringkv-{}-{}-logs",
-            self.name,
-            std::process::id()
-        ));
+        let to =
+            std::env::temp_dir().join(format!("ringkv-{}-{}-logs", self.name, std::process::id()));
         if std::fs::create_dir_all(&to).is_err() {
             return;
         }
