@@ -2,7 +2,8 @@
 //! `ringctl local add-node` starts a fourth that joins, `ringctl rebalance --json` follows the
 //! placement driver until replica and leader counts are balanced, and `nodes --json` /
 //! `shards --json` parse and agree with it; `remove-node` refuses a node that still holds
-//! replicas; the data written before stays readable. Default PD timing (1 s heartbeats and
+//! replicas, `drain-node` empties it and `remove-node` then succeeds; the data written before
+//! stays readable. Default PD timing (1 s heartbeats and
 //! ticks), as a developer's `local up` runs. Skipped (with a message) when no `ringkvd` sits
 //! next to `ringctl` outside CI. Every process is stopped on drop; every wait is bounded.
 #![allow(missing_docs)]
@@ -228,6 +229,31 @@ fn local_up_add_node_and_rebalance_with_the_real_binaries() {
         String::from_utf8_lossy(&remove.stderr).contains("drain it first"),
         "{remove:?}"
     );
+
+    // Drain node 4 back to zero replicas, then remove it.
+    let draining = Instant::now();
+    let drain = ringctl(
+        &config,
+        &["drain-node", "4", "--timeout", "240", "--interval", "1"],
+    );
+    assert!(drain.status.success(), "{drain:?}");
+    assert!(
+        String::from_utf8_lossy(&drain.stdout).contains("node 4 holds no replicas"),
+        "{drain:?}"
+    );
+    println!(
+        "drain-node 4 finished in {:.1} s",
+        draining.elapsed().as_secs_f64()
+    );
+    let remove = ringctl(&config, &["remove-node", "4"]);
+    assert!(remove.status.success(), "{remove:?}");
+    let nodes = json(&ringctl(&config, &["nodes", "--json"]));
+    let list = nodes["nodes"].as_array().unwrap();
+    let removed = list.iter().find(|n| n["id"] == 4).expect("node 4 listed");
+    assert_eq!(removed["state"], "Removed", "{nodes}");
+    assert_eq!(removed["replicas"], 0, "{nodes}");
+    let replicas: u64 = list.iter().map(|n| n["replicas"].as_u64().unwrap()).sum();
+    assert_eq!(replicas, 3 * SHARDS as u64, "{nodes}");
 
     for key in &keys {
         let get = ringctl(&config, &["kv", "get", key]);
