@@ -20,6 +20,7 @@ mod workload;
 use common::{Cluster, get, kv};
 use ringkv_pd::{AdminOperator, Command, NodeState, Response as PdResponse, SchedulerKind};
 use ringkv_types::{KvResult, ReadConsistency, Response, WireError, ring};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use workload::{
     KeepLogsOnPanic, Workload, actual_counts, connect, decode, key_name, pd_config, pd_leaders,
@@ -77,6 +78,7 @@ async fn cluster_grows_from_three_to_five_nodes_and_splits_under_linearizable_lo
     );
 
     let balancing = Instant::now();
+    let operations_before = load.progress.load(Ordering::Relaxed);
     for scheduler in [
         SchedulerKind::BalanceReplicas,
         SchedulerKind::BalanceLeaders,
@@ -115,11 +117,12 @@ async fn cluster_grows_from_three_to_five_nodes_and_splits_under_linearizable_lo
     println!(
         "after: replicas per node {replicas:?}, leaders per node {leaders:?}; balanced {:.1} s \
          after the schedulers were switched on ({:.1} s after node 4 started); operators: {} \
-         finished, {} cancelled",
+         finished, {} cancelled; {} client calls completed meanwhile",
         balancing.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64(),
         state.operator_counts.finished,
-        state.operator_counts.cancelled
+        state.operator_counts.cancelled,
+        load.progress.load(Ordering::Relaxed) - operations_before
     );
     assert_eq!(
         state.operator_counts.cancelled, 0,
