@@ -2,8 +2,9 @@
 //! informed and carries out its orders.
 //!
 //! Every `pd.heartbeat_interval_ms` it
-//! 1. registers the node first if it joined through `join` (`Command::RegisterNode`, retried
-//!    with backoff until PD answers; the id PD returns must be the configured `node_id`);
+//! 1. registers the node first if it joined through `join` (`Command::RegisterNodeAs` with
+//!    the configured `node_id`, retried with backoff until PD answers; an id or address that
+//!    belongs to another node, or a removed id, stops the node with the reason);
 //! 2. asks the loop for a view ([`AgentCall::View`]): replica and leader counts, and every shard
 //!    this node leads whose last membership change or split is applied, with its counters of
 //!    applied writes and served reads (turned into per-second rates between two reports). Size
@@ -284,7 +285,8 @@ impl Running {
     /// to retry later, `Err` when PD assigned another id (the node must stop).
     async fn register(&mut self) -> Result<bool, String> {
         let addr = self.config.listen_addr.to_string();
-        let command = Command::RegisterNode {
+        let command = Command::RegisterNodeAs {
+            id: self.config.node_id,
             node: NodeRegistration {
                 addr: addr.clone(),
                 labels: BTreeMap::new(),
@@ -306,6 +308,14 @@ impl Running {
                 warn!(?other, "unexpected answer to a registration");
                 Ok(false)
             }
+            // The id or address belongs to another node, or this node was removed: retrying
+            // cannot help, the configuration must change.
+            Some(Err(
+                error @ (ringkv_pd::Error::RegistrationConflict { .. }
+                | ringkv_pd::Error::NodeRemoved { .. }),
+            )) => Err(format!(
+                "the placement driver refused to register this node: {error}"
+            )),
             Some(Err(error)) => {
                 warn!(%error, "the placement driver refused the registration");
                 Ok(false)

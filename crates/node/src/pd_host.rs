@@ -109,6 +109,7 @@ pub fn stamp(command: &mut Command, now: u64) {
     match command {
         Command::Bootstrap { now_ms, .. }
         | Command::RegisterNode { now_ms, .. }
+        | Command::RegisterNodeAs { now_ms, .. }
         | Command::NodeHeartbeat { now_ms, .. }
         | Command::Tick { now_ms }
         | Command::SetNodeState { now_ms, .. }

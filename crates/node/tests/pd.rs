@@ -547,13 +547,30 @@ async fn a_dead_node_is_repaired_elsewhere() {
     cluster.stop_all().await;
 }
 
-/// A joining node whose configured id is not the one PD assigns to its address stops with an
-/// error saying so.
+/// A joining node registers under its configured id (ids need not be contiguous); a node that
+/// claims the address of another live node under a different id stops with an error saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_joining_node_with_another_id_stops() {
+async fn a_joining_node_with_another_nodes_address_stops() {
     let mut cluster = Cluster::start(3, 2, &pd_config(false)).await;
     cluster.wait_for_leaders(2, Duration::from_secs(30)).await;
-    let path = cluster.write_joining_config(9, common::reserve_addr());
+    let addr = common::reserve_addr();
+    let path = cluster.write_joining_config(9, addr);
+    let config = ringkv_node::NodeConfig::load(&path).unwrap();
+    let node = ringkv_node::start(config).await.unwrap();
+    wait_for_pd(&mut cluster, "node 9 registered", |state| {
+        state
+            .nodes
+            .get(&NodeId(9))
+            .is_some_and(|n| n.state == NodeState::Up)
+    })
+    .await;
+    tokio::time::timeout(WAIT, node.stop())
+        .await
+        .expect("node 9 stops in time")
+        .expect("node 9 stops cleanly");
+
+    // Node 9 is still a member (Up, or Down for a while): its address is not free.
+    let path = cluster.write_joining_config(10, addr);
     let config = ringkv_node::NodeConfig::load(&path).unwrap();
     let mut node = ringkv_node::start(config).await.unwrap();
     let result = tokio::time::timeout(WAIT, node.join())
@@ -563,9 +580,10 @@ async fn a_joining_node_with_another_id_stops() {
         .expect_err("the node stops with an error")
         .to_string();
     assert!(
-        error.contains("PD assigned node id 4 to this address") && error.contains("says 9"),
+        error.contains("cannot register node n10") && error.contains("another live node"),
         "{error}"
     );
+    assert!(!cluster.pd_state().await.nodes.contains_key(&NodeId(10)));
     cluster.stop_all().await;
 }
 

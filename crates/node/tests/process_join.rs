@@ -1,13 +1,10 @@
 //! Real `ringkvd` processes joining a running cluster in an order PD does not expect.
 //!
-//! A joining node sends `RegisterNode { addr }` without its configured id; PD hands out the
-//! next free id in the order registrations arrive, and a node given another id than its config
-//! says stops ("PD assigned node id 5 to this address but the config says 4", exit 1). Two
-//! nodes started together therefore race, and a node started before a lower-numbered one can
-//! never join. `ringctl local add-node` avoids it by registering the address before it writes
-//! the config; the other process tests start joining nodes one at a time
-//! (`workload::join_one`). This test is the reproducer, ignored until `RegisterNode` carries
-//! the configured id (or ids are allocated up front).
+//! A joining node registers with `RegisterNodeAs { id, addr }`, its configured id. Before, it
+//! sent `RegisterNode { addr }` and PD handed out ids in the order registrations arrived, so two
+//! nodes started together raced and a node started before a lower-numbered one could never
+//! join (it stopped: "PD assigned node id 4 ... but the config says 5"). This was the
+//! reproducer; it now checks that both join under their own ids.
 
 #![allow(
     clippy::unwrap_used,
@@ -25,8 +22,6 @@ use std::time::{Duration, Instant};
 use workload::{KeepLogsOnPanic, pd_config, wait_for_pd};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: RegisterNode carries no id, so node 5 started before node 4 gets id 4 \
-            and stops; see the module doc"]
 async fn nodes_started_out_of_id_order_both_join() {
     let mut cluster = Cluster::start_with(3, 2, &pd_config(60_000), true).await;
     let _logs = KeepLogsOnPanic::new(&cluster, "join");

@@ -56,6 +56,9 @@ impl PdState {
                 *now_ms,
             ),
             Command::RegisterNode { node, now_ms } => self.register_node(node, *now_ms),
+            Command::RegisterNodeAs { id, node, now_ms } => {
+                self.register_node_as(*id, node, *now_ms)
+            }
             Command::NodeHeartbeat {
                 node,
                 stats,
@@ -189,6 +192,52 @@ impl PdState {
         self.ids.next_node += 1;
         self.nodes
             .insert(id, new_node(id, registration, self.now_ms));
+        Ok(Response::NodeId(id))
+    }
+
+    fn register_node_as(
+        &mut self,
+        id: NodeId,
+        registration: &NodeRegistration,
+        now_ms: u64,
+    ) -> Result<Response> {
+        self.require_bootstrapped()?;
+        validate_registration(registration)?;
+        let conflict = |reason: &'static str| Error::RegistrationConflict {
+            id,
+            addr: registration.addr.clone(),
+            reason: reason.into(),
+        };
+        // Ids stay below 2^32 so that `(node << 32) | incarnation` is a valid Raft member id.
+        if id.get() == 0 || id.get() >= u64::from(u32::MAX) {
+            return Err(conflict("node ids are 1 to 2^32 - 2"));
+        }
+        if let Some(node) = self.nodes.get(&id) {
+            if node.state == NodeState::Removed {
+                return Err(Error::NodeRemoved { node: id });
+            }
+            if node.addr != registration.addr {
+                return Err(conflict("the id is registered at another address"));
+            }
+        } else if self
+            .nodes
+            .values()
+            .any(|n| n.addr == registration.addr && n.state != NodeState::Removed)
+        {
+            return Err(conflict("the address belongs to another live node"));
+        }
+        self.advance_time(now_ms);
+        match self.nodes.get_mut(&id) {
+            Some(node) => {
+                node.labels = registration.labels.clone();
+                node.capacity_bytes = registration.capacity_bytes;
+            }
+            None => {
+                self.nodes
+                    .insert(id, new_node(id, registration, self.now_ms));
+                self.ids.next_node = self.ids.next_node.max(id.get() + 1);
+            }
+        }
         Ok(Response::NodeId(id))
     }
 

@@ -126,6 +126,58 @@ fn commands_before_bootstrap_are_refused() {
 }
 
 #[test]
+fn register_as_keeps_the_configured_id_in_any_order() {
+    let mut state = cluster(3, 2, 3);
+    let register = |id: u64, addr: &str| Command::RegisterNodeAs {
+        id: NodeId(id),
+        node: registration(addr),
+        now_ms: 5,
+    };
+    // Node 5 registers before node 4: both keep their ids.
+    assert_eq!(
+        state.apply(&register(5, "10.0.0.5:7000")),
+        Ok(Response::NodeId(NodeId(5)))
+    );
+    assert_eq!(
+        state.apply(&register(4, "10.0.0.4:7000")),
+        Ok(Response::NodeId(NodeId(4)))
+    );
+    // Idempotent; and the counter moved past them.
+    assert_eq!(
+        state.apply(&register(5, "10.0.0.5:7000")),
+        Ok(Response::NodeId(NodeId(5)))
+    );
+    assert_eq!(state.ids.next_node, 6);
+    let before = state.clone();
+    for (command, why) in [
+        (register(4, "10.0.0.44:7000"), "id at another address"),
+        (register(6, "10.0.0.4:7000"), "address of a live node"),
+        (register(0, "10.0.0.6:7000"), "id 0"),
+        (register(1 << 32, "10.0.0.6:7000"), "id too large"),
+    ] {
+        assert!(
+            matches!(
+                state.apply(&command),
+                Err(Error::RegistrationConflict { .. })
+            ),
+            "{why}"
+        );
+        assert_eq!(state, before, "{why}: refused commands change nothing");
+    }
+    state
+        .apply(&Command::SetNodeState {
+            node: NodeId(4),
+            state: NodeState::Removed,
+            now_ms: 6,
+        })
+        .expect("removed");
+    assert_eq!(
+        state.apply(&register(4, "10.0.0.4:7000")),
+        Err(Error::NodeRemoved { node: NodeId(4) })
+    );
+}
+
+#[test]
 fn register_allocates_ids_and_is_idempotent_by_address() {
     let mut state = cluster(3, 2, 3);
     let register = |addr: &str| Command::RegisterNode {

@@ -181,6 +181,19 @@ pub enum Command {
         /// How many (1 to [`MAX_IDS_PER_ALLOC`]).
         count: u64,
     },
+    /// A node joins under the id its configuration (and certificate) names; answered with that
+    /// id ([`Response::NodeId`]). Idempotent: the same id and address again is accepted. Refused
+    /// when the address belongs to another live node or the id was ever used by another address
+    /// (ids are never reused). Unlike [`Command::RegisterNode`], nodes started in any order get
+    /// the ids they were configured with.
+    RegisterNodeAs {
+        /// The id the node is configured with.
+        id: NodeId,
+        /// The node.
+        node: NodeRegistration,
+        /// Log time.
+        now_ms: u64,
+    },
 }
 
 /// Most ids one [`Command::AllocIds`] may take.

@@ -119,6 +119,16 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
+    /// `RegisterNodeAs` with an id or address that belongs to another node.
+    #[error("cannot register node {id} at {addr}: {reason}")]
+    RegistrationConflict {
+        /// The id asked for.
+        id: NodeId,
+        /// The address given.
+        addr: String,
+        /// What it conflicts with.
+        reason: Cow<'static, str>,
+    },
 }
 
 /// Why a shard map or descriptor was refused.
