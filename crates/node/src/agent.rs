@@ -233,7 +233,9 @@ impl Agent {
                     }
                 }
             }
-            agent.heartbeat().await;
+            if !agent.heartbeat().await {
+                return;
+            }
         }
     }
 }
@@ -327,9 +329,10 @@ impl Running {
         }
     }
 
-    async fn heartbeat(&mut self) {
+    /// One heartbeat round. `false` when the node must stop (PD removed it).
+    async fn heartbeat(&mut self) -> bool {
         let Some(view) = self.view().await else {
-            return;
+            return true;
         };
         if view.pd_leader.is_some() {
             self.pd_leader = view.pd_leader;
@@ -354,7 +357,7 @@ impl Running {
                 max_snapshot_bytes_per_sec,
             })) => {
                 if state == NodeState::Removed {
-                    warn!("the placement driver has removed this node");
+                    return self.removed().await;
                 }
                 if self.snapshot_limit != Some(max_snapshot_bytes_per_sec) {
                     self.snapshot_limit = Some(max_snapshot_bytes_per_sec);
@@ -362,6 +365,7 @@ impl Running {
                     let _ = self.loop_tx.send(call).await;
                 }
             }
+            Some(Err(ringkv_pd::Error::NodeRemoved { .. })) => return self.removed().await,
             Some(Err(error)) => warn!(%error, "heartbeat refused"),
             _ => debug!("heartbeat not answered"),
         }
@@ -370,6 +374,34 @@ impl Running {
             Some(nodes) => self.add_peers(nodes.into_iter()),
             None => self.refresh().await,
         }
+        true
+    }
+
+    /// PD removed this node (`ringctl remove-node`, or given up on as dead): its replicas live
+    /// elsewhere now, so it stops (exit 1, with the reason) rather than serve stale copies. A PD
+    /// host keeps running, since group 0's membership is static and stopping would cost the
+    /// placement driver a replica; it only warns.
+    async fn removed(&mut self) -> bool {
+        if self.config.hosts_pd() {
+            warn!(
+                "the placement driver has removed this node, but it hosts the placement driver \
+                 (static membership), so it keeps running"
+            );
+            return true;
+        }
+        let reason = format!(
+            "node {} was removed from the cluster by the placement driver; it no longer \
+             serves. Delete its data dir before reusing the machine (under a new node id)",
+            self.config.node_id.get()
+        );
+        warn!(%reason, "stopping the node");
+        // So that a restart stops at once, and `ringctl local up` skips the node.
+        let marker = self.config.data_dir.join(crate::node::REMOVED_MARKER);
+        if let Err(error) = std::fs::write(&marker, format!("{reason}\n")) {
+            warn!(%error, path = %marker.display(), "cannot write the removal marker");
+        }
+        let _ = self.loop_tx.send(AgentCall::Fatal(reason)).await;
+        false
     }
 
     /// Gives the transport every node address it does not have yet.

@@ -216,6 +216,41 @@ async fn a_killed_node_is_repaired_elsewhere_then_a_drained_node_is_removed() {
         ),
         other => panic!("unexpected nodes answer {other:?}"),
     }
+    // The removed node learns it from its next heartbeat and stops (exit 1) instead of serving.
+    let deadline = Instant::now() + workload::WAIT;
+    loop {
+        let exited = match cluster.nodes[3].as_mut() {
+            Some(common::Running::Process(child)) => child.0.try_wait().expect("try_wait"),
+            _ => panic!("node 4 runs as a process"),
+        };
+        if let Some(status) = exited {
+            assert!(
+                !status.success(),
+                "a removed node exits with an error: {status}"
+            );
+            cluster.nodes[3] = None;
+            // It left a marker in its data dir and refuses to start again.
+            let config = cluster.config_paths[3].clone();
+            let marker = config.parent().unwrap().join("node-4").join("REMOVED");
+            assert!(marker.is_file(), "{} written", marker.display());
+            let restart = std::process::Command::new(env!("CARGO_BIN_EXE_ringkvd"))
+                .arg("--config")
+                .arg(&config)
+                .output()
+                .expect("ringkvd runs");
+            let stderr = String::from_utf8_lossy(&restart.stderr);
+            assert!(
+                !restart.status.success() && stderr.contains("was removed from the cluster"),
+                "a removed node refuses to start: {stderr}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the removed node 4 keeps running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     load.wait_for_progress(100).await;
 
     let (tally, _) = load.finish(&admin).await;

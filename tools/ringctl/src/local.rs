@@ -121,6 +121,12 @@ fn added_nodes(dir: &Path, initial: u64) -> Result<Vec<(u64, PathBuf)>> {
             continue;
         };
         let config = entry.path().join("ringkvd.toml");
+        // Written by a node the placement driver removed (`ringctl remove-node`): it would
+        // refuse to start.
+        if entry.path().join("data").join("REMOVED").is_file() {
+            println!("node {id} was removed from the cluster; not starting it");
+            continue;
+        }
         if id > initial && config.is_file() {
             found.push((id, config));
         }
