@@ -71,6 +71,23 @@ impl Foreground {
         }
     }
 
+    /// Waits (bounded) for the process to exit by itself, with an error.
+    fn expect_failed_exit(mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(!status.success(), "{} exited with {status}", self.what);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still runs after {timeout:?}",
+                self.what
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGTERM, then wait (bounded) for a clean exit.
     fn stop(mut self) {
         let pid = self.child.id().to_string();
@@ -263,6 +280,15 @@ fn local_up_add_node_and_rebalance_with_the_real_binaries() {
             "{get:?}"
         );
     }
-    added.stop();
+    // The removed node learns it at its next heartbeat and stops (exit 1), and with it the
+    // `add-node` that ran it in the foreground; its data dir keeps a `REMOVED` marker.
+    added.expect_failed_exit(Duration::from_secs(60));
+    assert!(
+        cluster_dir
+            .join("node-4")
+            .join("data")
+            .join("REMOVED")
+            .is_file()
+    );
     up.stop();
 }
