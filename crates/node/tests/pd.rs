@@ -38,8 +38,7 @@ split = false
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// A client seeded with the first three nodes and `more` (nodes that join later: the client
-/// only learns nodes it was not given when it reloads its map, see the note in the test).
+/// A client seeded with the first three nodes and `more` (nodes that join later).
 async fn client(cluster: &Cluster, more: &[SocketAddr]) -> Client {
     let pair = cluster
         .ca
@@ -201,9 +200,9 @@ async fn grow_and_rebalance(shards: u64, keys: usize, value_bytes: usize) {
         );
     }
 
-    // The joining nodes' addresses are given to the client up front: today's client does not
-    // learn a node from a `NotLeader` hint naming it (it loops between the old leader and the
-    // unknown node until its attempts run out), so it must know them beforehand.
+    // The joining nodes' addresses are given to the client up front (written before the
+    // client learned joined nodes by itself; `process_rebalance.rs` covers a client seeded
+    // with the first three nodes only).
     let joining = [common::reserve_addr(), common::reserve_addr()];
     let client = Arc::new(client(&cluster, &joining).await);
     // Some data, so the moves stream real snapshots.
