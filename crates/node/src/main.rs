@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use ringkv_node::NodeConfig;
+use ringkv_node::{LogFormat, NodeConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,16 +21,17 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: `ringctl local up` sends the log to a file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(&args) {
+    // The config names the log format, so it is read before logging starts; its errors go to
+    // stderr as plain text.
+    let config = match NodeConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("ringkvd: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.log_format);
+    match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("ringkvd: {error:#}");
@@ -39,8 +40,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
-    let config = NodeConfig::load(&args.config)?;
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON lines.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        // Colour codes only on a terminal: `ringctl local up` sends the log to a file.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line with the span fields (the HTTP request id among them).
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+fn run(config: NodeConfig) -> anyhow::Result<()> {
     // Both ring and aws-lc-rs must never be enabled; install ring explicitly anyway.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
