@@ -256,7 +256,7 @@ async fn start(count: u64, pd_leader: u64, pd_hint: bool) -> (Shared, Fake) {
 }
 
 async fn client(fake: &Fake, seeds: &[u64]) -> Client {
-    let pair = fake.ca.issue_client("test", validity()).unwrap();
+    let pair = fake.ca.issue_client("ringctl", validity()).unwrap();
     let identity = TlsIdentity::from_pem(fake.ca.cert_pem(), &pair).unwrap();
     let seeds = fake
         .endpoints

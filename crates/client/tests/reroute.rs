@@ -224,7 +224,7 @@ async fn client(fake: &Fake) -> Client {
 }
 
 async fn client_with_seeds(fake: &Fake, seeds: Vec<Endpoint>) -> Client {
-    let pair = fake.ca.issue_client("test", validity()).unwrap();
+    let pair = fake.ca.issue_client("ringctl", validity()).unwrap();
     let identity = TlsIdentity::from_pem(fake.ca.cert_pem(), &pair).unwrap();
     let mut config = ClientConfig::new(seeds, CLUSTER, TlsSource::Identity(identity));
     config.bind_addr = SocketAddr::from(([127, 0, 0, 1], 0));
