@@ -3,6 +3,8 @@
 //! certificates, user tokens and foreign node certificates, token attacks, and users that
 //! survive a PD leader change and a full-cluster restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod common;
 
 use bytes::Bytes;
