@@ -59,7 +59,7 @@ mod routing;
 mod session;
 
 pub use client::{CasOutcome, Client, IssuedToken};
-pub use config::{ClientConfig, Credentials, Endpoint, RetryPolicy, TlsSource};
+pub use config::{ClientConfig, Credentials, Endpoint, RetryPolicy, Seed, TlsSource};
 pub use error::{Error, Result};
 pub use ringkv_pd;
 pub use ringkv_types::{BatchOp, NodeStatus, ReadConsistency, Secret, ShardMap};

@@ -41,6 +41,7 @@ pub struct NodeHandle {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
     local_addr: SocketAddr,
+    http: Option<crate::http::HttpServer>,
 }
 
 impl NodeHandle {
@@ -49,12 +50,19 @@ impl NodeHandle {
         self.local_addr
     }
 
+    /// The bound TCP address of the HTTP server, when `http_addr` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(crate::http::HttpServer::local_addr)
+    }
+
     /// Stops the node gracefully: the loop finishes its turn, waits for pending group commits,
     /// flushes the store and closes the transport.
     ///
     /// # Errors
     /// The error that stopped the loop earlier, if any.
     pub async fn stop(mut self) -> Result<()> {
+        // No new HTTP requests once stopping starts.
+        self.http.take();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -330,6 +338,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     );
 
     let identity = TlsIdentity::load(&config.tls.ca_cert, &config.tls.cert, &config.tls.key)?;
+    let http_identity = config.http.as_ref().map(|_| identity.clone());
     let mut transport_config =
         TransportConfig::new(config.node_id, config.cluster.clone(), config.listen_addr);
     transport_config.client_inflight_max = config.limits.client_inflight_max;
@@ -366,7 +375,15 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
 
     let (shutdown_tx, shutdown) = oneshot::channel();
     local.pd_state = pd_state;
-    let mut event_loop = EventLoop::new(config, store, transport, map, groups, local, agent);
+    let (health_publisher, health) = crate::health::channel();
+    let http = match (&config.http, &http_identity) {
+        (Some(http), Some(identity)) => {
+            Some(crate::http::start(&config, http, identity, health).await?)
+        }
+        _ => None,
+    };
+    let mut event_loop = EventLoop::new(config, store, transport, map, groups, local, agent)
+        .with_health(health_publisher);
     event_loop.set_authenticator(authenticator);
     let channels = LoopChannels {
         inbound,
@@ -379,6 +396,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         shutdown: Some(shutdown_tx),
         task,
         local_addr,
+        http,
     })
 }
 

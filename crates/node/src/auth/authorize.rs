@@ -79,7 +79,7 @@ fn authorize_kv(principal: &Principal, request: &KvRequest) -> Result<(), WireEr
         }
     };
     match &request.op {
-        KvOp::Get { key, .. } => check(key, false),
+        KvOp::Get { key, .. } | KvOp::Exists { key, .. } => check(key, false),
         KvOp::Put { key, .. } | KvOp::Delete { key } | KvOp::CompareAndSwap { key, .. } => {
             check(key, true)
         }
@@ -158,6 +158,7 @@ pub fn describe(request: &Request) -> String {
     match request {
         Request::Kv(kv) => match &kv.op {
             KvOp::Get { .. } => format!("get on shard {}", kv.shard),
+            KvOp::Exists { .. } => format!("exists on shard {}", kv.shard),
             KvOp::Put { .. } => format!("put on shard {}", kv.shard),
             KvOp::Delete { .. } => format!("delete on shard {}", kv.shard),
             KvOp::CompareAndSwap { .. } => format!("cas on shard {}", kv.shard),
