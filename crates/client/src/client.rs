@@ -267,7 +267,7 @@ impl Client {
         key: impl Into<Bytes>,
         consistency: ReadConsistency,
     ) -> Result<bool> {
-        let key = key.into();
+        let key = self.wire_key(key.into())?;
         let op = KvOp::Exists {
             key: key.clone(),
             consistency,

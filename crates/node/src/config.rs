@@ -300,7 +300,6 @@ struct RawConfig {
     pd: PdSection,
     #[serde(default)]
     auth: AuthSection,
-    #[serde(default)]
     http_addr: Option<String>,
     #[serde(default = "default_http_tls")]
     http_tls: bool,
@@ -385,12 +384,12 @@ pub struct NodeConfig {
     pub debug: DebugSection,
     /// Placement driver settings.
     pub pd: PdSection,
+    /// Token settings.
+    pub auth: AuthSection,
     /// The HTTP server (`None`: no `http_addr`, no HTTP server).
     pub http: Option<HttpConfig>,
     /// The log format (read by `ringkvd` before the node starts).
     pub log_format: LogFormat,
-    /// Token settings.
-    pub auth: AuthSection,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
@@ -549,6 +548,12 @@ impl NodeConfig {
                 ),
             ));
         }
+        if raw.auth.token_ttl == 0 || raw.auth.token_ttl > 31 * 24 * 3600 {
+            return Err(invalid(
+                "auth.token_ttl",
+                "must be 1 to 2678400 seconds (31 days)",
+            ));
+        }
         let http = match &raw.http_addr {
             None => None,
             Some(text) => {
@@ -575,12 +580,6 @@ impl NodeConfig {
                 })
             }
         };
-        if raw.auth.token_ttl == 0 || raw.auth.token_ttl > 31 * 24 * 3600 {
-            return Err(invalid(
-                "auth.token_ttl",
-                "must be 1 to 2678400 seconds (31 days)",
-            ));
-        }
         let config = NodeConfig {
             node_id,
             cluster: raw.cluster,

@@ -18,7 +18,7 @@ pub async fn get(client: &Client, key: String, consistency: ReadConsistency) -> 
         }
         None => {
             eprintln!("key not found: {key}");
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::from(crate::exit::NOT_FOUND))
         }
     }
 }
@@ -56,7 +56,7 @@ pub async fn cas(
         ),
         None => eprintln!("not swapped: {key} is absent"),
     }
-    Ok(ExitCode::from(1))
+    Ok(ExitCode::from(crate::exit::NOT_FOUND))
 }
 
 /// Parses a consistency name.

@@ -3,11 +3,14 @@
 //! certificates.
 
 mod admin;
+mod auth;
 mod certs;
 mod config;
+mod exit;
 mod kv;
 mod local;
 mod status;
+mod user;
 mod view;
 
 use anyhow::{Context, Result, bail};
@@ -28,6 +31,13 @@ struct Cli {
     /// The ringctl config (default: $RINGCTL_CONFIG, else ./data/local/ringctl.toml).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Act as the user of this token (from `ringctl auth login`): TLS with the config's CA,
+    /// no client certificate.
+    #[arg(long, global = true, env = "RINGCTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The namespace `kv` commands use (default: the user's own; raw keys for root).
+    #[arg(long, global = true, value_name = "NS")]
+    namespace: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -138,12 +148,22 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Users and their roles (admin).
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
+    /// Tokens: log in, rotate the signing key.
+    Auth {
+        #[command(subcommand)]
+        command: auth::AuthCommand,
+    },
 }
 
 /// How long commands wait.
 #[derive(Debug, Args)]
 struct WaitArgs {
-    /// Give up waiting after this many seconds (exit 1; PD keeps working).
+    /// Give up waiting after this many seconds (exit 4; PD keeps working).
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     timeout: u64,
     /// Seconds between progress polls.
@@ -299,11 +319,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    auth::set_access(auth::Access {
+        token: cli.token.clone().map(ringkv_types::Secret::new),
+        namespace: cli.namespace.clone(),
+    });
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            exit::exit(exit::code_of(&error))
         }
     }
 }
@@ -311,7 +335,9 @@ fn main() -> ExitCode {
 async fn client(config: Option<&std::path::Path>) -> Result<Client> {
     let path = RingctlConfig::locate(config);
     let config = RingctlConfig::load(&path)?;
-    Client::connect(config.client_config()?)
+    let mut client_config = config.client_config()?;
+    auth::apply(&config, &mut client_config);
+    Client::connect(client_config)
         .await
         .with_context(|| format!("connecting to {}", config.endpoints.join(", ")))
 }
@@ -418,6 +444,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await
             }
         },
+        Command::User { command } => {
+            with_client(config, async |c| user::run(c, command).await).await
+        }
+        Command::Auth { command } => auth::run(config, command).await,
         Command::Certs {
             command:
                 CertsCommand::Create {

@@ -158,7 +158,7 @@ pub fn describe(request: &Request) -> String {
     match request {
         Request::Kv(kv) => match &kv.op {
             KvOp::Get { .. } => format!("get on shard {}", kv.shard),
-            KvOp::Exists { .. } => format!("has on shard {}", kv.shard),
+            KvOp::Exists { .. } => format!("exists on shard {}", kv.shard),
             KvOp::Put { .. } => format!("put on shard {}", kv.shard),
             KvOp::Delete { .. } => format!("delete on shard {}", kv.shard),
             KvOp::CompareAndSwap { .. } => format!("cas on shard {}", kv.shard),

@@ -113,6 +113,14 @@ fn table() -> Vec<(&'static str, Request, &'static str)> {
             get("alice", ReadConsistency::Stale),
             "AAAAAAAD",
         ),
+        (
+            "exists alice (HAS)",
+            kv(KvOp::Exists {
+                key: key("alice"),
+                consistency: ReadConsistency::Lease,
+            }),
+            "AAAAAAAD",
+        ),
         ("put alice", put("alice"), "AAAAADAD"),
         (
             "delete alice",
