@@ -132,3 +132,124 @@ async fn readyz_follows_a_partition_and_livez_stays_up() {
     curl.wait(0, "/readyz", "ready after healing", |a| a.status == 200)
         .await;
 }
+
+/// The key routes through real curl: any node serves any key (forwarded to the leader), reads
+/// by consistency, HEAD, DELETE, cas 200/409, a batch, binary keys, 413 and 400, and a killed
+/// shard leader: the next request through a follower succeeds after re-election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_routes_forward_to_leaders_and_survive_a_killed_leader() {
+    let extra = format!("{}[limits]\nmax_value_bytes = 1024\n", http_extra());
+    let mut cluster = Cluster::start_with(3, SHARDS, &extra, true).await;
+    cluster
+        .wait_for_leaders(SHARDS, Duration::from_secs(30))
+        .await;
+    let curl = Curl::new(&cluster);
+    for index in 0..3 {
+        curl.wait(index, "/readyz", "ready", |a| a.status == 200)
+            .await;
+    }
+    // PUT on node 2, linearizable GET on node 3, stale GET on node 1.
+    let put = curl.run(1, &["-X", "PUT", "--data-binary", "hello"], "/v1/kv/tour");
+    assert_eq!(put.status, 204, "{}", put.text());
+    let get = curl.get(2, "/v1/kv/tour");
+    assert_eq!((get.status, get.text().as_str()), (200, "hello"));
+    let lin = curl.get(2, "/v1/kv/tour?consistency=linearizable");
+    assert_eq!((lin.status, lin.text().as_str()), (200, "hello"));
+    curl.wait(0, "/v1/kv/tour?consistency=stale", "stale read", |a| {
+        a.status == 200 && a.body == b"hello"
+    })
+    .await;
+    // HEAD: 200 and 404, no body.
+    assert_eq!(curl.run(0, &["-I"], "/v1/kv/tour").status, 200);
+    assert_eq!(curl.run(0, &["-I"], "/v1/kv/absent").status, 404);
+    // A missing key is a JSON 404.
+    let missing = curl.get(1, "/v1/kv/absent");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"]["code"], "not_found");
+    // DELETE, then 404.
+    assert_eq!(curl.run(2, &["-X", "DELETE"], "/v1/kv/tour").status, 204);
+    assert_eq!(curl.get(0, "/v1/kv/tour").status, 404);
+    // Compare-and-swap: create when absent (200), then a wrong expectation (409 + current).
+    let cas = |index: usize, body: &str| {
+        curl.run(
+            index,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                body,
+            ],
+            "/v1/kv/lock/cas",
+        )
+    };
+    let created = cas(0, r#"{"expected": null, "new": "v1"}"#);
+    assert_eq!(created.status, 200, "{}", created.text());
+    assert_eq!(created.json()["swapped"], true);
+    let conflict = cas(1, r#"{"expected": "v0", "new": "v2"}"#);
+    assert_eq!(conflict.status, 409, "{}", conflict.text());
+    assert_eq!(conflict.json()["swapped"], false);
+    assert_eq!(conflict.json()["current"], "v1");
+    let swapped = cas(2, r#"{"expected": "v1", "new_b64": "AP8="}"#);
+    assert_eq!(swapped.status, 200, "{}", swapped.text());
+    let binary = curl.get(0, "/v1/kv/lock");
+    assert_eq!(
+        (binary.status, binary.body.as_slice()),
+        (200, &b"\x00\xff"[..])
+    );
+    // Binary keys: percent-encoded bytes.
+    let put = curl.run(
+        0,
+        &["-X", "PUT", "--data-binary", "b"],
+        "/v1/kv/%FF%00k%2Fx",
+    );
+    assert_eq!(put.status, 204, "{}", put.text());
+    assert_eq!(curl.get(1, "/v1/kv/%ff%00k%2fx").body, b"b");
+    // A batch (atomic, one shard: the same key twice).
+    let batch = curl.run(
+        1,
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            r#"{"ops": [{"op": "put", "key": "bk", "value": "1"}, {"op": "put", "key": "bk", "value": "2"}]}"#,
+        ],
+        "/v1/batch",
+    );
+    assert_eq!(batch.status, 204, "{}", batch.text());
+    assert_eq!(curl.get(2, "/v1/kv/bk").body, b"2");
+    // Limits: 413 for a value over max_value_bytes and a key over max_key_bytes.
+    let big = cluster.dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 2000]).unwrap();
+    let at_big = format!("@{}", big.display());
+    let too_big = curl.run(0, &["-X", "PUT", "--data-binary", &at_big], "/v1/kv/big");
+    assert_eq!(too_big.status, 413, "{}", too_big.text());
+    assert_eq!(too_big.json()["error"]["code"], "too_large");
+    let long_key = format!("/v1/kv/{}", "k".repeat(5000));
+    let too_long = curl.run(0, &["-X", "PUT", "--data-binary", "v"], &long_key);
+    assert_eq!(too_long.status, 413, "{}", too_long.text());
+    // 400 for a bad consistency name, an unknown parameter, a bad JSON body.
+    let bad = curl.get(0, "/v1/kv/bk?consistency=strong");
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(bad.json()["error"]["code"], "bad_request");
+    assert_eq!(curl.get(0, "/v1/kv/bk?consistensy=stale").status, 400);
+    assert_eq!(cas(0, "{not json").status, 400);
+    assert_eq!(cas(0, r#"{"new": "x"}"#).status, 400);
+
+    // Kill the leader of the shard of "failover"; the next write through a follower succeeds
+    // once a new leader is elected (the embedded client retries within its budget).
+    let map = cluster.shard_map(0).await;
+    let shard = map.shard_for_key(b"failover").unwrap().id;
+    let leader = cluster.leader_of(shard).await;
+    cluster.kill_node(leader);
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let put = curl.run(
+        survivors[0],
+        &["-X", "PUT", "--data-binary", "after"],
+        "/v1/kv/failover",
+    );
+    assert_eq!(put.status, 204, "{}", put.text());
+    let get = curl.get(survivors[1], "/v1/kv/failover");
+    assert_eq!((get.status, get.text().as_str()), (200, "after"));
+}

@@ -5,9 +5,14 @@
 //! checked by the config). One accept loop, a task per connection, at most
 //! `limits.http_connections_max` connections at once (more wait in the kernel's backlog).
 //!
-//! Routes: `/livez`, `/readyz` ([`health`]).
+//! Routes: `/livez`, `/readyz` (`health.rs`), the key-value routes (`kv.rs`, executed through
+//! the embedded client of `forward.rs`), each behind the principal check of [`auth`].
 
+pub mod auth;
+pub mod error;
+mod forward;
 mod health;
+mod kv;
 mod tls;
 
 use crate::config::{HttpConfig, NodeConfig};
@@ -41,6 +46,21 @@ struct Inner {
     health: HealthReader,
     slow_request: Duration,
     next_request_id: AtomicU64,
+    forwarder: forward::Forwarder,
+    max_value_bytes: usize,
+    max_request_bytes: usize,
+}
+
+impl AppState {
+    /// Counts one API request of `op` that ended with `result` after `elapsed`.
+    fn record(&self, op: kv::Op, result: &'static str, elapsed: Duration) {
+        debug!(
+            op = op.label(),
+            result,
+            elapsed_us = elapsed.as_micros() as u64,
+            "kv request"
+        );
+    }
 }
 
 /// The running HTTP server; dropping it stops accepting and closes every connection.
@@ -92,6 +112,10 @@ pub async fn start(
             health,
             slow_request: http.slow_request,
             next_request_id: AtomicU64::new(1),
+            forwarder: forward::Forwarder::new(config, identity),
+            max_value_bytes: usize::try_from(config.limits.max_value_bytes).unwrap_or(usize::MAX),
+            max_request_bytes: usize::try_from(config.limits.max_request_bytes)
+                .unwrap_or(usize::MAX),
         }),
     };
     let router = router(state);
@@ -106,6 +130,15 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/livez", axum::routing::get(health::livez))
         .route("/readyz", axum::routing::get(health::readyz))
+        .route(
+            "/v1/kv/{key}",
+            axum::routing::get(kv::get)
+                .head(kv::head)
+                .put(kv::put)
+                .delete(kv::delete),
+        )
+        .route("/v1/kv/{key}/cas", axum::routing::post(kv::cas))
+        .route("/v1/batch", axum::routing::post(kv::batch))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_span,
