@@ -1,6 +1,8 @@
 //! The HTTP API of real `ringkvd` processes, driven with real `curl` over HTTPS (the cluster CA
 //! as `--cacert`): health endpoints, the KV routes with forwarding, errors, `/metrics`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Cluster, FAULT_INJECTION, HTTP_ADDR};
@@ -252,4 +254,155 @@ async fn kv_routes_forward_to_leaders_and_survive_a_killed_leader() {
     assert_eq!(put.status, 204, "{}", put.text());
     let get = curl.get(survivors[1], "/v1/kv/failover");
     assert_eq!((get.status, get.text().as_str()), (200, "after"));
+}
+
+/// One parsed sample line of the Prometheus text format.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            other => other
+                .parse()
+                .unwrap_or_else(|e| panic!("bad value in {line:?}: {e}")),
+        };
+        let name = series.split('{').next().unwrap_or_default();
+        assert!(
+            name.starts_with("ringkv_")
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        samples.push((series.to_string(), value));
+    }
+    samples
+}
+
+/// The sum of every sample whose series starts with `prefix` (a name, maybe with labels).
+fn total(samples: &[(String, f64)], prefix: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| series.starts_with(prefix))
+        .map(|(_, value)| value)
+        .sum()
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package; .ci/run installs it) on `text`.
+fn promtool_check(text: &str) {
+    use std::io::Write as _;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed: only the built-in parse checked /metrics");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `/metrics` parses as Prometheus text (and passes promtool's lint), every series is
+/// `ringkv_`-prefixed, and counters move with traffic: HTTP requests, proposals, group commits,
+/// transport bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_move_with_traffic() {
+    let mut cluster = Cluster::start_with(3, SHARDS, &http_extra(), true).await;
+    cluster
+        .wait_for_leaders(SHARDS, Duration::from_secs(30))
+        .await;
+    let curl = Curl::new(&cluster);
+    for index in 0..3 {
+        curl.wait(index, "/readyz", "ready", |a| a.status == 200)
+            .await;
+    }
+    let scrape = |index: usize| {
+        let answer = curl.get(index, "/metrics");
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let text = answer.text();
+        promtool_check(&text);
+        samples(&text)
+    };
+    let before: Vec<_> = (0..3).map(scrape).collect();
+    const PUTS: usize = 20;
+    for i in 0..PUTS {
+        let put = curl.run(
+            0,
+            &["-X", "PUT", "--data-binary", "v"],
+            &format!("/v1/kv/m{i}"),
+        );
+        assert_eq!(put.status, 204, "{}", put.text());
+    }
+    assert_eq!(curl.get(0, "/v1/kv/m0").status, 200);
+    let after: Vec<_> = (0..3).map(scrape).collect();
+    let puts =
+        |s: &[(String, f64)]| total(s, "ringkv_http_requests_total{op=\"put\",result=\"ok\"}");
+    assert_eq!(
+        puts(&after[0]) - puts(&before[0]),
+        PUTS as f64,
+        "{:?}",
+        after[0]
+            .iter()
+            .filter(|(series, _)| series.starts_with("ringkv_http"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        total(
+            &after[0],
+            "ringkv_http_request_duration_seconds_count{op=\"get\"}"
+        ),
+        1.0
+    );
+    let sum = |all: &[Vec<(String, f64)>], prefix: &str| -> f64 {
+        all.iter().map(|s| total(s, prefix)).sum()
+    };
+    for (prefix, at_least) in [
+        ("ringkv_raft_proposals_total", PUTS as f64),
+        ("ringkv_storage_group_commit_entries_count", 1.0),
+        ("ringkv_storage_fsync_duration_seconds_count", 1.0),
+        ("ringkv_transport_bytes_total", 1.0),
+        ("ringkv_client_requests_total", PUTS as f64),
+    ] {
+        let moved = sum(&after, prefix) - sum(&before, prefix);
+        assert!(
+            moved >= at_least,
+            "{prefix} moved by {moved}, expected >= {at_least}"
+        );
+    }
+    for name in [
+        "ringkv_raft_shards{role=\"leader\"}",
+        "ringkv_process_resident_memory_bytes",
+        "ringkv_process_open_fds",
+        "ringkv_storage_disk_bytes",
+        "ringkv_transport_rtt_seconds",
+    ] {
+        assert!(total(&after[0], name) > 0.0, "{name} is zero or missing");
+    }
+    let leaders = sum(&after, "ringkv_raft_shards{role=\"leader\"}");
+    assert_eq!(
+        leaders,
+        (SHARDS + 1) as f64,
+        "every shard and PD has one leader"
+    );
 }

@@ -5,7 +5,7 @@
 //! checked by the config). One accept loop, a task per connection, at most
 //! `limits.http_connections_max` connections at once (more wait in the kernel's backlog).
 //!
-//! Routes: `/livez`, `/readyz` (`health.rs`), the key-value routes (`kv.rs`, executed through
+//! Routes: `/livez`, `/readyz`, `/metrics` (`health.rs`), the key-value routes (`kv.rs`, executed through
 //! the embedded client of `forward.rs`), each behind the principal check of [`auth`].
 
 pub mod auth;
@@ -18,6 +18,7 @@ mod tls;
 use crate::config::{HttpConfig, NodeConfig};
 use crate::error::{Error, Result};
 use crate::health::HealthReader;
+use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -44,6 +45,7 @@ pub struct AppState {
 
 struct Inner {
     health: HealthReader,
+    metrics: Arc<Metrics>,
     slow_request: Duration,
     next_request_id: AtomicU64,
     forwarder: forward::Forwarder,
@@ -54,12 +56,7 @@ struct Inner {
 impl AppState {
     /// Counts one API request of `op` that ended with `result` after `elapsed`.
     fn record(&self, op: kv::Op, result: &'static str, elapsed: Duration) {
-        debug!(
-            op = op.label(),
-            result,
-            elapsed_us = elapsed.as_micros() as u64,
-            "kv request"
-        );
+        self.inner.metrics.http_request(op.label(), result, elapsed);
     }
 }
 
@@ -93,6 +90,7 @@ pub async fn start(
     http: &HttpConfig,
     identity: &TlsIdentity,
     health: HealthReader,
+    metrics: Arc<Metrics>,
 ) -> Result<HttpServer> {
     let acceptor = match http.tls {
         true => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
@@ -110,6 +108,7 @@ pub async fn start(
     let state = AppState {
         inner: Arc::new(Inner {
             health,
+            metrics,
             slow_request: http.slow_request,
             next_request_id: AtomicU64::new(1),
             forwarder: forward::Forwarder::new(config, identity),
@@ -130,6 +129,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/livez", axum::routing::get(health::livez))
         .route("/readyz", axum::routing::get(health::readyz))
+        .route("/metrics", axum::routing::get(health::metrics))
         .route(
             "/v1/kv/{key}",
             axum::routing::get(kv::get)
