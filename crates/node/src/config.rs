@@ -322,6 +322,12 @@ pub struct HttpConfig {
     pub slow_request: Duration,
 }
 
+/// Every field of the file's schema (dotted for tables) and its kind: the environment
+/// variables and flags of [`crate::config_layers`] are derived from it.
+pub(crate) fn schema() -> std::collections::BTreeMap<String, crate::config_schema::FieldKind> {
+    crate::config_schema::fields::<RawConfig>()
+}
+
 fn default_initial_shards() -> u64 {
     16
 }

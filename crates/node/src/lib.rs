@@ -3,7 +3,8 @@
 //! The node wires the sans-IO Raft core ([`ringkv_raft`]), the fjall store ([`ringkv_storage`])
 //! and the QUIC transport ([`ringkv_transport`]) together:
 //!
-//! - [`config`]: the TOML configuration (`ringkvd --config FILE`), validated at start.
+//! - [`config`]: the TOML configuration (`ringkvd --config FILE`), validated at start;
+//!   [`config_layers`] layers flags and `RINGKV_*` environment variables over it.
 //! - [`bootstrap`]: the deterministic initial shard map every initial node computes alike.
 //! - [`event_loop`]: one task owns all local groups; group commit (one fsync per turn, the next
 //!   turn prepared while the previous batch syncs), one send per peer per turn, batched apply,
@@ -66,6 +67,8 @@
 pub mod agent;
 pub mod bootstrap;
 pub mod config;
+pub mod config_layers;
+mod config_schema;
 mod error;
 pub mod event_loop;
 pub mod group;
