@@ -111,7 +111,12 @@ fn http_extra() -> String {
 /// and 200 again after healing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_a_partition_and_livez_stays_up() {
-    let mut cluster = Cluster::start_with(3, SHARDS, &http_extra(), true).await;
+    // JSON logs, and every request "slow" (>= 1 ms) so each leaves a line with its request id.
+    let extra = format!(
+        "log_format = \"json\"\nslow_request_ms = 1\n{}",
+        http_extra()
+    );
+    let mut cluster = Cluster::start_with(3, SHARDS, &extra, true).await;
     let curl = Curl::new(&cluster);
     for index in 0..3 {
         let ready = curl
@@ -133,6 +138,36 @@ async fn readyz_follows_a_partition_and_livez_stays_up() {
     cluster.heal().await;
     curl.wait(0, "/readyz", "ready after healing", |a| a.status == 200)
         .await;
+
+    // A forwarded write takes well over 1 ms (quorum and fsync): a slow request.
+    let put = curl.run(0, &["-X", "PUT", "--data-binary", "v"], "/v1/kv/slow");
+    assert_eq!(put.status, 204, "{}", put.text());
+    // The log is JSON lines; slow requests carry the request span (id, method, path).
+    let log = std::fs::read_to_string(cluster.dir.path().join("node-1.log")).unwrap();
+    let mut slow = Vec::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        if entry["fields"]["message"] == "slow request" {
+            slow.push(entry);
+        }
+    }
+    assert!(!slow.is_empty(), "no slow-request line in\n{log}");
+    let span = &slow[0]["span"];
+    assert_eq!(span["name"], "http", "{}", slow[0]);
+    assert!(span["request_id"].as_u64().is_some(), "{}", slow[0]);
+    assert!(
+        span["path"].as_str().is_some_and(|p| p.starts_with('/')),
+        "{}",
+        slow[0]
+    );
+    let mut ids: Vec<u64> = slow
+        .iter()
+        .filter_map(|e| e["span"]["request_id"].as_u64())
+        .collect();
+    let count = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "request ids repeat");
 }
 
 /// The key routes through real curl: any node serves any key (forwarded to the leader), reads
@@ -238,6 +273,44 @@ async fn kv_routes_forward_to_leaders_and_survive_a_killed_leader() {
     assert_eq!(curl.get(0, "/v1/kv/bk?consistensy=stale").status, 400);
     assert_eq!(cas(0, "{not json").status, 400);
     assert_eq!(cas(0, r#"{"new": "x"}"#).status, 400);
+
+    // The cluster documents, from any node.
+    let status = curl.get(2, "/v1/cluster/status");
+    assert_eq!(status.status, 200, "{}", status.text());
+    let status = status.json();
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    assert!(
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["reachable"] == true),
+        "{status}"
+    );
+    assert_eq!(
+        status["shards"].as_array().map(Vec::len),
+        Some(SHARDS as usize + 1),
+        "the data shards and PD's group 0: {status}"
+    );
+    let shards = curl.get(0, "/v1/cluster/shards").json();
+    assert_eq!(
+        shards["shards"].as_array().map(Vec::len),
+        Some(SHARDS as usize)
+    );
+    let nodes = curl.get(1, "/v1/cluster/nodes").json();
+    assert_eq!(nodes["nodes"].as_array().map(Vec::len), Some(3), "{nodes}");
+    assert_eq!(nodes["nodes"][0]["state"], "Up", "{nodes}");
+    let openapi = curl.get(0, "/v1/openapi.yaml");
+    assert_eq!(openapi.status, 200);
+    assert!(
+        openapi.text().starts_with("openapi: 3"),
+        "{}",
+        openapi.text()
+    );
 
     // Kill the leader of the shard of "failover"; the next write through a follower succeeds
     // once a new leader is elected (the embedded client retries within its budget).

@@ -101,28 +101,49 @@ fn admit(
     Ok(principal)
 }
 
+/// A body over its limit is read and dropped up to this many bytes before the 413 answer, so
+/// the client sees the answer instead of a reset connection; beyond it the connection closes.
+const DRAIN_BYTES_MAX: u64 = 16 << 20;
+
+/// Reads and drops what is left of `body`, at most [`DRAIN_BYTES_MAX`] bytes.
+async fn drain(body: Body) {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut drained = 0u64;
+    while drained <= DRAIN_BYTES_MAX {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                drained += frame.data_ref().map_or(0, |data| data.len() as u64);
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Reads a body of at most `limit` bytes (413 beyond, checked against `Content-Length` first).
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
+    if let Some(length) = declared.filter(|length| *length > limit as u64) {
+        if length <= DRAIN_BYTES_MAX {
+            drain(body).await;
+        }
         return Err(ApiError::too_large(format!(
-            "body of {} bytes exceeds the limit of {limit}",
-            declared.unwrap_or_default()
+            "body of {length} bytes exceeds the limit of {limit}"
         )));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let text = format!("{error}");
-        let over_limit = std::error::Error::source(&error)
-            .is_some_and(|source| source.to_string().contains("length limit"))
-            || text.contains("length limit");
-        match over_limit {
-            true => ApiError::too_large(format!("body exceeds the limit of {limit} bytes")),
-            false => ApiError::bad_request(format!("cannot read the body: {text}")),
-        }
-    })
+    let limited = http_body_util::Limited::new(body, limit);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(
+            format!("body exceeds the limit of {limit} bytes"),
+        )),
+        Err(error) => Err(ApiError::bad_request(format!(
+            "cannot read the body: {error}"
+        ))),
+    }
 }
 
 /// Runs one request and records it (metrics, result label).
@@ -185,10 +206,10 @@ pub(super) async fn head(
         let consistency = consistency(&params)?;
         admit(&headers, &params, Action::Read)?;
         let client = state.inner.forwarder.client().await?;
-        // TODO(HAS): `Client::exists` (issue 11 part 4) saves the value's transfer.
-        match client.get_with(key, consistency).await? {
-            Some(_) => Ok(StatusCode::OK.into_response()),
-            None => Ok(StatusCode::NOT_FOUND.into_response()),
+        // HAS: the node answers whether the key exists without sending the value.
+        match client.exists_with(key, consistency).await? {
+            true => Ok(StatusCode::OK.into_response()),
+            false => Ok(StatusCode::NOT_FOUND.into_response()),
         }
     })
     .await
