@@ -65,6 +65,7 @@
 //!   flight, flushes the store and exits 0.
 
 pub mod agent;
+pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod config_layers;

@@ -112,6 +112,10 @@ pub struct EventLoop {
     pd: Option<pd::PdHost>,
     /// The PD leader's state as last fetched by the agent (nodes that do not host PD).
     pd_cache: Option<ringkv_pd::PdState>,
+    /// Resolves callers; gets the users and keys of every new PD state.
+    auth: Option<Arc<crate::auth::Authenticator>>,
+    /// When this node (as PD leader) last proposed a first signing key.
+    signing_key_proposed: Option<std::time::Instant>,
     /// The PD leader the agent last found (nodes that do not host PD).
     pd_leader_hint: Option<NodeId>,
     /// The node agent, started by `run` (it needs the shared transport).
@@ -177,6 +181,8 @@ impl EventLoop {
             durable_batches: 0,
             pd: local.pd_state.map(pd::PdHost::new),
             pd_cache: None,
+            auth: None,
+            signing_key_proposed: None,
             pd_leader_hint: None,
             agent: Some(agent),
             snapshot_bytes_per_sec: 0,
@@ -334,6 +340,11 @@ impl EventLoop {
             }
         }
         snapshot
+    }
+
+    /// Sets the authenticator that gets the users and keys of every new PD state.
+    pub fn set_authenticator(&mut self, auth: Arc<crate::auth::Authenticator>) {
+        self.auth = Some(auth);
     }
 
     /// Runs until shutdown or a fatal error, then stops cleanly: pending batches are made
