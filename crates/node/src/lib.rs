@@ -76,6 +76,7 @@ pub mod group;
 pub mod health;
 pub mod http;
 pub mod log_command;
+pub mod metrics;
 pub mod node;
 pub mod pd_host;
 pub mod replica_meta;
