@@ -67,6 +67,7 @@ pub mod config;
 mod error;
 pub mod event_loop;
 pub mod group;
+pub mod inspect;
 pub mod log_command;
 pub mod node;
 pub mod pd_host;

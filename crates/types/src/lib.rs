@@ -6,6 +6,7 @@ pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod ids;
+pub mod inspect;
 pub mod raft;
 pub mod raft_batch;
 pub mod request;

@@ -118,6 +118,8 @@ pub enum AdminResult {
         /// Peers this node sends no Raft traffic to.
         cut: Vec<NodeId>,
     },
+    /// Answer to `Inspect`.
+    Inspect(crate::inspect::InspectResult),
 }
 
 /// Everything the client service answers: one response per request.

@@ -47,6 +47,19 @@ pub fn parse_shard(text: &str) -> std::result::Result<ShardId, String> {
     Ok(ShardId(id))
 }
 
+/// Parses a shard id for the inspector: `3`, `s3`, or `0` / `pd` for the placement driver's
+/// group.
+pub fn parse_shard_or_pd(text: &str) -> std::result::Result<ShardId, String> {
+    if text.trim().eq_ignore_ascii_case("pd") {
+        return Ok(ShardId::PD);
+    }
+    let digits = text.trim().trim_start_matches(['s', 'S']);
+    digits
+        .parse()
+        .map(ShardId)
+        .map_err(|_| format!("{text:?} is not a shard id (e.g. 3, s3, or pd)"))
+}
+
 /// Parses a node id: `4` or `n4`.
 pub fn parse_node(text: &str) -> std::result::Result<NodeId, String> {
     let digits = text.trim().trim_start_matches(['n', 'N']);
