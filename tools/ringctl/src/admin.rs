@@ -148,7 +148,7 @@ pub async fn nodes(client: &Client, json: bool) -> Result<ExitCode> {
         value["pd_leader"] = pd_leader.map(NodeId::get).into();
         print_json(&value)?;
     } else {
-        if let Some(leader) = pd_leader {
+        if let Some(leader) = pd_leader.filter(|_| !view::is_simple()) {
             println!("placement driver leader: node {}", leader.get());
         }
         print!("{}", view::nodes_table(&state));
@@ -161,13 +161,15 @@ pub async fn shards(client: &Client, json: bool) -> Result<ExitCode> {
     let state = state(client).await?;
     if json {
         print_json(&view::shards_json(&state))?;
-    } else {
+    } else if !view::is_simple() {
         println!(
             "shard map version {}, {} shards, {} operator(s) in flight",
             state.shard_map.version,
             state.shard_map.shards.len(),
             state.operators.len()
         );
+        print!("{}", view::shards_table(&state));
+    } else {
         print!("{}", view::shards_table(&state));
     }
     Ok(ExitCode::SUCCESS)

@@ -250,11 +250,20 @@ fn entry_text(entry: &LogEntryView) -> String {
     text
 }
 
+/// A line around the tables, left out with `-w simple` (rows only).
+fn prose(text: String) -> String {
+    if crate::view::is_simple() {
+        String::new()
+    } else {
+        text
+    }
+}
+
 /// The tables of an answer.
 pub fn to_text(result: &InspectResult) -> String {
     match result {
         InspectResult::Status(status) => {
-            let mut out = format!(
+            let mut out = prose(format!(
                 "node {}, cluster id {}, {} shard(s)\n",
                 status
                     .node
@@ -263,7 +272,7 @@ pub fn to_text(result: &InspectResult) -> String {
                     .cluster_id
                     .map_or_else(|| "unknown".to_string(), |c| format!("{c:x}")),
                 status.shards.len()
-            );
+            ));
             let mut table = Table::new(&[
                 "SHARD", "TERM", "VOTE", "COMMIT", "APPLIED", "FIRST", "LAST", "ARC", "ERROR",
             ]);
@@ -369,16 +378,16 @@ pub fn to_text(result: &InspectResult) -> String {
                 }
             }
             let mut out = table.render();
-            out.push_str(&notes);
+            out.push_str(&prose(notes));
             out
         }
         InspectResult::Raft(log) => {
-            let mut out = format!(
+            let mut out = prose(format!(
                 "shard {} log {}..{}\n",
                 shard_label(log.shard),
                 log.first_index.get(),
                 log.last_index.get()
-            );
+            ));
             let mut table = Table::new(&["INDEX", "TERM", "KIND", "COMMAND"]);
             for entry in &log.entries {
                 table.row(vec![
@@ -390,7 +399,7 @@ pub fn to_text(result: &InspectResult) -> String {
             }
             out.push_str(&table.render());
             if log.more {
-                out.push_str("more entries follow (--from, --limit)\n");
+                out.push_str(&prose("more entries follow (--from, --limit)\n".into()));
             }
             out
         }

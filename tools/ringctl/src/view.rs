@@ -18,6 +18,11 @@ pub fn set_simple(simple: bool) {
     SIMPLE.store(simple, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether `-w simple` is in force: commands leave out their prose lines (headers, notes).
+pub fn is_simple() -> bool {
+    SIMPLE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A text table: columns as wide as their widest cell, two spaces apart.
 #[derive(Debug)]
 pub struct Table {
@@ -42,7 +47,7 @@ impl Table {
     /// The table, one line per row, with a trailing newline; in the simple format (see
     /// [`set_simple`]) without the header, cells joined by ", ".
     pub fn render(&self) -> String {
-        if SIMPLE.load(std::sync::atomic::Ordering::Relaxed) {
+        if is_simple() {
             return self.render_simple();
         }
         self.render_aligned()
