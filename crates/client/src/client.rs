@@ -13,7 +13,6 @@ use ringkv_types::{
     ReadConsistency, Request, Response, ShardDescriptor, ShardMap, WireError, WriteSession,
 };
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -73,7 +72,7 @@ struct Inner {
     endpoint: ClientEndpoint,
     /// Node addresses: the configured endpoints plus what `GetNodes` taught (bounded by the
     /// cluster's size).
-    addresses: RwLock<HashMap<NodeId, SocketAddr>>,
+    addresses: RwLock<HashMap<NodeId, String>>,
     connections: Mutex<HashMap<NodeId, ClientConnection>>,
     /// One dial at a time per node, so a burst of calls shares one connection.
     dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
@@ -121,7 +120,10 @@ impl Client {
             .map_err(|source| Error::Setup { source })?;
         let mut addresses = HashMap::new();
         for Endpoint { node, addr } in &config.endpoints {
-            if addresses.insert(*node, *addr).is_some_and(|a| a != *addr) {
+            if addresses
+                .insert(*node, addr.clone())
+                .is_some_and(|a| a != *addr)
+            {
                 return Err(Error::Config {
                     reason: format!("node {node} is listed with two addresses"),
                 });
@@ -163,7 +165,7 @@ impl Client {
             .iter()
             .map(|(node, addr)| Endpoint {
                 node: *node,
-                addr: *addr,
+                addr: addr.clone(),
             })
             .collect();
         nodes.sort_by_key(|endpoint| endpoint.node);
@@ -562,7 +564,7 @@ impl Client {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&node)
-            .copied();
+            .cloned();
         let Some(addr) = addr else {
             return Err(Error::UnknownNode { node });
         };
@@ -588,7 +590,7 @@ impl Client {
             return Ok(connection);
         }
         let connection =
-            tokio::time::timeout_at(dial_deadline, self.inner.endpoint.connect(node, addr))
+            tokio::time::timeout_at(dial_deadline, self.inner.endpoint.connect(node, &addr))
                 .await
                 .map_err(|_| timeout_error(self.inner.config.connect_timeout))?
                 .map_err(|source| Error::Transport { node, source })?;
@@ -601,13 +603,13 @@ impl Client {
     }
 
     /// The known address of `node`.
-    fn address_of(&self, node: NodeId) -> Option<SocketAddr> {
+    fn address_of(&self, node: NodeId) -> Option<String> {
         self.inner
             .addresses
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&node)
-            .copied()
+            .cloned()
     }
 
     /// Every node to ask for cluster-wide information: the seed endpoints first (in the
