@@ -69,6 +69,8 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     config: ClientConfig,
+    /// The seed nodes: the configured endpoints, then the nodes found at the seed addresses.
+    seeds: Vec<Endpoint>,
     endpoint: ClientEndpoint,
     /// Node addresses: the configured endpoints plus what `GetNodes` taught (bounded by the
     /// cluster's size).
@@ -129,12 +131,39 @@ impl Client {
                 });
             }
         }
+        let mut seeds = config.endpoints.clone();
+        let mut connections = HashMap::new();
+        let mut failures = Vec::new();
+        for address in &config.seed_addresses {
+            match dial_seed_address(&endpoint, address, config.connect_timeout).await {
+                Ok((found, connection)) => {
+                    // A configured `id@addr` for the same node keeps its address.
+                    addresses
+                        .entry(found.node)
+                        .or_insert_with(|| found.addr.clone());
+                    if !seeds.iter().any(|seed| seed.node == found.node) {
+                        connections.insert(found.node, connection);
+                        seeds.push(found);
+                    }
+                }
+                Err(reason) => failures.push(format!("{address}: {reason}")),
+            }
+        }
+        if seeds.is_empty() {
+            return Err(Error::NoShardMap {
+                reason: format!("no seed endpoint answered ({})", failures.join("; ")),
+            });
+        }
+        for failure in &failures {
+            debug!(%failure, "seed address skipped");
+        }
         let client = Self {
             inner: Arc::new(Inner {
                 config,
+                seeds,
                 endpoint,
                 addresses: RwLock::new(addresses),
-                connections: Mutex::new(HashMap::new()),
+                connections: Mutex::new(connections),
                 dialing: Mutex::new(HashMap::new()),
                 routing: RwLock::new(Routing::default()),
                 reload: tokio::sync::Mutex::new(()),
@@ -149,9 +178,10 @@ impl Client {
         Ok(client)
     }
 
-    /// The configured (seed) endpoints.
+    /// The seed endpoints: the configured ones, then those found at the `host:port` seed
+    /// addresses (with the node ids their certificates name).
     pub fn endpoints(&self) -> &[Endpoint] {
-        &self.inner.config.endpoints
+        &self.inner.seeds
     }
 
     /// Every node the client can reach: the seed endpoints plus the nodes the cluster reported
@@ -197,6 +227,34 @@ impl Client {
         match self.execute(&key, op, None).await? {
             KvResult::Value { value, .. } => Ok(value),
             _ => Err(Error::UnexpectedResponse { request: "get" }),
+        }
+    }
+
+    /// Whether `key` exists (HAS), read with linearizable consistency. The value is not sent.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn exists(&self, key: impl Into<Bytes>) -> Result<bool> {
+        self.exists_with(key, ReadConsistency::Linearizable).await
+    }
+
+    /// Whether `key` exists, read with the given consistency. The value is not sent.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn exists_with(
+        &self,
+        key: impl Into<Bytes>,
+        consistency: ReadConsistency,
+    ) -> Result<bool> {
+        let key = key.into();
+        let op = KvOp::Exists {
+            key: key.clone(),
+            consistency,
+        };
+        match self.execute(&key, op, None).await? {
+            KvResult::Exists { exists, .. } => Ok(exists),
+            _ => Err(Error::UnexpectedResponse { request: "exists" }),
         }
     }
 
@@ -356,7 +414,9 @@ impl Client {
         let mut lease = self.inner.sessions.lease();
         let session = lease.next_write();
         match self.execute(key, op, session).await? {
-            KvResult::Value { .. } => Err(Error::UnexpectedResponse { request }),
+            KvResult::Value { .. } | KvResult::Exists { .. } => {
+                Err(Error::UnexpectedResponse { request })
+            }
             result => Ok(result),
         }
     }
@@ -428,6 +488,9 @@ impl Client {
         let stale = matches!(
             op,
             KvOp::Get {
+                consistency: ReadConsistency::Stale,
+                ..
+            } | KvOp::Exists {
                 consistency: ReadConsistency::Stale,
                 ..
             }
@@ -615,7 +678,7 @@ impl Client {
     /// Every node to ask for cluster-wide information: the seed endpoints first (in the
     /// configured order, starting at a rotating offset), then the nodes learned later.
     fn nodes_to_ask(&self) -> Vec<NodeId> {
-        let seeds = &self.inner.config.endpoints;
+        let seeds = &self.inner.seeds;
         let start = self.inner.next_seed.fetch_add(1, Ordering::Relaxed);
         let mut order: Vec<NodeId> = (0..seeds.len())
             .filter_map(|offset| seeds.get((start + offset) % seeds.len()))
@@ -726,4 +789,31 @@ impl Client {
         }
         Err(Error::NoShardMap { reason: last })
     }
+}
+
+/// Resolves a `host:port` seed and connects to the first of its addresses that answers as a
+/// node of the cluster; returns the node (id from its certificate, the address as written) and the
+/// connection. Bounded by `timeout` per address and for the lookup.
+async fn dial_seed_address(
+    endpoint: &ClientEndpoint,
+    address: &str,
+    timeout: Duration,
+) -> std::result::Result<(Endpoint, ClientConnection), String> {
+    let resolved = tokio::time::timeout(timeout, tokio::net::lookup_host(address))
+        .await
+        .map_err(|_| format!("name lookup timed out after {timeout:?}"))?
+        .map_err(|error| format!("cannot resolve: {error}"))?;
+    let mut last = String::from("the name resolves to no address");
+    for addr in resolved.take(8) {
+        match tokio::time::timeout(timeout, endpoint.connect_any_node(addr)).await {
+            // Keep the address as written (a name is resolved again at every redial).
+            Ok(Ok((node, connection))) => {
+                let addr = address.trim().to_string();
+                return Ok((Endpoint { node, addr }, connection));
+            }
+            Ok(Err(error)) => last = error.to_string(),
+            Err(_) => last = format!("{addr}: no answer within {timeout:?}"),
+        }
+    }
+    Err(last)
 }

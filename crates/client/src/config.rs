@@ -45,6 +45,55 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// A seed endpoint as a user writes it: `<node id>@<ip:port>` when the id is known, or just
+/// `host:port` (an IP or a DNS name), whose node id the client learns from the certificate the
+/// node presents (it must chain to the cluster CA and name `node-<id>.<cluster>`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Seed {
+    /// A node whose id is given.
+    Node(Endpoint),
+    /// `host:port`, resolved when the client connects; the node id is learned.
+    Address(String),
+}
+
+impl FromStr for Seed {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let trimmed = text.trim();
+        if trimmed.contains('@') {
+            return trimmed.parse().map(Seed::Node);
+        }
+        let invalid = || Error::InvalidEndpoint {
+            endpoint: text.to_string(),
+        };
+        if trimmed.parse::<SocketAddr>().is_ok() {
+            return Ok(Seed::Address(trimmed.to_string()));
+        }
+        // `host:port`: a DNS name (no brackets, no second colon) and a port.
+        let (host, port) = trimmed.rsplit_once(':').ok_or_else(invalid)?;
+        port.parse::<u16>().map_err(|_| invalid())?;
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !host_ok {
+            return Err(invalid());
+        }
+        Ok(Seed::Address(trimmed.to_string()))
+    }
+}
+
+impl fmt::Display for Seed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Seed::Node(endpoint) => endpoint.fmt(f),
+            Seed::Address(address) => f.write_str(address),
+        }
+    }
+}
+
 /// Where the client's TLS identity comes from.
 #[derive(Clone, Debug)]
 pub enum TlsSource {
@@ -93,6 +142,10 @@ pub struct ClientConfig {
     /// Seed nodes to load the shard map from. Nodes the map names but this list lacks are
     /// learned from the cluster (`GetNodes`); listed addresses take precedence.
     pub endpoints: Vec<Endpoint>,
+    /// Seed nodes given as `host:port` without a node id (see [`Seed::Address`]): at connect
+    /// the client dials each, learns its id from its certificate, and uses it like an entry of
+    /// `endpoints`. Nodes that do not answer then are skipped.
+    pub seed_addresses: Vec<String>,
     /// The cluster name (certificates name nodes `node-<id>.<cluster>`).
     pub cluster: String,
     /// The client's TLS identity.
@@ -116,6 +169,7 @@ impl ClientConfig {
     pub fn new(endpoints: Vec<Endpoint>, cluster: impl Into<String>, tls: TlsSource) -> Self {
         Self {
             endpoints,
+            seed_addresses: Vec::new(),
             cluster: cluster.into(),
             tls,
             request_timeout: Duration::from_secs(5),
@@ -134,6 +188,26 @@ impl ClientConfig {
         endpoints.iter().map(|s| s.as_ref().parse()).collect()
     }
 
+    /// A configuration with default timeouts and retries from seeds in either form.
+    pub fn from_seeds(seeds: Vec<Seed>, cluster: impl Into<String>, tls: TlsSource) -> Self {
+        let mut config = Self::new(Vec::new(), cluster, tls);
+        for seed in seeds {
+            match seed {
+                Seed::Node(endpoint) => config.endpoints.push(endpoint),
+                Seed::Address(address) => config.seed_addresses.push(address),
+            }
+        }
+        config
+    }
+
+    /// Parses seeds written `<node id>@<ip:port>` or `host:port`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEndpoint`] for the first malformed string.
+    pub fn parse_seeds<S: AsRef<str>>(seeds: &[S]) -> Result<Vec<Seed>> {
+        seeds.iter().map(|s| s.as_ref().parse()).collect()
+    }
+
     /// Checks the values and their relations.
     ///
     /// # Errors
@@ -144,7 +218,7 @@ impl ClientConfig {
                 reason: reason.to_string(),
             })
         };
-        if self.endpoints.is_empty() {
+        if self.endpoints.is_empty() && self.seed_addresses.is_empty() {
             return fail("at least one endpoint is required");
         }
         if self.cluster.is_empty() {
@@ -198,5 +272,53 @@ mod tests {
             .parse()
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(endpoint.to_string(), "3@127.0.0.13:7100");
+    }
+
+    #[test]
+    fn seeds_parse_with_or_without_node_ids() {
+        let node = |id: u64, addr: &str| {
+            Some(Seed::Node(Endpoint {
+                node: NodeId(id),
+                addr: addr.parse().unwrap_or_else(|_| panic!("{addr}")),
+            }))
+        };
+        let address = |text: &str| Some(Seed::Address(text.to_string()));
+        let cases = [
+            ("1@127.0.0.11:7100", node(1, "127.0.0.11:7100")),
+            (" 12@[::1]:9 ", node(12, "[::1]:9")),
+            ("127.0.0.11:7100", address("127.0.0.11:7100")),
+            (" [::1]:7100 ", address("[::1]:7100")),
+            ("node-1.ringkv.svc:7100", address("node-1.ringkv.svc:7100")),
+            ("localhost:7100", address("localhost:7100")),
+            ("0@127.0.0.1:1", None),
+            ("x@127.0.0.1:1", None),
+            ("1@localhost:1", node(1, "localhost:1")),
+            ("127.0.0.1", None),
+            ("localhost", None),
+            ("localhost:", None),
+            ("localhost:99999", None),
+            (":7100", None),
+            ("a b:7100", None),
+            ("::1:7100", None),
+            ("", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(text.parse::<Seed>().ok(), expected, "{text:?}");
+        }
+        let seeds = ClientConfig::parse_seeds(&["1@127.0.0.11:7100", "127.0.0.12:7100"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config = ClientConfig::from_seeds(
+            seeds,
+            "local",
+            TlsSource::Files {
+                ca_cert: "ca.pem".into(),
+                cert: "c.pem".into(),
+                key: "c.key".into(),
+            },
+        );
+        assert_eq!(config.endpoints.len(), 1);
+        assert_eq!(config.seed_addresses, vec!["127.0.0.12:7100".to_string()]);
+        assert!(config.validate().is_ok());
+        assert!(ClientConfig::parse_seeds(&["127.0.0.12:7100", "nope"]).is_err());
     }
 }

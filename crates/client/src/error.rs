@@ -18,8 +18,8 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// An endpoint string is not `<node id>@<ip:port>`.
-    #[error("invalid endpoint {endpoint:?}: expected <node id>@<ip:port>")]
+    /// An endpoint string is not `<node id>@<ip:port>` (nor, where allowed, `host:port`).
+    #[error("invalid endpoint {endpoint:?}: expected host:port or <node id>@<ip:port>")]
     InvalidEndpoint {
         /// The offending string.
         endpoint: String,

@@ -59,7 +59,7 @@ mod routing;
 mod session;
 
 pub use client::{CasOutcome, Client};
-pub use config::{ClientConfig, Endpoint, RetryPolicy, TlsSource};
+pub use config::{ClientConfig, Endpoint, RetryPolicy, Seed, TlsSource};
 pub use error::{Error, Result};
 pub use ringkv_pd;
 pub use ringkv_types::{BatchOp, NodeStatus, ReadConsistency, ShardMap};

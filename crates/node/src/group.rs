@@ -96,6 +96,8 @@ pub struct Proposal {
 pub struct PendingRead {
     /// The user key.
     pub key: bytes::Bytes,
+    /// `Exists`: answer whether the key exists, without its value.
+    pub exists_only: bool,
     /// The client's answer slot.
     pub reply: oneshot::Sender<Response>,
 }

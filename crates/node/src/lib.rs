@@ -10,6 +10,8 @@
 //!   turn prepared while the previous batch syncs), one send per peer per turn, batched apply,
 //!   client reads and writes, snapshot transfers. `docs/node.md` has the turn diagram.
 //! - [`service`]: the client service handler (bounded queue into the loop, `Busy` when full).
+//! - [`http`]: the HTTP API, `/metrics`, `/livez` and `/readyz` on `http_addr`; [`health`]
+//!   is what the loop publishes for them once per tick.
 //! - [`pd_host`] and [`agent`]: the placement driver hosted in group 0, and the task that
 //!   talks to it on the node's behalf.
 //!
@@ -70,12 +72,14 @@ mod config_schema;
 mod error;
 pub mod event_loop;
 pub mod group;
+pub mod health;
+pub mod http;
 pub mod log_command;
 pub mod node;
 pub mod pd_host;
 pub mod replica_meta;
 pub mod service;
 
-pub use config::{Endpoint, NodeConfig};
+pub use config::{Endpoint, LogFormat, NodeConfig};
 pub use error::{Error, Result};
 pub use node::{NodeHandle, start};

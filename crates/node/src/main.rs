@@ -5,6 +5,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
+use ringkv_node::LogFormat;
 use ringkv_node::config_layers::ConfigInputs;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,17 +88,18 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // The log filter: RINGKV_LOG, else RUST_LOG, else info.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGKV_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: `ringctl local up` sends the log to a file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(&args) {
+    // The config names the log format, so it is read before logging starts; its errors go to
+    // stderr as plain text.
+    let config = match load_config(&args) {
+        Ok(Some(config)) => config,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ringkvd: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.log_format);
+    match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("ringkvd: {error:#}");
@@ -106,14 +108,40 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
+/// The layered configuration, or `None` after `--print-config` printed it.
+fn load_config(args: &Args) -> anyhow::Result<Option<ringkv_node::NodeConfig>> {
     let inputs = ConfigInputs::from_process(args.config.clone(), args.overrides()?);
     let layered = ringkv_node::config_layers::load(&inputs)?;
     if args.print_config {
         print!("{}", layered.render());
-        return Ok(());
+        return Ok(None);
     }
-    let config = layered.config;
+    Ok(Some(layered.config))
+}
+
+/// Logs to stderr as text or JSON lines, filtered by `RINGKV_LOG`, else `RUST_LOG`, else `info`.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGKV_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        // Colour codes only on a terminal: `ringctl local up` sends the log to a file.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line with the span fields (the HTTP request id among them).
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+fn run(config: ringkv_node::NodeConfig) -> anyhow::Result<()> {
     // Both ring and aws-lc-rs must never be enabled; install ring explicitly anyway.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()

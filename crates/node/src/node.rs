@@ -40,6 +40,7 @@ pub struct NodeHandle {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
     local_addr: SocketAddr,
+    http: Option<crate::http::HttpServer>,
 }
 
 impl NodeHandle {
@@ -48,12 +49,19 @@ impl NodeHandle {
         self.local_addr
     }
 
+    /// The bound TCP address of the HTTP server, when `http_addr` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(crate::http::HttpServer::local_addr)
+    }
+
     /// Stops the node gracefully: the loop finishes its turn, waits for pending group commits,
     /// flushes the store and closes the transport.
     ///
     /// # Errors
     /// The error that stopped the loop earlier, if any.
     pub async fn stop(mut self) -> Result<()> {
+        // No new HTTP requests once stopping starts.
+        self.http.take();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -329,6 +337,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     );
 
     let identity = TlsIdentity::load(&config.tls.ca_cert, &config.tls.cert, &config.tls.key)?;
+    let http_identity = config.http.as_ref().map(|_| identity.clone());
     let mut transport_config =
         TransportConfig::new(config.node_id, config.cluster.clone(), config.listen_addr);
     transport_config.client_inflight_max = config.limits.client_inflight_max;
@@ -358,7 +367,15 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
 
     let (shutdown_tx, shutdown) = oneshot::channel();
     local.pd_state = pd_state;
-    let event_loop = EventLoop::new(config, store, transport, map, groups, local, agent);
+    let (health_publisher, health) = crate::health::channel();
+    let http = match (&config.http, &http_identity) {
+        (Some(http), Some(identity)) => {
+            Some(crate::http::start(&config, http, identity, health).await?)
+        }
+        _ => None,
+    };
+    let event_loop = EventLoop::new(config, store, transport, map, groups, local, agent)
+        .with_health(health_publisher);
     let channels = LoopChannels {
         inbound,
         calls,
@@ -370,6 +387,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         shutdown: Some(shutdown_tx),
         task,
         local_addr,
+        http,
     })
 }
 

@@ -54,6 +54,7 @@ impl ClientHandler for Service {
 fn keys(op: &KvOp) -> Vec<&[u8]> {
     match op {
         KvOp::Get { key, .. }
+        | KvOp::Exists { key, .. }
         | KvOp::Put { key, .. }
         | KvOp::Delete { key }
         | KvOp::CompareAndSwap { key, .. } => vec![key.as_ref()],
@@ -69,7 +70,7 @@ fn keys(op: &KvOp) -> Vec<&[u8]> {
 /// Every value an operation carries (CAS: expected and new).
 fn values(op: &KvOp) -> Vec<&[u8]> {
     match op {
-        KvOp::Get { .. } | KvOp::Delete { .. } => Vec::new(),
+        KvOp::Get { .. } | KvOp::Exists { .. } | KvOp::Delete { .. } => Vec::new(),
         KvOp::Put { value, .. } => vec![value.as_ref()],
         KvOp::CompareAndSwap { expected, new, .. } => expected
             .iter()
@@ -154,7 +155,7 @@ pub fn check_request(
 /// The state-machine command of a write request (`None` for a read).
 pub fn command_of(request: &KvRequest) -> Option<Command> {
     let operations = match &request.op {
-        KvOp::Get { .. } => return None,
+        KvOp::Get { .. } | KvOp::Exists { .. } => return None,
         KvOp::Put { key, value } => vec![Operation::Put {
             key: key.clone(),
             value: value.clone(),

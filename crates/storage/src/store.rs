@@ -311,6 +311,15 @@ impl Store {
         }
     }
 
+    /// Whether a user key has a value, from whichever shard holds it. Cheaper than
+    /// [`Store::get`] for large values: the value is neither copied nor checksummed.
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.shared.data.contains_key(ring::storage_key(key))?)
+    }
+
     /// Bytes (user key + stored value) and number of keys in the data of `arc`, by a scan of
     /// the range at one point in time. Linear in the shard's size: meant for periodic size
     /// reports (placement driver split decisions), off the event loop.

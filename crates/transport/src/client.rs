@@ -15,6 +15,8 @@ use std::time::Duration;
 pub struct ClientEndpoint {
     endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
+    /// For [`ClientEndpoint::connect_any_node`].
+    any_node_config: quinn::ClientConfig,
     cluster: String,
     max_frame_bytes: u64,
 }
@@ -32,6 +34,13 @@ impl ClientEndpoint {
             Duration::from_secs(30),
             1024,
         )?;
+        let any_node_config = tls::any_node_client_config(
+            identity,
+            cluster,
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+            1024,
+        )?;
         let endpoint = quinn::Endpoint::client(bind_addr).map_err(|source| Error::Bind {
             addr: bind_addr,
             source,
@@ -39,6 +48,7 @@ impl ClientEndpoint {
         Ok(Self {
             endpoint,
             config,
+            any_node_config,
             cluster: cluster.to_string(),
             max_frame_bytes: 16 * 1024 * 1024,
         })
@@ -74,6 +84,33 @@ impl ClientEndpoint {
             reason: e.to_string(),
         })?;
         Ok(ClientConnection::new(connection, self.max_frame_bytes))
+    }
+
+    /// Connects to whichever node of the cluster listens at `addr` and returns its id, read
+    /// from its certificate (which must chain to the cluster CA and name exactly one
+    /// `node-<id>.<cluster>`, verified for that name). For seed endpoints given as `host:port`.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the handshake fails (including a certificate that names no
+    /// node of this cluster).
+    pub async fn connect_any_node(&self, addr: SocketAddr) -> Result<(NodeId, ClientConnection)> {
+        let failed = |reason: String| Error::Connect { addr, reason };
+        // The name is not checked (the verifier finds the node name in the certificate); it is
+        // sent as SNI only.
+        let server_name = format!("ringkv-node.{}", self.cluster);
+        let connecting = self
+            .endpoint
+            .connect_with(self.any_node_config.clone(), addr, &server_name)
+            .map_err(|e| failed(e.to_string()))?;
+        let connection = connecting.await.map_err(|e| failed(e.to_string()))?;
+        let Some(node) = crate::any_node::peer_node(&connection, &self.cluster) else {
+            connection.close(0u32.into(), b"not a node");
+            return Err(failed("the peer's certificate names no node".into()));
+        };
+        Ok((
+            node,
+            ClientConnection::new(connection, self.max_frame_bytes),
+        ))
     }
 
     /// Closes all connections and waits for them to drain.

@@ -125,6 +125,34 @@ pub(crate) fn client_config(
     idle_timeout: Duration,
     bidi_streams: u32,
 ) -> Result<quinn::ClientConfig> {
+    let tls = client_tls(identity)?;
+    quic_client_config(tls, keep_alive, idle_timeout, bidi_streams)
+}
+
+/// As [`client_config`], but the server may be any node of `cluster` (see
+/// [`crate::any_node`]): for dialing a seed address whose node id is not known yet.
+pub(crate) fn any_node_client_config(
+    identity: &TlsIdentity,
+    cluster: &str,
+    keep_alive: Duration,
+    idle_timeout: Duration,
+    bidi_streams: u32,
+) -> Result<quinn::ClientConfig> {
+    let mut tls = client_tls(identity)?;
+    let webpki =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots(identity)?, provider())
+            .build()
+            .map_err(tls_error)?;
+    tls.dangerous()
+        .set_certificate_verifier(Arc::new(crate::any_node::AnyNodeVerifier::new(
+            webpki, cluster,
+        )));
+    quic_client_config(tls, keep_alive, idle_timeout, bidi_streams)
+}
+
+/// The rustls side of every client configuration: TLS 1.3, ring, the cluster CA, our
+/// certificate, ALPN.
+fn client_tls(identity: &TlsIdentity) -> Result<rustls::ClientConfig> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_error)?
@@ -132,6 +160,15 @@ pub(crate) fn client_config(
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(tls_error)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(tls)
+}
+
+fn quic_client_config(
+    tls: rustls::ClientConfig,
+    keep_alive: Duration,
+    idle_timeout: Duration,
+    bidi_streams: u32,
+) -> Result<quinn::ClientConfig> {
     let crypto = QuicClientConfig::try_from(tls).map_err(tls_error)?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     client.transport_config(transport_params(keep_alive, idle_timeout, bidi_streams)?);

@@ -128,6 +128,10 @@ fn requests() -> Vec<Request> {
                 },
             ],
         }),
+        kv(KvOp::Exists {
+            key: Bytes::from_static(b"k"),
+            consistency: ReadConsistency::Lease,
+        }),
         Request::Admin(AdminRequest::GetShardMap),
         Request::Admin(AdminRequest::GetShard { shard: ShardId(2) }),
         Request::Admin(AdminRequest::NodeStatus),
@@ -145,6 +149,10 @@ fn responses() -> Vec<Response> {
             applied: LogIndex(3),
         }),
         Response::Kv(KvResult::Written { index: LogIndex(4) }),
+        Response::Kv(KvResult::Exists {
+            exists: true,
+            applied: LogIndex(6),
+        }),
         Response::Kv(KvResult::Swapped {
             succeeded: false,
             previous: None,

@@ -90,12 +90,27 @@ pub enum KvOp {
         /// The writes, applied in order.
         ops: Vec<BatchOp>,
     },
+    /// Whether one key exists (HAS): a read like `Get` whose answer,
+    /// [`KvResult::Exists`](crate::response::KvResult::Exists), carries no value, so a large
+    /// value is neither read into the answer nor sent.
+    Exists {
+        /// Key.
+        key: Bytes,
+        /// Freshness required.
+        consistency: ReadConsistency,
+    },
 }
 
 impl KvOp {
-    /// Whether the operation writes (and so needs a [`WriteSession`]).
+    /// Whether the operation writes (and so needs a [`WriteSession`]). `Get` and `Exists` are
+    /// the reads; authorization treats both as reads.
     pub fn is_write(&self) -> bool {
-        !matches!(self, KvOp::Get { .. })
+        !self.is_read()
+    }
+
+    /// Whether the operation only reads: `Get` or `Exists`.
+    pub fn is_read(&self) -> bool {
+        matches!(self, KvOp::Get { .. } | KvOp::Exists { .. })
     }
 }
 

@@ -32,6 +32,13 @@ pub enum KvResult {
         /// Log index of the operation.
         index: LogIndex,
     },
+    /// Answer to `Exists`: whether the key exists, without its value.
+    Exists {
+        /// The key has a value.
+        exists: bool,
+        /// Applied index the read was served at (meaningful for `Stale` reads).
+        applied: LogIndex,
+    },
 }
 
 /// One local replica in a node status report.

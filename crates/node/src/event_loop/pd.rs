@@ -380,6 +380,7 @@ impl EventLoop {
             self.map = state.shard_map.clone();
         }
         self.pd_cache = Some(state);
+        self.pd_cache_at = Some(std::time::Instant::now());
     }
 }
 

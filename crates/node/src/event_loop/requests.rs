@@ -105,11 +105,16 @@ impl EventLoop {
             reply(slot, Response::Error(error));
             return Ok(());
         }
-        if let KvOp::Get { key, consistency } = &request.op {
+        let read = match &request.op {
+            KvOp::Get { key, consistency } => Some((key, *consistency, false)),
+            KvOp::Exists { key, consistency } => Some((key, *consistency, true)),
+            _ => None,
+        };
+        if let Some((key, consistency, exists_only)) = read {
             let mode = match consistency {
                 ReadConsistency::Stale => {
                     group.reads_served += 1;
-                    reply(slot, read_now(&self.store, key, group.applied));
+                    reply(slot, read_now(&self.store, key, group.applied, exists_only));
                     return Ok(());
                 }
                 ReadConsistency::Linearizable => ReadMode::Safe,
@@ -123,6 +128,7 @@ impl EventLoop {
                 mode,
                 PendingRead {
                     key: key.clone(),
+                    exists_only,
                     reply: slot,
                 },
             ));
@@ -273,9 +279,25 @@ pub(super) fn lost_write(group: &Group) -> Response {
     not_leader(group.leader_hint(), &group.descriptor)
 }
 
-pub(super) fn read_now(store: &Store, key: &[u8], applied: LogIndex) -> Response {
-    match store.get(key) {
-        Ok(value) => Response::Kv(KvResult::Value { value, applied }),
+/// Reads `key` from the applied state: its value, or with `exists_only` whether it exists
+/// (the value is not read into the answer).
+pub(super) fn read_now(
+    store: &Store,
+    key: &[u8],
+    applied: LogIndex,
+    exists_only: bool,
+) -> Response {
+    let result = if exists_only {
+        store
+            .contains(key)
+            .map(|exists| KvResult::Exists { exists, applied })
+    } else {
+        store
+            .get(key)
+            .map(|value| KvResult::Value { value, applied })
+    };
+    match result {
+        Ok(result) => Response::Kv(result),
         Err(error) => Response::Error(WireError::Internal {
             reason: error.to_string(),
         }),
@@ -293,7 +315,10 @@ pub(super) fn serve_reads(store: &Store, group: &mut Group) {
     for (_, reads) in ready {
         for read in reads {
             group.reads_served += 1;
-            reply(read.reply, read_now(store, &read.key, applied));
+            reply(
+                read.reply,
+                read_now(store, &read.key, applied, read.exists_only),
+            );
         }
     }
 }
