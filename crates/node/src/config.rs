@@ -186,6 +186,22 @@ pub struct DebugSection {
     pub fault_injection: bool,
 }
 
+/// The `[auth]` table: tokens.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Lifetime of the tokens this node issues at login, in seconds (default 3600). Longer
+    /// means fewer logins but a longer window for a leaked token (a password change or
+    /// `ringctl user delete` revokes it earlier).
+    pub token_ttl: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self { token_ttl: 3600 }
+    }
+}
+
 /// The `[pd]` table: how this node talks to the placement driver and, on the initial nodes,
 /// the scheduler settings the cluster starts with.
 ///
@@ -284,6 +300,8 @@ struct RawConfig {
     #[serde(default)]
     pd: PdSection,
     #[serde(default)]
+    auth: AuthSection,
+    #[serde(default)]
     http_addr: Option<String>,
     #[serde(default = "default_http_tls")]
     http_tls: bool,
@@ -377,6 +395,8 @@ pub struct NodeConfig {
     pub http: Option<HttpConfig>,
     /// The log format (read by `ringkvd` before the node starts).
     pub log_format: LogFormat,
+    /// Token settings.
+    pub auth: AuthSection,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
@@ -588,6 +608,12 @@ impl NodeConfig {
                 })
             }
         };
+        if raw.auth.token_ttl == 0 || raw.auth.token_ttl > 31 * 24 * 3600 {
+            return Err(invalid(
+                "auth.token_ttl",
+                "must be 1 to 2678400 seconds (31 days)",
+            ));
+        }
         let config = NodeConfig {
             node_id,
             cluster: raw.cluster,
@@ -607,6 +633,7 @@ impl NodeConfig {
             limits: raw.limits,
             storage: raw.storage,
             debug: raw.debug,
+            auth: raw.auth,
             pd: raw.pd,
             http,
             log_format: raw.log_format,

@@ -65,6 +65,7 @@
 //!   flight, flushes the store and exits 0.
 
 pub mod agent;
+pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod config_layers;
@@ -75,6 +76,7 @@ pub mod group;
 pub mod health;
 pub mod http;
 pub mod log_command;
+pub mod metrics;
 pub mod node;
 pub mod pd_host;
 pub mod replica_meta;

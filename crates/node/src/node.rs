@@ -19,6 +19,7 @@ use ringkv_types::raft::{ConfState, HardState, SnapshotMeta};
 use ringkv_types::{LogIndex, NodeId, ShardDescriptor, ShardId, ShardMap, Term, ring};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -345,8 +346,15 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         Duration::from_millis(config.limits.client_request_timeout_ms);
     transport_config.raft_inbound_batches_max = config.limits.raft_inbound_batches_max;
     let (calls_tx, calls) = mpsc::channel(config.limits.client_queue);
+    let authenticator = Arc::new(crate::auth::Authenticator::new(
+        config.cluster.clone(),
+        Duration::from_secs(config.auth.token_ttl),
+    ));
+    if let Some(state) = &pd_state {
+        authenticator.update(&state.auth);
+    }
     let (transport, inbound) = Transport::builder(transport_config, identity)
-        .handler(Service::new(calls_tx.clone()))
+        .handler(Service::new(calls_tx.clone(), authenticator.clone()))
         .start()?;
     let local_addr = transport.local_addr()?;
     for endpoint in &config.initial_cluster {
@@ -368,14 +376,17 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     let (shutdown_tx, shutdown) = oneshot::channel();
     local.pd_state = pd_state;
     let (health_publisher, health) = crate::health::channel();
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(&config.data_dir));
     let http = match (&config.http, &http_identity) {
         (Some(http), Some(identity)) => {
-            Some(crate::http::start(&config, http, identity, health).await?)
+            Some(crate::http::start(&config, http, identity, health, metrics.clone()).await?)
         }
         _ => None,
     };
-    let event_loop = EventLoop::new(config, store, transport, map, groups, local, agent)
-        .with_health(health_publisher);
+    let mut event_loop = EventLoop::new(config, store, transport, map, groups, local, agent)
+        .with_health(health_publisher)
+        .with_metrics(metrics);
+    event_loop.set_authenticator(authenticator);
     let channels = LoopChannels {
         inbound,
         calls,

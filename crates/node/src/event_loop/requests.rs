@@ -92,6 +92,16 @@ impl EventLoop {
                 return Ok(());
             }
             Request::Kv(request) => request,
+            Request::WithToken { .. } => {
+                // The client service unwraps tokens before a request gets here.
+                reply(
+                    slot,
+                    Response::Error(WireError::InvalidRequest {
+                        reason: "token requests are resolved by the client service".into(),
+                    }),
+                );
+                return Ok(());
+            }
         };
         let shard = request.shard;
         let group = match self.groups.get_mut(&shard) {
@@ -148,6 +158,7 @@ impl EventLoop {
         let data = LogCommand::Kv(command).encode()?;
         match group.raw.propose(data) {
             Ok(index) => {
+                self.metrics.raft_proposals.inc();
                 let term = group.raw.term();
                 group.proposals.insert(
                     index,
@@ -205,6 +216,12 @@ impl EventLoop {
             AdminRequest::Pd { .. } => {
                 // Handled in `handle_call` (it waits for the log); unreachable here.
                 return Response::Error(WireError::Unavailable);
+            }
+            AdminRequest::Login { .. } => {
+                // The client service answers logins; they never reach the loop.
+                return Response::Error(WireError::InvalidRequest {
+                    reason: "logins are answered by the client service".into(),
+                });
             }
         };
         Response::Admin(result)

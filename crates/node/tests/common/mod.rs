@@ -165,7 +165,7 @@ key = "certs/node-{id}.key"
             std::fs::write(&path, text).unwrap();
             config_paths.push(path);
         }
-        let client_pair = ca.issue_client("tests", validity).unwrap();
+        let client_pair = ca.issue_client("ringctl", validity).unwrap();
         let identity = TlsIdentity::from_pem(ca.cert_pem(), &client_pair).unwrap();
         let client =
             ClientEndpoint::new(&identity, CLUSTER, "127.0.0.1:0".parse().unwrap()).unwrap();
