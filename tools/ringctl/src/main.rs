@@ -443,8 +443,10 @@ enum CertsCommand {
         /// Output directory.
         #[arg(long)]
         dir: PathBuf,
-        /// A node certificate, as ID=IP (repeatable), e.g. --node 1=10.0.0.1.
-        #[arg(long = "node", value_name = "ID=IP")]
+        /// A node certificate, as ID=NAMES (repeatable): comma-separated IPs and/or DNS names
+        /// the certificate names besides node-<id>.<cluster>, e.g. --node 1=10.0.0.1 or
+        /// --node 1=ringkv-1,10.0.0.1 (names a joining node dials through `join`).
+        #[arg(long = "node", value_name = "ID=NAMES")]
         nodes: Vec<String>,
         /// A client certificate name (repeatable).
         #[arg(long = "client", value_name = "NAME")]
@@ -649,7 +651,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .map(|spec| parse_node_spec(spec))
                 .collect::<Result<Vec<_>>>()?;
             let clients: Vec<&str> = clients.iter().map(String::as_str).collect();
-            let report = certs::ensure(&dir, cluster, &nodes, &clients)?;
+            let report = certs::ensure_named(&dir, cluster, &nodes, &clients)?;
             for stem in &report.created {
                 println!("created {}", dir.join(format!("{stem}.pem")).display());
             }
@@ -673,9 +675,9 @@ where
 }
 
 /// Parses `ID=IP`.
-fn parse_node_spec(spec: &str) -> Result<(NodeId, IpAddr)> {
-    let Some((id, ip)) = spec.split_once('=') else {
-        bail!("--node {spec:?}: expected ID=IP");
+fn parse_node_spec(spec: &str) -> Result<(NodeId, Vec<String>)> {
+    let Some((id, names)) = spec.split_once('=') else {
+        bail!("--node {spec:?}: expected ID=NAMES (IPs or DNS names, comma-separated)");
     };
     let id: u64 = id
         .parse()
@@ -683,10 +685,20 @@ fn parse_node_spec(spec: &str) -> Result<(NodeId, IpAddr)> {
     if id == 0 {
         bail!("--node {spec:?}: node ids start at 1");
     }
-    let ip: IpAddr = ip
-        .parse()
-        .with_context(|| format!("--node {spec:?}: bad IP address"))?;
-    Ok((NodeId(id), ip))
+    let mut out = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        // A name must be an IP or a DNS name (checked with a dummy port).
+        if name.parse::<IpAddr>().is_err()
+            && ringkv_transport::resolve::check_host_port(&format!("{name}:1")).is_err()
+        {
+            bail!("--node {spec:?}: `{name}` is neither an IP address nor a DNS name");
+        }
+        out.push(name.to_string());
+    }
+    if out.is_empty() {
+        bail!("--node {spec:?}: name at least one IP or DNS name");
+    }
+    Ok((NodeId(id), out))
 }
 
 #[cfg(test)]
@@ -800,7 +812,10 @@ mod tests {
         assert!(parse_node_spec("1=127.0.0.11").is_ok());
         assert!(parse_node_spec("0=127.0.0.11").is_err());
         assert!(parse_node_spec("1:127.0.0.11").is_err());
-        assert!(parse_node_spec("1=localhost").is_err());
+        assert!(parse_node_spec("1=bad name").is_err());
+        assert!(parse_node_spec("1=").is_err());
+        let (_, names) = parse_node_spec("1=ringkv-1, 10.0.0.1").unwrap();
+        assert_eq!(names, ["ringkv-1", "10.0.0.1"]);
     }
 
     #[test]

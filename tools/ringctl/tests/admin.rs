@@ -57,7 +57,7 @@ fn answer(pd: &Shared, me: NodeId, request: Request) -> Response {
                 .nodes
                 .values()
                 .filter_map(|n| {
-                    let addr = n.addr.parse().ok()?;
+                    let addr = n.addr.parse::<std::net::SocketAddr>().ok()?.to_string();
                     Some(NodeAddress { node: n.id, addr })
                 })
                 .collect(),
