@@ -166,6 +166,35 @@ balance_leaders = false
         assert!(decode_state(&bytes[..bytes.len() / 2]).is_err());
     }
 
+    /// The saved state (and so a PD snapshot, which carries it) keeps users, roles, password
+    /// hashes, generations and signing keys.
+    #[test]
+    fn the_saved_state_carries_users_and_keys() {
+        use ringkv_pd::{AuthCommand, Role};
+        let mut state = initial_state(&config(1)).unwrap();
+        let auth = |command| Command::Auth { command, now_ms: 1 };
+        for command in [
+            AuthCommand::AddUser {
+                name: "alice".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+            },
+            AuthCommand::Grant {
+                name: "alice".into(),
+                role: Role::ReadWrite("shared".into()),
+            },
+            AuthCommand::AddSigningKey {
+                private_pkcs8: vec![3; 83],
+                public: vec![4; 32],
+            },
+        ] {
+            state.apply(&auth(command)).unwrap();
+        }
+        let decoded = decode_state(&encode_state(&state).unwrap()).unwrap();
+        assert_eq!(decoded.auth, state.auth);
+        assert_eq!(decoded.auth.users["alice"].roles.len(), 1);
+        assert_eq!(decoded.auth.signing_keys.len(), 1);
+    }
+
     #[test]
     fn stamping_sets_log_time_only_where_there_is_one() {
         let mut tick = Command::Tick { now_ms: 0 };
