@@ -8,6 +8,7 @@ use crate::session::SessionPool;
 use bytes::Bytes;
 use ringkv_transport::certs::TlsIdentity;
 use ringkv_transport::{ClientConnection, ClientEndpoint};
+use ringkv_types::inspect::{InspectRequest, InspectResult};
 use ringkv_types::{
     AdminRequest, AdminResult, BatchOp, KvOp, KvRequest, KvResult, NodeAddress, NodeId, NodeStatus,
     ReadConsistency, Request, Response, ShardDescriptor, ShardMap, WireError, WriteSession,
@@ -420,6 +421,28 @@ impl Client {
             _ => Err(Error::UnexpectedResponse {
                 request: "node_status",
             }),
+        }
+    }
+
+    /// Runs the database inspector on `node` (its own store). One attempt, bounded by the
+    /// request timeout (the node reads up to the request's limit of records).
+    ///
+    /// # Errors
+    /// [`Error::UnknownNode`], [`Error::Transport`], [`Error::Server`] (a refusal or a read
+    /// error on the node).
+    pub async fn inspect(&self, node: NodeId, request: InspectRequest) -> Result<InspectResult> {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let response = self
+            .call(
+                node,
+                &Request::Admin(AdminRequest::Inspect(request)),
+                deadline,
+            )
+            .await?;
+        match response {
+            Response::Admin(AdminResult::Inspect(result)) => Ok(result),
+            Response::Error(wire) => Err(Error::Server(wire)),
+            _ => Err(Error::UnexpectedResponse { request: "inspect" }),
         }
     }
 

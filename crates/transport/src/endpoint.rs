@@ -329,6 +329,23 @@ impl Transport {
             .map(|peer| peer.counters.snapshot())
     }
 
+    /// Every known peer with its link counters and, when connected, the connection's smoothed
+    /// round-trip time (for metrics, read at scrape time).
+    pub fn peer_links(&self) -> Vec<(NodeId, PeerStats, Option<std::time::Duration>)> {
+        lock(&self.shared.peers)
+            .iter()
+            .map(|(id, peer)| {
+                let rtt = peer
+                    .connection
+                    .borrow()
+                    .as_ref()
+                    .filter(|c| c.close_reason().is_none())
+                    .map(quinn::Connection::rtt);
+                (*id, peer.counters.snapshot(), rtt)
+            })
+            .collect()
+    }
+
     /// Whether the link to `id` has a live connection now.
     pub fn is_connected(&self, id: NodeId) -> bool {
         lock(&self.shared.peers).get(&id).is_some_and(|peer| {

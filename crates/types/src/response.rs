@@ -125,6 +125,8 @@ pub enum AdminResult {
         /// When it expires, milliseconds since the Unix epoch.
         expires_at_ms: u64,
     },
+    /// Answer to `Inspect`.
+    Inspect(crate::inspect::InspectResult),
 }
 
 /// Everything the client service answers: one response per request.

@@ -47,6 +47,19 @@ pub fn parse_shard(text: &str) -> std::result::Result<ShardId, String> {
     Ok(ShardId(id))
 }
 
+/// Parses a shard id for the inspector: `3`, `s3`, or `0` / `pd` for the placement driver's
+/// group.
+pub fn parse_shard_or_pd(text: &str) -> std::result::Result<ShardId, String> {
+    if text.trim().eq_ignore_ascii_case("pd") {
+        return Ok(ShardId::PD);
+    }
+    let digits = text.trim().trim_start_matches(['s', 'S']);
+    digits
+        .parse()
+        .map(ShardId)
+        .map_err(|_| format!("{text:?} is not a shard id (e.g. 3, s3, or pd)"))
+}
+
 /// Parses a node id: `4` or `n4`.
 pub fn parse_node(text: &str) -> std::result::Result<NodeId, String> {
     let digits = text.trim().trim_start_matches(['n', 'N']);
@@ -135,7 +148,7 @@ pub async fn nodes(client: &Client, json: bool) -> Result<ExitCode> {
         value["pd_leader"] = pd_leader.map(NodeId::get).into();
         print_json(&value)?;
     } else {
-        if let Some(leader) = pd_leader {
+        if let Some(leader) = pd_leader.filter(|_| !view::is_simple()) {
             println!("placement driver leader: node {}", leader.get());
         }
         print!("{}", view::nodes_table(&state));
@@ -148,13 +161,15 @@ pub async fn shards(client: &Client, json: bool) -> Result<ExitCode> {
     let state = state(client).await?;
     if json {
         print_json(&view::shards_json(&state))?;
-    } else {
+    } else if !view::is_simple() {
         println!(
             "shard map version {}, {} shards, {} operator(s) in flight",
             state.shard_map.version,
             state.shard_map.shards.len(),
             state.operators.len()
         );
+        print!("{}", view::shards_table(&state));
+    } else {
         print!("{}", view::shards_table(&state));
     }
     Ok(ExitCode::SUCCESS)

@@ -4,12 +4,10 @@
 //! config and no client certificate, and sends the token with every request: it acts as the
 //! token's user. `--namespace NS` picks the namespace `kv` commands read and write.
 
-use crate::config::RingctlConfig;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use ringkv_client::ringkv_pd::{AuthCommand as PdAuthCommand, Command};
 use ringkv_client::{Client, ClientConfig, Credentials, Secret, TlsSource};
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
@@ -42,29 +40,34 @@ pub fn set_access(access: Access) {
     let _ = ACCESS.set(access);
 }
 
-/// Applies the global options to a client configuration built from `ringctl.toml`.
-pub fn apply(config: &RingctlConfig, client: &mut ClientConfig) {
+/// Applies the global options to a resolved client configuration: with a token, only the
+/// CA of its TLS files is kept (no client certificate).
+pub fn apply(client: &mut ClientConfig) {
     let access = ACCESS.get().cloned().unwrap_or_default();
     if let Some(token) = access.token {
-        client.tls = TlsSource::CaOnly {
-            ca_cert: config.tls.ca_cert.clone(),
-        };
+        ca_only(client);
         client.credentials = Credentials::Token(token);
     }
     client.namespace = access.namespace;
 }
 
+/// Drops the client certificate, keeping the cluster CA.
+fn ca_only(client: &mut ClientConfig) {
+    if let TlsSource::Files { ca_cert, .. } = &client.tls {
+        client.tls = TlsSource::CaOnly {
+            ca_cert: ca_cert.clone(),
+        };
+    }
+}
+
 /// Runs one auth command.
-pub async fn run(config_path: Option<&Path>, command: AuthCommand) -> Result<ExitCode> {
+pub async fn run(globals: &crate::Globals, command: AuthCommand) -> Result<ExitCode> {
     match command {
         AuthCommand::Login { name } => {
-            let path = RingctlConfig::locate(config_path);
-            let config = RingctlConfig::load(&path)?;
+            let overrides = &globals.overrides();
             let password = crate::user::read_password(&format!("password for {name}: "))?;
-            let mut client_config = config.client_config()?;
-            client_config.tls = TlsSource::CaOnly {
-                ca_cert: config.tls.ca_cert.clone(),
-            };
+            let (mut client_config, _) = crate::config::resolve(overrides)?;
+            ca_only(&mut client_config);
             client_config.credentials = Credentials::Password {
                 user: name.clone(),
                 password,
@@ -85,7 +88,7 @@ pub async fn run(config_path: Option<&Path>, command: AuthCommand) -> Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         AuthCommand::RotateKey => {
-            let client = crate::client(config_path).await?;
+            let client = crate::client(globals).await?;
             let outcome = client
                 .pd_call(Command::Auth {
                     command: PdAuthCommand::AddSigningKey {

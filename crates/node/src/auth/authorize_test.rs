@@ -240,6 +240,16 @@ fn table() -> Vec<(&'static str, Request, &'static str)> {
             "AAAADDDD",
         ),
         (
+            "inspect data",
+            Request::Admin(AdminRequest::Inspect(
+                ringkv_types::inspect::InspectRequest::Data {
+                    shard: None,
+                    limit: 10,
+                },
+            )),
+            "AAAADDDD",
+        ),
+        (
             "move shard",
             pd(Command::AddOperator {
                 operator: AdminOperator::MoveReplica {

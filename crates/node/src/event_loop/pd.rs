@@ -240,6 +240,7 @@ impl EventLoop {
         let data = LogCommand::Pd(command).encode()?;
         match group.raw.propose(data) {
             Ok(index) => {
+                self.metrics.raft_proposals.inc();
                 if let Some(slot) = slot {
                     host.waiters.insert(
                         index,
