@@ -4,6 +4,13 @@
 //! and verifying a token's Ed25519 signature (what a cache miss costs).
 //!
 //! Run: `cargo bench -p ringkv-bench --bench auth`.
+//!
+//! Figures on the shared 2-core dev VM (2026-12-06, load average ~11 from other builds, so
+//! upper bounds; criterion means): authorize a user's put 58 ns, a 16-op batch 428 ns, a denied
+//! put 228 ns (the error string); cached token to principal 0.7 us (10 users) / 0.87 us (10 000
+//! users); a whole token request (unwrap, resolve, authorize, including cloning the request
+//! for the benchmark) 1.3-1.8 us; a certificate request 0.75 us; an uncached Ed25519 token
+//! verification 229 us (what the cache saves).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::indexing_slicing)]
 

@@ -424,7 +424,7 @@ impl Running {
         else {
             return;
         };
-        let Ok(state) = postcard::from_bytes::<PdState>(&bytes) else {
+        let Ok(state) = crate::pd_host::decode_state(&bytes) else {
             warn!("undecodable placement driver state");
             return;
         };

@@ -87,10 +87,22 @@ pub fn encode_state(state: &PdState) -> Result<Vec<u8>> {
 /// # Errors
 /// [`Error::Corrupt`] for bytes that are not a state.
 pub fn decode_state(bytes: &[u8]) -> Result<PdState> {
-    postcard::from_bytes(bytes).map_err(|error| Error::Corrupt {
+    let corrupt = |error: postcard::Error| Error::Corrupt {
         what: "placement driver state",
         reason: error.to_string(),
-    })
+    };
+    match postcard::from_bytes(bytes) {
+        Ok(state) => Ok(state),
+        Err(postcard::Error::DeserializeUnexpectedEnd) => {
+            // A state saved before users existed ends where its last field, `auth`, begins
+            // (postcard concatenates fields): read it with an empty user table.
+            let mut extended = bytes.to_vec();
+            extended
+                .extend(postcard::to_stdvec(&ringkv_pd::AuthState::default()).map_err(corrupt)?);
+            postcard::from_bytes(&extended).map_err(corrupt)
+        }
+        Err(error) => Err(corrupt(error)),
+    }
 }
 
 /// Milliseconds since the Unix epoch by this node's clock (0 if the clock is before 1970).
@@ -164,6 +176,42 @@ balance_leaders = false
         let bytes = encode_state(state).unwrap();
         assert_eq!(&decode_state(&bytes).unwrap(), state);
         assert!(decode_state(&bytes[..bytes.len() / 2]).is_err());
+    }
+
+    /// The saved state (and so a PD snapshot, which carries it) keeps users, roles, password
+    /// hashes, generations and signing keys.
+    #[test]
+    fn the_saved_state_carries_users_and_keys() {
+        use ringkv_pd::{AuthCommand, Role};
+        let mut state = initial_state(&config(1)).unwrap();
+        let auth = |command| Command::Auth { command, now_ms: 1 };
+        for command in [
+            AuthCommand::AddUser {
+                name: "alice".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+            },
+            AuthCommand::Grant {
+                name: "alice".into(),
+                role: Role::ReadWrite("shared".into()),
+            },
+            AuthCommand::AddSigningKey {
+                private_pkcs8: vec![3; 83],
+                public: vec![4; 32],
+            },
+        ] {
+            state.apply(&auth(command)).unwrap();
+        }
+        let decoded = decode_state(&encode_state(&state).unwrap()).unwrap();
+        assert_eq!(decoded.auth, state.auth);
+        // A state saved before users existed (no trailing `auth`) still loads.
+        let mut legacy = state.clone();
+        legacy.auth = ringkv_pd::AuthState::default();
+        let bytes = encode_state(&legacy).unwrap();
+        let auth_len = postcard::to_stdvec(&legacy.auth).unwrap().len();
+        let old = decode_state(&bytes[..bytes.len() - auth_len]).unwrap();
+        assert_eq!(old, legacy);
+        assert_eq!(decoded.auth.users["alice"].roles.len(), 1);
+        assert_eq!(decoded.auth.signing_keys.len(), 1);
     }
 
     #[test]

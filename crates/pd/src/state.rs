@@ -247,6 +247,34 @@ impl PdState {
                 operator.id
             );
         }
+        for (name, user) in &self.auth.users {
+            assert_eq!(name, &user.name, "user filed under the wrong name");
+            assert!(
+                user.generation < self.auth.next_generation,
+                "user {name} has generation {} not below the counter {}",
+                user.generation,
+                self.auth.next_generation
+            );
+        }
+        assert!(
+            self.auth.signing_keys.len() <= crate::auth::MAX_SIGNING_KEYS,
+            "{} signing keys kept",
+            self.auth.signing_keys.len()
+        );
+        assert!(
+            self.auth
+                .signing_keys
+                .windows(2)
+                .all(|pair| pair.first().map(|k| k.id) < pair.get(1).map(|k| k.id)),
+            "signing key ids not increasing"
+        );
+        assert!(
+            self.auth
+                .signing_keys
+                .iter()
+                .all(|key| key.id < self.auth.next_key_id),
+            "signing key id not below the counter"
+        );
         let operator_ids: BTreeSet<OperatorId> = self.operators.values().map(|o| o.id).collect();
         assert_eq!(
             operator_ids.len(),

@@ -235,6 +235,46 @@ fn command() -> impl Strategy<Value = Command> {
             kind: [IdKind::Node, IdKind::Shard, IdKind::Incarnation][kind as usize],
             count: count % 4,
         }),
+        3 => auth_command().prop_map(|command| Command::Auth { command, now_ms: 0 }),
+    ]
+}
+
+/// User and key commands over a few names (valid and not), roles and hashes.
+fn auth_command() -> impl Strategy<Value = ringkv_pd::AuthCommand> {
+    use ringkv_pd::{AuthCommand, Role};
+    let name = prop_oneof![
+        Just("alice".to_string()),
+        Just("bob".to_string()),
+        Just("root".to_string()),
+        Just("bad/name".to_string()),
+    ];
+    let hash = prop_oneof![
+        Just("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_string()),
+        Just(String::new()),
+        Just("plain".to_string()),
+    ];
+    let role = prop_oneof![
+        Just(Role::Admin),
+        Just(Role::Read("alice".into())),
+        Just(Role::ReadWrite("bob".into())),
+    ];
+    prop_oneof![
+        (name.clone(), hash.clone()).prop_map(|(name, password_hash)| AuthCommand::AddUser {
+            name,
+            password_hash
+        }),
+        name.clone()
+            .prop_map(|name| AuthCommand::DeleteUser { name }),
+        (name.clone(), hash).prop_map(|(name, password_hash)| AuthCommand::SetPassword {
+            name,
+            password_hash
+        }),
+        (name.clone(), role.clone()).prop_map(|(name, role)| AuthCommand::Grant { name, role }),
+        (name, role).prop_map(|(name, role)| AuthCommand::Revoke { name, role }),
+        (0usize..3).prop_map(|n| AuthCommand::AddSigningKey {
+            private_pkcs8: vec![7; n * 24],
+            public: vec![9; 32],
+        }),
     ]
 }
 
@@ -259,6 +299,17 @@ proptest! {
             prop_assert!(state.ids.next_node >= before.ids.next_node);
             prop_assert!(state.ids.next_incarnation >= before.ids.next_incarnation);
             prop_assert!(state.shard_map.version >= before.shard_map.version);
+            prop_assert!(state.auth.next_generation >= before.auth.next_generation);
+            prop_assert!(state.auth.version >= before.auth.version);
+            // A user whose password or roles shrank has a newer generation.
+            for (name, user) in &state.auth.users {
+                if let Some(old) = before.auth.users.get(name)
+                    && (old.password_hash != user.password_hash
+                        || !old.roles.is_subset(&user.roles))
+                {
+                    prop_assert!(user.generation > old.generation, "{} kept its tokens", name);
+                }
+            }
             answers.push(answer);
         }
         let mut replay = bootstrapped();

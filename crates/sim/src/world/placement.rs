@@ -112,6 +112,53 @@ impl Placement {
         self.pd.check_invariants();
         response
     }
+
+    /// User-table commands interleaved with placement (the identity issue): a fixed cycle of
+    /// add, grant, password change, revoke, key rotation and delete over a few users, so the
+    /// PD model applies them between heartbeats, ticks and reports and `check_invariants`
+    /// (user generations, key ids) runs after each.
+    fn drive_users(&mut self, round: u64, now: u64) {
+        use ringkv_pd::{AuthCommand, Role};
+        const HASH: &str =
+            "$argon2id$v=19$m=19456,t=2,p=1$c2ltc2FsdHNpbQ$c2ltaGFzaHNpbWhhc2hzaW1oYXNoc2ltaGFzaA";
+        let user = format!("user{}", (round / 6) % 3);
+        let role = Role::Read("shared".into());
+        let command = match round % 6 {
+            0 => AuthCommand::AddUser {
+                name: user.clone(),
+                password_hash: HASH.into(),
+            },
+            1 => AuthCommand::Grant {
+                name: user.clone(),
+                role,
+            },
+            2 => AuthCommand::SetPassword {
+                name: user.clone(),
+                password_hash: HASH.into(),
+            },
+            3 => AuthCommand::Revoke {
+                name: user.clone(),
+                role,
+            },
+            4 => AuthCommand::AddSigningKey {
+                private_pkcs8: vec![u8::try_from(round % 251).unwrap_or(0); 48],
+                public: vec![1; 32],
+            },
+            _ => AuthCommand::DeleteUser { name: user.clone() },
+        };
+        let before = self.pd.auth.users.get(&user).map(|u| u.generation);
+        let applied = self.apply(&Command::Auth {
+            command,
+            now_ms: now,
+        });
+        // Every step of the cycle applies, and a password change or a revoke moves the user
+        // to a newer generation (older tokens stop working).
+        assert!(applied.is_some(), "user command of round {round} refused");
+        let after = self.pd.auth.users.get(&user).map(|u| u.generation);
+        if matches!(round % 6, 2 | 3) {
+            assert!(after > before, "generation did not grow in round {round}");
+        }
+    }
 }
 
 /// The epoch the sim reports: the index of the entry that set the configuration orders conf
@@ -165,6 +212,7 @@ impl World {
                 }
             }
             placement.apply(&Command::Tick { now_ms: now });
+            placement.drive_users(tick / HEARTBEAT_EVERY_TICKS, now);
         }
         if !tick.is_multiple_of(REPORT_EVERY_TICKS) {
             return;
