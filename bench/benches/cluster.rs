@@ -96,7 +96,7 @@ key = "node-{id}.key"
         let config = NodeConfig::load(&path).unwrap();
         nodes.push(ringkv_node::start(config).await.unwrap());
     }
-    let pair = ca.issue_client("bench", validity).unwrap();
+    let pair = ca.issue_client("ringctl", validity).unwrap();
     let identity = TlsIdentity::from_pem(ca.cert_pem(), &pair).unwrap();
     let endpoints = addrs
         .iter()

@@ -138,8 +138,9 @@ fn client_calls(c: &mut Criterion) {
     let runtime = runtime();
     let ca = ClusterCa::generate(CLUSTER, Validity::days_from_now(1)).unwrap();
     let (node, connection, client) = runtime.block_on(async {
-        let handler =
-            |_request: Request| async { Response::Kv(KvResult::Written { index: LogIndex(1) }) };
+        let handler = |_peer: ringkv_types::PeerIdentity, _request: Request| async {
+            Response::Kv(KvResult::Written { index: LogIndex(1) })
+        };
         let (node, _inbound) = Transport::builder(config(1), identity(&ca, 1))
             .handler(handler)
             .start()

@@ -1,7 +1,7 @@
 //! [`Client`]: connection pool, routing and the retry loop.
 
 use crate::backoff::{Backoff, Jitter, random_u64};
-use crate::config::{ClientConfig, Endpoint, TlsSource};
+use crate::config::{ClientConfig, Credentials, Endpoint, TlsSource};
 use crate::error::{Error, Result};
 use crate::routing::{Routing, Update};
 use crate::session::SessionPool;
@@ -21,7 +21,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
 
+mod auth;
 mod pd;
+
+pub use auth::IssuedToken;
 
 /// Most node addresses taken from one `GetNodes` answer.
 const NODES_LEARNED_MAX: usize = 1024;
@@ -90,6 +93,10 @@ struct Inner {
     jitter: Jitter,
     /// The node that last answered a placement-driver call (group 0's leader, as far as known).
     pd_leader: Mutex<Option<NodeId>>,
+    /// The namespace keys are encoded in; `None`: raw keys (root, nodes).
+    namespace: Option<String>,
+    /// The token sent with every request (token or password credentials).
+    token: tokio::sync::Mutex<Option<auth::IssuedToken>>,
 }
 
 /// Why one attempt failed, and what to do next.
@@ -119,6 +126,17 @@ impl Client {
             TlsSource::Files { ca_cert, cert, key } => {
                 TlsIdentity::load(ca_cert, cert, key).map_err(|source| Error::Setup { source })?
             }
+            TlsSource::CaOnly { ca_cert } => {
+                TlsIdentity::ca_only(ca_cert).map_err(|source| Error::Setup { source })?
+            }
+        };
+        let namespace = auth::default_namespace(&config, &identity)?;
+        let token = match &config.credentials {
+            Credentials::Token(token) => Some(auth::IssuedToken {
+                token: token.clone(),
+                expires_at_ms: u64::MAX,
+            }),
+            _ => None,
         };
         let endpoint = ClientEndpoint::new(&identity, &config.cluster, config.bind_addr)
             .map_err(|source| Error::Setup { source })?;
@@ -169,8 +187,14 @@ impl Client {
                 sessions: SessionPool::default(),
                 jitter: Jitter::new(random_u64()),
                 pd_leader: Mutex::new(None),
+                namespace,
+                token: tokio::sync::Mutex::new(token),
             }),
         };
+        if let Credentials::Password { user, password } = &client.inner.config.credentials {
+            let issued = client.login(user, password).await?;
+            *client.inner.token.lock().await = Some(issued);
+        }
         client.reload_map(0, None).await?;
         Ok(client)
     }
@@ -216,7 +240,7 @@ impl Client {
         key: impl Into<Bytes>,
         consistency: ReadConsistency,
     ) -> Result<Option<Bytes>> {
-        let key = key.into();
+        let key = self.wire_key(key.into())?;
         let op = KvOp::Get {
             key: key.clone(),
             consistency,
@@ -260,7 +284,7 @@ impl Client {
     /// # Errors
     /// See [`Error`]. After [`Error::Exhausted`] the write may or may not have been applied.
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
-        let key = key.into();
+        let key = self.wire_key(key.into())?;
         let op = KvOp::Put {
             key: key.clone(),
             value: value.into(),
@@ -273,7 +297,7 @@ impl Client {
     /// # Errors
     /// See [`Error`].
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<()> {
-        let key = key.into();
+        let key = self.wire_key(key.into())?;
         let op = KvOp::Delete { key: key.clone() };
         self.write(&key, op, "delete").await.map(|_| ())
     }
@@ -289,7 +313,7 @@ impl Client {
         expected: Option<Bytes>,
         new: Option<Bytes>,
     ) -> Result<CasOutcome> {
-        let key = key.into();
+        let key = self.wire_key(key.into())?;
         let op = KvOp::CompareAndSwap {
             key: key.clone(),
             expected,
@@ -315,6 +339,20 @@ impl Client {
     /// # Errors
     /// [`Error::EmptyBatch`], [`Error::CrossShardBatch`], or see [`Error`].
     pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
+        let ops = ops
+            .into_iter()
+            .map(|op| {
+                Ok(match op {
+                    BatchOp::Put { key, value } => BatchOp::Put {
+                        key: self.wire_key(key)?,
+                        value,
+                    },
+                    BatchOp::Delete { key } => BatchOp::Delete {
+                        key: self.wire_key(key)?,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let key = {
             let routing = self.read_routing();
             let mut shard = None;
@@ -379,7 +417,7 @@ impl Client {
             .await?;
         match response {
             Response::Admin(AdminResult::NodeStatus(status)) => Ok(status),
-            Response::Error(wire) => Err(Error::Server(wire)),
+            Response::Error(wire) => Err(Error::from_wire(wire)),
             _ => Err(Error::UnexpectedResponse {
                 request: "node_status",
             }),
@@ -600,7 +638,7 @@ impl Client {
                 Update::Backoff
             }
             wire if wire.is_retryable() => Update::Backoff,
-            _ => return Err(Failure::Fatal(Error::Server(wire))),
+            _ => return Err(Failure::Fatal(Error::from_wire(wire))),
         };
         Err(Failure::Retry {
             error: Error::Server(wire),
@@ -611,6 +649,27 @@ impl Client {
 
     /// Sends one request to `node` and waits for the answer until `deadline`.
     async fn call(&self, node: NodeId, request: &Request, deadline: Instant) -> Result<Response> {
+        let wrapped;
+        let request = match self.token(deadline).await? {
+            Some(token) => {
+                wrapped = Request::WithToken {
+                    token,
+                    request: Box::new(request.clone()),
+                };
+                &wrapped
+            }
+            None => request,
+        };
+        self.call_plain(node, request, deadline).await
+    }
+
+    /// [`Client::call`] without adding the client's token.
+    async fn call_plain(
+        &self,
+        node: NodeId,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<Response> {
         let connection = self.connection(node, deadline).await?;
         let timeout = deadline.saturating_duration_since(Instant::now());
         match connection.call(request, timeout).await {
@@ -797,6 +856,9 @@ impl Client {
                 Ok(Response::Admin(AdminResult::ShardMap(_))) => {
                     last = format!("{} sent a map that does not cover the ring", node);
                 }
+                Ok(Response::Error(
+                    wire @ (WireError::Unauthenticated { .. } | WireError::PermissionDenied { .. }),
+                )) => return Err(Error::from_wire(wire)),
                 Ok(Response::Error(wire)) => last = format!("{}: {wire}", node),
                 Ok(_) => last = format!("{}: unexpected response", node),
                 Err(error) => last = error.to_string(),

@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use ringkv_transport::certs::TlsIdentity;
 use ringkv_types::NodeId;
+use ringkv_types::Secret;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -107,6 +108,32 @@ pub enum TlsSource {
     },
     /// An identity already in memory.
     Identity(TlsIdentity),
+    /// Only the cluster CA certificate: the client presents no certificate and must use
+    /// [`Credentials::Token`] or [`Credentials::Password`].
+    CaOnly {
+        /// The cluster CA certificate.
+        ca_cert: PathBuf,
+    },
+}
+
+/// Who the client acts as.
+#[derive(Clone, Debug, Default)]
+pub enum Credentials {
+    /// The client certificate of [`TlsSource`] (`client-<name>` is user `<name>`;
+    /// `client-ringctl` is `root`).
+    #[default]
+    Certificate,
+    /// A bearer token (from `ringctl auth login` or [`Client::login`](crate::Client::login)),
+    /// sent with every request. Needs a TLS source without a client certificate.
+    Token(Secret),
+    /// A user name and password: the client logs in at connect and logs in again before its
+    /// token expires. Needs a TLS source without a client certificate.
+    Password {
+        /// The user.
+        user: String,
+        /// The password.
+        password: Secret,
+    },
 }
 
 /// How failed attempts are retried.
@@ -161,6 +188,13 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Local address to bind (default `0.0.0.0:0`; use an IPv6 one for IPv6 clusters).
     pub bind_addr: SocketAddr,
+    /// Who the client acts as (default: its certificate).
+    pub credentials: Credentials,
+    /// The namespace keys are read and written in (see `ringkv_types::namespace`). `None`
+    /// (the default) means the user's own namespace: the user name of the credentials or of a
+    /// `client-<name>` certificate; for `root` (`client-ringctl`) and node certificates, keys
+    /// are sent as given (administrators address the raw key space).
+    pub namespace: Option<String>,
 }
 
 impl ClientConfig {
@@ -176,6 +210,8 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(2),
             retry: RetryPolicy::default(),
             bind_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            credentials: Credentials::Certificate,
+            namespace: None,
         }
     }
 
@@ -237,6 +273,30 @@ impl ClientConfig {
         }
         if self.retry.backoff_min > self.retry.backoff_max {
             return fail("retry.backoff_min must not exceed retry.backoff_max");
+        }
+        if let Some(Err(error)) = self
+            .namespace
+            .as_deref()
+            .map(ringkv_types::namespace::validate_name)
+        {
+            return fail(&error.to_string());
+        }
+        let with_certificate = match &self.tls {
+            TlsSource::Files { .. } => true,
+            TlsSource::Identity(identity) => identity.has_certificate(),
+            TlsSource::CaOnly { .. } => false,
+        };
+        match (&self.credentials, with_certificate) {
+            (Credentials::Certificate, false) => {
+                return fail("no client certificate: give a token or a user and password");
+            }
+            (Credentials::Token(_) | Credentials::Password { .. }, true) => {
+                return fail(
+                    "a token or password is used on a connection without a client certificate \
+                     (TlsSource::CaOnly)",
+                );
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -91,6 +91,19 @@ pub enum Error {
         /// The codec's message.
         reason: String,
     },
+    /// The cluster does not know who the client is: no valid token or certificate (expired,
+    /// revoked, forged), or a wrong user name or password at login.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// Why.
+        reason: String,
+    },
+    /// The client's user lacks a grant the call needs.
+    #[error("permission denied: needs {missing}")]
+    PermissionDenied {
+        /// The missing grant (`admin`, `read:alice`, ...).
+        missing: String,
+    },
     /// The call did not succeed within its time budget or its attempts; `last` is the last
     /// failure. A write may or may not have been applied; it is never applied twice.
     #[error("gave up after {attempts} attempts in {elapsed_ms} ms: {last}")]
@@ -105,6 +118,26 @@ pub enum Error {
 }
 
 impl Error {
+    /// The typed error for a server's refusal: authentication and authorization failures get
+    /// their own variants, the rest is [`Error::Server`].
+    pub fn from_wire(wire: WireError) -> Self {
+        match wire {
+            WireError::Unauthenticated { reason } => Error::Unauthenticated { reason },
+            WireError::PermissionDenied { missing } => Error::PermissionDenied { missing },
+            other => Error::Server(other),
+        }
+    }
+
+    /// Whether the error is an authentication or authorization failure (directly or as the
+    /// last failure of an exhausted call).
+    pub fn is_auth(&self) -> bool {
+        match self {
+            Error::Unauthenticated { .. } | Error::PermissionDenied { .. } => true,
+            Error::Exhausted { last, .. } => last.is_auth(),
+            _ => false,
+        }
+    }
+
     /// Whether a later call may succeed (the cluster was unavailable, overloaded or changing).
     pub fn is_retryable(&self) -> bool {
         match self {

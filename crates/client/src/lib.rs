@@ -58,8 +58,8 @@ mod error;
 mod routing;
 mod session;
 
-pub use client::{CasOutcome, Client};
-pub use config::{ClientConfig, Endpoint, RetryPolicy, Seed, TlsSource};
+pub use client::{CasOutcome, Client, IssuedToken};
+pub use config::{ClientConfig, Credentials, Endpoint, RetryPolicy, Seed, TlsSource};
 pub use error::{Error, Result};
 pub use ringkv_pd;
-pub use ringkv_types::{BatchOp, NodeStatus, ReadConsistency, ShardMap};
+pub use ringkv_types::{BatchOp, NodeStatus, ReadConsistency, Secret, ShardMap};

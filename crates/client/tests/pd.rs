@@ -112,7 +112,7 @@ fn answer(shared: &Shared, me: NodeId, request: Request) -> Response {
             };
             return Response::Admin(AdminResult::Pd(bytes));
         }
-        Request::Admin(_) => {
+        Request::Admin(_) | Request::WithToken { .. } => {
             return Response::Error(WireError::InvalidRequest {
                 reason: "not faked".into(),
             });
@@ -203,7 +203,7 @@ async fn start(count: u64, pd_leader: u64, pd_hint: bool) -> (Shared, Fake) {
         let identity = TlsIdentity::from_pem(ca.cert_pem(), &pair).unwrap();
         let config = TransportConfig::new(node, CLUSTER, SocketAddr::from(([127, 0, 0, 1], 0)));
         let state = shared.clone();
-        let handler = move |request: Request| {
+        let handler = move |_peer: ringkv_types::PeerIdentity, request: Request| {
             let response = answer(&state, node, request);
             async move { response }
         };
@@ -256,7 +256,7 @@ async fn start(count: u64, pd_leader: u64, pd_hint: bool) -> (Shared, Fake) {
 }
 
 async fn client(fake: &Fake, seeds: &[u64]) -> Client {
-    let pair = fake.ca.issue_client("test", validity()).unwrap();
+    let pair = fake.ca.issue_client("ringctl", validity()).unwrap();
     let identity = TlsIdentity::from_pem(fake.ca.cert_pem(), &pair).unwrap();
     let seeds = fake
         .endpoints

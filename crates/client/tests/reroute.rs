@@ -95,7 +95,7 @@ fn answer(shared: &Shared, me: NodeId, request: Request) -> Response {
         Request::Admin(AdminRequest::GetNodes) => {
             return Response::Admin(AdminResult::Nodes(cluster.nodes.clone()));
         }
-        Request::Admin(_) => {
+        Request::Admin(_) | Request::WithToken { .. } => {
             return Response::Error(WireError::InvalidRequest {
                 reason: "not faked".into(),
             });
@@ -194,7 +194,7 @@ async fn start(shared: &Shared, down: &[u64]) -> Fake {
         let identity = TlsIdentity::from_pem(ca.cert_pem(), &pair).unwrap();
         let config = TransportConfig::new(node, CLUSTER, SocketAddr::from(([127, 0, 0, 1], 0)));
         let state = shared.clone();
-        let handler = move |request: Request| {
+        let handler = move |_peer: ringkv_types::PeerIdentity, request: Request| {
             let response = answer(&state, node, request);
             async move { response }
         };
@@ -224,7 +224,7 @@ async fn client(fake: &Fake) -> Client {
 }
 
 async fn client_with_seeds(fake: &Fake, seeds: Vec<Endpoint>) -> Client {
-    let pair = fake.ca.issue_client("test", validity()).unwrap();
+    let pair = fake.ca.issue_client("ringctl", validity()).unwrap();
     let identity = TlsIdentity::from_pem(fake.ca.cert_pem(), &pair).unwrap();
     let mut config = ClientConfig::new(seeds, CLUSTER, TlsSource::Identity(identity));
     config.bind_addr = SocketAddr::from(([127, 0, 0, 1], 0));

@@ -137,6 +137,8 @@ pub struct LimitsConfig {
     pub raft_inbound_batches_max: usize,
     /// Inputs (Raft batches plus client requests) the event loop takes per turn.
     pub turn_inputs_max: usize,
+    /// HTTP connections served at once; more wait in the kernel's accept backlog.
+    pub http_connections_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -151,6 +153,7 @@ impl Default for LimitsConfig {
             client_request_timeout_ms: 5000,
             raft_inbound_batches_max: 1024,
             turn_inputs_max: 1024,
+            http_connections_max: 1024,
         }
     }
 }
@@ -182,6 +185,22 @@ pub struct DebugSection {
     /// Any client holding a certificate of the cluster could then partition the node: never
     /// enable it in production.
     pub fault_injection: bool,
+}
+
+/// The `[auth]` table: tokens.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Lifetime of the tokens this node issues at login, in seconds (default 3600). Longer
+    /// means fewer logins but a longer window for a leaked token (a password change or
+    /// `ringctl user delete` revokes it earlier).
+    pub token_ttl: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self { token_ttl: 3600 }
+    }
 }
 
 /// The `[pd]` table: how this node talks to the placement driver and, on the initial nodes,
@@ -279,6 +298,52 @@ struct RawConfig {
     debug: DebugSection,
     #[serde(default)]
     pd: PdSection,
+    #[serde(default)]
+    auth: AuthSection,
+    #[serde(default)]
+    http_addr: Option<String>,
+    #[serde(default = "default_http_tls")]
+    http_tls: bool,
+    #[serde(default)]
+    log_format: LogFormat,
+    #[serde(default = "default_slow_request_ms")]
+    slow_request_ms: u64,
+}
+
+fn default_http_tls() -> bool {
+    true
+}
+
+fn default_slow_request_ms() -> u64 {
+    1000
+}
+
+/// How `ringkvd` writes its log (`log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line (tracing-subscriber's json format), for log shippers.
+    Json,
+}
+
+/// The HTTP API and health endpoints (`http_addr`, `http_tls`, `slow_request_ms`).
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// TCP address the HTTP server binds.
+    pub addr: SocketAddr,
+    /// HTTPS with the node's certificate (true), or plain HTTP (loopback addresses only).
+    pub tls: bool,
+    /// Requests slower than this are logged at `warn`.
+    pub slow_request: Duration,
+}
+
+/// Every field of the file's schema (dotted for tables) and its kind: the environment
+/// variables and flags of [`crate::config_layers`] are derived from it.
+pub(crate) fn schema() -> std::collections::BTreeMap<String, crate::config_schema::FieldKind> {
+    crate::config_schema::fields::<RawConfig>()
 }
 
 fn default_initial_shards() -> u64 {
@@ -320,6 +385,12 @@ pub struct NodeConfig {
     pub debug: DebugSection,
     /// Placement driver settings.
     pub pd: PdSection,
+    /// The HTTP server (`None`: no `http_addr`, no HTTP server).
+    pub http: Option<HttpConfig>,
+    /// The log format (read by `ringkvd` before the node starts).
+    pub log_format: LogFormat,
+    /// Token settings.
+    pub auth: AuthSection,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
@@ -478,6 +549,38 @@ impl NodeConfig {
                 ),
             ));
         }
+        let http = match &raw.http_addr {
+            None => None,
+            Some(text) => {
+                let addr: SocketAddr = text.trim().parse().map_err(|_| {
+                    invalid("http_addr", format!("`{text}` is not an ip:port address"))
+                })?;
+                if !raw.http_tls && !addr.ip().is_loopback() {
+                    return Err(invalid(
+                        "http_tls",
+                        format!(
+                            "plain HTTP (http_tls = false) is only allowed on a loopback \
+                             http_addr, not {addr}: requests and tokens would cross the \
+                             network in clear text"
+                        ),
+                    ));
+                }
+                if raw.slow_request_ms == 0 {
+                    return Err(invalid("slow_request_ms", "must be at least 1"));
+                }
+                Some(HttpConfig {
+                    addr,
+                    tls: raw.http_tls,
+                    slow_request: Duration::from_millis(raw.slow_request_ms),
+                })
+            }
+        };
+        if raw.auth.token_ttl == 0 || raw.auth.token_ttl > 31 * 24 * 3600 {
+            return Err(invalid(
+                "auth.token_ttl",
+                "must be 1 to 2678400 seconds (31 days)",
+            ));
+        }
         let config = NodeConfig {
             node_id,
             cluster: raw.cluster,
@@ -496,7 +599,10 @@ impl NodeConfig {
             limits: raw.limits,
             storage: raw.storage,
             debug: raw.debug,
+            auth: raw.auth,
             pd: raw.pd,
+            http,
+            log_format: raw.log_format,
         };
         config.validate_tables()?;
         Ok(config)
@@ -561,6 +667,7 @@ impl NodeConfig {
                 limits.raft_inbound_batches_max,
             ),
             ("limits.turn_inputs_max", limits.turn_inputs_max),
+            ("limits.http_connections_max", limits.http_connections_max),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be at least 1"));
@@ -814,6 +921,62 @@ key = "/abs/node-2.key"
                 field: "listen_addr",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn http_is_https_unless_plain_on_loopback() {
+        assert!(
+            NodeConfig::parse(GOOD, Path::new("."))
+                .unwrap()
+                .http
+                .is_none()
+        );
+        let https = GOOD.replace("[tls]", "http_addr = \"0.0.0.0:8100\"\n[tls]");
+        let http = NodeConfig::parse(&https, Path::new("."))
+            .unwrap()
+            .http
+            .unwrap();
+        assert!(http.tls);
+        assert_eq!(http.addr, "0.0.0.0:8100".parse().unwrap());
+        assert_eq!(http.slow_request, Duration::from_secs(1));
+        let plain = GOOD.replace(
+            "[tls]",
+            "http_addr = \"127.0.0.12:8100\"\nhttp_tls = false\nslow_request_ms = 5\n[tls]",
+        );
+        let http = NodeConfig::parse(&plain, Path::new("."))
+            .unwrap()
+            .http
+            .unwrap();
+        assert!(!http.tls);
+        assert_eq!(http.slow_request, Duration::from_millis(5));
+        for (text, field) in [
+            (
+                "http_addr = \"10.0.0.1:8100\"\nhttp_tls = false",
+                "http_tls",
+            ),
+            ("http_addr = \"0.0.0.0:8100\"\nhttp_tls = false", "http_tls"),
+            ("http_addr = \"localhost:8100\"", "http_addr"),
+            (
+                "http_addr = \"127.0.0.1:1\"\nslow_request_ms = 0",
+                "slow_request_ms",
+            ),
+        ] {
+            let bad = GOOD.replace("[tls]", &format!("{text}\n[tls]"));
+            match NodeConfig::parse(&bad, Path::new(".")) {
+                Err(Error::ConfigInvalid { field: got, .. }) => assert_eq!(got, field, "{text}"),
+                other => panic!("{text}: expected an invalid field, got {other:?}"),
+            }
+        }
+        let json = GOOD.replace("[tls]", "log_format = \"json\"\n[tls]");
+        assert_eq!(
+            NodeConfig::parse(&json, Path::new(".")).unwrap().log_format,
+            LogFormat::Json
+        );
+        let bad = GOOD.replace("[tls]", "log_format = \"xml\"\n[tls]");
+        assert!(matches!(
+            NodeConfig::parse(&bad, Path::new(".")),
+            Err(Error::ConfigParse { .. })
         ));
     }
 

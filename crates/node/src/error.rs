@@ -68,6 +68,15 @@ pub enum Error {
     /// An I/O error outside storage (runtime, threads).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A configuration value from the environment or a flag is wrong, or a variable names no
+    /// field; also a validation error, with where the offending value came from.
+    #[error("config: {reason} (from {origin})")]
+    ConfigLayer {
+        /// Where the value came from: `environment RINGKV_X`, `flag --x`, `file F`, `default`.
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Result alias for the node crate.

@@ -3,12 +3,15 @@
 //! The node wires the sans-IO Raft core ([`ringkv_raft`]), the fjall store ([`ringkv_storage`])
 //! and the QUIC transport ([`ringkv_transport`]) together:
 //!
-//! - [`config`]: the TOML configuration (`ringkvd --config FILE`), validated at start.
+//! - [`config`]: the TOML configuration (`ringkvd --config FILE`), validated at start;
+//!   [`config_layers`] layers flags and `RINGKV_*` environment variables over it.
 //! - [`bootstrap`]: the deterministic initial shard map every initial node computes alike.
 //! - [`event_loop`]: one task owns all local groups; group commit (one fsync per turn, the next
 //!   turn prepared while the previous batch syncs), one send per peer per turn, batched apply,
 //!   client reads and writes, snapshot transfers. `docs/node.md` has the turn diagram.
 //! - [`service`]: the client service handler (bounded queue into the loop, `Busy` when full).
+//! - [`http`]: the HTTP API, `/metrics`, `/livez` and `/readyz` on `http_addr`; [`health`]
+//!   is what the loop publishes for them once per tick.
 //! - [`pd_host`] and [`agent`]: the placement driver hosted in group 0, and the task that
 //!   talks to it on the node's behalf.
 //!
@@ -62,11 +65,16 @@
 //!   flight, flushes the store and exits 0.
 
 pub mod agent;
+pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod config_layers;
+mod config_schema;
 mod error;
 pub mod event_loop;
 pub mod group;
+pub mod health;
+pub mod http;
 pub mod inspect;
 pub mod log_command;
 pub mod node;
@@ -74,6 +82,6 @@ pub mod pd_host;
 pub mod replica_meta;
 pub mod service;
 
-pub use config::{Endpoint, NodeConfig};
+pub use config::{Endpoint, LogFormat, NodeConfig};
 pub use error::{Error, Result};
 pub use node::{NodeHandle, start};

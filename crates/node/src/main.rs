@@ -1,8 +1,12 @@
-//! `ringkvd --config FILE`: runs one ringkv node until SIGTERM or Ctrl-C.
+//! `ringkvd [--config FILE] [flags]`: runs one ringkv node until SIGTERM or Ctrl-C.
+//!
+//! The configuration is layered: flags > `RINGKV_*` environment variables > the TOML file >
+//! defaults (see `ringkv_node::config_layers` and docs/deploy.md).
 
 use anyhow::Context as _;
 use clap::Parser;
-use ringkv_node::NodeConfig;
+use ringkv_node::LogFormat;
+use ringkv_node::config_layers::ConfigInputs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,23 +18,88 @@ use std::process::ExitCode;
     about = "ringkv node: a sharded, replicated key-value store server"
 )]
 struct Args {
-    /// The node's TOML configuration (see config/node.example.toml).
-    #[arg(long, short)]
-    config: PathBuf,
+    /// The node's TOML configuration (see config/node.example.toml); optional when the
+    /// environment and flags give every required field.
+    #[arg(long, short, env = "RINGKV_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration and where each value came from, then exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Set any config field: `--set raft.tick_ms=50` (dotted for tables; repeatable).
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    set: Vec<String>,
+    /// `node_id`.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// `cluster`.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// `listen_addr`: the UDP address to bind (`0.0.0.0:7100` in containers).
+    #[arg(long)]
+    listen_addr: Option<String>,
+    /// `advertise_addr`: the `host:port` peers and clients dial (a DNS name or an IP).
+    #[arg(long)]
+    advertise_addr: Option<String>,
+    /// `data_dir`.
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// `initial_cluster`: comma-separated `<id>@<host:port>`.
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// `join`: comma-separated `host:port` of running nodes.
+    #[arg(long)]
+    join: Option<String>,
+}
+
+impl Args {
+    /// The flags as (field, value, flag) in precedence order (later wins).
+    fn overrides(&self) -> anyhow::Result<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        for (field, value) in [
+            ("node_id", &self.node_id),
+            ("cluster", &self.cluster),
+            ("listen_addr", &self.listen_addr),
+            ("advertise_addr", &self.advertise_addr),
+            ("data_dir", &self.data_dir),
+            ("initial_cluster", &self.initial_cluster),
+            ("join", &self.join),
+        ] {
+            if let Some(value) = value {
+                out.push((
+                    field.to_string(),
+                    value.clone(),
+                    format!("--{}", field.replace('_', "-")),
+                ));
+            }
+        }
+        for item in &self.set {
+            let (field, value) = item
+                .split_once('=')
+                .with_context(|| format!("--set `{item}`: expected FIELD=VALUE"))?;
+            out.push((
+                field.trim().to_string(),
+                value.to_string(),
+                format!("--set {}", field.trim()),
+            ));
+        }
+        Ok(out)
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: `ringctl local up` sends the log to a file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(&args) {
+    // The config names the log format, so it is read before logging starts; its errors go to
+    // stderr as plain text.
+    let config = match load_config(&args) {
+        Ok(Some(config)) => config,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ringkvd: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.log_format);
+    match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("ringkvd: {error:#}");
@@ -39,8 +108,40 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
-    let config = NodeConfig::load(&args.config)?;
+/// The layered configuration, or `None` after `--print-config` printed it.
+fn load_config(args: &Args) -> anyhow::Result<Option<ringkv_node::NodeConfig>> {
+    let inputs = ConfigInputs::from_process(args.config.clone(), args.overrides()?);
+    let layered = ringkv_node::config_layers::load(&inputs)?;
+    if args.print_config {
+        print!("{}", layered.render());
+        return Ok(None);
+    }
+    Ok(Some(layered.config))
+}
+
+/// Logs to stderr as text or JSON lines, filtered by `RINGKV_LOG`, else `RUST_LOG`, else `info`.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGKV_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        // Colour codes only on a terminal: `ringctl local up` sends the log to a file.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line with the span fields (the HTTP request id among them).
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+fn run(config: ringkv_node::NodeConfig) -> anyhow::Result<()> {
     // Both ring and aws-lc-rs must never be enabled; install ring explicitly anyway.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()

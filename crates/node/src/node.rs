@@ -19,6 +19,7 @@ use ringkv_types::raft::{ConfState, HardState, SnapshotMeta};
 use ringkv_types::{LogIndex, NodeId, ShardDescriptor, ShardId, ShardMap, Term, ring};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -40,6 +41,7 @@ pub struct NodeHandle {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
     local_addr: SocketAddr,
+    http: Option<crate::http::HttpServer>,
 }
 
 impl NodeHandle {
@@ -48,12 +50,19 @@ impl NodeHandle {
         self.local_addr
     }
 
+    /// The bound TCP address of the HTTP server, when `http_addr` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(crate::http::HttpServer::local_addr)
+    }
+
     /// Stops the node gracefully: the loop finishes its turn, waits for pending group commits,
     /// flushes the store and closes the transport.
     ///
     /// # Errors
     /// The error that stopped the loop earlier, if any.
     pub async fn stop(mut self) -> Result<()> {
+        // No new HTTP requests once stopping starts.
+        self.http.take();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -329,6 +338,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     );
 
     let identity = TlsIdentity::load(&config.tls.ca_cert, &config.tls.cert, &config.tls.key)?;
+    let http_identity = config.http.as_ref().map(|_| identity.clone());
     let mut transport_config =
         TransportConfig::new(config.node_id, config.cluster.clone(), config.listen_addr);
     transport_config.client_inflight_max = config.limits.client_inflight_max;
@@ -336,8 +346,15 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         Duration::from_millis(config.limits.client_request_timeout_ms);
     transport_config.raft_inbound_batches_max = config.limits.raft_inbound_batches_max;
     let (calls_tx, calls) = mpsc::channel(config.limits.client_queue);
+    let authenticator = Arc::new(crate::auth::Authenticator::new(
+        config.cluster.clone(),
+        Duration::from_secs(config.auth.token_ttl),
+    ));
+    if let Some(state) = &pd_state {
+        authenticator.update(&state.auth);
+    }
     let (transport, inbound) = Transport::builder(transport_config, identity)
-        .handler(Service::new(calls_tx.clone()))
+        .handler(Service::new(calls_tx.clone(), authenticator.clone()))
         .start()?;
     let local_addr = transport.local_addr()?;
     for endpoint in &config.initial_cluster {
@@ -358,7 +375,16 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
 
     let (shutdown_tx, shutdown) = oneshot::channel();
     local.pd_state = pd_state;
-    let event_loop = EventLoop::new(config, store, transport, map, groups, local, agent);
+    let (health_publisher, health) = crate::health::channel();
+    let http = match (&config.http, &http_identity) {
+        (Some(http), Some(identity)) => {
+            Some(crate::http::start(&config, http, identity, health).await?)
+        }
+        _ => None,
+    };
+    let mut event_loop = EventLoop::new(config, store, transport, map, groups, local, agent)
+        .with_health(health_publisher);
+    event_loop.set_authenticator(authenticator);
     let channels = LoopChannels {
         inbound,
         calls,
@@ -370,6 +396,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         shutdown: Some(shutdown_tx),
         task,
         local_addr,
+        http,
     })
 }
 

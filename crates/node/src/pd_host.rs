@@ -114,7 +114,8 @@ pub fn stamp(command: &mut Command, now: u64) {
         | Command::Tick { now_ms }
         | Command::SetNodeState { now_ms, .. }
         | Command::AddOperator { now_ms, .. }
-        | Command::CancelOperator { now_ms, .. } => *now_ms = now,
+        | Command::CancelOperator { now_ms, .. }
+        | Command::Auth { now_ms, .. } => *now_ms = now,
         Command::ShardReport(report) => report.now_ms = now,
         Command::SetScheduler { .. } | Command::SetSettings(_) | Command::AllocIds { .. } => {}
     }

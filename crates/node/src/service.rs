@@ -1,12 +1,19 @@
-//! The client service: the transport's [`ClientHandler`] hands each request to the event loop
-//! through a bounded queue and awaits the answer. Also the request checks that need no Raft
-//! state (shard arc, epoch, limits), kept pure so they are unit-tested.
+//! The client service: the transport's [`ClientHandler`] resolves the caller's principal,
+//! authorizes the request ([`crate::auth::authorize`]), then hands it to the event loop through
+//! a bounded queue and awaits the answer. Also the request checks that need no Raft state
+//! (shard arc, epoch, limits), kept pure so they are unit-tested.
 
+use crate::auth::{Authenticator, Principal, authorize, describe, is_audited};
 use crate::config::LimitsConfig;
 use ringkv_storage::{Command, Operation, SessionRequest};
 use ringkv_transport::{ClientHandler, ResponseFuture};
-use ringkv_types::{BatchOp, KvOp, KvRequest, Request, Response, ShardDescriptor, WireError};
+use ringkv_types::{
+    AdminRequest, AdminResult, BatchOp, KvOp, KvRequest, PeerIdentity, Request, Response,
+    ShardDescriptor, WireError,
+};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
 
 /// One client request on its way to the event loop, with the slot for its answer.
 #[derive(Debug)]
@@ -17,25 +24,60 @@ pub struct ClientCall {
     pub reply: oneshot::Sender<Response>,
 }
 
-/// The node's [`ClientHandler`]: enqueue, answer `Busy` when the queue is full.
+/// The node's [`ClientHandler`]: authenticate, authorize, enqueue (answer `Busy` when the
+/// queue is full).
 #[derive(Clone, Debug)]
 pub struct Service {
     calls: mpsc::Sender<ClientCall>,
+    auth: Arc<Authenticator>,
 }
 
 impl Service {
-    /// A handler feeding `calls`.
-    pub fn new(calls: mpsc::Sender<ClientCall>) -> Self {
-        Self { calls }
+    /// A handler feeding `calls`, checking callers with `auth`.
+    pub fn new(calls: mpsc::Sender<ClientCall>, auth: Arc<Authenticator>) -> Self {
+        Self { calls, auth }
     }
 }
 
+fn answer_now(response: Response) -> ResponseFuture {
+    Box::pin(std::future::ready(response))
+}
+
 impl ClientHandler for Service {
-    fn handle(&self, request: Request) -> ResponseFuture {
+    fn handle(&self, peer: PeerIdentity, request: Request) -> ResponseFuture {
+        // A login needs no principal (a token around it is ignored).
+        let request = match request {
+            Request::WithToken { request, .. }
+                if matches!(*request, Request::Admin(AdminRequest::Login { .. })) =>
+            {
+                *request
+            }
+            other => other,
+        };
+        if let Request::Admin(AdminRequest::Login { user, password }) = request {
+            return Box::pin(self.auth.clone().login(peer, user, password));
+        }
+        let (principal, request) = match self.auth.resolve(&peer, request) {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                warn!(target: "audit", %peer, %error, "authentication failed");
+                return answer_now(Response::Error(error));
+            }
+        };
+        if let Err(error) = authorize(&principal, &request) {
+            warn!(target: "audit", %principal, %error, request = %describe(&request), "request refused");
+            return answer_now(Response::Error(error));
+        }
+        if is_audited(&request) {
+            info!(target: "audit", %principal, request = %describe(&request), "admin request");
+        }
+        // Password hashes and private keys go to nodes only.
+        let redact = matches!(request, Request::Admin(AdminRequest::PdState))
+            && !matches!(principal, Principal::Node(_));
         let (reply, answer) = oneshot::channel();
         let queued = self.calls.try_send(ClientCall { request, reply });
         Box::pin(async move {
-            match queued {
+            let response = match queued {
                 Ok(()) => answer.await.unwrap_or_else(|_| {
                     Response::Error(WireError::Internal {
                         reason: "the node stopped before answering".into(),
@@ -45,8 +87,34 @@ impl ClientHandler for Service {
                 Err(mpsc::error::TrySendError::Closed(_)) => Response::Error(WireError::Internal {
                     reason: "the node is shutting down".into(),
                 }),
+            };
+            if redact {
+                redact_pd_state(response)
+            } else {
+                response
             }
         })
+    }
+}
+
+/// A `PdState` answer without password hashes and private keys.
+fn redact_pd_state(response: Response) -> Response {
+    let Response::Admin(AdminResult::Pd(bytes)) = &response else {
+        return response;
+    };
+    match crate::pd_host::decode_state(bytes) {
+        Ok(mut state) => {
+            state.auth = state.auth.redacted();
+            match crate::pd_host::encode_state(&state) {
+                Ok(bytes) => Response::Admin(AdminResult::Pd(bytes.into())),
+                Err(error) => Response::Error(WireError::Internal {
+                    reason: error.to_string(),
+                }),
+            }
+        }
+        Err(error) => Response::Error(WireError::Internal {
+            reason: error.to_string(),
+        }),
     }
 }
 

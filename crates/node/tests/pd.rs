@@ -42,7 +42,7 @@ const WAIT: Duration = Duration::from_secs(120);
 async fn client(cluster: &Cluster, more: &[SocketAddr]) -> Client {
     let pair = cluster
         .ca
-        .issue_client("pd-tests", Validity::days_from_now(1))
+        .issue_client("ringctl", Validity::days_from_now(1))
         .unwrap();
     let identity = TlsIdentity::from_pem(cluster.ca.cert_pem(), &pair).unwrap();
     let seeds: Vec<String> = cluster

@@ -93,6 +93,7 @@ impl PdState {
                 Ok(Response::Done)
             }
             Command::AllocIds { kind, count } => self.alloc_ids(*kind, *count),
+            Command::Auth { command, now_ms } => self.apply_auth(command, *now_ms),
         }
     }
 

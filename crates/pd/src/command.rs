@@ -194,6 +194,13 @@ pub enum Command {
         /// Log time.
         now_ms: u64,
     },
+    /// A user-table or signing-key command (admin only; see [`crate::auth`]).
+    Auth {
+        /// The command.
+        command: crate::auth::AuthCommand,
+        /// Log time.
+        now_ms: u64,
+    },
 }
 
 /// Most ids one [`Command::AllocIds`] may take.

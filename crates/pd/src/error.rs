@@ -129,6 +129,20 @@ pub enum Error {
         /// What it conflicts with.
         reason: Cow<'static, str>,
     },
+    /// A user or key command with an invalid name, hash, key or role.
+    #[error("invalid {what}: {reason}")]
+    InvalidAuth {
+        /// The field.
+        what: Cow<'static, str>,
+        /// What is wrong.
+        reason: Cow<'static, str>,
+    },
+    /// No user of that name.
+    #[error("unknown user {name}")]
+    UnknownUser {
+        /// The name.
+        name: String,
+    },
 }
 
 /// Why a shard map or descriptor was refused.

@@ -82,6 +82,7 @@
 //! split from. The map always covers the ring exactly once.
 
 mod apply;
+pub mod auth;
 pub mod command;
 pub mod error;
 pub mod node;
@@ -94,6 +95,7 @@ pub use apply::{
     MAX_ADDR_BYTES, MAX_BOOTSTRAP_NODES, MAX_BOOTSTRAP_SHARDS, MAX_CLUSTER_NAME_BYTES,
     MAX_LABEL_BYTES, MAX_LABELS, MAX_REPLICAS,
 };
+pub use auth::{AuthCommand, AuthState, Role, SigningKey, User};
 pub use command::{
     AdminOperator, Command, IdKind, NodeRegistration, Response, ShardReport, ShardStats,
     TickOutcome,

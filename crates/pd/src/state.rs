@@ -88,6 +88,8 @@ pub struct PdState {
     pub ids: IdCounters,
     /// Operator outcomes.
     pub operator_counts: OperatorCounts,
+    /// Users, roles and token-signing keys.
+    pub auth: crate::auth::AuthState,
 }
 
 impl PdState {

@@ -317,6 +317,47 @@ impl TlsIdentity {
         Ok(Self { ca, chain, key })
     }
 
+    /// An identity that trusts the cluster CA at `ca_path` and presents no certificate: a
+    /// client that authenticates with a token instead (the node treats its connection as
+    /// anonymous and needs a token on every request).
+    ///
+    /// # Errors
+    /// [`Error::File`] or [`Error::Pem`] naming the CA file.
+    pub fn ca_only(ca_path: &Path) -> Result<Self> {
+        let ca = first_cert(
+            &std::fs::read(ca_path).map_err(|source| Error::File {
+                action: "read",
+                path: ca_path.to_path_buf(),
+                source,
+            })?,
+            ca_path,
+        )?;
+        Ok(Self::ca_only_der(ca))
+    }
+
+    /// [`TlsIdentity::ca_only`] from a CA certificate in memory.
+    pub fn ca_only_der(ca: CertificateDer<'static>) -> Self {
+        Self {
+            ca,
+            chain: Vec::new(),
+            key: PrivateKeyDer::from(rustls_pki_types::PrivatePkcs8KeyDer::from(Vec::new())),
+        }
+    }
+
+    /// Who this identity's certificate says it is in `cluster` (see
+    /// [`ringkv_types::PeerIdentity::from_dns_names`]); `Anonymous` without a certificate.
+    pub fn peer_identity(&self, cluster: &str) -> ringkv_types::PeerIdentity {
+        match self.chain.first() {
+            Some(leaf) => crate::tls::certificate_identity(leaf, cluster),
+            None => ringkv_types::PeerIdentity::Anonymous,
+        }
+    }
+
+    /// Whether this identity presents a certificate.
+    pub fn has_certificate(&self) -> bool {
+        !self.chain.is_empty()
+    }
+
     /// Builds an identity from PEM text already in memory.
     ///
     /// # Errors

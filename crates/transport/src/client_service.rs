@@ -4,7 +4,7 @@
 use crate::endpoint::Shared;
 use crate::stats::add;
 use ringkv_types::envelope::HEADER_LEN;
-use ringkv_types::{Request, Response, WireError, codec};
+use ringkv_types::{PeerIdentity, Request, Response, WireError, codec};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,36 +15,47 @@ use tracing::debug;
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
 
 /// Answers client requests; implemented by the node (any
-/// `Fn(Request) -> impl Future<Output = Response>` closure also qualifies).
+/// `Fn(PeerIdentity, Request) -> impl Future<Output = Response>` closure also qualifies).
+///
+/// `peer` is who the connection's TLS session proves the caller is, computed once per
+/// connection by the transport (see [`PeerIdentity`]); the handler must authorize the request
+/// against it (the node does so in `ringkv_node::auth`).
 ///
 /// The transport runs at most `client_inflight_max` handler futures at once (beyond that it
 /// answers `Busy` without calling the handler) and answers `Timeout` when one runs past the
 /// request's `timeout_ms` (or `client_request_timeout`); the future is then dropped.
 pub trait ClientHandler: Send + Sync + 'static {
     /// Answers one request. Errors are answered as `Response::Error`.
-    fn handle(&self, request: Request) -> ResponseFuture;
+    fn handle(&self, peer: PeerIdentity, request: Request) -> ResponseFuture;
 }
 
 impl<F, Fut> ClientHandler for F
 where
-    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    F: Fn(PeerIdentity, Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response> + Send + 'static,
 {
-    fn handle(&self, request: Request) -> ResponseFuture {
-        Box::pin(self(request))
+    fn handle(&self, peer: PeerIdentity, request: Request) -> ResponseFuture {
+        Box::pin(self(peer, request))
     }
 }
 
-/// Accepts request streams on `connection` until it closes.
+/// Accepts request streams on `connection` until it closes. The caller's identity is read
+/// from the TLS session once, here, and handed to the handler with every request.
 pub(crate) async fn serve_requests(shared: Arc<Shared>, connection: quinn::Connection) {
+    let peer = Arc::new(crate::tls::peer_identity(
+        &connection,
+        &shared.config.cluster,
+    ));
+    debug!(remote = %connection.remote_address(), %peer, "client connection");
     while let Ok((send, recv)) = connection.accept_bi().await {
         // Per-request tasks end with their stream or connection; they are not tracked.
-        tokio::spawn(handle_request(shared.clone(), send, recv));
+        tokio::spawn(handle_request(shared.clone(), peer.clone(), send, recv));
     }
 }
 
 async fn handle_request(
     shared: Arc<Shared>,
+    peer: Arc<PeerIdentity>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -63,7 +74,7 @@ async fn handle_request(
         Err(_) => return debug!("client request not received in time"),
     };
     let response = match codec::decode::<Request>(&bytes, max_payload) {
-        Ok(request) => dispatch(&shared, request).await,
+        Ok(request) => dispatch(&shared, &peer, request).await,
         Err(error) => Response::Error(WireError::InvalidRequest {
             reason: error.to_string(),
         }),
@@ -84,7 +95,7 @@ async fn handle_request(
     let _ = send.finish();
 }
 
-async fn dispatch(shared: &Shared, request: Request) -> Response {
+async fn dispatch(shared: &Shared, peer: &PeerIdentity, request: Request) -> Response {
     let Some(handler) = &shared.handler else {
         return Response::Error(WireError::Unavailable);
     };
@@ -92,11 +103,15 @@ async fn dispatch(shared: &Shared, request: Request) -> Response {
         add(&shared.counters.client_busy, 1);
         return Response::Error(WireError::Busy);
     };
-    let budget = match &request {
+    let inner = match &request {
+        Request::WithToken { request, .. } => request.as_ref(),
+        request => request,
+    };
+    let budget = match inner {
         Request::Kv(kv) if kv.timeout_ms > 0 => Duration::from_millis(kv.timeout_ms.into()),
         _ => shared.config.client_request_timeout,
     };
-    let outcome = tokio::time::timeout(budget, handler.handle(request)).await;
+    let outcome = tokio::time::timeout(budget, handler.handle(peer.clone(), request)).await;
     drop(permit);
     match outcome {
         Ok(response) => {

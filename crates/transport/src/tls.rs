@@ -5,7 +5,7 @@ use crate::certs::TlsIdentity;
 use crate::config::{ALPN, TransportConfig, node_server_name};
 use crate::error::{Error, Result};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use ringkv_types::NodeId;
+use ringkv_types::{NodeId, PeerIdentity};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, DnsName, ServerName};
@@ -92,12 +92,15 @@ fn connection_id_key(identity: &TlsIdentity) -> u64 {
     u64::from_le_bytes(word)
 }
 
-/// The server side: accept any client whose certificate chains to the cluster CA.
+/// The server side: accept any client whose certificate chains to the cluster CA, and clients
+/// without a certificate (they are [`PeerIdentity::Anonymous`]: the node requires a token on
+/// every request of theirs, and peer streams need a node certificate, see `receive.rs`).
 pub(crate) fn server_config(
     identity: &TlsIdentity,
     config: &TransportConfig,
 ) -> Result<quinn::ServerConfig> {
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider())
+        .allow_unauthenticated()
         .build()
         .map_err(tls_error)?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
@@ -118,7 +121,8 @@ pub(crate) fn server_config(
     Ok(server)
 }
 
-/// The client side: present our certificate, trust only the cluster CA.
+/// The client side: present our certificate (if the identity has one), trust only the
+/// cluster CA.
 pub(crate) fn client_config(
     identity: &TlsIdentity,
     keep_alive: Duration,
@@ -153,12 +157,17 @@ pub(crate) fn any_node_client_config(
 /// The rustls side of every client configuration: TLS 1.3, ring, the cluster CA, our
 /// certificate, ALPN.
 fn client_tls(identity: &TlsIdentity) -> Result<rustls::ClientConfig> {
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_error)?
-        .with_root_certificates(roots(identity)?)
-        .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
-        .map_err(tls_error)?;
+        .with_root_certificates(roots(identity)?);
+    let mut tls = if identity.has_certificate() {
+        builder
+            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(tls_error)?
+    } else {
+        builder.with_no_client_auth()
+    };
     tls.alpn_protocols = vec![ALPN.to_vec()];
     Ok(tls)
 }
@@ -173,6 +182,29 @@ fn quic_client_config(
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     client.transport_config(transport_params(keep_alive, idle_timeout, bidi_streams)?);
     Ok(client)
+}
+
+/// Who the peer of `connection` is, from the DNS names of the certificate it presented (whose
+/// chain to the CA the handshake verified): see [`PeerIdentity::from_dns_names`].
+pub(crate) fn peer_identity(connection: &quinn::Connection, cluster: &str) -> PeerIdentity {
+    let Some(identity) = connection.peer_identity() else {
+        return PeerIdentity::Anonymous;
+    };
+    let Ok(chain) = identity.downcast::<Vec<CertificateDer<'static>>>() else {
+        return PeerIdentity::Anonymous;
+    };
+    match chain.first() {
+        Some(leaf) => certificate_identity(leaf, cluster),
+        None => PeerIdentity::Anonymous,
+    }
+}
+
+/// The identity the DNS names of certificate `leaf` claim (its chain is not checked here).
+pub(crate) fn certificate_identity(leaf: &CertificateDer<'_>, cluster: &str) -> PeerIdentity {
+    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
+        return PeerIdentity::Anonymous;
+    };
+    PeerIdentity::from_dns_names(cert.valid_dns_names(), cluster)
 }
 
 /// Whether the peer of `connection` presented a certificate naming `node-<node>.<cluster>`.

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use common::*;
 use ringkv_transport::{ClientEndpoint, ClientHandler};
 use ringkv_types::{
-    Epoch, KvOp, KvRequest, KvResult, LogIndex, NodeId, ReadConsistency, Request, Response,
-    ShardId, WireError,
+    Epoch, KvOp, KvRequest, KvResult, LogIndex, NodeId, PeerIdentity, ReadConsistency, Request,
+    Response, ShardId, WireError,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +29,7 @@ fn get(key: &'static [u8], timeout_ms: u32) -> Request {
 
 /// Answers a `Get` with the key as value.
 fn echo() -> impl ClientHandler {
-    |request: Request| async move {
+    |_peer: PeerIdentity, request: Request| async move {
         match request {
             Request::Kv(KvRequest {
                 op: KvOp::Get { key, .. },
@@ -100,7 +100,7 @@ async fn a_full_client_queue_answers_busy_and_slow_handlers_time_out() {
         let entered = Arc::new(AtomicU64::new(0));
         let handler = {
             let (gate, entered) = (gate.clone(), entered.clone());
-            move |_request: Request| {
+            move |_peer: PeerIdentity, _request: Request| {
                 let (gate, entered) = (gate.clone(), entered.clone());
                 async move {
                     entered.fetch_add(1, Ordering::SeqCst);

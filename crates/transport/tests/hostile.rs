@@ -70,7 +70,7 @@ async fn garbage_on_a_peer_stream_closes_only_that_connection() {
 async fn garbage_client_requests_are_answered_invalid() {
     tokio::time::timeout(Duration::from_secs(30), async {
         let ca = new_ca();
-        let handler = |_request| async { Response::Error(WireError::Busy) };
+        let handler = |_peer, _request| async { Response::Error(WireError::Busy) };
         let (node, _inbound) =
             start_with_handler(config(1, loopback()), node_identity(&ca, 1), handler);
         let endpoint = raw_client(&client_identity(&ca, "fuzzer"), true);

@@ -8,47 +8,102 @@ mod common;
 
 use common::*;
 use ringkv_transport::{ClientEndpoint, FaultInjector, node_server_name};
-use ringkv_types::{AdminRequest, NodeId, RaftBatch, Request, Response};
+use ringkv_types::{AdminRequest, NodeId, PeerIdentity, RaftBatch, Request, Response, codec};
 use std::time::Duration;
 
-fn answer_everything() -> impl ringkv_transport::ClientHandler {
-    |_request: Request| async { Response::Error(ringkv_types::WireError::Busy) }
+/// Answers every request with the caller's identity as the transport computed it.
+fn who_am_i() -> impl ringkv_transport::ClientHandler {
+    |peer: PeerIdentity, _request: Request| async move {
+        Response::Error(ringkv_types::WireError::InvalidRequest {
+            reason: format!("{peer:?}"),
+        })
+    }
 }
 
+/// Mirrors the transport's private stream header (as `hostile.rs` does).
+#[derive(serde::Serialize)]
+enum StreamKind {
+    Control,
+}
+
+#[derive(serde::Serialize)]
+struct StreamHeader {
+    kind: StreamKind,
+    from: NodeId,
+    to: NodeId,
+    cluster: String,
+}
+
+async fn ask(connection: &quinn::Connection) -> Option<String> {
+    let frame = codec::encode(&Request::Admin(AdminRequest::NodeStatus), 1 << 20).ok()?;
+    let (mut send, mut recv) = connection.open_bi().await.ok()?;
+    send.write_all(&frame).await.ok()?;
+    send.finish().ok()?;
+    let bytes = recv.read_to_end(1 << 20).await.ok()?;
+    match codec::decode::<Response>(&bytes, 1 << 20).ok()? {
+        Response::Error(ringkv_types::WireError::InvalidRequest { reason }) => Some(reason),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// The transport hands the handler the identity the TLS session proves: a node certificate is
+/// that node, a client certificate is its name, no certificate is anonymous (served, so that
+/// token users can connect). Only a node certificate may open a Raft stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_without_a_certificate_is_refused() {
+async fn the_handler_learns_who_calls_and_only_nodes_speak_raft() {
     tokio::time::timeout(Duration::from_secs(30), async {
         let ca = new_ca();
-        let identity = node_identity(&ca, 1);
-        let (node, _inbound) =
-            start_with_handler(config(1, loopback()), identity.clone(), answer_everything());
-        let endpoint = raw_client(&identity, false);
-        let name = node_server_name(NodeId(1), CLUSTER);
-        let served = match endpoint
-            .connect(node.local_addr().unwrap(), &name)
-            .unwrap()
-            .await
-        {
-            Err(_) => false,
-            Ok(connection) => {
-                let attempt = async {
-                    let (mut send, mut recv) = connection.open_bi().await.ok()?;
-                    send.write_all(b"hello").await.ok()?;
-                    send.finish().ok()?;
-                    recv.read_to_end(1024).await.ok()
-                };
-                tokio::time::timeout(WAIT, attempt)
-                    .await
-                    .expect("refusal not noticed")
-                    .is_some()
-            }
-        };
-        assert!(!served, "a client without a certificate was served");
-        eventually("handshake failure counted", || {
-            node.stats().handshake_failures >= 1
-        })
-        .await;
-        assert_eq!(node.stats().client_requests, 0);
+        let (node, mut inbound) =
+            start_with_handler(config(2, loopback()), node_identity(&ca, 2), who_am_i());
+        let addr = node.local_addr().unwrap();
+        let name = node_server_name(NodeId(2), CLUSTER);
+        let cases = [
+            (Some(node_identity(&ca, 1)), "Node(n1)"),
+            (
+                Some(client_identity(&ca, "alice")),
+                "ClientCert { name: \"alice\" }",
+            ),
+            (None, "Anonymous"),
+        ];
+        for (identity, expected) in cases {
+            let present = identity.is_some();
+            let identity = identity.unwrap_or_else(|| node_identity(&ca, 9));
+            let endpoint = raw_client(&identity, present);
+            let connection = endpoint.connect(addr, &name).unwrap().await.unwrap();
+            assert_eq!(ask(&connection).await.as_deref(), Some(expected));
+        }
+        assert_eq!(node.stats().client_requests, 3);
+
+        // A client certificate (or none) claiming to be node 1 on a Raft stream is refused.
+        for present in [true, false] {
+            let rejected = node.stats().peers_rejected;
+            let endpoint = raw_client(&client_identity(&ca, "mallory"), present);
+            let connection = endpoint.connect(addr, &name).unwrap().await.unwrap();
+            let header = StreamHeader {
+                kind: StreamKind::Control,
+                from: NodeId(1),
+                to: NodeId(2),
+                cluster: CLUSTER.into(),
+            };
+            let mut stream = connection.open_uni().await.unwrap();
+            stream
+                .write_all(&codec::encode(&header, 1024).unwrap())
+                .await
+                .unwrap();
+            let batch = RaftBatch::new(vec![heartbeat(1, 2, 0)]);
+            let _ = stream
+                .write_all(&codec::encode(&batch, 1 << 20).unwrap())
+                .await;
+            tokio::time::timeout(WAIT, connection.closed())
+                .await
+                .expect("a Raft stream without a node certificate was not closed");
+            eventually("stream refused", || node.stats().peers_rejected > rejected).await;
+        }
+        assert!(
+            recv_within(&mut inbound, Duration::from_millis(300))
+                .await
+                .is_none()
+        );
         node.shutdown().await;
     })
     .await

@@ -5,13 +5,16 @@
 pub mod codec;
 pub mod envelope;
 pub mod error;
+pub mod identity;
 pub mod ids;
 pub mod inspect;
+pub mod namespace;
 pub mod raft;
 pub mod raft_batch;
 pub mod request;
 pub mod response;
 pub mod ring;
+pub mod secret;
 pub mod shard;
 pub mod shard_map;
 pub mod wire_error;
@@ -20,12 +23,14 @@ pub mod wire_error;
 mod codec_test;
 
 pub use error::{Error, Result};
+pub use identity::PeerIdentity;
 pub use ids::{LogIndex, NODE_ID_LIMIT, NodeId, ShardId, Term, member_id, member_node};
 pub use raft_batch::RaftBatch;
 pub use request::{
     AdminRequest, BatchOp, KvOp, KvRequest, ReadConsistency, ReplicaChange, Request, WriteSession,
 };
 pub use response::{AdminResult, KvResult, NodeAddress, NodeStatus, ReplicaStatus, Response};
+pub use secret::Secret;
 pub use shard::{Epoch, Replica, ReplicaRole, ShardDescriptor};
 pub use shard_map::ShardMap;
 pub use wire_error::WireError;

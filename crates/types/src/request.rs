@@ -10,6 +10,7 @@
 //! bytes `serde_bytes` produces), and the node proposes them without copying.
 
 use crate::ids::{NodeId, ShardId};
+use crate::secret::Secret;
 use crate::shard::Epoch;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -201,6 +202,15 @@ pub enum AdminRequest {
         /// Peers this node stops sending Raft traffic to.
         cut: Vec<NodeId>,
     },
+    /// Exchanges a user's name and password for a token (`AdminResult::Token`). Needs no
+    /// principal (any connection may log in); wrong credentials answer `Unauthenticated`
+    /// after a delay that grows with repeated failures.
+    Login {
+        /// The user.
+        user: String,
+        /// The password (redacted in `Debug`).
+        password: Secret,
+    },
     /// The database inspector: reads the answering node's own store (log entries, hard
     /// states, descriptors, keys and values), answered [`AdminResult::Inspect`]. Admin only:
     /// it shows every key and value on the node.
@@ -239,4 +249,13 @@ pub enum Request {
     Kv(KvRequest),
     /// An admin call.
     Admin(AdminRequest),
+    /// `request` made on behalf of the user a bearer token names (a JWT from
+    /// [`AdminRequest::Login`]). The token counts only on a connection without a client
+    /// certificate; the wrapped request may not be another `WithToken`.
+    WithToken {
+        /// The token (redacted in `Debug`).
+        token: Secret,
+        /// The request.
+        request: Box<Request>,
+    },
 }

@@ -118,6 +118,13 @@ pub enum AdminResult {
         /// Peers this node sends no Raft traffic to.
         cut: Vec<NodeId>,
     },
+    /// Answer to `Login`: a bearer token.
+    Token {
+        /// The token (redacted in `Debug`).
+        token: crate::secret::Secret,
+        /// When it expires, milliseconds since the Unix epoch.
+        expires_at_ms: u64,
+    },
     /// Answer to `Inspect`.
     Inspect(crate::inspect::InspectResult),
 }

@@ -98,6 +98,21 @@ pub enum WireError {
         /// Limit.
         max: u64,
     },
+    /// The caller could not be identified: no client certificate and no valid token (missing,
+    /// expired, forged, revoked, or a wrong password at login). Not retryable with the same
+    /// credentials.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// Why (never the token or the password).
+        reason: String,
+    },
+    /// The caller is known but lacks a grant this request needs. Not retryable.
+    #[error("permission denied: needs {missing}")]
+    PermissionDenied {
+        /// The grant, role or identity the request needs (`admin`, `read:alice`,
+        /// `node certificate of node 3`).
+        missing: String,
+    },
 }
 
 impl WireError {

@@ -34,6 +34,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The client certificate ringctl (and the load generator) use.
 const CLIENT_NAME: &str = "ringctl";
+/// The TCP port of every node's HTTP API (each node has its own IP, as for `--port`).
+pub const HTTP_PORT: u16 = 8100;
 /// How long `local add-node` waits for the new node's first heartbeat at PD.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -66,6 +68,7 @@ fn node_config_text(id: u64, port: u16, endpoints: &[String]) -> Result<String> 
          node_id = {id}\n\
          cluster = \"{CLUSTER}\"\n\
          listen_addr = \"{listen}\"\n\
+         http_addr = \"{http}\"\n\
          data_dir = \"data\"\n\
          initial_cluster = [{initial}]\n\
          initial_shards = {INITIAL_SHARDS}\n\
@@ -76,6 +79,7 @@ fn node_config_text(id: u64, port: u16, endpoints: &[String]) -> Result<String> 
          cert = \"../certs/node-{id}.pem\"\n\
          key = \"../certs/node-{id}.key\"\n",
         listen = endpoint(id, port)?,
+        http = endpoint(id, HTTP_PORT)?,
         initial = initial.join(", "),
     ))
 }
@@ -92,6 +96,7 @@ fn join_config_text(id: u64, port: u16, join: &[SocketAddr]) -> Result<String> {
          node_id = {id}\n\
          cluster = \"{CLUSTER}\"\n\
          listen_addr = \"{listen}\"\n\
+         http_addr = \"{http}\"\n\
          data_dir = \"data\"\n\
          join = [{join}]\n\
          replication_factor = 3\n\
@@ -101,6 +106,7 @@ fn join_config_text(id: u64, port: u16, join: &[SocketAddr]) -> Result<String> {
          cert = \"../certs/node-{id}.pem\"\n\
          key = \"../certs/node-{id}.key\"\n",
         listen = endpoint(id, port)?,
+        http = endpoint(id, HTTP_PORT)?,
         join = join.join(", "),
     ))
 }
@@ -508,6 +514,35 @@ async fn wait_joined(
     }
 }
 
+/// The curl lines of the tour: the HTTP API of the first nodes (node configs written before
+/// `http_addr` existed have none: edit `node-N/ringkvd.toml` to add it).
+fn print_curl_tour(nodes: &[Node], config_path: &Path) {
+    let Some(dir) = config_path.parent() else {
+        return;
+    };
+    let ca = dir.join("certs").join("ca.pem");
+    let ca = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| ca.strip_prefix(&cwd).ok().map(Path::to_path_buf))
+        .unwrap_or(ca);
+    let Some(first) = nodes.first() else {
+        return;
+    };
+    let second = nodes.get(1).unwrap_or(first);
+    let (Ok(one), Ok(two)) = (
+        endpoint(first.id, HTTP_PORT),
+        endpoint(second.id, HTTP_PORT),
+    ) else {
+        return;
+    };
+    let ca = ca.display();
+    println!("or over HTTPS (any node serves any key):");
+    println!("  curl --cacert {ca} -X PUT --data-binary world https://{one}/v1/kv/hello");
+    println!("  curl --cacert {ca} https://{two}/v1/kv/hello");
+    println!("  curl --cacert {ca} https://{two}/readyz");
+    println!("  curl --cacert {ca} https://{one}/metrics");
+}
+
 /// Waits for leaders, prints the tour, then waits for a signal or a node's death.
 async fn run(nodes: &mut [Node], config: &RingctlConfig, config_path: &Path) -> Result<()> {
     let mut client_config = RingctlConfig::load(config_path)?.client_config()?;
@@ -548,6 +583,7 @@ async fn run(nodes: &mut [Node], config: &RingctlConfig, config_path: &Path) -> 
         "  ringkv-bench --config {} --workload mixed --duration 10",
         config_path.display()
     );
+    print_curl_tour(nodes, config_path);
     println!("Ctrl-C stops every node.");
     // A node that dies (a crash, or `kill -9` in a failure test) is reported, not restarted;
     // the others keep running. Restart it by hand with the printed command.

@@ -42,7 +42,7 @@ fn answer(pd: &Shared, me: NodeId, request: Request) -> Response {
     let mut state = pd.lock().unwrap();
     let admin = match request {
         Request::Admin(admin) => admin,
-        Request::Kv(_) => {
+        Request::Kv(_) | Request::WithToken { .. } => {
             return Response::Error(WireError::InvalidRequest {
                 reason: "not faked".into(),
             });
@@ -115,7 +115,7 @@ async fn start() -> Fake {
         let identity = TlsIdentity::from_pem(ca.cert_pem(), &pair).unwrap();
         let config = TransportConfig::new(node, CLUSTER, SocketAddr::from(([127, 0, 0, 1], 0)));
         let state = pd.clone();
-        let handler = move |request: Request| {
+        let handler = move |_peer: ringkv_types::PeerIdentity, request: Request| {
             let response = answer(&state, node, request);
             async move { response }
         };

@@ -227,7 +227,7 @@ impl Client {
                     pause: true,
                 }
             }
-            wire => Next::Fatal(Error::Server(wire)),
+            wire => Next::Fatal(Error::from_wire(wire)),
         }
     }
 }

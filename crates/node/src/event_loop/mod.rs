@@ -98,6 +98,10 @@ pub struct EventLoop {
     pd: Option<pd::PdHost>,
     /// The PD leader's state as last fetched by the agent (nodes that do not host PD).
     pd_cache: Option<ringkv_pd::PdState>,
+    /// Resolves callers; gets the users and keys of every new PD state.
+    auth: Option<Arc<crate::auth::Authenticator>>,
+    /// When this node (as PD leader) last proposed a first signing key.
+    signing_key_proposed: Option<std::time::Instant>,
     /// The PD leader the agent last found (nodes that do not host PD).
     pd_leader_hint: Option<NodeId>,
     /// The node agent, started by `run` (it needs the shared transport).
@@ -107,6 +111,10 @@ pub struct EventLoop {
     snapshot_bytes_per_sec: u64,
     /// Paces every snapshot this node sends at `snapshot_bytes_per_sec` together.
     snapshot_limiter: Arc<throttle::Limiter>,
+    /// Where the loop publishes its health once per tick (`/readyz`).
+    health: Option<crate::health::HealthPublisher>,
+    /// When the agent last brought PD's state (nodes that do not host PD).
+    pd_cache_at: Option<Instant>,
 }
 
 /// Receivers the loop owns besides [`LoopChannels`].
@@ -156,11 +164,70 @@ impl EventLoop {
             durable_batches: 0,
             pd: local.pd_state.map(pd::PdHost::new),
             pd_cache: None,
+            auth: None,
+            signing_key_proposed: None,
             pd_leader_hint: None,
             agent: Some(agent),
             snapshot_bytes_per_sec: 0,
             snapshot_limiter: throttle::Limiter::new(),
+            health: None,
+            pd_cache_at: None,
         }
+    }
+
+    /// Publishes the loop's health to `publisher` once per tick.
+    pub fn with_health(mut self, publisher: crate::health::HealthPublisher) -> Self {
+        self.health = Some(publisher);
+        self
+    }
+
+    /// The health snapshot `/readyz` reads.
+    fn health_snapshot(&self) -> crate::health::HealthSnapshot {
+        let me = self.config.node_id;
+        let joined = self.pd_view().is_some_and(|state| {
+            state
+                .nodes
+                .get(&me)
+                .is_some_and(|info| info.state != ringkv_pd::NodeState::Removed)
+        });
+        let map_fresh = match &self.pd {
+            Some(_) => self.pd_leader().is_some(),
+            None => {
+                let pd = &self.config.pd;
+                let window = std::time::Duration::from_millis(
+                    3 * pd.heartbeat_interval_ms + pd.request_timeout_ms,
+                );
+                self.pd_cache_at.is_some_and(|at| at.elapsed() <= window)
+            }
+        };
+        let mut snapshot = crate::health::HealthSnapshot {
+            started: true,
+            joined,
+            map_fresh,
+            pd_leader: self.pd_leader().map(NodeId::get),
+            ..crate::health::HealthSnapshot::default()
+        };
+        for (shard, group) in &self.groups {
+            if !group.initialized {
+                continue;
+            }
+            snapshot.groups += 1;
+            if group.raw.is_leader() {
+                snapshot.leaders += 1;
+            }
+            if group.leader_hint().is_none() {
+                snapshot.leaderless_count += 1;
+                if snapshot.leaderless.len() < crate::health::LEADERLESS_LISTED_MAX {
+                    snapshot.leaderless.push(shard.get());
+                }
+            }
+        }
+        snapshot
+    }
+
+    /// Sets the authenticator that gets the users and keys of every new PD state.
+    pub fn set_authenticator(&mut self, auth: Arc<crate::auth::Authenticator>) {
+        self.auth = Some(auth);
     }
 
     /// Runs until shutdown or a fatal error, then stops cleanly: pending batches are made
@@ -301,6 +368,9 @@ impl EventLoop {
         }
         self.tick_transfers();
         self.reap_removals();
+        if let Some(publisher) = &self.health {
+            publisher.publish(self.health_snapshot());
+        }
         self.pd_tick()
     }
 

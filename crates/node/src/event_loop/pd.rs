@@ -94,6 +94,14 @@ impl EventLoop {
             .or(self.pd_cache.as_ref())
     }
 
+    /// Hands the users and keys of the PD state this node has to the authenticator (cheap when
+    /// unchanged: compares a version).
+    pub(super) fn sync_auth(&self) {
+        if let (Some(auth), Some(state)) = (&self.auth, self.pd_view()) {
+            auth.update(&state.auth);
+        }
+    }
+
     /// The PD leader as far as this node knows.
     pub(super) fn pd_leader(&self) -> Option<NodeId> {
         match &self.pd {
@@ -177,6 +185,13 @@ impl EventLoop {
                         reason: format!("not a placement driver command: {error}"),
                     }),
                 );
+                return Ok(());
+            }
+        };
+        let command = match fill_signing_key(command) {
+            Ok(command) => command,
+            Err(reason) => {
+                reply(slot, Response::Error(WireError::Internal { reason }));
                 return Ok(());
             }
         };
@@ -265,6 +280,8 @@ impl EventLoop {
     pub(super) fn pd_tick(&mut self) -> Result<()> {
         let leads = self.is_pd_leader();
         let interval = Duration::from_millis(self.config.pd.tick_interval_ms);
+        self.sync_auth();
+        self.maybe_propose_signing_key(leads)?;
         let Some(host) = self.pd.as_mut() else {
             return Ok(());
         };
@@ -298,6 +315,36 @@ impl EventLoop {
             && let Some(host) = self.pd.as_mut()
         {
             host.tick_in_flight = Some((index, now));
+        }
+        Ok(())
+    }
+
+    /// As PD leader of a cluster without a token-signing key (a new cluster, or one created
+    /// before tokens existed): generates one and proposes it, at most every 10 seconds.
+    fn maybe_propose_signing_key(&mut self, leads: bool) -> Result<()> {
+        let needed = leads
+            && self.pd.as_ref().is_some_and(|host| {
+                host.state.cluster.is_some() && host.state.auth.signing_keys.is_empty()
+            });
+        let recently = self
+            .signing_key_proposed
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
+        if !needed || recently {
+            return Ok(());
+        }
+        self.signing_key_proposed = Some(Instant::now());
+        match crate::auth::keys::generate() {
+            Ok((private_pkcs8, public)) => {
+                let command = Command::Auth {
+                    command: ringkv_pd::AuthCommand::AddSigningKey {
+                        private_pkcs8,
+                        public,
+                    },
+                    now_ms: 0,
+                };
+                self.propose_pd(command, None)?;
+            }
+            Err(error) => warn!(%error, "cannot generate a token-signing key"),
         }
         Ok(())
     }
@@ -358,6 +405,9 @@ impl EventLoop {
             }
             reply(entry.remove().reply, lost());
         }
+        if let Some(auth) = &self.auth {
+            auth.update(&host.state.auth);
+        }
         if self.map.version != host.state.shard_map.version
             || self.map.shards.len() != host.state.shard_map.shards.len()
         {
@@ -381,6 +431,29 @@ impl EventLoop {
             self.map = state.shard_map.clone();
         }
         self.pd_cache = Some(state);
+        self.pd_cache_at = Some(std::time::Instant::now());
+        self.sync_auth();
+    }
+}
+
+/// `ringctl auth rotate-key` sends `AddSigningKey` without key bytes: the PD leader generates
+/// the key here, outside the state machine (whose apply must stay deterministic).
+fn fill_signing_key(command: Command) -> std::result::Result<Command, String> {
+    match command {
+        Command::Auth {
+            command: ringkv_pd::AuthCommand::AddSigningKey { private_pkcs8, .. },
+            now_ms,
+        } if private_pkcs8.is_empty() => {
+            let (private_pkcs8, public) = crate::auth::keys::generate()?;
+            Ok(Command::Auth {
+                command: ringkv_pd::AuthCommand::AddSigningKey {
+                    private_pkcs8,
+                    public,
+                },
+                now_ms,
+            })
+        }
+        other => Ok(other),
     }
 }
 

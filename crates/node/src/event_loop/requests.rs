@@ -107,6 +107,16 @@ impl EventLoop {
                 return Ok(());
             }
             Request::Kv(request) => request,
+            Request::WithToken { .. } => {
+                // The client service unwraps tokens before a request gets here.
+                reply(
+                    slot,
+                    Response::Error(WireError::InvalidRequest {
+                        reason: "token requests are resolved by the client service".into(),
+                    }),
+                );
+                return Ok(());
+            }
         };
         let shard = request.shard;
         let group = match self.groups.get_mut(&shard) {
@@ -224,6 +234,12 @@ impl EventLoop {
             AdminRequest::Pd { .. } => {
                 // Handled in `handle_call` (it waits for the log); unreachable here.
                 return Response::Error(WireError::Unavailable);
+            }
+            AdminRequest::Login { .. } => {
+                // The client service answers logins; they never reach the loop.
+                return Response::Error(WireError::InvalidRequest {
+                    reason: "logins are answered by the client service".into(),
+                });
             }
         };
         Response::Admin(result)

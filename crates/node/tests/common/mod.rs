@@ -55,6 +55,19 @@ pub struct Cluster {
     /// The identity of `client`, for building more clients (e.g. `ringkv_client::Client`).
     pub client_identity: TlsIdentity,
     pub connections: Vec<Option<ClientConnection>>,
+    /// Each node's HTTP address, when `extra` holds the placeholder [`HTTP_ADDR`].
+    pub http_addrs: Vec<SocketAddr>,
+}
+
+/// In `extra`, replaced by a free loopback TCP address per node (its `http_addr`).
+pub const HTTP_ADDR: &str = "{http_addr}";
+
+/// Lines of `extra` starting with these keys are moved above the first table of the config.
+pub const TOP_LEVEL_KEYS: [&str; 4] = ["http_addr", "http_tls", "slow_request_ms", "log_format"];
+
+fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 /// Appended to every node's config by tests that partition nodes with
@@ -110,8 +123,23 @@ impl Cluster {
             .map(|(i, addr)| format!("\"{}@{addr}\"", i + 1))
             .collect();
         let mut config_paths = Vec::new();
+        let http_addrs: Vec<SocketAddr> = match extra.contains(HTTP_ADDR) {
+            true => (0..count)
+                .map(|_| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_tcp_port()))
+                .collect(),
+            false => Vec::new(),
+        };
         for (i, addr) in addrs.iter().enumerate() {
             let id = i as u64 + 1;
+            let extra = match http_addrs.get(i) {
+                Some(http) => extra.replace(HTTP_ADDR, &http.to_string()),
+                None => extra.to_string(),
+            };
+            // Top-level keys must come before the first table.
+            let (top, extra): (Vec<&str>, Vec<&str>) = extra
+                .lines()
+                .partition(|line| TOP_LEVEL_KEYS.iter().any(|key| line.starts_with(key)));
+            let (top, extra) = (top.join("\n"), extra.join("\n"));
             ca.issue_node(NodeId(id), &[addr.ip()], validity)
                 .unwrap()
                 .write(&certs, &format!("node-{id}"))
@@ -124,6 +152,7 @@ data_dir = "node-{id}"
 initial_cluster = [{initial}]
 initial_shards = {shards}
 replication_factor = 3
+{top}
 [tls]
 ca_cert = "certs/ca.pem"
 cert = "certs/node-{id}.pem"
@@ -136,7 +165,7 @@ key = "certs/node-{id}.key"
             std::fs::write(&path, text).unwrap();
             config_paths.push(path);
         }
-        let client_pair = ca.issue_client("tests", validity).unwrap();
+        let client_pair = ca.issue_client("ringctl", validity).unwrap();
         let identity = TlsIdentity::from_pem(ca.cert_pem(), &client_pair).unwrap();
         let client =
             ClientEndpoint::new(&identity, CLUSTER, "127.0.0.1:0".parse().unwrap()).unwrap();
@@ -151,6 +180,7 @@ key = "certs/node-{id}.key"
             client_identity: identity,
             processes,
             connections: (0..count).map(|_| None).collect(),
+            http_addrs,
         };
         for i in 0..count as usize {
             cluster.start_node(i).await;

@@ -1,0 +1,193 @@
+//! The authorization choke point: [`authorize`] decides every native (and HTTP) request.
+
+use super::principal::Principal;
+use ringkv_pd::Command;
+use ringkv_types::namespace;
+use ringkv_types::{AdminRequest, BatchOp, KvOp, KvRequest, NodeId, Request, WireError};
+
+fn denied(missing: impl Into<String>) -> WireError {
+    WireError::PermissionDenied {
+        missing: missing.into(),
+    }
+}
+
+fn need_admin(principal: &Principal) -> Result<(), WireError> {
+    if principal.is_admin() {
+        Ok(())
+    } else {
+        Err(denied("admin"))
+    }
+}
+
+/// Only the certificate of node `node` may speak for it.
+fn need_node(principal: &Principal, node: NodeId) -> Result<(), WireError> {
+    match principal {
+        Principal::Node(id) if *id == node => Ok(()),
+        _ => Err(denied(format!("the certificate of node {}", node.get()))),
+    }
+}
+
+fn need_any_node(principal: &Principal) -> Result<(), WireError> {
+    match principal {
+        Principal::Node(_) => Ok(()),
+        Principal::User { .. } => Err(denied("a node certificate")),
+    }
+}
+
+/// Whether `principal` may send `request`. Pure and cheap (no allocation on the allowed path
+/// of a key-value request); called for every request before it reaches the event loop.
+///
+/// `Request::WithToken` must be unwrapped (its token resolved to `principal`) before calling
+/// this; a `WithToken` here (a nested one) is refused.
+///
+/// # Errors
+/// `PermissionDenied` naming the missing grant; `InvalidRequest` for a key a user sent that is
+/// not namespaced, an undecodable PD command, or a nested token.
+pub fn authorize(principal: &Principal, request: &Request) -> Result<(), WireError> {
+    match request {
+        Request::Kv(kv) => authorize_kv(principal, kv),
+        Request::Admin(admin) => authorize_admin(principal, admin),
+        Request::WithToken { .. } => Err(WireError::InvalidRequest {
+            reason: "a token inside a token request".into(),
+        }),
+    }
+}
+
+fn authorize_kv(principal: &Principal, request: &KvRequest) -> Result<(), WireError> {
+    // Nodes and admins may send any key bytes (namespaced or not).
+    if principal.is_admin() {
+        return Ok(());
+    }
+    let check = |key: &[u8], write: bool| -> Result<(), WireError> {
+        let (ns, _) = namespace::split(key).map_err(|error| WireError::InvalidRequest {
+            reason: error.to_string(),
+        })?;
+        let allowed = if write {
+            principal.may_write(ns)
+        } else {
+            principal.may_read(ns)
+        };
+        if allowed {
+            Ok(())
+        } else {
+            let ns = String::from_utf8_lossy(ns);
+            Err(denied(if write {
+                format!("readwrite:{ns}")
+            } else {
+                format!("read:{ns}")
+            }))
+        }
+    };
+    match &request.op {
+        KvOp::Get { key, .. } | KvOp::Exists { key, .. } => check(key, false),
+        KvOp::Put { key, .. } | KvOp::Delete { key } | KvOp::CompareAndSwap { key, .. } => {
+            check(key, true)
+        }
+        KvOp::Batch { ops } => ops.iter().try_for_each(|op| match op {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key } => check(key, true),
+        }),
+    }
+}
+
+fn authorize_admin(principal: &Principal, request: &AdminRequest) -> Result<(), WireError> {
+    match request {
+        // What every client needs to route, and logging in.
+        AdminRequest::GetShardMap
+        | AdminRequest::GetShard { .. }
+        | AdminRequest::NodeStatus
+        | AdminRequest::GetNodes
+        | AdminRequest::Login { .. } => Ok(()),
+        // The PD state holds the user table: administrators and nodes only.
+        AdminRequest::PdState
+        | AdminRequest::ChangeReplica { .. }
+        | AdminRequest::TransferLeader { .. }
+        | AdminRequest::SplitShard { .. }
+        | AdminRequest::SetFaults { .. } => need_admin(principal),
+        // The inspector shows every key and value of every namespace on the node.
+        AdminRequest::Inspect(_) => need_admin(principal),
+        AdminRequest::Pd { command } => {
+            let command: Command =
+                postcard::from_bytes(command).map_err(|error| WireError::InvalidRequest {
+                    reason: format!("undecodable PD command: {error}"),
+                })?;
+            authorize_pd(principal, &command)
+        }
+    }
+}
+
+/// Node-agent commands need the named node's certificate; the rest need `admin`.
+fn authorize_pd(principal: &Principal, command: &Command) -> Result<(), WireError> {
+    match command {
+        Command::RegisterNodeAs { id, .. } => need_node(principal, *id),
+        Command::NodeHeartbeat { node, .. } => need_node(principal, *node),
+        Command::ShardReport(report) => need_node(principal, report.leader),
+        Command::Bootstrap { .. } | Command::Tick { .. } => need_any_node(principal),
+        _ => need_admin(principal),
+    }
+}
+
+/// Whether `request` changes the cluster (placement, schedulers, nodes, users, keys, faults)
+/// and so is written to the audit log with its principal. Node-agent traffic is not.
+pub fn is_audited(request: &Request) -> bool {
+    match request {
+        Request::Kv(_) => false,
+        Request::WithToken { request, .. } => is_audited(request),
+        Request::Admin(admin) => match admin {
+            AdminRequest::GetShardMap
+            | AdminRequest::GetShard { .. }
+            | AdminRequest::NodeStatus
+            | AdminRequest::GetNodes
+            | AdminRequest::PdState
+            | AdminRequest::Inspect(_)
+            | AdminRequest::Login { .. } => false,
+            AdminRequest::ChangeReplica { .. }
+            | AdminRequest::TransferLeader { .. }
+            | AdminRequest::SplitShard { .. }
+            | AdminRequest::SetFaults { .. } => true,
+            AdminRequest::Pd { command } => !matches!(
+                postcard::from_bytes::<Command>(command),
+                Ok(Command::RegisterNodeAs { .. }
+                    | Command::NodeHeartbeat { .. }
+                    | Command::ShardReport(_)
+                    | Command::Tick { .. })
+            ),
+        },
+    }
+}
+
+/// A short description of `request` for logs: the operation and, for PD commands, the command's
+/// name. Never keys, values, passwords, hashes or tokens.
+pub fn describe(request: &Request) -> String {
+    match request {
+        Request::Kv(kv) => match &kv.op {
+            KvOp::Get { .. } => format!("get on shard {}", kv.shard),
+            KvOp::Exists { .. } => format!("has on shard {}", kv.shard),
+            KvOp::Put { .. } => format!("put on shard {}", kv.shard),
+            KvOp::Delete { .. } => format!("delete on shard {}", kv.shard),
+            KvOp::CompareAndSwap { .. } => format!("cas on shard {}", kv.shard),
+            KvOp::Batch { ops } => format!("batch of {} on shard {}", ops.len(), kv.shard),
+        },
+        Request::WithToken { request, .. } => describe(request),
+        Request::Admin(AdminRequest::Pd { command }) => {
+            match postcard::from_bytes::<Command>(command) {
+                Ok(command) => {
+                    let text = format!("{command:?}");
+                    let name: String = text
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric())
+                        .collect();
+                    format!("pd {name}")
+                }
+                Err(_) => "pd (undecodable)".into(),
+            }
+        }
+        Request::Admin(admin) => {
+            let text = format!("{admin:?}");
+            let name: String = text
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            format!("admin {name}")
+        }
+    }
+}

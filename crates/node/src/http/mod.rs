@@ -1,0 +1,207 @@
+//! The HTTP API and health endpoints every `ringkvd` serves on `http_addr` (see `docs/http.md`).
+//!
+//! axum on hyper 1; HTTPS with the node's certificate through tokio-rustls and the ring
+//! provider (as the transport), plain HTTP only on a loopback address (`http_tls = false`,
+//! checked by the config). One accept loop, a task per connection, at most
+//! `limits.http_connections_max` connections at once (more wait in the kernel's backlog).
+//!
+//! Routes: `/livez`, `/readyz` ([`health`]).
+
+mod health;
+mod tls;
+
+use crate::config::{HttpConfig, NodeConfig};
+use crate::error::{Error, Result};
+use crate::health::HealthReader;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ringkv_transport::certs::TlsIdentity;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{Instrument as _, debug, info, warn};
+
+/// Longest TLS handshake before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    health: HealthReader,
+    slow_request: Duration,
+    next_request_id: AtomicU64,
+}
+
+/// The running HTTP server; dropping it stops accepting and closes every connection.
+#[derive(Debug)]
+pub struct HttpServer {
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// The bound TCP address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        // The accept task owns the connection tasks (a JoinSet): aborting it ends them all.
+        self.task.abort();
+    }
+}
+
+/// Binds `http.addr` and serves the API until the returned server is dropped.
+///
+/// # Errors
+/// [`Error::Io`] when the address cannot be bound, [`Error::Fatal`] for a TLS setup failure.
+pub async fn start(
+    config: &NodeConfig,
+    http: &HttpConfig,
+    identity: &TlsIdentity,
+    health: HealthReader,
+) -> Result<HttpServer> {
+    let acceptor = match http.tls {
+        true => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
+            identity,
+        )?)),
+        false => None,
+    };
+    let listener = TcpListener::bind(http.addr).await.map_err(|error| {
+        Error::Io(std::io::Error::new(
+            error.kind(),
+            format!("cannot bind http_addr {}: {error}", http.addr),
+        ))
+    })?;
+    let local_addr = listener.local_addr()?;
+    let state = AppState {
+        inner: Arc::new(Inner {
+            health,
+            slow_request: http.slow_request,
+            next_request_id: AtomicU64::new(1),
+        }),
+    };
+    let router = router(state);
+    let connections = Arc::new(Semaphore::new(config.limits.http_connections_max));
+    info!(addr = %local_addr, tls = http.tls, "HTTP API listening");
+    let task = tokio::spawn(accept_loop(listener, acceptor, router, connections));
+    Ok(HttpServer { local_addr, task })
+}
+
+/// Every route of the API (the OpenAPI test lists them from here).
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/livez", axum::routing::get(health::livez))
+        .route("/readyz", axum::routing::get(health::readyz))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_span,
+        ))
+        .with_state(state)
+}
+
+/// A request id and a span on each request; a `warn` line when it took longer than
+/// `slow_request_ms`.
+async fn request_span(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let id = state.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let span = tracing::info_span!("http", request_id = id, %method, path = %path);
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        if elapsed >= state.inner.slow_request {
+            warn!(
+                status,
+                elapsed_ms = elapsed.as_millis() as u64,
+                "slow request"
+            );
+        } else {
+            debug!(status, elapsed_us = elapsed.as_micros() as u64, "request");
+        }
+    });
+    response
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    connections: Arc<Semaphore>,
+) {
+    let mut tasks = JoinSet::new();
+    loop {
+        // Reap finished connections so the set stays bounded by the semaphore.
+        while tasks.try_join_next().is_some() {}
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                warn!(%error, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            match acceptor {
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(tls)) => serve(tls, peer, router).await,
+                        Ok(Err(error)) => debug!(%peer, %error, "HTTPS handshake failed"),
+                        Err(_) => debug!(%peer, "HTTPS handshake timed out"),
+                    }
+                }
+                None => serve(stream, peer, router).await,
+            }
+        });
+    }
+}
+
+/// Serves one connection (HTTP/1.1 or HTTP/2, as negotiated) until it closes.
+async fn serve<S>(stream: S, peer: SocketAddr, router: Router)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+        request.extensions_mut().insert(ConnectionInfo { peer });
+        tower::ServiceExt::oneshot(router.clone(), request)
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(error) = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        debug!(%peer, %error, "HTTP connection ended with an error");
+    }
+}
+
+/// Facts about the connection a request came on.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+}
