@@ -77,6 +77,7 @@ pub mod health;
 pub mod http;
 pub mod inspect;
 pub mod log_command;
+pub mod metrics;
 pub mod node;
 pub mod pd_host;
 pub mod replica_meta;

@@ -358,14 +358,14 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         .start()?;
     let local_addr = transport.local_addr()?;
     for endpoint in &config.initial_cluster {
-        transport.add_peer(endpoint.node, endpoint.addr);
+        transport.add_peer(endpoint.node, &endpoint.addr);
     }
     // Nodes that joined later: the agent refreshes these from the PD leader.
     for info in pd_state.iter().flat_map(|state| state.nodes.values()) {
         if info.id == config.node_id {
             continue;
         }
-        if let Ok(addr) = info.addr.parse::<SocketAddr>() {
+        if let Ok(addr) = ringkv_transport::resolve::check_host_port(&info.addr) {
             transport.add_peer(info.id, addr);
         }
     }
@@ -376,14 +376,16 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     let (shutdown_tx, shutdown) = oneshot::channel();
     local.pd_state = pd_state;
     let (health_publisher, health) = crate::health::channel();
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(&config.data_dir));
     let http = match (&config.http, &http_identity) {
         (Some(http), Some(identity)) => {
-            Some(crate::http::start(&config, http, identity, health).await?)
+            Some(crate::http::start(&config, http, identity, health, metrics.clone()).await?)
         }
         _ => None,
     };
     let mut event_loop = EventLoop::new(config, store, transport, map, groups, local, agent)
-        .with_health(health_publisher);
+        .with_health(health_publisher)
+        .with_metrics(metrics);
     event_loop.set_authenticator(authenticator);
     let channels = LoopChannels {
         inbound,

@@ -21,6 +21,8 @@ pub struct Durable {
     pub sequence: u64,
     /// The groups whose writes in this batch are now durable, with their last log index.
     pub groups: Vec<(ShardId, LogIndex)>,
+    /// How long the journal commit took, its `fdatasync` included (for metrics).
+    pub commit_duration: std::time::Duration,
 }
 
 /// Completion of one submitted batch.
@@ -144,7 +146,9 @@ fn commit_batch(shared: &Shared, sequence: u64, batch: WriteBatchBuilder) -> Res
     }
     // IMPORTANT: one commit with SyncData: the ticket is answered only after fdatasync of the
     // journal returned, and a failure poisons the store (Shared::commit) for good.
+    let commit_started = std::time::Instant::now();
     shared.commit(fjall_batch)?;
+    let commit_duration = commit_started.elapsed();
     for (cache, next, installs) in updates {
         next.check_invariants();
         let mut state = lock_group(&cache);
@@ -160,7 +164,11 @@ fn commit_batch(shared: &Shared, sequence: u64, batch: WriteBatchBuilder) -> Res
         state.snapshot = next.snapshot;
         state.hard_state = next.hard_state;
     }
-    Ok(Durable { sequence, groups })
+    Ok(Durable {
+        sequence,
+        groups,
+        commit_duration,
+    })
 }
 
 /// Adds one group's writes to the fjall batch and returns the group's state after them.

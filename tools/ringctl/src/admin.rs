@@ -5,7 +5,7 @@
 //! Reads come from [`Client::pd_state`]; changes are PD [`Command`]s sent with
 //! [`Client::pd_call`] (the PD leader stamps their `now_ms`, so they go out as 0). Long commands
 //! poll the state once per `--interval`, print a progress line whenever it changes, and stop
-//! when done, on Ctrl-C (exit 130) or at `--timeout` (exit 1).
+//! when done, on Ctrl-C (exit 130) or at `--timeout` (exit 4).
 
 use crate::view::{self, Balance};
 use anyhow::{Context, Result, anyhow, bail};
@@ -234,7 +234,7 @@ fn end_code(end: WaitEnd, what: &str, wait: Wait) -> ExitCode {
                  working on it",
                 wait.timeout.as_secs()
             );
-            ExitCode::FAILURE
+            ExitCode::from(crate::exit::UNAVAILABLE)
         }
         WaitEnd::Interrupted => {
             eprintln!(
@@ -436,7 +436,7 @@ pub async fn operator(
             "error: operator {id} ended without its effect (cancelled or rolled back); see \
              `ringctl shards`"
         );
-        Ok(ExitCode::FAILURE)
+        Ok(ExitCode::from(crate::exit::OTHER))
     }
 }
 

@@ -139,7 +139,7 @@ pub async fn get(
         }
         None => {
             eprintln!("key not found: {key}");
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::from(crate::exit::NOT_FOUND))
         }
     }
 }
@@ -209,7 +209,7 @@ pub async fn cas(
     Ok(if outcome.succeeded {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(crate::exit::NOT_FOUND)
     })
 }
 

@@ -7,12 +7,15 @@
 //! flags win over the environment, which wins over the config file (`--config`).
 
 mod admin;
+mod auth;
 mod certs;
 mod config;
+mod exit;
 mod inspect;
 mod kv;
 mod local;
 mod status;
+mod user;
 mod view;
 
 use anyhow::{Context, Result, bail};
@@ -82,6 +85,13 @@ struct Globals {
         value_enum
     )]
     write_out: Option<OutputFormat>,
+    /// Act as the user of this token (from `ringctl auth login`): TLS with the cluster CA, no
+    /// client certificate.
+    #[arg(long, global = true, env = "RINGCTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The namespace `kv` commands use (default: the user's own; root's is `root`).
+    #[arg(long, global = true, env = "RINGCTL_NAMESPACE", value_name = "NS")]
+    namespace: Option<String>,
 }
 
 impl Globals {
@@ -219,6 +229,16 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Users and their roles (admin).
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
+    /// Tokens: log in, rotate the signing key.
+    Auth {
+        #[command(subcommand)]
+        command: auth::AuthCommand,
+    },
     /// Looks inside a node's store: keys and values, the decoded Raft log, hard states and
     /// descriptors. Online through a running node (admin only), or offline on a stopped node's
     /// data dir with --data-dir.
@@ -284,7 +304,7 @@ enum InspectCommand {
 /// How long commands wait.
 #[derive(Debug, Args)]
 struct WaitArgs {
-    /// Give up waiting after this many seconds (exit 1; PD keeps working).
+    /// Give up waiting after this many seconds (exit 4; PD keeps working).
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     timeout: u64,
     /// Seconds between progress polls.
@@ -423,8 +443,10 @@ enum CertsCommand {
         /// Output directory.
         #[arg(long)]
         dir: PathBuf,
-        /// A node certificate, as ID=IP (repeatable), e.g. --node 1=10.0.0.1.
-        #[arg(long = "node", value_name = "ID=IP")]
+        /// A node certificate, as ID=NAMES (repeatable): comma-separated IPs and/or DNS names
+        /// the certificate names besides node-<id>.<cluster>, e.g. --node 1=10.0.0.1 or
+        /// --node 1=ringkv-1,10.0.0.1 (names a joining node dials through `join`).
+        #[arg(long = "node", value_name = "ID=NAMES")]
         nodes: Vec<String>,
         /// A client certificate name (repeatable).
         #[arg(long = "client", value_name = "NAME")]
@@ -445,6 +467,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    auth::set_access(auth::Access {
+        token: cli.globals.token.clone().map(ringkv_types::Secret::new),
+        namespace: cli.globals.namespace.clone(),
+    });
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => failure(&error),
@@ -454,11 +480,12 @@ fn main() -> ExitCode {
 /// The one place a failed command ends: the error on stderr, and its exit code.
 fn failure(error: &anyhow::Error) -> ExitCode {
     eprintln!("error: {error:#}");
-    ExitCode::FAILURE
+    exit::exit(exit::code_of(error))
 }
 
 async fn client(globals: &Globals) -> Result<Client> {
-    let (config, described) = config::resolve(&globals.overrides())?;
+    let (mut config, described) = config::resolve(&globals.overrides())?;
+    auth::apply(&mut config);
     Client::connect(config)
         .await
         .with_context(|| format!("connecting to {described}"))
@@ -606,6 +633,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await
             }
         },
+        Command::User { command } => {
+            with_client(config, async |c| user::run(c, command).await).await
+        }
+        Command::Auth { command } => auth::run(config, command).await,
         Command::Certs {
             command:
                 CertsCommand::Create {
@@ -620,7 +651,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .map(|spec| parse_node_spec(spec))
                 .collect::<Result<Vec<_>>>()?;
             let clients: Vec<&str> = clients.iter().map(String::as_str).collect();
-            let report = certs::ensure(&dir, cluster, &nodes, &clients)?;
+            let report = certs::ensure_named(&dir, cluster, &nodes, &clients)?;
             for stem in &report.created {
                 println!("created {}", dir.join(format!("{stem}.pem")).display());
             }
@@ -644,9 +675,9 @@ where
 }
 
 /// Parses `ID=IP`.
-fn parse_node_spec(spec: &str) -> Result<(NodeId, IpAddr)> {
-    let Some((id, ip)) = spec.split_once('=') else {
-        bail!("--node {spec:?}: expected ID=IP");
+fn parse_node_spec(spec: &str) -> Result<(NodeId, Vec<String>)> {
+    let Some((id, names)) = spec.split_once('=') else {
+        bail!("--node {spec:?}: expected ID=NAMES (IPs or DNS names, comma-separated)");
     };
     let id: u64 = id
         .parse()
@@ -654,10 +685,20 @@ fn parse_node_spec(spec: &str) -> Result<(NodeId, IpAddr)> {
     if id == 0 {
         bail!("--node {spec:?}: node ids start at 1");
     }
-    let ip: IpAddr = ip
-        .parse()
-        .with_context(|| format!("--node {spec:?}: bad IP address"))?;
-    Ok((NodeId(id), ip))
+    let mut out = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        // A name must be an IP or a DNS name (checked with a dummy port).
+        if name.parse::<IpAddr>().is_err()
+            && ringkv_transport::resolve::check_host_port(&format!("{name}:1")).is_err()
+        {
+            bail!("--node {spec:?}: `{name}` is neither an IP address nor a DNS name");
+        }
+        out.push(name.to_string());
+    }
+    if out.is_empty() {
+        bail!("--node {spec:?}: name at least one IP or DNS name");
+    }
+    Ok((NodeId(id), out))
 }
 
 #[cfg(test)]
@@ -771,7 +812,10 @@ mod tests {
         assert!(parse_node_spec("1=127.0.0.11").is_ok());
         assert!(parse_node_spec("0=127.0.0.11").is_err());
         assert!(parse_node_spec("1:127.0.0.11").is_err());
-        assert!(parse_node_spec("1=localhost").is_err());
+        assert!(parse_node_spec("1=bad name").is_err());
+        assert!(parse_node_spec("1=").is_err());
+        let (_, names) = parse_node_spec("1=ringkv-1, 10.0.0.1").unwrap();
+        assert_eq!(names, ["ringkv-1", "10.0.0.1"]);
     }
 
     #[test]

@@ -102,9 +102,9 @@ fn authorize_admin(principal: &Principal, request: &AdminRequest) -> Result<(), 
         | AdminRequest::ChangeReplica { .. }
         | AdminRequest::TransferLeader { .. }
         | AdminRequest::SplitShard { .. }
-        | AdminRequest::SetFaults { .. } => need_admin(principal),
-        // The inspector shows every key and value of every namespace on the node.
-        AdminRequest::Inspect(_) => need_admin(principal),
+        | AdminRequest::SetFaults { .. }
+        // The inspector shows every key and value on the node.
+        | AdminRequest::Inspect(_) => need_admin(principal),
         AdminRequest::Pd { command } => {
             let command: Command =
                 postcard::from_bytes(command).map_err(|error| WireError::InvalidRequest {
@@ -138,12 +138,12 @@ pub fn is_audited(request: &Request) -> bool {
             | AdminRequest::NodeStatus
             | AdminRequest::GetNodes
             | AdminRequest::PdState
-            | AdminRequest::Inspect(_)
             | AdminRequest::Login { .. } => false,
             AdminRequest::ChangeReplica { .. }
             | AdminRequest::TransferLeader { .. }
             | AdminRequest::SplitShard { .. }
-            | AdminRequest::SetFaults { .. } => true,
+            | AdminRequest::SetFaults { .. }
+            | AdminRequest::Inspect(_) => true,
             AdminRequest::Pd { command } => !matches!(
                 postcard::from_bytes::<Command>(command),
                 Ok(Command::RegisterNodeAs { .. }
@@ -161,7 +161,7 @@ pub fn describe(request: &Request) -> String {
     match request {
         Request::Kv(kv) => match &kv.op {
             KvOp::Get { .. } => format!("get on shard {}", kv.shard),
-            KvOp::Exists { .. } => format!("has on shard {}", kv.shard),
+            KvOp::Exists { .. } => format!("exists on shard {}", kv.shard),
             KvOp::Put { .. } => format!("put on shard {}", kv.shard),
             KvOp::Delete { .. } => format!("delete on shard {}", kv.shard),
             KvOp::CompareAndSwap { .. } => format!("cas on shard {}", kv.shard),

@@ -374,6 +374,7 @@ impl EventLoop {
         };
         match group.raw.propose_conf_change(conf_change) {
             Ok(index) => {
+                self.metrics.raft_proposals.inc();
                 info!(%shard, ?change, %index, "proposed a membership change");
                 Ok(index)
             }

@@ -50,6 +50,20 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use requests::{fail_reads, lost_write, serve_reads, write_response};
+
+/// The `kind` label of a PD operator.
+fn operator_kind_label(kind: ringkv_pd::OperatorKind) -> &'static str {
+    use ringkv_pd::OperatorKind as K;
+    match kind {
+        K::Repair => "repair",
+        K::Drain => "drain",
+        K::Split => "split",
+        K::BalanceReplicas => "balance_replicas",
+        K::BalanceLeaders => "balance_leaders",
+        K::Admin => "admin",
+        K::Rollback => "rollback",
+    }
+}
 use snapshot::SnapshotEvent;
 
 /// The receivers the loop waits on.
@@ -115,6 +129,8 @@ pub struct EventLoop {
     health: Option<crate::health::HealthPublisher>,
     /// When the agent last brought PD's state (nodes that do not host PD).
     pd_cache_at: Option<Instant>,
+    /// Counters, histograms and per-tick gauges (`/metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Receivers the loop owns besides [`LoopChannels`].
@@ -143,6 +159,7 @@ impl EventLoop {
         agent: Agent,
     ) -> Self {
         let dirty = groups.keys().copied().collect();
+        let config_data_dir = config.data_dir.clone();
         Self {
             config,
             store,
@@ -172,7 +189,112 @@ impl EventLoop {
             snapshot_limiter: throttle::Limiter::new(),
             health: None,
             pd_cache_at: None,
+            metrics: Arc::new(crate::metrics::Metrics::new(&config_data_dir)),
         }
+    }
+
+    /// Records into `metrics` (shared with the HTTP server), and lets it read the transport.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        metrics.set_transport(Arc::downgrade(&self.transport));
+        self.metrics = metrics;
+        self
+    }
+
+    /// Sets the per-tick gauges: replicas by role, commit and apply lag, PD's operators.
+    fn update_gauges(&self) {
+        let metrics = &self.metrics;
+        let (mut leaders, mut followers, mut candidates, mut learners) = (0, 0, 0, 0);
+        let (mut commit_lag, mut apply_lag) = (0u64, 0u64);
+        for group in self.groups.values() {
+            if !group.initialized {
+                continue;
+            }
+            let is_learner =
+                group.descriptor.replicas.iter().any(|r| {
+                    r.member == group.member && r.role == ringkv_types::ReplicaRole::Learner
+                });
+            match group.role {
+                Role::Leader => leaders += 1,
+                Role::Follower if is_learner => learners += 1,
+                Role::Follower => followers += 1,
+                _ => candidates += 1,
+            }
+            let status = group.raw.status();
+            commit_lag += status.last_index.0.saturating_sub(status.committed.0);
+            apply_lag += status.committed.0.saturating_sub(group.applied.0);
+        }
+        for (role, count) in [
+            ("leader", leaders),
+            ("follower", followers),
+            ("candidate", candidates),
+            ("learner", learners),
+        ] {
+            metrics
+                .raft_shards
+                .get_or_create(&[("role", role)])
+                .set(count);
+        }
+        metrics
+            .raft_commit_lag
+            .set(i64::try_from(commit_lag).unwrap_or(i64::MAX));
+        metrics
+            .raft_apply_lag
+            .set(i64::try_from(apply_lag).unwrap_or(i64::MAX));
+        if let Some(state) = self.pd_view() {
+            let counts = state.operator_counts;
+            for (result, count) in [
+                ("finished", counts.finished),
+                ("cancelled", counts.cancelled),
+            ] {
+                metrics
+                    .pd_operators
+                    .get_or_create(&[("result", result)])
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+            let mut in_flight: BTreeMap<&'static str, i64> = [
+                "repair",
+                "drain",
+                "split",
+                "balance_replicas",
+                "balance_leaders",
+                "admin",
+                "rollback",
+            ]
+            .into_iter()
+            .map(|kind| (kind, 0))
+            .collect();
+            for operator in state.operators.values() {
+                *in_flight
+                    .entry(operator_kind_label(operator.kind))
+                    .or_default() += 1;
+            }
+            for (kind, count) in in_flight {
+                metrics
+                    .pd_operators_in_flight
+                    .get_or_create(&[("kind", kind)])
+                    .set(count);
+            }
+            for info in state.nodes.values() {
+                if info.state == ringkv_pd::NodeState::Removed {
+                    continue;
+                }
+                let node = [("node", info.id.get().to_string())];
+                let stats = &info.stats;
+                metrics
+                    .pd_node_replicas
+                    .get_or_create(&node)
+                    .set(i64::try_from(stats.replicas).unwrap_or(i64::MAX));
+                metrics
+                    .pd_node_leaders
+                    .get_or_create(&node)
+                    .set(i64::try_from(stats.leaders).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Sets the authenticator that gets the users and keys of every new PD state.
+    pub fn set_authenticator(&mut self, auth: Arc<crate::auth::Authenticator>) {
+        self.auth = Some(auth);
     }
 
     /// Publishes the loop's health to `publisher` once per tick.
@@ -223,11 +345,6 @@ impl EventLoop {
             }
         }
         snapshot
-    }
-
-    /// Sets the authenticator that gets the users and keys of every new PD state.
-    pub fn set_authenticator(&mut self, auth: Arc<crate::auth::Authenticator>) {
-        self.auth = Some(auth);
     }
 
     /// Runs until shutdown or a fatal error, then stops cleanly: pending batches are made
@@ -371,6 +488,7 @@ impl EventLoop {
         if let Some(publisher) = &self.health {
             publisher.publish(self.health_snapshot());
         }
+        self.update_gauges();
         self.pd_tick()
     }
 
@@ -450,15 +568,19 @@ impl EventLoop {
                 continue;
             }
             if self.handle_removed_member(&message)? {
+                self.metrics.raft_dropped_messages.inc();
                 continue;
             }
             if !self.accept_message(&message)? {
+                self.metrics.raft_dropped_messages.inc();
                 continue;
             }
             let shard = message.group;
             if let Some(group) = self.groups.get_mut(&shard) {
                 group.raw.step(message)?;
                 self.dirty.insert(shard);
+            } else {
+                self.metrics.raft_dropped_messages.inc();
             }
         }
         Ok(())
@@ -527,6 +649,9 @@ impl EventLoop {
         {
             if soft.role == Role::Leader && group.role != Role::Leader {
                 info!(%shard, term = %group.raw.term(), "became leader");
+            }
+            if soft.leader != group.leader && soft.leader.is_some() {
+                self.metrics.raft_leader_changes.inc();
             }
             group.leader = soft.leader;
             group.role = soft.role;
@@ -671,6 +796,12 @@ impl EventLoop {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
+        self.metrics
+            .storage_group_commit_entries
+            .observe(batch.entry_count() as f64);
+        self.metrics
+            .storage_group_commit_bytes
+            .observe(batch.size_bytes() as f64);
         let after = std::mem::take(&mut self.batch_after);
         let ticket = self.store.submit(batch)?;
         self.submitted += 1;
@@ -686,7 +817,10 @@ impl EventLoop {
     }
 
     fn on_durable(&mut self, result: ringkv_storage::Result<Durable>) -> Result<()> {
-        let _durable = result?;
+        let durable = result?;
+        self.metrics
+            .storage_fsync_duration
+            .observe(durable.commit_duration.as_secs_f64());
         let Some(after) = self.in_flight.pop_front() else {
             return Ok(());
         };

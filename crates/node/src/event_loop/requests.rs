@@ -173,6 +173,7 @@ impl EventLoop {
         let data = LogCommand::Kv(command).encode()?;
         match group.raw.propose(data) {
             Ok(index) => {
+                self.metrics.raft_proposals.inc();
                 let term = group.raw.term();
                 group.proposals.insert(
                     index,

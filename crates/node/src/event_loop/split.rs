@@ -143,6 +143,7 @@ impl EventLoop {
         .encode()?;
         match group.raw.propose(data) {
             Ok(index) => {
+                self.metrics.raft_proposals.inc();
                 info!(%shard, %new_shard, at, %index, "proposed a split");
                 group.pending_split = Some(PendingChange {
                     index,

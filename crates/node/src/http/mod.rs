@@ -5,14 +5,24 @@
 //! checked by the config). One accept loop, a task per connection, at most
 //! `limits.http_connections_max` connections at once (more wait in the kernel's backlog).
 //!
-//! Routes: `/livez`, `/readyz` ([`health`]).
+//! Routes: `/livez`, `/readyz`, `/metrics` (`health.rs`), the key-value routes (`kv.rs`, executed through
+//! the embedded client of `forward.rs`), each behind the principal check of [`auth`].
 
+pub mod auth;
+mod cluster;
+pub mod error;
+mod forward;
 mod health;
+mod kv;
 mod tls;
+
+#[cfg(test)]
+mod routes_test;
 
 use crate::config::{HttpConfig, NodeConfig};
 use crate::error::{Error, Result};
 use crate::health::HealthReader;
+use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -39,8 +49,19 @@ pub struct AppState {
 
 struct Inner {
     health: HealthReader,
+    metrics: Arc<Metrics>,
     slow_request: Duration,
     next_request_id: AtomicU64,
+    forwarder: forward::Forwarder,
+    max_value_bytes: usize,
+    max_request_bytes: usize,
+}
+
+impl AppState {
+    /// Counts one API request of `op` that ended with `result` after `elapsed`.
+    fn record(&self, op: kv::Op, result: &'static str, elapsed: Duration) {
+        self.inner.metrics.http_request(op.label(), result, elapsed);
+    }
 }
 
 /// The running HTTP server; dropping it stops accepting and closes every connection.
@@ -73,6 +94,7 @@ pub async fn start(
     http: &HttpConfig,
     identity: &TlsIdentity,
     health: HealthReader,
+    metrics: Arc<Metrics>,
 ) -> Result<HttpServer> {
     let acceptor = match http.tls {
         true => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
@@ -87,13 +109,7 @@ pub async fn start(
         ))
     })?;
     let local_addr = listener.local_addr()?;
-    let state = AppState {
-        inner: Arc::new(Inner {
-            health,
-            slow_request: http.slow_request,
-            next_request_id: AtomicU64::new(1),
-        }),
-    };
+    let state = AppState::new(config, identity, health, metrics, http.slow_request);
     let router = router(state);
     let connections = Arc::new(Semaphore::new(config.limits.http_connections_max));
     info!(addr = %local_addr, tls = http.tls, "HTTP API listening");
@@ -101,16 +117,82 @@ pub async fn start(
     Ok(HttpServer { local_addr, task })
 }
 
-/// Every route of the API (the OpenAPI test lists them from here).
+impl AppState {
+    fn new(
+        config: &NodeConfig,
+        identity: &TlsIdentity,
+        health: HealthReader,
+        metrics: Arc<Metrics>,
+        slow_request: Duration,
+    ) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                health,
+                metrics,
+                slow_request,
+                next_request_id: AtomicU64::new(1),
+                forwarder: forward::Forwarder::new(config, identity),
+                max_value_bytes: usize::try_from(config.limits.max_value_bytes)
+                    .unwrap_or(usize::MAX),
+                max_request_bytes: usize::try_from(config.limits.max_request_bytes)
+                    .unwrap_or(usize::MAX),
+            }),
+        }
+    }
+}
+
+/// Every route of the API as (method, path). `routes_test.rs` checks that the router serves
+/// exactly these and that `docs/openapi.yaml` documents exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/livez"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/kv/{key}"),
+    ("HEAD", "/v1/kv/{key}"),
+    ("PUT", "/v1/kv/{key}"),
+    ("DELETE", "/v1/kv/{key}"),
+    ("POST", "/v1/kv/{key}/cas"),
+    ("POST", "/v1/batch"),
+    ("GET", "/v1/cluster/status"),
+    ("GET", "/v1/cluster/shards"),
+    ("GET", "/v1/cluster/nodes"),
+    ("GET", "/v1/openapi.yaml"),
+];
+
+/// Every route of the API (listed in [`ROUTES`]).
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/livez", axum::routing::get(health::livez))
         .route("/readyz", axum::routing::get(health::readyz))
+        .route("/metrics", axum::routing::get(health::metrics))
+        .route(
+            "/v1/kv/{key}",
+            axum::routing::get(kv::get)
+                .head(kv::head)
+                .put(kv::put)
+                .delete(kv::delete),
+        )
+        .route("/v1/kv/{key}/cas", axum::routing::post(kv::cas))
+        .route("/v1/batch", axum::routing::post(kv::batch))
+        .route("/v1/cluster/status", axum::routing::get(cluster::status))
+        .route("/v1/cluster/shards", axum::routing::get(cluster::shards))
+        .route("/v1/cluster/nodes", axum::routing::get(cluster::nodes))
+        .route("/v1/openapi.yaml", axum::routing::get(openapi))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_span,
         ))
         .with_state(state)
+}
+
+/// The OpenAPI document of this API (`docs/openapi.yaml`, compiled in).
+pub const OPENAPI_YAML: &str = include_str!("../../../../docs/openapi.yaml");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+        OPENAPI_YAML,
+    )
 }
 
 /// A request id and a span on each request; a `warn` line when it took longer than

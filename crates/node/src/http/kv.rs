@@ -1,0 +1,504 @@
+//! The key-value routes: `/v1/kv/{key}` (GET, HEAD, PUT, DELETE), `/v1/kv/{key}/cas` (POST) and
+//! `/v1/batch` (POST).
+//!
+//! Keys are one path segment, percent-decoded to bytes (`a%2Fb` is the key `a/b`, `%FF` a
+//! byte); values are the raw request and response bodies. Every request resolves a principal
+//! and passes [`super::auth::authorize`] before it executes through the embedded client.
+
+use super::AppState;
+use super::auth::{self, Action};
+use super::error::ApiError;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use ringkv_types::{BatchOp, ReadConsistency};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Instant;
+
+/// The path prefix of a key.
+const KV_PREFIX: &str = "/v1/kv/";
+/// JSON bodies may carry base64 and escapes: allow this much overhead over the request limit.
+const JSON_OVERHEAD_BYTES: usize = 64 << 10;
+
+/// Query parameters of the key routes (unknown ones are a 400, so a typo is never ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KvParams {
+    consistency: Option<String>,
+    namespace: Option<String>,
+}
+
+/// The operation label of a request (metrics, logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Op {
+    Get,
+    Head,
+    Put,
+    Delete,
+    Cas,
+    Batch,
+}
+
+impl Op {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Head => "head",
+            Op::Put => "put",
+            Op::Delete => "delete",
+            Op::Cas => "cas",
+            Op::Batch => "batch",
+        }
+    }
+}
+
+fn params(query: Result<Query<KvParams>, QueryRejection>) -> Result<KvParams, ApiError> {
+    query
+        .map(|Query(params)| params)
+        .map_err(|rejection| ApiError::bad_request(format!("query: {}", rejection.body_text())))
+}
+
+fn consistency(params: &KvParams) -> Result<ReadConsistency, ApiError> {
+    match params.consistency.as_deref() {
+        None | Some("linearizable") => Ok(ReadConsistency::Linearizable),
+        Some("lease") => Ok(ReadConsistency::Lease),
+        Some("stale") => Ok(ReadConsistency::Stale),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "consistency `{other}` is not one of linearizable, lease, stale"
+        ))),
+    }
+}
+
+/// The key of `/v1/kv/{key}` or `/v1/kv/{key}/cas`, percent-decoded.
+fn key_of(uri: &Uri, suffix: &str) -> Result<Bytes, ApiError> {
+    let segment = uri
+        .path()
+        .strip_prefix(KV_PREFIX)
+        .and_then(|rest| rest.strip_suffix(suffix))
+        .ok_or_else(|| ApiError::bad_request("no key in the path"))?;
+    let key: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
+    if key.is_empty() {
+        return Err(ApiError::bad_request("the key is empty"));
+    }
+    Ok(Bytes::from(key))
+}
+
+/// Who asks, and may they: the one check in front of every key route.
+fn admit(
+    headers: &HeaderMap,
+    params: &KvParams,
+    action: Action,
+) -> Result<auth::Principal, ApiError> {
+    let principal = auth::resolve(headers)?;
+    auth::authorize(&principal, action, params.namespace.as_deref())?;
+    Ok(principal)
+}
+
+/// A body over its limit is read and dropped up to this many bytes before the 413 answer, so
+/// the client sees the answer instead of a reset connection; beyond it the connection closes.
+const DRAIN_BYTES_MAX: u64 = 16 << 20;
+
+/// Reads and drops what is left of `body`, at most [`DRAIN_BYTES_MAX`] bytes.
+async fn drain(body: Body) {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut drained = 0u64;
+    while drained <= DRAIN_BYTES_MAX {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                drained += frame.data_ref().map_or(0, |data| data.len() as u64);
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Reads a body of at most `limit` bytes (413 beyond, checked against `Content-Length` first).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|length| *length > limit as u64) {
+        if length <= DRAIN_BYTES_MAX {
+            drain(body).await;
+        }
+        return Err(ApiError::too_large(format!(
+            "body of {length} bytes exceeds the limit of {limit}"
+        )));
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(
+            format!("body exceeds the limit of {limit} bytes"),
+        )),
+        Err(error) => Err(ApiError::bad_request(format!(
+            "cannot read the body: {error}"
+        ))),
+    }
+}
+
+/// Runs one request and records it (metrics, result label).
+async fn finish(
+    state: &AppState,
+    op: Op,
+    work: impl Future<Output = Result<Response, ApiError>>,
+) -> Response {
+    let started = Instant::now();
+    let result = work.await;
+    let (response, result_label) = match result {
+        Ok(response) => (response, "ok"),
+        Err(error) => {
+            let label = error.result_label();
+            (error.into_response(), label)
+        }
+    };
+    state.record(op, result_label, started.elapsed());
+    response
+}
+
+/// `GET /v1/kv/{key}`: 200 with the value, 404 when absent.
+pub(super) async fn get(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<KvParams>, QueryRejection>,
+) -> Response {
+    finish(&state, Op::Get, async {
+        let params = params(query)?;
+        let key = key_of(&uri, "")?;
+        let consistency = consistency(&params)?;
+        admit(&headers, &params, Action::Read)?;
+        let client = state.inner.forwarder.client().await?;
+        match client.get_with(key, consistency).await? {
+            Some(value) => Ok((
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                )],
+                value,
+            )
+                .into_response()),
+            None => Err(ApiError::not_found("no such key")),
+        }
+    })
+    .await
+}
+
+/// `HEAD /v1/kv/{key}`: 200 when the key exists, 404 otherwise, no body.
+pub(super) async fn head(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<KvParams>, QueryRejection>,
+) -> Response {
+    finish(&state, Op::Head, async {
+        let params = params(query)?;
+        let key = key_of(&uri, "")?;
+        let consistency = consistency(&params)?;
+        admit(&headers, &params, Action::Read)?;
+        let client = state.inner.forwarder.client().await?;
+        // HAS: the node answers whether the key exists without sending the value.
+        match client.exists_with(key, consistency).await? {
+            true => Ok(StatusCode::OK.into_response()),
+            false => Ok(StatusCode::NOT_FOUND.into_response()),
+        }
+    })
+    .await
+}
+
+/// `PUT /v1/kv/{key}` with the raw value as body: 204.
+pub(super) async fn put(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<KvParams>, QueryRejection>,
+    body: Body,
+) -> Response {
+    finish(&state, Op::Put, async {
+        let params = params(query)?;
+        if params.consistency.is_some() {
+            return Err(ApiError::bad_request("consistency applies to reads only"));
+        }
+        let key = key_of(&uri, "")?;
+        admit(&headers, &params, Action::Write)?;
+        let value = read_body(&headers, body, state.inner.max_value_bytes).await?;
+        let client = state.inner.forwarder.client().await?;
+        client.put(key, value).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+/// `DELETE /v1/kv/{key}`: 204 whether or not the key existed.
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<KvParams>, QueryRejection>,
+) -> Response {
+    finish(&state, Op::Delete, async {
+        let params = params(query)?;
+        if params.consistency.is_some() {
+            return Err(ApiError::bad_request("consistency applies to reads only"));
+        }
+        let key = key_of(&uri, "")?;
+        admit(&headers, &params, Action::Write)?;
+        let client = state.inner.forwarder.client().await?;
+        client.delete(key).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+/// `Some(x)` for a present field (`x` is `None` for JSON `null`), `None` for a missing one.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The body of a compare-and-swap.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasBody {
+    #[serde(default, deserialize_with = "present")]
+    expected: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    expected_b64: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    new: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    new_b64: Option<Option<String>>,
+}
+
+/// One of `name` (text) or `name_b64` (base64) must be present; `null` means absent.
+fn text_or_b64(
+    name: &str,
+    text: Option<Option<String>>,
+    b64: Option<Option<String>>,
+) -> Result<Option<Bytes>, ApiError> {
+    match (text, b64) {
+        (Some(text), None) => Ok(text.map(Bytes::from)),
+        (None, Some(b64)) => b64
+            .map(|b64| {
+                BASE64
+                    .decode(b64.as_bytes())
+                    .map(Bytes::from)
+                    .map_err(|e| ApiError::bad_request(format!("{name}_b64 is not base64: {e}")))
+            })
+            .transpose(),
+        (None, None) => Err(ApiError::bad_request(format!(
+            "`{name}` (or `{name}_b64`) is required; null means the key is absent"
+        ))),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(format!(
+            "give `{name}` or `{name}_b64`, not both"
+        ))),
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("JSON body: {e}")))
+}
+
+/// A value as JSON: `"text"` when it is UTF-8 (and always `_b64`), `null` when absent.
+fn value_json(value: Option<&Bytes>) -> (serde_json::Value, serde_json::Value) {
+    match value {
+        None => (serde_json::Value::Null, serde_json::Value::Null),
+        Some(bytes) => (
+            std::str::from_utf8(bytes).map_or(serde_json::Value::Null, |text| json!(text)),
+            json!(BASE64.encode(bytes)),
+        ),
+    }
+}
+
+/// `POST /v1/kv/{key}/cas` with `{"expected": ..., "new": ...}`: 200 `{"swapped": true}`, or
+/// 409 with the current value.
+pub(super) async fn cas(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<KvParams>, QueryRejection>,
+    body: Body,
+) -> Response {
+    finish(&state, Op::Cas, async {
+        let params = params(query)?;
+        let key = key_of(&uri, "/cas")?;
+        admit(&headers, &params, Action::Write)?;
+        let limit = state.inner.max_request_bytes * 2 + JSON_OVERHEAD_BYTES;
+        let body: CasBody = json_body(&read_body(&headers, body, limit).await?)?;
+        let expected = text_or_b64("expected", body.expected, body.expected_b64)?;
+        let new = text_or_b64("new", body.new, body.new_b64)?;
+        let client = state.inner.forwarder.client().await?;
+        let outcome = client.compare_and_swap(key, expected, new).await?;
+        if outcome.succeeded {
+            return Ok(Json(json!({ "swapped": true })).into_response());
+        }
+        let (current, current_b64) = value_json(outcome.previous.as_ref());
+        let body = json!({
+            "swapped": false,
+            "current": current,
+            "current_b64": current_b64,
+            "error": {
+                "code": "cas_failed",
+                "message": "the current value is not the expected one",
+            },
+        });
+        Ok((StatusCode::CONFLICT, Json(body)).into_response())
+    })
+    .await
+}
+
+/// One operation of `POST /v1/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchOpBody {
+    op: String,
+    #[serde(default, deserialize_with = "present")]
+    key: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    key_b64: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    value: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    value_b64: Option<Option<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    ops: Vec<BatchOpBody>,
+}
+
+fn batch_op(index: usize, body: BatchOpBody) -> Result<BatchOp, ApiError> {
+    let at = |e: ApiError| ApiError::bad_request(format!("ops[{index}]: {}", e.message));
+    let key = text_or_b64("key", body.key, body.key_b64)
+        .map_err(at)?
+        .ok_or_else(|| at(ApiError::bad_request("the key must not be null")))?;
+    match body.op.as_str() {
+        "put" => {
+            let value = text_or_b64("value", body.value, body.value_b64)
+                .map_err(at)?
+                .ok_or_else(|| at(ApiError::bad_request("a put needs a value, not null")))?;
+            Ok(BatchOp::Put { key, value })
+        }
+        "delete" => match (body.value, body.value_b64) {
+            (None, None) => Ok(BatchOp::Delete { key }),
+            _ => Err(at(ApiError::bad_request("a delete takes no value"))),
+        },
+        other => Err(at(ApiError::bad_request(format!(
+            "op `{other}` is not put or delete"
+        )))),
+    }
+}
+
+/// `POST /v1/batch` with `{"ops": [{"op": "put", "key": ..., "value": ...}, {"op": "delete",
+/// "key": ...}]}`: applied atomically (every key in one shard), 204.
+pub(super) async fn batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<KvParams>, QueryRejection>,
+    body: Body,
+) -> Response {
+    finish(&state, Op::Batch, async {
+        let params = params(query)?;
+        if params.consistency.is_some() {
+            return Err(ApiError::bad_request("consistency applies to reads only"));
+        }
+        admit(&headers, &params, Action::Write)?;
+        let limit = state.inner.max_request_bytes * 2 + JSON_OVERHEAD_BYTES;
+        let body: BatchBody = json_body(&read_body(&headers, body, limit).await?)?;
+        let ops = body
+            .ops
+            .into_iter()
+            .enumerate()
+            .map(|(index, op)| batch_op(index, op))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = state.inner.forwarder.client().await?;
+        client.batch(ops).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_percent_decoded_bytes() {
+        let cases: [(&str, &str, Option<&[u8]>); 5] = [
+            ("/v1/kv/hello", "", Some(b"hello")),
+            ("/v1/kv/a%2Fb", "", Some(b"a/b")),
+            ("/v1/kv/%FF%00x", "", Some(b"\xff\x00x")),
+            ("/v1/kv/k%20v/cas", "/cas", Some(b"k v")),
+            ("/v1/kv/", "", None),
+        ];
+        for (path, suffix, expected) in cases {
+            let uri: Uri = path.parse().unwrap();
+            let got = key_of(&uri, suffix).ok();
+            assert_eq!(got.as_deref(), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn cas_fields_need_one_form_and_null_means_absent() {
+        let body: CasBody = json_body(br#"{"expected": null, "new_b64": "AP8="}"#).unwrap();
+        assert_eq!(
+            text_or_b64("expected", body.expected, body.expected_b64).unwrap(),
+            None
+        );
+        assert_eq!(
+            text_or_b64("new", body.new, body.new_b64).unwrap(),
+            Some(Bytes::from_static(b"\x00\xff"))
+        );
+        let missing: CasBody = json_body(br#"{"new": "x"}"#).unwrap();
+        assert!(text_or_b64("expected", missing.expected, missing.expected_b64).is_err());
+        assert!(json_body::<CasBody>(br#"{"expect": "x"}"#).is_err());
+        let ops: BatchBody = json_body(
+            br#"{"ops": [{"op": "put", "key": "a", "value": "1"}, {"op": "delete", "key_b64": "Yg=="}]}"#,
+        )
+        .unwrap();
+        let ops: Vec<BatchOp> = ops
+            .ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| batch_op(i, op).unwrap())
+            .collect();
+        assert_eq!(
+            ops[1],
+            BatchOp::Delete {
+                key: Bytes::from_static(b"b")
+            }
+        );
+        let bad: BatchBody = json_body(br#"{"ops": [{"op": "put", "key": "a"}]}"#).unwrap();
+        let error = batch_op(0, bad.ops.into_iter().next().unwrap()).unwrap_err();
+        assert!(error.message.starts_with("ops[0]"), "{}", error.message);
+    }
+
+    #[test]
+    fn consistency_names_are_checked() {
+        for (name, expected) in [
+            (None, Some(ReadConsistency::Linearizable)),
+            (Some("stale"), Some(ReadConsistency::Stale)),
+            (Some("lease"), Some(ReadConsistency::Lease)),
+            (Some("strong"), None),
+        ] {
+            let params = KvParams {
+                consistency: name.map(str::to_string),
+                namespace: None,
+            };
+            assert_eq!(consistency(&params).ok(), expected, "{name:?}");
+        }
+    }
+}
