@@ -334,9 +334,10 @@ fn inspector_shows_a_killed_nodes_writes_offline_and_agrees_with_the_running_nod
         ],
     ));
 
-    // A running node's dir is refused, clearly, and left alone (exit 5: "any other error").
+    // A running node's dir is refused, clearly, and left alone.
     let node_1_dir = cluster_dir.join("node-1").join("data");
     let refused = inspect_offline(&node_1_dir, &["status"]);
+    // Exit 5: "any other error" in docs/ringctl.md's exit-code table.
     assert_eq!(refused.status.code(), Some(5), "{refused:?}");
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("running ringkvd"), "{message}");

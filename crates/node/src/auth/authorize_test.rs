@@ -233,6 +233,16 @@ fn table() -> Vec<(&'static str, Request, &'static str)> {
             "AAAADDDD",
         ),
         (
+            "inspect",
+            Request::Admin(AdminRequest::Inspect(
+                ringkv_types::inspect::InspectRequest::Data {
+                    shard: None,
+                    limit: 10,
+                },
+            )),
+            "AAAADDDD",
+        ),
+        (
             "set faults",
             Request::Admin(AdminRequest::SetFaults {
                 cut: vec![NodeId(2)],
