@@ -501,6 +501,41 @@ async fn metrics_parse_and_move_with_traffic() {
     ] {
         assert!(total(&after[0], name) > 0.0, "{name} is zero or missing");
     }
+    // Every metric the Grafana dashboard queries exists in a live /metrics.
+    let live: std::collections::BTreeSet<String> = after
+        .iter()
+        .flatten()
+        .map(|(series, _)| series.split('{').next().unwrap_or_default().to_string())
+        .collect();
+    let dashboard_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/ringkv.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dashboard_path).unwrap()).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("ringkv_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 15, "{queried:?}");
+    let missing: Vec<&String> = queried
+        .iter()
+        .filter(|name| !live.contains(*name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries unknown metrics {missing:?}"
+    );
+
     let leaders = sum(&after, "ringkv_raft_shards{role=\"leader\"}");
     assert_eq!(
         leaders,
