@@ -103,7 +103,7 @@ key = "node-{id}.key"
         .enumerate()
         .map(|(i, addr)| Endpoint {
             node: NodeId(i as u64 + 1),
-            addr: *addr,
+            addr: addr.to_string(),
         })
         .collect();
     let mut config = ClientConfig::new(endpoints, CLUSTER, TlsSource::Identity(identity));

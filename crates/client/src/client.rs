@@ -8,12 +8,12 @@ use crate::session::SessionPool;
 use bytes::Bytes;
 use ringkv_transport::certs::TlsIdentity;
 use ringkv_transport::{ClientConnection, ClientEndpoint};
+use ringkv_types::inspect::{InspectRequest, InspectResult};
 use ringkv_types::{
     AdminRequest, AdminResult, BatchOp, KvOp, KvRequest, KvResult, NodeAddress, NodeId, NodeStatus,
     ReadConsistency, Request, Response, ShardDescriptor, ShardMap, WireError, WriteSession,
 };
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -78,7 +78,7 @@ struct Inner {
     endpoint: ClientEndpoint,
     /// Node addresses: the configured endpoints plus what `GetNodes` taught (bounded by the
     /// cluster's size).
-    addresses: RwLock<HashMap<NodeId, SocketAddr>>,
+    addresses: RwLock<HashMap<NodeId, String>>,
     connections: Mutex<HashMap<NodeId, ClientConnection>>,
     /// One dial at a time per node, so a burst of calls shares one connection.
     dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
@@ -141,7 +141,10 @@ impl Client {
             .map_err(|source| Error::Setup { source })?;
         let mut addresses = HashMap::new();
         for Endpoint { node, addr } in &config.endpoints {
-            if addresses.insert(*node, *addr).is_some_and(|a| a != *addr) {
+            if addresses
+                .insert(*node, addr.clone())
+                .is_some_and(|a| a != *addr)
+            {
                 return Err(Error::Config {
                     reason: format!("node {node} is listed with two addresses"),
                 });
@@ -154,10 +157,12 @@ impl Client {
             match dial_seed_address(&endpoint, address, config.connect_timeout).await {
                 Ok((found, connection)) => {
                     // A configured `id@addr` for the same node keeps its address.
-                    addresses.entry(found.node).or_insert(found.addr);
+                    addresses
+                        .entry(found.node)
+                        .or_insert_with(|| found.addr.clone());
                     if !seeds.iter().any(|seed| seed.node == found.node) {
-                        seeds.push(found);
                         connections.insert(found.node, connection);
+                        seeds.push(found);
                     }
                 }
                 Err(reason) => failures.push(format!("{address}: {reason}")),
@@ -215,7 +220,7 @@ impl Client {
             .iter()
             .map(|(node, addr)| Endpoint {
                 node: *node,
-                addr: *addr,
+                addr: addr.clone(),
             })
             .collect();
         nodes.sort_by_key(|endpoint| endpoint.node);
@@ -267,7 +272,7 @@ impl Client {
         key: impl Into<Bytes>,
         consistency: ReadConsistency,
     ) -> Result<bool> {
-        let key = key.into();
+        let key = self.wire_key(key.into())?;
         let op = KvOp::Exists {
             key: key.clone(),
             consistency,
@@ -420,6 +425,28 @@ impl Client {
             _ => Err(Error::UnexpectedResponse {
                 request: "node_status",
             }),
+        }
+    }
+
+    /// Runs the database inspector on `node` (its own store). One attempt, bounded by the
+    /// request timeout (the node reads up to the request's limit of records).
+    ///
+    /// # Errors
+    /// [`Error::UnknownNode`], [`Error::Transport`], [`Error::Server`] (a refusal or a read
+    /// error on the node).
+    pub async fn inspect(&self, node: NodeId, request: InspectRequest) -> Result<InspectResult> {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let response = self
+            .call(
+                node,
+                &Request::Admin(AdminRequest::Inspect(request)),
+                deadline,
+            )
+            .await?;
+        match response {
+            Response::Admin(AdminResult::Inspect(result)) => Ok(result),
+            Response::Error(wire) => Err(Error::Server(wire)),
+            _ => Err(Error::UnexpectedResponse { request: "inspect" }),
         }
     }
 
@@ -682,7 +709,7 @@ impl Client {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&node)
-            .copied();
+            .cloned();
         let Some(addr) = addr else {
             return Err(Error::UnknownNode { node });
         };
@@ -708,7 +735,7 @@ impl Client {
             return Ok(connection);
         }
         let connection =
-            tokio::time::timeout_at(dial_deadline, self.inner.endpoint.connect(node, addr))
+            tokio::time::timeout_at(dial_deadline, self.inner.endpoint.connect(node, &addr))
                 .await
                 .map_err(|_| timeout_error(self.inner.config.connect_timeout))?
                 .map_err(|source| Error::Transport { node, source })?;
@@ -721,13 +748,13 @@ impl Client {
     }
 
     /// The known address of `node`.
-    fn address_of(&self, node: NodeId) -> Option<SocketAddr> {
+    fn address_of(&self, node: NodeId) -> Option<String> {
         self.inner
             .addresses
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&node)
-            .copied()
+            .cloned()
     }
 
     /// Every node to ask for cluster-wide information: the seed endpoints first (in the
@@ -850,7 +877,7 @@ impl Client {
 }
 
 /// Resolves a `host:port` seed and connects to the first of its addresses that answers as a
-/// node of the cluster; returns the node (id from its certificate, the address dialed) and the
+/// node of the cluster; returns the node (id from its certificate, the address as written) and the
 /// connection. Bounded by `timeout` per address and for the lookup.
 async fn dial_seed_address(
     endpoint: &ClientEndpoint,
@@ -864,7 +891,11 @@ async fn dial_seed_address(
     let mut last = String::from("the name resolves to no address");
     for addr in resolved.take(8) {
         match tokio::time::timeout(timeout, endpoint.connect_any_node(addr)).await {
-            Ok(Ok((node, connection))) => return Ok((Endpoint { node, addr }, connection)),
+            // Keep the address as written (a name is resolved again at every redial).
+            Ok(Ok((node, connection))) => {
+                let addr = address.trim().to_string();
+                return Ok((Endpoint { node, addr }, connection));
+            }
             Ok(Err(error)) => last = error.to_string(),
             Err(_) => last = format!("{addr}: no answer within {timeout:?}"),
         }

@@ -10,13 +10,14 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// A node's client-service address, written `<node id>@<ip:port>` (e.g. `1@127.0.0.11:7100`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A node's client-service address, written `<node id>@<host:port>` (e.g.
+/// `1@127.0.0.11:7100` or `1@ringkv-1:7100`; a DNS name is resolved at every dial).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// The node; its certificate must name `node-<id>.<cluster>`.
     pub node: NodeId,
-    /// Its UDP address.
-    pub addr: SocketAddr,
+    /// Its UDP address: `ip:port` or `host:port`.
+    pub addr: String,
 }
 
 impl FromStr for Endpoint {
@@ -31,7 +32,7 @@ impl FromStr for Endpoint {
         if node == 0 {
             return Err(invalid());
         }
-        let addr = addr.parse::<SocketAddr>().map_err(|_| invalid())?;
+        let addr = ringkv_transport::resolve::check_host_port(addr).map_err(|_| invalid())?;
         Ok(Self {
             node: NodeId(node),
             addr,
@@ -314,7 +315,10 @@ mod tests {
             ("0@127.0.0.1:1", None),
             ("127.0.0.1:1", None),
             ("x@127.0.0.1:1", None),
-            ("1@localhost:1", None),
+            ("1@localhost:1", Some((1, "localhost:1"))),
+            ("1@ringkv-1.ringkv:7100", Some((1, "ringkv-1.ringkv:7100"))),
+            ("1@localhost", None),
+            ("1@bad name:1", None),
         ];
         for (text, expected) in cases {
             let parsed = text.parse::<Endpoint>().ok();
@@ -348,7 +352,7 @@ mod tests {
             ("localhost:7100", address("localhost:7100")),
             ("0@127.0.0.1:1", None),
             ("x@127.0.0.1:1", None),
-            ("1@localhost:1", None),
+            ("1@localhost:1", node(1, "localhost:1")),
             ("127.0.0.1", None),
             ("localhost", None),
             ("localhost:", None),

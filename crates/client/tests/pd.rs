@@ -88,7 +88,7 @@ fn answer(shared: &Shared, me: NodeId, request: Request) -> Response {
                 .filter(|n| n.state != NodeState::Removed)
                 .map(|n| NodeAddress {
                     node: n.id,
-                    addr: n.addr.parse().unwrap(),
+                    addr: n.addr.clone(),
                 })
                 .collect();
             return Response::Admin(AdminResult::Nodes(nodes));
@@ -212,7 +212,10 @@ async fn start(count: u64, pd_leader: u64, pd_hint: bool) -> (Shared, Fake) {
             .start()
             .unwrap();
         let addr = transport.local_addr().unwrap();
-        endpoints.push(Endpoint { node, addr });
+        endpoints.push(Endpoint {
+            node,
+            addr: addr.to_string(),
+        });
         shared.lock().unwrap().addrs.insert(node, addr);
         transports.push(transport);
     }
@@ -262,7 +265,7 @@ async fn client(fake: &Fake, seeds: &[u64]) -> Client {
         .endpoints
         .iter()
         .filter(|e| seeds.contains(&e.node.get()))
-        .copied()
+        .cloned()
         .collect();
     let mut config = ClientConfig::new(seeds, CLUSTER, TlsSource::Identity(identity));
     config.bind_addr = SocketAddr::from(([127, 0, 0, 1], 0));

@@ -204,7 +204,7 @@ async fn start(shared: &Shared, down: &[u64]) -> Fake {
             .unwrap();
         endpoints.push(Endpoint {
             node,
-            addr: transport.local_addr().unwrap(),
+            addr: transport.local_addr().unwrap().to_string(),
         });
         if down.contains(&id) {
             transport.shutdown().await;
@@ -389,14 +389,14 @@ async fn a_single_seed_learns_the_other_nodes() {
             .iter()
             .map(|e| NodeAddress {
                 node: e.node,
-                addr: e.addr,
+                addr: e.addr.clone(),
             })
             .collect();
         let seed = fake
             .endpoints
             .iter()
             .filter(|e| e.node == NodeId(2))
-            .copied()
+            .cloned()
             .collect();
         let client = client_with_seeds(&fake, seed).await;
         assert_eq!(client.nodes().len(), 3);

@@ -42,7 +42,6 @@ use ringkv_types::{
     ShardDescriptor, ShardId, WireError,
 };
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -91,7 +90,7 @@ pub struct AgentView {
     pub reads_served: u64,
     /// Every node the local PD replica knows (not removed), with its address: PD hosts take
     /// their peers from here instead of fetching the leader's state.
-    pub pd_nodes: Option<Vec<(NodeId, SocketAddr)>>,
+    pub pd_nodes: Option<Vec<(NodeId, String)>>,
 }
 
 /// One shard this node leads.
@@ -175,7 +174,7 @@ impl Agent {
                 .config
                 .initial_cluster
                 .iter()
-                .map(|e| (e.node, e.addr))
+                .map(|e| (e.node, e.addr.clone()))
                 .collect(),
             config: self.config,
             store: self.store,
@@ -241,14 +240,14 @@ impl Agent {
 }
 
 /// Where a call goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Target {
     /// This node's own loop.
     Local,
     /// A node whose id and address are known.
-    Node(NodeId, SocketAddr),
-    /// A `join` address (id unknown: dialled by IP).
-    Addr(SocketAddr),
+    Node(NodeId, String),
+    /// A `join` address (id unknown: dialled by its host name or IP).
+    Addr(String),
 }
 
 struct Running {
@@ -264,8 +263,8 @@ struct Running {
     registered: bool,
     pd_leader: Option<NodeId>,
     /// Every node address known (initial nodes, then PD's list).
-    addrs: BTreeMap<NodeId, SocketAddr>,
-    connections: BTreeMap<SocketAddr, ClientConnection>,
+    addrs: BTreeMap<NodeId, String>,
+    connections: BTreeMap<String, ClientConnection>,
     /// Steps running, one per shard at most.
     steps: JoinSet<()>,
     /// The shard of each running step, by task.
@@ -286,7 +285,7 @@ impl Running {
     /// Registers a joining node. `Ok(true)` once PD confirmed the configured id, `Ok(false)`
     /// to retry later, `Err` when PD assigned another id (the node must stop).
     async fn register(&mut self) -> Result<bool, String> {
-        let addr = self.config.listen_addr.to_string();
+        let addr = self.config.advertise_addr.clone();
         let command = Command::RegisterNodeAs {
             id: self.config.node_id,
             node: NodeRegistration {
@@ -405,13 +404,13 @@ impl Running {
     }
 
     /// Gives the transport every node address it does not have yet.
-    fn add_peers(&mut self, nodes: impl Iterator<Item = (NodeId, SocketAddr)>) {
+    fn add_peers(&mut self, nodes: impl Iterator<Item = (NodeId, String)>) {
         for (node, addr) in nodes {
             if node == self.config.node_id || self.addrs.get(&node) == Some(&addr) {
                 continue;
             }
             info!(%node, %addr, "peer address from the placement driver");
-            self.transport.add_peer(node, addr);
+            self.transport.add_peer(node, &addr);
             self.addrs.insert(node, addr);
         }
     }
@@ -429,7 +428,7 @@ impl Running {
             warn!("undecodable placement driver state");
             return;
         };
-        let nodes: Vec<(NodeId, SocketAddr)> = state
+        let nodes: Vec<(NodeId, String)> = state
             .nodes
             .values()
             .filter(|info| info.state != NodeState::Removed)
@@ -651,9 +650,9 @@ impl Running {
                     .into_iter()
                     .find(|target| !tried.contains(target))?,
             };
-            tried.push(target);
-            let Some(response) = self.send(target, request).await else {
-                if self.pd_leader.is_some() && self.pd_leader == self.node_of(target) {
+            tried.push(target.clone());
+            let Some(response) = self.send(target.clone(), request).await else {
+                if self.pd_leader.is_some() && self.pd_leader == self.node_of(target.clone()) {
                     self.pd_leader = None;
                 }
                 continue;
@@ -696,7 +695,9 @@ impl Running {
         if node == self.config.node_id {
             return Some(Target::Local);
         }
-        self.addrs.get(&node).map(|addr| Target::Node(node, *addr))
+        self.addrs
+            .get(&node)
+            .map(|addr| Target::Node(node, addr.clone()))
     }
 
     /// Where to look for the PD leader, in order: this node if it hosts PD, the initial nodes,
@@ -708,18 +709,18 @@ impl Running {
         }
         for endpoint in &self.config.initial_cluster {
             if endpoint.node != self.config.node_id {
-                targets.push(Target::Node(endpoint.node, endpoint.addr));
+                targets.push(Target::Node(endpoint.node, endpoint.addr.clone()));
             }
         }
         for (node, addr) in &self.addrs {
-            let target = Target::Node(*node, *addr);
+            let target = Target::Node(*node, addr.clone());
             if *node != self.config.node_id && !targets.contains(&target) {
                 targets.push(target);
             }
         }
         for addr in &self.config.join {
             if !self.addrs.values().any(|known| known == addr) {
-                targets.push(Target::Addr(*addr));
+                targets.push(Target::Addr(addr.clone()));
             }
         }
         targets
@@ -737,15 +738,17 @@ impl Running {
                 self.calls.try_send(call).ok()?;
                 return tokio::time::timeout(timeout, answer).await.ok()?.ok();
             }
-            Target::Node(_, addr) | Target::Addr(addr) => addr,
+            Target::Node(_, ref addr) | Target::Addr(ref addr) => addr.clone(),
         };
         let connection = match self.connections.get(&addr) {
             Some(connection) => connection.clone(),
             None => {
                 let connecting = async {
-                    match target {
-                        Target::Node(node, addr) => self.transport.connect_client(node, addr).await,
-                        _ => self.transport.connect_client_addr(addr).await,
+                    match &target {
+                        Target::Node(node, addr) => {
+                            self.transport.connect_client(*node, addr).await
+                        }
+                        _ => self.transport.connect_client_addr(&addr).await,
                     }
                 };
                 let connection = match tokio::time::timeout(timeout, connecting).await {
@@ -756,7 +759,7 @@ impl Running {
                     }
                     Err(_) => return None,
                 };
-                self.connections.insert(addr, connection.clone());
+                self.connections.insert(addr.clone(), connection.clone());
                 connection
             }
         };

@@ -13,14 +13,15 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// A node's address as written in configs and printed by tools: `<node id>@<ip:port>`,
-/// e.g. `1@127.0.0.11:7100`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A node's address as written in configs and printed by tools: `<node id>@<host:port>`,
+/// e.g. `1@127.0.0.11:7100` or `1@ringkv-1:7100` (a DNS name, resolved at every dial).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     /// The node.
     pub node: NodeId,
-    /// Its UDP address (one QUIC endpoint serves peers and clients).
-    pub addr: SocketAddr,
+    /// Its advertised UDP address (one QUIC endpoint serves peers and clients): `ip:port` or
+    /// `host:port`.
+    pub addr: String,
 }
 
 impl FromStr for Endpoint {
@@ -29,7 +30,7 @@ impl FromStr for Endpoint {
     fn from_str(text: &str) -> std::result::Result<Self, String> {
         let (id, addr) = text
             .split_once('@')
-            .ok_or_else(|| format!("`{text}` is not of the form <node id>@<ip:port>"))?;
+            .ok_or_else(|| format!("`{text}` is not of the form <node id>@<host:port>"))?;
         let id: u64 = id
             .trim()
             .parse()
@@ -37,10 +38,8 @@ impl FromStr for Endpoint {
         if id == 0 {
             return Err(format!("node id 0 in `{text}` is reserved"));
         }
-        let addr: SocketAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{addr}` in `{text}` is not an ip:port address"))?;
+        let addr = ringkv_transport::resolve::check_host_port(addr)
+            .map_err(|reason| format!("in `{text}`: {reason}"))?;
         Ok(Self {
             node: NodeId(id),
             addr,
@@ -278,6 +277,8 @@ struct RawConfig {
     node_id: u64,
     cluster: String,
     listen_addr: String,
+    #[serde(default)]
+    advertise_addr: Option<String>,
     data_dir: PathBuf,
     #[serde(default)]
     initial_cluster: Vec<String>,
@@ -300,7 +301,6 @@ struct RawConfig {
     pd: PdSection,
     #[serde(default)]
     auth: AuthSection,
-    #[serde(default)]
     http_addr: Option<String>,
     #[serde(default = "default_http_tls")]
     http_tls: bool,
@@ -361,14 +361,19 @@ pub struct NodeConfig {
     pub node_id: NodeId,
     /// Cluster name: certificates name nodes `node-<id>.<cluster>`.
     pub cluster: String,
-    /// UDP address the QUIC endpoint binds.
+    /// UDP address the QUIC endpoint binds (an IP: `0.0.0.0:7100` binds every interface).
     pub listen_addr: SocketAddr,
+    /// The address peers and clients dial, registered with PD and returned by `GetNodes`:
+    /// `ip:port` or `host:port` (a DNS name, resolved by each dialer at every dial). Defaults
+    /// to this node's `initial_cluster` entry, else to `listen_addr` when that is a concrete
+    /// address.
+    pub advertise_addr: String,
     /// The node's data directory.
     pub data_dir: PathBuf,
     /// Every node of the initial cluster, sorted by id; empty on a joining node.
     pub initial_cluster: Vec<Endpoint>,
-    /// Addresses of running nodes to join through; empty on an initial node.
-    pub join: Vec<SocketAddr>,
+    /// Addresses (`host:port`) of running nodes to join through; empty on an initial node.
+    pub join: Vec<String>,
     /// Shards the ring is cut into at bootstrap.
     pub initial_shards: u64,
     /// Replicas per shard.
@@ -385,12 +390,12 @@ pub struct NodeConfig {
     pub debug: DebugSection,
     /// Placement driver settings.
     pub pd: PdSection,
+    /// Token settings.
+    pub auth: AuthSection,
     /// The HTTP server (`None`: no `http_addr`, no HTTP server).
     pub http: Option<HttpConfig>,
     /// The log format (read by `ringkvd` before the node starts).
     pub log_format: LogFormat,
-    /// Token settings.
-    pub auth: AuthSection,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
@@ -457,10 +462,14 @@ impl NodeConfig {
                 "must be a non-empty DNS label (letters, digits, '-', '.')",
             ));
         }
-        let listen_addr: SocketAddr = raw.listen_addr.parse().map_err(|_| {
+        let listen_addr: SocketAddr = raw.listen_addr.trim().parse().map_err(|_| {
             invalid(
                 "listen_addr",
-                format!("`{}` is not an ip:port address", raw.listen_addr),
+                format!(
+                    "`{}` is not an ip:port address (the address to bind, e.g. 0.0.0.0:7100; \
+                     a DNS name belongs in advertise_addr)",
+                    raw.listen_addr
+                ),
             )
         })?;
         if raw.data_dir.as_os_str().is_empty() {
@@ -474,10 +483,8 @@ impl NodeConfig {
         initial_cluster.sort_by_key(|endpoint| endpoint.node);
         let mut join = Vec::with_capacity(raw.join.len());
         for text in &raw.join {
-            let addr: SocketAddr = text
-                .trim()
-                .parse()
-                .map_err(|_| invalid("join", format!("`{text}` is not an ip:port address")))?;
+            let addr =
+                ringkv_transport::resolve::check_host_port(text).map_err(|e| invalid("join", e))?;
             join.push(addr);
         }
         match (initial_cluster.is_empty(), join.is_empty()) {
@@ -500,13 +507,38 @@ impl NodeConfig {
         if join.len() > 64 {
             return Err(invalid("join", "at most 64 addresses"));
         }
-        if !join.is_empty() && (listen_addr.ip().is_unspecified() || listen_addr.port() == 0) {
-            return Err(invalid(
-                "listen_addr",
-                "a joining node registers its listen_addr with the placement driver: it must be \
-                 the address peers dial (not 0.0.0.0 or port 0)",
-            ));
-        }
+        let own_entry = initial_cluster
+            .iter()
+            .find(|endpoint| endpoint.node == node_id)
+            .map(|endpoint| endpoint.addr.clone());
+        let advertise_addr = match (&raw.advertise_addr, &own_entry) {
+            (Some(text), own) => {
+                let addr = ringkv_transport::resolve::check_host_port(text)
+                    .map_err(|e| invalid("advertise_addr", e))?;
+                if let Some(own) = own
+                    && *own != addr
+                {
+                    return Err(invalid(
+                        "advertise_addr",
+                        format!(
+                            "`{addr}` differs from this node's initial_cluster entry `{own}` \
+                             (peers dial the initial_cluster address)"
+                        ),
+                    ));
+                }
+                addr
+            }
+            (None, Some(own)) => own.clone(),
+            (None, None) if listen_addr.ip().is_unspecified() || listen_addr.port() == 0 => {
+                return Err(invalid(
+                    "listen_addr",
+                    "a joining node registers its advertise_addr with the placement driver; it \
+                     defaults to listen_addr, which is not an address peers can dial (0.0.0.0 \
+                     or port 0): set advertise_addr",
+                ));
+            }
+            (None, None) => listen_addr.to_string(),
+        };
         if initial_cluster
             .iter()
             .any(|endpoint| endpoint.node.get() >= ringkv_types::NODE_ID_LIMIT)
@@ -549,6 +581,12 @@ impl NodeConfig {
                 ),
             ));
         }
+        if raw.auth.token_ttl == 0 || raw.auth.token_ttl > 31 * 24 * 3600 {
+            return Err(invalid(
+                "auth.token_ttl",
+                "must be 1 to 2678400 seconds (31 days)",
+            ));
+        }
         let http = match &raw.http_addr {
             None => None,
             Some(text) => {
@@ -575,16 +613,11 @@ impl NodeConfig {
                 })
             }
         };
-        if raw.auth.token_ttl == 0 || raw.auth.token_ttl > 31 * 24 * 3600 {
-            return Err(invalid(
-                "auth.token_ttl",
-                "must be 1 to 2678400 seconds (31 days)",
-            ));
-        }
         let config = NodeConfig {
             node_id,
             cluster: raw.cluster,
             listen_addr,
+            advertise_addr,
             data_dir: resolve(&raw.data_dir),
             initial_cluster,
             join,
@@ -765,11 +798,11 @@ impl NodeConfig {
     }
 
     /// The address of `node` in `initial_cluster`.
-    pub fn address_of(&self, node: NodeId) -> Option<SocketAddr> {
+    pub fn address_of(&self, node: NodeId) -> Option<&str> {
         self.initial_cluster
             .iter()
             .find(|e| e.node == node)
-            .map(|e| e.addr)
+            .map(|e| e.addr.as_str())
     }
 }
 
@@ -875,7 +908,7 @@ key = "/abs/node-2.key"
         let config = NodeConfig::parse(&joining, Path::new("/")).unwrap();
         assert!(config.initial_cluster.is_empty());
         assert!(!config.hosts_pd());
-        assert_eq!(config.join, vec!["127.0.0.11:7100".parse().unwrap()]);
+        assert_eq!(config.join, vec!["127.0.0.11:7100".to_string()]);
         let cases: [(&str, &str, &str); 5] = [
             (
                 "key = \"/abs/node-2.key\"",
@@ -1016,7 +1049,74 @@ key = "/abs/node-2.key"
         ] {
             let config = NodeConfig::parse(text, Path::new("/x/config/local-3")).unwrap();
             assert_eq!(config.node_id, NodeId(id));
-            assert_eq!(config.address_of(NodeId(id)), Some(config.listen_addr));
+            assert_eq!(
+                config.address_of(NodeId(id)),
+                Some(config.listen_addr.to_string().as_str())
+            );
+            assert_eq!(config.advertise_addr, config.listen_addr.to_string());
+        }
+    }
+
+    #[test]
+    fn addresses_may_be_dns_names_and_advertise_defaults_sensibly() {
+        let named = GOOD
+            .replace("127.0.0.11:7100", "ringkv-1:7100")
+            .replace("\"2@127.0.0.12:7100\"", "\"2@ringkv-2.ringkv.svc:7100\"")
+            .replace("127.0.0.13:7100", "ringkv-3:7100")
+            .replace(
+                "listen_addr = \"127.0.0.12:7100\"",
+                "listen_addr = \"0.0.0.0:7100\"",
+            );
+        let config = NodeConfig::parse(&named, Path::new("/")).unwrap();
+        assert_eq!(
+            config.advertise_addr, "ringkv-2.ringkv.svc:7100",
+            "own initial entry"
+        );
+        assert_eq!(config.address_of(NodeId(1)), Some("ringkv-1:7100"));
+        let explicit = named.replace(
+            "[tls]",
+            "advertise_addr = \"ringkv-2.ringkv.svc:7100\"\n[tls]",
+        );
+        assert!(NodeConfig::parse(&explicit, Path::new("/")).is_ok());
+        let other = named.replace("[tls]", "advertise_addr = \"elsewhere:7100\"\n[tls]");
+        assert!(matches!(
+            NodeConfig::parse(&other, Path::new("/")),
+            Err(Error::ConfigInvalid {
+                field: "advertise_addr",
+                ..
+            })
+        ));
+        // A joining node on 0.0.0.0 needs advertise_addr; join entries may be names.
+        let joining = GOOD
+            .replace(
+                "initial_cluster = [\"1@127.0.0.11:7100\", \"2@127.0.0.12:7100\", \"3@127.0.0.13:7100\"]",
+                "join = [\"ringkv-1:7100\", \"10.0.0.1:7100\"]",
+            )
+            .replace("node_id = 2", "node_id = 4")
+            .replace("listen_addr = \"127.0.0.12:7100\"", "listen_addr = \"0.0.0.0:7100\"");
+        assert!(matches!(
+            NodeConfig::parse(&joining, Path::new("/")),
+            Err(Error::ConfigInvalid {
+                field: "listen_addr",
+                ..
+            })
+        ));
+        let joining = joining.replace("[tls]", "advertise_addr = \"ringkv-4:7100\"\n[tls]");
+        let config = NodeConfig::parse(&joining, Path::new("/")).unwrap();
+        assert_eq!(config.advertise_addr, "ringkv-4:7100");
+        assert_eq!(config.join, vec!["ringkv-1:7100", "10.0.0.1:7100"]);
+        for bad in ["ringkv-4", "ringkv-4:0", "bad name:1"] {
+            let text = joining.replace("ringkv-4:7100", bad);
+            assert!(
+                matches!(
+                    NodeConfig::parse(&text, Path::new("/")),
+                    Err(Error::ConfigInvalid {
+                        field: "advertise_addr",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
         }
     }
 }

@@ -75,6 +75,7 @@ pub mod event_loop;
 pub mod group;
 pub mod health;
 pub mod http;
+pub mod inspect;
 pub mod log_command;
 pub mod metrics;
 pub mod node;

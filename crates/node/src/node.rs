@@ -358,14 +358,14 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         .start()?;
     let local_addr = transport.local_addr()?;
     for endpoint in &config.initial_cluster {
-        transport.add_peer(endpoint.node, endpoint.addr);
+        transport.add_peer(endpoint.node, &endpoint.addr);
     }
     // Nodes that joined later: the agent refreshes these from the PD leader.
     for info in pd_state.iter().flat_map(|state| state.nodes.values()) {
         if info.id == config.node_id {
             continue;
         }
-        if let Ok(addr) = info.addr.parse::<SocketAddr>() {
+        if let Ok(addr) = ringkv_transport::resolve::check_host_port(&info.addr) {
             transport.add_peer(info.id, addr);
         }
     }

@@ -28,7 +28,10 @@ async fn bootstrap_elects_leaders_and_serves_writes_and_reads() {
         .await
     {
         Response::Admin(ringkv_types::AdminResult::Nodes(nodes)) => {
-            let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
+            let addrs: Vec<_> = nodes
+                .iter()
+                .map(|n| n.addr.parse().unwrap())
+                .collect::<Vec<std::net::SocketAddr>>();
             assert_eq!(addrs, cluster.addrs);
             assert_eq!(nodes[2].node, ringkv_types::NodeId(3));
         }

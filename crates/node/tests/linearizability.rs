@@ -88,7 +88,7 @@ async fn connect(cluster: &Cluster) -> Client {
         .enumerate()
         .map(|(i, addr)| Endpoint {
             node: NodeId(i as u64 + 1),
-            addr: *addr,
+            addr: addr.to_string(),
         })
         .collect();
     let mut config = ClientConfig::new(

@@ -96,6 +96,12 @@ impl Error {
         )
     }
 
+    /// Whether the store could not be opened because another process holds its directory
+    /// lock (a running node).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Error::Fjall(fjall::Error::Locked))
+    }
+
     pub(crate) fn corrupt_entry(shard: ShardId, index: LogIndex, reason: impl ToString) -> Self {
         Error::CorruptEntry {
             shard,

@@ -211,6 +211,23 @@ impl ClusterCa {
     /// # Errors
     /// [`Error::Config`] for node 0 or an empty validity, [`Error::Certificate`] on failure.
     pub fn issue_node(&self, node: NodeId, ips: &[IpAddr], validity: Validity) -> Result<PemPair> {
+        let names: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+        self.issue_node_named(node, &names, validity)
+    }
+
+    /// A certificate for node `node`: DNS SAN `node-<id>.<cluster>` plus `names`, each an IP
+    /// (an IP SAN) or a DNS name (a DNS SAN, e.g. the container or pod name a joining node
+    /// dials through `join`), usable as TLS server and client.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for node 0 or an empty validity, [`Error::Certificate`] for an invalid
+    /// name.
+    pub fn issue_node_named(
+        &self,
+        node: NodeId,
+        names: &[String],
+        validity: Validity,
+    ) -> Result<PemPair> {
         if !node.is_some() {
             return Err(Error::Config {
                 reason: "node id 0 cannot have a certificate".into(),
@@ -218,7 +235,7 @@ impl ClusterCa {
         }
         let name = node_server_name(node, &self.cluster);
         let mut sans = vec![name.clone()];
-        sans.extend(ips.iter().map(IpAddr::to_string));
+        sans.extend(names.iter().filter(|n| **n != name).cloned());
         let mut params = CertificateParams::new(sans)?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![

@@ -61,8 +61,16 @@ impl ClientEndpoint {
     /// [`Error::ConnectionLost`] on the first call.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the handshake fails.
-    pub async fn connect(&self, node: NodeId, addr: SocketAddr) -> Result<ClientConnection> {
+    /// [`Error::Connect`] when the handshake fails, [`Error::Resolve`] for a name that does
+    /// not resolve.
+    ///
+    /// `addr` is `ip:port` or `host:port`; a name is resolved now, at every call.
+    pub async fn connect(
+        &self,
+        node: NodeId,
+        addr: impl std::fmt::Display,
+    ) -> Result<ClientConnection> {
+        let addr = crate::resolve::resolve(&addr.to_string()).await?;
         let server_name = node_server_name(node, &self.cluster);
         let connecting = self
             .endpoint

@@ -229,13 +229,17 @@ impl Transport {
 
     /// Adds a peer or updates its address. The node with the smaller id dials; the other side
     /// only needs the entry to exist (it is created on first contact anyway).
-    pub fn add_peer(&self, id: NodeId, addr: SocketAddr) {
+    ///
+    /// `addr` is `ip:port` or `host:port`; the dialer resolves a name at every dial, so a peer
+    /// that comes back under a new IP is found on the next reconnect.
+    pub fn add_peer(&self, id: NodeId, addr: impl std::fmt::Display) {
         if id == self.node_id() {
             return;
         }
+        let addr = addr.to_string();
         let peer = self.shared.peer(id);
         peer.addr.send_if_modified(|current| {
-            let changed = *current != Some(addr);
+            let changed = current.as_deref() != Some(addr.as_str());
             *current = Some(addr);
             changed
         });
@@ -366,20 +370,31 @@ impl Transport {
     ///
     /// # Errors
     /// [`Error::Connect`] when the handshake fails.
-    pub async fn connect_client(&self, node: NodeId, addr: SocketAddr) -> Result<ClientConnection> {
+    pub async fn connect_client(
+        &self,
+        node: NodeId,
+        addr: impl std::fmt::Display,
+    ) -> Result<ClientConnection> {
+        let addr = crate::resolve::resolve(&addr.to_string()).await?;
         let server_name = node_server_name(node, &self.shared.config.cluster);
         self.connect_client_named(addr, &server_name).await
     }
 
     /// Opens a client connection to whatever node listens at `addr` (its id unknown: a joining
-    /// node knows only addresses). The server's certificate must name the IP of `addr` (an IP
-    /// SAN, which `ClusterCa::issue_node` adds for the IPs it is given) and chain to the
-    /// cluster CA.
+    /// node knows only addresses). The server's certificate must name the host of `addr`: its
+    /// IP (an IP SAN) or its DNS name (a DNS SAN; `ringctl certs --dns-name`), and chain to the
+    /// cluster CA. A name is resolved now.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the handshake fails.
-    pub async fn connect_client_addr(&self, addr: SocketAddr) -> Result<ClientConnection> {
-        self.connect_client_named(addr, &addr.ip().to_string())
+    /// [`Error::Connect`] when the handshake fails, [`Error::Resolve`] for a name that does
+    /// not resolve.
+    pub async fn connect_client_addr(
+        &self,
+        addr: impl std::fmt::Display,
+    ) -> Result<ClientConnection> {
+        let text = addr.to_string();
+        let socket = crate::resolve::resolve(&text).await?;
+        self.connect_client_named(socket, crate::resolve::host_of(text.trim()))
             .await
     }
 

@@ -102,6 +102,14 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// A `host:port` address did not resolve (DNS). Retried with backoff like a failed dial.
+    #[error("resolve {addr}: {reason}")]
+    Resolve {
+        /// The address as written.
+        addr: String,
+        /// What the resolver reported.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -113,6 +121,7 @@ impl Error {
                 | Error::ConnectionLost { .. }
                 | Error::Timeout { .. }
                 | Error::SnapshotAborted { .. }
+                | Error::Resolve { .. }
         )
     }
 }

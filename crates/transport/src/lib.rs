@@ -46,6 +46,7 @@ mod fault;
 mod frame;
 mod peer;
 mod receive;
+pub mod resolve;
 mod snapshot;
 mod stats;
 mod tls;

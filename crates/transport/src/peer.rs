@@ -43,8 +43,9 @@ pub(crate) fn is_bulk(body: &MessageBody) -> bool {
 pub(crate) struct Peer {
     /// The peer.
     pub id: NodeId,
-    /// Where to dial it (used only by the dialing side).
-    pub addr: watch::Sender<Option<SocketAddr>>,
+    /// Where to dial it (used only by the dialing side): `ip:port` or `host:port`, resolved at
+    /// every dial.
+    pub addr: watch::Sender<Option<String>>,
     /// The live connection, if any.
     pub connection: watch::Sender<Option<quinn::Connection>>,
     /// Queue of the control stream.
@@ -59,7 +60,7 @@ pub(crate) struct Peer {
 impl Peer {
     /// Creates the link and starts its tasks: two senders, and a dialer when `shared`'s node has
     /// the smaller id.
-    pub(crate) fn start(shared: &Arc<Shared>, id: NodeId, addr: Option<SocketAddr>) -> Arc<Peer> {
+    pub(crate) fn start(shared: &Arc<Shared>, id: NodeId, addr: Option<String>) -> Arc<Peer> {
         let capacity = shared.config.peer_queue_batches_max;
         let (control, control_rx) = mpsc::channel(capacity);
         let (bulk, bulk_rx) = mpsc::channel(capacity);
@@ -323,14 +324,19 @@ async fn run_dialer(shared: Arc<Shared>, peer: Arc<Peer>) {
     let mut backoff = backoff_min;
     let mut jitter = Jitter::new(shared.config.node_id.get() << 32 | peer.id.get());
     loop {
-        let current = *addresses.borrow_and_update();
+        let current = addresses.borrow_and_update().clone();
         let Some(addr) = current else {
             if addresses.changed().await.is_err() {
                 return;
             }
             continue;
         };
-        match connect(&shared, addr, &server_name).await {
+        // IMPORTANT: resolve at every dial: a peer in a restarted container has a new IP.
+        let dialed = match crate::resolve::resolve(&addr).await {
+            Ok(socket) => connect(&shared, socket, &server_name).await,
+            Err(error) => Err(error),
+        };
+        match dialed {
             Ok(connection) => {
                 let connected_at = Instant::now();
                 peer.install(&connection);

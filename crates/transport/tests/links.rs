@@ -89,6 +89,24 @@ async fn frames_arrive_in_order_on_each_stream_in_both_directions() {
     .expect("test timed out");
 }
 
+/// Peers added by `host:port` with a DNS name (`localhost`) are resolved by the dialer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_added_by_dns_name_are_dialed() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let ca = new_ca();
+        let faults = FaultInjector::new();
+        let (node_1, _inbound_1) = start(config(1, loopback()), node_identity(&ca, 1), &faults);
+        let (node_2, mut inbound_2) = start(config(2, loopback()), node_identity(&ca, 2), &faults);
+        let port_1 = node_1.local_addr().unwrap().port();
+        let port_2 = node_2.local_addr().unwrap().port();
+        node_1.add_peer(NodeId(2), format!("localhost:{port_2}"));
+        node_2.add_peer(NodeId(1), format!("localhost:{port_1}"));
+        until_delivered(&node_1, 2, &mut inbound_2).await;
+    })
+    .await
+    .expect("timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_peers_are_reconnected_and_traffic_resumes() {
     tokio::time::timeout(Duration::from_secs(90), async {

@@ -133,6 +133,13 @@ fn requests() -> Vec<Request> {
             consistency: ReadConsistency::Lease,
         }),
         Request::Admin(AdminRequest::GetShardMap),
+        Request::Admin(AdminRequest::Inspect(
+            crate::inspect::InspectRequest::Raft {
+                shard: ShardId(3),
+                from: Some(LogIndex(9)),
+                limit: 20,
+            },
+        )),
         Request::Admin(AdminRequest::GetShard { shard: ShardId(2) }),
         Request::Admin(AdminRequest::NodeStatus),
         Request::Admin(AdminRequest::GetNodes),

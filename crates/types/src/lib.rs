@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod error;
 pub mod identity;
 pub mod ids;
+pub mod inspect;
 pub mod namespace;
 pub mod raft;
 pub mod raft_batch;

@@ -211,6 +211,12 @@ pub enum AdminRequest {
         /// The password (redacted in `Debug`).
         password: Secret,
     },
+    /// The database inspector: reads the answering node's own store (log entries, hard
+    /// states, descriptors, keys and values), answered [`AdminResult::Inspect`]. Admin only:
+    /// it shows every key and value on the node.
+    ///
+    /// [`AdminResult::Inspect`]: crate::response::AdminResult::Inspect
+    Inspect(crate::inspect::InspectRequest),
 }
 
 /// One membership change of a shard ([`AdminRequest::ChangeReplica`]).

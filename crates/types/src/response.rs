@@ -75,12 +75,12 @@ pub struct NodeStatus {
 }
 
 /// A node and the address of its one QUIC endpoint (peers and clients).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAddress {
     /// The node.
     pub node: NodeId,
-    /// Its UDP address.
-    pub addr: std::net::SocketAddr,
+    /// Its advertised address, `ip:port` or `host:port` (a DNS name, resolved by the dialer).
+    pub addr: String,
 }
 
 /// The result of a successful admin call.
@@ -125,6 +125,8 @@ pub enum AdminResult {
         /// When it expires, milliseconds since the Unix epoch.
         expires_at_ms: u64,
     },
+    /// Answer to `Inspect`.
+    Inspect(crate::inspect::InspectResult),
 }
 
 /// Everything the client service answers: one response per request.

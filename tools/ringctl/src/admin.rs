@@ -5,7 +5,7 @@
 //! Reads come from [`Client::pd_state`]; changes are PD [`Command`]s sent with
 //! [`Client::pd_call`] (the PD leader stamps their `now_ms`, so they go out as 0). Long commands
 //! poll the state once per `--interval`, print a progress line whenever it changes, and stop
-//! when done, on Ctrl-C (exit 130) or at `--timeout` (exit 1).
+//! when done, on Ctrl-C (exit 130) or at `--timeout` (exit 4).
 
 use crate::view::{self, Balance};
 use anyhow::{Context, Result, anyhow, bail};
@@ -45,6 +45,19 @@ pub fn parse_shard(text: &str) -> std::result::Result<ShardId, String> {
         return Err("shard 0 is the placement driver's own group, not a data shard".into());
     }
     Ok(ShardId(id))
+}
+
+/// Parses a shard id for the inspector: `3`, `s3`, or `0` / `pd` for the placement driver's
+/// group.
+pub fn parse_shard_or_pd(text: &str) -> std::result::Result<ShardId, String> {
+    if text.trim().eq_ignore_ascii_case("pd") {
+        return Ok(ShardId::PD);
+    }
+    let digits = text.trim().trim_start_matches(['s', 'S']);
+    digits
+        .parse()
+        .map(ShardId)
+        .map_err(|_| format!("{text:?} is not a shard id (e.g. 3, s3, or pd)"))
 }
 
 /// Parses a node id: `4` or `n4`.
@@ -135,7 +148,7 @@ pub async fn nodes(client: &Client, json: bool) -> Result<ExitCode> {
         value["pd_leader"] = pd_leader.map(NodeId::get).into();
         print_json(&value)?;
     } else {
-        if let Some(leader) = pd_leader {
+        if let Some(leader) = pd_leader.filter(|_| !view::is_simple()) {
             println!("placement driver leader: node {}", leader.get());
         }
         print!("{}", view::nodes_table(&state));
@@ -148,13 +161,15 @@ pub async fn shards(client: &Client, json: bool) -> Result<ExitCode> {
     let state = state(client).await?;
     if json {
         print_json(&view::shards_json(&state))?;
-    } else {
+    } else if !view::is_simple() {
         println!(
             "shard map version {}, {} shards, {} operator(s) in flight",
             state.shard_map.version,
             state.shard_map.shards.len(),
             state.operators.len()
         );
+        print!("{}", view::shards_table(&state));
+    } else {
         print!("{}", view::shards_table(&state));
     }
     Ok(ExitCode::SUCCESS)
@@ -219,7 +234,7 @@ fn end_code(end: WaitEnd, what: &str, wait: Wait) -> ExitCode {
                  working on it",
                 wait.timeout.as_secs()
             );
-            ExitCode::FAILURE
+            ExitCode::from(crate::exit::UNAVAILABLE)
         }
         WaitEnd::Interrupted => {
             eprintln!(
@@ -421,7 +436,7 @@ pub async fn operator(
             "error: operator {id} ended without its effect (cancelled or rolled back); see \
              `ringctl shards`"
         );
-        Ok(ExitCode::FAILURE)
+        Ok(ExitCode::from(crate::exit::OTHER))
     }
 }
 

@@ -27,6 +27,21 @@ pub fn ensure(
     nodes: &[(NodeId, IpAddr)],
     clients: &[&str],
 ) -> Result<Report> {
+    let named: Vec<(NodeId, Vec<String>)> = nodes
+        .iter()
+        .map(|(node, ip)| (*node, vec![ip.to_string()]))
+        .collect();
+    ensure_named(dir, cluster, &named, clients)
+}
+
+/// As [`ensure`], each node certificate naming IPs and/or DNS names (`ringkv-1`,
+/// `ringkv-0.ringkv-peer.default.svc`) besides `node-<id>.<cluster>`.
+pub fn ensure_named(
+    dir: &Path,
+    cluster: &str,
+    nodes: &[(NodeId, Vec<String>)],
+    clients: &[&str],
+) -> Result<Report> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut report = Report::default();
     let validity = Validity::days_from_now(VALIDITY_DAYS);
@@ -43,13 +58,13 @@ pub fn ensure(
         report.created.push("ca".into());
         ca
     };
-    for (node, ip) in nodes {
+    for (node, names) in nodes {
         let stem = format!("node-{}", node.get());
         if exists(&stem) {
             report.reused.push(stem);
             continue;
         }
-        ca.issue_node(*node, &[*ip], validity)
+        ca.issue_node_named(*node, names, validity)
             .with_context(|| format!("issuing the certificate of {node}"))?
             .write(dir, &stem)?;
         report.created.push(stem);

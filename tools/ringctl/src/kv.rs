@@ -1,14 +1,135 @@
-//! `ringctl kv get|put|delete|cas`.
+//! `ringctl kv get|has|put|delete|cas`.
+//!
+//! Output: values are printed raw (`simple`, the default for `get`), or as JSON objects with
+//! `-w json`. Keys and values in JSON are strings when they are printable UTF-8, else
+//! `{"hex": "..."}`.
 
-use anyhow::{Result, bail};
+use crate::OutputFormat;
+use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use ringkv_client::{Client, ReadConsistency};
-use std::io::Write;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
+/// Largest value read from stdin by `kv put KEY` (the server's default value limit is lower).
+const STDIN_BYTES_MAX: u64 = 64 << 20;
+
+/// Read consistency names, as clap lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Consistency {
+    /// ReadIndex through the leader: sees every write acknowledged before the read.
+    #[value(alias = "linear")]
+    Linearizable,
+    /// The leader's lease, without a quorum round.
+    Lease,
+    /// Any replica's applied state; may be behind.
+    Stale,
+}
+
+impl From<Consistency> for ReadConsistency {
+    fn from(consistency: Consistency) -> Self {
+        match consistency {
+            Consistency::Linearizable => ReadConsistency::Linearizable,
+            Consistency::Lease => ReadConsistency::Lease,
+            Consistency::Stale => ReadConsistency::Stale,
+        }
+    }
+}
+
+/// How `kv` commands print: raw values, or JSON (`-w json`). `table` prints as `simple`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Raw values, one line each; confirmations on stdout as words.
+    Plain,
+    /// One JSON object.
+    Json,
+}
+
+impl Format {
+    /// The format for `-w`.
+    pub fn of(write_out: Option<OutputFormat>) -> Self {
+        match write_out {
+            Some(OutputFormat::Json) => Format::Json,
+            _ => Format::Plain,
+        }
+    }
+}
+
+/// `bytes` as a JSON string when printable UTF-8, else `{"hex": "..."}`.
+pub fn bytes_json(bytes: &[u8]) -> Value {
+    match printable(bytes) {
+        Some(text) => json!(text),
+        None => json!({ "hex": hex(bytes) }),
+    }
+}
+
+/// `bytes` as text when printable UTF-8, else `0x` and hex.
+pub fn bytes_text(bytes: &[u8]) -> String {
+    match printable(bytes) {
+        Some(text) => text.to_string(),
+        None => format!("0x{}", hex(bytes)),
+    }
+}
+
+fn printable(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .filter(|text| !text.chars().any(char::is_control))
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+fn print_json(value: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// Reads the whole of stdin as the value of `kv put KEY`.
+///
+/// # Errors
+/// Stdin unreadable, not valid UTF-8, or larger than 64 MiB.
+pub fn read_stdin() -> Result<String> {
+    let mut value = Vec::new();
+    std::io::stdin()
+        .take(STDIN_BYTES_MAX + 1)
+        .read_to_end(&mut value)
+        .context("reading the value from stdin")?;
+    if value.len() as u64 > STDIN_BYTES_MAX {
+        bail!("the value on stdin is larger than {STDIN_BYTES_MAX} bytes");
+    }
+    String::from_utf8(value).context("the value on stdin is not UTF-8")
+}
+
 /// Prints the value of `key` followed by a newline; exit 1 with a message when absent.
-pub async fn get(client: &Client, key: String, consistency: ReadConsistency) -> Result<ExitCode> {
-    match client.get_with(key.clone(), consistency).await? {
+pub async fn get(
+    client: &Client,
+    key: String,
+    consistency: ReadConsistency,
+    format: Format,
+) -> Result<ExitCode> {
+    let value = client.get_with(key.clone(), consistency).await?;
+    if format == Format::Json {
+        print_json(&json!({
+            "key": key,
+            "found": value.is_some(),
+            "value": value.as_deref().map(bytes_json),
+        }))?;
+        return Ok(if value.is_some() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    match value {
         Some(value) => {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&value)?;
@@ -18,20 +139,45 @@ pub async fn get(client: &Client, key: String, consistency: ReadConsistency) -> 
         }
         None => {
             eprintln!("key not found: {key}");
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::from(crate::exit::NOT_FOUND))
         }
     }
 }
 
+/// Exit 0 when `key` exists, 1 when not; prints `true` or `false` (or JSON).
+pub async fn has(
+    client: &Client,
+    key: String,
+    consistency: ReadConsistency,
+    format: Format,
+) -> Result<ExitCode> {
+    let exists = client.exists_with(key.clone(), consistency).await?;
+    match format {
+        Format::Json => print_json(&json!({ "key": key, "exists": exists }))?,
+        Format::Plain => println!("{exists}"),
+    }
+    Ok(if exists {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 /// Sets `key` to `value`.
-pub async fn put(client: &Client, key: String, value: String) -> Result<ExitCode> {
-    client.put(key, value).await?;
+pub async fn put(client: &Client, key: String, value: String, format: Format) -> Result<ExitCode> {
+    client.put(key.clone(), value).await?;
+    if format == Format::Json {
+        print_json(&json!({ "key": key, "put": true }))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Removes `key`.
-pub async fn delete(client: &Client, key: String) -> Result<ExitCode> {
-    client.delete(key).await?;
+pub async fn delete(client: &Client, key: String, format: Format) -> Result<ExitCode> {
+    client.delete(key.clone()).await?;
+    if format == Format::Json {
+        print_json(&json!({ "key": key, "deleted": true }))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -41,30 +187,43 @@ pub async fn cas(
     key: String,
     expected: Option<String>,
     new: Option<String>,
+    format: Format,
 ) -> Result<ExitCode> {
     let outcome = client
         .compare_and_swap(key.clone(), expected.map(Bytes::from), new.map(Bytes::from))
         .await?;
-    if outcome.succeeded {
+    if format == Format::Json {
+        print_json(&json!({
+            "key": key,
+            "swapped": outcome.succeeded,
+            "previous": outcome.previous.as_deref().map(bytes_json),
+        }))?;
+    } else if outcome.succeeded {
         println!("swapped");
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        match &outcome.previous {
+            Some(value) => eprintln!("not swapped: {key} is {:?}", String::from_utf8_lossy(value)),
+            None => eprintln!("not swapped: {key} is absent"),
+        }
     }
-    match outcome.previous {
-        Some(value) => eprintln!(
-            "not swapped: {key} is {:?}",
-            String::from_utf8_lossy(&value)
-        ),
-        None => eprintln!("not swapped: {key} is absent"),
-    }
-    Ok(ExitCode::from(1))
+    Ok(if outcome.succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::exit::NOT_FOUND)
+    })
 }
 
-/// Parses a consistency name.
-pub fn parse_consistency(text: &str) -> Result<ReadConsistency> {
-    Ok(match text {
-        "linearizable" | "linear" => ReadConsistency::Linearizable,
-        "lease" => ReadConsistency::Lease,
-        "stale" => ReadConsistency::Stale,
-        other => bail!("unknown consistency {other:?} (linearizable, lease, stale)"),
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_print_as_text_when_printable_else_hex() {
+        assert_eq!(bytes_text(b"hello world"), "hello world");
+        assert_eq!(bytes_text(b"caf\xc3\xa9"), "café");
+        assert_eq!(bytes_text(b"a\nb"), "0x610a62");
+        assert_eq!(bytes_text(&[0xff, 0x00]), "0xff00");
+        assert_eq!(bytes_json(b"k"), json!("k"));
+        assert_eq!(bytes_json(&[1, 2]), json!({ "hex": "0102" }));
+    }
 }

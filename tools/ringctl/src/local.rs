@@ -347,7 +347,11 @@ fn cluster_port(endpoints: &[String]) -> Result<u16> {
     let Some(first) = parsed.first() else {
         bail!("ringctl.toml lists no endpoints");
     };
-    Ok(first.addr.port())
+    let port = first
+        .addr
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    port.ok_or_else(|| anyhow::anyhow!("endpoint `{}` has no port", first.addr))
 }
 
 /// The id for the new node: a node PD registered at its conventional address whose config was
@@ -466,7 +470,11 @@ fn join_addresses(state: &ringkv_pd::PdState, client: &Client, node: NodeId) -> 
         }
     }
     if join.is_empty() {
-        join = client.endpoints().iter().map(|e| e.addr).collect();
+        join = client
+            .endpoints()
+            .iter()
+            .filter_map(|e| e.addr.parse::<SocketAddr>().ok())
+            .collect();
     }
     join
 }

@@ -1,18 +1,25 @@
 //! `ringctl`: start and grow a local cluster, read and write keys, show the cluster's status,
-//! administer placement (nodes, shards, rebalancing, moves, splits, drains, schedulers), create
-//! certificates.
+//! administer placement (nodes, shards, rebalancing, moves, splits, drains, schedulers), inspect
+//! a node's store, create certificates.
+//!
+//! Global flags follow etcdctl's habits: `--endpoints host:port,...`, `--cacert/--cert/--key`,
+//! `--cluster`, `-w table|json|simple`, each with an environment twin (`RINGCTL_ENDPOINTS`, ...);
+//! flags win over the environment, which wins over the config file (`--config`).
 
 mod admin;
+mod auth;
 mod certs;
 mod config;
+mod exit;
+mod inspect;
 mod kv;
 mod local;
 mod status;
+mod user;
 mod view;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use config::RingctlConfig;
 use ringkv_client::Client;
 use ringkv_client::ringkv_pd::AdminOperator;
 use ringkv_types::{NodeId, ShardId};
@@ -25,11 +32,95 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "ringctl", version, about)]
 struct Cli {
-    /// The ringctl config (default: $RINGCTL_CONFIG, else ./data/local/ringctl.toml).
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    globals: Globals,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Flags every command takes; each has an environment twin. Flags > environment > config file.
+#[derive(Debug, Default, Args)]
+struct Globals {
+    /// The ringctl config (default: ./data/local/ringctl.toml). Only read for what the flags
+    /// and the environment leave out.
+    #[arg(long, global = true, env = "RINGCTL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Seed nodes, comma-separated: host:port (the node ids are learned) or id@ip:port.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGCTL_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT,..."
+    )]
+    endpoints: Vec<String>,
+    /// The cluster CA certificate (PEM).
+    #[arg(long, global = true, env = "RINGCTL_CACERT", value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// The client certificate (PEM).
+    #[arg(
+        long = "cert",
+        global = true,
+        env = "RINGCTL_CERT",
+        value_name = "FILE"
+    )]
+    cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long = "key", global = true, env = "RINGCTL_KEY", value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// The cluster name (node certificates name node-<id>.<cluster>).
+    #[arg(
+        long = "cluster",
+        global = true,
+        env = "RINGCTL_CLUSTER",
+        value_name = "NAME"
+    )]
+    cluster_name: Option<String>,
+    /// Output format (`--json` on a command is the same as `-w json`).
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        env = "RINGCTL_WRITE_OUT",
+        value_enum
+    )]
+    write_out: Option<OutputFormat>,
+    /// Act as the user of this token (from `ringctl auth login`): TLS with the cluster CA, no
+    /// client certificate.
+    #[arg(long, global = true, env = "RINGCTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The namespace `kv` commands use (default: the user's own; root's is `root`).
+    #[arg(long, global = true, env = "RINGCTL_NAMESPACE", value_name = "NS")]
+    namespace: Option<String>,
+}
+
+impl Globals {
+    fn overrides(&self) -> config::Overrides {
+        config::Overrides {
+            config: self.config.clone(),
+            endpoints: self.endpoints.clone(),
+            cacert: self.cacert.clone(),
+            cert: self.cert_file.clone(),
+            key: self.key_file.clone(),
+            cluster: self.cluster_name.clone(),
+        }
+    }
+
+    /// Whether to print JSON: `-w json` or the command's own `--json`.
+    fn json(&self, flag: bool) -> bool {
+        flag || self.write_out == Some(OutputFormat::Json)
+    }
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    /// Aligned columns with a header (the default for lists).
+    Table,
+    /// JSON, for scripts.
+    Json,
+    /// Bare values: one line per row, fields separated by ", ", no header.
+    Simple,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,12 +229,82 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Users and their roles (admin).
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
+    /// Tokens: log in, rotate the signing key.
+    Auth {
+        #[command(subcommand)]
+        command: auth::AuthCommand,
+    },
+    /// Looks inside a node's store: keys and values, the decoded Raft log, hard states and
+    /// descriptors. Online through a running node (admin only), or offline on a stopped node's
+    /// data dir with --data-dir.
+    Inspect {
+        #[command(flatten)]
+        target: InspectTarget,
+        #[command(subcommand)]
+        command: InspectCommand,
+    },
+    /// Prints a shell completion script: `source <(ringctl completion bash)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Which store `inspect` reads.
+#[derive(Debug, Args)]
+struct InspectTarget {
+    /// Read this stopped node's data dir instead of asking a running node (refused while a
+    /// node runs on it).
+    #[arg(long, global = true, value_name = "DIR", conflicts_with = "node")]
+    data_dir: Option<PathBuf>,
+    /// The running node to ask (default: the first endpoint).
+    #[arg(long, global = true, value_parser = admin::parse_node)]
+    node: Option<NodeId>,
+}
+
+#[derive(Debug, Subcommand)]
+enum InspectCommand {
+    /// The node's identity and one line per shard: term, vote, commit, applied, log bounds.
+    Status,
+    /// Keys and values in storage order, of one shard or of every local shard.
+    Data {
+        /// One shard (3 or s3); default: every shard.
+        #[arg(long, value_parser = admin::parse_shard_or_pd)]
+        shard: Option<ShardId>,
+        /// Most keys to show (at most 1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+    /// Decoded Raft log entries of one shard: index, term, kind and command.
+    Raft {
+        /// The shard (3, s3, or 0 / pd for the placement driver).
+        #[arg(long, value_parser = admin::parse_shard_or_pd)]
+        shard: ShardId,
+        /// First index to show (default: the first in the log).
+        #[arg(long, value_name = "INDEX")]
+        from: Option<u64>,
+        /// Most entries to show (at most 1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+    /// Hard state, applied index, compaction point, configuration, log bounds and descriptor
+    /// per shard.
+    Meta {
+        /// One shard; default: every shard with records.
+        #[arg(long, value_parser = admin::parse_shard_or_pd)]
+        shard: Option<ShardId>,
+    },
 }
 
 /// How long commands wait.
 #[derive(Debug, Args)]
 struct WaitArgs {
-    /// Give up waiting after this many seconds (exit 1; PD keeps working).
+    /// Give up waiting after this many seconds (exit 4; PD keeps working).
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     timeout: u64,
     /// Seconds between progress polls.
@@ -234,16 +395,24 @@ enum KvCommand {
     Get {
         /// The key.
         key: String,
-        /// linearizable, lease or stale.
-        #[arg(long, default_value = "linearizable")]
-        consistency: String,
+        /// How fresh the read must be.
+        #[arg(long, value_enum, default_value_t = kv::Consistency::Linearizable)]
+        consistency: kv::Consistency,
     },
-    /// Sets KEY to VALUE.
+    /// Exits 0 if KEY exists and 1 if not (the value is not fetched).
+    Has {
+        /// The key.
+        key: String,
+        /// How fresh the read must be.
+        #[arg(long, value_enum, default_value_t = kv::Consistency::Linearizable)]
+        consistency: kv::Consistency,
+    },
+    /// Sets KEY to VALUE; without VALUE, the value is read from stdin (all of it, as bytes).
     Put {
         /// The key.
         key: String,
-        /// The value.
-        value: String,
+        /// The value (default: stdin).
+        value: Option<String>,
     },
     /// Removes KEY.
     Delete {
@@ -268,17 +437,16 @@ enum KvCommand {
 
 #[derive(Debug, Subcommand)]
 enum CertsCommand {
-    /// Creates a CA (or reuses DIR/ca.pem and ca.key), node and client certificates in DIR.
-    /// Existing files are kept.
+    /// Creates a CA (or reuses DIR/ca.pem and ca.key), node and client certificates in DIR,
+    /// for the cluster named by --cluster (default: local). Existing files are kept.
     Create {
         /// Output directory.
         #[arg(long)]
         dir: PathBuf,
-        /// The cluster name.
-        #[arg(long, default_value = "local")]
-        cluster: String,
-        /// A node certificate, as ID=IP (repeatable), e.g. --node 1=10.0.0.1.
-        #[arg(long = "node", value_name = "ID=IP")]
+        /// A node certificate, as ID=NAMES (repeatable): comma-separated IPs and/or DNS names
+        /// the certificate names besides node-<id>.<cluster>, e.g. --node 1=10.0.0.1 or
+        /// --node 1=ringkv-1,10.0.0.1 (names a joining node dials through `join`).
+        #[arg(long = "node", value_name = "ID=NAMES")]
         nodes: Vec<String>,
         /// A client certificate name (repeatable).
         #[arg(long = "client", value_name = "NAME")]
@@ -299,25 +467,34 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    auth::set_access(auth::Access {
+        token: cli.globals.token.clone().map(ringkv_types::Secret::new),
+        namespace: cli.globals.namespace.clone(),
+    });
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => failure(&error),
     }
 }
 
-async fn client(config: Option<&std::path::Path>) -> Result<Client> {
-    let path = RingctlConfig::locate(config);
-    let config = RingctlConfig::load(&path)?;
-    Client::connect(config.client_config()?)
+/// The one place a failed command ends: the error on stderr, and its exit code.
+fn failure(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    exit::exit(exit::code_of(error))
+}
+
+async fn client(globals: &Globals) -> Result<Client> {
+    let (mut config, described) = config::resolve(&globals.overrides())?;
+    auth::apply(&mut config);
+    Client::connect(config)
         .await
-        .with_context(|| format!("connecting to {}", config.endpoints.join(", ")))
+        .with_context(|| format!("connecting to {described}"))
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let config = cli.config.as_deref();
+    let globals = &cli.globals;
+    view::set_simple(globals.write_out == Some(OutputFormat::Simple));
+    let config = globals;
     match cli.command {
         Command::Local {
             command: LocalCommand::Up { nodes, dir, port },
@@ -326,19 +503,51 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Kv { command } => {
+            let format = kv::Format::of(globals.write_out);
+            // Read stdin before connecting, so a missing value fails fast and offline.
+            let command = match command {
+                KvCommand::Put { key, value: None } => KvCommand::Put {
+                    key,
+                    value: Some(kv::read_stdin()?),
+                },
+                other => other,
+            };
             let client = client(config).await?;
-            let code = match command {
+            let outcome = match command {
                 KvCommand::Get { key, consistency } => {
-                    kv::get(&client, key, kv::parse_consistency(&consistency)?).await?
+                    kv::get(&client, key, consistency.into(), format).await
                 }
-                KvCommand::Put { key, value } => kv::put(&client, key, value).await?,
-                KvCommand::Delete { key } => kv::delete(&client, key).await?,
+                KvCommand::Has { key, consistency } => {
+                    kv::has(&client, key, consistency.into(), format).await
+                }
+                KvCommand::Put { key, value } => {
+                    kv::put(&client, key, value.unwrap_or_default(), format).await
+                }
+                KvCommand::Delete { key } => kv::delete(&client, key, format).await,
                 KvCommand::Cas {
                     key, expected, new, ..
-                } => kv::cas(&client, key, expected, new).await?,
+                } => kv::cas(&client, key, expected, new, format).await,
             };
             client.close().await;
-            Ok(code)
+            outcome
+        }
+        Command::Inspect { target, command } => {
+            let request = inspect::request(&command);
+            let json = globals.json(false);
+            match target.data_dir {
+                Some(dir) => inspect::offline(&dir, request, json).await,
+                None => {
+                    with_client(config, async |c| {
+                        inspect::online(c, target.node, request, json).await
+                    })
+                    .await
+                }
+            }
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "ringctl", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Local {
             command: LocalCommand::AddNode { dir },
@@ -347,13 +556,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {
+            let json = globals.json(json);
             let client = client(config).await?;
             status::run(&client, json).await?;
             client.close().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Nodes { json } => with_client(config, async |c| admin::nodes(c, json).await).await,
+        Command::Nodes { json } => {
+            let json = globals.json(json);
+            with_client(config, async |c| admin::nodes(c, json).await).await
+        }
         Command::Shards { json } => {
+            let json = globals.json(json);
             with_client(config, async |c| admin::shards(c, json).await).await
         }
         Command::Rebalance {
@@ -361,7 +575,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             wait,
             json,
         } => {
-            let wait = wait.wait(json);
+            let wait = wait.wait(globals.json(json));
             with_client(config, async |c| admin::rebalance(c, dry_run, wait).await).await
         }
         Command::MoveShard {
@@ -397,6 +611,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Scheduler { command } => match command {
             SchedulerCommand::List { json } => {
+                let json = globals.json(json);
                 with_client(config, async |c| admin::scheduler_list(c, json).await).await
             }
             SchedulerCommand::Enable { name } => {
@@ -418,21 +633,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await
             }
         },
+        Command::User { command } => {
+            with_client(config, async |c| user::run(c, command).await).await
+        }
+        Command::Auth { command } => auth::run(config, command).await,
         Command::Certs {
             command:
                 CertsCommand::Create {
                     dir,
-                    cluster,
                     nodes,
                     clients,
                 },
         } => {
+            let cluster = globals.cluster_name.as_deref().unwrap_or("local");
             let nodes = nodes
                 .iter()
                 .map(|spec| parse_node_spec(spec))
                 .collect::<Result<Vec<_>>>()?;
             let clients: Vec<&str> = clients.iter().map(String::as_str).collect();
-            let report = certs::ensure(&dir, &cluster, &nodes, &clients)?;
+            let report = certs::ensure_named(&dir, cluster, &nodes, &clients)?;
             for stem in &report.created {
                 println!("created {}", dir.join(format!("{stem}.pem")).display());
             }
@@ -445,7 +664,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Connects, runs `command`, then closes the connections whatever the outcome.
-async fn with_client<F>(config: Option<&std::path::Path>, command: F) -> Result<ExitCode>
+async fn with_client<F>(config: &Globals, command: F) -> Result<ExitCode>
 where
     F: AsyncFnOnce(&Client) -> Result<ExitCode>,
 {
@@ -456,9 +675,9 @@ where
 }
 
 /// Parses `ID=IP`.
-fn parse_node_spec(spec: &str) -> Result<(NodeId, IpAddr)> {
-    let Some((id, ip)) = spec.split_once('=') else {
-        bail!("--node {spec:?}: expected ID=IP");
+fn parse_node_spec(spec: &str) -> Result<(NodeId, Vec<String>)> {
+    let Some((id, names)) = spec.split_once('=') else {
+        bail!("--node {spec:?}: expected ID=NAMES (IPs or DNS names, comma-separated)");
     };
     let id: u64 = id
         .parse()
@@ -466,10 +685,20 @@ fn parse_node_spec(spec: &str) -> Result<(NodeId, IpAddr)> {
     if id == 0 {
         bail!("--node {spec:?}: node ids start at 1");
     }
-    let ip: IpAddr = ip
-        .parse()
-        .with_context(|| format!("--node {spec:?}: bad IP address"))?;
-    Ok((NodeId(id), ip))
+    let mut out = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        // A name must be an IP or a DNS name (checked with a dummy port).
+        if name.parse::<IpAddr>().is_err()
+            && ringkv_transport::resolve::check_host_port(&format!("{name}:1")).is_err()
+        {
+            bail!("--node {spec:?}: `{name}` is neither an IP address nor a DNS name");
+        }
+        out.push(name.to_string());
+    }
+    if out.is_empty() {
+        bail!("--node {spec:?}: name at least one IP or DNS name");
+    }
+    Ok((NodeId(id), out))
 }
 
 #[cfg(test)]
@@ -583,11 +812,15 @@ mod tests {
         assert!(parse_node_spec("1=127.0.0.11").is_ok());
         assert!(parse_node_spec("0=127.0.0.11").is_err());
         assert!(parse_node_spec("1:127.0.0.11").is_err());
-        assert!(parse_node_spec("1=localhost").is_err());
+        assert!(parse_node_spec("1=bad name").is_err());
+        assert!(parse_node_spec("1=").is_err());
+        let (_, names) = parse_node_spec("1=ringkv-1, 10.0.0.1").unwrap();
+        assert_eq!(names, ["ringkv-1", "10.0.0.1"]);
     }
 
     #[test]
     fn config_is_found_by_flag_then_environment_then_default() {
+        use config::RingctlConfig;
         let explicit = PathBuf::from("x.toml");
         assert_eq!(RingctlConfig::locate(Some(&explicit)), explicit);
     }

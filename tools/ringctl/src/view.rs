@@ -10,6 +10,19 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+/// Whether tables print as `-w simple`: no header, one line per row, cells joined by ", ".
+static SIMPLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every [`Table`] print in the simple format (`-w simple`), or aligned (the default).
+pub fn set_simple(simple: bool) {
+    SIMPLE.store(simple, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `-w simple` is in force: commands leave out their prose lines (headers, notes).
+pub fn is_simple() -> bool {
+    SIMPLE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A text table: columns as wide as their widest cell, two spaces apart.
 #[derive(Debug)]
 pub struct Table {
@@ -31,8 +44,27 @@ impl Table {
         self.rows.push(cells);
     }
 
-    /// The table, one line per row, with a trailing newline.
+    /// The table, one line per row, with a trailing newline; in the simple format (see
+    /// [`set_simple`]) without the header, cells joined by ", ".
     pub fn render(&self) -> String {
+        if is_simple() {
+            return self.render_simple();
+        }
+        self.render_aligned()
+    }
+
+    /// Rows only, cells joined by ", ", a trailing newline.
+    pub fn render_simple(&self) -> String {
+        let mut out = String::new();
+        for row in &self.rows {
+            out.push_str(&row.join(", "));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Aligned columns under a header.
+    pub fn render_aligned(&self) -> String {
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.len()).collect();
         for row in &self.rows {
             for (width, cell) in widths.iter_mut().zip(row) {

@@ -57,7 +57,7 @@ fn answer(pd: &Shared, me: NodeId, request: Request) -> Response {
                 .nodes
                 .values()
                 .filter_map(|n| {
-                    let addr = n.addr.parse().ok()?;
+                    let addr = n.addr.parse::<std::net::SocketAddr>().ok()?.to_string();
                     Some(NodeAddress { node: n.id, addr })
                 })
                 .collect(),
@@ -237,12 +237,18 @@ fn ok(output: &Output) -> String {
     stdout(output)
 }
 
-/// Asserts exit code 1 with a one-line error containing `needle`.
+/// Asserts exit code 5 (an error other than auth, availability or a missing key) with a
+/// one-line error containing `needle`.
 fn refused(output: &Output, needle: &str) {
+    refused_with(output, 5, needle);
+}
+
+/// Asserts exit code `code` with a one-line error containing `needle`.
+fn refused_with(output: &Output, code: i32, needle: &str) {
     let err = stderr(output);
     assert_eq!(
         output.status.code(),
-        Some(1),
+        Some(code),
         "stdout: {}\nstderr: {err}",
         stdout(output)
     );
@@ -306,14 +312,15 @@ async fn admin_commands_drive_the_placement_driver() {
             fake.pd.lock().unwrap().operators.is_empty(),
             "a dry run changes nothing"
         );
-        // Nothing moves in the fake, so following the rebalance times out with exit 1; in JSON
+        // Nothing moves in the fake, so following the rebalance times out with exit 4; in JSON
         // mode every line on stdout is one JSON object.
-        refused(
+        refused_with(
             &ringctl(config, &["rebalance", "--timeout", "2"]).await,
+            4,
             "not finished after 2 s",
         );
         let output = ringctl(config, &["rebalance", "--timeout", "1", "--json"]).await;
-        refused(&output, "not finished after 1 s");
+        refused_with(&output, 4, "not finished after 1 s");
         let lines: Vec<Value> = stdout(&output).lines().map(json).collect();
         assert!(!lines.is_empty());
         assert!(lines.iter().all(|l| l["replicas"]["4"] == 0), "{lines:?}");

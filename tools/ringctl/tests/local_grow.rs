@@ -241,7 +241,7 @@ fn local_up_add_node_and_rebalance_with_the_real_binaries() {
 
     // A node that holds replicas cannot be removed: drain it first.
     let remove = ringctl(&config, &["remove-node", "4"]);
-    assert_eq!(remove.status.code(), Some(1), "{remove:?}");
+    assert_eq!(remove.status.code(), Some(5), "{remove:?}");
     assert!(
         String::from_utf8_lossy(&remove.stderr).contains("drain it first"),
         "{remove:?}"

@@ -75,9 +75,11 @@ pub(crate) fn default_namespace(
     }
     let user = match &config.credentials {
         Credentials::Password { user, .. } => Some(user.clone()),
-        Credentials::Token(token) => Some(token_subject(token).ok_or_else(|| Error::Config {
-            reason: "the token is not a JWT with a subject".into(),
-        })?),
+        Credentials::Token(token) => {
+            Some(token_subject(token).ok_or_else(|| Error::Unauthenticated {
+                reason: "the token is not a JWT with a subject".into(),
+            })?)
+        }
         Credentials::Certificate => match identity.peer_identity(&config.cluster) {
             PeerIdentity::ClientCert { name } => Some(name),
             PeerIdentity::Node(_) | PeerIdentity::Anonymous => None,
@@ -95,6 +97,11 @@ impl Client {
                 reason: error.to_string(),
             }),
         }
+    }
+
+    /// The token the client sends (token or password credentials), if any.
+    pub async fn current_token(&self) -> Option<IssuedToken> {
+        self.inner.token.lock().await.clone()
     }
 
     /// The namespace this client's keys live in (`None`: raw keys).

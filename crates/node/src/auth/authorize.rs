@@ -102,7 +102,9 @@ fn authorize_admin(principal: &Principal, request: &AdminRequest) -> Result<(), 
         | AdminRequest::ChangeReplica { .. }
         | AdminRequest::TransferLeader { .. }
         | AdminRequest::SplitShard { .. }
-        | AdminRequest::SetFaults { .. } => need_admin(principal),
+        | AdminRequest::SetFaults { .. }
+        // The inspector shows every key and value on the node.
+        | AdminRequest::Inspect(_) => need_admin(principal),
         AdminRequest::Pd { command } => {
             let command: Command =
                 postcard::from_bytes(command).map_err(|error| WireError::InvalidRequest {
@@ -140,7 +142,8 @@ pub fn is_audited(request: &Request) -> bool {
             AdminRequest::ChangeReplica { .. }
             | AdminRequest::TransferLeader { .. }
             | AdminRequest::SplitShard { .. }
-            | AdminRequest::SetFaults { .. } => true,
+            | AdminRequest::SetFaults { .. }
+            | AdminRequest::Inspect(_) => true,
             AdminRequest::Pd { command } => !matches!(
                 postcard::from_bytes::<Command>(command),
                 Ok(Command::RegisterNodeAs { .. }
@@ -158,7 +161,7 @@ pub fn describe(request: &Request) -> String {
     match request {
         Request::Kv(kv) => match &kv.op {
             KvOp::Get { .. } => format!("get on shard {}", kv.shard),
-            KvOp::Exists { .. } => format!("has on shard {}", kv.shard),
+            KvOp::Exists { .. } => format!("exists on shard {}", kv.shard),
             KvOp::Put { .. } => format!("put on shard {}", kv.shard),
             KvOp::Delete { .. } => format!("delete on shard {}", kv.shard),
             KvOp::CompareAndSwap { .. } => format!("cas on shard {}", kv.shard),

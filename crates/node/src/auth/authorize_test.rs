@@ -113,6 +113,14 @@ fn table() -> Vec<(&'static str, Request, &'static str)> {
             get("alice", ReadConsistency::Stale),
             "AAAAAAAD",
         ),
+        (
+            "exists alice (HAS)",
+            kv(KvOp::Exists {
+                key: key("alice"),
+                consistency: ReadConsistency::Lease,
+            }),
+            "AAAAAAAD",
+        ),
         ("put alice", put("alice"), "AAAAADAD"),
         (
             "delete alice",
@@ -229,6 +237,16 @@ fn table() -> Vec<(&'static str, Request, &'static str)> {
             Request::Admin(AdminRequest::SetFaults {
                 cut: vec![NodeId(2)],
             }),
+            "AAAADDDD",
+        ),
+        (
+            "inspect data",
+            Request::Admin(AdminRequest::Inspect(
+                ringkv_types::inspect::InspectRequest::Data {
+                    shard: None,
+                    limit: 10,
+                },
+            )),
             "AAAADDDD",
         ),
         (

@@ -22,7 +22,7 @@ pub mod password;
 pub mod principal;
 pub mod token;
 
-pub use authenticator::Authenticator;
+pub use authenticator::{Authenticator, now_secs};
 pub use authorize::{authorize, describe, is_audited};
 pub use principal::{Grant, Principal, ROOT_CERT_NAME, ROOT_USER};
 

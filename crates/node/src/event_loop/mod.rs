@@ -292,6 +292,11 @@ impl EventLoop {
         }
     }
 
+    /// Sets the authenticator that gets the users and keys of every new PD state.
+    pub fn set_authenticator(&mut self, auth: Arc<crate::auth::Authenticator>) {
+        self.auth = Some(auth);
+    }
+
     /// Publishes the loop's health to `publisher` once per tick.
     pub fn with_health(mut self, publisher: crate::health::HealthPublisher) -> Self {
         self.health = Some(publisher);
@@ -340,11 +345,6 @@ impl EventLoop {
             }
         }
         snapshot
-    }
-
-    /// Sets the authenticator that gets the users and keys of every new PD state.
-    pub fn set_authenticator(&mut self, auth: Arc<crate::auth::Authenticator>) {
-        self.auth = Some(auth);
     }
 
     /// Runs until shutdown or a fatal error, then stops cleanly: pending batches are made

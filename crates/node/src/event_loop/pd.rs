@@ -16,7 +16,6 @@ use ringkv_types::{
     AdminResult, LogIndex, NodeAddress, NodeId, Response, ShardId, Term, WireError,
 };
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -129,7 +128,7 @@ impl EventLoop {
                 .values()
                 .filter(|info| info.state != ringkv_pd::NodeState::Removed)
                 .filter_map(|info| {
-                    let addr: SocketAddr = info.addr.parse().ok()?;
+                    let addr = ringkv_transport::resolve::check_host_port(&info.addr).ok()?;
                     Some(NodeAddress {
                         node: info.id,
                         addr,
@@ -142,7 +141,7 @@ impl EventLoop {
                 .iter()
                 .map(|endpoint| NodeAddress {
                     node: endpoint.node,
-                    addr: endpoint.addr,
+                    addr: endpoint.addr.clone(),
                 })
                 .collect(),
         }

@@ -86,6 +86,21 @@ impl EventLoop {
                 self.pd_call(&command, slot)?;
                 return Ok(());
             }
+            Request::Admin(AdminRequest::Inspect(inspect)) => {
+                // Reads up to a bounded number of records from a consistent view of the store:
+                // off the loop, like the other scans.
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    let response = match crate::inspect::inspect(&store, &inspect) {
+                        Ok(result) => Response::Admin(AdminResult::Inspect(result)),
+                        Err(error) => Response::Error(WireError::InvalidRequest {
+                            reason: error.to_string(),
+                        }),
+                    };
+                    reply(slot, response);
+                });
+                return Ok(());
+            }
             Request::Admin(admin) => {
                 let response = self.admin(admin);
                 reply(slot, response);
@@ -213,6 +228,10 @@ impl EventLoop {
                 return Response::Error(WireError::ShardNotFound { shard });
             }
             AdminRequest::PdState => return self.pd_state_call(),
+            AdminRequest::Inspect(_) => {
+                // Handled in `handle_call` (it reads the store off the loop); unreachable here.
+                return Response::Error(WireError::Unavailable);
+            }
             AdminRequest::Pd { .. } => {
                 // Handled in `handle_call` (it waits for the log); unreachable here.
                 return Response::Error(WireError::Unavailable);

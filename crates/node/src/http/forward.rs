@@ -28,7 +28,7 @@ impl Forwarder {
     pub(super) fn new(node: &NodeConfig, identity: &TlsIdentity) -> Self {
         let own = Endpoint {
             node: node.node_id,
-            addr: dialable(node.listen_addr),
+            addr: dialable(node.listen_addr).to_string(),
         };
         let mut endpoints = vec![own];
         endpoints.extend(
@@ -37,7 +37,7 @@ impl Forwarder {
                 .filter(|e| e.node != node.node_id)
                 .map(|e| Endpoint {
                     node: e.node,
-                    addr: e.addr,
+                    addr: e.addr.clone(),
                 }),
         );
         let mut config = ClientConfig::new(

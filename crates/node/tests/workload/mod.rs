@@ -61,7 +61,7 @@ pub async fn connect(cluster: &Cluster) -> Client {
         .enumerate()
         .map(|(i, addr)| Endpoint {
             node: NodeId(i as u64 + 1),
-            addr: *addr,
+            addr: addr.to_string(),
         })
         .collect();
     let mut config = ClientConfig::new(

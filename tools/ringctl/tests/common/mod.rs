@@ -1,0 +1,187 @@
+//! Shared by the tests that run the real binaries: `ringctl local up` as a child process
+//! (killed with its nodes on drop), running `ringctl`, and where `ringkvd` is.
+#![allow(dead_code, reason = "each test binary uses a part")]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const RINGCTL: &str = env!("CARGO_BIN_EXE_ringctl");
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `ringctl local up`, killed (with its nodes) when dropped.
+pub struct Cluster {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// The node processes `local up` reported (`started node N (pid P)`).
+    pub pids: BTreeMap<u64, u32>,
+}
+
+impl Cluster {
+    pub fn start(dir: &Path, port: u16) -> Self {
+        let mut child = Command::new(RINGCTL)
+            .args(["local", "up", "--port", &port.to_string(), "--dir"])
+            .arg(dir)
+            .env_remove("RINGCTL_ENDPOINTS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut cluster = Self {
+            child,
+            lines,
+            pids: BTreeMap::new(),
+        };
+        cluster.wait_for_line("is up", START_TIMEOUT);
+        cluster
+    }
+
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((node, pid)) = started_node(&line) {
+                        self.pids.insert(node, pid);
+                    }
+                    if line.contains(needle) {
+                        return;
+                    }
+                }
+                Err(_) => panic!("no line containing {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    /// SIGKILLs node `node` (`local up` reports it and keeps the others running).
+    pub fn kill_node(&mut self, node: u64) {
+        let pid = self.pids.get(&node).copied().unwrap_or_else(|| {
+            panic!("no pid for node {node} in {:?}", self.pids);
+        });
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL {pid}");
+        // Bounded wait until the process is gone (its store lock is released with it).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.contains(") Z "));
+            if zombie {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} (pid {pid}) still runs"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "ringctl exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "ringctl did not stop in 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `started node N (pid P), log ...` -> (N, P).
+fn started_node(line: &str) -> Option<(u64, u32)> {
+    let rest = line.strip_prefix("started node ")?;
+    let (node, rest) = rest.split_once(" (pid ")?;
+    let (pid, _) = rest.split_once(')')?;
+    Some((node.parse().ok()?, pid.parse().ok()?))
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // ringctl's own children are killed when it dies (kill_on_drop covers its panics; a
+        // SIGKILL would orphan them, so try SIGTERM first).
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `ringctl --config CONFIG ARGS`, with no `RINGCTL_*` variables from the caller's environment.
+pub fn ringctl(config: &Path, args: &[&str]) -> Output {
+    let mut command = clean_ringctl();
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A `ringctl` command without any `RINGCTL_*` variable inherited from the test's environment.
+pub fn clean_ringctl() -> Command {
+    let mut command = Command::new(RINGCTL);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("RINGCTL_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+pub fn ringkvd_present() -> bool {
+    let dir = PathBuf::from(RINGCTL);
+    dir.parent().is_some_and(|dir| {
+        dir.join(format!("ringkvd{}", std::env::consts::EXE_SUFFIX))
+            .is_file()
+    })
+}
+
+/// Whether to skip for want of `ringkvd` (never under CI, where it is a bug).
+pub fn skip_without_ringkvd() -> bool {
+    if ringkvd_present() {
+        return false;
+    }
+    // CI runs `cargo test --workspace`, which builds ringkvd: a missing binary is a bug there.
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "ringkvd was not built next to {RINGCTL}"
+    );
+    eprintln!("skipping: no ringkvd next to {RINGCTL}; run `cargo build --bins` first");
+    true
+}
+
+/// A port unlikely to collide with a developer's cluster (7100) or a parallel run; `offset`
+/// separates the clusters of one test binary.
+pub fn test_port(offset: u16) -> u16 {
+    20_000 + u16::try_from((std::process::id() + u32::from(offset) * 7919) % 20_000).unwrap()
+}
