@@ -379,7 +379,18 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(&config.data_dir));
     let http = match (&config.http, &http_identity) {
         (Some(http), Some(identity)) => {
-            Some(crate::http::start(&config, http, identity, health, metrics.clone()).await?)
+            let authenticator = authenticator.clone();
+            Some(
+                crate::http::start(
+                    &config,
+                    http,
+                    identity,
+                    health,
+                    metrics.clone(),
+                    authenticator,
+                )
+                .await?,
+            )
         }
         _ => None,
     };

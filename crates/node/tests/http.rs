@@ -30,16 +30,35 @@ impl Answer {
     }
 }
 
-/// Runs `curl` against node `index` of `cluster`.
+/// Runs `curl` against node `index` of `cluster`, by default with the `root` client
+/// certificate (`client-ringctl`).
 struct Curl {
     ca: PathBuf,
     out: PathBuf,
     bases: Vec<String>,
+    root: Vec<String>,
 }
 
 impl Curl {
     fn new(cluster: &Cluster) -> Self {
+        let certs = cluster.dir.path().join("certs");
+        cluster
+            .ca
+            .issue_client(
+                "ringctl",
+                ringkv_transport::certs::Validity::days_from_now(1),
+            )
+            .unwrap()
+            .write(&certs, "client-ringctl")
+            .unwrap();
+        let root = vec![
+            "--cert".to_string(),
+            certs.join("client-ringctl.pem").display().to_string(),
+            "--key".to_string(),
+            certs.join("client-ringctl.key").display().to_string(),
+        ];
         Self {
+            root,
             ca: cluster.dir.path().join("certs/ca.pem"),
             out: cluster.dir.path().join("curl.out"),
             bases: cluster
@@ -50,8 +69,14 @@ impl Curl {
         }
     }
 
-    /// `curl [args] https://<node index>/<path>`.
+    /// `curl [args] https://<node index>/<path>` as `root` (its client certificate).
     fn run(&self, index: usize, args: &[&str], path: &str) -> Answer {
+        let root: Vec<&str> = self.root.iter().map(String::as_str).collect();
+        self.run_as(index, &root, args, path)
+    }
+
+    /// `curl [credentials] [args] https://<node index>/<path>`.
+    fn run_as(&self, index: usize, credentials: &[&str], args: &[&str], path: &str) -> Answer {
         let _ = std::fs::remove_file(&self.out);
         let url = format!("{}{path}", self.bases[index]);
         let output = Command::new("curl")
@@ -60,6 +85,7 @@ impl Curl {
             .arg("-o")
             .arg(&self.out)
             .args(["-w", "%{http_code}"])
+            .args(credentials)
             .args(args)
             .arg(&url)
             .output()
@@ -69,6 +95,9 @@ impl Curl {
             .parse()
             .unwrap_or(0);
         let body = std::fs::read(&self.out).unwrap_or_default();
+        if status == 0 {
+            eprintln!("curl {url}: {}", String::from_utf8_lossy(&output.stderr));
+        }
         Answer { status, body }
     }
 
@@ -472,10 +501,166 @@ async fn metrics_parse_and_move_with_traffic() {
     ] {
         assert!(total(&after[0], name) > 0.0, "{name} is zero or missing");
     }
+    // Every metric the Grafana dashboard queries exists in a live /metrics.
+    let live: std::collections::BTreeSet<String> = after
+        .iter()
+        .flatten()
+        .map(|(series, _)| series.split('{').next().unwrap_or_default().to_string())
+        .collect();
+    let dashboard_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/ringkv.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dashboard_path).unwrap()).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("ringkv_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 15, "{queried:?}");
+    let missing: Vec<&String> = queried
+        .iter()
+        .filter(|name| !live.contains(*name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries unknown metrics {missing:?}"
+    );
+
     let leaders = sum(&after, "ringkv_raft_shards{role=\"leader\"}");
     assert_eq!(
         leaders,
         (SHARDS + 1) as f64,
         "every shard and PD has one leader"
     );
+}
+
+/// Authentication and namespaces over HTTP: 401 without credentials or with a bad token, a
+/// token from `POST /v1/auth/token`, per-user namespaces (isolation), 403 for another user's
+/// namespace and for admin-only routes, admins reaching any namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_namespaces_401_and_403() {
+    let mut cluster = Cluster::start_with(3, SHARDS, &http_extra(), true).await;
+    cluster
+        .wait_for_leaders(SHARDS, Duration::from_secs(30))
+        .await;
+    let curl = Curl::new(&cluster);
+    curl.wait(0, "/readyz", "ready", |a| a.status == 200).await;
+    for (name, password) in [
+        ("alice", "alice's long password"),
+        ("bob", "bob's long password"),
+    ] {
+        let hash = ringkv_node::auth::password::hash(&ringkv_types::Secret::new(password)).unwrap();
+        let command = ringkv_pd::Command::Auth {
+            command: ringkv_pd::AuthCommand::AddUser {
+                name: name.into(),
+                password_hash: hash,
+            },
+            now_ms: 0,
+        };
+        cluster.pd_call(&command).await.unwrap();
+    }
+    // No credentials, or a bad token: 401.
+    let anonymous = curl.run_as(0, &[], &[], "/v1/kv/doc");
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
+    assert_eq!(anonymous.json()["error"]["code"], "unauthenticated");
+    let forged = curl.run_as(
+        0,
+        &["-H", "Authorization: Bearer not.a.token"],
+        &[],
+        "/v1/kv/doc",
+    );
+    assert_eq!(forged.status, 401, "{}", forged.text());
+    // Probes need no credentials.
+    assert_eq!(curl.run_as(0, &[], &[], "/livez").status, 200);
+    // Logins: a wrong password is 401, a right one gives a token. The user table reaches
+    // every node through PD; wait until node 2 knows alice.
+    let login = |index: usize, user: &str, password: &str| {
+        let body = serde_json::json!({ "user": user, "password": password }).to_string();
+        curl.run_as(
+            index,
+            &[],
+            &["-X", "POST", "--data-binary", &body],
+            "/v1/auth/token",
+        )
+    };
+    let wrong = login(1, "alice", "guess");
+    assert_eq!(wrong.status, 401, "{}", wrong.text());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let token = |user: &str, password: &str| loop {
+        let answer = login(1, user, password);
+        if answer.status == 200 {
+            let body = answer.json();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            assert!(body["expires_at"].as_u64().unwrap() > now, "{body}");
+            return body["token"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "login: {} {}",
+            answer.status,
+            answer.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let alice = format!(
+        "Authorization: Bearer {}",
+        token("alice", "alice's long password")
+    );
+    let bob = format!(
+        "Authorization: Bearer {}",
+        token("bob", "bob's long password")
+    );
+    // Alice writes in her namespace through node 3 and reads it back through node 1.
+    let put = curl.run_as(
+        2,
+        &["-H", &alice],
+        &["-X", "PUT", "--data-binary", "a"],
+        "/v1/kv/doc",
+    );
+    assert_eq!(put.status, 204, "{}", put.text());
+    let get = curl.run_as(0, &["-H", &alice], &[], "/v1/kv/doc");
+    assert_eq!((get.status, get.text().as_str()), (200, "a"));
+    // Bob's `doc` is another key (his namespace); alice's namespace is refused to him.
+    assert_eq!(curl.run_as(0, &["-H", &bob], &[], "/v1/kv/doc").status, 404);
+    let denied = curl.run_as(0, &["-H", &bob], &[], "/v1/kv/doc?namespace=alice");
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    assert_eq!(denied.json()["error"]["code"], "permission_denied");
+    let denied = curl.run_as(
+        1,
+        &["-H", &bob],
+        &["-X", "PUT", "--data-binary", "b"],
+        "/v1/kv/doc?namespace=alice",
+    );
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    // The PD state (users) is for administrators; routing status is for everyone.
+    assert_eq!(
+        curl.run_as(0, &["-H", &bob], &[], "/v1/cluster/shards")
+            .status,
+        403
+    );
+    assert_eq!(
+        curl.run_as(0, &["-H", &bob], &[], "/v1/cluster/status")
+            .status,
+        200
+    );
+    // root (the client-ringctl certificate) reaches alice's namespace; raw keys without one.
+    let admin = curl.get(1, "/v1/kv/doc?namespace=alice");
+    assert_eq!((admin.status, admin.text().as_str()), (200, "a"));
+    assert_eq!(curl.get(1, "/v1/kv/doc").status, 404);
+    // A token on a connection with a certificate counts as neither (as natively).
+    let both = curl.run(0, &["-H", &alice], "/v1/kv/doc");
+    assert_eq!(both.status, 401, "{}", both.text());
 }

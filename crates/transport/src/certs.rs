@@ -418,6 +418,15 @@ fn first_cert(bytes: &[u8], path: &Path) -> Result<CertificateDer<'static>> {
         })
 }
 
+/// Who a certificate `leaf` (already verified against the cluster CA, e.g. by an HTTPS
+/// handshake) says it is in `cluster`; see [`ringkv_types::PeerIdentity::from_dns_names`].
+pub fn certificate_identity(
+    leaf: &CertificateDer<'_>,
+    cluster: &str,
+) -> ringkv_types::PeerIdentity {
+    crate::tls::certificate_identity(leaf, cluster)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -543,10 +543,18 @@ fn print_curl_tour(nodes: &[Node], config_path: &Path) {
     ) else {
         return;
     };
+    let certs = ca.parent().map(Path::to_path_buf).unwrap_or_default();
+    // The `root` client certificate (`client-ringctl`); users log in with POST /v1/auth/token.
+    let auth = format!(
+        "--cacert {} --cert {} --key {}",
+        ca.display(),
+        certs.join(format!("client-{CLIENT_NAME}.pem")).display(),
+        certs.join(format!("client-{CLIENT_NAME}.key")).display()
+    );
     let ca = ca.display();
     println!("or over HTTPS (any node serves any key):");
-    println!("  curl --cacert {ca} -X PUT --data-binary world https://{one}/v1/kv/hello");
-    println!("  curl --cacert {ca} https://{two}/v1/kv/hello");
+    println!("  curl {auth} -X PUT --data-binary world https://{one}/v1/kv/hello");
+    println!("  curl {auth} https://{two}/v1/kv/hello");
     println!("  curl --cacert {ca} https://{two}/readyz");
     println!("  curl --cacert {ca} https://{one}/metrics");
 }

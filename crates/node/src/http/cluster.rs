@@ -2,27 +2,56 @@
 //! `ringctl status --json`, `ringctl shards --json` and `ringctl nodes --json`, gathered through
 //! the embedded client (any node answers for the whole cluster).
 
-use super::AppState;
-use super::auth::{self, Action};
+use super::auth;
 use super::error::ApiError;
+use super::{AppState, ConnectionInfo};
 use axum::Json;
+use axum::extract::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use ringkv_pd::{NodeState, Operator, OperatorKind, PdState};
+use ringkv_types::{AdminRequest, Request};
 use ringkv_types::{NodeId, NodeStatus, ReplicaRole, ReplicaStatus, ShardId};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-fn admit(headers: &HeaderMap) -> Result<(), ApiError> {
-    let principal = auth::resolve(headers)?;
-    auth::authorize(&principal, Action::ClusterRead, None)
+/// Checks the caller as the native service would for `request` (what the route reads).
+fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    connection: Option<&Extension<ConnectionInfo>>,
+    request: AdminRequest,
+) -> Result<(), ApiError> {
+    auth::admit(
+        state,
+        headers,
+        &auth::peer(connection),
+        &Request::Admin(request),
+    )
+    .map(|_| ())
 }
 
 /// Every node's status and every shard's leader, term, commit and applied indexes.
-pub(super) async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(super) async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    connection: Option<Extension<ConnectionInfo>>,
+) -> Response {
     let result: Result<Value, ApiError> = async {
-        admit(&headers)?;
+        // The routing information every client may read.
+        admit(
+            &state,
+            &headers,
+            connection.as_ref(),
+            AdminRequest::GetShardMap,
+        )?;
+        admit(
+            &state,
+            &headers,
+            connection.as_ref(),
+            AdminRequest::NodeStatus,
+        )?;
         let client = state.inner.forwarder.client().await?.clone();
         let (map, map_error) = match client.shard_map().await {
             Ok(map) => (Some(map), None),
@@ -115,8 +144,13 @@ fn respond(result: Result<Value, ApiError>) -> Response {
     }
 }
 
-async fn pd_state(state: &AppState, headers: &HeaderMap) -> Result<PdState, ApiError> {
-    admit(headers)?;
+/// PD's state, which holds the user table: administrators only, as natively.
+async fn pd_state(
+    state: &AppState,
+    headers: &HeaderMap,
+    connection: Option<&Extension<ConnectionInfo>>,
+) -> Result<PdState, ApiError> {
+    admit(state, headers, connection, AdminRequest::PdState)?;
     let client = state.inner.forwarder.client().await?;
     Ok(client.pd_state().await?)
 }
@@ -144,8 +178,12 @@ fn operator_json(operator: &Operator) -> Value {
 }
 
 /// The shard map as PD's leader holds it: arcs, epochs, replicas, leaders, sizes, operators.
-pub(super) async fn shards(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let result = pd_state(&state, &headers).await.map(|pd| {
+pub(super) async fn shards(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    connection: Option<Extension<ConnectionInfo>>,
+) -> Response {
+    let result = pd_state(&state, &headers, connection.as_ref()).await.map(|pd| {
         let shards: Vec<Value> = pd
             .shard_map
             .shards
@@ -173,39 +211,45 @@ pub(super) async fn shards(State(state): State<AppState>, headers: HeaderMap) ->
 }
 
 /// The nodes PD knows: address, state, replica and leader counts, capacity, last heartbeat.
-pub(super) async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let result = pd_state(&state, &headers).await.map(|pd| {
-        let replicas = pd.replica_counts();
-        let leaders = pd.leader_counts();
-        let nodes: Vec<Value> = pd
-            .nodes
-            .values()
-            .map(|node| {
-                let state = match node.state {
-                    NodeState::Up => "Up",
-                    NodeState::Down => "Down",
-                    NodeState::Draining => "Draining",
-                    NodeState::Removed => "Removed",
-                };
-                let used = (node.stats.capacity_bytes > 0).then(|| {
-                    node.stats
-                        .capacity_bytes
-                        .saturating_sub(node.stats.available_bytes)
-                });
-                json!({
-                    "id": node.id.get(),
-                    "addr": node.addr,
-                    "state": state,
-                    "replicas": replicas.get(&node.id).copied().unwrap_or(0),
-                    "leaders": leaders.get(&node.id).copied().unwrap_or(0),
-                    "capacity_bytes": node.capacity_bytes,
-                    "used_bytes": used,
-                    "labels": node.labels,
-                    "last_heartbeat_ms": node.last_heartbeat_ms,
+pub(super) async fn nodes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    connection: Option<Extension<ConnectionInfo>>,
+) -> Response {
+    let result = pd_state(&state, &headers, connection.as_ref())
+        .await
+        .map(|pd| {
+            let replicas = pd.replica_counts();
+            let leaders = pd.leader_counts();
+            let nodes: Vec<Value> = pd
+                .nodes
+                .values()
+                .map(|node| {
+                    let state = match node.state {
+                        NodeState::Up => "Up",
+                        NodeState::Down => "Down",
+                        NodeState::Draining => "Draining",
+                        NodeState::Removed => "Removed",
+                    };
+                    let used = (node.stats.capacity_bytes > 0).then(|| {
+                        node.stats
+                            .capacity_bytes
+                            .saturating_sub(node.stats.available_bytes)
+                    });
+                    json!({
+                        "id": node.id.get(),
+                        "addr": node.addr,
+                        "state": state,
+                        "replicas": replicas.get(&node.id).copied().unwrap_or(0),
+                        "leaders": leaders.get(&node.id).copied().unwrap_or(0),
+                        "capacity_bytes": node.capacity_bytes,
+                        "used_bytes": used,
+                        "labels": node.labels,
+                        "last_heartbeat_ms": node.last_heartbeat_ms,
+                    })
                 })
-            })
-            .collect();
-        json!({ "nodes": nodes })
-    });
+                .collect();
+            json!({ "nodes": nodes })
+        });
     respond(result)
 }

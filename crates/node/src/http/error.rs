@@ -70,6 +70,12 @@ impl From<WireError> for ApiError {
             | WireError::BatchTooLarge { .. }
             | WireError::RequestTooLarge { .. } => Self::too_large(message),
             WireError::InvalidRequest { .. } => Self::bad_request(message),
+            WireError::Unauthenticated { .. } => {
+                Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+            }
+            WireError::PermissionDenied { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "permission_denied", message)
+            }
             WireError::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", message),
             WireError::Timeout => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message),
             // Routing answers, elections, a failing replica: the client retried until its

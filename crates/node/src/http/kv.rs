@@ -6,10 +6,12 @@
 //! and passes [`super::auth::authorize`] before it executes through the embedded client.
 
 use super::AppState;
-use super::auth::{self, Action};
+use super::ConnectionInfo;
+use super::auth;
 use super::error::ApiError;
 use axum::Json;
 use axum::body::Body;
+use axum::extract::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -17,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
+use ringkv_types::KvOp;
 use ringkv_types::{BatchOp, ReadConsistency};
 use serde::Deserialize;
 use serde_json::json;
@@ -90,15 +93,37 @@ fn key_of(uri: &Uri, suffix: &str) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(key))
 }
 
-/// Who asks, and may they: the one check in front of every key route.
-fn admit(
-    headers: &HeaderMap,
-    params: &KvParams,
-    action: Action,
-) -> Result<auth::Principal, ApiError> {
-    let principal = auth::resolve(headers)?;
-    auth::authorize(&principal, action, params.namespace.as_deref())?;
-    Ok(principal)
+/// Who asks, in which namespace: resolved before any key route executes.
+struct Caller {
+    principal: crate::auth::Principal,
+    namespace: Option<String>,
+}
+
+impl Caller {
+    fn resolve(
+        state: &AppState,
+        headers: &HeaderMap,
+        connection: Option<&Extension<ConnectionInfo>>,
+        params: &KvParams,
+    ) -> Result<Self, ApiError> {
+        let principal =
+            auth::principal(&state.inner.authenticator, headers, &auth::peer(connection))?;
+        let namespace = auth::namespace_of(&principal, params.namespace.as_deref())?;
+        Ok(Self {
+            principal,
+            namespace,
+        })
+    }
+
+    /// The wire key of a key of the request.
+    fn key(&self, key: Bytes) -> Result<Bytes, ApiError> {
+        auth::wire_key(self.namespace.as_deref(), key)
+    }
+
+    /// The one check in front of every key route: may the caller do `op`?
+    fn authorize(&self, op: KvOp) -> Result<(), ApiError> {
+        auth::authorize_kv(&self.principal, op)
+    }
 }
 
 /// A body over its limit is read and dropped up to this many bytes before the 413 answer, so
@@ -170,13 +195,19 @@ pub(super) async fn get(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
+    connection: Option<Extension<ConnectionInfo>>,
     query: Result<Query<KvParams>, QueryRejection>,
 ) -> Response {
     finish(&state, Op::Get, async {
         let params = params(query)?;
         let key = key_of(&uri, "")?;
         let consistency = consistency(&params)?;
-        admit(&headers, &params, Action::Read)?;
+        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
+        let key = caller.key(key)?;
+        caller.authorize(KvOp::Get {
+            key: key.clone(),
+            consistency,
+        })?;
         let client = state.inner.forwarder.client().await?;
         match client.get_with(key, consistency).await? {
             Some(value) => Ok((
@@ -198,13 +229,19 @@ pub(super) async fn head(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
+    connection: Option<Extension<ConnectionInfo>>,
     query: Result<Query<KvParams>, QueryRejection>,
 ) -> Response {
     finish(&state, Op::Head, async {
         let params = params(query)?;
         let key = key_of(&uri, "")?;
         let consistency = consistency(&params)?;
-        admit(&headers, &params, Action::Read)?;
+        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
+        let key = caller.key(key)?;
+        caller.authorize(KvOp::Exists {
+            key: key.clone(),
+            consistency,
+        })?;
         let client = state.inner.forwarder.client().await?;
         // HAS: the node answers whether the key exists without sending the value.
         match client.exists_with(key, consistency).await? {
@@ -220,6 +257,7 @@ pub(super) async fn put(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
+    connection: Option<Extension<ConnectionInfo>>,
     query: Result<Query<KvParams>, QueryRejection>,
     body: Body,
 ) -> Response {
@@ -229,8 +267,13 @@ pub(super) async fn put(
             return Err(ApiError::bad_request("consistency applies to reads only"));
         }
         let key = key_of(&uri, "")?;
-        admit(&headers, &params, Action::Write)?;
+        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
+        let key = caller.key(key)?;
         let value = read_body(&headers, body, state.inner.max_value_bytes).await?;
+        caller.authorize(KvOp::Put {
+            key: key.clone(),
+            value: value.clone(),
+        })?;
         let client = state.inner.forwarder.client().await?;
         client.put(key, value).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -243,6 +286,7 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
+    connection: Option<Extension<ConnectionInfo>>,
     query: Result<Query<KvParams>, QueryRejection>,
 ) -> Response {
     finish(&state, Op::Delete, async {
@@ -251,7 +295,9 @@ pub(super) async fn delete(
             return Err(ApiError::bad_request("consistency applies to reads only"));
         }
         let key = key_of(&uri, "")?;
-        admit(&headers, &params, Action::Write)?;
+        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
+        let key = caller.key(key)?;
+        caller.authorize(KvOp::Delete { key: key.clone() })?;
         let client = state.inner.forwarder.client().await?;
         client.delete(key).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -328,17 +374,24 @@ pub(super) async fn cas(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
+    connection: Option<Extension<ConnectionInfo>>,
     query: Result<Query<KvParams>, QueryRejection>,
     body: Body,
 ) -> Response {
     finish(&state, Op::Cas, async {
         let params = params(query)?;
         let key = key_of(&uri, "/cas")?;
-        admit(&headers, &params, Action::Write)?;
+        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
+        let key = caller.key(key)?;
         let limit = state.inner.max_request_bytes * 2 + JSON_OVERHEAD_BYTES;
         let body: CasBody = json_body(&read_body(&headers, body, limit).await?)?;
         let expected = text_or_b64("expected", body.expected, body.expected_b64)?;
         let new = text_or_b64("new", body.new, body.new_b64)?;
+        caller.authorize(KvOp::CompareAndSwap {
+            key: key.clone(),
+            expected: expected.clone(),
+            new: new.clone(),
+        })?;
         let client = state.inner.forwarder.client().await?;
         let outcome = client.compare_and_swap(key, expected, new).await?;
         if outcome.succeeded {
@@ -407,6 +460,7 @@ fn batch_op(index: usize, body: BatchOpBody) -> Result<BatchOp, ApiError> {
 pub(super) async fn batch(
     State(state): State<AppState>,
     headers: HeaderMap,
+    connection: Option<Extension<ConnectionInfo>>,
     query: Result<Query<KvParams>, QueryRejection>,
     body: Body,
 ) -> Response {
@@ -415,15 +469,26 @@ pub(super) async fn batch(
         if params.consistency.is_some() {
             return Err(ApiError::bad_request("consistency applies to reads only"));
         }
-        admit(&headers, &params, Action::Write)?;
+        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
         let limit = state.inner.max_request_bytes * 2 + JSON_OVERHEAD_BYTES;
         let body: BatchBody = json_body(&read_body(&headers, body, limit).await?)?;
         let ops = body
             .ops
             .into_iter()
             .enumerate()
-            .map(|(index, op)| batch_op(index, op))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(index, op)| {
+                Ok(match batch_op(index, op)? {
+                    BatchOp::Put { key, value } => BatchOp::Put {
+                        key: caller.key(key)?,
+                        value,
+                    },
+                    BatchOp::Delete { key } => BatchOp::Delete {
+                        key: caller.key(key)?,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        caller.authorize(KvOp::Batch { ops: ops.clone() })?;
         let client = state.inner.forwarder.client().await?;
         client.batch(ops).await?;
         Ok(StatusCode::NO_CONTENT.into_response())

@@ -50,6 +50,7 @@ pub struct AppState {
 struct Inner {
     health: HealthReader,
     metrics: Arc<Metrics>,
+    authenticator: Arc<crate::auth::Authenticator>,
     slow_request: Duration,
     next_request_id: AtomicU64,
     forwarder: forward::Forwarder,
@@ -95,6 +96,7 @@ pub async fn start(
     identity: &TlsIdentity,
     health: HealthReader,
     metrics: Arc<Metrics>,
+    authenticator: Arc<crate::auth::Authenticator>,
 ) -> Result<HttpServer> {
     let acceptor = match http.tls {
         true => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
@@ -109,11 +111,24 @@ pub async fn start(
         ))
     })?;
     let local_addr = listener.local_addr()?;
-    let state = AppState::new(config, identity, health, metrics, http.slow_request);
+    let state = AppState::new(
+        config,
+        identity,
+        health,
+        metrics,
+        authenticator,
+        http.slow_request,
+    );
     let router = router(state);
     let connections = Arc::new(Semaphore::new(config.limits.http_connections_max));
     info!(addr = %local_addr, tls = http.tls, "HTTP API listening");
-    let task = tokio::spawn(accept_loop(listener, acceptor, router, connections));
+    let task = tokio::spawn(accept_loop(
+        Arc::from(config.cluster.as_str()),
+        listener,
+        acceptor,
+        router,
+        connections,
+    ));
     Ok(HttpServer { local_addr, task })
 }
 
@@ -123,12 +138,14 @@ impl AppState {
         identity: &TlsIdentity,
         health: HealthReader,
         metrics: Arc<Metrics>,
+        authenticator: Arc<crate::auth::Authenticator>,
         slow_request: Duration,
     ) -> Self {
         AppState {
             inner: Arc::new(Inner {
                 health,
                 metrics,
+                authenticator,
                 slow_request,
                 next_request_id: AtomicU64::new(1),
                 forwarder: forward::Forwarder::new(config, identity),
@@ -157,6 +174,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/cluster/shards"),
     ("GET", "/v1/cluster/nodes"),
     ("GET", "/v1/openapi.yaml"),
+    ("POST", "/v1/auth/token"),
 ];
 
 /// Every route of the API (listed in [`ROUTES`]).
@@ -178,6 +196,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/cluster/shards", axum::routing::get(cluster::shards))
         .route("/v1/cluster/nodes", axum::routing::get(cluster::nodes))
         .route("/v1/openapi.yaml", axum::routing::get(openapi))
+        .route("/v1/auth/token", axum::routing::post(auth::login))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_span,
@@ -221,6 +240,7 @@ async fn request_span(State(state): State<AppState>, request: Request, next: Nex
 }
 
 async fn accept_loop(
+    cluster: Arc<str>,
     listener: TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
@@ -245,6 +265,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
+        let cluster = cluster.clone();
         tasks.spawn(async move {
             let _permit = permit;
             match acceptor {
@@ -252,24 +273,38 @@ async fn accept_loop(
                     let handshake =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
                     match handshake {
-                        Ok(Ok(tls)) => serve(tls, peer, router).await,
+                        Ok(Ok(tls)) => {
+                            let identity = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .map_or(ringkv_types::PeerIdentity::Anonymous, |leaf| {
+                                    ringkv_transport::certs::certificate_identity(leaf, &cluster)
+                                });
+                            serve(tls, ConnectionInfo { peer, identity }, router).await
+                        }
                         Ok(Err(error)) => debug!(%peer, %error, "HTTPS handshake failed"),
                         Err(_) => debug!(%peer, "HTTPS handshake timed out"),
                     }
                 }
-                None => serve(stream, peer, router).await,
+                None => {
+                    let identity = ringkv_types::PeerIdentity::Anonymous;
+                    serve(stream, ConnectionInfo { peer, identity }, router).await
+                }
             }
         });
     }
 }
 
 /// Serves one connection (HTTP/1.1 or HTTP/2, as negotiated) until it closes.
-async fn serve<S>(stream: S, peer: SocketAddr, router: Router)
+async fn serve<S>(stream: S, connection: ConnectionInfo, router: Router)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let peer = connection.peer;
     let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
-        request.extensions_mut().insert(ConnectionInfo { peer });
+        request.extensions_mut().insert(connection.clone());
         tower::ServiceExt::oneshot(router.clone(), request)
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -282,8 +317,11 @@ where
 }
 
 /// Facts about the connection a request came on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnectionInfo {
     /// The client's address.
     pub peer: SocketAddr,
+    /// Who its client certificate names (verified against the cluster CA by the handshake);
+    /// anonymous without one.
+    pub identity: ringkv_types::PeerIdentity,
 }

@@ -65,7 +65,18 @@ client_request_timeout_ms = 200
     let identity = TlsIdentity::from_pem(ca.cert_pem(), &pair).unwrap();
     let (_publisher, health) = crate::health::channel();
     let metrics = Arc::new(Metrics::new(Path::new("/nonexistent")));
-    AppState::new(&config, &identity, health, metrics, Duration::from_secs(1))
+    let authenticator = Arc::new(crate::auth::Authenticator::new(
+        "test",
+        Duration::from_secs(60),
+    ));
+    AppState::new(
+        &config,
+        &identity,
+        health,
+        metrics,
+        authenticator,
+        Duration::from_secs(1),
+    )
 }
 
 #[test]
