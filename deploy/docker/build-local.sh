@@ -13,6 +13,8 @@ image="${RINGKV_IMAGE:-ringkv:dev}"
 base="${RINGKV_BASE_IMAGE:-ringkv-base:bookworm}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 target_dir="${CARGO_TARGET_DIR:-target}"
+# BUILD_PROFILE=debug packs debug binaries (quick local tries; the default is release).
+profile="${BUILD_PROFILE:-release}"
 
 # 1. The base image, made once and cached in the engine.
 if docker image inspect "$base" >/dev/null 2>&1; then
@@ -40,13 +42,17 @@ fi
 # 2. The binaries, built on the host (same glibc generation as bookworm's: the host is bookworm).
 if [ "${RINGKV_SKIP_CARGO:-0}" != 1 ]; then
   echo "== cargo build --release --bin ringkvd --bin ringctl"
-  cargo build --release --bin ringkvd --bin ringctl
+  if [ "$profile" = release ]; then
+    cargo build --release --bin ringkvd --bin ringctl
+  else
+    cargo build --bin ringkvd --bin ringctl
+  fi
 fi
 context="$(mktemp -d /tmp/ringkv-context.XXXXXX)"
 trap 'rm -rf "$context"' EXIT
 mkdir -p "$context/bin" "$context/deploy"
 for bin in ringkvd ringctl; do
-  cp "$target_dir/release/$bin" "$context/bin/"
+  cp "$target_dir/$profile/$bin" "$context/bin/"
 done
 cp Dockerfile "$context/"
 cp -r deploy/docker "$context/deploy/docker"
