@@ -53,6 +53,24 @@ pub struct Project {
     /// The host ports of node 1, 2, 3's HTTPS API.
     pub http_ports: [u16; 3],
     ca_file: PathBuf,
+    /// The `root` client certificate and key, copied out of the certs volume for curl.
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+/// Writes `text` to `path`, readable by the owner only (it may be a private key).
+fn write_owner_only(path: &std::path::Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    file.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 fn free_port() -> u16 {
@@ -69,11 +87,13 @@ impl Project {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let name = format!("ringkvt{}{}{test}", std::process::id(), nanos % 100_000);
-        let ca_file = std::env::temp_dir().join(format!("{name}-ca.pem"));
+        let temp = |suffix: &str| std::env::temp_dir().join(format!("{name}-{suffix}"));
         Self {
-            name,
             http_ports: [free_port(), free_port(), free_port()],
-            ca_file,
+            ca_file: temp("ca.pem"),
+            cert_file: temp("client-root.pem"),
+            key_file: temp("client-root.key"),
+            name,
         }
     }
 
@@ -120,8 +140,15 @@ impl Project {
             self.wait_healthy(n);
         }
         self.wait_all_led();
-        let ca = self.compose_ok(&["exec", "-T", "ringkv-1", "cat", "/certs/ca.pem"]);
-        std::fs::write(&self.ca_file, ca).unwrap_or_else(|e| panic!("write the CA: {e}"));
+        // curl presents the root client certificate (HTTP requests need a principal).
+        for (from, to) in [
+            ("/certs/ca.pem", &self.ca_file),
+            ("/certs/client-root.pem", &self.cert_file),
+            ("/certs/client-root.key", &self.key_file),
+        ] {
+            let text = self.compose_ok(&["exec", "-T", "ringkv-1", "cat", from]);
+            write_owner_only(to, &text);
+        }
     }
 
     /// Waits (at most three minutes) for node `n`'s health check to pass.
@@ -206,6 +233,10 @@ impl Project {
             .args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"])
             .arg("--cacert")
             .arg(&self.ca_file)
+            .arg("--cert")
+            .arg(&self.cert_file)
+            .arg("--key")
+            .arg(&self.key_file)
             .args(["-X", method]);
         if let Some(body) = body {
             command.args(["--data-binary", body]);
@@ -237,6 +268,48 @@ impl Project {
 impl Drop for Project {
     fn drop(&mut self) {
         let _ = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]);
-        let _ = std::fs::remove_file(&self.ca_file);
+        for file in [&self.ca_file, &self.cert_file, &self.key_file] {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+impl Project {
+    /// The compose network the nodes share (Compose v1: `<project>_default`).
+    pub fn network(&self) -> String {
+        format!("{}_default", self.name)
+    }
+
+    /// Cuts node `n` off the network (`docker network disconnect`): a real partition, every
+    /// packet to and from the node is lost, including its published port.
+    pub fn disconnect(&self, n: u8) {
+        self.docker(&["network", "disconnect", &self.network(), &self.container(n)]);
+    }
+
+    /// Puts node `n` back on the network under its service name (peers dial the name, and the
+    /// node may come back with another IP).
+    pub fn reconnect(&self, n: u8) {
+        let alias = format!("ringkv-{n}");
+        self.docker(&[
+            "network",
+            "connect",
+            "--alias",
+            &alias,
+            &self.network(),
+            &self.container(n),
+        ]);
+    }
+
+    /// `docker ARGS`, panicking with its stderr when it fails.
+    pub fn docker(&self, args: &[&str]) {
+        let output = Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("docker {args:?}: {e}"));
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }

@@ -78,3 +78,70 @@ fn compose_cluster_serves_survives_a_kill_and_a_full_restart() {
     assert_eq!((status, body.as_str()), (200, "world"));
     eprintln!("whole test in {:?}", started.elapsed());
 }
+
+/// A real network partition: node 1 is disconnected from the compose network. A write sent to
+/// it from inside its container fails as unavailable or timed out (exit code 4) and is never
+/// applied; the majority (nodes 2 and 3) elects leaders for the shards node 1 led and takes
+/// every write. After `docker network connect` (node 1 may get a new IP; peers dial its name)
+/// node 1 catches up: its stale reads return every write the majority acknowledged, and the
+/// refused write is absent everywhere.
+#[test]
+fn a_disconnected_node_cannot_write_and_catches_up_after_reconnecting() {
+    if !docker_ready() {
+        return;
+    }
+    let project = Project::new("p");
+    project.up();
+
+    project.disconnect(1);
+    // Inside the isolated container: its client reaches only node 1, which cannot commit.
+    let refused = project.ringctl(1, &["kv", "put", "refused-while-cut", "x"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(4),
+        "a write on the isolated node must fail as unavailable/timeout: {refused:?}"
+    );
+
+    // The majority keeps writing, on every shard (keys spread over the ring).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut acknowledged = Vec::new();
+    for i in 0..24 {
+        let key = format!("majority-{i}");
+        loop {
+            let (status, body) = project.curl(2, "PUT", &format!("/v1/kv/{key}"), Some("m"));
+            if (200..300).contains(&status) {
+                acknowledged.push(key);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the majority did not take {key}: {status} {body}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    project.reconnect(1);
+    project.wait_healthy(1);
+    project.wait_all_led();
+    // Node 1's own replicas catch up: stale reads on node 1 see every acknowledged write.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for key in &acknowledged {
+        loop {
+            let (status, body) =
+                project.curl(1, "GET", &format!("/v1/kv/{key}?consistency=stale"), None);
+            if (status, body.as_str()) == (200, "m") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node 1 did not catch up on {key}: {status} {body}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    for n in 1..=3 {
+        let (status, body) = project.curl(n, "GET", "/v1/kv/refused-while-cut", None);
+        assert_eq!(status, 404, "the refused write on node {n}: {body}");
+    }
+}
