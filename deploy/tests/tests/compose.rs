@@ -79,36 +79,58 @@ fn compose_cluster_serves_survives_a_kill_and_a_full_restart() {
     eprintln!("whole test in {:?}", started.elapsed());
 }
 
-/// A real network partition: node 1 is disconnected from the compose network. A write sent to
-/// it from inside its container fails as unavailable or timed out (exit code 4) and is never
-/// applied; the majority (nodes 2 and 3) elects leaders for the shards node 1 led and takes
-/// every write. After `docker network connect` (node 1 may get a new IP; peers dial its name)
-/// node 1 catches up: its stale reads return every write the majority acknowledged, and the
+/// The node that leads the placement driver (group 0), from `ringctl status -w json` on node 1.
+fn pd_leader(project: &Project) -> u8 {
+    let output = project.ringctl(1, &["status", "-w", "json"]);
+    assert!(output.status.success(), "ringctl status: {output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("status is not JSON ({e}): {output:?}"));
+    let leader = status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|node| node["replicas"].as_array().into_iter().flatten())
+        .find(|replica| replica["shard"] == 0 && replica["leader"].is_u64())
+        .and_then(|replica| replica["leader"].as_u64())
+        .unwrap_or_else(|| panic!("no PD leader in {status}"));
+    u8::try_from(leader).unwrap_or_else(|e| panic!("PD leader {leader}: {e}"))
+}
+
+/// A real network partition of the placement driver's leader: its node is disconnected from
+/// the compose network. A write sent to it from inside its container fails as unavailable or
+/// timed out (exit code 4) and is never applied; the majority elects leaders for the shards
+/// (and the PD group) the cut node led, takes writes on every shard and answers placement
+/// commands. After `docker network connect` (the node may get a new IP; peers dial its name)
+/// the node catches up: its stale reads return every write the majority acknowledged, and the
 /// refused write is absent everywhere.
 #[test]
-fn a_disconnected_node_cannot_write_and_catches_up_after_reconnecting() {
+fn a_disconnected_pd_leader_cannot_write_and_catches_up_after_reconnecting() {
     if !docker_ready() {
         return;
     }
     let project = Project::new("p");
     project.up();
+    let cut = pd_leader(&project);
+    let majority = cut % 3 + 1;
+    eprintln!("isolating node {cut} (PD leader); writing through node {majority}");
 
-    project.disconnect(1);
-    // Inside the isolated container: its client reaches only node 1, which cannot commit.
-    let refused = project.ringctl(1, &["kv", "put", "refused-while-cut", "x"]);
+    project.disconnect(cut);
+    // Inside the isolated container: its client reaches only its own node, which cannot commit.
+    let refused = project.ringctl(cut, &["kv", "put", "refused-while-cut", "x"]);
     assert_eq!(
         refused.status.code(),
         Some(4),
         "a write on the isolated node must fail as unavailable/timeout: {refused:?}"
     );
 
-    // The majority keeps writing, on every shard (keys spread over the ring).
+    // The majority keeps writing, on every shard (keys spread over the ring)...
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut acknowledged = Vec::new();
     for i in 0..24 {
         let key = format!("majority-{i}");
         loop {
-            let (status, body) = project.curl(2, "PUT", &format!("/v1/kv/{key}"), Some("m"));
+            let path = format!("/v1/kv/{key}");
+            let (status, body) = project.curl(majority, "PUT", &path, Some("m"));
             if (200..300).contains(&status) {
                 acknowledged.push(key);
                 break;
@@ -120,22 +142,34 @@ fn a_disconnected_node_cannot_write_and_catches_up_after_reconnecting() {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+    // ...and a new PD leader answers placement commands.
+    loop {
+        let nodes = project.ringctl(majority, &["nodes", "-w", "json"]);
+        if nodes.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no PD leader among the majority: {nodes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
-    project.reconnect(1);
-    project.wait_healthy(1);
+    project.reconnect(cut);
+    project.wait_healthy(cut);
     project.wait_all_led();
-    // Node 1's own replicas catch up: stale reads on node 1 see every acknowledged write.
+    // The cut node's own replicas catch up: its stale reads see every acknowledged write.
     let deadline = Instant::now() + Duration::from_secs(60);
     for key in &acknowledged {
         loop {
-            let (status, body) =
-                project.curl(1, "GET", &format!("/v1/kv/{key}?consistency=stale"), None);
+            let path = format!("/v1/kv/{key}?consistency=stale");
+            let (status, body) = project.curl(cut, "GET", &path, None);
             if (status, body.as_str()) == (200, "m") {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "node 1 did not catch up on {key}: {status} {body}"
+                "node {cut} did not catch up on {key}: {status} {body}"
             );
             std::thread::sleep(Duration::from_millis(300));
         }
