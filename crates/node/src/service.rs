@@ -45,6 +45,28 @@ fn answer_now(response: Response) -> ResponseFuture {
 
 impl ClientHandler for Service {
     fn handle(&self, peer: PeerIdentity, request: Request) -> ResponseFuture {
+        self.serve(peer, None, request)
+    }
+
+    fn handle_from(
+        &self,
+        peer: PeerIdentity,
+        remote: std::net::SocketAddr,
+        request: Request,
+    ) -> ResponseFuture {
+        self.serve(peer, Some(remote.ip()), request)
+    }
+}
+
+impl Service {
+    /// Authenticates, authorizes and enqueues one request; `remote` is the caller's address
+    /// (failed logins are slowed per user and per address).
+    fn serve(
+        &self,
+        peer: PeerIdentity,
+        remote: Option<std::net::IpAddr>,
+        request: Request,
+    ) -> ResponseFuture {
         // A login needs no principal (a token around it is ignored).
         let request = match request {
             Request::WithToken { request, .. }
@@ -55,7 +77,7 @@ impl ClientHandler for Service {
             other => other,
         };
         if let Request::Admin(AdminRequest::Login { user, password }) = request {
-            return Box::pin(self.auth.clone().login(peer, user, password));
+            return Box::pin(self.auth.clone().login(peer, remote, user, password));
         }
         let (principal, request) = match self.auth.resolve(&peer, request) {
             Ok(resolved) => resolved,

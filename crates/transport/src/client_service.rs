@@ -27,6 +27,19 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static
 pub trait ClientHandler: Send + Sync + 'static {
     /// Answers one request. Errors are answered as `Response::Error`.
     fn handle(&self, peer: PeerIdentity, request: Request) -> ResponseFuture;
+
+    /// As [`ClientHandler::handle`], also given the caller's address (the QUIC connection's
+    /// remote address), for handlers that count per source (failed logins). Defaults to
+    /// `handle`.
+    fn handle_from(
+        &self,
+        peer: PeerIdentity,
+        remote: std::net::SocketAddr,
+        request: Request,
+    ) -> ResponseFuture {
+        let _ = remote;
+        self.handle(peer, request)
+    }
 }
 
 impl<F, Fut> ClientHandler for F
@@ -46,16 +59,24 @@ pub(crate) async fn serve_requests(shared: Arc<Shared>, connection: quinn::Conne
         &connection,
         &shared.config.cluster,
     ));
-    debug!(remote = %connection.remote_address(), %peer, "client connection");
+    let remote = connection.remote_address();
+    debug!(%remote, %peer, "client connection");
     while let Ok((send, recv)) = connection.accept_bi().await {
         // Per-request tasks end with their stream or connection; they are not tracked.
-        tokio::spawn(handle_request(shared.clone(), peer.clone(), send, recv));
+        tokio::spawn(handle_request(
+            shared.clone(),
+            peer.clone(),
+            remote,
+            send,
+            recv,
+        ));
     }
 }
 
 async fn handle_request(
     shared: Arc<Shared>,
     peer: Arc<PeerIdentity>,
+    remote: std::net::SocketAddr,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -74,7 +95,7 @@ async fn handle_request(
         Err(_) => return debug!("client request not received in time"),
     };
     let response = match codec::decode::<Request>(&bytes, max_payload) {
-        Ok(request) => dispatch(&shared, &peer, request).await,
+        Ok(request) => dispatch(&shared, &peer, remote, request).await,
         Err(error) => Response::Error(WireError::InvalidRequest {
             reason: error.to_string(),
         }),
@@ -95,7 +116,12 @@ async fn handle_request(
     let _ = send.finish();
 }
 
-async fn dispatch(shared: &Shared, peer: &PeerIdentity, request: Request) -> Response {
+async fn dispatch(
+    shared: &Shared,
+    peer: &PeerIdentity,
+    remote: std::net::SocketAddr,
+    request: Request,
+) -> Response {
     let Some(handler) = &shared.handler else {
         return Response::Error(WireError::Unavailable);
     };
@@ -111,7 +137,8 @@ async fn dispatch(shared: &Shared, peer: &PeerIdentity, request: Request) -> Res
         Request::Kv(kv) if kv.timeout_ms > 0 => Duration::from_millis(kv.timeout_ms.into()),
         _ => shared.config.client_request_timeout,
     };
-    let outcome = tokio::time::timeout(budget, handler.handle(peer.clone(), request)).await;
+    let outcome =
+        tokio::time::timeout(budget, handler.handle_from(peer.clone(), remote, request)).await;
     drop(permit);
     match outcome {
         Ok(response) => {

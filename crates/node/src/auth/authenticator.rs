@@ -15,6 +15,7 @@ use super::token::{self, Claims, VerifyingKey};
 use ringkv_pd::{AuthState, Role, User};
 use ringkv_types::{AdminResult, PeerIdentity, Request, Response, Secret, WireError};
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
@@ -22,8 +23,10 @@ use tracing::{info, warn};
 
 /// Most verified tokens kept.
 pub const TOKEN_CACHE_MAX: usize = 10_000;
-/// Most users whose failed logins are remembered.
+/// Most users and source addresses whose failed logins are remembered.
 pub const FAILED_LOGINS_MAX: usize = 10_000;
+/// Failed logins older than this are forgotten: the delay of a user or an address starts over.
+const FAILURE_WINDOW_SECS: u64 = 300;
 /// Password checks (argon2, ~tens of ms and MBs of memory each) running at once, at most;
 /// more logins wait, up to a timeout.
 pub const PASSWORD_CHECKS_MAX: usize = 2;
@@ -31,6 +34,15 @@ pub const PASSWORD_CHECKS_MAX: usize = 2;
 const FAILURE_DELAY_BASE: Duration = Duration::from_millis(200);
 /// The longest delay.
 const FAILURE_DELAY_MAX: Duration = Duration::from_secs(5);
+
+/// The keys a failed login is counted under: the user, and the source address if known.
+fn failure_keys(user: &str, remote: Option<IpAddr>) -> Vec<String> {
+    let mut keys = vec![format!("user:{user}")];
+    if let Some(ip) = remote {
+        keys.push(format!("addr:{ip}"));
+    }
+    keys
+}
 
 fn unauthenticated(reason: impl Into<String>) -> WireError {
     WireError::Unauthenticated {
@@ -226,46 +238,67 @@ impl Authenticator {
         tokens.insert(token.expose().to_string(), entry);
     }
 
-    fn failure_delay(&self, user: &str) -> Duration {
+    /// The delay before checking a password: the longer of the user's and the source
+    /// address's, each doubling with its recent failures (so guessing one user's password from
+    /// many addresses, or many users' passwords from one address, is slowed alike).
+    pub fn failure_delay(&self, user: &str, remote: Option<IpAddr>, now: u64) -> Duration {
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        match failures.get(user) {
-            None | Some((0, _)) => Duration::ZERO,
-            Some((count, _)) => FAILURE_DELAY_BASE
-                .saturating_mul(1 << (count - 1).min(10))
-                .min(FAILURE_DELAY_MAX),
-        }
+        failure_keys(user, remote)
+            .iter()
+            .map(|key| match failures.get(key) {
+                Some((count, at))
+                    if *count > 0 && now.saturating_sub(*at) <= FAILURE_WINDOW_SECS =>
+                {
+                    FAILURE_DELAY_BASE
+                        .saturating_mul(1 << (count - 1).min(10))
+                        .min(FAILURE_DELAY_MAX)
+                }
+                _ => Duration::ZERO,
+            })
+            .max()
+            .unwrap_or(Duration::ZERO)
     }
 
-    fn record_failure(&self, user: &str, now: u64) {
+    /// Counts a failed login against the user and the source address.
+    pub fn record_failure(&self, user: &str, remote: Option<IpAddr>, now: u64) {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        if failures.len() >= FAILED_LOGINS_MAX && !failures.contains_key(user) {
-            // Forget the entries untouched for the longest.
-            let cutoff = failures.values().map(|(_, at)| *at).min().unwrap_or(now);
-            failures.retain(|_, (_, at)| *at > cutoff);
-            if failures.len() >= FAILED_LOGINS_MAX {
-                failures.clear();
+        for key in failure_keys(user, remote) {
+            if failures.len() >= FAILED_LOGINS_MAX && !failures.contains_key(&key) {
+                // Forget the entries untouched for the longest.
+                let cutoff = failures.values().map(|(_, at)| *at).min().unwrap_or(now);
+                failures.retain(|_, (_, at)| *at > cutoff);
+                if failures.len() >= FAILED_LOGINS_MAX {
+                    failures.clear();
+                }
             }
+            let entry = failures.entry(key).or_insert((0, now));
+            if now.saturating_sub(entry.1) > FAILURE_WINDOW_SECS {
+                entry.0 = 0;
+            }
+            entry.0 = entry.0.saturating_add(1);
+            entry.1 = now;
         }
-        let entry = failures.entry(user.to_string()).or_insert((0, now));
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
     }
 
     /// Answers a login: checks the password (on a blocking thread: argon2 is slow on purpose,
     /// after a delay that grows with the user's recent failures) and signs a token.
+    /// `remote` is the caller's address, when the surface knows it: failures are counted
+    /// per user and per address.
     pub async fn login(
         self: Arc<Self>,
         peer: PeerIdentity,
+        remote: Option<IpAddr>,
         user: String,
         password: Secret,
     ) -> Response {
-        match self.login_inner(&peer, &user, password).await {
+        let from = remote.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        match self.login_inner(remote, &user, password).await {
             Ok(response) => {
-                info!(target: "audit", %peer, user, "login");
+                info!(target: "audit", %peer, from, user, "login");
                 response
             }
             Err(error) => {
-                warn!(target: "audit", %peer, user, %error, "login failed");
+                warn!(target: "audit", %peer, from, user, %error, "login failed");
                 Response::Error(error)
             }
         }
@@ -273,11 +306,11 @@ impl Authenticator {
 
     async fn login_inner(
         &self,
-        _peer: &PeerIdentity,
+        remote: Option<IpAddr>,
         name: &str,
         password: Secret,
     ) -> Result<Response, WireError> {
-        let delay = self.failure_delay(name);
+        let delay = self.failure_delay(name, remote, now_secs());
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -302,13 +335,15 @@ impl Authenticator {
         drop(permit);
         let now = now_secs();
         let Some(user) = user.filter(|_| matches) else {
-            self.record_failure(name, now);
+            self.record_failure(name, remote, now);
             return Err(unauthenticated("wrong user name or password"));
         };
+        // The user's count starts over; the address's does not (one valid account must not
+        // reset the delay of guesses at other users' passwords from the same address).
         self.failures
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(name);
+            .remove(&failure_keys(name, None)[0]);
         let key = view.auth.current_key().ok_or(WireError::Unavailable)?;
         let exp = now.saturating_add(self.token_ttl.as_secs());
         let claims = Claims {
@@ -326,5 +361,49 @@ impl Authenticator {
             token: Secret::new(token),
             expires_at_ms: exp.saturating_mul(1000),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap_or_else(|e| panic!("{text}: {e}")))
+    }
+
+    #[test]
+    fn failed_logins_slow_down_per_user_and_per_source_address() {
+        let auth = Authenticator::new("c", Duration::from_secs(60));
+        let now = 1_000;
+        let (mallory, elsewhere) = (ip("10.9.9.9"), ip("10.1.1.1"));
+        assert_eq!(auth.failure_delay("alice", mallory, now), Duration::ZERO);
+
+        // Guesses at many users' passwords from one address slow that address down...
+        for user in ["alice", "bob", "carol"] {
+            auth.record_failure(user, mallory, now);
+        }
+        let address_delay = auth.failure_delay("dave", mallory, now);
+        assert_eq!(address_delay, FAILURE_DELAY_BASE * 4);
+        // ...but not dave from another address.
+        assert_eq!(auth.failure_delay("dave", elsewhere, now), Duration::ZERO);
+        // Guesses at one user from many addresses slow that user down everywhere.
+        auth.record_failure("erin", ip("10.0.0.1"), now);
+        auth.record_failure("erin", ip("10.0.0.2"), now);
+        assert_eq!(
+            auth.failure_delay("erin", ip("10.0.0.3"), now),
+            FAILURE_DELAY_BASE * 2
+        );
+        // Without an address only the user counts.
+        assert_eq!(auth.failure_delay("frank", None, now), Duration::ZERO);
+        // The delay is capped, and forgotten once the failures are old.
+        for _ in 0..20 {
+            auth.record_failure("alice", mallory, now);
+        }
+        assert_eq!(auth.failure_delay("alice", None, now), FAILURE_DELAY_MAX);
+        let later = now + FAILURE_WINDOW_SECS + 1;
+        assert_eq!(auth.failure_delay("alice", mallory, later), Duration::ZERO);
+        auth.record_failure("alice", mallory, later);
+        assert_eq!(auth.failure_delay("alice", None, later), FAILURE_DELAY_BASE);
     }
 }

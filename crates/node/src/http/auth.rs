@@ -159,10 +159,11 @@ pub(super) async fn login(
         Ok(body) => body,
         Err(error) => return ApiError::bad_request(format!("JSON body: {error}")).into_response(),
     };
+    let remote = connection.as_ref().map(|c| c.peer.ip());
     let peer = peer(connection.as_ref());
     let authenticator: Arc<Authenticator> = state.inner.authenticator.clone();
     let answer = authenticator
-        .login(peer, body.user, Secret::new(body.password))
+        .login(peer, remote, body.user, Secret::new(body.password))
         .await;
     match answer {
         ringkv_types::Response::Admin(AdminResult::Token {
