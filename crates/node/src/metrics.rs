@@ -42,6 +42,10 @@ pub struct Metrics {
     pub http_requests: Family<Labels2, Counter>,
     /// HTTP API request latency by `op`.
     pub http_request_duration: Family<Labels1, Histogram>,
+    /// Native client requests by `op` and `result`.
+    pub requests: Family<Labels2, Counter>,
+    /// Native client request latency by `op`.
+    pub request_duration: Family<Labels1, Histogram>,
     /// Times a local replica saw its group's leader change (elections, transfers).
     pub raft_leader_changes: Counter,
     /// Entries proposed by local leaders (writes, PD commands, splits, membership changes).
@@ -92,6 +96,19 @@ impl Metrics {
             "http_request_duration_seconds",
             "HTTP API request latency by operation",
             http_request_duration.clone(),
+        );
+        let requests = Family::<Labels2, Counter>::default();
+        registry.register(
+            "requests",
+            "Native (QUIC) client requests answered, by operation and result",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<Labels1, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "request_duration_seconds",
+            "Native (QUIC) client request latency by operation, from arrival to answer",
+            request_duration.clone(),
         );
         let raft_leader_changes = Counter::default();
         registry.register(
@@ -177,6 +194,8 @@ impl Metrics {
             registry,
             http_requests,
             http_request_duration,
+            requests,
+            request_duration,
             raft_leader_changes,
             raft_proposals,
             raft_dropped_messages,
@@ -197,6 +216,16 @@ impl Metrics {
     /// Lets the transport collector read `transport` (held weakly: the node owns it).
     pub fn set_transport(&self, transport: Weak<Transport>) {
         let _ = self.transport.transport.set(transport);
+    }
+
+    /// Counts one native client request.
+    pub fn request(&self, op: &'static str, result: &'static str, elapsed: Duration) {
+        self.requests
+            .get_or_create(&[("op", op), ("result", result)])
+            .inc();
+        self.request_duration
+            .get_or_create(&[("op", op)])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Counts one HTTP request.
@@ -484,6 +513,7 @@ mod tests {
         std::fs::write(dir.path().join("f"), [0u8; 100]).unwrap();
         let metrics = Metrics::new(dir.path());
         metrics.http_request("get", "ok", Duration::from_millis(3));
+        metrics.request("put", "busy", Duration::from_millis(1));
         metrics.raft_proposals.inc();
         metrics
             .raft_shards
@@ -492,6 +522,8 @@ mod tests {
         let text = metrics.encode().unwrap();
         for expected in [
             "ringkv_http_requests_total{op=\"get\",result=\"ok\"} 1",
+            "ringkv_requests_total{op=\"put\",result=\"busy\"} 1",
+            "ringkv_request_duration_seconds_count{op=\"put\"} 1",
             "ringkv_http_request_duration_seconds_count{op=\"get\"} 1",
             "ringkv_raft_proposals_total 1",
             "ringkv_raft_shards{role=\"leader\"} 2",

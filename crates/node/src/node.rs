@@ -353,8 +353,11 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     if let Some(state) = &pd_state {
         authenticator.update(&state.auth);
     }
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(&config.data_dir));
     let (transport, inbound) = Transport::builder(transport_config, identity)
-        .handler(Service::new(calls_tx.clone(), authenticator.clone()))
+        .handler(
+            Service::new(calls_tx.clone(), authenticator.clone()).with_metrics(metrics.clone()),
+        )
         .start()?;
     let local_addr = transport.local_addr()?;
     for endpoint in &config.initial_cluster {
@@ -376,7 +379,6 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     let (shutdown_tx, shutdown) = oneshot::channel();
     local.pd_state = pd_state;
     let (health_publisher, health) = crate::health::channel();
-    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(&config.data_dir));
     let http = match (&config.http, &http_identity) {
         (Some(http), Some(identity)) => {
             let authenticator = authenticator.clone();

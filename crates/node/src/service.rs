@@ -5,6 +5,7 @@
 
 use crate::auth::{Authenticator, Principal, authorize, describe, is_audited};
 use crate::config::LimitsConfig;
+use crate::metrics::Metrics;
 use ringkv_storage::{Command, Operation, SessionRequest};
 use ringkv_transport::{ClientHandler, ResponseFuture};
 use ringkv_types::{
@@ -30,12 +31,89 @@ pub struct ClientCall {
 pub struct Service {
     calls: mpsc::Sender<ClientCall>,
     auth: Arc<Authenticator>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Service {
     /// A handler feeding `calls`, checking callers with `auth`.
     pub fn new(calls: mpsc::Sender<ClientCall>, auth: Arc<Authenticator>) -> Self {
-        Self { calls, auth }
+        Self {
+            calls,
+            auth,
+            metrics: None,
+        }
+    }
+
+    /// Counts every answered request in `metrics` (`ringkv_requests_total{op, result}` and
+    /// `ringkv_request_duration_seconds{op}`). Requests the transport gave up on (its timeout)
+    /// are counted there, not here.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// [`Service::serve`], measured.
+    fn serve_measured(
+        &self,
+        peer: PeerIdentity,
+        remote: Option<std::net::IpAddr>,
+        request: Request,
+    ) -> ResponseFuture {
+        let Some(metrics) = self.metrics.clone() else {
+            return self.serve(peer, remote, request);
+        };
+        let op = op_label(&request);
+        let started = std::time::Instant::now();
+        let answer = self.serve(peer, remote, request);
+        Box::pin(async move {
+            let response = answer.await;
+            metrics.request(op, result_label(&response), started.elapsed());
+            response
+        })
+    }
+}
+
+/// The `op` label of a request (bounded: never a key or a user string).
+fn op_label(request: &Request) -> &'static str {
+    match request {
+        Request::WithToken { request, .. } => op_label(request),
+        Request::Kv(kv) => match kv.op {
+            KvOp::Get { .. } => "get",
+            KvOp::Exists { .. } => "has",
+            KvOp::Put { .. } => "put",
+            KvOp::Delete { .. } => "delete",
+            KvOp::CompareAndSwap { .. } => "cas",
+            KvOp::Batch { .. } => "batch",
+        },
+        Request::Admin(AdminRequest::Login { .. }) => "login",
+        Request::Admin(AdminRequest::Pd { .. }) => "pd",
+        Request::Admin(_) => "admin",
+    }
+}
+
+/// The `result` label of an answer.
+fn result_label(response: &Response) -> &'static str {
+    let Response::Error(error) = response else {
+        return "ok";
+    };
+    match error {
+        WireError::NotLeader { .. }
+        | WireError::EpochMismatch { .. }
+        | WireError::ShardNotFound { .. }
+        | WireError::KeyNotInShard { .. } => "reroute",
+        WireError::Busy => "busy",
+        WireError::Timeout => "timeout",
+        WireError::Unavailable => "unavailable",
+        WireError::Unauthenticated { .. } => "unauthenticated",
+        WireError::PermissionDenied { .. } => "permission_denied",
+        WireError::KeyTooLarge { .. }
+        | WireError::ValueTooLarge { .. }
+        | WireError::BatchTooLarge { .. }
+        | WireError::RequestTooLarge { .. } => "too_large",
+        WireError::InvalidRequest { .. } => "invalid",
+        WireError::Internal { .. } => "internal",
+        _ => "other",
     }
 }
 
@@ -45,7 +123,7 @@ fn answer_now(response: Response) -> ResponseFuture {
 
 impl ClientHandler for Service {
     fn handle(&self, peer: PeerIdentity, request: Request) -> ResponseFuture {
-        self.serve(peer, None, request)
+        self.serve_measured(peer, None, request)
     }
 
     fn handle_from(
@@ -54,7 +132,7 @@ impl ClientHandler for Service {
         remote: std::net::SocketAddr,
         request: Request,
     ) -> ResponseFuture {
-        self.serve(peer, Some(remote.ip()), request)
+        self.serve_measured(peer, Some(remote.ip()), request)
     }
 }
 
