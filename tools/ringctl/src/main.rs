@@ -455,6 +455,7 @@ enum CertsCommand {
 }
 
 fn main() -> ExitCode {
+    exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -475,6 +476,26 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => failure(&error),
     }
+}
+
+/// `ringctl status | head` closes stdout early, and `println!` (or clap_complete's writer) then
+/// panics on the broken pipe. A reader that stopped reading is not an error of ours: end quietly
+/// with exit code 0 (as a process killed by SIGPIPE would end silently) instead of printing a
+/// panic. ringctl writes to no other pipe (its network traffic is QUIC over UDP).
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Broken pipe") || message.contains("BrokenPipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// The one place a failed command ends: the error on stderr, and its exit code.
