@@ -64,8 +64,9 @@ pub struct Metrics {
     pub storage_group_commit_entries: Histogram,
     /// Bytes per group commit.
     pub storage_group_commit_bytes: Histogram,
-    /// Operators PD finished or cancelled, by `result` (cluster-wide, from this node's PD view).
-    pub pd_operators: Family<Labels1, Gauge>,
+    /// Operators PD finished or cancelled, by `kind` and `result` (cluster-wide, from this
+    /// node's PD view).
+    pub pd_operators: Family<Labels2, Gauge>,
     /// Operators in flight at PD by `kind`.
     pub pd_operators_in_flight: Family<Labels1, Gauge>,
     /// Replicas per node as PD last heard (balance), by `node`.
@@ -160,10 +161,10 @@ impl Metrics {
             "Bytes per group commit",
             storage_group_commit_bytes.clone(),
         );
-        let pd_operators = Family::<Labels1, Gauge>::default();
+        let pd_operators = Family::<Labels2, Gauge>::default();
         registry.register(
             "pd_operators",
-            "Operators the placement driver finished or cancelled, by result (cluster-wide)",
+            "Operators the placement driver ended, by kind and result (cluster-wide)",
             pd_operators.clone(),
         );
         let pd_operators_in_flight = Family::<Labels1, Gauge>::default();

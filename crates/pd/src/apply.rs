@@ -12,7 +12,7 @@ use crate::node::{NodeInfo, NodeState, NodeStats};
 use crate::operator::{Operator, OperatorId, OperatorKind, Step, StepOrder};
 use crate::scheduler;
 use crate::settings::Settings;
-use crate::state::{ClusterInfo, PdState, ShardStatus};
+use crate::state::{ClusterInfo, OperatorEnd, PdState, ShardStatus};
 use ringkv_types::ring::Arc;
 use ringkv_types::{Epoch, NodeId, ReplicaRole, ShardDescriptor, ShardId, ShardMap};
 use std::collections::BTreeSet;
@@ -80,7 +80,7 @@ impl PdState {
                     .map(|o| o.id)
                     .ok_or(Error::NoOperator { shard: *shard })?;
                 self.advance_time(*now_ms);
-                self.cancel_operator(*shard);
+                self.cancel_operator(*shard, OperatorEnd::Cancelled);
                 Ok(Response::Operator(operator))
             }
             Command::SetScheduler { scheduler, enabled } => {
@@ -499,8 +499,9 @@ impl PdState {
             operator.step_started_ms = now_ms;
         }
         if operator.is_finished() {
+            let kind = operator.kind;
             self.operators.remove(&shard);
-            self.operator_counts.finished += 1;
+            self.operator_counts.record(kind, OperatorEnd::Finished);
             return None;
         }
         let operator = self.operators.get(&shard)?;
@@ -520,7 +521,7 @@ impl PdState {
                     order(step)
                 } else {
                     // The target went away before its learner appeared.
-                    self.cancel_operator(shard);
+                    self.cancel_operator(shard, OperatorEnd::Abandoned);
                     self.progress_operator(shard)
                 }
             }
@@ -568,11 +569,11 @@ impl PdState {
 
     /// Cancels the operator of `shard`: it is replaced by its rollback (see
     /// [`Operator::rollback_steps`]) unless it is itself a rollback or nothing needs undoing.
-    pub(crate) fn cancel_operator(&mut self, shard: ShardId) {
+    pub(crate) fn cancel_operator(&mut self, shard: ShardId, why: OperatorEnd) {
         let Some(operator) = self.operators.remove(&shard) else {
             return;
         };
-        self.operator_counts.cancelled += 1;
+        self.operator_counts.record(operator.kind, why);
         if operator.kind == OperatorKind::Rollback {
             return;
         }
@@ -753,7 +754,7 @@ impl PdState {
             .map(|o| (o.shard, o.id))
             .collect();
         for (shard, id) in stalled {
-            self.cancel_operator(shard);
+            self.cancel_operator(shard, OperatorEnd::TimedOut);
             outcome.cancelled.push(id);
         }
         let (operators, ids) = scheduler::schedule(self);

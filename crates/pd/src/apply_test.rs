@@ -5,7 +5,7 @@ use crate::error::{Error, InvalidReason, RejectReason};
 use crate::node::{NodeState, NodeStats};
 use crate::operator::{OperatorKind, Step, StepOrder};
 use crate::settings::{SchedulerKind, Settings};
-use crate::state::PdState;
+use crate::state::{OperatorEnd, PdState};
 use crate::test_support::*;
 use ringkv_types::ring::Arc;
 use ringkv_types::{Epoch, NodeId, ReplicaRole, ShardId, ShardMap};
@@ -511,6 +511,10 @@ fn move_replica_walks_through_its_steps() {
     assert_eq!(apply_report(&mut state, report), None);
     assert!(state.operator(shard).is_none());
     assert_eq!(state.operator_counts.finished, 1);
+    let counts = &state.operator_counts;
+    assert_eq!(counts.of(OperatorKind::Admin, OperatorEnd::Finished), 1);
+    assert_eq!(counts.of(OperatorKind::Repair, OperatorEnd::Finished), 0);
+    assert_eq!(counts.of(OperatorKind::Admin, OperatorEnd::Cancelled), 0);
 }
 
 #[test]
@@ -572,6 +576,10 @@ fn stalled_operator_is_cancelled_and_its_learner_removed() {
         panic!("tick");
     };
     assert_eq!(outcome.cancelled.len(), 1);
+    let counts = &state.operator_counts;
+    assert_eq!(counts.of(OperatorKind::Admin, OperatorEnd::TimedOut), 1);
+    assert_eq!(counts.of(OperatorKind::Admin, OperatorEnd::Cancelled), 0);
+    assert_eq!(counts.cancelled, 1);
     let rollback = state.operator(shard).expect("rollback in flight");
     assert_eq!(rollback.kind, OperatorKind::Rollback);
     assert_eq!(
@@ -601,6 +609,9 @@ fn stalled_operator_is_cancelled_and_its_learner_removed() {
         Ok(Response::Operator(id))
     );
     assert!(state.operator(shard).is_none());
+    let counts = &state.operator_counts;
+    assert_eq!(counts.of(OperatorKind::Admin, OperatorEnd::Cancelled), 1);
+    assert_eq!(counts.of(OperatorKind::Admin, OperatorEnd::TimedOut), 0);
     assert_eq!(
         state.apply(&Command::CancelOperator { shard, now_ms: 1 }),
         Err(Error::NoOperator { shard })
@@ -632,6 +643,12 @@ fn add_learner_to_a_node_that_went_away_is_cancelled() {
     assert_eq!(report_current(&mut state, shard, None, 2), None);
     assert!(state.operator(shard).is_none());
     assert_eq!(state.operator_counts.cancelled, 1);
+    assert_eq!(
+        state
+            .operator_counts
+            .of(OperatorKind::Admin, OperatorEnd::Abandoned),
+        1
+    );
 }
 
 #[test]

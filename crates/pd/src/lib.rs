@@ -105,7 +105,9 @@ pub use node::{NodeInfo, NodeState, NodeStats};
 pub use operator::{Operator, OperatorId, OperatorKind, Step, StepOrder};
 pub use scheduler::{move_steps, plan, split_position};
 pub use settings::{SchedulerKind, Settings};
-pub use state::{ClusterInfo, IdCounters, OperatorCounts, PdState, ShardStatus};
+pub use state::{
+    ClusterInfo, IdCounters, KindCounts, OperatorCounts, OperatorEnd, PdState, ShardStatus,
+};
 
 /// Raft member ids: `(node << 32) | incarnation`, one definition for the whole project.
 pub use ringkv_types::member_id;

@@ -4,7 +4,7 @@
 
 use crate::command::ShardStats;
 use crate::node::NodeInfo;
-use crate::operator::{Operator, OperatorId};
+use crate::operator::{Operator, OperatorId, OperatorKind};
 use crate::settings::Settings;
 use ringkv_types::{NodeId, ReplicaRole, ShardDescriptor, ShardId, ShardMap};
 use serde::{Deserialize, Serialize};
@@ -58,13 +58,103 @@ impl Default for IdCounters {
     }
 }
 
-/// How operators ended, for `ringctl status` and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How operators ended, for `ringctl status`, metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorCounts {
     /// Operators whose every step completed.
     pub finished: u64,
     /// Operators cancelled (timeout, admin, or a step that became impossible).
     pub cancelled: u64,
+    /// The same outcomes by the operator's kind, the cancellations by their reason.
+    pub by_kind: BTreeMap<OperatorKind, KindCounts>,
+}
+
+/// Why an operator left the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorEnd {
+    /// Every step completed.
+    Finished,
+    /// An admin cancelled it (`ringctl operator cancel`).
+    Cancelled,
+    /// A step took longer than `operator_step_timeout_ms`.
+    TimedOut,
+    /// A step became impossible (its target went away).
+    Abandoned,
+}
+
+impl OperatorEnd {
+    /// Every end, in a fixed order (metrics pre-create a series for each).
+    pub const ALL: [OperatorEnd; 4] = [
+        OperatorEnd::Finished,
+        OperatorEnd::Cancelled,
+        OperatorEnd::TimedOut,
+        OperatorEnd::Abandoned,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            OperatorEnd::Finished => "finished",
+            OperatorEnd::Cancelled => "cancelled",
+            OperatorEnd::TimedOut => "timed_out",
+            OperatorEnd::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// How the operators of one kind ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCounts {
+    /// Every step completed.
+    pub finished: u64,
+    /// Cancelled by an admin.
+    pub cancelled: u64,
+    /// A step timed out.
+    pub timed_out: u64,
+    /// A step became impossible.
+    pub abandoned: u64,
+}
+
+impl KindCounts {
+    /// The count for one end.
+    pub fn get(&self, end: OperatorEnd) -> u64 {
+        match end {
+            OperatorEnd::Finished => self.finished,
+            OperatorEnd::Cancelled => self.cancelled,
+            OperatorEnd::TimedOut => self.timed_out,
+            OperatorEnd::Abandoned => self.abandoned,
+        }
+    }
+}
+
+impl OperatorCounts {
+    /// Counts an operator of `kind` that ended with `end`.
+    pub fn record(&mut self, kind: OperatorKind, end: OperatorEnd) {
+        let by_kind = self.by_kind.entry(kind).or_default();
+        match end {
+            OperatorEnd::Finished => {
+                self.finished += 1;
+                by_kind.finished += 1;
+            }
+            OperatorEnd::Cancelled => {
+                self.cancelled += 1;
+                by_kind.cancelled += 1;
+            }
+            OperatorEnd::TimedOut => {
+                self.cancelled += 1;
+                by_kind.timed_out += 1;
+            }
+            OperatorEnd::Abandoned => {
+                self.cancelled += 1;
+                by_kind.abandoned += 1;
+            }
+        }
+    }
+
+    /// How many operators of `kind` ended with `end`.
+    pub fn of(&self, kind: OperatorKind, end: OperatorEnd) -> u64 {
+        self.by_kind.get(&kind).map_or(0, |c| c.get(end))
+    }
 }
 
 /// The placement driver's replicated state.

@@ -745,7 +745,7 @@ fn chaos_then_heal_converges_safely() {
             model.shards.len(),
             "seed {seed}"
         );
-        let counts = model.pd.operator_counts;
+        let counts = model.pd.operator_counts.clone();
         assert!(counts.finished > 0, "seed {seed}: nothing finished");
         let replicas = model.replica_counts();
         let leaders = model.leader_counts();

@@ -52,6 +52,17 @@ use tracing::{debug, error, info, warn};
 use requests::{fail_reads, lost_write, serve_reads, write_response};
 
 /// The `kind` label of a PD operator.
+/// Every operator kind, for metrics that pre-create a series per kind.
+const OPERATOR_KINDS: [ringkv_pd::OperatorKind; 7] = [
+    ringkv_pd::OperatorKind::Repair,
+    ringkv_pd::OperatorKind::Drain,
+    ringkv_pd::OperatorKind::Split,
+    ringkv_pd::OperatorKind::BalanceReplicas,
+    ringkv_pd::OperatorKind::BalanceLeaders,
+    ringkv_pd::OperatorKind::Admin,
+    ringkv_pd::OperatorKind::Rollback,
+];
+
 fn operator_kind_label(kind: ringkv_pd::OperatorKind) -> &'static str {
     use ringkv_pd::OperatorKind as K;
     match kind {
@@ -241,28 +252,22 @@ impl EventLoop {
             .raft_apply_lag
             .set(i64::try_from(apply_lag).unwrap_or(i64::MAX));
         if let Some(state) = self.pd_view() {
-            let counts = state.operator_counts;
-            for (result, count) in [
-                ("finished", counts.finished),
-                ("cancelled", counts.cancelled),
-            ] {
-                metrics
-                    .pd_operators
-                    .get_or_create(&[("result", result)])
-                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            for kind in OPERATOR_KINDS {
+                for end in ringkv_pd::OperatorEnd::ALL {
+                    let count = state.operator_counts.of(kind, end);
+                    metrics
+                        .pd_operators
+                        .get_or_create(&[
+                            ("kind", operator_kind_label(kind)),
+                            ("result", end.label()),
+                        ])
+                        .set(i64::try_from(count).unwrap_or(i64::MAX));
+                }
             }
-            let mut in_flight: BTreeMap<&'static str, i64> = [
-                "repair",
-                "drain",
-                "split",
-                "balance_replicas",
-                "balance_leaders",
-                "admin",
-                "rollback",
-            ]
-            .into_iter()
-            .map(|kind| (kind, 0))
-            .collect();
+            let mut in_flight: BTreeMap<&'static str, i64> = OPERATOR_KINDS
+                .into_iter()
+                .map(|kind| (operator_kind_label(kind), 0))
+                .collect();
             for operator in state.operators.values() {
                 *in_flight
                     .entry(operator_kind_label(operator.kind))
