@@ -57,6 +57,7 @@ mod config;
 mod error;
 mod routing;
 mod session;
+pub mod views;
 
 pub use client::{CasOutcome, Client, IssuedToken};
 pub use config::{ClientConfig, Credentials, Endpoint, RetryPolicy, Seed, TlsSource};

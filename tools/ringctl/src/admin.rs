@@ -144,9 +144,7 @@ pub async fn nodes(client: &Client, json: bool) -> Result<ExitCode> {
     let state = state(client).await?;
     let pd_leader = client.cached_pd_leader();
     if json {
-        let mut value = view::nodes_json(&state);
-        value["pd_leader"] = pd_leader.map(NodeId::get).into();
-        print_json(&value)?;
+        print_json(&view::nodes_json(&state, pd_leader))?;
     } else {
         if let Some(leader) = pd_leader.filter(|_| !view::is_simple()) {
             println!("placement driver leader: node {}", leader.get());

@@ -1,12 +1,14 @@
 //! What the admin commands print, as pure functions of the placement driver's state: tables for
 //! people, JSON values for scripts, and the balance measure `rebalance` polls for.
 
-use ringkv_client::ringkv_pd::{
-    NodeInfo, NodeState, Operator, OperatorKind, PdState, SchedulerKind, Settings, Step,
-};
+use ringkv_client::ringkv_pd::{Operator, PdState, SchedulerKind, Settings};
 use ringkv_types::ring::Arc;
 use ringkv_types::{NodeId, ReplicaRole, ShardDescriptor};
 use serde_json::{Value, json};
+
+pub use ringkv_client::views::{
+    kind_text, nodes_json, operator_json, shards_json, state_text, step_text, used_bytes,
+};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -111,16 +113,6 @@ pub fn arc_text(arc: &Arc) -> String {
     }
 }
 
-/// A node's state as printed.
-pub fn state_text(state: NodeState) -> &'static str {
-    match state {
-        NodeState::Up => "Up",
-        NodeState::Down => "Down",
-        NodeState::Draining => "Draining",
-        NodeState::Removed => "Removed",
-    }
-}
-
 /// The command-line name of a scheduler.
 pub fn scheduler_name(kind: SchedulerKind) -> &'static str {
     match kind {
@@ -140,29 +132,6 @@ pub fn parse_scheduler(name: &str) -> Option<SchedulerKind> {
         .find(|kind| scheduler_name(*kind) == name)
 }
 
-fn kind_text(kind: OperatorKind) -> &'static str {
-    match kind {
-        OperatorKind::Repair => "repair",
-        OperatorKind::Drain => "drain",
-        OperatorKind::Split => "split",
-        OperatorKind::BalanceReplicas => "balance-replicas",
-        OperatorKind::BalanceLeaders => "balance-leaders",
-        OperatorKind::Admin => "admin",
-        OperatorKind::Rollback => "rollback",
-    }
-}
-
-/// One step in words.
-pub fn step_text(step: &Step) -> String {
-    match *step {
-        Step::AddLearner { node, .. } => format!("add learner on {node}"),
-        Step::PromoteLearner { node } => format!("promote {node}"),
-        Step::TransferLeader { to } => format!("transfer leader to {to}"),
-        Step::RemoveReplica { node } => format!("remove {node}"),
-        Step::Split { new_shard, at } => format!("split at {at:016x} (new {new_shard})"),
-    }
-}
-
 /// An operator in one line: `op7 admin: add learner on n4 (step 1/3)`.
 pub fn operator_text(operator: &Operator) -> String {
     let current = operator
@@ -175,25 +144,6 @@ pub fn operator_text(operator: &Operator) -> String {
         (operator.current + 1).min(operator.steps.len()),
         operator.steps.len()
     )
-}
-
-fn operator_json(operator: &Operator) -> Value {
-    json!({
-        "id": operator.id.0,
-        "shard": operator.shard.get(),
-        "kind": kind_text(operator.kind),
-        "current": operator.current,
-        "steps": operator.steps.iter().map(step_text).collect::<Vec<_>>(),
-    })
-}
-
-/// Bytes used on a node: capacity minus the free bytes it reported, if it reported any.
-fn used_bytes(node: &NodeInfo) -> Option<u64> {
-    (node.stats.capacity_bytes > 0).then(|| {
-        node.stats
-            .capacity_bytes
-            .saturating_sub(node.stats.available_bytes)
-    })
 }
 
 /// `ringctl nodes`.
@@ -215,30 +165,6 @@ pub fn nodes_table(state: &PdState) -> String {
         ]);
     }
     table.render()
-}
-
-/// `ringctl nodes --json`.
-pub fn nodes_json(state: &PdState) -> Value {
-    let replicas = state.replica_counts();
-    let leaders = state.leader_counts();
-    let nodes: Vec<Value> = state
-        .nodes
-        .values()
-        .map(|node| {
-            json!({
-                "id": node.id.get(),
-                "addr": node.addr,
-                "state": state_text(node.state),
-                "replicas": replicas.get(&node.id).copied().unwrap_or(0),
-                "leaders": leaders.get(&node.id).copied().unwrap_or(0),
-                "capacity_bytes": node.capacity_bytes,
-                "used_bytes": used_bytes(node),
-                "labels": node.labels,
-                "last_heartbeat_ms": node.last_heartbeat_ms,
-            })
-        })
-        .collect();
-    json!({ "nodes": nodes })
 }
 
 /// Replicas as `1,2,3,4(learner)`.
@@ -276,32 +202,6 @@ pub fn shards_table(state: &PdState) -> String {
         ]);
     }
     table.render()
-}
-
-/// `ringctl shards --json`.
-pub fn shards_json(state: &PdState) -> Value {
-    let shards: Vec<Value> = state
-        .shard_map
-        .shards
-        .iter()
-        .map(|descriptor| {
-            let status = state.shards.get(&descriptor.id);
-            json!({
-                "id": descriptor.id.get(),
-                "arc": { "start": descriptor.arc.start, "end": descriptor.arc.end },
-                "epoch": { "conf_ver": descriptor.epoch.conf_ver, "version": descriptor.epoch.version },
-                "replicas": descriptor.replicas.iter().map(|r| json!({
-                    "node": r.node.get(),
-                    "role": match r.role { ReplicaRole::Voter => "voter", ReplicaRole::Learner => "learner" },
-                })).collect::<Vec<_>>(),
-                "leader": state.leader(descriptor.id).map(NodeId::get),
-                "size_bytes": status.map(|s| s.stats.size_bytes),
-                "keys": status.map(|s| s.stats.keys),
-                "operator": state.operator(descriptor.id).map(operator_json),
-            })
-        })
-        .collect();
-    json!({ "map_version": state.shard_map.version, "shards": shards })
 }
 
 /// Replica and leader counts over `Up` nodes (the ones balancing fills).

@@ -3,7 +3,7 @@
 
 use super::*;
 use ringkv_client::ringkv_pd::{
-    AdminOperator, Command, NodeRegistration, NodeStats, ShardReport, ShardStats,
+    AdminOperator, Command, NodeRegistration, NodeState, NodeStats, ShardReport, ShardStats, Step,
 };
 use ringkv_types::{Epoch, Replica, ShardId, ShardMap};
 
@@ -173,7 +173,7 @@ fn shards_table_shows_arcs_roles_leaders_sizes_and_operators() {
 fn json_output_parses_and_carries_the_fields() {
     let state = state();
     for value in [
-        nodes_json(&state),
+        nodes_json(&state, None),
         shards_json(&state),
         schedulers_json(&state.settings),
         Balance::of(&state).json(),
@@ -183,7 +183,7 @@ fn json_output_parses_and_carries_the_fields() {
         let parsed: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed, value);
     }
-    let nodes = nodes_json(&state);
+    let nodes = nodes_json(&state, None);
     assert_eq!(nodes["nodes"][2]["state"], "Draining");
     assert_eq!(nodes["nodes"][0]["used_bytes"], 1u64 << 30);
     let shards = shards_json(&state);

@@ -129,6 +129,13 @@ fn etcdctl_habits_with_the_real_binaries() {
     let lines: Vec<String> = stdout(&nodes).lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines[0].starts_with("1, 127.0.0.11:"), "{lines:?}");
+    // status -w simple: the three node rows, then one row per shard (16 and PD's), no headers.
+    let status = ringctl(&config, &["status", "-w", "simple"]);
+    assert!(status.status.success(), "{status:?}");
+    let lines: Vec<String> = stdout(&status).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 3 + 17, "{lines:?}");
+    assert!(lines[0].starts_with("n1, 127.0.0.11:"), "{lines:?}");
+    assert!(lines.iter().all(|l| !l.contains("SHARD")), "{lines:?}");
 
     // Consistency names are listed possible values: a bad one is a usage error naming them.
     let bad = ringctl(

@@ -1,0 +1,115 @@
+//! `ringctl status` as text, aligned and simple, and as JSON, over a made-up cluster answer.
+#![allow(clippy::unwrap_used, reason = "tests: a failure is a test failure")]
+
+use super::*;
+use ringkv_types::ring::Arc;
+use ringkv_types::{
+    Epoch, LogIndex, NodeId, NodeStatus, Replica, ReplicaRole, ReplicaStatus, ShardDescriptor,
+    ShardMap, Term,
+};
+
+fn replica(shard: u64, node: u64, leader: Option<u64>, applied: u64) -> ReplicaStatus {
+    ReplicaStatus {
+        shard: ShardId(shard),
+        role: ReplicaRole::Voter,
+        is_leader: leader == Some(node),
+        leader: leader.map(NodeId),
+        term: Term(3),
+        commit: LogIndex(applied),
+        applied: LogIndex(applied),
+    }
+}
+
+/// Two shards on nodes 1 and 2 (node 3 unreachable): shard 1 led by node 1, shard 2 leaderless.
+fn status() -> ClusterStatus {
+    let shards = Arc::split_even(2)
+        .into_iter()
+        .enumerate()
+        .map(|(i, arc)| ShardDescriptor {
+            id: ShardId(i as u64 + 1),
+            arc,
+            epoch: Epoch {
+                conf_ver: 1,
+                version: 1,
+            },
+            replicas: (1..=3)
+                .map(|n| Replica {
+                    node: NodeId(n),
+                    role: ReplicaRole::Voter,
+                    member: ringkv_types::member_id(NodeId(n), 1),
+                })
+                .collect(),
+        })
+        .collect();
+    let node = |id: u64, replicas: Vec<ReplicaStatus>| {
+        (
+            NodeId(id),
+            format!("127.0.0.{}:7100", 10 + id),
+            Ok(NodeStatus {
+                node: NodeId(id),
+                cluster: "test".into(),
+                uptime_secs: 7,
+                replicas,
+            }),
+        )
+    };
+    ClusterStatus {
+        map: Some(ShardMap { version: 4, shards }),
+        map_error: None,
+        nodes: vec![
+            node(1, vec![replica(1, 1, Some(1), 9), replica(2, 1, None, 5)]),
+            node(2, vec![replica(1, 2, Some(1), 8), replica(2, 2, None, 5)]),
+            (
+                NodeId(3),
+                "127.0.0.13:7100".into(),
+                Err("unreachable".into()),
+            ),
+        ],
+    }
+}
+
+#[test]
+fn table_has_headers_notes_and_aligned_rows() {
+    let text = text(&status(), false);
+    assert!(
+        text.starts_with("shard map version 4, 2 shards\n"),
+        "{text}"
+    );
+    assert!(text.contains("NODE"), "{text}");
+    assert!(text.contains("SHARD"), "{text}");
+    assert!(text.contains("1 shard(s) without a known leader"), "{text}");
+    let shard1 = text
+        .lines()
+        .find(|l| l.starts_with("s1 "))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(shard1, ["s1", "1,2,3", "n1", "3", "9", "n1:9", "n2:8"]);
+}
+
+#[test]
+fn simple_has_rows_only() {
+    let text = text(&status(), true);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "n1, 127.0.0.11:7100, 7s, 2, 1",
+            "n2, 127.0.0.12:7100, 7s, 2, 0",
+            "n3, 127.0.0.13:7100, unreachable: unreachable",
+            "s1, 1,2,3, n1, 3, 9, n1:9 n2:8",
+            "s2, 1,2,3, -, -, -, n1:5 n2:5",
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn json_names_leaders_and_unreachable_nodes() {
+    let document = status().json();
+    assert_eq!(document["map_version"], 4);
+    assert_eq!(document["nodes"][2]["reachable"], false);
+    assert_eq!(document["shards"][0]["leader"], 1);
+    assert_eq!(document["shards"][0]["applied"]["n2"], 8);
+    assert!(document["shards"][1]["leader"].is_null());
+}
