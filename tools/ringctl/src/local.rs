@@ -34,8 +34,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The client certificate ringctl (and the load generator) use.
 const CLIENT_NAME: &str = "ringctl";
-/// The TCP port of every node's HTTP API (each node has its own IP, as for `--port`).
-pub const HTTP_PORT: u16 = 8100;
+/// How far above `--port` every node's HTTP API listens (TCP): 7100 -> 8100. Clusters started
+/// with different `--port`s (tests run several at once) so never share an HTTP port either.
+const HTTP_PORT_OFFSET: u16 = 1000;
 /// How long `local add-node` waits for the new node's first heartbeat at PD.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -54,6 +55,20 @@ pub struct UpOptions {
 fn node_ip(id: u64) -> Result<Ipv4Addr> {
     let last = u8::try_from(10 + id).context("node id too large for a loopback address")?;
     Ok(Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// The HTTP port of a cluster whose nodes listen on `port`: `port + 1000` (8100 by default).
+pub fn http_port(port: u16) -> Result<u16> {
+    port.checked_add(HTTP_PORT_OFFSET).with_context(|| {
+        format!("--port {port} leaves no room for the HTTP port (--port + {HTTP_PORT_OFFSET})")
+    })
+}
+
+/// The `http_addr` a node config file names, if it can be read and names one.
+fn config_http_addr(config: &Path) -> Option<SocketAddr> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let value: toml::Table = text.parse().ok()?;
+    value.get("http_addr")?.as_str()?.parse().ok()
 }
 
 fn endpoint(id: u64, port: u16) -> Result<SocketAddr> {
@@ -79,7 +94,7 @@ fn node_config_text(id: u64, port: u16, endpoints: &[String]) -> Result<String> 
          cert = \"../certs/node-{id}.pem\"\n\
          key = \"../certs/node-{id}.key\"\n",
         listen = endpoint(id, port)?,
-        http = endpoint(id, HTTP_PORT)?,
+        http = endpoint(id, http_port(port)?)?,
         initial = initial.join(", "),
     ))
 }
@@ -106,7 +121,7 @@ fn join_config_text(id: u64, port: u16, join: &[SocketAddr]) -> Result<String> {
          cert = \"../certs/node-{id}.pem\"\n\
          key = \"../certs/node-{id}.key\"\n",
         listen = endpoint(id, port)?,
-        http = endpoint(id, HTTP_PORT)?,
+        http = endpoint(id, http_port(port)?)?,
         join = join.join(", "),
     ))
 }
@@ -193,6 +208,20 @@ fn check_bind(addr: SocketAddr) -> Result<()> {
     }
 }
 
+/// Checks that the node's HTTP address (TCP) is free, so a clash reads as one line here rather
+/// than as a node that exits during startup.
+fn check_http_bind(addr: SocketAddr) -> Result<()> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "HTTP address {addr} is in use: is another local cluster running? (stop it with \
+             Ctrl-C, or start this one with another --port; HTTP listens on --port + \
+             {HTTP_PORT_OFFSET})"
+        ),
+        Err(error) => bail!("cannot bind HTTP address {addr}: {error}"),
+    }
+}
+
 /// A running node; killed when dropped (`kill_on_drop`), stopped gently by [`stop_all`].
 struct Node {
     id: u64,
@@ -259,6 +288,11 @@ pub async fn up(options: UpOptions) -> Result<()> {
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         config_paths.push((*id, path));
+    }
+    for (_, path) in config_paths.iter().chain(&added) {
+        if let Some(http) = config_http_addr(path) {
+            check_http_bind(http)?;
+        }
     }
     let ringctl_config = RingctlConfig {
         cluster: CLUSTER.into(),
@@ -537,9 +571,9 @@ fn print_curl_tour(nodes: &[Node], config_path: &Path) {
         return;
     };
     let second = nodes.get(1).unwrap_or(first);
-    let (Ok(one), Ok(two)) = (
-        endpoint(first.id, HTTP_PORT),
-        endpoint(second.id, HTTP_PORT),
+    let (Some(one), Some(two)) = (
+        config_http_addr(&first.config),
+        config_http_addr(&second.config),
     ) else {
         return;
     };

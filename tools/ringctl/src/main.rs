@@ -376,7 +376,8 @@ enum LocalCommand {
         /// The cluster directory (certificates, node configs and data, ringctl.toml).
         #[arg(long, default_value = "data/local")]
         dir: PathBuf,
-        /// The port of every node (each node has its own loopback IP).
+        /// The port of every node (each node has its own loopback IP); the HTTP API listens on
+        /// this port + 1000 (8100 by default).
         #[arg(long, default_value_t = local::DEFAULT_PORT)]
         port: u16,
     },
