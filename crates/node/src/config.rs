@@ -138,6 +138,11 @@ pub struct LimitsConfig {
     pub turn_inputs_max: usize,
     /// HTTP connections served at once; more wait in the kernel's accept backlog.
     pub http_connections_max: usize,
+    /// A client session (the exactly-once record of a client's last write in a shard) is
+    /// dropped after this long without a write, in log time (the leaders' clocks stamped into
+    /// the log), so the session table stays bounded. A retry arriving later than this may
+    /// apply twice. 0 keeps sessions forever.
+    pub session_idle_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -153,6 +158,7 @@ impl Default for LimitsConfig {
             raft_inbound_batches_max: 1024,
             turn_inputs_max: 1024,
             http_connections_max: 1024,
+            session_idle_ms: 3_600_000,
         }
     }
 }
@@ -710,6 +716,15 @@ impl NodeConfig {
             return Err(invalid(
                 "limits.client_request_timeout_ms",
                 "must be at least 1",
+            ));
+        }
+        if limits.session_idle_ms != 0
+            && limits.session_idle_ms < limits.client_request_timeout_ms.saturating_mul(2)
+        {
+            return Err(invalid(
+                "limits.session_idle_ms",
+                "must be 0 (never) or at least twice limits.client_request_timeout_ms, so a \
+                 client's retries land before its session expires",
             ));
         }
         if self.storage.cache_mib == 0 {

@@ -154,6 +154,14 @@ pub struct Group {
     pub applied: LogIndex,
     /// Whether the configuration has been saved with an applied index.
     pub conf_saved: bool,
+    /// The largest log time (`now_ms`) this replica proposed or applied, so a leader's stamps
+    /// never go backwards across leaders with skewed clocks.
+    pub last_stamp_ms: u64,
+    /// Whether the session table may hold sessions (unknown at start, so true; false after an
+    /// expiry pass left none, true again after a write with a session).
+    pub sessions_live: bool,
+    /// When this replica, as leader, last proposed a session expiry pass.
+    pub expiry_proposed: Option<std::time::Instant>,
     /// Writes waiting for their entry to apply, by log index.
     pub proposals: BTreeMap<LogIndex, Proposal>,
     /// Reads that arrived this turn (one ReadIndex request per group per turn).
@@ -218,6 +226,9 @@ impl Group {
             role: Role::Follower,
             applied,
             conf_saved: true,
+            last_stamp_ms: 0,
+            sessions_live: true,
+            expiry_proposed: None,
             proposals: BTreeMap::new(),
             reads_new: Vec::new(),
             reads_sent: HashMap::new(),
@@ -227,6 +238,13 @@ impl Group {
             writes_applied: 0,
             reads_served: 0,
         }
+    }
+
+    /// Log time for a new entry of this group: the wall clock, never below a stamp seen before.
+    pub fn next_stamp(&mut self) -> u64 {
+        let now = crate::pd_host::wall_clock_ms().max(self.last_stamp_ms);
+        self.last_stamp_ms = now;
+        now
     }
 
     /// The node of the leader to name in a `NotLeader` answer (the core knows member ids).

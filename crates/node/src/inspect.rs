@@ -204,6 +204,15 @@ pub fn entry_view(entry: &Entry) -> LogEntryView {
         }
         EntryPayload::Normal(payload) => match LogCommand::decode(payload) {
             Ok(LogCommand::Kv(command)) => kv_view(&mut view, &command),
+            Ok(LogCommand::KvAt { now_ms, command }) => {
+                kv_view(&mut view, &command);
+                view.detail = format!("log time {now_ms} ms");
+            }
+            Ok(LogCommand::ExpireSessions { now_ms, idle_ms }) => {
+                view.kind = EntryKind::SessionExpiry;
+                view.detail =
+                    format!("at log time {now_ms} ms, sessions idle {idle_ms} ms or more");
+            }
             Ok(LogCommand::Split {
                 epoch,
                 new_shard,

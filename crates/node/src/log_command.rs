@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 /// The postcard variant index of [`LogCommand::Split`].
 const SPLIT_VARIANT: u8 = 2;
+/// The postcard variant index of [`LogCommand::ExpireSessions`].
+const EXPIRE_VARIANT: u8 = 5;
 
 /// One command in a group's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +36,23 @@ pub enum LogCommand {
     /// Placement driver (group 0): a command applied to the PD state on every PD replica
     /// (`ringkv_pd::PdState::apply`), its `now_ms` stamped by the PD leader that proposed it.
     Pd(ringkv_pd::Command),
+    /// Data shards: [`LogCommand::Kv`] with its log time, `now_ms` (ms since the Unix epoch)
+    /// stamped by the leader that proposed it; recorded as the session's last write time.
+    KvAt {
+        /// The proposing leader's clock.
+        now_ms: u64,
+        /// The write.
+        command: Command,
+    },
+    /// Data shards: drop client sessions idle for `idle_ms` or more at log time `now_ms`
+    /// (`ringkv_storage::Store::expire_sessions`). Proposed by the leader now and then; the
+    /// limit travels in the entry so every replica drops the same sessions.
+    ExpireSessions {
+        /// The proposing leader's clock.
+        now_ms: u64,
+        /// The idle limit.
+        idle_ms: u64,
+    },
 }
 
 impl LogCommand {
@@ -55,6 +74,21 @@ impl LogCommand {
     /// cut a batch of entries at splits cheaply; it decodes the candidates fully.
     pub fn may_be_split(payload: &[u8]) -> bool {
         payload.first() == Some(&SPLIT_VARIANT)
+    }
+
+    /// Whether `payload` may be a [`LogCommand::ExpireSessions`] (see [`Self::may_be_split`]).
+    pub fn may_be_expiry(payload: &[u8]) -> bool {
+        payload.first() == Some(&EXPIRE_VARIANT)
+    }
+
+    /// A key-value write and its log time (0 when the entry has none), or the command itself
+    /// when it is not a write.
+    pub fn into_kv(self) -> std::result::Result<(u64, Command), Self> {
+        match self {
+            LogCommand::KvAt { now_ms, command } => Ok((now_ms, command)),
+            LogCommand::Kv(command) => Ok((0, command)),
+            other => Err(other),
+        }
     }
 
     /// Decodes an entry payload.
@@ -102,5 +136,27 @@ mod tests {
         // Appended after `Split`: the variant index is fixed by the format.
         assert_eq!(bytes.first(), Some(&3));
         assert_eq!(LogCommand::decode(&bytes).unwrap(), pd);
+    }
+
+    #[test]
+    fn stamped_writes_and_expiries_have_fixed_variant_indexes() {
+        let kv = LogCommand::KvAt {
+            now_ms: 1_800_000_000_000,
+            command: Command {
+                session: None,
+                operations: Vec::new(),
+            },
+        };
+        let bytes = kv.encode().unwrap();
+        assert_eq!(bytes.first(), Some(&4));
+        assert!(!LogCommand::may_be_split(&bytes) && !LogCommand::may_be_expiry(&bytes));
+        assert_eq!(LogCommand::decode(&bytes).unwrap(), kv);
+        let expiry = LogCommand::ExpireSessions {
+            now_ms: 1_800_000_000_000,
+            idle_ms: 60_000,
+        };
+        let bytes = expiry.encode().unwrap();
+        assert!(LogCommand::may_be_expiry(&bytes) && !LogCommand::may_be_split(&bytes));
+        assert_eq!(LogCommand::decode(&bytes).unwrap(), expiry);
     }
 }

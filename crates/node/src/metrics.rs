@@ -52,6 +52,8 @@ pub struct Metrics {
     pub raft_proposals: Counter,
     /// Raft messages the event loop dropped (for removed members or unknown groups).
     pub raft_dropped_messages: Counter,
+    /// Client sessions dropped by expiry passes applied by local replicas.
+    pub sessions_expired: Counter,
     /// Local replicas by `role`.
     pub raft_shards: Family<Labels1, Gauge>,
     /// Entries appended but not committed, summed over local replicas.
@@ -122,6 +124,12 @@ impl Metrics {
             "raft_proposals",
             "Entries proposed by local leaders",
             raft_proposals.clone(),
+        );
+        let sessions_expired = Counter::default();
+        registry.register(
+            "sessions_expired",
+            "Idle client sessions (exactly-once records) dropped by local replicas",
+            sessions_expired.clone(),
         );
         let raft_dropped_messages = Counter::default();
         registry.register(
@@ -200,6 +208,7 @@ impl Metrics {
             raft_leader_changes,
             raft_proposals,
             raft_dropped_messages,
+            sessions_expired,
             raft_shards,
             raft_commit_lag,
             raft_apply_lag,

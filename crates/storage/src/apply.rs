@@ -15,6 +15,15 @@ use ringkv_types::raft::ConfState;
 use ringkv_types::{ShardId, envelope, ring};
 use std::collections::BTreeMap;
 
+/// What [`Store::expire_sessions`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionExpiry {
+    /// Sessions dropped.
+    pub dropped: u64,
+    /// Sessions left in the table.
+    pub remaining: u64,
+}
+
 impl Store {
     /// Applies committed `commands` of `shard` and records `applied` (and `conf` when a
     /// configuration entry was among them), all in ONE atomic fjall batch, and returns one
@@ -40,7 +49,7 @@ impl Store {
         applied: AppliedState,
         conf: Option<&ConfState>,
     ) -> Result<Vec<CommandResult>> {
-        self.apply_with_meta(shard, commands, applied, conf, &[])
+        self.apply_with_meta(shard, commands, &[], applied, conf, &[])
     }
 
     /// [`Store::apply`], also saving caller-named `meta` records `(name, value)` (the namespace
@@ -48,13 +57,18 @@ impl Store {
     /// configuration entry changes, so that a restart never sees the new applied index with the
     /// old descriptor or the reverse.
     ///
+    /// `stamps` holds each command's log time (`now_ms` stamped by the leader that proposed it,
+    /// 0 = unknown), recorded as its session's `last_ms`; it is empty or as long as `commands`.
+    ///
     /// # Errors
     /// As [`Store::apply`]; [`Error::TooLarge`] for a name over 1 KiB or a value over
-    /// `record_bytes_max` (nothing is written then).
+    /// `record_bytes_max` (nothing is written then); [`Error::InvalidWrite`] when `stamps` is
+    /// neither empty nor one per command.
     pub fn apply_with_meta(
         &self,
         shard: ShardId,
         commands: &[Command],
+        stamps: &[u64],
         applied: AppliedState,
         conf: Option<&ConfState>,
         meta: &[(&[u8], &[u8])],
@@ -67,6 +81,12 @@ impl Store {
                     max: shared.config.record_bytes_max,
                 });
             }
+        }
+        if !stamps.is_empty() && stamps.len() != commands.len() {
+            return Err(Error::InvalidWrite {
+                shard,
+                reason: format!("{} stamps for {} commands", stamps.len(), commands.len()),
+            });
         }
         shared.check_writable()?;
         let cache = shared.group(shard)?;
@@ -85,7 +105,8 @@ impl Store {
         let mut values: BTreeMap<Vec<u8>, Option<Bytes>> = BTreeMap::new();
         let mut sessions: BTreeMap<u64, SessionRecord> = BTreeMap::new();
         let mut results = Vec::with_capacity(commands.len());
-        for command in commands {
+        for (at, command) in commands.iter().enumerate() {
+            let stamp = stamps.get(at).copied().unwrap_or(0);
             if let Some(request) = command.session {
                 let record = match sessions.get(&request.session) {
                     Some(record) => Some(record.clone()),
@@ -139,6 +160,7 @@ impl Store {
                     SessionRecord {
                         sequence: request.sequence,
                         result: operation_results.clone(),
+                        last_ms: stamp,
                     },
                 );
             }
@@ -185,6 +207,59 @@ impl Store {
         Ok(results)
     }
 
+    /// Applies a session expiry entry of `shard` at log time `now_ms`: drops every session whose
+    /// last write is `idle_ms` or more older (see [`SessionRecord::expired`]), stamps records of
+    /// unknown time with `now_ms` (so they expire one idle period later), and records `applied`,
+    /// all in one atomic batch. Every replica applies the same entry to the same table, so the
+    /// tables stay equal. Returns how many sessions were dropped and how many remain.
+    ///
+    /// # Errors
+    /// As [`Store::apply`].
+    pub fn expire_sessions(
+        &self,
+        shard: ShardId,
+        now_ms: u64,
+        idle_ms: u64,
+        applied: AppliedState,
+    ) -> Result<SessionExpiry> {
+        let shared = &self.shared;
+        shared.check_writable()?;
+        let cache = shared.group(shard)?;
+        let previous = lock_group(&cache).applied;
+        if applied.index <= previous.index {
+            return Err(Error::InvalidWrite {
+                shard,
+                reason: format!(
+                    "applied index {} does not advance {}",
+                    applied.index, previous.index
+                ),
+            });
+        }
+        let mut outcome = SessionExpiry::default();
+        let mut batch = shared.db.batch().durability(Some(PersistMode::Buffer));
+        for (session, mut record) in self.sessions(shard)? {
+            let key = keys::session_key(shard, session).to_vec();
+            if record.expired(now_ms, idle_ms) {
+                batch.remove(&shared.raft_state, key);
+                outcome.dropped += 1;
+                continue;
+            }
+            if record.last_ms == 0 {
+                record.last_ms = now_ms;
+                batch.insert(&shared.raft_state, key, codec::encode(&record));
+            }
+            outcome.remaining += 1;
+        }
+        batch.insert(
+            &shared.raft_state,
+            keys::state_key(shard, keys::KIND_APPLIED).to_vec(),
+            codec::encode(&applied),
+        );
+        shared.commit(batch)?;
+        lock_group(&cache).applied = applied;
+        Ok(outcome)
+    }
+
     /// Every session record of `shard`, by session id.
     ///
     /// # Errors
@@ -194,7 +269,7 @@ impl Store {
         for guard in self.shared.raft_state.prefix(keys::session_prefix(shard)) {
             let (key, value) = guard.into_inner()?;
             let session = keys::parse_session_key(&key)?;
-            let record = codec::decode(&value, self.shared.config.record_bytes_max)
+            let record = SessionRecord::decode(&value, self.shared.config.record_bytes_max)
                 .map_err(|reason| Error::corrupt_record("session", Some(shard), reason))?;
             sessions.push((session, record));
         }
@@ -211,7 +286,7 @@ impl Store {
             .raft_state
             .get(keys::session_key(shard, session))?
         {
-            Some(bytes) => codec::decode(&bytes, self.shared.config.record_bytes_max)
+            Some(bytes) => SessionRecord::decode(&bytes, self.shared.config.record_bytes_max)
                 .map(Some)
                 .map_err(|reason| Error::corrupt_record("session", Some(shard), reason)),
             None => Ok(None),

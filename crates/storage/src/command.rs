@@ -118,4 +118,84 @@ pub struct SessionRecord {
     pub sequence: u64,
     /// Its result, returned again to a retry.
     pub result: Vec<OperationResult>,
+    /// Log time of the session's last write: the `now_ms` its leader stamped into the entry
+    /// (milliseconds since the Unix epoch), the same on every replica. 0 = unknown (a record or
+    /// entry written before log time existed); an expiry pass stamps it with its own time.
+    pub last_ms: u64,
+}
+
+/// [`SessionRecord`] as written before `last_ms` existed (decoded when the current form does
+/// not fit, so stores written by older builds keep their sessions).
+#[derive(Deserialize)]
+struct SessionRecordV1 {
+    sequence: u64,
+    result: Vec<OperationResult>,
+}
+
+impl SessionRecord {
+    /// Decodes a stored record, current form first, then the form without `last_ms`.
+    pub(crate) fn decode(bytes: &[u8], max_payload: u64) -> Result<Self, String> {
+        match crate::codec::decode::<SessionRecord>(bytes, max_payload) {
+            Ok(record) => Ok(record),
+            Err(error) => match crate::codec::decode::<SessionRecordV1>(bytes, max_payload) {
+                Ok(old) => Ok(SessionRecord {
+                    sequence: old.sequence,
+                    result: old.result,
+                    last_ms: 0,
+                }),
+                Err(_) => Err(error),
+            },
+        }
+    }
+
+    /// Whether an expiry pass at log time `now_ms` with idle limit `idle_ms` drops this
+    /// session: its last write is `idle_ms` or more before `now_ms`. A record of unknown time
+    /// (`last_ms == 0`) is never dropped by the pass that first sees it.
+    pub fn expired(&self, now_ms: u64, idle_ms: u64) -> bool {
+        self.last_ms != 0 && now_ms.saturating_sub(self.last_ms) >= idle_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session record written before `last_ms` existed (sequence and result only) still
+    /// decodes, with an unknown time; the current form round-trips; garbage is an error.
+    #[test]
+    fn session_records_of_the_previous_form_still_decode() {
+        #[derive(Serialize)]
+        struct Old {
+            sequence: u64,
+            result: Vec<OperationResult>,
+        }
+        let old = crate::codec::encode(&Old {
+            sequence: 4,
+            result: vec![OperationResult::Put],
+        });
+        let record = SessionRecord::decode(&old, 1024).unwrap();
+        assert_eq!((record.sequence, record.last_ms), (4, 0));
+        let new = SessionRecord {
+            sequence: 5,
+            result: vec![OperationResult::Deleted { existed: true }],
+            last_ms: 1_800_000_000_000,
+        };
+        let bytes = crate::codec::encode(&new);
+        assert_eq!(SessionRecord::decode(&bytes, 1024).unwrap(), new);
+        assert!(SessionRecord::decode(&bytes[..bytes.len() - 1], 1024).is_err());
+    }
+
+    #[test]
+    fn expiry_needs_a_known_time_and_the_full_idle_period() {
+        let record = |last_ms| SessionRecord {
+            sequence: 1,
+            result: Vec::new(),
+            last_ms,
+        };
+        assert!(!record(0).expired(u64::MAX, 1));
+        assert!(!record(100).expired(199, 100));
+        assert!(record(100).expired(200, 100));
+        // A clock that went backwards never expires anything.
+        assert!(!record(500).expired(100, 1));
+    }
 }

@@ -33,6 +33,7 @@ mod store;
 mod write_batch;
 mod writer;
 
+pub use apply::SessionExpiry;
 pub use command::{
     Command, CommandResult, KEY_BYTES_MAX, Operation, OperationResult, SessionRecord,
     SessionRequest, VALUE_BYTES_MAX,

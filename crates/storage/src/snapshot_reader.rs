@@ -148,10 +148,9 @@ impl SnapshotChunks {
                         };
                         let (key, value) = guard.into_inner()?;
                         let session = keys::parse_session_key(&key)?;
-                        let record: SessionRecord =
-                            codec::decode(&value, max).map_err(|reason| {
-                                Error::corrupt_record("session", Some(self.shard), reason)
-                            })?;
+                        let record = SessionRecord::decode(&value, max).map_err(|reason| {
+                            Error::corrupt_record("session", Some(self.shard), reason)
+                        })?;
                         bytes += value.len() + 8;
                         sessions.push((session, record));
                     }

@@ -113,7 +113,7 @@ fn records_by_prefix_and_with_an_apply() {
         term: Term(1),
     };
     store
-        .apply_with_meta(ShardId(1), &[], applied, None, &[(b"shard/c", b"4")])
+        .apply_with_meta(ShardId(1), &[], &[], applied, None, &[(b"shard/c", b"4")])
         .unwrap();
     drop(store);
     let store = open(dir.path());
@@ -155,6 +155,7 @@ fn a_new_group_starts_at_its_initial_index_with_sessions_and_descriptor() {
     let record = SessionRecord {
         sequence: 3,
         result: vec![OperationResult::Put],
+        last_ms: 1_700_000_000_000,
     };
     batch.set_sessions(shard, vec![(9, record.clone())]);
     batch.set_meta(shard, b"shard/5", b"descriptor".to_vec());

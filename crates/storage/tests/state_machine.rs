@@ -436,3 +436,89 @@ fn snapshot_and_following_entries_in_one_group_commit() {
         assert_eq!(target.get(key).unwrap().as_deref(), Some(value.as_slice()));
     }
 }
+
+/// Sessions carry the log time of their last write; an expiry entry drops those idle for the
+/// limit or longer, keeps the rest, stamps records of unknown time instead of dropping them, and
+/// survives a restart. A retry of a dropped session's write applies again: the documented limit
+/// of exactly-once.
+#[test]
+fn idle_sessions_expire_in_log_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let write = |session: u64, key: &str| Command {
+        session: Some(SessionRequest {
+            session,
+            sequence: 1,
+        }),
+        operations: vec![put(key, "v")],
+    };
+    const MINUTE: u64 = 60_000;
+    let t0 = 1_800_000_000_000;
+    store
+        .apply_with_meta(
+            SHARD,
+            &[write(1, "a"), write(2, "b")],
+            &[t0, t0 + 5 * MINUTE],
+            applied(1),
+            None,
+            &[],
+        )
+        .unwrap();
+    // A write applied without a stamp (an entry from before log time existed).
+    store
+        .apply(SHARD, &[write(3, "c")], applied(2), None)
+        .unwrap();
+    assert_eq!(store.read_session(SHARD, 1).unwrap().unwrap().last_ms, t0);
+    assert_eq!(store.read_session(SHARD, 3).unwrap().unwrap().last_ms, 0);
+
+    // Ten minutes idle at t0 + 10 min: session 1 goes, session 2 (5 min) stays, 3 is stamped.
+    let expiry = store
+        .expire_sessions(SHARD, t0 + 10 * MINUTE, 10 * MINUTE, applied(3))
+        .unwrap();
+    assert_eq!((expiry.dropped, expiry.remaining), (1, 2));
+    assert!(store.read_session(SHARD, 1).unwrap().is_none());
+    assert_eq!(
+        store.read_session(SHARD, 3).unwrap().unwrap().last_ms,
+        t0 + 10 * MINUTE
+    );
+    // The applied index moved with the expiry; a replayed one is refused.
+    assert!(matches!(
+        store.expire_sessions(SHARD, t0 + 11 * MINUTE, MINUTE, applied(3)),
+        Err(Error::InvalidWrite { .. })
+    ));
+    drop(store);
+
+    let store = open(dir.path());
+    let sessions: Vec<u64> = store
+        .sessions(SHARD)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(sessions, vec![2, 3]);
+    // Session 1's retry is no longer recognised: it applies as a new write.
+    let results = store
+        .apply_with_meta(
+            SHARD,
+            &[write(1, "a")],
+            &[t0 + 12 * MINUTE],
+            applied(4),
+            None,
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![CommandResult::Applied(vec![OperationResult::Put])]
+    );
+    let expiry = store
+        .expire_sessions(SHARD, t0 + 40 * MINUTE, 10 * MINUTE, applied(5))
+        .unwrap();
+    assert_eq!((expiry.dropped, expiry.remaining), (3, 0));
+    assert!(store.sessions(SHARD).unwrap().is_empty());
+    // Stamps must match the commands one to one.
+    assert!(matches!(
+        store.apply_with_meta(SHARD, &[write(4, "d")], &[1, 2], applied(6), None, &[]),
+        Err(Error::InvalidWrite { .. })
+    ));
+}

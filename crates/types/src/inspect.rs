@@ -161,6 +161,8 @@ pub enum EntryKind {
     ShardMap,
     /// A payload that does not decode as a command.
     Undecodable,
+    /// A pass that drops idle client sessions.
+    SessionExpiry,
 }
 
 /// One operation of a key-value command.

@@ -170,6 +170,7 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::Pd => "pd",
         EntryKind::ShardMap => "shard-map",
         EntryKind::Undecodable => "undecodable",
+        EntryKind::SessionExpiry => "session-expiry",
     }
 }
 

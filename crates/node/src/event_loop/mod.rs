@@ -23,6 +23,7 @@
 mod membership;
 mod pd;
 mod requests;
+mod sessions;
 mod snapshot;
 mod split;
 mod throttle;
@@ -494,6 +495,7 @@ impl EventLoop {
             publisher.publish(self.health_snapshot());
         }
         self.update_gauges();
+        self.propose_expiries()?;
         self.pd_tick()
     }
 
@@ -863,6 +865,17 @@ impl EventLoop {
     ) -> Result<()> {
         let mut run = Vec::new();
         for entry in entries {
+            if let EntryPayload::Normal(data) = &entry.payload
+                && shard != ShardId::PD
+                && LogCommand::may_be_expiry(data)
+                && let Ok(LogCommand::ExpireSessions { now_ms, idle_ms }) = LogCommand::decode(data)
+            {
+                if !run.is_empty() {
+                    self.apply_run(shard, std::mem::take(&mut run))?;
+                }
+                self.apply_expiry(shard, entry.index, entry.term, now_ms, idle_ms)?;
+                continue;
+            }
             let split = match &entry.payload {
                 EntryPayload::Normal(data)
                     if shard != ShardId::PD && LogCommand::may_be_split(data) =>
@@ -908,6 +921,7 @@ impl EventLoop {
             return Ok(());
         };
         let mut commands: Vec<Command> = Vec::new();
+        let mut stamps: Vec<u64> = Vec::new();
         let mut owners = Vec::new();
         let mut outside = Vec::new();
         let mut conf = None;
@@ -928,8 +942,10 @@ impl EventLoop {
                     conf_entries.push((entry.index, entry.term));
                     conf = Some(entry_conf);
                 }
-                EntryPayload::Normal(data) => match LogCommand::decode(&data) {
-                    Ok(LogCommand::Kv(command)) if shard != ShardId::PD => {
+                EntryPayload::Normal(data) => match LogCommand::decode(&data)
+                    .map(LogCommand::into_kv)
+                {
+                    Ok(Ok((stamp, command))) if shard != ShardId::PD => {
                         // Checked again at apply: a write proposed before a split but applied
                         // after it may name keys the shard no longer owns. Every replica has
                         // the same descriptor at this index, so all skip it alike.
@@ -937,13 +953,16 @@ impl EventLoop {
                         if command.operations.iter().all(|operation| {
                             arc.contains(ringkv_types::ring::position(operation.key()))
                         }) {
+                            group.last_stamp_ms = group.last_stamp_ms.max(stamp);
+                            group.sessions_live |= command.session.is_some();
                             commands.push(command);
+                            stamps.push(stamp);
                             owners.push((entry.index, entry.term));
                         } else {
                             outside.push((entry.index, entry.term));
                         }
                     }
-                    Ok(LogCommand::Pd(command)) if shard == ShardId::PD => {
+                    Ok(Err(LogCommand::Pd(command))) if shard == ShardId::PD => {
                         pd_entries.push((entry.index, entry.term, command));
                     }
                     // Every replica skips the same entries, so the state machines agree.
@@ -987,7 +1006,7 @@ impl EventLoop {
         // batch.
         let results =
             self.store
-                .apply_with_meta(shard, &commands, applied, conf.as_ref(), &meta)?;
+                .apply_with_meta(shard, &commands, &stamps, applied, conf.as_ref(), &meta)?;
         if let Some(descriptor) = descriptor
             && group.initialized
         {

@@ -170,7 +170,11 @@ impl EventLoop {
         let Some(command) = command_of(&request) else {
             return Ok(());
         };
-        let data = LogCommand::Kv(command).encode()?;
+        let data = LogCommand::KvAt {
+            now_ms: group.next_stamp(),
+            command,
+        }
+        .encode()?;
         match group.raw.propose(data) {
             Ok(index) => {
                 self.metrics.raft_proposals.inc();

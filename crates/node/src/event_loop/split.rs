@@ -216,6 +216,7 @@ impl EventLoop {
         self.store.apply_with_meta(
             shard,
             &[],
+            &[],
             applied,
             None,
             &[(name.as_slice(), value.as_slice())],

@@ -1,0 +1,111 @@
+//! Client session expiry (exactly-once records bounded in log time).
+//!
+//! Every write carries its leader's clock (`LogCommand::KvAt`), which the store records as the
+//! session's last write time. Now and then a leader whose shard may hold sessions proposes
+//! `LogCommand::ExpireSessions { now_ms, idle_ms }`; every replica applies it at the same index
+//! to the same table, dropping the same sessions, so the tables stay equal whatever the
+//! replicas' own clocks say. A client retry that arrives after its session expired is applied
+//! again: the documented limit of exactly-once (docs/node.md).
+
+use super::requests::lost_write;
+use super::{EventLoop, reply};
+use crate::error::Result;
+use crate::log_command::LogCommand;
+use ringkv_storage::AppliedState;
+use ringkv_types::{LogIndex, ShardId, Term};
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+/// The pause between a leader's expiry passes: a quarter of the idle limit, at least 1 s and
+/// at most 5 minutes (so a session lives at most its limit plus one pause).
+pub(super) fn expiry_interval(idle_ms: u64) -> Duration {
+    Duration::from_millis((idle_ms / 4).clamp(1_000, 300_000))
+}
+
+impl EventLoop {
+    /// Applies an expiry entry of `shard` at `index` (on its own, like a split).
+    pub(super) fn apply_expiry(
+        &mut self,
+        shard: ShardId,
+        index: LogIndex,
+        term: Term,
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<()> {
+        let applied = AppliedState { index, term };
+        let outcome = self
+            .store
+            .expire_sessions(shard, now_ms, idle_ms, applied)?;
+        self.metrics.sessions_expired.inc_by(outcome.dropped);
+        let Some(group) = self.groups.get_mut(&shard) else {
+            return Ok(());
+        };
+        debug!(%shard, %index, dropped = outcome.dropped, remaining = outcome.remaining,
+            "idle client sessions expired");
+        group.last_stamp_ms = group.last_stamp_ms.max(now_ms);
+        group.sessions_live = outcome.remaining > 0;
+        group.applied = index;
+        group.raw.on_applied(index);
+        // A write proposed at this index or before whose entry is not there was overwritten.
+        while let Some(entry) = group.proposals.first_entry() {
+            if *entry.key() > index {
+                break;
+            }
+            let proposal = entry.remove();
+            reply(proposal.reply, lost_write(group));
+        }
+        Ok(())
+    }
+
+    /// Proposes an expiry pass in every shard this node leads that may hold sessions and has
+    /// not had one for [`expiry_interval`]. A new leader waits one interval first.
+    pub(super) fn propose_expiries(&mut self) -> Result<()> {
+        let idle_ms = self.config.limits.session_idle_ms;
+        if idle_ms == 0 {
+            return Ok(());
+        }
+        let interval = expiry_interval(idle_ms);
+        let now = Instant::now();
+        for (shard, group) in &mut self.groups {
+            if *shard == ShardId::PD
+                || !group.initialized
+                || !group.sessions_live
+                || !group.raw.is_leader()
+            {
+                continue;
+            }
+            match group.expiry_proposed {
+                Some(at) if now.duration_since(at) >= interval => {}
+                Some(_) => continue,
+                None => {
+                    group.expiry_proposed = Some(now);
+                    continue;
+                }
+            }
+            group.expiry_proposed = Some(now);
+            let data = LogCommand::ExpireSessions {
+                now_ms: group.next_stamp(),
+                idle_ms,
+            }
+            .encode()?;
+            // Refused proposals (a leadership change, a full log) wait for the next pass.
+            if group.raw.propose(data).is_ok() {
+                self.metrics.raft_proposals.inc();
+                self.dirty.insert(*shard);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_come_a_quarter_of_the_limit_apart_within_bounds() {
+        assert_eq!(expiry_interval(3_600_000), Duration::from_secs(300));
+        assert_eq!(expiry_interval(60_000), Duration::from_secs(15));
+        assert_eq!(expiry_interval(2_000), Duration::from_secs(1));
+    }
+}
