@@ -190,7 +190,45 @@ async fn cluster_with_users() -> Cluster {
         assert!(Instant::now() < deadline, "no signing key");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Each PD replica applies the users in its own time (a follower learns the commit a
+    // heartbeat later): wait until every node's authenticator knows both.
+    for index in 0..cluster.addrs.len() {
+        for user in ["alice", "bob"] {
+            let addr = cluster.addrs[index];
+            eventually(&format!("node {} knows {user}", index + 1), || {
+                let identity = cert_identity(&cluster, user);
+                async move { !is_unknown_user(&call_node(&identity, index, addr).await) }
+            })
+            .await;
+        }
+    }
     cluster
+}
+
+/// One `NodeStatus` request to the node at `addr` as `identity` (None if unreachable).
+async fn call_node(
+    identity: &TlsIdentity,
+    index: usize,
+    addr: std::net::SocketAddr,
+) -> Option<Response> {
+    let endpoint = ClientEndpoint::new(identity, CLUSTER, "127.0.0.1:0".parse().unwrap()).ok()?;
+    let connection = endpoint
+        .connect(NodeId(index as u64 + 1), addr)
+        .await
+        .ok()?;
+    let response = connection
+        .call(&Request::Admin(AdminRequest::NodeStatus), CALL_TIMEOUT)
+        .await
+        .ok();
+    connection.close();
+    response
+}
+
+fn is_unknown_user(response: &Option<Response>) -> bool {
+    matches!(
+        response,
+        None | Some(Response::Error(WireError::Unauthenticated { .. }))
+    )
 }
 
 /// Waits until `check` passes on a fresh attempt (PD changes reach the nodes' authenticators

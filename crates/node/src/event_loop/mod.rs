@@ -20,6 +20,7 @@
 //! Groups are only polled for a Ready when something touched them (a message, a proposal, a
 //! read, a tick, a completed commit), so an idle group costs one `tick` per tick interval.
 
+mod clock;
 mod membership;
 mod pd;
 mod requests;
@@ -143,6 +144,8 @@ pub struct EventLoop {
     pd_cache_at: Option<Instant>,
     /// Counters, histograms and per-tick gauges (`/metrics`).
     metrics: Arc<crate::metrics::Metrics>,
+    /// Ticks owed to the groups by the monotonic clock (see `clock.rs`).
+    clock: clock::TickClock,
 }
 
 /// Receivers the loop owns besides [`LoopChannels`].
@@ -172,6 +175,11 @@ impl EventLoop {
     ) -> Self {
         let dirty = groups.keys().copied().collect();
         let config_data_dir = config.data_dir.clone();
+        let clock = clock::TickClock::new(
+            tokio::time::Instant::now(),
+            config.tick(),
+            config.raft.election_timeout_ticks,
+        );
         Self {
             config,
             store,
@@ -202,6 +210,7 @@ impl EventLoop {
             health: None,
             pd_cache_at: None,
             metrics: Arc::new(crate::metrics::Metrics::new(&config_data_dir)),
+            clock,
         }
     }
 
@@ -482,13 +491,28 @@ impl EventLoop {
         self.start_removals()
     }
 
-    fn tick_all(&mut self) -> Result<()> {
+    /// Gives every group the ticks that fell due on the monotonic clock since the last call
+    /// (see `clock.rs`). Called on every timer wake-up and before every client call, so a
+    /// lease is never judged by a clock that lags real time (after a pause of the process).
+    fn advance_clock(&mut self) -> Result<()> {
+        let due = self.clock.take_due(tokio::time::Instant::now());
+        if due == 0 {
+            return Ok(());
+        }
         for (shard, group) in &mut self.groups {
-            group.raw.tick()?;
+            for _ in 0..due {
+                group.raw.tick()?;
+            }
             if group.raw.has_ready() {
                 self.dirty.insert(*shard);
             }
         }
+        Ok(())
+    }
+
+    /// The timer's turn: the groups' ticks, then the loop's periodic work.
+    fn tick_all(&mut self) -> Result<()> {
+        self.advance_clock()?;
         self.tick_transfers();
         self.reap_removals();
         if let Some(publisher) = &self.health {

@@ -56,6 +56,8 @@ impl EventLoop {
     }
 
     pub(super) fn handle_call(&mut self, call: ClientCall) -> Result<()> {
+        // Reads are judged against the lease: catch the Raft clock up with real time first.
+        self.advance_clock()?;
         let ClientCall {
             request,
             reply: slot,
