@@ -320,3 +320,81 @@ async fn writes_survive_a_full_cluster_restart() {
     }
     cluster.stop_all().await;
 }
+
+/// A session's exactly-once record lives while the session writes and is dropped, on every
+/// replica, once idle past `limits.session_idle_ms` (log time): a retry inside the window is
+/// answered from the record (not applied again), the same sequence after expiry is a new
+/// write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_expire_through_the_log() {
+    let mut cluster = Cluster::start(
+        3,
+        1,
+        "[limits]\nsession_idle_ms = 2000\nclient_request_timeout_ms = 1000\n",
+    )
+    .await;
+    cluster.wait_for_leaders(1, Duration::from_secs(30)).await;
+    let map = cluster.shard_map(0).await;
+    let descriptor = map.shard_for_key(b"k").unwrap().clone();
+    let leader = cluster.leader_of(descriptor.id).await;
+    let write = |value: &str| kv(&descriptor, Some((41, 1)), put("k", value));
+    let written = |answer: &Response| matches!(answer, Response::Kv(KvResult::Written { .. }));
+
+    let first = cluster.call(leader, write("first")).await;
+    assert!(written(&first), "{first:?}");
+    // A retry of (41, 1) with another value inside the window: answered, not applied.
+    let retry = cluster.call(leader, write("retry")).await;
+    assert!(written(&retry), "{retry:?}");
+    let read = || kv(&descriptor, None, get("k", ReadConsistency::Linearizable));
+    match cluster.call(leader, read()).await {
+        Response::Kv(KvResult::Value { value, .. }) => {
+            assert_eq!(value, Some(Bytes::from_static(b"first")));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Idle past 2 s (expiry passes run every second): the record is gone, so the same
+    // sequence is a new write. Bounded wait for the pass.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut value = Bytes::new();
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let answer = cluster.call(leader, write("after expiry")).await;
+        assert!(written(&answer), "{answer:?}");
+        if let Response::Kv(KvResult::Value { value: Some(v), .. }) =
+            cluster.call(leader, read()).await
+        {
+            value = v;
+        }
+        if value == "after expiry" {
+            break;
+        }
+    }
+    assert_eq!(
+        value,
+        Bytes::from_static(b"after expiry"),
+        "session never expired"
+    );
+    // The followers apply the same entries (the expiry, then the new write): each shows it.
+    for node in 0..3 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = cluster
+                .call(
+                    node,
+                    kv(&descriptor, None, get("k", ReadConsistency::Stale)),
+                )
+                .await;
+            if matches!(&answer, Response::Kv(KvResult::Value { value: Some(v), .. }) if v == "after expiry")
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {node}: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    cluster.stop_all().await;
+}
