@@ -395,9 +395,8 @@ impl Running {
         );
         warn!(%reason, "stopping the node");
         // So that a restart stops at once, and `ringctl local up` skips the node.
-        let marker = self.config.data_dir.join(crate::node::REMOVED_MARKER);
-        if let Err(error) = std::fs::write(&marker, format!("{reason}\n")) {
-            warn!(%error, path = %marker.display(), "cannot write the removal marker");
+        if let Err(error) = crate::removed_marker::write(&self.config.data_dir, &reason) {
+            warn!(%error, "cannot write the removal marker");
         }
         let _ = self.loop_tx.send(AgentCall::Fatal(reason)).await;
         false

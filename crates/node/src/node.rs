@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 /// A file the node writes into its data dir when the placement driver removed it; a node with
-/// this file refuses to start (its replicas were rebuilt elsewhere).
-pub const REMOVED_MARKER: &str = "REMOVED";
+/// this file refuses to start (its replicas were rebuilt elsewhere). See [`crate::removed_marker`].
+pub use crate::removed_marker::REMOVED_MARKER;
 
 /// Name of the meta record holding the placement driver's applied shard map.
 pub const META_SHARD_MAP: &[u8] = b"pd/shard_map";
@@ -321,11 +321,8 @@ fn open_groups(
 /// # Errors
 /// Storage, certificate or bind failures, or a data dir of another node.
 pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
-    let marker = config.data_dir.join(REMOVED_MARKER);
-    if let Ok(reason) = std::fs::read_to_string(&marker) {
-        return Err(Error::Fatal {
-            reason: format!("{} ({})", reason.trim(), marker.display()),
-        });
+    if let Some(reason) = crate::removed_marker::read(&config.data_dir) {
+        return Err(Error::Fatal { reason });
     }
     let store = open_store(&config)?;
     let (map, pd_state) = load_or_bootstrap_map(&store, &config)?;

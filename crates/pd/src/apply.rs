@@ -280,6 +280,27 @@ impl PdState {
         if !allowed {
             return Err(Error::InvalidNodeTransition { node: id, from, to });
         }
+        if to == NodeState::Removed {
+            // A removed node never serves again: only an empty node may go, whatever its
+            // state (an `Up` node that holds nothing is as safe to remove as a drained one).
+            let replicas = self.replica_counts().get(&id).copied().unwrap_or(0);
+            let operators =
+                self.operators
+                    .values()
+                    .filter(|operator| {
+                        operator.remaining().iter().any(
+                            |step| matches!(step, Step::AddLearner { node, .. } if *node == id),
+                        )
+                    })
+                    .count() as u64;
+            if replicas > 0 || operators > 0 {
+                return Err(Error::NodeHoldsReplicas {
+                    node: id,
+                    replicas,
+                    operators,
+                });
+            }
+        }
         self.advance_time(now_ms);
         let node = self
             .nodes

@@ -284,17 +284,18 @@ fn node_state_transitions() {
         (Removed, Draining, Err(())),
     ];
     for (from, to, expected) in cases {
-        let mut state = cluster(3, 1, 3);
-        state.nodes.get_mut(&NodeId(1)).expect("node").state = from;
+        // Node 4 holds no replica (one shard on nodes 1 to 3), so removing it is allowed.
+        let mut state = cluster(4, 1, 3);
+        state.nodes.get_mut(&NodeId(4)).expect("node").state = from;
         let result = state.apply(&Command::SetNodeState {
-            node: NodeId(1),
+            node: NodeId(4),
             state: to,
             now_ms: 1,
         });
         match expected {
             Ok(now) => {
                 assert_eq!(result, Ok(Response::Done), "{from:?} -> {to:?}");
-                assert_eq!(state.nodes[&NodeId(1)].state, now);
+                assert_eq!(state.nodes[&NodeId(4)].state, now);
             }
             Err(()) => assert!(
                 matches!(result, Err(Error::InvalidNodeTransition { .. })),
@@ -315,6 +316,69 @@ fn node_state_transitions() {
         })
         .expect("allowed");
     assert_eq!(state.nodes[&NodeId(1)].state, Down);
+}
+
+#[test]
+fn remove_node_is_refused_while_the_node_holds_or_is_getting_replicas() {
+    use NodeState::{Down, Draining, Removed, Up};
+    // Whatever its state, a node holding a replica cannot be removed: its replicas would be
+    // stranded on a node that must never serve again.
+    for from in [Up, Draining, Down] {
+        let mut state = cluster(4, 2, 3);
+        state.nodes.get_mut(&NodeId(2)).expect("node").state = from;
+        let before = state.clone();
+        let result = state.apply(&Command::SetNodeState {
+            node: NodeId(2),
+            state: Removed,
+            now_ms: 1,
+        });
+        assert_eq!(
+            result,
+            Err(Error::NodeHoldsReplicas {
+                node: NodeId(2),
+                replicas: 2,
+                operators: 0,
+            }),
+            "{from:?}"
+        );
+        assert_eq!(state, before, "a refused removal changes nothing");
+    }
+    // A node that an operator in flight is adding a learner to is refused too, until the
+    // operator ends.
+    let mut state = cluster(4, 1, 3);
+    let shard = ShardId(1);
+    state
+        .apply(&Command::AddOperator {
+            operator: AdminOperator::MoveReplica {
+                shard,
+                from: NodeId(3),
+                to: NodeId(4),
+            },
+            now_ms: 0,
+        })
+        .expect("accepted");
+    let remove_4 = Command::SetNodeState {
+        node: NodeId(4),
+        state: Removed,
+        now_ms: 1,
+    };
+    let refused = state.apply(&remove_4);
+    assert_eq!(
+        refused,
+        Err(Error::NodeHoldsReplicas {
+            node: NodeId(4),
+            replicas: 0,
+            operators: 1,
+        })
+    );
+    let message = refused.expect_err("refused").to_string();
+    assert!(message.contains("drain-node 4"), "{message}");
+    state
+        .apply(&Command::CancelOperator { shard, now_ms: 2 })
+        .expect("cancelled");
+    assert_eq!(state.apply(&remove_4), Ok(Response::Done));
+    assert_eq!(state.nodes[&NodeId(4)].state, Removed);
+    state.check_invariants();
 }
 
 #[test]

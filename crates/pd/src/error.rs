@@ -143,6 +143,21 @@ pub enum Error {
         /// The name.
         name: String,
     },
+    /// `SetNodeState Removed` for a node that still holds replicas in the shard map, or that an
+    /// operator in flight is moving a replica onto: removing it would strand those replicas.
+    #[error(
+        "node {node} still holds {replicas} replica(s) and is the target of {operators} \
+         operator(s) in flight; drain it first (`ringctl drain-node {node_id}`)",
+        node_id = .node.get()
+    )]
+    NodeHoldsReplicas {
+        /// The node.
+        node: NodeId,
+        /// Replicas (voters and learners) on it in PD's shard map.
+        replicas: u64,
+        /// Operators in flight that add a replica on it.
+        operators: u64,
+    },
 }
 
 /// Why a shard map or descriptor was refused.

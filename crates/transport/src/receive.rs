@@ -41,7 +41,15 @@ pub(crate) async fn handle_stream(
     let mut reader = FrameReader::new(stream, STREAM_HEADER_MAX_BYTES);
     let header = match tokio::time::timeout(HEADER_TIMEOUT, reader.next::<StreamHeader>()).await {
         Ok(Ok(Some((header, _)))) => header,
-        _ => return reject(&shared, &connection, "missing or malformed stream header"),
+        // A stream reset (or finished) before its header says nothing about the peer: QUIC
+        // discards the data of a reset stream, so a sender that gives up on a stream right
+        // after opening it looks exactly like this. Drop the stream, keep the connection.
+        Ok(Ok(None)) | Ok(Err(Error::ConnectionLost { .. })) => {
+            debug!(remote = %connection.remote_address(), "peer stream ended before its header");
+            return;
+        }
+        Ok(Err(_)) => return reject(&shared, &connection, "malformed stream header"),
+        Err(_) => return reject(&shared, &connection, "no stream header in time"),
     };
     let me = shared.config.node_id;
     let identity_ok = header.cluster == shared.config.cluster

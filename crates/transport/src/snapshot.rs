@@ -1,5 +1,6 @@
 //! Snapshot streaming: one QUIC stream per snapshot, `Start`, data chunks, `End` (with total and
-//! crc32). The receiver hands the node an [`IncomingSnapshot`] and forwards chunks through a small
+//! crc32). A sender that fails midway finishes the stream without `End`, which the receiver
+//! reports as an aborted snapshot. The receiver hands the node an [`IncomingSnapshot`] and forwards chunks through a small
 //! bounded channel, so a slow node slows the sender through QUIC flow control instead of
 //! buffering the snapshot in memory.
 
@@ -125,8 +126,10 @@ pub(crate) async fn send_snapshot<R: AsyncRead + Unpin>(
     let mut stream = connection.open_uni().await.map_err(|e| lost(&e))?;
     let outcome = write_snapshot(shared, peer, &mut stream, message, &mut data).await;
     if outcome.is_err() {
-        // Dropping the stream would finish it cleanly; reset it so the receiver sees a failure.
-        let _ = stream.reset(STOP_REFUSED.into());
+        // Finish the stream without an `End` frame: the receiver reads what was sent and then
+        // reports the snapshot as aborted. A reset would discard unread data on the receiver,
+        // header included, and a stream that arrives as a bare reset cannot be told from noise.
+        let _ = stream.finish();
     }
     let total_bytes = outcome?;
     // Resolves once the receiver has acknowledged every byte, or stopped the stream.

@@ -101,3 +101,53 @@ async fn garbage_client_requests_are_answered_invalid() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_stream_reset_before_its_header_keeps_the_connection() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let ca = new_ca();
+        let faults = FaultInjector::new();
+        let (node_2, mut inbound_2) = start(config(2, loopback()), node_identity(&ca, 2), &faults);
+        let endpoint = raw_client(&node_identity(&ca, 1), true);
+        let name = node_server_name(NodeId(2), CLUSTER);
+        let connection = endpoint
+            .connect(node_2.local_addr().unwrap(), &name)
+            .unwrap()
+            .await
+            .unwrap();
+        let header = StreamHeader {
+            kind: StreamKind::Control,
+            from: NodeId(1),
+            to: NodeId(2),
+            cluster: CLUSTER.into(),
+        };
+        let mut control = connection.open_uni().await.unwrap();
+        control
+            .write_all(&codec::encode(&header, 1024).unwrap())
+            .await
+            .unwrap();
+        for round in 1..=5 {
+            // A stream that arrives as a bare reset: QUIC discards its data, header included.
+            let mut abandoned = connection.open_uni().await.unwrap();
+            abandoned.reset(0x20u32.into()).unwrap();
+            let batch = ringkv_types::RaftBatch::new(vec![heartbeat(1, 2, round)]);
+            control
+                .write_all(&codec::encode(&batch, 1 << 20).unwrap())
+                .await
+                .unwrap();
+            let delivered = recv_within(&mut inbound_2, WAIT)
+                .await
+                .unwrap_or_else(|| panic!("round {round}: heartbeat not delivered"));
+            assert_eq!(context_of(&delivered.messages[0]), Some(round));
+        }
+        assert!(
+            connection.close_reason().is_none(),
+            "{:?}",
+            connection.close_reason()
+        );
+        assert_eq!(node_2.stats().peers_rejected, 0);
+        node_2.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -359,3 +359,59 @@ async fn a_broken_snapshot_is_reported_on_both_sides() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_failing_at_once_is_reported_and_the_link_survives() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let ca = new_ca();
+        let faults = FaultInjector::new();
+        let (node_1, _inbound_1) = start(config(1, loopback()), node_identity(&ca, 1), &faults);
+        let (node_2, mut inbound_2) = start(config(2, loopback()), node_identity(&ca, 2), &faults);
+        node_1.add_peer(NodeId(2), node_2.local_addr().unwrap());
+        until_delivered(&node_1, 2, &mut inbound_2).await;
+        let message = ringkv_types::raft::Message {
+            group: ShardId(4),
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body: MessageBody::InstallSnapshot {
+                snapshot: Snapshot::default(),
+            },
+        };
+        // The source fails before its first byte, so the stream ends right after its header
+        // and `Start`: the receiver must still see the snapshot (aborted), not lose the stream
+        // and certainly not drop the whole connection. Repeated because the stream ending
+        // before the receiver read its header is a race.
+        for attempt in 0..20 {
+            let (sent, received) = tokio::join!(
+                node_1.send_snapshot(NodeId(2), message.clone(), FailingSource { left: 0 }),
+                async {
+                    let mut incoming = tokio::time::timeout(WAIT, inbound_2.snapshots.recv())
+                        .await
+                        .unwrap_or_else(|_| panic!("attempt {attempt}: snapshot never arrived"))
+                        .unwrap();
+                    incoming.read_to_end(1 << 20).await
+                }
+            );
+            assert!(
+                matches!(sent, Err(ringkv_transport::Error::SnapshotSource { .. })),
+                "attempt {attempt}: {sent:?}"
+            );
+            assert!(
+                matches!(
+                    received,
+                    Err(ringkv_transport::Error::SnapshotAborted { .. })
+                ),
+                "attempt {attempt}: {received:?}"
+            );
+        }
+        assert_eq!(node_2.stats().peers_rejected, 0, "node 2 refused node 1");
+        assert_eq!(node_2.peer_stats(NodeId(1)).unwrap().reconnects, 0);
+        assert_eq!(node_1.peer_stats(NodeId(2)).unwrap().reconnects, 0);
+        until_delivered(&node_1, 2, &mut inbound_2).await;
+        node_1.shutdown().await;
+        node_2.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
