@@ -109,7 +109,9 @@ pub enum Error {
     },
     /// The durable mark is missing or unreadable while the data dir holds group commits: the
     /// store cannot tell whether recovery lost acknowledged writes.
-    #[error("durable mark {path} is unusable: {reason}; the data dir cannot be trusted (docs/node.md, \"Damaged journals\")")]
+    #[error(
+        "durable mark {path} is unusable: {reason}; the data dir cannot be trusted (docs/node.md, \"Damaged journals\")"
+    )]
     MarkMissing {
         /// The mark file.
         path: std::path::PathBuf,

@@ -41,10 +41,10 @@ pub use command::{
 };
 pub use config::StoreConfig;
 pub use error::{Error, LostShard, Result};
-pub use mark::MARK_FILE;
 pub use group_state::AppliedState;
 pub use group_storage::GroupStorage;
 pub use inspect::GroupRecords;
+pub use mark::MARK_FILE;
 pub use removal::RemovalHandle;
 pub use snapshot_install::PreparedSnapshot;
 pub use snapshot_reader::SnapshotChunks;

@@ -3,10 +3,12 @@
 
 use crate::codec;
 use crate::config::StoreConfig;
+use crate::error::LostShard;
 use crate::error::{Error, Result};
 use crate::group_state::{AppliedState, GroupState};
 use crate::group_storage::GroupStorage;
 use crate::keys::{self, KEYSPACE_DATA, KEYSPACE_META, KEYSPACE_RAFT_LOG, KEYSPACE_RAFT_STATE};
+use crate::mark::{self, Mark, Marker};
 use crate::write_batch::WriteBatchBuilder;
 use crate::writer::{Durable, Ticket, WriterHandle};
 use bytes::Bytes;
@@ -16,8 +18,6 @@ use ringkv_types::{LogIndex, NodeId, ShardId, envelope, ring};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use crate::error::LostShard;
-use crate::mark::{self, Mark, Marker};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 

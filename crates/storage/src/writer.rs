@@ -10,8 +10,8 @@ use crate::write_batch::{GroupWrite, WriteBatchBuilder};
 use fjall::PersistMode;
 use ringkv_types::envelope::HEADER_LEN;
 use ringkv_types::{LogIndex, ShardId};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
