@@ -198,7 +198,8 @@ fn a_damaged_journal_stops_the_node_at_start_naming_the_shards() {
         println!("attempt {attempt}: {stderr}");
         assert_eq!(status.code(), Some(1), "attempt {attempt}: {stderr}");
         assert!(
-            stderr.contains("acknowledged writes are missing") && stderr.contains("shards affected: s"),
+            stderr.contains("acknowledged writes are missing")
+                && stderr.contains("shards affected: s"),
             "attempt {attempt}: {stderr}"
         );
     }
