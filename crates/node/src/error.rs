@@ -3,6 +3,12 @@
 use std::path::PathBuf;
 use thiserror::Error;
 
+impl From<ringkv_storage::Error> for Error {
+    fn from(error: ringkv_storage::Error) -> Self {
+        Error::Storage(error)
+    }
+}
+
 /// Why the node could not start or had to stop.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -42,9 +48,10 @@ pub enum Error {
         expected: String,
     },
     /// The storage failed. When [`ringkv_storage::Error::is_fatal`], the disk state is unknown and
-    /// the node stopped.
+    /// the node stopped. Not a `#[source]`: the message already holds the storage error's, and
+    /// `ringkvd` prints the chain (`{:#}`), which would repeat it.
     #[error("storage: {0}")]
-    Storage(#[from] ringkv_storage::Error),
+    Storage(ringkv_storage::Error),
     /// The transport failed to start (certificates, bind).
     #[error("transport: {0}")]
     Transport(#[from] ringkv_transport::Error),

@@ -152,3 +152,55 @@ fn sigterm_stops_a_running_node_cleanly_and_it_restarts() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("belongs to"), "{stderr}");
 }
+
+/// A journal damaged while the node was down (zeroed bytes; fjall would cut the journal there
+/// and forget acknowledged entries and votes) stops the node at start: exit 1 and a message
+/// naming the damage and the shards, every time it is started.
+#[test]
+fn a_damaged_journal_stops_the_node_at_start_naming_the_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = single_node_config(dir.path(), "");
+    let mut node = ringkvd(&path);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(node.0.try_wait().unwrap().is_none(), "{}", node.stderr());
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(node.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(node.wait_for_exit(Duration::from_secs(20)).code(), Some(0));
+
+    let data = dir.path().join("data");
+    let journals: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|item| item.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jnl"))
+        .collect();
+    let journal = journals
+        .iter()
+        .max_by_key(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            bytes.iter().rposition(|b| *b != 0).unwrap_or(0)
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(journal).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    assert!(end > 1000, "{journals:?}: only {end} bytes");
+    // From a third of the way in to the end: the later group commits are gone.
+    bytes[end / 3..end].fill(0);
+    std::fs::write(journal, bytes).unwrap();
+
+    for attempt in 0..2 {
+        let mut node = ringkvd(&path);
+        let status = node.wait_for_exit(Duration::from_secs(20));
+        let stderr = node.stderr();
+        println!("attempt {attempt}: {stderr}");
+        assert_eq!(status.code(), Some(1), "attempt {attempt}: {stderr}");
+        assert!(
+            stderr.contains("acknowledged writes are missing")
+                && stderr.contains("shards affected: s"),
+            "attempt {attempt}: {stderr}"
+        );
+    }
+}

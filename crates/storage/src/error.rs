@@ -85,6 +85,70 @@ pub enum Error {
     /// The writer thread is gone (it panicked or the store is shutting down).
     #[error("the storage writer thread has stopped")]
     WriterStopped,
+    /// Recovery found fewer group commits than the durable mark says were acknowledged: the
+    /// journal (or a table file) was damaged and fjall dropped acknowledged writes (Raft entries,
+    /// votes). The node must not start with this data dir; see docs/node.md ("Damaged journals").
+    #[error(
+        "acknowledged writes are missing from {path}: recovery found group commit {recovered}, \
+         but commit {marked} was durable (durable.mark); shards affected: {}; the journal or a \
+         table file is damaged. Replace this node's data (docs/node.md, \"Damaged journals\")",
+        lost_shards(.shards, *.more)
+    )]
+    LostWrites {
+        /// The data dir.
+        path: std::path::PathBuf,
+        /// The newest group commit recovery found.
+        recovered: u64,
+        /// The newest group commit the mark records as durable.
+        marked: u64,
+        /// Shards written by the last marked commits: last index the mark recorded, and last
+        /// index recovered.
+        shards: Vec<LostShard>,
+        /// Whether more shards than listed were written by those commits.
+        more: bool,
+    },
+    /// The durable mark is missing or unreadable while the data dir holds group commits: the
+    /// store cannot tell whether recovery lost acknowledged writes.
+    #[error(
+        "durable mark {path} is unusable: {reason}; the data dir cannot be trusted (docs/node.md, \"Damaged journals\")"
+    )]
+    MarkMissing {
+        /// The mark file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A shard named by [`Error::LostWrites`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LostShard {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its last log index as of the newest durable mark.
+    pub marked_last: LogIndex,
+    /// Its last log index after recovery.
+    pub recovered_last: LogIndex,
+}
+
+fn lost_shards(shards: &[LostShard], more: bool) -> String {
+    let mut text = shards
+        .iter()
+        .map(|s| {
+            format!(
+                "{} (log up to {} acknowledged, {} recovered)",
+                s.shard, s.marked_last, s.recovered_last
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if more {
+        text.push_str(" and others");
+    }
+    if text.is_empty() {
+        text.push_str("unknown");
+    }
+    text
 }
 
 impl Error {

@@ -8,6 +8,7 @@
 //! meta        "identity"                                   -> envelope(postcard(NodeIdentity))
 //!             "removing/" ‖ shard BE (8)                   -> envelope(postcard(Arc))
 //!             "user/" ‖ name                               -> envelope(caller's bytes)
+//!             "commit_seq"                                 -> envelope(postcard(u64))
 //! ```
 //! Big-endian integers sort numerically, so one shard's log and state are contiguous prefixes and
 //! one arc's data is a contiguous range.
@@ -129,6 +130,10 @@ pub(crate) fn meta_key(name: &[u8]) -> Vec<u8> {
     key.extend_from_slice(name);
     key
 }
+
+/// `meta` key of the sequence number of the last group commit (written in every group commit;
+/// compared with the durable mark at open, see [`crate::MARK_FILE`]).
+pub(crate) const COMMIT_SEQ_KEY: &[u8] = b"commit_seq";
 
 /// `meta` key of the node identity.
 pub(crate) const IDENTITY_KEY: &[u8] = b"identity";

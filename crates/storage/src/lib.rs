@@ -25,6 +25,7 @@ mod group_state;
 mod group_storage;
 mod inspect;
 pub mod keys;
+mod mark;
 mod removal;
 mod snapshot_chunk;
 mod snapshot_install;
@@ -39,10 +40,11 @@ pub use command::{
     SessionRequest, VALUE_BYTES_MAX,
 };
 pub use config::StoreConfig;
-pub use error::{Error, Result};
+pub use error::{Error, LostShard, Result};
 pub use group_state::AppliedState;
 pub use group_storage::GroupStorage;
 pub use inspect::GroupRecords;
+pub use mark::MARK_FILE;
 pub use removal::RemovalHandle;
 pub use snapshot_install::PreparedSnapshot;
 pub use snapshot_reader::SnapshotChunks;

@@ -3,10 +3,12 @@
 
 use crate::codec;
 use crate::config::StoreConfig;
+use crate::error::LostShard;
 use crate::error::{Error, Result};
 use crate::group_state::{AppliedState, GroupState};
 use crate::group_storage::GroupStorage;
 use crate::keys::{self, KEYSPACE_DATA, KEYSPACE_META, KEYSPACE_RAFT_LOG, KEYSPACE_RAFT_STATE};
+use crate::mark::{self, Mark, Marker};
 use crate::write_batch::WriteBatchBuilder;
 use crate::writer::{Durable, Ticket, WriterHandle};
 use bytes::Bytes;
@@ -16,7 +18,7 @@ use ringkv_types::{LogIndex, NodeId, ShardId, envelope, ring};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The node identity kept in the `meta` keyspace.
@@ -30,13 +32,18 @@ pub struct NodeIdentity {
 
 /// What the store's threads share: the database, keyspace handles and group caches.
 pub(crate) struct Shared {
+    /// Declared first so it is dropped first: its last mark is written while `db` still holds
+    /// the directory lock.
+    pub marker: Marker,
+    /// The last group commit's sequence number (see [`mark`]).
+    pub commit_seq: AtomicU64,
     pub db: Database,
     pub raft_log: Keyspace,
     pub raft_state: Keyspace,
     pub data: Keyspace,
     pub meta: Keyspace,
     pub config: StoreConfig,
-    poisoned: AtomicBool,
+    poisoned: Arc<AtomicBool>,
     groups: Mutex<HashMap<ShardId, Arc<Mutex<GroupState>>>>,
 }
 
@@ -213,14 +220,28 @@ impl Store {
             keys::validate_keyspace_name(name)?;
             Ok(db.keyspace(name, KeyspaceCreateOptions::default)?)
         };
+        let raft_log = keyspace(KEYSPACE_RAFT_LOG)?;
+        let raft_state = keyspace(KEYSPACE_RAFT_STATE)?;
+        let data = keyspace(KEYSPACE_DATA)?;
+        let meta = keyspace(KEYSPACE_META)?;
+        let commit_seq = check_mark(&config, &meta, &raft_log)?;
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let poison = poisoned.clone();
+        // IMPORTANT: a failed write or fsync of the mark file poisons the store like a failed
+        // journal fsync: the disk is failing and the mark can no longer be trusted.
+        let marker = Marker::spawn(&config.path, commit_seq, move |_| {
+            poison.store(true, Ordering::Release);
+        })?;
         let shared = Arc::new(Shared {
-            raft_log: keyspace(KEYSPACE_RAFT_LOG)?,
-            raft_state: keyspace(KEYSPACE_RAFT_STATE)?,
-            data: keyspace(KEYSPACE_DATA)?,
-            meta: keyspace(KEYSPACE_META)?,
+            marker,
+            commit_seq: AtomicU64::new(commit_seq),
+            raft_log,
+            raft_state,
+            data,
+            meta,
             db,
             config,
-            poisoned: AtomicBool::new(false),
+            poisoned,
             groups: Mutex::new(HashMap::new()),
         });
         let writer = Arc::new(WriterHandle::spawn(shared.clone())?);
@@ -293,6 +314,16 @@ impl Store {
     /// As [`Store::submit`] and [`Ticket::wait`].
     pub fn write(&self, batch: WriteBatchBuilder) -> Result<Durable> {
         self.submit(batch)?.wait()
+    }
+
+    /// Waits until the durable mark covers every group commit so far and returns its commit
+    /// sequence. The mark normally lags by about one commit; tests call this before damaging
+    /// a journal on purpose.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] when writing the mark failed.
+    pub fn sync_mark(&self) -> Result<u64> {
+        self.shared.marker.flush().map_err(|_| Error::Poisoned)
     }
 
     /// Whether a write failed and the store refuses all writes.
@@ -497,6 +528,53 @@ impl Store {
                 self.shared.poison();
                 Error::Fjall(error)
             })
+    }
+}
+
+/// Compares the commit sequence recovered from the database with the durable mark, creating the
+/// mark for a store that has none yet. Returns the recovered commit sequence.
+fn check_mark(config: &StoreConfig, meta: &Keyspace, raft_log: &Keyspace) -> Result<u64> {
+    let recovered: Option<u64> = match meta.get(keys::COMMIT_SEQ_KEY)? {
+        Some(bytes) => Some(
+            codec::decode(&bytes, 64)
+                .map_err(|reason| Error::corrupt_record("commit_seq", None, reason))?,
+        ),
+        None => None,
+    };
+    match (mark::read(&config.path)?, recovered) {
+        (Some(marked), recovered) if recovered.unwrap_or(0) < marked.commit_seq => {
+            let mut shards = Vec::with_capacity(marked.shards.len());
+            for (shard, marked_last) in marked.shards {
+                let recovered_last = match raft_log.prefix(keys::shard_prefix(shard)).next_back() {
+                    Some(guard) => keys::parse_log_key(&guard.key()?)?.1,
+                    None => LogIndex::ZERO,
+                };
+                shards.push(LostShard {
+                    shard,
+                    marked_last,
+                    recovered_last,
+                });
+            }
+            Err(Error::LostWrites {
+                path: config.path.clone(),
+                recovered: recovered.unwrap_or(0),
+                marked: marked.commit_seq,
+                shards,
+                more: marked.more,
+            })
+        }
+        (Some(_), recovered) => Ok(recovered.unwrap_or(0)),
+        (None, Some(recovered)) => Err(Error::MarkMissing {
+            path: config.path.join(mark::MARK_FILE),
+            reason: format!(
+                "the file does not exist, but the database holds group commit {recovered}"
+            ),
+        }),
+        // A new store, or one written before marks existed: start marking from here.
+        (None, None) => {
+            mark::create(&config.path, &Mark::default())?;
+            Ok(0)
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use crate::write_batch::{GroupWrite, WriteBatchBuilder};
 use fjall::PersistMode;
 use ringkv_types::envelope::HEADER_LEN;
 use ringkv_types::{LogIndex, ShardId};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -133,6 +134,8 @@ fn run(shared: &Shared, receiver: &Receiver<Job>) {
 /// the commit itself happens before it, so a non-fatal error leaves the disk untouched.
 fn commit_batch(shared: &Shared, sequence: u64, batch: WriteBatchBuilder) -> Result<Durable> {
     let mut fjall_batch = shared.db.batch().durability(Some(PersistMode::SyncData));
+    // Only this thread advances the sequence, after a successful commit.
+    let commit_seq = shared.commit_seq.load(Ordering::Acquire) + 1;
     let mut updates: Vec<(Arc<Mutex<GroupState>>, GroupState, bool)> =
         Vec::with_capacity(batch.groups.len());
     let mut groups = Vec::with_capacity(batch.groups.len());
@@ -144,11 +147,19 @@ fn commit_batch(shared: &Shared, sequence: u64, batch: WriteBatchBuilder) -> Res
         groups.push((shard, next.last_index));
         updates.push((cache, next, installs));
     }
+    fjall_batch.insert(
+        &shared.meta,
+        keys::COMMIT_SEQ_KEY,
+        codec::encode(&commit_seq),
+    );
     // IMPORTANT: one commit with SyncData: the ticket is answered only after fdatasync of the
     // journal returned, and a failure poisons the store (Shared::commit) for good.
     let commit_started = std::time::Instant::now();
     shared.commit(fjall_batch)?;
     let commit_duration = commit_started.elapsed();
+    shared.commit_seq.store(commit_seq, Ordering::Release);
+    // The mark is written by its own thread, concurrently with our next commit.
+    shared.marker.advance(commit_seq, &groups);
     for (cache, next, installs) in updates {
         next.check_invariants();
         let mut state = lock_group(&cache);

@@ -31,8 +31,13 @@ fn value(n: u64) -> String {
 /// Writes `BATCHES` group commits (each `PER_BATCH` entries to every shard) and applies one put
 /// per batch to shard 1.
 fn populate(path: &Path) -> Vec<Entry> {
+    populate_batches(path, 0..BATCHES)
+}
+
+/// [`populate`] for some of the batches only.
+fn populate_batches(path: &Path, batches: std::ops::Range<u64>) -> Vec<Entry> {
     let store = open(path);
-    for batch_number in 0..BATCHES {
+    for batch_number in batches {
         let first = batch_number * PER_BATCH + 1;
         let mut batch = WriteBatchBuilder::new();
         for shard in SHARDS {
@@ -308,15 +313,117 @@ fn flipped_bytes_in_table_files_give_errors_not_wrong_data() {
     assert!(detected > 0, "no flipped byte was detected");
 }
 
+/// Where the contents of the (preallocated) journal `0.jnl` in `dir` end.
+fn journal_end(dir: &Path) -> usize {
+    let bytes = std::fs::read(dir.join("0.jnl")).unwrap();
+    bytes.iter().rposition(|b| *b != 0).unwrap() + 1
+}
+
+/// Checks that `store` holds a consistent prefix of what `populate` wrote: every read is the
+/// original, every shard has the same whole batches, and applied data matches the applied index.
+fn assert_consistent_prefix(store: &Store, expected: &[Entry], round: usize) {
+    assert_eq!(
+        read_all(store, expected),
+        0,
+        "round {round}: a torn tail is not corruption"
+    );
+    // Batches are atomic: every shard recovered the same prefix, hard state included.
+    let lasts: Vec<LogIndex> = SHARDS
+        .iter()
+        .map(|s| store.group(*s).unwrap().last_index().unwrap())
+        .collect();
+    assert!(
+        lasts.iter().all(|l| *l == lasts[0]),
+        "round {round}: {lasts:?}"
+    );
+    assert_eq!(lasts[0].get() % PER_BATCH, 0, "round {round}: half a batch");
+    let commit = store.group(SHARDS[0]).unwrap().hard_state().commit;
+    assert_eq!(commit.get() + PER_BATCH - 1, lasts[0].get().max(PER_BATCH));
+    let applied = store.applied(SHARDS[0]).unwrap().index.get();
+    for n in 0..BATCHES {
+        let present = store.get(key(n).as_bytes()).unwrap().is_some();
+        assert_eq!(
+            present,
+            n < applied,
+            "round {round}: key {n} vs applied {applied}"
+        );
+    }
+}
+
+/// Asserts that `error` is `LostWrites` naming every shard, with the acknowledged last index.
+fn assert_lost_writes(error: &Error, round: usize) {
+    let Error::LostWrites {
+        recovered,
+        marked,
+        shards,
+        ..
+    } = error
+    else {
+        panic!("round {round}: expected LostWrites, got {error}");
+    };
+    assert!(recovered < marked, "round {round}: {error}");
+    assert_eq!(
+        *marked, BATCHES,
+        "round {round}: every populated batch was marked"
+    );
+    let named: Vec<ShardId> = shards.iter().map(|s| s.shard).collect();
+    assert_eq!(named, SHARDS, "round {round}: {error}");
+    for shard in shards {
+        assert_eq!(shard.marked_last, LogIndex(BATCHES * PER_BATCH));
+        assert!(
+            shard.recovered_last < shard.marked_last,
+            "round {round}: {error}"
+        );
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("s2") && message.contains("acknowledged"),
+        "{message}"
+    );
+}
+
+/// fjall stops journal recovery at the first batch it cannot decode and truncates the file
+/// there: zeroed bytes in the middle of the journal would silently drop every later batch
+/// (acknowledged entries and votes). The durable mark turns that into a refusal to open, which
+/// stays a refusal on the next attempt although fjall has cut the file by then.
 #[test]
-fn truncated_journal_tail_recovers_a_consistent_prefix() {
+fn zeroed_bytes_in_the_middle_of_the_journal_are_refused_naming_the_shards() {
+    let pristine = tempfile::tempdir().unwrap();
+    populate(pristine.path());
+    let end = journal_end(pristine.path());
+    let mut lost = 0;
+    for (round, percent) in [20, 35, 50, 65, 80].into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), dir.path());
+        let journal = dir.path().join("0.jnl");
+        let mut bytes = std::fs::read(&journal).unwrap();
+        let at = end * percent / 100;
+        bytes[at..at + 64].fill(0);
+        std::fs::write(&journal, bytes).unwrap();
+        // Without the mark fjall opens these with a shorter history; with it, never.
+        let error = Store::open(StoreConfig::new(dir.path()))
+            .err()
+            .unwrap_or_else(|| panic!("round {round}: a journal damaged at {percent} % opened"));
+        println!("round {round}: {error}");
+        if matches!(error, Error::LostWrites { .. }) {
+            assert_lost_writes(&error, round);
+            lost += 1;
+            let again = Store::open(StoreConfig::new(dir.path())).err().unwrap();
+            assert_lost_writes(&again, round);
+        }
+    }
+    assert!(lost >= 3, "only {lost} rounds were cut silently by fjall");
+}
+
+/// Damage at the journal's end: every group commit there was acknowledged and marked, so a cut
+/// is refused; only an unsynced apply batch after the last group commit may go without notice.
+#[test]
+fn a_cut_journal_end_is_refused() {
     let pristine = tempfile::tempdir().unwrap();
     let expected = populate(pristine.path());
-    let journal = pristine.path().join("0.jnl");
-    let bytes = std::fs::read(&journal).unwrap();
-    // The journal is preallocated: find where its contents end.
-    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    let end = journal_end(pristine.path());
     let mut rng = Rng(0x7a11);
+    let mut lost = 0;
     for round in 0..10 {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(pristine.path(), dir.path());
@@ -327,38 +434,156 @@ fn truncated_journal_tail_recovers_a_consistent_prefix() {
             .unwrap();
         file.set_len(cut as u64).unwrap();
         drop(file);
-        let store = match Store::open(StoreConfig::new(dir.path())) {
-            Ok(store) => store,
-            Err(error) => {
-                println!("round {round}: open failed: {error}");
-                continue;
+        match Store::open(StoreConfig::new(dir.path())) {
+            Ok(store) => {
+                // Only the last apply batch was cut: every group commit is there.
+                assert_eq!(
+                    store.group(SHARDS[0]).unwrap().last_index().unwrap(),
+                    LogIndex(BATCHES * PER_BATCH),
+                    "round {round}"
+                );
+                assert_consistent_prefix(&store, &expected, round);
             }
-        };
-        assert_eq!(
-            read_all(&store, &expected),
-            0,
-            "round {round}: a torn tail is not corruption"
-        );
-        // Batches are atomic: every shard recovered the same prefix, hard state included.
-        let lasts: Vec<LogIndex> = SHARDS
-            .iter()
-            .map(|s| store.group(*s).unwrap().last_index().unwrap())
-            .collect();
-        assert!(
-            lasts.iter().all(|l| *l == lasts[0]),
-            "round {round}: {lasts:?}"
-        );
-        assert_eq!(lasts[0].get() % PER_BATCH, 0, "round {round}: half a batch");
-        let commit = store.group(SHARDS[0]).unwrap().hard_state().commit;
-        assert_eq!(commit.get() + PER_BATCH - 1, lasts[0].get().max(PER_BATCH));
-        let applied = store.applied(SHARDS[0]).unwrap().index.get();
-        for n in 0..BATCHES {
-            let present = store.get(key(n).as_bytes()).unwrap().is_some();
-            assert_eq!(
-                present,
-                n < applied,
-                "round {round}: key {n} vs applied {applied}"
-            );
+            Err(error) => {
+                assert_lost_writes(&error, round);
+                lost += 1;
+            }
         }
     }
+    assert!(lost >= 5, "only {lost} cuts were refused");
+}
+
+/// A torn tail past the mark (what a crash leaves: batches whose fsync never returned, or
+/// returned after the last mark was written) is not damage: the store opens with a consistent
+/// prefix at or after the mark.
+#[test]
+fn a_torn_tail_past_the_mark_recovers_a_consistent_prefix() {
+    let pristine = tempfile::tempdir().unwrap();
+    populate_batches(pristine.path(), 0..BATCHES / 2);
+    // The mark as a crash would leave it: written for the first half only.
+    let early_mark = std::fs::read(pristine.path().join(ringkv_storage::MARK_FILE)).unwrap();
+    let expected = populate_batches(pristine.path(), BATCHES / 2..BATCHES);
+    let end = journal_end(pristine.path());
+    let mut rng = Rng(0x70a2);
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), dir.path());
+        std::fs::write(dir.path().join(ringkv_storage::MARK_FILE), &early_mark).unwrap();
+        let cut = end - 1 - rng.below(4096.min(end as u64 - 1)) as usize;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("0.jnl"))
+            .unwrap();
+        file.set_len(cut as u64).unwrap();
+        drop(file);
+        let store = Store::open(StoreConfig::new(dir.path()))
+            .unwrap_or_else(|error| panic!("round {round}: {error}"));
+        assert_consistent_prefix(&store, &expected, round);
+        assert!(
+            store.group(SHARDS[0]).unwrap().last_index().unwrap()
+                >= LogIndex(BATCHES / 2 * PER_BATCH)
+        );
+    }
+}
+
+/// Flushes every keyspace of the store in `path` to table files.
+fn flush_tables(path: &Path) {
+    let db = fjall::Database::builder(path).open().unwrap();
+    for name in [
+        KEYSPACE_RAFT_LOG,
+        KEYSPACE_RAFT_STATE,
+        KEYSPACE_DATA,
+        "meta",
+    ] {
+        let handle = db
+            .keyspace(name, fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        handle.rotate_memtable_and_wait().unwrap();
+    }
+}
+
+/// Damage in table files: fjall's block checksums catch flipped or zeroed bytes and missing
+/// tables (errors, never wrong data); a table set rolled back to an older version (a disk that
+/// lost writes, a data dir restored from an old copy) passes every checksum and is caught by the
+/// mark.
+#[test]
+fn damaged_or_rolled_back_table_files_never_open_behind_the_mark() {
+    let old = tempfile::tempdir().unwrap();
+    populate_batches(old.path(), 0..BATCHES / 2);
+    flush_tables(old.path());
+    let pristine = tempfile::tempdir().unwrap();
+    copy_dir(old.path(), pristine.path());
+    let expected = populate_batches(pristine.path(), BATCHES / 2..BATCHES);
+    flush_tables(pristine.path());
+
+    let mut tables = Vec::new();
+    files_under(
+        &pristine.path().join("keyspaces"),
+        &|p| p.components().any(|c| c.as_os_str() == "tables"),
+        &mut tables,
+    );
+    assert!(tables.len() >= 4, "{tables:?}");
+    for (round, table) in tables.iter().enumerate() {
+        for damage in ["zeroed", "removed"] {
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(pristine.path(), dir.path());
+            let target = dir
+                .path()
+                .join(table.strip_prefix(pristine.path()).unwrap());
+            if damage == "zeroed" {
+                let mut bytes = std::fs::read(&target).unwrap();
+                let at = bytes.len() / 3;
+                bytes[at..at + 64].fill(0);
+                std::fs::write(&target, bytes).unwrap();
+            } else {
+                std::fs::remove_file(&target).unwrap();
+            }
+            match Store::open(StoreConfig::new(dir.path())) {
+                Ok(store) => assert!(
+                    read_all(&store, &expected) > 0,
+                    "{damage} {}: opened and read everything",
+                    table.display()
+                ),
+                Err(error) => println!("{damage} {}: {error}", table.display()),
+            }
+        }
+        let _ = round;
+    }
+
+    // Everything but the mark rolled back to the copy taken half-way.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(old.path(), dir.path());
+    std::fs::copy(
+        pristine.path().join(ringkv_storage::MARK_FILE),
+        dir.path().join(ringkv_storage::MARK_FILE),
+    )
+    .unwrap();
+    let error = Store::open(StoreConfig::new(dir.path())).err().unwrap();
+    assert_lost_writes(&error, 0);
+    assert!(
+        matches!(error, Error::LostWrites { recovered, .. } if recovered == BATCHES / 2),
+        "{error}"
+    );
+}
+
+/// A data dir with group commits but no mark (deleted, or a dir assembled by hand) is refused;
+/// an empty one gets a new mark.
+#[test]
+fn a_missing_mark_is_refused_when_data_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    populate_batches(dir.path(), 0..2);
+    let mark = dir.path().join(ringkv_storage::MARK_FILE);
+    std::fs::remove_file(&mark).unwrap();
+    let error = Store::open(StoreConfig::new(dir.path())).err().unwrap();
+    assert!(matches!(error, Error::MarkMissing { .. }), "{error}");
+    assert!(error.to_string().contains("durable.mark"), "{error}");
+    // A mark with no valid slot is no better.
+    std::fs::write(&mark, vec![0xa5u8; 8192]).unwrap();
+    let error = Store::open(StoreConfig::new(dir.path())).err().unwrap();
+    assert!(matches!(error, Error::MarkMissing { .. }), "{error}");
+
+    let fresh = tempfile::tempdir().unwrap();
+    drop(open(fresh.path()));
+    assert!(fresh.path().join(ringkv_storage::MARK_FILE).exists());
+    drop(open(fresh.path()));
 }
