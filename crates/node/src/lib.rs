@@ -82,6 +82,8 @@ pub mod node;
 pub mod pd_host;
 pub mod replica_meta;
 pub mod service;
+pub mod store_check;
+pub mod store_identity;
 
 pub use config::{Endpoint, LogFormat, NodeConfig};
 pub use error::{Error, Result};
