@@ -132,6 +132,7 @@ pub struct Agent {
     store: Store,
     calls: mpsc::Sender<ClientCall>,
     loop_tx: mpsc::Sender<AgentCall>,
+    store_incarnation: Option<u64>,
 }
 
 /// A led shard's size is measured again after this many heartbeat intervals.
@@ -162,7 +163,16 @@ impl Agent {
             store,
             calls,
             loop_tx,
+            store_incarnation: None,
         }
+    }
+
+    /// The data dir's store incarnation, reported to PD once per start (after registering):
+    /// PD refusing it stops the node ([`crate::Error::StoreMismatch`]).
+    #[must_use]
+    pub fn with_store_incarnation(mut self, incarnation: u64) -> Self {
+        self.store_incarnation = Some(incarnation);
+        self
     }
 
     /// Runs until the task is aborted (the loop does so at shutdown).
@@ -190,6 +200,7 @@ impl Agent {
             samples: BTreeMap::new(),
             node_sample: None,
             snapshot_limit: None,
+            store_to_report: self.store_incarnation,
         };
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -225,6 +236,17 @@ impl Agent {
                         register_backoff = (register_backoff * 2).min(REGISTER_BACKOFF_MAX);
                         continue;
                     }
+                    Err(reason) => {
+                        warn!(%reason, "stopping the node");
+                        let _ = agent.loop_tx.send(AgentCall::Fatal(reason)).await;
+                        return;
+                    }
+                }
+            }
+            if let Some(incarnation) = agent.store_to_report {
+                match agent.report_store(incarnation).await {
+                    Ok(true) => agent.store_to_report = None,
+                    Ok(false) => {}
                     Err(reason) => {
                         warn!(%reason, "stopping the node");
                         let _ = agent.loop_tx.send(AgentCall::Fatal(reason)).await;
@@ -275,6 +297,8 @@ struct Running {
     node_sample: Option<Sample>,
     /// The snapshot bandwidth limit last passed to the loop.
     snapshot_limit: Option<u64>,
+    /// The store incarnation still to report to PD this start.
+    store_to_report: Option<u64>,
 }
 
 impl Running {
@@ -325,6 +349,35 @@ impl Running {
                 debug!("no placement driver reachable yet; retrying the registration");
                 Ok(false)
             }
+        }
+    }
+
+    /// Reports the data dir's store incarnation. `Ok(true)` once PD accepted it, `Ok(false)` to
+    /// retry at the next heartbeat, `Err` when PD recorded another one (the node must stop).
+    async fn report_store(&mut self, incarnation: u64) -> Result<bool, String> {
+        let command = Command::ReportStore {
+            node: self.config.node_id,
+            incarnation,
+        };
+        match self.call_pd(&command).await {
+            Some(Ok(_)) => {
+                debug!("the placement driver accepted the store incarnation");
+                Ok(true)
+            }
+            Some(Err(error @ ringkv_pd::Error::StoreMismatch { .. })) => {
+                Err(crate::Error::StoreMismatch {
+                    node: self.config.node_id.get(),
+                    path: self.config.data_dir.clone(),
+                    reason: error.to_string(),
+                }
+                .to_string())
+            }
+            // A removed node learns it from its heartbeat.
+            Some(Err(error)) => {
+                debug!(%error, "the placement driver refused the store report");
+                Ok(matches!(error, ringkv_pd::Error::NodeRemoved { .. }))
+            }
+            None => Ok(false),
         }
     }
 

@@ -84,6 +84,25 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The data dir is not the one this node id ran on: the placement driver recorded another
+    /// store incarnation for the node (its data was lost, emptied or replaced). The node must
+    /// not rejoin as its old Raft members; it is replaced under a new id instead.
+    #[error(
+        "refusing to start node {node}: {reason}. Its data dir {path} is not the one node {node} \
+         ran on, so it lost its Raft votes and the entries it acknowledged, and it must not \
+         rejoin as node {node}. Replace the node instead (docs/deploy.md, \"Replacing a node \
+         that lost its data\"): start a new node with a new node_id, `join` and an empty data \
+         dir, then `ringctl drain-node {node}` (it waits until the node holds no replica) \
+         and `ringctl remove-node {node}`"
+    )]
+    StoreMismatch {
+        /// The node id from the configuration.
+        node: u64,
+        /// The data dir.
+        path: PathBuf,
+        /// What the placement driver answered.
+        reason: String,
+    },
 }
 
 /// Result alias for the node crate.

@@ -83,6 +83,8 @@ pub mod pd_host;
 pub mod removed_marker;
 pub mod replica_meta;
 pub mod service;
+pub mod store_check;
+pub mod store_identity;
 
 pub use config::{Endpoint, LogFormat, NodeConfig};
 pub use error::{Error, Result};

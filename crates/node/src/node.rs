@@ -10,6 +10,8 @@ use crate::group::{Group, NodeStorage};
 use crate::pd_host::{self, META_PD_STATE};
 use crate::replica_meta;
 use crate::service::Service;
+use crate::store_check;
+use crate::store_identity::{self, StoreIdentity};
 use ringkv_pd::PdState;
 use ringkv_raft::RawNode;
 use ringkv_storage::{NodeIdentity, RemovalHandle, Store, StoreConfig, WriteBatchBuilder};
@@ -225,8 +227,10 @@ pub(crate) fn open_group(
     Ok(Group::new(shard, member, descriptor, raw, applied.index))
 }
 
-/// Opens the data dir, checking (or recording) that it belongs to this node and cluster.
-fn open_store(config: &NodeConfig) -> Result<Store> {
+/// Opens the data dir, checking (or recording) that it belongs to this node and cluster, and
+/// reads (or writes, for a new store or a data dir from before store identities) its store
+/// identity file.
+fn open_store(config: &NodeConfig) -> Result<(Store, StoreIdentity)> {
     let mut store_config = StoreConfig::new(&config.data_dir);
     store_config.cache_bytes = config.storage.cache_mib << 20;
     store_config.writer_queue_depth = config.storage.writer_queue_depth;
@@ -235,22 +239,61 @@ fn open_store(config: &NodeConfig) -> Result<Store> {
         node: config.node_id,
         cluster: cluster_id(&config.cluster),
     };
-    match store.identity()? {
-        None => store.set_identity(expected)?,
-        Some(found) if found == expected => {}
+    let wrong = |found: String| Error::WrongDataDir {
+        path: config.data_dir.clone(),
+        found,
+        expected: format!(
+            "node {} of cluster {}",
+            config.node_id.get(),
+            config.cluster
+        ),
+    };
+    let new_store = match store.identity()? {
+        None => true,
+        Some(found) if found == expected => false,
         Some(found) => {
-            return Err(Error::WrongDataDir {
-                path: config.data_dir.clone(),
-                found: format!("node {} of cluster #{:x}", found.node.get(), found.cluster),
-                expected: format!(
-                    "node {} of cluster {}",
-                    config.node_id.get(),
-                    config.cluster
-                ),
-            });
+            return Err(wrong(format!(
+                "node {} of cluster #{:x}",
+                found.node.get(),
+                found.cluster
+            )));
         }
+    };
+    let identity = match store_identity::load(&config.data_dir)? {
+        // IMPORTANT: a new store always draws a new incarnation, even over a file left behind
+        // (a crash between the file and the store's identity, or a store deleted without it):
+        // an empty store must never pass for the one PD recorded.
+        Some(found) if !new_store => {
+            if found.node != expected.node || found.cluster_id != expected.cluster {
+                return Err(wrong(format!(
+                    "node {} of cluster #{:x} (its {} file)",
+                    found.node.get(),
+                    found.cluster_id,
+                    store_identity::STORE_IDENTITY_FILE
+                )));
+            }
+            found
+        }
+        _ => {
+            let identity = StoreIdentity::generate(expected.cluster, expected.node)?;
+            store_identity::save(&config.data_dir, &identity)?;
+            info!(
+                incarnation = format!("{:016x}", identity.incarnation),
+                new_store, "wrote the data dir's store identity"
+            );
+            identity
+        }
+    };
+    if new_store {
+        store.set_identity(expected)?;
     }
-    Ok(store)
+    Ok((store, identity))
+}
+
+/// Whether the store holds no group and no shard map: a new data dir, or one whose node never
+/// ran a group. Such a node checks its store incarnation with PD before it runs any group.
+fn holds_nothing(store: &Store) -> Result<bool> {
+    Ok(store.groups()?.is_empty() && store.meta(META_SHARD_MAP)?.is_none())
 }
 
 /// What the node found on disk besides its groups.
@@ -324,15 +367,8 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     if let Some(reason) = crate::removed_marker::read(&config.data_dir) {
         return Err(Error::Fatal { reason });
     }
-    let store = open_store(&config)?;
-    let (map, pd_state) = load_or_bootstrap_map(&store, &config)?;
-    let (groups, mut local) = open_groups(&store, &config)?;
-    info!(
-        node = %config.node_id,
-        groups = groups.len(),
-        data_dir = %config.data_dir.display(),
-        "opened the store"
-    );
+    let (store, store_identity) = open_store(&config)?;
+    let check_with_pd = holds_nothing(&store)?;
 
     let identity = TlsIdentity::load(&config.tls.ca_cert, &config.tls.cert, &config.tls.key)?;
     let http_identity = config.http.as_ref().map(|_| identity.clone());
@@ -347,15 +383,29 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         config.cluster.clone(),
         Duration::from_secs(config.auth.token_ttl),
     ));
-    if let Some(state) = &pd_state {
-        authenticator.update(&state.auth);
-    }
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(&config.data_dir));
+    // The transport starts before any group exists: a new data dir is checked with PD through
+    // it first. Raft messages and client calls wait in their queues until the loop runs.
     let (transport, inbound) = Transport::builder(transport_config, identity)
         .handler(
             Service::new(calls_tx.clone(), authenticator.clone()).with_metrics(metrics.clone()),
         )
         .start()?;
+    if check_with_pd {
+        store_check::check_new_store(&config, &transport, &store_identity).await?;
+    }
+
+    let (map, pd_state) = load_or_bootstrap_map(&store, &config)?;
+    let (groups, mut local) = open_groups(&store, &config)?;
+    info!(
+        node = %config.node_id,
+        groups = groups.len(),
+        data_dir = %config.data_dir.display(),
+        "opened the store"
+    );
+    if let Some(state) = &pd_state {
+        authenticator.update(&state.auth);
+    }
     let local_addr = transport.local_addr()?;
     for endpoint in &config.initial_cluster {
         transport.add_peer(endpoint.node, &endpoint.addr);
@@ -370,7 +420,8 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         }
     }
     let (agent_tx, agent_rx) = mpsc::channel(AGENT_QUEUE);
-    let agent = Agent::new(config.clone(), store.clone(), calls_tx, agent_tx);
+    let agent = Agent::new(config.clone(), store.clone(), calls_tx, agent_tx)
+        .with_store_incarnation(store_identity.incarnation);
     info!(node = %config.node_id, addr = %local_addr, "listening");
 
     let (shutdown_tx, shutdown) = oneshot::channel();

@@ -91,18 +91,30 @@ pub fn decode_state(bytes: &[u8]) -> Result<PdState> {
         what: "placement driver state",
         reason: error.to_string(),
     };
-    match postcard::from_bytes(bytes) {
-        Ok(state) => Ok(state),
-        Err(postcard::Error::DeserializeUnexpectedEnd) => {
-            // A state saved before users existed ends where its last field, `auth`, begins
-            // (postcard concatenates fields): read it with an empty user table.
-            let mut extended = bytes.to_vec();
-            extended
-                .extend(postcard::to_stdvec(&ringkv_pd::AuthState::default()).map_err(corrupt)?);
-            postcard::from_bytes(&extended).map_err(corrupt)
+    // postcard concatenates fields, so a state saved before a field was appended ends where
+    // that field begins: read it with the defaults of the missing trailing fields, newest
+    // first (`store_incarnations`, then `auth`).
+    let defaults = [
+        postcard::to_stdvec(&BTreeMap::<NodeId, u64>::new()).map_err(corrupt)?,
+        postcard::to_stdvec(&ringkv_pd::AuthState::default()).map_err(corrupt)?,
+    ];
+    let mut suffix: Vec<u8> = Vec::new();
+    let mut extended = bytes.to_vec();
+    for default in defaults.iter() {
+        match postcard::from_bytes(&extended) {
+            Ok(state) => return Ok(state),
+            Err(postcard::Error::DeserializeUnexpectedEnd) => {
+                // One more missing field: its default goes before the ones already added.
+                let mut next = default.clone();
+                next.extend_from_slice(&suffix);
+                suffix = next;
+                extended = bytes.to_vec();
+                extended.extend_from_slice(&suffix);
+            }
+            Err(error) => return Err(corrupt(error)),
         }
-        Err(error) => Err(corrupt(error)),
     }
+    postcard::from_bytes(&extended).map_err(corrupt)
 }
 
 /// Milliseconds since the Unix epoch by this node's clock (0 if the clock is before 1970).
@@ -129,7 +141,10 @@ pub fn stamp(command: &mut Command, now: u64) {
         | Command::CancelOperator { now_ms, .. }
         | Command::Auth { now_ms, .. } => *now_ms = now,
         Command::ShardReport(report) => report.now_ms = now,
-        Command::SetScheduler { .. } | Command::SetSettings(_) | Command::AllocIds { .. } => {}
+        Command::SetScheduler { .. }
+        | Command::SetSettings(_)
+        | Command::AllocIds { .. }
+        | Command::ReportStore { .. } => {}
     }
 }
 
@@ -203,13 +218,28 @@ balance_leaders = false
         }
         let decoded = decode_state(&encode_state(&state).unwrap()).unwrap();
         assert_eq!(decoded.auth, state.auth);
-        // A state saved before users existed (no trailing `auth`) still loads.
+        // A state saved before store incarnations existed (no trailing map) still loads, and
+        // so does one saved before users existed (no trailing `auth` either).
+        let bytes = encode_state(&state).unwrap();
+        assert!(state.store_incarnations.is_empty());
+        let old = decode_state(&bytes[..bytes.len() - 1]).unwrap();
+        assert_eq!(old, state);
         let mut legacy = state.clone();
         legacy.auth = ringkv_pd::AuthState::default();
         let bytes = encode_state(&legacy).unwrap();
         let auth_len = postcard::to_stdvec(&legacy.auth).unwrap().len();
-        let old = decode_state(&bytes[..bytes.len() - auth_len]).unwrap();
+        let old = decode_state(&bytes[..bytes.len() - auth_len - 1]).unwrap();
         assert_eq!(old, legacy);
+        // A state with incarnations keeps them.
+        let mut reported = state.clone();
+        reported
+            .apply(&Command::ReportStore {
+                node: NodeId(2),
+                incarnation: 0x1234,
+            })
+            .unwrap();
+        let decoded = decode_state(&encode_state(&reported).unwrap()).unwrap();
+        assert_eq!(decoded.store_incarnations.get(&NodeId(2)), Some(&0x1234));
         assert_eq!(decoded.auth.users["alice"].roles.len(), 1);
         assert_eq!(decoded.auth.signing_keys.len(), 1);
     }

@@ -94,6 +94,34 @@ impl PdState {
             }
             Command::AllocIds { kind, count } => self.alloc_ids(*kind, *count),
             Command::Auth { command, now_ms } => self.apply_auth(command, *now_ms),
+            Command::ReportStore { node, incarnation } => self.report_store(*node, *incarnation),
+        }
+    }
+
+    /// Records a node's store incarnation at its first report; refuses another one later.
+    fn report_store(&mut self, node: NodeId, incarnation: u64) -> Result<Response> {
+        self.require_bootstrapped()?;
+        if node.get() == 0 || node.get() >= u64::from(u32::MAX) {
+            return Err(Error::UnknownNode { node });
+        }
+        if self
+            .nodes
+            .get(&node)
+            .is_some_and(|info| info.state == NodeState::Removed)
+        {
+            return Err(Error::NodeRemoved { node });
+        }
+        match self.store_incarnations.get(&node) {
+            Some(&recorded) if recorded != incarnation => Err(Error::StoreMismatch {
+                node,
+                recorded,
+                reported: incarnation,
+            }),
+            Some(_) => Ok(Response::Done),
+            None => {
+                self.store_incarnations.insert(node, incarnation);
+                Ok(Response::Done)
+            }
         }
     }
 

@@ -1037,3 +1037,39 @@ fn moving_a_learner_is_refused() {
         })
     );
 }
+
+/// The first store incarnation a node reports is kept; the same one again is accepted, another
+/// one is refused (the node lost its data), and a removed node is told so.
+#[test]
+fn a_node_keeps_the_store_incarnation_it_reported_first() {
+    let mut state = PdState::new();
+    let report = |node: u64, incarnation: u64| Command::ReportStore {
+        node: NodeId(node),
+        incarnation,
+    };
+    assert_eq!(state.apply(&report(1, 7)), Err(Error::NotBootstrapped));
+    let mut state = cluster(3, 4, 3);
+    assert_eq!(state.apply(&report(1, 0xaa)), Ok(Response::Done));
+    assert_eq!(state.apply(&report(1, 0xaa)), Ok(Response::Done));
+    assert_eq!(
+        state.apply(&report(1, 0xbb)),
+        Err(Error::StoreMismatch {
+            node: NodeId(1),
+            recorded: 0xaa,
+            reported: 0xbb,
+        })
+    );
+    assert_eq!(state.store_incarnations.get(&NodeId(1)), Some(&0xaa));
+    // Other nodes are independent; a node that has not registered yet may report first.
+    assert_eq!(state.apply(&report(9, 0xbb)), Ok(Response::Done));
+    assert_eq!(
+        state.apply(&report(0, 1)),
+        Err(Error::UnknownNode { node: NodeId(0) })
+    );
+    state.nodes.get_mut(&NodeId(2)).expect("node").state = NodeState::Removed;
+    assert_eq!(
+        state.apply(&report(2, 0xcc)),
+        Err(Error::NodeRemoved { node: NodeId(2) })
+    );
+    state.check_invariants();
+}

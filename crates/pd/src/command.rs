@@ -201,6 +201,17 @@ pub enum Command {
         /// Log time.
         now_ms: u64,
     },
+    /// A node reports the store incarnation of its data dir (a random id written into the dir
+    /// at its first start). The first report for a node id is recorded; later reports must
+    /// carry the same incarnation, else [`crate::Error::StoreMismatch`]: the node lost its data
+    /// and must not rejoin as its old Raft members (it would forget votes and acknowledged
+    /// entries). Answered `Done`. A removed node is answered [`crate::Error::NodeRemoved`].
+    ReportStore {
+        /// The reporting node.
+        node: NodeId,
+        /// Its data dir's store incarnation.
+        incarnation: u64,
+    },
 }
 
 /// Most ids one [`Command::AllocIds`] may take.

@@ -158,6 +158,21 @@ pub enum Error {
         /// Operators in flight that add a replica on it.
         operators: u64,
     },
+    /// `ReportStore` from a data dir that is not the one PD recorded for the node: the node
+    /// lost its data (or runs on another node's disk) and must not rejoin as its old member.
+    #[error(
+        "node {node} reported store incarnation {reported:016x} but the placement driver \
+         recorded store incarnation {recorded:016x} for it: this data dir is not the node's \
+         own (it was emptied, replaced or copied)"
+    )]
+    StoreMismatch {
+        /// The node.
+        node: NodeId,
+        /// The incarnation PD recorded at the node's first report.
+        recorded: u64,
+        /// The incarnation the node reported now.
+        reported: u64,
+    },
 }
 
 /// Why a shard map or descriptor was refused.

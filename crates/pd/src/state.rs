@@ -180,6 +180,10 @@ pub struct PdState {
     pub operator_counts: OperatorCounts,
     /// Users, roles and token-signing keys.
     pub auth: crate::auth::AuthState,
+    /// The store incarnation each node reported first ([`crate::Command::ReportStore`]): a
+    /// node whose data dir carries another one lost its data and is refused.
+    #[serde(default)]
+    pub store_incarnations: BTreeMap<NodeId, u64>,
 }
 
 impl PdState {

@@ -119,7 +119,9 @@ fn authorize_admin(principal: &Principal, request: &AdminRequest) -> Result<(), 
 fn authorize_pd(principal: &Principal, command: &Command) -> Result<(), WireError> {
     match command {
         Command::RegisterNodeAs { id, .. } => need_node(principal, *id),
-        Command::NodeHeartbeat { node, .. } => need_node(principal, *node),
+        Command::NodeHeartbeat { node, .. } | Command::ReportStore { node, .. } => {
+            need_node(principal, *node)
+        }
         Command::ShardReport(report) => need_node(principal, report.leader),
         Command::Bootstrap { .. } | Command::Tick { .. } => need_any_node(principal),
         _ => need_admin(principal),
@@ -148,6 +150,7 @@ pub fn is_audited(request: &Request) -> bool {
                 postcard::from_bytes::<Command>(command),
                 Ok(Command::RegisterNodeAs { .. }
                     | Command::NodeHeartbeat { .. }
+                    | Command::ReportStore { .. }
                     | Command::ShardReport(_)
                     | Command::Tick { .. })
             ),
