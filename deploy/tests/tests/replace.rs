@@ -142,13 +142,18 @@ fn a_node_on_an_empty_volume_is_refused_and_replaced() {
     assert!(
         drain.status.success(),
         "ringctl drain-node 3: {drain:?}\nnode 4 logs: {:?}",
-        Command::new("docker").args(["logs", "--tail", "30", &node4]).output()
+        Command::new("docker")
+            .args(["logs", "--tail", "30", &node4])
+            .output()
     );
     let remove = project.ringctl(1, &["remove-node", "3"]);
     assert!(remove.status.success(), "ringctl remove-node 3: {remove:?}");
     let nodes = project.ringctl(1, &["nodes", "--json"]);
     let text = String::from_utf8_lossy(&nodes.stdout);
-    assert!(nodes.status.success() && text.contains("ringkv-4:7100"), "{text}");
+    assert!(
+        nodes.status.success() && text.contains("ringkv-4:7100"),
+        "{text}"
+    );
 
     // Every key is served (through nodes 1 and 2), and writes go on.
     for key in &written {
