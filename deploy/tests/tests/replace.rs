@@ -18,7 +18,7 @@ struct RunGuard {
 impl Drop for RunGuard {
     fn drop(&mut self) {
         let _ = Command::new("docker")
-            .args(["rm", "-f", &self.container])
+            .args(["rm", "-f", "-v", &self.container])
             .output();
         let _ = Command::new("docker")
             .args(["volume", "rm", "-f", &self.volume])
