@@ -47,13 +47,20 @@ ENTRYPOINT ["/usr/local/bin/ringkv-entrypoint"]
 CMD ["ringkvd"]
 
 FROM runtime-base AS runtime-prebuilt
-COPY bin/ringkvd bin/ringctl /usr/local/bin/
+# ringkv-bench: the load generator and linearizability checker the container tests run inside
+# the compose network.
+COPY bin/ringkvd bin/ringctl bin/ringkv-bench /usr/local/bin/
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
+# ringkv-bench in its own cargo invocation: its checker (ringkv-sim) turns on ringkv-raft's
+# `planted-bugs`, which must not be unified into ringkvd.
 RUN cargo build --release --locked --bin ringkvd --bin ringctl \
-    && cp target/release/ringkvd target/release/ringctl /usr/local/bin/
+    && cargo build --release --locked -p ringkv-bench --features check --bin ringkv-bench \
+    && cp target/release/ringkvd target/release/ringctl target/release/ringkv-bench \
+       /usr/local/bin/
 
 FROM runtime-base AS runtime
-COPY --from=build /usr/local/bin/ringkvd /usr/local/bin/ringctl /usr/local/bin/
+COPY --from=build /usr/local/bin/ringkvd /usr/local/bin/ringctl /usr/local/bin/ringkv-bench \
+    /usr/local/bin/

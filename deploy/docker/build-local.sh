@@ -41,17 +41,19 @@ fi
 
 # 2. The binaries, built on the host (same glibc generation as bookworm's: the host is bookworm).
 if [ "${RINGKV_SKIP_CARGO:-0}" != 1 ]; then
-  echo "== cargo build --release --bin ringkvd --bin ringctl"
-  if [ "$profile" = release ]; then
-    cargo build --release --bin ringkvd --bin ringctl
-  else
-    cargo build --bin ringkvd --bin ringctl
-  fi
+  echo "== cargo build ($profile) --bin ringkvd --bin ringctl"
+  flags=()
+  if [ "$profile" = release ]; then flags=(--release); fi
+  cargo build "${flags[@]}" --bin ringkvd --bin ringctl
+  # Its own invocation: ringkv-bench's checker (ringkv-sim) turns on ringkv-raft's
+  # `planted-bugs`, which must never be unified into the ringkvd above.
+  echo "== cargo build -p ringkv-bench --features check (separately)"
+  cargo build "${flags[@]}" -p ringkv-bench --features check --bin ringkv-bench
 fi
 context="$(mktemp -d /tmp/ringkv-context.XXXXXX)"
 trap 'rm -rf "$context"' EXIT
 mkdir -p "$context/bin" "$context/deploy"
-for bin in ringkvd ringctl; do
+for bin in ringkvd ringctl ringkv-bench; do
   cp "$target_dir/$profile/$bin" "$context/bin/"
 done
 cp Dockerfile "$context/"

@@ -59,6 +59,14 @@ struct Args {
     /// Print one JSON object instead of one line.
     #[arg(long)]
     json: bool,
+    /// Instead of a workload: gets, puts, deletes and compare-and-swaps on `--check-keys` fresh
+    /// keys, the history checked for linearizability (exit 1 unless linearizable). Needs a
+    /// build with `--features check`.
+    #[arg(long)]
+    check_linearizability: bool,
+    /// Keys of `--check-linearizability` (1 to 64).
+    #[arg(long, default_value_t = 8)]
+    check_keys: u8,
 }
 
 /// The parts of `ringctl.toml` the load generator needs.
@@ -219,6 +227,9 @@ async fn run(args: Args) -> Result<()> {
     let config = client_config(args.config.as_deref())?;
     let request_timeout = config.request_timeout;
     let client = Client::connect(config).await.context("connecting")?;
+    if args.check_linearizability {
+        return check_linearizability(&args, &client).await;
+    }
     let value = Bytes::from(vec![b'v'; args.value_size]);
     if args.workload.needs_preload() && !args.no_preload {
         if !args.json {
@@ -267,6 +278,73 @@ async fn run(args: Args) -> Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     client.close().await;
     report(&args, &total, elapsed)
+}
+
+#[cfg(feature = "check")]
+async fn check_linearizability(args: &Args, client: &Client) -> Result<()> {
+    if args.check_keys == 0 || args.check_keys > 64 {
+        bail!("--check-keys must be 1..=64");
+    }
+    let started = Instant::now();
+    let outcome = ringkv_bench::linearizability::run(
+        client,
+        args.clients,
+        args.check_keys,
+        Duration::from_secs(args.duration),
+        args.seed,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    client.close().await;
+    if args.json {
+        let document = serde_json::json!({
+            "mode": "check-linearizability",
+            "clients": args.clients,
+            "keys": args.check_keys,
+            "duration_secs": elapsed,
+            "ops": outcome.ops,
+            "failed_reads": outcome.failed_reads,
+            "unknown_writes": outcome.unknown_writes,
+            "verdict": outcome.verdict(),
+            "violations": outcome.violations,
+            "inconclusive": outcome.inconclusive,
+            "last_error": outcome.last_error,
+        });
+        println!("{document}");
+    } else {
+        let last = outcome
+            .last_error
+            .as_deref()
+            .map(|e| format!(" last_error={e:?}"))
+            .unwrap_or_default();
+        println!(
+            "check-linearizability clients={} keys={} duration={elapsed:.1}s ops={} \
+             failed_reads={} unknown_writes={} verdict={}{last}",
+            args.clients,
+            args.check_keys,
+            outcome.ops,
+            outcome.failed_reads,
+            outcome.unknown_writes,
+            outcome.verdict()
+        );
+    }
+    if outcome.verdict() != "linearizable" {
+        bail!(
+            "history not linearizable: violations on keys {:?}, inconclusive {:?}",
+            outcome.violations,
+            outcome.inconclusive
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "check"))]
+async fn check_linearizability(_args: &Args, _client: &Client) -> Result<()> {
+    bail!(
+        "this ringkv-bench was built without the checker: \
+         cargo build -p ringkv-bench --features check --bin ringkv-bench"
+    )
 }
 
 fn report(args: &Args, total: &Tally, elapsed: f64) -> Result<()> {

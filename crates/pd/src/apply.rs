@@ -584,7 +584,16 @@ impl PdState {
                     .and_then(order)
             }
             Step::TransferLeader { to } => {
-                if descriptor.voters().any(|v| v == to) && self.is_alive(to) {
+                let leaving = self
+                    .nodes
+                    .get(&to)
+                    .is_none_or(|n| matches!(n.state, NodeState::Draining | NodeState::Removed));
+                if leaving {
+                    // The target is being emptied or is gone: waiting cannot help, and the
+                    // operator would hold the shard (and its drain) until the step timeout.
+                    self.cancel_operator(shard, OperatorEnd::Abandoned);
+                    self.progress_operator(shard)
+                } else if descriptor.voters().any(|v| v == to) && self.is_alive(to) {
                     order(step)
                 } else {
                     None

@@ -1073,3 +1073,36 @@ fn a_node_keeps_the_store_incarnation_it_reported_first() {
     );
     state.check_invariants();
 }
+
+/// A leader transfer to a node that starts draining (or is removed) is abandoned at once
+/// instead of holding the shard, and its drain, until the step timeout.
+#[test]
+fn a_leader_transfer_to_a_draining_node_is_abandoned() {
+    let mut state = cluster(3, 1, 3);
+    let shard = ShardId(1);
+    report_current(&mut state, shard, Some(NodeId(1)), 1);
+    state
+        .apply(&Command::AddOperator {
+            operator: AdminOperator::TransferLeader {
+                shard,
+                to: NodeId(3),
+            },
+            now_ms: 2,
+        })
+        .expect("accepted");
+    state
+        .apply(&Command::SetNodeState {
+            node: NodeId(3),
+            state: NodeState::Draining,
+            now_ms: 3,
+        })
+        .expect("drain");
+    assert_eq!(report_current(&mut state, shard, Some(NodeId(1)), 4), None);
+    assert!(state.operator(shard).is_none());
+    assert_eq!(
+        state
+            .operator_counts
+            .of(OperatorKind::Admin, OperatorEnd::Abandoned),
+        1
+    );
+}
