@@ -55,12 +55,15 @@ mod backoff;
 mod client;
 mod config;
 mod error;
+mod health;
 mod routing;
 mod session;
 pub mod views;
 
 pub use client::{CasOutcome, Client, IssuedToken};
-pub use config::{ClientConfig, Credentials, Endpoint, RetryPolicy, Seed, TlsSource};
+pub use config::{
+    ClientConfig, Credentials, Endpoint, FailoverPolicy, RetryPolicy, Seed, TlsSource,
+};
 pub use error::{Error, Result};
 pub use ringkv_pd;
 pub use ringkv_types::{BatchOp, NodeStatus, ReadConsistency, Secret, ShardMap};
