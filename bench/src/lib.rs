@@ -1,3 +1,4 @@
 //! Shared helpers for the benchmarks in `benches/` and the load generator.
 
+pub mod failover;
 pub mod load;
