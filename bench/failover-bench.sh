@@ -6,8 +6,11 @@
 #     script SIGKILLs the node leading the most shards KILLS times (restarting it after each)
 #     and SIGSTOPs it STOPS times for 2 to 6 s; the bench prints each event's outage (longest
 #     per-key interval without a completed operation) and p50/p99/max per kind.
-# Usage: BIN_DIR=target/release bench/failover-bench.sh   (env: PORT KILLS STOPS CLIENTS WORK_DIR)
+# Usage: BIN_DIR=target/release bench/failover-bench.sh
+#   env: PORT KILLS STOPS CLIENTS WORK_DIR; TICK_MS sets every node's raft.tick_ms (the election
+#   timeout is 10 ticks: default 100 ms, so elections start 1 to 2 s after a leader goes quiet).
 set -u
+[ -n "${TICK_MS:-}" ] && export RINGKV_RAFT__TICK_MS=$TICK_MS
 BIN=$(cd "${BIN_DIR:-target/release}" && pwd)
 PORT=${PORT:-7300}
 KILLS=${KILLS:-20}
@@ -91,7 +94,7 @@ for i in $(seq 1 "$KILLS"); do
     kill_node "$node" KILL
     sleep 4
     restart_node "$node"
-    sleep 8
+    sleep 10
     echo "kill $i/$KILLS: node $node"
 done
 for i in $(seq 1 "$STOPS"); do
@@ -102,7 +105,7 @@ for i in $(seq 1 "$STOPS"); do
     kill_node "$node" STOP
     sleep "$pause"
     kill -CONT "${PIDS[$node]}"
-    sleep 6
+    sleep 10
     echo "stop $i/$STOPS: node $node for $pause s"
 done
 echo end >> "$EVENTS"
