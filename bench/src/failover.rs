@@ -65,7 +65,10 @@ pub fn parse_events(text: &str) -> Result<(Vec<Event>, bool), String> {
         }
         let mut fields = line.split_whitespace();
         let (Some(at), Some(kind), node) = (fields.next(), fields.next(), fields.next()) else {
-            return Err(format!("line {}: expected `<unix ms> <kind> <node>`", number + 1));
+            return Err(format!(
+                "line {}: expected `<unix ms> <kind> <node>`",
+                number + 1
+            ));
         };
         let at_ms = at
             .parse()
@@ -141,7 +144,11 @@ mod tests {
     use super::*;
 
     fn gap(key: u64, from_ms: u64, to_ms: u64) -> Gap {
-        Gap { key, from_ms, to_ms }
+        Gap {
+            key,
+            from_ms,
+            to_ms,
+        }
     }
 
     #[test]
@@ -171,7 +178,10 @@ mod tests {
         assert_eq!(outage_ms(&event, &gaps), 1_300);
         let text = report(std::slice::from_ref(&event), &gaps);
         assert!(text.contains("outage_ms=1300"), "{text}");
-        assert!(text.contains("kind=kill events=1 outage_p50_ms=1300"), "{text}");
+        assert!(
+            text.contains("kind=kill events=1 outage_p50_ms=1300"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -139,7 +139,10 @@ mod tests {
         }
         assert_eq!(pauses, 16, "one pause after every 3 immediate reroutes");
         // Lower bound of the jittered delays: half of each ceiling.
-        assert!(slept >= Duration::from_millis(5 + 10 + 20 + 40 + 80 + 160 + 250 * 10), "{slept:?}");
+        assert!(
+            slept >= Duration::from_millis(5 + 10 + 20 + 40 + 80 + 160 + 250 * 10),
+            "{slept:?}"
+        );
         // A retry that asks for a pause always gets one, and resets the run.
         let mut pacing = Pacing::new();
         assert!(!pacing.pause(false, 2));

@@ -612,9 +612,8 @@ impl Client {
         );
         // Nodes marked down and nodes that failed earlier in this call are stepped around.
         let now = Instant::now();
-        let avoid = |node: NodeId| {
-            failed_nodes.contains(&node) || self.inner.health.is_down(node, now)
-        };
+        let avoid =
+            |node: NodeId| failed_nodes.contains(&node) || self.inner.health.is_down(node, now);
         // The first attempt of a stale read goes to a random replica; retries follow routing.
         let route = if stale && failed_nodes.is_empty() {
             let choice = self.inner.jitter.next_u64();

@@ -159,10 +159,16 @@ mod tests {
         assert!(!health.is_down(one, Instant::now()));
         assert!(!health.keep_reprobing(one, Instant::now()));
         health.reprobe_ended(one, Instant::now());
-        assert!(health.mark_down(one, Instant::now()), "a new task after the old one ended");
+        assert!(
+            health.mark_down(one, Instant::now()),
+            "a new task after the old one ended"
+        );
         // Marks are per node.
         assert!(health.mark_down(two, start));
-        assert_eq!(health.down_nodes(start + Duration::from_secs(1)), [one, two]);
+        assert_eq!(
+            health.down_nodes(start + Duration::from_secs(1)),
+            [one, two]
+        );
         health.mark_up(two);
         assert_eq!(health.down_nodes(Instant::now()), [one]);
     }

@@ -221,7 +221,10 @@ fn next_voter(
     avoid: &dyn Fn(NodeId) -> bool,
 ) -> Option<NodeId> {
     let voters: Vec<NodeId> = descriptor.voters().collect();
-    let start = voters.iter().position(|v| *v == node).map_or(0, |at| at + 1);
+    let start = voters
+        .iter()
+        .position(|v| *v == node)
+        .map_or(0, |at| at + 1);
     (0..voters.len())
         .filter_map(|offset| voters.get((start + offset) % voters.len()).copied())
         .find(|candidate| !avoid(*candidate))
@@ -280,7 +283,10 @@ mod tests {
         assert_eq!(routing.route(&key, &none).map(|r| r.node), Some(NodeId(3)));
         // The other shard keeps its own guess.
         let other = key_in(&routing, 1);
-        assert_eq!(routing.route(&other, &none).map(|r| r.node), Some(NodeId(1)));
+        assert_eq!(
+            routing.route(&other, &none).map(|r| r.node),
+            Some(NodeId(1))
+        );
     }
 
     #[test]
@@ -404,18 +410,27 @@ mod tests {
         let key = key_in(&routing, 1);
         // The first voter (node 1) is down: go to the next one at once.
         let one_down = |node: NodeId| node == NodeId(1);
-        assert_eq!(routing.route(&key, &one_down).map(|r| r.node), Some(NodeId(2)));
+        assert_eq!(
+            routing.route(&key, &one_down).map(|r| r.node),
+            Some(NodeId(2))
+        );
         // The cached leader is down: the voter after it.
         routing.not_leader(ShardId(1), NodeId(1), Some(NodeId(3)), None, &none);
         let three_down = |node: NodeId| node == NodeId(3);
-        assert_eq!(routing.route(&key, &three_down).map(|r| r.node), Some(NodeId(1)));
+        assert_eq!(
+            routing.route(&key, &three_down).map(|r| r.node),
+            Some(NodeId(1))
+        );
         // An unreachable node moves the guess past the down ones too.
         let two_down = |node: NodeId| node == NodeId(2);
         routing.unreachable(ShardId(1), NodeId(1), &two_down);
         assert_eq!(routing.route(&key, &none).map(|r| r.node), Some(NodeId(3)));
         // All down: still a route (the cached guess).
         let all_down = |_: NodeId| true;
-        assert_eq!(routing.route(&key, &all_down).map(|r| r.node), Some(NodeId(3)));
+        assert_eq!(
+            routing.route(&key, &all_down).map(|r| r.node),
+            Some(NodeId(3))
+        );
         // Stale reads skip down replicas as well.
         let picks: Vec<_> = (0..3)
             .filter_map(|choice| routing.route_any_replica(&key, choice, &one_down))

@@ -325,7 +325,10 @@ async fn hints_to_a_dead_leader_wait_for_the_next_leader() {
         // Waiting 1.5 s for the election took paced retries, not a burst: at most a few
         // immediate reroutes between backoffs (10 ms doubling to 200 ms).
         let requests = shared.lock().unwrap().requests;
-        assert!(requests < 60, "{requests} requests while waiting for a leader");
+        assert!(
+            requests < 60,
+            "{requests} requests while waiting for a leader"
+        );
         drop(fake.transports);
     })
     .await;

@@ -112,7 +112,9 @@ pub async fn probe_addr(addr: SocketAddr, deadline: Instant) -> Result<Probe> {
             Ok(Ok(len)) => {
                 let answer = buffer.get(..len).unwrap_or_default();
                 if is_version_negotiation_for(answer, &source_cid) {
-                    return Ok(Probe::Alive { rtt: sent.elapsed() });
+                    return Ok(Probe::Alive {
+                        rtt: sent.elapsed(),
+                    });
                 }
             }
         }
@@ -189,7 +191,10 @@ mod tests {
             &answer(0xc5, 0, &[8; CID_BYTES]),
             &ours
         ));
-        assert!(!is_version_negotiation_for(&answer(0xc5, 0, &ours[..4]), &ours));
+        assert!(!is_version_negotiation_for(
+            &answer(0xc5, 0, &ours[..4]),
+            &ours
+        ));
         assert!(!is_version_negotiation_for(&[], &ours));
         assert!(!is_version_negotiation_for(&[0xc0, 0, 0], &ours));
     }

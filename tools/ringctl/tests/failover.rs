@@ -42,7 +42,10 @@ fn every_command_works_with_the_first_endpoint_killed() {
     }
     assert_eq!(ok(&ringctl(&config, &["kv", "get", "before"])).trim(), "1");
     let nodes = ok(&ringctl(&config, &["nodes", "--json"]));
-    assert!(nodes.contains("\"id\": 2") || nodes.contains("\"id\":2"), "{nodes}");
+    assert!(
+        nodes.contains("\"id\": 2") || nodes.contains("\"id\":2"),
+        "{nodes}"
+    );
     ok(&ringctl(&config, &["status"]));
     ok(&ringctl(&config, &["shards"]));
     cluster.stop();
