@@ -11,6 +11,7 @@
 
 use ringkv_types::NodeId;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -39,6 +40,8 @@ impl Mark {
 #[derive(Debug)]
 pub(crate) struct Health {
     marks: Mutex<HashMap<NodeId, Mark>>,
+    /// Entries in `marks`, so the hot path (no node down) takes no lock.
+    entries: AtomicUsize,
     ttl: Duration,
 }
 
@@ -47,6 +50,7 @@ impl Health {
     pub fn new(ttl: Duration) -> Self {
         Self {
             marks: Mutex::new(HashMap::new()),
+            entries: AtomicUsize::new(0),
             ttl,
         }
     }
@@ -57,6 +61,9 @@ impl Health {
 
     /// Whether `node` is marked down at `now`.
     pub fn is_down(&self, node: NodeId, now: Instant) -> bool {
+        if self.entries.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         self.marks()
             .get(&node)
             .is_some_and(|mark| mark.holds(now, self.ttl))
@@ -89,12 +96,16 @@ impl Health {
         mark.cleared = false;
         let start = !mark.reprobing;
         mark.reprobing = true;
+        self.entries.store(marks.len(), Ordering::Release);
         start
     }
 
     /// Records evidence that `node` is up (an answered probe, a completed call): clears its
     /// mark. A running re-probe task sees this through [`Health::keep_reprobing`].
     pub fn mark_up(&self, node: NodeId) {
+        if self.entries.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let mut marks = self.marks();
         if let Some(mark) = marks.get_mut(&node) {
             if mark.reprobing {
@@ -104,6 +115,7 @@ impl Health {
                 marks.remove(&node);
             }
         }
+        self.entries.store(marks.len(), Ordering::Release);
     }
 
     /// Whether the background re-probe of `node` should go on at `now` (the node is still
@@ -122,6 +134,7 @@ impl Health {
                 marks.remove(&node);
             }
         }
+        self.entries.store(marks.len(), Ordering::Release);
     }
 
     /// The nodes marked down at `now`, for reports.
