@@ -610,10 +610,11 @@ impl Client {
                 ..
             }
         );
-        // Nodes marked down and nodes that failed earlier in this call are stepped around.
+        // Nodes marked down are stepped around. (Nodes that failed earlier in this call are
+        // not: the routing guess already moved past them, and a hint naming one again, e.g. a
+        // node that answered after a pause and leads now, must be followed.)
         let now = Instant::now();
-        let avoid =
-            |node: NodeId| failed_nodes.contains(&node) || self.inner.health.is_down(node, now);
+        let avoid = |node: NodeId| self.inner.health.is_down(node, now);
         // The first attempt of a stale read goes to a random replica; retries follow routing.
         let route = if stale && failed_nodes.is_empty() {
             let choice = self.inner.jitter.next_u64();
@@ -664,6 +665,7 @@ impl Client {
                 let avoid = |node: NodeId| {
                     failed_nodes.contains(&node) || self.inner.health.is_down(node, now)
                 };
+                // The guess moves past every node that failed in this call (unless all did).
                 self.write_routing()
                     .unreachable(route.shard, route.node, &avoid);
                 let all_failed = failed_nodes.len() >= route.replicas;
@@ -688,13 +690,18 @@ impl Client {
             WireError::NotLeader {
                 leader_hint,
                 descriptor,
-            } => self.write_routing().not_leader(
-                route.shard,
-                route.node,
-                *leader_hint,
-                descriptor.clone(),
-                &avoid,
-            ),
+            } => {
+                // Only nodes marked down veto a hint: a node that failed earlier in this call
+                // but answers its probes again (a restart, a pause) may well be the leader now,
+                // and the re-probe clears a false alarm within `reprobe_interval`.
+                self.write_routing().not_leader(
+                    route.shard,
+                    route.node,
+                    *leader_hint,
+                    descriptor.clone(),
+                    &avoid,
+                )
+            }
             WireError::EpochMismatch { descriptor } => {
                 self.write_routing().epoch_mismatch(descriptor.clone())
             }

@@ -56,9 +56,9 @@ impl Routing {
     }
 
     /// Where to send a request for `key`: the cached leader if it is still a replica, else the
-    /// first voter (else the first replica). When that node is to be avoided (marked down, or
-    /// failed earlier in the call), the next voter after it that is not; when every voter is
-    /// avoided, the first choice anyway. `None` when the map has no shard or no replica.
+    /// first voter (else the first replica). When that node is to be avoided (marked down),
+    /// the next voter after it that is not; when every voter is avoided, the first choice
+    /// anyway. `None` when the map has no shard or no replica.
     pub fn route(&self, key: &[u8], avoid: &dyn Fn(NodeId) -> bool) -> Option<Route> {
         let descriptor = self.map.shard_for_key(key)?;
         let cached = self
@@ -138,8 +138,8 @@ impl Routing {
     }
 
     /// `node` answered `NotLeader` for `shard`. A hint naming a node to be avoided (marked
-    /// down, or failed earlier in this call: typically a leader that just died or is
-    /// restarting, which the other replicas still name until they elect a new one) is not
+    /// down: typically a leader that just died or froze, which the other replicas still name
+    /// until they elect a new one) is not
     /// followed: the next voter not avoided is tried after a backoff, so a call waits for the
     /// election instead of bouncing between a live replica and a dead leader.
     pub fn not_leader(
