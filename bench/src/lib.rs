@@ -2,4 +2,5 @@
 
 #[cfg(feature = "check")]
 pub mod linearizability;
+pub mod failover;
 pub mod load;

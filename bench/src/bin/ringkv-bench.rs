@@ -4,11 +4,17 @@
 //! operation in flight, so `--clients` is the number of concurrent operations. The run lasts
 //! `--duration` seconds (at most one hour), then prints throughput, latency percentiles
 //! (hdrhistogram, microsecond resolution) and errors as one line, or JSON with `--json`.
+//!
+//! `--failover-report EVENTS`: each task owns one key and records every interval without a
+//! completed operation on it; the run ends at `--duration` or when the events file (written
+//! by `bench/failover-bench.sh`, which injects the faults) says `end`; then one line per fault
+//! event with its outage and a summary per kind (see `ringkv_bench::failover`).
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
+use ringkv_bench::failover::{self, GAP_RECORD_MIN_MS, Gap};
 use ringkv_bench::load::{KeyChooser, Rng, Workload};
 use ringkv_client::{Client, ClientConfig, ReadConsistency, TlsSource};
 use serde::Deserialize;
@@ -67,6 +73,10 @@ struct Args {
     /// Keys of `--check-linearizability` (1 to 64).
     #[arg(long, default_value_t = 8)]
     check_keys: u8,
+    /// Failover mode: one key per task, per-key gaps without a completed operation, matched
+    /// to the fault events in this file (`<unix ms> <kind> <node>` lines, `end` to stop).
+    #[arg(long, value_name = "EVENTS")]
+    failover_report: Option<PathBuf>,
 }
 
 /// The parts of `ringctl.toml` the load generator needs.
@@ -131,6 +141,8 @@ struct Tally {
     writes: u64,
     errors: u64,
     last_error: Option<String>,
+    /// Failover mode: the gaps of the task's key.
+    gaps: Vec<Gap>,
 }
 
 impl Tally {
@@ -141,7 +153,86 @@ impl Tally {
             writes: 0,
             errors: 0,
             last_error: None,
+            gaps: Vec::new(),
         })
+    }
+}
+
+/// Now, in unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Failover mode: a closed loop on key `failover-<task>`, recording gaps between completions.
+async fn failover_worker(
+    client: Client,
+    workload: Workload,
+    consistency: ReadConsistency,
+    value: Bytes,
+    task: u64,
+    deadline: Instant,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Tally> {
+    let mut rng = Rng::new(task.wrapping_add(17));
+    let mut tally = Tally::new()?;
+    let key = format!("failover-{task}");
+    let mut last_done = unix_ms();
+    while Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let read = rng.below(100) < workload.read_percent();
+        let started = Instant::now();
+        let outcome = if read {
+            tally.reads += 1;
+            client.get_with(key.clone(), consistency).await.map(|_| ())
+        } else {
+            tally.writes += 1;
+            client.put(key.clone(), value.clone()).await
+        };
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match outcome {
+            Ok(()) => {
+                tally.latency_us.saturating_record(micros.max(1));
+                let now = unix_ms();
+                if now.saturating_sub(last_done) >= GAP_RECORD_MIN_MS {
+                    tally.gaps.push(Gap {
+                        key: task,
+                        from_ms: last_done,
+                        to_ms: now,
+                    });
+                }
+                last_done = now;
+            }
+            Err(error) => {
+                tally.errors += 1;
+                tally.last_error = Some(error.to_string());
+            }
+        }
+    }
+    // An outage still open at the end counts up to now.
+    let now = unix_ms();
+    if now.saturating_sub(last_done) >= GAP_RECORD_MIN_MS {
+        tally.gaps.push(Gap {
+            key: task,
+            from_ms: last_done,
+            to_ms: now,
+        });
+    }
+    Ok(tally)
+}
+
+/// Sets `stop` once the events file says `end`.
+async fn watch_events(path: PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ended = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| failover::parse_events(&text).ok())
+            .is_some_and(|(_, ended)| ended);
+        if ended {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
     }
 }
 
@@ -231,7 +322,7 @@ async fn run(args: Args) -> Result<()> {
         return check_linearizability(&args, &client).await;
     }
     let value = Bytes::from(vec![b'v'; args.value_size]);
-    if args.workload.needs_preload() && !args.no_preload {
+    if args.workload.needs_preload() && !args.no_preload && args.failover_report.is_none() {
         if !args.json {
             eprintln!("loading {} keys", args.keys);
         }
@@ -241,8 +332,25 @@ async fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
     let mut tasks = tokio::task::JoinSet::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = args
+        .failover_report
+        .clone()
+        .map(|path| tokio::spawn(watch_events(path, stop.clone())));
     for task in 0..args.clients {
         let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(task as u64);
+        if args.failover_report.is_some() {
+            tasks.spawn(failover_worker(
+                client.clone(),
+                args.workload,
+                consistency,
+                value.clone(),
+                task as u64,
+                deadline,
+                stop.clone(),
+            ));
+            continue;
+        }
         tasks.spawn(worker(
             client.clone(),
             args.workload,
@@ -264,6 +372,7 @@ async fn run(args: Args) -> Result<()> {
                 total.reads += tally.reads;
                 total.writes += tally.writes;
                 total.errors += tally.errors;
+                total.gaps.extend(tally.gaps);
                 if tally.last_error.is_some() {
                     total.last_error = tally.last_error;
                 }
@@ -277,6 +386,16 @@ async fn run(args: Args) -> Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     client.close().await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    if let Some(path) = &args.failover_report {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the events file {}", path.display()))?;
+        let (events, _) = failover::parse_events(&text)
+            .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
+        print!("{}", failover::report(&events, &total.gaps));
+    }
     report(&args, &total, elapsed)
 }
 

@@ -70,6 +70,37 @@ impl Backoff {
     }
 }
 
+/// Paces one call's retries. A retry that has a better target (a leader hint, the next
+/// replica after an unreachable one) goes at once, but at most `burst` times in a row; then,
+/// and after every retry that has no better target, the call sleeps its next backoff delay.
+/// So a call whose reroutes lead nowhere (replicas naming a leader that is restarting, or
+/// disagreeing while an election runs) spends its budget over time, not in a burst of
+/// attempts within milliseconds.
+#[derive(Debug)]
+pub(crate) struct Pacing {
+    immediate_in_a_row: u32,
+}
+
+impl Pacing {
+    pub fn new() -> Self {
+        Self {
+            immediate_in_a_row: 0,
+        }
+    }
+
+    /// Whether to sleep before the next attempt. `asked`: the failed attempt asked for a
+    /// pause; `burst`: immediate retries allowed in a row (the shard's replica count).
+    pub fn pause(&mut self, asked: bool, burst: usize) -> bool {
+        let burst = u32::try_from(burst.max(1)).unwrap_or(u32::MAX);
+        if asked || self.immediate_in_a_row >= burst {
+            self.immediate_in_a_row = 0;
+            return true;
+        }
+        self.immediate_in_a_row += 1;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +118,38 @@ mod tests {
                 "{delay:?} vs {ceiling:?}"
             );
         }
+    }
+
+    /// The rolling-restart bug ("gave up after 64 attempts in 478 ms"): every attempt was a
+    /// reroute to a hinted node, retried at once. With pacing, 64 reroute-only attempts over
+    /// three replicas sleep at least 15 backoff delays, which with the default policy (10 ms
+    /// doubling to 500 ms) add up to several seconds: the budget is spent over time.
+    #[test]
+    fn reroutes_that_lead_nowhere_are_paced() {
+        let jitter = Jitter::new(3);
+        let mut pacing = Pacing::new();
+        let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(500));
+        let mut pauses = 0;
+        let mut slept = Duration::ZERO;
+        for _ in 0..64 {
+            if pacing.pause(false, 3) {
+                pauses += 1;
+                slept += backoff.next_delay(&jitter);
+            }
+        }
+        assert_eq!(pauses, 16, "one pause after every 3 immediate reroutes");
+        // Lower bound of the jittered delays: half of each ceiling.
+        assert!(
+            slept >= Duration::from_millis(5 + 10 + 20 + 40 + 80 + 160 + 250 * 10),
+            "{slept:?}"
+        );
+        // A retry that asks for a pause always gets one, and resets the run.
+        let mut pacing = Pacing::new();
+        assert!(!pacing.pause(false, 2));
+        assert!(pacing.pause(true, 2));
+        assert!(!pacing.pause(false, 2));
+        assert!(!pacing.pause(false, 2));
+        assert!(pacing.pause(false, 2));
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! [`Client`]: connection pool, routing and the retry loop.
 
-use crate::backoff::{Backoff, Jitter, random_u64};
+use crate::backoff::{Backoff, Jitter, Pacing, random_u64};
 use crate::config::{ClientConfig, Credentials, Endpoint, TlsSource};
 use crate::error::{Error, Result};
+use crate::health::Health;
 use crate::routing::{Routing, Update};
 use crate::session::SessionPool;
 use bytes::Bytes;
 use ringkv_transport::certs::TlsIdentity;
-use ringkv_transport::{ClientConnection, ClientEndpoint};
+use ringkv_transport::{ClientConnection, ClientEndpoint, Probe};
 use ringkv_types::inspect::{InspectRequest, InspectResult};
 use ringkv_types::{
     AdminRequest, AdminResult, BatchOp, KvOp, KvRequest, KvResult, NodeAddress, NodeId, NodeStatus,
@@ -15,7 +16,7 @@ use ringkv_types::{
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
@@ -27,6 +28,9 @@ pub use auth::IssuedToken;
 
 /// Most node addresses taken from one `GetNodes` answer.
 const NODES_LEARNED_MAX: usize = 1024;
+/// Immediate retries in a row (reroutes) before a call backs off anyway: one per replica of a
+/// three-way replicated shard (see [`Pacing`]).
+const REROUTES_IN_A_ROW_MAX: usize = 3;
 
 /// The outcome of a compare-and-swap.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +100,8 @@ struct Inner {
     namespace: Option<String>,
     /// The token sent with every request (token or password credentials).
     token: tokio::sync::Mutex<Option<auth::IssuedToken>>,
+    /// Nodes believed down (failed probes or calls); routing avoids them.
+    health: Health,
 }
 
 /// Why one attempt failed, and what to do next.
@@ -137,8 +143,14 @@ impl Client {
             }),
             _ => None,
         };
-        let endpoint = ClientEndpoint::new(&identity, &config.cluster, config.bind_addr)
-            .map_err(|source| Error::Setup { source })?;
+        let endpoint = ClientEndpoint::with_timeouts(
+            &identity,
+            &config.cluster,
+            config.bind_addr,
+            config.failover.keep_alive,
+            config.failover.idle_timeout,
+        )
+        .map_err(|source| Error::Setup { source })?;
         let mut addresses = HashMap::new();
         for Endpoint { node, addr } in &config.endpoints {
             if addresses
@@ -154,7 +166,13 @@ impl Client {
         let mut connections = HashMap::new();
         let mut failures = Vec::new();
         for address in &config.seed_addresses {
-            match dial_seed_address(&endpoint, address, config.connect_timeout).await {
+            let dial = dial_seed_address(
+                &endpoint,
+                address,
+                config.connect_timeout,
+                config.failover.probe_timeout,
+            );
+            match dial.await {
                 Ok((found, connection)) => {
                     // A configured `id@addr` for the same node keeps its address.
                     addresses
@@ -176,8 +194,10 @@ impl Client {
         for failure in &failures {
             debug!(%failure, "seed address skipped");
         }
+        let health = Health::new(config.failover.down_mark_ttl);
         let client = Self {
             inner: Arc::new(Inner {
+                health,
                 config,
                 seeds,
                 endpoint,
@@ -450,10 +470,43 @@ impl Client {
         }
     }
 
-    /// Closes every connection and waits (bounded) for them to drain.
+    /// Closes every connection (each node is told at once) and waits at most
+    /// [`FailoverPolicy::close_linger`](crate::FailoverPolicy::close_linger) for them to drain.
+    ///
+    /// The wait is short on purpose: draining lasts three probe timeouts per connection, about
+    /// 3 s for a dial to a dead node that never completed its handshake, and nothing is gained
+    /// by waiting for it (this used to add a second to every `ringctl` command run while a node
+    /// was down).
     pub async fn close(&self) {
-        let drain = self.inner.endpoint.close();
-        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+        let linger = self.inner.config.failover.close_linger;
+        self.inner.endpoint.close_within(linger).await;
+    }
+
+    /// The nodes the client currently believes down (failed a liveness probe or a call, not
+    /// yet answering a re-probe), sorted.
+    pub fn nodes_down(&self) -> Vec<NodeId> {
+        let mut down: Vec<NodeId> = self
+            .nodes()
+            .into_iter()
+            .map(|endpoint| endpoint.node)
+            .filter(|node| self.is_down(*node))
+            .collect();
+        down.sort();
+        down
+    }
+
+    /// Whether `node` is marked down now.
+    fn is_down(&self, node: NodeId) -> bool {
+        self.inner.health.is_down(node, Instant::now())
+    }
+
+    /// Records evidence that `node` is down, and starts its background re-probe unless one
+    /// runs (the task holds only a weak reference: it ends with the client).
+    fn mark_down(&self, node: NodeId) {
+        if self.inner.health.mark_down(node, Instant::now()) {
+            debug!(%node, "node marked down");
+            tokio::spawn(reprobe(Arc::downgrade(&self.inner), node));
+        }
     }
 
     fn read_routing(&self) -> std::sync::RwLockReadGuard<'_, Routing> {
@@ -494,6 +547,7 @@ impl Client {
         let started = Instant::now();
         let deadline = started + config.request_timeout;
         let mut backoff = Backoff::new(config.retry.backoff_min, config.retry.backoff_max);
+        let mut pacing = Pacing::new();
         let mut failed_nodes = HashSet::new();
         let mut attempts = 0u32;
         loop {
@@ -512,7 +566,7 @@ impl Client {
                     error,
                     pause,
                     reload,
-                } => (error, pause, reload),
+                } => (error, pacing.pause(pause, REROUTES_IN_A_ROW_MAX), reload),
             };
             debug!(attempts, %error, pause, reload, "retrying");
             let exhausted = |last| Error::Exhausted {
@@ -556,12 +610,17 @@ impl Client {
                 ..
             }
         );
+        // Nodes marked down are stepped around. (Nodes that failed earlier in this call are
+        // not: the routing guess already moved past them, and a hint naming one again, e.g. a
+        // node that answered after a pause and leads now, must be followed.)
+        let now = Instant::now();
+        let avoid = |node: NodeId| self.inner.health.is_down(node, now);
         // The first attempt of a stale read goes to a random replica; retries follow routing.
         let route = if stale && failed_nodes.is_empty() {
             let choice = self.inner.jitter.next_u64();
-            self.read_routing().route_any_replica(key, choice)
+            self.read_routing().route_any_replica(key, choice, &avoid)
         } else {
-            self.read_routing().route(key)
+            self.read_routing().route(key, &avoid)
         };
         let Some(route) = route else {
             return Err(Failure::Retry {
@@ -589,7 +648,7 @@ impl Client {
                 self.refresh_nodes(deadline).await;
                 let known = self.address_of(node).is_some();
                 if !known {
-                    self.write_routing().unreachable(route.shard, node);
+                    self.write_routing().unreachable(route.shard, node, &avoid);
                 }
                 return Err(Failure::Retry {
                     error: Error::UnknownNode { node },
@@ -602,8 +661,13 @@ impl Client {
                     return Err(Failure::Fatal(error));
                 }
                 // Unreachable: try the next replica; once all failed, reload the map.
-                self.write_routing().unreachable(route.shard, route.node);
                 failed_nodes.insert(route.node);
+                let avoid = |node: NodeId| {
+                    failed_nodes.contains(&node) || self.inner.health.is_down(node, now)
+                };
+                // The guess moves past every node that failed in this call (unless all did).
+                self.write_routing()
+                    .unreachable(route.shard, route.node, &avoid);
                 let all_failed = failed_nodes.len() >= route.replicas;
                 if all_failed {
                     failed_nodes.clear();
@@ -626,19 +690,26 @@ impl Client {
             WireError::NotLeader {
                 leader_hint,
                 descriptor,
-            } => self.write_routing().not_leader(
-                route.shard,
-                route.node,
-                *leader_hint,
-                descriptor.clone(),
-            ),
+            } => {
+                // Only nodes marked down veto a hint: a node that failed earlier in this call
+                // but answers its probes again (a restart, a pause) may well be the leader now,
+                // and the re-probe clears a false alarm within `reprobe_interval`.
+                self.write_routing().not_leader(
+                    route.shard,
+                    route.node,
+                    *leader_hint,
+                    descriptor.clone(),
+                    &avoid,
+                )
+            }
             WireError::EpochMismatch { descriptor } => {
                 self.write_routing().epoch_mismatch(descriptor.clone())
             }
             WireError::ShardNotFound { .. } | WireError::KeyNotInShard { .. } => Update::Reload,
             WireError::Internal { .. } => {
                 // The node is failing: another replica may do better.
-                self.write_routing().unreachable(route.shard, route.node);
+                self.write_routing()
+                    .unreachable(route.shard, route.node, &avoid);
                 Update::Backoff
             }
             wire if wire.is_retryable() => Update::Backoff,
@@ -676,16 +747,63 @@ impl Client {
     ) -> Result<Response> {
         let connection = self.connection(node, deadline).await?;
         let timeout = deadline.saturating_duration_since(Instant::now());
-        match connection.call(request, timeout).await {
-            Ok(response) => Ok(response),
-            Err(source) => {
-                // A lost connection is redialed next time; a timeout may be a dead node too.
-                self.inner
-                    .connections
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&node);
+        let addr = self.address_of(node);
+        // While the call waits, the node is probed: a node that died or froze fails the call
+        // after about `suspect_after + probe_timeout`, not after the whole attempt timeout.
+        let outcome = tokio::select! {
+            biased;
+            outcome = connection.call(request, timeout) => Ok(outcome),
+            evidence = self.watch(addr) => Err(evidence),
+        };
+        let forget = |client: &Self| {
+            client
+                .inner
+                .connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&node);
+        };
+        match outcome {
+            Ok(Ok(response)) => {
+                self.inner.health.mark_up(node);
+                Ok(response)
+            }
+            Ok(Err(source)) => {
+                // A lost connection is redialed next time. A lost connection or a failed
+                // stream is evidence against the node (the re-probe clears it at once if the
+                // node answers, e.g. after a restart); a timeout is not, as the probes during
+                // the call found the node alive.
+                forget(self);
+                if !matches!(source, ringkv_transport::Error::Timeout { .. }) {
+                    self.mark_down(node);
+                }
                 Err(Error::Transport { node, source })
+            }
+            Err(evidence) => {
+                forget(self);
+                connection.close();
+                self.mark_down(node);
+                Err(Error::NodeDown {
+                    node,
+                    evidence: probe_evidence(evidence),
+                })
+            }
+        }
+    }
+
+    /// Probes `addr` after `suspect_after` and then every `suspect_after`; resolves only with
+    /// the first probe that finds the node refused or silent. Never resolves without an
+    /// address, or while the probes cannot run (a name that does not resolve is no evidence).
+    async fn watch(&self, addr: Option<String>) -> Probe {
+        let Some(addr) = addr else {
+            return std::future::pending().await;
+        };
+        let policy = self.inner.config.failover;
+        loop {
+            tokio::time::sleep(policy.suspect_after).await;
+            match ringkv_transport::probe(&addr, policy.probe_timeout).await {
+                Ok(outcome) if !outcome.is_alive() => return outcome,
+                Ok(_) | Err(_) => {}
             }
         }
     }
@@ -734,11 +852,35 @@ impl Client {
         if let Some(connection) = cached(&self.inner) {
             return Ok(connection);
         }
-        let connection =
-            tokio::time::timeout_at(dial_deadline, self.inner.endpoint.connect(node, &addr))
-                .await
-                .map_err(|_| timeout_error(self.inner.config.connect_timeout))?
-                .map_err(|source| Error::Transport { node, source })?;
+        // The dial races a probe: quinn ignores ICMP, so a dial to a dead node would wait for
+        // the whole connect timeout, while the probe is refused or unanswered much sooner.
+        let dial = tokio::time::timeout_at(dial_deadline, self.inner.endpoint.connect(node, &addr));
+        let probe_timeout = self.inner.config.failover.probe_timeout;
+        let check = async {
+            match ringkv_transport::probe(&addr, probe_timeout).await {
+                Ok(outcome) if !outcome.is_alive() => outcome,
+                Ok(_) | Err(_) => std::future::pending().await,
+            }
+        };
+        let dialed = tokio::select! {
+            biased;
+            dialed = dial => dialed,
+            evidence = check => {
+                self.mark_down(node);
+                return Err(Error::NodeDown { node, evidence: probe_evidence(evidence) });
+            }
+        };
+        let connection = match dialed {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(source)) => {
+                self.mark_down(node);
+                return Err(Error::Transport { node, source });
+            }
+            Err(_) => {
+                self.mark_down(node);
+                return Err(timeout_error(self.inner.config.connect_timeout));
+            }
+        };
         self.inner
             .connections
             .lock()
@@ -771,6 +913,9 @@ impl Client {
                 order.push(endpoint.node);
             }
         }
+        // Nodes believed down are asked last (stable: the order is kept otherwise).
+        let now = Instant::now();
+        order.sort_by_key(|node| self.inner.health.is_down(*node, now));
         order
     }
 
@@ -883,6 +1028,7 @@ async fn dial_seed_address(
     endpoint: &ClientEndpoint,
     address: &str,
     timeout: Duration,
+    probe_timeout: Duration,
 ) -> std::result::Result<(Endpoint, ClientConnection), String> {
     let resolved = tokio::time::timeout(timeout, tokio::net::lookup_host(address))
         .await
@@ -890,7 +1036,24 @@ async fn dial_seed_address(
         .map_err(|error| format!("cannot resolve: {error}"))?;
     let mut last = String::from("the name resolves to no address");
     for addr in resolved.take(8) {
-        match tokio::time::timeout(timeout, endpoint.connect_any_node(addr)).await {
+        // Raced with a probe, like every dial: a dead seed costs one probe, not `timeout`.
+        let dial = tokio::time::timeout(timeout, endpoint.connect_any_node(addr));
+        let check = async {
+            let deadline = Instant::now() + probe_timeout;
+            match ringkv_transport::probe::probe_addr(addr, deadline).await {
+                Ok(outcome) if !outcome.is_alive() => outcome,
+                Ok(_) | Err(_) => std::future::pending().await,
+            }
+        };
+        let dialed = tokio::select! {
+            biased;
+            dialed = dial => dialed,
+            evidence = check => {
+                last = format!("{addr}: {}", probe_evidence(evidence));
+                continue;
+            }
+        };
+        match dialed {
             // Keep the address as written (a name is resolved again at every redial).
             Ok(Ok((node, connection))) => {
                 let addr = address.trim().to_string();
@@ -901,4 +1064,60 @@ async fn dial_seed_address(
         }
     }
     Err(last)
+}
+
+/// What a failed probe found, in words for errors.
+fn probe_evidence(probe: Probe) -> &'static str {
+    match probe {
+        Probe::Alive { .. } => "answered",
+        Probe::Refused => "refused (nothing listens on its port)",
+        Probe::Silent => "silent (no answer to a liveness probe)",
+    }
+}
+
+/// Re-probes `node` every `reprobe_interval` while it is marked down: an answer clears the
+/// mark (routing uses the node again), silence or a refusal renews it. Ends when the mark is
+/// gone (cleared by a successful call, or expired) or the client was dropped.
+async fn reprobe(inner: Weak<Inner>, node: NodeId) {
+    let mut first = true;
+    loop {
+        let (policy, addr) = {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let policy = inner.config.failover;
+            let addr = inner
+                .addresses
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&node)
+                .cloned();
+            if !inner.health.keep_reprobing(node, Instant::now()) || addr.is_none() {
+                inner.health.reprobe_ended(node, Instant::now());
+                return;
+            }
+            (policy, addr.unwrap_or_default())
+        };
+        // The first probe goes at once: the mark may come from a lost connection to a node
+        // that merely restarted, which should not be avoided for long.
+        if !first {
+            tokio::time::sleep(policy.reprobe_interval).await;
+        }
+        first = false;
+        let outcome = ringkv_transport::probe(&addr, policy.probe_timeout).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        match outcome {
+            Ok(outcome) if outcome.is_alive() => {
+                debug!(%node, "node answers again");
+                inner.health.mark_up(node);
+            }
+            Ok(_) => {
+                inner.health.mark_down(node, Instant::now());
+            }
+            // No evidence either way (a name that does not resolve now): keep the mark as is.
+            Err(_) => {}
+        }
+    }
 }

@@ -140,25 +140,32 @@ pub enum Credentials {
 /// How failed attempts are retried.
 ///
 /// Every call has `attempts_max` attempts and the client's `request_timeout` in total, whichever
-/// runs out first. Between attempts that cannot reroute at once the client sleeps a jittered,
-/// doubling delay between `backoff_min` and `backoff_max`. Retried writes reuse their sequence
-/// number, so they are applied at most once.
+/// runs out first; with the defaults the time runs out first. Between attempts that cannot
+/// reroute at once the client sleeps a jittered, doubling delay between `backoff_min` and
+/// `backoff_max`; a reroute (a leader hint, the next replica) is retried at once, but at most
+/// three times in a row before a backoff, so reroutes that lead nowhere (replicas naming a
+/// leader that is restarting) spend the budget over time, not in a burst. Retried writes reuse
+/// their sequence number, so they are applied at most once.
+///
+/// `backoff_max` bounds how late a call notices a new leader after an election (on average
+/// about a third of it): 200 ms keeps a failover within a few hundred milliseconds of the
+/// election, at up to five attempts per second per waiting call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts per call, the first included (default 16). At least 1.
+    /// Attempts per call, the first included (default 64). At least 1.
     pub attempts_max: u32,
     /// First backoff delay (default 10 ms).
     pub backoff_min: Duration,
-    /// Longest backoff delay (default 500 ms).
+    /// Longest backoff delay (default 200 ms).
     pub backoff_max: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            attempts_max: 16,
+            attempts_max: 64,
             backoff_min: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(500),
+            backoff_max: Duration::from_millis(200),
         }
     }
 }
@@ -196,6 +203,60 @@ pub struct ClientConfig {
     /// `client-<name>` certificate; for `root` (`client-ringctl`) and node certificates, keys
     /// are sent as given (administrators address the raw key space).
     pub namespace: Option<String>,
+    /// How the client notices dead and frozen nodes and steps around them.
+    pub failover: FailoverPolicy,
+}
+
+/// How the client detects nodes that died or froze, and for how long it avoids them.
+///
+/// The evidence is a liveness probe ([`ringkv_transport::probe`]): one datagram that a live
+/// node's QUIC endpoint answers at once, without a handshake. A node whose port is closed is
+/// refused within a round trip (ICMP); a frozen or unreachable node stays silent for
+/// `probe_timeout`. Such a node is *marked down*: routing skips it (the next replica is tried
+/// at once, a `NotLeader` hint naming it is not followed), and a background task re-probes it
+/// every `reprobe_interval` until it answers, which clears the mark.
+///
+/// With the defaults, a call stuck on a node that froze fails over after about
+/// `suspect_after + probe_timeout` = 500 ms instead of `attempt_timeout`, and a dial to a dead
+/// node costs one refused probe (about a round trip) or `probe_timeout` (250 ms), not
+/// `connect_timeout`. A node too loaded to answer its endpoint within `probe_timeout` is
+/// avoided until its next answered re-probe: raise `probe_timeout` on slow or distant links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailoverPolicy {
+    /// Longest wait for a probe's answer (default 250 ms). Keep it above the worst round
+    /// trip to a loaded node.
+    pub probe_timeout: Duration,
+    /// A call without an answer for this long makes the client probe its node, then again
+    /// every `suspect_after` while the call waits (default 250 ms). A slow answer from a live
+    /// node is still awaited until `attempt_timeout`.
+    pub suspect_after: Duration,
+    /// How often a node marked down is probed again in the background (default 250 ms).
+    pub reprobe_interval: Duration,
+    /// How long a down mark holds without fresh evidence (default 10 s): every failed
+    /// re-probe renews it, an answered one clears it.
+    pub down_mark_ttl: Duration,
+    /// QUIC keep-alive interval of the client's connections (default 500 ms).
+    pub keep_alive: Duration,
+    /// QUIC idle timeout of the client's connections (default 3 s): a connection that heard
+    /// nothing for this long (keep-alives included) is dropped and redialed on next use.
+    pub idle_timeout: Duration,
+    /// Longest wait in [`Client::close`](crate::Client::close) for connections to drain
+    /// (default 100 ms; the close frames are sent at once either way).
+    pub close_linger: Duration,
+}
+
+impl Default for FailoverPolicy {
+    fn default() -> Self {
+        Self {
+            probe_timeout: Duration::from_millis(250),
+            suspect_after: Duration::from_millis(250),
+            reprobe_interval: Duration::from_millis(250),
+            down_mark_ttl: Duration::from_secs(10),
+            keep_alive: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(3),
+            close_linger: Duration::from_millis(100),
+        }
+    }
 }
 
 impl ClientConfig {
@@ -213,6 +274,7 @@ impl ClientConfig {
             bind_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             credentials: Credentials::Certificate,
             namespace: None,
+            failover: FailoverPolicy::default(),
         }
     }
 
@@ -268,6 +330,17 @@ impl ClientConfig {
         }
         if self.request_timeout > Duration::from_millis(u64::from(u32::MAX)) {
             return fail("request_timeout must fit in u32 milliseconds");
+        }
+        let failover = &self.failover;
+        if failover.probe_timeout.is_zero()
+            || failover.suspect_after.is_zero()
+            || failover.reprobe_interval.is_zero()
+            || failover.down_mark_ttl.is_zero()
+        {
+            return fail("failover durations must be positive");
+        }
+        if failover.keep_alive.is_zero() || failover.keep_alive >= failover.idle_timeout {
+            return fail("failover.keep_alive must be positive and below failover.idle_timeout");
         }
         if self.retry.attempts_max == 0 {
             return fail("retry.attempts_max must be at least 1");

@@ -64,6 +64,15 @@ pub enum Error {
         /// The transport's error.
         source: ringkv_transport::Error,
     },
+    /// A node failed a liveness probe (see [`ringkv_transport::probe`]): its port is closed
+    /// or it stayed silent, so the call went elsewhere. Retryable.
+    #[error("node {node} is down: {evidence}")]
+    NodeDown {
+        /// The node.
+        node: NodeId,
+        /// What the probe found ("refused", "silent").
+        evidence: &'static str,
+    },
     /// The server answered with a response of the wrong kind (a protocol bug).
     #[error("unexpected response to {request}")]
     UnexpectedResponse {
@@ -143,7 +152,7 @@ impl Error {
         match self {
             Error::Server(wire) => wire.is_retryable(),
             Error::Transport { source, .. } => source.is_retryable(),
-            Error::NoShardMap { .. } | Error::NoPdLeader { .. } => true,
+            Error::NoShardMap { .. } | Error::NoPdLeader { .. } | Error::NodeDown { .. } => true,
             Error::Exhausted { last, .. } => last.is_retryable(),
             _ => false,
         }

@@ -302,6 +302,38 @@ async fn an_unreachable_first_voter_fails_over() {
     .await;
 }
 
+/// A dead node is marked down from its refused probe and stays avoided: the leader (node 3)
+/// is dead, and nodes 1 and 2 keep naming it as leader. The client must neither follow those
+/// hints in a burst nor give up before the budget: once node 2 takes over, the call succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_to_a_dead_leader_wait_for_the_next_leader() {
+    bounded(async {
+        let shared = cluster(3, true);
+        let fake = start(&shared, &[3]).await;
+        let client = client(&fake).await;
+        let elect = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                shared.lock().unwrap().leader = NodeId(2);
+            })
+        };
+        client.put("g", "1").await.unwrap();
+        elect.await.unwrap();
+        assert_eq!(client.get("g").await.unwrap(), Some(Bytes::from("1")));
+        assert_eq!(client.nodes_down(), [NodeId(3)]);
+        // Waiting 1.5 s for the election took paced retries, not a burst: at most a few
+        // immediate reroutes between backoffs (10 ms doubling to 200 ms).
+        let requests = shared.lock().unwrap().requests;
+        assert!(
+            requests < 60,
+            "{requests} requests while waiting for a leader"
+        );
+        drop(fake.transports);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_acknowledgement_is_retried_and_applied_once() {
     bounded(async {

@@ -7,6 +7,8 @@
 //!   Bounded queues everywhere; a full Raft queue drops and counts, Raft retransmits.
 //! - Client service ([`ClientHandler`], [`ClientEndpoint`], [`ClientConnection`]): one stream
 //!   per request, a bound on requests in flight (`Busy` beyond it) and a timeout.
+//! - [`probe`]: a handshake-free liveness probe (a QUIC version negotiation round trip), so a
+//!   client learns within milliseconds that a node died (refused) or froze (silent).
 //! - [`certs`]: CA, node and client certificates; [`FaultInjector`]: drop, delay or cut traffic
 //!   between node ids in tests.
 //!
@@ -45,6 +47,7 @@ mod error;
 mod fault;
 mod frame;
 mod peer;
+pub mod probe;
 mod receive;
 pub mod resolve;
 mod snapshot;
@@ -57,5 +60,6 @@ pub use config::{ALPN, TransportConfig, node_server_name};
 pub use endpoint::{Inbound, SendOutcome, Transport, TransportBuilder};
 pub use error::{Error, Result};
 pub use fault::{Fault, FaultInjector};
+pub use probe::{Probe, probe};
 pub use snapshot::IncomingSnapshot;
 pub use stats::{PeerStats, TransportStats};

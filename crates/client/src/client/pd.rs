@@ -102,7 +102,7 @@ impl Client {
         let mut backoff = Backoff::new(config.retry.backoff_min, config.retry.backoff_max);
         let request = Request::Admin(request);
         let mut tried: HashSet<NodeId> = HashSet::new();
-        let mut next = self.cached_pd_leader();
+        let mut next = self.cached_pd_leader().filter(|node| !self.is_down(*node));
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -202,6 +202,10 @@ impl Client {
             WireError::NotLeader { leader_hint, .. } => {
                 forget(self);
                 let hint = leader_hint.filter(|h| h.is_some() && *h != node);
+                // A hint to a node known down (a leader that died, which the others still
+                // name until they elect a new one) is not followed: wait, then ask around.
+                let hinted_down = hint.is_some_and(|h| self.is_down(h));
+                let hint = hint.filter(|_| !hinted_down);
                 if let Some(hint) = hint
                     && self.address_of(hint).is_none()
                 {
@@ -209,7 +213,7 @@ impl Client {
                 }
                 // A hint to a node already tried this round may be a stale belief (an
                 // election in progress): follow it, but after a pause.
-                let pause = hint.is_some_and(|h| tried.contains(&h));
+                let pause = hinted_down || hint.is_some_and(|h| tried.contains(&h));
                 Next::Retry {
                     error: Error::Server(WireError::NotLeader {
                         leader_hint,
