@@ -83,6 +83,10 @@ impl LogCommand {
 
     /// A key-value write and its log time (0 when the entry has none), or the command itself
     /// when it is not a write.
+    #[allow(
+        clippy::result_large_err,
+        reason = "hands the command back by value; boxing would allocate per applied entry"
+    )]
     pub fn into_kv(self) -> std::result::Result<(u64, Command), Self> {
         match self {
             LogCommand::KvAt { now_ms, command } => Ok((now_ms, command)),

@@ -134,3 +134,112 @@ pub fn validate(message: &Message) -> Result<(), InvalidMessage> {
         | MessageBody::ReplicaRemoved => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_types::raft::{Entry, EntryPayload, Snapshot, SnapshotMeta};
+    use ringkv_types::{NodeId, ShardId};
+
+    fn message(term: u64, body: MessageBody) -> Message {
+        Message {
+            group: ShardId(1),
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(term),
+            body,
+        }
+    }
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::Noop,
+        }
+    }
+
+    fn append(term: u64, prev: (u64, u64), entries: Vec<Entry>, commit: u64) -> Message {
+        message(
+            term,
+            MessageBody::Append {
+                prev_index: LogIndex(prev.0),
+                prev_term: Term(prev.1),
+                entries,
+                commit: LogIndex(commit),
+            },
+        )
+    }
+
+    #[test]
+    fn honest_shapes_pass_and_each_broken_one_is_named() {
+        let snapshot = |index, term| MessageBody::InstallSnapshot {
+            snapshot: Snapshot {
+                meta: SnapshotMeta {
+                    index: LogIndex(index),
+                    term: Term(term),
+                    conf: Default::default(),
+                },
+                data: Default::default(),
+            },
+        };
+        let good = [
+            append(3, (4, 2), vec![entry(2, 5), entry(3, 6)], 9),
+            append(3, (0, 0), vec![], 0),
+            message(
+                5,
+                MessageBody::Heartbeat {
+                    commit: LogIndex(7),
+                    context: 1,
+                },
+            ),
+            message(5, snapshot(100, 5)),
+            message(
+                5,
+                MessageBody::Vote {
+                    last_index: LogIndex(9),
+                    last_term: Term(4),
+                    transfer: false,
+                },
+            ),
+        ];
+        for message in &good {
+            assert_eq!(validate(message), Ok(()), "{message:?}");
+        }
+        let bad: [(&str, Message); 9] = [
+            (
+                "term out of range",
+                message(VALUE_MAX + 1, MessageBody::TimeoutNow),
+            ),
+            ("gap", append(3, (4, 2), vec![entry(2, 5), entry(3, 7)], 0)),
+            ("rewind", append(3, (4, 2), vec![entry(2, 4)], 0)),
+            (
+                "entry term above message term",
+                append(3, (4, 2), vec![entry(4, 5)], 0),
+            ),
+            (
+                "entry terms go down",
+                append(3, (4, 2), vec![entry(3, 5), entry(2, 6)], 0),
+            ),
+            (
+                "entry term below prev term",
+                append(3, (4, 3), vec![entry(2, 5)], 0),
+            ),
+            ("prev term above message term", append(3, (4, 4), vec![], 0)),
+            ("snapshot from the future", message(5, snapshot(100, 6))),
+            (
+                "commit out of range",
+                message(
+                    5,
+                    MessageBody::Heartbeat {
+                        commit: LogIndex(u64::MAX),
+                        context: 1,
+                    },
+                ),
+            ),
+        ];
+        for (name, message) in &bad {
+            assert!(validate(message).is_err(), "{name}: {message:?} passed");
+        }
+    }
+}
