@@ -4,7 +4,7 @@
 //! with honest traffic and ticks. No step may panic or return an error (the node treats an
 //! error as fatal), and after every Ready the core's invariants hold (terms and commit never
 //! go back, commit within the log, applied in order: `Network::process_ready` checks them).
-//! The case count is fixed so the run time is bounded in CI.
+//! The case count and the seed are fixed so the run time is bounded in CI.
 
 mod common;
 
@@ -162,6 +162,9 @@ fn process_all(network: &mut Network) {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 512,
+        // Fixed: the same 512 cases in every CI run (a failure reproduces); change the seed
+        // locally to explore further.
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x7269_6e67),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -196,7 +199,14 @@ proptest! {
                         }
                     }
                 }
-                Action::Tick => network.tick_all(1),
+                Action::Tick => {
+                    // Not `tick_all`: it waits for the network to settle, which hostile traffic
+                    // may prevent for good (a fake leader keeps coming back); that is not a bug.
+                    for id in 1..=3 {
+                        let result = network.node(id).tick();
+                        prop_assert!(result.is_ok(), "tick {id}: {result:?}");
+                    }
+                }
                 Action::Propose(id) => {
                     let _ = network.node(id).propose(Bytes::from_static(b"p"));
                 }
