@@ -47,6 +47,23 @@ pub enum Error {
         /// Identity from the configuration.
         expected: String,
     },
+    /// The node's certificate does not name this node of this cluster (`node-<id>.<cluster>`):
+    /// peers would refuse it, or take it for another node.
+    #[error(
+        "certificate {path} is for {found}, but this is node {node} of cluster {cluster:?}; \
+         issue it one naming node-{node_id}.{cluster} (`ringctl certs create --node {node_id}=...`)",
+        node_id = .node.get()
+    )]
+    CertificateMismatch {
+        /// The certificate file (`tls.cert`).
+        path: PathBuf,
+        /// Who the certificate names (`node n2`, `client certificate x`, `anonymous`).
+        found: String,
+        /// This node's id.
+        node: ringkv_types::NodeId,
+        /// This node's cluster.
+        cluster: String,
+    },
     /// The storage failed. When [`ringkv_storage::Error::is_fatal`], the disk state is unknown and
     /// the node stopped. Not a `#[source]`: the message already holds the storage error's, and
     /// `ringkvd` prints the chain (`{:#}`), which would repeat it.

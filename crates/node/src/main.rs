@@ -49,6 +49,11 @@ struct Args {
     /// `join`: comma-separated `host:port` of running nodes.
     #[arg(long)]
     join: Option<String>,
+    /// Stop (SIGTERM) when the process `PID`, our parent, dies, even by SIGKILL; refuse to
+    /// start if it is already gone. `ringctl local up` passes its own pid so that no node
+    /// outlives it. Linux only (PR_SET_PDEATHSIG).
+    #[arg(long, value_name = "PID")]
+    exit_with_parent: Option<u32>,
 }
 
 impl Args {
@@ -88,6 +93,12 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(parent) = args.exit_with_parent
+        && let Err(error) = exit_with_parent(parent)
+    {
+        eprintln!("ringkvd: {error:#}");
+        return ExitCode::FAILURE;
+    }
     // The config names the log format, so it is read before logging starts; its errors go to
     // stderr as plain text.
     let config = match load_config(&args) {
@@ -106,6 +117,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Asks the kernel to send SIGTERM when our parent dies, then checks that the parent is still
+/// `parent`: had it died before the request, we were already handed to another process and no
+/// signal would ever come.
+#[cfg(target_os = "linux")]
+fn exit_with_parent(parent: u32) -> anyhow::Result<()> {
+    use rustix::process::{Signal, getppid, set_parent_process_death_signal};
+    set_parent_process_death_signal(Some(Signal::TERM))
+        .context("--exit-with-parent: cannot set the parent-death signal")?;
+    let current = getppid().map(|pid| pid.as_raw_pid());
+    if current.and_then(|pid| u32::try_from(pid).ok()) != Some(parent) {
+        anyhow::bail!(
+            "--exit-with-parent {parent}: that process is gone (our parent is now {}); \
+             not starting",
+            current.map_or("none".to_string(), |pid| pid.to_string())
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exit_with_parent(parent: u32) -> anyhow::Result<()> {
+    anyhow::bail!("--exit-with-parent {parent}: only supported on Linux")
 }
 
 /// The layered configuration, or `None` after `--print-config` printed it.

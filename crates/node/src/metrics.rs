@@ -54,6 +54,8 @@ pub struct Metrics {
     pub raft_dropped_messages: Counter,
     /// Client sessions dropped by expiry passes applied by local replicas.
     pub sessions_expired: Counter,
+    /// Peer Raft messages dropped as malformed at the node boundary (`ringkv_raft::validate`).
+    pub raft_invalid_messages: Counter,
     /// Local replicas by `role`.
     pub raft_shards: Family<Labels1, Gauge>,
     /// Entries appended but not committed, summed over local replicas.
@@ -137,6 +139,12 @@ impl Metrics {
             "Raft messages dropped by the event loop (removed members, unknown groups)",
             raft_dropped_messages.clone(),
         );
+        let raft_invalid_messages = Counter::default();
+        registry.register(
+            "raft_invalid_messages",
+            "Peer Raft messages dropped as malformed (indexes, terms, entry runs out of shape)",
+            raft_invalid_messages.clone(),
+        );
         let raft_shards = Family::<Labels1, Gauge>::default();
         registry.register("raft_shards", "Local replicas by role", raft_shards.clone());
         let raft_commit_lag = Gauge::default();
@@ -208,6 +216,7 @@ impl Metrics {
             raft_leader_changes,
             raft_proposals,
             raft_dropped_messages,
+            raft_invalid_messages,
             sessions_expired,
             raft_shards,
             raft_commit_lag,

@@ -359,6 +359,28 @@ fn open_groups(
     ))
 }
 
+/// Refuses a certificate that does not name `node-<node_id>.<cluster>`: with another node's
+/// certificate, peers would route that node's traffic here (or refuse every stream, as the
+/// stream header and the certificate disagree), which is far harder to diagnose than this.
+///
+/// # Errors
+/// [`Error::CertificateMismatch`] naming the file, who it is for, and who this node is.
+pub fn check_certificate_names_this_node(
+    identity: &TlsIdentity,
+    config: &NodeConfig,
+) -> Result<()> {
+    let found = identity.peer_identity(&config.cluster);
+    if found == ringkv_types::PeerIdentity::Node(config.node_id) {
+        return Ok(());
+    }
+    Err(Error::CertificateMismatch {
+        path: config.tls.cert.clone(),
+        found: found.to_string(),
+        node: config.node_id,
+        cluster: config.cluster.clone(),
+    })
+}
+
 /// Starts a node: store, groups, transport and event loop. Must run inside a Tokio runtime.
 ///
 /// # Errors
@@ -367,10 +389,12 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     if let Some(reason) = crate::removed_marker::read(&config.data_dir) {
         return Err(Error::Fatal { reason });
     }
+    // The certificate first: a node presenting another node's name must not touch its store.
+    let identity = TlsIdentity::load(&config.tls.ca_cert, &config.tls.cert, &config.tls.key)?;
+    check_certificate_names_this_node(&identity, &config)?;
     let (store, store_identity) = open_store(&config)?;
     let check_with_pd = holds_nothing(&store)?;
 
-    let identity = TlsIdentity::load(&config.tls.ca_cert, &config.tls.cert, &config.tls.key)?;
     let http_identity = config.http.as_ref().map(|_| identity.clone());
     let mut transport_config =
         TransportConfig::new(config.node_id, config.cluster.clone(), config.listen_addr);
@@ -479,6 +503,65 @@ mod tests {
                     ringkv_types::Replica::new(member_id(NodeId(node), 1), ReplicaRole::Voter)
                 })
                 .collect(),
+        }
+    }
+
+    /// A node given another node's certificate (or a client's) refuses to start, says whose
+    /// certificate it is, and leaves its data dir alone.
+    #[tokio::test]
+    async fn a_certificate_for_another_node_stops_the_start() {
+        use ringkv_transport::certs::{ClusterCa, Validity};
+        let dir = tempfile::tempdir().unwrap();
+        let validity = Validity::days_from_now(1);
+        let ca = ClusterCa::generate("c1", validity).unwrap();
+        ca.to_pem_pair().write(dir.path(), "ca").unwrap();
+        ca.issue_node(NodeId(2), &[], validity)
+            .unwrap()
+            .write(dir.path(), "node-2")
+            .unwrap();
+        ca.issue_client("ringctl", validity)
+            .unwrap()
+            .write(dir.path(), "client")
+            .unwrap();
+        for (stem, found) in [
+            ("node-2", "node n2"),
+            ("client", "client certificate ringctl"),
+        ] {
+            let text = format!(
+                r#"node_id = 1
+cluster = "c1"
+listen_addr = "127.0.0.1:1"
+data_dir = "data"
+initial_cluster = ["1@127.0.0.1:1"]
+initial_shards = 1
+replication_factor = 1
+[tls]
+ca_cert = "ca.pem"
+cert = "{stem}.pem"
+key = "{stem}.key"
+"#
+            );
+            let config = NodeConfig::parse(&text, dir.path()).unwrap();
+            let error = start(config)
+                .await
+                .expect_err("started with a foreign certificate");
+            assert!(
+                matches!(
+                    error,
+                    Error::CertificateMismatch {
+                        node: NodeId(1),
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("{stem}.pem is for {found}")),
+                "{message}"
+            );
+            assert!(message.contains("node-1.c1"), "{message}");
+            assert!(!dir.path().join("data").exists(), "the store was opened");
         }
     }
 

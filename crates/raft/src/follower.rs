@@ -22,6 +22,11 @@ impl<S: Storage> Raft<S> {
                 self.handle_append(from, term, prev_index, prev_term, &entries, commit)
             }
             MessageBody::Heartbeat { commit, context } => {
+                if commit > self.log.last_index()? {
+                    // A leader sends at most what it knows we have: this one is broken.
+                    self.stats.invalid_messages_dropped += 1;
+                    return Ok(());
+                }
                 self.heard_from_leader(from);
                 self.log.commit_to(commit);
                 self.send(from, self.term, MessageBody::HeartbeatResponse { context });

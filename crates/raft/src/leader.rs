@@ -514,6 +514,12 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         let last_index = self.log.last_index()?;
+        if index > last_index {
+            // An acknowledgement of entries this leader never had: counting it could commit
+            // what does not exist.
+            self.stats.invalid_messages_dropped += 1;
+            return Ok(());
+        }
         let Some(progress) = self.progress.get_mut(&from) else {
             return Ok(());
         };

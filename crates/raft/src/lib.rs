@@ -32,6 +32,7 @@ mod read_only;
 mod rng;
 mod storage;
 mod unstable;
+pub mod validate;
 
 pub use conf_change::ConfChange;
 pub use config::Config;

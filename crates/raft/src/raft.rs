@@ -45,6 +45,9 @@ pub struct RaftStats {
     pub snapshots_sent: u64,
     /// Snapshots installed from a leader.
     pub snapshots_installed: u64,
+    /// Peer messages dropped as impossible: malformed (see [`crate::validate`]), a heartbeat
+    /// committing past our log, or an acknowledgement of entries we never had.
+    pub invalid_messages_dropped: u64,
 }
 
 /// The Raft state machine of one replica. Driven through [`RawNode`](crate::RawNode).
@@ -305,6 +308,10 @@ impl<S: Storage> Raft<S> {
     /// Entry point for every message from a peer.
     pub(crate) fn step(&mut self, message: Message) -> Result<()> {
         if message.group != self.group || message.to != self.id {
+            return Ok(());
+        }
+        if crate::validate::validate(&message).is_err() {
+            self.stats.invalid_messages_dropped += 1;
             return Ok(());
         }
         if message.term > self.term {

@@ -325,7 +325,13 @@ fn spawn(ringkvd: &Path, dir: &Path, id: u64, config: &Path) -> Result<Node> {
         .open(&log)
         .with_context(|| format!("opening {}", log.display()))?;
     let log_err = log_file.try_clone().context("duplicating the log handle")?;
+    // `--exit-with-parent`: the node stops when this process dies, even by SIGKILL, when
+    // `kill_on_drop` and `stop_all` never run. The kernel ties the signal to the thread that
+    // forks, so nodes are spawned from the main future (on the thread that runs `block_on`,
+    // which lives as long as ringctl), never from a blocking-pool thread.
     let child = Command::new(ringkvd)
+        .arg("--exit-with-parent")
+        .arg(std::process::id().to_string())
         .arg("--config")
         .arg(config)
         .stdin(Stdio::null())

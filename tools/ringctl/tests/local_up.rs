@@ -7,7 +7,8 @@
 
 mod common;
 
-use common::{Cluster, ringctl, skip_without_ringkvd, test_port};
+use common::{Cluster, process_gone, ringctl, skip_without_ringkvd, test_port};
+use std::time::{Duration, Instant};
 
 #[test]
 fn local_up_serves_kv_and_status_and_restarts_with_its_data() {
@@ -46,4 +47,33 @@ fn local_up_serves_kv_and_status_and_restarts_with_its_data() {
     let get = ringctl(&config, &["kv", "get", "hello"]);
     assert_eq!(get.stdout, b"world\n", "{get:?}");
     cluster.stop();
+}
+
+/// `ringctl local up` killed with SIGKILL (so neither its signal handler nor `kill_on_drop`
+/// runs) must not leave its nodes running: they get the parent-death signal.
+#[test]
+fn a_killed_local_up_takes_its_nodes_with_it() {
+    if skip_without_ringkvd() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(&dir.path().join("cluster"), test_port(1));
+    let pids: Vec<u32> = cluster.pids.values().copied().collect();
+    assert_eq!(pids.len(), 3, "{:?}", cluster.pids);
+    cluster.kill_ringctl();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pids.iter().all(|pid| process_gone(*pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let orphans: Vec<u32> = pids.into_iter().filter(|pid| !process_gone(*pid)).collect();
+    for pid in &orphans {
+        // Clean up before failing: the test must not leave processes behind.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(
+        orphans.is_empty(),
+        "nodes {orphans:?} outlived the killed `ringctl local up`"
+    );
 }

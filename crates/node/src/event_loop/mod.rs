@@ -146,7 +146,14 @@ pub struct EventLoop {
     metrics: Arc<crate::metrics::Metrics>,
     /// Ticks owed to the groups by the monotonic clock (see `clock.rs`).
     clock: clock::TickClock,
+    /// Rate limit of the "invalid Raft message" log line: when it was last written, and how
+    /// many invalid messages were dropped since without a line.
+    invalid_logged_at: Option<Instant>,
+    invalid_unlogged: u64,
 }
+
+/// At most one "invalid Raft message" log line per this interval (the counter counts all).
+const INVALID_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Receivers the loop owns besides [`LoopChannels`].
 struct Internal {
@@ -211,6 +218,8 @@ impl EventLoop {
             pd_cache_at: None,
             metrics: Arc::new(crate::metrics::Metrics::new(&config_data_dir)),
             clock,
+            invalid_logged_at: None,
+            invalid_unlogged: 0,
         }
     }
 
@@ -598,6 +607,9 @@ impl EventLoop {
                 // Snapshots arrive with their data on a snapshot stream, never in a batch.
                 continue;
             }
+            if !self.valid_message(&message) {
+                continue;
+            }
             if self.handle_removed_member(&message)? {
                 self.metrics.raft_dropped_messages.inc();
                 continue;
@@ -615,6 +627,35 @@ impl EventLoop {
             }
         }
         Ok(())
+    }
+
+    /// The node boundary's check of a peer's Raft message ([`ringkv_raft::validate`]): a
+    /// malformed one is dropped, counted (`ringkv_raft_invalid_messages_total`) and logged at
+    /// most once per [`INVALID_LOG_INTERVAL`], so a hostile peer cannot flood the log either.
+    pub(crate) fn valid_message(&mut self, message: &ringkv_types::raft::Message) -> bool {
+        let Err(reason) = ringkv_raft::validate::validate(message) else {
+            return true;
+        };
+        self.metrics.raft_invalid_messages.inc();
+        let now = Instant::now();
+        let due = self
+            .invalid_logged_at
+            .is_none_or(|at| now.duration_since(at) >= INVALID_LOG_INTERVAL);
+        if due {
+            warn!(
+                from = %message.from,
+                shard = %message.group,
+                kind = message.body.kind(),
+                %reason,
+                suppressed = self.invalid_unlogged,
+                "dropping an invalid Raft message"
+            );
+            self.invalid_logged_at = Some(now);
+            self.invalid_unlogged = 0;
+        } else {
+            self.invalid_unlogged += 1;
+        }
+        false
     }
 
     /// Sends what the turn queued: one batch per peer.

@@ -257,7 +257,7 @@ impl EventLoop {
         } else {
             descriptor.arc
         };
-        if !self.accept_message(&message)? {
+        if !self.valid_message(&message) || !self.accept_message(&message)? {
             return Ok(());
         }
         let Some(group) = self.groups.get_mut(&shard) else {

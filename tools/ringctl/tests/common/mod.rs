@@ -93,6 +93,12 @@ impl Cluster {
         }
     }
 
+    /// SIGKILLs `ringctl local up` itself (no cleanup of its own can run) and reaps it.
+    pub fn kill_ringctl(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// SIGTERM, then wait (bounded) for a clean exit.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
@@ -106,6 +112,14 @@ impl Cluster {
             assert!(Instant::now() < deadline, "ringctl did not stop in 30 s");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// Whether process `pid` has exited (gone, or a zombie nobody reaped yet).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.contains(") Z ") || stat.contains(") X "),
+        Err(_) => true,
     }
 }
 
