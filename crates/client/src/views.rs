@@ -185,7 +185,9 @@ impl ClusterStatus {
             .iter()
             .map(|(node, addr, status)| match status {
                 Ok(status) => json!({ "node": node.get(), "addr": addr, "reachable": true,
-                    "uptime_secs": status.uptime_secs, "replicas": status.replicas }),
+                    "uptime_secs": status.uptime_secs, "replicas": status.replicas,
+                    "space_alarm": status.space_alarm.map(|a| json!({
+                        "free_bytes": a.free_bytes, "reserve_bytes": a.reserve_bytes })) }),
                 Err(error) => json!({ "node": node.get(), "addr": addr, "reachable": false,
                     "error": error }),
             })

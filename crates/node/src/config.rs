@@ -171,6 +171,9 @@ pub struct StorageSection {
     pub cache_mib: u64,
     /// Group-commit batches in flight (one syncing, the rest queued).
     pub writer_queue_depth: usize,
+    /// Free space (MiB) on the data dir's filesystem under which client writes that add data
+    /// are refused with `NoSpace` (0 disables the alarm).
+    pub space_reserve_mib: u64,
 }
 
 impl Default for StorageSection {
@@ -178,6 +181,7 @@ impl Default for StorageSection {
         Self {
             cache_mib: 64,
             writer_queue_depth: 2,
+            space_reserve_mib: 256,
         }
     }
 }

@@ -68,6 +68,10 @@ pub struct Metrics {
     pub storage_group_commit_entries: Histogram,
     /// Bytes per group commit.
     pub storage_group_commit_bytes: Histogram,
+    /// 1 while the low-disk-space alarm is up (client writes adding data refused), else 0.
+    pub storage_space_alarm: Gauge,
+    /// Free bytes on the data dir's filesystem.
+    pub storage_free_bytes: Gauge,
     /// Operators PD finished or cancelled, by `kind` and `result` (cluster-wide, from this
     /// node's PD view).
     pub pd_operators: Family<Labels2, Gauge>,
@@ -165,6 +169,19 @@ impl Metrics {
             "Group commit latency (journal write and fdatasync)",
             storage_fsync_duration.clone(),
         );
+        let storage_space_alarm = Gauge::default();
+        registry.register(
+            "storage_space_alarm",
+            "1 while the data dir's free space is under storage.space_reserve_mib (writes adding \
+             data are refused with NoSpace)",
+            storage_space_alarm.clone(),
+        );
+        let storage_free_bytes = Gauge::default();
+        registry.register(
+            "storage_free_bytes",
+            "Free bytes on the data dir's filesystem",
+            storage_free_bytes.clone(),
+        );
         let storage_group_commit_entries = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         registry.register(
             "storage_group_commit_entries",
@@ -224,6 +241,8 @@ impl Metrics {
             storage_fsync_duration,
             storage_group_commit_entries,
             storage_group_commit_bytes,
+            storage_space_alarm,
+            storage_free_bytes,
             pd_operators,
             pd_operators_in_flight,
             pd_node_replicas,

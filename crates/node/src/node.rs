@@ -234,6 +234,7 @@ fn open_store(config: &NodeConfig) -> Result<(Store, StoreIdentity)> {
     let mut store_config = StoreConfig::new(&config.data_dir);
     store_config.cache_bytes = config.storage.cache_mib << 20;
     store_config.writer_queue_depth = config.storage.writer_queue_depth;
+    store_config.space_reserve_bytes = config.storage.space_reserve_mib << 20;
     let store = Store::open(store_config)?;
     let expected = NodeIdentity {
         node: config.node_id,

@@ -113,6 +113,7 @@ fn result_label(response: &Response) -> &'static str {
         | WireError::RequestTooLarge { .. } => "too_large",
         WireError::InvalidRequest { .. } => "invalid",
         WireError::Internal { .. } => "internal",
+        WireError::NoSpace { .. } => "no_space",
         _ => "other",
     }
 }

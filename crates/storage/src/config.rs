@@ -30,6 +30,12 @@ pub struct StoreConfig {
     /// Keys deleted per batch when removing a replica's range in the background. Each batch is
     /// one journal write; 1,000 keeps one batch well under a millisecond of foreground stall.
     pub removal_batch_keys: usize,
+    /// Free space on the data dir's filesystem below which the low-space alarm rises and the
+    /// node refuses client writes (reads and deletes still work), like etcd's space quota. It
+    /// must hold what the groups append while the alarm propagates (entries already proposed,
+    /// Raft's own entries, deletes) plus fjall's flushes and compactions: 256 MiB by default;
+    /// 0 disables the alarm.
+    pub space_reserve_bytes: u64,
 }
 
 impl StoreConfig {
@@ -43,6 +49,7 @@ impl StoreConfig {
             snapshot_chunk_bytes: 1 << 20,
             snapshot_bytes_max: 1 << 30,
             removal_batch_keys: 1_000,
+            space_reserve_bytes: 256 << 20,
         }
     }
 

@@ -85,6 +85,18 @@ pub enum Error {
     /// The writer thread is gone (it panicked or the store is shutting down).
     #[error("the storage writer thread has stopped")]
     WriterStopped,
+    /// A write failed because the data dir's filesystem is full. The store is poisoned like for
+    /// any failed write (the node must stop); nothing acknowledged is lost, and the node recovers
+    /// on restart once space was freed.
+    #[error(
+        "no space left on the data dir's filesystem ({path}): {reason}; the store stopped accepting writes. Free space (or grow the filesystem) and restart the node"
+    )]
+    NoSpace {
+        /// The data dir.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
     /// Recovery found fewer group commits than the durable mark says were acknowledged: the
     /// journal (or a table file) was damaged and fjall dropped acknowledged writes (Raft entries,
     /// votes). The node must not start with this data dir; see docs/node.md ("Damaged journals").
@@ -156,7 +168,11 @@ impl Error {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            Error::Poisoned | Error::WriterStopped | Error::Fjall(_) | Error::Io(_)
+            Error::Poisoned
+                | Error::WriterStopped
+                | Error::Fjall(_)
+                | Error::Io(_)
+                | Error::NoSpace { .. }
         )
     }
 
@@ -164,6 +180,23 @@ impl Error {
     /// lock (a running node).
     pub fn is_locked(&self) -> bool {
         matches!(self, Error::Fjall(fjall::Error::Locked))
+    }
+
+    /// Whether the filesystem was full (`ENOSPC`, `EDQUOT`) somewhere in `error`'s chain.
+    pub(crate) fn is_storage_full(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut current = Some(error);
+        while let Some(error) = current {
+            if let Some(io) = error.downcast_ref::<std::io::Error>()
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                )
+            {
+                return true;
+            }
+            current = error.source();
+        }
+        false
     }
 
     pub(crate) fn corrupt_entry(shard: ShardId, index: LogIndex, reason: impl ToString) -> Self {

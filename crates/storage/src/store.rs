@@ -9,6 +9,7 @@ use crate::group_state::{AppliedState, GroupState};
 use crate::group_storage::GroupStorage;
 use crate::keys::{self, KEYSPACE_DATA, KEYSPACE_META, KEYSPACE_RAFT_LOG, KEYSPACE_RAFT_STATE};
 use crate::mark::{self, Mark, Marker};
+use crate::space::{SpaceMonitor, SpaceStatus};
 use crate::write_batch::WriteBatchBuilder;
 use crate::writer::{Durable, Ticket, WriterHandle};
 use bytes::Bytes;
@@ -44,6 +45,7 @@ pub(crate) struct Shared {
     pub meta: Keyspace,
     pub config: StoreConfig,
     poisoned: Arc<AtomicBool>,
+    space: SpaceMonitor,
     groups: Mutex<HashMap<ShardId, Arc<Mutex<GroupState>>>>,
 }
 
@@ -75,8 +77,34 @@ impl Shared {
         self.check_writable()?;
         batch.commit().map_err(|error| {
             self.poison();
-            Error::Fjall(error)
+            self.write_error(error)
         })
+    }
+
+    /// The error for a failed write: [`Error::NoSpace`] when the filesystem was full. fjall
+    /// reports a background flush or compaction that failed for lack of space as a bare
+    /// `Poisoned` on the next write, so that counts too when the filesystem is (nearly) full.
+    pub fn write_error(&self, error: fjall::Error) -> Error {
+        let nearly_full = || {
+            self.space
+                .status(&self.config.path, true)
+                .is_ok_and(|space| space.free_bytes < (1 << 20).max(space.reserve_bytes / 8))
+        };
+        if Error::is_storage_full(&error) {
+            return Error::NoSpace {
+                path: self.config.path.clone(),
+                reason: error.to_string(),
+            };
+        }
+        if matches!(error, fjall::Error::Poisoned) && nearly_full() {
+            return Error::NoSpace {
+                path: self.config.path.clone(),
+                reason: "fjall stopped after a background flush or compaction failed (the \
+                         filesystem is full)"
+                    .to_string(),
+            };
+        }
+        Error::Fjall(error)
     }
 
     /// The cache of `shard`, loading it from disk on first use.
@@ -240,6 +268,7 @@ impl Store {
             data,
             meta,
             db,
+            space: SpaceMonitor::new(config.space_reserve_bytes),
             config,
             poisoned,
             groups: Mutex::new(HashMap::new()),
@@ -324,6 +353,15 @@ impl Store {
     /// [`Error::Poisoned`] when writing the mark failed.
     pub fn sync_mark(&self) -> Result<u64> {
         self.shared.marker.flush().map_err(|_| Error::Poisoned)
+    }
+
+    /// Free space on the data dir's filesystem and the low-space alarm (see
+    /// [`StoreConfig::space_reserve_bytes`]). Measured at most every 100 ms unless `fresh`.
+    ///
+    /// # Errors
+    /// I/O (statvfs).
+    pub fn space(&self, fresh: bool) -> Result<SpaceStatus> {
+        self.shared.space.status(&self.shared.config.path, fresh)
     }
 
     /// Whether a write failed and the store refuses all writes.
@@ -526,7 +564,7 @@ impl Store {
             .persist(PersistMode::SyncData)
             .map_err(|error| {
                 self.shared.poison();
-                Error::Fjall(error)
+                self.shared.write_error(error)
             })
     }
 }

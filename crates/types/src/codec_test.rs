@@ -188,6 +188,10 @@ fn responses() -> Vec<Response> {
                 commit: LogIndex(3),
                 applied: LogIndex(3),
             }],
+            space_alarm: Some(crate::SpaceAlarm {
+                free_bytes: 1 << 20,
+                reserve_bytes: 256 << 20,
+            }),
         })),
         Response::Error(WireError::NotLeader {
             leader_hint: Some(NodeId(2)),
@@ -197,6 +201,11 @@ fn responses() -> Vec<Response> {
             descriptor: descriptor(),
         }),
         Response::Error(WireError::Busy),
+        Response::Error(WireError::NoSpace {
+            node: NodeId(2),
+            free_bytes: 1,
+            reserve_bytes: 2,
+        }),
         Response::Error(WireError::RequestTooLarge { size: 9, max: 8 }),
         Response::Error(WireError::KeyTooLarge {
             size: 5000,

@@ -29,7 +29,9 @@ pub use raft_batch::RaftBatch;
 pub use request::{
     AdminRequest, BatchOp, KvOp, KvRequest, ReadConsistency, ReplicaChange, Request, WriteSession,
 };
-pub use response::{AdminResult, KvResult, NodeAddress, NodeStatus, ReplicaStatus, Response};
+pub use response::{
+    AdminResult, KvResult, NodeAddress, NodeStatus, ReplicaStatus, Response, SpaceAlarm,
+};
 pub use secret::Secret;
 pub use shard::{Epoch, Replica, ReplicaRole, ShardDescriptor};
 pub use shard_map::ShardMap;

@@ -72,6 +72,18 @@ pub struct NodeStatus {
     pub uptime_secs: u64,
     /// Local replicas, sorted by shard.
     pub replicas: Vec<ReplicaStatus>,
+    /// The low-disk-space alarm: `Some` while it is up (client writes adding data are refused
+    /// with `NoSpace`), with the free bytes and the reserve.
+    pub space_alarm: Option<SpaceAlarm>,
+}
+
+/// A node's low-disk-space alarm (see [`NodeStatus::space_alarm`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceAlarm {
+    /// Free bytes on the data dir's filesystem.
+    pub free_bytes: u64,
+    /// The configured reserve.
+    pub reserve_bytes: u64,
 }
 
 /// A node and the address of its one QUIC endpoint (peers and clients).

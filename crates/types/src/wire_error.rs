@@ -113,6 +113,20 @@ pub enum WireError {
         /// `node certificate of node 3`).
         missing: String,
     },
+    /// The node leading the shard is low on disk space (its free space fell under
+    /// `storage.space_reserve_mib`): writes that add data are refused; reads and deletes still
+    /// work. Retrying is useless until space was freed (the alarm then clears by itself).
+    #[error(
+        "no space: node {node} has {free_bytes} bytes free, under its reserve of {reserve_bytes}; writes are refused until space is freed (reads and deletes still work)"
+    )]
+    NoSpace {
+        /// The node whose disk is low.
+        node: NodeId,
+        /// Its free bytes when the write was refused.
+        free_bytes: u64,
+        /// Its configured reserve.
+        reserve_bytes: u64,
+    },
 }
 
 impl WireError {

@@ -6,7 +6,7 @@ use crate::view::{self, Table};
 use anyhow::Result;
 use ringkv_client::Client;
 use ringkv_client::views::{ClusterStatus, leader};
-use ringkv_types::ShardId;
+use ringkv_types::{NodeStatus, ShardId};
 
 /// Prints the status as tables, or as JSON.
 pub async fn run(client: &Client, as_json: bool) -> Result<()> {
@@ -57,6 +57,20 @@ pub fn text(status: &ClusterStatus, simple: bool) -> String {
         }
     }
     out.push_str(&render(&nodes, simple));
+    for (node, _, answer) in status.nodes.iter().filter(|_| !simple) {
+        if let Ok(NodeStatus {
+            space_alarm: Some(alarm),
+            ..
+        }) = answer
+        {
+            out.push_str(&format!(
+                "ALARM NOSPACE: node {node} has {} MiB free, under its reserve of {} MiB: \
+                 writes adding data are refused (reads and deletes work)\n",
+                alarm.free_bytes >> 20,
+                alarm.reserve_bytes >> 20
+            ));
+        }
+    }
     if !simple {
         out.push('\n');
     }

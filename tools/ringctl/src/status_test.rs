@@ -50,6 +50,7 @@ fn status() -> ClusterStatus {
                 cluster: "test".into(),
                 uptime_secs: 7,
                 replicas,
+                space_alarm: None,
             }),
         )
     };
@@ -112,4 +113,24 @@ fn json_names_leaders_and_unreachable_nodes() {
     assert_eq!(document["shards"][0]["leader"], 1);
     assert_eq!(document["shards"][0]["applied"]["n2"], 8);
     assert!(document["shards"][1]["leader"].is_null());
+}
+
+#[test]
+fn a_space_alarm_is_shown_in_the_table_and_the_json() {
+    let mut status = status();
+    if let Ok(node) = &mut status.nodes[1].2 {
+        node.space_alarm = Some(ringkv_types::SpaceAlarm {
+            free_bytes: 12 << 20,
+            reserve_bytes: 256 << 20,
+        });
+    }
+    let table = text(&status, false);
+    assert!(
+        table.contains("ALARM NOSPACE: node n2 has 12 MiB free, under its reserve of 256 MiB"),
+        "{table}"
+    );
+    assert!(!text(&status, true).contains("ALARM"));
+    let document = status.json();
+    assert_eq!(document["nodes"][1]["space_alarm"]["free_bytes"], 12 << 20);
+    assert!(document["nodes"][0]["space_alarm"].is_null());
 }

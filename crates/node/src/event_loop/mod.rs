@@ -270,6 +270,12 @@ impl EventLoop {
         metrics
             .raft_apply_lag
             .set(i64::try_from(apply_lag).unwrap_or(i64::MAX));
+        if let Ok(space) = self.store.space(false) {
+            metrics.storage_space_alarm.set(i64::from(space.alarm));
+            metrics
+                .storage_free_bytes
+                .set(i64::try_from(space.free_bytes).unwrap_or(i64::MAX));
+        }
         if let Some(state) = self.pd_view() {
             for kind in OPERATOR_KINDS {
                 for end in ringkv_pd::OperatorEnd::ALL {

@@ -10,7 +10,7 @@ use ringkv_storage::{CommandResult, OperationResult, Store};
 use ringkv_transport::Fault;
 use ringkv_types::{
     AdminRequest, AdminResult, KvOp, KvResult, LogIndex, NodeId, NodeStatus, ReadConsistency,
-    ReplicaRole, ReplicaStatus, Request, Response, ShardId, WireError,
+    ReplicaRole, ReplicaStatus, Request, Response, ShardId, SpaceAlarm, WireError,
 };
 use std::collections::BTreeMap;
 use tracing::warn;
@@ -165,6 +165,19 @@ impl EventLoop {
             reply(slot, not_leader(group.leader_hint(), &group.descriptor));
             return Ok(());
         }
+        if adds_data(&request.op)
+            && let Some(alarm) = space_alarm(&self.store)
+        {
+            reply(
+                slot,
+                Response::Error(WireError::NoSpace {
+                    node: self.config.node_id,
+                    free_bytes: alarm.free_bytes,
+                    reserve_bytes: alarm.reserve_bytes,
+                }),
+            );
+            return Ok(());
+        }
         let kind = match request.op {
             KvOp::CompareAndSwap { .. } => WriteKind::CompareAndSwap,
             _ => WriteKind::Write,
@@ -301,6 +314,7 @@ impl EventLoop {
             cluster: self.config.cluster.clone(),
             uptime_secs: self.started.elapsed().as_secs(),
             replicas,
+            space_alarm: space_alarm(&self.store),
         }
     }
 }
@@ -377,6 +391,35 @@ pub(super) fn fail_reads(group: &mut Group) {
         .collect();
     for read in pending {
         reply(read.reply, not_leader(hint, &descriptor));
+    }
+}
+
+/// The low-space alarm, when it is up (the store measures at most every 100 ms). A failed
+/// measurement counts as no alarm: the write then fails, if it must, in the store.
+pub(super) fn space_alarm(store: &Store) -> Option<SpaceAlarm> {
+    match store.space(false) {
+        Ok(space) if space.alarm => Some(SpaceAlarm {
+            free_bytes: space.free_bytes,
+            reserve_bytes: space.reserve_bytes,
+        }),
+        Ok(_) => None,
+        Err(error) => {
+            warn!(%error, "cannot measure the data dir's free space");
+            None
+        }
+    }
+}
+
+/// Whether a write adds data (refused under the low-space alarm). Deletes, and a
+/// compare-and-swap that deletes, free space and go through.
+pub(super) fn adds_data(op: &KvOp) -> bool {
+    match op {
+        KvOp::Put { .. } => true,
+        KvOp::CompareAndSwap { new, .. } => new.is_some(),
+        KvOp::Batch { ops } => ops
+            .iter()
+            .any(|op| matches!(op, ringkv_types::BatchOp::Put { .. })),
+        _ => false,
     }
 }
 

@@ -77,6 +77,10 @@ impl From<WireError> for ApiError {
                 Self::new(StatusCode::FORBIDDEN, "permission_denied", message)
             }
             WireError::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", message),
+            // etcd answers its space alarm the same way: the server cannot store more.
+            WireError::NoSpace { .. } => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, "no_space", message)
+            }
             WireError::Timeout => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message),
             // Routing answers, elections, a failing replica: the client retried until its
             // budget ran out; the cluster cannot serve this key right now.
@@ -132,6 +136,14 @@ mod tests {
             (WireError::Busy, 429),
             (WireError::Timeout, 504),
             (WireError::Unavailable, 503),
+            (
+                WireError::NoSpace {
+                    node: ringkv_types::NodeId(1),
+                    free_bytes: 1,
+                    reserve_bytes: 2,
+                },
+                507,
+            ),
         ];
         for (wire, status) in cases {
             let text = wire.to_string();

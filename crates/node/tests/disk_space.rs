@@ -1,0 +1,193 @@
+//! The low-disk-space alarm on real small filesystems: every node's data dir on its own
+//! size-limited tmpfs (mounted by the test; root only). Without permission to mount, the test is
+//! skipped with a message, except under `CI=true`, where it fails.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Cluster, get, kv, put};
+use ringkv_types::{KvOp, KvResult, ReadConsistency, Response, WireError};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmpfs mounted on a directory, unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(at: &Path, mib: u64) -> Result<SmallFs, String> {
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|error| error.to_string())?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
+        }
+        Ok(SmallFs(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for item in std::fs::read_dir(from).unwrap() {
+        let item = item.unwrap();
+        let target = to.join(item.file_name());
+        if item.file_type().unwrap().is_dir() {
+            copy_dir(&item.path(), &target);
+        } else {
+            std::fs::copy(item.path(), target).unwrap();
+        }
+    }
+}
+
+fn free_bytes(path: &Path) -> u64 {
+    let output = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+/// Every node's free space falls under its reserve: puts are refused with `NoSpace` naming the
+/// node, reads and deletes still work, the alarm shows in the node status; once space is freed
+/// the alarm clears by itself and puts work again. No node stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_space_refuses_puts_keeps_reads_and_deletes_and_clears_when_space_returns() {
+    let mut cluster = Cluster::start(3, 1, "[storage]\nspace_reserve_mib = 16\n").await;
+    cluster.wait_for_leaders(1, Duration::from_secs(30)).await;
+    cluster.stop_all().await;
+    let mut mounts = Vec::new();
+    for id in 1..=3 {
+        let data = cluster.dir.path().join(format!("node-{id}"));
+        let saved = cluster.dir.path().join(format!("node-{id}.saved"));
+        std::fs::rename(&data, &saved).unwrap();
+        std::fs::create_dir(&data).unwrap();
+        match SmallFs::mount(&data, 96) {
+            Ok(fs) => mounts.push(fs),
+            Err(reason) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "cannot mount a tmpfs under CI: {reason}"
+                );
+                println!("SKIPPED: cannot mount a tmpfs ({reason}); run as root");
+                return;
+            }
+        }
+        copy_dir(&saved, &data);
+    }
+    for index in 0..3 {
+        cluster.start_node(index).await;
+    }
+    cluster.wait_for_leaders(1, Duration::from_secs(30)).await;
+    let map = cluster.shard_map(0).await;
+    let descriptor = map.shards[0].clone();
+    let mut leader = cluster.leader_of(descriptor.id).await;
+    let answer = cluster
+        .call(leader, kv(&descriptor, Some((1, 1)), put("kept", "one")))
+        .await;
+    assert!(
+        matches!(answer, Response::Kv(KvResult::Written { .. })),
+        "{answer:?}"
+    );
+
+    // Leave 8 MiB free on every node, under the 16 MiB reserve.
+    let mut fillers = Vec::new();
+    for fs in &mounts {
+        let filler = fs.0.join("filler");
+        let fill = free_bytes(&fs.0) - (8 << 20);
+        std::fs::write(&filler, vec![7u8; fill as usize]).unwrap();
+        fillers.push(filler);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sequence = 2;
+    loop {
+        leader = cluster.leader_of(descriptor.id).await;
+        let answer = cluster
+            .call(
+                leader,
+                kv(&descriptor, Some((1, sequence)), put("refused", "x")),
+            )
+            .await;
+        sequence += 1;
+        match answer {
+            Response::Error(WireError::NoSpace {
+                node,
+                free_bytes,
+                reserve_bytes,
+            }) => {
+                assert_eq!(node.get(), leader as u64 + 1);
+                assert!(free_bytes < reserve_bytes && reserve_bytes == 16 << 20);
+                break;
+            }
+            Response::Kv(KvResult::Written { .. }) => {
+                assert!(Instant::now() < deadline, "puts still accepted");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let status = cluster.status(leader).await;
+    let alarm = status.space_alarm.expect("alarm in the node status");
+    assert!(alarm.free_bytes < 16 << 20);
+    // Reads and deletes still work.
+    let answer = cluster
+        .call(
+            leader,
+            kv(
+                &descriptor,
+                None,
+                get("kept", ReadConsistency::Linearizable),
+            ),
+        )
+        .await;
+    assert!(
+        matches!(&answer, Response::Kv(KvResult::Value { value: Some(v), .. }) if v.as_ref() == b"one"),
+        "{answer:?}"
+    );
+    let delete = KvOp::Delete {
+        key: Bytes::from_static(b"kept"),
+    };
+    let answer = cluster
+        .call(leader, kv(&descriptor, Some((1, sequence)), delete))
+        .await;
+    sequence += 1;
+    assert!(
+        matches!(answer, Response::Kv(KvResult::Written { .. })),
+        "{answer:?}"
+    );
+
+    for filler in &fillers {
+        std::fs::remove_file(filler).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        leader = cluster.leader_of(descriptor.id).await;
+        let answer = cluster
+            .call(
+                leader,
+                kv(&descriptor, Some((1, sequence)), put("after", "two")),
+            )
+            .await;
+        sequence += 1;
+        match answer {
+            Response::Kv(KvResult::Written { .. }) => break,
+            Response::Error(WireError::NoSpace { .. }) => {
+                assert!(Instant::now() < deadline, "the alarm did not clear");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(cluster.status(leader).await.space_alarm, None);
+    cluster.stop_all().await;
+    drop(mounts);
+}
