@@ -1,6 +1,6 @@
 //! Shared helpers for the benchmarks in `benches/` and the load generator.
 
+pub mod failover;
 #[cfg(feature = "check")]
 pub mod linearizability;
-pub mod failover;
 pub mod load;

@@ -2,6 +2,8 @@
 //! size-limited tmpfs (mounted by the test; root only). Without permission to mount, the test is
 //! skipped with a message, except under `CI=true`, where it fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use bytes::Bytes;

@@ -34,9 +34,6 @@ fn container_status(container: &str) -> String {
 /// next. No request may fail beyond the client's retries, and the recorded history must be
 /// linearizable by the simulator's checker.
 #[test]
-#[ignore = "fails only on the client's NotLeader-hint retries without backoff (\"gave up after \
-            16 attempts in 162 ms\"), being fixed on branch failover in crates/client; on \
-            2026-12-06: ops=74232 failed_reads=3 unknown_writes=7 verdict=linearizable"]
 fn a_rolling_restart_under_16_clients_loses_nothing_and_stays_linearizable() {
     if !docker_ready() {
         return;
