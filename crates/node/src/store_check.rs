@@ -24,6 +24,8 @@ use tracing::{info, warn};
 
 /// Longest wait for one peer's connection or answer during the check.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for a peer's liveness probe (a live endpoint answers within a round trip).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Longest pause between two rounds.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -135,6 +137,17 @@ async fn one_round(
             continue;
         }
         tried.push(peer.clone());
+        // A peer that is not listening yet (nodes of a new cluster start one by one) answers
+        // the probe at once with a refusal; without it each would cost a connect timeout.
+        let addr = match &peer {
+            Peer::Node(_, addr) | Peer::Addr(addr) => addr.as_str(),
+        };
+        if !ringkv_transport::probe(addr, PROBE_TIMEOUT)
+            .await
+            .is_ok_and(ringkv_transport::Probe::is_alive)
+        {
+            continue;
+        }
         let connecting = async {
             match &peer {
                 Peer::Node(node, addr) => transport.connect_client(*node, addr).await,
