@@ -139,11 +139,23 @@ fn sigterm_stops_a_running_node_cleanly_and_it_restarts() {
         assert_eq!(status.code(), Some(0), "round {round}: {stderr}");
         assert!(stderr.contains("store flushed"), "round {round}: {stderr}");
     }
-    // The data dir remembers its node and cluster: another cluster name is refused.
+    // The data dir remembers its node and cluster: another cluster name is refused, even with
+    // a certificate of that cluster (which passes the certificate check at start).
+    let validity = Validity::days_from_now(1);
+    let other = ClusterCa::generate("other", validity).unwrap();
+    other.to_pem_pair().write(dir.path(), "other-ca").unwrap();
+    other
+        .issue_node(NodeId(1), &[], validity)
+        .unwrap()
+        .write(dir.path(), "other-node-1")
+        .unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
-        text.replace("cluster = \"solo\"", "cluster = \"other\""),
+        text.replace("cluster = \"solo\"", "cluster = \"other\"")
+            .replace("\"ca.pem\"", "\"other-ca.pem\"")
+            .replace("\"node-1.pem\"", "\"other-node-1.pem\"")
+            .replace("\"node-1.key\"", "\"other-node-1.key\""),
     )
     .unwrap();
     let mut node = ringkvd(&path);
