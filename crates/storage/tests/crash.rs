@@ -13,7 +13,7 @@ use ringkv_raft::Storage;
 use ringkv_storage::{AppliedState, Command, Operation, Store, WriteBatchBuilder};
 use ringkv_types::raft::{Entry, EntryPayload, HardState, SnapshotMeta};
 use ringkv_types::{LogIndex, NodeId, ShardId, Term};
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
@@ -188,16 +188,24 @@ fn sigkill_during_appends_loses_no_acknowledged_entry() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(100 + rng.below(600)));
+        // Wait for the child's first acknowledgement (it appends until killed; a child that
+        // fails exits and ends its output), so a slow start on a loaded machine does not leave
+        // the round without one; then kill it at a random point of its appends.
+        let mut stdout = std::io::BufReader::new(process.stdout.take().unwrap());
+        let mut output = String::new();
+        let mut line = String::new();
+        while stdout.read_line(&mut line).unwrap() > 0 {
+            let acked = line.starts_with("ack ");
+            output.push_str(&line);
+            line.clear();
+            if acked {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(600)));
         // SIGKILL on Unix.
         process.kill().unwrap();
-        let mut output = String::new();
-        process
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut output)
-            .unwrap();
+        stdout.read_to_string(&mut output).unwrap();
         process.wait().unwrap();
         // A line cut by the kill has no newline and is not an acknowledgement.
         let complete = output.rsplit_once('\n').map_or("", |(done, _)| done);
