@@ -173,8 +173,30 @@ fn a_damaged_journal_stops_the_node_at_start_naming_the_shards() {
     let dir = tempfile::tempdir().unwrap();
     let path = single_node_config(dir.path(), "");
     let mut node = ringkvd(&path);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(node.0.try_wait().unwrap().is_none(), "{}", node.stderr());
+    // Let the node write several group commits (bootstrap, elections, PD ticks) before the
+    // damage: at least 1.5 s and 8 KiB of journal, at most 30 s (a loaded machine starts slowly).
+    let started = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(node.0.try_wait().unwrap().is_none(), "{}", node.stderr());
+        let written: u64 = std::fs::read_dir(dir.path().join("data"))
+            .map(|items| {
+                items
+                    .filter_map(|item| item.ok())
+                    .filter(|item| item.path().extension().is_some_and(|e| e == "jnl"))
+                    .filter_map(|item| std::fs::read(item.path()).ok())
+                    // Journals are preallocated: count up to the last written byte.
+                    .map(|bytes| bytes.iter().rposition(|b| *b != 0).map_or(0, |at| at + 1) as u64)
+                    .sum()
+            })
+            .unwrap_or(0);
+        let elapsed = started.elapsed();
+        if elapsed > Duration::from_secs(30)
+            || (elapsed >= Duration::from_millis(1500) && written >= 8192)
+        {
+            break;
+        }
+    }
     let killed = Command::new("kill")
         .arg("-TERM")
         .arg(node.0.id().to_string())
