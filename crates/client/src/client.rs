@@ -856,12 +856,7 @@ impl Client {
         // the whole connect timeout, while the probe is refused or unanswered much sooner.
         let dial = tokio::time::timeout_at(dial_deadline, self.inner.endpoint.connect(node, &addr));
         let probe_timeout = self.inner.config.failover.probe_timeout;
-        let check = async {
-            match ringkv_transport::probe(&addr, probe_timeout).await {
-                Ok(outcome) if !outcome.is_alive() => outcome,
-                Ok(_) | Err(_) => std::future::pending().await,
-            }
-        };
+        let check = unless_alive(ringkv_transport::probe(&addr, probe_timeout));
         let dialed = tokio::select! {
             biased;
             dialed = dial => dialed,
@@ -1038,13 +1033,10 @@ async fn dial_seed_address(
     for addr in resolved.take(8) {
         // Raced with a probe, like every dial: a dead seed costs one probe, not `timeout`.
         let dial = tokio::time::timeout(timeout, endpoint.connect_any_node(addr));
-        let check = async {
-            let deadline = Instant::now() + probe_timeout;
-            match ringkv_transport::probe::probe_addr(addr, deadline).await {
-                Ok(outcome) if !outcome.is_alive() => outcome,
-                Ok(_) | Err(_) => std::future::pending().await,
-            }
-        };
+        let check = unless_alive(ringkv_transport::probe::probe_addr(
+            addr,
+            Instant::now() + probe_timeout,
+        ));
         let dialed = tokio::select! {
             biased;
             dialed = dial => dialed,
@@ -1067,6 +1059,17 @@ async fn dial_seed_address(
 }
 
 /// What a failed probe found, in words for errors.
+/// The probe's evidence when it finds the node refused or silent; never resolves when the node
+/// answers (or the probe cannot run), so it only wins a race against a dial on evidence.
+async fn unless_alive(
+    probe: impl std::future::Future<Output = ringkv_transport::Result<Probe>>,
+) -> Probe {
+    match probe.await {
+        Ok(outcome) if !outcome.is_alive() => outcome,
+        Ok(_) | Err(_) => std::future::pending().await,
+    }
+}
+
 fn probe_evidence(probe: Probe) -> &'static str {
     match probe {
         Probe::Alive { .. } => "answered",
