@@ -99,9 +99,9 @@ impl Default for RaftConfig {
     fn default() -> Self {
         Self {
             tick_ms: 100,
-            election_timeout_ticks: 10,
-            heartbeat_ticks: 2,
-            lease_margin_ticks: 2,
+            election_timeout_ticks: 5,
+            heartbeat_ticks: 1,
+            lease_margin_ticks: 1,
             max_inflight_messages: 256,
             max_message_bytes: 1 << 20,
             max_uncommitted_bytes: 64 << 20,

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub request_duration: Family<Labels1, Histogram>,
     /// Times a local replica saw its group's leader change (elections, transfers).
     pub raft_leader_changes: Counter,
+    /// Elections started by local replicas (a replica became candidate after its election
+    /// timeout, or on a leader transfer). A steady rise without failures means the election
+    /// timeout is too short for this machine's stalls.
+    pub raft_campaigns: Counter,
     /// Entries proposed by local leaders (writes, PD commands, splits, membership changes).
     pub raft_proposals: Counter,
     /// Raft messages the event loop dropped (for removed members or unknown groups).
@@ -124,6 +128,12 @@ impl Metrics {
             "raft_leader_changes",
             "Leader changes seen by local replicas",
             raft_leader_changes.clone(),
+        );
+        let raft_campaigns = Counter::default();
+        registry.register(
+            "raft_campaigns",
+            "Elections started by local replicas (became candidate)",
+            raft_campaigns.clone(),
         );
         let raft_proposals = Counter::default();
         registry.register(
@@ -231,6 +241,7 @@ impl Metrics {
             requests,
             request_duration,
             raft_leader_changes,
+            raft_campaigns,
             raft_proposals,
             raft_dropped_messages,
             raft_invalid_messages,

@@ -4,7 +4,8 @@ use crate::error::{Error, Result};
 use ringkv_types::{LogIndex, NodeId, ShardId};
 
 /// Configuration of one Raft group replica. All durations are in ticks; the driver decides how
-/// long a tick is (ringkvd: 100 ms by default, so the default election timeout is 1 s).
+/// long a tick is. ringkvd sets every field from its `[raft]` table (100 ms ticks, election
+/// timeout 5 ticks, heartbeat 1 tick, lease margin 1 tick by default).
 #[derive(Clone, Debug)]
 pub struct Config {
     /// This replica's node id. Must not be `NodeId::NONE`.
@@ -68,7 +69,9 @@ pub struct PlantedBugs {
 }
 
 impl Config {
-    /// A configuration with the defaults ringkvd uses, for replica `id` of `group`.
+    /// A configuration with the core's defaults (election timeout 10 ticks, heartbeat 2, lease
+    /// margin 2: the same ratios as ringkvd's 5/1/1, at which the simulator and the chaos tests
+    /// run), for replica `id` of `group`.
     pub fn new(id: NodeId, group: ShardId) -> Self {
         Self {
             id,

@@ -123,7 +123,23 @@ impl<S: Storage> Raft<S> {
         let up_to_date = self.log.is_up_to_date(last_index, last_term)?;
         #[cfg(feature = "planted-bugs")]
         let up_to_date = up_to_date || self.config.planted_bugs.vote_without_log_check;
-        let grant = can_vote && up_to_date;
+        let mut grant = can_vote && up_to_date;
+        if pre_vote && grant && self.role == Role::PreCandidate {
+            // Two replicas that timed out within one message delay of each other would grant
+            // each other's pre-votes, both campaign in the same term, each vote for itself and
+            // split the vote: nobody wins until another randomized timeout (0.5 to 1 s in
+            // ringkvd). Break the tie instead: the replica with the more up-to-date log, or with
+            // an equal log the higher id, goes on; the other grants and gives way (a fresh
+            // election timer, as a follower of no leader). Pre-votes decide nothing about
+            // safety: the real vote still checks terms, votes and logs as before.
+            let ours = (self.log.last_term()?, self.log.last_index()?);
+            let theirs = (last_term, last_index);
+            if theirs == ours && message.from < self.id {
+                grant = false;
+            } else {
+                self.become_follower(self.term, NodeId::NONE);
+            }
+        }
         if pre_vote {
             let term = if grant { message.term } else { self.term };
             self.send(

@@ -161,3 +161,69 @@ fn election_timeouts_are_randomized_per_replica() {
         "{first_campaign_ticks:?}"
     );
 }
+
+/// The leader dies; follower 2 times out first while follower 3 still counts the leader's
+/// lease, so 3 ignores 2's pre-vote. When 3 times out in turn, 2 (a pre-candidate that has not
+/// heard from the leader for a whole election timeout) must grant 3's pre-vote and vote at once:
+/// a pre-candidate has forgotten the dead leader, so it does not guard that leader's lease
+/// (were it to, the two would ignore each other's pre-votes for another full timeout).
+#[test]
+fn a_pre_candidate_does_not_guard_a_dead_leaders_lease() {
+    let mut network = Network::new(3);
+    network.campaign(1);
+    network.down.insert(NodeId(1));
+    // Follower 2 alone runs out its election timeout and pre-campaigns; 3 hears it while still
+    // inside the lease (its own timer has not moved), so it ignores the pre-vote.
+    for _ in 0..100 {
+        network.node(2).tick().unwrap();
+        network.stabilize();
+        if network.peer(2).node.status().role == Role::PreCandidate {
+            break;
+        }
+    }
+    assert_eq!(network.peer(2).node.status().role, Role::PreCandidate);
+    assert!(network.leaders().is_empty());
+    // Now follower 3 alone times out: its pre-vote and vote go to 2, which must grant both.
+    for _ in 0..100 {
+        network.node(3).tick().unwrap();
+        network.stabilize();
+        if network.peer(3).node.status().role != Role::Follower {
+            break;
+        }
+    }
+    assert_eq!(
+        network.leaders(),
+        vec![NodeId(3)],
+        "3's election must succeed at once"
+    );
+}
+
+/// The leader dies and both followers time out at the same moment: each sends its pre-vote
+/// before hearing the other's. The tie is broken (equal logs: the higher id goes on, the other
+/// grants and gives way), so one election in the next term succeeds instead of two candidates
+/// splitting the vote and waiting out another randomized timeout.
+#[test]
+fn simultaneous_pre_candidates_do_not_split_the_vote() {
+    let mut network = Network::new(3);
+    network.campaign(1);
+    let term = network.peer(1).node.term();
+    network.down.insert(NodeId(1));
+    // Tick each follower to its timeout without delivering anything in between.
+    for id in [2, 3] {
+        for _ in 0..100 {
+            if network.peer(id).node.status().role == Role::PreCandidate {
+                break;
+            }
+            network.node(id).tick().unwrap();
+        }
+        assert_eq!(network.peer(id).node.status().role, Role::PreCandidate);
+    }
+    network.stabilize();
+    assert_eq!(network.leaders(), vec![NodeId(3)]);
+    assert_eq!(
+        network.peer(3).node.term(),
+        term.next(),
+        "no term was wasted"
+    );
+    assert_eq!(network.peer(2).node.status().leader, NodeId(3));
+}

@@ -110,10 +110,12 @@ fn finds_vote_without_log_check() {
 
 #[test]
 fn finds_ack_before_persist() {
-    let found = first_seed_finding(PlantedBug::AckBeforePersist, 100);
+    // First found at seed 143 since the pre-vote tie-break made split votes (and the
+    // crash-heavy elections that expose the bug) rarer.
+    let found = first_seed_finding(PlantedBug::AckBeforePersist, 400);
     assert!(
         found.is_some(),
-        "ack-before-persist bug not found in 100 seeds"
+        "ack-before-persist bug not found in 400 seeds"
     );
 }
 

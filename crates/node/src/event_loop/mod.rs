@@ -731,6 +731,9 @@ impl EventLoop {
             if soft.leader != group.leader && soft.leader.is_some() {
                 self.metrics.raft_leader_changes.inc();
             }
+            if soft.role == Role::Candidate && group.role != Role::Candidate {
+                self.metrics.raft_campaigns.inc();
+            }
             group.leader = soft.leader;
             group.role = soft.role;
             if soft.role != Role::Leader {
