@@ -9,6 +9,18 @@ impl From<ringkv_storage::Error> for Error {
     }
 }
 
+impl From<ringkv_transport::Error> for Error {
+    fn from(error: ringkv_transport::Error) -> Self {
+        Error::Transport(error)
+    }
+}
+
+impl From<ringkv_raft::Error> for Error {
+    fn from(error: ringkv_raft::Error) -> Self {
+        Error::Raft(error)
+    }
+}
+
 /// Why the node could not start or had to stop.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -69,12 +81,13 @@ pub enum Error {
     /// `ringkvd` prints the chain (`{:#}`), which would repeat it.
     #[error("storage: {0}")]
     Storage(ringkv_storage::Error),
-    /// The transport failed to start (certificates, bind).
+    /// The transport failed to start (certificates, bind). Not a `#[source]`, for the same
+    /// reason as `Storage`.
     #[error("transport: {0}")]
-    Transport(#[from] ringkv_transport::Error),
-    /// A Raft group failed (its storage could not be read).
+    Transport(ringkv_transport::Error),
+    /// A Raft group failed (its storage could not be read). Not a `#[source]` either.
     #[error("raft: {0}")]
-    Raft(#[from] ringkv_raft::Error),
+    Raft(ringkv_raft::Error),
     /// A record written by this node could not be decoded (corruption or a format change).
     #[error("corrupt {what}: {reason}")]
     Corrupt {
@@ -124,3 +137,21 @@ pub enum Error {
 
 /// Result alias for the node crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ringkvd` prints errors with their chain (`{:#}`); a wrapped transport error must show
+    /// its cause once, not twice.
+    #[test]
+    fn a_transport_error_prints_its_cause_once() {
+        let transport = ringkv_transport::Error::File {
+            action: "read",
+            path: "/etc/ringkv/node.pem".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file xyz"),
+        };
+        let printed = format!("{:#}", anyhow::Error::from(Error::from(transport)));
+        assert_eq!(printed.matches("no such file xyz").count(), 1, "{printed}");
+    }
+}
