@@ -200,6 +200,12 @@ impl ClientConnection {
         Ok(codec::decode(&bytes, self.max_frame_bytes)?)
     }
 
+    /// Whether the connection is closed (by either side, e.g. a node closing it after
+    /// `client_idle_timeout`, or lost): a caller holding it should dial again.
+    pub fn is_closed(&self) -> bool {
+        self.connection.close_reason().is_some()
+    }
+
     /// Closes the connection.
     pub fn close(&self) {
         self.connection.close(0u32.into(), b"done");
