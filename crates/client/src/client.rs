@@ -810,13 +810,20 @@ impl Client {
 
     /// The pooled connection to `node`, dialing it if needed (one dial per node at a time).
     async fn connection(&self, node: NodeId, deadline: Instant) -> Result<ClientConnection> {
+        // A connection the node closed (idle clients are closed after
+        // `limits.client_idle_timeout_ms`) is dropped and redialed, not used and failed.
         let cached = |inner: &Inner| {
-            inner
+            let mut connections = inner
                 .connections
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&node)
-                .cloned()
+                .unwrap_or_else(PoisonError::into_inner);
+            match connections.get(&node) {
+                Some(connection) if connection.is_closed() => {
+                    connections.remove(&node);
+                    None
+                }
+                other => other.cloned(),
+            }
         };
         if let Some(connection) = cached(&self.inner) {
             return Ok(connection);

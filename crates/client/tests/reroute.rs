@@ -183,6 +183,15 @@ fn validity() -> Validity {
 /// Starts fake nodes 1..=3 on 127.0.0.1; nodes in `down` are started and stopped at once, so
 /// their address answers nothing.
 async fn start(shared: &Shared, down: &[u64]) -> Fake {
+    start_configured(shared, down, |_| {}).await
+}
+
+/// As [`start`], with each node's transport configuration adjusted by `adjust`.
+async fn start_configured(
+    shared: &Shared,
+    down: &[u64],
+    adjust: impl Fn(&mut TransportConfig),
+) -> Fake {
     let ca = ClusterCa::generate(CLUSTER, validity()).unwrap();
     let mut transports = Vec::new();
     let mut endpoints = Vec::new();
@@ -192,7 +201,8 @@ async fn start(shared: &Shared, down: &[u64]) -> Fake {
             .issue_node(node, &["127.0.0.1".parse().unwrap()], validity())
             .unwrap();
         let identity = TlsIdentity::from_pem(ca.cert_pem(), &pair).unwrap();
-        let config = TransportConfig::new(node, CLUSTER, SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut config = TransportConfig::new(node, CLUSTER, SocketAddr::from(([127, 0, 0, 1], 0)));
+        adjust(&mut config);
         let state = shared.clone();
         let handler = move |_peer: ringkv_types::PeerIdentity, request: Request| {
             let response = answer(&state, node, request);
@@ -253,6 +263,28 @@ async fn not_leader_hints_reroute_and_the_leader_is_cached() {
         let before = shared.lock().unwrap().requests;
         client.put("a", "2").await.unwrap();
         assert_eq!(shared.lock().unwrap().requests - before, 1);
+        drop(fake.transports);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_node_closed_as_idle_is_redialed_not_failed_over() {
+    bounded(async {
+        let shared = cluster(3, true);
+        let fake = start_configured(&shared, &[], |config| {
+            config.client_idle_timeout = Duration::from_millis(200);
+        })
+        .await;
+        let client = client(&fake).await;
+        client.put("i", "1").await.unwrap();
+        // Idle long enough for the node to close the connection.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let before = shared.lock().unwrap().requests;
+        client.put("i", "2").await.unwrap();
+        // Straight to the leader on a new connection: no failed call, no failover.
+        assert_eq!(shared.lock().unwrap().requests - before, 1);
+        assert_eq!(client.get("i").await.unwrap(), Some(Bytes::from("2")));
         drop(fake.transports);
     })
     .await;

@@ -134,6 +134,29 @@ pub struct LimitsConfig {
     pub client_request_timeout_ms: u64,
     /// Raft batches from peers queued for the event loop; beyond it they are dropped.
     pub raft_inbound_batches_max: usize,
+    /// Bytes of Raft batches from peers queued for the event loop; beyond it they are dropped
+    /// (Raft retransmits). At least 16 MiB (the largest frame).
+    pub raft_inbound_bytes_max: u64,
+    /// Connections of any kind (handshakes included) beyond which new ones are refused before
+    /// the handshake. Keep it above `max_client_connections` by at least the number of peers.
+    pub max_connections: usize,
+    /// Client connections (certificates naming no node of this cluster, or none) beyond which a
+    /// new one is closed after its handshake. Peers never count, so clients cannot lock them out.
+    pub max_client_connections: usize,
+    /// QUIC address validation (a Retry round trip) for new connections from addresses that are
+    /// not known peer addresses.
+    pub client_address_validation: bool,
+    /// Bytes of client requests in flight; a request that does not fit is answered `Busy`
+    /// before its body is read. At least 16 MiB (the largest frame).
+    pub client_inbound_bytes_max: u64,
+    /// Time a client has to send its whole request once it opened the stream, in milliseconds.
+    pub client_read_timeout_ms: u64,
+    /// Time a client has to read its response, in milliseconds; then the stream is reset.
+    pub client_write_timeout_ms: u64,
+    /// Largest `timeout_ms` a request may ask for; larger values are clamped to it.
+    pub client_timeout_max_ms: u64,
+    /// A client connection with no request in flight for this long (milliseconds) is closed.
+    pub client_idle_timeout_ms: u64,
     /// Inputs (Raft batches plus client requests) the event loop takes per turn.
     pub turn_inputs_max: usize,
     /// HTTP connections served at once; more wait in the kernel's accept backlog.
@@ -156,6 +179,15 @@ impl Default for LimitsConfig {
             client_inflight_max: 4096,
             client_request_timeout_ms: 5000,
             raft_inbound_batches_max: 1024,
+            raft_inbound_bytes_max: 64 << 20,
+            max_connections: 1280,
+            max_client_connections: 1024,
+            client_address_validation: true,
+            client_inbound_bytes_max: 64 << 20,
+            client_read_timeout_ms: 5000,
+            client_write_timeout_ms: 5000,
+            client_timeout_max_ms: 30_000,
+            client_idle_timeout_ms: 300_000,
             turn_inputs_max: 1024,
             http_connections_max: 1024,
             session_idle_ms: 3_600_000,
@@ -407,6 +439,9 @@ pub struct NodeConfig {
     /// The log format (read by `ringkvd` before the node starts).
     pub log_format: LogFormat,
 }
+
+/// The transport's largest frame (its `max_frame_bytes` default), the least a byte budget may be.
+pub(crate) const FRAME_BYTES_MAX: u64 = 16 << 20;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     Error::ConfigInvalid {
@@ -711,6 +746,11 @@ impl NodeConfig {
             ),
             ("limits.turn_inputs_max", limits.turn_inputs_max),
             ("limits.http_connections_max", limits.http_connections_max),
+            ("limits.max_connections", limits.max_connections),
+            (
+                "limits.max_client_connections",
+                limits.max_client_connections,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be at least 1"));
@@ -721,6 +761,49 @@ impl NodeConfig {
                 "limits.client_request_timeout_ms",
                 "must be at least 1",
             ));
+        }
+        for (field, value) in [
+            (
+                "limits.client_read_timeout_ms",
+                limits.client_read_timeout_ms,
+            ),
+            (
+                "limits.client_write_timeout_ms",
+                limits.client_write_timeout_ms,
+            ),
+            (
+                "limits.client_idle_timeout_ms",
+                limits.client_idle_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        if limits.client_timeout_max_ms < limits.client_request_timeout_ms
+            || limits.client_timeout_max_ms > u64::from(u32::MAX)
+        {
+            return Err(invalid(
+                "limits.client_timeout_max_ms",
+                "must be at least limits.client_request_timeout_ms and at most 4294967295",
+            ));
+        }
+        for (field, value) in [
+            (
+                "limits.raft_inbound_bytes_max",
+                limits.raft_inbound_bytes_max,
+            ),
+            (
+                "limits.client_inbound_bytes_max",
+                limits.client_inbound_bytes_max,
+            ),
+        ] {
+            if value < FRAME_BYTES_MAX {
+                return Err(invalid(
+                    field,
+                    format!("must be at least {FRAME_BYTES_MAX} (the largest frame)"),
+                ));
+            }
         }
         if limits.session_idle_ms != 0
             && limits.session_idle_ms < limits.client_request_timeout_ms.saturating_mul(2)
@@ -1052,6 +1135,55 @@ key = "/abs/node-2.key"
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn connection_and_request_limits_are_checked_by_name() {
+        let parsed = NodeConfig::parse(GOOD, Path::new(".")).unwrap();
+        assert_eq!(parsed.limits.client_timeout_max_ms, 30_000);
+        assert!(parsed.limits.client_address_validation);
+        assert!(parsed.limits.max_client_connections < parsed.limits.max_connections);
+        for (table, field) in [
+            (
+                "client_timeout_max_ms = 1000\n",
+                "limits.client_timeout_max_ms",
+            ),
+            (
+                "client_read_timeout_ms = 0\n",
+                "limits.client_read_timeout_ms",
+            ),
+            (
+                "client_write_timeout_ms = 0\n",
+                "limits.client_write_timeout_ms",
+            ),
+            (
+                "client_idle_timeout_ms = 0\n",
+                "limits.client_idle_timeout_ms",
+            ),
+            (
+                "max_client_connections = 0\n",
+                "limits.max_client_connections",
+            ),
+            (
+                "client_inbound_bytes_max = 1048576\n",
+                "limits.client_inbound_bytes_max",
+            ),
+            (
+                "raft_inbound_bytes_max = 1048576\n",
+                "limits.raft_inbound_bytes_max",
+            ),
+        ] {
+            let text = GOOD.to_string() + "[limits]\n" + table;
+            match NodeConfig::parse(&text, Path::new(".")) {
+                Err(Error::ConfigInvalid { field: named, .. }) => assert_eq!(named, field),
+                other => panic!("{table}: expected {field} to be refused, got {other:?}"),
+            }
+        }
+        let text = GOOD.to_string()
+            + "[limits]\nmax_client_connections = 10\nclient_address_validation = false\n";
+        let parsed = NodeConfig::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(parsed.limits.max_client_connections, 10);
+        assert!(!parsed.limits.client_address_validation);
     }
 
     #[test]

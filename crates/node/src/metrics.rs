@@ -442,7 +442,53 @@ impl Collector for TransportCollector {
             "client_timeouts",
             "Native client requests that timed out",
             totals.client_timeouts,
-        )
+        )?;
+        let limits = [
+            (
+                "transport_connections_refused",
+                "Connections refused before the handshake (limits.max_connections)",
+                totals.connections_refused,
+            ),
+            (
+                "transport_clients_refused",
+                "Client connections closed after the handshake (limits.max_client_connections)",
+                totals.clients_refused,
+            ),
+            (
+                "transport_address_validations",
+                "New connections sent a QUIC Retry to validate their address",
+                totals.address_validations,
+            ),
+            (
+                "client_read_timeouts",
+                "Client requests not received within limits.client_read_timeout_ms",
+                totals.client_read_timeouts,
+            ),
+            (
+                "client_write_timeouts",
+                "Client responses not read within limits.client_write_timeout_ms",
+                totals.client_write_timeouts,
+            ),
+            (
+                "client_idle_closed",
+                "Client connections closed after limits.client_idle_timeout_ms without a request",
+                totals.client_idle_closed,
+            ),
+            (
+                "client_bytes_busy",
+                "Client requests refused as busy by limits.client_inbound_bytes_max",
+                totals.client_bytes_busy,
+            ),
+            (
+                "transport_raft_inbound_budget_drops",
+                "Raft batches from peers dropped by limits.raft_inbound_bytes_max",
+                totals.raft_inbound_budget_drops,
+            ),
+        ];
+        for (name, help, value) in limits {
+            counter(&mut encoder, name, help, value)?;
+        }
+        Ok(())
     }
 }
 

@@ -403,6 +403,20 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     transport_config.client_request_timeout =
         Duration::from_millis(config.limits.client_request_timeout_ms);
     transport_config.raft_inbound_batches_max = config.limits.raft_inbound_batches_max;
+    transport_config.max_frame_bytes = crate::config::FRAME_BYTES_MAX;
+    transport_config.raft_inbound_bytes_max = config.limits.raft_inbound_bytes_max;
+    transport_config.max_connections = config.limits.max_connections;
+    transport_config.max_client_connections = config.limits.max_client_connections;
+    transport_config.client_address_validation = config.limits.client_address_validation;
+    transport_config.client_inbound_bytes_max = config.limits.client_inbound_bytes_max;
+    transport_config.client_read_timeout =
+        Duration::from_millis(config.limits.client_read_timeout_ms);
+    transport_config.client_write_timeout =
+        Duration::from_millis(config.limits.client_write_timeout_ms);
+    transport_config.client_timeout_max =
+        Duration::from_millis(config.limits.client_timeout_max_ms);
+    transport_config.client_idle_timeout =
+        Duration::from_millis(config.limits.client_idle_timeout_ms);
     let (calls_tx, calls) = mpsc::channel(config.limits.client_queue);
     let authenticator = Arc::new(crate::auth::Authenticator::new(
         config.cluster.clone(),

@@ -183,13 +183,27 @@ impl ClientConnection {
         let mut frame = Vec::new();
         codec::encode_into(request, &mut frame, self.max_frame_bytes)?;
         let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| lost(&e))?;
-        send.write_all(&frame).await.map_err(|e| lost(&e))?;
-        send.finish().map_err(|e| lost(&e))?;
+        // A server that answers without reading the request (`Busy`) stops the stream; its
+        // answer is still worth reading, so a failed write only counts if no answer follows.
+        let written = send.write_all(&frame).await;
+        if written.is_ok() {
+            send.finish().map_err(|e| lost(&e))?;
+        }
         let limit = usize::try_from(self.max_frame_bytes)
             .unwrap_or(usize::MAX)
             .saturating_add(HEADER_LEN);
-        let bytes = recv.read_to_end(limit).await.map_err(|e| lost(&e))?;
+        let bytes = match (recv.read_to_end(limit).await, written) {
+            (Ok(bytes), _) => bytes,
+            (Err(_), Err(error)) => return Err(lost(&error)),
+            (Err(error), Ok(())) => return Err(lost(&error)),
+        };
         Ok(codec::decode(&bytes, self.max_frame_bytes)?)
+    }
+
+    /// Whether the connection is closed (by either side, e.g. a node closing it after
+    /// `client_idle_timeout`, or lost): a caller holding it should dial again.
+    pub fn is_closed(&self) -> bool {
+        self.connection.close_reason().is_some()
     }
 
     /// Closes the connection.

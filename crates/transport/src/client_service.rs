@@ -3,11 +3,12 @@
 
 use crate::endpoint::Shared;
 use crate::stats::add;
-use ringkv_types::envelope::HEADER_LEN;
+use ringkv_types::envelope::{self, HEADER_LEN};
 use ringkv_types::{PeerIdentity, Request, Response, WireError, codec};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tracing::debug;
 
@@ -21,9 +22,12 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static
 /// connection by the transport (see [`PeerIdentity`]); the handler must authorize the request
 /// against it (the node does so in `ringkv_node::auth`).
 ///
-/// The transport runs at most `client_inflight_max` handler futures at once (beyond that it
-/// answers `Busy` without calling the handler) and answers `Timeout` when one runs past the
-/// request's `timeout_ms` (or `client_request_timeout`); the future is then dropped.
+/// The transport serves at most `client_inflight_max` requests at once, counted from the moment
+/// their stream is accepted (beyond that it answers `Busy` without reading the request), and
+/// at most `client_inbound_bytes_max` request bytes (`Busy` before the body is read). It
+/// answers `Timeout` when a handler runs past the request's `timeout_ms` (clamped to
+/// `client_timeout_max`; the handler sees the clamped value) or `client_request_timeout`; the
+/// future is then dropped.
 pub trait ClientHandler: Send + Sync + 'static {
     /// Answers one request. Errors are answered as `Response::Error`.
     fn handle(&self, peer: PeerIdentity, request: Request) -> ResponseFuture;
@@ -52,56 +56,165 @@ where
     }
 }
 
-/// Accepts request streams on `connection` until it closes. The caller's identity is read
-/// from the TLS session once, here, and handed to the handler with every request.
-pub(crate) async fn serve_requests(shared: Arc<Shared>, connection: quinn::Connection) {
-    let peer = Arc::new(crate::tls::peer_identity(
-        &connection,
-        &shared.config.cluster,
-    ));
+/// QUIC application error code: the connection was closed after `client_idle_timeout` without
+/// a request.
+pub(crate) const CLOSE_IDLE: u32 = 0x13;
+/// QUIC stream error code: the request was not received within `client_read_timeout`, or its
+/// response not read within `client_write_timeout`.
+const STREAM_TIMEOUT: u32 = 0x14;
+
+/// Accepts request streams on `connection` until it closes. `peer` is the caller's identity,
+/// read from the TLS session once by the caller. A client connection (not a node) with no
+/// request in flight for `client_idle_timeout` is closed.
+pub(crate) async fn serve_requests(
+    shared: Arc<Shared>,
+    connection: quinn::Connection,
+    peer: Arc<PeerIdentity>,
+) {
     let remote = connection.remote_address();
     debug!(%remote, %peer, "client connection");
-    while let Ok((send, recv)) = connection.accept_bi().await {
-        // Per-request tasks end with their stream or connection; they are not tracked.
-        tokio::spawn(handle_request(
-            shared.clone(),
-            peer.clone(),
-            remote,
-            send,
-            recv,
-        ));
+    let is_node = matches!(*peer, PeerIdentity::Node(_));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    loop {
+        let accepted = if is_node {
+            connection.accept_bi().await
+        } else {
+            match tokio::time::timeout(shared.config.client_idle_timeout, connection.accept_bi())
+                .await
+            {
+                Ok(accepted) => accepted,
+                Err(_) if in_flight.load(Ordering::Acquire) > 0 => continue,
+                Err(_) => {
+                    add(&shared.counters.client_idle_closed, 1);
+                    debug!(%remote, %peer, "closing an idle client connection");
+                    connection.close(CLOSE_IDLE.into(), b"idle");
+                    return;
+                }
+            }
+        };
+        let Ok((send, recv)) = accepted else { return };
+        let guard = InFlight::enter(&in_flight);
+        // Per-request tasks end with their stream or connection (every step has a timeout);
+        // they are not tracked.
+        let task_shared = shared.clone();
+        let task_peer = peer.clone();
+        tokio::spawn(async move {
+            handle_request(task_shared, task_peer, remote, send, recv).await;
+            drop(guard);
+        });
     }
 }
 
+/// Counts a request of one connection while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one request stream. The in-flight permit is taken before anything is read, and the
+/// request's bytes (from its frame header) are taken from `client_inbound_bytes_max` before its
+/// body is buffered; both are held until the response is written (or the write times out).
 async fn handle_request(
     shared: Arc<Shared>,
     peer: Arc<PeerIdentity>,
     remote: std::net::SocketAddr,
-    mut send: quinn::SendStream,
+    send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
     let max_payload = shared.config.max_frame_bytes;
-    let limit = usize::try_from(max_payload)
-        .unwrap_or(usize::MAX)
-        .saturating_add(HEADER_LEN);
-    let read = tokio::time::timeout(
-        shared.config.client_request_timeout,
-        recv.read_to_end(limit),
-    )
-    .await;
-    let bytes = match read {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(error)) => return debug!(%error, "client request stream failed"),
-        Err(_) => return debug!("client request not received in time"),
+    let Ok(permit) = shared.client_permits.clone().try_acquire_owned() else {
+        add(&shared.counters.client_busy, 1);
+        return answer(&shared, send, &Response::Error(WireError::Busy)).await;
     };
+    let deadline = tokio::time::Instant::now() + shared.config.client_read_timeout;
+    let mut header = [0u8; HEADER_LEN];
+    match tokio::time::timeout_at(deadline, recv.read_exact(&mut header)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(quinn::ReadExactError::FinishedEarly(read))) => {
+            return truncated(&shared, send, read).await;
+        }
+        Ok(Err(error)) => return debug!(%error, "client request stream failed"),
+        Err(_) => return read_timed_out(&shared, send, recv),
+    }
+    let length = match envelope::peek_length(&header, max_payload) {
+        Ok(length) => length,
+        Err(error) => {
+            let response = Response::Error(WireError::InvalidRequest {
+                reason: error.to_string(),
+            });
+            return answer(&shared, send, &response).await;
+        }
+    };
+    let total = HEADER_LEN + length;
+    // `total` fits in u32: `validate` keeps `max_frame_bytes` below 4 GiB.
+    let budget = u32::try_from(total)
+        .ok()
+        .and_then(|n| shared.client_bytes.clone().try_acquire_many_owned(n).ok());
+    let Some(bytes_permit) = budget else {
+        add(&shared.counters.client_busy, 1);
+        add(&shared.counters.client_bytes_busy, 1);
+        return answer(&shared, send, &Response::Error(WireError::Busy)).await;
+    };
+    let mut bytes = vec![0u8; total];
+    if let Some(head) = bytes.get_mut(..HEADER_LEN) {
+        head.copy_from_slice(&header);
+    }
+    if let Some(body) = bytes.get_mut(HEADER_LEN..) {
+        match tokio::time::timeout_at(deadline, recv.read_exact(body)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(quinn::ReadExactError::FinishedEarly(read))) => {
+                return truncated(&shared, send, HEADER_LEN + read).await;
+            }
+            Ok(Err(error)) => return debug!(%error, "client request stream failed"),
+            Err(_) => return read_timed_out(&shared, send, recv),
+        }
+    }
+    drop(recv);
     let response = match codec::decode::<Request>(&bytes, max_payload) {
-        Ok(request) => dispatch(&shared, &peer, remote, request).await,
+        Ok(request) => {
+            drop(bytes);
+            dispatch(&shared, &peer, remote, request).await
+        }
         Err(error) => Response::Error(WireError::InvalidRequest {
             reason: error.to_string(),
         }),
     };
+    answer(&shared, send, &response).await;
+    drop(bytes_permit);
+    drop(permit);
+}
+
+/// Answers a request stream the client finished before a whole frame.
+async fn truncated(shared: &Shared, send: quinn::SendStream, read: usize) {
+    let response = Response::Error(WireError::InvalidRequest {
+        reason: format!("request stream ended after {read} bytes, inside its frame"),
+    });
+    answer(shared, send, &response).await;
+}
+
+fn read_timed_out(shared: &Shared, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    add(&shared.counters.client_read_timeouts, 1);
+    debug!("client request not received in time");
+    let _ = recv.stop(STREAM_TIMEOUT.into());
+    let _ = send.reset(STREAM_TIMEOUT.into());
+}
+
+/// Writes `response` and finishes the stream, giving up (and resetting the stream) after
+/// `client_write_timeout`.
+async fn answer(shared: &Shared, mut send: quinn::SendStream, response: &Response) {
+    let max_payload = shared.config.max_frame_bytes;
     let mut frame = Vec::new();
-    if let Err(error) = codec::encode_into(&response, &mut frame, max_payload) {
+    if let Err(error) = codec::encode_into(response, &mut frame, max_payload) {
         frame.clear();
         let fallback = Response::Error(WireError::Internal {
             reason: error.to_string(),
@@ -110,25 +223,39 @@ async fn handle_request(
             return;
         }
     }
-    if let Err(error) = send.write_all(&frame).await {
-        return debug!(%error, "client went away before the response");
+    match tokio::time::timeout(shared.config.client_write_timeout, send.write_all(&frame)).await {
+        Ok(Ok(())) => {
+            let _ = send.finish();
+        }
+        Ok(Err(error)) => debug!(%error, "client went away before the response"),
+        Err(_) => {
+            add(&shared.counters.client_write_timeouts, 1);
+            debug!("client did not read its response in time; resetting the stream");
+            let _ = send.reset(STREAM_TIMEOUT.into());
+        }
     }
-    let _ = send.finish();
+}
+
+/// Clamps a request's `timeout_ms` to `max_ms` (0, the server default, stays 0).
+fn clamp_timeout(request: &mut Request, max_ms: u32) {
+    match request {
+        Request::WithToken { request, .. } => clamp_timeout(request, max_ms),
+        Request::Kv(kv) => kv.timeout_ms = kv.timeout_ms.min(max_ms),
+        _ => {}
+    }
 }
 
 async fn dispatch(
     shared: &Shared,
     peer: &PeerIdentity,
     remote: std::net::SocketAddr,
-    request: Request,
+    mut request: Request,
 ) -> Response {
     let Some(handler) = &shared.handler else {
         return Response::Error(WireError::Unavailable);
     };
-    let Ok(permit) = shared.client_permits.clone().try_acquire_owned() else {
-        add(&shared.counters.client_busy, 1);
-        return Response::Error(WireError::Busy);
-    };
+    let max_ms = u32::try_from(shared.config.client_timeout_max.as_millis()).unwrap_or(u32::MAX);
+    clamp_timeout(&mut request, max_ms);
     let inner = match &request {
         Request::WithToken { request, .. } => request.as_ref(),
         request => request,
@@ -139,7 +266,6 @@ async fn dispatch(
     };
     let outcome =
         tokio::time::timeout(budget, handler.handle_from(peer.clone(), remote, request)).await;
-    drop(permit);
     match outcome {
         Ok(response) => {
             add(&shared.counters.client_requests, 1);

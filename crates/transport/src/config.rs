@@ -47,8 +47,41 @@ pub struct TransportConfig {
     pub reconnect_backoff_min: Duration,
     /// Longest reconnect delay (default 2 s).
     pub reconnect_backoff_max: Duration,
-    /// Open connections (peers and clients) beyond which new ones are refused (default 1024).
+    /// Raft batch bytes (frame sizes) waiting for the node's event loop (default 64 MiB). A
+    /// batch that would go beyond it is dropped and counted like a full queue; Raft retransmits.
+    pub raft_inbound_bytes_max: u64,
+    /// Open connections of any kind, handshakes included, beyond which new ones are refused
+    /// before the handshake (default 1280). Keep it above `max_client_connections` by at least
+    /// the number of peer nodes: the difference is what peers (and handshakes in progress) can
+    /// always use.
     pub max_connections: usize,
+    /// Established client connections (any certificate that does not name a node of this
+    /// cluster, or none) beyond which a new client connection is closed right after its
+    /// handshake (default 1024). Peers are not counted, so clients cannot lock out a restarted
+    /// peer.
+    pub max_client_connections: usize,
+    /// QUIC address validation (a Retry round trip) for incoming connections from addresses
+    /// that are not known peer addresses and have not proven they own their address (default
+    /// on). Costs new clients one round trip; stops spoofed-address handshake floods.
+    pub client_address_validation: bool,
+    /// Request bytes (frame sizes) of client requests in flight, read or being read, at most
+    /// (default 64 MiB). The size is taken from a request's frame header before its body is
+    /// read; a request that does not fit is answered `Busy` without being buffered. Must be at
+    /// least `max_frame_bytes`.
+    pub client_inbound_bytes_max: u64,
+    /// How long a client has to send a whole request once it opened its stream (default 5 s);
+    /// the stream is then reset and its permit freed.
+    pub client_read_timeout: Duration,
+    /// How long writing a response may take (default 5 s): a client that stops reading loses
+    /// the stream instead of holding its permit.
+    pub client_write_timeout: Duration,
+    /// Largest handler time budget a request may ask for with `timeout_ms` (default 30 s);
+    /// larger values are clamped to it.
+    pub client_timeout_max: Duration,
+    /// A client connection with no request in flight for this long is closed (default 5 min).
+    /// Needed because clients send QUIC keep-alives, so the QUIC idle timeout never fires for an
+    /// idle but live client. Connections from nodes are exempt.
+    pub client_idle_timeout: Duration,
     /// Concurrent client streams a connection may open (default 1024). When exhausted,
     /// `open_bi` waits.
     pub max_concurrent_bidi_streams: u32,
@@ -73,7 +106,15 @@ impl TransportConfig {
             idle_timeout: Duration::from_secs(30),
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(2),
-            max_connections: 1024,
+            raft_inbound_bytes_max: 64 * 1024 * 1024,
+            max_connections: 1280,
+            max_client_connections: 1024,
+            client_address_validation: true,
+            client_inbound_bytes_max: 64 * 1024 * 1024,
+            client_read_timeout: Duration::from_secs(5),
+            client_write_timeout: Duration::from_secs(5),
+            client_timeout_max: Duration::from_secs(30),
+            client_idle_timeout: Duration::from_secs(300),
             max_concurrent_bidi_streams: 1024,
         }
     }
@@ -106,6 +147,7 @@ impl TransportConfig {
             self.peer_queue_batches_max,
             self.client_inflight_max,
             self.max_connections,
+            self.max_client_connections,
         ];
         if queues.contains(&0) {
             return fail("queue bounds must be at least 1");
@@ -127,6 +169,25 @@ impl TransportConfig {
             return fail(
                 "reconnect_backoff_min must be positive and at most reconnect_backoff_max",
             );
+        }
+        if self.raft_inbound_bytes_max < self.max_frame_bytes {
+            return fail("raft_inbound_bytes_max must be at least max_frame_bytes");
+        }
+        if self.client_inbound_bytes_max < self.max_frame_bytes {
+            return fail("client_inbound_bytes_max must be at least max_frame_bytes");
+        }
+        let timeouts = [
+            ("client_read_timeout", self.client_read_timeout),
+            ("client_write_timeout", self.client_write_timeout),
+            ("client_timeout_max", self.client_timeout_max),
+            ("client_idle_timeout", self.client_idle_timeout),
+            ("client_request_timeout", self.client_request_timeout),
+        ];
+        if let Some((name, _)) = timeouts.iter().find(|(_, t)| t.is_zero()) {
+            return fail(&format!("{name} must be positive"));
+        }
+        if self.client_request_timeout > self.client_timeout_max {
+            return fail("client_request_timeout must be at most client_timeout_max");
         }
         if self.max_concurrent_bidi_streams == 0 {
             return fail("max_concurrent_bidi_streams must be at least 1");

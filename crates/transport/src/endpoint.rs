@@ -6,17 +6,18 @@ use crate::client_service::{ClientHandler, serve_requests};
 use crate::config::{TransportConfig, node_server_name};
 use crate::error::{Error, Result};
 use crate::fault::{FaultInjector, Verdict};
+use crate::inbound::RaftReceiver;
 use crate::peer::{Peer, lock};
 use crate::receive::handle_stream;
 use crate::snapshot::{IncomingSnapshot, send_snapshot};
 use crate::stats::{PeerStats, TransportCounters, TransportStats, add};
 use crate::tls;
 use ringkv_types::raft::Message;
-use ringkv_types::{NodeId, RaftBatch};
-use std::collections::HashMap;
+use ringkv_types::{NodeId, PeerIdentity, RaftBatch};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncRead;
@@ -33,10 +34,16 @@ pub(crate) struct Shared {
     pub endpoint: quinn::Endpoint,
     pub client_config: quinn::ClientConfig,
     pub peers: Mutex<HashMap<NodeId, Arc<Peer>>>,
-    pub raft_tx: mpsc::Sender<RaftBatch>,
+    pub raft_tx: crate::inbound::RaftSender,
     pub snapshot_tx: mpsc::Sender<IncomingSnapshot>,
     pub handler: Option<Arc<dyn ClientHandler>>,
     pub client_permits: Arc<Semaphore>,
+    /// Bytes of client requests in flight (`client_inbound_bytes_max`).
+    pub client_bytes: Arc<Semaphore>,
+    /// Established client connections (`max_client_connections`).
+    pub client_connections: AtomicUsize,
+    /// Addresses peers listen (and dial) from: exempt from address validation.
+    pub peer_addrs: Mutex<HashSet<SocketAddr>>,
     pub faults: FaultInjector,
     pub counters: TransportCounters,
     tasks: Mutex<JoinSet<()>>,
@@ -71,8 +78,9 @@ impl Shared {
 #[derive(Debug)]
 pub struct Inbound {
     /// Raft batches, each from one peer (`from` of every message is that peer, checked).
-    /// Bounded by `raft_inbound_batches_max`; when full, batches are dropped and counted.
-    pub raft: mpsc::Receiver<RaftBatch>,
+    /// Bounded by `raft_inbound_batches_max` batches and `raft_inbound_bytes_max` bytes; when
+    /// full, batches are dropped and counted.
+    pub raft: RaftReceiver,
     /// Incoming snapshots, read chunk by chunk. Bounded by `snapshot_inbound_max`.
     pub snapshots: mpsc::Receiver<IncomingSnapshot>,
 }
@@ -147,10 +155,20 @@ impl TransportBuilder {
             runtime,
         )
         .map_err(bind_error)?;
-        let (raft_tx, raft) = mpsc::channel(config.raft_inbound_batches_max);
+        let (raft_tx, raft) = crate::inbound::raft_channel(
+            config.raft_inbound_batches_max,
+            config.raft_inbound_bytes_max,
+        );
         let (snapshot_tx, snapshots) = mpsc::channel(config.snapshot_inbound_max);
         let shared = Arc::new(Shared {
             client_permits: Arc::new(Semaphore::new(config.client_inflight_max)),
+            client_bytes: Arc::new(Semaphore::new(
+                usize::try_from(config.client_inbound_bytes_max)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
+            client_connections: AtomicUsize::new(0),
+            peer_addrs: Mutex::new(HashSet::new()),
             config,
             endpoint,
             client_config,
@@ -237,6 +255,9 @@ impl Transport {
             return;
         }
         let addr = addr.to_string();
+        if let Ok(socket) = addr.parse::<SocketAddr>() {
+            lock(&self.shared.peer_addrs).insert(socket);
+        }
         let peer = self.shared.peer(id);
         peer.addr.send_if_modified(|current| {
             let changed = current.as_deref() != Some(addr.as_str());
@@ -450,13 +471,33 @@ impl Drop for Transport {
     }
 }
 
+/// QUIC application error code: a client connection was refused because
+/// `max_client_connections` client connections are open.
+pub(crate) const CLOSE_CLIENTS_FULL: u32 = 0x12;
+
 /// Accepts incoming connections until the endpoint closes.
+///
+/// Before the handshake only the total (`max_connections`) is checked, and an address that has
+/// not been validated and is not a known peer address is sent a QUIC Retry (when
+/// `client_address_validation` is on). After the handshake, connections whose certificate names
+/// no node of this cluster count against `max_client_connections`; nodes do not.
 async fn accept_loop(shared: Arc<Shared>) {
     while let Some(incoming) = shared.endpoint.accept().await {
         if shared.endpoint.open_connections() >= shared.config.max_connections {
             add(&shared.counters.connections_refused, 1);
             debug!(remote = %incoming.remote_address(), "connection limit reached; refusing");
             incoming.refuse();
+            continue;
+        }
+        if shared.config.client_address_validation
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+            && !lock(&shared.peer_addrs).contains(&incoming.remote_address())
+        {
+            add(&shared.counters.address_validations, 1);
+            if let Err(error) = incoming.retry() {
+                error.into_incoming().ignore();
+            }
             continue;
         }
         let task_shared = shared.clone();
@@ -472,15 +513,61 @@ async fn accept_loop(shared: Arc<Shared>) {
     }
 }
 
+/// A client connection slot, released on drop.
+struct ClientSlot<'a>(&'a AtomicUsize);
+
+impl<'a> ClientSlot<'a> {
+    fn take(count: &'a AtomicUsize, max: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count))
+    }
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Serves one connection until it closes: peer streams (unidirectional) and client requests
 /// (bidirectional). `verified_peer` is the node we dialed (its certificate name was checked by
 /// the handshake); `None` for accepted connections, whose peer proves its identity per stream.
+/// An accepted connection without a node certificate takes a client slot for its lifetime, or
+/// is closed when none is free.
 pub(crate) async fn serve_connection(
     shared: Arc<Shared>,
     connection: quinn::Connection,
     verified_peer: Option<NodeId>,
 ) {
-    shared.spawn(serve_requests(shared.clone(), connection.clone()));
+    let identity = Arc::new(tls::peer_identity(&connection, &shared.config.cluster));
+    let _slot = match (*identity).clone() {
+        PeerIdentity::Node(_) => {
+            lock(&shared.peer_addrs).insert(connection.remote_address());
+            None
+        }
+        _ if verified_peer.is_some() => None,
+        _ => {
+            let Some(slot) = ClientSlot::take(
+                &shared.client_connections,
+                shared.config.max_client_connections,
+            ) else {
+                add(&shared.counters.clients_refused, 1);
+                debug!(remote = %connection.remote_address(), "client connection limit reached");
+                connection.close(CLOSE_CLIENTS_FULL.into(), b"too many client connections");
+                return;
+            };
+            Some(slot)
+        }
+    };
+    shared.spawn(serve_requests(
+        shared.clone(),
+        connection.clone(),
+        identity.clone(),
+    ));
     while let Ok(stream) = connection.accept_uni().await {
         shared.spawn(handle_stream(
             shared.clone(),

@@ -3,6 +3,7 @@
 use crate::endpoint::Shared;
 use crate::error::Error;
 use crate::frame::{FrameReader, STREAM_HEADER_MAX_BYTES, StreamHeader, StreamKind};
+use crate::inbound::Refused;
 use crate::peer::Peer;
 use crate::snapshot::receive_snapshot;
 use crate::stats::add;
@@ -10,7 +11,6 @@ use crate::tls;
 use ringkv_types::RaftBatch;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::error::TrySendError;
 use tracing::{debug, warn};
 
 /// QUIC application error code: the peer's identity or stream header was refused.
@@ -104,10 +104,14 @@ async fn receive_raft(
                         "Raft message with a foreign sender or recipient",
                     );
                 }
-                match shared.raft_tx.try_send(batch) {
+                match shared.raft_tx.try_send(batch, size as u64) {
                     Ok(()) => add(&peer.counters.messages_received, count),
-                    Err(TrySendError::Full(_)) => add(&peer.counters.receive_drops, count),
-                    Err(TrySendError::Closed(_)) => return,
+                    Err(Refused::Full) => add(&peer.counters.receive_drops, count),
+                    Err(Refused::OverBudget) => {
+                        add(&peer.counters.receive_drops, count);
+                        add(&shared.counters.raft_inbound_budget_drops, 1);
+                    }
+                    Err(Refused::Closed) => return,
                 }
             }
             Ok(None) => return,

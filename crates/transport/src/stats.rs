@@ -79,6 +79,25 @@ pub struct TransportStats {
     /// Peers refused after the handshake: the announced node id or cluster does not match the
     /// certificate, or a stream header was malformed.
     pub peers_rejected: u64,
+    /// Client connections closed after the handshake because `max_client_connections` client
+    /// connections were open.
+    pub clients_refused: u64,
+    /// Incoming connections sent a QUIC Retry to validate their address.
+    pub address_validations: u64,
+    /// Client request streams reset because the request was not received within
+    /// `client_read_timeout`.
+    pub client_read_timeouts: u64,
+    /// Client responses abandoned because the client did not read them within
+    /// `client_write_timeout`.
+    pub client_write_timeouts: u64,
+    /// Client connections closed after `client_idle_timeout` without a request.
+    pub client_idle_closed: u64,
+    /// Client requests answered `Busy` because `client_inbound_bytes_max` request bytes were
+    /// in flight (before their body was read; also counted in `client_busy`).
+    pub client_bytes_busy: u64,
+    /// Raft batches from peers dropped because `raft_inbound_bytes_max` bytes were waiting for
+    /// the node (also counted in the peer's `receive_drops`, as messages).
+    pub raft_inbound_budget_drops: u64,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +108,13 @@ pub(crate) struct TransportCounters {
     pub handshake_failures: AtomicU64,
     pub connections_refused: AtomicU64,
     pub peers_rejected: AtomicU64,
+    pub clients_refused: AtomicU64,
+    pub address_validations: AtomicU64,
+    pub client_read_timeouts: AtomicU64,
+    pub client_write_timeouts: AtomicU64,
+    pub client_idle_closed: AtomicU64,
+    pub client_bytes_busy: AtomicU64,
+    pub raft_inbound_budget_drops: AtomicU64,
 }
 
 impl TransportCounters {
@@ -101,6 +127,13 @@ impl TransportCounters {
             handshake_failures: get(&self.handshake_failures),
             connections_refused: get(&self.connections_refused),
             peers_rejected: get(&self.peers_rejected),
+            clients_refused: get(&self.clients_refused),
+            address_validations: get(&self.address_validations),
+            client_read_timeouts: get(&self.client_read_timeouts),
+            client_write_timeouts: get(&self.client_write_timeouts),
+            client_idle_closed: get(&self.client_idle_closed),
+            client_bytes_busy: get(&self.client_bytes_busy),
+            raft_inbound_budget_drops: get(&self.raft_inbound_budget_drops),
         }
     }
 }
