@@ -55,7 +55,7 @@ pub struct NodeHandle {
 /// ([`NodeHandle::reload_tls`]).
 #[derive(Clone, Debug)]
 pub struct TlsReload {
-    config: NodeConfig,
+    config: Arc<NodeConfig>,
     reloader: ringkv_transport::IdentityReloader,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -624,7 +624,7 @@ pub async fn start(mut config: NodeConfig) -> Result<NodeHandle> {
         }
     }
     let tls = TlsReload {
-        config: config.clone(),
+        config: Arc::new(config.clone()),
         reloader: transport.identity_reloader(),
         metrics: metrics.clone(),
     };
