@@ -224,7 +224,7 @@ async fn reload_on_sighup(mut hangup: tokio::signal::unix::Signal, tls: ringkv_n
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the certificate, key and CA bundle");
         // The outcome is logged and counted by `reload`.
-        let _ = tls.reload();
+        let _ = tls.reload().await;
     }
 }
 

@@ -57,6 +57,7 @@ pub struct NodeHandle {
 pub struct TlsReload {
     config: Arc<NodeConfig>,
     reloader: ringkv_transport::IdentityReloader,
+    http: Option<crate::http::HttpReload>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -68,15 +69,24 @@ impl TlsReload {
     ///
     /// # Errors
     /// Why the new files were refused (file, PEM, certificate name or TLS errors).
-    pub fn reload(&self) -> Result<()> {
+    pub async fn reload(&self) -> Result<()> {
         let tls = &self.config.tls;
-        let outcome = TlsIdentity::load(&tls.ca_cert, &tls.cert, &tls.key)
+        let outcome = match TlsIdentity::load(&tls.ca_cert, &tls.cert, &tls.key)
             .map_err(Error::from)
             .and_then(|identity| {
                 check_certificate_names_this_node(&identity, &self.config)?;
                 self.reloader.reload(&identity)?;
-                Ok(identity.trust_roots().count())
-            });
+                Ok(identity)
+            }) {
+            Ok(identity) => match &self.http {
+                Some(http) => http
+                    .reload(&identity)
+                    .await
+                    .map(|()| identity.trust_roots().count()),
+                None => Ok(identity.trust_roots().count()),
+            },
+            Err(error) => Err(error),
+        };
         match outcome {
             Ok(cas) => {
                 self.metrics
@@ -122,8 +132,8 @@ impl NodeHandle {
     ///
     /// # Errors
     /// Why the new files were refused; the old ones stay in use.
-    pub fn reload_tls(&self) -> Result<()> {
-        self.tls.reload()
+    pub async fn reload_tls(&self) -> Result<()> {
+        self.tls.reload().await
     }
 
     /// A handle for [`NodeHandle::reload_tls`] that outlives borrows of the node handle.
@@ -623,11 +633,6 @@ pub async fn start(mut config: NodeConfig) -> Result<NodeHandle> {
             transport.add_peer(info.id, addr);
         }
     }
-    let tls = TlsReload {
-        config: Arc::new(config.clone()),
-        reloader: transport.identity_reloader(),
-        metrics: metrics.clone(),
-    };
     let (agent_tx, agent_rx) = mpsc::channel(AGENT_QUEUE);
     let agent = Agent::new(config.clone(), store.clone(), calls_tx, agent_tx)
         .with_store_incarnation(store_identity.incarnation);
@@ -652,6 +657,12 @@ pub async fn start(mut config: NodeConfig) -> Result<NodeHandle> {
             )
         }
         _ => None,
+    };
+    let tls = TlsReload {
+        config: Arc::new(config.clone()),
+        reloader: transport.identity_reloader(),
+        http: http.as_ref().map(crate::http::HttpServer::reloader),
+        metrics: metrics.clone(),
     };
     let mut event_loop = EventLoop::new(config, store, transport, map, groups, local, agent)
         .with_health(health_publisher)
