@@ -94,8 +94,14 @@ key = "node-{id}.key"
         let path = dir.path().join(format!("node-{id}.toml"));
         std::fs::write(&path, text).unwrap();
         let config = NodeConfig::load(&path).unwrap();
-        nodes.push(ringkv_node::start(config).await.unwrap());
+        // Together: a new initial node creates the cluster once a quorum of them is up.
+        nodes.push(tokio::spawn(ringkv_node::start(config)));
     }
+    let mut started = Vec::new();
+    for node in nodes {
+        started.push(node.await.unwrap().unwrap());
+    }
+    let nodes = started;
     let pair = ca.issue_client("ringctl", validity).unwrap();
     let identity = TlsIdentity::from_pem(ca.cert_pem(), &pair).unwrap();
     let endpoints = addrs

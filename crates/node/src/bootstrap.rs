@@ -128,6 +128,108 @@ pub fn pd_descriptor(nodes: &[NodeId]) -> ShardDescriptor {
     }
 }
 
+/// The settings that shape a cluster when it is created, as `(field, value)` sorted by field:
+/// the initial shard map comes from `initial_cluster`, `initial_shards` and
+/// `replication_factor`, the placement driver's initial state from those, `cluster` and the
+/// `[pd]` scheduler settings. Every initial node must create the cluster with the same values;
+/// they compare them before creating it (see `store_check`), and a node records them with its
+/// groups (see [`crate::node`]).
+pub fn bootstrap_fields(config: &crate::config::NodeConfig) -> Vec<(String, String)> {
+    let mut initial: Vec<(NodeId, &str)> = config
+        .initial_cluster
+        .iter()
+        .map(|e| (e.node, e.addr.as_str()))
+        .collect();
+    initial.sort_unstable();
+    let initial = initial
+        .iter()
+        .map(|(node, addr)| format!("{}@{addr}", node.get()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let settings = config.pd_settings();
+    let mut fields = vec![
+        ("cluster".to_string(), config.cluster.clone()),
+        ("initial_cluster".to_string(), initial),
+        (
+            "initial_shards".to_string(),
+            config.initial_shards.to_string(),
+        ),
+        (
+            "replication_factor".to_string(),
+            config.replication_factor.to_string(),
+        ),
+        ("pd.repair".to_string(), settings.repair.to_string()),
+        (
+            "pd.balance_replicas".to_string(),
+            settings.balance_replicas.to_string(),
+        ),
+        (
+            "pd.balance_leaders".to_string(),
+            settings.balance_leaders.to_string(),
+        ),
+        ("pd.drain".to_string(), settings.drain.to_string()),
+        ("pd.split".to_string(), settings.split.to_string()),
+        (
+            "pd.max_operators".to_string(),
+            settings.max_operators.to_string(),
+        ),
+        (
+            "pd.max_snapshots_per_node".to_string(),
+            settings.max_snapshots_per_node.to_string(),
+        ),
+        (
+            "pd.max_snapshot_bytes_per_sec".to_string(),
+            settings.max_snapshot_bytes_per_sec.to_string(),
+        ),
+        (
+            "pd.heartbeat_timeout_ms".to_string(),
+            settings.heartbeat_timeout_ms.to_string(),
+        ),
+        (
+            "pd.max_down_time_ms".to_string(),
+            settings.max_down_time_ms.to_string(),
+        ),
+        (
+            "pd.operator_step_timeout_ms".to_string(),
+            settings.operator_step_timeout_ms.to_string(),
+        ),
+        (
+            "pd.split_size_bytes".to_string(),
+            settings.split_size_bytes.to_string(),
+        ),
+        (
+            "pd.split_load_per_sec".to_string(),
+            settings.split_load_per_sec.to_string(),
+        ),
+    ];
+    fields.sort();
+    fields
+}
+
+/// The fields on which `ours` and `theirs` differ, as ``"`field`: here A, there B"``
+/// (a field only one side names counts as differing, its value shown as `(none)`).
+pub fn differences(ours: &[(String, String)], theirs: &[(String, String)]) -> Vec<String> {
+    let mut names: Vec<&str> = ours
+        .iter()
+        .chain(theirs)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let value = |side: &[(String, String)], name: &str| {
+        side.iter()
+            .find(|(field, _)| field == name)
+            .map_or_else(|| "(none)".to_string(), |(_, value)| value.clone())
+    };
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (here, there) = (value(ours, name), value(theirs, name));
+            (here != there).then(|| format!("`{name}`: here {here}, there {there}"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +311,26 @@ mod tests {
             Some(NodeId(4))
         );
         assert_eq!(pd_descriptor(&[NodeId(2), NodeId(1)]).replicas.len(), 2);
+    }
+
+    #[test]
+    fn differences_name_each_field_and_both_values() {
+        let ours = vec![
+            ("initial_shards".to_string(), "8".to_string()),
+            ("replication_factor".to_string(), "3".to_string()),
+        ];
+        let theirs = vec![
+            ("initial_shards".to_string(), "16".to_string()),
+            ("pd.split".to_string(), "true".to_string()),
+            ("replication_factor".to_string(), "3".to_string()),
+        ];
+        assert_eq!(
+            differences(&ours, &theirs),
+            vec![
+                "`initial_shards`: here 8, there 16".to_string(),
+                "`pd.split`: here (none), there true".to_string(),
+            ]
+        );
+        assert!(differences(&ours, &ours).is_empty());
     }
 }

@@ -102,6 +102,19 @@ pub enum Error {
         /// What happened, for the operator.
         reason: String,
     },
+    /// This initial node's bootstrap settings differ from those of the cluster it would form
+    /// or join (`initial_shards`, `replication_factor`, `initial_cluster`, `[pd]` settings).
+    #[error(
+        "refusing to start: this node's bootstrap settings differ from {peer}'s: {differences}. \
+         Every node of initial_cluster must create the cluster with the same values; fix the \
+         config of the odd node(s) (docs/node.md, Bootstrap settings)"
+    )]
+    BootstrapMismatch {
+        /// Which peer (`node 2 (127.0.0.1:7102)`, or `the nodes it can reach`).
+        peer: String,
+        /// Each differing field with both values.
+        differences: String,
+    },
     /// An I/O error outside storage (runtime, threads).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

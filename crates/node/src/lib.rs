@@ -88,4 +88,4 @@ pub mod store_identity;
 
 pub use config::{Endpoint, LogFormat, NodeConfig};
 pub use error::{Error, Result};
-pub use node::{NodeHandle, start};
+pub use node::{NodeHandle, TlsReload, start};

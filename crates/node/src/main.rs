@@ -1,4 +1,5 @@
-//! `ringkvd [--config FILE] [flags]`: runs one ringkv node until SIGTERM or Ctrl-C.
+//! `ringkvd [--config FILE] [flags]`: runs one ringkv node until SIGTERM or Ctrl-C; SIGHUP
+//! reloads its certificate, key and CA bundle.
 //!
 //! The configuration is layered: flags > `RINGKV_*` environment variables > the TOML file >
 //! defaults (see `ringkv_node::config_layers` and docs/deploy.md).
@@ -186,7 +187,13 @@ fn run(config: ringkv_node::NodeConfig) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Installed before the start (which may wait for peers): SIGHUP's default action would
+        // end the process.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install the SIGHUP handler")?;
         let mut node = ringkv_node::start(config).await?;
+        let reloads = tokio::spawn(reload_on_sighup(hangup, node.tls_reloader()));
+        let _stop_reloads = AbortOnDrop(reloads);
         tokio::select! {
             result = node.join() => {
                 result.context("the node stopped")?;
@@ -200,6 +207,25 @@ fn run(config: ringkv_node::NodeConfig) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reloads the certificate, key and CA bundle on every SIGHUP (a refused reload is logged and
+/// keeps the files in use; see docs/security.md).
+async fn reload_on_sighup(mut hangup: tokio::signal::unix::Signal, tls: ringkv_node::TlsReload) {
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the certificate, key and CA bundle");
+        // The outcome is logged and counted by `reload`.
+        let _ = tls.reload().await;
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

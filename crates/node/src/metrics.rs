@@ -60,6 +60,8 @@ pub struct Metrics {
     pub sessions_expired: Counter,
     /// Peer Raft messages dropped as malformed at the node boundary (`ringkv_raft::validate`).
     pub raft_invalid_messages: Counter,
+    /// Certificate reloads (SIGHUP) by `result` (`ok`, `error`).
+    pub tls_reloads: Family<Labels1, Counter>,
     /// Local replicas by `role`.
     pub raft_shards: Family<Labels1, Gauge>,
     /// Entries appended but not committed, summed over local replicas.
@@ -159,6 +161,12 @@ impl Metrics {
             "Peer Raft messages dropped as malformed (indexes, terms, entry runs out of shape)",
             raft_invalid_messages.clone(),
         );
+        let tls_reloads = Family::<Labels1, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "Certificate, key and CA bundle reloads (SIGHUP) by result (ok, error)",
+            tls_reloads.clone(),
+        );
         let raft_shards = Family::<Labels1, Gauge>::default();
         registry.register("raft_shards", "Local replicas by role", raft_shards.clone());
         let raft_commit_lag = Gauge::default();
@@ -245,6 +253,7 @@ impl Metrics {
             raft_proposals,
             raft_dropped_messages,
             raft_invalid_messages,
+            tls_reloads,
             sessions_expired,
             raft_shards,
             raft_commit_lag,

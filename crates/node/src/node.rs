@@ -34,6 +34,10 @@ pub use crate::removed_marker::REMOVED_MARKER;
 /// Name of the meta record holding the placement driver's applied shard map.
 pub const META_SHARD_MAP: &[u8] = b"pd/shard_map";
 
+/// Name of the meta record holding the bootstrap settings this node created its groups with
+/// ([`bootstrap::bootstrap_fields`], postcard).
+pub const META_BOOTSTRAP: &[u8] = b"node/bootstrap";
+
 /// Calls from the node agent queued for the loop (it makes a few per heartbeat).
 const AGENT_QUEUE: usize = 16;
 
@@ -44,6 +48,72 @@ pub struct NodeHandle {
     task: JoinHandle<Result<()>>,
     local_addr: SocketAddr,
     http: Option<crate::http::HttpServer>,
+    tls: TlsReload,
+}
+
+/// Reloads the node's certificate, key and CA bundle from the configured paths
+/// ([`NodeHandle::reload_tls`]).
+#[derive(Clone, Debug)]
+pub struct TlsReload {
+    config: Arc<NodeConfig>,
+    reloader: ringkv_transport::IdentityReloader,
+    http: Option<crate::http::HttpReload>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl TlsReload {
+    /// Reads `tls.cert`, `tls.key` and `tls.ca_cert` again and, when they load, fit together
+    /// and the certificate still names this node, uses them for every new connection of the
+    /// node's transport. Otherwise nothing changes: the files in use stay in use. Logs the
+    /// outcome and counts it in `ringkv_tls_reloads_total{result}`.
+    ///
+    /// # Errors
+    /// Why the new files were refused (file, PEM, certificate name or TLS errors).
+    pub async fn reload(&self) -> Result<()> {
+        let tls = &self.config.tls;
+        let outcome = match TlsIdentity::load(&tls.ca_cert, &tls.cert, &tls.key)
+            .map_err(Error::from)
+            .and_then(|identity| {
+                check_certificate_names_this_node(&identity, &self.config)?;
+                self.reloader.reload(&identity)?;
+                Ok(identity)
+            }) {
+            Ok(identity) => match &self.http {
+                Some(http) => http
+                    .reload(&identity)
+                    .await
+                    .map(|()| identity.trust_roots().count()),
+                None => Ok(identity.trust_roots().count()),
+            },
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(cas) => {
+                self.metrics
+                    .tls_reloads
+                    .get_or_create(&[("result", "ok")])
+                    .inc();
+                info!(
+                    cert = %tls.cert.display(),
+                    ca_cert = %tls.ca_cert.display(),
+                    trusted_cas = cas,
+                    "reloaded the certificate, key and CA bundle; new connections use them"
+                );
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics
+                    .tls_reloads
+                    .get_or_create(&[("result", "error")])
+                    .inc();
+                warn!(
+                    %error,
+                    "certificate reload refused; the certificate, key and CAs in use stay in use"
+                );
+                Err(error)
+            }
+        }
+    }
 }
 
 impl NodeHandle {
@@ -55,6 +125,20 @@ impl NodeHandle {
     /// The bound TCP address of the HTTP server, when `http_addr` is set.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(crate::http::HttpServer::local_addr)
+    }
+
+    /// Reloads the certificate, key and CA bundle (see [`TlsReload::reload`]); `ringkvd` calls
+    /// it on SIGHUP.
+    ///
+    /// # Errors
+    /// Why the new files were refused; the old ones stay in use.
+    pub async fn reload_tls(&self) -> Result<()> {
+        self.tls.reload().await
+    }
+
+    /// A handle for [`NodeHandle::reload_tls`] that outlives borrows of the node handle.
+    pub fn tls_reloader(&self) -> TlsReload {
+        self.tls.clone()
     }
 
     /// Stops the node gracefully: the loop finishes its turn, waits for pending group commits,
@@ -150,6 +234,10 @@ fn load_or_bootstrap_map(
         what: "shard map (encode)",
         reason: error.to_string(),
     })?;
+    store.set_meta(
+        META_BOOTSTRAP,
+        &encode_fields(&bootstrap::bootstrap_fields(config))?,
+    )?;
     // IMPORTANT: the groups above are durable first; a crash before this line bootstraps again
     // and skips the groups that already have a descriptor.
     store.set_meta(META_SHARD_MAP, &bytes)?;
@@ -297,6 +385,93 @@ fn holds_nothing(store: &Store) -> Result<bool> {
     Ok(store.groups()?.is_empty() && store.meta(META_SHARD_MAP)?.is_none())
 }
 
+fn encode_fields(fields: &[(String, String)]) -> Result<Vec<u8>> {
+    postcard::to_stdvec(fields).map_err(|error| Error::Corrupt {
+        what: "bootstrap settings (encode)",
+        reason: error.to_string(),
+    })
+}
+
+/// The node ids of an `initial_cluster` bootstrap field (`1@a:1,2@b:2`).
+fn initial_ids(value: &str) -> Vec<&str> {
+    let mut ids: Vec<&str> = value
+        .split(',')
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| entry.split_once('@').map_or(entry, |(id, _)| id))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// The bootstrap settings this node holds, checked against its config on a restart.
+///
+/// A node that created its groups recorded the settings it created them with
+/// ([`META_BOOTSTRAP`]). Once the cluster exists they cannot change by config: on a restart
+/// with other values, a change to `initial_cluster`'s node ids (which nodes host the placement
+/// driver) is refused, and every other change (`initial_shards`, `replication_factor`, the
+/// `[pd]` scheduler settings, an `initial_cluster` address) is ignored with a warning naming
+/// the field and both values: the recorded `initial_shards` and `replication_factor` replace
+/// the config's, the scheduler settings live in the PD state (`ringctl scheduler` changes
+/// them), and addresses are only dialed. A data dir from before this record records its
+/// config's values. A new data dir answers its config's values (it records them when it
+/// creates its groups).
+///
+/// # Errors
+/// [`Error::Fatal`] when the `initial_cluster` node ids changed; storage errors.
+pub fn recorded_bootstrap(store: &Store, config: &mut NodeConfig) -> Result<Vec<(String, String)>> {
+    let configured = bootstrap::bootstrap_fields(config);
+    if !config.hosts_pd() {
+        return Ok(configured);
+    }
+    let recorded: Vec<(String, String)> = match store.meta(META_BOOTSTRAP)? {
+        Some(bytes) => postcard::from_bytes(&bytes).map_err(|error| Error::Corrupt {
+            what: "bootstrap settings",
+            reason: error.to_string(),
+        })?,
+        None if store.meta(META_SHARD_MAP)?.is_some() => {
+            store.set_meta(META_BOOTSTRAP, &encode_fields(&configured)?)?;
+            return Ok(configured);
+        }
+        None => return Ok(configured),
+    };
+    let value = |fields: &[(String, String)], name: &str| {
+        fields
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    };
+    let (was, now) = (
+        value(&recorded, "initial_cluster"),
+        value(&configured, "initial_cluster"),
+    );
+    if initial_ids(&was) != initial_ids(&now) {
+        return Err(Error::Fatal {
+            reason: format!(
+                "refusing to start: `initial_cluster` names other nodes than the cluster was \
+                 created with (created with {was}, config says {now}); the nodes that host the \
+                 placement driver cannot change by config. Restore the config's \
+                 initial_cluster (docs/node.md, Bootstrap settings)"
+            ),
+        });
+    }
+    for difference in bootstrap::differences(&configured, &recorded) {
+        warn!(
+            %difference,
+            "a bootstrap setting in the config differs from the one this node created the \
+             cluster with ('here' is the config, 'there' the recorded value); the config's \
+             value is ignored (docs/node.md, Bootstrap settings)"
+        );
+    }
+    if let Ok(shards) = value(&recorded, "initial_shards").parse() {
+        config.initial_shards = shards;
+    }
+    if let Ok(factor) = value(&recorded, "replication_factor").parse() {
+        config.replication_factor = factor;
+    }
+    Ok(recorded)
+}
+
 /// What the node found on disk besides its groups.
 pub struct LocalState {
     /// The highest removed member id per shard.
@@ -386,7 +561,7 @@ pub fn check_certificate_names_this_node(
 ///
 /// # Errors
 /// Storage, certificate or bind failures, or a data dir of another node.
-pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
+pub async fn start(mut config: NodeConfig) -> Result<NodeHandle> {
     if let Some(reason) = crate::removed_marker::read(&config.data_dir) {
         return Err(Error::Fatal { reason });
     }
@@ -395,6 +570,12 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     check_certificate_names_this_node(&identity, &config)?;
     let (store, store_identity) = open_store(&config)?;
     let check_with_pd = holds_nothing(&store)?;
+    let bootstrap_fields = recorded_bootstrap(&store, &mut config)?;
+    let start_state: crate::service::SharedStartState =
+        Arc::new(std::sync::Mutex::new(ringkv_types::StartState {
+            checking: check_with_pd,
+            bootstrap: bootstrap_fields,
+        }));
 
     let http_identity = config.http.as_ref().map(|_| identity.clone());
     let mut transport_config =
@@ -427,12 +608,20 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     // it first. Raft messages and client calls wait in their queues until the loop runs.
     let (transport, inbound) = Transport::builder(transport_config, identity)
         .handler(
-            Service::new(calls_tx.clone(), authenticator.clone()).with_metrics(metrics.clone()),
+            Service::new(calls_tx.clone(), authenticator.clone())
+                .with_metrics(metrics.clone())
+                .with_start_state(start_state.clone()),
         )
         .start()?;
     if check_with_pd {
         store_check::check_new_store(&config, &transport, &store_identity).await?;
     }
+    // IMPORTANT: before the groups are created: a peer checking its own new data dir must
+    // not count this node as one that has not created the cluster once it has.
+    start_state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .checking = false;
 
     let (map, pd_state) = load_or_bootstrap_map(&store, &config)?;
     let (groups, mut local) = open_groups(&store, &config)?;
@@ -483,6 +672,12 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         }
         _ => None,
     };
+    let tls = TlsReload {
+        config: Arc::new(config.clone()),
+        reloader: transport.identity_reloader(),
+        http: http.as_ref().map(crate::http::HttpServer::reloader),
+        metrics: metrics.clone(),
+    };
     let mut event_loop = EventLoop::new(config, store, transport, map, groups, local, agent)
         .with_health(health_publisher)
         .with_metrics(metrics);
@@ -499,6 +694,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         task,
         local_addr,
         http,
+        tls,
     })
 }
 

@@ -10,7 +10,7 @@ use ringkv_storage::{Command, Operation, SessionRequest};
 use ringkv_transport::{ClientHandler, ResponseFuture};
 use ringkv_types::{
     AdminRequest, AdminResult, BatchOp, KvOp, KvRequest, PeerIdentity, Request, Response,
-    ShardDescriptor, WireError,
+    ShardDescriptor, StartState, WireError,
 };
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -32,7 +32,13 @@ pub struct Service {
     calls: mpsc::Sender<ClientCall>,
     auth: Arc<Authenticator>,
     metrics: Option<Arc<Metrics>>,
+    start_state: Option<SharedStartState>,
 }
+
+/// The node's answer to [`AdminRequest::StartState`], shared with the start code that updates
+/// it (the service answers it without the event loop, which does not run yet during the check
+/// of a new data dir).
+pub type SharedStartState = Arc<std::sync::Mutex<StartState>>;
 
 impl Service {
     /// A handler feeding `calls`, checking callers with `auth`.
@@ -41,7 +47,15 @@ impl Service {
             calls,
             auth,
             metrics: None,
+            start_state: None,
         }
+    }
+
+    /// Answers [`AdminRequest::StartState`] from `state` (else `Unavailable`).
+    #[must_use]
+    pub fn with_start_state(mut self, state: SharedStartState) -> Self {
+        self.start_state = Some(state);
+        self
     }
 
     /// Counts every answered request in `metrics` (`ringkv_requests_total{op, result}` and
@@ -168,6 +182,18 @@ impl Service {
         if let Err(error) = authorize(&principal, &request) {
             warn!(target: "audit", %principal, %error, request = %describe(&request), "request refused");
             return answer_now(Response::Error(error));
+        }
+        if matches!(request, Request::Admin(AdminRequest::StartState)) {
+            let answer = match &self.start_state {
+                Some(state) => Response::Admin(AdminResult::StartState(
+                    state
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone(),
+                )),
+                None => Response::Error(WireError::Unavailable),
+            };
+            return answer_now(answer);
         }
         if is_audited(&request) {
             info!(target: "audit", %principal, request = %describe(&request), "admin request");

@@ -3,16 +3,25 @@
 //! accepted it, so a node that lost its data cannot rejoin its groups as its old members.
 //!
 //! When no PD leader answers:
-//! - an initial node (one that hosts PD) asks its peers for their status; if none of them has
-//!   applied anything beyond the bootstrap entries, the cluster is starting for the first time
-//!   (PD cannot answer before a majority of initial nodes runs) and the node proceeds; its agent
-//!   reports the incarnation as soon as PD has a leader. If a peer has run, the node waits:
-//!   joining its groups with an empty dir could complete a quorum with forgotten votes;
+//! - an initial node (one that hosts PD) asks the other initial nodes where they are
+//!   (`AdminRequest::StartState`, answered even while they run this same check) and, from those
+//!   that created their groups, whether they applied anything beyond the bootstrap entries. It
+//!   creates the cluster only when a quorum of the initial nodes, itself included, is reachable
+//!   and new (still checking, or created but never ran) and none has run. An empty data dir
+//!   alone never proves a first start: a PD host whose dir was wiped while its peers are down
+//!   must not create a second cluster, so it waits, saying why; once its peers are back, PD
+//!   refuses its new incarnation (a lost store) and the operator replaces the node;
+//! - every initial node also compares its bootstrap settings (`bootstrap::bootstrap_fields`:
+//!   `initial_cluster`, `initial_shards`, `replication_factor`, `[pd]` settings) with each
+//!   initial peer's. A difference with a peer that already created its groups, or differences
+//!   that leave this node without a quorum of agreeing initial nodes, stop it with
+//!   [`Error::BootstrapMismatch`] naming each field and both values; a node that agrees with a
+//!   quorum proceeds and logs the odd peer;
 //! - a joining node waits (it can do nothing without PD anyway).
 //!
 //! Waiting retries with a backoff and logs what it waits for; it ends when PD answers.
 
-use crate::bootstrap::INITIAL_LOG_INDEX;
+use crate::bootstrap::{self, INITIAL_LOG_INDEX};
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::store_identity::StoreIdentity;
@@ -40,17 +49,28 @@ enum Peer {
 enum Round {
     /// PD accepted the incarnation.
     Accepted,
-    /// PD refused it; the node must not start.
+    /// PD refused it, or the bootstrap settings differ; the node must not start.
     Refused(Error),
-    /// No PD answer; `ran` when a reachable peer has applied entries beyond the bootstrap.
-    Unanswered { ran: bool },
+    /// No PD answer; `ran` when a reachable peer has applied entries beyond the bootstrap,
+    /// `new_peers` the initial peers that are new (checking, or created but never ran) with
+    /// the same bootstrap settings.
+    Unanswered { ran: bool, new_peers: usize },
+}
+
+/// Initial nodes, this one included, and how many of them make a quorum.
+fn initial_quorum(config: &NodeConfig) -> (usize, usize) {
+    let mut ids: Vec<NodeId> = config.initial_cluster.iter().map(|e| e.node).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    (ids.len(), ids.len() / 2 + 1)
 }
 
 /// Reports the new store's incarnation to PD before any group runs; see the module docs.
 ///
 /// # Errors
 /// [`Error::StoreMismatch`] when PD recorded another incarnation for this node,
-/// [`Error::Fatal`] when PD removed the node.
+/// [`Error::Fatal`] when PD removed the node, [`Error::BootstrapMismatch`] when this initial
+/// node's bootstrap settings differ from the cluster's.
 pub async fn check_new_store(
     config: &NodeConfig,
     transport: &Transport,
@@ -61,6 +81,7 @@ pub async fn check_new_store(
         info!("new data dir on a single-node cluster: nothing to check");
         return Ok(());
     }
+    let (initial, quorum) = initial_quorum(config);
     let mut backoff = Duration::from_millis(500);
     let mut round = 0u64;
     loop {
@@ -74,14 +95,38 @@ pub async fn check_new_store(
                 return Ok(());
             }
             Round::Refused(error) => return Err(error),
-            Round::Unanswered { ran: false } if config.hosts_pd() => {
+            Round::Unanswered {
+                ran: false,
+                new_peers,
+            } if config.hosts_pd() && new_peers + 1 >= quorum => {
                 info!(
-                    "new data dir and no placement driver yet, and no peer has run: the \
-                     cluster's first start; the incarnation is reported once PD has a leader"
+                    new_nodes = new_peers + 1,
+                    initial,
+                    "new data dir, no placement driver yet, and a quorum of the initial nodes \
+                     is new with the same bootstrap settings: the cluster's first start; the \
+                     incarnation is reported once PD has a leader"
                 );
                 return Ok(());
             }
-            Round::Unanswered { ran } => {
+            Round::Unanswered {
+                ran: false,
+                new_peers,
+            } if config.hosts_pd() => {
+                warn!(
+                    round,
+                    new_nodes = new_peers + 1,
+                    initial,
+                    quorum,
+                    "this initial node's data dir is empty, but fewer than a quorum of the \
+                     initial nodes are reachable and new, so it does not create the cluster \
+                     (an empty data dir does not prove a first start: it may have been wiped); \
+                     waiting. On a first start, start the other initial nodes. If the cluster \
+                     exists and this node lost its data dir, start the other nodes: PD will \
+                     refuse this node as a lost store; then replace it (docs/deploy.md, \
+                     Replacing a node)"
+                );
+            }
+            Round::Unanswered { ran, .. } => {
                 warn!(
                     round,
                     peers_have_run = ran,
@@ -123,14 +168,23 @@ async fn one_round(
         incarnation: identity.incarnation,
     };
     let Ok(bytes) = postcard::to_stdvec(&command) else {
-        return Round::Unanswered { ran: false };
+        return Round::Unanswered {
+            ran: false,
+            new_peers: 0,
+        };
     };
     let report = Request::Admin(AdminRequest::Pd {
         command: bytes.into(),
     });
+    let ours = bootstrap::bootstrap_fields(config);
+    let (initial, quorum) = initial_quorum(config);
     let mut queue: Vec<Peer> = peers.to_vec();
     let mut tried: Vec<Peer> = Vec::new();
     let mut ran = false;
+    let mut new_peers = 0usize;
+    // Initial peers that answered `StartState`, and the new ones among them that disagree.
+    let mut answered = 0usize;
+    let mut odd: Vec<(String, Vec<String>)> = Vec::new();
     while let Some(peer) = queue.first().cloned() {
         queue.remove(0);
         if tried.contains(&peer) {
@@ -157,6 +211,38 @@ async fn one_round(
         let Ok(Ok(connection)) = tokio::time::timeout(CALL_TIMEOUT, connecting).await else {
             continue;
         };
+        // An initial peer: where is it, and does it create the cluster as we would?
+        let mut created = false;
+        if config.hosts_pd()
+            && let Peer::Node(node, addr) = &peer
+            && let Ok(Response::Admin(AdminResult::StartState(state))) = connection
+                .call(&Request::Admin(AdminRequest::StartState), CALL_TIMEOUT)
+                .await
+        {
+            answered += 1;
+            let differences = bootstrap::differences(&ours, &state.bootstrap);
+            let who = format!("node {} ({addr})", node.get());
+            if !differences.is_empty() {
+                if !state.checking {
+                    // It created its groups with other settings: the cluster exists (or is
+                    // being created) with another map.
+                    return Round::Refused(Error::BootstrapMismatch {
+                        peer: who,
+                        differences: differences.join("; "),
+                    });
+                }
+                warn!(peer = %who, differences = %differences.join("; "),
+                    "an initial peer has other bootstrap settings");
+                odd.push((who, differences));
+                continue;
+            }
+            if state.checking {
+                // New like us and agreeing; it cannot answer for PD before it runs.
+                new_peers += 1;
+                continue;
+            }
+            created = true;
+        }
         // A peer that is itself checking a new data dir does not answer (its loop has not
         // started): the call times out.
         match connection.call(&report, CALL_TIMEOUT).await {
@@ -188,15 +274,35 @@ async fn one_round(
         if let Ok(Response::Admin(AdminResult::NodeStatus(status))) = connection
             .call(&Request::Admin(AdminRequest::NodeStatus), CALL_TIMEOUT)
             .await
-            && status
+        {
+            if status
                 .replicas
                 .iter()
                 .any(|replica| replica.applied.get() > INITIAL_LOG_INDEX)
-        {
-            ran = true;
+            {
+                ran = true;
+            } else if created {
+                // Created its groups with our settings, never ran: a first start under way.
+                new_peers += 1;
+            }
         }
     }
-    Round::Unanswered { ran }
+    // Peers that disagree leave too few agreeing initial nodes (new ones, and ones that did
+    // not answer and might yet agree) for a quorum: this node is the odd one.
+    let unreached = initial.saturating_sub(1 + answered);
+    if let Some((who, differences)) = odd.first()
+        && 1 + new_peers + unreached < quorum
+    {
+        return Round::Refused(Error::BootstrapMismatch {
+            peer: if odd.len() > 1 {
+                format!("{who} and {} other initial node(s)", odd.len() - 1)
+            } else {
+                who.clone()
+            },
+            differences: differences.join("; "),
+        });
+    }
+    Round::Unanswered { ran, new_peers }
 }
 
 /// The start error for a PD refusal, `None` for refusals worth retrying.

@@ -281,8 +281,11 @@ fn read_string(path: &Path) -> Result<String> {
 
 /// What a node or client presents and trusts: the cluster CA, its own chain and key.
 pub struct TlsIdentity {
-    /// The cluster CA certificate (the only trust root).
+    /// The cluster CA certificate: the first of the CA file (a trust root).
     pub ca: CertificateDer<'static>,
+    /// The CA file's further certificates, trusted as much as `ca`: a CA bundle holds the old
+    /// and the new CA while a CA is rolled (docs/security.md).
+    pub other_cas: Vec<CertificateDer<'static>>,
     /// This party's certificate chain, leaf first.
     pub chain: Vec<CertificateDer<'static>>,
     /// This party's private key.
@@ -293,6 +296,7 @@ impl Clone for TlsIdentity {
     fn clone(&self) -> Self {
         Self {
             ca: self.ca.clone(),
+            other_cas: self.other_cas.clone(),
             chain: self.chain.clone(),
             key: self.key.clone_key(),
         }
@@ -313,14 +317,7 @@ impl TlsIdentity {
     /// # Errors
     /// [`Error::File`] or [`Error::Pem`] naming the offending file.
     pub fn load(ca_path: &Path, cert_path: &Path, key_path: &Path) -> Result<Self> {
-        let ca = first_cert(
-            &std::fs::read(ca_path).map_err(|source| Error::File {
-                action: "read",
-                path: ca_path.to_path_buf(),
-                source,
-            })?,
-            ca_path,
-        )?;
+        let (ca, other_cas) = ca_bundle(ca_path)?;
         let cert_bytes = std::fs::read(cert_path).map_err(|source| Error::File {
             action: "read",
             path: cert_path.to_path_buf(),
@@ -331,7 +328,17 @@ impl TlsIdentity {
             path: key_path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Ok(Self { ca, chain, key })
+        Ok(Self {
+            ca,
+            other_cas,
+            chain,
+            key,
+        })
+    }
+
+    /// Every trusted CA certificate: `ca`, then `other_cas`.
+    pub fn trust_roots(&self) -> impl Iterator<Item = &CertificateDer<'static>> {
+        std::iter::once(&self.ca).chain(&self.other_cas)
     }
 
     /// An identity that trusts the cluster CA at `ca_path` and presents no certificate: a
@@ -341,21 +348,17 @@ impl TlsIdentity {
     /// # Errors
     /// [`Error::File`] or [`Error::Pem`] naming the CA file.
     pub fn ca_only(ca_path: &Path) -> Result<Self> {
-        let ca = first_cert(
-            &std::fs::read(ca_path).map_err(|source| Error::File {
-                action: "read",
-                path: ca_path.to_path_buf(),
-                source,
-            })?,
-            ca_path,
-        )?;
-        Ok(Self::ca_only_der(ca))
+        let (ca, other_cas) = ca_bundle(ca_path)?;
+        let mut identity = Self::ca_only_der(ca);
+        identity.other_cas = other_cas;
+        Ok(identity)
     }
 
     /// [`TlsIdentity::ca_only`] from a CA certificate in memory.
     pub fn ca_only_der(ca: CertificateDer<'static>) -> Self {
         Self {
             ca,
+            other_cas: Vec::new(),
             chain: Vec::new(),
             key: PrivateKeyDer::from(rustls_pki_types::PrivatePkcs8KeyDer::from(Vec::new())),
         }
@@ -381,14 +384,23 @@ impl TlsIdentity {
     /// [`Error::Pem`] when a PEM block is missing or malformed.
     pub fn from_pem(ca_pem: &str, pair: &PemPair) -> Result<Self> {
         let in_memory = Path::new("<memory>");
-        let ca = first_cert(ca_pem.as_bytes(), in_memory)?;
+        let mut cas = certs(ca_pem.as_bytes(), in_memory)?.into_iter();
+        let ca = cas.next().ok_or_else(|| Error::Pem {
+            path: in_memory.to_path_buf(),
+            reason: "no certificate found".into(),
+        })?;
         let chain = certs(pair.cert_pem.as_bytes(), in_memory)?;
         let key =
             PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).map_err(|e| Error::Pem {
                 path: in_memory.to_path_buf(),
                 reason: e.to_string(),
             })?;
-        Ok(Self { ca, chain, key })
+        Ok(Self {
+            ca,
+            other_cas: cas.collect(),
+            chain,
+            key,
+        })
     }
 }
 
@@ -408,14 +420,19 @@ fn certs(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(chain)
 }
 
-fn first_cert(bytes: &[u8], path: &Path) -> Result<CertificateDer<'static>> {
-    certs(bytes, path)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Pem {
-            path: path.to_path_buf(),
-            reason: "no certificate found".into(),
-        })
+/// The CA file at `path`: one CA certificate or a bundle of several (its first, the rest).
+fn ca_bundle(path: &Path) -> Result<(CertificateDer<'static>, Vec<CertificateDer<'static>>)> {
+    let bytes = std::fs::read(path).map_err(|source| Error::File {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut cas = certs(&bytes, path)?.into_iter();
+    let first = cas.next().ok_or_else(|| Error::Pem {
+        path: path.to_path_buf(),
+        reason: "no certificate found".into(),
+    })?;
+    Ok((first, cas.collect()))
 }
 
 /// Who a certificate `leaf` (already verified against the cluster CA, e.g. by an HTTPS

@@ -32,7 +32,8 @@ const SNAPSHOT_CONNECTION_WAIT: Duration = Duration::from_secs(5);
 pub(crate) struct Shared {
     pub config: TransportConfig,
     pub endpoint: quinn::Endpoint,
-    pub client_config: quinn::ClientConfig,
+    /// The configuration of the connections we dial; replaced by [`Transport::reload_identity`].
+    pub client_config: Mutex<quinn::ClientConfig>,
     pub peers: Mutex<HashMap<NodeId, Arc<Peer>>>,
     pub raft_tx: crate::inbound::RaftSender,
     pub snapshot_tx: mpsc::Sender<IncomingSnapshot>,
@@ -62,6 +63,11 @@ impl Shared {
             return None;
         }
         Some(tasks.spawn(task))
+    }
+
+    /// The configuration for a new outgoing connection.
+    pub(crate) fn dial_config(&self) -> quinn::ClientConfig {
+        lock(&self.client_config).clone()
     }
 
     /// The link to `id`, created (without an address) if absent.
@@ -171,7 +177,7 @@ impl TransportBuilder {
             peer_addrs: Mutex::new(HashSet::new()),
             config,
             endpoint,
-            client_config,
+            client_config: Mutex::new(client_config),
             peers: Mutex::new(HashMap::new()),
             raft_tx,
             snapshot_tx,
@@ -427,7 +433,7 @@ impl Transport {
         let connecting = self
             .shared
             .endpoint
-            .connect_with(self.shared.client_config.clone(), addr, server_name)
+            .connect_with(self.shared.dial_config(), addr, server_name)
             .map_err(|e| Error::Connect {
                 addr,
                 reason: e.to_string(),
@@ -440,6 +446,28 @@ impl Transport {
             connection,
             self.shared.config.max_frame_bytes,
         ))
+    }
+
+    /// Presents `identity` (certificate, key) and trusts its CAs (a bundle) on every connection
+    /// from now on, accepted or dialed; connections already open keep the certificates their
+    /// handshake verified. Both configurations are built before either is swapped, so an
+    /// unusable identity changes nothing.
+    ///
+    /// The stateless-reset and connection-id keys stay those derived from the key the
+    /// transport started with (they must not change under open connections).
+    ///
+    /// # Errors
+    /// [`Error::Tls`] when the certificate, key or CAs cannot be used.
+    pub fn reload_identity(&self, identity: &TlsIdentity) -> Result<()> {
+        self.identity_reloader().reload(identity)
+    }
+
+    /// A handle that reloads this transport's identity ([`Transport::reload_identity`]) from
+    /// elsewhere (a signal handler) while the transport itself is owned by the node's loop.
+    pub fn identity_reloader(&self) -> IdentityReloader {
+        IdentityReloader {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Closes every connection, stops every task and waits (up to a second) for the endpoint to
@@ -458,6 +486,38 @@ impl Transport {
         }
         let _ =
             tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+    }
+}
+
+/// Reloads a transport's identity; see [`Transport::identity_reloader`].
+#[derive(Clone)]
+pub struct IdentityReloader {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for IdentityReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityReloader").finish_non_exhaustive()
+    }
+}
+
+impl IdentityReloader {
+    /// See [`Transport::reload_identity`].
+    ///
+    /// # Errors
+    /// [`Error::Tls`] when the certificate, key or CAs cannot be used.
+    pub fn reload(&self, identity: &TlsIdentity) -> Result<()> {
+        let config = &self.shared.config;
+        let server = tls::server_config(identity, config)?;
+        let client = tls::client_config(
+            identity,
+            config.keep_alive,
+            config.idle_timeout,
+            config.max_concurrent_bidi_streams,
+        )?;
+        self.shared.endpoint.set_server_config(Some(server));
+        *lock(&self.shared.client_config) = client;
+        Ok(())
     }
 }
 

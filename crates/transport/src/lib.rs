@@ -58,7 +58,7 @@ mod tls;
 pub use client::{ClientConnection, ClientEndpoint};
 pub use client_service::{ClientHandler, ResponseFuture};
 pub use config::{ALPN, TransportConfig, node_server_name};
-pub use endpoint::{Inbound, SendOutcome, Transport, TransportBuilder};
+pub use endpoint::{IdentityReloader, Inbound, SendOutcome, Transport, TransportBuilder};
 pub use error::{Error, Result};
 pub use fault::{Fault, FaultInjector};
 pub use inbound::RaftReceiver;

@@ -302,7 +302,7 @@ async fn connect(
     let connect_error = |reason: String| Error::Connect { addr, reason };
     let connecting = shared
         .endpoint
-        .connect_with(shared.client_config.clone(), addr, server_name)
+        .connect_with(shared.dial_config(), addr, server_name)
         .map_err(|e| connect_error(e.to_string()))?;
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(connection)) => Ok(connection),

@@ -24,7 +24,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 fn roots(identity: &TlsIdentity) -> Result<Arc<RootCertStore>> {
     let mut roots = RootCertStore::empty();
-    roots.add(identity.ca.clone()).map_err(tls_error)?;
+    for ca in identity.trust_roots() {
+        roots.add(ca.clone()).map_err(tls_error)?;
+    }
     Ok(Arc::new(roots))
 }
 

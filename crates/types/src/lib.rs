@@ -30,7 +30,7 @@ pub use request::{
     AdminRequest, BatchOp, KvOp, KvRequest, ReadConsistency, ReplicaChange, Request, WriteSession,
 };
 pub use response::{
-    AdminResult, KvResult, NodeAddress, NodeStatus, ReplicaStatus, Response, SpaceAlarm,
+    AdminResult, KvResult, NodeAddress, NodeStatus, ReplicaStatus, Response, SpaceAlarm, StartState,
 };
 pub use secret::Secret;
 pub use shard::{Epoch, Replica, ReplicaRole, ShardDescriptor};

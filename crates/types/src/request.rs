@@ -217,6 +217,13 @@ pub enum AdminRequest {
     ///
     /// [`AdminResult::Inspect`]: crate::response::AdminResult::Inspect
     Inspect(crate::inspect::InspectRequest),
+    /// Where the answering node is in its start and which bootstrap settings it holds
+    /// ([`AdminResult::StartState`]). Answered at once, even while the node checks a new data
+    /// dir with its peers (before its groups run): initial nodes compare their bootstrap
+    /// settings this way before they create a cluster.
+    ///
+    /// [`AdminResult::StartState`]: crate::response::AdminResult::StartState
+    StartState,
 }
 
 /// One membership change of a shard ([`AdminRequest::ChangeReplica`]).

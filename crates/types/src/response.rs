@@ -139,6 +139,19 @@ pub enum AdminResult {
     },
     /// Answer to `Inspect`.
     Inspect(crate::inspect::InspectResult),
+    /// Answer to `StartState`.
+    StartState(StartState),
+}
+
+/// Answer to [`AdminRequest::StartState`](crate::request::AdminRequest::StartState).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartState {
+    /// The node's data dir is new and it is still checking with its peers whether it may
+    /// create the cluster (or join it): it has not created any group yet.
+    pub checking: bool,
+    /// The settings that shape the cluster at its creation, as `(field, value)` sorted by
+    /// field: the values the node recorded when it created its groups, else its config's.
+    pub bootstrap: Vec<(String, String)>,
 }
 
 /// Everything the client service answers: one response per request.

@@ -96,6 +96,7 @@ fn authorize_admin(principal: &Principal, request: &AdminRequest) -> Result<(), 
         | AdminRequest::GetShard { .. }
         | AdminRequest::NodeStatus
         | AdminRequest::GetNodes
+        | AdminRequest::StartState
         | AdminRequest::Login { .. } => Ok(()),
         // The PD state holds the user table: administrators and nodes only.
         AdminRequest::PdState
@@ -140,6 +141,7 @@ pub fn is_audited(request: &Request) -> bool {
             | AdminRequest::NodeStatus
             | AdminRequest::GetNodes
             | AdminRequest::PdState
+            | AdminRequest::StartState
             | AdminRequest::Login { .. } => false,
             AdminRequest::ChangeReplica { .. }
             | AdminRequest::TransferLeader { .. }

@@ -255,6 +255,10 @@ impl EventLoop {
                 // Handled in `handle_call` (it waits for the log); unreachable here.
                 return Response::Error(WireError::Unavailable);
             }
+            AdminRequest::StartState => {
+                // The client service answers it; it never reaches the loop.
+                return Response::Error(WireError::Unavailable);
+            }
             AdminRequest::Login { .. } => {
                 // The client service answers logins; they never reach the loop.
                 return Response::Error(WireError::InvalidRequest {

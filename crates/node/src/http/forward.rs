@@ -15,12 +15,13 @@ use ringkv_client::{Client, ClientConfig, Endpoint, TlsSource};
 use ringkv_transport::certs::TlsIdentity;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 /// The lazily connected client.
 pub(super) struct Forwarder {
-    config: ClientConfig,
-    client: OnceCell<Client>,
+    /// The configuration and, once connected, the client; a certificate reload swaps the
+    /// identity and drops the client (requests in flight keep their clone).
+    state: Mutex<(ClientConfig, Option<Client>)>,
 }
 
 impl Forwarder {
@@ -55,17 +56,28 @@ impl Forwarder {
             IpAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
         };
         Self {
-            config,
-            client: OnceCell::new(),
+            state: Mutex::new((config, None)),
         }
     }
 
     /// The connected client, connecting first if needed.
-    pub(super) async fn client(&self) -> Result<&Client, ApiError> {
-        self.client
-            .get_or_try_init(|| Client::connect(self.config.clone()))
+    pub(super) async fn client(&self) -> Result<Client, ApiError> {
+        let mut state = self.state.lock().await;
+        if let Some(client) = &state.1 {
+            return Ok(client.clone());
+        }
+        let client = Client::connect(state.0.clone())
             .await
-            .map_err(|error| ApiError::unavailable(format!("cannot reach the cluster: {error}")))
+            .map_err(|error| ApiError::unavailable(format!("cannot reach the cluster: {error}")))?;
+        state.1 = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Presents `identity` and trusts its CAs from the next request on (a new client).
+    pub(super) async fn reload(&self, identity: &TlsIdentity) {
+        let mut state = self.state.lock().await;
+        state.0.tls = TlsSource::Identity(identity.clone());
+        state.1 = None;
     }
 }
 

@@ -53,7 +53,7 @@ struct Inner {
     authenticator: Arc<crate::auth::Authenticator>,
     slow_request: Duration,
     next_request_id: AtomicU64,
-    forwarder: forward::Forwarder,
+    forwarder: Arc<forward::Forwarder>,
     max_value_bytes: usize,
     max_request_bytes: usize,
 }
@@ -70,12 +70,18 @@ impl AppState {
 pub struct HttpServer {
     local_addr: SocketAddr,
     task: JoinHandle<()>,
+    reload: HttpReload,
 }
 
 impl HttpServer {
     /// The bound TCP address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle that reloads this server's certificates.
+    pub fn reloader(&self) -> HttpReload {
+        self.reload.clone()
     }
 }
 
@@ -99,9 +105,9 @@ pub async fn start(
     authenticator: Arc<crate::auth::Authenticator>,
 ) -> Result<HttpServer> {
     let acceptor = match http.tls {
-        true => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
-            identity,
-        )?)),
+        true => Some(Arc::new(std::sync::RwLock::new(
+            tokio_rustls::TlsAcceptor::from(tls::server_config(identity)?),
+        ))),
         false => None,
     };
     let listener = TcpListener::bind(http.addr).await.map_err(|error| {
@@ -119,6 +125,10 @@ pub async fn start(
         authenticator,
         http.slow_request,
     );
+    let reload = HttpReload {
+        acceptor: acceptor.clone(),
+        forwarder: state.inner.forwarder.clone(),
+    };
     let router = router(state);
     let connections = Arc::new(Semaphore::new(config.limits.http_connections_max));
     info!(addr = %local_addr, tls = http.tls, "HTTP API listening");
@@ -129,7 +139,47 @@ pub async fn start(
         router,
         connections,
     ));
-    Ok(HttpServer { local_addr, task })
+    Ok(HttpServer {
+        local_addr,
+        task,
+        reload,
+    })
+}
+
+/// The HTTPS acceptor, swapped by a certificate reload.
+type AcceptorSlot = Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>;
+
+/// Reloads the HTTP server's certificates: the HTTPS port's (new connections) and the
+/// embedded client's (next request).
+#[derive(Clone)]
+pub struct HttpReload {
+    acceptor: Option<AcceptorSlot>,
+    forwarder: Arc<forward::Forwarder>,
+}
+
+impl std::fmt::Debug for HttpReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpReload")
+            .field("tls", &self.acceptor.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpReload {
+    /// Uses `identity` from now on.
+    ///
+    /// # Errors
+    /// [`Error::Fatal`] when it does not make a TLS configuration (nothing changes then).
+    pub async fn reload(&self, identity: &TlsIdentity) -> Result<()> {
+        if let Some(slot) = &self.acceptor {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(identity)?);
+            *slot
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = acceptor;
+        }
+        self.forwarder.reload(identity).await;
+        Ok(())
+    }
 }
 
 impl AppState {
@@ -148,7 +198,7 @@ impl AppState {
                 authenticator,
                 slow_request,
                 next_request_id: AtomicU64::new(1),
-                forwarder: forward::Forwarder::new(config, identity),
+                forwarder: Arc::new(forward::Forwarder::new(config, identity)),
                 max_value_bytes: usize::try_from(config.limits.max_value_bytes)
                     .unwrap_or(usize::MAX),
                 max_request_bytes: usize::try_from(config.limits.max_request_bytes)
@@ -242,7 +292,7 @@ async fn request_span(State(state): State<AppState>, request: Request, next: Nex
 async fn accept_loop(
     cluster: Arc<str>,
     listener: TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    acceptor: Option<AcceptorSlot>,
     router: Router,
     connections: Arc<Semaphore>,
 ) {
@@ -263,7 +313,11 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let acceptor = acceptor.as_ref().map(|slot| {
+            slot.read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        });
         let router = router.clone();
         let cluster = cluster.clone();
         tasks.spawn(async move {

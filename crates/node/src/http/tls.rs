@@ -24,7 +24,9 @@ fn tls_error(error: impl std::fmt::Display) -> Error {
 pub fn server_config(identity: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
-    roots.add(identity.ca.clone()).map_err(tls_error)?;
+    for ca in identity.trust_roots() {
+        roots.add(ca.clone()).map_err(tls_error)?;
+    }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()

@@ -75,6 +75,24 @@ fn free_tcp_port() -> u16 {
 pub const FAULT_INJECTION: &str = "[debug]\nfault_injection = true\n";
 
 /// A loopback address with a free port, for a node started later.
+/// Starts node `index` in this process. A stopped in-process node's UDP port stays bound while
+/// its QUIC connections to peers that are already gone drain (quinn keeps the socket until
+/// then); retry.
+async fn start_in_process(index: usize, config: NodeConfig) -> NodeHandle {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        match ringkv_node::start(config.clone()).await {
+            Ok(handle) => return handle,
+            Err(ringkv_node::Error::Transport(ringkv_transport::Error::Bind { .. }))
+                if Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("node {} does not start: {error}", index + 1),
+        }
+    }
+}
+
 pub fn reserve_addr() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port())
 }
@@ -93,6 +111,27 @@ impl Cluster {
 
     /// As [`Cluster::start`], with every node a `ringkvd` process when `processes`.
     pub async fn start_with(count: u64, shards: u64, extra: &str, processes: bool) -> Cluster {
+        let mut cluster = Self::prepare(count, shards, extra, processes);
+        // Together: an initial node with a new data dir creates the cluster only once a quorum
+        // of the initial nodes is up (a start awaits that).
+        if processes {
+            for i in 0..count as usize {
+                cluster.start_node(i).await;
+            }
+        } else {
+            let starting: Vec<_> = (0..count as usize)
+                .map(|i| tokio::spawn(start_in_process(i, cluster.config(i))))
+                .collect();
+            for (i, starting) in starting.into_iter().enumerate() {
+                cluster.nodes[i] = Some(Running::InProcess(starting.await.unwrap()));
+            }
+        }
+        cluster
+    }
+
+    /// As [`Cluster::start_with`], without starting any node: certificates and configs only
+    /// (start them with [`Cluster::start_node`]).
+    pub fn prepare(count: u64, shards: u64, extra: &str, processes: bool) -> Cluster {
         // Tests that do not configure the placement driver get its schedulers off, so nothing
         // moves replicas or leaders behind their back (PD still records the layout).
         let extra = if extra.contains("[pd]") {
@@ -169,7 +208,7 @@ key = "certs/node-{id}.key"
         let identity = TlsIdentity::from_pem(ca.cert_pem(), &client_pair).unwrap();
         let client =
             ClientEndpoint::new(&identity, CLUSTER, "127.0.0.1:0".parse().unwrap()).unwrap();
-        let mut cluster = Cluster {
+        Cluster {
             ca,
             extra: extra.to_string(),
             dir,
@@ -181,11 +220,7 @@ key = "certs/node-{id}.key"
             processes,
             connections: (0..count).map(|_| None).collect(),
             http_addrs,
-        };
-        for i in 0..count as usize {
-            cluster.start_node(i).await;
         }
-        cluster
     }
 
     /// Writes a certificate and a config for one more node (id = count + 1) that joins through
@@ -319,20 +354,7 @@ key = "certs/node-{id}.key"
                     .unwrap(),
             ))
         } else {
-            // A stopped in-process node's UDP port stays bound while its QUIC connections to
-            // peers that are already gone drain (quinn keeps the socket until then); retry.
-            let deadline = Instant::now() + Duration::from_secs(40);
-            loop {
-                match ringkv_node::start(self.config(index)).await {
-                    Ok(handle) => break Running::InProcess(handle),
-                    Err(ringkv_node::Error::Transport(ringkv_transport::Error::Bind {
-                        ..
-                    })) if Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(error) => panic!("node {} does not start: {error}", index + 1),
-                }
-            }
+            Running::InProcess(start_in_process(index, self.config(index)).await)
         };
         self.nodes[index] = Some(running);
         self.connections[index] = None;

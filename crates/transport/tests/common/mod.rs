@@ -180,7 +180,9 @@ pub fn raw_client(identity: &TlsIdentity, present_certificate: bool) -> quinn::E
     use std::sync::Arc;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(identity.ca.clone()).unwrap();
+    for ca in identity.trust_roots() {
+        roots.add(ca.clone()).unwrap();
+    }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
