@@ -201,6 +201,7 @@ impl Agent {
             node_sample: None,
             snapshot_limit: None,
             store_to_report: self.store_incarnation,
+            space_alarm_reported: None,
         };
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -299,6 +300,9 @@ struct Running {
     snapshot_limit: Option<u64>,
     /// The store incarnation still to report to PD this start.
     store_to_report: Option<u64>,
+    /// Whether PD last recorded this node's space alarm as up (`None`: not reported yet this
+    /// start).
+    space_alarm_reported: Option<bool>,
 }
 
 impl Running {
@@ -421,12 +425,48 @@ impl Running {
             Some(Err(error)) => warn!(%error, "heartbeat refused"),
             _ => debug!("heartbeat not answered"),
         }
+        self.report_space_alarm().await;
         self.report_shards(view.reports).await;
         match view.pd_nodes {
             Some(nodes) => self.add_peers(nodes.into_iter()),
             None => self.refresh().await,
         }
         true
+    }
+
+    /// Tells PD when this node's low-space alarm rose or cleared (and once per start, which
+    /// clears an alarm recorded before a restart), so the leaders of the shards it holds refuse
+    /// writes that add data while it is up (`Command::SpaceAlarm`).
+    async fn report_space_alarm(&mut self) {
+        let alarm = match self.store.space(false) {
+            Ok(space) if space.alarm => Some(ringkv_types::SpaceAlarm {
+                free_bytes: space.free_bytes,
+                reserve_bytes: space.reserve_bytes,
+            }),
+            Ok(_) => None,
+            Err(error) => {
+                warn!(%error, "cannot measure the data dir's free space");
+                return;
+            }
+        };
+        if self.space_alarm_reported == Some(alarm.is_some()) {
+            return;
+        }
+        let command = Command::SpaceAlarm {
+            node: self.config.node_id,
+            alarm,
+        };
+        match self.call_pd(&command).await {
+            Some(Ok(_)) => {
+                info!(
+                    up = alarm.is_some(),
+                    "space alarm reported to the placement driver"
+                );
+                self.space_alarm_reported = Some(alarm.is_some());
+            }
+            Some(Err(error)) => warn!(%error, "space alarm refused"),
+            None => debug!("space alarm not answered"),
+        }
     }
 
     /// PD removed this node (`ringctl remove-node`, or given up on as dead): its replicas live

@@ -93,8 +93,10 @@ pub fn decode_state(bytes: &[u8]) -> Result<PdState> {
     };
     // postcard concatenates fields, so a state saved before a field was appended ends where
     // that field begins: read it with the defaults of the missing trailing fields, newest
-    // first (`store_incarnations`, then `auth`).
+    // first (`space_alarms`, `store_incarnations`, then `auth`).
     let defaults = [
+        postcard::to_stdvec(&BTreeMap::<NodeId, ringkv_types::SpaceAlarm>::new())
+            .map_err(corrupt)?,
         postcard::to_stdvec(&BTreeMap::<NodeId, u64>::new()).map_err(corrupt)?,
         postcard::to_stdvec(&ringkv_pd::AuthState::default()).map_err(corrupt)?,
     ];
@@ -144,7 +146,8 @@ pub fn stamp(command: &mut Command, now: u64) {
         Command::SetScheduler { .. }
         | Command::SetSettings(_)
         | Command::AllocIds { .. }
-        | Command::ReportStore { .. } => {}
+        | Command::ReportStore { .. }
+        | Command::SpaceAlarm { .. } => {}
     }
 }
 

@@ -95,7 +95,26 @@ impl PdState {
             Command::AllocIds { kind, count } => self.alloc_ids(*kind, *count),
             Command::Auth { command, now_ms } => self.apply_auth(command, *now_ms),
             Command::ReportStore { node, incarnation } => self.report_store(*node, *incarnation),
+            Command::SpaceAlarm { node, alarm } => self.space_alarm(*node, *alarm),
         }
+    }
+
+    /// Raises or clears a node's space alarm.
+    fn space_alarm(
+        &mut self,
+        node: NodeId,
+        alarm: Option<ringkv_types::SpaceAlarm>,
+    ) -> Result<Response> {
+        self.require_bootstrapped()?;
+        let info = self.nodes.get(&node).ok_or(Error::UnknownNode { node })?;
+        if info.state == NodeState::Removed {
+            return Err(Error::NodeRemoved { node });
+        }
+        match alarm {
+            Some(alarm) => self.space_alarms.insert(node, alarm),
+            None => self.space_alarms.remove(&node),
+        };
+        Ok(Response::Done)
     }
 
     /// Records a node's store incarnation at its first report; refuses another one later.

@@ -1106,3 +1106,53 @@ fn a_leader_transfer_to_a_draining_node_is_abandoned() {
         1
     );
 }
+
+/// A node's space alarm is recorded and cleared by `SpaceAlarm`; `space_alarm_of` names the
+/// first node holding a replica of a shard whose alarm is up; unknown and removed nodes are
+/// refused.
+#[test]
+fn space_alarms_are_recorded_per_node_and_found_through_a_shards_replicas() {
+    let alarm = ringkv_types::SpaceAlarm {
+        free_bytes: 5,
+        reserve_bytes: 10,
+    };
+    let raise = |node: u64| Command::SpaceAlarm {
+        node: NodeId(node),
+        alarm: Some(alarm),
+    };
+    let clear = |node: u64| Command::SpaceAlarm {
+        node: NodeId(node),
+        alarm: None,
+    };
+    assert_eq!(PdState::new().apply(&raise(1)), Err(Error::NotBootstrapped));
+    let mut state = cluster(4, 4, 3);
+    let descriptor = state.shard_map.shards[0].clone();
+    let holder = descriptor.replicas[1].node;
+    let outsider = (1..=4)
+        .map(NodeId)
+        .find(|node| descriptor.replicas.iter().all(|r| r.node != *node))
+        .expect("a node without a replica of the shard");
+    assert_eq!(state.space_alarm_of(&descriptor), None);
+    assert_eq!(state.apply(&raise(outsider.get())), Ok(Response::Done));
+    assert_eq!(
+        state.space_alarm_of(&descriptor),
+        None,
+        "not a replica's node"
+    );
+    assert_eq!(state.apply(&raise(holder.get())), Ok(Response::Done));
+    assert_eq!(state.space_alarm_of(&descriptor), Some((holder, alarm)));
+    assert_eq!(state.apply(&clear(holder.get())), Ok(Response::Done));
+    assert_eq!(state.apply(&clear(holder.get())), Ok(Response::Done));
+    assert_eq!(state.space_alarm_of(&descriptor), None);
+    assert_eq!(state.space_alarms.len(), 1);
+    assert_eq!(
+        state.apply(&raise(42)),
+        Err(Error::UnknownNode { node: NodeId(42) })
+    );
+    state.nodes.get_mut(&outsider).expect("node").state = NodeState::Removed;
+    assert_eq!(
+        state.apply(&clear(outsider.get())),
+        Err(Error::NodeRemoved { node: outsider })
+    );
+    state.check_invariants();
+}

@@ -212,6 +212,16 @@ pub enum Command {
         /// Its data dir's store incarnation.
         incarnation: u64,
     },
+    /// A node's low-disk-space alarm rose (`Some`) or cleared (`None`), like etcd's `NOSPACE`
+    /// alarm: while any replica of a shard sits on a node in alarm, the shard's leader refuses
+    /// writes that add data, so a follower with a smaller disk does not fill up and stop. The
+    /// node sends it when its alarm changes (and once at start). Answered `Done`.
+    SpaceAlarm {
+        /// The reporting node.
+        node: NodeId,
+        /// Its free space and reserve when the alarm rose; `None` clears it.
+        alarm: Option<ringkv_types::SpaceAlarm>,
+    },
 }
 
 /// Most ids one [`Command::AllocIds`] may take.

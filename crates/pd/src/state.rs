@@ -184,12 +184,28 @@ pub struct PdState {
     /// node whose data dir carries another one lost its data and is refused.
     #[serde(default)]
     pub store_incarnations: BTreeMap<NodeId, u64>,
+    /// Nodes whose low-disk-space alarm is up ([`crate::Command::SpaceAlarm`]), with their free
+    /// space and reserve when it rose.
+    #[serde(default)]
+    pub space_alarms: BTreeMap<NodeId, ringkv_types::SpaceAlarm>,
 }
 
 impl PdState {
     /// An empty, not yet bootstrapped state.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The first node holding a replica of `shard` (per `descriptor`) whose space alarm is up.
+    pub fn space_alarm_of(
+        &self,
+        descriptor: &ShardDescriptor,
+    ) -> Option<(NodeId, ringkv_types::SpaceAlarm)> {
+        descriptor.replicas.iter().find_map(|replica| {
+            self.space_alarms
+                .get(&replica.node)
+                .map(|alarm| (replica.node, *alarm))
+        })
     }
 
     /// The descriptor of `shard`.

@@ -97,6 +97,20 @@ pub enum Error {
         /// The I/O error.
         reason: String,
     },
+    /// A write or fsync on the data dir failed with an I/O error other than a full disk (EIO from
+    /// a failing device, for example). The store is poisoned: nothing written after it is ever
+    /// acknowledged (after a failed fsync the kernel may have dropped the dirty pages, so a retried
+    /// fsync proves nothing). Writes acknowledged before it are on disk; the node recovers them
+    /// on restart, once the disk works again.
+    #[error(
+        "a write or fsync on the data dir ({path}) failed: {reason}; the store stopped accepting writes (none is acknowledged after this). Check the disk and restart the node"
+    )]
+    DiskFailed {
+        /// The data dir.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
     /// Recovery found fewer group commits than the durable mark says were acknowledged: the
     /// journal (or a table file) was damaged and fjall dropped acknowledged writes (Raft entries,
     /// votes). The node must not start with this data dir; see docs/node.md ("Damaged journals").
@@ -173,6 +187,7 @@ impl Error {
                 | Error::Fjall(_)
                 | Error::Io(_)
                 | Error::NoSpace { .. }
+                | Error::DiskFailed { .. }
         )
     }
 
@@ -197,6 +212,18 @@ impl Error {
             current = error.source();
         }
         false
+    }
+
+    /// The first I/O error in `error`'s chain, as text (`Input/output error (os error 5)`).
+    pub(crate) fn io_error_text(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+        let mut current = Some(error);
+        while let Some(error) = current {
+            if let Some(io) = error.downcast_ref::<std::io::Error>() {
+                return Some(io.to_string());
+            }
+            current = error.source();
+        }
+        None
     }
 
     pub(crate) fn corrupt_entry(shard: ShardId, index: LogIndex, reason: impl ToString) -> Self {

@@ -22,6 +22,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// Free space under which a database that fjall stopped (a background flush or compaction
+/// failed) is reported as full, whatever the configured reserve.
+const LOW_SPACE_BYTES: u64 = 16 << 20;
+
 /// The node identity kept in the `meta` keyspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeIdentity {
@@ -47,6 +51,10 @@ pub(crate) struct Shared {
     poisoned: Arc<AtomicBool>,
     space: SpaceMonitor,
     groups: Mutex<HashMap<ShardId, Arc<Mutex<GroupState>>>>,
+    /// Test fault injection: this many of the next commits fail as if their fsync returned EIO
+    /// (after the write reached the journal, like a real fsync error).
+    #[cfg(test)]
+    pub fail_fsyncs: AtomicU64,
 }
 
 /// Locks a group cache. The cache holds plain values that are replaced whole, so a panic
@@ -78,30 +86,57 @@ impl Shared {
         batch.commit().map_err(|error| {
             self.poison();
             self.write_error(error)
-        })
+        })?;
+        #[cfg(test)]
+        self.injected_fsync_failure()?;
+        Ok(())
     }
 
-    /// The error for a failed write: [`Error::NoSpace`] when the filesystem was full. fjall
-    /// reports a background flush or compaction that failed for lack of space as a bare
-    /// `Poisoned` on the next write, so that counts too when the filesystem is (nearly) full.
+    /// Test fault injection: fails (and poisons the store) when a failure was injected with
+    /// [`Shared::fail_fsyncs`].
+    #[cfg(test)]
+    pub fn injected_fsync_failure(&self) -> Result<()> {
+        let injected = self
+            .fail_fsyncs
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if injected {
+            self.poison();
+            let eio = std::io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error());
+            return Err(self.write_error(fjall::Error::Io(eio)));
+        }
+        Ok(())
+    }
+
+    /// The error for a failed write: [`Error::NoSpace`] when the filesystem was full,
+    /// [`Error::DiskFailed`] for any other I/O error. fjall reports a background flush or
+    /// compaction that failed (for lack of space, typically: it writes whole table files) as a
+    /// bare `Poisoned` on the next write, with the cause only in its log; that counts as
+    /// [`Error::NoSpace`] when the filesystem is low on space (under the reserve, or 16 MiB).
     pub fn write_error(&self, error: fjall::Error) -> Error {
-        let nearly_full = || {
-            self.space
-                .status(&self.config.path, true)
-                .is_ok_and(|space| space.free_bytes < (1 << 20).max(space.reserve_bytes / 8))
-        };
         if Error::is_storage_full(&error) {
             return Error::NoSpace {
                 path: self.config.path.clone(),
-                reason: error.to_string(),
+                reason: Error::io_error_text(&error).unwrap_or_else(|| error.to_string()),
             };
         }
-        if matches!(error, fjall::Error::Poisoned) && nearly_full() {
+        if matches!(error, fjall::Error::Poisoned)
+            && let Ok(space) = self.space.status(&self.config.path, true)
+            && space.free_bytes < space.reserve_bytes.max(LOW_SPACE_BYTES)
+        {
             return Error::NoSpace {
                 path: self.config.path.clone(),
-                reason: "fjall stopped after a background flush or compaction failed (the \
-                         filesystem is full)"
-                    .to_string(),
+                reason: format!(
+                    "fjall stopped after a background flush or compaction failed, with {} bytes \
+                     free on the filesystem (its table files did not fit)",
+                    space.free_bytes
+                ),
+            };
+        }
+        if let Some(reason) = Error::io_error_text(&error) {
+            return Error::DiskFailed {
+                path: self.config.path.clone(),
+                reason,
             };
         }
         Error::Fjall(error)
@@ -272,6 +307,8 @@ impl Store {
             config,
             poisoned,
             groups: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            fail_fsyncs: AtomicU64::new(0),
         });
         let writer = Arc::new(WriterHandle::spawn(shared.clone())?);
         Ok(Store { shared, writer })
@@ -565,7 +602,31 @@ impl Store {
             .map_err(|error| {
                 self.shared.poison();
                 self.shared.write_error(error)
-            })
+            })?;
+        #[cfg(test)]
+        self.shared.injected_fsync_failure()?;
+        Ok(())
+    }
+
+    /// Seals every keyspace's memtable, so fjall's background workers flush them into table
+    /// files (and compact those) now rather than when a memtable is full. For tests of flushes
+    /// and compactions (a full disk); the node never calls it.
+    ///
+    /// # Errors
+    /// fjall errors (the database was stopped by an earlier failure).
+    #[doc(hidden)]
+    pub fn rotate_memtables(&self) -> Result<()> {
+        for keyspace in [
+            &self.shared.raft_log,
+            &self.shared.raft_state,
+            &self.shared.data,
+            &self.shared.meta,
+        ] {
+            keyspace
+                .rotate_memtable()
+                .map_err(|error| self.shared.write_error(error))?;
+        }
+        Ok(())
     }
 }
 

@@ -413,4 +413,93 @@ mod tests {
             }
         }
     }
+
+    /// An fsync that fails with EIO (injected after the batch reached the journal, as a real
+    /// fsync error would come): the batch is not acknowledged, the error says the disk failed
+    /// (not a bare "poisoned"), the batches queued behind it and every later write are refused,
+    /// and a restart recovers every acknowledged write and accepts writes again.
+    #[test]
+    fn an_fsync_error_is_never_acknowledged_and_a_restart_recovers_acknowledged_writes() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        for index in 1..=5 {
+            let mut batch = WriteBatchBuilder::new();
+            batch.append(ShardId(1), &[entry(index)]).unwrap();
+            batch.set_hard_state(
+                ShardId(1),
+                HardState {
+                    term: Term(1),
+                    vote: ringkv_types::NodeId(1),
+                    commit: LogIndex(index),
+                },
+            );
+            store.write(batch).unwrap();
+        }
+        store.shared.fail_fsyncs.store(1, Ordering::Release);
+        let mut tickets = Vec::new();
+        for index in 6..=8 {
+            let mut batch = WriteBatchBuilder::new();
+            batch.append(ShardId(1), &[entry(index)]).unwrap();
+            tickets.push(store.submit(batch).unwrap());
+        }
+        let mut results = tickets.into_iter().map(super::Ticket::wait);
+        let first = results.next().unwrap().unwrap_err();
+        assert!(matches!(first, Error::DiskFailed { .. }), "{first}");
+        assert!(first.is_fatal());
+        let text = first.to_string();
+        assert!(
+            text.contains("fsync") && text.contains("os error 5"),
+            "unclear error: {text}"
+        );
+        for result in results {
+            assert!(
+                matches!(result, Err(Error::Poisoned)),
+                "acknowledged after EIO"
+            );
+        }
+        assert!(store.is_poisoned());
+        let mut batch = WriteBatchBuilder::new();
+        batch.append(ShardId(1), &[entry(9)]).unwrap();
+        assert!(matches!(store.write(batch), Err(Error::Poisoned)));
+        assert!(matches!(store.persist(), Err(Error::Poisoned)));
+        // Its cache did not move past what was acknowledged.
+        assert_eq!(store.group(ShardId(1)).unwrap().bounds().1, LogIndex(5));
+        drop(store);
+
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let group = store.group(ShardId(1)).unwrap();
+        // Entry 6 reached the journal before the "fsync" failed: it may be there (never
+        // acknowledged, so either is right); 1..=5 must be.
+        let last = group.bounds().1;
+        assert!(
+            last >= LogIndex(5),
+            "acknowledged entries lost: last {last}"
+        );
+        assert_eq!(group.hard_state().commit, LogIndex(5));
+        let mut batch = WriteBatchBuilder::new();
+        batch.append(ShardId(1), &[entry(last.get() + 1)]).unwrap();
+        store.write(batch).unwrap();
+        drop(group);
+        drop(store);
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        assert_eq!(
+            store.group(ShardId(1)).unwrap().bounds().1,
+            LogIndex(last.get() + 1)
+        );
+    }
+
+    /// An fsync error in [`Store::persist`] (the fsync that makes apply batches durable)
+    /// poisons the store the same way.
+    #[test]
+    fn an_fsync_error_in_persist_poisons_the_store() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.shared.fail_fsyncs.store(1, Ordering::Release);
+        assert!(matches!(store.persist(), Err(Error::DiskFailed { .. })));
+        let mut batch = WriteBatchBuilder::new();
+        batch.append(ShardId(1), &[entry(1)]).unwrap();
+        assert!(matches!(store.write(batch), Err(Error::Poisoned)));
+    }
 }

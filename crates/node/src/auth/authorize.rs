@@ -120,9 +120,9 @@ fn authorize_admin(principal: &Principal, request: &AdminRequest) -> Result<(), 
 fn authorize_pd(principal: &Principal, command: &Command) -> Result<(), WireError> {
     match command {
         Command::RegisterNodeAs { id, .. } => need_node(principal, *id),
-        Command::NodeHeartbeat { node, .. } | Command::ReportStore { node, .. } => {
-            need_node(principal, *node)
-        }
+        Command::NodeHeartbeat { node, .. }
+        | Command::ReportStore { node, .. }
+        | Command::SpaceAlarm { node, .. } => need_node(principal, *node),
         Command::ShardReport(report) => need_node(principal, report.leader),
         Command::Bootstrap { .. } | Command::Tick { .. } => need_any_node(principal),
         _ => need_admin(principal),
@@ -153,6 +153,7 @@ pub fn is_audited(request: &Request) -> bool {
                 Ok(Command::RegisterNodeAs { .. }
                     | Command::NodeHeartbeat { .. }
                     | Command::ReportStore { .. }
+                    | Command::SpaceAlarm { .. }
                     | Command::ShardReport(_)
                     | Command::Tick { .. })
             ),

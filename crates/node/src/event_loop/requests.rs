@@ -165,13 +165,24 @@ impl EventLoop {
             reply(slot, not_leader(group.leader_hint(), &group.descriptor));
             return Ok(());
         }
+        // The alarm of this node, else of any node holding a replica of the shard (as PD
+        // recorded it): a follower whose disk is low must not be fed more data.
         if adds_data(&request.op)
-            && let Some(alarm) = space_alarm(&self.store)
+            && let Some((node, alarm)) = space_alarm(&self.store)
+                .map(|alarm| (self.config.node_id, alarm))
+                .or_else(|| {
+                    // `pd_view()`, by field: `group` borrows `self.groups`.
+                    self.pd
+                        .as_ref()
+                        .map(|host| &host.state)
+                        .or(self.pd_cache.as_ref())
+                        .and_then(|state| state.space_alarm_of(&group.descriptor))
+                })
         {
             reply(
                 slot,
                 Response::Error(WireError::NoSpace {
-                    node: self.config.node_id,
+                    node,
                     free_bytes: alarm.free_bytes,
                     reserve_bytes: alarm.reserve_bytes,
                 }),
