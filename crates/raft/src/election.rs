@@ -129,12 +129,15 @@ impl<S: Storage> Raft<S> {
             // each other's pre-votes, both campaign in the same term, each vote for itself and
             // split the vote: nobody wins until another randomized timeout (0.5 to 1 s in
             // ringkvd). Break the tie instead: the replica with the more up-to-date log, or with
-            // an equal log the higher id, goes on; the other grants and gives way (a fresh
-            // election timer, as a follower of no leader). Pre-votes decide nothing about
+            // an equal log the higher tie rank, goes on; the other grants and gives way (a
+            // fresh election timer, as a follower of no leader). Pre-votes decide nothing about
             // safety: the real vote still checks terms, votes and logs as before.
             let ours = (self.log.last_term()?, self.log.last_index()?);
             let theirs = (last_term, last_index);
-            if theirs == ours && message.from < self.id {
+            let campaign_term = self.term.next().get();
+            let our_rank = tie_rank(self.group.get(), campaign_term, self.id.get());
+            let their_rank = tie_rank(self.group.get(), message.term.get(), message.from.get());
+            if theirs == ours && (their_rank, message.from) < (our_rank, self.id) {
                 grant = false;
             } else {
                 self.become_follower(self.term, NodeId::NONE);
@@ -184,4 +187,18 @@ impl<S: Storage> Raft<S> {
             _ => Ok(()),
         }
     }
+}
+
+/// The tie-break between two pre-candidates with equal logs: a hash of the group, the term
+/// campaigned for and the replica, so both sides agree on the winner without favouring one
+/// node in every group and term (a plain id order would make the highest id win every
+/// simultaneous election, and so lead most groups after a cluster starts).
+fn tie_rank(group: u64, term: u64, id: u64) -> u64 {
+    let mut x = group
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(term.wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+        ^ id;
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
