@@ -88,6 +88,39 @@ async fn change(cluster: &mut Cluster, change: ReplicaChange) -> ShardDescriptor
     }
 }
 
+/// Removes a voter of `SHARD` that is neither its leader nor in `keep`, picking again when
+/// leadership moves to the chosen node before the change arrives (an election under load).
+async fn remove_a_follower(cluster: &mut Cluster, keep: &[NodeId]) -> (NodeId, ShardDescriptor) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (leader, descriptor) = leader_descriptor(cluster, SHARD).await;
+        let leader_node = NodeId(leader as u64 + 1);
+        let victim = descriptor
+            .replicas
+            .iter()
+            .map(|r| r.node)
+            .find(|node| *node != leader_node && !keep.contains(node))
+            .expect("a follower to remove");
+        let answer = to_leader(cluster, SHARD, |descriptor| AdminRequest::ChangeReplica {
+            shard: SHARD,
+            epoch: descriptor.epoch,
+            change: ReplicaChange::Remove { node: victim },
+        })
+        .await;
+        match answer {
+            Response::Admin(AdminResult::ReplicaChanged(descriptor)) => {
+                return (victim, descriptor);
+            }
+            Response::Error(WireError::InvalidRequest { reason })
+                if reason.contains("cannot remove itself") && Instant::now() < deadline =>
+            {
+                continue;
+            }
+            other => panic!("remove {victim}: {other:?}"),
+        }
+    }
+}
+
 async fn write_keys(cluster: &mut Cluster, keys: &[String], session: u64) {
     for (sequence, key) in keys.iter().enumerate() {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -324,15 +357,7 @@ async fn a_learner_is_added_promoted_and_an_old_replica_removed() {
     // Promote it, then remove an old follower.
     let promoted = change(&mut cluster, ReplicaChange::Promote { node: spare }).await;
     assert_eq!(promoted.replica_on(spare).unwrap().role, ReplicaRole::Voter);
-    let (leader, _) = leader_descriptor(&mut cluster, SHARD).await;
-    let leader_node = NodeId(leader as u64 + 1);
-    let victim = promoted
-        .replicas
-        .iter()
-        .map(|r| r.node)
-        .find(|node| *node != leader_node && *node != spare)
-        .unwrap();
-    let removed = change(&mut cluster, ReplicaChange::Remove { node: victim }).await;
+    let (victim, removed) = remove_a_follower(&mut cluster, &[spare]).await;
     assert!(removed.replica_on(victim).is_none());
     assert_eq!(removed.replicas.len(), 3);
     assert_eq!(removed.epoch.conf_ver, initial.epoch.conf_ver + 3);
@@ -387,20 +412,14 @@ async fn a_removed_node_rejoins_under_a_new_member_id_and_leadership_moves() {
     cluster.wait_for_leaders(1, Duration::from_secs(30)).await;
     let first = keys("first", 20);
     write_keys(&mut cluster, &first, 7).await;
-    let (leader, initial) = leader_descriptor(&mut cluster, SHARD).await;
-    let leader_node = NodeId(leader as u64 + 1);
-    let victim = initial
-        .replicas
-        .iter()
-        .map(|r| r.node)
-        .find(|node| *node != leader_node)
-        .unwrap();
+    let (_, initial) = leader_descriptor(&mut cluster, SHARD).await;
+    let (victim, removed) = remove_a_follower(&mut cluster, &[]).await;
     let old_member = initial.replica_on(victim).unwrap().member;
-
-    let removed = change(&mut cluster, ReplicaChange::Remove { node: victim }).await;
     assert_eq!(removed.replicas.len(), 2);
     wait_until_gone(&mut cluster, index_of(victim)).await;
     // Two voters left: removing another one is refused.
+    let (leader, _) = leader_descriptor(&mut cluster, SHARD).await;
+    let leader_node = NodeId(leader as u64 + 1);
     let survivor = removed
         .replicas
         .iter()
