@@ -139,6 +139,12 @@ impl EventLoop {
         };
         if let Some((key, consistency, exists_only)) = read {
             let mode = match consistency {
+                ReadConsistency::Stale if group.installing.is_some() => {
+                    // A snapshot's data is moving into the range (see `snapshot_install`): a
+                    // read now could see part of it. The leader answers instead.
+                    reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+                    return Ok(());
+                }
                 ReadConsistency::Stale => {
                     group.reads_served += 1;
                     reply(slot, read_now(&self.store, key, group.applied, exists_only));
