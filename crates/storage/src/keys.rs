@@ -84,13 +84,13 @@ pub(crate) fn staged_session_key(staging: u64, session: u64) -> [u8; 18] {
 
 /// Splits a staged session key into its session id.
 pub(crate) fn parse_staged_session_key(key: &[u8]) -> Result<u64> {
-    let bytes: [u8; 8] = key
-        .get(10..)
-        .and_then(|rest| rest.try_into().ok())
-        .ok_or(Error::MalformedKey {
-            keyspace: KEYSPACE_STAGING,
-            len: key.len(),
-        })?;
+    let bytes: [u8; 8] =
+        key.get(10..)
+            .and_then(|rest| rest.try_into().ok())
+            .ok_or(Error::MalformedKey {
+                keyspace: KEYSPACE_STAGING,
+                len: key.len(),
+            })?;
     Ok(u64::from_be_bytes(bytes))
 }
 

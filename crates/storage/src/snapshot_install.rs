@@ -329,9 +329,9 @@ impl SnapshotStager {
                     }
                     self.bytes += (key.len() + value.len()) as u64;
                     if self.bytes > max {
-                        return Err(self.bad(format!(
-                            "snapshot exceeds snapshot_bytes_max ({max})"
-                        )));
+                        return Err(
+                            self.bad(format!("snapshot exceeds snapshot_bytes_max ({max})"))
+                        );
                     }
                     batch.insert(
                         &shared.staging,
@@ -524,10 +524,8 @@ impl Shared {
         }
         // Sessions: the same merge over the shard's session records.
         let mut live = snapshot.prefix(&self.raft_state, keys::session_prefix(marker.shard));
-        let mut staged = snapshot.prefix(
-            &self.staging,
-            keys::staged_session_prefix(marker.staging),
-        );
+        let mut staged =
+            snapshot.prefix(&self.staging, keys::staged_session_prefix(marker.staging));
         let mut live_key = next_key(&mut live)?;
         let mut staged_pair = next_pair(&mut staged)?;
         loop {
@@ -572,7 +570,6 @@ impl Shared {
         if bytes > 0 {
             flush(&mut batch, &mut bytes)?;
         }
-        drop(flush);
         self.check_fault(InstallFault::BeforeFinal)?;
         // IMPORTANT: the marker goes only once every moved key is in the journal before it; the
         // batch is synced, so a recovered store never redoes a move whose staging is gone.

@@ -140,9 +140,18 @@ impl EventLoop {
         if let Some((key, consistency, exists_only)) = read {
             let mode = match consistency {
                 ReadConsistency::Stale if group.installing.is_some() => {
+                    let index = group.installing.map(|(_, index)| index).unwrap_or_default();
                     // A snapshot's data is moving into the range (see `snapshot_install`): a
-                    // read now could see part of it. The leader answers instead.
-                    reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+                    // read now could see part of it. It waits for the install (`on_durable`
+                    // serves it).
+                    group.reads_ready.push((
+                        index,
+                        vec![PendingRead {
+                            key: key.clone(),
+                            exists_only,
+                            reply: slot,
+                        }],
+                    ));
                     return Ok(());
                 }
                 ReadConsistency::Stale => {

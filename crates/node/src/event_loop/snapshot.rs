@@ -21,7 +21,10 @@ pub(super) enum SnapshotEvent {
         delivered: bool,
     },
     /// A snapshot from a leader was fully received and staged.
-    Received { message: Message, received: Received },
+    Received {
+        message: Message,
+        received: Box<Received>,
+    },
 }
 
 impl EventLoop {
@@ -39,7 +42,7 @@ impl EventLoop {
                 }
             }
             SnapshotEvent::Received { message, received } => {
-                self.install_received(message, received)?;
+                self.install_received(message, *received)?;
             }
         }
         Ok(())
@@ -250,7 +253,10 @@ impl EventLoop {
             match staged {
                 Ok(Ok(received)) => {
                     let _ = events
-                        .send(SnapshotEvent::Received { message, received })
+                        .send(SnapshotEvent::Received {
+                            message,
+                            received: Box::new(received),
+                        })
                         .await;
                 }
                 Ok(Err(reason)) => warn!(%shard, %reason, "discarding a bad snapshot"),
@@ -350,7 +356,10 @@ fn stage_incoming(
     let bytes = envelope::decode(&frame, record_max).map_err(|error| error.to_string())?;
     let descriptor = replica_meta::decode_descriptor(bytes).map_err(|error| error.to_string())?;
     if descriptor.id != shard {
-        return Err(format!("stream carries shard {}'s descriptor", descriptor.id));
+        return Err(format!(
+            "stream carries shard {}'s descriptor",
+            descriptor.id
+        ));
     }
     let pd_state = if shard == ShardId::PD {
         let frame = next_frame()?.ok_or_else(|| "no placement driver state".to_string())?;
