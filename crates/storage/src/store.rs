@@ -251,9 +251,14 @@ impl Store {
     pub fn open(config: StoreConfig) -> Result<Store> {
         config.validate()?;
         std::fs::create_dir_all(&config.path)?;
-        let db = Database::builder(&config.path)
+        let write_buffer = Some(config.write_buffer_bytes).filter(|bytes| *bytes > 0);
+        // fjall marks the setter deprecated ("todo") but honours it: writers wait for flushes
+        // once the memtables exceed it.
+        #[allow(deprecated, reason = "the only way to bound fjall's memtables")]
+        let builder = Database::builder(&config.path)
             .cache_size(config.cache_bytes)
-            .open()?;
+            .max_write_buffer_size(write_buffer);
+        let db = builder.open()?;
         let keyspace = |name: &str| -> Result<Keyspace> {
             keys::validate_keyspace_name(name)?;
             Ok(db.keyspace(name, KeyspaceCreateOptions::default)?)

@@ -142,6 +142,8 @@ pub struct EventLoop {
     inbound_snapshots: Arc<tokio::sync::Semaphore>,
     /// Slots for snapshots sent at once (`storage.snapshots_outbound_max`).
     outbound_snapshots: Arc<tokio::sync::Semaphore>,
+    /// Shards with a snapshot being received: a second one for the same shard is refused.
+    receiving: std::collections::HashSet<ShardId>,
     /// Where the loop publishes its health once per tick (`/readyz`).
     health: Option<crate::health::HealthPublisher>,
     /// When the agent last brought PD's state (nodes that do not host PD).
@@ -226,6 +228,7 @@ impl EventLoop {
             snapshot_limiter: throttle::Limiter::new(),
             inbound_snapshots,
             outbound_snapshots,
+            receiving: std::collections::HashSet::new(),
             health: None,
             pd_cache_at: None,
             metrics: Arc::new(crate::metrics::Metrics::new(&config_data_dir)),

@@ -9,7 +9,7 @@ use ringkv_transport::IncomingSnapshot;
 use ringkv_types::raft::{Message, MessageBody};
 use ringkv_types::{NodeId, ShardId, envelope, member_node};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// What a snapshot transfer task reports back to the loop.
 #[derive(Debug)]
@@ -20,6 +20,8 @@ pub(super) enum SnapshotEvent {
         to: NodeId,
         delivered: bool,
     },
+    /// Receiving a snapshot of `shard` ended without one to install.
+    ReceiveFailed { shard: ShardId },
     /// A snapshot from a leader was fully received and staged.
     Received {
         message: Message,
@@ -41,7 +43,11 @@ impl EventLoop {
                     self.dirty.insert(shard);
                 }
             }
+            SnapshotEvent::ReceiveFailed { shard } => {
+                self.receiving.remove(&shard);
+            }
             SnapshotEvent::Received { message, received } => {
+                self.receiving.remove(&message.group);
                 self.install_received(message, *received)?;
             }
         }
@@ -219,6 +225,12 @@ impl EventLoop {
         incoming: IncomingSnapshot,
         events: mpsc::Sender<SnapshotEvent>,
     ) {
+        let shard = incoming.message().group;
+        if self.receiving.contains(&shard) {
+            // The leader's core sent again while its first stream is still arriving.
+            debug!(%shard, from = %incoming.from(), "refusing a second snapshot of a shard");
+            return;
+        }
         let Ok(permit) = self.inbound_snapshots.clone().try_acquire_owned() else {
             self.metrics
                 .snapshots_limited
@@ -232,6 +244,7 @@ impl EventLoop {
             );
             return;
         };
+        self.receiving.insert(shard);
         let store = self.store.clone();
         let in_flight = self
             .metrics
@@ -259,8 +272,14 @@ impl EventLoop {
                         })
                         .await;
                 }
-                Ok(Err(reason)) => warn!(%shard, %reason, "discarding a bad snapshot"),
-                Err(error) => warn!(%shard, %error, "snapshot receiver failed"),
+                Ok(Err(reason)) => {
+                    warn!(%shard, %reason, "discarding a bad snapshot");
+                    let _ = events.send(SnapshotEvent::ReceiveFailed { shard }).await;
+                }
+                Err(error) => {
+                    warn!(%shard, %error, "snapshot receiver failed");
+                    let _ = events.send(SnapshotEvent::ReceiveFailed { shard }).await;
+                }
             }
         });
     }
@@ -476,7 +495,7 @@ mod tests {
         while splitter.pop().unwrap().is_some() {}
         assert!(splitter.finish().is_err());
         // An envelope claiming more than the limit is refused before it is buffered.
-        let mut splitter = EnvelopeSplitter::new(4);
+        let mut splitter = EnvelopeSplitter::new(1);
         splitter.push(&data);
         assert!(splitter.pop().is_err());
     }
