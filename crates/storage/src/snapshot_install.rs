@@ -430,7 +430,12 @@ impl Shared {
     /// does not poison the store (nothing acknowledged depends on staging data).
     fn commit_staging(&self, batch: fjall::OwnedWriteBatch) -> Result<()> {
         self.check_writable()?;
-        batch.commit().map_err(|error| self.write_error(error))
+        batch.commit().map_err(|error| {
+            // A failed journal write leaves the journal's contents unknown, as in the group
+            // commit: nothing may be acknowledged after it.
+            self.poison();
+            self.write_error(error)
+        })
     }
 
     /// Queues staging data for deletion by the writer (a prepared snapshot never installed).
