@@ -206,6 +206,11 @@ pub struct StorageSection {
     /// Free space (MiB) on the data dir's filesystem under which client writes that add data
     /// are refused with `NoSpace` (0 disables the alarm).
     pub space_reserve_mib: u64,
+    /// Snapshots this node receives (stages) at once; a peer's snapshot beyond it is refused
+    /// (the sender reports it undelivered and its Raft core retries later).
+    pub snapshots_inbound_max: usize,
+    /// Snapshots this node sends at once; more wait for a slot.
+    pub snapshots_outbound_max: usize,
 }
 
 impl Default for StorageSection {
@@ -214,6 +219,8 @@ impl Default for StorageSection {
             cache_mib: 64,
             writer_queue_depth: 2,
             space_reserve_mib: 256,
+            snapshots_inbound_max: 2,
+            snapshots_outbound_max: 2,
         }
     }
 }
@@ -819,6 +826,20 @@ impl NodeConfig {
         }
         if self.storage.writer_queue_depth == 0 || self.storage.writer_queue_depth > 64 {
             return Err(invalid("storage.writer_queue_depth", "must be in 1..=64"));
+        }
+        for (field, value) in [
+            (
+                "storage.snapshots_inbound_max",
+                self.storage.snapshots_inbound_max,
+            ),
+            (
+                "storage.snapshots_outbound_max",
+                self.storage.snapshots_outbound_max,
+            ),
+        ] {
+            if value == 0 || value > 64 {
+                return Err(invalid(field, "must be in 1..=64"));
+            }
         }
         self.validate_pd()
     }

@@ -54,10 +54,11 @@
 //!   its applied index.
 //! - **Snapshots.** The core's `InstallSnapshot` carries no data; the leader streams the shard
 //!   (`Store::snapshot_chunks`, concatenated self-delimiting envelopes) over the transport's
-//!   snapshot stream, and the follower validates the whole stream (`prepare_snapshot`) before
-//!   stepping the message; the install goes into the same group commit as the Ready that
-//!   accepts it. The stream is read on a blocking thread from a consistent fjall snapshot and
-//!   held in memory while sent (bounded by the store's `snapshot_bytes_max`).
+//!   snapshot stream, read chunk by chunk on a blocking thread from a consistent fjall snapshot.
+//!   The follower validates and stages it chunk by chunk off the loop (`SnapshotStager`) before
+//!   stepping the message; the install's marker goes into the group commit of the Ready that
+//!   accepts it and the writer moves the staged data in bounded batches (see `docs/node.md`).
+//!   At most `storage.snapshots_inbound_max` / `snapshots_outbound_max` at once.
 //! - **Sessions** allow one write in flight per session and shard: the state machine keeps only
 //!   the last sequence, so an older one is answered `InvalidRequest` ("superseded").
 //! - **Failures.** A failed fsync poisons the store; the loop stops and `ringkvd` exits non-zero

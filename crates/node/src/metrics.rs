@@ -78,6 +78,11 @@ pub struct Metrics {
     pub storage_space_alarm: Gauge,
     /// Free bytes on the data dir's filesystem.
     pub storage_free_bytes: Gauge,
+    /// Snapshots being received (staged) or sent, by `direction` (`inbound`, `outbound`).
+    pub snapshots_in_flight: Family<Labels1, Gauge>,
+    /// Snapshots over the concurrency limit, by `direction`: inbound ones refused, outbound
+    /// ones that waited for a slot.
+    pub snapshots_limited: Family<Labels1, Counter>,
     /// Operators PD finished or cancelled, by `kind` and `result` (cluster-wide, from this
     /// node's PD view).
     pub pd_operators: Family<Labels2, Gauge>,
@@ -200,6 +205,19 @@ impl Metrics {
             "Free bytes on the data dir's filesystem",
             storage_free_bytes.clone(),
         );
+        let snapshots_in_flight = Family::<Labels1, Gauge>::default();
+        registry.register(
+            "snapshots_in_flight",
+            "Snapshots being received (staged) or sent, by direction",
+            snapshots_in_flight.clone(),
+        );
+        let snapshots_limited = Family::<Labels1, Counter>::default();
+        registry.register(
+            "snapshots_limited",
+            "Snapshots over storage.snapshots_inbound_max / snapshots_outbound_max, by direction \
+             (inbound: refused, the sender retries; outbound: waited for a slot)",
+            snapshots_limited.clone(),
+        );
         let storage_group_commit_entries = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         registry.register(
             "storage_group_commit_entries",
@@ -263,6 +281,8 @@ impl Metrics {
             storage_group_commit_bytes,
             storage_space_alarm,
             storage_free_bytes,
+            snapshots_in_flight,
+            snapshots_limited,
             pd_operators,
             pd_operators_in_flight,
             pd_node_replicas,

@@ -23,10 +23,13 @@ pub struct StoreConfig {
     /// Target size of one snapshot data chunk. Larger chunks amortise the per-chunk crc and
     /// framing; smaller ones bound the transport's frame size. 1 MiB ≈ 10k 100-byte values.
     pub snapshot_chunk_bytes: usize,
-    /// Largest snapshot (sum of key and value bytes) `prepare_snapshot` accepts. Installing
-    /// validates the whole stream before writing anything and holds it in memory until the
-    /// single atomic batch commits, so this is the memory bound of an install.
+    /// Largest snapshot (sum of key and value bytes) `prepare_snapshot` accepts. Installs are
+    /// staged on disk chunk by chunk (see `snapshot_install`), so this bounds disk, not memory.
     pub snapshot_bytes_max: u64,
+    /// fjall's write buffer: memtables (active and sealed, all keyspaces) beyond this make
+    /// writers wait for flushes. Without it a burst of writes faster than the flushes (a
+    /// snapshot being staged and moved) grows memory without bound. 0 = unlimited.
+    pub write_buffer_bytes: u64,
     /// Keys deleted per batch when removing a replica's range in the background. Each batch is
     /// one journal write; 1,000 keeps one batch well under a millisecond of foreground stall.
     pub removal_batch_keys: usize,
@@ -48,6 +51,7 @@ impl StoreConfig {
             writer_queue_depth: 2,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_bytes_max: 1 << 30,
+            write_buffer_bytes: 256 << 20,
             removal_batch_keys: 1_000,
             space_reserve_bytes: 256 << 20,
         }

@@ -1,4 +1,4 @@
-//! Key layouts of the four keyspaces.
+//! Key layouts of the five keyspaces.
 //!
 //! ```text
 //! raft_log    shard BE (8) ‖ index BE (8)                  -> envelope(postcard(Entry))
@@ -9,7 +9,13 @@
 //!             "removing/" ‖ shard BE (8)                   -> envelope(postcard(Arc))
 //!             "user/" ‖ name                               -> envelope(caller's bytes)
 //!             "commit_seq"                                 -> envelope(postcard(u64))
+//! snapshot_staging
+//!             0x00 ‖ shard BE (8)                          -> envelope(postcard(InstallMarker))
+//!             0x01 ‖ staging id BE (8) ‖ 0x00 ‖ storage key -> envelope(user value)
+//!             0x01 ‖ staging id BE (8) ‖ 0x01 ‖ session BE (8) -> envelope(postcard(SessionRecord))
 //! ```
+//! The staging keyspace holds snapshots being installed (see `snapshot_install`): staged data
+//! and, while the data moves into `data`, an "install pending" marker per shard.
 //! Big-endian integers sort numerically, so one shard's log and state are contiguous prefixes and
 //! one arc's data is a contiguous range.
 
@@ -24,6 +30,69 @@ pub const KEYSPACE_RAFT_STATE: &str = "raft_state";
 pub const KEYSPACE_DATA: &str = "data";
 /// Name of the keyspace holding node identity and pending replica removals.
 pub const KEYSPACE_META: &str = "meta";
+/// Name of the keyspace holding snapshots being installed and their markers.
+pub const KEYSPACE_STAGING: &str = "snapshot_staging";
+
+/// Staging keyspace: prefix of the install markers.
+pub(crate) const MARKER_PREFIX: [u8; 1] = [0];
+/// Staging keyspace: prefix of the staged data.
+pub(crate) const STAGED_PREFIX: [u8; 1] = [1];
+
+/// Staging keyspace: the install marker of `shard`.
+pub(crate) fn marker_key(shard: ShardId) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[1..].copy_from_slice(&shard.get().to_be_bytes());
+    key
+}
+
+/// Staging keyspace: everything staged under `staging`.
+pub(crate) fn staging_prefix(staging: u64) -> [u8; 9] {
+    let mut key = [1u8; 9];
+    key[1..].copy_from_slice(&staging.to_be_bytes());
+    key
+}
+
+/// Staging keyspace: the staged data pairs of `staging`.
+pub(crate) fn staged_data_prefix(staging: u64) -> [u8; 10] {
+    let mut key = [0u8; 10];
+    key[..9].copy_from_slice(&staging_prefix(staging));
+    key
+}
+
+/// Staging keyspace: a staged data pair (`storage_key` is the `data` keyspace key).
+pub(crate) fn staged_data_key(staging: u64, storage_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(10 + storage_key.len());
+    key.extend_from_slice(&staged_data_prefix(staging));
+    key.extend_from_slice(storage_key);
+    key
+}
+
+/// Staging keyspace: the staged sessions of `staging`.
+pub(crate) fn staged_session_prefix(staging: u64) -> [u8; 10] {
+    let mut key = [1u8; 10];
+    key[..9].copy_from_slice(&staging_prefix(staging));
+    key
+}
+
+/// Staging keyspace: a staged session record.
+pub(crate) fn staged_session_key(staging: u64, session: u64) -> [u8; 18] {
+    let mut key = [0u8; 18];
+    key[..10].copy_from_slice(&staged_session_prefix(staging));
+    key[10..].copy_from_slice(&session.to_be_bytes());
+    key
+}
+
+/// Splits a staged session key into its session id.
+pub(crate) fn parse_staged_session_key(key: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] =
+        key.get(10..)
+            .and_then(|rest| rest.try_into().ok())
+            .ok_or(Error::MalformedKey {
+                keyspace: KEYSPACE_STAGING,
+                len: key.len(),
+            })?;
+    Ok(u64::from_be_bytes(bytes))
+}
 
 /// `raft_state` record kind: the Raft hard state.
 pub(crate) const KIND_HARD_STATE: u8 = 1;
@@ -169,6 +238,7 @@ mod tests {
             KEYSPACE_RAFT_STATE,
             KEYSPACE_DATA,
             KEYSPACE_META,
+            KEYSPACE_STAGING,
         ] {
             validate_keyspace_name(name).unwrap();
         }

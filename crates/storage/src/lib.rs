@@ -8,8 +8,9 @@
 //!   by an in-memory cache of the log's bounds.
 //! - [`Store::apply`] applies committed [`Command`]s with the applied index in one atomic batch,
 //!   with exactly-once sessions.
-//! - [`Store::snapshot_chunks`] streams a consistent snapshot of a shard; [`Store::prepare_snapshot`]
-//!   validates a stream and [`WriteBatchBuilder::install_snapshot`] installs it atomically.
+//! - [`Store::snapshot_chunks`] streams a consistent snapshot of a shard; [`Store::snapshot_stager`]
+//!   (or [`Store::prepare_snapshot`]) validates a stream chunk by chunk into a staging area and
+//!   [`WriteBatchBuilder::install_snapshot`] installs it, crash-atomically, with bounded memory.
 //! - [`Store::remove_replica`] deletes a removed replica's data in bounded background batches.
 //!
 //! Layout of the keyspaces: see [`keys`]. Every value carries the
@@ -47,7 +48,7 @@ pub use group_storage::GroupStorage;
 pub use inspect::GroupRecords;
 pub use mark::MARK_FILE;
 pub use removal::RemovalHandle;
-pub use snapshot_install::PreparedSnapshot;
+pub use snapshot_install::{InstallFault, PreparedSnapshot, SnapshotStager};
 pub use snapshot_reader::SnapshotChunks;
 pub use space::SpaceStatus;
 pub use store::{DataSize, NodeIdentity, Store};

@@ -17,7 +17,7 @@ pub(crate) struct EncodedEntry {
 /// The writes of one group in one batch.
 #[derive(Default)]
 pub(crate) struct GroupWrite {
-    /// A snapshot to install (data, sessions, applied state), applied first.
+    /// A snapshot to install (marker, applied state; data moved after the commit), first.
     pub install: Option<PreparedSnapshot>,
     /// A new compaction point, applied after `install`.
     pub snapshot_meta: Option<SnapshotMeta>,
@@ -198,9 +198,11 @@ impl WriteBatchBuilder {
             .push((name.to_vec(), value));
     }
 
-    /// Installs a validated snapshot into its shard: replaces the shard's data range and
-    /// sessions, sets its applied state and configuration, and moves the log's compaction point
-    /// to the snapshot (as [`WriteBatchBuilder::set_snapshot_meta`]) — all in this batch.
+    /// Installs a validated, staged snapshot into its shard: this batch carries the install's
+    /// durable marker, the applied state and configuration and the log's new compaction point
+    /// (as [`WriteBatchBuilder::set_snapshot_meta`]); the writer then moves the staged data and
+    /// sessions into the shard's range in bounded batches before it answers the ticket (see
+    /// `snapshot_install`). A crash meanwhile is finished by the next open.
     pub fn install_snapshot(&mut self, snapshot: PreparedSnapshot) {
         let shard = snapshot.shard();
         let group = self.groups.entry(shard).or_default();

@@ -121,7 +121,10 @@ impl Drop for WriterHandle {
 
 fn run(shared: &Shared, receiver: &Receiver<Job>) {
     while let Ok(job) = receiver.recv() {
-        let result = match shared.check_writable() {
+        let result = match shared
+            .check_writable()
+            .and_then(|()| shared.collect_staging_garbage())
+        {
             Ok(()) => commit_batch(shared, job.sequence, job.batch),
             Err(error) => Err(error),
         };
@@ -139,11 +142,12 @@ fn commit_batch(shared: &Shared, sequence: u64, batch: WriteBatchBuilder) -> Res
     let mut updates: Vec<(Arc<Mutex<GroupState>>, GroupState, bool)> =
         Vec::with_capacity(batch.groups.len());
     let mut groups = Vec::with_capacity(batch.groups.len());
+    let mut moves = Vec::new();
     for (shard, write) in batch.groups {
         let cache = shared.group(shard)?;
         let current = lock_group(&cache).clone();
         let installs = write.install.is_some() || write.initialize.is_some();
-        let next = stage_group(shared, shard, current, write, &mut fjall_batch)?;
+        let next = stage_group(shared, shard, current, write, &mut fjall_batch, &mut moves)?;
         groups.push((shard, next.last_index));
         updates.push((cache, next, installs));
     }
@@ -158,6 +162,15 @@ fn commit_batch(shared: &Shared, sequence: u64, batch: WriteBatchBuilder) -> Res
     shared.commit(fjall_batch)?;
     let commit_duration = commit_started.elapsed();
     shared.commit_seq.store(commit_seq, Ordering::Release);
+    // IMPORTANT: the installs' data moves before the ticket is answered and before the caches
+    // show the new applied index; a failure here poisons the store (the marker makes the next
+    // open finish the move).
+    for marker in &moves {
+        if let Err(error) = shared.finish_install(marker) {
+            shared.poison();
+            return Err(error);
+        }
+    }
     // The mark is written by its own thread, concurrently with our next commit.
     shared.marker.advance(commit_seq, &groups);
     for (cache, next, installs) in updates {
@@ -192,9 +205,10 @@ fn stage_group(
     mut state: GroupState,
     write: GroupWrite,
     batch: &mut fjall::OwnedWriteBatch,
+    moves: &mut Vec<crate::snapshot_install::InstallMarker>,
 ) -> Result<GroupState> {
     if let Some(install) = write.install {
-        install.stage(shared, batch, &mut state)?;
+        moves.push(install.stage(shared, batch, &mut state)?);
     }
     if let Some(initial) = write.initialize {
         if state.applied.index != LogIndex::ZERO || state.last_index != LogIndex::ZERO {

@@ -138,6 +138,12 @@ pub struct EventLoop {
     snapshot_bytes_per_sec: u64,
     /// Paces every snapshot this node sends at `snapshot_bytes_per_sec` together.
     snapshot_limiter: Arc<throttle::Limiter>,
+    /// Slots for snapshots received at once (`storage.snapshots_inbound_max`).
+    inbound_snapshots: Arc<tokio::sync::Semaphore>,
+    /// Slots for snapshots sent at once (`storage.snapshots_outbound_max`).
+    outbound_snapshots: Arc<tokio::sync::Semaphore>,
+    /// Shards with a snapshot being received: a second one for the same shard is refused.
+    receiving: std::collections::HashSet<ShardId>,
     /// Where the loop publishes its health once per tick (`/readyz`).
     health: Option<crate::health::HealthPublisher>,
     /// When the agent last brought PD's state (nodes that do not host PD).
@@ -181,6 +187,12 @@ impl EventLoop {
         agent: Agent,
     ) -> Self {
         let dirty = groups.keys().copied().collect();
+        let inbound_snapshots = Arc::new(tokio::sync::Semaphore::new(
+            config.storage.snapshots_inbound_max,
+        ));
+        let outbound_snapshots = Arc::new(tokio::sync::Semaphore::new(
+            config.storage.snapshots_outbound_max,
+        ));
         let config_data_dir = config.data_dir.clone();
         let clock = clock::TickClock::new(
             tokio::time::Instant::now(),
@@ -214,6 +226,9 @@ impl EventLoop {
             agent: Some(agent),
             snapshot_bytes_per_sec: 0,
             snapshot_limiter: throttle::Limiter::new(),
+            inbound_snapshots,
+            outbound_snapshots,
+            receiving: std::collections::HashSet::new(),
             health: None,
             pd_cache_at: None,
             metrics: Arc::new(crate::metrics::Metrics::new(&config_data_dir)),

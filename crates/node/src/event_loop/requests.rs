@@ -139,6 +139,21 @@ impl EventLoop {
         };
         if let Some((key, consistency, exists_only)) = read {
             let mode = match consistency {
+                ReadConsistency::Stale if group.installing.is_some() => {
+                    let index = group.installing.map(|(_, index)| index).unwrap_or_default();
+                    // A snapshot's data is moving into the range (see `snapshot_install`): a
+                    // read now could see part of it. It waits for the install (`on_durable`
+                    // serves it).
+                    group.reads_ready.push((
+                        index,
+                        vec![PendingRead {
+                            key: key.clone(),
+                            exists_only,
+                            reply: slot,
+                        }],
+                    ));
+                    return Ok(());
+                }
                 ReadConsistency::Stale => {
                     group.reads_served += 1;
                     reply(slot, read_now(&self.store, key, group.applied, exists_only));

@@ -9,7 +9,7 @@ use ringkv_transport::IncomingSnapshot;
 use ringkv_types::raft::{Message, MessageBody};
 use ringkv_types::{NodeId, ShardId, envelope, member_node};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// What a snapshot transfer task reports back to the loop.
 #[derive(Debug)]
@@ -20,8 +20,13 @@ pub(super) enum SnapshotEvent {
         to: NodeId,
         delivered: bool,
     },
-    /// A snapshot from a leader was fully received.
-    Received { message: Message, data: Vec<u8> },
+    /// Receiving a snapshot of `shard` ended without one to install.
+    ReceiveFailed { shard: ShardId },
+    /// A snapshot from a leader was fully received and staged.
+    Received {
+        message: Message,
+        received: Box<Received>,
+    },
 }
 
 impl EventLoop {
@@ -38,7 +43,13 @@ impl EventLoop {
                     self.dirty.insert(shard);
                 }
             }
-            SnapshotEvent::Received { message, data } => self.install_received(message, &data)?,
+            SnapshotEvent::ReceiveFailed { shard } => {
+                self.receiving.remove(&shard);
+            }
+            SnapshotEvent::Received { message, received } => {
+                self.receiving.remove(&message.group);
+                self.install_received(message, *received)?;
+            }
         }
         Ok(())
     }
@@ -121,56 +132,79 @@ impl EventLoop {
         let transport = self.transport.clone();
         let rate = self.snapshot_bytes_per_sec;
         let limiter = self.snapshot_limiter.clone();
+        let slots = self.outbound_snapshots.clone();
+        let waited = self
+            .metrics
+            .snapshots_limited
+            .get_or_create(&[("direction", "outbound")])
+            .clone();
+        let in_flight = self
+            .metrics
+            .snapshots_in_flight
+            .get_or_create(&[("direction", "outbound")])
+            .clone();
+        let bytes_max = self.store.config().snapshot_bytes_max;
         while self.snapshot_tasks.try_join_next().is_some() {}
         self.snapshot_tasks.spawn(async move {
-            // The chunks hold a consistent fjall snapshot taken above; reading them is I/O, so
-            // it runs off the loop.
-            let read = tokio::task::spawn_blocking(move || {
-                let mut data = descriptor;
-                for chunk in chunks {
-                    data.extend_from_slice(chunk?.as_ref());
-                }
-                Ok::<_, ringkv_storage::Error>(data)
-            })
-            .await;
-            let data = match read {
-                Ok(Ok(data)) => data,
-                Ok(Err(error)) => {
-                    warn!(%shard, %to, %error, "cannot read a snapshot");
-                    let _ = events
-                        .send(SnapshotEvent::Sent {
-                            shard,
-                            to,
-                            delivered: false,
-                        })
-                        .await;
-                    return;
-                }
-                Err(error) => {
-                    warn!(%shard, %to, %error, "snapshot reader failed");
-                    let _ = events
-                        .send(SnapshotEvent::Sent {
-                            shard,
-                            to,
-                            delivered: false,
-                        })
-                        .await;
-                    return;
+            // At most `storage.snapshots_outbound_max` snapshots go at once; the others wait
+            // here (their fjall snapshot, taken above, stays open meanwhile).
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(permit) => Ok(permit),
+                Err(_) => {
+                    waited.inc();
+                    slots.acquire_owned().await
                 }
             };
-            info!(%shard, to = %node, member = %to, bytes = data.len(), "sending a snapshot");
-            // At the PD's bandwidth limit; the time budget leaves room for it.
-            let paced = (data.len() as u64).checked_div(rate).unwrap_or(0);
-            let budget = std::time::Duration::from_secs(paced.saturating_mul(2).max(60));
+            let Ok(_permit) = permit else {
+                return;
+            };
+            in_flight.inc();
+            // The chunks hold a consistent fjall snapshot taken above; reading them is I/O, so
+            // a blocking task reads them and hands them over a small channel: the snapshot is
+            // never whole in memory.
+            let (chunk_tx, chunk_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+            let reader = tokio::task::spawn_blocking(move || {
+                for chunk in chunks {
+                    let chunk = chunk.map_err(std::io::Error::other);
+                    let failed = chunk.is_err();
+                    if chunk_tx.blocking_send(chunk).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            info!(%shard, to = %node, member = %to, "sending a snapshot");
+            // At the PD's bandwidth limit; the time budget leaves room for the largest
+            // snapshot at that rate.
+            let budget = match bytes_max.checked_div(rate) {
+                Some(paced) => std::time::Duration::from_secs(paced.saturating_mul(2).max(60)),
+                None => std::time::Duration::from_secs(600),
+            };
             let sent = tokio::time::timeout(
                 budget,
-                transport.send_snapshot(node, message, Throttled::new(&data, limiter)),
+                transport.send_snapshot(
+                    node,
+                    message,
+                    Throttled::streaming(descriptor, chunk_rx, limiter),
+                ),
             )
             .await;
-            let delivered = matches!(sent, Ok(Ok(_)));
-            if !delivered {
-                warn!(%shard, %to, "snapshot not delivered");
-            }
+            in_flight.dec();
+            // The reader stops once the channel is dropped (a failed send).
+            let _ = reader.await;
+            let delivered = match sent {
+                Ok(Ok(bytes)) => {
+                    info!(%shard, to = %node, bytes, "snapshot sent");
+                    true
+                }
+                Ok(Err(error)) => {
+                    warn!(%shard, %to, %error, "snapshot not delivered");
+                    false
+                }
+                Err(_) => {
+                    warn!(%shard, %to, "snapshot not delivered in time");
+                    false
+                }
+            };
             let _ = events
                 .send(SnapshotEvent::Sent {
                     shard,
@@ -181,76 +215,91 @@ impl EventLoop {
         });
     }
 
-    /// Reads an incoming snapshot in a task and hands it to the loop when complete.
+    /// Receives an incoming snapshot off the loop: a blocking task reads the stream chunk by
+    /// chunk and stages it in the store ([`ringkv_storage::SnapshotStager`]), then hands the
+    /// loop a small [`Received`]. At most `storage.snapshots_inbound_max` at once; beyond it the
+    /// snapshot is refused (dropping it stops the stream; the sender reports it undelivered and
+    /// its Raft core sends again later).
     pub(super) fn receive_snapshot(
         &mut self,
-        mut incoming: IncomingSnapshot,
+        incoming: IncomingSnapshot,
         events: mpsc::Sender<SnapshotEvent>,
     ) {
-        let max = usize::try_from(self.store.config().snapshot_bytes_max).unwrap_or(usize::MAX);
+        let shard = incoming.message().group;
+        if self.receiving.contains(&shard) {
+            // The leader's core sent again while its first stream is still arriving.
+            debug!(%shard, from = %incoming.from(), "refusing a second snapshot of a shard");
+            return;
+        }
+        let Ok(permit) = self.inbound_snapshots.clone().try_acquire_owned() else {
+            self.metrics
+                .snapshots_limited
+                .get_or_create(&[("direction", "inbound")])
+                .inc();
+            warn!(
+                shard = %incoming.message().group,
+                from = %incoming.from(),
+                limit = self.config.storage.snapshots_inbound_max,
+                "refusing a snapshot: too many being received"
+            );
+            return;
+        };
+        self.receiving.insert(shard);
+        let store = self.store.clone();
+        let in_flight = self
+            .metrics
+            .snapshots_in_flight
+            .get_or_create(&[("direction", "inbound")])
+            .clone();
         while self.snapshot_tasks.try_join_next().is_some() {}
         self.snapshot_tasks.spawn(async move {
             let message = incoming.message().clone();
-            match incoming.read_to_end(max).await {
-                Ok(data) => {
-                    let _ = events.send(SnapshotEvent::Received { message, data }).await;
+            let shard = message.group;
+            let handle = tokio::runtime::Handle::current();
+            in_flight.inc();
+            let staged = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                stage_incoming(&handle, &store, incoming)
+            })
+            .await;
+            in_flight.dec();
+            match staged {
+                Ok(Ok(received)) => {
+                    let _ = events
+                        .send(SnapshotEvent::Received {
+                            message,
+                            received: Box::new(received),
+                        })
+                        .await;
                 }
-                Err(error) => warn!(%error, "incoming snapshot failed"),
+                Ok(Err(reason)) => {
+                    warn!(%shard, %reason, "discarding a bad snapshot");
+                    let _ = events.send(SnapshotEvent::ReceiveFailed { shard }).await;
+                }
+                Err(error) => {
+                    warn!(%shard, %error, "snapshot receiver failed");
+                    let _ = events.send(SnapshotEvent::ReceiveFailed { shard }).await;
+                }
             }
         });
     }
 
-    /// Validates a received snapshot, keeps it for the Ready that installs it, and steps the
-    /// message into the core.
-    pub(super) fn install_received(&mut self, message: Message, data: &[u8]) -> Result<()> {
+    /// Checks a staged snapshot against the group, keeps it for the Ready that installs it, and
+    /// steps the message into the core. Dropping the staged snapshot instead discards it.
+    pub(super) fn install_received(&mut self, message: Message, received: Received) -> Result<()> {
         let shard = message.group;
-        let mut frames = split_envelopes(data).into_iter();
-        let descriptor = frames
-            .next()
-            .and_then(|frame| frame.ok())
-            .ok_or_else(|| "empty stream".to_string())
-            .and_then(|frame| {
-                envelope::decode(frame, self.store.config().record_bytes_max)
-                    .map_err(|error| error.to_string())
-            })
-            .and_then(|bytes| {
-                replica_meta::decode_descriptor(bytes).map_err(|error| error.to_string())
-            });
-        let descriptor = match descriptor {
-            Ok(descriptor) if descriptor.id == shard => descriptor,
-            Ok(descriptor) => {
-                warn!(%shard, other = %descriptor.id, "snapshot carries another shard's descriptor");
-                return Ok(());
-            }
-            Err(reason) => {
-                warn!(%shard, %reason, "discarding a snapshot without a valid descriptor");
-                return Ok(());
-            }
-        };
+        let Received {
+            descriptor,
+            pd_state,
+            prepared,
+        } = received;
         if descriptor.replica_of_member(message.to).is_none() {
             warn!(%shard, to = %message.to, "snapshot whose descriptor lacks its recipient");
             return Ok(());
         }
-        let pd_state = if shard == ShardId::PD {
-            let state = frames
-                .next()
-                .and_then(|frame| frame.ok())
-                .ok_or_else(|| "no placement driver state".to_string())
-                .and_then(|frame| {
-                    envelope::decode(frame, self.store.config().record_bytes_max)
-                        .map_err(|error| error.to_string())
-                })
-                .and_then(|bytes| pd_host::decode_state(bytes).map_err(|e| e.to_string()));
-            match state {
-                Ok(state) if self.pd.is_some() => Some(state),
-                Ok(_) => return Ok(()),
-                Err(reason) => {
-                    warn!(%shard, %reason, "discarding a PD snapshot without a valid state");
-                    return Ok(());
-                }
-            }
-        } else {
-            None
+        let pd_state = match pd_state {
+            Some(_) if self.pd.is_none() => return Ok(()),
+            other => other,
         };
         let expected_arc = if pd_state.is_some() {
             pd_host::PD_SNAPSHOT_ARC
@@ -267,50 +316,149 @@ impl EventLoop {
             // One install at a time; the leader retries.
             return Ok(());
         }
-        match self.store.prepare_snapshot(shard, frames) {
-            Ok(prepared) if prepared.arc() == expected_arc => {
-                info!(%shard, index = %prepared.meta().index, "received a snapshot");
-                group.pending_install = Some(prepared);
-                group.pending_descriptor = Some(descriptor);
-                if let Some(host) = self.pd.as_mut() {
-                    host.pending_install = pd_state;
-                }
-                group.raw.step(message)?;
-                self.dirty.insert(shard);
-            }
-            Ok(_) => warn!(%shard, "snapshot data does not match its descriptor's arc"),
-            Err(error) => warn!(%shard, %error, "discarding a bad snapshot"),
+        if prepared.arc() != expected_arc {
+            warn!(%shard, "snapshot data does not match its descriptor's arc");
+            return Ok(());
         }
+        info!(
+            %shard,
+            index = %prepared.meta().index,
+            pairs = prepared.len(),
+            bytes = prepared.size_bytes(),
+            "received a snapshot"
+        );
+        group.pending_install = Some(prepared);
+        group.pending_descriptor = Some(descriptor);
+        if let Some(host) = self.pd.as_mut() {
+            host.pending_install = pd_state;
+        }
+        group.raw.step(message)?;
+        self.dirty.insert(shard);
         Ok(())
     }
 }
 
-/// Splits concatenated envelopes (`version u8, length u32 LE, crc32 u32, payload`) into frames.
-fn split_envelopes(mut data: &[u8]) -> Vec<ringkv_storage::Result<&[u8]>> {
-    use ringkv_types::envelope::HEADER_LEN;
-    let mut frames = Vec::new();
-    while !data.is_empty() {
-        let length = data
-            .get(1..5)
-            .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
-            .map(u32::from_le_bytes);
-        let Some(total) = length.and_then(|l| (l as usize).checked_add(HEADER_LEN)) else {
-            frames.push(Ok(data));
-            break;
-        };
-        match (data.get(..total), data.get(total..)) {
-            (Some(frame), Some(rest)) => {
-                frames.push(Ok(frame));
-                data = rest;
+/// A snapshot received and staged, waiting for the loop.
+#[derive(Debug)]
+pub(super) struct Received {
+    descriptor: ringkv_types::ShardDescriptor,
+    pd_state: Option<ringkv_pd::PdState>,
+    prepared: ringkv_storage::PreparedSnapshot,
+}
+
+/// Reads `incoming` to its end on a blocking thread, checking and staging it as it arrives:
+/// the descriptor envelope, the PD state's (group 0 only), then the store's chunks. Memory: the
+/// transport's few buffered chunks and one envelope.
+fn stage_incoming(
+    handle: &tokio::runtime::Handle,
+    store: &ringkv_storage::Store,
+    mut incoming: IncomingSnapshot,
+) -> std::result::Result<Received, String> {
+    let shard = incoming.message().group;
+    let config = store.config();
+    let record_max = config.record_bytes_max;
+    let frame_max = config.snapshot_chunk_bytes as u64 + record_max + 4096;
+    let mut splitter = EnvelopeSplitter::new(frame_max);
+    let mut next_frame = || -> std::result::Result<Option<Vec<u8>>, String> {
+        loop {
+            if let Some(frame) = splitter.pop()? {
+                return Ok(Some(frame));
             }
-            _ => {
-                // A truncated frame: hand it over so validation reports it.
-                frames.push(Ok(data));
-                break;
+            match handle.block_on(incoming.next_chunk()) {
+                Ok(Some(bytes)) => splitter.push(&bytes),
+                Ok(None) => return splitter.finish().map(|()| None),
+                Err(error) => return Err(error.to_string()),
             }
         }
+    };
+    let frame = next_frame()?.ok_or_else(|| "empty stream".to_string())?;
+    let bytes = envelope::decode(&frame, record_max).map_err(|error| error.to_string())?;
+    let descriptor = replica_meta::decode_descriptor(bytes).map_err(|error| error.to_string())?;
+    if descriptor.id != shard {
+        return Err(format!(
+            "stream carries shard {}'s descriptor",
+            descriptor.id
+        ));
     }
-    frames
+    let pd_state = if shard == ShardId::PD {
+        let frame = next_frame()?.ok_or_else(|| "no placement driver state".to_string())?;
+        let bytes = envelope::decode(&frame, record_max).map_err(|error| error.to_string())?;
+        Some(pd_host::decode_state(bytes).map_err(|error| error.to_string())?)
+    } else {
+        None
+    };
+    let mut stager = store.snapshot_stager(shard);
+    while let Some(frame) = next_frame()? {
+        stager.push(&frame).map_err(|error| error.to_string())?;
+    }
+    let prepared = stager.finish().map_err(|error| error.to_string())?;
+    Ok(Received {
+        descriptor,
+        pd_state,
+        prepared,
+    })
+}
+
+/// Cuts a byte stream into concatenated envelopes (`version u8, length u32 LE, crc32 u32,
+/// payload`), holding at most one envelope and one pushed buffer.
+struct EnvelopeSplitter {
+    buffer: Vec<u8>,
+    start: usize,
+    max: u64,
+}
+
+impl EnvelopeSplitter {
+    fn new(max: u64) -> Self {
+        Self {
+            buffer: Vec::new(),
+            start: 0,
+            max,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next whole envelope, if buffered.
+    fn pop(&mut self) -> std::result::Result<Option<Vec<u8>>, String> {
+        use ringkv_types::envelope::HEADER_LEN;
+        let rest = self.buffer.get(self.start..).unwrap_or_default();
+        let Some(length) = rest
+            .get(1..5)
+            .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
+            .map(u32::from_le_bytes)
+        else {
+            return Ok(None);
+        };
+        if u64::from(length) > self.max {
+            return Err(format!(
+                "envelope of {length} bytes, at most {} allowed",
+                self.max
+            ));
+        }
+        let total = length as usize + HEADER_LEN;
+        match rest.get(..total) {
+            Some(frame) => {
+                let frame = frame.to_vec();
+                self.start += total;
+                Ok(Some(frame))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Checks that nothing is left over at the end of the stream.
+    fn finish(&self) -> std::result::Result<(), String> {
+        match self.buffer.len() - self.start {
+            0 => Ok(()),
+            left => Err(format!("stream ends inside an envelope ({left} bytes)")),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -324,19 +472,31 @@ mod tests {
         for value in ["a", "bb", ""] {
             codec::encode_into(&value.to_string(), &mut data, 1024).unwrap();
         }
-        let frames: Vec<&[u8]> = split_envelopes(&data)
-            .into_iter()
-            .map(|frame| frame.unwrap())
-            .collect();
-        assert_eq!(frames.len(), 3);
-        let decoded: Vec<String> = frames
-            .iter()
-            .map(|frame| codec::decode(frame, 1024).unwrap())
-            .collect();
-        assert_eq!(decoded, ["a", "bb", ""]);
-        // A cut stream hands its tail over whole, so validation reports it.
-        let cut = &data[..data.len() - 1];
-        assert_eq!(split_envelopes(cut).len(), 3);
-        assert!(split_envelopes(&[]).is_empty());
+        // Pushed in pieces that cut envelopes anywhere, as the transport's chunks do.
+        for piece in [1, 3, 7, data.len()] {
+            let mut splitter = EnvelopeSplitter::new(1024);
+            let mut frames = Vec::new();
+            for bytes in data.chunks(piece) {
+                splitter.push(bytes);
+                while let Some(frame) = splitter.pop().unwrap() {
+                    frames.push(frame);
+                }
+            }
+            splitter.finish().unwrap();
+            let decoded: Vec<String> = frames
+                .iter()
+                .map(|frame| codec::decode(frame, 1024).unwrap())
+                .collect();
+            assert_eq!(decoded, ["a", "bb", ""], "pieces of {piece}");
+        }
+        // A cut stream is reported at its end.
+        let mut splitter = EnvelopeSplitter::new(1024);
+        splitter.push(&data[..data.len() - 1]);
+        while splitter.pop().unwrap().is_some() {}
+        assert!(splitter.finish().is_err());
+        // An envelope claiming more than the limit is refused before it is buffered.
+        let mut splitter = EnvelopeSplitter::new(1);
+        splitter.push(&data);
+        assert!(splitter.pop().is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! A bandwidth limit for outgoing snapshots: the placement driver's
 //! `max_snapshot_bytes_per_sec`, which the node agent learns from heartbeat answers.
 //!
-//! [`Throttled`] reads from a byte slice no faster than a node-wide token bucket
+//! [`Throttled`] reads a byte stream no faster than a node-wide token bucket
 //! ([`Limiter`], shared by every snapshot the node sends) allows: `rate` bytes per second, with
 //! a burst of a tenth of a second's worth (at least one chunk), so QUIC flow control still sees
 //! full chunks. Idle time earns no more than the burst.
@@ -112,25 +112,47 @@ impl Limiter {
     }
 }
 
-/// Reads `data` no faster than its [`Limiter`] allows.
-pub(super) struct Throttled<'a> {
-    data: &'a [u8],
+/// Where a [`Throttled`] reader's bytes come from after its first buffer.
+type ChunkSource = tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>;
+
+/// Reads a byte stream no faster than its [`Limiter`] allows: a buffer given whole, or chunks
+/// arriving on a channel (a snapshot read from the store by a blocking task), so a snapshot is
+/// never held whole in memory while it is sent.
+pub(super) struct Throttled {
+    current: Vec<u8>,
+    offset: usize,
+    source: Option<ChunkSource>,
     limiter: Arc<Limiter>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<'a> Throttled<'a> {
+impl Throttled {
     /// `data` paced by `limiter`.
-    pub(super) fn new(data: &'a [u8], limiter: Arc<Limiter>) -> Self {
+    #[cfg(test)]
+    pub(super) fn new(data: &[u8], limiter: Arc<Limiter>) -> Self {
         Self {
-            data,
+            current: data.to_vec(),
+            offset: 0,
+            source: None,
+            limiter,
+            sleep: None,
+        }
+    }
+
+    /// `first`, then every chunk `source` yields until it closes, paced by `limiter`. An error
+    /// from the source fails the read.
+    pub(super) fn streaming(first: Vec<u8>, source: ChunkSource, limiter: Arc<Limiter>) -> Self {
+        Self {
+            current: first,
+            offset: 0,
+            source: Some(source),
             limiter,
             sleep: None,
         }
     }
 }
 
-impl AsyncRead for Throttled<'_> {
+impl AsyncRead for Throttled {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -143,16 +165,37 @@ impl AsyncRead for Throttled<'_> {
                 }
                 self.sleep = None;
             }
-            if self.data.is_empty() {
-                return Poll::Ready(Ok(()));
+            let left = self.current.len().saturating_sub(self.offset);
+            if left == 0 {
+                let Some(source) = self.source.as_mut() else {
+                    return Poll::Ready(Ok(()));
+                };
+                match source.poll_recv(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => {
+                        self.source = None;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Some(Err(error))) => {
+                        self.source = None;
+                        return Poll::Ready(Err(error));
+                    }
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        self.current = chunk;
+                        self.offset = 0;
+                        continue;
+                    }
+                }
             }
-            let want = CHUNK_BYTES.min(buf.remaining()).min(self.data.len());
+            let want = CHUNK_BYTES.min(buf.remaining()).min(left);
             match self.limiter.take(want as u64) {
                 Ok(allowed) => {
                     let count = usize::try_from(allowed).unwrap_or(want).min(want);
-                    let (head, tail) = self.data.split_at(count);
-                    buf.put_slice(head);
-                    self.data = tail;
+                    let start = self.offset;
+                    if let Some(bytes) = self.current.get(start..start + count) {
+                        buf.put_slice(bytes);
+                    }
+                    self.offset += count;
                     return Poll::Ready(Ok(()));
                 }
                 Err(wait) => self.sleep = Some(Box::pin(tokio::time::sleep(wait))),
@@ -207,5 +250,27 @@ mod tests {
             assert_eq!(first, data, "rate {rate}");
             assert_eq!(second, data, "rate {rate}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_streaming_reader_yields_every_chunk_then_ends() {
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let mut reader = Throttled::streaming(b"head".to_vec(), receiver, Limiter::new());
+        tokio::spawn(async move {
+            for chunk in [b"one".to_vec(), Vec::new(), b"two".to_vec()] {
+                sender.send(Ok(chunk)).await.unwrap();
+            }
+        });
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"headonetwo");
+        // A failing source fails the read.
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let mut reader = Throttled::streaming(Vec::new(), receiver, Limiter::new());
+        sender
+            .send(Err(std::io::Error::other("disk")))
+            .await
+            .unwrap();
+        assert!(reader.read_to_end(&mut Vec::new()).await.is_err());
     }
 }
