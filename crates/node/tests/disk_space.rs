@@ -8,7 +8,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{Cluster, get, kv, put};
-use ringkv_types::{KvOp, KvResult, ReadConsistency, Response, WireError};
+use ringkv_types::{KvOp, KvResult, ReadConsistency, Response, ShardDescriptor, WireError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -62,6 +62,32 @@ fn free_bytes(path: &Path) -> u64 {
 /// Every node's free space falls under its reserve: puts are refused with `NoSpace` naming the
 /// node, reads and deletes still work, the alarm shows in the node status; once space is freed
 /// the alarm clears by itself and puts work again. No node stops.
+/// Under a space alarm reads and deletes still work: `kept` reads `one`, then is deleted with
+/// session 1's `sequence`.
+async fn read_and_delete_kept(
+    cluster: &mut Cluster,
+    leader: usize,
+    descriptor: &ShardDescriptor,
+    sequence: u64,
+) {
+    let read = get("kept", ReadConsistency::Linearizable);
+    let answer = cluster.call(leader, kv(descriptor, None, read)).await;
+    assert!(
+        matches!(&answer, Response::Kv(KvResult::Value { value: Some(v), .. }) if v.as_ref() == b"one"),
+        "{answer:?}"
+    );
+    let delete = KvOp::Delete {
+        key: Bytes::from_static(b"kept"),
+    };
+    let answer = cluster
+        .call(leader, kv(descriptor, Some((1, sequence)), delete))
+        .await;
+    assert!(
+        matches!(answer, Response::Kv(KvResult::Written { .. })),
+        "{answer:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn low_space_refuses_puts_keeps_reads_and_deletes_and_clears_when_space_returns() {
     let Some((mut cluster, mounts)) = cluster_on_small_disks().await else {
@@ -118,31 +144,8 @@ async fn low_space_refuses_puts_keeps_reads_and_deletes_and_clears_when_space_re
     let alarm = status.space_alarm.expect("alarm in the node status");
     assert!(alarm.free_bytes < 16 << 20);
     // Reads and deletes still work.
-    let answer = cluster
-        .call(
-            leader,
-            kv(
-                &descriptor,
-                None,
-                get("kept", ReadConsistency::Linearizable),
-            ),
-        )
-        .await;
-    assert!(
-        matches!(&answer, Response::Kv(KvResult::Value { value: Some(v), .. }) if v.as_ref() == b"one"),
-        "{answer:?}"
-    );
-    let delete = KvOp::Delete {
-        key: Bytes::from_static(b"kept"),
-    };
-    let answer = cluster
-        .call(leader, kv(&descriptor, Some((1, sequence)), delete))
-        .await;
+    read_and_delete_kept(&mut cluster, leader, &descriptor, sequence).await;
     sequence += 1;
-    assert!(
-        matches!(answer, Response::Kv(KvResult::Written { .. })),
-        "{answer:?}"
-    );
 
     for filler in &fillers {
         std::fs::remove_file(filler).unwrap();
@@ -234,6 +237,11 @@ async fn a_followers_low_disk_makes_the_leader_refuse_puts_until_it_clears() {
     );
 
     let filler = fill(&mounts[follower], 8 << 20);
+    // The node reads free space at most every 100 ms: wait for its next reading.
+    let seen = Instant::now() + Duration::from_secs(5);
+    while cluster.status(follower).await.space_alarm.is_none() && Instant::now() < seen {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let alarm = cluster.status(follower).await.space_alarm;
     assert!(alarm.is_some(), "the follower's own alarm is up");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -278,31 +286,8 @@ async fn a_followers_low_disk_makes_the_leader_refuse_puts_until_it_clears() {
     }
     println!("puts accepted before the follower's alarm reached the leader: {accepted_meanwhile}");
     let leader = cluster.leader_of(descriptor.id).await;
-    let answer = cluster
-        .call(
-            leader,
-            kv(
-                &descriptor,
-                None,
-                get("kept", ReadConsistency::Linearizable),
-            ),
-        )
-        .await;
-    assert!(
-        matches!(&answer, Response::Kv(KvResult::Value { value: Some(v), .. }) if v.as_ref() == b"one"),
-        "{answer:?}"
-    );
-    let delete = KvOp::Delete {
-        key: Bytes::from_static(b"kept"),
-    };
-    let answer = cluster
-        .call(leader, kv(&descriptor, Some((1, sequence)), delete))
-        .await;
+    read_and_delete_kept(&mut cluster, leader, &descriptor, sequence).await;
     sequence += 1;
-    assert!(
-        matches!(answer, Response::Kv(KvResult::Written { .. })),
-        "{answer:?}"
-    );
 
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
