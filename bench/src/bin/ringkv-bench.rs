@@ -3,7 +3,9 @@
 //! `--clients` tasks share one [`Client`] (one connection per node) and each keeps one
 //! operation in flight, so `--clients` is the number of concurrent operations. The run lasts
 //! `--duration` seconds (at most one hour), then prints throughput, latency percentiles
-//! (hdrhistogram, microsecond resolution) and errors as one line, or JSON with `--json`.
+//! (hdrhistogram, microsecond resolution), errors, and the CPU time each operation cost the
+//! servers (summed over the `ringkvd` processes, see `--server-pids`) and the load generator,
+//! as one line, or JSON with `--json`. See `docs/perf.md`.
 //!
 //! `--failover-report EVENTS`: each task owns one key and records every interval without a
 //! completed operation on it; the run ends at `--duration` or when the events file (written
@@ -14,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
+use ringkv_bench::cpu;
 use ringkv_bench::failover::{self, GAP_RECORD_MIN_MS, Gap};
 use ringkv_bench::load::{KeyChooser, Rng, Workload};
 use ringkv_client::{Client, ClientConfig, ReadConsistency, TlsSource};
@@ -77,6 +80,11 @@ struct Args {
     /// to the fault events in this file (`<unix ms> <kind> <node>` lines, `end` to stop).
     #[arg(long, value_name = "EVENTS")]
     failover_report: Option<PathBuf>,
+    /// Server processes whose CPU time is reported per operation (comma-separated pids).
+    /// Default: the `ringkvd` processes whose config lies under the ringctl config's directory
+    /// (the nodes of `ringctl local up`).
+    #[arg(long, value_name = "PIDS", value_delimiter = ',')]
+    server_pids: Vec<u32>,
 }
 
 /// The parts of `ringctl.toml` the load generator needs.
@@ -94,13 +102,17 @@ struct TlsFiles {
     key: PathBuf,
 }
 
-fn client_config(explicit: Option<&Path>) -> Result<ClientConfig> {
-    let path = match (explicit, std::env::var_os("RINGCTL_CONFIG")) {
+/// The ringctl config file: `--config`, else `$RINGCTL_CONFIG`, else the local cluster's.
+fn config_path(explicit: Option<&Path>) -> PathBuf {
+    match (explicit, std::env::var_os("RINGCTL_CONFIG")) {
         (Some(path), _) => path.to_path_buf(),
         (None, Some(path)) if !path.is_empty() => PathBuf::from(path),
         _ => PathBuf::from("data/local/ringctl.toml"),
-    };
-    let text = std::fs::read_to_string(&path).with_context(|| {
+    }
+}
+
+fn client_config(path: &Path) -> Result<ClientConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "reading {} (start a cluster with `ringctl local up`)",
             path.display()
@@ -315,7 +327,13 @@ async fn run(args: Args) -> Result<()> {
         bail!("--keys must be positive");
     }
     let consistency = parse_consistency(&args.consistency)?;
-    let config = client_config(args.config.as_deref())?;
+    let path = config_path(args.config.as_deref());
+    let config = client_config(&path)?;
+    let server_pids = if args.server_pids.is_empty() {
+        cpu::local_cluster_pids(path.parent().unwrap_or(Path::new(".")))
+    } else {
+        args.server_pids.clone()
+    };
     let request_timeout = config.request_timeout;
     let client = Client::connect(config).await.context("connecting")?;
     if args.check_linearizability {
@@ -329,6 +347,8 @@ async fn run(args: Args) -> Result<()> {
         preload(&client, args.keys, args.clients, &value).await?;
     }
     let chooser = KeyChooser::new(args.keys, args.workload.zipfian());
+    let server_before = cpu::Sample::take(&server_pids);
+    let client_before = cpu::own_ticks();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
     let mut tasks = tokio::task::JoinSet::new();
@@ -385,6 +405,14 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cost = CpuCost {
+        servers: server_pids.len(),
+        server_seconds: server_before.seconds_until(&cpu::Sample::take(&server_pids)),
+        client_seconds: client_before
+            .zip(cpu::own_ticks())
+            .and_then(|(before, after)| after.checked_sub(before))
+            .map(|ticks| ticks as f64 / cpu::TICKS_PER_SEC as f64),
+    };
     client.close().await;
     if let Some(watcher) = watcher {
         watcher.abort();
@@ -396,7 +424,17 @@ async fn run(args: Args) -> Result<()> {
             .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
         print!("{}", failover::report(&events, &total.gaps));
     }
-    report(&args, &total, elapsed)
+    report(&args, &total, elapsed, &cost)
+}
+
+/// CPU spent during the measured run (the preload excluded).
+struct CpuCost {
+    /// How many server processes were read.
+    servers: usize,
+    /// CPU seconds of the servers, summed; `None` without servers or if one could not be read.
+    server_seconds: Option<f64>,
+    /// CPU seconds of this load generator (all its threads).
+    client_seconds: Option<f64>,
 }
 
 #[cfg(feature = "check")]
@@ -466,8 +504,10 @@ async fn check_linearizability(_args: &Args, _client: &Client) -> Result<()> {
     )
 }
 
-fn report(args: &Args, total: &Tally, elapsed: f64) -> Result<()> {
+fn report(args: &Args, total: &Tally, elapsed: f64, cost: &CpuCost) -> Result<()> {
     let ops = total.latency_us.len();
+    let server_us = cpu::micros_per_op(cost.server_seconds, ops);
+    let client_us = cpu::micros_per_op(cost.client_seconds, ops);
     let ops_per_sec = ops as f64 / elapsed.max(f64::EPSILON);
     let ms = |quantile: f64| total.latency_us.value_at_quantile(quantile) as f64 / 1000.0;
     if args.json {
@@ -488,6 +528,11 @@ fn report(args: &Args, total: &Tally, elapsed: f64) -> Result<()> {
             "max_ms": total.latency_us.max() as f64 / 1000.0,
             "errors": total.errors,
             "last_error": total.last_error,
+            "servers": cost.servers,
+            "server_cpu_secs": cost.server_seconds,
+            "server_cpu_us_per_op": server_us,
+            "client_cpu_secs": cost.client_seconds,
+            "client_cpu_us_per_op": client_us,
         });
         println!("{document}");
     } else {
@@ -499,7 +544,8 @@ fn report(args: &Args, total: &Tally, elapsed: f64) -> Result<()> {
         println!(
             "workload={} clients={} value_size={} keys={} consistency={} duration={elapsed:.1}s \
              ops={ops} ops/s={ops_per_sec:.0} reads={} writes={} p50={:.2}ms p99={:.2}ms \
-             p999={:.2}ms max={:.2}ms errors={}{last}",
+             p999={:.2}ms max={:.2}ms errors={} server_cpu/op={} ({} servers) \
+             client_cpu/op={}{last}",
             args.workload,
             args.clients,
             args.value_size,
@@ -512,9 +558,17 @@ fn report(args: &Args, total: &Tally, elapsed: f64) -> Result<()> {
             ms(0.999),
             total.latency_us.max() as f64 / 1000.0,
             total.errors,
+            per_op(server_us),
+            cost.servers,
+            per_op(client_us),
         );
     }
     Ok(())
+}
+
+/// `12.3us`, or `n/a` without a reading.
+fn per_op(micros: Option<f64>) -> String {
+    micros.map_or_else(|| "n/a".to_owned(), |us| format!("{us:.1}us"))
 }
 
 fn main() -> std::process::ExitCode {
