@@ -1,5 +1,6 @@
 //! One local replica: its Raft core, its descriptor, and the client work waiting on it.
 
+use crate::core::machine::StateMachine;
 use ringkv_raft::{InitialState, RawNode, Role, Storage, StorageError};
 use ringkv_storage::GroupStorage;
 use ringkv_types::raft::{ConfState, Entry, Snapshot};
@@ -154,14 +155,8 @@ pub struct Group {
     pub applied: LogIndex,
     /// Whether the configuration has been saved with an applied index.
     pub conf_saved: bool,
-    /// The largest log time (`now_ms`) this replica proposed or applied, so a leader's stamps
-    /// never go backwards across leaders with skewed clocks.
-    pub last_stamp_ms: u64,
-    /// Whether the session table may hold sessions (unknown at start, so true; false after an
-    /// expiry pass left none, true again after a write with a session).
-    pub sessions_live: bool,
-    /// When this replica, as leader, last proposed a session expiry pass.
-    pub expiry_proposed: Option<std::time::Instant>,
+    /// The group's state machine: a data shard's, or the placement driver's (group 0).
+    pub machine: StateMachine,
     /// Writes waiting for their entry to apply, by log index.
     pub proposals: BTreeMap<LogIndex, Proposal>,
     /// Reads that arrived this turn (one ReadIndex request per group per turn).
@@ -226,9 +221,7 @@ impl Group {
             role: Role::Follower,
             applied,
             conf_saved: true,
-            last_stamp_ms: 0,
-            sessions_live: true,
-            expiry_proposed: None,
+            machine: StateMachine::for_shard(shard),
             proposals: BTreeMap::new(),
             reads_new: Vec::new(),
             reads_sent: HashMap::new(),
@@ -240,11 +233,14 @@ impl Group {
         }
     }
 
-    /// Log time for a new entry of this group: the wall clock, never below a stamp seen before.
+    /// Log time for a new entry of this data shard: the wall clock, never below a stamp seen
+    /// before (group 0's log time is the PD host's, see `PdHost::next_stamp`).
     pub fn next_stamp(&mut self) -> u64 {
-        let now = crate::pd_host::wall_clock_ms().max(self.last_stamp_ms);
-        self.last_stamp_ms = now;
-        now
+        let now_ms = crate::pd_host::wall_clock_ms();
+        match self.machine.data_mut() {
+            Some(data) => data.next_stamp(now_ms),
+            None => now_ms,
+        }
     }
 
     /// The node of the leader to name in a `NotLeader` answer (the core knows member ids).

@@ -6,6 +6,7 @@
 //! - [`config`]: the TOML configuration (`ringkvd --config FILE`), validated at start;
 //!   [`config_layers`] layers flags and `RINGKV_*` environment variables over it.
 //! - [`bootstrap`]: the deterministic initial shard map every initial node computes alike.
+//! - [`core`]: the sans-IO node core (the seam between deciding and doing; see its doc).
 //! - [`event_loop`]: one task owns all local groups; group commit (one fsync per turn, the next
 //!   turn prepared while the previous batch syncs), one send per peer per turn, batched apply,
 //!   client reads and writes, snapshot transfers. `docs/node.md` has the turn diagram.
@@ -71,6 +72,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod config_layers;
 mod config_schema;
+pub mod core;
 mod error;
 pub mod event_loop;
 pub mod group;

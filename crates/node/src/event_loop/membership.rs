@@ -13,6 +13,7 @@
 //! ```
 
 use super::{EventLoop, reply};
+use crate::core::machine::MachineKind;
 use crate::error::Result;
 use crate::group::{Group, PendingChange, PendingTransfer};
 use crate::node::open_group;
@@ -53,7 +54,7 @@ impl EventLoop {
             if message.to == group.member {
                 return Ok(true);
             }
-            if message.to > group.member && shard != ShardId::PD {
+            if message.to > group.member && group.machine.is_data() {
                 info!(%shard, old = %group.member, new = %message.to,
                     "a newer member of this node exists: removing the stale replica");
                 self.remove_group(shard)?;
@@ -71,11 +72,10 @@ impl EventLoop {
     pub(super) fn handle_removed_member(&mut self, message: &Message) -> Result<bool> {
         let shard = message.group;
         if matches!(message.body, MessageBody::ReplicaRemoved) {
-            if shard != ShardId::PD
-                && self
-                    .groups
-                    .get(&shard)
-                    .is_some_and(|group| group.member == message.to)
+            if self
+                .groups
+                .get(&shard)
+                .is_some_and(|group| group.machine.is_data() && group.member == message.to)
             {
                 info!(%shard, member = %message.to, from = %message.from,
                     "told that this replica was removed");
@@ -97,10 +97,7 @@ impl EventLoop {
             term: group.raw.term(),
             body: MessageBody::ReplicaRemoved,
         };
-        self.outbox
-            .entry(member_node(message.from))
-            .or_default()
-            .push(notice);
+        self.outbox.push(member_node(message.from), notice);
         Ok(true)
     }
 
@@ -116,7 +113,7 @@ impl EventLoop {
                 | MessageBody::Vote { .. }
                 | MessageBody::PreVote { .. }
         );
-        if !creates || shard == ShardId::PD {
+        if !creates || MachineKind::of(shard) == MachineKind::Pd {
             return Ok(false);
         }
         if self
@@ -184,7 +181,7 @@ impl EventLoop {
         let dead = self.tombstones.entry(shard).or_insert(group.member);
         *dead = (*dead).max(group.member);
         // The current batch (if any) may hold the group's last writes: delete after it.
-        let barrier = self.submitted + u64::from(!self.batch.is_empty());
+        let barrier = self.persist.submitted_count() + u64::from(!self.batch.is_empty());
         info!(%shard, member = %group.member, "replica removed; deleting its data");
         self.removals_waiting
             .push((barrier, shard, group.descriptor.arc));
@@ -193,7 +190,7 @@ impl EventLoop {
 
     /// Starts the deletions whose batches are durable.
     pub(super) fn start_removals(&mut self) -> Result<()> {
-        let durable = self.durable_batches;
+        let durable = self.persist.durable_count();
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.removals_waiting)
             .into_iter()
             .partition(|(barrier, _, _)| *barrier <= durable);
@@ -283,7 +280,7 @@ impl EventLoop {
             _ => true,
         };
         let group = match self.groups.get_mut(&shard) {
-            Some(group) if shard != ShardId::PD && group.initialized => group,
+            Some(group) if group.machine.is_data() && group.initialized => group,
             _ => return Err(Response::Error(WireError::ShardNotFound { shard })),
         };
         if !group.raw.is_leader() {

@@ -8,87 +8,37 @@
 //! `NotLeader` with the PD leader they last heard of.
 
 use super::{EventLoop, reply};
+use crate::core::pd_machine::{PD_WAITERS_MAX, PdHost, PdResults, PdWaiter};
 use crate::error::Result;
 use crate::log_command::LogCommand;
 use crate::pd_host;
 use ringkv_pd::{Command, PdState};
-use ringkv_types::{
-    AdminResult, LogIndex, NodeAddress, NodeId, Response, ShardId, Term, WireError,
-};
-use std::collections::BTreeMap;
+use ringkv_types::{AdminResult, LogIndex, NodeAddress, NodeId, Response, ShardId, WireError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::requests::not_leader;
 
-/// PD calls waiting for their entry to apply, at most: beyond it callers get `Busy`.
-const PD_WAITERS_MAX: usize = 4096;
-
-/// A PD command proposed for a caller, waiting for its entry to apply.
-struct PdWaiter {
-    term: Term,
-    reply: oneshot::Sender<Response>,
-}
-
-/// The PD replica hosted by this node (initial nodes only).
-pub(super) struct PdHost {
-    /// The applied state, saved with every apply (`pd/state`).
-    pub(super) state: PdState,
-    waiters: BTreeMap<LogIndex, PdWaiter>,
-    /// The largest `now_ms` this node stamped, so its stamps never go backwards.
-    last_stamp_ms: u64,
-    /// While leading: the log time at an instant, read from the wall clock once when the
-    /// leadership began; later stamps add the monotonic time elapsed since, so a wall clock
-    /// that jumps during a term does not move log time.
-    clock_base: Option<(Instant, u64)>,
-    /// When this replica became PD leader (ticks wait a heartbeat timeout after it, so every
-    /// node had a chance to heartbeat to the new leader before anyone is marked down).
-    leading_since: Option<Instant>,
-    last_tick: Option<Instant>,
-    /// A proposed `Tick` not yet applied: one at a time.
-    tick_in_flight: Option<(LogIndex, Instant)>,
-    /// The state a received snapshot carries, waiting for the Ready that installs it.
-    pub(super) pending_install: Option<PdState>,
-}
-
-impl PdHost {
-    pub(super) fn new(state: PdState) -> Self {
-        Self {
-            state,
-            waiters: BTreeMap::new(),
-            last_stamp_ms: 0,
-            clock_base: None,
-            leading_since: None,
-            last_tick: None,
-            tick_in_flight: None,
-            pending_install: None,
-        }
-    }
-
-    /// Log time for a new command: the wall clock read when this leadership began plus the
-    /// monotonic time since, never below what was applied or stamped.
-    fn next_stamp(&mut self) -> u64 {
-        let floor = self.state.now_ms.max(self.last_stamp_ms);
-        let (since, base_ms) = *self
-            .clock_base
-            .get_or_insert_with(|| (Instant::now(), pd_host::wall_clock_ms().max(floor)));
-        let elapsed = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let now = base_ms.saturating_add(elapsed).max(floor);
-        self.last_stamp_ms = now;
-        now
-    }
-}
-
-/// Results of the PD commands applied in one run: `(index, term, encoded answer)`.
-pub(super) type PdResults = Vec<(LogIndex, Term, Vec<u8>)>;
-
 impl EventLoop {
+    /// The placement driver replica this node hosts (group 0's state machine).
+    pub(super) fn pd_host(&self) -> Option<&PdHost> {
+        self.groups
+            .get(&ShardId::PD)
+            .and_then(|group| group.machine.pd())
+    }
+
+    /// The hosted placement driver replica, to change.
+    pub(super) fn pd_host_mut(&mut self) -> Option<&mut PdHost> {
+        self.groups
+            .get_mut(&ShardId::PD)
+            .and_then(|group| group.machine.pd_mut())
+    }
+
     /// The PD state this node answers from: its replica's applied state, else the copy the
     /// agent fetched from the PD leader.
     pub(super) fn pd_view(&self) -> Option<&PdState> {
-        self.pd
-            .as_ref()
+        self.pd_host()
             .map(|host| &host.state)
             .or(self.pd_cache.as_ref())
     }
@@ -103,7 +53,7 @@ impl EventLoop {
 
     /// The PD leader as far as this node knows.
     pub(super) fn pd_leader(&self) -> Option<NodeId> {
-        match &self.pd {
+        match self.pd_host() {
             Some(_) => self.groups.get(&ShardId::PD).and_then(|g| g.leader_hint()),
             None => self.pd_leader_hint,
         }
@@ -149,7 +99,9 @@ impl EventLoop {
 
     fn pd_not_leader(&self) -> Response {
         match self.groups.get(&ShardId::PD) {
-            Some(group) if self.pd.is_some() => not_leader(group.leader_hint(), &group.descriptor),
+            Some(group) if group.machine.pd().is_some() => {
+                not_leader(group.leader_hint(), &group.descriptor)
+            }
             _ => Response::Error(WireError::NotLeader {
                 leader_hint: self.pd_leader_hint,
                 descriptor: None,
@@ -158,11 +110,9 @@ impl EventLoop {
     }
 
     fn is_pd_leader(&self) -> bool {
-        self.pd.is_some()
-            && self
-                .groups
-                .get(&ShardId::PD)
-                .is_some_and(|group| group.raw.is_leader())
+        self.groups
+            .get(&ShardId::PD)
+            .is_some_and(|group| group.machine.pd().is_some() && group.raw.is_leader())
     }
 
     /// `AdminRequest::Pd`: decode, stamp, propose; answered when applied.
@@ -200,7 +150,7 @@ impl EventLoop {
 
     /// `AdminRequest::PdState`: the PD leader's applied state.
     pub(super) fn pd_state_call(&self) -> Response {
-        match &self.pd {
+        match self.pd_host() {
             Some(host) if self.is_pd_leader() => match pd_host::encode_state(&host.state) {
                 Ok(bytes) => Response::Admin(AdminResult::Pd(bytes.into())),
                 Err(error) => Response::Error(WireError::Internal {
@@ -223,7 +173,11 @@ impl EventLoop {
                 reply(slot, response);
             }
         };
-        let Some(host) = self.pd.as_mut() else {
+        let Some(group) = self.groups.get_mut(&ShardId::PD) else {
+            busy(slot, Response::Error(WireError::Unavailable));
+            return Ok(None);
+        };
+        let Some(host) = group.machine.pd_mut() else {
             busy(slot, Response::Error(WireError::Unavailable));
             return Ok(None);
         };
@@ -231,23 +185,19 @@ impl EventLoop {
             busy(slot, Response::Error(WireError::Busy));
             return Ok(None);
         }
-        let Some(group) = self.groups.get_mut(&ShardId::PD) else {
-            busy(slot, Response::Error(WireError::Unavailable));
-            return Ok(None);
-        };
-        pd_host::stamp(&mut command, host.next_stamp());
+        pd_host::stamp(
+            &mut command,
+            host.next_stamp(Instant::now(), pd_host::wall_clock_ms()),
+        );
         let data = LogCommand::Pd(command).encode()?;
         match group.raw.propose(data) {
             Ok(index) => {
                 self.metrics.raft_proposals.inc();
                 if let Some(slot) = slot {
-                    host.waiters.insert(
-                        index,
-                        PdWaiter {
-                            term: group.raw.term(),
-                            reply: slot,
-                        },
-                    );
+                    let term = group.raw.term();
+                    if let Some(host) = group.machine.pd_mut() {
+                        host.waiters.insert(index, PdWaiter { term, reply: slot });
+                    }
                 }
                 self.dirty.insert(ShardId::PD);
                 Ok(Some(index))
@@ -282,7 +232,7 @@ impl EventLoop {
         let interval = Duration::from_millis(self.config.pd.tick_interval_ms);
         self.sync_auth();
         self.maybe_propose_signing_key(leads)?;
-        let Some(host) = self.pd.as_mut() else {
+        let Some(host) = self.pd_host_mut() else {
             return Ok(());
         };
         if !leads {
@@ -312,7 +262,7 @@ impl EventLoop {
         }
         host.last_tick = Some(now);
         if let Some(index) = self.propose_pd(Command::Tick { now_ms: 0 }, None)?
-            && let Some(host) = self.pd.as_mut()
+            && let Some(host) = self.pd_host_mut()
         {
             host.tick_in_flight = Some((index, now));
         }
@@ -323,7 +273,7 @@ impl EventLoop {
     /// before tokens existed): generates one and proposes it, at most every 10 seconds.
     fn maybe_propose_signing_key(&mut self, leads: bool) -> Result<()> {
         let needed = leads
-            && self.pd.as_ref().is_some_and(|host| {
+            && self.pd_host().is_some_and(|host| {
                 host.state.cluster.is_some() && host.state.auth.signing_keys.is_empty()
             });
         let recently = self
@@ -349,36 +299,13 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Applies committed PD commands to the hosted state, in order. Returns each answer and
-    /// the encoded state to save with the applied index, or `None` when this node hosts no PD.
-    pub(super) fn pd_apply(
-        host: &mut PdHost,
-        entries: Vec<(LogIndex, Term, Command)>,
-    ) -> Result<(PdResults, Vec<u8>)> {
-        let mut results = Vec::with_capacity(entries.len());
-        for (index, term, command) in entries {
-            let result = host.state.apply(&command);
-            if let Err(error) = &result {
-                debug!(%index, %error, "placement driver refused a command");
-            }
-            let bytes = postcard::to_stdvec(&result).map_err(|error| crate::Error::Corrupt {
-                what: "placement driver answer (encode)",
-                reason: error.to_string(),
-            })?;
-            results.push((index, term, bytes));
-        }
-        #[cfg(debug_assertions)]
-        host.state.check_invariants();
-        Ok((results, pd_host::encode_state(&host.state)?))
-    }
-
     /// Answers the PD callers whose entries applied (up to `last`), after the state is saved.
     pub(super) fn pd_answer(&mut self, results: PdResults, last: LogIndex) {
-        let hint = self
-            .groups
-            .get(&ShardId::PD)
-            .map(|group| (group.leader_hint(), group.descriptor.clone()));
-        let Some(host) = self.pd.as_mut() else {
+        let Some(group) = self.groups.get_mut(&ShardId::PD) else {
+            return;
+        };
+        let hint = Some((group.leader_hint(), group.descriptor.clone()));
+        let Some(host) = group.machine.pd_mut() else {
             return;
         };
         if host.tick_in_flight.is_some_and(|(index, _)| index <= last) {
@@ -417,7 +344,7 @@ impl EventLoop {
 
     /// The agent's copy of the PD leader's state (nodes that do not host PD).
     pub(super) fn set_pd_cache(&mut self, state: PdState, leader: Option<NodeId>) {
-        if self.pd.is_some() {
+        if self.pd_host().is_some() {
             return;
         }
         if leader.is_some() {
@@ -454,26 +381,5 @@ fn fill_signing_key(command: Command) -> std::result::Result<Command, String> {
             })
         }
         other => Ok(other),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stamps_never_go_backwards_nor_below_log_time() {
-        let mut state = PdState::new();
-        // Log time far in the future (a previous leader's clock was ahead).
-        state.now_ms = pd_host::wall_clock_ms() + 3_600_000;
-        let mut host = PdHost::new(state);
-        let first = host.next_stamp();
-        assert!(first >= host.state.now_ms);
-        let second = host.next_stamp();
-        assert!(second >= first);
-        // A new leadership reads the wall clock again but stays above the last stamp.
-        host.clock_base = None;
-        host.state.now_ms = 0;
-        assert!(host.next_stamp() >= second);
     }
 }

@@ -121,8 +121,15 @@ impl EventLoop {
             }
         };
         let shard = request.shard;
+        // The alarm of this node, else of any node holding a replica of the shard (as PD
+        // recorded it): a follower whose disk is low must not be fed more data.
+        let alarm = if adds_data(&request.op) {
+            self.write_alarm(shard)
+        } else {
+            None
+        };
         let group = match self.groups.get_mut(&shard) {
-            Some(group) if shard != ShardId::PD && group.initialized => group,
+            Some(group) if group.machine.is_data() && group.initialized => group,
             _ => {
                 reply(slot, Response::Error(WireError::ShardNotFound { shard }));
                 return Ok(());
@@ -180,20 +187,7 @@ impl EventLoop {
             reply(slot, not_leader(group.leader_hint(), &group.descriptor));
             return Ok(());
         }
-        // The alarm of this node, else of any node holding a replica of the shard (as PD
-        // recorded it): a follower whose disk is low must not be fed more data.
-        if adds_data(&request.op)
-            && let Some((node, alarm)) = space_alarm(&self.store)
-                .map(|alarm| (self.config.node_id, alarm))
-                .or_else(|| {
-                    // `pd_view()`, by field: `group` borrows `self.groups`.
-                    self.pd
-                        .as_ref()
-                        .map(|host| &host.state)
-                        .or(self.pd_cache.as_ref())
-                        .and_then(|state| state.space_alarm_of(&group.descriptor))
-                })
-        {
+        if let Some((node, alarm)) = alarm {
             reply(
                 slot,
                 Response::Error(WireError::NoSpace {
@@ -245,6 +239,17 @@ impl EventLoop {
             ),
         }
         Ok(())
+    }
+
+    /// The low-space alarm refusing a write to `shard`: this node's, else that of a node
+    /// holding a replica of it, as PD recorded it.
+    fn write_alarm(&self, shard: ShardId) -> Option<(NodeId, SpaceAlarm)> {
+        space_alarm(&self.store)
+            .map(|alarm| (self.config.node_id, alarm))
+            .or_else(|| {
+                let descriptor = &self.groups.get(&shard)?.descriptor;
+                self.pd_view()?.space_alarm_of(descriptor)
+            })
     }
 
     pub(super) fn admin(&self, request: AdminRequest) -> Response {

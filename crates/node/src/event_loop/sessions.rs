@@ -42,8 +42,10 @@ impl EventLoop {
         };
         debug!(%shard, %index, dropped = outcome.dropped, remaining = outcome.remaining,
             "idle client sessions expired");
-        group.last_stamp_ms = group.last_stamp_ms.max(now_ms);
-        group.sessions_live = outcome.remaining > 0;
+        if let Some(data) = group.machine.data_mut() {
+            data.last_stamp_ms = data.last_stamp_ms.max(now_ms);
+            data.sessions_live = outcome.remaining > 0;
+        }
         group.applied = index;
         group.raw.on_applied(index);
         // A write proposed at this index or before whose entry is not there was overwritten.
@@ -67,22 +69,24 @@ impl EventLoop {
         let interval = expiry_interval(idle_ms);
         let now = Instant::now();
         for (shard, group) in &mut self.groups {
-            if *shard == ShardId::PD
-                || !group.initialized
-                || !group.sessions_live
-                || !group.raw.is_leader()
-            {
+            if !group.initialized || !group.raw.is_leader() {
                 continue;
             }
-            match group.expiry_proposed {
+            let Some(data) = group.machine.data_mut() else {
+                continue;
+            };
+            if !data.sessions_live {
+                continue;
+            }
+            match data.expiry_proposed {
                 Some(at) if now.duration_since(at) >= interval => {}
                 Some(_) => continue,
                 None => {
-                    group.expiry_proposed = Some(now);
+                    data.expiry_proposed = Some(now);
                     continue;
                 }
             }
-            group.expiry_proposed = Some(now);
+            data.expiry_proposed = Some(now);
             let data = LogCommand::ExpireSessions {
                 now_ms: group.next_stamp(),
                 idle_ms,

@@ -2,6 +2,7 @@
 
 use super::EventLoop;
 use super::throttle::Throttled;
+use crate::core::machine::MachineKind;
 use crate::error::Result;
 use crate::pd_host;
 use crate::replica_meta;
@@ -78,10 +79,10 @@ impl EventLoop {
         // The data stream: the store's chunks (each a self-delimiting envelope), concatenated.
         // Group 0 owns no data (its descriptor's arc is nominal): its stream carries the PD
         // state, taken in this turn like the chunks, so it matches their applied index.
-        let (arc, pd_state) = if shard == ShardId::PD {
-            let state = self
-                .pd
-                .as_ref()
+        let (arc, pd_state) = if group.machine.kind() == MachineKind::Pd {
+            let state = group
+                .machine
+                .pd()
                 .map(|host| pd_host::encode_state(&host.state));
             match state {
                 Some(Ok(bytes)) => (pd_host::PD_SNAPSHOT_ARC, Some(bytes)),
@@ -298,7 +299,7 @@ impl EventLoop {
             return Ok(());
         }
         let pd_state = match pd_state {
-            Some(_) if self.pd.is_none() => return Ok(()),
+            Some(_) if self.pd_host().is_none() => return Ok(()),
             other => other,
         };
         let expected_arc = if pd_state.is_some() {
@@ -329,7 +330,7 @@ impl EventLoop {
         );
         group.pending_install = Some(prepared);
         group.pending_descriptor = Some(descriptor);
-        if let Some(host) = self.pd.as_mut() {
+        if let Some(host) = group.machine.pd_mut() {
             host.pending_install = pd_state;
         }
         group.raw.step(message)?;
@@ -380,7 +381,7 @@ fn stage_incoming(
             descriptor.id
         ));
     }
-    let pd_state = if shard == ShardId::PD {
+    let pd_state = if MachineKind::of(shard) == MachineKind::Pd {
         let frame = next_frame()?.ok_or_else(|| "no placement driver state".to_string())?;
         let bytes = envelope::decode(&frame, record_max).map_err(|error| error.to_string())?;
         Some(pd_host::decode_state(bytes).map_err(|error| error.to_string())?)

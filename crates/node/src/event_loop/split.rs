@@ -23,6 +23,8 @@
 //! by a snapshot, it is newer than the split and is left alone.
 
 use super::{EventLoop, Internal, reply};
+use crate::core::apply_plan::Split;
+use crate::core::machine::MachineKind;
 use crate::error::Result;
 use crate::group::PendingChange;
 use crate::log_command::LogCommand;
@@ -36,14 +38,6 @@ use ringkv_types::{
 use tracing::{info, warn};
 
 use super::requests::not_leader;
-
-/// A decoded split command.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Split {
-    pub epoch: Epoch,
-    pub new_shard: ShardId,
-    pub at: u64,
-}
 
 /// The two descriptors after splitting `parent` at `at`, or `None` when `at` is not strictly
 /// inside its arc.
@@ -90,7 +84,7 @@ impl EventLoop {
             || self.map.shards.iter().any(|d| d.id == new_shard)
             || self.tombstones.contains_key(&new_shard);
         let group = match self.groups.get_mut(&shard) {
-            Some(group) if shard != ShardId::PD && group.initialized => group,
+            Some(group) if group.machine.is_data() && group.initialized => group,
             _ => {
                 reply(slot, Response::Error(WireError::ShardNotFound { shard }));
                 return Ok(());
@@ -118,7 +112,7 @@ impl EventLoop {
             );
             return Ok(());
         }
-        if new_shard == ShardId::PD || new_shard == shard || taken {
+        if MachineKind::of(new_shard) != MachineKind::Data || new_shard == shard || taken {
             reply(
                 slot,
                 invalid(format!("shard id {new_shard} is not free for a split")),
@@ -290,17 +284,7 @@ impl EventLoop {
         self.store.write(batch)?;
         // Every batch submitted before is durable now: the old replica's pending
         // acknowledgements go out, and it is forgotten.
-        let mut messages = Vec::new();
-        for after in &mut self.in_flight {
-            after.retain_mut(|(shard, _, pending)| {
-                if *shard == child {
-                    messages.append(pending);
-                    false
-                } else {
-                    true
-                }
-            });
-        }
+        let messages = self.persist.take_shard(child);
         let mut snapshots = Vec::new();
         for message in messages {
             self.route(message, &mut snapshots);

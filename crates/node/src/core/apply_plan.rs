@@ -1,0 +1,313 @@
+//! What committed entries mean to a group's state machine, decided with no I/O: the entries
+//! of one Ready become apply steps (runs of ordinary entries, cut at session expiries and
+//! splits, which apply on their own), and a run becomes the store commands, configuration,
+//! descriptor and PD commands to apply in one atomic batch. The driver performs the writes
+//! and answers the callers from the plan.
+
+use super::machine::MachineKind;
+use crate::log_command::LogCommand;
+use ringkv_storage::Command;
+use ringkv_types::raft::{ConfState, Entry, EntryPayload};
+use ringkv_types::{Epoch, LogIndex, ShardDescriptor, ShardId, Term};
+use tracing::warn;
+
+/// A decoded split command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// The epoch the leader proposed against.
+    pub epoch: Epoch,
+    /// The new shard's id.
+    pub new_shard: ShardId,
+    /// Where the new shard starts.
+    pub at: u64,
+}
+
+/// One step of applying a Ready's committed entries, in log order.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// Ordinary entries, applied in one store batch ([`plan_run`]).
+    Run(Vec<Entry>),
+    /// A session expiry pass (data shards).
+    Expiry {
+        /// The entry's index.
+        index: LogIndex,
+        /// Its term.
+        term: Term,
+        /// Log time of the pass.
+        now_ms: u64,
+        /// The idle limit.
+        idle_ms: u64,
+    },
+    /// A split (data shards).
+    Split {
+        /// The entry's index.
+        index: LogIndex,
+        /// Its term.
+        term: Term,
+        /// The command.
+        split: Split,
+    },
+}
+
+/// Cuts committed `entries` of a `kind` machine into steps. Only data shards have expiry and
+/// split commands; on group 0 such payloads stay in runs (and are skipped as misplaced).
+pub fn steps(kind: MachineKind, entries: Vec<Entry>) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut run = Vec::new();
+    for entry in entries {
+        let special = match &entry.payload {
+            EntryPayload::Normal(data) if kind == MachineKind::Data => special_command(data),
+            _ => None,
+        };
+        let step = match special {
+            Some(LogCommand::ExpireSessions { now_ms, idle_ms }) => Step::Expiry {
+                index: entry.index,
+                term: entry.term,
+                now_ms,
+                idle_ms,
+            },
+            Some(LogCommand::Split {
+                epoch,
+                new_shard,
+                at,
+            }) => Step::Split {
+                index: entry.index,
+                term: entry.term,
+                split: Split {
+                    epoch,
+                    new_shard,
+                    at,
+                },
+            },
+            _ => {
+                run.push(entry);
+                continue;
+            }
+        };
+        if !run.is_empty() {
+            steps.push(Step::Run(std::mem::take(&mut run)));
+        }
+        steps.push(step);
+    }
+    if !run.is_empty() {
+        steps.push(Step::Run(run));
+    }
+    steps
+}
+
+/// An expiry or split command in `data`, cheaply ruled out by its first byte first.
+fn special_command(data: &[u8]) -> Option<LogCommand> {
+    if !LogCommand::may_be_expiry(data) && !LogCommand::may_be_split(data) {
+        return None;
+    }
+    match LogCommand::decode(data) {
+        Ok(command @ (LogCommand::ExpireSessions { .. } | LogCommand::Split { .. })) => {
+            Some(command)
+        }
+        _ => None,
+    }
+}
+
+/// What one run of ordinary entries applies, in one atomic store batch.
+#[derive(Debug, Default)]
+pub struct RunPlan {
+    /// Index and term of the run's last entry: the new applied state.
+    pub last: (LogIndex, Term),
+    /// Store commands (data shards), in log order.
+    pub commands: Vec<Command>,
+    /// Each command's log time.
+    pub stamps: Vec<u64>,
+    /// Each command's entry.
+    pub owners: Vec<(LogIndex, Term)>,
+    /// Writes naming keys outside the shard's arc at their index: skipped, answered
+    /// `KeyNotInShard`.
+    pub outside: Vec<(LogIndex, Term)>,
+    /// The last configuration in the run.
+    pub conf: Option<ConfState>,
+    /// Every configuration entry of the run.
+    pub conf_entries: Vec<(LogIndex, Term)>,
+    /// The descriptor after the run's configuration entries.
+    pub descriptor: Option<ShardDescriptor>,
+    /// PD commands (group 0).
+    pub pd_entries: Vec<(LogIndex, Term, ringkv_pd::Command)>,
+    /// The largest log time of the applied writes (0 for none).
+    pub max_stamp_ms: u64,
+    /// Whether an applied write carries a session.
+    pub has_session: bool,
+}
+
+/// Decodes a run of ordinary committed entries of `shard` (a `kind` machine whose descriptor
+/// is `current`) into what to apply. `None` for an empty run. Every replica decides alike:
+/// misplaced and undecodable entries are skipped by all.
+pub fn plan_run(
+    kind: MachineKind,
+    shard: ShardId,
+    current: &ShardDescriptor,
+    entries: Vec<Entry>,
+) -> Option<RunPlan> {
+    let last = entries.last().map(|e| (e.index, e.term))?;
+    let mut plan = RunPlan {
+        last,
+        ..RunPlan::default()
+    };
+    for entry in entries {
+        match entry.payload {
+            EntryPayload::Noop => {}
+            EntryPayload::Config(entry_conf) => {
+                // The descriptor follows the configuration, deterministically on every replica
+                // (thesis §4.1: the entry itself is the change).
+                let next = plan
+                    .descriptor
+                    .as_ref()
+                    .unwrap_or(current)
+                    .with_conf(&entry_conf);
+                plan.descriptor = Some(next);
+                plan.conf_entries.push((entry.index, entry.term));
+                plan.conf = Some(entry_conf);
+            }
+            EntryPayload::Normal(data) => {
+                match LogCommand::decode(&data).map(LogCommand::into_kv) {
+                    Ok(Ok((stamp, command))) if kind == MachineKind::Data => {
+                        // Checked again at apply: a write proposed before a split but applied
+                        // after it may name keys the shard no longer owns. Every replica has
+                        // the same descriptor at this index, so all skip it alike.
+                        let arc = plan.descriptor.as_ref().unwrap_or(current).arc;
+                        if command.operations.iter().all(|operation| {
+                            arc.contains(ringkv_types::ring::position(operation.key()))
+                        }) {
+                            plan.max_stamp_ms = plan.max_stamp_ms.max(stamp);
+                            plan.has_session |= command.session.is_some();
+                            plan.commands.push(command);
+                            plan.stamps.push(stamp);
+                            plan.owners.push((entry.index, entry.term));
+                        } else {
+                            plan.outside.push((entry.index, entry.term));
+                        }
+                    }
+                    Ok(Err(LogCommand::Pd(command))) if kind == MachineKind::Pd => {
+                        plan.pd_entries.push((entry.index, entry.term, command));
+                    }
+                    // Every replica skips the same entries, so the state machines agree.
+                    Ok(_) => warn!(%shard, index = %entry.index, "skipping a misplaced command"),
+                    Err(error) => {
+                        warn!(%shard, index = %entry.index, %error, "skipping an undecodable entry")
+                    }
+                }
+            }
+        }
+    }
+    Some(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use ringkv_storage::Operation;
+    use ringkv_types::ring::Arc;
+
+    fn entry(index: u64, command: &LogCommand) -> Entry {
+        Entry {
+            term: Term(2),
+            index: LogIndex(index),
+            payload: EntryPayload::Normal(command.encode().unwrap()),
+        }
+    }
+
+    fn put(key: &'static [u8]) -> LogCommand {
+        LogCommand::KvAt {
+            now_ms: 7,
+            command: Command {
+                session: None,
+                operations: vec![Operation::Put {
+                    key: Bytes::from_static(key),
+                    value: Bytes::from_static(b"v"),
+                }],
+            },
+        }
+    }
+
+    fn descriptor(arc: Arc) -> ShardDescriptor {
+        ShardDescriptor {
+            id: ShardId(3),
+            arc,
+            epoch: Epoch::default(),
+            replicas: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn runs_are_cut_at_expiries_and_splits_of_data_shards_only() {
+        let split = LogCommand::Split {
+            epoch: Epoch::default(),
+            new_shard: ShardId(9),
+            at: 1 << 40,
+        };
+        let expire = LogCommand::ExpireSessions {
+            now_ms: 5,
+            idle_ms: 60_000,
+        };
+        let entries = vec![
+            entry(6, &put(b"a")),
+            entry(7, &split),
+            entry(8, &put(b"b")),
+            entry(9, &put(b"c")),
+            entry(10, &expire),
+        ];
+        let steps_data = steps(MachineKind::Data, entries.clone());
+        assert_eq!(steps_data.len(), 4);
+        assert!(matches!(&steps_data[0], Step::Run(run) if run.len() == 1));
+        assert!(matches!(
+            steps_data[1],
+            Step::Split {
+                index: LogIndex(7),
+                ..
+            }
+        ));
+        assert!(matches!(&steps_data[2], Step::Run(run) if run.len() == 2));
+        assert!(matches!(
+            steps_data[3],
+            Step::Expiry {
+                index: LogIndex(10),
+                now_ms: 5,
+                idle_ms: 60_000,
+                ..
+            }
+        ));
+        // Group 0 has no splits: one run, whose misplaced commands every replica skips.
+        let steps_pd = steps(MachineKind::Pd, entries.clone());
+        assert!(matches!(&steps_pd[..], [Step::Run(run)] if run.len() == 5));
+        let plan = plan_run(
+            MachineKind::Pd,
+            ShardId::PD,
+            &descriptor(Arc::FULL),
+            entries,
+        )
+        .unwrap();
+        assert!(plan.commands.is_empty() && plan.pd_entries.is_empty());
+        assert_eq!(plan.last, (LogIndex(10), Term(2)));
+    }
+
+    #[test]
+    fn writes_outside_the_arc_are_skipped_alike() {
+        let inside_key = b"a";
+        let position = ringkv_types::ring::position(inside_key);
+        // An arc holding exactly `a`'s position.
+        let arc = Arc {
+            start: position,
+            end: position.checked_add(1),
+        };
+        let plan = plan_run(
+            MachineKind::Data,
+            ShardId(3),
+            &descriptor(arc),
+            vec![entry(6, &put(b"a")), entry(7, &put(b"zzz-elsewhere"))],
+        )
+        .unwrap();
+        assert_eq!(plan.owners, [(LogIndex(6), Term(2))]);
+        assert_eq!(plan.outside, [(LogIndex(7), Term(2))]);
+        assert_eq!(plan.max_stamp_ms, 7);
+        assert!(!plan.has_session);
+        assert!(plan_run(MachineKind::Data, ShardId(3), &descriptor(arc), Vec::new()).is_none());
+    }
+}

@@ -1,0 +1,64 @@
+//! The node core: the part of the node that decides, with no I/O (sans-IO, like
+//! [`ringkv_raft`] for one group and quinn-proto for QUIC). The tokio event loop
+//! ([`crate::event_loop`]) is its driver: it moves bytes and time between the core and the
+//! real transport, store and agent.
+//!
+//! # The seam
+//!
+//! **Inputs** (each a method call on the core, never a wait):
+//! - peer Raft messages (already decoded and validated at the node boundary);
+//! - client requests, each with a request id the driver maps back to its connection;
+//! - ticks (counted by the driver from the monotonic clock, see `event_loop/clock.rs`) and a
+//!   log-time value in milliseconds for stamping proposals (the driver reads the wall clock);
+//! - "batch N is durable" from the group-commit writer;
+//! - snapshot results: a received snapshot validated and staged off the loop, a sent snapshot
+//!   delivered or not;
+//! - storage reads through a trait the core is generic over ([`ringkv_raft::Storage`] for the
+//!   log; reads of the applied state for client reads and snapshots), implemented by the fjall
+//!   store in production and by memory in tests and the simulator.
+//!
+//! **Outputs** (taken by the driver after each input, in order):
+//! - one write batch per turn (log entries, hard states, snapshot installs, descriptors, PD
+//!   state), tied to the Readies it makes durable ([`persist::PersistQueue`]);
+//! - messages per peer node ([`outbox::Outbox`]); `InstallSnapshot` messages come out apart,
+//!   as snapshot-send tasks (the driver streams the data);
+//! - replies to client requests;
+//! - replica removals to start once their barrier batch is durable.
+//!
+//! **Stays in the driver**, because it is I/O or time: the tokio `select!` over channels, the
+//! ticket-waiter thread, reading the monotonic and wall clocks, the QUIC transport and its
+//! fault table, snapshot streaming and staging threads and their bandwidth limiter, metrics
+//! and `/readyz` publishing, the node agent, and `Inspect` scans on a blocking thread.
+//!
+//! # Rules the core keeps
+//! - **Persist before acknowledge**: messages a Ready holds back (`persisted_messages`) and
+//!   `on_persisted` wait for the batch holding its writes, and batches become durable in the
+//!   order they were submitted ([`persist::PersistQueue`]).
+//! - **Apply only durable entries**: committed entries come from the Raft core only once they
+//!   are durable on this node; apply is deterministic from the log alone (log time is in the
+//!   entries, never read from the clock), so every replica's state machine agrees.
+//! - **One state machine per group** ([`machine::StateMachine`]): data shards apply KV
+//!   commands, session expiry and splits; group 0 applies placement-driver commands. The kind
+//!   is decided once, when the group is created, instead of comparing shard ids on every path.
+//!
+//! # Status
+//! Extracted so far: the state-machine type ([`machine`], [`pd_machine`]), the persistence ordering
+//! ([`persist`]), the per-peer outbox ([`outbox`]) and the decoding of committed entries into
+//! apply steps ([`apply_plan`]). Group ownership, the request path and the store writes of
+//! apply are still methods of the event loop; moving them here (with reply ids instead of
+//! oneshot slots and a storage trait for applied-state reads and apply writes) is the next step.
+
+pub mod apply_plan;
+pub mod machine;
+pub mod outbox;
+pub mod pd_machine;
+pub mod persist;
+
+/// Where a client's answer goes. The one tokio type left in the core (a oneshot sender needs
+/// no runtime); it becomes a request id the driver maps to its caller.
+pub type ReplySlot = tokio::sync::oneshot::Sender<ringkv_types::Response>;
+
+/// Answers `slot`; a caller that gave up (timed out) is no error.
+pub fn reply(slot: ReplySlot, response: ringkv_types::Response) {
+    let _ = slot.send(response);
+}
