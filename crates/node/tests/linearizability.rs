@@ -6,6 +6,10 @@
 //! after healing are part of that history (so an acknowledged write that was lost fails the
 //! check), and every replica ends with the same data.
 //!
+//! Reads are ReadIndex or lease reads, half and half. The nemesis asserts that each fault took
+//! effect: a killed node came back as a new process, and the shard a killed or isolated leader
+//! led got a new leader among the other nodes.
+//!
 //! `RINGKV_CHAOS_ROUNDS` (default 2) sets the number of kill + isolate rounds; each round is
 //! about ten seconds. Every wait is bounded and the nodes are killed when the test ends.
 
@@ -112,6 +116,8 @@ struct Tally {
     completed: u64,
     unknown_writes: u64,
     failed_reads: u64,
+    /// Reads served under the leader lease (`ReadConsistency::Lease`) that completed.
+    lease_reads: u64,
 }
 
 /// One client: random operations until `stop`, each recorded with its invoke and return time.
@@ -136,6 +142,13 @@ async fn run_client(
         writes += 1;
         let fresh: Value = ((id + 1) << 32) | writes;
         let choice = rng.below(100);
+        // Reads: 0..20 ReadIndex, 20..35 under the lease (check-quorum), which the kills and
+        // isolations of leaders put to the test.
+        let consistency = if choice < 20 {
+            ReadConsistency::Linearizable
+        } else {
+            ReadConsistency::Lease
+        };
         let op = match choice {
             0..35 => Op::Get(key),
             35..65 => Op::Put(key, fresh),
@@ -148,11 +161,14 @@ async fn run_client(
         };
         let invoked_at = clock.now();
         let result = match op {
-            Op::Get(_) => client.get(name.clone()).await.map(|value| {
-                let value = decode(value);
-                seen.insert(key, value);
-                OpResult::Value(value)
-            }),
+            Op::Get(_) => client
+                .get_with(name.clone(), consistency)
+                .await
+                .map(|value| {
+                    let value = decode(value);
+                    seen.insert(key, value);
+                    OpResult::Value(value)
+                }),
             Op::Put(_, value) => client
                 .put(name.clone(), encode(value))
                 .await
@@ -170,6 +186,9 @@ async fn run_client(
         let completed = match result {
             Ok(result) => {
                 tally.completed += 1;
+                if matches!(op, Op::Get(_)) && consistency == ReadConsistency::Lease {
+                    tally.lease_reads += 1;
+                }
                 Some((returned_at, result))
             }
             // A read that failed had no effect: leave it out.
@@ -199,32 +218,79 @@ async fn run_client(
     (history, tally)
 }
 
-/// The nemesis: per round, kill -9 the leader of one shard and restart it, then isolate the
-/// leader of another shard and heal.
+/// The term of `shard` on node `index`, if it answers and hosts the shard.
+async fn term_on(cluster: &mut Cluster, index: usize, shard: ShardId) -> Option<u64> {
+    let status = cluster.try_status(index).await?;
+    let replica = status.replicas.iter().find(|r| r.shard == shard)?;
+    Some(replica.term.get())
+}
+
+/// The nemesis: per round, kill -9 a node (the leader of one shard in even rounds, node 3 in
+/// odd ones) and restart it, then isolate the leader of another shard and heal. Each fault
+/// must take effect: the shard a killed or isolated leader led gets a leader among the other
+/// nodes, in a higher term; a killed node answers again as a new process.
 async fn nemesis(cluster: &mut Cluster, map: &ShardMap, rounds: usize) {
     let all = [0, 1, 2];
     tokio::time::sleep(Duration::from_secs(2)).await;
     for round in 0..rounds {
-        let victim = if round % 2 == 1 {
-            2
-        } else {
-            let shard = map.shards[round % map.shards.len()].id;
-            cluster.leader_among(shard, &all).await
-        };
-        eprintln!("round {round}: kill -9 node {}", victim + 1);
+        let shard = map.shards[round % map.shards.len()].id;
+        let leader = cluster.leader_among(shard, &all).await;
+        let victim = if round % 2 == 1 { 2 } else { leader };
+        let term_before = term_on(cluster, leader, shard).await.unwrap_or(0);
+        eprintln!(
+            "round {round}: kill -9 node {} (node {} leads {shard} in term {term_before})",
+            victim + 1,
+            leader + 1
+        );
+        let killed_at = Instant::now();
         cluster.kill_node(victim);
         tokio::time::sleep(Duration::from_secs(2)).await;
+        if victim == leader {
+            let others: Vec<usize> = all.into_iter().filter(|&i| i != victim).collect();
+            let successor = cluster.leader_among(shard, &others).await;
+            let term = term_on(cluster, successor, shard).await.unwrap_or(0);
+            assert!(
+                term > term_before,
+                "round {round}: {shard} led by node {} in term {term} after its leader (term \
+                 {term_before}) was killed",
+                successor + 1
+            );
+            eprintln!(
+                "round {round}: node {} leads {shard} in term {term}",
+                successor + 1
+            );
+        }
         cluster.start_node(victim).await;
+        let uptime = cluster.status(victim).await.uptime_secs;
+        assert!(
+            Duration::from_secs(uptime) <= killed_at.elapsed(),
+            "round {round}: node {} was up {uptime} s: the kill did not take",
+            victim + 1
+        );
         tokio::time::sleep(Duration::from_secs(3)).await;
 
         let shard = map.shards[(round + 1) % map.shards.len()].id;
         let victim = cluster.leader_among(shard, &all).await;
+        let term_before = term_on(cluster, victim, shard).await.unwrap_or(0);
         eprintln!(
-            "round {round}: isolate node {} (leader of {shard})",
+            "round {round}: isolate node {} (leader of {shard} in term {term_before})",
             victim + 1
         );
         cluster.isolate(victim).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let others: Vec<usize> = all.into_iter().filter(|&i| i != victim).collect();
+        let successor = cluster.leader_among(shard, &others).await;
+        let term = term_on(cluster, successor, shard).await.unwrap_or(0);
+        assert!(
+            term > term_before,
+            "round {round}: {shard} led by node {} in term {term} while its leader (term \
+             {term_before}) was isolated",
+            successor + 1
+        );
+        eprintln!(
+            "round {round}: node {} leads {shard} in term {term}",
+            successor + 1
+        );
         cluster.heal().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -308,6 +374,7 @@ async fn concurrent_clients_through_kills_and_partitions_stay_linearizable() {
         tally.completed += counts.completed;
         tally.unknown_writes += counts.unknown_writes;
         tally.failed_reads += counts.failed_reads;
+        tally.lease_reads += counts.lease_reads;
     }
 
     // Final reads, after healing and with every node up, join the history: an acknowledged
@@ -346,6 +413,10 @@ async fn concurrent_clients_through_kills_and_partitions_stay_linearizable() {
     assert!(
         tally.completed >= 200,
         "too few operations completed to mean anything: {tally:?}"
+    );
+    assert!(
+        tally.lease_reads >= 20,
+        "too few lease reads completed to test the lease: {tally:?}"
     );
 
     let mut verdicts = BTreeMap::new();

@@ -586,10 +586,82 @@ async fn a_joining_node_with_another_nodes_address_stops() {
     cluster.stop_all().await;
 }
 
+/// Counts the "sending a snapshot" events (the node's info log when a leader streams a
+/// snapshot) for group `shard` to node `to`. Installed as the tracing dispatcher of every
+/// thread of one test's runtime, so other tests in this binary do not add to it.
+#[derive(Clone)]
+struct SnapshotsSent {
+    shard: String,
+    to: String,
+    count: Arc<AtomicU64>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SnapshotsSent {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields {
+            message: String,
+            shard: String,
+            to: String,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                let text = format!("{value:?}");
+                match field.name() {
+                    "message" => self.message = text,
+                    "shard" => self.shard = text,
+                    "to" => self.to = text,
+                    _ => {}
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if fields.message == "sending a snapshot"
+            && fields.shard == self.shard
+            && fields.to == self.to
+        {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A multi-thread runtime (2 workers, like `#[tokio::test(flavor = "multi_thread")]`) whose
+/// threads all send their tracing events to `dispatch`.
+fn runtime_with_dispatch(dispatch: tracing::Dispatch) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            // Kept for the thread's life: the runtime's threads end with the runtime.
+            std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+        })
+        .build()
+        .unwrap()
+}
+
 /// A PD replica that was down while group 0 compacted its log catches up from a snapshot that
-/// carries the PD state (not shard data), saves it, and can lead PD afterwards.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lagging_pd_replica_gets_the_state_by_snapshot() {
+/// carries the PD state (not shard data), saves it, and can lead PD afterwards. The test
+/// counts the snapshots the PD leader sent to node 3 (its log event), so a catch-up by plain
+/// appends fails it.
+#[test]
+fn a_lagging_pd_replica_gets_the_state_by_snapshot() {
+    let sent = SnapshotsSent {
+        shard: ringkv_types::ShardId::PD.to_string(),
+        to: NodeId(3).to_string(),
+        count: Arc::new(AtomicU64::new(0)),
+    };
+    let count = sent.count.clone();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::registry(),
+        sent,
+    ));
+    let _main = tracing::dispatcher::set_default(&dispatch);
+    let runtime = runtime_with_dispatch(dispatch);
+    runtime.block_on(lagging_pd_replica_catches_up(count));
+}
+
+async fn lagging_pd_replica_catches_up(snapshots_sent: Arc<AtomicU64>) {
     let extra = pd_config(false) + "[raft]\nlog_compaction_entries = 20\n";
     let mut cluster = Cluster::start(3, 2, &extra).await;
     cluster.wait_for_leaders(2, Duration::from_secs(30)).await;
@@ -630,6 +702,9 @@ async fn a_lagging_pd_replica_gets_the_state_by_snapshot() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let sent = snapshots_sent.load(Ordering::Relaxed);
+    println!("PD snapshots sent to node 3: {sent}");
+    assert!(sent > 0, "node 3's PD replica caught up without a snapshot");
     // Node 3 leads PD and serves a state that was built from the snapshot plus its log.
     let deadline = Instant::now() + WAIT;
     loop {

@@ -1,6 +1,6 @@
 //! Real `ringkvd` processes on loopback: kill -9 of a shard leader (writes resume after
-//! re-election, the killed node catches up), and kill -9 of every node keeps every acknowledged
-//! write.
+//! re-election, the killed node catches up: it serves every value written, those written while
+//! it was down included), and kill -9 of every node keeps every acknowledged write.
 
 mod common;
 
@@ -73,23 +73,38 @@ async fn killed_leaders_fail_over_and_acknowledged_writes_survive_kill_9() {
         sequence += 1;
         write(&mut cluster, descriptor, sequence, key).await;
     }
-    // The killed node restarts and catches up (a stale read on it sees the latest write).
+    // The killed node restarts and catches up: stale reads on it return every write so far,
+    // those made while it was down included, with the value written (each key is written
+    // once, so any other value is wrong, not merely old).
     cluster.start_node(victim).await;
-    let (last_key, last_descriptor) = &keys[19];
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let request = kv(last_descriptor, None, get(last_key, ReadConsistency::Stale));
-        if let Some(Response::Kv(KvResult::Value { value: Some(_), .. })) =
-            cluster.try_call(victim, &request).await
-        {
-            break;
+    for (key, descriptor) in &keys[..20] {
+        loop {
+            let request = kv(descriptor, None, get(key, ReadConsistency::Stale));
+            match cluster.try_call(victim, &request).await {
+                Some(Response::Kv(KvResult::Value {
+                    value: Some(value), ..
+                })) => {
+                    assert_eq!(
+                        value,
+                        Bytes::from(format!("v-{key}")),
+                        "node {} caught up on {key} with the wrong value",
+                        victim + 1
+                    );
+                    break;
+                }
+                // Not applied there yet, or the node is still starting.
+                Some(Response::Kv(KvResult::Value { value: None, .. }) | Response::Error(_))
+                | None => {}
+                Some(other) => panic!("stale read of {key} on node {}: {other:?}", victim + 1),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never caught up on {key}",
+                victim + 1
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "node {} never caught up",
-            victim + 1
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for (key, descriptor) in &keys[20..] {
         sequence += 1;

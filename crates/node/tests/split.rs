@@ -12,6 +12,8 @@ use ringkv_types::{
     AdminRequest, AdminResult, Epoch, KvResult, ReadConsistency, Request, Response,
     ShardDescriptor, ShardId, WireError,
 };
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const PARENT: ShardId = ShardId(1);
@@ -215,24 +217,46 @@ async fn a_shard_splits_under_concurrent_writes() {
         "{answer:?}"
     );
 
-    // Writers run while the shard splits: two sessions, one write in flight each.
+    // Writers run while the shard splits: two sessions, one write in flight each, writing
+    // until the split is done (at least 30 writes each, at most `MAX_WRITES`). Each write
+    // records when it was sent and when it was acknowledged.
+    const MAX_WRITES: u64 = 5_000;
+    let split_over = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = (0..2u64)
         .map(|writer| {
             let connections = connections.clone();
+            let split_over = split_over.clone();
+            let progress = progress.clone();
             tokio::spawn(async move {
-                let keys: Vec<String> = (0..30).map(|i| format!("during-{writer}-{i}")).collect();
-                for (sequence, key) in keys.iter().enumerate() {
-                    put_anywhere(&connections, key, (10 + writer, sequence as u64 + 1)).await;
+                let mut written = Vec::new();
+                for i in 0..MAX_WRITES {
+                    if i >= 30 && split_over.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let key = format!("during-{writer}-{i}");
+                    let sent = Instant::now();
+                    put_anywhere(&connections, &key, (10 + writer, i + 1)).await;
+                    written.push((key, sent, Instant::now()));
+                    progress.fetch_add(1, Ordering::Relaxed);
                 }
-                keys
+                written
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The split starts once both writers are going.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.load(Ordering::Relaxed) < 10 {
+        assert!(Instant::now() < deadline, "the writers made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let split_sent = Instant::now();
     let (left, right) = match split(&mut cluster, None).await {
         Response::Admin(AdminResult::ShardSplit { left, right }) => (left, right),
         other => panic!("split: {other:?}"),
     };
+    let split_done = Instant::now();
+    split_over.store(true, Ordering::Relaxed);
     assert_eq!(left.id, PARENT);
     assert_eq!(right.id, CHILD);
     assert_eq!(left.arc.start, before.arc.start);
@@ -243,9 +267,22 @@ async fn a_shard_splits_under_concurrent_writes() {
     assert_eq!(right.epoch, left.epoch);
     let mut all = first.clone();
     all.push(probe.clone());
+    let mut overlapping = 0;
     for writer in writers {
-        all.extend(writer.await.unwrap());
+        for (key, sent, acknowledged) in writer.await.unwrap() {
+            // In flight while the split was: sent before it finished, acknowledged after it
+            // started.
+            if sent < split_done && acknowledged > split_sent {
+                overlapping += 1;
+            }
+            all.push(key);
+        }
     }
+    println!("{overlapping} writes were in flight during the split");
+    assert!(
+        overlapping > 0,
+        "no write was in flight during the split: the test split an idle shard"
+    );
     cluster.wait_for_leaders(2, Duration::from_secs(30)).await;
     check_keys(&mut cluster, &all, &left, &right).await;
     // Both halves got keys (xxh3 spreads them).

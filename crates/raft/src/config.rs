@@ -66,6 +66,15 @@ pub struct PlantedBugs {
     /// Serve lease reads whenever leader, trusting a lease that check-quorum would back (the
     /// simulator also turns check-quorum off with this switch).
     pub lease_read_without_quorum: bool,
+    /// Grant a real vote even after voting for another candidate in the same term (violates
+    /// Raft §5.2: one vote per term), so two candidates can win one term.
+    pub vote_twice_in_a_term: bool,
+    /// Append entries whenever the log has an entry at `prev_index`, without comparing its term
+    /// with `prev_term` (violates the AppendEntries consistency check, Raft §5.3).
+    pub append_without_prev_term_check: bool,
+    /// Hand the last handed-out committed entry to the state machine again with the next batch
+    /// (an off-by-one in the apply cursor: one entry applied twice).
+    pub apply_entry_twice: bool,
 }
 
 impl Config {

@@ -120,6 +120,13 @@ impl<S: Storage> Raft<S> {
         let can_vote = self.vote == message.from
             || (self.vote == NodeId::NONE && self.leader == NodeId::NONE)
             || (pre_vote && message.term > self.term);
+        // The planted bug lets a follower vote again in a term it already voted in (a
+        // candidate keeps its vote for itself: the core asserts that separately).
+        #[cfg(feature = "planted-bugs")]
+        let can_vote = can_vote
+            || (!pre_vote
+                && self.role == Role::Follower
+                && self.config.planted_bugs.vote_twice_in_a_term);
         let up_to_date = self.log.is_up_to_date(last_index, last_term)?;
         #[cfg(feature = "planted-bugs")]
         let up_to_date = up_to_date || self.config.planted_bugs.vote_without_log_check;

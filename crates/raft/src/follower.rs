@@ -62,6 +62,18 @@ impl<S: Storage> Raft<S> {
             self.send(from, self.term, accept(index));
             return Ok(());
         }
+        // The planted bug appends entries without comparing the term at `prev_index`: any
+        // entry there "matches".
+        #[cfg(feature = "planted-bugs")]
+        let prev_term = match self.log.term(prev_index) {
+            Ok(ours)
+                if self.config.planted_bugs.append_without_prev_term_check
+                    && !entries.is_empty() =>
+            {
+                ours
+            }
+            _ => prev_term,
+        };
         let conflict = self.log.find_conflict(entries);
         match self
             .log

@@ -288,6 +288,18 @@ impl<S: Storage> RawNode<S> {
         ready.committed_entries = raft
             .log
             .take_next_committed_entries(raft.config.max_apply_bytes)?;
+        // The planted bug hands out the entry before the batch again (an apply cursor off by
+        // one), while it is still in the log.
+        #[cfg(feature = "planted-bugs")]
+        if raft.config.planted_bugs.apply_entry_twice
+            && let Some(first) = ready.committed_entries.first()
+            && first.index > raft.log.first_index()?
+        {
+            let again = raft
+                .log
+                .entries(first.index.prev(), first.index, u64::MAX)?;
+            ready.committed_entries.splice(0..0, again);
+        }
         if raft.is_leader() {
             let released: u64 = ready.committed_entries.iter().map(Entry::size_bytes).sum();
             raft.uncommitted_bytes = raft.uncommitted_bytes.saturating_sub(released);

@@ -17,21 +17,28 @@ fn main() -> anyhow::Result<()> {
             "--start" => start = args.next().context("--start needs a number")?.parse()?,
             "--plant-bug" => {
                 let name = args.next().context("--plant-bug needs a name")?;
-                bug = Some(match name.as_str() {
-                    "commit-previous-term" => PlantedBug::CommitPreviousTerm,
-                    "vote-without-log-check" => PlantedBug::VoteWithoutLogCheck,
-                    "ack-before-persist" => PlantedBug::AckBeforePersist,
-                    "lease-without-quorum" => PlantedBug::LeaseWithoutQuorum,
-                    other => bail!("unknown bug {other:?}"),
-                });
+                bug = Some(
+                    PlantedBug::from_name(&name)
+                        .with_context(|| format!("unknown bug {name:?} (try --help)"))?,
+                );
                 bug_name = Some(name);
             }
             "--verbose" => verbose = true,
             "--help" | "-h" => {
+                println!("usage: ringkv-sim --seeds N [--start S] [--plant-bug NAME] [--verbose]");
+                println!();
                 println!(
-                    "usage: ringkv-sim --seeds N [--start S] [--plant-bug commit-previous-term|\
-                     vote-without-log-check|ack-before-persist|lease-without-quorum] [--verbose]"
+                    "Runs seeds S..S+N; prints `VIOLATION seed S: <checker>: <detail>` for each"
                 );
+                println!("seed that breaks a property and exits 1 if any did.");
+                println!();
+                println!(
+                    "--plant-bug NAME switches on a known protocol bug; each is caught by one"
+                );
+                println!("checker:");
+                for planted in PlantedBug::ALL {
+                    println!("  {:<28} caught by {}", planted.name(), planted.checker());
+                }
                 return Ok(());
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -41,6 +48,7 @@ fn main() -> anyhow::Result<()> {
     std::panic::set_hook(Box::new(|_| {}));
     let started = Instant::now();
     let (mut ops, mut elections, mut snapshots, mut conf_changes, mut violations) = (0, 0, 0, 0, 0);
+    let mut inconclusive = 0;
     let mut pd_orders = 0;
     for seed in start..start.saturating_add(seeds) {
         let report = run_seed(seed, bug);
@@ -49,12 +57,14 @@ fn main() -> anyhow::Result<()> {
         snapshots += report.snapshots;
         conf_changes += report.conf_changes;
         pd_orders += report.pd_orders;
+        inconclusive += report.inconclusive_keys;
         if verbose {
             println!(
-                "seed {seed}: nodes {} ops {} elections {} snapshots {} conf changes {} PD orders {} \
-                 trace {:016x}",
+                "seed {seed}: nodes {} ops {} inconclusive keys {} elections {} snapshots {} conf \
+                 changes {} PD orders {} trace {:016x}",
                 report.nodes,
                 report.ops_checked,
+                report.inconclusive_keys,
                 report.elections,
                 report.snapshots,
                 report.conf_changes,
@@ -77,8 +87,9 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "seeds: {seeds}, violations: {violations}, ops checked: {ops}, elections: {elections}, \
-         snapshots: {snapshots}, conf changes: {conf_changes}, PD orders: {pd_orders}"
+        "seeds: {seeds}, violations: {violations}, ops checked: {ops}, inconclusive keys: \
+         {inconclusive}, elections: {elections}, snapshots: {snapshots}, conf changes: \
+         {conf_changes}, PD orders: {pd_orders}"
     );
     if violations > 0 {
         std::process::exit(1);

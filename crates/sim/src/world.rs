@@ -9,7 +9,7 @@ use crate::checkers::commit_monotonicity::CommitMonotonicity;
 use crate::checkers::election_safety::ElectionSafety;
 use crate::checkers::leader_completeness::LeaderCompleteness;
 use crate::checkers::linearizability::{KeyVerdict, check_key};
-use crate::checkers::log_matching::{self, LogView};
+use crate::checkers::log_matching::{self, LogMatching, LogView, SNAPSHOT_POINT};
 use crate::checkers::state_machine_safety::StateMachineSafety;
 use crate::checkers::{Violation, payload_hash};
 use crate::history::{History, Operation};
@@ -19,13 +19,15 @@ use crate::replica::{DiskWrite, Replica, Tuning};
 use crate::trace::Trace;
 use ringkv_raft::{ConfChange, MemStorage, PlantedBugs, ReadMode, Role, SplitMix64};
 use ringkv_types::raft::{ConfState, EntryPayload, Message};
-use ringkv_types::{LogIndex, NodeId, ShardId};
+use ringkv_types::{LogIndex, NodeId, ShardId, Term};
 use std::collections::{BTreeMap, BTreeSet};
 
 mod placement;
 use placement::Placement;
 
-/// Which known bug to plant, for the simulator's self-test.
+/// Which known bug to plant, for the simulator's self-test. Each one is caught by one checker
+/// ([`PlantedBug::checker`]); `crates/sim/tests/simulation.rs` proves it, and
+/// `docs/testing.md` lists how many seeds each needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlantedBug {
     /// Count previous-term entries toward commit.
@@ -36,16 +38,56 @@ pub enum PlantedBug {
     AckBeforePersist,
     /// Serve lease reads without a quorum-backed lease.
     LeaseWithoutQuorum,
+    /// Grant a second vote in a term already voted in.
+    VoteTwiceInATerm,
+    /// Accept an append without comparing the term of the entry before it.
+    AppendWithoutPrevCheck,
+    /// Hand one committed entry to the state machine twice.
+    ApplyEntryTwice,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 4] = [
-        PlantedBug::CommitPreviousTerm,
+    pub const ALL: [PlantedBug; 7] = [
+        PlantedBug::VoteTwiceInATerm,
+        PlantedBug::AppendWithoutPrevCheck,
         PlantedBug::VoteWithoutLogCheck,
-        PlantedBug::AckBeforePersist,
+        PlantedBug::ApplyEntryTwice,
+        PlantedBug::CommitPreviousTerm,
         PlantedBug::LeaseWithoutQuorum,
+        PlantedBug::AckBeforePersist,
     ];
+
+    /// The name `ringkv-sim --plant-bug` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::VoteTwiceInATerm => "vote-twice-in-a-term",
+            PlantedBug::AppendWithoutPrevCheck => "append-without-prev-check",
+            PlantedBug::VoteWithoutLogCheck => "vote-without-log-check",
+            PlantedBug::ApplyEntryTwice => "apply-entry-twice",
+            PlantedBug::CommitPreviousTerm => "commit-previous-term",
+            PlantedBug::LeaseWithoutQuorum => "lease-without-quorum",
+            PlantedBug::AckBeforePersist => "ack-before-persist",
+        }
+    }
+
+    /// The bug called `name` (see [`PlantedBug::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+
+    /// The checker ([`Violation::check`]) that catches this bug, and no other checker does.
+    pub fn checker(self) -> &'static str {
+        match self {
+            PlantedBug::VoteTwiceInATerm => "election safety",
+            PlantedBug::AppendWithoutPrevCheck => "log matching",
+            PlantedBug::VoteWithoutLogCheck => "leader completeness",
+            PlantedBug::ApplyEntryTwice => "state machine safety",
+            PlantedBug::CommitPreviousTerm => "commit rule",
+            PlantedBug::LeaseWithoutQuorum => "linearizability",
+            PlantedBug::AckBeforePersist => "leader completeness",
+        }
+    }
 
     fn switches(bug: Option<PlantedBug>) -> PlantedBugs {
         let mut switches = PlantedBugs::default();
@@ -54,6 +96,11 @@ impl PlantedBug {
             Some(PlantedBug::VoteWithoutLogCheck) => switches.vote_without_log_check = true,
             Some(PlantedBug::AckBeforePersist) => switches.ack_before_persist = true,
             Some(PlantedBug::LeaseWithoutQuorum) => switches.lease_read_without_quorum = true,
+            Some(PlantedBug::VoteTwiceInATerm) => switches.vote_twice_in_a_term = true,
+            Some(PlantedBug::AppendWithoutPrevCheck) => {
+                switches.append_without_prev_term_check = true;
+            }
+            Some(PlantedBug::ApplyEntryTwice) => switches.apply_entry_twice = true,
             None => {}
         }
         switches
@@ -67,7 +114,8 @@ pub struct SeedReport {
     pub seed: u64,
     /// The first violation, if any.
     pub violation: Option<Violation>,
-    /// Client operations checked for linearizability.
+    /// Client operations of keys the linearizability check decided (an undecided key's
+    /// operations are not counted).
     pub ops_checked: u64,
     /// Elections started.
     pub elections: u64,
@@ -75,7 +123,8 @@ pub struct SeedReport {
     pub snapshots: u64,
     /// Membership changes applied.
     pub conf_changes: u64,
-    /// Keys whose linearizability search hit its budget.
+    /// Keys whose linearizability search hit its largest budget without a verdict (each one
+    /// fails the run as `linearizability inconclusive`).
     pub inconclusive_keys: u64,
     /// Hash of the whole run.
     pub trace_hash: u64,
@@ -160,6 +209,7 @@ pub struct World {
     history: History,
     next_read_context: u64,
     election_safety: ElectionSafety,
+    log_matching: LogMatching,
     leader_completeness: LeaderCompleteness,
     state_machine: StateMachineSafety,
     commits: CommitMonotonicity,
@@ -264,6 +314,7 @@ impl World {
             history: History::default(),
             next_read_context: 1,
             election_safety: ElectionSafety::default(),
+            log_matching: LogMatching::default(),
             leader_completeness: LeaderCompleteness::default(),
             state_machine: StateMachineSafety::default(),
             commits: CommitMonotonicity::default(),
@@ -298,11 +349,8 @@ impl World {
                 operation.discarded = true;
             }
         }
-        let violation = match violation {
-            Some(v) => Some(v),
-            None => self.check_linearizability().err(),
-        };
-        let (ops_checked, inconclusive) = self.linearizability_counts();
+        let (ops_checked, inconclusive, linearizability) = self.check_linearizability();
+        let violation = violation.or(linearizability.err());
         SeedReport {
             seed: self.seed,
             violation,
@@ -695,7 +743,12 @@ impl World {
 
         // Apply committed entries (already durable locally).
         for entry in &ready.committed_entries {
-            applied_entries.push((entry.index, entry.term, payload_hash(&entry.payload)));
+            applied_entries.push((
+                replica.applied,
+                entry.index,
+                entry.term,
+                payload_hash(&entry.payload),
+            ));
             match &entry.payload {
                 EntryPayload::Noop => {}
                 EntryPayload::Config(conf) => replica.conf_applied = conf.clone(),
@@ -741,18 +794,26 @@ impl World {
             }
         }
         replica.ready_reads = still_waiting;
-        // Snapshot and compact every few entries.
-        if applied.distance_from(replica.storage.current_snapshot().meta.index) >= snapshot_every {
-            replica
-                .storage
-                .compact(applied, replica.conf_applied.clone(), replica.kv.encode());
-        }
         let first_index = replica
             .raw
             .as_ref()
             .map_or(LogIndex::ZERO, |r| r.status().first_index);
 
-        // Checkers.
+        // Checkers. Election safety first: a second leader of a term shows in this Ready's
+        // soft state, together with its first entry (which would clash with the other
+        // leader's). Then log matching, whenever a replica's log took new entries: a bad append
+        // can commit (and so apply) a mismatched entry in the same Ready.
+        if ready
+            .soft_state
+            .as_ref()
+            .is_some_and(|soft| soft.role == Role::Leader)
+        {
+            self.election_safety
+                .became_leader(group, status.term, status.id)?;
+        }
+        if !ready.entries.is_empty() {
+            self.check_group_log_matching(group)?;
+        }
         self.trace.record(&[
             now,
             5,
@@ -765,9 +826,9 @@ impl World {
             ready.messages.len() as u64,
         ]);
         self.commits.observe(group, status.id, status.committed)?;
-        for (index, term, hash) in applied_entries {
+        for (previous, index, term, hash) in applied_entries {
             self.state_machine
-                .applied(group, status.id, index, term, hash)?;
+                .applied(group, status.id, previous, index, term, hash)?;
             if hash == payload_hash(&EntryPayload::Noop) {
                 continue;
             }
@@ -786,8 +847,6 @@ impl World {
             match soft.role {
                 Role::Candidate => self.elections += 1,
                 Role::Leader => {
-                    self.election_safety
-                        .became_leader(group, status.term, status.id)?;
                     if !self.healed
                         && self.pending_isolation.is_none()
                         && self.chance(self.params.isolate_new_leader_per_mille)
@@ -822,6 +881,17 @@ impl World {
             )?;
             self.leader_completeness
                 .leader_committed(group, status.term, status.committed, |i| replica.term_at(i));
+        }
+        // Snapshot and compact every few entries, after the checkers read the log: compacting
+        // first would drop entries this Ready committed before leader completeness records
+        // them.
+        if let Some(replica) = self.live_replica(id, group)
+            && applied.distance_from(replica.storage.current_snapshot().meta.index)
+                >= snapshot_every
+        {
+            replica
+                .storage
+                .compact(applied, replica.conf_applied.clone(), replica.kv.encode());
         }
         for message in ready.messages {
             self.send(Packet::Raft(message));
@@ -1260,25 +1330,40 @@ impl World {
     // ---------------------------------------------------------------- checks
 
     fn check_log_matching(&mut self) -> Result<(), Violation> {
-        for &group in &self.groups {
-            let mut logs: Vec<(NodeId, LogView)> = Vec::new();
-            for (id, node) in &self.nodes {
-                let Some(raw) = node.replicas.get(&group).and_then(|r| r.raw.as_ref()) else {
-                    continue;
-                };
-                let status = raw.status();
-                let entries = raw
-                    .entries(status.first_index, status.last_index.next(), u64::MAX)
-                    .map_err(|e| raft_error(e.to_string()))?;
-                logs.push((
-                    *id,
-                    entries
-                        .iter()
-                        .map(|e| (e.index, e.term, payload_hash(&e.payload)))
-                        .collect(),
-                ));
+        for group in self.groups.clone() {
+            self.check_group_log_matching(group)?;
+        }
+        Ok(())
+    }
+
+    fn check_group_log_matching(&mut self, group: ShardId) -> Result<(), Violation> {
+        let mut logs: Vec<(NodeId, LogView)> = Vec::new();
+        for (id, node) in &self.nodes {
+            let Some(raw) = node.replicas.get(&group).and_then(|r| r.raw.as_ref()) else {
+                continue;
+            };
+            let status = raw.status();
+            let mut entries: Vec<(LogIndex, Term, u64)> = Vec::new();
+            // The compaction point counts as the entry before the first one (its hash is not
+            // known; only its term is compared).
+            if let Some(replica) = node.replicas.get(&group)
+                && let Some(term) = replica.term_at(status.first_index.prev())
+            {
+                entries.push((status.first_index.prev(), term, SNAPSHOT_POINT));
             }
-            log_matching::check(group, &logs)?;
+            let stored = raw
+                .entries(status.first_index, status.last_index.next(), u64::MAX)
+                .map_err(|e| raft_error(e.to_string()))?;
+            entries.extend(
+                stored
+                    .iter()
+                    .map(|e| (e.index, e.term, payload_hash(&e.payload))),
+            );
+            logs.push((*id, entries));
+        }
+        log_matching::check(group, &logs)?;
+        for (node, log) in &logs {
+            self.log_matching.observe(group, *node, log)?;
         }
         Ok(())
     }
@@ -1294,34 +1379,50 @@ impl World {
         by_key
     }
 
-    fn check_linearizability(&self) -> Result<(), Violation> {
+    /// Checks every key's history. Returns the operations of keys with a verdict, the keys
+    /// without one (the search budget ran out even after raising it) and the outcome: the
+    /// first key that admits no linearization, else the first undecided key (an undecided key
+    /// proves nothing, so it fails the run too, under its own name).
+    fn check_linearizability(&self) -> (u64, u64, Result<(), Violation>) {
+        let mut decided_ops = 0u64;
+        let mut undecided: Vec<(ShardId, Key, usize)> = Vec::new();
+        let mut outcome = Ok(());
         for ((group, key), operations) in self.keyed_operations() {
-            if check_key(&operations) == KeyVerdict::Violation {
-                if self.verbose {
-                    for o in &operations {
-                        eprintln!("{o:?}");
+            match check_key(&operations) {
+                KeyVerdict::Linearizable => decided_ops += operations.len() as u64,
+                KeyVerdict::Violation => {
+                    decided_ops += operations.len() as u64;
+                    if self.verbose {
+                        for o in &operations {
+                            eprintln!("{o:?}");
+                        }
+                    }
+                    if outcome.is_ok() {
+                        outcome = Err(Violation {
+                            check: "linearizability",
+                            detail: format!(
+                                "group {group} key {key}: {} operations admit no linearization",
+                                operations.len()
+                            ),
+                        });
                     }
                 }
-                return Err(Violation {
-                    check: "linearizability",
-                    detail: format!(
-                        "group {group} key {key}: {} operations admit no linearization",
-                        operations.len()
-                    ),
-                });
+                KeyVerdict::Inconclusive => undecided.push((group, key, operations.len())),
             }
         }
-        Ok(())
-    }
-
-    fn linearizability_counts(&self) -> (u64, u64) {
-        let by_key = self.keyed_operations();
-        let ops = by_key.values().map(|v| v.len() as u64).sum();
-        let inconclusive = by_key
-            .values()
-            .filter(|ops| check_key(ops) == KeyVerdict::Inconclusive)
-            .count();
-        (ops, inconclusive as u64)
+        if outcome.is_ok()
+            && let Some(&(group, key, count)) = undecided.first()
+        {
+            outcome = Err(Violation {
+                check: "linearizability inconclusive",
+                detail: format!(
+                    "group {group} key {key}: the search found no verdict for {count} operations \
+                     within its largest budget ({} keys undecided)",
+                    undecided.len()
+                ),
+            });
+        }
+        (decided_ops, undecided.len() as u64, outcome)
     }
 }
 
@@ -1329,5 +1430,35 @@ fn raft_error(detail: String) -> Violation {
     Violation {
         check: "raft error",
         detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every entry applied anywhere at or below the highest commit index a leader reported
+    /// must be known to the leader-completeness checker, even where the leader compacted its log
+    /// in the same Ready that committed the entry.
+    #[test]
+    fn leader_completeness_records_every_entry_leaders_commit() {
+        let mut gaps = Vec::new();
+        for seed in 0..30 {
+            let mut world = World::new(seed, None);
+            if let Err(violation) = world.run_phases() {
+                panic!("seed {seed}: {violation}");
+            }
+            for &group in &world.groups {
+                let applied = world.state_machine.committed(group).map(|(index, _)| index);
+                let missing = world.leader_completeness.unrecorded(group, applied);
+                if !missing.is_empty() {
+                    gaps.push((seed, group, missing));
+                }
+            }
+        }
+        assert!(
+            gaps.is_empty(),
+            "committed entries never recorded: {gaps:?}"
+        );
     }
 }

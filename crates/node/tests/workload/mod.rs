@@ -1,6 +1,7 @@
 //! Concurrent `ringkv_client::Client`s doing random get/put/delete/compare-and-swap on a few
 //! keys while a test changes the cluster's placement under them, with the history recorded as
-//! in `linearizability.rs` and checked per key with `ringkv_sim`'s checker. Also the counts
+//! in `linearizability.rs` (ReadIndex and lease reads) and checked per key with `ringkv_sim`'s
+//! checker. Also the counts
 //! and waits the placement tests share. Every wait is bounded.
 
 #![allow(
@@ -18,7 +19,7 @@ use ringkv_pd::{NodeState, PdState};
 use ringkv_sim::checkers::linearizability::{KeyVerdict, check_key};
 use ringkv_sim::history::Operation;
 use ringkv_sim::kv::{Op, OpResult, Value};
-use ringkv_types::{NodeId, ShardId};
+use ringkv_types::{NodeId, ReadConsistency, ShardId};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -143,6 +144,8 @@ pub struct Tally {
     pub unknown_writes: u64,
     /// Reads that failed after the client's retries.
     pub failed_reads: u64,
+    /// Reads served under the leader lease (`ReadConsistency::Lease`) that completed.
+    pub lease_reads: u64,
 }
 
 impl Tally {
@@ -226,6 +229,7 @@ impl Workload {
             tally.completed += counts.completed;
             tally.unknown_writes += counts.unknown_writes;
             tally.failed_reads += counts.failed_reads;
+            tally.lease_reads += counts.lease_reads;
         }
         let mut finals = BTreeMap::new();
         for key in 0..self.keys {
@@ -254,6 +258,10 @@ impl Workload {
         assert!(
             tally.completed >= 200,
             "too few operations completed to mean anything: {tally:?}"
+        );
+        assert!(
+            tally.lease_reads > 0,
+            "no lease read completed: the lease went untested: {tally:?}"
         );
         let mut verdicts = BTreeMap::new();
         for key in 0..self.keys {
@@ -296,7 +304,15 @@ async fn run_client(
             .map_or(ShardId(0), |d| d.id);
         writes += 1;
         let fresh: Value = ((id + 1) << 32) | writes;
-        let op = match rng.below(100) {
+        let choice = rng.below(100);
+        // Reads: 0..20 ReadIndex, 20..35 under the lease (check-quorum), which leadership
+        // moves under the placement driver put to the test.
+        let consistency = if choice < 20 {
+            ReadConsistency::Linearizable
+        } else {
+            ReadConsistency::Lease
+        };
+        let op = match choice {
             0..35 => Op::Get(key),
             35..65 => Op::Put(key, fresh),
             65..75 => Op::Delete(key),
@@ -308,11 +324,14 @@ async fn run_client(
         };
         let invoked_at = clock.now();
         let result = match op {
-            Op::Get(_) => client.get(name.clone()).await.map(|value| {
-                let value = decode(value);
-                seen.insert(key, value);
-                OpResult::Value(value)
-            }),
+            Op::Get(_) => client
+                .get_with(name.clone(), consistency)
+                .await
+                .map(|value| {
+                    let value = decode(value);
+                    seen.insert(key, value);
+                    OpResult::Value(value)
+                }),
             Op::Put(_, value) => client
                 .put(name.clone(), encode(value))
                 .await
@@ -330,6 +349,9 @@ async fn run_client(
         let completed = match result {
             Ok(result) => {
                 tally.completed += 1;
+                if matches!(op, Op::Get(_)) && consistency == ReadConsistency::Lease {
+                    tally.lease_reads += 1;
+                }
                 progress.fetch_add(1, Ordering::Relaxed);
                 Some((returned_at, result))
             }

@@ -3,9 +3,10 @@
 //! After a crash the volatile commit index may restart lower (Raft persists it lazily), so the
 //! history is per incarnation.
 //!
-//! It also checks how a leader's commit index moves (Raft §5.4.2, Figure 8): a leader only
-//! counts replicas of entries of its own term, so every advance of its commit index lands on an
-//! entry of its term (earlier entries are committed indirectly, beneath it).
+//! It also checks the commit rule, reported as its own checker (`commit rule`): how a leader's
+//! commit index moves (Raft §5.4.2, Figure 8). A leader only counts replicas of entries of its
+//! own term, so every advance of its commit index lands on an entry of its term (earlier
+//! entries are committed indirectly, beneath it).
 
 use super::Violation;
 use ringkv_types::{LogIndex, NodeId, ShardId, Term};
@@ -53,7 +54,7 @@ impl CommitMonotonicity {
             && commit_term != Some(term)
         {
             return Err(Violation {
-                check: "commit monotonicity",
+                check: "commit rule",
                 detail: format!(
                     "group {group}: leader {leader} of term {term} advanced commit {previous} -> \
                      {commit}, onto an entry of term {commit_term:?} (only entries of the \

@@ -40,6 +40,20 @@ impl LeaderCompleteness {
         *high = (*high).max(commit);
     }
 
+    /// Of `indexes` (entries known committed, for example applied somewhere), those at or below
+    /// the highest commit index a leader of `group` reported that were never recorded: entries
+    /// this checker cannot protect.
+    pub fn unrecorded(
+        &self,
+        group: ShardId,
+        indexes: impl Iterator<Item = LogIndex>,
+    ) -> Vec<LogIndex> {
+        let high = self.high.get(&group).copied().unwrap_or(LogIndex::ZERO);
+        indexes
+            .filter(|&index| index <= high && !self.committed.contains_key(&(group, index)))
+            .collect()
+    }
+
     /// `node` just became leader of `group` in `term`; `first_index` is its first log index and
     /// `term_at` reads its log.
     pub fn became_leader(

@@ -23,8 +23,15 @@ pub enum KeyVerdict {
     Inconclusive,
 }
 
-/// Steps of the search before giving up on one key.
+/// Steps of the search before giving up on one key (the first try; see [`check_key`]).
 pub const STEP_BUDGET: u64 = 2_000_000;
+
+/// The budget is multiplied by this factor on each retry of an inconclusive key.
+const BUDGET_GROWTH: u64 = 8;
+
+/// Retries of an inconclusive key with a larger budget before it stays inconclusive (the last
+/// budget is `STEP_BUDGET * BUDGET_GROWTH^BUDGET_RETRIES`, 128 million steps).
+const BUDGET_RETRIES: u32 = 2;
 
 /// Applies `op` with observed `result` to `state`; `None` when the result is impossible there.
 fn step(state: Option<Value>, op: &Op, result: Option<OpResult>) -> Option<Option<Value>> {
@@ -55,8 +62,24 @@ struct Event {
     next: usize,
 }
 
-/// Checks one key's operations (all on the same key), starting from an absent value.
+/// Checks one key's operations (all on the same key), starting from an absent value, raising
+/// the step budget while the verdict is inconclusive; `Inconclusive` only when even the largest
+/// budget did not decide.
 pub fn check_key(operations: &[&Operation]) -> KeyVerdict {
+    let mut budget = STEP_BUDGET;
+    let mut verdict = check_key_within(operations, budget);
+    for _ in 0..BUDGET_RETRIES {
+        if verdict != KeyVerdict::Inconclusive {
+            break;
+        }
+        budget = budget.saturating_mul(BUDGET_GROWTH);
+        verdict = check_key_within(operations, budget);
+    }
+    verdict
+}
+
+/// Checks one key's operations like [`check_key`], in at most `budget` search steps.
+pub fn check_key_within(operations: &[&Operation], budget: u64) -> KeyVerdict {
     if operations.is_empty() {
         return KeyVerdict::Linearizable;
     }
@@ -118,7 +141,7 @@ pub fn check_key(operations: &[&Operation]) -> KeyVerdict {
 
     while events[0].next != tail {
         steps += 1;
-        if steps > STEP_BUDGET {
+        if steps > budget {
             return KeyVerdict::Inconclusive;
         }
         let event = events[entry];
@@ -197,7 +220,7 @@ mod tests {
     }
 
     fn check(ops: &[Operation]) -> KeyVerdict {
-        check_key(&ops.iter().collect::<Vec<_>>())
+        check_key_within(&ops.iter().collect::<Vec<_>>(), STEP_BUDGET)
     }
 
     #[test]
@@ -259,6 +282,18 @@ mod tests {
             op(Op::Get(0), 5, Some((6, OpResult::Value(None)))),
         ];
         assert_eq!(check(&flicker), KeyVerdict::Violation);
+    }
+
+    #[test]
+    fn a_small_budget_is_inconclusive_and_a_larger_one_decides() {
+        let ops = [
+            op(Op::Put(0, 1), 1, Some((4, OpResult::Done))),
+            op(Op::Put(0, 2), 2, Some((5, OpResult::Done))),
+            op(Op::Get(0), 3, Some((6, OpResult::Value(Some(1))))),
+        ];
+        let refs: Vec<&Operation> = ops.iter().collect();
+        assert_eq!(check_key_within(&refs, 1), KeyVerdict::Inconclusive);
+        assert_eq!(check_key(&refs), KeyVerdict::Linearizable);
     }
 
     #[test]

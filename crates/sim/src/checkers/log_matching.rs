@@ -1,11 +1,83 @@
 //! Log matching (Raft Figure 3, §5.3): if two logs contain an entry with the same index and
 //! term, the logs are identical in all entries up through that index.
+//!
+//! Two checks. [`check`] compares the logs of one moment pairwise. [`LogMatching`] also
+//! compares across time, so that compaction cannot hide a divergence: an entry `(index, term)`
+//! is created once, by the one leader of `term`, after a fixed predecessor; so wherever and
+//! whenever it appears, it must carry the same command and follow an entry of the same term
+//! (by induction, the same prefix).
 
 use super::Violation;
 use ringkv_types::{LogIndex, NodeId, ShardId, Term};
+use std::collections::BTreeMap;
+
+/// What is known of one entry `(group, index, term)`: its payload hash, the term of the entry
+/// before it (once seen in the same log) and the first replica seen with it.
+type Known = (u64, Option<Term>, NodeId);
+
+/// Every entry seen in any log.
+#[derive(Debug, Default)]
+pub struct LogMatching {
+    seen: BTreeMap<(ShardId, LogIndex, Term), Known>,
+}
+
+impl LogMatching {
+    /// Records `node`'s current log of `group` and compares it with every entry seen before.
+    pub fn observe(
+        &mut self,
+        group: ShardId,
+        node: NodeId,
+        log: &LogView,
+    ) -> Result<(), Violation> {
+        let mut previous: Option<(LogIndex, Term)> = None;
+        for &(index, term, hash) in log {
+            let before = previous
+                .filter(|(prev_index, _)| prev_index.next() == index)
+                .map(|(_, prev_term)| prev_term);
+            previous = Some((index, term));
+            if hash == SNAPSHOT_POINT {
+                continue;
+            }
+            let known = self
+                .seen
+                .entry((group, index, term))
+                .or_insert((hash, before, node));
+            if known.0 != hash {
+                return Err(violation(
+                    group,
+                    known.2,
+                    node,
+                    index,
+                    "same index and term, different command",
+                ));
+            }
+            match (known.1, before) {
+                (Some(theirs), Some(ours)) if theirs != ours => {
+                    return Err(violation(
+                        group,
+                        known.2,
+                        node,
+                        index,
+                        &format!(
+                            "same index and term {term}, but the entries before it have terms \
+                             {theirs} and {ours}"
+                        ),
+                    ));
+                }
+                (None, Some(ours)) => known.1 = Some(ours),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
 
 /// One replica's log: (index, term, payload hash) in index order.
 pub type LogView = Vec<(LogIndex, Term, u64)>;
+
+/// The payload hash of a log's compaction point (the snapshot's last entry, whose command is
+/// gone): only its term is compared.
+pub const SNAPSHOT_POINT: u64 = u64::MAX;
 
 /// Compares every pair of logs of `group`.
 pub fn check(group: ShardId, logs: &[(NodeId, LogView)]) -> Result<(), Violation> {
@@ -38,7 +110,7 @@ fn check_pair(
             continue;
         }
         if term_a == term_b {
-            if hash_a != hash_b {
+            if hash_a != hash_b && hash_a != SNAPSHOT_POINT && hash_b != SNAPSHOT_POINT {
                 return Err(violation(
                     group,
                     a.0,
@@ -79,6 +151,21 @@ mod tests {
             .iter()
             .map(|&(i, t)| (LogIndex(i), Term(t), t * 100 + i))
             .collect()
+    }
+
+    #[test]
+    fn divergence_hidden_by_compaction_is_a_violation() {
+        let mut checker = LogMatching::default();
+        let g = ShardId(1);
+        checker
+            .observe(g, NodeId(1), &log(&[(16, 1), (17, 1), (18, 3)]))
+            .unwrap();
+        // Node 1 compacted through 17; node 2 kept an entry 17 of term 2 and took 18 after it.
+        checker
+            .observe(g, NodeId(1), &log(&[(18, 3), (19, 3)]))
+            .unwrap();
+        let diverged = checker.observe(g, NodeId(2), &log(&[(16, 1), (17, 2), (18, 3)]));
+        assert!(diverged.is_err_and(|v| v.detail.contains("entries before it")));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! State machine safety (Raft Figure 3): if a server has applied a log entry at a given index,
-//! no other server ever applies a different entry for that index.
+//! no other server ever applies a different entry for that index. And each state machine
+//! applies the log in order, each entry once: the entry it applies is the one right after its
+//! applied index (which only a snapshot or a restart from one moves otherwise).
 
 use super::Violation;
 use ringkv_types::{LogIndex, NodeId, ShardId, Term};
@@ -12,15 +14,31 @@ pub struct StateMachineSafety {
 }
 
 impl StateMachineSafety {
-    /// Records that `node` applied the entry `(index, term, payload_hash)` of `group`.
+    /// Records that `node`, whose state machine had applied up to `previous`, applied the entry
+    /// `(index, term, payload_hash)` of `group`.
     pub fn applied(
         &mut self,
         group: ShardId,
         node: NodeId,
+        previous: LogIndex,
         index: LogIndex,
         term: Term,
         payload_hash: u64,
     ) -> Result<(), Violation> {
+        if index != previous.next() {
+            let what = if index <= previous {
+                "again"
+            } else {
+                "out of order"
+            };
+            return Err(Violation {
+                check: "state machine safety",
+                detail: format!(
+                    "group {group}: {node} applied index {index} {what}: its state machine was \
+                     at {previous}"
+                ),
+            });
+        }
         let first = *self
             .applied
             .entry((group, index))
@@ -52,16 +70,30 @@ mod tests {
     #[test]
     fn different_entry_at_same_index_is_a_violation() {
         let mut checker = StateMachineSafety::default();
+        let (g, i) = (ShardId(1), LogIndex(3));
         checker
-            .applied(ShardId(1), NodeId(1), LogIndex(3), Term(2), 7)
+            .applied(g, NodeId(1), i.prev(), i, Term(2), 7)
             .unwrap();
         checker
-            .applied(ShardId(1), NodeId(2), LogIndex(3), Term(2), 7)
+            .applied(g, NodeId(2), i.prev(), i, Term(2), 7)
             .unwrap();
         assert!(
             checker
-                .applied(ShardId(1), NodeId(3), LogIndex(3), Term(3), 9)
+                .applied(g, NodeId(3), i.prev(), i, Term(3), 9)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn applying_twice_or_out_of_order_is_a_violation() {
+        let mut checker = StateMachineSafety::default();
+        let g = ShardId(1);
+        checker
+            .applied(g, NodeId(1), LogIndex(2), LogIndex(3), Term(2), 7)
+            .unwrap();
+        let twice = checker.applied(g, NodeId(1), LogIndex(3), LogIndex(3), Term(2), 7);
+        assert!(twice.is_err_and(|v| v.detail.contains("again")));
+        let skipped = checker.applied(g, NodeId(1), LogIndex(3), LogIndex(5), Term(2), 8);
+        assert!(skipped.is_err_and(|v| v.detail.contains("out of order")));
     }
 }
