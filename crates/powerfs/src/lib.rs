@@ -125,6 +125,14 @@ impl PowerFs {
             .unwrap_or_default()
     }
 
+    /// What a cut now would throw away, one line per file or directory.
+    pub fn unsynced(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .map(|state| state.unsynced())
+            .unwrap_or_default()
+    }
+
     /// Processes with an open file, working directory, root or mapping under the mount.
     pub fn users(&self) -> Vec<u32> {
         processes_using(&self.mountpoint)

@@ -168,6 +168,8 @@ pub struct Discarded {
     pub pages: u64,
     /// Directories whose unsynced entry changes (create, rename, unlink) were undone.
     pub directories: u64,
+    /// What was undone, one line per file or directory (live path names).
+    pub details: Vec<String>,
 }
 
 /// Counters since the mount was created.
@@ -484,7 +486,10 @@ impl State {
     /// The power cut: every inode goes back to its durable state; inodes no durable name
     /// reaches from the root are gone. The kernel's lookups are reset (a new mount follows).
     pub fn cut(&mut self) -> Discarded {
-        let mut discarded = Discarded::default();
+        let mut discarded = Discarded {
+            details: self.unsynced(),
+            ..Discarded::default()
+        };
         for inode in self.inodes.values_mut() {
             inode.lookups = 0;
             match &mut inode.kind {
@@ -522,6 +527,54 @@ impl State {
         }
         self.inodes.retain(|ino, _| reachable.contains(ino));
         discarded
+    }
+
+    /// One line per file with unsynced data and per directory with unsynced entries, by live
+    /// path (an inode reachable under several names is listed once).
+    pub fn unsynced(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![(ROOT, String::from("/"))];
+        while let Some((ino, path)) = stack.pop() {
+            if !seen.insert(ino) {
+                continue;
+            }
+            match self.inodes.get(&ino).map(|inode| &inode.kind) {
+                Some(Kind::Dir(dir)) => {
+                    let added: Vec<_> = dir
+                        .live
+                        .iter()
+                        .filter(|(name, ino)| dir.durable.get(*name) != Some(ino))
+                        .map(|(name, _)| name.to_string_lossy().into_owned())
+                        .collect();
+                    let removed: Vec<_> = dir
+                        .durable
+                        .iter()
+                        .filter(|(name, ino)| dir.live.get(*name) != Some(ino))
+                        .map(|(name, _)| name.to_string_lossy().into_owned())
+                        .collect();
+                    if !added.is_empty() || !removed.is_empty() {
+                        lines.push(format!(
+                            "dir {path}: unsynced new names {added:?}, unsynced removals {removed:?}"
+                        ));
+                    }
+                    for (name, &child) in dir.live.iter().rev() {
+                        let base = path.trim_end_matches('/');
+                        stack.push((child, format!("{base}/{}", name.to_string_lossy())));
+                    }
+                }
+                Some(Kind::File(file)) if !file.dirty.is_empty() || file.size_dirty => {
+                    lines.push(format!(
+                        "file {path}: {} unsynced pages, size {} (durable {})",
+                        file.dirty.len(),
+                        file.live.size,
+                        file.durable.size
+                    ));
+                }
+                Some(Kind::File(_)) | None => {}
+            }
+        }
+        lines
     }
 
     /// Bytes held in file pages (live copies only), for statfs.

@@ -93,7 +93,7 @@ fn a_cut_keeps_synced_data_and_names_and_drops_the_rest() {
     File::open(root.join("after")).unwrap().sync_all().unwrap();
     sync_dir(&root);
     let report = fs.power_cut(&[]).unwrap();
-    assert_eq!(report.discarded, Default::default());
+    assert_eq!(report.discarded, Default::default(), "{report:?}");
     assert_eq!(read(&root.join("after")).unwrap(), b"a");
     let counters = fs.counters();
     assert!(
