@@ -233,19 +233,64 @@ fn sigkill_during_appends_loses_no_acknowledged_entry() {
     );
 }
 
-/// Reads the child's output until its first acknowledgement (or its end).
-fn first_ack(stdout: &mut impl BufRead) -> String {
-    let mut output = String::new();
-    let mut line = String::new();
-    while stdout.read_line(&mut line).unwrap() > 0 {
-        let acked = line.starts_with("ack ");
-        output.push_str(&line);
-        line.clear();
-        if acked {
-            break;
+/// The child's output, read by a thread so that every wait on it is bounded.
+struct Output {
+    lines: std::sync::mpsc::Receiver<String>,
+    text: String,
+}
+
+impl Output {
+    fn new(stdout: impl Read + Send + 'static) -> Self {
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut stdout = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+                if sender.send(std::mem::take(&mut line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            lines,
+            text: String::new(),
         }
     }
-    output
+
+    /// Waits (at most 60 s) for the child's first acknowledgement or the end of its output.
+    fn first_ack(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.text.push_str(&line);
+                    if line.starts_with("ack ") {
+                        return;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the child did not acknowledge within 60 s: {:?}", self.text)
+                }
+            }
+        }
+    }
+
+    /// The rest of the output of a child that is gone (bounded: 60 s).
+    fn rest(&mut self) -> &str {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.text.push_str(&line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return &self.text,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the child's output did not end within 60 s of its death")
+                }
+            }
+        }
+    }
 }
 
 /// The last complete `ack <end> <term>` line of `output` as `(term, end)`.
@@ -302,20 +347,20 @@ fn power_cut_during_appends_loses_no_acknowledged_entry() {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .unwrap();
-        let mut stdout = std::io::BufReader::new(process.stdout.take().unwrap());
-        let mut output = first_ack(&mut stdout);
+        let mut output = Output::new(process.stdout.take().unwrap());
+        output.first_ack();
         std::thread::sleep(Duration::from_millis(rng.below(600)));
         let cut = fs.power_cut(&[process.id()]).unwrap();
         assert!(
             cut.killed.contains(&process.id()),
-            "round {round}: the child was not running at the cut: {cut:?}, output {output:?}, \
+            "round {round}: the child was not running at the cut: {cut:?}, output {:?}, \
              stderr {:?}",
+            output.text,
             std::fs::read_to_string(&stderr)
         );
         discarded_pages += cut.discarded.pages;
-        stdout.read_to_string(&mut output).unwrap();
         process.wait().unwrap();
-        if let Some(ack) = last_ack(&output) {
+        if let Some(ack) = last_ack(output.rest()) {
             acknowledged = ack;
             acknowledged_rounds += 1;
         }
