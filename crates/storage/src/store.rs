@@ -21,6 +21,7 @@ use ringkv_types::{LogIndex, NodeId, ShardId, envelope, ring};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -285,7 +286,16 @@ impl Store {
     /// recovery failed, I/O).
     pub fn open(config: StoreConfig) -> Result<Store> {
         config.validate()?;
+        let created = !config.path.exists();
         std::fs::create_dir_all(&config.path)?;
+        if created && let Some(parent) = config.path.parent() {
+            // A new directory's name is durable only once its parent is fsync'd.
+            sync_dir(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            })?;
+        }
         let write_buffer = Some(config.write_buffer_bytes).filter(|bytes| *bytes > 0);
         // fjall marks the setter deprecated ("todo") but honours it: writers wait for flushes
         // once the memtables exceed it.
@@ -303,6 +313,12 @@ impl Store {
         let data = keyspace(KEYSPACE_DATA)?;
         let meta = keyspace(KEYSPACE_META)?;
         let staging = keyspace(KEYSPACE_STAGING)?;
+        // IMPORTANT: fjall 3.1 creates each keyspace's folder under `keyspaces/` and fsyncs
+        // that folder's contents but never `keyspaces/` itself, so the keyspaces' names are
+        // not durable: a power cut can lose every keyspace of a new store (the power-loss
+        // tests on powerfs caught it). Cheap, and needed once only, but done on every open.
+        sync_dir(&config.path.join("keyspaces"))?;
+        sync_dir(&config.path)?;
         let commit_seq = check_mark(&config, &meta, &raft_log)?;
         let poisoned = Arc::new(AtomicBool::new(false));
         let poison = poisoned.clone();
@@ -714,4 +730,10 @@ pub struct DataSize {
     pub bytes: u64,
     /// Keys.
     pub keys: u64,
+}
+
+/// fsyncs a directory, which makes the names in it durable.
+fn sync_dir(path: &Path) -> Result<()> {
+    std::fs::File::open(path)?.sync_all()?;
+    Ok(())
 }
