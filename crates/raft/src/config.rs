@@ -47,14 +47,16 @@ pub struct Config {
     pub applied: LogIndex,
     /// Seed for election-timeout jitter. Any value; mixed with `id` so replicas differ.
     pub seed: u64,
-    /// Known bugs that can be switched on to prove the simulator finds them. Test only.
-    #[cfg(feature = "planted-bugs")]
+    /// Known bugs that can be switched on to prove the simulator finds them. Test only: the
+    /// switches act only in a build with the `planted-bugs` feature ([`PlantedBugs::COMPILED`]);
+    /// [`Config::validate`] refuses a switch that is on in any other build.
     pub planted_bugs: PlantedBugs,
 }
 
 /// Deliberate protocol bugs, switched on only by the simulator's self-tests to show that its
-/// checkers catch them.
-#[cfg(feature = "planted-bugs")]
+/// checkers catch them. The code that plants them is compiled only with the `planted-bugs`
+/// feature, which only the simulator's tests (a dev-dependency) and `ringkv-sim --features
+/// planted-bugs` turn on; `.ci/check-planted-bugs` fails if a release binary would get it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlantedBugs {
     /// Count entries of previous terms toward commit (violates Raft §5.4.2, Figure 8).
@@ -66,6 +68,16 @@ pub struct PlantedBugs {
     /// Serve lease reads whenever leader, trusting a lease that check-quorum would back (the
     /// simulator also turns check-quorum off with this switch).
     pub lease_read_without_quorum: bool,
+}
+
+impl PlantedBugs {
+    /// Whether this build can plant the bugs (the `planted-bugs` feature).
+    pub const COMPILED: bool = cfg!(feature = "planted-bugs");
+
+    /// Whether any switch is on.
+    pub fn any(&self) -> bool {
+        *self != Self::default()
+    }
 }
 
 impl Config {
@@ -88,7 +100,6 @@ impl Config {
             check_quorum: true,
             applied: LogIndex::ZERO,
             seed: 0,
-            #[cfg(feature = "planted-bugs")]
             planted_bugs: PlantedBugs::default(),
         }
     }
@@ -127,6 +138,11 @@ impl Config {
                 "max_uncommitted_bytes must be positive",
             ));
         }
+        if self.planted_bugs.any() && !PlantedBugs::COMPILED {
+            return Err(Error::InvalidConfig(
+                "planted_bugs needs a build with the planted-bugs feature",
+            ));
+        }
         Ok(())
     }
 }
@@ -145,5 +161,19 @@ mod tests {
         let mut bad = config;
         bad.id = NodeId::NONE;
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn planted_bugs_are_refused_unless_compiled_in() {
+        let mut config = Config::new(NodeId(1), ShardId(1));
+        config.planted_bugs.ack_before_persist = true;
+        if PlantedBugs::COMPILED {
+            config.validate().unwrap();
+        } else {
+            assert!(matches!(
+                config.validate(),
+                Err(Error::InvalidConfig(m)) if m.contains("planted-bugs")
+            ));
+        }
     }
 }
