@@ -11,7 +11,7 @@ use super::{EventLoop, reply};
 use crate::error::Result;
 use crate::log_command::LogCommand;
 use crate::pd_host;
-use ringkv_pd::{Command, PdState};
+use ringkv_pd::{Apply, Command, PdState};
 use ringkv_types::{
     AdminResult, LogIndex, NodeAddress, NodeId, Response, ShardId, Term, WireError,
 };
@@ -207,6 +207,22 @@ impl EventLoop {
                     reason: error.to_string(),
                 }),
             },
+            _ => self.pd_not_leader(),
+        }
+    }
+
+    /// `AdminRequest::PdPlan`: what the PD leader's schedulers would start now (PD plans for
+    /// `ringctl`, which does not run the schedulers itself).
+    pub(super) fn pd_plan_call(&self, balancing: bool) -> Response {
+        match &self.pd {
+            Some(host) if self.is_pd_leader() => {
+                match postcard::to_stdvec(&ringkv_pd::plan_with(&host.state, balancing)) {
+                    Ok(bytes) => Response::Admin(AdminResult::Pd(bytes.into())),
+                    Err(error) => Response::Error(WireError::Internal {
+                        reason: format!("encoding the PD plan: {error}"),
+                    }),
+                }
+            }
             _ => self.pd_not_leader(),
         }
     }
