@@ -88,27 +88,16 @@ mod apply;
 pub mod auth;
 mod scheduler;
 
-// The wire and state types live in `ringkv-types` (clients speak to PD without this crate);
-// their modules keep their old paths here.
-pub use ringkv_types::pd::{command, error, node, operator, settings, state};
+// The wire and state types live in `ringkv_types::pd` (clients speak to PD without this
+// crate): every module and item of it is re-exported here under its old path (`auth` is this
+// crate's own module, which re-exports the types' and adds applying its commands).
+pub use ringkv_types::pd::*;
 
 pub use apply::{
     Apply, MAX_ADDR_BYTES, MAX_BOOTSTRAP_NODES, MAX_BOOTSTRAP_SHARDS, MAX_CLUSTER_NAME_BYTES,
     MAX_LABEL_BYTES, MAX_LABELS, MAX_REPLICAS,
 };
-pub use auth::{AuthCommand, AuthState, Role, SigningKey, User};
-pub use command::{
-    AdminOperator, Command, IdKind, NodeRegistration, Response, ShardReport, ShardStats,
-    TickOutcome,
-};
-pub use error::{Error, InvalidReason, RejectReason, Result};
-pub use node::{NodeInfo, NodeState, NodeStats};
-pub use operator::{Operator, OperatorId, OperatorKind, Step, StepOrder};
 pub use scheduler::{move_steps, plan, plan_with, split_position};
-pub use settings::{SchedulerKind, Settings};
-pub use state::{
-    ClusterInfo, IdCounters, KindCounts, OperatorCounts, OperatorEnd, PdState, ShardStatus,
-};
 
 /// Raft member ids: `(node << 32) | incarnation`, one definition for the whole project.
 pub use ringkv_types::member_id;
