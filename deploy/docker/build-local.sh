@@ -45,8 +45,8 @@ if [ "${RINGKV_SKIP_CARGO:-0}" != 1 ]; then
   flags=()
   if [ "$profile" = release ]; then flags=(--release); fi
   cargo build "${flags[@]}" --bin ringkvd --bin ringctl
-  # Its own invocation: ringkv-bench's checker (ringkv-sim) turns on ringkv-raft's
-  # `planted-bugs`, which must never be unified into the ringkvd above.
+  # Its own invocation, so that `--features check` stays out of the ringkvd above (ringkv-sim no
+  # longer turns on ringkv-raft's `planted-bugs`; .ci/check-planted-bugs guards that).
   echo "== cargo build -p ringkv-bench --features check (separately)"
   cargo build "${flags[@]}" -p ringkv-bench --features check --bin ringkv-bench
 fi

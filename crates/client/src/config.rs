@@ -2,7 +2,6 @@
 
 use crate::error::{Error, Result};
 use ringkv_transport::certs::TlsIdentity;
-use ringkv_types::NodeId;
 use ringkv_types::Secret;
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,40 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// A node's client-service address, written `<node id>@<host:port>` (e.g.
-/// `1@127.0.0.11:7100` or `1@ringkv-1:7100`; a DNS name is resolved at every dial).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Endpoint {
-    /// The node; its certificate must name `node-<id>.<cluster>`.
-    pub node: NodeId,
-    /// Its UDP address: `ip:port` or `host:port`.
-    pub addr: String,
-}
-
-impl FromStr for Endpoint {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        let invalid = || Error::InvalidEndpoint {
-            endpoint: text.to_string(),
-        };
-        let (node, addr) = text.trim().split_once('@').ok_or_else(invalid)?;
-        let node = node.parse::<u64>().map_err(|_| invalid())?;
-        if node == 0 {
-            return Err(invalid());
-        }
-        let addr = ringkv_transport::resolve::check_host_port(addr).map_err(|_| invalid())?;
-        Ok(Self {
-            node: NodeId(node),
-            addr,
-        })
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.node.get(), self.addr)
-    }
-}
+/// `1@127.0.0.11:7100` or `1@ringkv-1:7100`; a DNS name is resolved at every dial): the same
+/// type as the node's `initial_cluster` entries.
+pub use ringkv_transport::resolve::Endpoint;
 
 /// A seed endpoint as a user writes it: `<node id>@<ip:port>` when the id is known, or just
 /// `host:port` (an IP or a DNS name), whose node id the client learns from the certificate the
@@ -63,7 +31,12 @@ impl FromStr for Seed {
     fn from_str(text: &str) -> Result<Self> {
         let trimmed = text.trim();
         if trimmed.contains('@') {
-            return trimmed.parse().map(Seed::Node);
+            return trimmed
+                .parse()
+                .map(Seed::Node)
+                .map_err(|_| Error::InvalidEndpoint {
+                    endpoint: text.to_string(),
+                });
         }
         let invalid = || Error::InvalidEndpoint {
             endpoint: text.to_string(),
@@ -284,7 +257,14 @@ impl ClientConfig {
     /// # Errors
     /// [`Error::InvalidEndpoint`] for the first malformed string.
     pub fn parse_endpoints<S: AsRef<str>>(endpoints: &[S]) -> Result<Vec<Endpoint>> {
-        endpoints.iter().map(|s| s.as_ref().parse()).collect()
+        endpoints
+            .iter()
+            .map(|s| {
+                s.as_ref().parse().map_err(|_| Error::InvalidEndpoint {
+                    endpoint: s.as_ref().to_string(),
+                })
+            })
+            .collect()
     }
 
     /// A configuration with default timeouts and retries from seeds in either form.
@@ -380,6 +360,7 @@ impl ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringkv_types::NodeId;
 
     #[test]
     fn endpoints_parse_and_print() {

@@ -89,7 +89,7 @@ pub enum Error {
     /// The placement driver refused the command (nothing was changed): an unknown shard or
     /// node, an operator that cannot be carried out, an invalid setting.
     #[error("placement driver: {0}")]
-    Pd(ringkv_pd::Error),
+    Pd(ringkv_types::pd::Error),
     /// A payload could not be encoded or decoded (a version mismatch between client and node).
     #[error("cannot {action} {what}: {reason}")]
     Codec {

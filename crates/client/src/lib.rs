@@ -29,7 +29,9 @@
 //! burst (a call used to spend 64 attempts in 478 ms following hints to a restarting leader).
 //!
 //! Placement-driver calls for `ringctl`: [`Client::pd_call`] sends a
-//! [`ringkv_pd::Command`] to PD's leader and [`Client::pd_state`] reads its state. The client
+//! [`ringkv_types::pd::Command`] to PD's leader, [`Client::pd_state`] reads its state and
+//! [`Client::pd_plan`] asks it what its schedulers would start. The client speaks to PD through
+//! the types in [`ringkv_types::pd`] only: it does not link PD's state machine (`ringkv-pd`). The client
 //! caches the PD leader, follows `NotLeader` hints, and otherwise tries every node it knows,
 //! within the same budget; a refused command is [`Error::Pd`].
 //!
@@ -71,6 +73,8 @@ mod error;
 mod health;
 mod routing;
 mod session;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub mod views;
 
 pub use client::{CasOutcome, Client, IssuedToken};
@@ -78,5 +82,4 @@ pub use config::{
     ClientConfig, Credentials, Endpoint, FailoverPolicy, RetryPolicy, Seed, TlsSource,
 };
 pub use error::{Error, Result};
-pub use ringkv_pd;
 pub use ringkv_types::{BatchOp, NodeStatus, ReadConsistency, Secret, ShardMap};

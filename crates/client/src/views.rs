@@ -5,7 +5,7 @@
 //! so the shapes are unit-tested without a cluster.
 
 use crate::Client;
-use ringkv_pd::{NodeInfo, NodeState, Operator, OperatorKind, PdState, Step};
+use ringkv_types::pd::{NodeInfo, NodeState, Operator, OperatorKind, PdState, Step};
 use ringkv_types::{NodeId, NodeStatus, ReplicaRole, ReplicaStatus, ShardId, ShardMap};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

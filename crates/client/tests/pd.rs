@@ -6,16 +6,15 @@
 #![allow(clippy::unwrap_used, reason = "tests: a failure is a test failure")]
 
 use bytes::Bytes;
-use ringkv_client::ringkv_pd::{
-    self, AdminOperator, Command, NodeRegistration, NodeState, PdState, SchedulerKind, Settings,
+use ringkv_client::test_support::FakeNodes;
+use ringkv_client::{Client, Error};
+use ringkv_pd::{
+    self, AdminOperator, Apply, Command, NodeRegistration, NodeState, PdState, SchedulerKind,
+    Settings, test_support,
 };
-use ringkv_client::{Client, ClientConfig, Endpoint, Error, TlsSource};
-use ringkv_transport::certs::{ClusterCa, TlsIdentity, Validity};
-use ringkv_transport::{Transport, TransportConfig};
-use ringkv_types::ring::Arc as RingArc;
 use ringkv_types::{
-    AdminRequest, AdminResult, Epoch, KvOp, KvRequest, KvResult, LogIndex, NodeAddress, NodeId,
-    Replica, ReplicaRole, Request, Response, ShardDescriptor, ShardId, ShardMap, WireError,
+    AdminRequest, AdminResult, KvOp, KvRequest, KvResult, LogIndex, NodeAddress, NodeId, Request,
+    Response, ShardDescriptor, ShardId, ShardMap, WireError,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -43,15 +42,6 @@ struct Cluster {
 }
 
 type Shared = Arc<Mutex<Cluster>>;
-
-/// The one place that builds a `Replica`: a bootstrap voter (incarnation 1).
-fn voter(node: u64) -> Replica {
-    Replica {
-        node: NodeId(node),
-        role: ReplicaRole::Voter,
-        member: ringkv_types::member_id(NodeId(node), 1),
-    }
-}
 
 fn shard_leader(cluster: &Cluster, descriptor: &ShardDescriptor) -> Option<NodeId> {
     cluster
@@ -93,7 +83,11 @@ fn answer(shared: &Shared, me: NodeId, request: Request) -> Response {
                 .collect();
             return Response::Admin(AdminResult::Nodes(nodes));
         }
-        Request::Admin(request @ (AdminRequest::Pd { .. } | AdminRequest::PdState)) => {
+        Request::Admin(
+            request @ (AdminRequest::Pd { .. }
+            | AdminRequest::PdState
+            | AdminRequest::PdPlan { .. }),
+        ) => {
             cluster.pd_calls += 1;
             if me != cluster.pd_leader {
                 return Response::Error(WireError::NotLeader {
@@ -107,6 +101,9 @@ fn answer(shared: &Shared, me: NodeId, request: Request) -> Response {
                     let result = cluster.pd.apply(&command);
                     cluster.pd.check_invariants();
                     encode(&result)
+                }
+                AdminRequest::PdPlan { balancing } => {
+                    encode(&ringkv_pd::plan_with(&cluster.pd, balancing))
                 }
                 _ => encode(&cluster.pd),
             };
@@ -161,16 +158,6 @@ fn answer(shared: &Shared, me: NodeId, request: Request) -> Response {
     }
 }
 
-struct Fake {
-    ca: ClusterCa,
-    _transports: Vec<Transport>,
-    endpoints: Vec<Endpoint>,
-}
-
-fn validity() -> Validity {
-    Validity::days_from_now(1)
-}
-
 fn registration(addr: SocketAddr) -> NodeRegistration {
     NodeRegistration {
         addr: addr.to_string(),
@@ -180,7 +167,7 @@ fn registration(addr: SocketAddr) -> NodeRegistration {
 }
 
 /// Starts fake nodes `1..=count`; PD is bootstrapped with nodes 1..=3 and two shards on them.
-async fn start(count: u64, pd_leader: u64, pd_hint: bool) -> (Shared, Fake) {
+async fn start(count: u64, pd_leader: u64, pd_hint: bool) -> (Shared, FakeNodes) {
     let shared = Arc::new(Mutex::new(Cluster {
         pd: PdState::new(),
         pd_leader: NodeId(pd_leader),
@@ -192,87 +179,35 @@ async fn start(count: u64, pd_leader: u64, pd_hint: bool) -> (Shared, Fake) {
         lagging: None,
         map_requests: 0,
     }));
-    let ca = ClusterCa::generate(CLUSTER, validity()).unwrap();
-    let mut transports = Vec::new();
-    let mut endpoints = Vec::new();
+    let answering = shared.clone();
+    let fake = FakeNodes::start(
+        CLUSTER,
+        1..=count,
+        |_| {},
+        move |node, request| answer(&answering, node, request),
+    );
     for id in 1..=count {
         let node = NodeId(id);
-        let pair = ca
-            .issue_node(node, &["127.0.0.1".parse().unwrap()], validity())
-            .unwrap();
-        let identity = TlsIdentity::from_pem(ca.cert_pem(), &pair).unwrap();
-        let config = TransportConfig::new(node, CLUSTER, SocketAddr::from(([127, 0, 0, 1], 0)));
-        let state = shared.clone();
-        let handler = move |_peer: ringkv_types::PeerIdentity, request: Request| {
-            let response = answer(&state, node, request);
-            async move { response }
-        };
-        let (transport, _inbound) = Transport::builder(config, identity)
-            .handler(handler)
-            .start()
-            .unwrap();
-        let addr = transport.local_addr().unwrap();
-        endpoints.push(Endpoint {
-            node,
-            addr: addr.to_string(),
-        });
-        shared.lock().unwrap().addrs.insert(node, addr);
-        transports.push(transport);
+        shared.lock().unwrap().addrs.insert(node, fake.addr(node));
     }
     {
         let mut cluster = shared.lock().unwrap();
-        let shards = RingArc::split_even(2)
-            .into_iter()
-            .enumerate()
-            .map(|(i, arc)| ShardDescriptor {
-                id: ShardId(i as u64 + 1),
-                arc,
-                epoch: Epoch {
-                    conf_ver: 1,
-                    version: 1,
-                },
-                replicas: (1..=3).map(voter).collect(),
-            })
-            .collect();
-        let nodes = (1..=3)
-            .map(|id| {
-                let node = NodeId(id);
-                (node, registration(cluster.addrs[&node]))
-            })
-            .collect();
-        let bootstrap = Command::Bootstrap {
-            cluster_id: 7,
-            cluster_name: CLUSTER.into(),
-            nodes,
-            shard_map: ShardMap { version: 1, shards },
-            settings: Settings::default(),
-            now_ms: 1,
-        };
+        let nodes = (1..=3).map(|id| (NodeId(id), cluster.addrs[&NodeId(id)].to_string()));
+        let map = test_support::round_robin_map(3, 2, 3);
+        let bootstrap = test_support::bootstrap_at(CLUSTER, nodes, map, Settings::default());
         cluster.pd.apply(&bootstrap).unwrap();
     }
-    let fake = Fake {
-        ca,
-        _transports: transports,
-        endpoints,
-    };
     (shared, fake)
 }
 
-async fn client(fake: &Fake, seeds: &[u64]) -> Client {
-    let pair = fake.ca.issue_client("ringctl", validity()).unwrap();
-    let identity = TlsIdentity::from_pem(fake.ca.cert_pem(), &pair).unwrap();
+async fn client(fake: &FakeNodes, seeds: &[u64]) -> Client {
     let seeds = fake
         .endpoints
         .iter()
         .filter(|e| seeds.contains(&e.node.get()))
         .cloned()
         .collect();
-    let mut config = ClientConfig::new(seeds, CLUSTER, TlsSource::Identity(identity));
-    config.bind_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.attempt_timeout = Duration::from_millis(500);
-    config.connect_timeout = Duration::from_millis(500);
-    config.request_timeout = Duration::from_secs(5);
-    Client::connect(config).await.unwrap()
+    fake.client(seeds).await
 }
 
 async fn bounded<F: std::future::Future>(test: F) -> F::Output {
@@ -338,6 +273,19 @@ async fn pd_calls_follow_hints_cache_the_leader_and_surface_refusals() {
         let again = client.pd_call(register).await.unwrap();
         assert_eq!(first, ringkv_pd::Response::NodeId(NodeId(4)));
         assert_eq!(again, first);
+        // The plan comes from the PD leader: node 4 joined empty, so balancing would fill it,
+        // while the settings alone (balancing off) plan nothing for it.
+        let balancing = client.pd_plan(true).await.unwrap();
+        let expected = ringkv_pd::plan_with(&shared.lock().unwrap().pd, true);
+        assert_eq!(balancing, expected);
+        assert!(
+            balancing.iter().any(|o| o.steps.iter().any(
+                |s| matches!(s, ringkv_pd::Step::AddLearner { node, .. } if *node == NodeId(4))
+            )),
+            "{balancing:?}"
+        );
+        let settings_only = client.pd_plan(false).await.unwrap();
+        assert_eq!(settings_only, ringkv_pd::plan(&shared.lock().unwrap().pd));
         // The leader moves: the stale cache is followed by the hint.
         shared.lock().unwrap().pd_leader = NodeId(1);
         client.pd_state().await.unwrap();
@@ -432,7 +380,7 @@ async fn a_move_to_a_node_that_joined_later_is_followed() {
             assert_eq!(joined, Ok(ringkv_pd::Response::NodeId(NodeId(4))));
             let map = &mut cluster.pd.shard_map;
             let descriptor = map.shards.iter_mut().find(|d| d.id == shard).unwrap();
-            descriptor.replicas = [1, 3, 4].into_iter().map(voter).collect();
+            descriptor.replicas = [1, 3, 4].into_iter().map(test_support::voter).collect();
             descriptor.epoch.conf_ver += 1;
             map.version += 1;
             cluster.leaders.insert(shard, NodeId(4));

@@ -5,16 +5,15 @@
 #![allow(clippy::unwrap_used, reason = "tests: a failure is a test failure")]
 
 use bytes::Bytes;
-use ringkv_client::{Client, ClientConfig, Endpoint, Error, TlsSource};
-use ringkv_transport::certs::{ClusterCa, TlsIdentity, Validity};
-use ringkv_transport::{Transport, TransportConfig};
+use ringkv_client::test_support::FakeNodes;
+use ringkv_client::{Client, Endpoint, Error};
+use ringkv_transport::TransportConfig;
 use ringkv_types::ring::Arc as RingArc;
 use ringkv_types::{
     AdminRequest, AdminResult, BatchOp, Epoch, KvOp, KvRequest, KvResult, LogIndex, NodeAddress,
     NodeId, Replica, ReplicaRole, Request, Response, ShardDescriptor, ShardId, ShardMap, WireError,
 };
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -170,19 +169,9 @@ fn answer(shared: &Shared, me: NodeId, request: Request) -> Response {
     Response::Kv(result)
 }
 
-struct Fake {
-    ca: ClusterCa,
-    transports: Vec<Transport>,
-    endpoints: Vec<Endpoint>,
-}
-
-fn validity() -> Validity {
-    Validity::days_from_now(1)
-}
-
 /// Starts fake nodes 1..=3 on 127.0.0.1; nodes in `down` are started and stopped at once, so
 /// their address answers nothing.
-async fn start(shared: &Shared, down: &[u64]) -> Fake {
+async fn start(shared: &Shared, down: &[u64]) -> FakeNodes {
     start_configured(shared, down, |_| {}).await
 }
 
@@ -191,57 +180,23 @@ async fn start_configured(
     shared: &Shared,
     down: &[u64],
     adjust: impl Fn(&mut TransportConfig),
-) -> Fake {
-    let ca = ClusterCa::generate(CLUSTER, validity()).unwrap();
-    let mut transports = Vec::new();
-    let mut endpoints = Vec::new();
-    for id in 1..=3u64 {
-        let node = NodeId(id);
-        let pair = ca
-            .issue_node(node, &["127.0.0.1".parse().unwrap()], validity())
-            .unwrap();
-        let identity = TlsIdentity::from_pem(ca.cert_pem(), &pair).unwrap();
-        let mut config = TransportConfig::new(node, CLUSTER, SocketAddr::from(([127, 0, 0, 1], 0)));
-        adjust(&mut config);
-        let state = shared.clone();
-        let handler = move |_peer: ringkv_types::PeerIdentity, request: Request| {
-            let response = answer(&state, node, request);
-            async move { response }
-        };
-        let (transport, _inbound) = Transport::builder(config, identity)
-            .handler(handler)
-            .start()
-            .unwrap();
-        endpoints.push(Endpoint {
-            node,
-            addr: transport.local_addr().unwrap().to_string(),
-        });
-        if down.contains(&id) {
-            transport.shutdown().await;
-        } else {
-            transports.push(transport);
-        }
+) -> FakeNodes {
+    let shared = shared.clone();
+    let mut fake = FakeNodes::start(CLUSTER, 1..=3, adjust, move |node, request| {
+        answer(&shared, node, request)
+    });
+    for id in down {
+        fake.stop(NodeId(*id)).await;
     }
-    Fake {
-        ca,
-        transports,
-        endpoints,
-    }
+    fake
 }
 
-async fn client(fake: &Fake) -> Client {
-    client_with_seeds(fake, fake.endpoints.clone()).await
+async fn client(fake: &FakeNodes) -> Client {
+    fake.client(fake.endpoints.clone()).await
 }
 
-async fn client_with_seeds(fake: &Fake, seeds: Vec<Endpoint>) -> Client {
-    let pair = fake.ca.issue_client("ringctl", validity()).unwrap();
-    let identity = TlsIdentity::from_pem(fake.ca.cert_pem(), &pair).unwrap();
-    let mut config = ClientConfig::new(seeds, CLUSTER, TlsSource::Identity(identity));
-    config.bind_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.attempt_timeout = Duration::from_millis(500);
-    config.connect_timeout = Duration::from_millis(500);
-    config.request_timeout = Duration::from_secs(5);
-    Client::connect(config).await.unwrap()
+async fn client_with_seeds(fake: &FakeNodes, seeds: Vec<Endpoint>) -> Client {
+    fake.client(seeds).await
 }
 
 async fn bounded<F: std::future::Future>(test: F) -> F::Output {
@@ -263,7 +218,7 @@ async fn not_leader_hints_reroute_and_the_leader_is_cached() {
         let before = shared.lock().unwrap().requests;
         client.put("a", "2").await.unwrap();
         assert_eq!(shared.lock().unwrap().requests - before, 1);
-        drop(fake.transports);
+        drop(fake);
     })
     .await;
 }
@@ -285,7 +240,7 @@ async fn a_connection_the_node_closed_as_idle_is_redialed_not_failed_over() {
         // Straight to the leader on a new connection: no failed call, no failover.
         assert_eq!(shared.lock().unwrap().requests - before, 1);
         assert_eq!(client.get("i").await.unwrap(), Some(Bytes::from("2")));
-        drop(fake.transports);
+        drop(fake);
     })
     .await;
 }
@@ -298,7 +253,7 @@ async fn without_hints_the_client_walks_the_voters() {
         let client = client(&fake).await;
         client.put("b", "1").await.unwrap();
         assert_eq!(client.get("b").await.unwrap(), Some(Bytes::from("1")));
-        drop(fake.transports);
+        drop(fake);
     })
     .await;
 }
@@ -315,7 +270,7 @@ async fn a_stale_epoch_is_replaced_from_the_mismatch_answer() {
         assert_eq!(client.get("c").await.unwrap(), Some(Bytes::from("1")));
         let cached = client.shard_for_key(b"c").unwrap();
         assert_eq!(cached.epoch.conf_ver, 5);
-        drop(fake.transports);
+        drop(fake);
     })
     .await;
 }
@@ -329,7 +284,7 @@ async fn an_unreachable_first_voter_fails_over() {
         let client = client(&fake).await;
         client.put("d", "1").await.unwrap();
         assert_eq!(client.get("d").await.unwrap(), Some(Bytes::from("1")));
-        drop(fake.transports);
+        drop(fake);
     })
     .await;
 }
@@ -361,7 +316,7 @@ async fn hints_to_a_dead_leader_wait_for_the_next_leader() {
             requests < 60,
             "{requests} requests while waiting for a leader"
         );
-        drop(fake.transports);
+        drop(fake);
     })
     .await;
 }
@@ -380,7 +335,7 @@ async fn a_lost_acknowledgement_is_retried_and_applied_once() {
             assert_eq!(cluster.applications, 2, "each write applied exactly once");
             assert_eq!(cluster.data.get(&Bytes::from("e")), Some(&Bytes::from("2")));
         }
-        drop(fake.transports);
+        drop(fake);
     })
     .await;
 }
@@ -410,7 +365,7 @@ async fn retries_are_bounded_and_batches_are_checked() {
             client.batch(ops).await,
             Err(Error::CrossShardBatch { .. })
         ));
-        drop(fake.transports);
+        drop(fake);
     })
     .await;
 }
@@ -438,7 +393,7 @@ async fn concurrent_writes_never_overtake_each_other_in_a_session() {
             joined.unwrap().unwrap();
         }
         assert_eq!(shared.lock().unwrap().applications, 320);
-        drop(fake.transports);
+        drop(fake);
     })
     .await;
 }
@@ -466,7 +421,7 @@ async fn a_single_seed_learns_the_other_nodes() {
         assert_eq!(client.nodes().len(), 3);
         client.put("g", "1").await.unwrap();
         assert_eq!(client.get("g").await.unwrap(), Some(Bytes::from("1")));
-        drop(fake.transports);
+        drop(fake);
     })
     .await;
 }

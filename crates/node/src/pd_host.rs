@@ -10,7 +10,7 @@
 use crate::bootstrap;
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
-use ringkv_pd::{Command, NodeRegistration, PdState};
+use ringkv_pd::{Apply, Command, NodeRegistration, PdState};
 use ringkv_types::NodeId;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,5 +1,6 @@
 //! Table and scenario tests for every command.
 
+use crate::Apply;
 use crate::command::{AdminOperator, Command, IdKind, Response, ShardReport};
 use crate::error::{Error, InvalidReason, RejectReason};
 use crate::node::{NodeState, NodeStats};
@@ -586,8 +587,9 @@ fn removal_is_withheld_while_it_would_leave_too_few_voters() {
     let mut state = cluster(4, 1, 3);
     let shard = ShardId(1);
     // A move whose learner was never promoted (a broken plan) must not remove a voter.
-    state.insert_operator(crate::operator::Operator {
-        id: crate::operator::OperatorId(state.ids.next_operator),
+    let id = crate::operator::OperatorId(state.ids.next_operator);
+    crate::apply::Machine(&mut state).insert_operator(crate::operator::Operator {
+        id,
         shard,
         kind: OperatorKind::Admin,
         steps: vec![Step::RemoveReplica { node: NodeId(2) }],

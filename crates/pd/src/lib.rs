@@ -1,6 +1,8 @@
 //! ringkv's placement driver (PD): the state machine of Raft group 0 and its schedulers, as pure
 //! code. No I/O, no clock, no randomness: `ringkvd` proposes [`Command`]s to group 0 and applies
-//! the committed ones with [`PdState::apply`], in log order, on every PD replica.
+//! the committed ones with [`Apply::apply`], in log order, on every PD replica. The commands,
+//! answers and the state itself are defined in [`ringkv_types::pd`] (re-exported here), so that
+//! clients need not link this crate.
 //!
 //! # Model
 //!
@@ -37,7 +39,8 @@
 //!   whose epoch differs from its own.
 //! * `ringctl` proposes admin commands ([`Command::AddOperator`], [`Command::SetNodeState`],
 //!   [`Command::SetScheduler`], [`Command::SetSettings`]) and reads the state;
-//!   `ringctl rebalance --dry-run` prints [`plan`].
+//!   `ringctl rebalance --dry-run` prints [`plan_with`], which it asks the PD leader for
+//!   (`AdminRequest::PdPlan`).
 //!
 //! # Operators, steps, rollback
 //!
@@ -83,31 +86,18 @@
 
 mod apply;
 pub mod auth;
-pub mod command;
-pub mod error;
-pub mod node;
-pub mod operator;
 mod scheduler;
-pub mod settings;
-pub mod state;
+
+// The wire and state types live in `ringkv_types::pd` (clients speak to PD without this
+// crate): every module and item of it is re-exported here under its old path (`auth` is this
+// crate's own module, which re-exports the types' and adds applying its commands).
+pub use ringkv_types::pd::*;
 
 pub use apply::{
-    MAX_ADDR_BYTES, MAX_BOOTSTRAP_NODES, MAX_BOOTSTRAP_SHARDS, MAX_CLUSTER_NAME_BYTES,
+    Apply, MAX_ADDR_BYTES, MAX_BOOTSTRAP_NODES, MAX_BOOTSTRAP_SHARDS, MAX_CLUSTER_NAME_BYTES,
     MAX_LABEL_BYTES, MAX_LABELS, MAX_REPLICAS,
 };
-pub use auth::{AuthCommand, AuthState, Role, SigningKey, User};
-pub use command::{
-    AdminOperator, Command, IdKind, NodeRegistration, Response, ShardReport, ShardStats,
-    TickOutcome,
-};
-pub use error::{Error, InvalidReason, RejectReason, Result};
-pub use node::{NodeInfo, NodeState, NodeStats};
-pub use operator::{Operator, OperatorId, OperatorKind, Step, StepOrder};
-pub use scheduler::{move_steps, plan, split_position};
-pub use settings::{SchedulerKind, Settings};
-pub use state::{
-    ClusterInfo, IdCounters, KindCounts, OperatorCounts, OperatorEnd, PdState, ShardStatus,
-};
+pub use scheduler::{move_steps, plan, plan_with, split_position};
 
 /// Raft member ids: `(node << 32) | incarnation`, one definition for the whole project.
 pub use ringkv_types::member_id;
@@ -116,5 +106,5 @@ pub use ringkv_types::member_id;
 mod apply_test;
 #[cfg(test)]
 mod scheduler_test;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;

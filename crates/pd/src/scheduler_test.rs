@@ -1,9 +1,10 @@
 //! Table and scenario tests for every scheduler, through `plan` and `Tick`.
 
+use crate::Apply;
 use crate::command::{Command, Response, ShardStats};
 use crate::node::NodeState;
 use crate::operator::{Operator, OperatorKind, Step};
-use crate::scheduler::plan;
+use crate::scheduler::{plan, plan_with};
 use crate::settings::SchedulerKind;
 use crate::state::PdState;
 use crate::test_support::*;
@@ -59,6 +60,37 @@ fn kill(state: &mut PdState, node: NodeId, since_ms: u64) {
     let info = state.nodes.get_mut(&node).expect("node");
     info.state = NodeState::Down;
     info.down_since_ms = Some(since_ms);
+}
+
+#[test]
+fn plan_with_balancing_plans_as_if_both_balance_schedulers_were_on() {
+    let mut state = cluster(3, 8, 3);
+    add_node(&mut state, "new:1");
+    state
+        .settings
+        .set_enabled(SchedulerKind::BalanceReplicas, false);
+    state
+        .settings
+        .set_enabled(SchedulerKind::BalanceLeaders, false);
+    let before = state.clone();
+    assert_eq!(plan_with(&state, false), plan(&state));
+    assert!(
+        plan(&state)
+            .iter()
+            .all(|o| o.kind != OperatorKind::BalanceReplicas),
+        "balance-replicas is off"
+    );
+    let balancing = plan_with(&state, true);
+    assert_eq!(state, before, "plan_with changed the state");
+    assert!(
+        balancing
+            .iter()
+            .any(|o| o.kind == OperatorKind::BalanceReplicas),
+        "the new node is empty: {balancing:?}"
+    );
+    enable(&mut state, SchedulerKind::BalanceReplicas);
+    enable(&mut state, SchedulerKind::BalanceLeaders);
+    assert_eq!(plan(&state), balancing);
 }
 
 #[test]

@@ -1,5 +1,14 @@
-//! Builders shared by the unit tests.
+//! Builders of PD states and commands for tests: this crate's unit tests, and with the
+//! `test-support` feature (dev-dependencies only) the fake clusters of other crates' tests
+//! (`ringkv-client`, `ringctl`) and this crate's model test. Bootstrap voters have incarnation 1
+//! and epoch `{conf_ver: 1, version: 1}`.
+#![allow(
+    clippy::missing_panics_doc,
+    clippy::unwrap_used,
+    reason = "test fixtures: a failure is the test's failure"
+)]
 
+use crate::Apply;
 use crate::command::{Command, NodeRegistration, Response, ShardReport, ShardStats};
 use crate::node::NodeStats;
 use crate::settings::Settings;
@@ -7,7 +16,8 @@ use crate::state::PdState;
 use ringkv_types::ring::Arc;
 use ringkv_types::{Epoch, NodeId, Replica, ReplicaRole, ShardDescriptor, ShardId, ShardMap};
 
-pub(crate) fn registration(addr: &str) -> NodeRegistration {
+/// A registration of a node at `addr` (1 TiB of capacity, no labels).
+pub fn registration(addr: &str) -> NodeRegistration {
     NodeRegistration {
         addr: addr.to_string(),
         labels: Default::default(),
@@ -15,7 +25,8 @@ pub(crate) fn registration(addr: &str) -> NodeRegistration {
     }
 }
 
-pub(crate) fn voter(node: u64) -> Replica {
+/// A bootstrap voter on `node` (incarnation 1).
+pub fn voter(node: u64) -> Replica {
     Replica {
         node: NodeId(node),
         role: ReplicaRole::Voter,
@@ -23,7 +34,8 @@ pub(crate) fn voter(node: u64) -> Replica {
     }
 }
 
-pub(crate) fn learner(node: u64) -> Replica {
+/// A learner on `node` (incarnation 2).
+pub fn learner(node: u64) -> Replica {
     Replica {
         node: NodeId(node),
         role: ReplicaRole::Learner,
@@ -32,7 +44,7 @@ pub(crate) fn learner(node: u64) -> Replica {
 }
 
 /// `shards` equal arcs, shard `i` (from 0) on nodes `i, i+1, .., i+rf-1` (mod `nodes`, 1-based).
-pub(crate) fn round_robin_map(nodes: u64, shards: u64, rf: u64) -> ShardMap {
+pub fn round_robin_map(nodes: u64, shards: u64, rf: u64) -> ShardMap {
     let shards = Arc::split_even(shards)
         .into_iter()
         .enumerate()
@@ -54,12 +66,29 @@ pub(crate) fn round_robin_map(nodes: u64, shards: u64, rf: u64) -> ShardMap {
     ShardMap { version: 1, shards }
 }
 
-pub(crate) fn bootstrap_command(nodes: u64, map: ShardMap, settings: Settings) -> Command {
+/// The bootstrap of nodes `1..=nodes` (addresses `10.0.0.N:7000`) with `map`.
+pub fn bootstrap_command(nodes: u64, map: ShardMap, settings: Settings) -> Command {
+    bootstrap_at(
+        "test",
+        (1..=nodes).map(|n| (NodeId(n), format!("10.0.0.{n}:7000"))),
+        map,
+        settings,
+    )
+}
+
+/// The bootstrap of cluster `name` with `nodes` at their addresses and `map` (log time 0).
+pub fn bootstrap_at(
+    name: &str,
+    nodes: impl IntoIterator<Item = (NodeId, String)>,
+    map: ShardMap,
+    settings: Settings,
+) -> Command {
     Command::Bootstrap {
         cluster_id: 7,
-        cluster_name: "test".to_string(),
-        nodes: (1..=nodes)
-            .map(|n| (NodeId(n), registration(&format!("10.0.0.{n}:7000"))))
+        cluster_name: name.to_string(),
+        nodes: nodes
+            .into_iter()
+            .map(|(node, addr)| (node, registration(&addr)))
             .collect(),
         shard_map: map,
         settings,
@@ -69,7 +98,7 @@ pub(crate) fn bootstrap_command(nodes: u64, map: ShardMap, settings: Settings) -
 
 /// A bootstrapped cluster: `nodes` nodes, `shards` shards with `rf` round-robin replicas, each
 /// shard led by its first replica, every scheduler off.
-pub(crate) fn cluster(nodes: u64, shards: u64, rf: u64) -> PdState {
+pub fn cluster(nodes: u64, shards: u64, rf: u64) -> PdState {
     let mut state = PdState::new();
     let mut settings = Settings::default();
     for kind in crate::settings::SchedulerKind::ALL {
@@ -87,7 +116,7 @@ pub(crate) fn cluster(nodes: u64, shards: u64, rf: u64) -> PdState {
 
 /// A report of `shard`'s current descriptor at PD, from `leader` (default: its first voter),
 /// with every learner caught up.
-pub(crate) fn report_of(
+pub fn report_of(
     state: &PdState,
     shard: ShardId,
     leader: Option<NodeId>,
@@ -115,7 +144,8 @@ pub(crate) fn report_of(
     }
 }
 
-pub(crate) fn report_ok(
+/// Applies [`report_of`]; panics if PD refuses it.
+pub fn report_ok(
     state: &mut PdState,
     shard: ShardId,
     leader: Option<NodeId>,
@@ -129,7 +159,8 @@ pub(crate) fn report_ok(
     response
 }
 
-pub(crate) fn heartbeat_all(state: &mut PdState, now_ms: u64) {
+/// A heartbeat from every node at `now_ms` (refusals ignored).
+pub fn heartbeat_all(state: &mut PdState, now_ms: u64) {
     let nodes: Vec<NodeId> = state.nodes.keys().copied().collect();
     for node in nodes {
         let _ = state.apply(&Command::NodeHeartbeat {
@@ -141,11 +172,7 @@ pub(crate) fn heartbeat_all(state: &mut PdState, now_ms: u64) {
 }
 
 /// Changes `shard`'s descriptor as its leader would after a conf change, bumping `conf_ver`.
-pub(crate) fn with_replicas(
-    state: &PdState,
-    shard: ShardId,
-    replicas: Vec<Replica>,
-) -> ShardDescriptor {
+pub fn with_replicas(state: &PdState, shard: ShardId, replicas: Vec<Replica>) -> ShardDescriptor {
     let mut descriptor = state.descriptor(shard).cloned().expect("shard exists");
     descriptor.replicas = replicas;
     descriptor.replicas.sort_by_key(|r| r.node);

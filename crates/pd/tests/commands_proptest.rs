@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use ringkv_pd::{
-    AdminOperator, Command, IdKind, NodeRegistration, NodeState, NodeStats, PdState, SchedulerKind,
-    Settings, ShardReport, ShardStats,
+    AdminOperator, Apply, Command, IdKind, NodeRegistration, NodeState, NodeStats, PdState,
+    SchedulerKind, Settings, ShardReport, ShardStats,
 };
 use ringkv_types::ring::Arc;
 use ringkv_types::{Epoch, NodeId, Replica, ReplicaRole, ShardDescriptor, ShardId, ShardMap};

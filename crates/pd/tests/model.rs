@@ -11,11 +11,10 @@
 //! After every command it checks PD's own invariants.
 
 use ringkv_pd::{
-    AdminOperator, Command, NodeRegistration, NodeState, NodeStats, PdState, Response,
-    SchedulerKind, Settings, ShardReport, ShardStats, Step, StepOrder, plan,
+    AdminOperator, Apply, Command, NodeRegistration, NodeState, NodeStats, PdState, Response,
+    SchedulerKind, Settings, ShardReport, ShardStats, Step, StepOrder, plan, test_support,
 };
-use ringkv_types::ring::Arc;
-use ringkv_types::{Epoch, NodeId, Replica, ReplicaRole, ShardDescriptor, ShardId, ShardMap};
+use ringkv_types::{NodeId, Replica, ReplicaRole, ShardDescriptor, ShardId, ShardMap};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Simulated milliseconds per round.
@@ -117,11 +116,7 @@ fn settings(replication: u32) -> Settings {
 }
 
 fn registration(node: u64) -> NodeRegistration {
-    NodeRegistration {
-        addr: format!("10.0.0.{node}:7000"),
-        labels: BTreeMap::new(),
-        capacity_bytes: 1 << 40,
-    }
+    test_support::registration(&format!("10.0.0.{node}:7000"))
 }
 
 fn voters(descriptor: &ShardDescriptor) -> BTreeSet<NodeId> {
@@ -131,30 +126,7 @@ fn voters(descriptor: &ShardDescriptor) -> BTreeSet<NodeId> {
 impl Model {
     /// `nodes` nodes and `shards` shards with `replication` round-robin voters.
     fn new(seed: u64, nodes: u64, shards: u64, replication: u64, faults: Faults) -> Self {
-        let descriptors: Vec<ShardDescriptor> = Arc::split_even(shards)
-            .into_iter()
-            .enumerate()
-            .map(|(i, arc)| {
-                let i = i as u64;
-                let mut replicas: Vec<Replica> = (0..replication)
-                    .map(|j| Replica {
-                        node: NodeId((i + j) % nodes + 1),
-                        role: ReplicaRole::Voter,
-                        member: ringkv_types::member_id(NodeId((i + j) % nodes + 1), 1),
-                    })
-                    .collect();
-                replicas.sort_by_key(|r| r.node);
-                ShardDescriptor {
-                    id: ShardId(i + 1),
-                    arc,
-                    epoch: Epoch {
-                        conf_ver: 1,
-                        version: 1,
-                    },
-                    replicas,
-                }
-            })
-            .collect();
+        let descriptors = test_support::round_robin_map(nodes, shards, replication).shards;
         let mut pd = PdState::new();
         let bootstrap = Command::Bootstrap {
             cluster_id: seed,

@@ -47,14 +47,16 @@ pub struct Config {
     pub applied: LogIndex,
     /// Seed for election-timeout jitter. Any value; mixed with `id` so replicas differ.
     pub seed: u64,
-    /// Known bugs that can be switched on to prove the simulator finds them. Test only.
-    #[cfg(feature = "planted-bugs")]
+    /// Known bugs that can be switched on to prove the simulator finds them. Test only: the
+    /// switches act only in a build with the `planted-bugs` feature ([`PlantedBugs::COMPILED`]);
+    /// [`Config::validate`] refuses a switch that is on in any other build.
     pub planted_bugs: PlantedBugs,
 }
 
 /// Deliberate protocol bugs, switched on only by the simulator's self-tests to show that its
-/// checkers catch them.
-#[cfg(feature = "planted-bugs")]
+/// checkers catch them. The code that plants them is compiled only with the `planted-bugs`
+/// feature, which only the simulator's tests (a dev-dependency) and `ringkv-sim --features
+/// planted-bugs` turn on; `.ci/check-planted-bugs` fails if a release binary would get it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlantedBugs {
     /// Count entries of previous terms toward commit (violates Raft §5.4.2, Figure 8).
@@ -77,6 +79,16 @@ pub struct PlantedBugs {
     pub apply_entry_twice: bool,
 }
 
+impl PlantedBugs {
+    /// Whether this build can plant the bugs (the `planted-bugs` feature).
+    pub const COMPILED: bool = cfg!(feature = "planted-bugs");
+
+    /// Whether any switch is on.
+    pub fn any(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
 impl Config {
     /// A configuration with the core's defaults (election timeout 10 ticks, heartbeat 2, lease
     /// margin 2: the same ratios as ringkvd's 5/1/1, at which the simulator and the chaos tests
@@ -97,7 +109,6 @@ impl Config {
             check_quorum: true,
             applied: LogIndex::ZERO,
             seed: 0,
-            #[cfg(feature = "planted-bugs")]
             planted_bugs: PlantedBugs::default(),
         }
     }
@@ -136,6 +147,11 @@ impl Config {
                 "max_uncommitted_bytes must be positive",
             ));
         }
+        if self.planted_bugs.any() && !PlantedBugs::COMPILED {
+            return Err(Error::InvalidConfig(
+                "planted_bugs needs a build with the planted-bugs feature",
+            ));
+        }
         Ok(())
     }
 }
@@ -154,5 +170,19 @@ mod tests {
         let mut bad = config;
         bad.id = NodeId::NONE;
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn planted_bugs_are_refused_unless_compiled_in() {
+        let mut config = Config::new(NodeId(1), ShardId(1));
+        config.planted_bugs.ack_before_persist = true;
+        if PlantedBugs::COMPILED {
+            config.validate().unwrap();
+        } else {
+            assert!(matches!(
+                config.validate(),
+                Err(Error::InvalidConfig(m)) if m.contains("planted-bugs")
+            ));
+        }
     }
 }

@@ -36,7 +36,6 @@ pub mod validate;
 
 pub use conf_change::ConfChange;
 pub use config::Config;
-#[cfg(feature = "planted-bugs")]
 pub use config::PlantedBugs;
 pub use error::{Error, Result, StorageError};
 pub use mem_storage::MemStorage;

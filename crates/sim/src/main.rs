@@ -1,4 +1,5 @@
 //! `ringkv-sim --seeds N [--start S] [--plant-bug NAME] [--verbose]`: runs seeds S..S+N.
+//! `--plant-bug` needs a build with `--features planted-bugs` (never part of a release build).
 
 use anyhow::{Context, bail};
 use ringkv_sim::{PlantedBug, run_seed};
@@ -17,6 +18,12 @@ fn main() -> anyhow::Result<()> {
             "--start" => start = args.next().context("--start needs a number")?.parse()?,
             "--plant-bug" => {
                 let name = args.next().context("--plant-bug needs a name")?;
+                if !ringkv_raft::PlantedBugs::COMPILED {
+                    bail!(
+                        "--plant-bug needs the planted bugs compiled in: \
+                         cargo run -p ringkv-sim --features planted-bugs -- --plant-bug {name}"
+                    );
+                }
                 bug = Some(
                     PlantedBug::from_name(&name)
                         .with_context(|| format!("unknown bug {name:?} (try --help)"))?,

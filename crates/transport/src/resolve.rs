@@ -5,7 +5,54 @@
 //! old IP beyond one connection).
 
 use crate::error::{Error, Result};
+use ringkv_types::NodeId;
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
+
+/// A node's address as written in configs, seeds and tool output: `<node id>@<host:port>`,
+/// e.g. `1@127.0.0.11:7100` or `1@ringkv-1:7100` (a DNS name, resolved at every dial). One
+/// definition for the node (`initial_cluster`) and the client (seed endpoints); the node's
+/// certificate must name `node-<id>.<cluster>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// The node.
+    pub node: NodeId,
+    /// Its advertised UDP address (one QUIC endpoint serves peers and clients): `ip:port` or
+    /// `host:port`, as [`check_host_port`] accepts it.
+    pub addr: String,
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+
+    /// Parses `<node id>@<host:port>` (surrounding spaces ignored); the error says what is
+    /// wrong, quoting the text.
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let text = text.trim();
+        let (id, addr) = text
+            .split_once('@')
+            .ok_or_else(|| format!("`{text}` is not of the form <node id>@<host:port>"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{id}` in `{text}` is not a node id"))?;
+        if id == 0 {
+            return Err(format!("node id 0 in `{text}` is reserved"));
+        }
+        let addr = check_host_port(addr).map_err(|reason| format!("in `{text}`: {reason}"))?;
+        Ok(Self {
+            node: NodeId(id),
+            addr,
+        })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.node.get(), self.addr)
+    }
+}
 
 /// Checks the shape of `text` (`ip:port`, `[v6]:port` or `host:port` with a DNS name and a
 /// non-zero port) without resolving it. Returns the text trimmed.

@@ -146,6 +146,7 @@ fn requests() -> Vec<Request> {
         Request::Admin(AdminRequest::SetFaults {
             cut: vec![NodeId(2), NodeId(3)],
         }),
+        Request::Admin(AdminRequest::PdPlan { balancing: true }),
     ]
 }
 
@@ -368,4 +369,18 @@ proptest! {
         let frame = encode(&request, MAX).unwrap();
         prop_assert_eq!(decode::<Request>(&frame, MAX).unwrap(), request);
     }
+}
+
+/// `PdPlan` was appended after every older admin request: the old ones keep their encoding (an
+/// old node decodes what a new client sends them) and the new one decodes on a new node.
+#[test]
+fn pd_plan_is_appended_after_the_older_admin_requests() {
+    let old = postcard::to_stdvec(&AdminRequest::StartState).unwrap();
+    let new = postcard::to_stdvec(&AdminRequest::PdPlan { balancing: false }).unwrap();
+    let tag = |bytes: &[u8]| bytes.first().copied().unwrap();
+    assert_eq!(tag(&new), tag(&old) + 1, "PdPlan must be the last variant");
+    assert_eq!(
+        postcard::from_bytes::<AdminRequest>(&new).unwrap(),
+        AdminRequest::PdPlan { balancing: false }
+    );
 }

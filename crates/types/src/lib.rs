@@ -1,6 +1,7 @@
 //! Types shared by every ringkv crate: ids and Raft counters, Raft log and message types, the ring
-//! (key positions and shard arcs), shard descriptors, the client and admin wire messages, errors
-//! that cross the wire, and the codec (postcard inside the record envelope). No I/O.
+//! (key positions and shard arcs), shard descriptors, the client and admin wire messages, the
+//! placement driver's commands and state ([`pd`]), errors that cross the wire, and the codec
+//! (postcard inside the record envelope). No I/O.
 
 pub mod codec;
 pub mod envelope;
@@ -9,6 +10,7 @@ pub mod identity;
 pub mod ids;
 pub mod inspect;
 pub mod namespace;
+pub mod pd;
 pub mod raft;
 pub mod raft_batch;
 pub mod request;

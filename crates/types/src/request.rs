@@ -182,17 +182,17 @@ pub enum AdminRequest {
         /// middle of the arc.
         at: Option<u64>,
     },
-    /// A placement-driver command: `postcard(ringkv_pd::Command)`. Served by the PD leader
-    /// (group 0), which stamps the command's `now_ms` with its own clock, proposes it, and
-    /// answers [`AdminResult::Pd`] with `postcard(Result<ringkv_pd::Response, ringkv_pd::Error>)`
-    /// once it is applied. Other nodes answer `NotLeader` with the PD leader hint. Opaque bytes
-    /// here because `ringkv-types` sits below `ringkv-pd`.
+    /// A placement-driver command: `postcard(`[`pd::Command`](crate::pd::Command)`)`. Served by
+    /// the PD leader (group 0), which stamps the command's `now_ms` with its own clock, proposes
+    /// it, and answers [`AdminResult::Pd`] with `postcard(Result<pd::Response, pd::Error>)` once
+    /// it is applied. Other nodes answer `NotLeader` with the PD leader hint. Opaque bytes (the
+    /// PD types used to live above this crate; the encoding stays for old nodes and clients).
     Pd {
-        /// `postcard(ringkv_pd::Command)`.
+        /// `postcard(pd::Command)`.
         command: Bytes,
     },
     /// The PD state as applied on the PD leader: [`AdminResult::Pd`] holds
-    /// `postcard(ringkv_pd::PdState)`. Other nodes answer `NotLeader`.
+    /// `postcard(`[`pd::PdState`](crate::pd::PdState)`)`. Other nodes answer `NotLeader`.
     PdState,
     /// Test only: replaces the answering node's fault table. Raft traffic (batches and
     /// snapshots) from this node to every node in `cut` is dropped; an empty list heals. Client
@@ -224,6 +224,15 @@ pub enum AdminRequest {
     ///
     /// [`AdminResult::StartState`]: crate::response::AdminResult::StartState
     StartState,
+    /// The operators PD's schedulers would start now, computed by the PD leader from its
+    /// applied state without changing it: [`AdminResult::Pd`] holds
+    /// `postcard(Vec<`[`pd::Operator`](crate::pd::Operator)`>)`. `balancing`: plan as if both
+    /// balance schedulers were on (`ringctl rebalance --dry-run`). Other nodes answer
+    /// `NotLeader`; a node older than this variant answers `InvalidRequest` (undecodable).
+    PdPlan {
+        /// Turn both balance schedulers on for this plan.
+        balancing: bool,
+    },
 }
 
 /// One membership change of a shard ([`AdminRequest::ChangeReplica`]).

@@ -122,7 +122,7 @@ pub enum AdminResult {
         /// The new shard, `[at, end)`.
         right: ShardDescriptor,
     },
-    /// Answer to `Pd` and `PdState`: postcard bytes, see
+    /// Answer to `Pd`, `PdState` and `PdPlan`: postcard bytes, see
     /// [`AdminRequest::Pd`](crate::request::AdminRequest::Pd).
     Pd(Bytes),
     /// Answer to `SetFaults`: the peers this node now cuts, sorted by node id.

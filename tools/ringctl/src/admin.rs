@@ -2,7 +2,8 @@
 //! `rebalance`, `move-shard`, `transfer-leader`, `split-shard`, `drain-node`, `remove-node`,
 //! `scheduler`.
 //!
-//! Reads come from [`Client::pd_state`]; changes are PD [`Command`]s sent with
+//! Reads come from [`Client::pd_state`] (and the schedulers' plan from [`Client::pd_plan`]: PD
+//! plans, `ringctl` does not run the schedulers itself); changes are PD [`Command`]s sent with
 //! [`Client::pd_call`] (the PD leader stamps their `now_ms`, so they go out as 0). Long commands
 //! poll the state once per `--interval`, print a progress line whenever it changes, and stop
 //! when done, on Ctrl-C (exit 130) or at `--timeout` (exit 4).
@@ -10,8 +11,8 @@
 use crate::view::{self, Balance};
 use anyhow::{Context, Result, anyhow, bail};
 use ringkv_client::Client;
-use ringkv_client::ringkv_pd::{
-    self, AdminOperator, Command, NodeState, PdState, RejectReason, SchedulerKind,
+use ringkv_types::pd::{
+    self, AdminOperator, Command, NodeState, Operator, PdState, RejectReason, SchedulerKind,
 };
 use ringkv_types::{NodeId, ShardId, WireError};
 use std::process::ExitCode;
@@ -97,7 +98,7 @@ pub fn explain(error: ringkv_client::Error) -> anyhow::Error {
         return anyhow!(error);
     };
     match pd {
-        ringkv_pd::Error::OperatorRejected { shard, reason } => {
+        pd::Error::OperatorRejected { shard, reason } => {
             let why = match reason {
                 RejectReason::SourceHasNoReplica => "the source node holds no replica of it",
                 RejectReason::TargetHasReplica => "the target node already holds a replica of it",
@@ -113,7 +114,7 @@ pub fn explain(error: ringkv_client::Error) -> anyhow::Error {
             };
             anyhow!("cannot change shard {}: {why}", shard.get())
         }
-        ringkv_pd::Error::ShardBusy { shard, operator } => anyhow!(
+        pd::Error::ShardBusy { shard, operator } => anyhow!(
             "shard {} is busy with operator {operator}; wait for it (`ringctl shards`) or try again",
             shard.get()
         ),
@@ -121,7 +122,7 @@ pub fn explain(error: ringkv_client::Error) -> anyhow::Error {
     }
 }
 
-async fn call(client: &Client, command: Command) -> Result<ringkv_pd::Response> {
+async fn call(client: &Client, command: Command) -> Result<pd::Response> {
     client.pd_call(command).await.map_err(explain)
 }
 
@@ -182,9 +183,17 @@ enum WaitEnd {
 
 /// Polls the PD state until `check` says done (returns `Some(final message)`), printing
 /// `progress` lines when they change. Transient read failures are printed and retried.
-async fn poll<C, P>(client: &Client, wait: Wait, mut check: C, progress: P) -> Result<WaitEnd>
+/// Polls the PD state until `check` says done. With `plan`, each poll that finds no operator in
+/// flight also asks PD what its schedulers would start (else `check` gets `None`).
+async fn poll<C, P>(
+    client: &Client,
+    wait: Wait,
+    plan: bool,
+    mut check: C,
+    progress: P,
+) -> Result<WaitEnd>
 where
-    C: FnMut(&PdState) -> Option<String>,
+    C: FnMut(&PdState, Option<&[Operator]>) -> Option<String>,
     P: Fn(&PdState, u64) -> String,
 {
     let started = Instant::now();
@@ -196,7 +205,13 @@ where
         let elapsed = started.elapsed().as_secs();
         match client.pd_state().await {
             Ok(state) => {
-                if let Some(message) = check(&state) {
+                let planned = if plan && state.operators.is_empty() {
+                    // A failed plan call counts as "not idle": the next poll asks again.
+                    client.pd_plan(false).await.ok()
+                } else {
+                    None
+                };
+                if let Some(message) = check(&state, planned.as_deref()) {
                     if !message.is_empty() {
                         println!("{message}");
                     }
@@ -243,23 +258,15 @@ fn end_code(end: WaitEnd, what: &str, wait: Wait) -> ExitCode {
     }
 }
 
-/// The state with both balance schedulers on: what `rebalance` will plan.
-fn with_balancing(state: &PdState) -> PdState {
-    let mut state = state.clone();
-    state
-        .settings
-        .set_enabled(SchedulerKind::BalanceReplicas, true);
-    state
-        .settings
-        .set_enabled(SchedulerKind::BalanceLeaders, true);
-    state
-}
-
 /// `ringctl rebalance [--dry-run]`.
 pub async fn rebalance(client: &Client, dry_run: bool, wait: Wait) -> Result<ExitCode> {
     let current = state(client).await?;
     let balance = Balance::of(&current);
-    let plan = ringkv_pd::plan(&with_balancing(&current));
+    // What PD would plan with both balance schedulers on: what `rebalance` turns on.
+    let plan = client
+        .pd_plan(true)
+        .await
+        .context("asking the placement driver for its plan")?;
     if dry_run {
         if wait.json {
             print_json(&serde_json::json!({
@@ -312,13 +319,13 @@ pub async fn rebalance(client: &Client, dry_run: bool, wait: Wait) -> Result<Exi
     }
     let mut settled_polls = 0u32;
     let started = Instant::now();
-    let check = |state: &PdState| {
+    let check = |state: &PdState, plan: Option<&[Operator]>| {
         let balance = Balance::of(state);
         let elapsed = started.elapsed().as_secs();
         if balance.is_balanced() {
             return Some(done_line(wait.json, "balanced", elapsed, &balance));
         }
-        let idle = state.operators.is_empty() && ringkv_pd::plan(state).is_empty();
+        let idle = state.operators.is_empty() && plan.is_some_and(<[Operator]>::is_empty);
         settled_polls = if idle { settled_polls + 1 } else { 0 };
         (settled_polls >= SETTLED_POLLS).then(|| done_line(wait.json, "settled", elapsed, &balance))
     };
@@ -332,7 +339,7 @@ pub async fn rebalance(client: &Client, dry_run: bool, wait: Wait) -> Result<Exi
             format!("[{elapsed:>4}s] {}", balance.line())
         }
     };
-    let end = poll(client, wait, check, progress).await?;
+    let end = poll(client, wait, true, check, progress).await?;
     Ok(end_code(end, "rebalancing", wait))
 }
 
@@ -379,7 +386,7 @@ pub async fn operator(
     )
     .await?
     {
-        ringkv_pd::Response::Operator(id) => id,
+        pd::Response::Operator(id) => id,
         other => bail!("unexpected answer from the placement driver: {other:?}"),
     };
     let description = match operator {
@@ -400,7 +407,7 @@ pub async fn operator(
         return Ok(ExitCode::SUCCESS);
     };
     let mut gone = None;
-    let check = |state: &PdState| {
+    let check = |state: &PdState, _: Option<&[Operator]>| {
         if state.operators.get(&shard).is_some_and(|o| o.id == id) {
             return None;
         }
@@ -414,7 +421,7 @@ pub async fn operator(
             .map_or_else(String::new, view::operator_text);
         format!("[{elapsed:>4}s] {step}")
     };
-    let end = poll(client, wait, check, progress).await?;
+    let end = poll(client, wait, false, check, progress).await?;
     let Some(after) = gone else {
         return Ok(end_code(end, &format!("operator {id}"), wait));
     };
@@ -470,7 +477,7 @@ pub async fn drain_node(client: &Client, node: NodeId, wait: Option<Wait>) -> Re
         return Ok(ExitCode::SUCCESS);
     };
     let left = |state: &PdState| state.replica_counts().get(&node).copied().unwrap_or(0);
-    let check = |state: &PdState| {
+    let check = |state: &PdState, _: Option<&[Operator]>| {
         (left(state) == 0).then(|| {
             format!(
                 "node {} holds no replicas; remove it with `ringctl remove-node {}`",
@@ -487,7 +494,7 @@ pub async fn drain_node(client: &Client, node: NodeId, wait: Option<Wait>) -> Re
             state.operators.len()
         )
     };
-    let end = poll(client, wait, check, progress).await?;
+    let end = poll(client, wait, false, check, progress).await?;
     Ok(end_code(
         end,
         &format!("draining node {}", node.get()),
@@ -591,17 +598,15 @@ mod tests {
 
     #[test]
     fn refusals_read_as_one_line() {
-        let error = explain(ringkv_client::Error::Pd(
-            ringkv_pd::Error::OperatorRejected {
-                shard: ShardId(3),
-                reason: RejectReason::TargetHasReplica,
-            },
-        ));
+        let error = explain(ringkv_client::Error::Pd(pd::Error::OperatorRejected {
+            shard: ShardId(3),
+            reason: RejectReason::TargetHasReplica,
+        }));
         assert_eq!(
             error.to_string(),
             "cannot change shard 3: the target node already holds a replica of it"
         );
-        let error = explain(ringkv_client::Error::Pd(ringkv_pd::Error::UnknownNode {
+        let error = explain(ringkv_client::Error::Pd(pd::Error::UnknownNode {
             node: NodeId(9),
         }));
         assert_eq!(error.to_string(), "placement driver: unknown node n9");

@@ -6,8 +6,8 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use ringkv_client::ringkv_pd::{AuthCommand as PdAuthCommand, Command};
 use ringkv_client::{Client, ClientConfig, Credentials, Secret, TlsSource};
+use ringkv_types::pd::{AuthCommand as PdAuthCommand, Command};
 use std::process::ExitCode;
 use std::sync::OnceLock;
 

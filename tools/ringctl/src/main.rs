@@ -21,7 +21,7 @@ mod view;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use ringkv_client::Client;
-use ringkv_client::ringkv_pd::AdminOperator;
+use ringkv_types::pd::AdminOperator;
 use ringkv_types::{NodeId, ShardId};
 use std::net::IpAddr;
 use std::path::PathBuf;

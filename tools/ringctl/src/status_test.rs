@@ -2,11 +2,7 @@
 #![allow(clippy::unwrap_used, reason = "tests: a failure is a test failure")]
 
 use super::*;
-use ringkv_types::ring::Arc;
-use ringkv_types::{
-    Epoch, LogIndex, NodeId, NodeStatus, Replica, ReplicaRole, ReplicaStatus, ShardDescriptor,
-    ShardMap, Term,
-};
+use ringkv_types::{LogIndex, NodeId, NodeStatus, ReplicaRole, ReplicaStatus, ShardMap, Term};
 
 fn replica(shard: u64, node: u64, leader: Option<u64>, applied: u64) -> ReplicaStatus {
     ReplicaStatus {
@@ -22,25 +18,7 @@ fn replica(shard: u64, node: u64, leader: Option<u64>, applied: u64) -> ReplicaS
 
 /// Two shards on nodes 1 and 2 (node 3 unreachable): shard 1 led by node 1, shard 2 leaderless.
 fn status() -> ClusterStatus {
-    let shards = Arc::split_even(2)
-        .into_iter()
-        .enumerate()
-        .map(|(i, arc)| ShardDescriptor {
-            id: ShardId(i as u64 + 1),
-            arc,
-            epoch: Epoch {
-                conf_ver: 1,
-                version: 1,
-            },
-            replicas: (1..=3)
-                .map(|n| Replica {
-                    node: NodeId(n),
-                    role: ReplicaRole::Voter,
-                    member: ringkv_types::member_id(NodeId(n), 1),
-                })
-                .collect(),
-        })
-        .collect();
+    let shards = ringkv_pd::test_support::round_robin_map(3, 2, 3).shards;
     let node = |id: u64, replicas: Vec<ReplicaStatus>| {
         (
             NodeId(id),

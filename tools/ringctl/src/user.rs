@@ -10,8 +10,8 @@ use argon2::Argon2;
 use argon2::password_hash::PasswordHasher;
 use clap::Subcommand;
 use ringkv_client::Client;
-use ringkv_client::ringkv_pd::{AuthCommand, Command, Role, User};
 use ringkv_types::Secret;
+use ringkv_types::pd::{AuthCommand, Command, Role, User};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 

@@ -1,7 +1,7 @@
 //! What the admin commands print, as pure functions of the placement driver's state: tables for
 //! people, JSON values for scripts, and the balance measure `rebalance` polls for.
 
-use ringkv_client::ringkv_pd::{Operator, PdState, SchedulerKind, Settings};
+use ringkv_types::pd::{Operator, PdState, SchedulerKind, Settings};
 use ringkv_types::ring::Arc;
 use ringkv_types::{NodeId, ReplicaRole, ShardDescriptor};
 use serde_json::{Value, json};

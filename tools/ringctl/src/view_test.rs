@@ -2,19 +2,11 @@
 #![allow(clippy::unwrap_used, reason = "tests: a failure is a test failure")]
 
 use super::*;
-use ringkv_client::ringkv_pd::{
+use ringkv_pd::Apply;
+use ringkv_types::pd::{
     AdminOperator, Command, NodeRegistration, NodeState, NodeStats, ShardReport, ShardStats, Step,
 };
-use ringkv_types::{Epoch, Replica, ShardId, ShardMap};
-
-/// The one place that builds a `Replica`: a bootstrap voter (incarnation 1).
-fn voter(node: u64) -> Replica {
-    Replica {
-        node: NodeId(node),
-        role: ReplicaRole::Voter,
-        member: ringkv_types::member_id(NodeId(node), 1),
-    }
-}
+use ringkv_types::{ShardId, ShardMap};
 
 /// Four nodes (node 4 joined later and holds nothing), four shards on nodes 1..=3, leaders
 /// reported for shards 1..=3 (all on node 1), an admin move of shard 2 in flight, node 3 draining.
@@ -25,19 +17,7 @@ fn state() -> PdState {
         labels: BTreeMap::new(),
         capacity_bytes: 10 << 30,
     };
-    let shards: Vec<ShardDescriptor> = Arc::split_even(4)
-        .into_iter()
-        .enumerate()
-        .map(|(i, arc)| ShardDescriptor {
-            id: ShardId(i as u64 + 1),
-            arc,
-            epoch: Epoch {
-                conf_ver: 1,
-                version: 1,
-            },
-            replicas: (1..=3).map(voter).collect(),
-        })
-        .collect();
+    let shards = ringkv_pd::test_support::round_robin_map(3, 4, 3).shards;
     let commands = vec![
         Command::Bootstrap {
             cluster_id: 1,
@@ -177,7 +157,7 @@ fn json_output_parses_and_carries_the_fields() {
         shards_json(&state),
         schedulers_json(&state.settings),
         Balance::of(&state).json(),
-        operators_json(&ringkv_client::ringkv_pd::plan(&state)),
+        operators_json(&ringkv_pd::plan(&state)),
     ] {
         let text = serde_json::to_string_pretty(&value).unwrap();
         let parsed: Value = serde_json::from_str(&text).unwrap();
@@ -257,7 +237,7 @@ fn sizes_and_steps_read_well() {
     assert_eq!(human_bytes(1023), "1023 B");
     assert_eq!(human_bytes(1536), "1.5 KiB");
     assert_eq!(human_bytes(u64::MAX), "16384.0 PiB");
-    let plan = ringkv_client::ringkv_pd::plan(&state());
+    let plan = ringkv_pd::plan(&state());
     let table = operators_table(&plan);
     assert_eq!(table.lines().count(), plan.len() + 1);
     assert_eq!(

@@ -5,13 +5,10 @@
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, reason = "tests: a failure is a test failure")]
 
-use ringkv_client::ringkv_pd::{Command, NodeRegistration, NodeState, PdState, Settings};
-use ringkv_transport::certs::{ClusterCa, TlsIdentity, Validity};
-use ringkv_transport::{Transport, TransportConfig};
-use ringkv_types::ring::Arc as RingArc;
+use ringkv_client::test_support::FakeNodes;
+use ringkv_pd::{Apply, Command, NodeRegistration, NodeState, PdState, Settings, test_support};
 use ringkv_types::{
-    AdminRequest, AdminResult, Epoch, NodeAddress, NodeId, Replica, ReplicaRole, Request, Response,
-    ShardDescriptor, ShardId, ShardMap, WireError,
+    AdminRequest, AdminResult, NodeAddress, NodeId, Request, Response, ShardId, WireError,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -28,15 +25,6 @@ const CLUSTER: &str = "local";
 const PD_LEADER: NodeId = NodeId(2);
 
 type Shared = Arc<Mutex<PdState>>;
-
-/// The one place that builds a `Replica`: a bootstrap voter (incarnation 1).
-fn voter(node: u64) -> Replica {
-    Replica {
-        node: NodeId(node),
-        role: ReplicaRole::Voter,
-        member: ringkv_types::member_id(NodeId(node), 1),
-    }
-}
 
 fn answer(pd: &Shared, me: NodeId, request: Request) -> Response {
     let mut state = pd.lock().unwrap();
@@ -62,7 +50,9 @@ fn answer(pd: &Shared, me: NodeId, request: Request) -> Response {
                 })
                 .collect(),
         )),
-        AdminRequest::Pd { .. } | AdminRequest::PdState if me != PD_LEADER => {
+        AdminRequest::Pd { .. } | AdminRequest::PdState | AdminRequest::PdPlan { .. }
+            if me != PD_LEADER =>
+        {
             Response::Error(WireError::NotLeader {
                 leader_hint: Some(PD_LEADER),
                 descriptor: None,
@@ -79,6 +69,10 @@ fn answer(pd: &Shared, me: NodeId, request: Request) -> Response {
             let bytes = postcard::to_stdvec(&*state).unwrap();
             Response::Admin(AdminResult::Pd(bytes.into()))
         }
+        AdminRequest::PdPlan { balancing } => {
+            let bytes = postcard::to_stdvec(&ringkv_pd::plan_with(&state, balancing)).unwrap();
+            Response::Admin(AdminResult::Pd(bytes.into()))
+        }
         _ => Response::Error(WireError::InvalidRequest {
             reason: "not faked".into(),
         }),
@@ -87,7 +81,7 @@ fn answer(pd: &Shared, me: NodeId, request: Request) -> Response {
 
 struct Fake {
     pd: Shared,
-    _transports: Vec<Transport>,
+    _nodes: FakeNodes,
     _dir: tempfile::TempDir,
     config: PathBuf,
 }
@@ -102,62 +96,32 @@ fn registration(addr: &str) -> NodeRegistration {
 
 /// Three fake nodes; PD knows them with four shards on all three, leaders spread (2, 1, 1).
 async fn start() -> Fake {
-    let validity = Validity::days_from_now(1);
-    let ca = ClusterCa::generate(CLUSTER, validity).unwrap();
+    let validity = ringkv_client::test_support::validity();
     let pd: Shared = Arc::new(Mutex::new(PdState::new()));
-    let mut transports = Vec::new();
-    let mut endpoints = Vec::new();
-    for id in 1..=3u64 {
-        let node = NodeId(id);
-        let pair = ca
-            .issue_node(node, &["127.0.0.1".parse().unwrap()], validity)
-            .unwrap();
-        let identity = TlsIdentity::from_pem(ca.cert_pem(), &pair).unwrap();
-        let config = TransportConfig::new(node, CLUSTER, SocketAddr::from(([127, 0, 0, 1], 0)));
-        let state = pd.clone();
-        let handler = move |_peer: ringkv_types::PeerIdentity, request: Request| {
-            let response = answer(&state, node, request);
-            async move { response }
-        };
-        let (transport, _inbound) = Transport::builder(config, identity)
-            .handler(handler)
-            .start()
-            .unwrap();
-        endpoints.push((node, transport.local_addr().unwrap()));
-        transports.push(transport);
-    }
+    let answering = pd.clone();
+    let nodes = FakeNodes::start(
+        CLUSTER,
+        1..=3,
+        |_| {},
+        move |node, request| answer(&answering, node, request),
+    );
+    let ca = &nodes.ca;
+    let endpoints: Vec<(NodeId, SocketAddr)> = nodes
+        .endpoints
+        .iter()
+        .map(|e| (e.node, nodes.addr(e.node)))
+        .collect();
     {
         let mut state = pd.lock().unwrap();
-        let shards: Vec<ShardDescriptor> = RingArc::split_even(4)
-            .into_iter()
-            .enumerate()
-            .map(|(i, arc)| ShardDescriptor {
-                id: ShardId(i as u64 + 1),
-                arc,
-                epoch: Epoch {
-                    conf_ver: 1,
-                    version: 1,
-                },
-                replicas: (1..=3).map(voter).collect(),
-            })
-            .collect();
-        let bootstrap = Command::Bootstrap {
-            cluster_id: 1,
-            cluster_name: CLUSTER.into(),
-            nodes: endpoints
-                .iter()
-                .map(|(node, addr)| (*node, registration(&addr.to_string())))
-                .collect(),
-            shard_map: ShardMap {
-                version: 1,
-                shards: shards.clone(),
-            },
-            settings: Settings::default(),
-            now_ms: 1,
-        };
+        let map = test_support::round_robin_map(3, 4, 3);
+        let shards = map.shards.clone();
+        let nodes = endpoints
+            .iter()
+            .map(|(node, addr)| (*node, addr.to_string()));
+        let bootstrap = test_support::bootstrap_at(CLUSTER, nodes, map, Settings::default());
         state.apply(&bootstrap).unwrap();
         for (descriptor, leader) in shards.iter().zip([1, 2, 3, 1]) {
-            let report = ringkv_client::ringkv_pd::ShardReport {
+            let report = ringkv_types::pd::ShardReport {
                 descriptor: descriptor.clone(),
                 leader: NodeId(leader),
                 stats: Default::default(),
@@ -194,7 +158,7 @@ async fn start() -> Fake {
     .unwrap();
     Fake {
         pd,
-        _transports: transports,
+        _nodes: nodes,
         _dir: dir,
         config,
     }
@@ -374,7 +338,7 @@ async fn admin_commands_drive_the_placement_driver() {
                 let state = fake.pd.lock().unwrap();
                 state.operators.get(&ShardId(2)).map(|_| {
                     let descriptor = state.descriptor(ShardId(2)).cloned().unwrap();
-                    ringkv_client::ringkv_pd::ShardReport {
+                    ringkv_types::pd::ShardReport {
                         descriptor,
                         leader: NodeId(3),
                         stats: Default::default(),

@@ -13,146 +13,19 @@
     reason = "tests: a failure is a test failure"
 )]
 
+mod common;
+
+use common::{Cluster, Foreground, START_TIMEOUT, ringctl, skip_without_ringkvd, test_port};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-const RINGCTL: &str = env!("CARGO_BIN_EXE_ringctl");
-const START_TIMEOUT: Duration = Duration::from_secs(120);
 const SHARDS: usize = 16;
-
-/// A long-running `ringctl` child (`local up`, `local add-node`) whose stdout is read line by
-/// line; stopped with SIGTERM (which stops its nodes) when dropped.
-struct Foreground {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    what: &'static str,
-}
-
-impl Foreground {
-    fn start(what: &'static str, args: &[&str], dir: &Path) -> Self {
-        let mut child = Command::new(RINGCTL)
-            .args(args)
-            .arg("--dir")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("{what}: {line}");
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { child, lines, what }
-    }
-
-    fn wait_for_line(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "{}: no line containing {needle:?} within {timeout:?}",
-                    self.what
-                ),
-            }
-        }
-    }
-
-    /// Waits (bounded) for the process to exit by itself, with an error.
-    fn expect_failed_exit(mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(!status.success(), "{} exited with {status}", self.what);
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still runs after {timeout:?}",
-                self.what
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM, then wait (bounded) for a clean exit.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{} exited with {status}", self.what);
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not stop in 30 s",
-                self.what
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Foreground {
-    fn drop(&mut self) {
-        // SIGTERM first: ringctl stops its nodes on it (a SIGKILL would orphan them).
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn ringctl(config: &Path, args: &[&str]) -> Output {
-    Command::new(RINGCTL)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 fn json(output: &Output) -> Value {
     assert!(output.status.success(), "{output:?}");
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|error| panic!("not JSON ({error}): {output:?}"))
-}
-
-fn ringkvd_present() -> bool {
-    let dir = PathBuf::from(RINGCTL);
-    dir.parent().is_some_and(|dir| {
-        dir.join(format!("ringkvd{}", std::env::consts::EXE_SUFFIX))
-            .is_file()
-    })
-}
-
-/// A port unlikely to collide with a developer's cluster (7100) or `local_up.rs` (which uses
-/// `20000 + pid % 20000`; test binaries run one after the other anyway).
-fn test_port() -> u16 {
-    40_000 + u16::try_from(std::process::id() % 20_000).unwrap()
 }
 
 fn spread(counts: &serde_json::Map<String, Value>) -> u64 {
@@ -162,21 +35,13 @@ fn spread(counts: &serde_json::Map<String, Value>) -> u64 {
 
 #[test]
 fn local_up_add_node_and_rebalance_with_the_real_binaries() {
-    if !ringkvd_present() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "ringkvd was not built next to {RINGCTL}"
-        );
-        eprintln!("skipping: no ringkvd next to {RINGCTL}; run `cargo build --bins` first");
+    if skip_without_ringkvd() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let cluster_dir = dir.path().join("cluster");
     let config = cluster_dir.join("ringctl.toml");
-    let port = test_port().to_string();
-
-    let mut up = Foreground::start("local up", &["local", "up", "--port", &port], &cluster_dir);
-    up.wait_for_line("is up", START_TIMEOUT);
+    let up = Cluster::start(&cluster_dir, test_port(0));
     let keys: Vec<String> = (0..20).map(|i| format!("grow-{i}")).collect();
     for key in &keys {
         let put = ringctl(&config, &["kv", "put", key, &format!("v-{key}")]);
@@ -186,7 +51,7 @@ fn local_up_add_node_and_rebalance_with_the_real_binaries() {
     assert_eq!(before["nodes"].as_array().unwrap().len(), 3, "{before}");
 
     let started = Instant::now();
-    let mut added = Foreground::start("add-node", &["local", "add-node"], &cluster_dir);
+    let mut added = Foreground::spawn("add-node", &["local", "add-node"], &cluster_dir);
     added.wait_for_line("is Up in the placement driver", START_TIMEOUT);
     let rebalance = ringctl(
         &config,

@@ -1,10 +1,11 @@
-//! Placement-driver calls: find the leader of group 0, send it a [`ringkv_pd::Command`] or read
-//! its [`ringkv_pd::PdState`].
+//! Placement-driver calls: find the leader of group 0, send it a [`ringkv_types::pd::Command`] or read
+//! its [`ringkv_types::pd::PdState`].
 //!
 //! Any node answers a PD call that it cannot serve with `NotLeader { leader_hint }`. The client
 //! caches the node that last served one, follows hints, and otherwise walks every node it
 //! knows (seed endpoints, then learned ones); after a full round without a leader it relearns
-//! the node list and backs off. The call's time budget and attempt count are the client's
+//! the node list and backs off. The order of asking is [`LeaderSearch`], shared with the node
+//! agent. The call's time budget and attempt count are the client's
 //! usual [`RetryPolicy`](crate::RetryPolicy) and `request_timeout`.
 //!
 //! A PD command that timed out may still have been applied: retrying it is safe for the
@@ -15,8 +16,8 @@ use super::Client;
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use bytes::Bytes;
+use ringkv_types::pd::LeaderSearch;
 use ringkv_types::{AdminRequest, AdminResult, NodeId, Request, Response, WireError};
-use std::collections::HashSet;
 use std::sync::PoisonError;
 use tokio::time::Instant;
 use tracing::debug;
@@ -43,7 +44,10 @@ impl Client {
     /// # Errors
     /// [`Error::Pd`] when PD refused the command (nothing changed); [`Error::Exhausted`] when
     /// no PD leader answered within the budget; [`Error::Codec`] on a version mismatch.
-    pub async fn pd_call(&self, command: ringkv_pd::Command) -> Result<ringkv_pd::Response> {
+    pub async fn pd_call(
+        &self,
+        command: ringkv_types::pd::Command,
+    ) -> Result<ringkv_types::pd::Response> {
         let encoded = postcard::to_stdvec(&command).map_err(|e| Error::Codec {
             action: "encode",
             what: "PD command",
@@ -53,7 +57,7 @@ impl Client {
             command: Bytes::from(encoded),
         };
         let answer = self.pd_request(request).await?;
-        let result: std::result::Result<ringkv_pd::Response, ringkv_pd::Error> =
+        let result: std::result::Result<ringkv_types::pd::Response, ringkv_types::pd::Error> =
             postcard::from_bytes(&answer).map_err(|e| Error::Codec {
                 action: "decode",
                 what: "PD answer",
@@ -68,11 +72,28 @@ impl Client {
     /// # Errors
     /// [`Error::Exhausted`] when no PD leader answered within the budget; [`Error::Codec`] on a
     /// version mismatch.
-    pub async fn pd_state(&self) -> Result<ringkv_pd::PdState> {
+    pub async fn pd_state(&self) -> Result<ringkv_types::pd::PdState> {
         let answer = self.pd_request(AdminRequest::PdState).await?;
         postcard::from_bytes(&answer).map_err(|e| Error::Codec {
             action: "decode",
             what: "PD state",
+            reason: e.to_string(),
+        })
+    }
+
+    /// The operators the placement driver's schedulers would start now, in the order they would
+    /// start them (what `ringctl rebalance --dry-run` prints), computed by the PD leader from
+    /// its applied state. `balancing`: as if both balance schedulers were on, whatever the
+    /// settings say.
+    ///
+    /// # Errors
+    /// [`Error::Exhausted`] when no PD leader answered within the budget; [`Error::Codec`] on a
+    /// version mismatch (a node too old to know the request answers `InvalidRequest`).
+    pub async fn pd_plan(&self, balancing: bool) -> Result<Vec<ringkv_types::pd::Operator>> {
+        let answer = self.pd_request(AdminRequest::PdPlan { balancing }).await?;
+        postcard::from_bytes(&answer).map_err(|e| Error::Codec {
+            action: "decode",
+            what: "PD plan",
             reason: e.to_string(),
         })
     }
@@ -101,23 +122,17 @@ impl Client {
         let deadline = started + config.request_timeout;
         let mut backoff = Backoff::new(config.retry.backoff_min, config.retry.backoff_max);
         let request = Request::Admin(request);
-        let mut tried: HashSet<NodeId> = HashSet::new();
-        let mut next = self.cached_pd_leader().filter(|node| !self.is_down(*node));
+        let mut search =
+            LeaderSearch::new(self.cached_pd_leader().filter(|node| !self.is_down(*node)));
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let target = next
-                .take()
-                .or_else(|| self.nodes_to_ask().into_iter().find(|n| !tried.contains(n)));
-            let outcome = match target {
-                Some(node) => {
-                    tried.insert(node);
-                    self.pd_attempt(node, &request, deadline, &tried).await
-                }
+            let outcome = match search.next_target(self.nodes_to_ask()) {
+                Some(node) => self.pd_attempt(node, &request, deadline, &search).await,
                 None => {
                     // A full round without a leader: PD may be electing, or the leader is a
                     // node this client does not know yet.
-                    tried.clear();
+                    search.new_round();
                     self.refresh_nodes(deadline).await;
                     Next::Retry {
                         error: Error::NoPdLeader {
@@ -142,7 +157,9 @@ impl Client {
             if attempts >= config.retry.attempts_max || Instant::now() >= deadline {
                 return Err(exhausted(error));
             }
-            next = node;
+            if let Some(node) = node {
+                search.ask_next(node);
+            }
             if pause {
                 let delay = backoff.next_delay(&self.inner.jitter);
                 tokio::time::sleep_until((Instant::now() + delay).min(deadline)).await;
@@ -159,7 +176,7 @@ impl Client {
         node: NodeId,
         request: &Request,
         deadline: Instant,
-        tried: &HashSet<NodeId>,
+        search: &LeaderSearch<NodeId>,
     ) -> Next {
         let attempt_deadline = deadline.min(Instant::now() + self.inner.config.attempt_timeout);
         let forget = |client: &Self| {
@@ -213,7 +230,7 @@ impl Client {
                 }
                 // A hint to a node already tried this round may be a stale belief (an
                 // election in progress): follow it, but after a pause.
-                let pause = hinted_down || hint.is_some_and(|h| tried.contains(&h));
+                let pause = hinted_down || hint.is_some_and(|h| search.was_asked(&h));
                 Next::Retry {
                     error: Error::Server(WireError::NotLeader {
                         leader_hint,

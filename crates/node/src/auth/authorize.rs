@@ -98,8 +98,10 @@ fn authorize_admin(principal: &Principal, request: &AdminRequest) -> Result<(), 
         | AdminRequest::GetNodes
         | AdminRequest::StartState
         | AdminRequest::Login { .. } => Ok(()),
-        // The PD state holds the user table: administrators and nodes only.
+        // The PD state holds the user table: administrators and nodes only. The plan shows
+        // placement only, but it is an admin tool's view like the state.
         AdminRequest::PdState
+        | AdminRequest::PdPlan { .. }
         | AdminRequest::ChangeReplica { .. }
         | AdminRequest::TransferLeader { .. }
         | AdminRequest::SplitShard { .. }
@@ -141,6 +143,7 @@ pub fn is_audited(request: &Request) -> bool {
             | AdminRequest::NodeStatus
             | AdminRequest::GetNodes
             | AdminRequest::PdState
+            | AdminRequest::PdPlan { .. }
             | AdminRequest::StartState
             | AdminRequest::Login { .. } => false,
             AdminRequest::ChangeReplica { .. }

@@ -206,6 +206,11 @@ fn table() -> Vec<(&'static str, Request, &'static str)> {
             "AAAADDDD",
         ),
         (
+            "pd plan",
+            Request::Admin(AdminRequest::PdPlan { balancing: true }),
+            "AAAADDDD",
+        ),
+        (
             "change replica",
             Request::Admin(AdminRequest::ChangeReplica {
                 shard: ShardId(1),

@@ -4,7 +4,7 @@
 use super::ReplySlot;
 use crate::error::Result;
 use crate::pd_host;
-use ringkv_pd::{Command, PdState};
+use ringkv_pd::{Apply, Command, PdState};
 use ringkv_types::{LogIndex, Term};
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -161,6 +161,22 @@ impl EventLoop {
         }
     }
 
+    /// `AdminRequest::PdPlan`: what the PD leader's schedulers would start now (PD plans for
+    /// `ringctl`, which does not run the schedulers itself).
+    pub(super) fn pd_plan_call(&self, balancing: bool) -> Response {
+        match self.pd_host() {
+            Some(host) if self.is_pd_leader() => {
+                match postcard::to_stdvec(&ringkv_pd::plan_with(&host.state, balancing)) {
+                    Ok(bytes) => Response::Admin(AdminResult::Pd(bytes.into())),
+                    Err(error) => Response::Error(WireError::Internal {
+                        reason: format!("encoding the PD plan: {error}"),
+                    }),
+                }
+            }
+            _ => self.pd_not_leader(),
+        }
+    }
+
     /// Stamps and proposes `command` to group 0 (this node must lead it); `slot` gets the
     /// answer once the entry applies. Returns the entry's index when proposed.
     fn propose_pd(

@@ -278,6 +278,7 @@ impl EventLoop {
                 return Response::Error(WireError::ShardNotFound { shard });
             }
             AdminRequest::PdState => return self.pd_state_call(),
+            AdminRequest::PdPlan { balancing } => return self.pd_plan_call(balancing),
             AdminRequest::Inspect(_) => {
                 // Handled in `handle_call` (it reads the store off the loop); unreachable here.
                 return Response::Error(WireError::Unavailable);

@@ -30,12 +30,34 @@ pub fn plan(state: &PdState) -> Vec<Operator> {
     schedule(state).0
 }
 
+/// [`plan`], and with `balancing` as if both balance schedulers were on whatever the settings
+/// say: what the PD leader answers to `AdminRequest::PdPlan` (`ringctl rebalance --dry-run`
+/// asks with `balancing`, since `rebalance` turns them on).
+pub fn plan_with(state: &PdState, balancing: bool) -> Vec<Operator> {
+    let balance = |kind| {
+        balancing
+            && matches!(
+                kind,
+                SchedulerKind::BalanceReplicas | SchedulerKind::BalanceLeaders
+            )
+    };
+    schedule_some(state, |kind| state.settings.enabled(kind) || balance(kind)).0
+}
+
 /// Runs every enabled scheduler; returns the new operators and the id counters after
 /// allocating their ids.
 pub(crate) fn schedule(state: &PdState) -> (Vec<Operator>, IdCounters) {
+    schedule_some(state, |kind| state.settings.enabled(kind))
+}
+
+/// Runs the schedulers `enabled` picks, in priority order.
+fn schedule_some(
+    state: &PdState,
+    enabled: impl Fn(SchedulerKind) -> bool,
+) -> (Vec<Operator>, IdCounters) {
     let mut view = View::new(state);
     for kind in SchedulerKind::ALL {
-        if !state.settings.enabled(kind) {
+        if !enabled(kind) {
             continue;
         }
         match kind {

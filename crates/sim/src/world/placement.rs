@@ -14,8 +14,8 @@ use super::World;
 use crate::params::TICK_UNITS;
 use crate::replica::Replica;
 use ringkv_pd::{
-    Command, NodeRegistration, NodeState, NodeStats, PdState, Response, Settings, ShardReport,
-    ShardStats, Step,
+    Apply, Command, NodeRegistration, NodeState, NodeStats, PdState, Response, Settings,
+    ShardReport, ShardStats, Step,
 };
 use ringkv_raft::{ConfChange, MemStorage, Status};
 use ringkv_types::ring::Arc;

@@ -1,9 +1,10 @@
-//! Shared by the tests that run the real binaries: `ringctl local up` as a child process
-//! (killed with its nodes on drop), running `ringctl`, and where `ringkvd` is.
+//! Shared by the tests that run the real binaries: `ringctl local up` and `local add-node` as
+//! child processes (stopped with their nodes on drop), running `ringctl`, and where `ringkvd`
+//! is.
 #![allow(dead_code, reason = "each test binary uses a part")]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -12,20 +13,35 @@ use std::time::{Duration, Instant};
 pub const RINGCTL: &str = env!("CARGO_BIN_EXE_ringctl");
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `ringctl local up`, killed (with its nodes) when dropped.
-pub struct Cluster {
+/// `ringctl local up` (the usual child of these tests).
+pub type Cluster = Foreground;
+
+/// A long-running `ringctl` child (`local up`, `local add-node`) whose stdout is read line by
+/// line (and echoed, prefixed with what it is); stopped with SIGTERM (which stops its nodes)
+/// when dropped.
+pub struct Foreground {
     child: Child,
     lines: mpsc::Receiver<String>,
+    what: &'static str,
     /// The node processes `local up` reported (`started node N (pid P)`).
     pub pids: BTreeMap<u64, u32>,
 }
 
-impl Cluster {
+impl Foreground {
+    /// `ringctl local up --port PORT --dir DIR`, once it says the cluster is up.
     pub fn start(dir: &Path, port: u16) -> Self {
-        let mut child = Command::new(RINGCTL)
-            .args(["local", "up", "--port", &port.to_string(), "--dir"])
+        let port = port.to_string();
+        let mut cluster = Self::spawn("local up", &["local", "up", "--port", &port], dir);
+        cluster.wait_for_line("is up", START_TIMEOUT);
+        cluster
+    }
+
+    /// `ringctl ARGS --dir DIR`, without any `RINGCTL_*` variable of the test's environment.
+    pub fn spawn(what: &'static str, args: &[&str], dir: &Path) -> Self {
+        let mut child = clean_ringctl()
+            .args(args)
+            .arg("--dir")
             .arg(dir)
-            .env_remove("RINGCTL_ENDPOINTS")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -35,18 +51,18 @@ impl Cluster {
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("{what}: {line}");
                 if sender.send(line).is_err() {
                     return;
                 }
             }
         });
-        let mut cluster = Self {
+        Self {
             child,
             lines,
+            what,
             pids: BTreeMap::new(),
-        };
-        cluster.wait_for_line("is up", START_TIMEOUT);
-        cluster
+        }
     }
 
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) {
@@ -62,7 +78,10 @@ impl Cluster {
                         return;
                     }
                 }
-                Err(_) => panic!("no line containing {needle:?} within {timeout:?}"),
+                Err(_) => panic!(
+                    "{}: no line containing {needle:?} within {timeout:?}",
+                    self.what
+                ),
             }
         }
     }
@@ -79,12 +98,7 @@ impl Cluster {
         assert!(status.success(), "kill -KILL {pid}");
         // Bounded wait until the process is gone (its store lock is released with it).
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Path::new(&format!("/proc/{pid}")).exists() {
-            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|stat| stat.contains(") Z "));
-            if zombie {
-                break;
-            }
+        while !process_gone(pid) {
             assert!(
                 Instant::now() < deadline,
                 "node {node} (pid {pid}) still runs"
@@ -93,10 +107,27 @@ impl Cluster {
         }
     }
 
-    /// SIGKILLs `ringctl local up` itself (no cleanup of its own can run) and reaps it.
+    /// SIGKILLs the `ringctl` child itself (no cleanup of its own can run) and reaps it.
     pub fn kill_ringctl(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Waits (bounded) for the process to exit by itself, with an error.
+    pub fn expect_failed_exit(mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(!status.success(), "{} exited with {status}", self.what);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still runs after {timeout:?}",
+                self.what
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// SIGTERM, then wait (bounded) for a clean exit.
@@ -106,10 +137,14 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "ringctl exited with {status}");
+                assert!(status.success(), "{} exited with {status}", self.what);
                 return;
             }
-            assert!(Instant::now() < deadline, "ringctl did not stop in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop in 30 s",
+                self.what
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -131,7 +166,7 @@ fn started_node(line: &str) -> Option<(u64, u32)> {
     Some((node.parse().ok()?, pid.parse().ok()?))
 }
 
-impl Drop for Cluster {
+impl Drop for Foreground {
     fn drop(&mut self) {
         // ringctl's own children are killed when it dies (kill_on_drop covers its panics; a
         // SIGKILL would orphan them, so try SIGTERM first).
@@ -147,6 +182,31 @@ impl Drop for Cluster {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `ringctl --config CONFIG ARGS` with `stdin` as its standard input (a password) and
+/// `RINGCTL_TOKEN` set to `token`, with no other `RINGCTL_*` variable from the caller's
+/// environment.
+pub fn ringctl_in(config: &Path, args: &[&str], stdin: &str, token: Option<&str>) -> Output {
+    let mut command = clean_ringctl();
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(token) = token {
+        command.env("RINGCTL_TOKEN", token);
+    }
+    let mut child = command.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// `ringctl --config CONFIG ARGS`, with no `RINGCTL_*` variables from the caller's environment.

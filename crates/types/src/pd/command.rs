@@ -8,10 +8,10 @@
 //! clock). Applying never reads a clock; a `now_ms` older than the state's log time is treated
 //! as the state's log time, so a leader change with a skewed clock cannot move time backwards.
 
-use crate::node::{NodeState, NodeStats};
-use crate::operator::{OperatorId, StepOrder};
-use crate::settings::{SchedulerKind, Settings};
-use ringkv_types::{NodeId, ShardDescriptor, ShardId, ShardMap};
+use super::node::{NodeState, NodeStats};
+use super::operator::{OperatorId, StepOrder};
+use super::settings::{SchedulerKind, Settings};
+use crate::{NodeId, ShardDescriptor, ShardId, ShardMap};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -194,18 +194,18 @@ pub enum Command {
         /// Log time.
         now_ms: u64,
     },
-    /// A user-table or signing-key command (admin only; see [`crate::auth`]).
+    /// A user-table or signing-key command (admin only; see [`super::auth`]).
     Auth {
         /// The command.
-        command: crate::auth::AuthCommand,
+        command: super::auth::AuthCommand,
         /// Log time.
         now_ms: u64,
     },
     /// A node reports the store incarnation of its data dir (a random id written into the dir
     /// at its first start). The first report for a node id is recorded; later reports must
-    /// carry the same incarnation, else [`crate::Error::StoreMismatch`]: the node lost its data
+    /// carry the same incarnation, else [`super::Error::StoreMismatch`]: the node lost its data
     /// and must not rejoin as its old Raft members (it would forget votes and acknowledged
-    /// entries). Answered `Done`. A removed node is answered [`crate::Error::NodeRemoved`].
+    /// entries). Answered `Done`. A removed node is answered [`super::Error::NodeRemoved`].
     ReportStore {
         /// The reporting node.
         node: NodeId,
@@ -220,7 +220,7 @@ pub enum Command {
         /// The reporting node.
         node: NodeId,
         /// Its free space and reserve when the alarm rose; `None` clears it.
-        alarm: Option<ringkv_types::SpaceAlarm>,
+        alarm: Option<crate::SpaceAlarm>,
     },
 }
 

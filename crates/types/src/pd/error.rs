@@ -5,8 +5,8 @@
 //! PD replica. Errors cross the wire (the PD leader answers the node or `ringctl` that proposed
 //! the command), so they are serde types with structured context.
 
-use crate::operator::OperatorId;
-use ringkv_types::{Epoch, NodeId, ShardId};
+use super::operator::OperatorId;
+use crate::{Epoch, NodeId, ShardId};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use thiserror::Error;
@@ -91,9 +91,9 @@ pub enum Error {
         /// The node.
         node: NodeId,
         /// Its current state.
-        from: crate::node::NodeState,
+        from: super::node::NodeState,
         /// The requested state.
-        to: crate::node::NodeState,
+        to: super::node::NodeState,
     },
     /// A setting is outside its allowed range.
     #[error("invalid setting {name}: {reason}")]

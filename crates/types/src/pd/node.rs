@@ -1,6 +1,6 @@
 //! The node registry: what PD knows about each `ringkvd` process.
 
-use ringkv_types::NodeId;
+use crate::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 ///                                                            └─────────┘
 /// ```
 ///
-/// `Up` and `Down` are set by PD from heartbeats (log time, see [`crate::Command::Tick`]);
+/// `Up` and `Down` are set by PD from heartbeats (log time, see [`super::Command::Tick`]);
 /// `Draining` and `Removed` are operator intent and are kept whatever the heartbeats say (a
 /// draining node that stops heartbeating is tracked by [`NodeInfo::down_since_ms`]). `Draining`
 /// can go back to `Up` (drain cancelled). `Removed` is final: the id is never reused and the

@@ -1,13 +1,13 @@
 //! Operators: multi-step plans that change one shard, one Raft membership change at a time.
 //!
 //! An operator is a list of [`Step`]s for one shard. PD hands the current step to the shard's
-//! leader in the answer to its report ([`crate::Response::ShardReport`]); the leader carries it
+//! leader in the answer to its report ([`super::Response::ShardReport`]); the leader carries it
 //! out (a conf change, a leader transfer or a split proposal) and a later report shows its
 //! effect, which completes the step. Steps are idempotent from the leader's side: the same step
 //! is handed out on every report until a report shows it done, so a lost answer or a leader
 //! change costs one reporting interval, nothing more.
 
-use ringkv_types::{Epoch, NodeId, ReplicaRole, ShardDescriptor, ShardId};
+use crate::{Epoch, NodeId, ReplicaRole, ShardDescriptor, ShardId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -215,8 +215,8 @@ pub struct StepOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringkv_types::Replica;
-    use ringkv_types::ring::Arc;
+    use crate::Replica;
+    use crate::ring::Arc;
 
     fn descriptor(replicas: &[(u64, ReplicaRole)]) -> ShardDescriptor {
         ShardDescriptor {
@@ -228,7 +228,7 @@ mod tests {
                 .map(|&(node, role)| Replica {
                     node: NodeId(node),
                     role,
-                    member: ringkv_types::member_id(NodeId(node), 1),
+                    member: crate::member_id(NodeId(node), 1),
                 })
                 .collect(),
         }

@@ -1,12 +1,13 @@
 //! The replicated PD state and the read-only queries schedulers and `ringctl` use.
 //!
-//! Commands change it through [`PdState::apply`](crate::PdState::apply) (in `apply.rs`).
+//! Commands change it through `ringkv_pd::Apply::apply`, in the `ringkv-pd` crate: this crate
+//! holds the data and its queries, `ringkv-pd` the state machine and the schedulers.
 
-use crate::command::ShardStats;
-use crate::node::NodeInfo;
-use crate::operator::{Operator, OperatorId, OperatorKind};
-use crate::settings::Settings;
-use ringkv_types::{NodeId, ReplicaRole, ShardDescriptor, ShardId, ShardMap};
+use super::command::ShardStats;
+use super::node::NodeInfo;
+use super::operator::{Operator, OperatorId, OperatorKind};
+use super::settings::Settings;
+use crate::{NodeId, ReplicaRole, ShardDescriptor, ShardId, ShardMap};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -179,15 +180,15 @@ pub struct PdState {
     /// Operator outcomes.
     pub operator_counts: OperatorCounts,
     /// Users, roles and token-signing keys.
-    pub auth: crate::auth::AuthState,
-    /// The store incarnation each node reported first ([`crate::Command::ReportStore`]): a
+    pub auth: super::auth::AuthState,
+    /// The store incarnation each node reported first ([`super::Command::ReportStore`]): a
     /// node whose data dir carries another one lost its data and is refused.
     #[serde(default)]
     pub store_incarnations: BTreeMap<NodeId, u64>,
-    /// Nodes whose low-disk-space alarm is up ([`crate::Command::SpaceAlarm`]), with their free
+    /// Nodes whose low-disk-space alarm is up ([`super::Command::SpaceAlarm`]), with their free
     /// space and reserve when it rose.
     #[serde(default)]
-    pub space_alarms: BTreeMap<NodeId, ringkv_types::SpaceAlarm>,
+    pub space_alarms: BTreeMap<NodeId, crate::SpaceAlarm>,
 }
 
 impl PdState {
@@ -200,7 +201,7 @@ impl PdState {
     pub fn space_alarm_of(
         &self,
         descriptor: &ShardDescriptor,
-    ) -> Option<(NodeId, ringkv_types::SpaceAlarm)> {
+    ) -> Option<(NodeId, crate::SpaceAlarm)> {
         descriptor.replicas.iter().find_map(|replica| {
             self.space_alarms
                 .get(&replica.node)
@@ -275,7 +276,7 @@ impl PdState {
     fn live_node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.nodes
             .values()
-            .filter(|n| n.state != crate::node::NodeState::Removed)
+            .filter(|n| n.state != super::node::NodeState::Removed)
             .map(|n| n.id)
     }
 
@@ -367,7 +368,7 @@ impl PdState {
             );
         }
         assert!(
-            self.auth.signing_keys.len() <= crate::auth::MAX_SIGNING_KEYS,
+            self.auth.signing_keys.len() <= super::auth::MAX_SIGNING_KEYS,
             "{} signing keys kept",
             self.auth.signing_keys.len()
         );

@@ -12,7 +12,7 @@ use crate::certs;
 use crate::config::{RingctlConfig, TlsFiles};
 use anyhow::{Context, Result, bail};
 use ringkv_client::Client;
-use ringkv_client::ringkv_pd::{self, Command as PdCommand, NodeRegistration, NodeState};
+use ringkv_types::pd::{self, Command as PdCommand, NodeRegistration, NodeState};
 use ringkv_types::{NodeId, ShardId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,6 +21,12 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+mod add_node;
+mod layout;
+
+pub use add_node::add_node;
+use layout::*;
 
 /// The cluster name of local clusters.
 const CLUSTER: &str = "local";
@@ -49,177 +55,6 @@ pub struct UpOptions {
     pub dir: PathBuf,
     /// The port every node listens on (each node has its own IP).
     pub port: u16,
-}
-
-/// The loopback IP of node `id`: 127.0.0.(10 + id).
-fn node_ip(id: u64) -> Result<Ipv4Addr> {
-    let last = u8::try_from(10 + id).context("node id too large for a loopback address")?;
-    Ok(Ipv4Addr::new(127, 0, 0, last))
-}
-
-/// The HTTP port of a cluster whose nodes listen on `port`: `port + 1000` (8100 by default).
-pub fn http_port(port: u16) -> Result<u16> {
-    port.checked_add(HTTP_PORT_OFFSET).with_context(|| {
-        format!("--port {port} leaves no room for the HTTP port (--port + {HTTP_PORT_OFFSET})")
-    })
-}
-
-/// The `http_addr` a node config file names, if it can be read and names one.
-fn config_http_addr(config: &Path) -> Option<SocketAddr> {
-    let text = std::fs::read_to_string(config).ok()?;
-    let value: toml::Table = text.parse().ok()?;
-    value.get("http_addr")?.as_str()?.parse().ok()
-}
-
-fn endpoint(id: u64, port: u16) -> Result<SocketAddr> {
-    Ok(SocketAddr::new(IpAddr::V4(node_ip(id)?), port))
-}
-
-fn node_config_text(id: u64, port: u16, endpoints: &[String]) -> Result<String> {
-    let initial: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
-    Ok(format!(
-        "# Written by `ringctl local up`; edit freely, it is reused on the next start.\n\
-         # Relative paths are relative to this file's directory.\n\
-         node_id = {id}\n\
-         cluster = \"{CLUSTER}\"\n\
-         listen_addr = \"{listen}\"\n\
-         http_addr = \"{http}\"\n\
-         data_dir = \"data\"\n\
-         initial_cluster = [{initial}]\n\
-         initial_shards = {INITIAL_SHARDS}\n\
-         replication_factor = 3\n\
-         \n\
-         [tls]\n\
-         ca_cert = \"../certs/ca.pem\"\n\
-         cert = \"../certs/node-{id}.pem\"\n\
-         key = \"../certs/node-{id}.key\"\n",
-        listen = endpoint(id, port)?,
-        http = endpoint(id, http_port(port)?)?,
-        initial = initial.join(", "),
-    ))
-}
-
-/// The config of a node that joins a running cluster: like [`node_config_text`], but with a
-/// `join` list of existing nodes' addresses (`ip:port`) instead of `initial_cluster` (and no
-/// `initial_shards`, which only bootstrap uses). The node asks a `join` address for the cluster
-/// and registers with PD under its configured `node_id`'s address.
-fn join_config_text(id: u64, port: u16, join: &[SocketAddr]) -> Result<String> {
-    let join: Vec<String> = join.iter().map(|a| format!("\"{a}\"")).collect();
-    Ok(format!(
-        "# Written by `ringctl local add-node`; edit freely, it is reused on the next start.\n\
-         # Relative paths are relative to this file's directory.\n\
-         node_id = {id}\n\
-         cluster = \"{CLUSTER}\"\n\
-         listen_addr = \"{listen}\"\n\
-         http_addr = \"{http}\"\n\
-         data_dir = \"data\"\n\
-         join = [{join}]\n\
-         replication_factor = 3\n\
-         \n\
-         [tls]\n\
-         ca_cert = \"../certs/ca.pem\"\n\
-         cert = \"../certs/node-{id}.pem\"\n\
-         key = \"../certs/node-{id}.key\"\n",
-        listen = endpoint(id, port)?,
-        http = endpoint(id, http_port(port)?)?,
-        join = join.join(", "),
-    ))
-}
-
-/// Nodes added by `local add-node` under `dir`: ids above `initial` with a `node-N/ringkvd.toml`,
-/// sorted.
-fn added_nodes(dir: &Path, initial: u64) -> Result<Vec<(u64, PathBuf)>> {
-    let mut found = Vec::new();
-    let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        let name = entry.file_name();
-        let Some(id) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("node-"))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        let config = entry.path().join("ringkvd.toml");
-        // Written by a node the placement driver removed (`ringctl remove-node`): it would
-        // refuse to start.
-        if entry.path().join("data").join("REMOVED").is_file() {
-            println!("node {id} was removed from the cluster; not starting it");
-            continue;
-        }
-        if id > initial && config.is_file() {
-            found.push((id, config));
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
-/// The environment variable naming the `ringkvd` binary to run (tests, custom builds).
-pub const RINGKVD_ENV: &str = "RINGKVD_BIN";
-
-/// `$RINGKVD_BIN`, else `ringkvd` next to the running executable, else on `PATH`.
-fn find_ringkvd() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os(RINGKVD_ENV).filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        if !path.is_file() {
-            bail!("{RINGKVD_ENV}={} is not a file", path.display());
-        }
-        return Ok(path);
-    }
-    let name = format!("ringkvd{}", std::env::consts::EXE_SUFFIX);
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-    {
-        let candidate = dir.join(&name);
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(&name);
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-    }
-    bail!(
-        "cannot find the `ringkvd` binary next to ringctl or on PATH; build it with \
-         `cargo build --release --bins` and run `./target/release/ringctl local up`"
-    )
-}
-
-/// Checks that this process may bind the node's address (a free port on an existing loopback
-/// address).
-fn check_bind(addr: SocketAddr) -> Result<()> {
-    match std::net::UdpSocket::bind(addr) {
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
-            bail!("{addr} is in use: is another local cluster running? (stop it with Ctrl-C)")
-        }
-        Err(error) => bail!(
-            "cannot bind {addr}: {error}. Linux routes all of 127.0.0.0/8 to loopback; on \
-             other systems add the alias first (macOS: `sudo ifconfig lo0 alias {}`)",
-            addr.ip()
-        ),
-    }
-}
-
-/// Checks that the node's HTTP address (TCP) is free, so a clash reads as one line here rather
-/// than as a node that exits during startup.
-fn check_http_bind(addr: SocketAddr) -> Result<()> {
-    match std::net::TcpListener::bind(addr) {
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => bail!(
-            "HTTP address {addr} is in use: is another local cluster running? (stop it with \
-             Ctrl-C, or start this one with another --port; HTTP listens on --port + \
-             {HTTP_PORT_OFFSET})"
-        ),
-        Err(error) => bail!("cannot bind HTTP address {addr}: {error}"),
-    }
 }
 
 /// A running node; killed when dropped (`kill_on_drop`), stopped gently by [`stop_all`].
@@ -352,216 +187,6 @@ fn spawn(ringkvd: &Path, dir: &Path, id: u64, config: &Path) -> Result<Node> {
         config: config.to_path_buf(),
     })
 }
-
-/// Runs `local add-node --dir DIR` until Ctrl-C or SIGTERM (or the node's exit).
-pub async fn add_node(dir: &Path) -> Result<()> {
-    let dir = dir.canonicalize().with_context(|| {
-        format!(
-            "no cluster directory {}; create one with `ringctl local up`",
-            dir.display()
-        )
-    })?;
-    let ringctl_path = dir.join("ringctl.toml");
-    let certs_dir = dir.join("certs");
-    if !ringctl_path.is_file() || !certs_dir.join("ca.key").is_file() {
-        bail!(
-            "{} holds no local cluster (ringctl.toml and certs/ca.key are missing); create one              with `ringctl local up --dir {}`",
-            dir.display(),
-            dir.display()
-        );
-    }
-    let config = RingctlConfig::load(&ringctl_path)?;
-    let port = cluster_port(&config.endpoints)?;
-    let ringkvd = find_ringkvd()?;
-    let client = Client::connect(config.client_config()?)
-        .await
-        .context("connecting to the cluster; is `ringctl local up` running?")?;
-    let outcome = add_and_run(&client, &dir, port, &ringkvd).await;
-    client.close().await;
-    outcome
-}
-
-/// The port of the cluster's nodes (the same for every node).
-fn cluster_port(endpoints: &[String]) -> Result<u16> {
-    let parsed = ringkv_client::ClientConfig::parse_endpoints(endpoints)?;
-    let Some(first) = parsed.first() else {
-        bail!("ringctl.toml lists no endpoints");
-    };
-    let port = first
-        .addr
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse::<u16>().ok());
-    port.ok_or_else(|| anyhow::anyhow!("endpoint `{}` has no port", first.addr))
-}
-
-/// The id for the new node: a node PD registered at its conventional address whose config was
-/// never written (an interrupted add-node), else the next id PD will hand out.
-fn pick_node_id(state: &ringkv_pd::PdState, dir: &Path, port: u16) -> Result<u64> {
-    for node in state.nodes.values() {
-        if node.state == NodeState::Removed {
-            continue;
-        }
-        let conventional = endpoint(node.id.get(), port).ok().map(|a| a.to_string());
-        let config = dir
-            .join(format!("node-{}", node.id.get()))
-            .join("ringkvd.toml");
-        if conventional.as_deref() == Some(node.addr.as_str()) && !config.exists() {
-            return Ok(node.id.get());
-        }
-    }
-    Ok(state.ids.next_node)
-}
-
-async fn add_and_run(client: &Client, dir: &Path, port: u16, ringkvd: &Path) -> Result<()> {
-    let state = crate::admin::state(client).await?;
-    let predicted = pick_node_id(&state, dir, port)?;
-    let addr = endpoint(predicted, port)?;
-    check_bind(addr)?;
-    let registered = client
-        .pd_call(PdCommand::RegisterNode {
-            node: NodeRegistration {
-                addr: addr.to_string(),
-                labels: BTreeMap::new(),
-                capacity_bytes: 0,
-            },
-            now_ms: 0,
-        })
-        .await
-        .map_err(crate::admin::explain)
-        .context("registering the node with the placement driver")?;
-    let ringkv_pd::Response::NodeId(node) = registered else {
-        bail!("unexpected answer to RegisterNode: {registered:?}");
-    };
-    let id = node.get();
-    if id != predicted {
-        // Another node registered between the read and the registration, so the address does
-        // not follow the 127.0.0.(10+N) convention `local up` relies on.
-        bail!(
-            "PD assigned id {id} to {addr}, which was chosen for id {predicted} (another node \
-             registered at the same time); remove it with `ringctl remove-node {id}` and run \
-             add-node again"
-        );
-    }
-    println!("registered node {id} at {addr}");
-    let ip = addr.ip();
-    let report = certs::ensure(&dir.join("certs"), CLUSTER, &[(node, ip)], &[])?;
-    if report.created.iter().any(|stem| stem == "ca") {
-        bail!("the cluster CA was missing under {}", dir.display());
-    }
-    let node_dir = dir.join(format!("node-{id}"));
-    std::fs::create_dir_all(&node_dir)
-        .with_context(|| format!("creating {}", node_dir.display()))?;
-    let config_path = node_dir.join("ringkvd.toml");
-    // Read after registering and before starting the node: a heartbeat newer than this one
-    // comes from the running node.
-    let registered = crate::admin::state(client).await?;
-    let registered_ms = registered
-        .nodes
-        .get(&node)
-        .map_or(0, |info| info.last_heartbeat_ms);
-    if !config_path.exists() {
-        let join = join_addresses(&registered, client, node);
-        std::fs::write(&config_path, join_config_text(id, port, &join)?)
-            .with_context(|| format!("writing {}", config_path.display()))?;
-        println!("wrote {}", config_path.display());
-    }
-    let mut nodes = vec![spawn(ringkvd, dir, id, &config_path)?];
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
-    let joined = wait_joined(client, &mut nodes, node, registered_ms);
-    let outcome = tokio::select! {
-        result = joined => result,
-        () = &mut signal => {
-            println!("stopping before the node joined");
-            stop_all(&mut nodes).await;
-            return Ok(());
-        }
-    };
-    if let Err(error) = outcome {
-        stop_all(&mut nodes).await;
-        return Err(error);
-    }
-    println!(
-        "node {id} is Up in the placement driver. Replicas move to it as the balance \
-         schedulers run (`ringctl rebalance` shows and follows them)."
-    );
-    println!("Ctrl-C stops node {id}; `ringctl local up` starts it with the others from now on.");
-    let exited = BTreeSet::new();
-    let outcome = tokio::select! {
-        () = &mut signal => Ok(()),
-        (id, status, _) = first_exit(&mut nodes, &exited) => {
-            Err(anyhow::anyhow!("node {id} exited ({status})"))
-        }
-    };
-    stop_all(&mut nodes).await;
-    outcome
-}
-
-/// Addresses of the registered, non-removed nodes other than `node`: the new node's `join` list
-/// (the seed endpoints if PD lists none).
-fn join_addresses(state: &ringkv_pd::PdState, client: &Client, node: NodeId) -> Vec<SocketAddr> {
-    let mut join = Vec::new();
-    for info in state.nodes.values() {
-        if info.id == node || info.state == NodeState::Removed {
-            continue;
-        }
-        if let Ok(addr) = info.addr.parse::<SocketAddr>() {
-            join.push(addr);
-        }
-    }
-    if join.is_empty() {
-        join = client
-            .endpoints()
-            .iter()
-            .filter_map(|e| e.addr.parse::<SocketAddr>().ok())
-            .collect();
-    }
-    join
-}
-
-/// Waits until PD shows `node` `Up` with a heartbeat newer than `registered_ms`.
-async fn wait_joined(
-    client: &Client,
-    nodes: &mut [Node],
-    node: NodeId,
-    registered_ms: u64,
-) -> Result<()> {
-    let deadline = Instant::now() + JOIN_TIMEOUT;
-    loop {
-        for running in nodes.iter_mut() {
-            if let Ok(Some(status)) = running.child.try_wait() {
-                bail!(
-                    "node {} exited while joining ({status}); see {}",
-                    running.id,
-                    running.log.display()
-                );
-            }
-        }
-        match client.pd_state().await {
-            Ok(state) => match state.nodes.get(&node) {
-                Some(info) => {
-                    if info.state == NodeState::Up && info.last_heartbeat_ms > registered_ms {
-                        return Ok(());
-                    }
-                    println!(
-                        "waiting for node {node}'s first heartbeat (state {:?})",
-                        info.state
-                    );
-                }
-                None => println!("waiting: PD does not list node {node} yet"),
-            },
-            Err(error) => println!("waiting: placement driver unavailable: {error}"),
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "node {node} did not heartbeat to the placement driver within {} s; see its log",
-                JOIN_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
 /// The curl lines of the tour: the HTTP API of the first nodes (node configs written before
 /// `http_addr` existed have none: edit `node-N/ringkvd.toml` to add it).
 fn print_curl_tour(nodes: &[Node], config_path: &Path) {
@@ -788,6 +413,7 @@ async fn stop_all(nodes: &mut [Node]) {
 
 #[cfg(test)]
 mod tests {
+    use super::add_node::pick_node_id;
     use super::*;
 
     #[test]
@@ -860,9 +486,9 @@ mod tests {
     #[test]
     fn a_registered_node_without_a_config_is_resumed() -> Result<()> {
         let dir = tempfile::tempdir()?;
-        let mut state = ringkv_pd::PdState::new();
+        let mut state = pd::PdState::new();
         state.ids.next_node = 6;
-        let info = |id: u64, addr: String| ringkv_pd::NodeInfo {
+        let info = |id: u64, addr: String| pd::NodeInfo {
             id: NodeId(id),
             addr,
             state: NodeState::Up,
@@ -870,7 +496,7 @@ mod tests {
             capacity_bytes: 0,
             last_heartbeat_ms: 0,
             down_since_ms: None,
-            stats: ringkv_pd::NodeStats::default(),
+            stats: pd::NodeStats::default(),
         };
         state
             .nodes

@@ -1,6 +1,6 @@
 //! Scheduler switches and limits. Part of the replicated state: changed only by commands.
 
-use crate::error::{Error, Result};
+use super::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// One scheduler, for enabling and disabling.
