@@ -391,6 +391,64 @@ fn balance_leaders_spreads_leadership() {
     assert!(plan(&state).is_empty());
 }
 
+/// A node that stopped heartbeating a few seconds ago is still `Up` (the heartbeat timeout is
+/// 10 s) but receives no leadership: it was probably just killed.
+#[test]
+fn balance_leaders_skips_a_node_silent_for_a_few_heartbeats() {
+    let mut state = cluster(3, 6, 3);
+    for shard in 1..=6 {
+        let report = report_of(&state, ShardId(shard), Some(NodeId(1)), 1);
+        state.apply(&Command::ShardReport(report)).expect("report");
+    }
+    let heartbeat = |state: &mut PdState, node: u64, now_ms: u64| {
+        state
+            .apply(&Command::NodeHeartbeat {
+                node: NodeId(node),
+                stats: Default::default(),
+                now_ms,
+            })
+            .expect("heartbeat");
+    };
+    for node in 1..=3 {
+        heartbeat(&mut state, node, 1_000);
+    }
+    // Node 3 goes silent; 1 and 2 keep heartbeating for 4 s.
+    for now_ms in [2_000, 3_000, 4_000, 5_000] {
+        heartbeat(&mut state, 1, now_ms);
+        heartbeat(&mut state, 2, now_ms);
+    }
+    enable(&mut state, SchedulerKind::BalanceLeaders);
+    let Ok(Response::Tick(outcome)) = state.apply(&Command::Tick { now_ms: 5_000 }) else {
+        panic!("tick refused");
+    };
+    assert_eq!(state.nodes[&NodeId(3)].state, NodeState::Up);
+    let targets: Vec<NodeId> = outcome
+        .created
+        .iter()
+        .map(
+            |id| match state.operator_by_id(*id).expect("created").steps[..] {
+                [Step::TransferLeader { to }] => to,
+                ref other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    assert!(!targets.is_empty(), "no leadership moved");
+    assert!(
+        targets.iter().all(|to| *to == NodeId(2)),
+        "leadership handed to the silent node 3: {targets:?}"
+    );
+    // Once node 3 heartbeats again it takes leaderships.
+    heartbeat(&mut state, 3, 6_000);
+    state.operators.clear();
+    assert!(
+        plan(&state)
+            .iter()
+            .any(|o| o.steps == [Step::TransferLeader { to: NodeId(3) }]),
+        "{:?}",
+        plan(&state)
+    );
+}
+
 #[test]
 fn schedulers_are_deterministic() {
     let build = || {

@@ -42,6 +42,14 @@ pub struct Config {
     /// timeout steps down, and followers ignore vote requests while they hear from a leader.
     /// Required for lease reads.
     pub check_quorum: bool,
+    /// The driver reports the outcome of every snapshot it is handed with
+    /// [`RawNode::report_snapshot`](crate::RawNode::report_snapshot) (ringkvd does, once the
+    /// transfer ends, however long it takes). The leader then waits for that report or the
+    /// follower's answer before sending the follower another snapshot. Off (the default), a
+    /// snapshot with neither after two election timeouts is taken as lost and sent again, even
+    /// if it is still on its way: right for a driver that may drop it silently, wrong for a
+    /// transfer longer than that (a large shard).
+    pub snapshot_reports: bool,
     /// Index already applied by the state machine (0 for a new group). Entries up to it are not
     /// handed out again after a restart.
     pub applied: LogIndex,
@@ -107,6 +115,7 @@ impl Config {
             max_pending_reads: 4096,
             pre_vote: true,
             check_quorum: true,
+            snapshot_reports: false,
             applied: LogIndex::ZERO,
             seed: 0,
             planted_bugs: PlantedBugs::default(),

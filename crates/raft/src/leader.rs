@@ -38,11 +38,14 @@ impl<S: Storage> Raft<S> {
             // abandoned, so the leader serves proposals again.
             self.lead_transferee = None;
         }
-        // Retry snapshots that were lost on the way.
+        // Retry snapshots that were lost on the way, unless the driver reports each one (then a
+        // slow transfer is still under way, and a second copy would only compete with it).
         let retry_after = 2 * self.config.election_timeout_ticks;
         let now = self.now;
+        let by_timer = !self.config.snapshot_reports;
         for progress in self.progress.values_mut() {
             if let ProgressState::Snapshot { sent_at_tick, .. } = progress.state
+                && by_timer
                 && now - sent_at_tick >= retry_after
             {
                 progress.become_probe();

@@ -383,3 +383,43 @@ fn learner_added_after_compaction_is_caught_up_by_snapshot() {
     assert_eq!(network.applied_data(4), data(&[b"a", b"b", b"c"]));
     assert_eq!(log_of(network.peer(4)), log_of(network.peer(1)));
 }
+
+/// With a driver that reports every snapshot (`snapshot_reports`, as ringkvd), a snapshot still
+/// on its way is not sent a second time however long it takes: before, the leader sent a new
+/// copy every two election timeouts (each a whole shard, competing with the first); the report
+/// alone triggers the resend.
+#[test]
+fn a_reported_snapshot_in_flight_is_not_sent_again_by_the_timer() {
+    let mut network = Network::with_config(3, |config| config.snapshot_reports = true);
+    lagging_follower_behind_compaction(&mut network);
+    network.down.remove(&NodeId(3));
+    // The transfer is "in flight": the message never arrives and nobody reports yet.
+    network.drop_filter = Some(Box::new(|m| m.body.kind() == "InstallSnapshot"));
+    network.delivered.clear();
+    let election = common::config(1).election_timeout_ticks;
+    for _ in 0..10 * election {
+        network.tick_all(1);
+        network.stabilize();
+    }
+    assert_eq!(
+        network.peer(1).node.status().stats.snapshots_sent,
+        1,
+        "a second snapshot was sent while the first was unreported"
+    );
+    let dropped = |network: &Network| {
+        network
+            .dropped
+            .iter()
+            .filter(|m| m.body.kind() == "InstallSnapshot")
+            .count()
+    };
+    assert_eq!(dropped(&network), 1);
+
+    // The driver reports the end of the transfer (lost): the leader sends again at once.
+    network.drop_filter = None;
+    network.node(1).report_snapshot(NodeId(3), false);
+    network.stabilize();
+    assert_eq!(network.peer(1).node.status().stats.snapshots_sent, 2);
+    assert_eq!(network.peer(3).node.status().stats.snapshots_installed, 1);
+    assert_eq!(network.applied_data(3), network.applied_data(1));
+}

@@ -69,11 +69,7 @@ impl EventLoop {
         if group.descriptor.replica_of_member(to).is_none() {
             // A learner whose configuration entry is appended but not applied here yet: the
             // descriptor we would send lacks it. The core retries after the failure report.
-            let _ = events.try_send(SnapshotEvent::Sent {
-                shard,
-                to,
-                delivered: false,
-            });
+            report_unsent(&mut self.snapshot_tasks, events, shard, to);
             return;
         }
         // The data stream: the store's chunks (each a self-delimiting envelope), concatenated.
@@ -87,11 +83,7 @@ impl EventLoop {
             match state {
                 Some(Ok(bytes)) => (pd_host::PD_SNAPSHOT_ARC, Some(bytes)),
                 _ => {
-                    let _ = events.try_send(SnapshotEvent::Sent {
-                        shard,
-                        to,
-                        delivered: false,
-                    });
+                    report_unsent(&mut self.snapshot_tasks, events, shard, to);
                     return;
                 }
             }
@@ -102,11 +94,7 @@ impl EventLoop {
             Ok(chunks) => chunks,
             Err(error) => {
                 warn!(%shard, %to, %error, "cannot read a snapshot");
-                let _ = events.try_send(SnapshotEvent::Sent {
-                    shard,
-                    to,
-                    delivered: false,
-                });
+                report_unsent(&mut self.snapshot_tasks, events, shard, to);
                 return;
             }
         };
@@ -123,6 +111,7 @@ impl EventLoop {
             Ok(bytes) => envelope::encode(&bytes),
             Err(error) => {
                 warn!(%shard, %to, %error, "cannot encode the descriptor");
+                report_unsent(&mut self.snapshot_tasks, events, shard, to);
                 return;
             }
         };
@@ -337,6 +326,26 @@ impl EventLoop {
         self.dirty.insert(shard);
         Ok(())
     }
+}
+
+/// Reports a snapshot the loop could not start sending as undelivered. The core waits for a
+/// report of every snapshot it hands out (`snapshot_reports`), so the report must not be lost
+/// to a full channel: a task awaits room for it.
+fn report_unsent(
+    tasks: &mut tokio::task::JoinSet<()>,
+    events: mpsc::Sender<SnapshotEvent>,
+    shard: ShardId,
+    to: NodeId,
+) {
+    tasks.spawn(async move {
+        let _ = events
+            .send(SnapshotEvent::Sent {
+                shard,
+                to,
+                delivered: false,
+            })
+            .await;
+    });
 }
 
 /// A snapshot received and staged, waiting for the loop.

@@ -81,8 +81,25 @@ fn next_path(view: &View<'_>) -> Option<Vec<(ShardId, NodeId)>> {
     None
 }
 
+/// The part of `heartbeat_timeout_ms` a node may have been silent and still receive a
+/// leadership: a quarter (2.5 s at the defaults: a node heartbeating every second has missed
+/// two). A node killed a moment ago stays `Up` (and alive) until the whole timeout passes; a
+/// leadership handed to it would leave the shard without a leader until an election.
+const FRESH_HEARTBEAT_DIVISOR: u64 = 4;
+
+/// Whether PD heard from `node` within the last [`FRESH_HEARTBEAT_DIVISOR`]th of the heartbeat
+/// timeout (log time).
+fn heard_from_recently(state: &crate::state::PdState, node: NodeId) -> bool {
+    let window = state.settings.heartbeat_timeout_ms / FRESH_HEARTBEAT_DIVISOR;
+    state
+        .nodes
+        .get(&node)
+        .is_some_and(|info| state.now_ms.saturating_sub(info.last_heartbeat_ms) <= window)
+}
+
 /// Every `(shard, voter)` such that `from` leads the idle `shard` and `voter` is a live,
-/// counted voter of it (in the current and the projected configuration).
+/// counted voter of it (in the current and the projected configuration) that PD heard from
+/// recently.
 fn transfers_from(
     view: &View<'_>,
     from: NodeId,
@@ -102,7 +119,11 @@ fn transfers_from(
                 .get(shard)
                 .and_then(|r| r.get(&to))
                 .is_some_and(|role| *role == ReplicaRole::Voter);
-            if to != from && projected_voter && counts.contains_key(&to) && view.state.is_alive(to)
+            if to != from
+                && projected_voter
+                && counts.contains_key(&to)
+                && view.state.is_alive(to)
+                && heard_from_recently(view.state, to)
             {
                 edges.push((*shard, to));
             }
