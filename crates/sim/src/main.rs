@@ -82,11 +82,19 @@ fn main() -> anyhow::Result<()> {
         if let Some(violation) = report.violation {
             violations += 1;
             eprintln!("VIOLATION seed {seed}: {violation}");
-            let planted = bug_name
-                .as_deref()
-                .map(|b| format!(" --plant-bug {b}"))
-                .unwrap_or_default();
-            eprintln!("reproduce: ringkv-sim --seeds 1 --start {seed}{planted}");
+            // A planted bug runs only in a build with the feature: say how to get one.
+            let (features, planted) =
+                bug_name
+                    .as_deref()
+                    .map_or((String::new(), String::new()), |b| {
+                        (
+                            " --features planted-bugs".to_owned(),
+                            format!(" --plant-bug {b}"),
+                        )
+                    });
+            eprintln!(
+                "reproduce: cargo run -p ringkv-sim{features} -- --seeds 1 --start {seed}{planted}"
+            );
         }
     }
     eprintln!(
