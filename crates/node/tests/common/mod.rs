@@ -635,3 +635,20 @@ pub fn get(key: &str, consistency: ReadConsistency) -> KvOp {
         consistency,
     }
 }
+
+/// Fast PD timing for tests; splits only on demand.
+pub fn pd_config(balance: bool) -> String {
+    format!(
+        "[pd]
+tick_interval_ms = 200
+heartbeat_interval_ms = 200
+request_timeout_ms = 2000
+heartbeat_timeout_ms = 1000
+max_down_time_ms = 3000
+operator_step_timeout_ms = 30000
+balance_replicas = {balance}
+balance_leaders = {balance}
+split = false
+"
+    )
+}
