@@ -6,14 +6,16 @@ use crate::command::{
     VALUE_BYTES_MAX,
 };
 use crate::error::{Error, Result};
+use fjall::PersistMode;
 use crate::group_state::AppliedState;
 use crate::keys;
+use crate::session_table::{SessionTable, lock_table};
 use crate::store::{Store, decode_value, lock_group};
 use bytes::Bytes;
-use fjall::PersistMode;
 use ringkv_types::raft::ConfState;
 use ringkv_types::{ShardId, envelope, ring};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// What [`Store::expire_sessions`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,6 +103,10 @@ impl Store {
             });
         }
         let max = shared.config.record_bytes_max;
+        // The session table in memory (never read back from fjall here); updated only after
+        // the batch committed.
+        let table = self.session_table(shard)?;
+        let mut table = lock_table(&table);
         // Writes of this batch, so later commands see earlier ones.
         let mut values: BTreeMap<Vec<u8>, Option<Bytes>> = BTreeMap::new();
         let mut sessions: BTreeMap<u64, SessionRecord> = BTreeMap::new();
@@ -108,13 +114,12 @@ impl Store {
         for (at, command) in commands.iter().enumerate() {
             let stamp = stamps.get(at).copied().unwrap_or(0);
             if let Some(request) = command.session {
-                let record = match sessions.get(&request.session) {
-                    Some(record) => Some(record.clone()),
-                    None => self.read_session(shard, request.session)?,
-                };
+                let record = sessions
+                    .get(&request.session)
+                    .or_else(|| table.get(&request.session));
                 if let Some(record) = record {
                     if request.sequence == record.sequence {
-                        results.push(CommandResult::Applied(record.result));
+                        results.push(CommandResult::Applied(record.result.clone()));
                         continue;
                     }
                     if request.sequence < record.sequence {
@@ -198,7 +203,12 @@ impl Store {
         }
         // IMPORTANT: data, sessions and the applied index commit in one batch, so a restart never
         // re-applies an entry whose effects are already on disk.
-        shared.commit(batch)?;
+        if let Err(error) = shared.commit(batch) {
+            shared.sessions.forget(shard);
+            return Err(error);
+        }
+        table.extend(sessions);
+        drop(table);
         let mut state = lock_group(&cache);
         state.applied = applied;
         if let Some(conf) = conf {
@@ -235,27 +245,46 @@ impl Store {
                 ),
             });
         }
+        let table = self.session_table(shard)?;
+        let mut table = lock_table(&table);
         let mut outcome = SessionExpiry::default();
+        let mut dropped = Vec::new();
+        let mut stamped = Vec::new();
         let mut batch = shared.db.batch().durability(Some(PersistMode::Buffer));
-        for (session, mut record) in self.sessions(shard)? {
-            let key = keys::session_key(shard, session).to_vec();
+        for (session, record) in table.iter() {
+            let key = keys::session_key(shard, *session).to_vec();
             if record.expired(now_ms, idle_ms) {
                 batch.remove(&shared.raft_state, key);
-                outcome.dropped += 1;
+                dropped.push(*session);
                 continue;
             }
             if record.last_ms == 0 {
+                let mut record = record.clone();
                 record.last_ms = now_ms;
                 batch.insert(&shared.raft_state, key, codec::encode(&record));
+                stamped.push(*session);
             }
-            outcome.remaining += 1;
         }
+        outcome.dropped = dropped.len() as u64;
+        outcome.remaining = (table.len() - dropped.len()) as u64;
         batch.insert(
             &shared.raft_state,
             keys::state_key(shard, keys::KIND_APPLIED).to_vec(),
             codec::encode(&applied),
         );
-        shared.commit(batch)?;
+        if let Err(error) = shared.commit(batch) {
+            shared.sessions.forget(shard);
+            return Err(error);
+        }
+        for session in dropped {
+            table.remove(&session);
+        }
+        for session in stamped {
+            if let Some(record) = table.get_mut(&session) {
+                record.last_ms = now_ms;
+            }
+        }
+        drop(table);
         lock_group(&cache).applied = applied;
         Ok(outcome)
     }
@@ -276,7 +305,15 @@ impl Store {
         Ok(sessions)
     }
 
-    /// The session table entry of `session` in `shard`.
+    /// The in-memory session table of `shard`, loaded from fjall on first use.
+    fn session_table(&self, shard: ShardId) -> Result<Arc<Mutex<SessionTable>>> {
+        self.shared.sessions.get_or_load(shard, || {
+            Ok(self.sessions(shard)?.into_iter().collect::<SessionTable>())
+        })
+    }
+
+    /// The session table entry of `session` in `shard`, as stored (read from fjall, not from
+    /// the copy in memory that apply uses).
     ///
     /// # Errors
     /// [`Error::CorruptRecord`]; I/O.

@@ -28,6 +28,7 @@ mod inspect;
 pub mod keys;
 mod mark;
 mod removal;
+mod session_table;
 mod snapshot_chunk;
 mod snapshot_install;
 mod snapshot_reader;

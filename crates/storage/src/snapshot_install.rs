@@ -603,6 +603,8 @@ impl Shared {
         let mut last = self.db.batch().durability(Some(PersistMode::SyncData));
         last.remove(&self.staging, keys::marker_key(marker.shard).to_vec());
         self.commit(last)?;
+        // The shard's session table changed under apply: it reloads on the next apply.
+        self.sessions.forget(marker.shard);
         delete_staging(self, marker.staging)
     }
 

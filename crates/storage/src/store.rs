@@ -11,6 +11,7 @@ use crate::keys::{
     self, KEYSPACE_DATA, KEYSPACE_META, KEYSPACE_RAFT_LOG, KEYSPACE_RAFT_STATE, KEYSPACE_STAGING,
 };
 use crate::mark::{self, Mark, Marker};
+use crate::session_table::SessionTables;
 use crate::space::{SpaceMonitor, SpaceStatus};
 use crate::write_batch::WriteBatchBuilder;
 use crate::writer::{Durable, Ticket, WriterHandle};
@@ -62,6 +63,8 @@ pub(crate) struct Shared {
     poisoned: Arc<AtomicBool>,
     space: SpaceMonitor,
     groups: Mutex<HashMap<ShardId, Arc<Mutex<GroupState>>>>,
+    /// Each shard's session table in memory (see `session_table`).
+    pub sessions: SessionTables,
     /// Test fault injection: this many of the next commits fail as if their fsync returned EIO
     /// (after the write reached the journal, like a real fsync error).
     #[cfg(test)]
@@ -164,8 +167,9 @@ impl Shared {
         Ok(state)
     }
 
-    /// Forgets the cache of `shard` (after its replica was removed).
+    /// Forgets the caches of `shard` (after its replica was removed).
     pub fn forget_group(&self, shard: ShardId) {
+        self.sessions.forget(shard);
         self.groups
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -343,6 +347,7 @@ impl Store {
             config,
             poisoned,
             groups: Mutex::new(HashMap::new()),
+            sessions: SessionTables::default(),
             #[cfg(test)]
             fail_fsyncs: AtomicU64::new(0),
         });
