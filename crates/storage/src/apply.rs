@@ -6,7 +6,6 @@ use crate::command::{
     VALUE_BYTES_MAX,
 };
 use crate::error::{Error, Result};
-use fjall::PersistMode;
 use crate::group_state::AppliedState;
 use crate::keys;
 use crate::session_table::{SessionTable, lock_table};
@@ -35,9 +34,15 @@ impl Store {
     /// one returns the saved result without applying again; a lower one returns
     /// [`CommandResult::StaleSequence`].
     ///
-    /// Durability: the batch goes to the journal without its own fsync (`PersistMode::Buffer`):
-    /// after a crash the node re-applies from the durable applied index, which is consistent with
-    /// the data because both are in one batch. The entries must be durable in the log first.
+    /// Durability: the Raft log is the write-ahead log; this batch is not made durable by
+    /// itself. It goes into the journal's in-process buffer only (no write system call, no
+    /// fsync) and reaches the disk with the next group commit's fsync (or [`Store::persist`]),
+    /// which covers everything before it in the one journal. A crash may lose it: the node then
+    /// re-applies the committed entries after the durable applied index, which is consistent
+    /// with the data because both are in one atomic batch. The entries must be durable in the
+    /// log first, and the log must not be compacted past them by anything durable before this
+    /// batch (the node compacts through the group commit, which comes after it in the journal).
+    /// See `docs/node.md`, "Apply without a second journal".
     /// Call with one thread per shard at a time; the node must not apply while a snapshot of the
     /// same shard is being installed.
     ///
@@ -172,7 +177,7 @@ impl Store {
             results.push(CommandResult::Applied(operation_results));
         }
 
-        let mut batch = shared.db.batch().durability(Some(PersistMode::Buffer));
+        let mut batch = shared.db.batch().durability(None);
         for (key, value) in values {
             match value {
                 Some(value) => batch.insert(&shared.data, key, envelope::encode(&value)),
@@ -250,7 +255,7 @@ impl Store {
         let mut outcome = SessionExpiry::default();
         let mut dropped = Vec::new();
         let mut stamped = Vec::new();
-        let mut batch = shared.db.batch().durability(Some(PersistMode::Buffer));
+        let mut batch = shared.db.batch().durability(None);
         for (session, record) in table.iter() {
             let key = keys::session_key(shard, *session).to_vec();
             if record.expired(now_ms, idle_ms) {

@@ -52,13 +52,4 @@ impl SessionTables {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&shard);
     }
-
-    /// Whether `shard`'s table is in memory (tests).
-    #[cfg(test)]
-    pub fn is_loaded(&self, shard: ShardId) -> bool {
-        self.shards
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(&shard)
-    }
 }

@@ -64,7 +64,12 @@ fn a_snapshot_install_replaces_the_session_table_in_memory() {
     // After the install the session is at 3: 3 is a retry, 4 is new (a stale table would call
     // both stale).
     let results = target
-        .apply(SHARD, &[write(3, "retry"), write(4, "new")], applied(11), None)
+        .apply(
+            SHARD,
+            &[write(3, "retry"), write(4, "new")],
+            applied(11),
+            None,
+        )
         .unwrap();
     assert_eq!(results, vec![put_applied(), put_applied()]);
     assert_eq!(target.get(b"retry").unwrap(), None);
@@ -120,7 +125,11 @@ fn a_removed_replica_added_again_starts_with_no_sessions() {
     store
         .apply(SHARD, &[write(3, "before")], applied(4), None)
         .unwrap();
-    store.remove_replica(SHARD, Arc::FULL).unwrap().join().unwrap();
+    store
+        .remove_replica(SHARD, Arc::FULL)
+        .unwrap()
+        .join()
+        .unwrap();
     assert!(store.sessions(SHARD).unwrap().is_empty());
     let results = store
         .apply(SHARD, &[write(1, "again")], applied(1), None)
@@ -136,7 +145,9 @@ fn session_expiry_updates_the_table_in_memory() {
     store
         .apply_with_meta(SHARD, &[write(2, "a")], &[1_000], applied(1), None, &[])
         .unwrap();
-    let outcome = store.expire_sessions(SHARD, 10_000, 5_000, applied(2)).unwrap();
+    let outcome = store
+        .expire_sessions(SHARD, 10_000, 5_000, applied(2))
+        .unwrap();
     assert_eq!((outcome.dropped, outcome.remaining), (1, 0));
     assert!(store.sessions(SHARD).unwrap().is_empty());
     // The dropped session starts over: sequence 1 is new again.
