@@ -60,7 +60,12 @@ impl Routing {
     /// the next voter after it that is not; when every voter is avoided, the first choice
     /// anyway. `None` when the map has no shard or no replica.
     pub fn route(&self, key: &[u8], avoid: &dyn Fn(NodeId) -> bool) -> Option<Route> {
-        let descriptor = self.map.shard_for_key(key)?;
+        self.route_position(ringkv_types::ring::position(key), avoid)
+    }
+
+    /// [`Routing::route`] for the shard owning ring `position` (a scan's cursor).
+    pub fn route_position(&self, position: u64, avoid: &dyn Fn(NodeId) -> bool) -> Option<Route> {
+        let descriptor = self.map.shard_for_position(position)?;
         let cached = self
             .leaders
             .get(&descriptor.id)
@@ -90,7 +95,17 @@ impl Routing {
         choice: u64,
         avoid: &dyn Fn(NodeId) -> bool,
     ) -> Option<Route> {
-        let descriptor = self.map.shard_for_key(key)?;
+        self.route_any_replica_position(ringkv_types::ring::position(key), choice, avoid)
+    }
+
+    /// [`Routing::route_any_replica`] for the shard owning ring `position`.
+    pub fn route_any_replica_position(
+        &self,
+        position: u64,
+        choice: u64,
+        avoid: &dyn Fn(NodeId) -> bool,
+    ) -> Option<Route> {
+        let descriptor = self.map.shard_for_position(position)?;
         let count = descriptor.replicas.len();
         let start = usize::try_from(choice.checked_rem(u64::try_from(count).ok()?)?).ok()?;
         let pick = |offset: usize| descriptor.replicas.get((start + offset) % count);

@@ -131,9 +131,8 @@ impl Store {
                 keyspace: keys::KEYSPACE_DATA,
                 len: key.len(),
             })?;
-            let value = envelope::decode(&value, shared.config.record_bytes_max)
-                .map_err(|reason| Error::corrupt_record("value", None, reason))?;
-            visit(user_key, value);
+            let value = crate::value::decode(&value, shared.config.record_bytes_max)?;
+            visit(user_key, &value.value);
         }
         Ok(false)
     }

@@ -32,7 +32,9 @@ mod snapshot_chunk;
 mod snapshot_install;
 mod snapshot_reader;
 mod space;
+mod scan;
 mod store;
+mod value;
 mod write_batch;
 mod writer;
 
@@ -51,6 +53,8 @@ pub use removal::RemovalHandle;
 pub use snapshot_install::{InstallFault, PreparedSnapshot, SnapshotStager};
 pub use snapshot_reader::SnapshotChunks;
 pub use space::SpaceStatus;
+pub use scan::{ScanItem, ScanPage, ScanRequest};
 pub use store::{DataSize, NodeIdentity, Store};
+pub use value::Versioned;
 pub use write_batch::WriteBatchBuilder;
 pub use writer::{Durable, Ticket};
