@@ -59,6 +59,7 @@ impl Routing {
     /// first voter (else the first replica). When that node is to be avoided (marked down),
     /// the next voter after it that is not; when every voter is avoided, the first choice
     /// anyway. `None` when the map has no shard or no replica.
+    #[cfg(test)]
     pub fn route(&self, key: &[u8], avoid: &dyn Fn(NodeId) -> bool) -> Option<Route> {
         self.route_position(ringkv_types::ring::position(key), avoid)
     }
@@ -89,6 +90,7 @@ impl Routing {
 
     /// Where to send a stale read of `key`: replica number `choice` (modulo the replica count),
     /// spreading stale reads over every replica, or the next one not to be avoided.
+    #[cfg(test)]
     pub fn route_any_replica(
         &self,
         key: &[u8],

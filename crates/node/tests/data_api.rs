@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A client with the `ringctl` certificate (admin, raw keys) or in `namespace`.
-async fn client(cluster: &Cluster, namespace: Option<&str>) -> Client {
+async fn connect(cluster: &Cluster, namespace: Option<&str>) -> Client {
     let pair = cluster
         .ca
         .issue_client("ringctl", Validity::days_from_now(1))
@@ -46,7 +46,7 @@ async fn versions_batch_gets_and_version_compares() {
     tokio::time::timeout(Duration::from_secs(180), async {
         let mut cluster = Cluster::start(3, 4, "").await;
         cluster.wait_for_leaders(4, Duration::from_secs(30)).await;
-        let client = client(&cluster, None).await;
+        let client = connect(&cluster, None).await;
 
         // A write answers its version; a read returns it; a rewrite raises it.
         let first = client.put_versioned("k", "1").await.unwrap();
@@ -142,7 +142,7 @@ async fn a_scan_survives_a_split_without_losing_or_repeating_keys() {
     tokio::time::timeout(Duration::from_secs(240), async {
         let mut cluster = Cluster::start(3, 1, &pd_config(false)).await;
         cluster.wait_for_leaders(1, Duration::from_secs(30)).await;
-        let client = client(&cluster, Some("scan")).await;
+        let client = connect(&cluster, Some("scan")).await;
         let stable: Vec<String> = (0..300).map(|i| format!("stable-{i}")).collect();
         for key in &stable {
             client.put(key.clone(), key.clone()).await.unwrap();
@@ -234,7 +234,7 @@ async fn a_scan_survives_a_split_without_losing_or_repeating_keys() {
         );
 
         // A prefix scan, keys only; another namespace's keys stay invisible.
-        let other = client(&cluster, Some("other")).await;
+        let other = connect(&cluster, Some("other")).await;
         other.put("stable-x", "not scan's").await.unwrap();
         let mut prefixed = client
             .scan(

@@ -10,7 +10,7 @@ use crate::keys;
 use crate::store::Store;
 use fjall::Readable;
 use ringkv_types::raft::{ConfState, Entry, HardState, SnapshotMeta};
-use ringkv_types::{LogIndex, ShardId, envelope, ring};
+use ringkv_types::{LogIndex, ShardId, ring};
 use std::ops::Bound;
 
 /// A group's persisted Raft and state-machine records, as read by [`Store::group_records`].

@@ -46,7 +46,7 @@ use crate::writer::Durable;
 use bytes::Bytes;
 use fjall::{PersistMode, Readable};
 use ringkv_types::ShardId;
-use ringkv_types::envelope::{self, HEADER_LEN};
+use ringkv_types::envelope::HEADER_LEN;
 use ringkv_types::raft::SnapshotMeta;
 use ringkv_types::ring::Arc;
 use serde::{Deserialize, Serialize};

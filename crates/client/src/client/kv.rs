@@ -3,6 +3,7 @@
 //! `EpochMismatch`, unreachable nodes) within the call's time budget.
 
 use super::*;
+use ringkv_types::ring;
 
 impl Client {
     /// Reads `key` with linearizable consistency. `Ok(None)` when the key does not exist.
