@@ -100,7 +100,10 @@ async fn versions_batch_gets_and_version_compares() {
         let keys: Vec<String> = (0..60).map(|i| format!("many-{i}")).collect();
         let mut versions = BTreeMap::new();
         for key in keys.iter().step_by(2) {
-            let version = client.put_versioned(key.clone(), key.clone()).await.unwrap();
+            let version = client
+                .put_versioned(key.clone(), key.clone())
+                .await
+                .unwrap();
             versions.insert(key.clone(), version);
         }
         let shards: std::collections::BTreeSet<ShardId> = {
@@ -122,7 +125,10 @@ async fn versions_batch_gets_and_version_compares() {
                 match versions.get(key) {
                     Some(version) if consistency != ReadConsistency::Stale => {
                         let found = found.as_ref().expect(key);
-                        assert_eq!((&found.value[..], found.version), (key.as_bytes(), *version));
+                        assert_eq!(
+                            (&found.value[..], found.version),
+                            (key.as_bytes(), *version)
+                        );
                     }
                     Some(_) => {}
                     None => assert!(found.is_none(), "{key}"),
@@ -215,7 +221,10 @@ async fn a_scan_survives_a_split_without_losing_or_repeating_keys() {
         }
         stop.store(true, Ordering::Relaxed);
         churn.await.unwrap();
-        assert!(split_done, "the scan ended before the split ({pages} pages)");
+        assert!(
+            split_done,
+            "the scan ended before the split ({pages} pages)"
+        );
         let twice: Vec<_> = seen.iter().filter(|(_, count)| **count > 1).collect();
         assert!(twice.is_empty(), "keys returned twice: {twice:?}");
         for key in &stable {

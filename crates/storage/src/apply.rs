@@ -177,7 +177,9 @@ impl Store {
                             Some(found) => found.version != 0 && found.version == *expected_version,
                         };
                         if swapped {
-                            let new = new.as_ref().map(|new| stored(new, index, previous.as_ref()));
+                            let new = new
+                                .as_ref()
+                                .map(|new| stored(new, index, previous.as_ref()));
                             values.insert(storage_key, new);
                         }
                         let previous_version = previous.as_ref().map_or(0, |found| found.version);

@@ -71,9 +71,7 @@ impl Store {
         } else {
             arc_lower
         };
-        let upper = arc_upper
-            .clone()
-            .map_or(Bound::Unbounded, Bound::Excluded);
+        let upper = arc_upper.clone().map_or(Bound::Unbounded, Bound::Excluded);
         let max = shared.config.record_bytes_max;
         let mut items = Vec::new();
         let mut bytes = 0usize;

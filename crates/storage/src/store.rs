@@ -12,8 +12,8 @@ use crate::keys::{
 };
 use crate::mark::{self, Mark, Marker};
 use crate::space::{SpaceMonitor, SpaceStatus};
-use crate::write_batch::WriteBatchBuilder;
 use crate::value::Versioned;
+use crate::write_batch::WriteBatchBuilder;
 use crate::writer::{Durable, Ticket, WriterHandle};
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};

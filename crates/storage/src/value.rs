@@ -62,9 +62,9 @@ pub(crate) fn decode(bytes: &[u8], max: u64) -> Result<Versioned> {
             })
             .map_err(|reason| corrupt(reason.to_string())),
         Some(&FORMAT_VERSIONED) => {
-            let header = bytes
-                .get(..envelope::HEADER_LEN)
-                .ok_or_else(|| corrupt(format!("truncated value header ({} bytes)", bytes.len())))?;
+            let header = bytes.get(..envelope::HEADER_LEN).ok_or_else(|| {
+                corrupt(format!("truncated value header ({} bytes)", bytes.len()))
+            })?;
             let length = u32::from_le_bytes(array4(header, 1)) as usize;
             let stored_crc = u32::from_le_bytes(array4(header, 5));
             if length as u64 > max.saturating_add(VERSION_BYTES as u64) {

@@ -69,7 +69,10 @@ fn versions_are_entry_indexes_and_compare_and_swap_uses_them() {
             &[],
         )
         .unwrap();
-    assert_eq!((version(&store, "a"), version(&store, "b")), (Some(7), Some(8)));
+    assert_eq!(
+        (version(&store, "a"), version(&store, "b")),
+        (Some(7), Some(8))
+    );
 
     let results = store
         .apply_with_meta(
@@ -120,12 +123,28 @@ fn a_version_never_goes_back_when_the_log_index_is_lower() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store
-        .apply_with_meta(SHARD, &[command(vec![put("k", "1")])], &[], &[1000], applied(1000), None, &[])
+        .apply_with_meta(
+            SHARD,
+            &[command(vec![put("k", "1")])],
+            &[],
+            &[1000],
+            applied(1000),
+            None,
+            &[],
+        )
         .unwrap();
     // The new shard, same store: its log starts at 5.
     let child = ShardId(2);
     store
-        .apply_with_meta(child, &[command(vec![put("k", "2")])], &[], &[6], applied(6), None, &[])
+        .apply_with_meta(
+            child,
+            &[command(vec![put("k", "2")])],
+            &[],
+            &[6],
+            applied(6),
+            None,
+            &[],
+        )
         .unwrap();
     assert_eq!(version(&store, "k"), Some(1001));
     let results = store
@@ -215,7 +234,9 @@ fn scan_pages_cover_the_arc_once() {
                     seen.push(item.key.to_vec());
                 }
                 match page.next {
-                    Some(next) if arc.end.map(|end| end.to_be_bytes().to_vec()) != Some(next.clone()) => {
+                    Some(next)
+                        if arc.end.map(|end| end.to_be_bytes().to_vec()) != Some(next.clone()) =>
+                    {
                         start = next;
                     }
                     _ => break,
@@ -232,7 +253,11 @@ fn scan_pages_cover_the_arc_once() {
             keys
         };
         let unique: BTreeSet<&Vec<u8>> = seen.iter().collect();
-        assert_eq!(unique.len(), seen.len(), "a key twice with prefix {prefix:?}");
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "a key twice with prefix {prefix:?}"
+        );
         assert_eq!(seen, expected, "prefix {prefix:?}");
     }
 }

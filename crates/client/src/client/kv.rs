@@ -180,9 +180,7 @@ impl Client {
             KvResult::Value { .. }
             | KvResult::Exists { .. }
             | KvResult::Values { .. }
-            | KvResult::ScanPage { .. } => {
-                Err(Error::UnexpectedResponse { request })
-            }
+            | KvResult::ScanPage { .. } => Err(Error::UnexpectedResponse { request }),
             result => Ok(result),
         }
     }

@@ -154,7 +154,10 @@ impl Scan {
     /// The storage key of the first buffered entry: the scan resumes there.
     fn resume_point(&self) -> Option<Bytes> {
         let entry = self.buffered.front()?;
-        let mut wire = self.prefix.slice(..self.strip.min(self.prefix.len())).to_vec();
+        let mut wire = self
+            .prefix
+            .slice(..self.strip.min(self.prefix.len()))
+            .to_vec();
         wire.extend_from_slice(&entry.key);
         Some(Bytes::from(ringkv_types::ring::storage_key(&wire)))
     }

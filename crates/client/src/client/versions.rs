@@ -111,7 +111,11 @@ impl Client {
                             answers[at] = found.value.map(|value| Versioned { value, version });
                         }
                     }
-                    Ok(_) => return Err(Error::UnexpectedResponse { request: "get_many" }),
+                    Ok(_) => {
+                        return Err(Error::UnexpectedResponse {
+                            request: "get_many",
+                        });
+                    }
                     Err(Error::CrossShardBatch { .. }) => regroup.extend(group),
                     Err(error) => return Err(error),
                 }

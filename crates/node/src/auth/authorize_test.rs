@@ -193,12 +193,20 @@ fn table() -> Vec<(&'static str, Request, &'static str)> {
             }),
             "AAAAADAD",
         ),
-        ("scan alice", scan(encode("alice", b"").unwrap()), "AAAAAAAD"),
+        (
+            "scan alice",
+            scan(encode("alice", b"").unwrap()),
+            "AAAAAAAD",
+        ),
         ("scan alice prefix", scan(key("alice")), "AAAAAAAD"),
         ("scan eve", scan(encode("eve", b"").unwrap()), "AAAADDDA"),
         // A scan must name a whole namespace: a bare or cut prefix spans namespaces.
         ("scan everything", scan(Bytes::new()), "AAAAIIII"),
-        ("scan cut namespace", scan(Bytes::from_static(b"\x05ali")), "AAAAIIII"),
+        (
+            "scan cut namespace",
+            scan(Bytes::from_static(b"\x05ali")),
+            "AAAAIIII",
+        ),
         ("get eve", get("eve", ReadConsistency::Stale), "AAAADDDA"),
         ("put eve", put("eve"), "AAAADDDA"),
         // A namespace named like a prefix of alice's is another namespace.

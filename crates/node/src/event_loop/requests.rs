@@ -427,9 +427,7 @@ pub(super) fn space_alarm(store: &Store) -> Option<SpaceAlarm> {
 pub(super) fn adds_data(op: &KvOp) -> bool {
     match op {
         KvOp::Put { .. } => true,
-        KvOp::CompareAndSwap { new, .. } | KvOp::CompareVersionAndSwap { new, .. } => {
-            new.is_some()
-        }
+        KvOp::CompareAndSwap { new, .. } | KvOp::CompareVersionAndSwap { new, .. } => new.is_some(),
         KvOp::Batch { ops } => ops
             .iter()
             .any(|op| matches!(op, ringkv_types::BatchOp::Put { .. })),

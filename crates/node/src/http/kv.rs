@@ -172,7 +172,11 @@ async fn drain(body: Body) {
 }
 
 /// Reads a body of at most `limit` bytes (413 beyond, checked against `Content-Length` first).
-pub(super) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

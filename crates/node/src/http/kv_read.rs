@@ -60,8 +60,12 @@ pub(super) async fn batch_get(
             ApiError::bad_request(format!("query: {}", rejection.body_text()))
         })?;
         let consistency = parse_consistency(params.consistency.as_deref())?;
-        let caller =
-            Caller::resolve_in(&state, &headers, connection.as_ref(), params.namespace.as_deref())?;
+        let caller = Caller::resolve_in(
+            &state,
+            &headers,
+            connection.as_ref(),
+            params.namespace.as_deref(),
+        )?;
         let limit = state.inner.max_request_bytes * 2 + (64 << 10);
         let body: BatchGetBody = json_body(&read_body(&headers, body, limit).await?)?;
         let mut keys: Vec<Bytes> = body.keys.into_iter().map(Bytes::from).collect();
@@ -140,11 +144,17 @@ pub(super) async fn scan(
             ApiError::bad_request(format!("query: {}", rejection.body_text()))
         })?;
         let consistency = parse_consistency(params.consistency.as_deref())?;
-        let caller =
-            Caller::resolve_in(&state, &headers, connection.as_ref(), params.namespace.as_deref())?;
+        let caller = Caller::resolve_in(
+            &state,
+            &headers,
+            connection.as_ref(),
+            params.namespace.as_deref(),
+        )?;
         let prefix = match (params.prefix, params.prefix_b64) {
             (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request("give `prefix` or `prefix_b64`, not both"));
+                return Err(ApiError::bad_request(
+                    "give `prefix` or `prefix_b64`, not both",
+                ));
             }
             (Some(text), None) => Bytes::from(text),
             (None, Some(b64)) => Bytes::from(
