@@ -163,7 +163,7 @@ async fn a_scan_survives_a_split_without_losing_or_repeating_keys() {
                 let mut round = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("churn-{}", round % 40);
-                    if round % 3 == 0 {
+                    if round.is_multiple_of(3) {
                         let _ = client.delete(key).await;
                     } else {
                         let _ = client.put(key, "c").await;

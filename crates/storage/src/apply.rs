@@ -67,6 +67,10 @@ impl Store {
     /// As [`Store::apply`]; [`Error::TooLarge`] for a name over 1 KiB or a value over
     /// `record_bytes_max` (nothing is written then); [`Error::InvalidWrite`] when `stamps` or
     /// `indexes` is neither empty nor one per command.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "per-command stamps and indexes are parallel slices of the driver's plan"
+    )]
     pub fn apply_with_meta(
         &self,
         shard: ShardId,

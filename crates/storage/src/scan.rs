@@ -75,8 +75,8 @@ impl Store {
         let max = shared.config.record_bytes_max;
         let mut items = Vec::new();
         let mut bytes = 0usize;
-        let mut examined = 0usize;
-        for guard in fjall::Readable::range(&view, &shared.data, (Bound::Included(lower), upper)) {
+        let range = fjall::Readable::range(&view, &shared.data, (Bound::Included(lower), upper));
+        for (examined, guard) in range.enumerate() {
             let (key, value) = guard.into_inner()?;
             if items.len() >= request.limit.max(1)
                 || bytes >= request.bytes_max
@@ -87,7 +87,6 @@ impl Store {
                     next: Some(key.to_vec()),
                 });
             }
-            examined += 1;
             let user_key = key.get(8..).unwrap_or_default();
             if !user_key.starts_with(request.prefix) {
                 continue;
