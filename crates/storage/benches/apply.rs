@@ -81,7 +81,7 @@ fn apply(c: &mut Criterion) {
         // Every session has a record before the measurement, as on a node under load.
         let (commands, stamps, applied) = load.batch(SESSIONS);
         store
-            .apply_with_meta(SHARD, &commands, &stamps, applied, None, &[])
+            .apply_with_meta(SHARD, &commands, &stamps, &[], applied, None, &[])
             .unwrap();
         group.throughput(Throughput::Elements(per_batch));
         group.bench_with_input(
@@ -93,7 +93,7 @@ fn apply(c: &mut Criterion) {
                     |(commands, stamps, applied)| {
                         black_box(
                             store
-                                .apply_with_meta(SHARD, &commands, &stamps, applied, None, &[])
+                                .apply_with_meta(SHARD, &commands, &stamps, &[], applied, None, &[])
                                 .unwrap(),
                         )
                     },

@@ -143,7 +143,15 @@ fn session_expiry_updates_the_table_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store
-        .apply_with_meta(SHARD, &[write(2, "a")], &[1_000], applied(1), None, &[])
+        .apply_with_meta(
+            SHARD,
+            &[write(2, "a")],
+            &[1_000],
+            &[],
+            applied(1),
+            None,
+            &[],
+        )
         .unwrap();
     let outcome = store
         .expire_sessions(SHARD, 10_000, 5_000, applied(2))
