@@ -40,7 +40,8 @@ impl<S: Storage> Raft<S> {
                 commit,
                 last_index,
                 last_term,
-            } => self.handle_quiesce(from, commit, last_index, last_term),
+                context,
+            } => self.handle_quiesce(from, commit, (last_index, last_term), context),
             MessageBody::TimeoutNow => self.campaign(true),
             _ => Ok(()),
         }

@@ -53,6 +53,7 @@ impl<S: Storage> Raft<S> {
         let last_index = self.log.last_index()?;
         let last_term = self.log.last_term()?;
         let commit = self.log.committed;
+        let context = self.reads.round;
         let members: Vec<NodeId> = self
             .progress
             .keys()
@@ -67,6 +68,7 @@ impl<S: Storage> Raft<S> {
                     commit,
                     last_index,
                     last_term,
+                    context,
                 },
             );
         }
@@ -118,8 +120,8 @@ impl<S: Storage> Raft<S> {
         &mut self,
         from: NodeId,
         commit: LogIndex,
-        last_index: LogIndex,
-        last_term: Term,
+        (last_index, last_term): (LogIndex, Term),
+        context: u64,
     ) -> Result<()> {
         let our_last = self.log.last_index()?;
         if commit > our_last {
@@ -144,10 +146,15 @@ impl<S: Storage> Raft<S> {
                 self.quiescent = true;
                 self.stats.quiesced += 1;
             }
+            self.quiesced_round = context;
         } else {
             // Not the leader's log (yet): keep ticking, and wake the leader, which goes on
             // replicating and tries again at a later heartbeat.
-            self.send(from, self.term, MessageBody::HeartbeatResponse { context: 0 });
+            self.send(
+                from,
+                self.term,
+                MessageBody::HeartbeatResponse { context: 0 },
+            );
         }
         Ok(())
     }
@@ -182,9 +189,12 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Wakes for an incoming message (the caller checked that we are quiescent). The leader's
-    /// own messages need no `Wake` back; a duplicate `Quiesce` is left to its handler.
+    /// own messages need no `Wake` back; a duplicate `Quiesce` is left to its handler, and
+    /// messages that were on their way when the group went quiet and say nothing new are
+    /// handled without waking (else the answers to the last heartbeat round would wake the
+    /// leader right after it quiesced, every time).
     pub(crate) fn wake_for_message(&mut self, message: &Message) {
-        if matches!(message.body, MessageBody::Quiesce { .. }) {
+        if matches!(message.body, MessageBody::Quiesce { .. }) || self.is_late(message) {
             return;
         }
         let from_leader = message.from == self.leader
@@ -200,6 +210,46 @@ impl<S: Storage> Raft<S> {
             WakeReason::Driver
         };
         self.wake(reason);
+    }
+
+    /// Whether `message` was sent before the group went quiet and carries nothing new: on the
+    /// leader, an acknowledgement from a member that was caught up (every member not reported
+    /// down was); on a follower, a heartbeat of a round before the `Quiesce`, or an append of
+    /// entries it has, from its leader in its term (a leader never truncates its own log, so
+    /// such an append cannot conflict).
+    fn is_late(&self, message: &Message) -> bool {
+        if message.term != self.term {
+            return false;
+        }
+        match (&message.body, self.role) {
+            (MessageBody::HeartbeatResponse { context }, Role::Leader) => {
+                // Context 0 is a follower's refusal of the `Quiesce`: it must wake us.
+                *context != 0 && !self.peers_down.contains(&message.from)
+            }
+            (MessageBody::AppendResponse { reject: false, .. }, Role::Leader) => {
+                !self.peers_down.contains(&message.from)
+            }
+            (MessageBody::Heartbeat { context, commit }, Role::Follower) => {
+                message.from == self.leader
+                    && *context <= self.quiesced_round
+                    && *commit <= self.log.committed
+            }
+            (
+                MessageBody::Append {
+                    prev_index,
+                    entries,
+                    commit,
+                    ..
+                },
+                Role::Follower,
+            ) => {
+                message.from == self.leader
+                    && prev_index.plus(entries.len() as u64)
+                        <= self.log.last_index().unwrap_or(LogIndex::ZERO)
+                    && *commit <= self.log.committed
+            }
+            _ => false,
+        }
     }
 
     /// The driver's liveness signal: the node hosting `member` is suspected dead (until a

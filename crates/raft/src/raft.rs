@@ -88,6 +88,8 @@ pub struct Raft<S> {
     pub(crate) uncommitted_bytes: u64,
     /// Quiescent: ticks do nothing until an input wakes the group (see `quiesce.rs`).
     pub(crate) quiescent: bool,
+    /// Follower: the leader's last heartbeat round before it quiesced (see `quiesce.rs`).
+    pub(crate) quiesced_round: u64,
     /// Members the driver reported down and not heard from since (see `quiesce.rs`).
     pub(crate) peers_down: BTreeSet<NodeId>,
     pub(crate) reads: ReadOnly,
@@ -127,6 +129,7 @@ impl<S: Storage> Raft<S> {
             transfer_sent_in_term: false,
             uncommitted_bytes: 0,
             quiescent: false,
+            quiesced_round: 0,
             peers_down: BTreeSet::new(),
             reads: ReadOnly::default(),
             msgs: Vec::new(),

@@ -141,6 +141,7 @@ pub fn validate(message: &Message) -> Result<(), InvalidMessage> {
             commit,
             last_index,
             last_term,
+            ..
         } => {
             in_range("commit", commit.get())?;
             in_range("last index", last_index.get())?;

@@ -36,7 +36,11 @@ fn terms(network: &Network) -> Vec<u64> {
 #[test]
 fn an_idle_group_goes_quiet_and_its_ticks_do_nothing() {
     let mut network = quiet_group();
-    assert_eq!(network.delivered_count("Quiesce"), 2, "one to each follower");
+    assert_eq!(
+        network.delivered_count("Quiesce"),
+        2,
+        "one to each follower"
+    );
     let delivered = network.delivered.len();
     let before = terms(&network);
     // Ten election timeouts: no heartbeat, no election, nothing at all.
@@ -64,14 +68,23 @@ fn a_proposal_wakes_the_group_and_commits_without_an_election() {
     let mut network = quiet_group();
     let before = terms(&network);
     network.propose(1, b"y");
-    assert_eq!(network.applied_data(2).last().map(|d| &d[..]), Some(&b"y"[..]));
-    assert_eq!(network.applied_data(3).last().map(|d| &d[..]), Some(&b"y"[..]));
+    assert_eq!(
+        network.applied_data(2).last().map(|d| &d[..]),
+        Some(&b"y"[..])
+    );
+    assert_eq!(
+        network.applied_data(3).last().map(|d| &d[..]),
+        Some(&b"y"[..])
+    );
     assert_eq!(terms(&network), before, "no election");
     // The appends woke the followers; at the next heartbeat tick the group goes quiet again.
     assert!(!network.peer(2).node.is_quiescent());
     network.tick_all(2 * common::config(1).heartbeat_ticks);
     for id in 1..=3 {
-        assert!(network.peer(id).node.is_quiescent(), "node {id} quiet again");
+        assert!(
+            network.peer(id).node.is_quiescent(),
+            "node {id} quiet again"
+        );
         assert_eq!(network.peer(id).node.status().stats.quiesced, 2);
     }
 }
@@ -84,7 +97,10 @@ fn a_lease_read_on_a_quiescent_leader_waits_for_a_read_index_round() {
         "no lease while quiescent"
     );
     network.node(1).read_index(9, ReadMode::Lease).unwrap();
-    assert!(!network.peer(1).node.is_quiescent(), "the read woke the leader");
+    assert!(
+        !network.peer(1).node.is_quiescent(),
+        "the read woke the leader"
+    );
     assert!(
         !network.peer(1).node.lease_valid(),
         "the rounds sent before quiescing back no lease"
@@ -104,7 +120,10 @@ fn a_lease_read_on_a_quiescent_leader_waits_for_a_read_index_round() {
     let states = &network.peer(1).read_states;
     assert_eq!(states.len(), 1);
     assert_eq!(states[0].context, 9);
-    assert!(network.peer(1).node.lease_valid(), "the new round backs a lease");
+    assert!(
+        network.peer(1).node.lease_valid(),
+        "the new round backs a lease"
+    );
 }
 
 #[test]
@@ -186,7 +205,10 @@ fn an_isolated_quiescent_leader_steps_down_once_it_suspects_its_peers() {
     network.node(1).report_peer_down(NodeId(2));
     network.node(1).report_peer_down(NodeId(3));
     network.tick_all(2 * timeout);
-    assert!(!network.peer(1).node.is_leader(), "check-quorum stepped it down");
+    assert!(
+        !network.peer(1).node.is_leader(),
+        "check-quorum stepped it down"
+    );
     network.heal();
     network.tick_all(2 * timeout);
     let leaders = network.leaders();
@@ -219,10 +241,16 @@ fn a_lagging_dead_follower_keeps_the_group_awake_until_it_is_reported_down() {
     network.tick_all(3 * timeout);
     assert_eq!(terms(&network), before);
     assert_eq!(network.leaders(), vec![NodeId(1)]);
-    assert_eq!(network.applied_data(3).last().map(|d| &d[..]), Some(&b"y"[..]));
+    assert_eq!(
+        network.applied_data(3).last().map(|d| &d[..]),
+        Some(&b"y"[..])
+    );
     network.tick_all(2 * common::config(1).heartbeat_ticks);
     for id in 1..=3 {
-        assert!(network.peer(id).node.is_quiescent(), "node {id} quiet again");
+        assert!(
+            network.peer(id).node.is_quiescent(),
+            "node {id} quiet again"
+        );
     }
 }
 
@@ -271,10 +299,6 @@ fn a_quiesce_commits_nothing_on_a_log_that_differs() {
     );
     network.stabilize();
     network.tick_all(3 * common::config(1).election_timeout_ticks);
-    let applied: Vec<Vec<u8>> = network
-        .applied_data(1)
-        .iter()
-        .map(|d| d.to_vec())
-        .collect();
+    let applied: Vec<Vec<u8>> = network.applied_data(1).iter().map(|d| d.to_vec()).collect();
     assert_eq!(applied, vec![b"x".to_vec(), b"a".to_vec(), b"b".to_vec()]);
 }

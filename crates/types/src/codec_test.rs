@@ -73,6 +73,7 @@ fn raft_batch() -> RaftBatch {
             commit: LogIndex(5),
             last_index: LogIndex(5),
             last_term: Term(2),
+            context: 4,
         },
         MessageBody::Wake,
     ];
@@ -249,6 +250,7 @@ fn raft_message_kinds_keep_their_wire_numbers() {
         commit: LogIndex(5),
         last_index: LogIndex(5),
         last_term: Term(2),
+        context: 4,
     };
     assert_eq!(tag(quiesce), 11);
     assert_eq!(tag(MessageBody::Wake), 12);

@@ -225,6 +225,10 @@ pub enum MessageBody {
         last_index: LogIndex,
         /// Term of that entry.
         last_term: Term,
+        /// The last heartbeat round sent before it: a follower stays quiescent when a
+        /// heartbeat of that round or an earlier one arrives late (the leader needs no answer
+        /// to it: no read waited on it).
+        context: u64,
     },
     /// A replica that left quiescence without its leader's doing (a liveness report, a request)
     /// asks the leader to resume heartbeats; receiving any message wakes a quiescent leader.
