@@ -50,6 +50,18 @@ pub struct Config {
     /// if it is still on its way: right for a driver that may drop it silently, wrong for a
     /// transfer longer than that (a large shard).
     pub snapshot_reports: bool,
+    /// Quiescence (docs/raft.md): a leader with nothing to replicate and every member caught
+    /// up sends a final `Quiesce` heartbeat and stops ticking; followers with the same log stop
+    /// their election timers. A proposal, a read, any message, [`RawNode::wake`] or
+    /// [`RawNode::report_peer_down`] wakes the group; a driver skips the ticks of a quiescent
+    /// group ([`RawNode::is_quiescent`]) and must report dead peers, or a follower whose leader
+    /// died while quiescent waits for it forever. Lease reads fall back to ReadIndex while
+    /// quiescent. Off by default.
+    ///
+    /// [`RawNode::wake`]: crate::RawNode::wake
+    /// [`RawNode::report_peer_down`]: crate::RawNode::report_peer_down
+    /// [`RawNode::is_quiescent`]: crate::RawNode::is_quiescent
+    pub quiesce: bool,
     /// Index already applied by the state machine (0 for a new group). Entries up to it are not
     /// handed out again after a restart.
     pub applied: LogIndex,
@@ -85,6 +97,9 @@ pub struct PlantedBugs {
     /// Hand the last handed-out committed entry to the state machine again with the next batch
     /// (an off-by-one in the apply cursor: one entry applied twice).
     pub apply_entry_twice: bool,
+    /// A quiescent follower ignores the driver's report that its leader is down and stays
+    /// quiescent: the group has no leader until something else wakes it.
+    pub quiescent_follower_ignores_liveness: bool,
 }
 
 impl PlantedBugs {
@@ -116,6 +131,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             snapshot_reports: false,
+            quiesce: false,
             applied: LogIndex::ZERO,
             seed: 0,
             planted_bugs: PlantedBugs::default(),

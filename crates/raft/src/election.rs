@@ -176,6 +176,7 @@ impl<S: Storage> Raft<S> {
         match message.body {
             MessageBody::Append { .. }
             | MessageBody::Heartbeat { .. }
+            | MessageBody::Quiesce { .. }
             | MessageBody::InstallSnapshot { .. } => {
                 // A leader exists for this term.
                 self.become_follower(message.term, message.from);

@@ -36,12 +36,18 @@ impl<S: Storage> Raft<S> {
                 self.heard_from_leader(from);
                 self.handle_snapshot(from, snapshot)
             }
+            MessageBody::Quiesce {
+                commit,
+                last_index,
+                last_term,
+                context,
+            } => self.handle_quiesce(from, commit, (last_index, last_term), context),
             MessageBody::TimeoutNow => self.campaign(true),
             _ => Ok(()),
         }
     }
 
-    fn heard_from_leader(&mut self, leader: NodeId) {
+    pub(crate) fn heard_from_leader(&mut self, leader: NodeId) {
         self.election_elapsed = 0;
         self.leader = leader;
     }

@@ -54,12 +54,14 @@ impl<S: Storage> Raft<S> {
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
-            self.broadcast_heartbeat();
+            if !self.maybe_quiesce()? {
+                self.broadcast_heartbeat();
+            }
         }
         Ok(())
     }
 
-    fn quorum_active(&self) -> bool {
+    pub(crate) fn quorum_active(&self) -> bool {
         let active = self
             .conf
             .voters
@@ -289,7 +291,13 @@ impl<S: Storage> Raft<S> {
         if self.config.planted_bugs.lease_read_without_quorum {
             return self.is_leader();
         }
-        if !self.is_leader() || !self.config.check_quorum || self.transfer_sent_in_term {
+        // A quiescent leader's heartbeats renew nothing: ReadIndex until it wakes (and the
+        // rounds it sent before quiescing were forgotten when it quiesced).
+        if !self.is_leader()
+            || !self.config.check_quorum
+            || self.transfer_sent_in_term
+            || self.quiescent
+        {
             return false;
         }
         if self.conf.voters.len() == 1 && self.conf.is_voter(self.id) {

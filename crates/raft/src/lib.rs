@@ -25,6 +25,7 @@ mod leader;
 mod log;
 mod mem_storage;
 mod progress;
+mod quiesce;
 mod quorum;
 mod raft;
 mod raw_node;

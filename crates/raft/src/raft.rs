@@ -19,7 +19,7 @@ use crate::rng::SplitMix64;
 use crate::storage::Storage;
 use ringkv_types::raft::{ConfState, EntryPayload, HardState, Message, MessageBody};
 use ringkv_types::{LogIndex, NodeId, ShardId, Term};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A replica's role in its group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,6 +48,10 @@ pub struct RaftStats {
     /// Peer messages dropped as impossible: malformed (see [`crate::validate`]), a heartbeat
     /// committing past our log, or an acknowledgement of entries we never had.
     pub invalid_messages_dropped: u64,
+    /// Times this replica went quiescent.
+    pub quiesced: u64,
+    /// Times this replica left quiescence.
+    pub woken: u64,
 }
 
 /// The Raft state machine of one replica. Driven through [`RawNode`](crate::RawNode).
@@ -82,6 +86,12 @@ pub struct Raft<S> {
     /// (a delayed `TimeoutNow` may start an election that bypasses follower stickiness).
     pub(crate) transfer_sent_in_term: bool,
     pub(crate) uncommitted_bytes: u64,
+    /// Quiescent: ticks do nothing until an input wakes the group (see `quiesce.rs`).
+    pub(crate) quiescent: bool,
+    /// Follower: the leader's last heartbeat round before it quiesced (see `quiesce.rs`).
+    pub(crate) quiesced_round: u64,
+    /// Members the driver reported down and not heard from since (see `quiesce.rs`).
+    pub(crate) peers_down: BTreeSet<NodeId>,
     pub(crate) reads: ReadOnly,
     pub(crate) msgs: Vec<Message>,
     pub(crate) msgs_after_persist: Vec<Message>,
@@ -118,6 +128,9 @@ impl<S: Storage> Raft<S> {
             transfer_started_tick: 0,
             transfer_sent_in_term: false,
             uncommitted_bytes: 0,
+            quiescent: false,
+            quiesced_round: 0,
+            peers_down: BTreeSet::new(),
             reads: ReadOnly::default(),
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
@@ -169,6 +182,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn reset_role_state(&mut self) {
+        self.quiescent = false;
         self.leader = NodeId::NONE;
         self.progress.clear();
         self.votes.clear();
@@ -277,6 +291,9 @@ impl<S: Storage> Raft<S> {
 
     /// Advances logical time by one tick.
     pub(crate) fn tick(&mut self) -> Result<()> {
+        if self.quiescent {
+            return Ok(());
+        }
         self.now += 1;
         if self.role == Role::Leader {
             self.tick_leader()
@@ -314,6 +331,12 @@ impl<S: Storage> Raft<S> {
             self.stats.invalid_messages_dropped += 1;
             return Ok(());
         }
+        if self.quiescent {
+            self.wake_for_message(&message);
+        }
+        if !self.peers_down.is_empty() {
+            self.peers_down.remove(&message.from);
+        }
         if message.term > self.term {
             match &message.body {
                 MessageBody::PreVote { .. }
@@ -328,6 +351,7 @@ impl<S: Storage> Raft<S> {
                 MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { reject: false } => {}
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
+                | MessageBody::Quiesce { .. }
                 | MessageBody::InstallSnapshot { .. } => {
                     self.become_follower(message.term, message.from);
                 }
@@ -335,7 +359,9 @@ impl<S: Storage> Raft<S> {
             }
         } else if message.term < self.term {
             match &message.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Quiesce { .. }
                     if self.config.check_quorum || self.config.pre_vote =>
                 {
                     // A stale leader (say, back from a partition) learns the new term from this

@@ -3,6 +3,7 @@
 use crate::conf_change::ConfChange;
 use crate::config::Config;
 use crate::error::Result;
+use crate::quiesce::WakeReason;
 use crate::raft::{Raft, RaftStats, Role};
 use crate::read_only::{ReadMode, ReadState};
 use crate::storage::Storage;
@@ -93,6 +94,8 @@ pub struct Status {
     pub conf_index: LogIndex,
     /// Whether the leader lease holds (leader only).
     pub lease_valid: bool,
+    /// Whether the replica is quiescent.
+    pub quiescent: bool,
     /// Counters.
     pub stats: RaftStats,
 }
@@ -130,7 +133,8 @@ impl<S: Storage> RawNode<S> {
         })
     }
 
-    /// Advances logical time by one tick (drives elections and heartbeats).
+    /// Advances logical time by one tick (drives elections and heartbeats). Does nothing while
+    /// the group is quiescent ([`RawNode::is_quiescent`]).
     ///
     /// # Errors
     /// Storage failures.
@@ -154,6 +158,7 @@ impl<S: Storage> RawNode<S> {
     /// # Errors
     /// Storage failures.
     pub fn campaign(&mut self) -> Result<()> {
+        self.raft.wake(WakeReason::Request);
         if self.raft.role == Role::Leader {
             return Ok(());
         }
@@ -167,6 +172,7 @@ impl<S: Storage> RawNode<S> {
     /// # Errors
     /// `NotLeader`, `TransferInProgress`, `ProposalDropped`.
     pub fn propose(&mut self, data: Bytes) -> Result<LogIndex> {
+        self.raft.wake(WakeReason::Request);
         self.raft.propose(data)
     }
 
@@ -175,6 +181,7 @@ impl<S: Storage> RawNode<S> {
     /// # Errors
     /// `NotLeader` or `ConfChangeRefused`.
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<LogIndex> {
+        self.raft.wake(WakeReason::Request);
         self.raft.propose_conf_change(change)
     }
 
@@ -183,6 +190,7 @@ impl<S: Storage> RawNode<S> {
     /// # Errors
     /// `NotLeader`, or `ReadRefused` when too many reads wait.
     pub fn read_index(&mut self, context: u64, mode: ReadMode) -> Result<()> {
+        self.raft.wake(WakeReason::Request);
         self.raft.read_index(context, mode)
     }
 
@@ -191,7 +199,30 @@ impl<S: Storage> RawNode<S> {
     /// # Errors
     /// `NotLeader`.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<()> {
+        self.raft.wake(WakeReason::Request);
         self.raft.transfer_leader(to)
+    }
+
+    /// Whether the group is quiescent ([`Config::quiesce`]): [`RawNode::tick`] does nothing
+    /// until something wakes it, so the driver may skip it.
+    pub fn is_quiescent(&self) -> bool {
+        self.raft.quiescent
+    }
+
+    /// Ends quiescence, if quiescent: a leader heartbeats at once, a follower restarts its
+    /// election timer and asks its leader to heartbeat (`Wake`). For a driver that wants the
+    /// group awake (before a burst of requests, or on a node-liveness change).
+    pub fn wake(&mut self) {
+        self.raft.wake(WakeReason::Driver);
+    }
+
+    /// The driver's node-liveness signal: the node hosting member `peer` is suspected dead
+    /// (its liveness record expired, or it has been unreachable for a while). Wakes the group:
+    /// a follower whose leader died while the group was quiescent then campaigns after an
+    /// election timeout, as if the leader had gone silent now; a leader restarts check-quorum.
+    /// A false suspicion costs one heartbeat round, never safety.
+    pub fn report_peer_down(&mut self, peer: NodeId) {
+        self.raft.report_peer_down(peer);
     }
 
     /// Reports that `to` could not be reached: the leader stops streaming to it and probes.
@@ -383,6 +414,7 @@ impl<S: Storage> RawNode<S> {
             conf: raft.conf.clone(),
             conf_index: raft.conf_index,
             lease_valid: raft.lease_valid(),
+            quiescent: raft.quiescent,
             stats: raft.stats,
         }
     }

@@ -46,6 +46,16 @@ pub enum InvalidMessage {
         /// The largest term allowed there.
         limit: Term,
     },
+    /// An index beyond another the message carries (a quiesce committing past its last index).
+    #[error("{what} {found} is beyond {limit}")]
+    IndexOrder {
+        /// Which index.
+        what: &'static str,
+        /// The index found.
+        found: LogIndex,
+        /// The largest index allowed there.
+        limit: LogIndex,
+    },
 }
 
 fn in_range(what: &'static str, value: u64) -> Result<(), InvalidMessage> {
@@ -127,11 +137,30 @@ pub fn validate(message: &Message) -> Result<(), InvalidMessage> {
             in_range("snapshot index", snapshot.meta.index.get())?;
             term_at_most("snapshot", snapshot.meta.term, message.term)
         }
+        MessageBody::Quiesce {
+            commit,
+            last_index,
+            last_term,
+            ..
+        } => {
+            in_range("commit", commit.get())?;
+            in_range("last index", last_index.get())?;
+            term_at_most("last entry", *last_term, message.term)?;
+            if commit > last_index {
+                return Err(InvalidMessage::IndexOrder {
+                    what: "quiesce commit",
+                    found: *commit,
+                    limit: *last_index,
+                });
+            }
+            Ok(())
+        }
         MessageBody::PreVoteResponse { .. }
         | MessageBody::VoteResponse { .. }
         | MessageBody::HeartbeatResponse { .. }
         | MessageBody::TimeoutNow
-        | MessageBody::ReplicaRemoved => Ok(()),
+        | MessageBody::ReplicaRemoved
+        | MessageBody::Wake => Ok(()),
     }
 }
 

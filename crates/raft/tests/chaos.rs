@@ -21,6 +21,10 @@ const STATE_MACHINE_SAFETY: &str = "state machine safety";
 const LINEARIZABLE_READS: &str = "linearizable reads";
 const LIVENESS: &str = "liveness";
 
+/// Times replicas went quiescent (as counted by the replicas alive at the end of a schedule),
+/// over all schedules run in this process: only the quiescence test turns it on.
+static QUIESCED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 struct Checker {
     leaders: BTreeMap<Term, NodeId>,
     applied: BTreeMap<LogIndex, Bytes>,
@@ -176,7 +180,15 @@ fn run(
     let mut next_value = 0u64;
     let mut next_context = 0u64;
     let mut committed_proposals = 0;
+    // With quiescence, every other stretch of 1,500 steps sends no request, so the group can go
+    // quiet while the faults go on.
+    let quiescing = {
+        let mut config = common::config(1);
+        configure(&mut config);
+        config.quiesce
+    };
     for step in 0..steps {
+        let idle = quiescing && (step / 1500) % 2 == 1;
         let id = pick(&mut rng, nodes) + 1;
         let live = !network.down.contains(&NodeId(id));
         match pick(&mut rng, 100) {
@@ -199,7 +211,7 @@ fn run(
                 pending.entry(NodeId(id)).or_default().push_back(ready);
             }
             62..=69 if live => persist_oldest(&mut network, &mut pending, NodeId(id))?,
-            70..=77 if live && network.node(id).is_leader() => {
+            70..=77 if live && !idle && network.node(id).is_leader() => {
                 next_value += 1;
                 let data = Bytes::from(format!("v{next_value}"));
                 let _ = network.node(id).propose(data);
@@ -228,7 +240,7 @@ fn run(
             {
                 network.compact(id);
             }
-            89..=93 if live && network.node(id).is_leader() => {
+            89..=93 if live && !idle && network.node(id).is_leader() => {
                 next_context += 1;
                 let started = max_committed(&network);
                 let mode = if pick(&mut rng, 2) == 0 {
@@ -240,11 +252,11 @@ fn run(
                     checker.reads.insert((NodeId(id), next_context), started);
                 }
             }
-            94 if live && network.node(id).is_leader() => {
+            94 if live && !idle && network.node(id).is_leader() => {
                 let to = pick(&mut rng, nodes) + 1;
                 let _ = network.node(id).transfer_leader(NodeId(to));
             }
-            95..=97 if spares > 0 && live && network.node(id).is_leader() => {
+            95..=97 if spares > 0 && live && !idle && network.node(id).is_leader() => {
                 let conf = network.node(id).conf_state().clone();
                 let target = NodeId(pick(&mut rng, nodes) + 1);
                 let change = if conf.is_learner(target) {
@@ -276,11 +288,20 @@ fn run(
             persist_oldest(&mut network, &mut pending, NodeId(id))?;
         }
     }
+    let quiesced: u64 = network
+        .peers
+        .values()
+        .map(|p| p.node.status().stats.quiesced)
+        .sum();
+    QUIESCED.fetch_add(quiesced, std::sync::atomic::Ordering::Relaxed);
     network.heal();
     for id in 1..=nodes {
         if network.down.contains(&NodeId(id)) {
             network.restart(id);
         }
+        // The driver's liveness input: every node is up again (wakes a quiescent replica,
+        // say a leader cut off while quiet, which learns it was replaced; a no-op otherwise).
+        network.node(id).wake();
     }
     network.stabilize();
     network.tick_all(60);
@@ -350,6 +371,24 @@ fn random_schedules_three_voters_stay_safe_and_converge() {
         "only {} reads served over all seeds",
         totals.1
     );
+}
+
+/// Quiescence on: idle stretches of these schedules let the group go quiet and the chaos
+/// strikes quiet groups (messages wake them; safety and reads are checked as always).
+#[test]
+fn random_schedules_with_quiescence_stay_safe_and_converge() {
+    fn quiescing(config: &mut Config) {
+        config.quiesce = true;
+    }
+    let mut totals = (0, 0);
+    for seed in 0..60 {
+        let (proposals, reads) = run_ok(seed, 3, 0, 20_000, false, quiescing);
+        totals.0 += proposals;
+        totals.1 += reads;
+    }
+    assert!(totals.0 > 20 && totals.1 > 20, "{totals:?}");
+    let quiesced = QUIESCED.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(quiesced > 0, "no replica ever went quiescent");
 }
 
 /// ringkvd's default timing (election timeout 5 ticks, heartbeat 1, lease margin 1): half the

@@ -6,14 +6,17 @@
 //! persisted, membership changes (random, or decided by the placement driver `ringkv-pd` in odd
 //! seeds with spare nodes: repair, drain, balancing) and leader transfers in the middle of it
 //! all, tiny snapshot thresholds, and clients doing put/get/delete/compare-and-swap with
-//! ReadIndex and lease reads.
+//! ReadIndex and lease reads. Half of the seeds run with quiescence: idle windows in the client
+//! load let groups go quiet, a node-liveness input reports peers that could not be heard from
+//! for a while, and a leader of a quiet group is killed on purpose.
 //! The production Raft core runs unmodified; only the world around it is simulated, at the
 //! sans-IO boundary. Rerunning a seed reproduces the run exactly (same trace hash).
 //!
 //! Checkers (one per file in `checkers/`): election safety, log matching, leader completeness,
-//! state machine safety, commit monotonicity, and linearizability of the client history. Two
-//! phases: chaos, then heal, after which every group must elect a leader and commit within a
-//! bounded number of ticks.
+//! state machine safety, commit monotonicity, linearizability of the client history, and leader
+//! liveness (a connected majority gets a leader within a bound). Two phases: chaos, then heal,
+//! after which every group must elect a leader and commit within a bounded number of ticks.
+//! `World::idle` counts what idle groups cost with and without quiescence.
 
 pub mod checkers;
 pub mod history;
@@ -24,7 +27,7 @@ pub mod trace;
 pub mod world;
 
 pub use checkers::Violation;
-pub use world::{PlantedBug, SeedReport, World};
+pub use world::{IdleReport, PlantedBug, SeedReport, World};
 
 /// Runs one seed; a panic inside the run (a Raft invariant assertion) is reported as a
 /// violation.
@@ -53,6 +56,12 @@ pub fn run_seed(seed: u64, bug: Option<PlantedBug>) -> SeedReport {
                 trace_events: 0,
                 nodes: 0,
                 pd_orders: 0,
+                quiesce: false,
+                ticks_run: 0,
+                ticks_skipped: 0,
+                longest_leaderless: 0,
+                quiescent_reports: 0,
+                quiet_leaders_killed: 0,
             }
         }
     }

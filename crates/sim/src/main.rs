@@ -1,8 +1,10 @@
 //! `ringkv-sim --seeds N [--start S] [--plant-bug NAME] [--verbose]`: runs seeds S..S+N.
 //! `--plant-bug` needs a build with `--features planted-bugs` (never part of a release build).
+//! `ringkv-sim --idle GROUPS [--nodes N] [--ticks T]`: what idle groups cost with and without
+//! quiescence (replica ticks and Raft messages over the second half of the run).
 
 use anyhow::{Context, bail};
-use ringkv_sim::{PlantedBug, run_seed};
+use ringkv_sim::{PlantedBug, World, run_seed};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
@@ -11,6 +13,9 @@ fn main() -> anyhow::Result<()> {
     let mut bug = None;
     let mut bug_name: Option<String> = None;
     let mut verbose = false;
+    let mut idle_groups: Option<u64> = None;
+    let mut idle_nodes = 3u64;
+    let mut idle_ticks = 400u64;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -31,8 +36,12 @@ fn main() -> anyhow::Result<()> {
                 bug_name = Some(name);
             }
             "--verbose" => verbose = true,
+            "--idle" => idle_groups = Some(args.next().context("--idle needs a number")?.parse()?),
+            "--nodes" => idle_nodes = args.next().context("--nodes needs a number")?.parse()?,
+            "--ticks" => idle_ticks = args.next().context("--ticks needs a number")?.parse()?,
             "--help" | "-h" => {
                 println!("usage: ringkv-sim --seeds N [--start S] [--plant-bug NAME] [--verbose]");
+                println!("       ringkv-sim --idle GROUPS [--nodes N] [--ticks T]");
                 println!();
                 println!(
                     "Runs seeds S..S+N; prints `VIOLATION seed S: <checker>: <detail>` for each"
@@ -51,12 +60,17 @@ fn main() -> anyhow::Result<()> {
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
+    if let Some(groups) = idle_groups {
+        return run_idle(start, idle_nodes, groups, idle_ticks);
+    }
     // Panics inside a seed are caught and reported as violations; keep their output short.
     std::panic::set_hook(Box::new(|_| {}));
     let started = Instant::now();
     let (mut ops, mut elections, mut snapshots, mut conf_changes, mut violations) = (0, 0, 0, 0, 0);
     let mut inconclusive = 0;
     let mut pd_orders = 0;
+    let (mut quiet_seeds, mut ticks_run, mut ticks_skipped, mut longest_leaderless) = (0, 0, 0, 0);
+    let mut quiet_leaders_killed = 0;
     for seed in start..start.saturating_add(seeds) {
         let report = run_seed(seed, bug);
         ops += report.ops_checked;
@@ -65,10 +79,16 @@ fn main() -> anyhow::Result<()> {
         conf_changes += report.conf_changes;
         pd_orders += report.pd_orders;
         inconclusive += report.inconclusive_keys;
+        quiet_seeds += u64::from(report.quiesce);
+        ticks_run += report.ticks_run;
+        ticks_skipped += report.ticks_skipped;
+        longest_leaderless = longest_leaderless.max(report.longest_leaderless);
+        quiet_leaders_killed += report.quiet_leaders_killed;
         if verbose {
             println!(
                 "seed {seed}: nodes {} ops {} inconclusive keys {} elections {} snapshots {} conf \
-                 changes {} PD orders {} trace {:016x}",
+                 changes {} PD orders {} quiesce {} ticks skipped {}/{} longest leaderless {} \
+                 trace {:016x}",
                 report.nodes,
                 report.ops_checked,
                 report.inconclusive_keys,
@@ -76,6 +96,10 @@ fn main() -> anyhow::Result<()> {
                 report.snapshots,
                 report.conf_changes,
                 report.pd_orders,
+                report.quiesce,
+                report.ticks_skipped,
+                report.ticks_run + report.ticks_skipped,
+                report.longest_leaderless,
                 report.trace_hash
             );
         }
@@ -106,8 +130,38 @@ fn main() -> anyhow::Result<()> {
          {inconclusive}, elections: {elections}, snapshots: {snapshots}, conf changes: \
          {conf_changes}, PD orders: {pd_orders}"
     );
+    println!(
+        "quiescing seeds: {quiet_seeds}, replica ticks skipped: {ticks_skipped} of {}, quiescent \
+         leaders killed: {quiet_leaders_killed}, longest leaderless stretch with a connected \
+         majority: {longest_leaderless} ticks",
+        ticks_run + ticks_skipped
+    );
     if violations > 0 {
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `--idle`: the same idle cluster with and without quiescence.
+fn run_idle(seed: u64, nodes: u64, groups: u64, ticks: u64) -> anyhow::Result<()> {
+    for quiesce in [false, true] {
+        let started = Instant::now();
+        let report = World::idle(seed, nodes, groups, ticks, quiesce)
+            .map_err(|v| anyhow::anyhow!("violation: {v}"))?;
+        let half = ticks / 2;
+        println!(
+            "{groups} idle groups on {nodes} nodes, quiescence {}: over the last {half} ticks \
+             {} replica ticks run, {} skipped ({:.2}% skipped), {} Raft messages ({:.2} per \
+             group per tick); {} of {groups} groups led; {:.1} s",
+            if quiesce { "on" } else { "off" },
+            report.ticks_run,
+            report.ticks_skipped,
+            100.0 * report.skipped_fraction(),
+            report.messages,
+            report.messages as f64 / (groups * half.max(1)) as f64,
+            report.led_groups,
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

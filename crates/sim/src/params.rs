@@ -83,4 +83,31 @@ impl Params {
             heal_ticks: 400,
         }
     }
+
+    /// An idle cluster for counting what idle groups cost: `nodes` nodes, `groups` groups of
+    /// three replicas, no clients, no faults, `ticks` ticks.
+    pub fn idle(nodes: u64, groups: u64, ticks: u64) -> Self {
+        Self {
+            nodes,
+            groups,
+            replication: 3,
+            drop_per_mille: 0,
+            duplicate_per_mille: 0,
+            max_delay_units: 4,
+            max_fsync_units: 4,
+            crash_per_mille: 0,
+            partition_per_mille: 0,
+            conf_change_per_mille: 0,
+            transfer_per_mille: 0,
+            snapshot_every: 1000,
+            clients: 0,
+            keys: 1,
+            lease_reads_per_mille: 0,
+            isolate_new_leader_per_mille: 0,
+            max_message_bytes: 4096,
+            max_inflight_messages: 8,
+            chaos_ticks: ticks,
+            heal_ticks: 0,
+        }
+    }
 }

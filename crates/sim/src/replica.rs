@@ -69,6 +69,7 @@ pub fn raft_config(node: NodeId, group: ShardId, seed: u64, tuning: &Tuning) -> 
     config.max_inflight_messages = tuning.max_inflight_messages;
     config.max_message_bytes = tuning.max_message_bytes;
     config.planted_bugs = tuning.bugs;
+    config.quiesce = tuning.quiesce;
     // Serving lease reads without check-quorum is one of the planted bugs.
     config.check_quorum = !tuning.bugs.lease_read_without_quorum;
     config
@@ -83,6 +84,8 @@ pub struct Tuning {
     pub max_message_bytes: u64,
     /// See `Config::max_inflight_messages`.
     pub max_inflight_messages: usize,
+    /// See `Config::quiesce`.
+    pub quiesce: bool,
 }
 
 impl Replica {

@@ -8,6 +8,7 @@
 use crate::checkers::commit_monotonicity::CommitMonotonicity;
 use crate::checkers::election_safety::ElectionSafety;
 use crate::checkers::leader_completeness::LeaderCompleteness;
+use crate::checkers::leader_liveness::LeaderLiveness;
 use crate::checkers::linearizability::{KeyVerdict, check_key};
 use crate::checkers::log_matching::{self, LogMatching, LogView, SNAPSHOT_POINT};
 use crate::checkers::state_machine_safety::StateMachineSafety;
@@ -22,8 +23,12 @@ use ringkv_types::raft::{ConfState, EntryPayload, Message};
 use ringkv_types::{LogIndex, NodeId, ShardId, Term};
 use std::collections::{BTreeMap, BTreeSet};
 
+mod idle;
 mod placement;
+mod quiet;
+pub use idle::IdleReport;
 use placement::Placement;
+use quiet::Quiet;
 
 /// Which known bug to plant, for the simulator's self-test. Each one is caught by one checker
 /// ([`PlantedBug::checker`]); `crates/sim/tests/simulation.rs` proves it, and
@@ -44,11 +49,13 @@ pub enum PlantedBug {
     AppendWithoutPrevCheck,
     /// Hand one committed entry to the state machine twice.
     ApplyEntryTwice,
+    /// A quiescent follower ignores the report that its leader is down.
+    QuiescentFollowerIgnoresLiveness,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::VoteTwiceInATerm,
         PlantedBug::AppendWithoutPrevCheck,
         PlantedBug::VoteWithoutLogCheck,
@@ -56,6 +63,7 @@ impl PlantedBug {
         PlantedBug::CommitPreviousTerm,
         PlantedBug::LeaseWithoutQuorum,
         PlantedBug::AckBeforePersist,
+        PlantedBug::QuiescentFollowerIgnoresLiveness,
     ];
 
     /// The name `ringkv-sim --plant-bug` takes.
@@ -68,6 +76,7 @@ impl PlantedBug {
             PlantedBug::CommitPreviousTerm => "commit-previous-term",
             PlantedBug::LeaseWithoutQuorum => "lease-without-quorum",
             PlantedBug::AckBeforePersist => "ack-before-persist",
+            PlantedBug::QuiescentFollowerIgnoresLiveness => "quiescent-follower-ignores-liveness",
         }
     }
 
@@ -86,6 +95,7 @@ impl PlantedBug {
             PlantedBug::CommitPreviousTerm => "commit rule",
             PlantedBug::LeaseWithoutQuorum => "linearizability",
             PlantedBug::AckBeforePersist => "leader completeness",
+            PlantedBug::QuiescentFollowerIgnoresLiveness => "leader liveness",
         }
     }
 
@@ -101,6 +111,9 @@ impl PlantedBug {
                 switches.append_without_prev_term_check = true;
             }
             Some(PlantedBug::ApplyEntryTwice) => switches.apply_entry_twice = true,
+            Some(PlantedBug::QuiescentFollowerIgnoresLiveness) => {
+                switches.quiescent_follower_ignores_liveness = true;
+            }
             None => {}
         }
         switches
@@ -135,6 +148,19 @@ pub struct SeedReport {
     /// Steps of placement-driver operators carried out (0 when the random injector decides
     /// membership changes).
     pub pd_orders: u64,
+    /// Whether the seed ran with quiescence.
+    pub quiesce: bool,
+    /// Replica ticks driven (`RawNode::tick` called).
+    pub ticks_run: u64,
+    /// Replica ticks skipped because the replica was quiescent.
+    pub ticks_skipped: u64,
+    /// The longest a group went without a leader while a majority of it was up and connected,
+    /// in ticks.
+    pub longest_leaderless: u64,
+    /// Liveness reports (a peer suspected down) that reached a quiescent replica.
+    pub quiescent_reports: u64,
+    /// Nodes crashed because they led a quiescent group (a fault point of quiescing seeds).
+    pub quiet_leaders_killed: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -229,6 +255,13 @@ pub struct World {
     /// The placement driver, in the seeds where it (not the random injector) decides
     /// membership changes.
     placement: Option<Placement>,
+    /// Quiescence (in half of the seeds): idle windows, the liveness input.
+    quiet: Option<Quiet>,
+    leader_liveness: LeaderLiveness,
+    ticks_run: u64,
+    ticks_skipped: u64,
+    /// Raft messages handed to the network.
+    raft_messages: u64,
 }
 
 impl World {
@@ -236,10 +269,29 @@ impl World {
     pub fn new(seed: u64, bug: Option<PlantedBug>) -> Self {
         let mut rng = SplitMix64::new(seed);
         let params = Params::draw(&mut rng);
+        let all_groups: Vec<ShardId> = (1..=params.groups).map(ShardId).collect();
+        let quiet = Quiet::draw(
+            seed,
+            &all_groups,
+            params.chaos_ticks + params.heal_ticks,
+            bug == Some(PlantedBug::QuiescentFollowerIgnoresLiveness),
+        );
+        Self::build(seed, bug, params, rng, quiet)
+    }
+
+    /// Builds a run from its parameters (`quiet`: `None` runs without quiescence).
+    fn build(
+        seed: u64,
+        bug: Option<PlantedBug>,
+        params: Params,
+        mut rng: SplitMix64,
+        quiet: Option<Quiet>,
+    ) -> Self {
         let tuning = Tuning {
             bugs: PlantedBug::switches(bug),
             max_message_bytes: params.max_message_bytes,
             max_inflight_messages: params.max_inflight_messages,
+            quiesce: quiet.is_some(),
         };
         let mut nodes = BTreeMap::new();
         for id in 1..=params.nodes {
@@ -329,6 +381,11 @@ impl World {
             next_member: 1000,
             verbose: std::env::var_os("RINGKV_SIM_TRACE").is_some(),
             placement,
+            quiet,
+            leader_liveness: LeaderLiveness::default(),
+            ticks_run: 0,
+            ticks_skipped: 0,
+            raft_messages: 0,
         };
         let ids: Vec<NodeId> = world.nodes.keys().copied().collect();
         for id in ids {
@@ -363,6 +420,12 @@ impl World {
             trace_events: self.trace.events(),
             nodes: self.params.nodes,
             pd_orders: self.placement.as_ref().map_or(0, |p| p.orders),
+            quiesce: self.quiet.is_some(),
+            ticks_run: self.ticks_run,
+            ticks_skipped: self.ticks_skipped,
+            longest_leaderless: self.leader_liveness.longest,
+            quiescent_reports: self.quiet.as_ref().map_or(0, |q| q.quiescent_reports),
+            quiet_leaders_killed: self.quiet.as_ref().map_or(0, |q| q.quiet_leaders_killed),
         }
     }
 
@@ -379,6 +442,7 @@ impl World {
                 } else {
                     self.inject_faults();
                 }
+                self.observe_liveness()?;
             }
             self.deliver_packets()?;
             self.complete_disk_writes()?;
@@ -456,6 +520,9 @@ impl World {
     // ---------------------------------------------------------------- network
 
     fn send(&mut self, packet: Packet) {
+        if matches!(packet, Packet::Raft(_)) {
+            self.raft_messages += 1;
+        }
         if !self.healed && self.chance(self.params.drop_per_mille) {
             return;
         }
@@ -647,6 +714,12 @@ impl World {
             }
             for replica in node.replicas.values_mut() {
                 if let Some(raw) = replica.raw.as_mut() {
+                    // A quiescent replica's tick does nothing: ringkvd skips it, so do we.
+                    if raw.is_quiescent() {
+                        self.ticks_skipped += 1;
+                        continue;
+                    }
+                    self.ticks_run += 1;
                     raw.tick().map_err(|e| raft_error(e.to_string()))?;
                 }
             }
@@ -963,6 +1036,7 @@ impl World {
                 }
             }
         }
+        self.maybe_kill_quiet_leader();
         if self.placement.is_some() {
             self.drive_placement();
         } else if self.chance(self.params.conf_change_per_mille) {
@@ -1185,6 +1259,15 @@ impl World {
 
     fn issue_operation(&mut self, position: usize) {
         let group = self.groups[self.rng.range(0, self.groups.len() as u64) as usize];
+        if self
+            .quiet
+            .as_ref()
+            .is_some_and(|q| q.is_idle(group, self.now / TICK_UNITS))
+        {
+            // An idle window of this group: let it go quiet.
+            self.clients[position].next_op_at = self.now + TICK_UNITS;
+            return;
+        }
         let key = self.rng.range(0, u64::from(self.params.keys)) as Key;
         let value = self.tick_clock();
         let op = match self.rng.range(0, 10) {

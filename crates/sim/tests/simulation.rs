@@ -15,6 +15,11 @@ struct Totals {
     conf_changes: u64,
     pd_orders: u64,
     pd_seeds: u64,
+    quiet_seeds: u64,
+    ticks_run: u64,
+    ticks_skipped: u64,
+    quiescent_reports: u64,
+    quiet_leaders_killed: u64,
 }
 
 fn run_range(start: u64, count: u64) -> Totals {
@@ -23,6 +28,11 @@ fn run_range(start: u64, count: u64) -> Totals {
         conf_changes: 0,
         pd_orders: 0,
         pd_seeds: 0,
+        quiet_seeds: 0,
+        ticks_run: 0,
+        ticks_skipped: 0,
+        quiescent_reports: 0,
+        quiet_leaders_killed: 0,
     };
     for seed in start..start + count {
         let report = run_seed(seed, None);
@@ -35,6 +45,11 @@ fn run_range(start: u64, count: u64) -> Totals {
         totals.conf_changes += report.conf_changes;
         totals.pd_orders += report.pd_orders;
         totals.pd_seeds += u64::from(report.pd_orders > 0);
+        totals.quiet_seeds += u64::from(report.quiesce);
+        totals.ticks_run += report.ticks_run;
+        totals.ticks_skipped += report.ticks_skipped;
+        totals.quiescent_reports += report.quiescent_reports;
+        totals.quiet_leaders_killed += report.quiet_leaders_killed;
     }
     totals
 }
@@ -46,6 +61,11 @@ fn default_seeds_have_no_violations() {
         conf_changes,
         pd_orders,
         pd_seeds,
+        quiet_seeds,
+        ticks_run,
+        ticks_skipped,
+        quiescent_reports,
+        quiet_leaders_killed,
     } = run_range(0, DEFAULT_SEEDS);
     // The runs must actually exercise the system, not pass vacuously.
     assert!(ops > DEFAULT_SEEDS * 50, "only {ops} operations checked");
@@ -59,9 +79,32 @@ fn default_seeds_have_no_violations() {
         pd_seeds > DEFAULT_SEEDS / 5 && pd_orders > DEFAULT_SEEDS,
         "placement driver acted in {pd_seeds} seeds, {pd_orders} orders"
     );
+    // Half of the seeds quiesce, with idle windows in their client load: groups must really
+    // go quiet under the faults, and peers must be reported down to quiescent replicas (crashes
+    // and partitions meeting quiet groups).
+    assert!(
+        quiet_seeds > DEFAULT_SEEDS / 3 && quiet_seeds < DEFAULT_SEEDS * 2 / 3,
+        "{quiet_seeds} quiescing seeds"
+    );
+    assert!(
+        ticks_skipped * 10 > ticks_run + ticks_skipped,
+        "only {ticks_skipped} of {} replica ticks skipped",
+        ticks_run + ticks_skipped
+    );
+    assert!(
+        quiescent_reports > DEFAULT_SEEDS,
+        "only {quiescent_reports} liveness reports reached quiescent replicas"
+    );
+    assert!(
+        quiet_leaders_killed > DEFAULT_SEEDS / 5,
+        "only {quiet_leaders_killed} quiescent leaders killed"
+    );
     println!(
         "{DEFAULT_SEEDS} seeds: {ops} ops, {conf_changes} conf changes, {pd_orders} PD orders in \
-         {pd_seeds} seeds"
+         {pd_seeds} seeds; {quiet_seeds} seeds quiesce, {ticks_skipped} of {} replica ticks \
+         skipped, {quiescent_reports} liveness reports to quiescent replicas, \
+         {quiet_leaders_killed} quiescent leaders killed",
+        ticks_run + ticks_skipped
     );
 }
 
@@ -148,6 +191,13 @@ fn leader_completeness_catches_an_ack_before_persist() {
     // Since the pre-vote tie-break made split votes (and the election churn that exposes the
     // bug) rarer, the first finding seed is above 100 (it was below); 400 leaves room.
     caught_only_by_its_checker(PlantedBug::AckBeforePersist, 400, 1);
+}
+
+#[test]
+fn leader_liveness_catches_a_quiescent_follower_that_ignores_liveness() {
+    // The bug forces quiescence on in every seed; it shows only where a quiet group's leader
+    // crashes or is cut off for longer than the leader liveness bound.
+    caught_only_by_its_checker(PlantedBug::QuiescentFollowerIgnoresLiveness, 100, 3);
 }
 
 #[test]

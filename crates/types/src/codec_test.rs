@@ -69,6 +69,13 @@ fn raft_batch() -> RaftBatch {
             context: 11,
         },
         snapshot,
+        MessageBody::Quiesce {
+            commit: LogIndex(5),
+            last_index: LogIndex(5),
+            last_term: Term(2),
+            context: 4,
+        },
+        MessageBody::Wake,
     ];
     RaftBatch::new(
         bodies
@@ -230,6 +237,23 @@ fn raft_batch_round_trips() {
     assert_eq!(decode::<RaftBatch>(&frame, MAX).unwrap(), batch);
     assert!(batch.is_between(NodeId(1), NodeId(2)));
     assert!(!batch.is_between(NodeId(2), NodeId(1)));
+}
+
+/// Postcard numbers enum variants by position: the kinds a peer of an older version knows must
+/// keep their numbers, and the quiescence kinds come after them.
+#[test]
+fn raft_message_kinds_keep_their_wire_numbers() {
+    let tag = |body: MessageBody| postcard::to_allocvec(&body).unwrap()[0];
+    assert_eq!(tag(MessageBody::TimeoutNow), 9);
+    assert_eq!(tag(MessageBody::ReplicaRemoved), 10);
+    let quiesce = MessageBody::Quiesce {
+        commit: LogIndex(5),
+        last_index: LogIndex(5),
+        last_term: Term(2),
+        context: 4,
+    };
+    assert_eq!(tag(quiesce), 11);
+    assert_eq!(tag(MessageBody::Wake), 12);
 }
 
 #[test]

@@ -212,6 +212,27 @@ pub enum MessageBody {
     /// from the leader (it is no longer replicated to), so without this it would never learn of
     /// its removal; member ids are never reused, so the fact is permanent.
     ReplicaRemoved,
+    /// The leader's last heartbeat before its group goes quiet (quiescence, docs/raft.md):
+    /// nothing is left to replicate and every member has the leader's whole log. A follower
+    /// whose log ends at the same `(last_index, last_term)` and that commits up to `commit`
+    /// stops its election timer and answers nothing; one that differs answers a
+    /// `HeartbeatResponse`, which wakes the leader. Appended after `ReplicaRemoved`: postcard
+    /// numbers variants by position, so older peers keep decoding every earlier kind.
+    Quiesce {
+        /// Leader's commit index (equal to `last_index`).
+        commit: LogIndex,
+        /// Leader's last log index.
+        last_index: LogIndex,
+        /// Term of that entry.
+        last_term: Term,
+        /// The last heartbeat round sent before it: a follower stays quiescent when a
+        /// heartbeat of that round or an earlier one arrives late (the leader needs no answer
+        /// to it: no read waited on it).
+        context: u64,
+    },
+    /// A replica that left quiescence without its leader's doing (a liveness report, a request)
+    /// asks the leader to resume heartbeats; receiving any message wakes a quiescent leader.
+    Wake,
 }
 
 impl Message {
@@ -243,6 +264,8 @@ impl MessageBody {
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::ReplicaRemoved => "ReplicaRemoved",
+            MessageBody::Quiesce { .. } => "Quiesce",
+            MessageBody::Wake => "Wake",
         }
     }
 }

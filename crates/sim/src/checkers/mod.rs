@@ -3,6 +3,7 @@
 pub mod commit_monotonicity;
 pub mod election_safety;
 pub mod leader_completeness;
+pub mod leader_liveness;
 pub mod linearizability;
 pub mod log_matching;
 pub mod state_machine_safety;
