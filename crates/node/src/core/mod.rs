@@ -50,9 +50,11 @@
 
 pub mod apply_plan;
 pub mod machine;
+pub mod node_core;
 pub mod outbox;
 pub mod pd_machine;
 pub mod persist;
+pub mod route;
 
 /// Where a client's answer goes. The one tokio type left in the core (a oneshot sender needs
 /// no runtime); it becomes a request id the driver maps to its caller.

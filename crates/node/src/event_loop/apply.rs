@@ -48,7 +48,7 @@ impl EventLoop {
     /// Applies ordinary committed entries of `shard` in one atomic store batch and answers the
     /// writes they complete.
     pub(super) fn apply_run(&mut self, shard: ShardId, entries: Vec<Entry>) -> Result<()> {
-        let Some(group) = self.groups.get_mut(&shard) else {
+        let Some(group) = self.core.groups.get_mut(&shard) else {
             return Ok(());
         };
         let kind = group.machine.kind();
@@ -122,7 +122,7 @@ impl EventLoop {
                             term: group.raw.term(),
                             body: MessageBody::ReplicaRemoved,
                         };
-                        self.outbox.push(replica.node, notice);
+                        self.core.outbox.push(replica.node, notice);
                     }
                 }
             }
@@ -167,11 +167,11 @@ impl EventLoop {
         if kind == MachineKind::Pd {
             self.pd_answer(pd_results, last.0);
         }
-        let storage = self.groups.get(&shard).map(|g| g.raw.storage().clone());
+        let storage = self.core.groups.get(&shard).map(|g| g.raw.storage().clone());
         if let Some(storage) = storage {
             self.maybe_compact(shard, storage, last.0)?;
         }
-        let removed = self.groups.get(&shard).is_some_and(|group| {
+        let removed = self.core.groups.get(&shard).is_some_and(|group| {
             group.machine.is_data()
                 && group.initialized
                 && group.descriptor.replica_of_member(group.member).is_none()
@@ -204,7 +204,7 @@ impl EventLoop {
         let Ok(term) = storage.term(applied) else {
             return Ok(());
         };
-        let Some(group) = self.groups.get(&shard) else {
+        let Some(group) = self.core.groups.get(&shard) else {
             return Ok(());
         };
         let conf = group.raw.conf_state().clone();

@@ -35,7 +35,8 @@ mod throttle;
 use crate::agent::{Agent, AgentCall, AgentView, LeaderReport};
 use crate::config::NodeConfig;
 use crate::core::machine::StateMachine;
-use crate::core::outbox::Outbox;
+use crate::core::node_core::NodeCore;
+use crate::core::route::Route;
 use crate::core::pd_machine::PdHost;
 use crate::core::persist::PersistQueue;
 use crate::core::reply;
@@ -73,9 +74,8 @@ pub struct EventLoop {
     store: Store,
     transport: Arc<Transport>,
     map: ShardMap,
-    groups: BTreeMap<ShardId, Group>,
-    dirty: BTreeSet<ShardId>,
-    outbox: Outbox,
+    /// The sans-IO part: the local groups, their routing and the outbox.
+    core: NodeCore,
     batch: WriteBatchBuilder,
     /// Which batch makes each Ready durable.
     persist: PersistQueue,
@@ -83,8 +83,6 @@ pub struct EventLoop {
     started: Instant,
     /// Snapshot transfers in flight; aborted at shutdown (they hold the transport).
     snapshot_tasks: tokio::task::JoinSet<()>,
-    /// The highest removed Raft member id per shard: messages to it or older are ignored.
-    tombstones: BTreeMap<ShardId, NodeId>,
     /// Replica removals running in the background.
     removals: Vec<RemovalHandle>,
     /// Removed replicas whose data removal waits for batch `.0` to be durable (it may hold
@@ -148,7 +146,6 @@ impl EventLoop {
         local: LocalState,
         agent: Agent,
     ) -> Self {
-        let dirty = groups.keys().copied().collect();
         if let Some(state) = local.pd_state {
             // The PD replica's state goes to group 0's state machine.
             match groups.get_mut(&ShardId::PD).map(|group| &mut group.machine) {
@@ -163,6 +160,7 @@ impl EventLoop {
             config.storage.snapshots_outbound_max,
         ));
         let config_data_dir = config.data_dir.clone();
+        let config_node = config.node_id;
         let clock = clock::TickClock::new(
             tokio::time::Instant::now(),
             config.tick(),
@@ -173,15 +171,12 @@ impl EventLoop {
             store,
             transport: Arc::new(transport),
             map,
-            groups,
-            dirty,
-            outbox: Outbox::new(),
+            core: NodeCore::new(config_node, groups, local.tombstones),
             batch: WriteBatchBuilder::new(),
             persist: PersistQueue::new(),
             next_read_context: 1,
             started: Instant::now(),
             snapshot_tasks: tokio::task::JoinSet::new(),
-            tombstones: local.tombstones,
             removals: local.removals,
             removals_waiting: Vec::new(),
             pd_cache: None,
@@ -268,7 +263,7 @@ impl EventLoop {
         }
         self.snapshot_tasks.shutdown().await;
         let transport = self.transport;
-        drop(self.groups);
+        drop(self.core.groups);
         match Arc::try_unwrap(transport) {
             Ok(transport) => transport.shutdown().await,
             Err(transport) => warn!(
@@ -302,7 +297,7 @@ impl EventLoop {
                 Some(incoming) = channels.inbound.snapshots.recv() => {
                     self.receive_snapshot(incoming, internal.snapshot_events_tx.clone());
                 }
-                () = std::future::ready(()), if !self.dirty.is_empty() => {}
+                () = std::future::ready(()), if !self.core.dirty.is_empty() => {}
             }
             self.drain(channels, internal)?;
             self.end_turn(internal)?;
@@ -340,7 +335,7 @@ impl EventLoop {
         self.issue_reads();
         // A few rounds so that work one Ready creates (more committed entries) is done now.
         for _ in 0..4 {
-            if self.dirty.is_empty() {
+            if self.core.dirty.is_empty() {
                 break;
             }
             self.process_readies(internal)?;
@@ -355,18 +350,7 @@ impl EventLoop {
     /// lease is never judged by a clock that lags real time (after a pause of the process).
     fn advance_clock(&mut self) -> Result<()> {
         let due = self.clock.take_due(tokio::time::Instant::now());
-        if due == 0 {
-            return Ok(());
-        }
-        for (shard, group) in &mut self.groups {
-            for _ in 0..due {
-                group.raw.tick()?;
-            }
-            if group.raw.has_ready() {
-                self.dirty.insert(*shard);
-            }
-        }
-        Ok(())
+        self.core.tick(due)
     }
 
     /// The timer's turn: the groups' ticks, then the loop's periodic work.
@@ -410,7 +394,7 @@ impl EventLoop {
             }),
             ..AgentView::default()
         };
-        for group in self.groups.values() {
+        for group in self.core.groups.values() {
             if !group.machine.is_data() || !group.initialized {
                 continue;
             }
@@ -460,19 +444,24 @@ impl EventLoop {
             if !self.valid_message(&message) {
                 continue;
             }
-            if self.handle_removed_member(&message)? {
-                self.metrics.raft_dropped_messages.inc();
-                continue;
-            }
-            if !self.accept_message(&message)? {
-                self.metrics.raft_dropped_messages.inc();
-                continue;
-            }
-            let shard = message.group;
-            if let Some(group) = self.groups.get_mut(&shard) {
-                group.raw.step(message)?;
-                self.dirty.insert(shard);
-            } else {
+            let (removals, waiting) = (&self.removals, &self.removals_waiting);
+            let route = self.core.route(&message, |shard| {
+                removals.iter().any(|r| r.shard() == shard)
+                    || waiting.iter().any(|(_, s, _)| *s == shard)
+            });
+            let stepped = match route {
+                Route::Step => self.core.step(message)?,
+                Route::Create => {
+                    self.create_replica(&message)?;
+                    self.core.step(message)?
+                }
+                Route::Remove => {
+                    self.remove_group(message.group)?;
+                    false
+                }
+                Route::Drop => false,
+            };
+            if !stepped {
                 self.metrics.raft_dropped_messages.inc();
             }
         }

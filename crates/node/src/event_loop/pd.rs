@@ -23,14 +23,14 @@ use super::requests::not_leader;
 impl EventLoop {
     /// The placement driver replica this node hosts (group 0's state machine).
     pub(super) fn pd_host(&self) -> Option<&PdHost> {
-        self.groups
+        self.core.groups
             .get(&ShardId::PD)
             .and_then(|group| group.machine.pd())
     }
 
     /// The hosted placement driver replica, to change.
     pub(super) fn pd_host_mut(&mut self) -> Option<&mut PdHost> {
-        self.groups
+        self.core.groups
             .get_mut(&ShardId::PD)
             .and_then(|group| group.machine.pd_mut())
     }
@@ -54,7 +54,7 @@ impl EventLoop {
     /// The PD leader as far as this node knows.
     pub(super) fn pd_leader(&self) -> Option<NodeId> {
         match self.pd_host() {
-            Some(_) => self.groups.get(&ShardId::PD).and_then(|g| g.leader_hint()),
+            Some(_) => self.core.groups.get(&ShardId::PD).and_then(|g| g.leader_hint()),
             None => self.pd_leader_hint,
         }
     }
@@ -98,7 +98,7 @@ impl EventLoop {
     }
 
     fn pd_not_leader(&self) -> Response {
-        match self.groups.get(&ShardId::PD) {
+        match self.core.groups.get(&ShardId::PD) {
             Some(group) if group.machine.pd().is_some() => {
                 not_leader(group.leader_hint(), &group.descriptor)
             }
@@ -110,7 +110,7 @@ impl EventLoop {
     }
 
     fn is_pd_leader(&self) -> bool {
-        self.groups
+        self.core.groups
             .get(&ShardId::PD)
             .is_some_and(|group| group.machine.pd().is_some() && group.raw.is_leader())
     }
@@ -189,7 +189,7 @@ impl EventLoop {
                 reply(slot, response);
             }
         };
-        let Some(group) = self.groups.get_mut(&ShardId::PD) else {
+        let Some(group) = self.core.groups.get_mut(&ShardId::PD) else {
             busy(slot, Response::Error(WireError::Unavailable));
             return Ok(None);
         };
@@ -215,7 +215,7 @@ impl EventLoop {
                         host.waiters.insert(index, PdWaiter { term, reply: slot });
                     }
                 }
-                self.dirty.insert(ShardId::PD);
+                self.core.dirty.insert(ShardId::PD);
                 Ok(Some(index))
             }
             Err(ringkv_raft::Error::NotLeader { .. }) => {
@@ -317,7 +317,7 @@ impl EventLoop {
 
     /// Answers the PD callers whose entries applied (up to `last`), after the state is saved.
     pub(super) fn pd_answer(&mut self, results: PdResults, last: LogIndex) {
-        let Some(group) = self.groups.get_mut(&ShardId::PD) else {
+        let Some(group) = self.core.groups.get_mut(&ShardId::PD) else {
             return;
         };
         let hint = Some((group.leader_hint(), group.descriptor.clone()));

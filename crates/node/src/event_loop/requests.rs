@@ -18,7 +18,7 @@ use tracing::warn;
 impl EventLoop {
     /// Starts one ReadIndex round per group and mode for the reads that arrived this turn.
     pub(super) fn issue_reads(&mut self) {
-        for (shard, group) in &mut self.groups {
+        for (shard, group) in &mut self.core.groups {
             if group.reads_new.is_empty() {
                 continue;
             }
@@ -51,7 +51,7 @@ impl EventLoop {
                     }
                 }
             }
-            self.dirty.insert(*shard);
+            self.core.dirty.insert(*shard);
         }
     }
 
@@ -128,7 +128,7 @@ impl EventLoop {
         } else {
             None
         };
-        let group = match self.groups.get_mut(&shard) {
+        let group = match self.core.groups.get_mut(&shard) {
             Some(group) if group.machine.is_data() && group.initialized => group,
             _ => {
                 reply(slot, Response::Error(WireError::ShardNotFound { shard }));
@@ -222,7 +222,7 @@ impl EventLoop {
                         reply: slot,
                     },
                 );
-                self.dirty.insert(shard);
+                self.core.dirty.insert(shard);
             }
             Err(ringkv_raft::Error::NotLeader { .. }) => {
                 reply(slot, not_leader(group.leader_hint(), &group.descriptor));
@@ -247,7 +247,7 @@ impl EventLoop {
         space_alarm(&self.store)
             .map(|alarm| (self.config.node_id, alarm))
             .or_else(|| {
-                let descriptor = &self.groups.get(&shard)?.descriptor;
+                let descriptor = &self.core.groups.get(&shard)?.descriptor;
                 self.pd_view()?.space_alarm_of(descriptor)
             })
     }
@@ -263,7 +263,7 @@ impl EventLoop {
                 AdminResult::ShardMap(self.map.clone())
             }
             AdminRequest::GetShard { shard } => AdminResult::Shard(
-                self.groups
+                self.core.groups
                     .get(&shard)
                     .filter(|group| group.initialized)
                     .map(|group| group.descriptor.clone())

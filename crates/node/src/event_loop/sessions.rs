@@ -37,7 +37,7 @@ impl EventLoop {
             .store
             .expire_sessions(shard, now_ms, idle_ms, applied)?;
         self.metrics.sessions_expired.inc_by(outcome.dropped);
-        let Some(group) = self.groups.get_mut(&shard) else {
+        let Some(group) = self.core.groups.get_mut(&shard) else {
             return Ok(());
         };
         debug!(%shard, %index, dropped = outcome.dropped, remaining = outcome.remaining,
@@ -68,7 +68,7 @@ impl EventLoop {
         }
         let interval = expiry_interval(idle_ms);
         let now = Instant::now();
-        for (shard, group) in &mut self.groups {
+        for (shard, group) in &mut self.core.groups {
             if !group.initialized || !group.raw.is_leader() {
                 continue;
             }
@@ -95,7 +95,7 @@ impl EventLoop {
             // Refused proposals (a leadership change, a full log) wait for the next pass.
             if group.raw.propose(data).is_ok() {
                 self.metrics.raft_proposals.inc();
-                self.dirty.insert(*shard);
+                self.core.dirty.insert(*shard);
             }
         }
         Ok(())

@@ -80,10 +80,10 @@ impl EventLoop {
         at: Option<u64>,
         slot: tokio::sync::oneshot::Sender<Response>,
     ) -> Result<()> {
-        let taken = self.groups.contains_key(&new_shard)
+        let taken = self.core.groups.contains_key(&new_shard)
             || self.map.shards.iter().any(|d| d.id == new_shard)
-            || self.tombstones.contains_key(&new_shard);
-        let group = match self.groups.get_mut(&shard) {
+            || self.core.tombstones.contains_key(&new_shard);
+        let group = match self.core.groups.get_mut(&shard) {
             Some(group) if group.machine.is_data() && group.initialized => group,
             _ => {
                 reply(slot, Response::Error(WireError::ShardNotFound { shard }));
@@ -144,7 +144,7 @@ impl EventLoop {
                     term: group.raw.term(),
                     reply: slot,
                 });
-                self.dirty.insert(shard);
+                self.core.dirty.insert(shard);
             }
             Err(ringkv_raft::Error::NotLeader { .. }) => {
                 reply(slot, not_leader(group.leader_hint(), &group.descriptor));
@@ -173,7 +173,7 @@ impl EventLoop {
         internal: &mut Internal,
     ) -> Result<()> {
         let applied = AppliedState { index, term };
-        let Some(group) = self.groups.get(&shard) else {
+        let Some(group) = self.core.groups.get(&shard) else {
             return Ok(());
         };
         let outcome = if group.initialized && split.epoch == group.descriptor.epoch {
@@ -185,7 +185,7 @@ impl EventLoop {
             // Stale (the epoch moved since the proposal) or invalid: every replica skips it.
             warn!(%shard, %index, ?split, "skipping a split that no longer applies");
             self.store.apply(shard, &[], applied, None)?;
-            if let Some(group) = self.groups.get_mut(&shard) {
+            if let Some(group) = self.core.groups.get_mut(&shard) {
                 group.applied = index;
                 group.raw.on_applied(index);
                 if let Some(pending) = group.pending_split.take() {
@@ -215,7 +215,7 @@ impl EventLoop {
             None,
             &[(name.as_slice(), value.as_slice())],
         )?;
-        let Some(group) = self.groups.get_mut(&shard) else {
+        let Some(group) = self.core.groups.get_mut(&shard) else {
             return Ok(());
         };
         info!(%shard, new_shard = %right.id, at = split.at, epoch = ?left.epoch, "split applied");
@@ -247,11 +247,11 @@ impl EventLoop {
         internal: &mut Internal,
     ) -> Result<()> {
         let child = right.id;
-        if self.groups.get(&child).is_some_and(|g| g.initialized) {
+        if self.core.groups.get(&child).is_some_and(|g| g.initialized) {
             info!(%child, "the split's new shard is already initialized here");
             return Ok(());
         }
-        if self.tombstones.contains_key(&child)
+        if self.core.tombstones.contains_key(&child)
             || self.removals.iter().any(|r| r.shard() == child)
             || self.removals_waiting.iter().any(|(_, s, _)| *s == child)
         {
@@ -264,7 +264,7 @@ impl EventLoop {
         // The highest term and its vote this node ever persisted (or is about to) for the new
         // group: the in-memory state of an uninitialized replica, else what is on disk.
         let on_disk = self.store.group(child)?.hard_state();
-        let in_memory = self.groups.get(&child).map(|group| {
+        let in_memory = self.core.groups.get(&child).map(|group| {
             let status = group.raw.status();
             HardState {
                 term: status.term,
@@ -289,7 +289,7 @@ impl EventLoop {
         for message in messages {
             self.route(message, &mut snapshots);
         }
-        if let Some(mut old) = self.groups.remove(&child) {
+        if let Some(mut old) = self.core.groups.remove(&child) {
             for (_, proposal) in std::mem::take(&mut old.proposals) {
                 reply(
                     proposal.reply,
@@ -309,8 +309,8 @@ impl EventLoop {
             group.raw.campaign()?;
         }
         info!(%child, %member, "created the split's new shard");
-        self.groups.insert(child, group);
-        self.dirty.insert(child);
+        self.core.groups.insert(child, group);
+        self.core.dirty.insert(child);
         Ok(())
     }
 }
