@@ -25,6 +25,7 @@ impl EventLoop {
         internal: &mut Internal,
     ) -> Result<()> {
         let kind = self
+            .core
             .groups
             .get(&shard)
             .map_or(MachineKind::of(shard), |group| group.machine.kind());
@@ -167,7 +168,11 @@ impl EventLoop {
         if kind == MachineKind::Pd {
             self.pd_answer(pd_results, last.0);
         }
-        let storage = self.core.groups.get(&shard).map(|g| g.raw.storage().clone());
+        let storage = self
+            .core
+            .groups
+            .get(&shard)
+            .map(|g| g.raw.storage().clone());
         if let Some(storage) = storage {
             self.maybe_compact(shard, storage, last.0)?;
         }

@@ -14,18 +14,18 @@
 //! ```
 
 use super::{EventLoop, reply};
-use crate::core::machine::MachineKind;
+
 use crate::error::Result;
 use crate::group::{Group, PendingChange, PendingTransfer};
 use crate::node::open_group;
 use crate::replica_meta;
 use ringkv_raft::ConfChange;
-use ringkv_types::raft::{Message, MessageBody};
+use ringkv_types::raft::Message;
 use ringkv_types::{
     AdminResult, Epoch, LogIndex, NodeId, ReplicaChange, ReplicaRole, Response, ShardId, Term,
     WireError, member_id, member_node,
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::requests::not_leader;
 

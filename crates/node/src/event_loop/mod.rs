@@ -36,19 +36,19 @@ use crate::agent::{Agent, AgentCall, AgentView, LeaderReport};
 use crate::config::NodeConfig;
 use crate::core::machine::StateMachine;
 use crate::core::node_core::NodeCore;
-use crate::core::route::Route;
 use crate::core::pd_machine::PdHost;
 use crate::core::persist::PersistQueue;
 use crate::core::reply;
+use crate::core::route::Route;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::node::LocalState;
 use crate::service::ClientCall;
 use ringkv_storage::{Durable, RemovalHandle, Store, Ticket, WriteBatchBuilder};
 use ringkv_transport::{Inbound, Transport};
-use ringkv_types::raft::MessageBody;
+use ringkv_types::raft::{Message, MessageBody};
 use ringkv_types::{NodeId, RaftBatch, ShardId, ShardMap};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -444,28 +444,31 @@ impl EventLoop {
             if !self.valid_message(&message) {
                 continue;
             }
-            let (removals, waiting) = (&self.removals, &self.removals_waiting);
-            let route = self.core.route(&message, |shard| {
-                removals.iter().any(|r| r.shard() == shard)
-                    || waiting.iter().any(|(_, s, _)| *s == shard)
-            });
-            let stepped = match route {
-                Route::Step => self.core.step(message)?,
-                Route::Create => {
-                    self.create_replica(&message)?;
-                    self.core.step(message)?
-                }
-                Route::Remove => {
-                    self.remove_group(message.group)?;
-                    false
-                }
-                Route::Drop => false,
-            };
+            let removing = removal_running(&self.removals, &self.removals_waiting);
+            let route = self.core.route(&message, removing);
+            let stepped = self.follow(&message, route)? && self.core.step(message)?;
             if !stepped {
                 self.metrics.raft_dropped_messages.inc();
             }
         }
         Ok(())
+    }
+
+    /// Does what the core decided for `message`: creates or removes a replica. True when the
+    /// message may be stepped.
+    pub(super) fn follow(&mut self, message: &Message, route: Route) -> Result<bool> {
+        match route {
+            Route::Step => Ok(true),
+            Route::Create => {
+                self.create_replica(message)?;
+                Ok(true)
+            }
+            Route::Remove => {
+                self.remove_group(message.group)?;
+                Ok(false)
+            }
+            Route::Drop => Ok(false),
+        }
     }
 
     /// The node boundary's check of a peer's Raft message ([`ringkv_raft::validate`]): a
@@ -495,5 +498,16 @@ impl EventLoop {
             self.invalid_unlogged += 1;
         }
         false
+    }
+}
+
+/// Whether the data of a removed replica of a shard is still being deleted (running, or
+/// waiting for its barrier batch): no new replica of it may be created meanwhile.
+pub(super) fn removal_running<'a>(
+    removals: &'a [RemovalHandle],
+    waiting: &'a [(u64, ShardId, ringkv_types::ring::Arc)],
+) -> impl Fn(ShardId) -> bool + 'a {
+    move |shard| {
+        removals.iter().any(|r| r.shard() == shard) || waiting.iter().any(|(_, s, _)| *s == shard)
     }
 }

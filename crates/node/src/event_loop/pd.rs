@@ -23,14 +23,16 @@ use super::requests::not_leader;
 impl EventLoop {
     /// The placement driver replica this node hosts (group 0's state machine).
     pub(super) fn pd_host(&self) -> Option<&PdHost> {
-        self.core.groups
+        self.core
+            .groups
             .get(&ShardId::PD)
             .and_then(|group| group.machine.pd())
     }
 
     /// The hosted placement driver replica, to change.
     pub(super) fn pd_host_mut(&mut self) -> Option<&mut PdHost> {
-        self.core.groups
+        self.core
+            .groups
             .get_mut(&ShardId::PD)
             .and_then(|group| group.machine.pd_mut())
     }
@@ -54,7 +56,11 @@ impl EventLoop {
     /// The PD leader as far as this node knows.
     pub(super) fn pd_leader(&self) -> Option<NodeId> {
         match self.pd_host() {
-            Some(_) => self.core.groups.get(&ShardId::PD).and_then(|g| g.leader_hint()),
+            Some(_) => self
+                .core
+                .groups
+                .get(&ShardId::PD)
+                .and_then(|g| g.leader_hint()),
             None => self.pd_leader_hint,
         }
     }
@@ -110,7 +116,8 @@ impl EventLoop {
     }
 
     fn is_pd_leader(&self) -> bool {
-        self.core.groups
+        self.core
+            .groups
             .get(&ShardId::PD)
             .is_some_and(|group| group.machine.pd().is_some() && group.raw.is_leader())
     }

@@ -43,7 +43,12 @@ impl EventLoop {
             }
             let ready = group.raw.ready()?;
             self.handle_ready(shard, ready, internal)?;
-            if self.core.groups.get(&shard).is_some_and(|g| g.raw.has_ready()) {
+            if self
+                .core
+                .groups
+                .get(&shard)
+                .is_some_and(|g| g.raw.has_ready())
+            {
                 self.core.dirty.insert(shard);
             }
         }
@@ -96,6 +101,7 @@ impl EventLoop {
             // IMPORTANT: the snapshot's data was validated when it arrived and installs in the
             // same atomic batch as the new compaction point; without it we refuse to go on.
             let prepared = self
+                .core
                 .groups
                 .get_mut(&shard)
                 .and_then(|g| g.pending_install.take());
@@ -104,6 +110,7 @@ impl EventLoop {
                     self.batch.install_snapshot(prepared);
                     // IMPORTANT: the descriptor the snapshot carries is saved in the same batch.
                     let descriptor = self
+                        .core
                         .groups
                         .get_mut(&shard)
                         .and_then(|g| g.pending_descriptor.take());

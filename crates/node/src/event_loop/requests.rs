@@ -263,7 +263,8 @@ impl EventLoop {
                 AdminResult::ShardMap(self.map.clone())
             }
             AdminRequest::GetShard { shard } => AdminResult::Shard(
-                self.core.groups
+                self.core
+                    .groups
                     .get(&shard)
                     .filter(|group| group.initialized)
                     .map(|group| group.descriptor.clone())
@@ -323,6 +324,7 @@ impl EventLoop {
     pub(super) fn status(&self) -> NodeStatus {
         let me = self.config.node_id;
         let replicas = self
+            .core
             .groups
             .values()
             .filter(|group| group.initialized)

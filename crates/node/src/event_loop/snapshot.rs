@@ -296,7 +296,12 @@ impl EventLoop {
         } else {
             descriptor.arc
         };
-        if !self.valid_message(&message) || !self.accept_message(&message)? {
+        if !self.valid_message(&message) {
+            return Ok(());
+        }
+        let removing = super::removal_running(&self.removals, &self.removals_waiting);
+        let route = self.core.accept(&message, removing);
+        if !self.follow(&message, route)? {
             return Ok(());
         }
         let Some(group) = self.core.groups.get_mut(&shard) else {
