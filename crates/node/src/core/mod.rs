@@ -54,13 +54,6 @@ pub mod node_core;
 pub mod outbox;
 pub mod pd_machine;
 pub mod persist;
+pub mod replies;
 pub mod route;
-
-/// Where a client's answer goes. The one tokio type left in the core (a oneshot sender needs
-/// no runtime); it becomes a request id the driver maps to its caller.
-pub type ReplySlot = tokio::sync::oneshot::Sender<ringkv_types::Response>;
-
-/// Answers `slot`; a caller that gave up (timed out) is no error.
-pub fn reply(slot: ReplySlot, response: ringkv_types::Response) {
-    let _ = slot.send(response);
-}
+pub mod time;

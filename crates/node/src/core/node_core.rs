@@ -1,7 +1,8 @@
 //! The core's state: the local groups, which of them have work, the removed members, and what
-//! the turn sends to peers. The driver holds one [`NodeCore`] and feeds it inputs.
+//! the turn sends to peers and the answers to client requests. The driver holds one [`NodeCore`] and feeds it inputs.
 
 use super::outbox::Outbox;
+use super::replies::Replies;
 use crate::error::Result;
 use crate::group::Group;
 use ringkv_types::raft::Message;
@@ -21,6 +22,8 @@ pub struct NodeCore {
     pub tombstones: BTreeMap<ShardId, NodeId>,
     /// The turn's outgoing Raft messages, per peer node.
     pub outbox: Outbox,
+    /// Answers to client requests, for the driver to hand to their callers.
+    pub replies: Replies,
 }
 
 impl NodeCore {
@@ -38,6 +41,7 @@ impl NodeCore {
             dirty,
             tombstones,
             outbox: Outbox::new(),
+            replies: Replies::new(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! configuration, PD commands), and the writes they complete are answered.
 
 use super::requests::{lost_write, write_response};
-use super::{EventLoop, Internal, membership, reply};
+use super::{EventLoop, Internal, membership};
 use crate::core::apply_plan::{self, RunPlan, Step};
 use crate::core::machine::MachineKind;
 use crate::error::Result;
@@ -132,7 +132,7 @@ impl EventLoop {
             group.descriptor = descriptor;
         }
         group.writes_applied += commands.len() as u64;
-        membership::answer_change(group, &conf_entries, last.0);
+        membership::answer_change(&mut self.core.replies, group, &conf_entries, last.0);
         group.conf_saved = true;
         group.applied = last.0;
         group.raw.on_applied(last.0);
@@ -145,7 +145,7 @@ impl EventLoop {
             } else {
                 lost_write(group)
             };
-            reply(proposal.reply, response);
+            self.core.replies.send(proposal.reply, response);
         }
         for (index, term) in outside {
             if let Some(proposal) = group.proposals.remove(&index) {
@@ -154,7 +154,7 @@ impl EventLoop {
                 } else {
                     lost_write(group)
                 };
-                reply(proposal.reply, response);
+                self.core.replies.send(proposal.reply, response);
             }
         }
         // Proposals at applied indexes whose entries were not ours were overwritten: lost.
@@ -163,7 +163,7 @@ impl EventLoop {
                 break;
             }
             let proposal = entry.remove();
-            reply(proposal.reply, lost_write(group));
+            self.core.replies.send(proposal.reply, lost_write(group));
         }
         if kind == MachineKind::Pd {
             self.pd_answer(pd_results, last.0);

@@ -13,8 +13,8 @@
 //!        writes are durable
 //! ```
 
-use super::{EventLoop, reply};
-
+use super::EventLoop;
+use crate::core::replies::{Replies, RequestId};
 use crate::error::Result;
 use crate::group::{Group, PendingChange, PendingTransfer};
 use crate::node::open_group;
@@ -56,29 +56,29 @@ impl EventLoop {
         };
         let gone = || Response::Error(WireError::ShardNotFound { shard });
         for (_, proposal) in std::mem::take(&mut group.proposals) {
-            reply(proposal.reply, gone());
+            self.core.replies.send(proposal.reply, gone());
         }
         for (_, read) in group.reads_new.drain(..) {
-            reply(read.reply, gone());
+            self.core.replies.send(read.reply, gone());
         }
         for (_, reads) in group.reads_sent.drain() {
             for read in reads {
-                reply(read.reply, gone());
+                self.core.replies.send(read.reply, gone());
             }
         }
         for (_, reads) in group.reads_ready.drain(..) {
             for read in reads {
-                reply(read.reply, gone());
+                self.core.replies.send(read.reply, gone());
             }
         }
         for change in [group.pending_change.take(), group.pending_split.take()]
             .into_iter()
             .flatten()
         {
-            reply(change.reply, gone());
+            self.core.replies.send(change.reply, gone());
         }
         for transfer in group.pending_transfers.drain(..) {
-            reply(transfer.reply, gone());
+            self.core.replies.send(transfer.reply, gone());
         }
         // IMPORTANT: the tombstone is durable before anything is deleted, so a restart never
         // recreates the removed member.
@@ -139,7 +139,9 @@ impl EventLoop {
                 .partition(|t| t.ticks_left == 0);
             group.pending_transfers = waiting;
             for transfer in expired {
-                reply(transfer.reply, Response::Error(WireError::Timeout));
+                self.core
+                    .replies
+                    .send(transfer.reply, Response::Error(WireError::Timeout));
             }
         }
     }
@@ -150,22 +152,27 @@ impl EventLoop {
         shard: ShardId,
         epoch: Epoch,
         change: ReplicaChange,
-        slot: tokio::sync::oneshot::Sender<Response>,
+        slot: RequestId,
     ) {
         let response = self.propose_change(shard, epoch, change);
         match response {
             Ok(index) => {
                 if let Some(group) = self.core.groups.get_mut(&shard) {
                     let term = group.raw.term();
-                    group.pending_change = Some(PendingChange {
+                    let replaced = group.pending_change.replace(PendingChange {
                         index,
                         term,
                         reply: slot,
                     });
+                    if let Some(replaced) = replaced {
+                        self.core.replies.drop_request(replaced.reply);
+                    }
                     self.core.dirty.insert(shard);
+                } else {
+                    self.core.replies.drop_request(slot);
                 }
             }
-            Err(response) => reply(slot, response),
+            Err(response) => self.core.replies.send(slot, response),
         }
     }
 
@@ -292,24 +299,27 @@ impl EventLoop {
     }
 
     /// `AdminRequest::TransferLeader`, on the shard's leader.
-    pub(super) fn transfer_leader(
-        &mut self,
-        shard: ShardId,
-        to: NodeId,
-        slot: tokio::sync::oneshot::Sender<Response>,
-    ) {
+    pub(super) fn transfer_leader(&mut self, shard: ShardId, to: NodeId, slot: RequestId) {
         let ticks = TRANSFER_TIMEOUT_MS / self.config.raft.tick_ms.max(1);
         let group = match self.core.groups.get_mut(&shard) {
             Some(group) if group.initialized => group,
-            _ => return reply(slot, Response::Error(WireError::ShardNotFound { shard })),
+            _ => {
+                return self
+                    .core
+                    .replies
+                    .send(slot, Response::Error(WireError::ShardNotFound { shard }));
+            }
         };
         if !group.raw.is_leader() {
-            return reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+            return self
+                .core
+                .replies
+                .send(slot, not_leader(group.leader_hint(), &group.descriptor));
         }
         let target = match group.descriptor.replica_on(to) {
             Some(replica) if replica.role == ReplicaRole::Voter => replica.member,
             Some(_) => {
-                return reply(
+                return self.core.replies.send(
                     slot,
                     invalid(format!(
                         "the replica of shard {shard} on node {to} is a learner; promote it first"
@@ -317,14 +327,14 @@ impl EventLoop {
                 );
             }
             None => {
-                return reply(
+                return self.core.replies.send(
                     slot,
                     invalid(format!("node {to} holds no replica of shard {shard}")),
                 );
             }
         };
         if target == group.member {
-            return reply(
+            return self.core.replies.send(
                 slot,
                 Response::Admin(AdminResult::LeaderTransferred { shard, leader: to }),
             );
@@ -339,9 +349,11 @@ impl EventLoop {
                 self.core.dirty.insert(shard);
             }
             Err(ringkv_raft::Error::NotLeader { .. }) => {
-                reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+                self.core
+                    .replies
+                    .send(slot, not_leader(group.leader_hint(), &group.descriptor));
             }
-            Err(error) => reply(
+            Err(error) => self.core.replies.send(
                 slot,
                 Response::Error(WireError::Internal {
                     reason: error.to_string(),
@@ -353,9 +365,9 @@ impl EventLoop {
 
 /// A leader that steps down answers its pending membership change `NotLeader`: the entry may
 /// still commit; the caller reads the descriptor again.
-pub(super) fn fail_change(group: &mut Group) {
+pub(super) fn fail_change(replies: &mut Replies, group: &mut Group) {
     if let Some(change) = group.pending_change.take() {
-        reply(
+        replies.send(
             change.reply,
             not_leader(group.leader_hint(), &group.descriptor),
         );
@@ -363,7 +375,7 @@ pub(super) fn fail_change(group: &mut Group) {
 }
 
 /// Answers the leader transfers whose target now leads.
-pub(super) fn answer_transfers(group: &mut Group) {
+pub(super) fn answer_transfers(replies: &mut Replies, group: &mut Group) {
     if group.pending_transfers.is_empty() {
         return;
     }
@@ -375,7 +387,7 @@ pub(super) fn answer_transfers(group: &mut Group) {
         .partition(|t| t.to == leader);
     group.pending_transfers = waiting;
     for transfer in done {
-        reply(
+        replies.send(
             transfer.reply,
             Response::Admin(AdminResult::LeaderTransferred {
                 shard,
@@ -387,7 +399,12 @@ pub(super) fn answer_transfers(group: &mut Group) {
 
 /// Answers the pending membership change once its entry applied: `(index, term)` of the
 /// configuration entries just applied.
-pub(super) fn answer_change(group: &mut Group, applied: &[(LogIndex, Term)], last: LogIndex) {
+pub(super) fn answer_change(
+    replies: &mut Replies,
+    group: &mut Group,
+    applied: &[(LogIndex, Term)],
+    last: LogIndex,
+) {
     if group
         .pending_change
         .as_ref()
@@ -406,5 +423,5 @@ pub(super) fn answer_change(group: &mut Group, applied: &[(LogIndex, Term)], las
     } else {
         not_leader(group.leader_hint(), &group.descriptor)
     };
-    reply(change.reply, response);
+    replies.send(change.reply, response);
 }

@@ -21,6 +21,7 @@
 //! read, a tick, a completed commit), so an idle group costs one `tick` per tick interval.
 
 mod apply;
+mod callers;
 mod clock;
 mod gauges;
 mod membership;
@@ -38,7 +39,6 @@ use crate::core::machine::StateMachine;
 use crate::core::node_core::NodeCore;
 use crate::core::pd_machine::PdHost;
 use crate::core::persist::PersistQueue;
-use crate::core::reply;
 use crate::core::route::Route;
 use crate::error::{Error, Result};
 use crate::group::Group;
@@ -74,8 +74,10 @@ pub struct EventLoop {
     store: Store,
     transport: Arc<Transport>,
     map: ShardMap,
-    /// The sans-IO part: the local groups, their routing and the outbox.
+    /// The sans-IO part: the local groups, their routing, the outbox and the answers.
     core: NodeCore,
+    /// The callers of the requests in the core, by request id.
+    callers: callers::Callers,
     batch: WriteBatchBuilder,
     /// Which batch makes each Ready durable.
     persist: PersistQueue,
@@ -172,6 +174,7 @@ impl EventLoop {
             transport: Arc::new(transport),
             map,
             core: NodeCore::new(config_node, groups, local.tombstones),
+            callers: callers::Callers::default(),
             batch: WriteBatchBuilder::new(),
             persist: PersistQueue::new(),
             next_read_context: 1,
@@ -247,6 +250,7 @@ impl EventLoop {
             agent_task.spawn(agent.run(self.transport.clone()));
         }
         let result = self.main_loop(&mut channels, &mut internal).await;
+        self.deliver_replies();
         // The agent holds the transport; it must be gone before the transport shuts down.
         agent_task.shutdown().await;
         let finished = match &result {
@@ -256,6 +260,7 @@ impl EventLoop {
                 Ok(())
             }
         };
+        self.deliver_replies();
         internal.tickets.take();
         if let Some(waiter) = internal.waiter.take() {
             // The waiter ends once the ticket channel is closed and its last ticket is done.
@@ -341,8 +346,21 @@ impl EventLoop {
             self.process_readies(internal)?;
         }
         self.flush_outbox();
+        self.deliver_replies();
         self.maybe_submit(internal)?;
         self.start_removals()
+    }
+
+    /// The monotonic time the core gets with an input (it reads no clock).
+    fn mono_now(&self) -> crate::core::time::Mono {
+        crate::core::time::Mono(self.started.elapsed())
+    }
+
+    /// Hands the answers the core produced to their callers.
+    fn deliver_replies(&mut self) {
+        if !self.core.replies.is_empty() {
+            self.callers.deliver(self.core.replies.take());
+        }
     }
 
     /// Gives every group the ticks that fell due on the monotonic clock since the last call

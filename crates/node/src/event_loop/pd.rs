@@ -7,15 +7,15 @@
 //! refreshed by the node agent, to answer `GetShardMap` and `GetNodes`, and answer PD calls
 //! `NotLeader` with the PD leader they last heard of.
 
-use super::{EventLoop, reply};
+use super::EventLoop;
 use crate::core::pd_machine::{PD_WAITERS_MAX, PdHost, PdResults, PdWaiter};
+use crate::core::replies::{Replies, RequestId};
 use crate::error::Result;
 use crate::log_command::LogCommand;
 use crate::pd_host;
 use ringkv_pd::{Command, PdState};
 use ringkv_types::{AdminResult, LogIndex, NodeAddress, NodeId, Response, ShardId, WireError};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::requests::not_leader;
@@ -123,19 +123,15 @@ impl EventLoop {
     }
 
     /// `AdminRequest::Pd`: decode, stamp, propose; answered when applied.
-    pub(super) fn pd_call(
-        &mut self,
-        command: &[u8],
-        slot: oneshot::Sender<Response>,
-    ) -> Result<()> {
+    pub(super) fn pd_call(&mut self, command: &[u8], slot: RequestId) -> Result<()> {
         if !self.is_pd_leader() {
-            reply(slot, self.pd_not_leader());
+            self.core.replies.send(slot, self.pd_not_leader());
             return Ok(());
         }
         let command: Command = match postcard::from_bytes(command) {
             Ok(command) => command,
             Err(error) => {
-                reply(
+                self.core.replies.send(
                     slot,
                     Response::Error(WireError::InvalidRequest {
                         reason: format!("not a placement driver command: {error}"),
@@ -147,7 +143,9 @@ impl EventLoop {
         let command = match fill_signing_key(command) {
             Ok(command) => command,
             Err(reason) => {
-                reply(slot, Response::Error(WireError::Internal { reason }));
+                self.core
+                    .replies
+                    .send(slot, Response::Error(WireError::Internal { reason }));
                 return Ok(());
             }
         };
@@ -189,29 +187,39 @@ impl EventLoop {
     fn propose_pd(
         &mut self,
         mut command: Command,
-        slot: Option<oneshot::Sender<Response>>,
+        slot: Option<RequestId>,
     ) -> Result<Option<LogIndex>> {
-        let busy = |slot: Option<oneshot::Sender<Response>>, response: Response| {
+        let now = self.mono_now();
+        let busy = |replies: &mut Replies, slot: Option<RequestId>, response: Response| {
             if let Some(slot) = slot {
-                reply(slot, response);
+                replies.send(slot, response);
             }
         };
         let Some(group) = self.core.groups.get_mut(&ShardId::PD) else {
-            busy(slot, Response::Error(WireError::Unavailable));
+            busy(
+                &mut self.core.replies,
+                slot,
+                Response::Error(WireError::Unavailable),
+            );
             return Ok(None);
         };
         let Some(host) = group.machine.pd_mut() else {
-            busy(slot, Response::Error(WireError::Unavailable));
+            busy(
+                &mut self.core.replies,
+                slot,
+                Response::Error(WireError::Unavailable),
+            );
             return Ok(None);
         };
         if host.waiters.len() >= PD_WAITERS_MAX {
-            busy(slot, Response::Error(WireError::Busy));
+            busy(
+                &mut self.core.replies,
+                slot,
+                Response::Error(WireError::Busy),
+            );
             return Ok(None);
         }
-        pd_host::stamp(
-            &mut command,
-            host.next_stamp(Instant::now(), pd_host::wall_clock_ms()),
-        );
+        pd_host::stamp(&mut command, host.next_stamp(now, pd_host::wall_clock_ms()));
         let data = LogCommand::Pd(command).encode()?;
         match group.raw.propose(data) {
             Ok(index) => {
@@ -219,25 +227,37 @@ impl EventLoop {
                 if let Some(slot) = slot {
                     let term = group.raw.term();
                     if let Some(host) = group.machine.pd_mut() {
-                        host.waiters.insert(index, PdWaiter { term, reply: slot });
+                        let waiter = PdWaiter { term, reply: slot };
+                        if let Some(replaced) = host.waiters.insert(index, waiter) {
+                            self.core.replies.drop_request(replaced.reply);
+                        }
                     }
                 }
                 self.core.dirty.insert(ShardId::PD);
                 Ok(Some(index))
             }
             Err(ringkv_raft::Error::NotLeader { .. }) => {
-                busy(slot, not_leader(group.leader_hint(), &group.descriptor));
+                busy(
+                    &mut self.core.replies,
+                    slot,
+                    not_leader(group.leader_hint(), &group.descriptor),
+                );
                 Ok(None)
             }
             Err(
                 ringkv_raft::Error::ProposalDropped { .. }
                 | ringkv_raft::Error::TransferInProgress { .. },
             ) => {
-                busy(slot, Response::Error(WireError::Busy));
+                busy(
+                    &mut self.core.replies,
+                    slot,
+                    Response::Error(WireError::Busy),
+                );
                 Ok(None)
             }
             Err(error) => {
                 busy(
+                    &mut self.core.replies,
                     slot,
                     Response::Error(WireError::Internal {
                         reason: error.to_string(),
@@ -255,6 +275,7 @@ impl EventLoop {
         let interval = Duration::from_millis(self.config.pd.tick_interval_ms);
         self.sync_auth();
         self.maybe_propose_signing_key(leads)?;
+        let now = self.mono_now();
         let Some(host) = self.pd_host_mut() else {
             return Ok(());
         };
@@ -264,22 +285,21 @@ impl EventLoop {
             host.clock_base = None;
             return Ok(());
         }
-        let now = Instant::now();
         let since = *host.leading_since.get_or_insert(now);
         let grace = Duration::from_millis(host.state.settings.heartbeat_timeout_ms);
-        if now.duration_since(since) < grace || host.state.cluster.is_none() {
+        if now.since(since) < grace || host.state.cluster.is_none() {
             return Ok(());
         }
         if let Some((_, proposed)) = host.tick_in_flight {
             // Bounded wait: a tick entry lost with a leadership change is never applied here.
-            if now.duration_since(proposed) < interval.saturating_mul(10) {
+            if now.since(proposed) < interval.saturating_mul(10) {
                 return Ok(());
             }
             host.tick_in_flight = None;
         }
         if host
             .last_tick
-            .is_some_and(|last| now.duration_since(last) < interval)
+            .is_some_and(|last| now.since(last) < interval)
         {
             return Ok(());
         }
@@ -345,7 +365,7 @@ impl EventLoop {
                 } else {
                     lost()
                 };
-                reply(waiter.reply, response);
+                self.core.replies.send(waiter.reply, response);
             }
         }
         // Waiters at applied indexes whose entries were not PD commands of ours: replaced.
@@ -353,7 +373,7 @@ impl EventLoop {
             if *entry.key() > last {
                 break;
             }
-            reply(entry.remove().reply, lost());
+            self.core.replies.send(entry.remove().reply, lost());
         }
         if let Some(auth) = &self.auth {
             auth.update(&host.state.auth);

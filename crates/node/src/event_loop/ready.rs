@@ -87,10 +87,10 @@ impl EventLoop {
             group.leader = soft.leader;
             group.role = soft.role;
             if soft.role != Role::Leader {
-                fail_reads(group);
-                membership::fail_change(group);
+                fail_reads(&mut self.core.replies, group);
+                membership::fail_change(&mut self.core.replies, group);
             }
-            membership::answer_transfers(group);
+            membership::answer_transfers(&mut self.core.replies, group);
         }
         let mut snapshots = Vec::new();
         for message in messages {
@@ -179,7 +179,7 @@ impl EventLoop {
                     group.reads_ready.push((read.index, reads));
                 }
             }
-            serve_reads(&self.store, group);
+            serve_reads(&mut self.core.replies, &self.store, group);
         }
         for message in snapshots {
             self.send_snapshot(message, internal.snapshot_events_tx.clone());
@@ -270,7 +270,7 @@ impl EventLoop {
                 {
                     group.installing = None;
                     group.applied = group.applied.max(index);
-                    serve_reads(&self.store, group);
+                    serve_reads(&mut self.core.replies, &self.store, group);
                 }
                 self.core.dirty.insert(shard);
             }

@@ -22,9 +22,10 @@
 //! replica must never vote twice in one term). If the new group's replica was already filled
 //! by a snapshot, it is newer than the split and is left alone.
 
-use super::{EventLoop, Internal, reply};
+use super::{EventLoop, Internal};
 use crate::core::apply_plan::Split;
 use crate::core::machine::MachineKind;
+use crate::core::replies::RequestId;
 use crate::error::Result;
 use crate::group::PendingChange;
 use crate::log_command::LogCommand;
@@ -78,7 +79,7 @@ impl EventLoop {
         epoch: Epoch,
         new_shard: ShardId,
         at: Option<u64>,
-        slot: tokio::sync::oneshot::Sender<Response>,
+        slot: RequestId,
     ) -> Result<()> {
         let taken = self.core.groups.contains_key(&new_shard)
             || self.map.shards.iter().any(|d| d.id == new_shard)
@@ -86,16 +87,20 @@ impl EventLoop {
         let group = match self.core.groups.get_mut(&shard) {
             Some(group) if group.machine.is_data() && group.initialized => group,
             _ => {
-                reply(slot, Response::Error(WireError::ShardNotFound { shard }));
+                self.core
+                    .replies
+                    .send(slot, Response::Error(WireError::ShardNotFound { shard }));
                 return Ok(());
             }
         };
         if !group.raw.is_leader() {
-            reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+            self.core
+                .replies
+                .send(slot, not_leader(group.leader_hint(), &group.descriptor));
             return Ok(());
         }
         if epoch != group.descriptor.epoch {
-            reply(
+            self.core.replies.send(
                 slot,
                 Response::Error(WireError::EpochMismatch {
                     descriptor: group.descriptor.clone(),
@@ -104,7 +109,7 @@ impl EventLoop {
             return Ok(());
         }
         if group.pending_change.is_some() || group.pending_split.is_some() {
-            reply(
+            self.core.replies.send(
                 slot,
                 invalid(format!(
                     "shard {shard}: a membership change or split is already in progress"
@@ -113,7 +118,7 @@ impl EventLoop {
             return Ok(());
         }
         if MachineKind::of(new_shard) != MachineKind::Data || new_shard == shard || taken {
-            reply(
+            self.core.replies.send(
                 slot,
                 invalid(format!("shard id {new_shard} is not free for a split")),
             );
@@ -121,7 +126,7 @@ impl EventLoop {
         }
         let at = at.unwrap_or_else(|| group.descriptor.arc.midpoint());
         if group.descriptor.arc.split_at(at).is_none() {
-            reply(
+            self.core.replies.send(
                 slot,
                 invalid(format!(
                     "position {at} is not strictly inside the arc of shard {shard}"
@@ -147,13 +152,18 @@ impl EventLoop {
                 self.core.dirty.insert(shard);
             }
             Err(ringkv_raft::Error::NotLeader { .. }) => {
-                reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+                self.core
+                    .replies
+                    .send(slot, not_leader(group.leader_hint(), &group.descriptor));
             }
             Err(
                 ringkv_raft::Error::ProposalDropped { .. }
                 | ringkv_raft::Error::TransferInProgress { .. },
-            ) => reply(slot, Response::Error(WireError::Busy)),
-            Err(error) => reply(
+            ) => self
+                .core
+                .replies
+                .send(slot, Response::Error(WireError::Busy)),
+            Err(error) => self.core.replies.send(
                 slot,
                 Response::Error(WireError::Internal {
                     reason: error.to_string(),
@@ -196,7 +206,7 @@ impl EventLoop {
                     } else {
                         not_leader(group.leader_hint(), &group.descriptor)
                     };
-                    reply(pending.reply, response);
+                    self.core.replies.send(pending.reply, response);
                 }
             }
             return Ok(());
@@ -231,7 +241,7 @@ impl EventLoop {
             } else {
                 not_leader(group.leader_hint(), &group.descriptor)
             };
-            reply(pending.reply, response);
+            self.core.replies.send(pending.reply, response);
         }
         Ok(())
     }
@@ -291,7 +301,7 @@ impl EventLoop {
         }
         if let Some(mut old) = self.core.groups.remove(&child) {
             for (_, proposal) in std::mem::take(&mut old.proposals) {
-                reply(
+                self.core.replies.send(
                     proposal.reply,
                     Response::Error(WireError::ShardNotFound { shard: child }),
                 );
