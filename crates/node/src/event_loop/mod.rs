@@ -95,7 +95,9 @@ pub struct EventLoop {
     /// Resolves callers; gets the users and keys of every new PD state.
     auth: Option<Arc<crate::auth::Authenticator>>,
     /// When this node (as PD leader) last proposed a first signing key.
-    signing_key_proposed: Option<std::time::Instant>,
+    signing_key_proposed: Option<crate::core::time::Mono>,
+    /// Key material for the core (the operating system's random source).
+    keys: crate::auth::keys::SystemKeys,
     /// The PD leader the agent last found (nodes that do not host PD).
     pd_leader_hint: Option<NodeId>,
     /// The node agent, started by `run` (it needs the shared transport).
@@ -185,6 +187,7 @@ impl EventLoop {
             pd_cache: None,
             auth: None,
             signing_key_proposed: None,
+            keys: crate::auth::keys::SystemKeys,
             pd_leader_hint: None,
             agent: Some(agent),
             snapshot_bytes_per_sec: 0,

@@ -8,6 +8,7 @@
 //! `NotLeader` with the PD leader they last heard of.
 
 use super::EventLoop;
+use crate::core::entropy::KeySource;
 use crate::core::pd_machine::{PD_WAITERS_MAX, PdHost, PdResults, PdWaiter};
 use crate::core::replies::{Replies, RequestId};
 use crate::error::Result;
@@ -15,7 +16,7 @@ use crate::log_command::LogCommand;
 use crate::pd_host;
 use ringkv_pd::{Command, PdState};
 use ringkv_types::{AdminResult, LogIndex, NodeAddress, NodeId, Response, ShardId, WireError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::warn;
 
 use super::requests::not_leader;
@@ -140,7 +141,7 @@ impl EventLoop {
                 return Ok(());
             }
         };
-        let command = match fill_signing_key(command) {
+        let command = match fill_signing_key(command, &mut self.keys) {
             Ok(command) => command,
             Err(reason) => {
                 self.core
@@ -315,18 +316,19 @@ impl EventLoop {
     /// As PD leader of a cluster without a token-signing key (a new cluster, or one created
     /// before tokens existed): generates one and proposes it, at most every 10 seconds.
     fn maybe_propose_signing_key(&mut self, leads: bool) -> Result<()> {
+        let now = self.mono_now();
         let needed = leads
             && self.pd_host().is_some_and(|host| {
                 host.state.cluster.is_some() && host.state.auth.signing_keys.is_empty()
             });
         let recently = self
             .signing_key_proposed
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
+            .is_some_and(|at| now.since(at) < Duration::from_secs(10));
         if !needed || recently {
             return Ok(());
         }
-        self.signing_key_proposed = Some(Instant::now());
-        match crate::auth::keys::generate() {
+        self.signing_key_proposed = Some(now);
+        match self.keys.signing_key() {
             Ok((private_pkcs8, public)) => {
                 let command = Command::Auth {
                     command: ringkv_pd::AuthCommand::AddSigningKey {
@@ -408,13 +410,16 @@ impl EventLoop {
 
 /// `ringctl auth rotate-key` sends `AddSigningKey` without key bytes: the PD leader generates
 /// the key here, outside the state machine (whose apply must stay deterministic).
-fn fill_signing_key(command: Command) -> std::result::Result<Command, String> {
+fn fill_signing_key(
+    command: Command,
+    keys: &mut dyn KeySource,
+) -> std::result::Result<Command, String> {
     match command {
         Command::Auth {
             command: ringkv_pd::AuthCommand::AddSigningKey { private_pkcs8, .. },
             now_ms,
         } if private_pkcs8.is_empty() => {
-            let (private_pkcs8, public) = crate::auth::keys::generate()?;
+            let (private_pkcs8, public) = keys.signing_key()?;
             Ok(Command::Auth {
                 command: ringkv_pd::AuthCommand::AddSigningKey {
                     private_pkcs8,
@@ -424,5 +429,38 @@ fn fill_signing_key(command: Command) -> std::result::Result<Command, String> {
             })
         }
         other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key source handing out fixed bytes.
+    struct Fixed;
+
+    impl KeySource for Fixed {
+        fn signing_key(&mut self) -> std::result::Result<(Vec<u8>, Vec<u8>), String> {
+            Ok((vec![1; 4], vec![2; 4]))
+        }
+    }
+
+    fn add_key(private_pkcs8: Vec<u8>, public: Vec<u8>) -> Command {
+        Command::Auth {
+            command: ringkv_pd::AuthCommand::AddSigningKey {
+                private_pkcs8,
+                public,
+            },
+            now_ms: 7,
+        }
+    }
+
+    #[test]
+    fn a_key_rotation_without_key_bytes_gets_them_from_the_key_source() {
+        let filled = fill_signing_key(add_key(Vec::new(), Vec::new()), &mut Fixed).unwrap();
+        assert_eq!(filled, add_key(vec![1; 4], vec![2; 4]));
+        // A command that carries its key is left alone.
+        let given = add_key(vec![9; 4], vec![8; 4]);
+        assert_eq!(fill_signing_key(given.clone(), &mut Fixed).unwrap(), given);
     }
 }
