@@ -221,6 +221,7 @@ impl EventLoop {
             shard,
             &[],
             &[],
+            &[],
             applied,
             None,
             &[(name.as_slice(), value.as_slice())],
