@@ -1,12 +1,12 @@
 //! One local replica: its Raft core, its descriptor, and the client work waiting on it.
 
 use crate::core::machine::StateMachine;
+use crate::core::replies::RequestId;
 use ringkv_raft::{InitialState, RawNode, Role, Storage, StorageError};
 use ringkv_storage::GroupStorage;
 use ringkv_types::raft::{ConfState, Entry, Snapshot};
-use ringkv_types::{LogIndex, NodeId, Response, ShardDescriptor, ShardId, Term};
+use ringkv_types::{LogIndex, NodeId, ShardDescriptor, ShardId, Term};
 use std::collections::{BTreeMap, HashMap};
-use tokio::sync::oneshot;
 
 /// The log storage the core reads: the store's [`GroupStorage`], plus the group's initial
 /// configuration for a brand-new group.
@@ -89,7 +89,7 @@ pub struct Proposal {
     /// How to answer.
     pub kind: WriteKind,
     /// The client's answer slot.
-    pub reply: oneshot::Sender<Response>,
+    pub reply: RequestId,
 }
 
 /// A read waiting for its ReadIndex round or for the state machine to catch up.
@@ -98,7 +98,7 @@ pub struct PendingRead {
     /// The read (`Get`, `Exists`, `GetMany` or `Scan`), served by `kv_read::read_now`.
     pub op: ringkv_types::KvOp,
     /// The client's answer slot.
-    pub reply: oneshot::Sender<Response>,
+    pub reply: RequestId,
 }
 
 /// A membership change proposed by this replica as leader, waiting for its entry to apply.
@@ -109,7 +109,7 @@ pub struct PendingChange {
     /// Term it was proposed in.
     pub term: Term,
     /// The admin caller's answer slot.
-    pub reply: oneshot::Sender<Response>,
+    pub reply: RequestId,
 }
 
 /// A leader transfer waiting for the target to lead.
@@ -120,7 +120,7 @@ pub struct PendingTransfer {
     /// Ticks left before answering `Timeout`.
     pub ticks_left: u64,
     /// The admin caller's answer slot.
-    pub reply: oneshot::Sender<Response>,
+    pub reply: RequestId,
 }
 
 /// One local replica.
@@ -231,10 +231,10 @@ impl Group {
         }
     }
 
-    /// Log time for a new entry of this data shard: the wall clock, never below a stamp seen
-    /// before (group 0's log time is the PD host's, see `PdHost::next_stamp`).
-    pub fn next_stamp(&mut self) -> u64 {
-        let now_ms = crate::pd_host::wall_clock_ms();
+    /// Log time for a new entry of this data shard: `now_ms` (the wall clock, read by the
+    /// driver), never below a stamp seen before (group 0's log time is the PD host's, see
+    /// `PdHost::next_stamp`).
+    pub fn next_stamp(&mut self, now_ms: u64) -> u64 {
         match self.machine.data_mut() {
             Some(data) => data.next_stamp(now_ms),
             None => now_ms,

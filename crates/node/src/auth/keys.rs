@@ -17,3 +17,15 @@ pub fn generate() -> Result<(Vec<u8>, Vec<u8>), String> {
         pair.public_key().as_ref().to_vec(),
     ))
 }
+
+/// The operating system's random source, as the node core's [`KeySource`].
+///
+/// [`KeySource`]: crate::core::entropy::KeySource
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemKeys;
+
+impl crate::core::entropy::KeySource for SystemKeys {
+    fn signing_key(&mut self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        generate()
+    }
+}

@@ -5,8 +5,8 @@
 //! group's machine instead of comparing its shard id with [`ShardId::PD`].
 
 use super::pd_machine::PdHost;
+use super::time::Mono;
 use ringkv_types::ShardId;
-use std::time::Instant;
 
 /// Which state machine a group runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub struct DataMachine {
     /// expiry pass left none, true again after a write with a session).
     pub sessions_live: bool,
     /// When this replica, as leader, last proposed a session expiry pass.
-    pub expiry_proposed: Option<Instant>,
+    pub expiry_proposed: Option<Mono>,
 }
 
 impl DataMachine {

@@ -42,23 +42,23 @@
 //!   is decided once, when the group is created, instead of comparing shard ids on every path.
 //!
 //! # Status
-//! Extracted so far: the state-machine type ([`machine`], [`pd_machine`]), the persistence ordering
-//! ([`persist`]), the per-peer outbox ([`outbox`]) and the decoding of committed entries into
-//! apply steps ([`apply_plan`]). Group ownership, the request path and the store writes of
-//! apply are still methods of the event loop; moving them here (with reply ids instead of
-//! oneshot slots and a storage trait for applied-state reads and apply writes) is the next step.
+//! In the core so far: [`node_core::NodeCore`] owns the local groups, their dirty set, the
+//! tombstones, the outbox and the replies; [`route`] decides where each peer message goes;
+//! the request path answers by [`replies::RequestId`] (the driver keeps the callers); the
+//! state-machine type ([`machine`], [`pd_machine`]), the persistence ordering ([`persist`]) and
+//! the decoding of committed entries into apply steps ([`apply_plan`]). The core's state holds
+//! no `Instant` ([`time::Mono`] is passed in) and key material comes through
+//! [`entropy::KeySource`]. Still methods of the event loop: apply's store writes (next: a
+//! storage trait the core is generic over), replica creation and removal I/O, snapshots, and
+//! the PD host's tick; they move here next.
 
 pub mod apply_plan;
+pub mod entropy;
 pub mod machine;
+pub mod node_core;
 pub mod outbox;
 pub mod pd_machine;
 pub mod persist;
-
-/// Where a client's answer goes. The one tokio type left in the core (a oneshot sender needs
-/// no runtime); it becomes a request id the driver maps to its caller.
-pub type ReplySlot = tokio::sync::oneshot::Sender<ringkv_types::Response>;
-
-/// Answers `slot`; a caller that gave up (timed out) is no error.
-pub fn reply(slot: ReplySlot, response: ringkv_types::Response) {
-    let _ = slot.send(response);
-}
+pub mod replies;
+pub mod route;
+pub mod time;

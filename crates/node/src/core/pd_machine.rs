@@ -1,13 +1,13 @@
 //! The placement driver replica a PD node hosts in group 0: the applied [`PdState`], the
 //! callers waiting for their commands, and the leader's log-time and tick bookkeeping.
 
-use super::ReplySlot;
+use super::replies::RequestId;
+use super::time::Mono;
 use crate::error::Result;
 use crate::pd_host;
 use ringkv_pd::{Apply, Command, PdState};
 use ringkv_types::{LogIndex, Term};
 use std::collections::BTreeMap;
-use std::time::Instant;
 use tracing::debug;
 
 /// PD calls waiting for their entry to apply, at most: beyond it callers get `Busy`.
@@ -17,8 +17,8 @@ pub const PD_WAITERS_MAX: usize = 4096;
 pub struct PdWaiter {
     /// The term it was proposed in: another term at its index means it was replaced.
     pub term: Term,
-    /// The caller's answer slot.
-    pub reply: ReplySlot,
+    /// The caller's request.
+    pub reply: RequestId,
 }
 
 /// Results of the PD commands applied in one run: `(index, term, encoded answer)`.
@@ -35,14 +35,14 @@ pub struct PdHost {
     /// While leading: the log time at an instant, read from the wall clock once when the
     /// leadership began; later stamps add the monotonic time elapsed since, so a wall clock
     /// that jumps during a term does not move log time.
-    pub clock_base: Option<(Instant, u64)>,
+    pub clock_base: Option<(Mono, u64)>,
     /// When this replica became PD leader (ticks wait a heartbeat timeout after it, so every
     /// node had a chance to heartbeat to the new leader before anyone is marked down).
-    pub leading_since: Option<Instant>,
+    pub leading_since: Option<Mono>,
     /// When this replica last proposed a `Tick`.
-    pub last_tick: Option<Instant>,
+    pub last_tick: Option<Mono>,
     /// A proposed `Tick` not yet applied: one at a time.
-    pub tick_in_flight: Option<(LogIndex, Instant)>,
+    pub tick_in_flight: Option<(LogIndex, Mono)>,
     /// The state a received snapshot carries, waiting for the Ready that installs it.
     pub pending_install: Option<PdState>,
 }
@@ -65,13 +65,12 @@ impl PdHost {
     /// Log time for a new command at monotonic instant `now`: the wall clock (`wall_ms`, read
     /// by the driver) taken when this leadership began plus the monotonic time since, never
     /// below what was applied or stamped.
-    pub fn next_stamp(&mut self, now: Instant, wall_ms: u64) -> u64 {
+    pub fn next_stamp(&mut self, now: Mono, wall_ms: u64) -> u64 {
         let floor = self.state.now_ms.max(self.last_stamp_ms);
         let (since, base_ms) = *self
             .clock_base
             .get_or_insert_with(|| (now, wall_ms.max(floor)));
-        let elapsed =
-            u64::try_from(now.saturating_duration_since(since).as_millis()).unwrap_or(u64::MAX);
+        let elapsed = u64::try_from(now.since(since).as_millis()).unwrap_or(u64::MAX);
         let stamp = base_ms.saturating_add(elapsed).max(floor);
         self.last_stamp_ms = stamp;
         stamp
@@ -116,17 +115,17 @@ mod tests {
         let wall = 1_000_000;
         state.now_ms = wall + 3_600_000;
         let mut host = PdHost::new(state);
-        let start = Instant::now();
+        let start = Mono::default();
         let first = host.next_stamp(start, wall);
         assert!(first >= host.state.now_ms);
-        let second = host.next_stamp(start + Duration::from_millis(5), wall);
+        let second = host.next_stamp(start.after(Duration::from_millis(5)), wall);
         assert_eq!(second, first + 5);
         // A new leadership reads the wall clock again but stays above the last stamp.
         host.clock_base = None;
         host.state.now_ms = 0;
-        assert!(host.next_stamp(start + Duration::from_millis(6), wall) >= second);
+        assert!(host.next_stamp(start.after(Duration::from_millis(6)), wall) >= second);
         // The wall clock jumping during a term does not move log time.
-        let third = host.next_stamp(start + Duration::from_millis(7), wall + 50_000_000);
+        let third = host.next_stamp(start.after(Duration::from_millis(7)), wall + 50_000_000);
         assert_eq!(third, host.last_stamp_ms);
         assert!(third < wall + 50_000_000);
     }

@@ -2,7 +2,7 @@
 //! configuration, PD commands), and the writes they complete are answered.
 
 use super::requests::{lost_write, write_response};
-use super::{EventLoop, Internal, membership, reply};
+use super::{EventLoop, Internal, membership};
 use crate::core::apply_plan::{self, RunPlan, Step};
 use crate::core::machine::MachineKind;
 use crate::error::Result;
@@ -25,6 +25,7 @@ impl EventLoop {
         internal: &mut Internal,
     ) -> Result<()> {
         let kind = self
+            .core
             .groups
             .get(&shard)
             .map_or(MachineKind::of(shard), |group| group.machine.kind());
@@ -48,7 +49,7 @@ impl EventLoop {
     /// Applies ordinary committed entries of `shard` in one atomic store batch and answers the
     /// writes they complete.
     pub(super) fn apply_run(&mut self, shard: ShardId, entries: Vec<Entry>) -> Result<()> {
-        let Some(group) = self.groups.get_mut(&shard) else {
+        let Some(group) = self.core.groups.get_mut(&shard) else {
             return Ok(());
         };
         let kind = group.machine.kind();
@@ -130,7 +131,7 @@ impl EventLoop {
                             term: group.raw.term(),
                             body: MessageBody::ReplicaRemoved,
                         };
-                        self.outbox.push(replica.node, notice);
+                        self.core.outbox.push(replica.node, notice);
                     }
                 }
             }
@@ -139,7 +140,7 @@ impl EventLoop {
             group.descriptor = descriptor;
         }
         group.writes_applied += commands.len() as u64;
-        membership::answer_change(group, &conf_entries, last.0);
+        membership::answer_change(&mut self.core.replies, group, &conf_entries, last.0);
         group.conf_saved = true;
         group.applied = last.0;
         group.raw.on_applied(last.0);
@@ -152,7 +153,7 @@ impl EventLoop {
             } else {
                 lost_write(group)
             };
-            reply(proposal.reply, response);
+            self.core.replies.send(proposal.reply, response);
         }
         for (index, term) in outside {
             if let Some(proposal) = group.proposals.remove(&index) {
@@ -161,7 +162,7 @@ impl EventLoop {
                 } else {
                     lost_write(group)
                 };
-                reply(proposal.reply, response);
+                self.core.replies.send(proposal.reply, response);
             }
         }
         // Proposals at applied indexes whose entries were not ours were overwritten: lost.
@@ -170,16 +171,20 @@ impl EventLoop {
                 break;
             }
             let proposal = entry.remove();
-            reply(proposal.reply, lost_write(group));
+            self.core.replies.send(proposal.reply, lost_write(group));
         }
         if kind == MachineKind::Pd {
             self.pd_answer(pd_results, last.0);
         }
-        let storage = self.groups.get(&shard).map(|g| g.raw.storage().clone());
+        let storage = self
+            .core
+            .groups
+            .get(&shard)
+            .map(|g| g.raw.storage().clone());
         if let Some(storage) = storage {
             self.maybe_compact(shard, storage, last.0)?;
         }
-        let removed = self.groups.get(&shard).is_some_and(|group| {
+        let removed = self.core.groups.get(&shard).is_some_and(|group| {
             group.machine.is_data()
                 && group.initialized
                 && group.descriptor.replica_of_member(group.member).is_none()
@@ -212,7 +217,7 @@ impl EventLoop {
         let Ok(term) = storage.term(applied) else {
             return Ok(());
         };
-        let Some(group) = self.groups.get(&shard) else {
+        let Some(group) = self.core.groups.get(&shard) else {
             return Ok(());
         };
         let conf = group.raw.conf_state().clone();

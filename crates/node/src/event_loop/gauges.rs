@@ -35,7 +35,7 @@ impl EventLoop {
         let metrics = &self.metrics;
         let (mut leaders, mut followers, mut candidates, mut learners) = (0, 0, 0, 0);
         let (mut commit_lag, mut apply_lag) = (0u64, 0u64);
-        for group in self.groups.values() {
+        for group in self.core.groups.values() {
             if !group.initialized {
                 continue;
             }
@@ -148,7 +148,7 @@ impl EventLoop {
             pd_leader: self.pd_leader().map(NodeId::get),
             ..crate::health::HealthSnapshot::default()
         };
-        for (shard, group) in &self.groups {
+        for (shard, group) in &self.core.groups {
             if !group.initialized {
                 continue;
             }

@@ -1,6 +1,7 @@
 //! Membership on the node side: Raft member ids on messages, replicas created by a message and
 //! removed by a configuration change (with tombstones), and the admin calls a shard leader
-//! executes (`ChangeReplica`, `TransferLeader`).
+//! executes (`ChangeReplica`, `TransferLeader`). Which message creates or removes a replica is
+//! decided by the core (`core/route.rs`); this file does what it decides.
 //!
 //! ```text
 //!   message to member m of shard s, no local replica ── m on this node, m > tombstone(s),
@@ -12,25 +13,21 @@
 //!        writes are durable
 //! ```
 
-use super::{EventLoop, reply};
-use crate::core::machine::MachineKind;
+use super::EventLoop;
+use crate::core::replies::{Replies, RequestId};
 use crate::error::Result;
 use crate::group::{Group, PendingChange, PendingTransfer};
 use crate::node::open_group;
 use crate::replica_meta;
 use ringkv_raft::ConfChange;
-use ringkv_types::raft::{Message, MessageBody};
+use ringkv_types::raft::Message;
 use ringkv_types::{
     AdminResult, Epoch, LogIndex, NodeId, ReplicaChange, ReplicaRole, Response, ShardId, Term,
     WireError, member_id, member_node,
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::requests::not_leader;
-
-/// Uninitialized replicas a node keeps at most: each costs a Raft core and a little state, and
-/// they are created by messages from peers.
-const UNINITIALIZED_REPLICAS_MAX: usize = 1024;
 
 /// How long a leader transfer may take before the caller gets `Timeout`.
 const TRANSFER_TIMEOUT_MS: u64 = 10_000;
@@ -40,146 +37,53 @@ fn invalid(reason: String) -> Response {
 }
 
 impl EventLoop {
-    /// Whether `message` may be stepped: it is addressed to the local replica's current member,
-    /// possibly after creating an uninitialized replica for it. A message for an older member
-    /// (a removed incarnation) is dropped; one for a newer member of this node means the local
-    /// replica was removed without learning it, so it is removed now (the sender retries).
-    pub(super) fn accept_message(&mut self, message: &Message) -> Result<bool> {
+    /// Creates an uninitialized replica of the shard as the destination member of `message`
+    /// (see [`Route::Create`](crate::core::route::Route::Create)).
+    pub(super) fn create_replica(&mut self, message: &Message) -> Result<()> {
         let shard = message.group;
-        if member_node(message.to) != self.config.node_id {
-            debug!(%shard, to = %message.to, "message for another node");
-            return Ok(false);
-        }
-        if let Some(group) = self.groups.get(&shard) {
-            if message.to == group.member {
-                return Ok(true);
-            }
-            if message.to > group.member && group.machine.is_data() {
-                info!(%shard, old = %group.member, new = %message.to,
-                    "a newer member of this node exists: removing the stale replica");
-                self.remove_group(shard)?;
-            } else {
-                debug!(%shard, to = %message.to, "message for a stale member");
-            }
-            return Ok(false);
-        }
-        self.maybe_create_replica(message)
-    }
-
-    /// Handles what concerns removed members; true when `message` was consumed:
-    /// a `ReplicaRemoved` notice for the local member removes the local replica, and a message
-    /// from a member our applied descriptor shows removed is answered with such a notice.
-    pub(super) fn handle_removed_member(&mut self, message: &Message) -> Result<bool> {
-        let shard = message.group;
-        if matches!(message.body, MessageBody::ReplicaRemoved) {
-            if self
-                .groups
-                .get(&shard)
-                .is_some_and(|group| group.machine.is_data() && group.member == message.to)
-            {
-                info!(%shard, member = %message.to, from = %message.from,
-                    "told that this replica was removed");
-                self.remove_group(shard)?;
-            }
-            return Ok(true);
-        }
-        let Some(group) = self.groups.get(&shard) else {
-            return Ok(false);
-        };
-        if !group.initialized || !was_removed(&group.descriptor, message.from) {
-            return Ok(false);
-        }
-        debug!(%shard, member = %message.from, "message from a removed member");
-        let notice = Message {
-            group: shard,
-            from: group.member,
-            to: message.from,
-            term: group.raw.term(),
-            body: MessageBody::ReplicaRemoved,
-        };
-        self.outbox.push(member_node(message.from), notice);
-        Ok(true)
-    }
-
-    /// Creates an uninitialized replica for a message from a leader or candidate of a group not
-    /// hosted here.
-    fn maybe_create_replica(&mut self, message: &Message) -> Result<bool> {
-        let shard = message.group;
-        let creates = matches!(
-            message.body,
-            MessageBody::Append { .. }
-                | MessageBody::Heartbeat { .. }
-                | MessageBody::InstallSnapshot { .. }
-                | MessageBody::Vote { .. }
-                | MessageBody::PreVote { .. }
-        );
-        if !creates || MachineKind::of(shard) == MachineKind::Pd {
-            return Ok(false);
-        }
-        if self
-            .tombstones
-            .get(&shard)
-            .is_some_and(|&dead| message.to <= dead)
-        {
-            debug!(%shard, to = %message.to, "message for a removed member");
-            return Ok(false);
-        }
-        if self.removals.iter().any(|r| r.shard() == shard)
-            || self.removals_waiting.iter().any(|(_, s, _)| *s == shard)
-        {
-            // The old replica's data is still being deleted; Raft retries.
-            return Ok(false);
-        }
-        let uninitialized = self.groups.values().filter(|g| !g.initialized).count();
-        if uninitialized >= UNINITIALIZED_REPLICAS_MAX {
-            warn!(%shard, "too many uninitialized replicas; dropping a message");
-            return Ok(false);
-        }
         let group = open_group(&self.store, &self.config, shard, message.to, None)?;
         info!(%shard, member = %message.to, from = %message.from,
             "created an uninitialized replica");
-        self.groups.insert(shard, group);
-        Ok(true)
+        self.core.insert_group(group);
+        Ok(())
     }
 
     /// Stops the local replica of `shard` (its member was removed): answers what waits on it,
     /// records the tombstone durably, and schedules the deletion of its log, state and data.
     pub(super) fn remove_group(&mut self, shard: ShardId) -> Result<()> {
-        let Some(mut group) = self.groups.remove(&shard) else {
+        let Some(mut group) = self.core.take_group(shard) else {
             return Ok(());
         };
-        self.dirty.remove(&shard);
         let gone = || Response::Error(WireError::ShardNotFound { shard });
         for (_, proposal) in std::mem::take(&mut group.proposals) {
-            reply(proposal.reply, gone());
+            self.core.replies.send(proposal.reply, gone());
         }
         for (_, read) in group.reads_new.drain(..) {
-            reply(read.reply, gone());
+            self.core.replies.send(read.reply, gone());
         }
         for (_, reads) in group.reads_sent.drain() {
             for read in reads {
-                reply(read.reply, gone());
+                self.core.replies.send(read.reply, gone());
             }
         }
         for (_, reads) in group.reads_ready.drain(..) {
             for read in reads {
-                reply(read.reply, gone());
+                self.core.replies.send(read.reply, gone());
             }
         }
         for change in [group.pending_change.take(), group.pending_split.take()]
             .into_iter()
             .flatten()
         {
-            reply(change.reply, gone());
+            self.core.replies.send(change.reply, gone());
         }
         for transfer in group.pending_transfers.drain(..) {
-            reply(transfer.reply, gone());
+            self.core.replies.send(transfer.reply, gone());
         }
         // IMPORTANT: the tombstone is durable before anything is deleted, so a restart never
         // recreates the removed member.
         replica_meta::save_tombstone(&self.store, shard, group.member)?;
-        let dead = self.tombstones.entry(shard).or_insert(group.member);
-        *dead = (*dead).max(group.member);
+        self.core.bury(shard, group.member);
         // The current batch (if any) may hold the group's last writes: delete after it.
         let barrier = self.persist.submitted_count() + u64::from(!self.batch.is_empty());
         info!(%shard, member = %group.member, "replica removed; deleting its data");
@@ -221,7 +125,7 @@ impl EventLoop {
 
     /// Counts down leader transfers; answers `Timeout` to those that ran out.
     pub(super) fn tick_transfers(&mut self) {
-        for group in self.groups.values_mut() {
+        for group in self.core.groups.values_mut() {
             if group.pending_transfers.is_empty() {
                 continue;
             }
@@ -235,7 +139,9 @@ impl EventLoop {
                 .partition(|t| t.ticks_left == 0);
             group.pending_transfers = waiting;
             for transfer in expired {
-                reply(transfer.reply, Response::Error(WireError::Timeout));
+                self.core
+                    .replies
+                    .send(transfer.reply, Response::Error(WireError::Timeout));
             }
         }
     }
@@ -246,22 +152,27 @@ impl EventLoop {
         shard: ShardId,
         epoch: Epoch,
         change: ReplicaChange,
-        slot: tokio::sync::oneshot::Sender<Response>,
+        slot: RequestId,
     ) {
         let response = self.propose_change(shard, epoch, change);
         match response {
             Ok(index) => {
-                if let Some(group) = self.groups.get_mut(&shard) {
+                if let Some(group) = self.core.groups.get_mut(&shard) {
                     let term = group.raw.term();
-                    group.pending_change = Some(PendingChange {
+                    let replaced = group.pending_change.replace(PendingChange {
                         index,
                         term,
                         reply: slot,
                     });
-                    self.dirty.insert(shard);
+                    if let Some(replaced) = replaced {
+                        self.core.replies.drop_request(replaced.reply);
+                    }
+                    self.core.dirty.insert(shard);
+                } else {
+                    self.core.replies.drop_request(slot);
                 }
             }
-            Err(response) => reply(slot, response),
+            Err(response) => self.core.replies.send(slot, response),
         }
     }
 
@@ -279,7 +190,7 @@ impl EventLoop {
             ReplicaChange::AddLearner { node } => self.node_known(node),
             _ => true,
         };
-        let group = match self.groups.get_mut(&shard) {
+        let group = match self.core.groups.get_mut(&shard) {
             Some(group) if group.machine.is_data() && group.initialized => group,
             _ => return Err(Response::Error(WireError::ShardNotFound { shard })),
         };
@@ -388,24 +299,27 @@ impl EventLoop {
     }
 
     /// `AdminRequest::TransferLeader`, on the shard's leader.
-    pub(super) fn transfer_leader(
-        &mut self,
-        shard: ShardId,
-        to: NodeId,
-        slot: tokio::sync::oneshot::Sender<Response>,
-    ) {
+    pub(super) fn transfer_leader(&mut self, shard: ShardId, to: NodeId, slot: RequestId) {
         let ticks = TRANSFER_TIMEOUT_MS / self.config.raft.tick_ms.max(1);
-        let group = match self.groups.get_mut(&shard) {
+        let group = match self.core.groups.get_mut(&shard) {
             Some(group) if group.initialized => group,
-            _ => return reply(slot, Response::Error(WireError::ShardNotFound { shard })),
+            _ => {
+                return self
+                    .core
+                    .replies
+                    .send(slot, Response::Error(WireError::ShardNotFound { shard }));
+            }
         };
         if !group.raw.is_leader() {
-            return reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+            return self
+                .core
+                .replies
+                .send(slot, not_leader(group.leader_hint(), &group.descriptor));
         }
         let target = match group.descriptor.replica_on(to) {
             Some(replica) if replica.role == ReplicaRole::Voter => replica.member,
             Some(_) => {
-                return reply(
+                return self.core.replies.send(
                     slot,
                     invalid(format!(
                         "the replica of shard {shard} on node {to} is a learner; promote it first"
@@ -413,14 +327,14 @@ impl EventLoop {
                 );
             }
             None => {
-                return reply(
+                return self.core.replies.send(
                     slot,
                     invalid(format!("node {to} holds no replica of shard {shard}")),
                 );
             }
         };
         if target == group.member {
-            return reply(
+            return self.core.replies.send(
                 slot,
                 Response::Admin(AdminResult::LeaderTransferred { shard, leader: to }),
             );
@@ -432,12 +346,14 @@ impl EventLoop {
                     ticks_left: ticks.max(1),
                     reply: slot,
                 });
-                self.dirty.insert(shard);
+                self.core.dirty.insert(shard);
             }
             Err(ringkv_raft::Error::NotLeader { .. }) => {
-                reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+                self.core
+                    .replies
+                    .send(slot, not_leader(group.leader_hint(), &group.descriptor));
             }
-            Err(error) => reply(
+            Err(error) => self.core.replies.send(
                 slot,
                 Response::Error(WireError::Internal {
                     reason: error.to_string(),
@@ -447,20 +363,11 @@ impl EventLoop {
     }
 }
 
-/// Whether `member` was a member of the shard and is no longer, by `descriptor`: a member is
-/// added with incarnation = the `conf_ver` of the descriptor that adds it, so a member whose
-/// incarnation is at most `conf_ver` and that is absent was removed (member ids are never
-/// reused). A member added by a configuration not applied yet has a higher incarnation.
-pub(super) fn was_removed(descriptor: &ringkv_types::ShardDescriptor, member: NodeId) -> bool {
-    descriptor.replica_of_member(member).is_none()
-        && u64::from(ringkv_types::ids::member_incarnation(member)) <= descriptor.epoch.conf_ver
-}
-
 /// A leader that steps down answers its pending membership change `NotLeader`: the entry may
 /// still commit; the caller reads the descriptor again.
-pub(super) fn fail_change(group: &mut Group) {
+pub(super) fn fail_change(replies: &mut Replies, group: &mut Group) {
     if let Some(change) = group.pending_change.take() {
-        reply(
+        replies.send(
             change.reply,
             not_leader(group.leader_hint(), &group.descriptor),
         );
@@ -468,7 +375,7 @@ pub(super) fn fail_change(group: &mut Group) {
 }
 
 /// Answers the leader transfers whose target now leads.
-pub(super) fn answer_transfers(group: &mut Group) {
+pub(super) fn answer_transfers(replies: &mut Replies, group: &mut Group) {
     if group.pending_transfers.is_empty() {
         return;
     }
@@ -480,7 +387,7 @@ pub(super) fn answer_transfers(group: &mut Group) {
         .partition(|t| t.to == leader);
     group.pending_transfers = waiting;
     for transfer in done {
-        reply(
+        replies.send(
             transfer.reply,
             Response::Admin(AdminResult::LeaderTransferred {
                 shard,
@@ -492,7 +399,12 @@ pub(super) fn answer_transfers(group: &mut Group) {
 
 /// Answers the pending membership change once its entry applied: `(index, term)` of the
 /// configuration entries just applied.
-pub(super) fn answer_change(group: &mut Group, applied: &[(LogIndex, Term)], last: LogIndex) {
+pub(super) fn answer_change(
+    replies: &mut Replies,
+    group: &mut Group,
+    applied: &[(LogIndex, Term)],
+    last: LogIndex,
+) {
     if group
         .pending_change
         .as_ref()
@@ -511,5 +423,5 @@ pub(super) fn answer_change(group: &mut Group, applied: &[(LogIndex, Term)], las
     } else {
         not_leader(group.leader_hint(), &group.descriptor)
     };
-    reply(change.reply, response);
+    replies.send(change.reply, response);
 }

@@ -21,6 +21,7 @@
 //! read, a tick, a completed commit), so an idle group costs one `tick` per tick interval.
 
 mod apply;
+mod callers;
 mod clock;
 mod gauges;
 mod membership;
@@ -35,19 +36,19 @@ mod throttle;
 use crate::agent::{Agent, AgentCall, AgentView, LeaderReport};
 use crate::config::NodeConfig;
 use crate::core::machine::StateMachine;
-use crate::core::outbox::Outbox;
+use crate::core::node_core::NodeCore;
 use crate::core::pd_machine::PdHost;
 use crate::core::persist::PersistQueue;
-use crate::core::reply;
+use crate::core::route::Route;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::node::LocalState;
 use crate::service::ClientCall;
 use ringkv_storage::{Durable, RemovalHandle, Store, Ticket, WriteBatchBuilder};
 use ringkv_transport::{Inbound, Transport};
-use ringkv_types::raft::MessageBody;
+use ringkv_types::raft::{Message, MessageBody};
 use ringkv_types::{NodeId, RaftBatch, ShardId, ShardMap};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -73,9 +74,10 @@ pub struct EventLoop {
     store: Store,
     transport: Arc<Transport>,
     map: ShardMap,
-    groups: BTreeMap<ShardId, Group>,
-    dirty: BTreeSet<ShardId>,
-    outbox: Outbox,
+    /// The sans-IO part: the local groups, their routing, the outbox and the answers.
+    core: NodeCore,
+    /// The callers of the requests in the core, by request id.
+    callers: callers::Callers,
     batch: WriteBatchBuilder,
     /// Which batch makes each Ready durable.
     persist: PersistQueue,
@@ -83,8 +85,6 @@ pub struct EventLoop {
     started: Instant,
     /// Snapshot transfers in flight; aborted at shutdown (they hold the transport).
     snapshot_tasks: tokio::task::JoinSet<()>,
-    /// The highest removed Raft member id per shard: messages to it or older are ignored.
-    tombstones: BTreeMap<ShardId, NodeId>,
     /// Replica removals running in the background.
     removals: Vec<RemovalHandle>,
     /// Removed replicas whose data removal waits for batch `.0` to be durable (it may hold
@@ -95,7 +95,9 @@ pub struct EventLoop {
     /// Resolves callers; gets the users and keys of every new PD state.
     auth: Option<Arc<crate::auth::Authenticator>>,
     /// When this node (as PD leader) last proposed a first signing key.
-    signing_key_proposed: Option<std::time::Instant>,
+    signing_key_proposed: Option<crate::core::time::Mono>,
+    /// Key material for the core (the operating system's random source).
+    keys: crate::auth::keys::SystemKeys,
     /// The PD leader the agent last found (nodes that do not host PD).
     pd_leader_hint: Option<NodeId>,
     /// The node agent, started by `run` (it needs the shared transport).
@@ -148,7 +150,6 @@ impl EventLoop {
         local: LocalState,
         agent: Agent,
     ) -> Self {
-        let dirty = groups.keys().copied().collect();
         if let Some(state) = local.pd_state {
             // The PD replica's state goes to group 0's state machine.
             match groups.get_mut(&ShardId::PD).map(|group| &mut group.machine) {
@@ -163,6 +164,7 @@ impl EventLoop {
             config.storage.snapshots_outbound_max,
         ));
         let config_data_dir = config.data_dir.clone();
+        let config_node = config.node_id;
         let clock = clock::TickClock::new(
             tokio::time::Instant::now(),
             config.tick(),
@@ -173,20 +175,19 @@ impl EventLoop {
             store,
             transport: Arc::new(transport),
             map,
-            groups,
-            dirty,
-            outbox: Outbox::new(),
+            core: NodeCore::new(config_node, groups, local.tombstones),
+            callers: callers::Callers::default(),
             batch: WriteBatchBuilder::new(),
             persist: PersistQueue::new(),
             next_read_context: 1,
             started: Instant::now(),
             snapshot_tasks: tokio::task::JoinSet::new(),
-            tombstones: local.tombstones,
             removals: local.removals,
             removals_waiting: Vec::new(),
             pd_cache: None,
             auth: None,
             signing_key_proposed: None,
+            keys: crate::auth::keys::SystemKeys,
             pd_leader_hint: None,
             agent: Some(agent),
             snapshot_bytes_per_sec: 0,
@@ -252,6 +253,7 @@ impl EventLoop {
             agent_task.spawn(agent.run(self.transport.clone()));
         }
         let result = self.main_loop(&mut channels, &mut internal).await;
+        self.deliver_replies();
         // The agent holds the transport; it must be gone before the transport shuts down.
         agent_task.shutdown().await;
         let finished = match &result {
@@ -261,6 +263,7 @@ impl EventLoop {
                 Ok(())
             }
         };
+        self.deliver_replies();
         internal.tickets.take();
         if let Some(waiter) = internal.waiter.take() {
             // The waiter ends once the ticket channel is closed and its last ticket is done.
@@ -268,7 +271,7 @@ impl EventLoop {
         }
         self.snapshot_tasks.shutdown().await;
         let transport = self.transport;
-        drop(self.groups);
+        drop(self.core.groups);
         match Arc::try_unwrap(transport) {
             Ok(transport) => transport.shutdown().await,
             Err(transport) => warn!(
@@ -302,7 +305,7 @@ impl EventLoop {
                 Some(incoming) = channels.inbound.snapshots.recv() => {
                     self.receive_snapshot(incoming, internal.snapshot_events_tx.clone());
                 }
-                () = std::future::ready(()), if !self.dirty.is_empty() => {}
+                () = std::future::ready(()), if !self.core.dirty.is_empty() => {}
             }
             self.drain(channels, internal)?;
             self.end_turn(internal)?;
@@ -340,14 +343,27 @@ impl EventLoop {
         self.issue_reads();
         // A few rounds so that work one Ready creates (more committed entries) is done now.
         for _ in 0..4 {
-            if self.dirty.is_empty() {
+            if self.core.dirty.is_empty() {
                 break;
             }
             self.process_readies(internal)?;
         }
         self.flush_outbox();
+        self.deliver_replies();
         self.maybe_submit(internal)?;
         self.start_removals()
+    }
+
+    /// The monotonic time the core gets with an input (it reads no clock).
+    fn mono_now(&self) -> crate::core::time::Mono {
+        crate::core::time::Mono(self.started.elapsed())
+    }
+
+    /// Hands the answers the core produced to their callers.
+    fn deliver_replies(&mut self) {
+        if !self.core.replies.is_empty() {
+            self.callers.deliver(self.core.replies.take());
+        }
     }
 
     /// Gives every group the ticks that fell due on the monotonic clock since the last call
@@ -355,18 +371,7 @@ impl EventLoop {
     /// lease is never judged by a clock that lags real time (after a pause of the process).
     fn advance_clock(&mut self) -> Result<()> {
         let due = self.clock.take_due(tokio::time::Instant::now());
-        if due == 0 {
-            return Ok(());
-        }
-        for (shard, group) in &mut self.groups {
-            for _ in 0..due {
-                group.raw.tick()?;
-            }
-            if group.raw.has_ready() {
-                self.dirty.insert(*shard);
-            }
-        }
-        Ok(())
+        self.core.tick(due)
     }
 
     /// The timer's turn: the groups' ticks, then the loop's periodic work.
@@ -410,7 +415,7 @@ impl EventLoop {
             }),
             ..AgentView::default()
         };
-        for group in self.groups.values() {
+        for group in self.core.groups.values() {
             if !group.machine.is_data() || !group.initialized {
                 continue;
             }
@@ -460,23 +465,31 @@ impl EventLoop {
             if !self.valid_message(&message) {
                 continue;
             }
-            if self.handle_removed_member(&message)? {
-                self.metrics.raft_dropped_messages.inc();
-                continue;
-            }
-            if !self.accept_message(&message)? {
-                self.metrics.raft_dropped_messages.inc();
-                continue;
-            }
-            let shard = message.group;
-            if let Some(group) = self.groups.get_mut(&shard) {
-                group.raw.step(message)?;
-                self.dirty.insert(shard);
-            } else {
+            let removing = removal_running(&self.removals, &self.removals_waiting);
+            let route = self.core.route(&message, removing);
+            let stepped = self.follow(&message, route)? && self.core.step(message)?;
+            if !stepped {
                 self.metrics.raft_dropped_messages.inc();
             }
         }
         Ok(())
+    }
+
+    /// Does what the core decided for `message`: creates or removes a replica. True when the
+    /// message may be stepped.
+    pub(super) fn follow(&mut self, message: &Message, route: Route) -> Result<bool> {
+        match route {
+            Route::Step => Ok(true),
+            Route::Create => {
+                self.create_replica(message)?;
+                Ok(true)
+            }
+            Route::Remove => {
+                self.remove_group(message.group)?;
+                Ok(false)
+            }
+            Route::Drop => Ok(false),
+        }
     }
 
     /// The node boundary's check of a peer's Raft message ([`ringkv_raft::validate`]): a
@@ -506,5 +519,16 @@ impl EventLoop {
             self.invalid_unlogged += 1;
         }
         false
+    }
+}
+
+/// Whether the data of a removed replica of a shard is still being deleted (running, or
+/// waiting for its barrier batch): no new replica of it may be created meanwhile.
+pub(super) fn removal_running<'a>(
+    removals: &'a [RemovalHandle],
+    waiting: &'a [(u64, ShardId, ringkv_types::ring::Arc)],
+) -> impl Fn(ShardId) -> bool + 'a {
+    move |shard| {
+        removals.iter().any(|r| r.shard() == shard) || waiting.iter().any(|(_, s, _)| *s == shard)
     }
 }

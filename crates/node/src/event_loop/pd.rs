@@ -7,15 +7,16 @@
 //! refreshed by the node agent, to answer `GetShardMap` and `GetNodes`, and answer PD calls
 //! `NotLeader` with the PD leader they last heard of.
 
-use super::{EventLoop, reply};
+use super::EventLoop;
+use crate::core::entropy::KeySource;
 use crate::core::pd_machine::{PD_WAITERS_MAX, PdHost, PdResults, PdWaiter};
+use crate::core::replies::{Replies, RequestId};
 use crate::error::Result;
 use crate::log_command::LogCommand;
 use crate::pd_host;
 use ringkv_pd::{Command, PdState};
 use ringkv_types::{AdminResult, LogIndex, NodeAddress, NodeId, Response, ShardId, WireError};
-use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use std::time::Duration;
 use tracing::warn;
 
 use super::requests::not_leader;
@@ -23,14 +24,16 @@ use super::requests::not_leader;
 impl EventLoop {
     /// The placement driver replica this node hosts (group 0's state machine).
     pub(super) fn pd_host(&self) -> Option<&PdHost> {
-        self.groups
+        self.core
+            .groups
             .get(&ShardId::PD)
             .and_then(|group| group.machine.pd())
     }
 
     /// The hosted placement driver replica, to change.
     pub(super) fn pd_host_mut(&mut self) -> Option<&mut PdHost> {
-        self.groups
+        self.core
+            .groups
             .get_mut(&ShardId::PD)
             .and_then(|group| group.machine.pd_mut())
     }
@@ -54,7 +57,11 @@ impl EventLoop {
     /// The PD leader as far as this node knows.
     pub(super) fn pd_leader(&self) -> Option<NodeId> {
         match self.pd_host() {
-            Some(_) => self.groups.get(&ShardId::PD).and_then(|g| g.leader_hint()),
+            Some(_) => self
+                .core
+                .groups
+                .get(&ShardId::PD)
+                .and_then(|g| g.leader_hint()),
             None => self.pd_leader_hint,
         }
     }
@@ -98,7 +105,7 @@ impl EventLoop {
     }
 
     fn pd_not_leader(&self) -> Response {
-        match self.groups.get(&ShardId::PD) {
+        match self.core.groups.get(&ShardId::PD) {
             Some(group) if group.machine.pd().is_some() => {
                 not_leader(group.leader_hint(), &group.descriptor)
             }
@@ -110,25 +117,22 @@ impl EventLoop {
     }
 
     fn is_pd_leader(&self) -> bool {
-        self.groups
+        self.core
+            .groups
             .get(&ShardId::PD)
             .is_some_and(|group| group.machine.pd().is_some() && group.raw.is_leader())
     }
 
     /// `AdminRequest::Pd`: decode, stamp, propose; answered when applied.
-    pub(super) fn pd_call(
-        &mut self,
-        command: &[u8],
-        slot: oneshot::Sender<Response>,
-    ) -> Result<()> {
+    pub(super) fn pd_call(&mut self, command: &[u8], slot: RequestId) -> Result<()> {
         if !self.is_pd_leader() {
-            reply(slot, self.pd_not_leader());
+            self.core.replies.send(slot, self.pd_not_leader());
             return Ok(());
         }
         let command: Command = match postcard::from_bytes(command) {
             Ok(command) => command,
             Err(error) => {
-                reply(
+                self.core.replies.send(
                     slot,
                     Response::Error(WireError::InvalidRequest {
                         reason: format!("not a placement driver command: {error}"),
@@ -137,10 +141,12 @@ impl EventLoop {
                 return Ok(());
             }
         };
-        let command = match fill_signing_key(command) {
+        let command = match fill_signing_key(command, &mut self.keys) {
             Ok(command) => command,
             Err(reason) => {
-                reply(slot, Response::Error(WireError::Internal { reason }));
+                self.core
+                    .replies
+                    .send(slot, Response::Error(WireError::Internal { reason }));
                 return Ok(());
             }
         };
@@ -182,29 +188,39 @@ impl EventLoop {
     fn propose_pd(
         &mut self,
         mut command: Command,
-        slot: Option<oneshot::Sender<Response>>,
+        slot: Option<RequestId>,
     ) -> Result<Option<LogIndex>> {
-        let busy = |slot: Option<oneshot::Sender<Response>>, response: Response| {
+        let now = self.mono_now();
+        let busy = |replies: &mut Replies, slot: Option<RequestId>, response: Response| {
             if let Some(slot) = slot {
-                reply(slot, response);
+                replies.send(slot, response);
             }
         };
-        let Some(group) = self.groups.get_mut(&ShardId::PD) else {
-            busy(slot, Response::Error(WireError::Unavailable));
+        let Some(group) = self.core.groups.get_mut(&ShardId::PD) else {
+            busy(
+                &mut self.core.replies,
+                slot,
+                Response::Error(WireError::Unavailable),
+            );
             return Ok(None);
         };
         let Some(host) = group.machine.pd_mut() else {
-            busy(slot, Response::Error(WireError::Unavailable));
+            busy(
+                &mut self.core.replies,
+                slot,
+                Response::Error(WireError::Unavailable),
+            );
             return Ok(None);
         };
         if host.waiters.len() >= PD_WAITERS_MAX {
-            busy(slot, Response::Error(WireError::Busy));
+            busy(
+                &mut self.core.replies,
+                slot,
+                Response::Error(WireError::Busy),
+            );
             return Ok(None);
         }
-        pd_host::stamp(
-            &mut command,
-            host.next_stamp(Instant::now(), pd_host::wall_clock_ms()),
-        );
+        pd_host::stamp(&mut command, host.next_stamp(now, pd_host::wall_clock_ms()));
         let data = LogCommand::Pd(command).encode()?;
         match group.raw.propose(data) {
             Ok(index) => {
@@ -212,25 +228,37 @@ impl EventLoop {
                 if let Some(slot) = slot {
                     let term = group.raw.term();
                     if let Some(host) = group.machine.pd_mut() {
-                        host.waiters.insert(index, PdWaiter { term, reply: slot });
+                        let waiter = PdWaiter { term, reply: slot };
+                        if let Some(replaced) = host.waiters.insert(index, waiter) {
+                            self.core.replies.drop_request(replaced.reply);
+                        }
                     }
                 }
-                self.dirty.insert(ShardId::PD);
+                self.core.dirty.insert(ShardId::PD);
                 Ok(Some(index))
             }
             Err(ringkv_raft::Error::NotLeader { .. }) => {
-                busy(slot, not_leader(group.leader_hint(), &group.descriptor));
+                busy(
+                    &mut self.core.replies,
+                    slot,
+                    not_leader(group.leader_hint(), &group.descriptor),
+                );
                 Ok(None)
             }
             Err(
                 ringkv_raft::Error::ProposalDropped { .. }
                 | ringkv_raft::Error::TransferInProgress { .. },
             ) => {
-                busy(slot, Response::Error(WireError::Busy));
+                busy(
+                    &mut self.core.replies,
+                    slot,
+                    Response::Error(WireError::Busy),
+                );
                 Ok(None)
             }
             Err(error) => {
                 busy(
+                    &mut self.core.replies,
                     slot,
                     Response::Error(WireError::Internal {
                         reason: error.to_string(),
@@ -248,6 +276,7 @@ impl EventLoop {
         let interval = Duration::from_millis(self.config.pd.tick_interval_ms);
         self.sync_auth();
         self.maybe_propose_signing_key(leads)?;
+        let now = self.mono_now();
         let Some(host) = self.pd_host_mut() else {
             return Ok(());
         };
@@ -257,22 +286,21 @@ impl EventLoop {
             host.clock_base = None;
             return Ok(());
         }
-        let now = Instant::now();
         let since = *host.leading_since.get_or_insert(now);
         let grace = Duration::from_millis(host.state.settings.heartbeat_timeout_ms);
-        if now.duration_since(since) < grace || host.state.cluster.is_none() {
+        if now.since(since) < grace || host.state.cluster.is_none() {
             return Ok(());
         }
         if let Some((_, proposed)) = host.tick_in_flight {
             // Bounded wait: a tick entry lost with a leadership change is never applied here.
-            if now.duration_since(proposed) < interval.saturating_mul(10) {
+            if now.since(proposed) < interval.saturating_mul(10) {
                 return Ok(());
             }
             host.tick_in_flight = None;
         }
         if host
             .last_tick
-            .is_some_and(|last| now.duration_since(last) < interval)
+            .is_some_and(|last| now.since(last) < interval)
         {
             return Ok(());
         }
@@ -288,18 +316,19 @@ impl EventLoop {
     /// As PD leader of a cluster without a token-signing key (a new cluster, or one created
     /// before tokens existed): generates one and proposes it, at most every 10 seconds.
     fn maybe_propose_signing_key(&mut self, leads: bool) -> Result<()> {
+        let now = self.mono_now();
         let needed = leads
             && self.pd_host().is_some_and(|host| {
                 host.state.cluster.is_some() && host.state.auth.signing_keys.is_empty()
             });
         let recently = self
             .signing_key_proposed
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
+            .is_some_and(|at| now.since(at) < Duration::from_secs(10));
         if !needed || recently {
             return Ok(());
         }
-        self.signing_key_proposed = Some(Instant::now());
-        match crate::auth::keys::generate() {
+        self.signing_key_proposed = Some(now);
+        match self.keys.signing_key() {
             Ok((private_pkcs8, public)) => {
                 let command = Command::Auth {
                     command: ringkv_pd::AuthCommand::AddSigningKey {
@@ -317,7 +346,7 @@ impl EventLoop {
 
     /// Answers the PD callers whose entries applied (up to `last`), after the state is saved.
     pub(super) fn pd_answer(&mut self, results: PdResults, last: LogIndex) {
-        let Some(group) = self.groups.get_mut(&ShardId::PD) else {
+        let Some(group) = self.core.groups.get_mut(&ShardId::PD) else {
             return;
         };
         let hint = Some((group.leader_hint(), group.descriptor.clone()));
@@ -338,7 +367,7 @@ impl EventLoop {
                 } else {
                     lost()
                 };
-                reply(waiter.reply, response);
+                self.core.replies.send(waiter.reply, response);
             }
         }
         // Waiters at applied indexes whose entries were not PD commands of ours: replaced.
@@ -346,7 +375,7 @@ impl EventLoop {
             if *entry.key() > last {
                 break;
             }
-            reply(entry.remove().reply, lost());
+            self.core.replies.send(entry.remove().reply, lost());
         }
         if let Some(auth) = &self.auth {
             auth.update(&host.state.auth);
@@ -381,13 +410,16 @@ impl EventLoop {
 
 /// `ringctl auth rotate-key` sends `AddSigningKey` without key bytes: the PD leader generates
 /// the key here, outside the state machine (whose apply must stay deterministic).
-fn fill_signing_key(command: Command) -> std::result::Result<Command, String> {
+fn fill_signing_key(
+    command: Command,
+    keys: &mut dyn KeySource,
+) -> std::result::Result<Command, String> {
     match command {
         Command::Auth {
             command: ringkv_pd::AuthCommand::AddSigningKey { private_pkcs8, .. },
             now_ms,
         } if private_pkcs8.is_empty() => {
-            let (private_pkcs8, public) = crate::auth::keys::generate()?;
+            let (private_pkcs8, public) = keys.signing_key()?;
             Ok(Command::Auth {
                 command: ringkv_pd::AuthCommand::AddSigningKey {
                     private_pkcs8,
@@ -397,5 +429,38 @@ fn fill_signing_key(command: Command) -> std::result::Result<Command, String> {
             })
         }
         other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key source handing out fixed bytes.
+    struct Fixed;
+
+    impl KeySource for Fixed {
+        fn signing_key(&mut self) -> std::result::Result<(Vec<u8>, Vec<u8>), String> {
+            Ok((vec![1; 4], vec![2; 4]))
+        }
+    }
+
+    fn add_key(private_pkcs8: Vec<u8>, public: Vec<u8>) -> Command {
+        Command::Auth {
+            command: ringkv_pd::AuthCommand::AddSigningKey {
+                private_pkcs8,
+                public,
+            },
+            now_ms: 7,
+        }
+    }
+
+    #[test]
+    fn a_key_rotation_without_key_bytes_gets_them_from_the_key_source() {
+        let filled = fill_signing_key(add_key(Vec::new(), Vec::new()), &mut Fixed).unwrap();
+        assert_eq!(filled, add_key(vec![1; 4], vec![2; 4]));
+        // A command that carries its key is left alone.
+        let given = add_key(vec![9; 4], vec![8; 4]);
+        assert_eq!(fill_signing_key(given.clone(), &mut Fixed).unwrap(), given);
     }
 }

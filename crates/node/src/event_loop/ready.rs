@@ -16,7 +16,7 @@ use tracing::{debug, info};
 impl EventLoop {
     /// Sends what the turn queued: one batch per peer.
     pub(super) fn flush_outbox(&mut self) {
-        for (to, messages) in self.outbox.take() {
+        for (to, messages) in self.core.outbox.take() {
             let count = messages.len();
             match self.transport.send(to, RaftBatch::new(messages)) {
                 ringkv_transport::SendOutcome::Queued => {}
@@ -27,15 +27,15 @@ impl EventLoop {
 
     /// Queues `message` for its peer; a snapshot goes to `snapshots` (sent on a stream).
     pub(super) fn route(&mut self, message: Message, snapshots: &mut Vec<Message>) {
-        if let Some(snapshot) = self.outbox.route(message) {
+        if let Some(snapshot) = self.core.outbox.route(message) {
             snapshots.push(snapshot);
         }
     }
 
     pub(super) fn process_readies(&mut self, internal: &mut Internal) -> Result<()> {
-        let dirty = std::mem::take(&mut self.dirty);
+        let dirty = std::mem::take(&mut self.core.dirty);
         for shard in dirty {
-            let Some(group) = self.groups.get_mut(&shard) else {
+            let Some(group) = self.core.groups.get_mut(&shard) else {
                 continue;
             };
             if !group.raw.has_ready() {
@@ -43,8 +43,13 @@ impl EventLoop {
             }
             let ready = group.raw.ready()?;
             self.handle_ready(shard, ready, internal)?;
-            if self.groups.get(&shard).is_some_and(|g| g.raw.has_ready()) {
-                self.dirty.insert(shard);
+            if self
+                .core
+                .groups
+                .get(&shard)
+                .is_some_and(|g| g.raw.has_ready())
+            {
+                self.core.dirty.insert(shard);
             }
         }
         Ok(())
@@ -68,7 +73,7 @@ impl EventLoop {
             read_states,
         } = ready;
         if let Some(soft) = soft_state
-            && let Some(group) = self.groups.get_mut(&shard)
+            && let Some(group) = self.core.groups.get_mut(&shard)
         {
             if soft.role == Role::Leader && group.role != Role::Leader {
                 info!(%shard, term = %group.raw.term(), "became leader");
@@ -82,10 +87,10 @@ impl EventLoop {
             group.leader = soft.leader;
             group.role = soft.role;
             if soft.role != Role::Leader {
-                fail_reads(group);
-                membership::fail_change(group);
+                fail_reads(&mut self.core.replies, group);
+                membership::fail_change(&mut self.core.replies, group);
             }
-            membership::answer_transfers(group);
+            membership::answer_transfers(&mut self.core.replies, group);
         }
         let mut snapshots = Vec::new();
         for message in messages {
@@ -96,6 +101,7 @@ impl EventLoop {
             // IMPORTANT: the snapshot's data was validated when it arrived and installs in the
             // same atomic batch as the new compaction point; without it we refuse to go on.
             let prepared = self
+                .core
                 .groups
                 .get_mut(&shard)
                 .and_then(|g| g.pending_install.take());
@@ -104,6 +110,7 @@ impl EventLoop {
                     self.batch.install_snapshot(prepared);
                     // IMPORTANT: the descriptor the snapshot carries is saved in the same batch.
                     let descriptor = self
+                        .core
                         .groups
                         .get_mut(&shard)
                         .and_then(|g| g.pending_descriptor.take());
@@ -113,12 +120,12 @@ impl EventLoop {
                             &replica_meta::descriptor_key(shard),
                             replica_meta::encode_descriptor(&descriptor)?,
                         );
-                        if let Some(group) = self.groups.get_mut(&shard) {
+                        if let Some(group) = self.core.groups.get_mut(&shard) {
                             group.descriptor = descriptor;
                             group.initialized = true;
                         }
                     }
-                    if let Some(group) = self.groups.get_mut(&shard)
+                    if let Some(group) = self.core.groups.get_mut(&shard)
                         && let Some(host) = group.machine.pd_mut()
                         && let Some(state) = host.pending_install.take()
                     {
@@ -143,12 +150,12 @@ impl EventLoop {
                     });
                 }
             }
-            if let Some(group) = self.groups.get_mut(&shard) {
+            if let Some(group) = self.core.groups.get_mut(&shard) {
                 // The data becomes readable when the batch is durable (see `on_durable`).
                 group.installing = Some((number, snapshot.meta.index));
                 group.conf_saved = true;
             }
-        } else if let Some(group) = self.groups.get_mut(&shard) {
+        } else if let Some(group) = self.core.groups.get_mut(&shard) {
             // The core refused the snapshot we stepped (it was stale): nothing to install.
             group.pending_install = None;
             group.pending_descriptor = None;
@@ -166,13 +173,13 @@ impl EventLoop {
         if !committed_entries.is_empty() {
             self.apply(shard, committed_entries, internal)?;
         }
-        if let Some(group) = self.groups.get_mut(&shard) {
+        if let Some(group) = self.core.groups.get_mut(&shard) {
             for read in read_states {
                 if let Some(reads) = group.reads_sent.remove(&read.context) {
                     group.reads_ready.push((read.index, reads));
                 }
             }
-            serve_reads(&self.store, group);
+            serve_reads(&mut self.core.replies, &self.store, group);
         }
         for message in snapshots {
             self.send_snapshot(message, internal.snapshot_events_tx.clone());
@@ -197,14 +204,14 @@ impl EventLoop {
             self.persist
                 .attach(ready, needs_persist, self.batch.is_empty())
         {
-            if let Some(group) = self.groups.get_mut(&shard) {
+            if let Some(group) = self.core.groups.get_mut(&shard) {
                 group.raw.on_persisted(number)?;
             }
             let mut snapshots = Vec::new();
             for message in messages {
                 self.route(message, &mut snapshots);
             }
-            self.dirty.insert(shard);
+            self.core.dirty.insert(shard);
         }
         Ok(())
     }
@@ -256,16 +263,16 @@ impl EventLoop {
             messages,
         } in readies
         {
-            if let Some(group) = self.groups.get_mut(&shard) {
+            if let Some(group) = self.core.groups.get_mut(&shard) {
                 group.raw.on_persisted(number)?;
                 if let Some((ready, index)) = group.installing
                     && ready <= number
                 {
                     group.installing = None;
                     group.applied = group.applied.max(index);
-                    serve_reads(&self.store, group);
+                    serve_reads(&mut self.core.replies, &self.store, group);
                 }
-                self.dirty.insert(shard);
+                self.core.dirty.insert(shard);
             }
             for message in messages {
                 self.route(message, &mut snapshots);

@@ -1,6 +1,7 @@
 //! Client requests: checks, proposals, ReadIndex batches, answers, admin calls.
 
-use super::{EventLoop, reply};
+use super::EventLoop;
+use crate::core::replies::{Replies, RequestId};
 use crate::error::Result;
 use crate::group::{Group, PendingRead, Proposal, WriteKind};
 use crate::log_command::LogCommand;
@@ -18,7 +19,7 @@ use tracing::warn;
 impl EventLoop {
     /// Starts one ReadIndex round per group and mode for the reads that arrived this turn.
     pub(super) fn issue_reads(&mut self) {
-        for (shard, group) in &mut self.groups {
+        for (shard, group) in &mut self.core.groups {
             if group.reads_new.is_empty() {
                 continue;
             }
@@ -41,27 +42,52 @@ impl EventLoop {
                     Err(ringkv_raft::Error::NotLeader { .. }) => {
                         let hint = group.leader_hint();
                         for read in reads {
-                            reply(read.reply, not_leader(hint, &group.descriptor));
+                            self.core
+                                .replies
+                                .send(read.reply, not_leader(hint, &group.descriptor));
                         }
                     }
                     Err(_) => {
                         for read in reads {
-                            reply(read.reply, Response::Error(WireError::Busy));
+                            self.core
+                                .replies
+                                .send(read.reply, Response::Error(WireError::Busy));
                         }
                     }
                 }
             }
-            self.dirty.insert(*shard);
+            self.core.dirty.insert(*shard);
         }
     }
 
+    /// A client call from the service: an `Inspect` runs here, off the loop; every other
+    /// request enters the core under a new id, and its caller waits in `callers`.
     pub(super) fn handle_call(&mut self, call: ClientCall) -> Result<()> {
         // Reads are judged against the lease: catch the Raft clock up with real time first.
         self.advance_clock()?;
-        let ClientCall {
-            request,
-            reply: slot,
-        } = call;
+        let ClientCall { request, reply } = call;
+        if let Request::Admin(AdminRequest::Inspect(inspect)) = request {
+            // Reads up to a bounded number of records from a consistent view of the store:
+            // off the loop, like the other scans.
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || {
+                let response = match crate::inspect::inspect(&store, &inspect) {
+                    Ok(result) => Response::Admin(AdminResult::Inspect(result)),
+                    Err(error) => Response::Error(WireError::InvalidRequest {
+                        reason: error.to_string(),
+                    }),
+                };
+                let _ = reply.send(response);
+            });
+            return Ok(());
+        }
+        let id = self.callers.register(reply);
+        self.handle_request(request, id)
+    }
+
+    /// A client request in the core: answered now, or once its entry applies or its read is
+    /// confirmed (see [`crate::core::replies`]).
+    pub(super) fn handle_request(&mut self, request: Request, slot: RequestId) -> Result<()> {
         let request = match request {
             Request::Admin(AdminRequest::ChangeReplica {
                 shard,
@@ -88,30 +114,15 @@ impl EventLoop {
                 self.pd_call(&command, slot)?;
                 return Ok(());
             }
-            Request::Admin(AdminRequest::Inspect(inspect)) => {
-                // Reads up to a bounded number of records from a consistent view of the store:
-                // off the loop, like the other scans.
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || {
-                    let response = match crate::inspect::inspect(&store, &inspect) {
-                        Ok(result) => Response::Admin(AdminResult::Inspect(result)),
-                        Err(error) => Response::Error(WireError::InvalidRequest {
-                            reason: error.to_string(),
-                        }),
-                    };
-                    reply(slot, response);
-                });
-                return Ok(());
-            }
             Request::Admin(admin) => {
                 let response = self.admin(admin);
-                reply(slot, response);
+                self.core.replies.send(slot, response);
                 return Ok(());
             }
             Request::Kv(request) => request,
             Request::WithToken { .. } => {
                 // The client service unwraps tokens before a request gets here.
-                reply(
+                self.core.replies.send(
                     slot,
                     Response::Error(WireError::InvalidRequest {
                         reason: "token requests are resolved by the client service".into(),
@@ -128,15 +139,17 @@ impl EventLoop {
         } else {
             None
         };
-        let group = match self.groups.get_mut(&shard) {
+        let group = match self.core.groups.get_mut(&shard) {
             Some(group) if group.machine.is_data() && group.initialized => group,
             _ => {
-                reply(slot, Response::Error(WireError::ShardNotFound { shard }));
+                self.core
+                    .replies
+                    .send(slot, Response::Error(WireError::ShardNotFound { shard }));
                 return Ok(());
             }
         };
         if let Err(error) = check_request(&request, &group.descriptor, &self.config.limits) {
-            reply(slot, Response::Error(error));
+            self.core.replies.send(slot, Response::Error(error));
             return Ok(());
         }
         let read = match &request.op {
@@ -165,14 +178,17 @@ impl EventLoop {
                 ReadConsistency::Stale => {
                     group.reads_served += 1;
                     let arc = group.descriptor.arc;
-                    reply(slot, read_now(&self.store, &request.op, group.applied, arc));
+                    let response = read_now(&self.store, &request.op, group.applied, arc);
+                    self.core.replies.send(slot, response);
                     return Ok(());
                 }
                 ReadConsistency::Linearizable => ReadMode::Safe,
                 ReadConsistency::Lease => ReadMode::Lease,
             };
             if !group.raw.is_leader() {
-                reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+                self.core
+                    .replies
+                    .send(slot, not_leader(group.leader_hint(), &group.descriptor));
                 return Ok(());
             }
             group.reads_new.push((
@@ -185,11 +201,13 @@ impl EventLoop {
             return Ok(());
         }
         if !group.raw.is_leader() {
-            reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+            self.core
+                .replies
+                .send(slot, not_leader(group.leader_hint(), &group.descriptor));
             return Ok(());
         }
         if let Some((node, alarm)) = alarm {
-            reply(
+            self.core.replies.send(
                 slot,
                 Response::Error(WireError::NoSpace {
                     node,
@@ -204,10 +222,11 @@ impl EventLoop {
             _ => WriteKind::Write,
         };
         let Some(command) = command_of(&request) else {
+            self.core.replies.drop_request(slot);
             return Ok(());
         };
         let data = LogCommand::KvAt {
-            now_ms: group.next_stamp(),
+            now_ms: group.next_stamp(crate::pd_host::wall_clock_ms()),
             command,
         }
         .encode()?;
@@ -215,24 +234,29 @@ impl EventLoop {
             Ok(index) => {
                 self.metrics.raft_proposals.inc();
                 let term = group.raw.term();
-                group.proposals.insert(
-                    index,
-                    Proposal {
-                        term,
-                        kind,
-                        reply: slot,
-                    },
-                );
-                self.dirty.insert(shard);
+                let proposal = Proposal {
+                    term,
+                    kind,
+                    reply: slot,
+                };
+                if let Some(replaced) = group.proposals.insert(index, proposal) {
+                    self.core.replies.drop_request(replaced.reply);
+                }
+                self.core.dirty.insert(shard);
             }
             Err(ringkv_raft::Error::NotLeader { .. }) => {
-                reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+                self.core
+                    .replies
+                    .send(slot, not_leader(group.leader_hint(), &group.descriptor));
             }
             Err(
                 ringkv_raft::Error::ProposalDropped { .. }
                 | ringkv_raft::Error::TransferInProgress { .. },
-            ) => reply(slot, Response::Error(WireError::Busy)),
-            Err(error) => reply(
+            ) => self
+                .core
+                .replies
+                .send(slot, Response::Error(WireError::Busy)),
+            Err(error) => self.core.replies.send(
                 slot,
                 Response::Error(WireError::Internal {
                     reason: error.to_string(),
@@ -248,7 +272,7 @@ impl EventLoop {
         space_alarm(&self.store)
             .map(|alarm| (self.config.node_id, alarm))
             .or_else(|| {
-                let descriptor = &self.groups.get(&shard)?.descriptor;
+                let descriptor = &self.core.groups.get(&shard)?.descriptor;
                 self.pd_view()?.space_alarm_of(descriptor)
             })
     }
@@ -264,7 +288,8 @@ impl EventLoop {
                 AdminResult::ShardMap(self.map.clone())
             }
             AdminRequest::GetShard { shard } => AdminResult::Shard(
-                self.groups
+                self.core
+                    .groups
                     .get(&shard)
                     .filter(|group| group.initialized)
                     .map(|group| group.descriptor.clone())
@@ -324,6 +349,7 @@ impl EventLoop {
     pub(super) fn status(&self) -> NodeStatus {
         let me = self.config.node_id;
         let replicas = self
+            .core
             .groups
             .values()
             .filter(|group| group.initialized)
@@ -375,7 +401,7 @@ pub(super) fn lost_write(group: &Group) -> Response {
 pub(super) use crate::kv_read::read_now;
 
 /// Answers confirmed reads whose index is applied.
-pub(super) fn serve_reads(store: &Store, group: &mut Group) {
+pub(super) fn serve_reads(replies: &mut Replies, store: &Store, group: &mut Group) {
     let applied = group.applied;
     let arc = group.descriptor.arc;
     let (ready, waiting): (Vec<_>, Vec<_>) = group
@@ -386,13 +412,13 @@ pub(super) fn serve_reads(store: &Store, group: &mut Group) {
     for (_, reads) in ready {
         for read in reads {
             group.reads_served += 1;
-            reply(read.reply, read_now(store, &read.op, applied, arc));
+            replies.send(read.reply, read_now(store, &read.op, applied, arc));
         }
     }
 }
 
 /// A replica that stops leading answers its unconfirmed reads with `NotLeader`.
-pub(super) fn fail_reads(group: &mut Group) {
+pub(super) fn fail_reads(replies: &mut Replies, group: &mut Group) {
     let hint = group.leader_hint();
     let descriptor = group.descriptor.clone();
     let pending: Vec<PendingRead> = group
@@ -402,7 +428,7 @@ pub(super) fn fail_reads(group: &mut Group) {
         .chain(group.reads_sent.drain().flat_map(|(_, reads)| reads))
         .collect();
     for read in pending {
-        reply(read.reply, not_leader(hint, &descriptor));
+        replies.send(read.reply, not_leader(hint, &descriptor));
     }
 }
 

@@ -7,13 +7,13 @@
 //! replicas' own clocks say. A client retry that arrives after its session expired is applied
 //! again: the documented limit of exactly-once (docs/node.md).
 
+use super::EventLoop;
 use super::requests::lost_write;
-use super::{EventLoop, reply};
 use crate::error::Result;
 use crate::log_command::LogCommand;
 use ringkv_storage::AppliedState;
 use ringkv_types::{LogIndex, ShardId, Term};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::debug;
 
 /// The pause between a leader's expiry passes: a quarter of the idle limit, at least 1 s and
@@ -37,7 +37,7 @@ impl EventLoop {
             .store
             .expire_sessions(shard, now_ms, idle_ms, applied)?;
         self.metrics.sessions_expired.inc_by(outcome.dropped);
-        let Some(group) = self.groups.get_mut(&shard) else {
+        let Some(group) = self.core.groups.get_mut(&shard) else {
             return Ok(());
         };
         debug!(%shard, %index, dropped = outcome.dropped, remaining = outcome.remaining,
@@ -54,7 +54,7 @@ impl EventLoop {
                 break;
             }
             let proposal = entry.remove();
-            reply(proposal.reply, lost_write(group));
+            self.core.replies.send(proposal.reply, lost_write(group));
         }
         Ok(())
     }
@@ -67,8 +67,8 @@ impl EventLoop {
             return Ok(());
         }
         let interval = expiry_interval(idle_ms);
-        let now = Instant::now();
-        for (shard, group) in &mut self.groups {
+        let now = self.mono_now();
+        for (shard, group) in &mut self.core.groups {
             if !group.initialized || !group.raw.is_leader() {
                 continue;
             }
@@ -79,7 +79,7 @@ impl EventLoop {
                 continue;
             }
             match data.expiry_proposed {
-                Some(at) if now.duration_since(at) >= interval => {}
+                Some(at) if now.since(at) >= interval => {}
                 Some(_) => continue,
                 None => {
                     data.expiry_proposed = Some(now);
@@ -88,14 +88,14 @@ impl EventLoop {
             }
             data.expiry_proposed = Some(now);
             let data = LogCommand::ExpireSessions {
-                now_ms: group.next_stamp(),
+                now_ms: group.next_stamp(crate::pd_host::wall_clock_ms()),
                 idle_ms,
             }
             .encode()?;
             // Refused proposals (a leadership change, a full log) wait for the next pass.
             if group.raw.propose(data).is_ok() {
                 self.metrics.raft_proposals.inc();
-                self.dirty.insert(*shard);
+                self.core.dirty.insert(*shard);
             }
         }
         Ok(())

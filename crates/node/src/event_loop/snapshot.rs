@@ -38,10 +38,10 @@ impl EventLoop {
                 to,
                 delivered,
             } => {
-                if let Some(group) = self.groups.get_mut(&shard) {
+                if let Some(group) = self.core.groups.get_mut(&shard) {
                     // `to` is the Raft member the core named.
                     group.raw.report_snapshot(to, delivered);
-                    self.dirty.insert(shard);
+                    self.core.dirty.insert(shard);
                 }
             }
             SnapshotEvent::ReceiveFailed { shard } => {
@@ -63,7 +63,7 @@ impl EventLoop {
     ) {
         let shard = message.group;
         let to = message.to;
-        let Some(group) = self.groups.get(&shard) else {
+        let Some(group) = self.core.groups.get(&shard) else {
             return;
         };
         if group.descriptor.replica_of_member(to).is_none() {
@@ -296,10 +296,15 @@ impl EventLoop {
         } else {
             descriptor.arc
         };
-        if !self.valid_message(&message) || !self.accept_message(&message)? {
+        if !self.valid_message(&message) {
             return Ok(());
         }
-        let Some(group) = self.groups.get_mut(&shard) else {
+        let removing = super::removal_running(&self.removals, &self.removals_waiting);
+        let route = self.core.accept(&message, removing);
+        if !self.follow(&message, route)? {
+            return Ok(());
+        }
+        let Some(group) = self.core.groups.get_mut(&shard) else {
             return Ok(());
         };
         if group.installing.is_some() {
@@ -323,7 +328,7 @@ impl EventLoop {
             host.pending_install = pd_state;
         }
         group.raw.step(message)?;
-        self.dirty.insert(shard);
+        self.core.dirty.insert(shard);
         Ok(())
     }
 }

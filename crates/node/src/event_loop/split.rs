@@ -22,9 +22,10 @@
 //! replica must never vote twice in one term). If the new group's replica was already filled
 //! by a snapshot, it is newer than the split and is left alone.
 
-use super::{EventLoop, Internal, reply};
+use super::{EventLoop, Internal};
 use crate::core::apply_plan::Split;
 use crate::core::machine::MachineKind;
+use crate::core::replies::RequestId;
 use crate::error::Result;
 use crate::group::PendingChange;
 use crate::log_command::LogCommand;
@@ -78,24 +79,28 @@ impl EventLoop {
         epoch: Epoch,
         new_shard: ShardId,
         at: Option<u64>,
-        slot: tokio::sync::oneshot::Sender<Response>,
+        slot: RequestId,
     ) -> Result<()> {
-        let taken = self.groups.contains_key(&new_shard)
+        let taken = self.core.groups.contains_key(&new_shard)
             || self.map.shards.iter().any(|d| d.id == new_shard)
-            || self.tombstones.contains_key(&new_shard);
-        let group = match self.groups.get_mut(&shard) {
+            || self.core.tombstones.contains_key(&new_shard);
+        let group = match self.core.groups.get_mut(&shard) {
             Some(group) if group.machine.is_data() && group.initialized => group,
             _ => {
-                reply(slot, Response::Error(WireError::ShardNotFound { shard }));
+                self.core
+                    .replies
+                    .send(slot, Response::Error(WireError::ShardNotFound { shard }));
                 return Ok(());
             }
         };
         if !group.raw.is_leader() {
-            reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+            self.core
+                .replies
+                .send(slot, not_leader(group.leader_hint(), &group.descriptor));
             return Ok(());
         }
         if epoch != group.descriptor.epoch {
-            reply(
+            self.core.replies.send(
                 slot,
                 Response::Error(WireError::EpochMismatch {
                     descriptor: group.descriptor.clone(),
@@ -104,7 +109,7 @@ impl EventLoop {
             return Ok(());
         }
         if group.pending_change.is_some() || group.pending_split.is_some() {
-            reply(
+            self.core.replies.send(
                 slot,
                 invalid(format!(
                     "shard {shard}: a membership change or split is already in progress"
@@ -113,7 +118,7 @@ impl EventLoop {
             return Ok(());
         }
         if MachineKind::of(new_shard) != MachineKind::Data || new_shard == shard || taken {
-            reply(
+            self.core.replies.send(
                 slot,
                 invalid(format!("shard id {new_shard} is not free for a split")),
             );
@@ -121,7 +126,7 @@ impl EventLoop {
         }
         let at = at.unwrap_or_else(|| group.descriptor.arc.midpoint());
         if group.descriptor.arc.split_at(at).is_none() {
-            reply(
+            self.core.replies.send(
                 slot,
                 invalid(format!(
                     "position {at} is not strictly inside the arc of shard {shard}"
@@ -144,16 +149,21 @@ impl EventLoop {
                     term: group.raw.term(),
                     reply: slot,
                 });
-                self.dirty.insert(shard);
+                self.core.dirty.insert(shard);
             }
             Err(ringkv_raft::Error::NotLeader { .. }) => {
-                reply(slot, not_leader(group.leader_hint(), &group.descriptor));
+                self.core
+                    .replies
+                    .send(slot, not_leader(group.leader_hint(), &group.descriptor));
             }
             Err(
                 ringkv_raft::Error::ProposalDropped { .. }
                 | ringkv_raft::Error::TransferInProgress { .. },
-            ) => reply(slot, Response::Error(WireError::Busy)),
-            Err(error) => reply(
+            ) => self
+                .core
+                .replies
+                .send(slot, Response::Error(WireError::Busy)),
+            Err(error) => self.core.replies.send(
                 slot,
                 Response::Error(WireError::Internal {
                     reason: error.to_string(),
@@ -173,7 +183,7 @@ impl EventLoop {
         internal: &mut Internal,
     ) -> Result<()> {
         let applied = AppliedState { index, term };
-        let Some(group) = self.groups.get(&shard) else {
+        let Some(group) = self.core.groups.get(&shard) else {
             return Ok(());
         };
         let outcome = if group.initialized && split.epoch == group.descriptor.epoch {
@@ -185,7 +195,7 @@ impl EventLoop {
             // Stale (the epoch moved since the proposal) or invalid: every replica skips it.
             warn!(%shard, %index, ?split, "skipping a split that no longer applies");
             self.store.apply(shard, &[], applied, None)?;
-            if let Some(group) = self.groups.get_mut(&shard) {
+            if let Some(group) = self.core.groups.get_mut(&shard) {
                 group.applied = index;
                 group.raw.on_applied(index);
                 if let Some(pending) = group.pending_split.take() {
@@ -196,7 +206,7 @@ impl EventLoop {
                     } else {
                         not_leader(group.leader_hint(), &group.descriptor)
                     };
-                    reply(pending.reply, response);
+                    self.core.replies.send(pending.reply, response);
                 }
             }
             return Ok(());
@@ -216,7 +226,7 @@ impl EventLoop {
             None,
             &[(name.as_slice(), value.as_slice())],
         )?;
-        let Some(group) = self.groups.get_mut(&shard) else {
+        let Some(group) = self.core.groups.get_mut(&shard) else {
             return Ok(());
         };
         info!(%shard, new_shard = %right.id, at = split.at, epoch = ?left.epoch, "split applied");
@@ -232,7 +242,7 @@ impl EventLoop {
             } else {
                 not_leader(group.leader_hint(), &group.descriptor)
             };
-            reply(pending.reply, response);
+            self.core.replies.send(pending.reply, response);
         }
         Ok(())
     }
@@ -248,11 +258,11 @@ impl EventLoop {
         internal: &mut Internal,
     ) -> Result<()> {
         let child = right.id;
-        if self.groups.get(&child).is_some_and(|g| g.initialized) {
+        if self.core.groups.get(&child).is_some_and(|g| g.initialized) {
             info!(%child, "the split's new shard is already initialized here");
             return Ok(());
         }
-        if self.tombstones.contains_key(&child)
+        if self.core.tombstones.contains_key(&child)
             || self.removals.iter().any(|r| r.shard() == child)
             || self.removals_waiting.iter().any(|(_, s, _)| *s == child)
         {
@@ -265,7 +275,7 @@ impl EventLoop {
         // The highest term and its vote this node ever persisted (or is about to) for the new
         // group: the in-memory state of an uninitialized replica, else what is on disk.
         let on_disk = self.store.group(child)?.hard_state();
-        let in_memory = self.groups.get(&child).map(|group| {
+        let in_memory = self.core.groups.get(&child).map(|group| {
             let status = group.raw.status();
             HardState {
                 term: status.term,
@@ -290,9 +300,9 @@ impl EventLoop {
         for message in messages {
             self.route(message, &mut snapshots);
         }
-        if let Some(mut old) = self.groups.remove(&child) {
+        if let Some(mut old) = self.core.groups.remove(&child) {
             for (_, proposal) in std::mem::take(&mut old.proposals) {
-                reply(
+                self.core.replies.send(
                     proposal.reply,
                     Response::Error(WireError::ShardNotFound { shard: child }),
                 );
@@ -310,8 +320,8 @@ impl EventLoop {
             group.raw.campaign()?;
         }
         info!(%child, %member, "created the split's new shard");
-        self.groups.insert(child, group);
-        self.dirty.insert(child);
+        self.core.groups.insert(child, group);
+        self.core.dirty.insert(child);
         Ok(())
     }
 }
