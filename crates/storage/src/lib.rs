@@ -34,6 +34,7 @@ mod snapshot_reader;
 mod space;
 mod store;
 mod write_batch;
+mod write_buffer;
 mod writer;
 
 pub use apply::SessionExpiry;

@@ -329,9 +329,10 @@ impl SnapshotStager {
                     }
                     self.bytes += (key.len() + value.len()) as u64;
                     if self.bytes > max {
-                        return Err(
-                            self.bad(format!("snapshot exceeds snapshot_bytes_max ({max})"))
-                        );
+                        return Err(Error::SnapshotTooLarge {
+                            shard: self.shard,
+                            max,
+                        });
                     }
                     batch.insert(
                         &shared.staging,
@@ -435,7 +436,9 @@ impl Shared {
             // commit: nothing may be acknowledged after it.
             self.poison();
             self.write_error(error)
-        })
+        })?;
+        self.limit_write_buffer();
+        Ok(())
     }
 
     /// Queues staging data for deletion by the writer (a prepared snapshot never installed).
@@ -708,7 +711,8 @@ impl Store {
     /// [`Error::BadSnapshot`] for a chunk that fails its crc32 or does not decode, a stream for
     /// another shard, chunks out of order, keys outside the arc or not ascending, a stream that
     /// ends before its trailer or continues after it, counts that disagree with the trailer, or
-    /// a snapshot over `snapshot_bytes_max`. Errors from the iterator itself are returned as is.
+    /// [`Error::SnapshotTooLarge`] for a snapshot over `snapshot_bytes_max`. Errors from the
+    /// iterator itself are returned as is.
     /// The staged data is deleted on error.
     pub fn prepare_snapshot<I, C>(&self, shard: ShardId, chunks: I) -> Result<PreparedSnapshot>
     where
