@@ -3,8 +3,10 @@
 //! source's snapshot stream and installs it. Prints the process's peak RSS (VmHWM, reset
 //! before each phase) and the largest fjall write buffer seen, per phase. No assertion.
 //!
-//! Run: `cargo run --release -p ringkv-storage --example install_rss [-- MIB [DIR]]`
-//! (DIR defaults to a temporary directory; it needs about 3 x MIB of free space).
+//! Run: `cargo run --release -p ringkv-storage --example install_rss [-- MIB [BUFFER [DIR]]]`
+//! (BUFFER: both stores' `write_buffer_bytes` in MiB, default 256; DIR defaults to /tmp and
+//! needs about 3 x MIB of free space; env CACHE_MIB sets both block caches). The last line,
+//! RSS once both stores are dropped, tells memory the allocator kept from what the stores held.
 #![allow(
     clippy::unwrap_used,
     clippy::print_stdout,
@@ -73,6 +75,16 @@ fn fill(store: &Store, arc: Arc, mib: usize) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let mib: usize = args.next().map_or(1024, |n| n.parse().unwrap());
+    let buffer_mib: u64 = args.next().map_or(256, |n| n.parse().unwrap());
+    let config = |path: std::path::PathBuf| {
+        let mut config = StoreConfig::new(path);
+        config.write_buffer_bytes = buffer_mib << 20;
+        config.snapshot_bytes_max = 1 << 40;
+        if let Ok(cache) = std::env::var("CACHE_MIB") {
+            config.cache_bytes = cache.parse::<u64>().unwrap() << 20;
+        }
+        config
+    };
     let temp = tempfile::tempdir_in(args.next().unwrap_or_else(|| "/tmp".into())).unwrap();
     let arc = Arc::split_even(1)[0];
     let source_path = temp.path().join("source");
@@ -84,8 +96,8 @@ fn main() {
     );
     println!("filled {mib} MiB in {:.1?}", start.elapsed());
 
-    let source = Store::open(StoreConfig::new(&source_path)).unwrap();
-    let target = Store::open(StoreConfig::new(temp.path().join("target"))).unwrap();
+    let source = Store::open(config(source_path)).unwrap();
+    let target = Store::open(config(temp.path().join("target"))).unwrap();
     let buffer_max = std::sync::Arc::new(AtomicU64::new(0));
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -121,6 +133,12 @@ fn main() {
     batch.install_snapshot(prepared);
     target.write(batch).unwrap();
     phase("install", start);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    println!("2 s later: RSS {} MB", status_kb("VmRSS:") * 1024 / 1_000_000);
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
+    drop(target);
+    drop(source);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    println!("stores dropped: RSS {} MB", status_kb("VmRSS:") * 1024 / 1_000_000);
 }
