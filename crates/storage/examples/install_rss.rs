@@ -134,11 +134,17 @@ fn main() {
     target.write(batch).unwrap();
     phase("install", start);
     std::thread::sleep(std::time::Duration::from_secs(2));
-    println!("2 s later: RSS {} MB", status_kb("VmRSS:") * 1024 / 1_000_000);
+    println!(
+        "2 s later: RSS {} MB",
+        status_kb("VmRSS:") * 1024 / 1_000_000
+    );
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     drop(target);
     drop(source);
     std::thread::sleep(std::time::Duration::from_secs(1));
-    println!("stores dropped: RSS {} MB", status_kb("VmRSS:") * 1024 / 1_000_000);
+    println!(
+        "stores dropped: RSS {} MB",
+        status_kb("VmRSS:") * 1024 / 1_000_000
+    );
 }
