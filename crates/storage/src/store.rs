@@ -12,6 +12,7 @@ use crate::keys::{
 };
 use crate::mark::{self, Mark, Marker};
 use crate::space::{SpaceMonitor, SpaceStatus};
+use crate::value::Versioned;
 use crate::write_batch::WriteBatchBuilder;
 use crate::writer::{Durable, Ticket, WriterHandle};
 use bytes::Bytes;
@@ -454,6 +455,15 @@ impl Store {
     /// # Errors
     /// [`Error::CorruptRecord`] when the stored value fails its checksum; I/O.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        Ok(self.get_versioned(key)?.map(|versioned| versioned.value))
+    }
+
+    /// The value of a user key and its version (the log index of its last write; 0 for a value
+    /// written before versions existed), from whichever shard holds it.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub fn get_versioned(&self, key: &[u8]) -> Result<Option<Versioned>> {
         match self.shared.data.get(ring::storage_key(key))? {
             Some(bytes) => decode_value(&bytes, self.shared.config.record_bytes_max).map(Some),
             None => Ok(None),
@@ -720,11 +730,9 @@ fn check_mark(config: &StoreConfig, meta: &Keyspace, raft_log: &Keyspace) -> Res
     }
 }
 
-/// Decodes a `data` value: `envelope(user value)`.
-pub(crate) fn decode_value(bytes: &[u8], max: u64) -> Result<Bytes> {
-    envelope::decode(bytes, max)
-        .map(Bytes::copy_from_slice)
-        .map_err(|reason| Error::corrupt_record("value", None, reason))
+/// Decodes a `data` value of either stored format (see `value`).
+pub(crate) fn decode_value(bytes: &[u8], max: u64) -> Result<Versioned> {
+    crate::value::decode(bytes, max)
 }
 
 /// What [`Store::data_size`] measured.
