@@ -323,6 +323,8 @@ fn open_store(config: &NodeConfig) -> Result<(Store, StoreIdentity)> {
     store_config.cache_bytes = config.storage.cache_mib << 20;
     store_config.writer_queue_depth = config.storage.writer_queue_depth;
     store_config.space_reserve_bytes = config.storage.space_reserve_mib << 20;
+    store_config.snapshot_bytes_max = config.storage.snapshot_max_mib << 20;
+    store_config.write_buffer_bytes = config.storage.write_buffer_mib << 20;
     let store = Store::open(store_config)?;
     let expected = NodeIdentity {
         node: config.node_id,

@@ -26,9 +26,11 @@ pub struct StoreConfig {
     /// Largest snapshot (sum of key and value bytes) `prepare_snapshot` accepts. Installs are
     /// staged on disk chunk by chunk (see `snapshot_install`), so this bounds disk, not memory.
     pub snapshot_bytes_max: u64,
-    /// fjall's write buffer: memtables (active and sealed, all keyspaces) beyond this make
-    /// writers wait for flushes. Without it a burst of writes faster than the flushes (a
-    /// snapshot being staged and moved) grows memory without bound. 0 = unlimited.
+    /// Bound on fjall's write buffer: when its memtables (active and sealed, all keyspaces)
+    /// exceed this, the store seals them and the committing thread waits for flushes (see
+    /// `write_buffer`; fjall 3.1 itself ignores its own setting). Without it a burst of writes
+    /// faster than the flushes (a snapshot being staged and moved) holds up to 5 x 320 MiB of
+    /// memtables. 0 = unlimited.
     pub write_buffer_bytes: u64,
     /// Keys deleted per batch when removing a replica's range in the background. Each batch is
     /// one journal write; 1,000 keeps one batch well under a millisecond of foreground stall.

@@ -144,6 +144,19 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A shard's snapshot is larger than `StoreConfig::snapshot_bytes_max` (the node's
+    /// `storage.snapshot_max_mib`), on the sending or the receiving side: the shard cannot gain
+    /// a replica this way until the limit is raised on both nodes or the shard is split.
+    #[error(
+        "the snapshot of shard {shard} exceeds the limit of {max} bytes \
+         (storage.snapshot_max_mib): raise it on every node, or split the shard"
+    )]
+    SnapshotTooLarge {
+        /// The shard.
+        shard: ShardId,
+        /// The limit.
+        max: u64,
+    },
 }
 
 /// A shard named by [`Error::LostWrites`].

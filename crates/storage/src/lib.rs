@@ -37,6 +37,7 @@ mod space;
 mod store;
 mod value;
 mod write_batch;
+mod write_buffer;
 mod writer;
 
 pub use apply::SessionExpiry;

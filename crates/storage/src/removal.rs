@@ -146,7 +146,9 @@ fn delete_batch(shared: &Shared, keyspace: &Keyspace, iter: fjall::Iter) -> Resu
     let limit = shared.config.removal_batch_keys;
     let mut keys = Vec::with_capacity(limit.min(4096));
     for guard in iter.take(limit) {
-        keys.push(guard.key()?);
+        // IMPORTANT: copied; a key read from a table shares that table's block, which its
+        // tombstone would keep in memory until the memtable is flushed (see `write_buffer`).
+        keys.push(guard.key()?.to_vec());
     }
     let count = keys.len();
     if count > 0 {

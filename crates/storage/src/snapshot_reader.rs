@@ -29,6 +29,8 @@ pub struct SnapshotChunks {
     sessions: fjall::Iter,
     sequence: u64,
     pairs: u64,
+    /// Key and value bytes read so far (checked against `snapshot_bytes_max`).
+    bytes: u64,
     session_count: u64,
     scratch: Vec<u8>,
 }
@@ -95,6 +97,7 @@ impl Store {
             sessions,
             sequence: 0,
             pairs: 0,
+            bytes: 0,
             session_count: 0,
             scratch: Vec::new(),
         })
@@ -134,6 +137,14 @@ impl SnapshotChunks {
                         continue;
                     }
                     self.pairs += pairs.len() as u64;
+                    self.bytes += bytes as u64;
+                    let max = self.shared.config.snapshot_bytes_max;
+                    if self.bytes > max {
+                        return Err(Error::SnapshotTooLarge {
+                            shard: self.shard,
+                            max,
+                        });
+                    }
                     return Ok(Some(Chunk::VersionedData {
                         sequence: self.sequence,
                         pairs,

@@ -104,6 +104,7 @@ impl Shared {
         })?;
         #[cfg(test)]
         self.injected_fsync_failure()?;
+        self.limit_write_buffer();
         Ok(())
     }
 
@@ -301,14 +302,11 @@ impl Store {
                 parent
             })?;
         }
-        let write_buffer = Some(config.write_buffer_bytes).filter(|bytes| *bytes > 0);
-        // fjall marks the setter deprecated ("todo") but honours it: writers wait for flushes
-        // once the memtables exceed it.
-        #[allow(deprecated, reason = "the only way to bound fjall's memtables")]
-        let builder = Database::builder(&config.path)
+        // fjall 3.1 ignores `max_write_buffer_size`: the store bounds the memtables itself
+        // (see `write_buffer`).
+        let db = Database::builder(&config.path)
             .cache_size(config.cache_bytes)
-            .max_write_buffer_size(write_buffer);
-        let db = builder.open()?;
+            .open()?;
         let keyspace = |name: &str| -> Result<Keyspace> {
             keys::validate_keyspace_name(name)?;
             Ok(db.keyspace(name, KeyspaceCreateOptions::default)?)
@@ -357,6 +355,12 @@ impl Store {
         shared.recover_installs()?;
         let writer = Arc::new(WriterHandle::spawn(shared.clone())?);
         Ok(Store { shared, writer })
+    }
+
+    /// Bytes in fjall's memtables (active and sealed, all keyspaces): what
+    /// `StoreConfig::write_buffer_bytes` bounds (for metrics and the memory benchmarks).
+    pub fn write_buffer_bytes(&self) -> u64 {
+        self.shared.db.write_buffer_size()
     }
 
     /// The configuration the store was opened with.

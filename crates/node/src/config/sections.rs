@@ -161,6 +161,15 @@ pub struct StorageSection {
     pub snapshots_inbound_max: usize,
     /// Snapshots this node sends at once; more wait for a slot.
     pub snapshots_outbound_max: usize,
+    /// Largest snapshot (key and value bytes of one shard) this node sends or receives, in
+    /// MiB. It bounds disk (a snapshot is staged whole before it is installed) and the send's
+    /// time budget, not memory. A shard above it cannot move or gain a replica: raise it on
+    /// every node, or split the shard.
+    pub snapshot_max_mib: u64,
+    /// Bound on the store's memtables (all keyspaces) in MiB: above it the store flushes
+    /// them and writers wait (0 = unbounded). The main term of the node's memory during a
+    /// snapshot install.
+    pub write_buffer_mib: u64,
 }
 
 impl Default for StorageSection {
@@ -171,6 +180,8 @@ impl Default for StorageSection {
             space_reserve_mib: 256,
             snapshots_inbound_max: 2,
             snapshots_outbound_max: 2,
+            snapshot_max_mib: 1024,
+            write_buffer_mib: 256,
         }
     }
 }

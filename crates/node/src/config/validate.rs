@@ -134,6 +134,12 @@ impl NodeConfig {
         if self.storage.cache_mib == 0 {
             return Err(invalid("storage.cache_mib", "must be at least 1"));
         }
+        if self.storage.snapshot_max_mib == 0 || self.storage.snapshot_max_mib > 1 << 30 {
+            return Err(invalid("storage.snapshot_max_mib", "must be in 1..=2^30"));
+        }
+        if self.storage.write_buffer_mib > 1 << 30 {
+            return Err(invalid("storage.write_buffer_mib", "must be at most 2^30"));
+        }
         if self.storage.writer_queue_depth == 0 || self.storage.writer_queue_depth > 64 {
             return Err(invalid("storage.writer_queue_depth", "must be in 1..=64"));
         }
