@@ -29,7 +29,10 @@ fn state(shards: u64) -> PdState {
         .apply(&Command::Bootstrap {
             cluster_id: 1,
             cluster_name: "bench".into(),
-            nodes: nodes.iter().map(|&id| (id, registration(id.get()))).collect(),
+            nodes: nodes
+                .iter()
+                .map(|&id| (id, registration(id.get())))
+                .collect(),
             shard_map: ringkv_node::bootstrap::initial_shard_map(&nodes, shards, 3),
             settings: Settings::default(),
             now_ms: 0,
@@ -80,25 +83,32 @@ fn apply_cost(c: &mut Criterion) {
             b.iter(|| {
                 index += 1;
                 let command = Command::ShardReport(report(&descriptor, index));
-                black_box(host.apply(vec![(LogIndex(index), Term(1), command)]).unwrap());
+                black_box(
+                    host.apply(vec![(LogIndex(index), Term(1), command)])
+                        .unwrap(),
+                );
             })
         });
         // The PD leader's triage of a heartbeat carrying one changed report (no log).
         let mut stats = LeaderStats::new();
         let mut now = 1;
-        group.bench_with_input(BenchmarkId::new("heartbeat_triage", shards), &shards, |b, _| {
-            b.iter(|| {
-                now += 1;
-                let heartbeat = StoreHeartbeat {
-                    node: descriptor.voters().next().unwrap(),
-                    stats: NodeStats::default(),
-                    shards: vec![report(&descriptor, now)],
-                    full: false,
-                    now_ms: now,
-                };
-                black_box(stats.handle(&base, &heartbeat, now));
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("heartbeat_triage", shards),
+            &shards,
+            |b, _| {
+                b.iter(|| {
+                    now += 1;
+                    let heartbeat = StoreHeartbeat {
+                        node: descriptor.voters().next().unwrap(),
+                        stats: NodeStats::default(),
+                        shards: vec![report(&descriptor, now)],
+                        full: false,
+                        now_ms: now,
+                    };
+                    black_box(stats.handle(&base, &heartbeat, now));
+                })
+            },
+        );
     }
     group.finish();
 }

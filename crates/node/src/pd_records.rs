@@ -146,7 +146,9 @@ pub fn load(store: &Store) -> Result<Option<PdState>> {
         let shards = store.meta_with_prefix(META_PD_SHARD_PREFIX)?;
         let state = decode_records(
             &head,
-            shards.iter().map(|(name, value)| (name.as_slice(), &value[..])),
+            shards
+                .iter()
+                .map(|(name, value)| (name.as_slice(), &value[..])),
         )?;
         return Ok(Some(state));
     }
@@ -187,7 +189,14 @@ pub(crate) mod tests {
                     .map(|&id| {
                         let addr = format!("127.0.0.1:{}", 7000 + id.get());
                         let labels = BTreeMap::new();
-                        (id, NodeRegistration { addr, labels, capacity_bytes: 0 })
+                        (
+                            id,
+                            NodeRegistration {
+                                addr,
+                                labels,
+                                capacity_bytes: 0,
+                            },
+                        )
                     })
                     .collect(),
                 shard_map: crate::bootstrap::initial_shard_map(&nodes, shards, 3),

@@ -98,12 +98,7 @@ impl LeaderStats {
     /// Handles one node heartbeat against the applied `state` at log time `now_ms` (the
     /// leader's stamp): remembers its statistics and says which reports must go through the
     /// log. Costs O(reports × log shards), whatever the number of shards that stay quiet.
-    pub fn handle(
-        &mut self,
-        state: &PdState,
-        heartbeat: &StoreHeartbeat,
-        now_ms: u64,
-    ) -> Triage {
+    pub fn handle(&mut self, state: &PdState, heartbeat: &StoreHeartbeat, now_ms: u64) -> Triage {
         match self.triage(state, heartbeat, now_ms) {
             Ok((answer, propose)) => Triage {
                 answer: Ok(answer),
@@ -133,7 +128,10 @@ impl LeaderStats {
             });
         }
         let id = heartbeat.node;
-        let node = state.nodes.get(&id).ok_or(Error::UnknownNode { node: id })?;
+        let node = state
+            .nodes
+            .get(&id)
+            .ok_or(Error::UnknownNode { node: id })?;
         if node.state == NodeState::Removed {
             return Err(Error::NodeRemoved { node: id });
         }

@@ -79,11 +79,7 @@ fn what_decisions_depend_on_goes_through_the_log() {
     // 2: another leader: a voter other than node 1 took over (its own heartbeat).
     let taken = reports.remove(2);
     let other = taken.descriptor.id;
-    let new_leader = taken
-        .descriptor
-        .voters()
-        .find(|&v| v != NodeId(1))
-        .unwrap();
+    let new_leader = taken.descriptor.voters().find(|&v| v != NodeId(1)).unwrap();
     let takeover = report_of(&state, other, Some(new_leader), 0);
     let triage = stats.handle(
         &state,
@@ -150,7 +146,13 @@ fn liveness_is_replicated_at_a_bounded_rate() {
     let Some(command) = triage.propose else {
         panic!("no refresh proposed")
     };
-    assert!(matches!(command, Command::NodeHeartbeat { node: NodeId(1), .. }));
+    assert!(matches!(
+        command,
+        Command::NodeHeartbeat {
+            node: NodeId(1),
+            ..
+        }
+    ));
     assert_eq!(
         stats
             .handle(&state, &heartbeat(1, vec![], false), at + 1)

@@ -97,8 +97,8 @@ impl Running {
             (stats.writes_per_sec, stats.reads_per_sec) = previous.rates(sample);
         }
         let reports = self.build_reports(view.reports, None).await;
-        let full = self.full_report_due
-            || self.heartbeats_since_full + 1 >= FULL_REPORT_EVERY_HEARTBEATS;
+        let full =
+            self.full_report_due || self.heartbeats_since_full + 1 >= FULL_REPORT_EVERY_HEARTBEATS;
         let sent: Vec<ShardReport> = reports
             .into_iter()
             .filter(|report| full || self.accepted.get(&report.descriptor.id) != Some(report))

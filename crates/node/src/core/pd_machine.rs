@@ -176,7 +176,10 @@ mod tests {
         let next = report(&host.state, 2);
         let (_, records) = host.apply(vec![(LogIndex(2), Term(1), next)]).unwrap();
         let size = |records: &MetaRecords| -> usize {
-            records.iter().map(|(name, value)| name.len() + value.len()).sum()
+            records
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum()
         };
         (size(&all), size(&records))
     }
@@ -188,9 +191,16 @@ mod tests {
     fn an_apply_writes_as_much_for_100_as_for_10_000_shards() {
         let (first_small, small) = bytes_per_apply(100);
         let (first_large, large) = bytes_per_apply(10_000);
-        assert_eq!(small, large);
-        assert!(small < 1_000, "{small} bytes per apply");
-        assert!(first_large > 50 * first_small / 2, "{first_small} vs {first_large}");
+        // Equal but for the varint widths of the larger ids and counters.
+        assert!(
+            large.abs_diff(small) <= 8,
+            "{small} vs {large} bytes per apply"
+        );
+        assert!(large < 1_000, "{large} bytes per apply");
+        assert!(
+            first_large > 50 * first_small / 2,
+            "{first_small} vs {first_large}"
+        );
     }
 
     /// A split rewrites the reported shard and the new one (and the head).
