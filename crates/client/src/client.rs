@@ -28,6 +28,11 @@ mod connection;
 mod discovery;
 mod kv;
 mod pd;
+mod scan;
+mod versions;
+
+pub use scan::{Scan, ScanEntry, ScanOptions};
+pub use versions::{VersionCasOutcome, Versioned};
 
 use connection::{dial_seed_address, reprobe};
 

@@ -77,7 +77,9 @@ mod session;
 pub mod test_support;
 pub mod views;
 
-pub use client::{CasOutcome, Client, IssuedToken};
+pub use client::{
+    CasOutcome, Client, IssuedToken, Scan, ScanEntry, ScanOptions, VersionCasOutcome, Versioned,
+};
 pub use config::{
     ClientConfig, Credentials, Endpoint, FailoverPolicy, RetryPolicy, Seed, TlsSource,
 };

@@ -59,8 +59,14 @@ impl Routing {
     /// first voter (else the first replica). When that node is to be avoided (marked down),
     /// the next voter after it that is not; when every voter is avoided, the first choice
     /// anyway. `None` when the map has no shard or no replica.
+    #[cfg(test)]
     pub fn route(&self, key: &[u8], avoid: &dyn Fn(NodeId) -> bool) -> Option<Route> {
-        let descriptor = self.map.shard_for_key(key)?;
+        self.route_position(ringkv_types::ring::position(key), avoid)
+    }
+
+    /// [`Routing::route`] for the shard owning ring `position` (a scan's cursor).
+    pub fn route_position(&self, position: u64, avoid: &dyn Fn(NodeId) -> bool) -> Option<Route> {
+        let descriptor = self.map.shard_for_position(position)?;
         let cached = self
             .leaders
             .get(&descriptor.id)
@@ -84,13 +90,24 @@ impl Routing {
 
     /// Where to send a stale read of `key`: replica number `choice` (modulo the replica count),
     /// spreading stale reads over every replica, or the next one not to be avoided.
+    #[cfg(test)]
     pub fn route_any_replica(
         &self,
         key: &[u8],
         choice: u64,
         avoid: &dyn Fn(NodeId) -> bool,
     ) -> Option<Route> {
-        let descriptor = self.map.shard_for_key(key)?;
+        self.route_any_replica_position(ringkv_types::ring::position(key), choice, avoid)
+    }
+
+    /// [`Routing::route_any_replica`] for the shard owning ring `position`.
+    pub fn route_any_replica_position(
+        &self,
+        position: u64,
+        choice: u64,
+        avoid: &dyn Fn(NodeId) -> bool,
+    ) -> Option<Route> {
+        let descriptor = self.map.shard_for_position(position)?;
         let count = descriptor.replicas.len();
         let start = usize::try_from(choice.checked_rem(u64::try_from(count).ok()?)?).ok()?;
         let pick = |offset: usize| descriptor.replicas.get((start + offset) % count);

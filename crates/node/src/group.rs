@@ -95,10 +95,8 @@ pub struct Proposal {
 /// A read waiting for its ReadIndex round or for the state machine to catch up.
 #[derive(Debug)]
 pub struct PendingRead {
-    /// The user key.
-    pub key: bytes::Bytes,
-    /// `Exists`: answer whether the key exists, without its value.
-    pub exists_only: bool,
+    /// The read (`Get`, `Exists`, `GetMany` or `Scan`), served by `kv_read::read_now`.
+    pub op: ringkv_types::KvOp,
     /// The client's answer slot.
     pub reply: oneshot::Sender<Response>,
 }

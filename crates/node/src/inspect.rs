@@ -266,12 +266,21 @@ fn kv_view(view: &mut LogEntryView, command: &Command) {
                 expected: expected.as_deref().map(Excerpt::of),
                 new: new.as_deref().map(Excerpt::of),
             },
+            Operation::CompareVersionAndSwap {
+                key,
+                expected_version,
+                new,
+            } => OpView::CasVersion {
+                key: Excerpt::of(key),
+                expected_version: *expected_version,
+                new: new.as_deref().map(Excerpt::of),
+            },
         })
         .collect();
     view.kind = match view.ops.as_slice() {
         [OpView::Put { .. }] => EntryKind::Put,
         [OpView::Delete { .. }] => EntryKind::Delete,
-        [OpView::Cas { .. }] => EntryKind::Cas,
+        [OpView::Cas { .. } | OpView::CasVersion { .. }] => EntryKind::Cas,
         _ => EntryKind::Batch,
     };
 }

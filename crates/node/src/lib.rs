@@ -79,6 +79,7 @@ pub mod group;
 pub mod health;
 pub mod http;
 pub mod inspect;
+pub mod kv_read;
 pub mod log_command;
 pub mod metrics;
 pub mod node;

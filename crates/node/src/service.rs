@@ -99,6 +99,9 @@ fn op_label(request: &Request) -> &'static str {
             KvOp::Delete { .. } => "delete",
             KvOp::CompareAndSwap { .. } => "cas",
             KvOp::Batch { .. } => "batch",
+            KvOp::GetMany { .. } => "get_many",
+            KvOp::CompareVersionAndSwap { .. } => "cas_version",
+            KvOp::Scan { .. } => "scan",
         },
         Request::Admin(AdminRequest::Login { .. }) => "login",
         Request::Admin(AdminRequest::Pd { .. }) => "pd",
@@ -252,7 +255,11 @@ fn keys(op: &KvOp) -> Vec<&[u8]> {
         | KvOp::Exists { key, .. }
         | KvOp::Put { key, .. }
         | KvOp::Delete { key }
-        | KvOp::CompareAndSwap { key, .. } => vec![key.as_ref()],
+        | KvOp::CompareAndSwap { key, .. }
+        | KvOp::CompareVersionAndSwap { key, .. } => vec![key.as_ref()],
+        KvOp::GetMany { keys, .. } => keys.iter().map(|key| key.as_ref()).collect(),
+        // A scan names no key; its start is checked against the arc in `check_request`.
+        KvOp::Scan { .. } => Vec::new(),
         KvOp::Batch { ops } => ops
             .iter()
             .map(|op| match op {
@@ -265,7 +272,12 @@ fn keys(op: &KvOp) -> Vec<&[u8]> {
 /// Every value an operation carries (CAS: expected and new).
 fn values(op: &KvOp) -> Vec<&[u8]> {
     match op {
-        KvOp::Get { .. } | KvOp::Exists { .. } | KvOp::Delete { .. } => Vec::new(),
+        KvOp::Get { .. }
+        | KvOp::Exists { .. }
+        | KvOp::Delete { .. }
+        | KvOp::GetMany { .. }
+        | KvOp::Scan { .. } => Vec::new(),
+        KvOp::CompareVersionAndSwap { new, .. } => new.iter().map(|value| value.as_ref()).collect(),
         KvOp::Put { value, .. } => vec![value.as_ref()],
         KvOp::CompareAndSwap { expected, new, .. } => expected
             .iter()
@@ -304,15 +316,39 @@ pub fn check_request(
             shard: descriptor.id,
         });
     }
-    if let KvOp::Batch { ops } = &request.op {
-        if ops.is_empty() {
+    if let KvOp::Scan { start, .. } = &request.op {
+        // The start is a storage key: its first 8 bytes are a ring position of this arc.
+        let position = match start.len() {
+            0 => None,
+            1..8 => {
+                return Err(WireError::InvalidRequest {
+                    reason: format!("scan start of {} bytes (a storage key)", start.len()),
+                });
+            }
+            _ => start
+                .first_chunk::<8>()
+                .map(|bytes| u64::from_be_bytes(*bytes)),
+        };
+        if position.is_some_and(|position| !descriptor.arc.contains(position)) {
+            return Err(WireError::KeyNotInShard {
+                shard: descriptor.id,
+            });
+        }
+    }
+    let count = match &request.op {
+        KvOp::Batch { ops } => Some(ops.len()),
+        KvOp::GetMany { keys, .. } => Some(keys.len()),
+        _ => None,
+    };
+    if let Some(count) = count {
+        if count == 0 {
             return Err(WireError::InvalidRequest {
                 reason: "empty batch".into(),
             });
         }
-        if ops.len() as u64 > limits.max_batch_ops {
+        if count as u64 > limits.max_batch_ops {
             return Err(WireError::BatchTooLarge {
-                count: ops.len() as u64,
+                count: count as u64,
                 max: limits.max_batch_ops,
             });
         }
@@ -350,7 +386,18 @@ pub fn check_request(
 /// The state-machine command of a write request (`None` for a read).
 pub fn command_of(request: &KvRequest) -> Option<Command> {
     let operations = match &request.op {
-        KvOp::Get { .. } | KvOp::Exists { .. } => return None,
+        KvOp::Get { .. } | KvOp::Exists { .. } | KvOp::GetMany { .. } | KvOp::Scan { .. } => {
+            return None;
+        }
+        KvOp::CompareVersionAndSwap {
+            key,
+            expected_version,
+            new,
+        } => vec![Operation::CompareVersionAndSwap {
+            key: key.clone(),
+            expected_version: *expected_version,
+            new: new.clone(),
+        }],
         KvOp::Put { key, value } => vec![Operation::Put {
             key: key.clone(),
             value: value.clone(),

@@ -8,12 +8,14 @@ use crate::command::{
 use crate::error::{Error, Result};
 use crate::group_state::AppliedState;
 use crate::keys;
+use crate::session_table::{SessionTable, lock_table};
 use crate::store::{Store, decode_value, lock_group};
+use crate::value::Versioned;
 use bytes::Bytes;
-use fjall::PersistMode;
 use ringkv_types::raft::ConfState;
 use ringkv_types::{ShardId, envelope, ring};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// What [`Store::expire_sessions`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,9 +35,15 @@ impl Store {
     /// one returns the saved result without applying again; a lower one returns
     /// [`CommandResult::StaleSequence`].
     ///
-    /// Durability: the batch goes to the journal without its own fsync (`PersistMode::Buffer`):
-    /// after a crash the node re-applies from the durable applied index, which is consistent with
-    /// the data because both are in one batch. The entries must be durable in the log first.
+    /// Durability: the Raft log is the write-ahead log; this batch is not made durable by
+    /// itself. It goes into the journal's in-process buffer only (no write system call, no
+    /// fsync) and reaches the disk with the next group commit's fsync (or [`Store::persist`]),
+    /// which covers everything before it in the one journal. A crash may lose it: the node then
+    /// re-applies the committed entries after the durable applied index, which is consistent
+    /// with the data because both are in one atomic batch. The entries must be durable in the
+    /// log first, and the log must not be compacted past them by anything durable before this
+    /// batch (the node compacts through the group commit, which comes after it in the journal).
+    /// See `docs/node.md`, "Apply without a second journal".
     /// Call with one thread per shard at a time; the node must not apply while a snapshot of the
     /// same shard is being installed.
     ///
@@ -49,7 +57,7 @@ impl Store {
         applied: AppliedState,
         conf: Option<&ConfState>,
     ) -> Result<Vec<CommandResult>> {
-        self.apply_with_meta(shard, commands, &[], applied, conf, &[])
+        self.apply_with_meta(shard, commands, &[], &[], applied, conf, &[])
     }
 
     /// [`Store::apply`], also saving caller-named `meta` records `(name, value)` (the namespace
@@ -59,16 +67,23 @@ impl Store {
     ///
     /// `stamps` holds each command's log time (`now_ms` stamped by the leader that proposed it,
     /// 0 = unknown), recorded as its session's `last_ms`; it is empty or as long as `commands`.
+    /// `indexes` holds each command's log index, stored as the version of the keys it writes;
+    /// empty = every command is at `applied.index` (one entry, or tests).
     ///
     /// # Errors
     /// As [`Store::apply`]; [`Error::TooLarge`] for a name over 1 KiB or a value over
-    /// `record_bytes_max` (nothing is written then); [`Error::InvalidWrite`] when `stamps` is
-    /// neither empty nor one per command.
+    /// `record_bytes_max` (nothing is written then); [`Error::InvalidWrite`] when `stamps` or
+    /// `indexes` is neither empty nor one per command.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "per-command stamps and indexes are parallel slices of the driver's plan"
+    )]
     pub fn apply_with_meta(
         &self,
         shard: ShardId,
         commands: &[Command],
         stamps: &[u64],
+        indexes: &[u64],
         applied: AppliedState,
         conf: Option<&ConfState>,
         meta: &[(&[u8], &[u8])],
@@ -82,11 +97,13 @@ impl Store {
                 });
             }
         }
-        if !stamps.is_empty() && stamps.len() != commands.len() {
-            return Err(Error::InvalidWrite {
-                shard,
-                reason: format!("{} stamps for {} commands", stamps.len(), commands.len()),
-            });
+        for (what, len) in [("stamps", stamps.len()), ("indexes", indexes.len())] {
+            if len != 0 && len != commands.len() {
+                return Err(Error::InvalidWrite {
+                    shard,
+                    reason: format!("{len} {what} for {} commands", commands.len()),
+                });
+            }
         }
         shared.check_writable()?;
         let cache = shared.group(shard)?;
@@ -101,20 +118,24 @@ impl Store {
             });
         }
         let max = shared.config.record_bytes_max;
+        // The session table in memory (never read back from fjall here); updated only after
+        // the batch committed.
+        let table = self.session_table(shard)?;
+        let mut table = lock_table(&table);
         // Writes of this batch, so later commands see earlier ones.
-        let mut values: BTreeMap<Vec<u8>, Option<Bytes>> = BTreeMap::new();
+        let mut values: BTreeMap<Vec<u8>, Option<Versioned>> = BTreeMap::new();
         let mut sessions: BTreeMap<u64, SessionRecord> = BTreeMap::new();
         let mut results = Vec::with_capacity(commands.len());
         for (at, command) in commands.iter().enumerate() {
             let stamp = stamps.get(at).copied().unwrap_or(0);
+            let index = indexes.get(at).copied().unwrap_or(applied.index.0);
             if let Some(request) = command.session {
-                let record = match sessions.get(&request.session) {
-                    Some(record) => Some(record.clone()),
-                    None => self.read_session(shard, request.session)?,
-                };
+                let record = sessions
+                    .get(&request.session)
+                    .or_else(|| table.get(&request.session));
                 if let Some(record) = record {
                     if request.sequence == record.sequence {
-                        results.push(CommandResult::Applied(record.result));
+                        results.push(CommandResult::Applied(record.result.clone()));
                         continue;
                     }
                     if request.sequence < record.sequence {
@@ -133,7 +154,10 @@ impl Store {
                 }
                 let result = match operation {
                     Operation::Put { key, value } => {
-                        values.insert(ring::storage_key(key), Some(value.clone()));
+                        let storage_key = ring::storage_key(key);
+                        let previous = self.current(&values, &storage_key, max)?;
+                        let stored = stored(value, index, previous.as_ref());
+                        values.insert(storage_key, Some(stored));
                         OperationResult::Put
                     }
                     Operation::Delete { key } => {
@@ -144,12 +168,40 @@ impl Store {
                     }
                     Operation::CompareAndSwap { key, expected, new } => {
                         let storage_key = ring::storage_key(key);
-                        let previous = self.current(&values, &storage_key, max)?;
-                        let swapped = previous == *expected;
+                        let found = self.current(&values, &storage_key, max)?;
+                        let swapped = found.as_ref().map(|found| &found.value) == expected.as_ref();
                         if swapped {
-                            values.insert(storage_key, new.clone());
+                            let new = new.as_ref().map(|new| stored(new, index, found.as_ref()));
+                            values.insert(storage_key, new);
                         }
+                        let previous = found.map(|found| found.value);
                         OperationResult::CompareAndSwap { swapped, previous }
+                    }
+                    Operation::CompareVersionAndSwap {
+                        key,
+                        expected_version,
+                        new,
+                    } => {
+                        let storage_key = ring::storage_key(key);
+                        let previous = self.current(&values, &storage_key, max)?;
+                        // Absent matches 0 only; a present value matches its own version
+                        // only when that is not 0 (a value written before versions).
+                        let swapped = match &previous {
+                            None => *expected_version == 0,
+                            Some(found) => found.version != 0 && found.version == *expected_version,
+                        };
+                        if swapped {
+                            let new = new
+                                .as_ref()
+                                .map(|new| stored(new, index, previous.as_ref()));
+                            values.insert(storage_key, new);
+                        }
+                        let previous_version = previous.as_ref().map_or(0, |found| found.version);
+                        OperationResult::CompareVersionAndSwap {
+                            swapped,
+                            previous: previous.map(|found| found.value),
+                            previous_version,
+                        }
                     }
                 };
                 operation_results.push(result);
@@ -167,10 +219,14 @@ impl Store {
             results.push(CommandResult::Applied(operation_results));
         }
 
-        let mut batch = shared.db.batch().durability(Some(PersistMode::Buffer));
+        let mut batch = shared.db.batch().durability(None);
         for (key, value) in values {
             match value {
-                Some(value) => batch.insert(&shared.data, key, envelope::encode(&value)),
+                Some(stored) => batch.insert(
+                    &shared.data,
+                    key,
+                    crate::value::encode(&stored.value, stored.version),
+                ),
                 None => batch.remove(&shared.data, key),
             }
         }
@@ -198,7 +254,12 @@ impl Store {
         }
         // IMPORTANT: data, sessions and the applied index commit in one batch, so a restart never
         // re-applies an entry whose effects are already on disk.
-        shared.commit(batch)?;
+        if let Err(error) = shared.commit(batch) {
+            shared.sessions.forget(shard);
+            return Err(error);
+        }
+        table.extend(sessions);
+        drop(table);
         let mut state = lock_group(&cache);
         state.applied = applied;
         if let Some(conf) = conf {
@@ -235,27 +296,46 @@ impl Store {
                 ),
             });
         }
+        let table = self.session_table(shard)?;
+        let mut table = lock_table(&table);
         let mut outcome = SessionExpiry::default();
-        let mut batch = shared.db.batch().durability(Some(PersistMode::Buffer));
-        for (session, mut record) in self.sessions(shard)? {
-            let key = keys::session_key(shard, session).to_vec();
+        let mut dropped = Vec::new();
+        let mut stamped = Vec::new();
+        let mut batch = shared.db.batch().durability(None);
+        for (session, record) in table.iter() {
+            let key = keys::session_key(shard, *session).to_vec();
             if record.expired(now_ms, idle_ms) {
                 batch.remove(&shared.raft_state, key);
-                outcome.dropped += 1;
+                dropped.push(*session);
                 continue;
             }
             if record.last_ms == 0 {
+                let mut record = record.clone();
                 record.last_ms = now_ms;
                 batch.insert(&shared.raft_state, key, codec::encode(&record));
+                stamped.push(*session);
             }
-            outcome.remaining += 1;
         }
+        outcome.dropped = dropped.len() as u64;
+        outcome.remaining = (table.len() - dropped.len()) as u64;
         batch.insert(
             &shared.raft_state,
             keys::state_key(shard, keys::KIND_APPLIED).to_vec(),
             codec::encode(&applied),
         );
-        shared.commit(batch)?;
+        if let Err(error) = shared.commit(batch) {
+            shared.sessions.forget(shard);
+            return Err(error);
+        }
+        for session in dropped {
+            table.remove(&session);
+        }
+        for session in stamped {
+            if let Some(record) = table.get_mut(&session) {
+                record.last_ms = now_ms;
+            }
+        }
+        drop(table);
         lock_group(&cache).applied = applied;
         Ok(outcome)
     }
@@ -276,7 +356,15 @@ impl Store {
         Ok(sessions)
     }
 
-    /// The session table entry of `session` in `shard`.
+    /// The in-memory session table of `shard`, loaded from fjall on first use.
+    fn session_table(&self, shard: ShardId) -> Result<Arc<Mutex<SessionTable>>> {
+        self.shared.sessions.get_or_load(shard, || {
+            Ok(self.sessions(shard)?.into_iter().collect::<SessionTable>())
+        })
+    }
+
+    /// The session table entry of `session` in `shard`, as stored (read from fjall, not from
+    /// the copy in memory that apply uses).
     ///
     /// # Errors
     /// [`Error::CorruptRecord`]; I/O.
@@ -296,10 +384,10 @@ impl Store {
     /// The value of a storage key as of the pending writes of this batch.
     fn current(
         &self,
-        pending: &BTreeMap<Vec<u8>, Option<Bytes>>,
+        pending: &BTreeMap<Vec<u8>, Option<Versioned>>,
         storage_key: &[u8],
         max: u64,
-    ) -> Result<Option<Bytes>> {
+    ) -> Result<Option<Versioned>> {
         if let Some(value) = pending.get(storage_key) {
             return Ok(value.clone());
         }
@@ -307,6 +395,24 @@ impl Store {
             Some(bytes) => decode_value(&bytes, max).map(Some),
             None => Ok(None),
         }
+    }
+}
+
+/// A value written by the entry at log `index` over `previous`: its version is the index, or
+/// one more than the previous version when that is larger (only after a split, below). Log indexes grow within a shard,
+/// but a split's new shard starts its own log at a low index while its keys keep the versions
+/// they had in the parent: this keeps a key's version growing with every write, so a stale
+/// version never matches again (no ABA for a compare-and-swap on the version). Every replica
+/// computes the same version from the same state.
+fn stored(value: &Bytes, index: u64, previous: Option<&Versioned>) -> Versioned {
+    let version = match previous {
+        // (Equal: the same entry wrote the key before; the entry is atomic, one version.)
+        Some(previous) if previous.version > index => previous.version.saturating_add(1),
+        _ => index,
+    };
+    Versioned {
+        value: value.clone(),
+        version,
     }
 }
 
@@ -318,6 +424,7 @@ fn reject(operation: &Operation) -> Option<OperationResult> {
         Operation::CompareAndSwap { key, expected, new } => {
             (key, [expected.as_ref(), new.as_ref()])
         }
+        Operation::CompareVersionAndSwap { key, new, .. } => (key, [new.as_ref(), None]),
     };
     if key.len() > KEY_BYTES_MAX {
         return Some(OperationResult::KeyTooLarge);

@@ -40,6 +40,18 @@ pub enum Operation {
         /// Value to store on success; `None` deletes.
         new: Option<Bytes>,
     },
+    /// Sets `key` to `new` (or removes it when `new` is `None`) only if its current version is
+    /// `expected_version`: 0 = the key must be absent (etcd's `mod_revision == 0`); a value
+    /// written before versions existed reads as version 0 but is present, so it matches no
+    /// expected version (compare it by value). Appended last: postcard numbers variants.
+    CompareVersionAndSwap {
+        /// User key.
+        key: Bytes,
+        /// Required current version; 0 = absent.
+        expected_version: u64,
+        /// Value to store on success; `None` deletes.
+        new: Option<Bytes>,
+    },
 }
 
 impl Operation {
@@ -48,7 +60,8 @@ impl Operation {
         match self {
             Operation::Put { key, .. }
             | Operation::Delete { key }
-            | Operation::CompareAndSwap { key, .. } => key,
+            | Operation::CompareAndSwap { key, .. }
+            | Operation::CompareVersionAndSwap { key, .. } => key,
         }
     }
 }
@@ -96,6 +109,15 @@ pub enum OperationResult {
     KeyTooLarge,
     /// Nothing was written: a value is longer than [`VALUE_BYTES_MAX`].
     ValueTooLarge,
+    /// A compare-and-swap on the version: whether it swapped and what it found.
+    CompareVersionAndSwap {
+        /// The expected version matched and the new value was stored (or the key removed).
+        swapped: bool,
+        /// The value found before the operation.
+        previous: Option<Bytes>,
+        /// Its version (0 when absent or written before versions).
+        previous_version: u64,
+    },
 }
 
 /// Result of a command.

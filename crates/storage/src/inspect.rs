@@ -10,7 +10,7 @@ use crate::keys;
 use crate::store::Store;
 use fjall::Readable;
 use ringkv_types::raft::{ConfState, Entry, HardState, SnapshotMeta};
-use ringkv_types::{LogIndex, ShardId, envelope, ring};
+use ringkv_types::{LogIndex, ShardId, ring};
 use std::ops::Bound;
 
 /// A group's persisted Raft and state-machine records, as read by [`Store::group_records`].
@@ -131,9 +131,8 @@ impl Store {
                 keyspace: keys::KEYSPACE_DATA,
                 len: key.len(),
             })?;
-            let value = envelope::decode(&value, shared.config.record_bytes_max)
-                .map_err(|reason| Error::corrupt_record("value", None, reason))?;
-            visit(user_key, value);
+            let value = crate::value::decode(&value, shared.config.record_bytes_max)?;
+            visit(user_key, &value.value);
         }
         Ok(false)
     }

@@ -4,14 +4,16 @@
 //! raft_log    shard BE (8) ‖ index BE (8)                  -> envelope(postcard(Entry))
 //! raft_state  shard BE (8) ‖ kind (1)                      -> envelope(postcard(record))
 //!             shard BE (8) ‖ KIND_SESSION ‖ session BE (8) -> envelope(postcard(SessionRecord))
-//! data        position BE (8) ‖ user key                   -> envelope(user value)
+//! data        position BE (8) ‖ user key                   -> value format 2: version ‖ value
+//!                                                             (format 1: envelope(value), see
+//!                                                             `value.rs`)
 //! meta        "identity"                                   -> envelope(postcard(NodeIdentity))
 //!             "removing/" ‖ shard BE (8)                   -> envelope(postcard(Arc))
 //!             "user/" ‖ name                               -> envelope(caller's bytes)
 //!             "commit_seq"                                 -> envelope(postcard(u64))
 //! snapshot_staging
 //!             0x00 ‖ shard BE (8)                          -> envelope(postcard(InstallMarker))
-//!             0x01 ‖ staging id BE (8) ‖ 0x00 ‖ storage key -> envelope(user value)
+//!             0x01 ‖ staging id BE (8) ‖ 0x00 ‖ storage key -> value format 2 (as `data`)
 //!             0x01 ‖ staging id BE (8) ‖ 0x01 ‖ session BE (8) -> envelope(postcard(SessionRecord))
 //! ```
 //! The staging keyspace holds snapshots being installed (see `snapshot_install`): staged data

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! chunk 0      Header   { shard, arc, meta (applied index, term, conf) }
-//! chunk 1..    Data     { sequence, pairs: [(storage key, value)] }   keys ascending, in the arc
+//! chunk 1..    VersionedData { sequence, pairs: [(storage key, version, value)] } keys
+//!              ascending, in the arc (older builds wrote Data { pairs: [(key, value)] }: version 0)
 //! chunk ..     Sessions { sequence, sessions: [(session id, record)] } ids ascending
 //! last chunk   Trailer  { sequence, pairs, sessions }                 counts of the whole stream
 //! ```
@@ -50,5 +51,13 @@ pub(crate) enum Chunk {
         pairs: u64,
         /// Sessions in the stream.
         sessions: u64,
+    },
+    /// A run of data with each value's version (written by builds with versions; a
+    /// [`Chunk::Data`] pair installs as version 0). Appended last: postcard numbers variants.
+    VersionedData {
+        /// Position of the chunk in the stream.
+        sequence: u64,
+        /// Storage keys, versions and user values, ascending by key.
+        pairs: Vec<(Bytes, u64, Bytes)>,
     },
 }

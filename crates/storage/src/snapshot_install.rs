@@ -46,7 +46,7 @@ use crate::writer::Durable;
 use bytes::Bytes;
 use fjall::{PersistMode, Readable};
 use ringkv_types::ShardId;
-use ringkv_types::envelope::{self, HEADER_LEN};
+use ringkv_types::envelope::HEADER_LEN;
 use ringkv_types::raft::SnapshotMeta;
 use ringkv_types::ring::Arc;
 use serde::{Deserialize, Serialize};
@@ -272,6 +272,54 @@ impl SnapshotStager {
         }
     }
 
+    /// Stages one chunk of data pairs `(storage key, version, value)` in the stored value
+    /// format, checking order, arc and sizes.
+    fn stage_data(&mut self, sequence: u64, pairs: Vec<(Bytes, u64, Bytes)>) -> Result<()> {
+        if sequence != self.position {
+            return Err(self.bad(format!("chunk carries sequence {sequence}")));
+        }
+        if self.sessions_started {
+            return Err(self.bad("data after sessions".into()));
+        }
+        let Some((arc, _)) = self.header.as_ref() else {
+            return Err(self.bad("stream does not start with a header".into()));
+        };
+        let arc = *arc;
+        let shared = self.shared.clone();
+        let max = shared.config.snapshot_bytes_max;
+        let mut batch = shared.db.batch();
+        for (key, version, value) in pairs {
+            let position_bytes: [u8; 8] = key
+                .get(..8)
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| self.bad(format!("data key of {} bytes", key.len())))?;
+            if !arc.contains(u64::from_be_bytes(position_bytes)) {
+                return Err(self.bad("data key outside the shard's arc".into()));
+            }
+            if self.last_key.as_ref().is_some_and(|last| *last >= key) {
+                return Err(self.bad("data keys not strictly ascending".into()));
+            }
+            if key.len() > KEY_BYTES_MAX + 8 {
+                return Err(self.bad(format!("data key of {} bytes", key.len())));
+            }
+            if value.len() > VALUE_BYTES_MAX {
+                return Err(self.bad(format!("value of {} bytes", value.len())));
+            }
+            self.bytes += (key.len() + value.len()) as u64;
+            if self.bytes > max {
+                return Err(self.bad(format!("snapshot exceeds snapshot_bytes_max ({max})")));
+            }
+            batch.insert(
+                &shared.staging,
+                keys::staged_data_key(self.staging, &key),
+                crate::value::encode(&value, version),
+            );
+            self.pairs += 1;
+            self.last_key = Some(key);
+        }
+        shared.commit_staging(batch)
+    }
+
     fn push_inner(&mut self, chunk: &[u8]) -> Result<()> {
         if self.finished {
             return Err(self.bad("chunk after the trailer".into()));
@@ -302,46 +350,15 @@ impl SnapshotStager {
             }
             (Chunk::Header { .. }, Some(_)) => return Err(self.bad("second header".into())),
             (_, None) => return Err(self.bad("stream does not start with a header".into())),
-            (Chunk::Data { sequence, pairs }, Some((arc, _))) => {
-                check_sequence(sequence)?;
-                if self.sessions_started {
-                    return Err(self.bad("data after sessions".into()));
-                }
-                let arc = *arc;
-                let max = shared.config.snapshot_bytes_max;
-                let mut batch = shared.db.batch();
-                for (key, value) in pairs {
-                    let position_bytes: [u8; 8] = key
-                        .get(..8)
-                        .and_then(|bytes| bytes.try_into().ok())
-                        .ok_or_else(|| self.bad(format!("data key of {} bytes", key.len())))?;
-                    if !arc.contains(u64::from_be_bytes(position_bytes)) {
-                        return Err(self.bad("data key outside the shard's arc".into()));
-                    }
-                    if self.last_key.as_ref().is_some_and(|last| *last >= key) {
-                        return Err(self.bad("data keys not strictly ascending".into()));
-                    }
-                    if key.len() > KEY_BYTES_MAX + 8 {
-                        return Err(self.bad(format!("data key of {} bytes", key.len())));
-                    }
-                    if value.len() > VALUE_BYTES_MAX {
-                        return Err(self.bad(format!("value of {} bytes", value.len())));
-                    }
-                    self.bytes += (key.len() + value.len()) as u64;
-                    if self.bytes > max {
-                        return Err(
-                            self.bad(format!("snapshot exceeds snapshot_bytes_max ({max})"))
-                        );
-                    }
-                    batch.insert(
-                        &shared.staging,
-                        keys::staged_data_key(self.staging, &key),
-                        envelope::encode(&value),
-                    );
-                    self.pairs += 1;
-                    self.last_key = Some(key);
-                }
-                shared.commit_staging(batch)?;
+            (Chunk::Data { sequence, pairs }, Some(_)) => {
+                let pairs = pairs
+                    .into_iter()
+                    .map(|(key, value)| (key, 0, value))
+                    .collect();
+                self.stage_data(sequence, pairs)?;
+            }
+            (Chunk::VersionedData { sequence, pairs }, Some(_)) => {
+                self.stage_data(sequence, pairs)?;
             }
             (Chunk::Sessions { sequence, sessions }, Some(_)) => {
                 check_sequence(sequence)?;
@@ -603,6 +620,8 @@ impl Shared {
         let mut last = self.db.batch().durability(Some(PersistMode::SyncData));
         last.remove(&self.staging, keys::marker_key(marker.shard).to_vec());
         self.commit(last)?;
+        // The shard's session table changed under apply: it reloads on the next apply.
+        self.sessions.forget(marker.shard);
         delete_staging(self, marker.staging)
     }
 

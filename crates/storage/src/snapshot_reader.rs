@@ -125,16 +125,16 @@ impl SnapshotChunks {
                     while bytes < budget {
                         let Some(guard) = self.data.next() else { break };
                         let (key, value) = guard.into_inner()?;
-                        let value = decode_value(&value, max)?;
-                        bytes += key.len() + value.len();
-                        pairs.push((Bytes::copy_from_slice(&key), value));
+                        let stored = decode_value(&value, max)?;
+                        bytes += key.len() + stored.value.len() + 8;
+                        pairs.push((Bytes::copy_from_slice(&key), stored.version, stored.value));
                     }
                     if pairs.is_empty() {
                         self.phase = Phase::Sessions;
                         continue;
                     }
                     self.pairs += pairs.len() as u64;
-                    return Ok(Some(Chunk::Data {
+                    return Ok(Some(Chunk::VersionedData {
                         sequence: self.sequence,
                         pairs,
                     }));

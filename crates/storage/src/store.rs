@@ -11,7 +11,9 @@ use crate::keys::{
     self, KEYSPACE_DATA, KEYSPACE_META, KEYSPACE_RAFT_LOG, KEYSPACE_RAFT_STATE, KEYSPACE_STAGING,
 };
 use crate::mark::{self, Mark, Marker};
+use crate::session_table::SessionTables;
 use crate::space::{SpaceMonitor, SpaceStatus};
+use crate::value::Versioned;
 use crate::write_batch::WriteBatchBuilder;
 use crate::writer::{Durable, Ticket, WriterHandle};
 use bytes::Bytes;
@@ -62,6 +64,8 @@ pub(crate) struct Shared {
     poisoned: Arc<AtomicBool>,
     space: SpaceMonitor,
     groups: Mutex<HashMap<ShardId, Arc<Mutex<GroupState>>>>,
+    /// Each shard's session table in memory (see `session_table`).
+    pub sessions: SessionTables,
     /// Test fault injection: this many of the next commits fail as if their fsync returned EIO
     /// (after the write reached the journal, like a real fsync error).
     #[cfg(test)]
@@ -164,8 +168,9 @@ impl Shared {
         Ok(state)
     }
 
-    /// Forgets the cache of `shard` (after its replica was removed).
+    /// Forgets the caches of `shard` (after its replica was removed).
     pub fn forget_group(&self, shard: ShardId) {
+        self.sessions.forget(shard);
         self.groups
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -343,6 +348,7 @@ impl Store {
             config,
             poisoned,
             groups: Mutex::new(HashMap::new()),
+            sessions: SessionTables::default(),
             #[cfg(test)]
             fail_fsyncs: AtomicU64::new(0),
         });
@@ -450,6 +456,15 @@ impl Store {
     /// # Errors
     /// [`Error::CorruptRecord`] when the stored value fails its checksum; I/O.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        Ok(self.get_versioned(key)?.map(|versioned| versioned.value))
+    }
+
+    /// The value of a user key and its version (the log index of its last write; 0 for a value
+    /// written before versions existed), from whichever shard holds it.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub fn get_versioned(&self, key: &[u8]) -> Result<Option<Versioned>> {
         match self.shared.data.get(ring::storage_key(key))? {
             Some(bytes) => decode_value(&bytes, self.shared.config.record_bytes_max).map(Some),
             None => Ok(None),
@@ -716,11 +731,9 @@ fn check_mark(config: &StoreConfig, meta: &Keyspace, raft_log: &Keyspace) -> Res
     }
 }
 
-/// Decodes a `data` value: `envelope(user value)`.
-pub(crate) fn decode_value(bytes: &[u8], max: u64) -> Result<Bytes> {
-    envelope::decode(bytes, max)
-        .map(Bytes::copy_from_slice)
-        .map_err(|reason| Error::corrupt_record("value", None, reason))
+/// Decodes a `data` value of either stored format (see `value`).
+pub(crate) fn decode_value(bytes: &[u8], max: u64) -> Result<Versioned> {
+    crate::value::decode(bytes, max)
 }
 
 /// What [`Store::data_size`] measured.

@@ -141,12 +141,17 @@ fn commit_batch(shared: &Shared, sequence: u64, batch: WriteBatchBuilder) -> Res
     let commit_seq = shared.commit_seq.load(Ordering::Acquire) + 1;
     let mut updates: Vec<(Arc<Mutex<GroupState>>, GroupState, bool)> =
         Vec::with_capacity(batch.groups.len());
+    // Shards whose session records this batch writes outside apply (a split child's copy).
+    let mut session_writes = Vec::new();
     let mut groups = Vec::with_capacity(batch.groups.len());
     let mut moves = Vec::new();
     for (shard, write) in batch.groups {
         let cache = shared.group(shard)?;
         let current = lock_group(&cache).clone();
         let installs = write.install.is_some() || write.initialize.is_some();
+        if installs || !write.sessions.is_empty() {
+            session_writes.push(shard);
+        }
         let next = stage_group(shared, shard, current, write, &mut fjall_batch, &mut moves)?;
         groups.push((shard, next.last_index));
         updates.push((cache, next, installs));
@@ -162,6 +167,10 @@ fn commit_batch(shared: &Shared, sequence: u64, batch: WriteBatchBuilder) -> Res
     shared.commit(fjall_batch)?;
     let commit_duration = commit_started.elapsed();
     shared.commit_seq.store(commit_seq, Ordering::Release);
+    // The in-memory session tables of those shards reload from fjall on their next apply.
+    for shard in session_writes {
+        shared.sessions.forget(shard);
+    }
     // IMPORTANT: the installs' data moves before the ticket is answered and before the caches
     // show the new applied index; a failure here poisons the store (the marker makes the next
     // open finish the move).

@@ -113,7 +113,15 @@ fn records_by_prefix_and_with_an_apply() {
         term: Term(1),
     };
     store
-        .apply_with_meta(ShardId(1), &[], &[], applied, None, &[(b"shard/c", b"4")])
+        .apply_with_meta(
+            ShardId(1),
+            &[],
+            &[],
+            &[],
+            applied,
+            None,
+            &[(b"shard/c", b"4")],
+        )
         .unwrap();
     drop(store);
     let store = open(dir.path());

@@ -459,6 +459,7 @@ fn idle_sessions_expire_in_log_time() {
             SHARD,
             &[write(1, "a"), write(2, "b")],
             &[t0, t0 + 5 * MINUTE],
+            &[],
             applied(1),
             None,
             &[],
@@ -502,6 +503,7 @@ fn idle_sessions_expire_in_log_time() {
             SHARD,
             &[write(1, "a")],
             &[t0 + 12 * MINUTE],
+            &[],
             applied(4),
             None,
             &[],
@@ -518,7 +520,7 @@ fn idle_sessions_expire_in_log_time() {
     assert!(store.sessions(SHARD).unwrap().is_empty());
     // Stamps must match the commands one to one.
     assert!(matches!(
-        store.apply_with_meta(SHARD, &[write(4, "d")], &[1, 2], applied(6), None, &[]),
+        store.apply_with_meta(SHARD, &[write(4, "d")], &[1, 2], &[], applied(6), None, &[]),
         Err(Error::InvalidWrite { .. })
     ));
 }

@@ -189,6 +189,15 @@ pub enum OpView {
         /// New value (`None` = delete).
         new: Option<Excerpt>,
     },
+    /// Compare-and-swap on the version (appended: postcard numbers variants).
+    CasVersion {
+        /// Key.
+        key: Excerpt,
+        /// Required version (0 = absent).
+        expected_version: u64,
+        /// New value (`None` = delete).
+        new: Option<Excerpt>,
+    },
 }
 
 /// One decoded log entry.

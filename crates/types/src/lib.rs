@@ -32,7 +32,8 @@ pub use request::{
     AdminRequest, BatchOp, KvOp, KvRequest, ReadConsistency, ReplicaChange, Request, WriteSession,
 };
 pub use response::{
-    AdminResult, KvResult, NodeAddress, NodeStatus, ReplicaStatus, Response, SpaceAlarm, StartState,
+    AdminResult, KvResult, NodeAddress, NodeStatus, ReplicaStatus, Response, ScanItem, SpaceAlarm,
+    StartState, VersionedValue,
 };
 pub use secret::Secret;
 pub use shard::{Epoch, Replica, ReplicaRole, ShardDescriptor};

@@ -100,18 +100,59 @@ pub enum KvOp {
         /// Freshness required.
         consistency: ReadConsistency,
     },
+    /// Read several keys of the shard, with their versions, at one applied index: answered
+    /// [`KvResult::Values`](crate::response::KvResult::Values) in the order asked. A
+    /// versioned get is a `GetMany` of one key. Every key must belong to the shard.
+    GetMany {
+        /// Keys (at most `limits.max_batch_ops`).
+        keys: Vec<Bytes>,
+        /// Freshness required.
+        consistency: ReadConsistency,
+    },
+    /// Set `key` to `new` (or delete it when `new` is `None`) only if its version (the log
+    /// index of its last write) is `expected_version`; 0 means "absent", like etcd's
+    /// `mod_revision == 0`. A value written before versions existed reads as version 0 and
+    /// matches no expected version (compare it by value). Answered
+    /// [`KvResult::VersionSwapped`](crate::response::KvResult::VersionSwapped).
+    CompareVersionAndSwap {
+        /// Key.
+        key: Bytes,
+        /// Required current version, 0 for "absent".
+        expected_version: u64,
+        /// Value to store, `None` to delete.
+        new: Option<Bytes>,
+    },
+    /// One page of a scan of the shard's keys in storage order (ring position, then key),
+    /// from `start`: answered [`KvResult::ScanPage`](crate::response::KvResult::ScanPage).
+    Scan {
+        /// Inclusive lower bound, a storage key (`position BE ‖ key`) inside the shard's arc;
+        /// empty = the arc's start.
+        start: Bytes,
+        /// Only keys starting with these bytes. Callers that are not admins must name their
+        /// namespace: the prefix must be a namespaced key prefix (`len ‖ namespace ‖ ...`).
+        prefix: Bytes,
+        /// Most keys in the page (the server may return fewer, and caps it).
+        limit: u32,
+        /// Leave values out.
+        keys_only: bool,
+        /// Freshness required.
+        consistency: ReadConsistency,
+    },
 }
 
 impl KvOp {
-    /// Whether the operation writes (and so needs a [`WriteSession`]). `Get` and `Exists` are
-    /// the reads; authorization treats both as reads.
+    /// Whether the operation writes (and so needs a [`WriteSession`]); see [`KvOp::is_read`]
+    /// for the reads, which authorization treats as reads.
     pub fn is_write(&self) -> bool {
         !self.is_read()
     }
 
-    /// Whether the operation only reads: `Get` or `Exists`.
+    /// Whether the operation only reads: `Get`, `Exists`, `GetMany` or `Scan`.
     pub fn is_read(&self) -> bool {
-        matches!(self, KvOp::Get { .. } | KvOp::Exists { .. })
+        matches!(
+            self,
+            KvOp::Get { .. } | KvOp::Exists { .. } | KvOp::GetMany { .. } | KvOp::Scan { .. }
+        )
     }
 }
 

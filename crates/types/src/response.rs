@@ -39,6 +39,56 @@ pub enum KvResult {
         /// Applied index the read was served at (meaningful for `Stale` reads).
         applied: LogIndex,
     },
+    /// Answer to `GetMany`: one entry per key asked, in order.
+    Values {
+        /// The values and versions.
+        values: Vec<VersionedValue>,
+        /// Applied index the read was served at.
+        applied: LogIndex,
+    },
+    /// Answer to `CompareVersionAndSwap`.
+    VersionSwapped {
+        /// Whether the swap happened.
+        succeeded: bool,
+        /// The value before the operation (`None` when absent).
+        previous: Option<Bytes>,
+        /// Its version (0 when absent or written before versions); on failure, what the
+        /// caller should compare against next.
+        previous_version: LogIndex,
+        /// Log index of the operation: the key's version when the swap stored a value.
+        index: LogIndex,
+    },
+    /// Answer to `Scan`: one page.
+    ScanPage {
+        /// The matching keys, in storage order.
+        items: Vec<ScanItem>,
+        /// The inclusive storage-key bound where the next page starts (route it by its first
+        /// 8 bytes, the ring position); `None` when the scan has reached the top of the ring.
+        next: Option<Bytes>,
+        /// Applied index the page was read at.
+        applied: LogIndex,
+    },
+}
+
+/// A key's value and version in [`KvResult::Values`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionedValue {
+    /// The value, `None` when absent.
+    pub value: Option<Bytes>,
+    /// Log index of the key's last write in its shard; 0 when absent or written before
+    /// versions existed.
+    pub version: LogIndex,
+}
+
+/// One key of a [`KvResult::ScanPage`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanItem {
+    /// The key (namespaced, as stored).
+    pub key: Bytes,
+    /// Its version.
+    pub version: LogIndex,
+    /// Its value, `None` for a keys-only scan.
+    pub value: Option<Bytes>,
 }
 
 /// One local replica in a node status report.

@@ -155,6 +155,16 @@ fn op_json(op: &OpView) -> Value {
             "expected": expected.as_ref().map(excerpt_json),
             "new": new.as_ref().map(excerpt_json),
         }),
+        OpView::CasVersion {
+            key,
+            expected_version,
+            new,
+        } => json!({
+            "op": "cas",
+            "key": excerpt_json(key),
+            "expected_version": expected_version,
+            "new": new.as_ref().map(excerpt_json),
+        }),
     }
 }
 
@@ -228,6 +238,16 @@ fn op_text(op: &OpView) -> String {
             "cas {} if {} then {}",
             excerpt_text(key),
             absent(expected),
+            new.as_ref()
+                .map_or_else(|| "delete".to_string(), excerpt_text)
+        ),
+        OpView::CasVersion {
+            key,
+            expected_version,
+            new,
+        } => format!(
+            "cas {} if version {expected_version} then {}",
+            excerpt_text(key),
             new.as_ref()
                 .map_or_else(|| "delete".to_string(), excerpt_text)
         ),

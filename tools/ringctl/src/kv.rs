@@ -1,4 +1,5 @@
-//! `ringctl kv get|has|put|delete|cas`.
+//! `ringctl kv get|has|put|delete|cas` (many-key `get`, `scan` and `cas --expected-version`
+//! are in `kv_read.rs`).
 //!
 //! Output: values are printed raw (`simple`, the default for `get`), or as JSON objects with
 //! `-w json`. Keys and values in JSON are strings when they are printable UTF-8, else
@@ -88,7 +89,7 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-fn print_json(value: &Value) -> Result<()> {
+pub(crate) fn print_json(value: &Value) -> Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
 }
@@ -116,12 +117,15 @@ pub async fn get(
     consistency: ReadConsistency,
     format: Format,
 ) -> Result<ExitCode> {
-    let value = client.get_with(key.clone(), consistency).await?;
+    let found = client.get_versioned(key.clone(), consistency).await?;
+    let version = found.as_ref().map(|found| found.version);
+    let value = found.map(|found| found.value);
     if format == Format::Json {
         print_json(&json!({
             "key": key,
             "found": value.is_some(),
             "value": value.as_deref().map(bytes_json),
+            "version": version,
         }))?;
         return Ok(if value.is_some() {
             ExitCode::SUCCESS
@@ -165,9 +169,9 @@ pub async fn has(
 
 /// Sets `key` to `value`.
 pub async fn put(client: &Client, key: String, value: String, format: Format) -> Result<ExitCode> {
-    client.put(key.clone(), value).await?;
+    let version = client.put_versioned(key.clone(), value).await?;
     if format == Format::Json {
-        print_json(&json!({ "key": key, "put": true }))?;
+        print_json(&json!({ "key": key, "put": true, "version": version }))?;
     }
     Ok(ExitCode::SUCCESS)
 }

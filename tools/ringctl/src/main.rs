@@ -13,6 +13,7 @@ mod config;
 mod exit;
 mod inspect;
 mod kv;
+mod kv_read;
 mod local;
 mod status;
 mod user;
@@ -392,10 +393,12 @@ enum LocalCommand {
 
 #[derive(Debug, Subcommand)]
 enum KvCommand {
-    /// Prints the value of KEY; exits 1 if the key does not exist.
+    /// Prints the value of KEY (with several keys, `KEY<TAB>VALUE` lines, read in parallel
+    /// per shard); exits 1 if a key does not exist.
     Get {
-        /// The key.
-        key: String,
+        /// The keys.
+        #[arg(required = true, num_args = 1..)]
+        keys: Vec<String>,
         /// How fresh the read must be.
         #[arg(long, value_enum, default_value_t = kv::Consistency::Linearizable)]
         consistency: kv::Consistency,
@@ -420,19 +423,43 @@ enum KvCommand {
         /// The key.
         key: String,
     },
-    /// Sets KEY to NEW if its value is EXPECTED; exits 1 (printing the current value) if not.
+    /// Sets KEY to NEW if its value is EXPECTED (or its version EXPECTED_VERSION); exits 1
+    /// (printing the current value) if not.
     Cas {
         /// The key.
         key: String,
         /// The required current value; omit to require that the key is absent.
         #[arg(long)]
         expected: Option<String>,
+        /// Compare the version (the log index of the key's last write, as `get -w json`
+        /// prints it) instead of the value; 0 = the key must be absent.
+        #[arg(long, conflicts_with = "expected")]
+        expected_version: Option<u64>,
         /// The new value; omit (with --delete) to remove the key.
         #[arg(long, required_unless_present = "delete")]
         new: Option<String>,
         /// Remove the key when the comparison holds.
         #[arg(long, conflicts_with = "new")]
         delete: bool,
+    },
+    /// Lists keys (and values) of the namespace in ring order (keys are hashed: not sorted).
+    /// A key present for the whole scan is printed exactly once, even across splits and moves.
+    Scan {
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Print at most this many keys, then the cursor to resume from.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Print keys only.
+        #[arg(long)]
+        keys_only: bool,
+        /// Resume from a cursor an earlier scan printed.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// How fresh each page must be.
+        #[arg(long, value_enum, default_value_t = kv::Consistency::Linearizable)]
+        consistency: kv::Consistency,
     },
 }
 
@@ -536,9 +563,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             let client = client(config).await?;
             let outcome = match command {
-                KvCommand::Get { key, consistency } => {
-                    kv::get(&client, key, consistency.into(), format).await
-                }
+                KvCommand::Get {
+                    mut keys,
+                    consistency,
+                } => match (keys.pop(), keys.is_empty()) {
+                    (Some(key), true) => kv::get(&client, key, consistency.into(), format).await,
+                    (last, _) => {
+                        keys.extend(last);
+                        kv_read::get_many(&client, keys, consistency.into(), format).await
+                    }
+                },
                 KvCommand::Has { key, consistency } => {
                     kv::has(&client, key, consistency.into(), format).await
                 }
@@ -547,8 +581,30 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 KvCommand::Delete { key } => kv::delete(&client, key, format).await,
                 KvCommand::Cas {
+                    key,
+                    expected_version: Some(version),
+                    new,
+                    ..
+                } => kv_read::cas_version(&client, key, version, new, format).await,
+                KvCommand::Cas {
                     key, expected, new, ..
                 } => kv::cas(&client, key, expected, new, format).await,
+                KvCommand::Scan {
+                    prefix,
+                    limit,
+                    keys_only,
+                    cursor,
+                    consistency,
+                } => {
+                    let args = kv_read::ScanArgs {
+                        prefix,
+                        limit,
+                        keys_only,
+                        consistency: consistency.into(),
+                        cursor,
+                    };
+                    kv_read::scan(&client, args, format).await
+                }
             };
             client.close().await;
             outcome

@@ -3,6 +3,7 @@
 //! `EpochMismatch`, unreachable nodes) within the call's time budget.
 
 use super::*;
+use ringkv_types::ring;
 
 impl Client {
     /// Reads `key` with linearizable consistency. `Ok(None)` when the key does not exist.
@@ -27,7 +28,7 @@ impl Client {
             key: key.clone(),
             consistency,
         };
-        match self.execute(&key, op, None).await? {
+        match self.execute(ring::position(&key), op, None).await? {
             KvResult::Value { value, .. } => Ok(value),
             _ => Err(Error::UnexpectedResponse { request: "get" }),
         }
@@ -55,7 +56,7 @@ impl Client {
             key: key.clone(),
             consistency,
         };
-        match self.execute(&key, op, None).await? {
+        match self.execute(ring::position(&key), op, None).await? {
             KvResult::Exists { exists, .. } => Ok(exists),
             _ => Err(Error::UnexpectedResponse { request: "exists" }),
         }
@@ -175,19 +176,21 @@ impl Client {
         // The lease is held until the call ends, retries included: one write per session.
         let mut lease = self.inner.sessions.lease();
         let session = lease.next_write();
-        match self.execute(key, op, session).await? {
-            KvResult::Value { .. } | KvResult::Exists { .. } => {
-                Err(Error::UnexpectedResponse { request })
-            }
+        match self.execute(ring::position(key), op, session).await? {
+            KvResult::Value { .. }
+            | KvResult::Exists { .. }
+            | KvResult::Values { .. }
+            | KvResult::ScanPage { .. } => Err(Error::UnexpectedResponse { request }),
             result => Ok(result),
         }
     }
 
-    /// Runs one key-value operation through the retry loop. The same `session` (and so the
-    /// same sequence number) is sent on every attempt.
+    /// Runs one key-value operation through the retry loop, routed to the shard owning ring
+    /// `position` (a key's, or a scan cursor's). The same `session` (and so the same sequence
+    /// number) is sent on every attempt.
     pub(super) async fn execute(
         &self,
-        key: &[u8],
+        position: u64,
         op: KvOp,
         session: Option<WriteSession>,
     ) -> Result<KvResult> {
@@ -202,7 +205,7 @@ impl Client {
             attempts += 1;
             let generation = self.inner.map_generation.load(Ordering::Acquire);
             let failure = match self
-                .attempt(key, &op, session, deadline, &mut failed_nodes)
+                .attempt(position, &op, session, deadline, &mut failed_nodes)
                 .await
             {
                 Ok(result) => return Ok(result),
@@ -242,7 +245,7 @@ impl Client {
 
     pub(super) async fn attempt(
         &self,
-        key: &[u8],
+        position: u64,
         op: &KvOp,
         session: Option<WriteSession>,
         deadline: Instant,
@@ -256,6 +259,12 @@ impl Client {
             } | KvOp::Exists {
                 consistency: ReadConsistency::Stale,
                 ..
+            } | KvOp::GetMany {
+                consistency: ReadConsistency::Stale,
+                ..
+            } | KvOp::Scan {
+                consistency: ReadConsistency::Stale,
+                ..
             }
         );
         // Nodes marked down are stepped around. (Nodes that failed earlier in this call are
@@ -266,9 +275,10 @@ impl Client {
         // The first attempt of a stale read goes to a random replica; retries follow routing.
         let route = if stale && failed_nodes.is_empty() {
             let choice = self.inner.jitter.next_u64();
-            self.read_routing().route_any_replica(key, choice, &avoid)
+            self.read_routing()
+                .route_any_replica_position(position, choice, &avoid)
         } else {
-            self.read_routing().route(key, &avoid)
+            self.read_routing().route_position(position, &avoid)
         };
         let Some(route) = route else {
             return Err(Failure::Retry {
@@ -279,6 +289,20 @@ impl Client {
                 reload: true,
             });
         };
+        if let KvOp::GetMany { keys, .. } = op {
+            // Every key must be in the routed shard: after a split the caller regroups.
+            let routing = self.read_routing();
+            if let Some(other) = keys
+                .iter()
+                .filter_map(|key| routing.descriptor_for_key(key))
+                .find(|descriptor| descriptor.id != route.shard)
+            {
+                return Err(Failure::Fatal(Error::CrossShardBatch {
+                    first: route.shard,
+                    other: other.id,
+                }));
+            }
+        }
         let attempt_deadline = deadline.min(Instant::now() + self.inner.config.attempt_timeout);
         let budget = attempt_deadline.saturating_duration_since(Instant::now());
         let request = Request::Kv(KvRequest {

@@ -80,9 +80,14 @@ fn authorize_kv(principal: &Principal, request: &KvRequest) -> Result<(), WireEr
     };
     match &request.op {
         KvOp::Get { key, .. } | KvOp::Exists { key, .. } => check(key, false),
-        KvOp::Put { key, .. } | KvOp::Delete { key } | KvOp::CompareAndSwap { key, .. } => {
-            check(key, true)
-        }
+        KvOp::GetMany { keys, .. } => keys.iter().try_for_each(|key| check(key, false)),
+        // A scan sees only keys starting with its prefix: the prefix must name a namespace the
+        // principal may read (a full `len ‖ namespace`, so it cannot span namespaces).
+        KvOp::Scan { prefix, .. } => check(prefix, false),
+        KvOp::Put { key, .. }
+        | KvOp::Delete { key }
+        | KvOp::CompareAndSwap { key, .. }
+        | KvOp::CompareVersionAndSwap { key, .. } => check(key, true),
         KvOp::Batch { ops } => ops.iter().try_for_each(|op| match op {
             BatchOp::Put { key, .. } | BatchOp::Delete { key } => check(key, true),
         }),
@@ -177,6 +182,9 @@ pub fn describe(request: &Request) -> String {
             KvOp::Delete { .. } => format!("delete on shard {}", kv.shard),
             KvOp::CompareAndSwap { .. } => format!("cas on shard {}", kv.shard),
             KvOp::Batch { ops } => format!("batch of {} on shard {}", ops.len(), kv.shard),
+            KvOp::GetMany { keys, .. } => format!("get of {} on shard {}", keys.len(), kv.shard),
+            KvOp::CompareVersionAndSwap { .. } => format!("cas-version on shard {}", kv.shard),
+            KvOp::Scan { .. } => format!("scan on shard {}", kv.shard),
         },
         Request::WithToken { request, .. } => describe(request),
         Request::Admin(AdminRequest::Pd { command }) => {

@@ -56,6 +56,16 @@ fn get(ns: &str, consistency: ReadConsistency) -> Request {
     })
 }
 
+fn scan(prefix: Bytes) -> Request {
+    kv(KvOp::Scan {
+        start: Bytes::new(),
+        prefix,
+        limit: 10,
+        keys_only: false,
+        consistency: ReadConsistency::Linearizable,
+    })
+}
+
 fn pd(command: Command) -> Request {
     Request::Admin(AdminRequest::Pd {
         command: postcard::to_stdvec(&command).unwrap().into(),
@@ -156,6 +166,46 @@ fn table() -> Vec<(&'static str, Request, &'static str)> {
                 ],
             }),
             "AAAADDDD",
+        ),
+        (
+            "get many alice",
+            kv(KvOp::GetMany {
+                keys: vec![key("alice"), encode("alice", b"y").unwrap()],
+                consistency: ReadConsistency::Linearizable,
+            }),
+            "AAAAAAAD",
+        ),
+        // One foreign key in a batch get refuses the whole read.
+        (
+            "get many alice then eve",
+            kv(KvOp::GetMany {
+                keys: vec![key("alice"), key("eve")],
+                consistency: ReadConsistency::Stale,
+            }),
+            "AAAADDDD",
+        ),
+        (
+            "cas version alice",
+            kv(KvOp::CompareVersionAndSwap {
+                key: key("alice"),
+                expected_version: 0,
+                new: Some(Bytes::from_static(b"v")),
+            }),
+            "AAAAADAD",
+        ),
+        (
+            "scan alice",
+            scan(encode("alice", b"").unwrap()),
+            "AAAAAAAD",
+        ),
+        ("scan alice prefix", scan(key("alice")), "AAAAAAAD"),
+        ("scan eve", scan(encode("eve", b"").unwrap()), "AAAADDDA"),
+        // A scan must name a whole namespace: a bare or cut prefix spans namespaces.
+        ("scan everything", scan(Bytes::new()), "AAAAIIII"),
+        (
+            "scan cut namespace",
+            scan(Bytes::from_static(b"\x05ali")),
+            "AAAAIIII",
         ),
         ("get eve", get("eve", ReadConsistency::Stale), "AAAADDDA"),
         ("put eve", put("eve"), "AAAADDDA"),

@@ -101,9 +101,17 @@ impl EventLoop {
             .collect();
         // IMPORTANT: the new descriptor (and the PD state) commits with the applied index in one
         // batch.
-        let results =
-            self.store
-                .apply_with_meta(shard, &commands, &stamps, applied, conf.as_ref(), &meta)?;
+        // Each command's log index is the version of the keys it writes.
+        let indexes: Vec<u64> = owners.iter().map(|(index, _)| index.0).collect();
+        let results = self.store.apply_with_meta(
+            shard,
+            &commands,
+            &stamps,
+            &indexes,
+            applied,
+            conf.as_ref(),
+            &meta,
+        )?;
         if let Some(descriptor) = descriptor
             && group.initialized
         {

@@ -140,11 +140,13 @@ impl EventLoop {
             return Ok(());
         }
         let read = match &request.op {
-            KvOp::Get { key, consistency } => Some((key, *consistency, false)),
-            KvOp::Exists { key, consistency } => Some((key, *consistency, true)),
+            KvOp::Get { consistency, .. }
+            | KvOp::Exists { consistency, .. }
+            | KvOp::GetMany { consistency, .. }
+            | KvOp::Scan { consistency, .. } => Some(*consistency),
             _ => None,
         };
-        if let Some((key, consistency, exists_only)) = read {
+        if let Some(consistency) = read {
             let mode = match consistency {
                 ReadConsistency::Stale if group.installing.is_some() => {
                     let index = group.installing.map(|(_, index)| index).unwrap_or_default();
@@ -154,8 +156,7 @@ impl EventLoop {
                     group.reads_ready.push((
                         index,
                         vec![PendingRead {
-                            key: key.clone(),
-                            exists_only,
+                            op: request.op,
                             reply: slot,
                         }],
                     ));
@@ -163,7 +164,8 @@ impl EventLoop {
                 }
                 ReadConsistency::Stale => {
                     group.reads_served += 1;
-                    reply(slot, read_now(&self.store, key, group.applied, exists_only));
+                    let arc = group.descriptor.arc;
+                    reply(slot, read_now(&self.store, &request.op, group.applied, arc));
                     return Ok(());
                 }
                 ReadConsistency::Linearizable => ReadMode::Safe,
@@ -176,8 +178,7 @@ impl EventLoop {
             group.reads_new.push((
                 mode,
                 PendingRead {
-                    key: key.clone(),
-                    exists_only,
+                    op: request.op,
                     reply: slot,
                 },
             ));
@@ -371,34 +372,12 @@ pub(super) fn lost_write(group: &Group) -> Response {
     not_leader(group.leader_hint(), &group.descriptor)
 }
 
-/// Reads `key` from the applied state: its value, or with `exists_only` whether it exists
-/// (the value is not read into the answer).
-pub(super) fn read_now(
-    store: &Store,
-    key: &[u8],
-    applied: LogIndex,
-    exists_only: bool,
-) -> Response {
-    let result = if exists_only {
-        store
-            .contains(key)
-            .map(|exists| KvResult::Exists { exists, applied })
-    } else {
-        store
-            .get(key)
-            .map(|value| KvResult::Value { value, applied })
-    };
-    match result {
-        Ok(result) => Response::Kv(result),
-        Err(error) => Response::Error(WireError::Internal {
-            reason: error.to_string(),
-        }),
-    }
-}
+pub(super) use crate::kv_read::read_now;
 
 /// Answers confirmed reads whose index is applied.
 pub(super) fn serve_reads(store: &Store, group: &mut Group) {
     let applied = group.applied;
+    let arc = group.descriptor.arc;
     let (ready, waiting): (Vec<_>, Vec<_>) = group
         .reads_ready
         .drain(..)
@@ -407,10 +386,7 @@ pub(super) fn serve_reads(store: &Store, group: &mut Group) {
     for (_, reads) in ready {
         for read in reads {
             group.reads_served += 1;
-            reply(
-                read.reply,
-                read_now(store, &read.key, applied, read.exists_only),
-            );
+            reply(read.reply, read_now(store, &read.op, applied, arc));
         }
     }
 }
@@ -451,7 +427,7 @@ pub(super) fn space_alarm(store: &Store) -> Option<SpaceAlarm> {
 pub(super) fn adds_data(op: &KvOp) -> bool {
     match op {
         KvOp::Put { .. } => true,
-        KvOp::CompareAndSwap { new, .. } => new.is_some(),
+        KvOp::CompareAndSwap { new, .. } | KvOp::CompareVersionAndSwap { new, .. } => new.is_some(),
         KvOp::Batch { ops } => ops
             .iter()
             .any(|op| matches!(op, ringkv_types::BatchOp::Put { .. })),
@@ -489,6 +465,19 @@ pub(super) fn write_response(kind: WriteKind, index: LogIndex, result: CommandRe
         }
     }
     match (kind, results.first()) {
+        (
+            _,
+            Some(OperationResult::CompareVersionAndSwap {
+                swapped,
+                previous,
+                previous_version,
+            }),
+        ) => Response::Kv(KvResult::VersionSwapped {
+            succeeded: *swapped,
+            previous: previous.clone(),
+            previous_version: LogIndex(*previous_version),
+            index,
+        }),
         (
             WriteKind::CompareAndSwap,
             Some(OperationResult::CompareAndSwap { swapped, previous }),

@@ -211,6 +211,7 @@ impl EventLoop {
             shard,
             &[],
             &[],
+            &[],
             applied,
             None,
             &[(name.as_slice(), value.as_slice())],

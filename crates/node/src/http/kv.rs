@@ -47,6 +47,8 @@ pub(super) enum Op {
     Delete,
     Cas,
     Batch,
+    BatchGet,
+    Scan,
 }
 
 impl Op {
@@ -58,6 +60,8 @@ impl Op {
             Op::Delete => "delete",
             Op::Cas => "cas",
             Op::Batch => "batch",
+            Op::BatchGet => "batch_get",
+            Op::Scan => "scan",
         }
     }
 }
@@ -69,7 +73,12 @@ fn params(query: Result<Query<KvParams>, QueryRejection>) -> Result<KvParams, Ap
 }
 
 fn consistency(params: &KvParams) -> Result<ReadConsistency, ApiError> {
-    match params.consistency.as_deref() {
+    parse_consistency(params.consistency.as_deref())
+}
+
+/// A `consistency` parameter (`linearizable` when absent).
+pub(super) fn parse_consistency(name: Option<&str>) -> Result<ReadConsistency, ApiError> {
+    match name {
         None | Some("linearizable") => Ok(ReadConsistency::Linearizable),
         Some("lease") => Ok(ReadConsistency::Lease),
         Some("stale") => Ok(ReadConsistency::Stale),
@@ -94,9 +103,10 @@ fn key_of(uri: &Uri, suffix: &str) -> Result<Bytes, ApiError> {
 }
 
 /// Who asks, in which namespace: resolved before any key route executes.
-struct Caller {
+pub(super) struct Caller {
     principal: crate::auth::Principal,
-    namespace: Option<String>,
+    /// The namespace the request's keys live in (`None`: raw keys, admins only).
+    pub(super) namespace: Option<String>,
 }
 
 impl Caller {
@@ -106,9 +116,19 @@ impl Caller {
         connection: Option<&Extension<ConnectionInfo>>,
         params: &KvParams,
     ) -> Result<Self, ApiError> {
+        Self::resolve_in(state, headers, connection, params.namespace.as_deref())
+    }
+
+    /// Resolves the principal and the namespace (`requested`, else the user's own).
+    pub(super) fn resolve_in(
+        state: &AppState,
+        headers: &HeaderMap,
+        connection: Option<&Extension<ConnectionInfo>>,
+        requested: Option<&str>,
+    ) -> Result<Self, ApiError> {
         let principal =
             auth::principal(&state.inner.authenticator, headers, &auth::peer(connection))?;
-        let namespace = auth::namespace_of(&principal, params.namespace.as_deref())?;
+        let namespace = auth::namespace_of(&principal, requested)?;
         Ok(Self {
             principal,
             namespace,
@@ -116,12 +136,18 @@ impl Caller {
     }
 
     /// The wire key of a key of the request.
-    fn key(&self, key: Bytes) -> Result<Bytes, ApiError> {
+    pub(super) fn key(&self, key: Bytes) -> Result<Bytes, ApiError> {
         auth::wire_key(self.namespace.as_deref(), key)
     }
 
+    /// A wire key of the answer as the caller knows it: without the namespace.
+    pub(super) fn user_key(&self, wire: Bytes) -> Bytes {
+        let strip = self.namespace.as_ref().map_or(0, |ns| 1 + ns.len());
+        wire.slice(strip.min(wire.len())..)
+    }
+
     /// The one check in front of every key route: may the caller do `op`?
-    fn authorize(&self, op: KvOp) -> Result<(), ApiError> {
+    pub(super) fn authorize(&self, op: KvOp) -> Result<(), ApiError> {
         auth::authorize_kv(&self.principal, op)
     }
 }
@@ -146,7 +172,11 @@ async fn drain(body: Body) {
 }
 
 /// Reads a body of at most `limit` bytes (413 beyond, checked against `Content-Length` first).
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -172,7 +202,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
 }
 
 /// Runs one request and records it (metrics, result label).
-async fn finish(
+pub(super) async fn finish(
     state: &AppState,
     op: Op,
     work: impl Future<Output = Result<Response, ApiError>>,
@@ -190,7 +220,17 @@ async fn finish(
     response
 }
 
-/// `GET /v1/kv/{key}`: 200 with the value, 404 when absent.
+/// The response header carrying a key's version (the log index of its last write).
+pub(super) const VERSION_HEADER: &str = "ringkv-version";
+
+fn version_header(version: u64) -> (header::HeaderName, HeaderValue) {
+    (
+        header::HeaderName::from_static(VERSION_HEADER),
+        HeaderValue::from(version),
+    )
+}
+
+/// `GET /v1/kv/{key}`: 200 with the value (its version in `ringkv-version`), 404 when absent.
 pub(super) async fn get(
     State(state): State<AppState>,
     uri: Uri,
@@ -209,13 +249,16 @@ pub(super) async fn get(
             consistency,
         })?;
         let client = state.inner.forwarder.client().await?;
-        match client.get_with(key, consistency).await? {
-            Some(value) => Ok((
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                )],
-                value,
+        match client.get_versioned(key, consistency).await? {
+            Some(found) => Ok((
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    ),
+                    version_header(found.version),
+                ],
+                found.value,
             )
                 .into_response()),
             None => Err(ApiError::not_found("no such key")),
@@ -252,7 +295,7 @@ pub(super) async fn head(
     .await
 }
 
-/// `PUT /v1/kv/{key}` with the raw value as body: 204.
+/// `PUT /v1/kv/{key}` with the raw value as body: 204, the new version in `ringkv-version`.
 pub(super) async fn put(
     State(state): State<AppState>,
     uri: Uri,
@@ -275,8 +318,8 @@ pub(super) async fn put(
             value: value.clone(),
         })?;
         let client = state.inner.forwarder.client().await?;
-        client.put(key, value).await?;
-        Ok(StatusCode::NO_CONTENT.into_response())
+        let version = client.put_versioned(key, value).await?;
+        Ok((StatusCode::NO_CONTENT, [version_header(version)]).into_response())
     })
     .await
 }
@@ -326,6 +369,9 @@ struct CasBody {
     new: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     new_b64: Option<Option<String>>,
+    /// Compare on the version instead of the value (0 = absent).
+    #[serde(default)]
+    expected_version: Option<u64>,
 }
 
 /// One of `name` (text) or `name_b64` (base64) must be present; `null` means absent.
@@ -353,12 +399,12 @@ fn text_or_b64(
     }
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("JSON body: {e}")))
 }
 
 /// A value as JSON: `"text"` when it is UTF-8 (and always `_b64`), `null` when absent.
-fn value_json(value: Option<&Bytes>) -> (serde_json::Value, serde_json::Value) {
+pub(super) fn value_json(value: Option<&Bytes>) -> (serde_json::Value, serde_json::Value) {
     match value {
         None => (serde_json::Value::Null, serde_json::Value::Null),
         Some(bytes) => (
@@ -385,8 +431,16 @@ pub(super) async fn cas(
         let key = caller.key(key)?;
         let limit = state.inner.max_request_bytes * 2 + JSON_OVERHEAD_BYTES;
         let body: CasBody = json_body(&read_body(&headers, body, limit).await?)?;
-        let expected = text_or_b64("expected", body.expected, body.expected_b64)?;
         let new = text_or_b64("new", body.new, body.new_b64)?;
+        if let Some(expected_version) = body.expected_version {
+            if body.expected.is_some() || body.expected_b64.is_some() {
+                return Err(ApiError::bad_request(
+                    "give `expected` (a value) or `expected_version`, not both",
+                ));
+            }
+            return cas_version(&state, &caller, key, expected_version, new).await;
+        }
+        let expected = text_or_b64("expected", body.expected, body.expected_b64)?;
         caller.authorize(KvOp::CompareAndSwap {
             key: key.clone(),
             expected: expected.clone(),
@@ -410,6 +464,41 @@ pub(super) async fn cas(
         Ok((StatusCode::CONFLICT, Json(body)).into_response())
     })
     .await
+}
+
+/// A compare-and-swap on the version: 200 `{"swapped": true, "version": N}`, or 409 with the
+/// current value and version.
+async fn cas_version(
+    state: &AppState,
+    caller: &Caller,
+    key: Bytes,
+    expected_version: u64,
+    new: Option<Bytes>,
+) -> Result<Response, ApiError> {
+    caller.authorize(KvOp::CompareVersionAndSwap {
+        key: key.clone(),
+        expected_version,
+        new: new.clone(),
+    })?;
+    let client = state.inner.forwarder.client().await?;
+    let outcome = client
+        .compare_version_and_swap(key, expected_version, new)
+        .await?;
+    if outcome.succeeded {
+        return Ok(Json(json!({ "swapped": true, "version": outcome.index })).into_response());
+    }
+    let (current, current_b64) = value_json(outcome.previous.as_ref());
+    let body = json!({
+        "swapped": false,
+        "current": current,
+        "current_b64": current_b64,
+        "current_version": outcome.previous_version,
+        "error": {
+            "code": "cas_failed",
+            "message": "the current version is not the expected one",
+        },
+    });
+    Ok((StatusCode::CONFLICT, Json(body)).into_response())
 }
 
 /// One operation of `POST /v1/batch`.
@@ -497,73 +586,5 @@ pub(super) async fn batch(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_percent_decoded_bytes() {
-        let cases: [(&str, &str, Option<&[u8]>); 5] = [
-            ("/v1/kv/hello", "", Some(b"hello")),
-            ("/v1/kv/a%2Fb", "", Some(b"a/b")),
-            ("/v1/kv/%FF%00x", "", Some(b"\xff\x00x")),
-            ("/v1/kv/k%20v/cas", "/cas", Some(b"k v")),
-            ("/v1/kv/", "", None),
-        ];
-        for (path, suffix, expected) in cases {
-            let uri: Uri = path.parse().unwrap();
-            let got = key_of(&uri, suffix).ok();
-            assert_eq!(got.as_deref(), expected, "{path}");
-        }
-    }
-
-    #[test]
-    fn cas_fields_need_one_form_and_null_means_absent() {
-        let body: CasBody = json_body(br#"{"expected": null, "new_b64": "AP8="}"#).unwrap();
-        assert_eq!(
-            text_or_b64("expected", body.expected, body.expected_b64).unwrap(),
-            None
-        );
-        assert_eq!(
-            text_or_b64("new", body.new, body.new_b64).unwrap(),
-            Some(Bytes::from_static(b"\x00\xff"))
-        );
-        let missing: CasBody = json_body(br#"{"new": "x"}"#).unwrap();
-        assert!(text_or_b64("expected", missing.expected, missing.expected_b64).is_err());
-        assert!(json_body::<CasBody>(br#"{"expect": "x"}"#).is_err());
-        let ops: BatchBody = json_body(
-            br#"{"ops": [{"op": "put", "key": "a", "value": "1"}, {"op": "delete", "key_b64": "Yg=="}]}"#,
-        )
-        .unwrap();
-        let ops: Vec<BatchOp> = ops
-            .ops
-            .into_iter()
-            .enumerate()
-            .map(|(i, op)| batch_op(i, op).unwrap())
-            .collect();
-        assert_eq!(
-            ops[1],
-            BatchOp::Delete {
-                key: Bytes::from_static(b"b")
-            }
-        );
-        let bad: BatchBody = json_body(br#"{"ops": [{"op": "put", "key": "a"}]}"#).unwrap();
-        let error = batch_op(0, bad.ops.into_iter().next().unwrap()).unwrap_err();
-        assert!(error.message.starts_with("ops[0]"), "{}", error.message);
-    }
-
-    #[test]
-    fn consistency_names_are_checked() {
-        for (name, expected) in [
-            (None, Some(ReadConsistency::Linearizable)),
-            (Some("stale"), Some(ReadConsistency::Stale)),
-            (Some("lease"), Some(ReadConsistency::Lease)),
-            (Some("strong"), None),
-        ] {
-            let params = KvParams {
-                consistency: name.map(str::to_string),
-                namespace: None,
-            };
-            assert_eq!(consistency(&params).ok(), expected, "{name:?}");
-        }
-    }
-}
+#[path = "kv_test.rs"]
+mod tests;

@@ -14,6 +14,7 @@ pub mod error;
 mod forward;
 mod health;
 mod kv;
+mod kv_read;
 mod tls;
 
 #[cfg(test)]
@@ -220,6 +221,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/kv/{key}"),
     ("POST", "/v1/kv/{key}/cas"),
     ("POST", "/v1/batch"),
+    ("GET", "/v1/kv"),
+    ("POST", "/v1/kv:batchGet"),
     ("GET", "/v1/cluster/status"),
     ("GET", "/v1/cluster/shards"),
     ("GET", "/v1/cluster/nodes"),
@@ -242,6 +245,8 @@ fn router(state: AppState) -> Router {
         )
         .route("/v1/kv/{key}/cas", axum::routing::post(kv::cas))
         .route("/v1/batch", axum::routing::post(kv::batch))
+        .route("/v1/kv", axum::routing::get(kv_read::scan))
+        .route("/v1/kv:batchGet", axum::routing::post(kv_read::batch_get))
         .route("/v1/cluster/status", axum::routing::get(cluster::status))
         .route("/v1/cluster/shards", axum::routing::get(cluster::shards))
         .route("/v1/cluster/nodes", axum::routing::get(cluster::nodes))

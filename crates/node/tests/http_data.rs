@@ -1,0 +1,202 @@
+//! The HTTP data routes beyond single keys, driven with real `curl`: versions in the
+//! `ringkv-version` header, compare-and-swap on the version, `POST /v1/kv:batchGet` and a scan
+//! page by page with `GET /v1/kv?prefix=&cursor=&limit=`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Cluster, HTTP_ADDR};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs `curl` with the `root` certificate against node 1; returns status, headers, body.
+struct Curl {
+    args: Vec<String>,
+    base: String,
+}
+
+impl Curl {
+    fn new(cluster: &Cluster) -> Self {
+        let certs = cluster.dir.path().join("certs");
+        cluster
+            .ca
+            .issue_client(
+                "ringctl",
+                ringkv_transport::certs::Validity::days_from_now(1),
+            )
+            .unwrap()
+            .write(&certs, "client-ringctl")
+            .unwrap();
+        let path =
+            |name: &str| -> String { PathBuf::from(&certs).join(name).display().to_string() };
+        Self {
+            args: vec![
+                "-sS".into(),
+                "--max-time".into(),
+                "15".into(),
+                "--cacert".into(),
+                path("ca.pem"),
+                "--cert".into(),
+                path("client-ringctl.pem"),
+                "--key".into(),
+                path("client-ringctl.key"),
+                "-i".into(),
+            ],
+            base: format!("https://{}", cluster.http_addrs[0]),
+        }
+    }
+
+    /// `(status, lowercase headers text, body)`.
+    fn run(&self, args: &[&str], path: &str) -> (u16, String, String) {
+        let output = Command::new("curl")
+            .args(&self.args)
+            .args(args)
+            .arg(format!("{}{path}", self.base))
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&output.stdout).replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        (status, head.to_lowercase(), body.to_string())
+    }
+
+    fn json(&self, args: &[&str], path: &str) -> (u16, serde_json::Value) {
+        let (status, _, body) = self.run(args, path);
+        let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        (status, value)
+    }
+}
+
+fn version_of(headers: &str) -> u64 {
+    headers
+        .lines()
+        .find_map(|line| line.strip_prefix("ringkv-version: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no version header in {headers}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_batch_get_and_scan_over_http() {
+    let extra = format!("http_addr = \"{HTTP_ADDR}\"\n");
+    let mut cluster = Cluster::start_with(3, 4, &extra, false).await;
+    cluster.wait_for_leaders(4, Duration::from_secs(30)).await;
+    let curl = Curl::new(&cluster);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let put = |key: &str, value: &str| {
+        curl.run(
+            &["-X", "PUT", "--data-binary", value],
+            &format!("/v1/kv/{key}?namespace=web"),
+        )
+    };
+    let (status, headers, _) = loop {
+        let answer = put("a", "1");
+        if answer.0 == 204 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 204);
+    let first = version_of(&headers);
+    let (status, headers, body) = curl.run(&[], "/v1/kv/a?namespace=web");
+    assert_eq!((status, body.as_str()), (200, "1"));
+    assert_eq!(version_of(&headers), first);
+
+    // Compare on the version: stale -> 409 with the current version; current -> 200.
+    let cas = |body: &str| {
+        curl.json(
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                body,
+            ],
+            "/v1/kv/a/cas?namespace=web",
+        )
+    };
+    let (status, swapped) = cas(&format!(r#"{{"expected_version": {first}, "new": "2"}}"#));
+    assert_eq!(status, 200, "{swapped}");
+    let second = swapped["version"].as_u64().unwrap();
+    assert!(second > first);
+    let (status, conflict) = cas(&format!(r#"{{"expected_version": {first}, "new": "3"}}"#));
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["current_version"], second);
+    assert_eq!(conflict["current"], "2");
+    let (status, both) = cas(r#"{"expected_version": 1, "expected": "2", "new": "3"}"#);
+    assert_eq!(status, 400, "{both}");
+
+    // Batch get across shards, in order, with an absent key.
+    let keys: Vec<String> = (0..20).map(|i| format!("b{i}")).collect();
+    for key in &keys {
+        assert_eq!(put(key, key).0, 204);
+    }
+    let mut asked: Vec<String> = keys.clone();
+    asked.push("absent".into());
+    let body = serde_json::json!({ "keys": asked }).to_string();
+    let (status, answer) = curl.json(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body,
+        ],
+        "/v1/kv:batchGet?namespace=web",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let values = answer["values"].as_array().unwrap();
+    assert_eq!(values.len(), asked.len());
+    for (key, value) in keys.iter().zip(values) {
+        assert_eq!(value["key"], key.as_str());
+        assert_eq!(value["value"], key.as_str());
+        assert!(value["version"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(values[keys.len()]["found"], false);
+
+    // Scan the namespace 3 keys a page: every key once; another namespace stays out.
+    assert_eq!(
+        curl.run(
+            &["-X", "PUT", "--data-binary", "x"],
+            "/v1/kv/b1?namespace=other"
+        )
+        .0,
+        204
+    );
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/kv?namespace=web&prefix=b&limit=3&cursor={cursor}"),
+            None => "/v1/kv?namespace=web&prefix=b&limit=3".to_string(),
+        };
+        let (status, page) = curl.json(&[], &path);
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        for item in page["items"].as_array().unwrap() {
+            assert!(item["version"].as_u64().unwrap() > 0);
+            seen.push(item["key"].as_str().unwrap().to_string());
+        }
+        match page["cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+        assert!(pages < 100, "the scan does not end");
+    }
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a key twice: {seen:?}");
+    let expected: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(unique, expected);
+    let (status, bad) = curl.json(&[], "/v1/kv?limit=0");
+    assert_eq!(status, 400, "{bad}");
+    cluster.stop_all().await;
+}

@@ -1,0 +1,113 @@
+//! One page of a key scan over a shard's arc, in storage order (ring position, then key).
+//!
+//! The cursor between pages is a storage key, the inclusive lower bound of the next page:
+//! storage order does not depend on how the ring is cut into shards, so a cursor stays valid
+//! across splits and moves, and pages that each start at their cursor never return a key twice
+//! and never skip a key that stays in place (see `docs/data-model.md`).
+
+use crate::error::Result;
+use crate::store::{Store, decode_value};
+use bytes::Bytes;
+use ringkv_types::ring::Arc;
+use std::ops::Bound;
+
+/// What one page reads.
+#[derive(Clone, Debug)]
+pub struct ScanRequest<'a> {
+    /// The shard's arc: the page never leaves it.
+    pub arc: Arc,
+    /// Inclusive lower bound, a storage key (position BE ‖ user key); empty = the arc's start.
+    /// A bound below the arc's start is raised to it.
+    pub start: &'a [u8],
+    /// Only user keys starting with these bytes are returned (every key is still examined:
+    /// keys are hashed, so a prefix is scattered over the ring).
+    pub prefix: &'a [u8],
+    /// Most items to return.
+    pub limit: usize,
+    /// Leave values out (versions are still returned).
+    pub keys_only: bool,
+    /// Most keys to examine (matching or not) before the page ends: bounds the work of one
+    /// page when few keys match.
+    pub examine_max: usize,
+    /// The page ends once its keys and values reach this many bytes.
+    pub bytes_max: usize,
+}
+
+/// One key of a page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanItem {
+    /// The user key.
+    pub key: Bytes,
+    /// Its version (log index of its last write; 0 = written before versions).
+    pub version: u64,
+    /// Its value, unless the scan is keys-only.
+    pub value: Option<Bytes>,
+}
+
+/// A page of a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Matching keys, in storage order.
+    pub items: Vec<ScanItem>,
+    /// Where the next page starts (an inclusive storage-key bound): inside the arc when the
+    /// page stopped early, else the arc's end. `None` when the arc reaches the top of the ring
+    /// and was read to its end: the scan is complete.
+    pub next: Option<Vec<u8>>,
+}
+
+impl Store {
+    /// Reads one page of `request` from one consistent view of the store. Callers serve it
+    /// once the shard's applied state is as fresh as the read asks (the same rule as a get).
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`](crate::Error::CorruptRecord) for a value that fails its check;
+    /// I/O.
+    pub fn scan_page(&self, request: &ScanRequest<'_>) -> Result<ScanPage> {
+        let shared = &self.shared;
+        let view = shared.db.snapshot();
+        let (arc_lower, arc_upper) = request.arc.storage_bounds();
+        let lower = if request.start > arc_lower.as_slice() {
+            request.start.to_vec()
+        } else {
+            arc_lower
+        };
+        let upper = arc_upper.clone().map_or(Bound::Unbounded, Bound::Excluded);
+        let max = shared.config.record_bytes_max;
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        let range = fjall::Readable::range(&view, &shared.data, (Bound::Included(lower), upper));
+        for (examined, guard) in range.enumerate() {
+            let (key, value) = guard.into_inner()?;
+            if items.len() >= request.limit.max(1)
+                || bytes >= request.bytes_max
+                || examined >= request.examine_max.max(1)
+            {
+                return Ok(ScanPage {
+                    items,
+                    next: Some(key.to_vec()),
+                });
+            }
+            let user_key = key.get(8..).unwrap_or_default();
+            if !user_key.starts_with(request.prefix) {
+                continue;
+            }
+            let stored = decode_value(&value, max)?;
+            bytes += user_key.len() + 8;
+            let value = if request.keys_only {
+                None
+            } else {
+                bytes += stored.value.len();
+                Some(stored.value)
+            };
+            items.push(ScanItem {
+                key: Bytes::copy_from_slice(user_key),
+                version: stored.version,
+                value,
+            });
+        }
+        Ok(ScanPage {
+            items,
+            next: arc_upper,
+        })
+    }
+}
