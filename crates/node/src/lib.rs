@@ -84,6 +84,7 @@ pub mod log_command;
 pub mod metrics;
 pub mod node;
 pub mod pd_host;
+pub mod pd_records;
 pub mod removed_marker;
 pub mod replica_meta;
 pub mod service;

@@ -7,7 +7,8 @@ use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, LoopChannels};
 use crate::group::{Group, NodeStorage};
-use crate::pd_host::{self, META_PD_STATE};
+use crate::pd_host;
+use crate::pd_records;
 use crate::replica_meta;
 use crate::service::Service;
 use crate::store_check;
@@ -196,13 +197,13 @@ fn load_or_bootstrap_map(
         if !hosts_pd {
             return Ok((map, None));
         }
-        let state = match store.meta(META_PD_STATE)? {
-            Some(bytes) => pd_host::decode_state(&bytes)?,
+        let state = match pd_records::load(store)? {
+            Some(state) => state,
             None => {
                 // A data dir from before the placement driver kept its state: its group 0 only
                 // ever held the bootstrap map, so the initial state is its state.
-                let state = pd_host::initial_state(config)?;
-                store.set_meta(META_PD_STATE, &pd_host::encode_state(&state)?)?;
+                let mut state = pd_host::initial_state(config)?;
+                pd_records::save_all(store, &mut state)?;
                 state
             }
         };
@@ -226,7 +227,9 @@ fn load_or_bootstrap_map(
         if descriptor.id == ShardId::PD {
             // IMPORTANT: group 0 starts with its state at its initial applied index, in the
             // same batch: every PD replica starts from the same state, whoever leads first.
-            batch.set_meta(ShardId::PD, META_PD_STATE, pd_host::encode_state(&state)?);
+            for (name, value) in pd_records::all_records(&mut state.clone())? {
+                batch.set_meta(ShardId::PD, &name, value);
+            }
         }
         store.write(batch)?;
     }

@@ -143,6 +143,7 @@ pub fn stamp(command: &mut Command, now: u64) {
         | Command::CancelOperator { now_ms, .. }
         | Command::Auth { now_ms, .. } => *now_ms = now,
         Command::ShardReport(report) => report.now_ms = now,
+        Command::StoreHeartbeat(heartbeat) => heartbeat.now_ms = now,
         Command::SetScheduler { .. }
         | Command::SetSettings(_)
         | Command::AllocIds { .. }

@@ -86,6 +86,7 @@
 
 mod apply;
 pub mod auth;
+pub mod leader_stats;
 mod scheduler;
 
 // The wire and state types live in `ringkv_types::pd` (clients speak to PD without this
@@ -97,6 +98,7 @@ pub use apply::{
     Apply, MAX_ADDR_BYTES, MAX_BOOTSTRAP_NODES, MAX_BOOTSTRAP_SHARDS, MAX_CLUSTER_NAME_BYTES,
     MAX_LABEL_BYTES, MAX_LABELS, MAX_REPLICAS,
 };
+pub use leader_stats::{LeaderStats, Triage};
 pub use scheduler::{move_steps, plan, plan_with, split_position};
 
 /// Raft member ids: `(node << 32) | incarnation`, one definition for the whole project.
@@ -104,6 +106,8 @@ pub use ringkv_types::member_id;
 
 #[cfg(test)]
 mod apply_test;
+#[cfg(test)]
+mod leader_stats_test;
 #[cfg(test)]
 mod scheduler_test;
 #[cfg(any(test, feature = "test-support"))]

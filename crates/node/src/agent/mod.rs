@@ -12,12 +12,16 @@
 //!    thread, one shard at a time, each led shard re-measured every
 //!    [`SIZE_EVERY_HEARTBEATS`] heartbeats (or when its arc changed); reports carry the last
 //!    measurement, so the scan never delays a heartbeat;
-//! 3. sends `Command::NodeHeartbeat`, then one `Command::ShardReport` per led shard, and
-//!    executes the `StepOrder` PD answers with when its epoch is the leader's own: the step
-//!    becomes the admin request a shard leader already serves (`ChangeReplica`,
-//!    `TransferLeader`, `SplitShard`), sent to the local loop like a client call. A shard with a
-//!    step in flight is not reported (so the step is not handed out and executed twice); when
-//!    the step ends the agent reports again at once;
+//! 3. sends one `Command::StoreHeartbeat`: the node's stats and the reports of the led shards
+//!    that changed since the last accepted heartbeat (every led shard each
+//!    [`FULL_REPORT_EVERY_HEARTBEATS`] heartbeats, and after a failed heartbeat or a PD leader
+//!    change). The PD leader answers it from memory (not through its log) and names the
+//!    shards whose report must be replicated; the agent sends each of those as a
+//!    `Command::ShardReport` and executes the `StepOrder` PD answers with when its epoch is the
+//!    leader's own: the step becomes the admin request a shard leader already serves
+//!    (`ChangeReplica`, `TransferLeader`, `SplitShard`), sent to the local loop like a client
+//!    call. A shard with a step in flight is not reported (so the step is not handed out and
+//!    executed twice); when the step ends the agent reports it through the log at once;
 //! 4. gives the transport every node's address (`add_peer`), so nodes that joined are
 //!    reachable: a PD host takes them from its own PD replica (in the view); another node
 //!    fetches the PD leader's state (`PdState`) and keeps it as its copy for `GetShardMap` and
@@ -36,7 +40,7 @@ use crate::config::NodeConfig;
 use crate::service::ClientCall;
 use ringkv_pd::{
     Command, NodeRegistration, NodeState, NodeStats, PdState, Response as PdResponse, ShardReport,
-    ShardStats, Step, StepOrder,
+    ShardStats, Step, StepOrder, StoreHeartbeat,
 };
 use ringkv_storage::{DataSize, Store};
 use ringkv_transport::{ClientConnection, Transport};
@@ -146,6 +150,10 @@ pub struct Agent {
 /// A led shard's size is measured again after this many heartbeat intervals.
 pub const SIZE_EVERY_HEARTBEATS: u32 = 10;
 
+/// A heartbeat carries the reports of every led shard after this many heartbeats (the others
+/// carry only what changed), so a new PD leader's statistics fill within this many intervals.
+pub const FULL_REPORT_EVERY_HEARTBEATS: u32 = 10;
+
 /// What a size scan task returns: the shard, the arc it scanned, the size or the error.
 type SizeScan = (ShardId, RingArc, Result<DataSize, String>);
 
@@ -206,6 +214,9 @@ impl Agent {
             steps: JoinSet::new(),
             in_flight: BTreeMap::new(),
             samples: BTreeMap::new(),
+            accepted: BTreeMap::new(),
+            heartbeats_since_full: 0,
+            full_report_due: true,
             node_sample: None,
             snapshot_limit: None,
             store_to_report: self.store_incarnation,
@@ -219,15 +230,18 @@ impl Agent {
             tokio::select! {
                 _ = ticker.tick() => {}
                 Some(done) = agent.steps.join_next_with_id(), if !agent.steps.is_empty() => {
-                    agent.step_ended(done);
+                    let mut ended: BTreeSet<ShardId> = agent.step_ended(done).into_iter().collect();
                     while let Some(done) = agent.steps.try_join_next_with_id() {
-                        agent.step_ended(done);
+                        ended.extend(agent.step_ended(done));
                     }
-                    // Report again at once: PD sees the step done and hands out the next.
+                    // Report those shards through the log at once: PD sees the step done and
+                    // hands out the next.
                     if agent.registered
                         && let Some(view) = agent.view().await
                     {
-                        agent.report_shards(view.reports).await;
+                        for report in agent.build_reports(view.reports, Some(&ended)).await {
+                            agent.report_through_log(report).await;
+                        }
                     }
                     continue;
                 }
@@ -291,6 +305,14 @@ struct Running {
     in_flight: BTreeMap<tokio::task::Id, ShardId>,
     /// Load counters at the previous report, per shard led.
     samples: BTreeMap<ShardId, Sample>,
+    /// The last report PD accepted per shard led: a heartbeat carries only the reports that
+    /// differ from these (all of them when a full report is due).
+    accepted: BTreeMap<ShardId, ShardReport>,
+    /// Heartbeats since the last full report.
+    heartbeats_since_full: u32,
+    /// The next heartbeat carries every report (at start, after a refused or unanswered
+    /// heartbeat, after the PD leader changed).
+    full_report_due: bool,
     /// The node's load counters at the previous heartbeat.
     node_sample: Option<Sample>,
     /// The snapshot bandwidth limit last passed to the loop.

@@ -96,15 +96,32 @@ impl Running {
         if let Some(previous) = self.node_sample.replace(sample) {
             (stats.writes_per_sec, stats.reads_per_sec) = previous.rates(sample);
         }
-        let command = Command::NodeHeartbeat {
+        let reports = self.build_reports(view.reports, None).await;
+        let full =
+            self.full_report_due || self.heartbeats_since_full + 1 >= FULL_REPORT_EVERY_HEARTBEATS;
+        let sent: Vec<ShardReport> = reports
+            .into_iter()
+            .filter(|report| full || self.accepted.get(&report.descriptor.id) != Some(report))
+            .collect();
+        let command = Command::StoreHeartbeat(StoreHeartbeat {
             node: self.config.node_id,
             stats,
+            shards: sent,
+            full,
             now_ms: 0,
+        });
+        let leader_before = self.pd_leader;
+        let answer = self.call_pd(&command).await;
+        let Command::StoreHeartbeat(StoreHeartbeat { shards: sent, .. }) = command else {
+            return true;
         };
-        match self.call_pd(&command).await {
-            Some(Ok(PdResponse::Heartbeat {
+        // A new PD leader knows nothing of this node's shards yet: tell it everything next.
+        self.full_report_due = self.pd_leader != leader_before;
+        let through_log = match answer {
+            Some(Ok(PdResponse::StoreHeartbeat {
                 state,
                 max_snapshot_bytes_per_sec,
+                report_through_log,
             })) => {
                 if state == NodeState::Removed {
                     return self.removed().await;
@@ -114,13 +131,34 @@ impl Running {
                     let call = AgentCall::SnapshotLimit(max_snapshot_bytes_per_sec);
                     let _ = self.loop_tx.send(call).await;
                 }
+                self.heartbeats_since_full = if full {
+                    0
+                } else {
+                    self.heartbeats_since_full + 1
+                };
+                Some(report_through_log)
             }
             Some(Err(ringkv_pd::Error::NodeRemoved { .. })) => return self.removed().await,
-            Some(Err(error)) => warn!(%error, "heartbeat refused"),
-            _ => debug!("heartbeat not answered"),
+            other => {
+                match other {
+                    Some(Err(error)) => warn!(%error, "heartbeat refused"),
+                    _ => debug!("heartbeat not answered"),
+                }
+                self.full_report_due = true;
+                None
+            }
+        };
+        // Not answered: nothing was accepted (the next heartbeat is full).
+        let answered = through_log.is_some();
+        let wanted: BTreeSet<ShardId> = through_log.into_iter().flatten().collect();
+        for report in sent.into_iter().filter(|_| answered) {
+            if wanted.contains(&report.descriptor.id) {
+                self.report_through_log(report).await;
+            } else {
+                self.accepted.insert(report.descriptor.id, report);
+            }
         }
         self.report_space_alarm().await;
-        self.report_shards(view.reports).await;
         match view.pd_nodes {
             Some(nodes) => self.add_peers(nodes.into_iter()),
             None => self.refresh().await,

@@ -1,18 +1,32 @@
-//! Shard reports and PD's orders: one report per led shard (with its measured size and load),
-//! and the step PD answers with, run as the admin request a shard leader serves.
+//! Shard reports and PD's orders: the report of each led shard (with its measured size and
+//! load) for the node's heartbeat, the reports PD wants through its log, and the step PD
+//! answers those with, run as the admin request a shard leader serves.
 
 use super::*;
 
 impl Running {
-    /// Reports every shard in `reports` without a step in flight and executes the orders.
-    pub(super) async fn report_shards(&mut self, reports: Vec<LeaderReport>) {
-        let led: BTreeSet<ShardId> = reports.iter().map(|r| r.descriptor.id).collect();
-        self.samples.retain(|shard, _| led.contains(shard));
-        self.sizes.retain(|shard, _| led.contains(shard));
-        self.measure_sizes(&reports).await;
+    /// The reports of the led shards in `reports` without a step in flight (and in `only`,
+    /// when given), with load rates since each shard's previous report and the last measured
+    /// size. A full build (`only` = `None`) also forgets shards no longer led and starts a
+    /// size scan when one is due.
+    pub(super) async fn build_reports(
+        &mut self,
+        reports: Vec<LeaderReport>,
+        only: Option<&BTreeSet<ShardId>>,
+    ) -> Vec<ShardReport> {
+        if only.is_none() {
+            let led: BTreeSet<ShardId> = reports.iter().map(|r| r.descriptor.id).collect();
+            self.samples.retain(|shard, _| led.contains(shard));
+            self.sizes.retain(|shard, _| led.contains(shard));
+            self.accepted.retain(|shard, _| led.contains(shard));
+            self.measure_sizes(&reports).await;
+        }
+        let mut built = Vec::with_capacity(reports.len());
         for report in reports {
             let shard = report.descriptor.id;
-            if self.in_flight.values().any(|running| *running == shard) {
+            if only.is_some_and(|only| !only.contains(&shard))
+                || self.in_flight.values().any(|running| *running == shard)
+            {
                 continue;
             }
             let sample = Sample {
@@ -32,26 +46,44 @@ impl Running {
                 stats.size_bytes = measured.size.bytes;
                 stats.keys = measured.size.keys;
             }
-            let command = Command::ShardReport(ShardReport {
-                descriptor: report.descriptor.clone(),
+            built.push(ShardReport {
+                descriptor: report.descriptor,
                 leader: self.config.node_id,
                 stats,
                 caught_up_learners: report.caught_up_learners,
                 split_hint: None,
                 now_ms: 0,
             });
-            match self.call_pd(&command).await {
-                Some(Ok(PdResponse::ShardReport {
+        }
+        built
+    }
+
+    /// Sends `report` through PD's log (`Command::ShardReport`) and executes the order PD
+    /// answers with. Remembers it as accepted when PD took it (so the next heartbeat leaves it
+    /// out unless it changes), forgets it otherwise (so the next heartbeat carries it again).
+    pub(super) async fn report_through_log(&mut self, report: ShardReport) {
+        let shard = report.descriptor.id;
+        let command = Command::ShardReport(report.clone());
+        match self.call_pd(&command).await {
+            Some(Ok(answer)) => {
+                if let PdResponse::ShardReport {
                     order: Some(order), ..
-                })) => {
+                } = answer
+                {
                     if order.epoch == report.descriptor.epoch && order.shard == shard {
                         self.execute(order, &report.descriptor);
                     } else {
                         debug!(%shard, ?order, "order for another epoch; reporting again later");
                     }
                 }
-                Some(Err(error)) => debug!(%shard, %error, "shard report refused"),
-                _ => {}
+                self.accepted.insert(shard, report);
+            }
+            Some(Err(error)) => {
+                debug!(%shard, %error, "shard report refused");
+                self.accepted.remove(&shard);
+            }
+            None => {
+                self.accepted.remove(&shard);
             }
         }
     }
@@ -163,14 +195,15 @@ impl Running {
     }
 
     /// Forgets a step that ended (or failed) so its shard is reported again.
+    /// Returns the step's shard.
     pub(super) fn step_ended(
         &mut self,
         done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
-    ) {
+    ) -> Option<ShardId> {
         let id = match done {
             Ok((id, ())) => id,
             Err(error) => error.id(),
         };
-        self.in_flight.remove(&id);
+        self.in_flight.remove(&id)
     }
 }

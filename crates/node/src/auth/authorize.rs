@@ -131,6 +131,7 @@ fn authorize_pd(principal: &Principal, command: &Command) -> Result<(), WireErro
         | Command::ReportStore { node, .. }
         | Command::SpaceAlarm { node, .. } => need_node(principal, *node),
         Command::ShardReport(report) => need_node(principal, report.leader),
+        Command::StoreHeartbeat(heartbeat) => need_node(principal, heartbeat.node),
         Command::Bootstrap { .. } | Command::Tick { .. } => need_any_node(principal),
         _ => need_admin(principal),
     }
@@ -163,6 +164,7 @@ pub fn is_audited(request: &Request) -> bool {
                     | Command::ReportStore { .. }
                     | Command::SpaceAlarm { .. }
                     | Command::ShardReport(_)
+                    | Command::StoreHeartbeat(_)
                     | Command::Tick { .. })
             ),
         },

@@ -395,6 +395,28 @@ fn table() -> Vec<(&'static str, Request, &'static str)> {
             }),
             "DADDDDDD",
         ),
+        (
+            "store heartbeat of node 1",
+            pd(Command::StoreHeartbeat(ringkv_pd::StoreHeartbeat {
+                node: NodeId(1),
+                stats: NodeStats::default(),
+                shards: vec![],
+                full: true,
+                now_ms: 0,
+            })),
+            "ADDDDDDD",
+        ),
+        (
+            "store heartbeat of node 2",
+            pd(Command::StoreHeartbeat(ringkv_pd::StoreHeartbeat {
+                node: NodeId(2),
+                stats: NodeStats::default(),
+                shards: vec![],
+                full: true,
+                now_ms: 0,
+            })),
+            "DADDDDDD",
+        ),
         ("shard report of node 1", pd(report(1)), "ADDDDDDD"),
         ("shard report of node 2", pd(report(2)), "DADDDDDD"),
         (

@@ -5,9 +5,10 @@ use super::replies::RequestId;
 use super::time::Mono;
 use crate::error::Result;
 use crate::pd_host;
-use ringkv_pd::{Apply, Command, PdState};
-use ringkv_types::{LogIndex, Term};
-use std::collections::BTreeMap;
+use crate::pd_records::{self, MetaRecords};
+use ringkv_pd::{Apply, Command, LeaderStats, PdState};
+use ringkv_types::{LogIndex, ShardId, Term};
+use std::collections::{BTreeMap, BTreeSet};
 use tracing::debug;
 
 /// PD calls waiting for their entry to apply, at most: beyond it callers get `Busy`.
@@ -26,8 +27,14 @@ pub type PdResults = Vec<(LogIndex, Term, Vec<u8>)>;
 
 /// The PD replica hosted by this node (initial nodes only).
 pub struct PdHost {
-    /// The applied state, saved with every apply (`pd/state`).
+    /// The applied state, saved with every apply (see [`crate::pd_records`]).
     pub state: PdState,
+    /// While leading: the statistics nodes heartbeat, kept in memory, not in the log (see
+    /// [`ringkv_pd::leader_stats`]). Emptied when the leadership ends.
+    pub stats: LeaderStats,
+    /// Whether the next save writes every record (the first after a start, so a state loaded
+    /// from the format-1 record is saved in format 2).
+    pub save_all_due: bool,
     /// Callers waiting for their entry, by index.
     pub waiters: BTreeMap<LogIndex, PdWaiter>,
     /// The largest `now_ms` this node stamped, so its stamps never go backwards.
@@ -52,6 +59,8 @@ impl PdHost {
     pub fn new(state: PdState) -> Self {
         Self {
             state,
+            stats: LeaderStats::new(),
+            save_all_due: true,
             waiters: BTreeMap::new(),
             last_stamp_ms: 0,
             clock_base: None,
@@ -77,17 +86,43 @@ impl PdHost {
     }
 
     /// Applies committed PD commands to the state, in order. Returns each answer and the
-    /// encoded state to save with the applied index.
+    /// records to save with the applied index: the head and the records of the shards the
+    /// commands touched (every record on the first save after a start or after a bootstrap),
+    /// so the cost does not grow with the number of shards.
     ///
     /// # Errors
     /// [`crate::Error::Corrupt`] if an answer or the state cannot be encoded.
     pub fn apply(
         &mut self,
         entries: Vec<(LogIndex, Term, Command)>,
-    ) -> Result<(PdResults, Vec<u8>)> {
+    ) -> Result<(PdResults, MetaRecords)> {
         let mut results = Vec::with_capacity(entries.len());
+        // Shards whose record changed, with a position each probably owns.
+        let mut touched: BTreeSet<(ShardId, u64)> = BTreeSet::new();
+        let mut save_all = std::mem::take(&mut self.save_all_due);
         for (index, term, command) in entries {
+            let map_version = self.state.shard_map.version;
+            let map_len = self.state.shard_map.shards.len();
             let result = self.state.apply(&command);
+            let map_changed = self.state.shard_map.version != map_version
+                || self.state.shard_map.shards.len() != map_len;
+            match &command {
+                Command::Bootstrap { .. } => save_all = true,
+                Command::ShardReport(report) if result.is_ok() => {
+                    let arc = report.descriptor.arc;
+                    touched.insert((report.descriptor.id, arc.start));
+                    if map_changed {
+                        // A split changes the neighbour that gave or got the other part.
+                        for position in [arc.start.checked_sub(1), arc.end].into_iter().flatten() {
+                            if let Some(d) = self.state.shard_map.shard_for_position(position) {
+                                touched.insert((d.id, position));
+                            }
+                        }
+                    }
+                }
+                // No other command changes shards; if one ever does, save them all.
+                _ => save_all |= map_changed,
+            }
             if let Err(error) = &result {
                 debug!(%index, %error, "placement driver refused a command");
             }
@@ -99,14 +134,121 @@ impl PdHost {
         }
         #[cfg(debug_assertions)]
         self.state.check_invariants();
-        Ok((results, pd_host::encode_state(&self.state)?))
+        if save_all {
+            return Ok((results, pd_records::all_records(&mut self.state)?));
+        }
+        let mut records = vec![pd_records::head_record(&mut self.state)?];
+        for (shard, position) in touched {
+            records.extend(pd_records::shard_record(&self.state, shard, position)?);
+        }
+        Ok((results, records))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringkv_pd::{ShardReport, ShardStats};
     use std::time::Duration;
+
+    /// A stats-only report of the middle shard of `state`.
+    fn report(state: &PdState, size_bytes: u64) -> Command {
+        let descriptor = state.shard_map.shards[state.shard_map.shards.len() / 2].clone();
+        Command::ShardReport(ShardReport {
+            leader: descriptor.replicas[0].node,
+            descriptor,
+            stats: ShardStats {
+                size_bytes,
+                ..ShardStats::default()
+            },
+            caught_up_learners: vec![],
+            split_hint: None,
+            now_ms: 1,
+        })
+    }
+
+    /// Bytes of the records one applied shard report writes, after the first save.
+    fn bytes_per_apply(shards: u64) -> (usize, usize) {
+        let state = crate::pd_records::tests::state(shards);
+        let mut host = PdHost::new(state);
+        let first = report(&host.state, 1);
+        let (_, all) = host.apply(vec![(LogIndex(1), Term(1), first)]).unwrap();
+        let next = report(&host.state, 2);
+        let (_, records) = host.apply(vec![(LogIndex(2), Term(1), next)]).unwrap();
+        let size = |records: &MetaRecords| -> usize {
+            records
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum()
+        };
+        (size(&all), size(&records))
+    }
+
+    /// Issue 16: a PD apply writes the head and the records it touched, so what it writes does
+    /// not grow with the number of shards (format 1 rewrote the whole state every time). The
+    /// first save after a start writes everything.
+    #[test]
+    fn an_apply_writes_as_much_for_100_as_for_10_000_shards() {
+        let (first_small, small) = bytes_per_apply(100);
+        let (first_large, large) = bytes_per_apply(10_000);
+        // Equal but for the varint widths of the larger ids and counters.
+        assert!(
+            large.abs_diff(small) <= 8,
+            "{small} vs {large} bytes per apply"
+        );
+        assert!(large < 1_000, "{large} bytes per apply");
+        assert!(
+            first_large > 50 * first_small / 2,
+            "{first_small} vs {first_large}"
+        );
+    }
+
+    /// A split rewrites the reported shard and the new one (and the head).
+    #[test]
+    fn a_split_saves_both_parts() {
+        let state = crate::pd_records::tests::state(4);
+        let mut host = PdHost::new(state);
+        host.save_all_due = false;
+        let parent = host.state.shard_map.shards[1].clone();
+        let at = parent.arc.midpoint();
+        let new_shard = ringkv_types::ShardId(host.state.ids.next_shard);
+        host.state
+            .apply(&Command::AddOperator {
+                operator: ringkv_pd::AdminOperator::SplitShard {
+                    shard: parent.id,
+                    at: Some(at),
+                },
+                now_ms: 1,
+            })
+            .unwrap();
+        let mut left = parent.clone();
+        left.arc.end = Some(at);
+        left.epoch.version += 1;
+        let command = Command::ShardReport(ShardReport {
+            leader: left.replicas[0].node,
+            descriptor: left,
+            stats: ShardStats::default(),
+            caught_up_learners: vec![],
+            split_hint: None,
+            now_ms: 2,
+        });
+        let (results, records) = host.apply(vec![(LogIndex(1), Term(1), command)]).unwrap();
+        assert_eq!(results.len(), 1);
+        assert_eq!(host.state.shard_map.shards.len(), 5);
+        let names: Vec<&[u8]> = records.iter().map(|(name, _)| name.as_slice()).collect();
+        assert!(names.contains(&crate::pd_records::META_PD_HEAD));
+        assert!(names.contains(&crate::pd_records::shard_record_name(parent.id).as_slice()));
+        assert!(names.contains(&crate::pd_records::shard_record_name(new_shard).as_slice()));
+        // Saved records rebuild the state.
+        let mut all = crate::pd_records::all_records(&mut host.state).unwrap();
+        let (_, head) = all.remove(0);
+        let loaded = crate::pd_records::decode_records(
+            &head,
+            all.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+        )
+        .unwrap();
+        assert_eq!(loaded, host.state);
+    }
 
     #[test]
     fn stamps_never_go_backwards_nor_below_log_time() {

@@ -7,7 +7,6 @@ use crate::core::apply_plan::{self, RunPlan, Step};
 use crate::core::machine::MachineKind;
 use crate::error::Result;
 use crate::group::Group;
-use crate::pd_host::META_PD_STATE;
 use crate::replica_meta;
 use ringkv_storage::AppliedState;
 use ringkv_types::raft::{Entry, Message, MessageBody, SnapshotMeta};
@@ -90,17 +89,15 @@ impl EventLoop {
             _ => None,
         };
         let mut pd_results = Vec::new();
-        let mut pd_record = None;
+        let mut pd_records = Vec::new();
         if let Some(host) = group.machine.pd_mut()
             && !pd_entries.is_empty()
         {
-            let (results, state) = host.apply(pd_entries)?;
-            pd_results = results;
-            pd_record = Some((META_PD_STATE.to_vec(), state));
+            (pd_results, pd_records) = host.apply(pd_entries)?;
         }
         let meta: Vec<(&[u8], &[u8])> = descriptor_record
             .iter()
-            .chain(pd_record.iter())
+            .chain(pd_records.iter())
             .map(|(name, value)| (name.as_slice(), value.as_slice()))
             .collect();
         // IMPORTANT: the new descriptor (and the PD state) commits with the applied index in one

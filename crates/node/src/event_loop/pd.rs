@@ -141,6 +141,9 @@ impl EventLoop {
                 return Ok(());
             }
         };
+        if let Command::StoreHeartbeat(heartbeat) = &command {
+            return self.pd_store_heartbeat(heartbeat, slot);
+        }
         let command = match fill_signing_key(command, &mut self.keys) {
             Ok(command) => command,
             Err(reason) => {
@@ -154,10 +157,52 @@ impl EventLoop {
         Ok(())
     }
 
-    /// `AdminRequest::PdState`: the PD leader's applied state.
+    /// A node's heartbeat (`Command::StoreHeartbeat`), answered by the PD leader from its
+    /// applied state and its in-memory statistics, without the log: only the node's liveness
+    /// refresh is proposed (to nobody's answer), and the reports that must be replicated are
+    /// named in the answer for the node to send as `ShardReport` commands (see
+    /// `ringkv_pd::leader_stats`).
+    fn pd_store_heartbeat(
+        &mut self,
+        heartbeat: &ringkv_pd::StoreHeartbeat,
+        slot: RequestId,
+    ) -> Result<()> {
+        let now = self.mono_now();
+        let Some(host) = self.core.groups.get_mut(&ShardId::PD).and_then(|group| group.machine.pd_mut()) else {
+            self.core
+                .replies
+                .send(slot, Response::Error(WireError::Unavailable));
+            return Ok(());
+        };
+        let now_ms = host.next_stamp(now, pd_host::wall_clock_ms());
+        let triage = host.stats.handle(&host.state, heartbeat, now_ms);
+        let answer = match postcard::to_stdvec(&triage.answer) {
+            Ok(bytes) => Response::Admin(AdminResult::Pd(bytes.into())),
+            Err(error) => Response::Error(WireError::Internal {
+                reason: format!("encoding a heartbeat answer: {error}"),
+            }),
+        };
+        self.core.replies.send(slot, answer);
+        if let Some(command) = triage.propose {
+            self.propose_pd(command, None)?;
+        }
+        Ok(())
+    }
+
+    /// `AdminRequest::PdState`: the PD leader's applied state, with the fresh statistics of
+    /// its memory in place of the last replicated ones.
     pub(super) fn pd_state_call(&self) -> Response {
-        match self.pd_host() {
-            Some(host) if self.is_pd_leader() => match pd_host::encode_state(&host.state) {
+        let host = self.pd_host().filter(|_| self.is_pd_leader());
+        let encoded = host.map(|host| {
+            if host.stats.is_empty() {
+                return pd_host::encode_state(&host.state);
+            }
+            let mut state = host.state.clone();
+            host.stats.overlay(&mut state);
+            pd_host::encode_state(&state)
+        });
+        match encoded {
+            Some(encoded) => match encoded {
                 Ok(bytes) => Response::Admin(AdminResult::Pd(bytes.into())),
                 Err(error) => Response::Error(WireError::Internal {
                     reason: error.to_string(),
@@ -281,6 +326,9 @@ impl EventLoop {
             return Ok(());
         };
         if !leads {
+            if !host.stats.is_empty() {
+                host.stats = ringkv_pd::LeaderStats::new();
+            }
             host.leading_since = None;
             host.tick_in_flight = None;
             host.clock_base = None;

@@ -5,7 +5,6 @@ use super::requests::{fail_reads, serve_reads};
 use super::{EventLoop, Internal, membership};
 use crate::core::persist::Persisted;
 use crate::error::{Error, Result};
-use crate::pd_host::META_PD_STATE;
 use crate::replica_meta;
 use ringkv_raft::{Ready, Role};
 use ringkv_storage::Durable;
@@ -131,11 +130,10 @@ impl EventLoop {
                     {
                         // IMPORTANT: the PD state the snapshot carries is saved in the same
                         // batch as the install (it matches the snapshot's applied index).
-                        self.batch.set_meta(
-                            shard,
-                            META_PD_STATE,
-                            crate::pd_host::encode_state(&state)?,
-                        );
+                        let mut state = state;
+                        for (name, value) in crate::pd_records::all_records(&mut state)? {
+                            self.batch.set_meta(shard, &name, value);
+                        }
                         self.map = state.shard_map.clone();
                         host.state = state;
                     }

@@ -10,8 +10,8 @@
 //! `operators.rs` (operators and the tick); users and keys are in `crate::auth`.
 
 use crate::command::{
-    AdminOperator, Command, IdKind, MAX_IDS_PER_ALLOC, NodeRegistration, Response, ShardReport,
-    TickOutcome,
+    AdminOperator, Command, IdKind, MAX_HEARTBEAT_SHARDS, MAX_IDS_PER_ALLOC, NodeRegistration,
+    Response, ShardReport, StoreHeartbeat, TickOutcome,
 };
 use crate::error::{Error, InvalidReason, RejectReason, Result};
 use crate::node::{NodeInfo, NodeState, NodeStats};
@@ -122,6 +122,7 @@ impl Machine<'_> {
             Command::Auth { command, now_ms } => self.apply_auth(command, *now_ms),
             Command::ReportStore { node, incarnation } => self.report_store(*node, *incarnation),
             Command::SpaceAlarm { node, alarm } => self.space_alarm(*node, *alarm),
+            Command::StoreHeartbeat(heartbeat) => self.store_heartbeat(heartbeat),
         }
     }
 
@@ -228,7 +229,7 @@ fn validate_replicas(descriptor: &ShardDescriptor, known: impl Fn(NodeId) -> boo
 }
 
 /// Same arc and same replica set (order-insensitive).
-fn same_layout(a: &ShardDescriptor, b: &ShardDescriptor) -> bool {
+pub(crate) fn same_layout(a: &ShardDescriptor, b: &ShardDescriptor) -> bool {
     let set = |d: &ShardDescriptor| {
         d.replicas
             .iter()

@@ -150,6 +150,15 @@ impl Machine<'_> {
         stats: &NodeStats,
         now_ms: u64,
     ) -> Result<Response> {
+        let (state, max_snapshot_bytes_per_sec) = self.beat(id, stats, now_ms)?;
+        Ok(Response::Heartbeat {
+            state,
+            max_snapshot_bytes_per_sec,
+        })
+    }
+
+    /// Records a heartbeat; returns the node's state and its snapshot bandwidth limit.
+    fn beat(&mut self, id: NodeId, stats: &NodeStats, now_ms: u64) -> Result<(NodeState, u64)> {
         let node = self
             .0
             .nodes
@@ -175,9 +184,31 @@ impl Machine<'_> {
         if node.state == NodeState::Down {
             node.state = NodeState::Up;
         }
-        Ok(Response::Heartbeat {
-            state: node.state,
-            max_snapshot_bytes_per_sec: limit,
+        Ok((node.state, limit))
+    }
+
+    /// A [`StoreHeartbeat`] that reached the log (the PD leader answers them from memory, see
+    /// `crate::leader_stats`): the node's heartbeat, and every listed shard's report asked for
+    /// through the log.
+    pub(super) fn store_heartbeat(&mut self, heartbeat: &StoreHeartbeat) -> Result<Response> {
+        self.require_bootstrapped()?;
+        check_len(
+            "heartbeat shard reports",
+            heartbeat.shards.len(),
+            MAX_HEARTBEAT_SHARDS,
+        )?;
+        let (state, max_snapshot_bytes_per_sec) =
+            self.beat(heartbeat.node, &heartbeat.stats, heartbeat.now_ms)?;
+        let report_through_log = heartbeat
+            .shards
+            .iter()
+            .filter(|report| report.leader == heartbeat.node)
+            .map(|report| report.descriptor.id)
+            .collect();
+        Ok(Response::StoreHeartbeat {
+            state,
+            max_snapshot_bytes_per_sec,
+            report_through_log,
         })
     }
 

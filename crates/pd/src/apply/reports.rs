@@ -46,7 +46,7 @@ impl Machine<'_> {
     /// Decides how a reported descriptor fits the known map, without changing anything.
     pub(super) fn classify_report(&self, reported: &ShardDescriptor) -> Result<MapUpdate> {
         let shard = reported.id;
-        let Some(known) = self.0.descriptor(shard) else {
+        let Some(known) = self.0.descriptor_at(shard, reported.arc.start) else {
             return self.classify_new_shard(reported);
         };
         if reported.epoch.is_stale_against(&known.epoch) {
@@ -120,7 +120,7 @@ impl Machine<'_> {
         match update {
             MapUpdate::StatsOnly => return,
             MapUpdate::Replace => {
-                if let Some(slot) = self.descriptor_mut(reported.id) {
+                if let Some(slot) = self.descriptor_mut_at(reported.id, reported.arc.start) {
                     *slot = reported.clone();
                 }
             }
@@ -152,6 +152,19 @@ impl Machine<'_> {
         self.0.shard_map.version += 1;
     }
 
+    /// [`PdState::descriptor_at`], to change.
+    fn descriptor_mut_at(&mut self, shard: ShardId, position: u64) -> Option<&mut ShardDescriptor> {
+        let shards = &self.0.shard_map.shards;
+        let at = shards
+            .partition_point(|d| d.arc.start <= position)
+            .checked_sub(1)
+            .filter(|&at| shards.get(at).is_some_and(|d| d.id == shard));
+        match at {
+            Some(at) => self.0.shard_map.shards.get_mut(at),
+            None => self.descriptor_mut(shard),
+        }
+    }
+
     pub(super) fn descriptor_mut(&mut self, shard: ShardId) -> Option<&mut ShardDescriptor> {
         self.0.shard_map.shards.iter_mut().find(|d| d.id == shard)
     }
@@ -168,6 +181,8 @@ impl Machine<'_> {
     /// Advances the shard's operator past the steps its last report shows done and returns the
     /// order for the step now current, if it may be handed out.
     pub(super) fn progress_operator(&mut self, shard: ShardId) -> Option<StepOrder> {
+        // Most reports find no operator: answer before looking the descriptor up.
+        self.0.operators.get(&shard)?;
         let descriptor = self.0.descriptor(shard)?.clone();
         let leader = self.0.leader(shard).unwrap_or(NodeId::NONE);
         let now_ms = self.0.now_ms;

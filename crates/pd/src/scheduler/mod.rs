@@ -16,6 +16,8 @@ mod drain;
 mod repair;
 mod split;
 
+pub(crate) use split::wants_split;
+
 use crate::operator::{Operator, OperatorId, OperatorKind, Step};
 use crate::settings::SchedulerKind;
 use crate::state::{IdCounters, PdState};

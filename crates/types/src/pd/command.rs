@@ -58,6 +58,31 @@ pub struct ShardReport {
     pub now_ms: u64,
 }
 
+/// One node's heartbeat carrying the reports of the shards it leads (sent as
+/// [`Command::StoreHeartbeat`]). The PD leader answers it from memory: it keeps the node's load
+/// and the shards' statistics in memory, not in PD's log, and names in its answer the shards
+/// whose report must go through the log as a [`Command::ShardReport`] (a new epoch, a new
+/// leader or caught-up learners, an operator in flight, a split threshold crossed). Only those
+/// (and, at a slow rate, the node's liveness) are replicated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreHeartbeat {
+    /// The reporting node.
+    pub node: NodeId,
+    /// Its load and capacity.
+    pub stats: NodeStats,
+    /// Reports of the shards it leads that changed since its last accepted heartbeat; every
+    /// shard it leads when `full`.
+    pub shards: Vec<ShardReport>,
+    /// Whether `shards` lists every shard the node leads (sent periodically and after the PD
+    /// leader changed, so a new PD leader's memory fills within one full-report interval).
+    pub full: bool,
+    /// Log time (proposer's clock).
+    pub now_ms: u64,
+}
+
+/// Most shard reports in one [`StoreHeartbeat`].
+pub const MAX_HEARTBEAT_SHARDS: usize = 65_536;
+
 /// What an admin can ask for directly (`ringctl move`, `transfer`, `split`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminOperator {
@@ -222,6 +247,11 @@ pub enum Command {
         /// Its free space and reserve when the alarm rose; `None` clears it.
         alarm: Option<crate::SpaceAlarm>,
     },
+    /// A node's heartbeat with the reports of the shards it leads ([`StoreHeartbeat`]),
+    /// answered [`Response::StoreHeartbeat`]. The PD leader answers it from memory and does
+    /// not put it in the log; applied from the log (a leader that could not triage it), it
+    /// counts as a [`Command::NodeHeartbeat`] and asks for every listed shard's report.
+    StoreHeartbeat(StoreHeartbeat),
 }
 
 /// Most ids one [`Command::AllocIds`] may take.
@@ -269,5 +299,15 @@ pub enum Response {
         first: u64,
         /// How many.
         count: u64,
+    },
+    /// The answer to a [`Command::StoreHeartbeat`].
+    StoreHeartbeat {
+        /// The node's state at PD (as in [`Response::Heartbeat`]).
+        state: NodeState,
+        /// Snapshot bandwidth limit for the node's sender, bytes per second (0 = unlimited).
+        max_snapshot_bytes_per_sec: u64,
+        /// Shards whose report must go through PD's log: the node sends each as a
+        /// [`Command::ShardReport`] (whose answer carries the shard's next step, if any).
+        report_through_log: Vec<ShardId>,
     },
 }

@@ -19,8 +19,8 @@ pub mod state;
 
 pub use auth::{AuthCommand, AuthState, Role, SigningKey, User};
 pub use command::{
-    AdminOperator, Command, IdKind, NodeRegistration, Response, ShardReport, ShardStats,
-    TickOutcome,
+    AdminOperator, Command, IdKind, MAX_HEARTBEAT_SHARDS, NodeRegistration, Response, ShardReport,
+    ShardStats, StoreHeartbeat, TickOutcome,
 };
 pub use error::{Error, InvalidReason, RejectReason, Result};
 pub use leader_search::LeaderSearch;

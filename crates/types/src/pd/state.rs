@@ -214,6 +214,15 @@ impl PdState {
         self.shard_map.shards.iter().find(|d| d.id == shard)
     }
 
+    /// The descriptor of `shard`, looked up first at ring `position` (a binary search: pass a
+    /// position the shard probably owns, such as its reported arc's start), else by id.
+    pub fn descriptor_at(&self, shard: ShardId, position: u64) -> Option<&ShardDescriptor> {
+        match self.shard_map.shard_for_position(position) {
+            Some(found) if found.id == shard => Some(found),
+            _ => self.descriptor(shard),
+        }
+    }
+
     /// The last reported leader of `shard`, if any.
     pub fn leader(&self, shard: ShardId) -> Option<NodeId> {
         self.shards
