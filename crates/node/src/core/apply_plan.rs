@@ -136,16 +136,44 @@ pub struct RunPlan {
     pub has_session: bool,
 }
 
+/// A committed entry this node cannot decode: written by a newer ringkv (a command this
+/// version does not know) or damaged. Skipping it would make this replica diverge from replicas
+/// that apply it, so the node must stop instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecodable {
+    /// The entry's shard.
+    pub shard: ShardId,
+    /// The entry's index.
+    pub index: LogIndex,
+    /// The decoder's message.
+    pub error: String,
+}
+
+impl std::fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "committed entry {} of shard {} cannot be decoded ({}): it was written by a newer \
+             ringkv or is damaged; this node stops rather than skip it (its replica would \
+             diverge). Run the same ringkv version on every node, then restart this one",
+            self.index, self.shard, self.error
+        )
+    }
+}
+
 /// Decodes a run of ordinary committed entries of `shard` (a `kind` machine whose descriptor
-/// is `current`) into what to apply. `None` for an empty run. Every replica decides alike:
-/// misplaced and undecodable entries are skipped by all.
+/// is `current`) into what to apply. `Ok(None)` for an empty run. Every replica decides alike:
+/// misplaced commands (a data command in the PD group, or the reverse) are skipped by all; an
+/// entry this version cannot decode is an error, never skipped (a newer replica applies it).
 pub fn plan_run(
     kind: MachineKind,
     shard: ShardId,
     current: &ShardDescriptor,
     entries: Vec<Entry>,
-) -> Option<RunPlan> {
-    let last = entries.last().map(|e| (e.index, e.term))?;
+) -> Result<Option<RunPlan>, Undecodable> {
+    let Some(last) = entries.last().map(|e| (e.index, e.term)) else {
+        return Ok(None);
+    };
     let mut plan = RunPlan {
         last,
         ..RunPlan::default()
@@ -190,13 +218,17 @@ pub fn plan_run(
                     // Every replica skips the same entries, so the state machines agree.
                     Ok(_) => warn!(%shard, index = %entry.index, "skipping a misplaced command"),
                     Err(error) => {
-                        warn!(%shard, index = %entry.index, %error, "skipping an undecodable entry")
+                        return Err(Undecodable {
+                            shard,
+                            index: entry.index,
+                            error: error.to_string(),
+                        });
                     }
                 }
             }
         }
     }
-    Some(plan)
+    Ok(Some(plan))
 }
 
 #[cfg(test)]
@@ -283,6 +315,7 @@ mod tests {
             &descriptor(Arc::FULL),
             entries,
         )
+        .unwrap()
         .unwrap();
         assert!(plan.commands.is_empty() && plan.pd_entries.is_empty());
         assert_eq!(plan.last, (LogIndex(10), Term(2)));
@@ -303,11 +336,35 @@ mod tests {
             &descriptor(arc),
             vec![entry(6, &put(b"a")), entry(7, &put(b"zzz-elsewhere"))],
         )
+        .unwrap()
         .unwrap();
         assert_eq!(plan.owners, [(LogIndex(6), Term(2))]);
         assert_eq!(plan.outside, [(LogIndex(7), Term(2))]);
         assert_eq!(plan.max_stamp_ms, 7);
         assert!(!plan.has_session);
-        assert!(plan_run(MachineKind::Data, ShardId(3), &descriptor(arc), Vec::new()).is_none());
+        assert!(
+            plan_run(MachineKind::Data, ShardId(3), &descriptor(arc), Vec::new())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_undecodable_entry_stops_the_run_instead_of_being_skipped() {
+        // A command tag this version does not know (as a newer node would write).
+        let unknown = Entry {
+            index: LogIndex(8),
+            term: Term(2),
+            payload: EntryPayload::Normal(vec![0xEE, 1, 2, 3].into()),
+        };
+        let error = plan_run(
+            MachineKind::Data,
+            ShardId(3),
+            &descriptor(Arc::FULL),
+            vec![entry(7, &put(b"a")), unknown],
+        )
+        .unwrap_err();
+        assert_eq!((error.shard, error.index), (ShardId(3), LogIndex(8)));
+        assert!(error.to_string().contains("same ringkv version"), "{error}");
     }
 }

@@ -4,7 +4,6 @@
 use super::replies::RequestId;
 use super::time::Mono;
 use crate::error::Result;
-use crate::pd_host;
 use crate::pd_records::{self, MetaRecords};
 use ringkv_pd::{Apply, Command, LeaderStats, PdState};
 use ringkv_types::{LogIndex, ShardId, Term};

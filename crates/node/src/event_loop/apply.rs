@@ -5,7 +5,7 @@ use super::requests::{lost_write, write_response};
 use super::{EventLoop, Internal, membership};
 use crate::core::apply_plan::{self, RunPlan, Step};
 use crate::core::machine::MachineKind;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::replica_meta;
 use ringkv_storage::AppliedState;
@@ -52,7 +52,12 @@ impl EventLoop {
             return Ok(());
         };
         let kind = group.machine.kind();
-        let Some(plan) = apply_plan::plan_run(kind, shard, &group.descriptor, entries) else {
+        let plan = apply_plan::plan_run(kind, shard, &group.descriptor, entries).map_err(
+            |undecodable| Error::Fatal {
+                reason: undecodable.to_string(),
+            },
+        )?;
+        let Some(plan) = plan else {
             return Ok(());
         };
         let RunPlan {

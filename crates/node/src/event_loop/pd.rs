@@ -168,7 +168,12 @@ impl EventLoop {
         slot: RequestId,
     ) -> Result<()> {
         let now = self.mono_now();
-        let Some(host) = self.core.groups.get_mut(&ShardId::PD).and_then(|group| group.machine.pd_mut()) else {
+        let Some(host) = self
+            .core
+            .groups
+            .get_mut(&ShardId::PD)
+            .and_then(|group| group.machine.pd_mut())
+        else {
             self.core
                 .replies
                 .send(slot, Response::Error(WireError::Unavailable));
