@@ -64,6 +64,12 @@ pub struct Metrics {
     pub tls_reloads: Family<Labels1, Counter>,
     /// Local replicas by `role`.
     pub raft_shards: Family<Labels1, Gauge>,
+    /// Local replicas that are quiescent (not ticked: `raft.quiesce`).
+    pub raft_shards_quiescent: Gauge,
+    /// Peer nodes sharing a shard with this node that are silent for an election timeout.
+    pub peer_nodes_down: Gauge,
+    /// Times a silent peer node was reported down to the local shards.
+    pub peer_node_down_reports: Counter,
     /// Entries appended but not committed, summed over local replicas.
     pub raft_commit_lag: Gauge,
     /// Entries committed but not applied, summed over local replicas.
@@ -174,6 +180,24 @@ impl Metrics {
         );
         let raft_shards = Family::<Labels1, Gauge>::default();
         registry.register("raft_shards", "Local replicas by role", raft_shards.clone());
+        let raft_shards_quiescent = Gauge::default();
+        registry.register(
+            "raft_shards_quiescent",
+            "Local replicas that are quiescent (not ticked)",
+            raft_shards_quiescent.clone(),
+        );
+        let peer_nodes_down = Gauge::default();
+        registry.register(
+            "peer_nodes_down",
+            "Peer nodes sharing a shard with this node, silent for an election timeout",
+            peer_nodes_down.clone(),
+        );
+        let peer_node_down_reports = Counter::default();
+        registry.register(
+            "peer_node_down_reports",
+            "Times a silent peer node was reported down to the local shards",
+            peer_node_down_reports.clone(),
+        );
         let raft_commit_lag = Gauge::default();
         registry.register(
             "raft_commit_lag_entries",
@@ -274,6 +298,9 @@ impl Metrics {
             tls_reloads,
             sessions_expired,
             raft_shards,
+            raft_shards_quiescent,
+            peer_nodes_down,
+            peer_node_down_reports,
             raft_commit_lag,
             raft_apply_lag,
             storage_fsync_duration,

@@ -160,7 +160,8 @@ pub fn validate(message: &Message) -> Result<(), InvalidMessage> {
         | MessageBody::HeartbeatResponse { .. }
         | MessageBody::TimeoutNow
         | MessageBody::ReplicaRemoved
-        | MessageBody::Wake => Ok(()),
+        | MessageBody::Wake
+        | MessageBody::NodeAlive => Ok(()),
     }
 }
 

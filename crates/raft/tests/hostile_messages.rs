@@ -121,6 +121,7 @@ fn body() -> impl Strategy<Value = MessageBody> {
         }),
         Just(MessageBody::TimeoutNow),
         Just(MessageBody::ReplicaRemoved),
+        Just(MessageBody::NodeAlive),
     ]
 }
 

@@ -76,6 +76,7 @@ fn raft_batch() -> RaftBatch {
             context: 4,
         },
         MessageBody::Wake,
+        MessageBody::NodeAlive,
     ];
     RaftBatch::new(
         bodies
@@ -254,6 +255,7 @@ fn raft_message_kinds_keep_their_wire_numbers() {
     };
     assert_eq!(tag(quiesce), 11);
     assert_eq!(tag(MessageBody::Wake), 12);
+    assert_eq!(tag(MessageBody::NodeAlive), 13);
 }
 
 #[test]

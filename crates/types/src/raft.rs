@@ -233,6 +233,13 @@ pub enum MessageBody {
     /// A replica that left quiescence without its leader's doing (a liveness report, a request)
     /// asks the leader to resume heartbeats; receiving any message wakes a quiescent leader.
     Wake,
+    /// Node level, never stepped into the Raft core: the sender's node is alive (node-level
+    /// heartbeat, sent once per heartbeat interval to every node sharing a shard with it,
+    /// whatever the number of shared shards). `group`, `term` and the member numbers carry no
+    /// meaning; `from` names the sending node. A node that hears nothing from a peer node for
+    /// an election timeout reports it down to its quiescent groups (docs/node.md,
+    /// "Quiescence and node liveness"). Appended after `Wake` (wire numbers by position).
+    NodeAlive,
 }
 
 impl Message {
@@ -266,6 +273,7 @@ impl MessageBody {
             MessageBody::ReplicaRemoved => "ReplicaRemoved",
             MessageBody::Quiesce { .. } => "Quiesce",
             MessageBody::Wake => "Wake",
+            MessageBody::NodeAlive => "NodeAlive",
         }
     }
 }

@@ -414,6 +414,7 @@ impl NodeConfig {
         config.max_pending_reads = raft.max_pending_reads;
         config.pre_vote = raft.pre_vote;
         config.check_quorum = raft.check_quorum;
+        config.quiesce = raft.quiesce;
         // Every snapshot send ends in a report (`SnapshotEvent::Sent`), bounded by its time
         // budget; a timer re-send would start a second copy of a large shard mid-transfer.
         config.snapshot_reports = true;

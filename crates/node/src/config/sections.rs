@@ -43,6 +43,11 @@ pub struct RaftConfig {
     pub check_quorum: bool,
     /// Compact a group's log once this many applied entries are in it (0 = never).
     pub log_compaction_entries: u64,
+    /// Quiescence: an idle group stops ticking and heartbeating, and the node sends one
+    /// liveness message per peer node per heartbeat interval instead (docs/node.md,
+    /// "Quiescence and node liveness"). Needs every node to run a version that knows the
+    /// `Quiesce`, `Wake` and `NodeAlive` messages.
+    pub quiesce: bool,
 }
 
 impl Default for RaftConfig {
@@ -60,6 +65,7 @@ impl Default for RaftConfig {
             pre_vote: true,
             check_quorum: true,
             log_compaction_entries: 100_000,
+            quiesce: true,
         }
     }
 }

@@ -54,6 +54,7 @@
 
 pub mod apply_plan;
 pub mod entropy;
+pub mod liveness;
 pub mod machine;
 pub mod node_core;
 pub mod outbox;

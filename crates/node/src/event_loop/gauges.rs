@@ -1,4 +1,5 @@
-//! Per-tick gauges (`/metrics`) and the health snapshot (`/readyz`).
+//! Gauges (`/metrics`) and the health snapshot (`/readyz`), refreshed every `SLOW_TICKS`
+//! timer turns (they loop over every local group).
 
 use super::EventLoop;
 use ringkv_raft::Role;
@@ -30,7 +31,7 @@ fn operator_kind_label(kind: ringkv_pd::OperatorKind) -> &'static str {
 }
 
 impl EventLoop {
-    /// Sets the per-tick gauges: replicas by role, commit and apply lag, PD's operators.
+    /// Sets the gauges: replicas by role, commit and apply lag, PD's operators.
     pub(super) fn update_gauges(&self) {
         let metrics = &self.metrics;
         let (mut leaders, mut followers, mut candidates, mut learners) = (0, 0, 0, 0);
@@ -64,6 +65,13 @@ impl EventLoop {
                 .get_or_create(&[("role", role)])
                 .set(count);
         }
+        let quiescent = self.core.groups.values().filter(|g| g.raw.is_quiescent());
+        metrics
+            .raft_shards_quiescent
+            .set(i64::try_from(quiescent.count()).unwrap_or(i64::MAX));
+        metrics
+            .peer_nodes_down
+            .set(i64::try_from(self.liveness.down_count()).unwrap_or(i64::MAX));
         metrics
             .raft_commit_lag
             .set(i64::try_from(commit_lag).unwrap_or(i64::MAX));

@@ -125,7 +125,11 @@ impl EventLoop {
 
     /// Counts down leader transfers; answers `Timeout` to those that ran out.
     pub(super) fn tick_transfers(&mut self) {
-        for group in self.core.groups.values_mut() {
+        // A group with a transfer waiting stays awake (`NodeCore::tick`).
+        for shard in &self.core.awake {
+            let Some(group) = self.core.groups.get_mut(shard) else {
+                continue;
+            };
             if group.pending_transfers.is_empty() {
                 continue;
             }

@@ -18,12 +18,15 @@
 //! `TransferLeader`) lives in `membership.rs`, splits in `split.rs`, snapshots in `snapshot.rs`.
 //!
 //! Groups are only polled for a Ready when something touched them (a message, a proposal, a
-//! read, a tick, a completed commit), so an idle group costs one `tick` per tick interval.
+//! read, a tick, a completed commit), and only awake groups are ticked: with `raft.quiesce` an
+//! idle group goes quiescent and costs nothing per tick (node-level heartbeats in
+//! `liveness.rs` replace its own).
 
 mod apply;
 mod callers;
 mod clock;
 mod gauges;
+mod liveness;
 mod membership;
 mod pd;
 mod ready;
@@ -125,7 +128,18 @@ pub struct EventLoop {
     /// many invalid messages were dropped since without a line.
     invalid_logged_at: Option<Instant>,
     invalid_unlogged: u64,
+    /// Timer turns so far: work that loops over every local group runs every
+    /// [`SLOW_TICKS`]th turn only.
+    ticks_seen: u64,
+    /// Which peer nodes were heard from lately (node-level heartbeats, `raft.quiesce`).
+    liveness: crate::core::liveness::Liveness,
+    /// A tick happened: check the peers' liveness at the end of the turn.
+    liveness_check_due: bool,
 }
+
+/// Gauges, `/readyz` and session expiry loop over every local group: they run every this many
+/// timer turns (1 s at the default tick), so that idle, quiescent groups cost nothing per tick.
+const SLOW_TICKS: u64 = 10;
 
 /// At most one "invalid Raft message" log line per this interval (the counter counts all).
 const INVALID_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -165,6 +179,9 @@ impl EventLoop {
         ));
         let config_data_dir = config.data_dir.clone();
         let config_node = config.node_id;
+        let election_timeout = config
+            .tick()
+            .saturating_mul(u32::try_from(config.raft.election_timeout_ticks).unwrap_or(u32::MAX));
         let clock = clock::TickClock::new(
             tokio::time::Instant::now(),
             config.tick(),
@@ -201,6 +218,9 @@ impl EventLoop {
             clock,
             invalid_logged_at: None,
             invalid_unlogged: 0,
+            ticks_seen: 0,
+            liveness: crate::core::liveness::Liveness::new(election_timeout),
+            liveness_check_due: false,
         }
     }
 
@@ -340,6 +360,7 @@ impl EventLoop {
     }
 
     fn end_turn(&mut self, internal: &mut Internal) -> Result<()> {
+        self.check_liveness();
         self.issue_reads();
         // A few rounds so that work one Ready creates (more committed entries) is done now.
         for _ in 0..4 {
@@ -374,16 +395,21 @@ impl EventLoop {
         self.core.tick(due)
     }
 
-    /// The timer's turn: the groups' ticks, then the loop's periodic work.
+    /// The timer's turn: the awake groups' ticks, the node-level heartbeats, then the loop's
+    /// periodic work (what loops over every group runs every [`SLOW_TICKS`]th turn).
     fn tick_all(&mut self) -> Result<()> {
         self.advance_clock()?;
+        self.ticks_seen += 1;
         self.tick_transfers();
         self.reap_removals();
-        if let Some(publisher) = &self.health {
-            publisher.publish(self.health_snapshot());
+        self.liveness_tick();
+        if self.ticks_seen % SLOW_TICKS == 1 {
+            if let Some(publisher) = &self.health {
+                publisher.publish(self.health_snapshot());
+            }
+            self.update_gauges();
+            self.propose_expiries()?;
         }
-        self.update_gauges();
-        self.propose_expiries()?;
         self.pd_tick()
     }
 
@@ -457,7 +483,12 @@ impl EventLoop {
     }
 
     fn step_batch(&mut self, batch: RaftBatch) -> Result<()> {
+        self.liveness_heard(&batch);
         for message in batch.messages {
+            if matches!(message.body, MessageBody::NodeAlive) {
+                // Node level: its arrival was all it had to say.
+                continue;
+            }
             if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
                 // Snapshots arrive with their data on a snapshot stream, never in a batch.
                 continue;

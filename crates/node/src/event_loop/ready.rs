@@ -34,6 +34,7 @@ impl EventLoop {
     pub(super) fn process_readies(&mut self, internal: &mut Internal) -> Result<()> {
         let dirty = std::mem::take(&mut self.core.dirty);
         for shard in dirty {
+            self.core.note_polled(shard);
             let Some(group) = self.core.groups.get_mut(&shard) else {
                 continue;
             };
