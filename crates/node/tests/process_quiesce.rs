@@ -24,8 +24,13 @@ fn metric(cluster: &Cluster, index: usize, name: &str) -> Option<f64> {
     stream.write_all(request.as_bytes()).ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Waits (bounded) until every running node reports at least `count` quiescent replicas.
@@ -79,7 +84,10 @@ async fn leaders(cluster: &mut Cluster) -> BTreeMap<ShardId, usize> {
 }
 
 async fn write(cluster: &mut Cluster, at: usize, descriptor: &ShardDescriptor, key: &str, v: &str) {
-    match cluster.try_call(at, &kv(descriptor, None, put(key, v))).await {
+    match cluster
+        .try_call(at, &kv(descriptor, None, put(key, v)))
+        .await
+    {
         Some(Response::Kv(KvResult::Written { .. })) => {}
         other => panic!("write of {key} on node {}: {other:?}", at + 1),
     }
@@ -167,6 +175,10 @@ async fn quiet_shards_serve_and_fail_over_when_their_leaders_node_dies() {
     // The survivors saw the dead node and reported it.
     for index in (0..3).filter(|&i| i != victim) {
         let reports = metric(&cluster, index, "ringkv_peer_node_down_reports_total");
-        assert!(reports.is_some_and(|r| r >= 1.0), "node {}: {reports:?}", index + 1);
+        assert!(
+            reports.is_some_and(|r| r >= 1.0),
+            "node {}: {reports:?}",
+            index + 1
+        );
     }
 }

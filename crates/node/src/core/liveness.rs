@@ -106,7 +106,10 @@ mod tests {
         assert!(liveness.expire(at(500)).is_empty(), "not past the timeout");
         assert!(!liveness.heard(NodeId(2), at(400)));
         assert_eq!(liveness.expire(at(600)), [NodeId(3)]);
-        assert!(liveness.expire(at(700)).is_empty(), "reported once per silence");
+        assert!(
+            liveness.expire(at(700)).is_empty(),
+            "reported once per silence"
+        );
         assert_eq!(liveness.down_count(), 1);
         assert!(liveness.heard(NodeId(3), at(800)), "was down");
         assert_eq!(liveness.down_count(), 0);

@@ -320,7 +320,7 @@ impl EventLoop {
             group.raw.campaign()?;
         }
         info!(%child, %member, "created the split's new shard");
-        self.core.groups.insert(child, group);
+        self.core.insert_group(group);
         self.core.dirty.insert(child);
         Ok(())
     }
