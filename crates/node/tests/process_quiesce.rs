@@ -57,7 +57,10 @@ fn keys(map: &ringkv_types::ShardMap) -> BTreeMap<ShardId, (String, ShardDescrip
     let mut keys = BTreeMap::new();
     for i in 0.. {
         let key = format!("key-{i}");
-        let descriptor = map.shard_for_key(key.as_bytes()).unwrap().clone();
+        let Some(descriptor) = map.shard_for_key(key.as_bytes()) else {
+            panic!("the map does not cover {key}");
+        };
+        let descriptor = descriptor.clone();
         keys.entry(descriptor.id).or_insert((key, descriptor));
         if keys.len() == map.shards.len() {
             return keys;
