@@ -90,7 +90,11 @@ mod tests {
     #[test]
     fn reexecutes_once_unless_the_operator_chose() {
         let on_glibc = cfg!(all(target_os = "linux", target_env = "gnu"));
-        assert_eq!(decide(&[]), on_glibc, "a plain start is re-executed on glibc");
+        assert_eq!(
+            decide(&[]),
+            on_glibc,
+            "a plain start is re-executed on glibc"
+        );
         assert_eq!(decide(&[(OPT_OUT_ENV, "on")]), on_glibc);
         assert!(!decide(&[(MARK_ENV, "1")]), "never twice");
         assert!(!decide(&[("GLIBC_TUNABLES", "glibc.malloc.arena_max=8")]));

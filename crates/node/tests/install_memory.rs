@@ -10,8 +10,12 @@
 //! one's only by a fraction of the difference in size. RSS, not timing: the write buffer's
 //! stalls bound memory however slowly the flushes run on a loaded machine.
 //!
-//! With glibc's default malloc settings (`RINGKV_INSTALL_MEMORY_TUNABLES=default`) the peak
-//! grows with the shard, and the test fails (see docs/perf.md for the figures).
+//! What it guards: memory that grows with the shard in our code (the move holding one fjall
+//! snapshot for the whole install, which keeps every memtable: 70 vs 216 MiB here, and 2.1 GB
+//! for a 1 GiB shard once). glibc's default malloc settings
+//! (`RINGKV_INSTALL_MEMORY_TUNABLES=default`) raise the level (48 vs 54 MiB here, 28 vs 29 MiB
+//! with ours) but at this scale not the growth, so the test passes with them too: the cluster
+//! figures for that are in docs/perf.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use bytes::Bytes;
@@ -119,7 +123,7 @@ fn install_peak_kb(dir: &Path, pairs: usize) -> u64 {
     );
     let line = stdout
         .lines()
-        .find_map(|line| line.strip_prefix("child-result "))
+        .find_map(|line| Some(line.split_once("child-result ")?.1))
         .unwrap_or_else(|| panic!("no result from the child: {stdout}"));
     let field = |name: &str| -> u64 {
         line.split_whitespace()
