@@ -8,13 +8,15 @@
 //! that threshold to the freed size (up to 32 MiB), and every later 128 KiB value, memtable
 //! entry and table block comes from the arenas, where freed memory is kept and fragmented. It
 //! also gives each thread that contends an arena of its own (up to 8 per core), each keeping
-//! its own free memory. A 1 GiB install into one store peaked at 934 MB RSS for a 423 MB heap
-//! peak, and 506 MB stayed after both stores were dropped.
+//! its own free memory. A 1 GiB install into one store peaked at 934 MB RSS and 506 MB stayed
+//! after both stores were dropped, while heaptrack found the heap bounded by the write buffer and
+//! the block caches (467 MB at the peak of a 512 MiB install).
 //!
 //! The settings ([`GLIBC_TUNABLES`]): a fixed `mmap_threshold` of 128 KiB (a fixed value also
 //! turns the raising off), so large blocks go back to the kernel when freed, and `arena_max`
-//! 2 (the machine's two cores; fewer arenas, less kept memory, little lock contention since
-//! the node runs few threads that allocate much: the event loop, the writer, fjall's workers).
+//! 2: fewer arenas keep less free memory, and the threads that allocate much (the event loop,
+//! the store's writer, fjall's workers, the snapshot tasks) are few (the put path's throughput
+//! under these settings is not measured yet).
 //! With them the same install peaked at 407 MB and 8 MB stayed.
 //!
 //! How: glibc reads its tunables only from the environment at process start, and the workspace
