@@ -39,6 +39,10 @@ pub const NON_CONFIG_ENV: &[&str] = &[
     "RINGKV_BASE_IMAGE",
     "RINGKV_SKIP_CARGO",
     "RINGKV_DOCKER_TESTS",
+    crate::allocator::OPT_OUT_ENV,
+    crate::allocator::MARK_ENV,
+    "RINGKV_INSTALL_MEMORY_CHILD",
+    "RINGKV_INSTALL_MEMORY_TUNABLES",
 ];
 
 /// The environment prefix of config fields.

@@ -67,6 +67,7 @@
 //!   flight, flushes the store and exits 0.
 
 pub mod agent;
+pub mod allocator;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;

@@ -93,6 +93,8 @@ impl Args {
 }
 
 fn main() -> ExitCode {
+    // First, before any thread starts: returns only if it did not re-execute the process.
+    let reexec_error = ringkv_node::allocator::reexec_with_tunables().err();
     let args = Args::parse();
     if let Some(parent) = args.exit_with_parent
         && let Err(error) = exit_with_parent(parent)
@@ -111,6 +113,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
+    if let Some(error) = reexec_error {
+        tracing::warn!(%error, "could not restart with ringkvd's malloc settings; running with glibc's defaults");
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

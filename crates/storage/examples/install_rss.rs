@@ -7,6 +7,8 @@
 //! (BUFFER: both stores' `write_buffer_bytes` in MiB, default 256; DIR defaults to /tmp and
 //! needs about 3 x MIB of free space; env CACHE_MIB sets both block caches). The last line,
 //! RSS once both stores are dropped, tells memory the allocator kept from what the stores held.
+//! `ringkvd` runs with glibc malloc tunables (`crates/node/src/allocator.rs`); to measure what
+//! a node sees, run the example with the same `GLIBC_TUNABLES` value.
 #![allow(
     clippy::unwrap_used,
     clippy::print_stdout,
