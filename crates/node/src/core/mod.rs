@@ -52,6 +52,8 @@
 //! storage trait the core is generic over), replica creation and removal I/O, snapshots, and
 //! the PD host's tick; they move here next.
 
+pub mod answers;
+pub mod apply;
 pub mod apply_plan;
 pub mod entropy;
 pub mod machine;
