@@ -55,6 +55,8 @@
 pub mod answers;
 pub mod apply;
 pub mod apply_plan;
+#[cfg(test)]
+mod apply_test;
 pub mod entropy;
 pub mod machine;
 pub mod node_core;
