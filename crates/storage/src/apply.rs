@@ -1,30 +1,19 @@
 //! Applying committed commands to a shard's data.
 
 use crate::codec;
-use crate::command::{
-    Command, CommandResult, KEY_BYTES_MAX, Operation, OperationResult, SessionRecord,
-    VALUE_BYTES_MAX,
-};
+use crate::command::{Command, CommandResult, SessionRecord};
 use crate::error::{Error, Result};
 use crate::group_state::AppliedState;
 use crate::keys;
+use crate::kv_machine::{self, CommandRun, SessionExpiry};
 use crate::session_table::{SessionTable, lock_table};
+use crate::state_store::{ApplyBatch, StateStore};
 use crate::store::{Store, decode_value, lock_group};
 use crate::value::Versioned;
 use bytes::Bytes;
 use ringkv_types::raft::ConfState;
-use ringkv_types::{ShardId, envelope, ring};
-use std::collections::BTreeMap;
+use ringkv_types::{ShardId, envelope};
 use std::sync::{Arc, Mutex};
-
-/// What [`Store::expire_sessions`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SessionExpiry {
-    /// Sessions dropped.
-    pub dropped: u64,
-    /// Sessions left in the table.
-    pub remaining: u64,
-}
 
 impl Store {
     /// Applies committed `commands` of `shard` and records `applied` (and `conf` when a
@@ -88,191 +77,20 @@ impl Store {
         conf: Option<&ConfState>,
         meta: &[(&[u8], &[u8])],
     ) -> Result<Vec<CommandResult>> {
-        let shared = &self.shared;
-        for (name, value) in meta {
-            if name.len() > 1024 || value.len() as u64 > shared.config.record_bytes_max {
-                return Err(Error::TooLarge {
-                    size: value.len() as u64,
-                    max: shared.config.record_bytes_max,
-                });
-            }
-        }
-        for (what, len) in [("stamps", stamps.len()), ("indexes", indexes.len())] {
-            if len != 0 && len != commands.len() {
-                return Err(Error::InvalidWrite {
-                    shard,
-                    reason: format!("{len} {what} for {} commands", commands.len()),
-                });
-            }
-        }
-        shared.check_writable()?;
-        let cache = shared.group(shard)?;
-        let previous = lock_group(&cache).applied;
-        if applied.index <= previous.index && !(applied == previous && commands.is_empty()) {
-            return Err(Error::InvalidWrite {
-                shard,
-                reason: format!(
-                    "applied index {} does not advance {}",
-                    applied.index, previous.index
-                ),
-            });
-        }
-        let max = shared.config.record_bytes_max;
-        // The session table in memory (never read back from fjall here); updated only after
-        // the batch committed.
-        let table = self.session_table(shard)?;
-        let mut table = lock_table(&table);
-        // Writes of this batch, so later commands see earlier ones.
-        let mut values: BTreeMap<Vec<u8>, Option<Versioned>> = BTreeMap::new();
-        let mut sessions: BTreeMap<u64, SessionRecord> = BTreeMap::new();
-        let mut results = Vec::with_capacity(commands.len());
-        for (at, command) in commands.iter().enumerate() {
-            let stamp = stamps.get(at).copied().unwrap_or(0);
-            let index = indexes.get(at).copied().unwrap_or(applied.index.0);
-            if let Some(request) = command.session {
-                let record = sessions
-                    .get(&request.session)
-                    .or_else(|| table.get(&request.session));
-                if let Some(record) = record {
-                    if request.sequence == record.sequence {
-                        results.push(CommandResult::Applied(record.result.clone()));
-                        continue;
-                    }
-                    if request.sequence < record.sequence {
-                        results.push(CommandResult::StaleSequence {
-                            last_applied: record.sequence,
-                        });
-                        continue;
-                    }
-                }
-            }
-            let mut operation_results = Vec::with_capacity(command.operations.len());
-            for operation in &command.operations {
-                if let Some(rejected) = reject(operation) {
-                    operation_results.push(rejected);
-                    continue;
-                }
-                let result = match operation {
-                    Operation::Put { key, value } => {
-                        let storage_key = ring::storage_key(key);
-                        let previous = self.current(&values, &storage_key, max)?;
-                        let stored = stored(value, index, previous.as_ref());
-                        values.insert(storage_key, Some(stored));
-                        OperationResult::Put
-                    }
-                    Operation::Delete { key } => {
-                        let storage_key = ring::storage_key(key);
-                        let existed = self.current(&values, &storage_key, max)?.is_some();
-                        values.insert(storage_key, None);
-                        OperationResult::Deleted { existed }
-                    }
-                    Operation::CompareAndSwap { key, expected, new } => {
-                        let storage_key = ring::storage_key(key);
-                        let found = self.current(&values, &storage_key, max)?;
-                        let swapped = found.as_ref().map(|found| &found.value) == expected.as_ref();
-                        if swapped {
-                            let new = new.as_ref().map(|new| stored(new, index, found.as_ref()));
-                            values.insert(storage_key, new);
-                        }
-                        let previous = found.map(|found| found.value);
-                        OperationResult::CompareAndSwap { swapped, previous }
-                    }
-                    Operation::CompareVersionAndSwap {
-                        key,
-                        expected_version,
-                        new,
-                    } => {
-                        let storage_key = ring::storage_key(key);
-                        let previous = self.current(&values, &storage_key, max)?;
-                        // Absent matches 0 only; a present value matches its own version
-                        // only when that is not 0 (a value written before versions).
-                        let swapped = match &previous {
-                            None => *expected_version == 0,
-                            Some(found) => found.version != 0 && found.version == *expected_version,
-                        };
-                        if swapped {
-                            let new = new
-                                .as_ref()
-                                .map(|new| stored(new, index, previous.as_ref()));
-                            values.insert(storage_key, new);
-                        }
-                        let previous_version = previous.as_ref().map_or(0, |found| found.version);
-                        OperationResult::CompareVersionAndSwap {
-                            swapped,
-                            previous: previous.map(|found| found.value),
-                            previous_version,
-                        }
-                    }
-                };
-                operation_results.push(result);
-            }
-            if let Some(request) = command.session {
-                sessions.insert(
-                    request.session,
-                    SessionRecord {
-                        sequence: request.sequence,
-                        result: operation_results.clone(),
-                        last_ms: stamp,
-                    },
-                );
-            }
-            results.push(CommandResult::Applied(operation_results));
-        }
-
-        let mut batch = shared.db.batch().durability(None);
-        for (key, value) in values {
-            match value {
-                Some(stored) => batch.insert(
-                    &shared.data,
-                    key,
-                    crate::value::encode(&stored.value, stored.version),
-                ),
-                None => batch.remove(&shared.data, key),
-            }
-        }
-        for (session, record) in &sessions {
-            batch.insert(
-                &shared.raft_state,
-                keys::session_key(shard, *session).to_vec(),
-                codec::encode(record),
-            );
-        }
-        batch.insert(
-            &shared.raft_state,
-            keys::state_key(shard, keys::KIND_APPLIED).to_vec(),
-            codec::encode(&applied),
-        );
-        if let Some(conf) = conf {
-            batch.insert(
-                &shared.raft_state,
-                keys::state_key(shard, keys::KIND_CONF).to_vec(),
-                codec::encode(conf),
-            );
-        }
-        for (name, value) in meta {
-            batch.insert(&shared.meta, keys::meta_key(name), envelope::encode(value));
-        }
-        // IMPORTANT: data, sessions and the applied index commit in one batch, so a restart never
-        // re-applies an entry whose effects are already on disk.
-        if let Err(error) = shared.commit(batch) {
-            shared.sessions.forget(shard);
-            return Err(error);
-        }
-        table.extend(sessions);
-        drop(table);
-        let mut state = lock_group(&cache);
-        state.applied = applied;
-        if let Some(conf) = conf {
-            state.conf = Some(conf.clone());
-        }
+        self.shared.check_writable()?;
+        let run = CommandRun {
+            commands,
+            stamps,
+            indexes,
+        };
+        let (batch, results) = kv_machine::apply_commands(self, shard, run, applied, conf, meta)?;
+        self.commit_batch(batch)?;
         Ok(results)
     }
 
-    /// Applies a session expiry entry of `shard` at log time `now_ms`: drops every session whose
-    /// last write is `idle_ms` or more older (see [`SessionRecord::expired`]), stamps records of
-    /// unknown time with `now_ms` (so they expire one idle period later), and records `applied`,
-    /// all in one atomic batch. Every replica applies the same entry to the same table, so the
-    /// tables stay equal. Returns how many sessions were dropped and how many remain.
+    /// Applies a session expiry entry of `shard` at log time `now_ms` (see
+    /// [`kv_machine::expire_sessions`]) and records `applied`, in one atomic batch. Returns how
+    /// many sessions were dropped and how many remain.
     ///
     /// # Errors
     /// As [`Store::apply`].
@@ -283,61 +101,81 @@ impl Store {
         idle_ms: u64,
         applied: AppliedState,
     ) -> Result<SessionExpiry> {
+        self.shared.check_writable()?;
+        let (batch, outcome) = kv_machine::expire_sessions(self, shard, now_ms, idle_ms, applied)?;
+        self.commit_batch(batch)?;
+        Ok(outcome)
+    }
+
+    /// Commits an [`ApplyBatch`] in ONE atomic fjall batch, not synced (see
+    /// [`Store::apply`]), then updates the session table and applied position in memory.
+    ///
+    /// # Errors
+    /// [`ApplyBatch::validate`]'s errors; [`Error::Poisoned`]; fjall errors (which poison the
+    /// store).
+    pub fn commit_batch(&self, batch: ApplyBatch) -> Result<()> {
         let shared = &self.shared;
         shared.check_writable()?;
+        let shard = batch.shard;
         let cache = shared.group(shard)?;
         let previous = lock_group(&cache).applied;
-        if applied.index <= previous.index {
-            return Err(Error::InvalidWrite {
-                shard,
-                reason: format!(
-                    "applied index {} does not advance {}",
-                    applied.index, previous.index
-                ),
-            });
-        }
+        batch.validate(previous, shared.config.record_bytes_max)?;
+        // The session table in memory (never read back from fjall here); updated only after
+        // the batch committed.
         let table = self.session_table(shard)?;
         let mut table = lock_table(&table);
-        let mut outcome = SessionExpiry::default();
-        let mut dropped = Vec::new();
-        let mut stamped = Vec::new();
-        let mut batch = shared.db.batch().durability(None);
-        for (session, record) in table.iter() {
-            let key = keys::session_key(shard, *session).to_vec();
-            if record.expired(now_ms, idle_ms) {
-                batch.remove(&shared.raft_state, key);
-                dropped.push(*session);
-                continue;
-            }
-            if record.last_ms == 0 {
-                let mut record = record.clone();
-                record.last_ms = now_ms;
-                batch.insert(&shared.raft_state, key, codec::encode(&record));
-                stamped.push(*session);
+        let mut writes = shared.db.batch().durability(None);
+        for (key, value) in &batch.values {
+            match value {
+                Some(stored) => writes.insert(
+                    &shared.data,
+                    key.as_slice(),
+                    crate::value::encode(&stored.value, stored.version),
+                ),
+                None => writes.remove(&shared.data, key.as_slice()),
             }
         }
-        outcome.dropped = dropped.len() as u64;
-        outcome.remaining = (table.len() - dropped.len()) as u64;
-        batch.insert(
+        for (session, record) in &batch.sessions {
+            let key = keys::session_key(shard, *session).to_vec();
+            match record {
+                Some(record) => writes.insert(&shared.raft_state, key, codec::encode(record)),
+                None => writes.remove(&shared.raft_state, key),
+            }
+        }
+        writes.insert(
             &shared.raft_state,
             keys::state_key(shard, keys::KIND_APPLIED).to_vec(),
-            codec::encode(&applied),
+            codec::encode(&batch.applied),
         );
-        if let Err(error) = shared.commit(batch) {
+        if let Some(conf) = &batch.conf {
+            writes.insert(
+                &shared.raft_state,
+                keys::state_key(shard, keys::KIND_CONF).to_vec(),
+                codec::encode(conf),
+            );
+        }
+        for (name, value) in &batch.meta {
+            writes.insert(&shared.meta, keys::meta_key(name), envelope::encode(value));
+        }
+        // IMPORTANT: data, sessions and the applied index commit in one batch, so a restart never
+        // re-applies an entry whose effects are already on disk.
+        if let Err(error) = shared.commit(writes) {
             shared.sessions.forget(shard);
             return Err(error);
         }
-        for session in dropped {
-            table.remove(&session);
-        }
-        for session in stamped {
-            if let Some(record) = table.get_mut(&session) {
-                record.last_ms = now_ms;
-            }
+        for (session, record) in batch.sessions {
+            match record {
+                Some(record) => table.insert(session, record),
+                None => table.remove(&session),
+            };
         }
         drop(table);
-        lock_group(&cache).applied = applied;
-        Ok(outcome)
+        let mut state = lock_group(&cache);
+        state.applied = batch.applied;
+        if let Some(conf) = batch.conf {
+            state.conf = Some(conf);
+        }
+        Ok(())
     }
 
     /// Every session record of `shard`, by session id.
@@ -380,61 +218,55 @@ impl Store {
             None => Ok(None),
         }
     }
+}
 
-    /// The value of a storage key as of the pending writes of this batch.
-    fn current(
-        &self,
-        pending: &BTreeMap<Vec<u8>, Option<Versioned>>,
-        storage_key: &[u8],
-        max: u64,
-    ) -> Result<Option<Versioned>> {
-        if let Some(value) = pending.get(storage_key) {
-            return Ok(value.clone());
-        }
+/// The fjall store as the state machine's [`StateStore`]: session reads come from the table in
+/// memory, value reads from the `data` keyspace, and batches go into the journal unsynced.
+impl StateStore for Store {
+    fn applied(&self, shard: ShardId) -> Result<AppliedState> {
+        Store::applied(self, shard)
+    }
+
+    fn value(&self, storage_key: &[u8]) -> Result<Option<Versioned>> {
         match self.shared.data.get(storage_key)? {
-            Some(bytes) => decode_value(&bytes, max).map(Some),
+            Some(bytes) => decode_value(&bytes, self.shared.config.record_bytes_max).map(Some),
             None => Ok(None),
         }
     }
-}
 
-/// A value written by the entry at log `index` over `previous`: its version is the index, or
-/// one more than the previous version when that is larger (only after a split, below). Log indexes grow within a shard,
-/// but a split's new shard starts its own log at a low index while its keys keep the versions
-/// they had in the parent: this keeps a key's version growing with every write, so a stale
-/// version never matches again (no ABA for a compare-and-swap on the version). Every replica
-/// computes the same version from the same state.
-fn stored(value: &Bytes, index: u64, previous: Option<&Versioned>) -> Versioned {
-    let version = match previous {
-        // (Equal: the same entry wrote the key before; the entry is atomic, one version.)
-        Some(previous) if previous.version > index => previous.version.saturating_add(1),
-        _ => index,
-    };
-    Versioned {
-        value: value.clone(),
-        version,
+    fn session(&self, shard: ShardId, session: u64) -> Result<Option<SessionRecord>> {
+        let table = self.session_table(shard)?;
+        let record = lock_table(&table).get(&session).cloned();
+        Ok(record)
     }
-}
 
-/// Deterministic validation of an operation's sizes (the same on every replica).
-fn reject(operation: &Operation) -> Option<OperationResult> {
-    let (key, values): (&Bytes, [Option<&Bytes>; 2]) = match operation {
-        Operation::Put { key, value } => (key, [Some(value), None]),
-        Operation::Delete { key } => (key, [None, None]),
-        Operation::CompareAndSwap { key, expected, new } => {
-            (key, [expected.as_ref(), new.as_ref()])
-        }
-        Operation::CompareVersionAndSwap { key, new, .. } => (key, [new.as_ref(), None]),
-    };
-    if key.len() > KEY_BYTES_MAX {
-        return Some(OperationResult::KeyTooLarge);
+    fn sessions(&self, shard: ShardId) -> Result<Vec<(u64, SessionRecord)>> {
+        let table = self.session_table(shard)?;
+        let mut sessions: Vec<(u64, SessionRecord)> = lock_table(&table)
+            .iter()
+            .map(|(session, record)| (*session, record.clone()))
+            .collect();
+        sessions.sort_unstable_by_key(|(session, _)| *session);
+        Ok(sessions)
     }
-    if values
-        .iter()
-        .flatten()
-        .any(|value| value.len() > VALUE_BYTES_MAX)
-    {
-        return Some(OperationResult::ValueTooLarge);
+
+    fn meta(&self, name: &[u8]) -> Result<Option<Bytes>> {
+        Store::meta(self, name)
     }
-    None
+
+    fn record_bytes_max(&self) -> u64 {
+        self.shared.config.record_bytes_max
+    }
+
+    fn commit_apply(&mut self, batch: ApplyBatch) -> Result<()> {
+        self.commit_batch(batch)
+    }
+
+    fn journal_mark(&self) -> u64 {
+        0
+    }
+
+    fn batches_durable(&mut self, _mark: u64) {
+        // The journal orders every apply batch before the group commit that follows it.
+    }
 }

@@ -6,8 +6,10 @@
 //!   contract.
 //! - [`GroupStorage`] is a cheap per-group handle implementing [`ringkv_raft::Storage`], backed
 //!   by an in-memory cache of the log's bounds.
-//! - [`Store::apply`] applies committed [`Command`]s with the applied index in one atomic batch,
-//!   with exactly-once sessions.
+//! - [`kv_machine`] is a data shard's state machine with no I/O (exactly-once sessions,
+//!   compare-and-swap, versions, session expiry) over the [`StateStore`] trait, which the fjall
+//!   [`Store`] and the [`MemoryState`] (tests, simulator) implement; [`Store::apply`] applies
+//!   committed [`Command`]s with the applied index in one atomic batch through it.
 //! - [`Store::snapshot_chunks`] streams a consistent snapshot of a shard; [`Store::snapshot_stager`]
 //!   (or [`Store::prepare_snapshot`]) validates a stream chunk by chunk into a staging area and
 //!   [`WriteBatchBuilder::install_snapshot`] installs it, crash-atomically, with bounded memory.
@@ -26,7 +28,9 @@ mod group_state;
 mod group_storage;
 mod inspect;
 pub mod keys;
+pub mod kv_machine;
 mod mark;
+mod memory_state;
 mod removal;
 mod scan;
 mod session_table;
@@ -36,13 +40,13 @@ mod snapshot_move;
 mod snapshot_reader;
 mod snapshot_stager;
 mod space;
+mod state_store;
 mod store;
 mod value;
 mod write_batch;
 mod write_buffer;
 mod writer;
 
-pub use apply::SessionExpiry;
 pub use command::{
     Command, CommandResult, KEY_BYTES_MAX, Operation, OperationResult, SessionRecord,
     SessionRequest, VALUE_BYTES_MAX,
@@ -52,13 +56,16 @@ pub use error::{Error, LostShard, Result};
 pub use group_state::AppliedState;
 pub use group_storage::GroupStorage;
 pub use inspect::GroupRecords;
+pub use kv_machine::SessionExpiry;
 pub use mark::MARK_FILE;
+pub use memory_state::MemoryState;
 pub use removal::RemovalHandle;
 pub use scan::{ScanItem, ScanPage, ScanRequest};
 pub use snapshot_install::{InstallFault, PreparedSnapshot};
 pub use snapshot_reader::SnapshotChunks;
 pub use snapshot_stager::SnapshotStager;
 pub use space::SpaceStatus;
+pub use state_store::{ApplyBatch, META_NAME_BYTES_MAX, StateStore};
 pub use store::{DataSize, NodeIdentity, Store};
 pub use value::Versioned;
 pub use write_batch::WriteBatchBuilder;

@@ -13,9 +13,9 @@
 //! - "batch N is durable" from the group-commit writer;
 //! - snapshot results: a received snapshot validated and staged off the loop, a sent snapshot
 //!   delivered or not;
-//! - storage reads through a trait the core is generic over ([`ringkv_raft::Storage`] for the
-//!   log; reads of the applied state for client reads and snapshots), implemented by the fjall
-//!   store in production and by memory in tests and the simulator.
+//! - storage reads through traits: [`ringkv_raft::Storage`] for the log, and
+//!   [`ringkv_storage::StateStore`] for the applied state apply reads and writes (implemented
+//!   by the fjall store in production and by memory in tests and the simulator).
 //!
 //! **Outputs** (taken by the driver after each input, in order):
 //! - one write batch per turn (log entries, hard states, snapshot installs, descriptors, PD
@@ -48,11 +48,19 @@
 //! state-machine type ([`machine`], [`pd_machine`]), the persistence ordering ([`persist`]) and
 //! the decoding of committed entries into apply steps ([`apply_plan`]). The core's state holds
 //! no `Instant` ([`time::Mono`] is passed in) and key material comes through
-//! [`entropy::KeySource`]. Still methods of the event loop: apply's store writes (next: a
-//! storage trait the core is generic over), replica creation and removal I/O, snapshots, and
-//! the PD host's tick; they move here next.
+//! [`entropy::KeySource`]. Apply runs here ([`apply`]): KV runs, session expiry and a
+//! split's parent descriptor are committed through [`ringkv_storage::StateStore`] (the fjall
+//! store in `ringkvd`, [`ringkv_storage::MemoryState`] in tests), with the KV and session
+//! semantics of [`ringkv_storage::kv_machine`]. Still methods of the event loop: replica
+//! creation and removal I/O (a split child's creation among them), snapshots, log compaction
+//! and the PD host's tick. Next: `Group` generic over the Raft log storage, so the simulator
+//! can run this core over memory.
 
+pub mod answers;
+pub mod apply;
 pub mod apply_plan;
+#[cfg(test)]
+mod apply_test;
 pub mod entropy;
 pub mod liveness;
 pub mod machine;

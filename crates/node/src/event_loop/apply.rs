@@ -1,17 +1,14 @@
-//! Apply: committed entries become store writes (KV commands, session expiry, splits,
-//! configuration, PD commands), and the writes they complete are answered.
+//! Apply, the driver's part: the core applies committed entries through the store
+//! (`core/apply.rs`); the driver cuts them into steps, runs splits (which create a group),
+//! answers PD waiters, compacts logs and removes replicas.
 
-use super::requests::{lost_write, write_response};
-use super::{EventLoop, Internal, membership};
-use crate::core::apply_plan::{self, RunPlan, Step};
+use super::{EventLoop, Internal};
+use crate::core::apply_plan::{self, Step};
 use crate::core::machine::MachineKind;
-use crate::error::{Error, Result};
-use crate::group::Group;
-use crate::replica_meta;
-use ringkv_storage::AppliedState;
-use ringkv_types::raft::{Entry, Message, MessageBody, SnapshotMeta};
-use ringkv_types::{LogIndex, Response, ShardId};
-use tracing::{debug, info};
+use crate::error::Result;
+use ringkv_types::raft::{Entry, SnapshotMeta};
+use ringkv_types::{LogIndex, ShardId};
+use tracing::debug;
 
 impl EventLoop {
     /// Applies one Ready's committed entries of `shard` in the steps of
@@ -36,7 +33,16 @@ impl EventLoop {
                     term,
                     now_ms,
                     idle_ms,
-                } => self.apply_expiry(shard, index, term, now_ms, idle_ms)?,
+                } => {
+                    let outcome = self.core.apply_expiry(
+                        &mut self.store,
+                        shard,
+                        (index, term),
+                        now_ms,
+                        idle_ms,
+                    )?;
+                    self.metrics.sessions_expired.inc_by(outcome.dropped);
+                }
                 Step::Split { index, term, split } => {
                     self.apply_split(shard, index, term, split, internal)?;
                 }
@@ -45,138 +51,15 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Applies ordinary committed entries of `shard` in one atomic store batch and answers the
-    /// writes they complete.
+    /// Applies ordinary committed entries of `shard` through the core
+    /// ([`crate::core::node_core::NodeCore::apply_run`]), then does what needs the driver: PD
+    /// answers, log compaction, replica removal.
     pub(super) fn apply_run(&mut self, shard: ShardId, entries: Vec<Entry>) -> Result<()> {
-        let Some(group) = self.core.groups.get_mut(&shard) else {
+        let Some(applied) = self.core.apply_run(&mut self.store, shard, entries)? else {
             return Ok(());
         };
-        let kind = group.machine.kind();
-        let plan = apply_plan::plan_run(kind, shard, &group.descriptor, entries).map_err(
-            |undecodable| Error::Fatal {
-                reason: undecodable.to_string(),
-            },
-        )?;
-        let Some(plan) = plan else {
-            return Ok(());
-        };
-        let RunPlan {
-            last,
-            commands,
-            stamps,
-            owners,
-            outside,
-            mut conf,
-            conf_entries,
-            descriptor,
-            pd_entries,
-            max_stamp_ms,
-            has_session,
-        } = plan;
-        if let Some(data) = group.machine.data_mut()
-            && !commands.is_empty()
-        {
-            data.last_stamp_ms = data.last_stamp_ms.max(max_stamp_ms);
-            data.sessions_live |= has_session;
-        }
-        if conf.is_none() && !group.conf_saved {
-            conf = Some(Group::conf_of(&group.descriptor));
-        }
-        let applied = AppliedState {
-            index: last.0,
-            term: last.1,
-        };
-        let descriptor_record = match &descriptor {
-            Some(descriptor) if kind == MachineKind::Data && group.initialized => Some((
-                replica_meta::descriptor_key(shard),
-                replica_meta::encode_descriptor(descriptor)?,
-            )),
-            _ => None,
-        };
-        let mut pd_results = Vec::new();
-        let mut pd_records = Vec::new();
-        if let Some(host) = group.machine.pd_mut()
-            && !pd_entries.is_empty()
-        {
-            (pd_results, pd_records) = host.apply(pd_entries)?;
-        }
-        let meta: Vec<(&[u8], &[u8])> = descriptor_record
-            .iter()
-            .chain(pd_records.iter())
-            .map(|(name, value)| (name.as_slice(), value.as_slice()))
-            .collect();
-        // IMPORTANT: the new descriptor (and the PD state) commits with the applied index in one
-        // batch.
-        // Each command's log index is the version of the keys it writes.
-        let indexes: Vec<u64> = owners.iter().map(|(index, _)| index.0).collect();
-        let results = self.store.apply_with_meta(
-            shard,
-            &commands,
-            &stamps,
-            &indexes,
-            applied,
-            conf.as_ref(),
-            &meta,
-        )?;
-        if let Some(descriptor) = descriptor
-            && group.initialized
-        {
-            if group.raw.is_leader() {
-                // The removed members no longer hear from us: tell them (best effort; a
-                // removed voter that campaigns is told again).
-                for replica in &group.descriptor.replicas {
-                    if descriptor.replica_of_member(replica.member).is_none() {
-                        let notice = Message {
-                            group: shard,
-                            from: group.member,
-                            to: replica.member,
-                            term: group.raw.term(),
-                            body: MessageBody::ReplicaRemoved,
-                        };
-                        self.core.outbox.push(replica.node, notice);
-                    }
-                }
-            }
-            info!(%shard, epoch = ?descriptor.epoch, replicas = descriptor.replicas.len(),
-                "configuration applied");
-            group.descriptor = descriptor;
-        }
-        group.writes_applied += commands.len() as u64;
-        membership::answer_change(&mut self.core.replies, group, &conf_entries, last.0);
-        group.conf_saved = true;
-        group.applied = last.0;
-        group.raw.on_applied(last.0);
-        for ((index, term), result) in owners.into_iter().zip(results) {
-            let Some(proposal) = group.proposals.remove(&index) else {
-                continue;
-            };
-            let response = if proposal.term == term {
-                write_response(proposal.kind, index, result)
-            } else {
-                lost_write(group)
-            };
-            self.core.replies.send(proposal.reply, response);
-        }
-        for (index, term) in outside {
-            if let Some(proposal) = group.proposals.remove(&index) {
-                let response = if proposal.term == term {
-                    Response::Error(ringkv_types::WireError::KeyNotInShard { shard })
-                } else {
-                    lost_write(group)
-                };
-                self.core.replies.send(proposal.reply, response);
-            }
-        }
-        // Proposals at applied indexes whose entries were not ours were overwritten: lost.
-        while let Some(entry) = group.proposals.first_entry() {
-            if *entry.key() > last.0 {
-                break;
-            }
-            let proposal = entry.remove();
-            self.core.replies.send(proposal.reply, lost_write(group));
-        }
-        if kind == MachineKind::Pd {
-            self.pd_answer(pd_results, last.0);
+        if let Some(results) = applied.pd_results {
+            self.pd_answer(results, applied.last);
         }
         let storage = self
             .core
@@ -184,14 +67,9 @@ impl EventLoop {
             .get(&shard)
             .map(|g| g.raw.storage().clone());
         if let Some(storage) = storage {
-            self.maybe_compact(shard, storage, last.0)?;
+            self.maybe_compact(shard, storage, applied.last)?;
         }
-        let removed = self.core.groups.get(&shard).is_some_and(|group| {
-            group.machine.is_data()
-                && group.initialized
-                && group.descriptor.replica_of_member(group.member).is_none()
-        });
-        if removed {
+        if applied.removed {
             self.remove_group(shard)?;
         }
         Ok(())

@@ -22,8 +22,8 @@ use crate::replica_meta;
 use ringkv_raft::ConfChange;
 use ringkv_types::raft::Message;
 use ringkv_types::{
-    AdminResult, Epoch, LogIndex, NodeId, ReplicaChange, ReplicaRole, Response, ShardId, Term,
-    WireError, member_id, member_node,
+    AdminResult, Epoch, LogIndex, NodeId, ReplicaChange, ReplicaRole, Response, ShardId, WireError,
+    member_id, member_node,
 };
 use tracing::{info, warn};
 
@@ -399,33 +399,4 @@ pub(super) fn answer_transfers(replies: &mut Replies, group: &mut Group) {
             }),
         );
     }
-}
-
-/// Answers the pending membership change once its entry applied: `(index, term)` of the
-/// configuration entries just applied.
-pub(super) fn answer_change(
-    replies: &mut Replies,
-    group: &mut Group,
-    applied: &[(LogIndex, Term)],
-    last: LogIndex,
-) {
-    if group
-        .pending_change
-        .as_ref()
-        .is_none_or(|change| change.index > last)
-    {
-        return;
-    }
-    let Some(change) = group.pending_change.take() else {
-        return;
-    };
-    let ours = applied
-        .iter()
-        .any(|(i, term)| *i == change.index && *term == change.term);
-    let response = if ours {
-        Response::Admin(AdminResult::ReplicaChanged(group.descriptor.clone()))
-    } else {
-        not_leader(group.leader_hint(), &group.descriptor)
-    };
-    replies.send(change.reply, response);
 }

@@ -7,11 +7,11 @@ use crate::group::{Group, PendingRead, Proposal, WriteKind};
 use crate::log_command::LogCommand;
 use crate::service::{ClientCall, check_request, command_of};
 use ringkv_raft::ReadMode;
-use ringkv_storage::{CommandResult, OperationResult, Store};
+use ringkv_storage::Store;
 use ringkv_transport::Fault;
 use ringkv_types::{
-    AdminRequest, AdminResult, KvOp, KvResult, LogIndex, NodeId, NodeStatus, ReadConsistency,
-    ReplicaRole, ReplicaStatus, Request, Response, ShardId, SpaceAlarm, WireError,
+    AdminRequest, AdminResult, KvOp, NodeId, NodeStatus, ReadConsistency, ReplicaRole,
+    ReplicaStatus, Request, Response, ShardId, SpaceAlarm, WireError,
 };
 use std::collections::BTreeMap;
 use tracing::warn;
@@ -382,22 +382,6 @@ impl EventLoop {
     }
 }
 
-pub(super) fn not_leader(
-    hint: Option<NodeId>,
-    descriptor: &ringkv_types::ShardDescriptor,
-) -> Response {
-    Response::Error(WireError::NotLeader {
-        leader_hint: hint,
-        descriptor: Some(descriptor.clone()),
-    })
-}
-
-/// A proposal whose entry was replaced by another leader's: the client retries (with the same
-/// session sequence, so it applies at most once).
-pub(super) fn lost_write(group: &Group) -> Response {
-    not_leader(group.leader_hint(), &group.descriptor)
-}
-
 pub(super) use crate::kv_read::read_now;
 
 /// Answers confirmed reads whose index is applied.
@@ -461,98 +445,4 @@ pub(super) fn adds_data(op: &KvOp) -> bool {
     }
 }
 
-pub(super) fn write_response(kind: WriteKind, index: LogIndex, result: CommandResult) -> Response {
-    let results = match result {
-        CommandResult::Applied(results) => results,
-        CommandResult::StaleSequence { last_applied } => {
-            return Response::Error(WireError::InvalidRequest {
-                reason: format!(
-                    "session sequence already superseded (last applied {last_applied}); \
-                     its result is gone"
-                ),
-            });
-        }
-    };
-    for result in &results {
-        match result {
-            OperationResult::KeyTooLarge => {
-                return Response::Error(WireError::KeyTooLarge {
-                    size: 0,
-                    max: ringkv_storage::KEY_BYTES_MAX as u64,
-                });
-            }
-            OperationResult::ValueTooLarge => {
-                return Response::Error(WireError::ValueTooLarge {
-                    size: 0,
-                    max: ringkv_storage::VALUE_BYTES_MAX as u64,
-                });
-            }
-            _ => {}
-        }
-    }
-    match (kind, results.first()) {
-        (
-            _,
-            Some(OperationResult::CompareVersionAndSwap {
-                swapped,
-                previous,
-                previous_version,
-            }),
-        ) => Response::Kv(KvResult::VersionSwapped {
-            succeeded: *swapped,
-            previous: previous.clone(),
-            previous_version: LogIndex(*previous_version),
-            index,
-        }),
-        (
-            WriteKind::CompareAndSwap,
-            Some(OperationResult::CompareAndSwap { swapped, previous }),
-        ) => Response::Kv(KvResult::Swapped {
-            succeeded: *swapped,
-            previous: previous.clone(),
-            index,
-        }),
-        _ => Response::Kv(KvResult::Written { index }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-
-    #[test]
-    fn applied_results_become_answers() {
-        let index = LogIndex(7);
-        let cases = [
-            (
-                WriteKind::Write,
-                CommandResult::Applied(vec![OperationResult::Put]),
-                Response::Kv(KvResult::Written { index }),
-            ),
-            (
-                WriteKind::CompareAndSwap,
-                CommandResult::Applied(vec![OperationResult::CompareAndSwap {
-                    swapped: false,
-                    previous: Some(Bytes::from_static(b"old")),
-                }]),
-                Response::Kv(KvResult::Swapped {
-                    succeeded: false,
-                    previous: Some(Bytes::from_static(b"old")),
-                    index,
-                }),
-            ),
-        ];
-        for (kind, result, expected) in cases {
-            assert_eq!(write_response(kind, index, result), expected);
-        }
-        assert!(matches!(
-            write_response(
-                WriteKind::Write,
-                index,
-                CommandResult::StaleSequence { last_applied: 9 }
-            ),
-            Response::Error(WireError::InvalidRequest { .. })
-        ));
-    }
-}
+pub(super) use crate::core::answers::not_leader;

@@ -8,13 +8,9 @@
 //! again: the documented limit of exactly-once (docs/node.md).
 
 use super::EventLoop;
-use super::requests::lost_write;
 use crate::error::Result;
 use crate::log_command::LogCommand;
-use ringkv_storage::AppliedState;
-use ringkv_types::{LogIndex, ShardId, Term};
 use std::time::Duration;
-use tracing::debug;
 
 /// The pause between a leader's expiry passes: a quarter of the idle limit, at least 1 s and
 /// at most 5 minutes (so a session lives at most its limit plus one pause).
@@ -23,42 +19,6 @@ pub(super) fn expiry_interval(idle_ms: u64) -> Duration {
 }
 
 impl EventLoop {
-    /// Applies an expiry entry of `shard` at `index` (on its own, like a split).
-    pub(super) fn apply_expiry(
-        &mut self,
-        shard: ShardId,
-        index: LogIndex,
-        term: Term,
-        now_ms: u64,
-        idle_ms: u64,
-    ) -> Result<()> {
-        let applied = AppliedState { index, term };
-        let outcome = self
-            .store
-            .expire_sessions(shard, now_ms, idle_ms, applied)?;
-        self.metrics.sessions_expired.inc_by(outcome.dropped);
-        let Some(group) = self.core.groups.get_mut(&shard) else {
-            return Ok(());
-        };
-        debug!(%shard, %index, dropped = outcome.dropped, remaining = outcome.remaining,
-            "idle client sessions expired");
-        if let Some(data) = group.machine.data_mut() {
-            data.last_stamp_ms = data.last_stamp_ms.max(now_ms);
-            data.sessions_live = outcome.remaining > 0;
-        }
-        group.applied = index;
-        group.raw.on_applied(index);
-        // A write proposed at this index or before whose entry is not there was overwritten.
-        while let Some(entry) = group.proposals.first_entry() {
-            if *entry.key() > index {
-                break;
-            }
-            let proposal = entry.remove();
-            self.core.replies.send(proposal.reply, lost_write(group));
-        }
-        Ok(())
-    }
-
     /// Proposes an expiry pass in every shard this node leads that may hold sessions and has
     /// not had one for [`expiry_interval`]. A new leader waits one interval first.
     pub(super) fn propose_expiries(&mut self) -> Result<()> {

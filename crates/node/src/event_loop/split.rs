@@ -30,12 +30,8 @@ use crate::error::Result;
 use crate::group::PendingChange;
 use crate::log_command::LogCommand;
 use crate::node::{create_group_batch, open_group};
-use crate::replica_meta;
-use ringkv_storage::AppliedState;
 use ringkv_types::raft::HardState;
-use ringkv_types::{
-    AdminResult, Epoch, LogIndex, Response, ShardDescriptor, ShardId, Term, WireError,
-};
+use ringkv_types::{Epoch, LogIndex, Response, ShardDescriptor, ShardId, Term, WireError};
 use tracing::{info, warn};
 
 use super::requests::not_leader;
@@ -182,7 +178,6 @@ impl EventLoop {
         split: Split,
         internal: &mut Internal,
     ) -> Result<()> {
-        let applied = AppliedState { index, term };
         let Some(group) = self.core.groups.get(&shard) else {
             return Ok(());
         };
@@ -193,58 +188,12 @@ impl EventLoop {
         };
         let Some((left, right)) = outcome else {
             // Stale (the epoch moved since the proposal) or invalid: every replica skips it.
-            warn!(%shard, %index, ?split, "skipping a split that no longer applies");
-            self.store.apply(shard, &[], applied, None)?;
-            if let Some(group) = self.core.groups.get_mut(&shard) {
-                group.applied = index;
-                group.raw.on_applied(index);
-                if let Some(pending) = group.pending_split.take() {
-                    let response = if pending.index == index && pending.term == term {
-                        Response::Error(WireError::EpochMismatch {
-                            descriptor: group.descriptor.clone(),
-                        })
-                    } else {
-                        not_leader(group.leader_hint(), &group.descriptor)
-                    };
-                    self.core.replies.send(pending.reply, response);
-                }
-            }
-            return Ok(());
+            return self.core.skip_split(&mut self.store, shard, (index, term));
         };
         let parent_leads = group.raw.is_leader();
         self.create_split_child(shard, &right, parent_leads, internal)?;
-
-        // IMPORTANT: the parent's new descriptor commits with the split's applied index.
-        let name = replica_meta::descriptor_key(shard);
-        let value = replica_meta::encode_descriptor(&left)?;
-        self.store.apply_with_meta(
-            shard,
-            &[],
-            &[],
-            &[],
-            applied,
-            None,
-            &[(name.as_slice(), value.as_slice())],
-        )?;
-        let Some(group) = self.core.groups.get_mut(&shard) else {
-            return Ok(());
-        };
-        info!(%shard, new_shard = %right.id, at = split.at, epoch = ?left.epoch, "split applied");
-        group.descriptor = left.clone();
-        group.applied = index;
-        group.raw.on_applied(index);
-        if let Some(pending) = group
-            .pending_split
-            .take_if(|pending| pending.index <= index)
-        {
-            let response = if pending.index == index && pending.term == term {
-                Response::Admin(AdminResult::ShardSplit { left, right })
-            } else {
-                not_leader(group.leader_hint(), &group.descriptor)
-            };
-            self.core.replies.send(pending.reply, response);
-        }
-        Ok(())
+        self.core
+            .finish_split(&mut self.store, shard, (index, term), left, right)
     }
 
     /// Creates the split's new group here, unless a replica of it was already initialized (by

@@ -1,0 +1,147 @@
+//! Answers the core gives to client requests when their entries apply or get lost: pure
+//! functions of the group and the apply results.
+
+use crate::core::replies::Replies;
+use crate::group::{Group, WriteKind};
+use ringkv_storage::{CommandResult, OperationResult};
+use ringkv_types::{AdminResult, KvResult, LogIndex, NodeId, Response, Term, WireError};
+
+/// `NotLeader` with the leader this replica knows of and its descriptor: the client reroutes.
+pub fn not_leader(hint: Option<NodeId>, descriptor: &ringkv_types::ShardDescriptor) -> Response {
+    Response::Error(WireError::NotLeader {
+        leader_hint: hint,
+        descriptor: Some(descriptor.clone()),
+    })
+}
+
+/// A proposal whose entry was replaced by another leader's: the client retries (with the same
+/// session sequence, so it applies at most once).
+pub fn lost_write(group: &Group) -> Response {
+    not_leader(group.leader_hint(), &group.descriptor)
+}
+
+/// The answer to a write of `kind` applied at `index` with `result`.
+pub fn write_response(kind: WriteKind, index: LogIndex, result: CommandResult) -> Response {
+    let results = match result {
+        CommandResult::Applied(results) => results,
+        CommandResult::StaleSequence { last_applied } => {
+            return Response::Error(WireError::InvalidRequest {
+                reason: format!(
+                    "session sequence already superseded (last applied {last_applied}); \
+                     its result is gone"
+                ),
+            });
+        }
+    };
+    for result in &results {
+        match result {
+            OperationResult::KeyTooLarge => {
+                return Response::Error(WireError::KeyTooLarge {
+                    size: 0,
+                    max: ringkv_storage::KEY_BYTES_MAX as u64,
+                });
+            }
+            OperationResult::ValueTooLarge => {
+                return Response::Error(WireError::ValueTooLarge {
+                    size: 0,
+                    max: ringkv_storage::VALUE_BYTES_MAX as u64,
+                });
+            }
+            _ => {}
+        }
+    }
+    match (kind, results.first()) {
+        (
+            _,
+            Some(OperationResult::CompareVersionAndSwap {
+                swapped,
+                previous,
+                previous_version,
+            }),
+        ) => Response::Kv(KvResult::VersionSwapped {
+            succeeded: *swapped,
+            previous: previous.clone(),
+            previous_version: LogIndex(*previous_version),
+            index,
+        }),
+        (
+            WriteKind::CompareAndSwap,
+            Some(OperationResult::CompareAndSwap { swapped, previous }),
+        ) => Response::Kv(KvResult::Swapped {
+            succeeded: *swapped,
+            previous: previous.clone(),
+            index,
+        }),
+        _ => Response::Kv(KvResult::Written { index }),
+    }
+}
+
+/// Answers the pending membership change once its entry applied: `(index, term)` of the
+/// configuration entries just applied.
+pub fn answer_change(
+    replies: &mut Replies,
+    group: &mut Group,
+    applied: &[(LogIndex, Term)],
+    last: LogIndex,
+) {
+    if group
+        .pending_change
+        .as_ref()
+        .is_none_or(|change| change.index > last)
+    {
+        return;
+    }
+    let Some(change) = group.pending_change.take() else {
+        return;
+    };
+    let ours = applied
+        .iter()
+        .any(|(i, term)| *i == change.index && *term == change.term);
+    let response = if ours {
+        Response::Admin(AdminResult::ReplicaChanged(group.descriptor.clone()))
+    } else {
+        not_leader(group.leader_hint(), &group.descriptor)
+    };
+    replies.send(change.reply, response);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn applied_results_become_answers() {
+        let index = LogIndex(7);
+        let cases = [
+            (
+                WriteKind::Write,
+                CommandResult::Applied(vec![OperationResult::Put]),
+                Response::Kv(KvResult::Written { index }),
+            ),
+            (
+                WriteKind::CompareAndSwap,
+                CommandResult::Applied(vec![OperationResult::CompareAndSwap {
+                    swapped: false,
+                    previous: Some(Bytes::from_static(b"old")),
+                }]),
+                Response::Kv(KvResult::Swapped {
+                    succeeded: false,
+                    previous: Some(Bytes::from_static(b"old")),
+                    index,
+                }),
+            ),
+        ];
+        for (kind, result, expected) in cases {
+            assert_eq!(write_response(kind, index, result), expected);
+        }
+        assert!(matches!(
+            write_response(
+                WriteKind::Write,
+                index,
+                CommandResult::StaleSequence { last_applied: 9 }
+            ),
+            Response::Error(WireError::InvalidRequest { .. })
+        ));
+    }
+}

@@ -1,0 +1,284 @@
+//! A data shard's state machine, with no I/O: committed commands (puts, deletes,
+//! compare-and-swaps, with exactly-once sessions) and session expiry passes become one
+//! [`ApplyBatch`] and the results to answer, computed from reads through [`StateStore`]. The
+//! same code runs over the fjall store and the memory store, so every replica (and the
+//! simulator) computes the same state from the same log.
+
+use crate::command::{
+    Command, CommandResult, KEY_BYTES_MAX, Operation, OperationResult, SessionRecord,
+    VALUE_BYTES_MAX,
+};
+use crate::error::{Error, Result};
+use crate::group_state::AppliedState;
+use crate::state_store::{ApplyBatch, StateStore};
+use crate::value::Versioned;
+use bytes::Bytes;
+use ringkv_types::raft::ConfState;
+use ringkv_types::{ShardId, ring};
+
+/// What [`expire_sessions`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionExpiry {
+    /// Sessions dropped.
+    pub dropped: u64,
+    /// Sessions left in the table.
+    pub remaining: u64,
+}
+
+/// A run of committed commands of one shard, as the node's apply plan holds them.
+#[derive(Clone, Copy, Debug)]
+pub struct CommandRun<'a> {
+    /// The commands, in log order.
+    pub commands: &'a [Command],
+    /// Each command's log time (`now_ms` stamped by its leader, 0 = unknown), recorded as its
+    /// session's `last_ms`; empty or one per command.
+    pub stamps: &'a [u64],
+    /// Each command's log index, stored as the version of the keys it writes; empty = every
+    /// command is at the batch's applied index.
+    pub indexes: &'a [u64],
+}
+
+impl<'a> CommandRun<'a> {
+    /// `commands` with no stamps, all at the applied index (one entry, or tests).
+    pub fn plain(commands: &'a [Command]) -> Self {
+        Self {
+            commands,
+            stamps: &[],
+            indexes: &[],
+        }
+    }
+}
+
+/// Applies `run` to `shard` at `applied`: the batch to commit (data, sessions, the applied
+/// position, `conf` and `meta` records) and one result per command.
+///
+/// Exactly-once: a command with a session whose sequence equals the session's last applied
+/// one returns the saved result without applying again; a lower one returns
+/// [`CommandResult::StaleSequence`]. Oversized keys and values are rejected per operation,
+/// alike on every replica.
+///
+/// # Errors
+/// [`Error::InvalidWrite`] when `applied.index` does not advance (an empty run may repeat the
+/// current position) or when `stamps` or `indexes` is neither empty nor one per command;
+/// [`Error::TooLarge`] for a meta record over the limits; read errors of `store`.
+pub fn apply_commands<S: StateStore + ?Sized>(
+    store: &S,
+    shard: ShardId,
+    run: CommandRun<'_>,
+    applied: AppliedState,
+    conf: Option<&ConfState>,
+    meta: &[(&[u8], &[u8])],
+) -> Result<(ApplyBatch, Vec<CommandResult>)> {
+    let commands = run.commands;
+    for (what, len) in [("stamps", run.stamps.len()), ("indexes", run.indexes.len())] {
+        if len != 0 && len != commands.len() {
+            return Err(Error::InvalidWrite {
+                shard,
+                reason: format!("{len} {what} for {} commands", commands.len()),
+            });
+        }
+    }
+    let previous = store.applied(shard)?;
+    if applied.index <= previous.index && !(applied == previous && commands.is_empty()) {
+        return Err(Error::InvalidWrite {
+            shard,
+            reason: format!(
+                "applied index {} does not advance {}",
+                applied.index, previous.index
+            ),
+        });
+    }
+    let mut batch = ApplyBatch::new(shard, applied);
+    batch.conf = conf.cloned();
+    batch.meta = meta
+        .iter()
+        .map(|(name, value)| (name.to_vec(), value.to_vec()))
+        .collect();
+    batch.validate(previous, store.record_bytes_max())?;
+    let mut results = Vec::with_capacity(commands.len());
+    for (at, command) in commands.iter().enumerate() {
+        let stamp = run.stamps.get(at).copied().unwrap_or(0);
+        let index = run.indexes.get(at).copied().unwrap_or(applied.index.0);
+        if let Some(request) = command.session {
+            let record = match batch.sessions.get(&request.session) {
+                Some(pending) => pending.clone(),
+                None => store.session(shard, request.session)?,
+            };
+            if let Some(record) = record {
+                if request.sequence == record.sequence {
+                    results.push(CommandResult::Applied(record.result));
+                    continue;
+                }
+                if request.sequence < record.sequence {
+                    results.push(CommandResult::StaleSequence {
+                        last_applied: record.sequence,
+                    });
+                    continue;
+                }
+            }
+        }
+        let mut operation_results = Vec::with_capacity(command.operations.len());
+        for operation in &command.operations {
+            let result = match reject(operation) {
+                Some(rejected) => rejected,
+                None => apply_operation(store, &mut batch, operation, index)?,
+            };
+            operation_results.push(result);
+        }
+        if let Some(request) = command.session {
+            batch.sessions.insert(
+                request.session,
+                Some(SessionRecord {
+                    sequence: request.sequence,
+                    result: operation_results.clone(),
+                    last_ms: stamp,
+                }),
+            );
+        }
+        results.push(CommandResult::Applied(operation_results));
+    }
+    Ok((batch, results))
+}
+
+/// Applies one valid operation of the entry at log `index` into `batch`.
+fn apply_operation<S: StateStore + ?Sized>(
+    store: &S,
+    batch: &mut ApplyBatch,
+    operation: &Operation,
+    index: u64,
+) -> Result<OperationResult> {
+    let storage_key = ring::storage_key(operation.key());
+    let found = match batch.values.get(&storage_key) {
+        Some(pending) => pending.clone(),
+        None => store.value(&storage_key)?,
+    };
+    Ok(match operation {
+        Operation::Put { value, .. } => {
+            let stored = stored(value, index, found.as_ref());
+            batch.values.insert(storage_key, Some(stored));
+            OperationResult::Put
+        }
+        Operation::Delete { .. } => {
+            batch.values.insert(storage_key, None);
+            OperationResult::Deleted {
+                existed: found.is_some(),
+            }
+        }
+        Operation::CompareAndSwap { expected, new, .. } => {
+            let swapped = found.as_ref().map(|found| &found.value) == expected.as_ref();
+            if swapped {
+                let new = new.as_ref().map(|new| stored(new, index, found.as_ref()));
+                batch.values.insert(storage_key, new);
+            }
+            OperationResult::CompareAndSwap {
+                swapped,
+                previous: found.map(|found| found.value),
+            }
+        }
+        Operation::CompareVersionAndSwap {
+            expected_version,
+            new,
+            ..
+        } => {
+            // Absent matches 0 only; a present value matches its own version only when that
+            // is not 0 (a value written before versions).
+            let swapped = match &found {
+                None => *expected_version == 0,
+                Some(found) => found.version != 0 && found.version == *expected_version,
+            };
+            if swapped {
+                let new = new.as_ref().map(|new| stored(new, index, found.as_ref()));
+                batch.values.insert(storage_key, new);
+            }
+            let previous_version = found.as_ref().map_or(0, |found| found.version);
+            OperationResult::CompareVersionAndSwap {
+                swapped,
+                previous: found.map(|found| found.value),
+                previous_version,
+            }
+        }
+    })
+}
+
+/// Applies a session expiry entry of `shard` at log time `now_ms`: drops every session whose
+/// last write is `idle_ms` or more older (see [`SessionRecord::expired`]) and stamps records
+/// of unknown time with `now_ms` (so they expire one idle period later), with the applied
+/// position, in one batch. Every replica applies the same entry to the same table, so the
+/// tables stay equal.
+///
+/// # Errors
+/// [`Error::InvalidWrite`] when `applied.index` does not advance; read errors of `store`.
+pub fn expire_sessions<S: StateStore + ?Sized>(
+    store: &S,
+    shard: ShardId,
+    now_ms: u64,
+    idle_ms: u64,
+    applied: AppliedState,
+) -> Result<(ApplyBatch, SessionExpiry)> {
+    let previous = store.applied(shard)?;
+    if applied.index <= previous.index {
+        return Err(Error::InvalidWrite {
+            shard,
+            reason: format!(
+                "applied index {} does not advance {}",
+                applied.index, previous.index
+            ),
+        });
+    }
+    let mut batch = ApplyBatch::new(shard, applied);
+    let mut outcome = SessionExpiry::default();
+    for (session, mut record) in store.sessions(shard)? {
+        if record.expired(now_ms, idle_ms) {
+            batch.sessions.insert(session, None);
+            outcome.dropped += 1;
+            continue;
+        }
+        outcome.remaining += 1;
+        if record.last_ms == 0 {
+            record.last_ms = now_ms;
+            batch.sessions.insert(session, Some(record));
+        }
+    }
+    Ok((batch, outcome))
+}
+
+/// A value written by the entry at log `index` over `previous`: its version is the index, or
+/// one more than the previous version when that is larger (only after a split, below). Log
+/// indexes grow within a shard, but a split's new shard starts its own log at a low index
+/// while its keys keep the versions they had in the parent: this keeps a key's version growing
+/// with every write, so a stale version never matches again (no ABA for a compare-and-swap on
+/// the version). Every replica computes the same version from the same state.
+fn stored(value: &Bytes, index: u64, previous: Option<&Versioned>) -> Versioned {
+    let version = match previous {
+        // (Equal: the same entry wrote the key before; the entry is atomic, one version.)
+        Some(previous) if previous.version > index => previous.version.saturating_add(1),
+        _ => index,
+    };
+    Versioned {
+        value: value.clone(),
+        version,
+    }
+}
+
+/// Deterministic validation of an operation's sizes (the same on every replica).
+fn reject(operation: &Operation) -> Option<OperationResult> {
+    let (key, values): (&Bytes, [Option<&Bytes>; 2]) = match operation {
+        Operation::Put { key, value } => (key, [Some(value), None]),
+        Operation::Delete { key } => (key, [None, None]),
+        Operation::CompareAndSwap { key, expected, new } => {
+            (key, [expected.as_ref(), new.as_ref()])
+        }
+        Operation::CompareVersionAndSwap { key, new, .. } => (key, [new.as_ref(), None]),
+    };
+    if key.len() > KEY_BYTES_MAX {
+        return Some(OperationResult::KeyTooLarge);
+    }
+    if values
+        .iter()
+        .flatten()
+        .any(|value| value.len() > VALUE_BYTES_MAX)
+    {
+        return Some(OperationResult::ValueTooLarge);
+    }
+    None
+}

@@ -1,0 +1,221 @@
+//! [`StateStore`] in memory, for tests and the simulator: an image of what is durable plus the
+//! batches committed since the last durability point, which a simulated crash loses (all of
+//! them, or all but the oldest few: the journal writes in order, so only a suffix can vanish).
+
+use crate::command::SessionRecord;
+use crate::error::{Error, Result};
+use crate::group_state::AppliedState;
+use crate::state_store::{ApplyBatch, META_NAME_BYTES_MAX, StateStore};
+use crate::value::Versioned;
+use bytes::Bytes;
+use ringkv_types::ShardId;
+use ringkv_types::raft::ConfState;
+use std::collections::{BTreeMap, VecDeque};
+
+/// The default record limit, as the fjall store's default `record_bytes_max`.
+const RECORD_BYTES_MAX: u64 = 64 << 20;
+
+/// What survives a crash.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Image {
+    values: BTreeMap<Vec<u8>, Versioned>,
+    sessions: BTreeMap<(ShardId, u64), SessionRecord>,
+    applied: BTreeMap<ShardId, AppliedState>,
+    conf: BTreeMap<ShardId, ConfState>,
+    meta: BTreeMap<Vec<u8>, Bytes>,
+}
+
+impl Image {
+    fn absorb(&mut self, batch: ApplyBatch) {
+        let shard = batch.shard;
+        for (key, value) in batch.values {
+            match value {
+                Some(value) => self.values.insert(key, value),
+                None => self.values.remove(&key),
+            };
+        }
+        for (session, record) in batch.sessions {
+            match record {
+                Some(record) => self.sessions.insert((shard, session), record),
+                None => self.sessions.remove(&(shard, session)),
+            };
+        }
+        self.applied.insert(shard, batch.applied);
+        if let Some(conf) = batch.conf {
+            self.conf.insert(shard, conf);
+        }
+        for (name, value) in batch.meta {
+            self.meta.insert(name, Bytes::from(value));
+        }
+    }
+}
+
+/// A node's applied state in memory. Reads see every committed batch; a batch becomes durable
+/// with [`StateStore::batches_durable`]; [`MemoryState::crash`] drops what is not.
+#[derive(Clone, Debug)]
+pub struct MemoryState {
+    durable: Image,
+    /// Committed, not yet durable batches, oldest first, with their sequence numbers.
+    unsynced: VecDeque<(u64, ApplyBatch)>,
+    /// Batches committed so far (the next batch's sequence number).
+    committed: u64,
+    record_bytes_max: u64,
+}
+
+impl Default for MemoryState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryState {
+    /// An empty store with the fjall store's default record limit.
+    pub fn new() -> Self {
+        Self {
+            durable: Image::default(),
+            unsynced: VecDeque::new(),
+            committed: 0,
+            record_bytes_max: RECORD_BYTES_MAX,
+        }
+    }
+
+    /// How many committed batches are not durable yet.
+    pub fn unsynced_count(&self) -> usize {
+        self.unsynced.len()
+    }
+
+    /// A simulated crash: the oldest `survivors` unsynced batches reached the disk anyway (the
+    /// journal is written in order), the rest are lost. Returns how many were lost.
+    pub fn crash(&mut self, survivors: usize) -> usize {
+        let keep = survivors.min(self.unsynced.len());
+        for (_, batch) in self.unsynced.drain(..keep) {
+            self.durable.absorb(batch);
+        }
+        let lost = self.unsynced.len();
+        self.unsynced.clear();
+        lost
+    }
+
+    /// The configuration saved with `shard`'s applied position.
+    pub fn conf_state(&self, shard: ShardId) -> Option<ConfState> {
+        self.newest(shard, |batch| batch.conf.clone())
+            .or_else(|| self.durable.conf.get(&shard).cloned())
+    }
+
+    /// Every value with its storage key, as reads see them (for checkers comparing replicas).
+    pub fn values(&self) -> BTreeMap<Vec<u8>, Versioned> {
+        let mut values = self.durable.values.clone();
+        for (_, batch) in &self.unsynced {
+            for (key, value) in &batch.values {
+                match value {
+                    Some(value) => values.insert(key.clone(), value.clone()),
+                    None => values.remove(key),
+                };
+            }
+        }
+        values
+    }
+
+    /// The first `Some` of `find` over `shard`'s unsynced batches, newest first.
+    fn newest<T>(&self, shard: ShardId, find: impl Fn(&ApplyBatch) -> Option<T>) -> Option<T> {
+        self.unsynced
+            .iter()
+            .rev()
+            .filter(|(_, batch)| batch.shard == shard)
+            .find_map(|(_, batch)| find(batch))
+    }
+}
+
+impl StateStore for MemoryState {
+    fn applied(&self, shard: ShardId) -> Result<AppliedState> {
+        Ok(self
+            .newest(shard, |batch| Some(batch.applied))
+            .or_else(|| self.durable.applied.get(&shard).copied())
+            .unwrap_or_default())
+    }
+
+    fn value(&self, storage_key: &[u8]) -> Result<Option<Versioned>> {
+        let pending = self
+            .unsynced
+            .iter()
+            .rev()
+            .find_map(|(_, batch)| batch.values.get(storage_key));
+        Ok(match pending {
+            Some(value) => value.clone(),
+            None => self.durable.values.get(storage_key).cloned(),
+        })
+    }
+
+    fn session(&self, shard: ShardId, session: u64) -> Result<Option<SessionRecord>> {
+        Ok(
+            match self.newest(shard, |batch| batch.sessions.get(&session).cloned()) {
+                Some(record) => record,
+                None => self.durable.sessions.get(&(shard, session)).cloned(),
+            },
+        )
+    }
+
+    fn sessions(&self, shard: ShardId) -> Result<Vec<(u64, SessionRecord)>> {
+        let mut table: BTreeMap<u64, SessionRecord> = self
+            .durable
+            .sessions
+            .range((shard, 0)..=(shard, u64::MAX))
+            .map(|((_, session), record)| (*session, record.clone()))
+            .collect();
+        for (_, batch) in self.unsynced.iter().filter(|(_, b)| b.shard == shard) {
+            for (session, record) in &batch.sessions {
+                match record {
+                    Some(record) => table.insert(*session, record.clone()),
+                    None => table.remove(session),
+                };
+            }
+        }
+        Ok(table.into_iter().collect())
+    }
+
+    fn meta(&self, name: &[u8]) -> Result<Option<Bytes>> {
+        if name.len() > META_NAME_BYTES_MAX {
+            return Err(Error::TooLarge {
+                size: name.len() as u64,
+                max: META_NAME_BYTES_MAX as u64,
+            });
+        }
+        let pending = self.unsynced.iter().rev().find_map(|(_, batch)| {
+            batch
+                .meta
+                .iter()
+                .rev()
+                .find(|(stored, _)| stored.as_slice() == name)
+                .map(|(_, value)| Bytes::from(value.clone()))
+        });
+        Ok(pending.or_else(|| self.durable.meta.get(name).cloned()))
+    }
+
+    fn record_bytes_max(&self) -> u64 {
+        self.record_bytes_max
+    }
+
+    fn commit_apply(&mut self, batch: ApplyBatch) -> Result<()> {
+        let previous = self.applied(batch.shard)?;
+        batch.validate(previous, self.record_bytes_max)?;
+        self.unsynced.push_back((self.committed, batch));
+        self.committed += 1;
+        Ok(())
+    }
+
+    fn journal_mark(&self) -> u64 {
+        self.committed
+    }
+
+    fn batches_durable(&mut self, mark: u64) {
+        while self
+            .unsynced
+            .front()
+            .is_some_and(|(sequence, _)| *sequence < mark)
+        {
+            if let Some((_, batch)) = self.unsynced.pop_front() {
+                self.durable.absorb(batch);
+            }
+        }
+    }
+}
