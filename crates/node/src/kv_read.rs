@@ -45,6 +45,7 @@ pub fn read_now(store: &Store, op: &KvOp, applied: LogIndex, arc: Arc) -> Respon
                 keys_only: *keys_only,
                 examine_max: SCAN_EXAMINE_MAX,
                 bytes_max: SCAN_PAGE_BYTES_MAX,
+                now_ms: 0,
             })
             .map(|page| KvResult::ScanPage {
                 items: page

@@ -152,58 +152,7 @@ impl Store {
                     operation_results.push(rejected);
                     continue;
                 }
-                let result = match operation {
-                    Operation::Put { key, value } => {
-                        let storage_key = ring::storage_key(key);
-                        let previous = self.current(&values, &storage_key, max)?;
-                        let stored = stored(value, index, previous.as_ref());
-                        values.insert(storage_key, Some(stored));
-                        OperationResult::Put
-                    }
-                    Operation::Delete { key } => {
-                        let storage_key = ring::storage_key(key);
-                        let existed = self.current(&values, &storage_key, max)?.is_some();
-                        values.insert(storage_key, None);
-                        OperationResult::Deleted { existed }
-                    }
-                    Operation::CompareAndSwap { key, expected, new } => {
-                        let storage_key = ring::storage_key(key);
-                        let found = self.current(&values, &storage_key, max)?;
-                        let swapped = found.as_ref().map(|found| &found.value) == expected.as_ref();
-                        if swapped {
-                            let new = new.as_ref().map(|new| stored(new, index, found.as_ref()));
-                            values.insert(storage_key, new);
-                        }
-                        let previous = found.map(|found| found.value);
-                        OperationResult::CompareAndSwap { swapped, previous }
-                    }
-                    Operation::CompareVersionAndSwap {
-                        key,
-                        expected_version,
-                        new,
-                    } => {
-                        let storage_key = ring::storage_key(key);
-                        let previous = self.current(&values, &storage_key, max)?;
-                        // Absent matches 0 only; a present value matches its own version
-                        // only when that is not 0 (a value written before versions).
-                        let swapped = match &previous {
-                            None => *expected_version == 0,
-                            Some(found) => found.version != 0 && found.version == *expected_version,
-                        };
-                        if swapped {
-                            let new = new
-                                .as_ref()
-                                .map(|new| stored(new, index, previous.as_ref()));
-                            values.insert(storage_key, new);
-                        }
-                        let previous_version = previous.as_ref().map_or(0, |found| found.version);
-                        OperationResult::CompareVersionAndSwap {
-                            swapped,
-                            previous: previous.map(|found| found.value),
-                            previous_version,
-                        }
-                    }
-                };
+                let result = self.apply_operation(operation, &mut values, index, stamp, max)?;
                 operation_results.push(result);
             }
             if let Some(request) = command.session {
@@ -225,7 +174,7 @@ impl Store {
                 Some(stored) => batch.insert(
                     &shared.data,
                     key,
-                    crate::value::encode(&stored.value, stored.version),
+                    crate::value::encode(&stored.value, stored.version, stored.expires_at_ms),
                 ),
                 None => batch.remove(&shared.data, key),
             }
@@ -381,6 +330,92 @@ impl Store {
         }
     }
 
+    /// Applies one validated operation of the entry at log `index` with log time `stamp`
+    /// (0 = unknown) to the pending writes of this batch, and returns its result. A value whose
+    /// TTL has run out at `stamp` counts as absent (every replica decides alike: the time is
+    /// the entry's).
+    fn apply_operation(
+        &self,
+        operation: &Operation,
+        values: &mut BTreeMap<Vec<u8>, Option<Versioned>>,
+        index: u64,
+        stamp: u64,
+        max: u64,
+    ) -> Result<OperationResult> {
+        let storage_key = ring::storage_key(operation.key());
+        let found = self.current(values, &storage_key, max)?;
+        // The version of a new value grows from the stored one, expired or not (see `stored`).
+        let live = found.clone().filter(|found| found.live_at(stamp));
+        let result = match operation {
+            Operation::Put { value, .. } => {
+                values.insert(storage_key, Some(stored(value, index, found.as_ref(), 0)));
+                OperationResult::Put
+            }
+            Operation::PutWithTtl { value, ttl_ms, .. } => {
+                if *ttl_ms == 0 || stamp == 0 {
+                    return Ok(OperationResult::InvalidTtl);
+                }
+                let expires_at_ms = stamp.saturating_add(*ttl_ms);
+                let new = stored(value, index, found.as_ref(), expires_at_ms);
+                values.insert(storage_key, Some(new));
+                OperationResult::Put
+            }
+            Operation::Delete { .. } => {
+                values.insert(storage_key, None);
+                OperationResult::Deleted {
+                    existed: live.is_some(),
+                }
+            }
+            Operation::Expire { .. } => {
+                let expired = found.is_some() && live.is_none();
+                if expired {
+                    values.insert(storage_key, None);
+                }
+                OperationResult::Deleted { existed: expired }
+            }
+            Operation::Persist { .. } => {
+                let had_ttl = live.as_ref().is_some_and(|live| live.expires_at_ms != 0);
+                if let Some(live) = live.filter(|_| had_ttl) {
+                    let new = stored(&live.value, index, Some(&live), 0);
+                    values.insert(storage_key, Some(new));
+                }
+                OperationResult::Persisted { had_ttl }
+            }
+            Operation::CompareAndSwap { expected, new, .. } => {
+                let swapped = live.as_ref().map(|found| &found.value) == expected.as_ref();
+                if swapped {
+                    let new = new.as_ref().map(|new| stored(new, index, found.as_ref(), 0));
+                    values.insert(storage_key, new);
+                }
+                let previous = live.map(|found| found.value);
+                OperationResult::CompareAndSwap { swapped, previous }
+            }
+            Operation::CompareVersionAndSwap {
+                expected_version,
+                new,
+                ..
+            } => {
+                // Absent matches 0 only; a present value matches its own version only when
+                // that is not 0 (a value written before versions).
+                let swapped = match &live {
+                    None => *expected_version == 0,
+                    Some(found) => found.version != 0 && found.version == *expected_version,
+                };
+                if swapped {
+                    let new = new.as_ref().map(|new| stored(new, index, found.as_ref(), 0));
+                    values.insert(storage_key, new);
+                }
+                let previous_version = live.as_ref().map_or(0, |found| found.version);
+                OperationResult::CompareVersionAndSwap {
+                    swapped,
+                    previous: live.map(|found| found.value),
+                    previous_version,
+                }
+            }
+        };
+        Ok(result)
+    }
+
     /// The value of a storage key as of the pending writes of this batch.
     fn current(
         &self,
@@ -404,7 +439,13 @@ impl Store {
 /// they had in the parent: this keeps a key's version growing with every write, so a stale
 /// version never matches again (no ABA for a compare-and-swap on the version). Every replica
 /// computes the same version from the same state.
-fn stored(value: &Bytes, index: u64, previous: Option<&Versioned>) -> Versioned {
+/// `expires_at_ms` is the new value's expiry (0 = none): a write replaces the TTL.
+fn stored(
+    value: &Bytes,
+    index: u64,
+    previous: Option<&Versioned>,
+    expires_at_ms: u64,
+) -> Versioned {
     let version = match previous {
         // (Equal: the same entry wrote the key before; the entry is atomic, one version.)
         Some(previous) if previous.version > index => previous.version.saturating_add(1),
@@ -413,14 +454,19 @@ fn stored(value: &Bytes, index: u64, previous: Option<&Versioned>) -> Versioned 
     Versioned {
         value: value.clone(),
         version,
+        expires_at_ms,
     }
 }
 
 /// Deterministic validation of an operation's sizes (the same on every replica).
 fn reject(operation: &Operation) -> Option<OperationResult> {
     let (key, values): (&Bytes, [Option<&Bytes>; 2]) = match operation {
-        Operation::Put { key, value } => (key, [Some(value), None]),
-        Operation::Delete { key } => (key, [None, None]),
+        Operation::Put { key, value } | Operation::PutWithTtl { key, value, .. } => {
+            (key, [Some(value), None])
+        }
+        Operation::Delete { key } | Operation::Persist { key } | Operation::Expire { key } => {
+            (key, [None, None])
+        }
         Operation::CompareAndSwap { key, expected, new } => {
             (key, [expected.as_ref(), new.as_ref()])
         }

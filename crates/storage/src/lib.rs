@@ -52,7 +52,7 @@ pub use group_storage::GroupStorage;
 pub use inspect::GroupRecords;
 pub use mark::MARK_FILE;
 pub use removal::RemovalHandle;
-pub use scan::{ScanItem, ScanPage, ScanRequest};
+pub use scan::{ExpiredKeys, ScanItem, ScanPage, ScanRequest};
 pub use snapshot_install::{InstallFault, PreparedSnapshot, SnapshotStager};
 pub use snapshot_reader::SnapshotChunks;
 pub use space::SpaceStatus;
