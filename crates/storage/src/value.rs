@@ -231,7 +231,7 @@ mod tests {
         assert!(decoded.live_at(1_799_999_999_999));
         assert!(!decoded.live_at(1_800_000_000_000));
         assert!(decoded.live_at(0), "unknown log time expires nothing");
-        assert_eq!(decoded.remaining_ms(1_799_999_999_000), Some(999));
+        assert_eq!(decoded.remaining_ms(1_799_999_999_000), Some(1_000));
         assert_eq!(decoded.remaining_ms(1_900_000_000_000), Some(0));
         assert_eq!(decode(&encode(b"", 1, 0), 16).unwrap().remaining_ms(5), None);
         // The expiry is inside the checksum.
