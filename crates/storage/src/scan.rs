@@ -126,6 +126,9 @@ pub struct ExpiredKeys {
     /// Where the next step starts (an inclusive storage-key bound inside the arc); `None` when
     /// this step reached the end of the arc (the next sweep starts again at its start).
     pub next: Option<Vec<u8>>,
+    /// Whether the step examined any value with a TTL (expired or not): a pass over the whole
+    /// arc that saw none tells the leader the shard holds no TTLs.
+    pub expiring_seen: bool,
 }
 
 impl Store {
@@ -169,6 +172,7 @@ impl Store {
             if value.first() != Some(&crate::value::FORMAT_EXPIRING) {
                 continue;
             }
+            found.expiring_seen = true;
             if !decode_value(&value, max)?.live_at(now_ms) {
                 found
                     .keys

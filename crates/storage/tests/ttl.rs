@@ -263,6 +263,7 @@ fn the_sweep_finds_expired_keys_and_scans_leave_them_out() {
         let step = store
             .expired_keys(Arc::FULL, &start, T0 + 100, 7, 1_000)
             .unwrap();
+        assert!(step.expiring_seen);
         steps += 1;
         expired.extend(step.keys);
         match step.next {
@@ -279,6 +280,12 @@ fn the_sweep_finds_expired_keys_and_scans_leave_them_out() {
     let mut want: Vec<String> = (0..40).step_by(3).map(|n| format!("k{n}")).collect();
     want.sort();
     assert_eq!(names, want);
+    // A store without TTLs: nothing seen.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = open(plain_dir.path());
+    apply_at(&plain, 1, vec![(T0, vec![put("a", "v")])]);
+    let step = plain.expired_keys(Arc::FULL, &[], u64::MAX, 10, 10).unwrap();
+    assert!(step.keys.is_empty() && step.next.is_none() && !step.expiring_seen);
 
     let page = store
         .scan_page(&ScanRequest {

@@ -8,7 +8,7 @@ use crate::core::machine::MachineKind;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::replica_meta;
-use ringkv_storage::AppliedState;
+use ringkv_storage::{AppliedState, Operation};
 use ringkv_types::raft::{Entry, Message, MessageBody, SnapshotMeta};
 use ringkv_types::{LogIndex, Response, ShardId};
 use tracing::{debug, info};
@@ -78,6 +78,12 @@ impl EventLoop {
         {
             data.last_stamp_ms = data.last_stamp_ms.max(max_stamp_ms);
             data.sessions_live |= has_session;
+            data.ttl.possible |= commands.iter().any(|command| {
+                command
+                    .operations
+                    .iter()
+                    .any(|operation| matches!(operation, Operation::PutWithTtl { .. }))
+            });
         }
         if conf.is_none() && !group.conf_saved {
             conf = Some(Group::conf_of(&group.descriptor));

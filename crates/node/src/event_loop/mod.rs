@@ -32,6 +32,7 @@ mod sessions;
 mod snapshot;
 mod split;
 mod throttle;
+mod ttl;
 
 use crate::agent::{Agent, AgentCall, AgentView, LeaderReport};
 use crate::config::NodeConfig;
@@ -384,6 +385,7 @@ impl EventLoop {
         }
         self.update_gauges();
         self.propose_expiries()?;
+        self.sweep_expired_keys()?;
         self.pd_tick()
     }
 
