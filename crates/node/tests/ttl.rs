@@ -13,9 +13,7 @@ use common::{CLUSTER, Cluster, kv};
 use ringkv_client::{Client, ClientConfig, KeyTtl, ReadConsistency, TlsSource};
 use ringkv_transport::certs::{TlsIdentity, Validity};
 use ringkv_types::inspect::{InspectRequest, InspectResult};
-use ringkv_types::{
-    AdminRequest, AdminResult, KvOp, KvResult, NodeId, Request, Response,
-};
+use ringkv_types::{AdminRequest, AdminResult, KvOp, KvResult, NodeId, Request, Response};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -141,10 +139,7 @@ async fn ttl_keys_expire_on_every_replica_through_the_log_across_a_leader_change
             assert!(!client.exists(key).await.unwrap(), "{key}");
             assert_eq!(client.ttl(key).await.unwrap(), KeyTtl::Absent, "{key}");
             assert_eq!(
-                client
-                    .get_with(key, ReadConsistency::Lease)
-                    .await
-                    .unwrap(),
+                client.get_with(key, ReadConsistency::Lease).await.unwrap(),
                 None
             );
             assert_eq!(

@@ -384,7 +384,9 @@ impl Store {
             Operation::CompareAndSwap { expected, new, .. } => {
                 let swapped = live.as_ref().map(|found| &found.value) == expected.as_ref();
                 if swapped {
-                    let new = new.as_ref().map(|new| stored(new, index, found.as_ref(), 0));
+                    let new = new
+                        .as_ref()
+                        .map(|new| stored(new, index, found.as_ref(), 0));
                     values.insert(storage_key, new);
                 }
                 let previous = live.map(|found| found.value);
@@ -402,7 +404,9 @@ impl Store {
                     Some(found) => found.version != 0 && found.version == *expected_version,
                 };
                 if swapped {
-                    let new = new.as_ref().map(|new| stored(new, index, found.as_ref(), 0));
+                    let new = new
+                        .as_ref()
+                        .map(|new| stored(new, index, found.as_ref(), 0));
                     values.insert(storage_key, new);
                 }
                 let previous_version = live.as_ref().map_or(0, |found| found.version);

@@ -151,7 +151,10 @@ impl SnapshotChunks {
                         });
                     }
                     let sequence = self.sequence;
-                    if pairs.iter().any(|(_, _, expires_at_ms, _)| *expires_at_ms != 0) {
+                    if pairs
+                        .iter()
+                        .any(|(_, _, expires_at_ms, _)| *expires_at_ms != 0)
+                    {
                         return Ok(Some(Chunk::ExpiringData { sequence, pairs }));
                     }
                     let pairs = pairs

@@ -212,7 +212,10 @@ mod tests {
                 "{case}"
             );
         }
-        assert!(decode(&encode(&[0; 64], 1, 0), 16).is_err(), "over the limit");
+        assert!(
+            decode(&encode(&[0; 64], 1, 0), 16).is_err(),
+            "over the limit"
+        );
     }
 
     #[test]
@@ -233,18 +236,27 @@ mod tests {
         assert!(decoded.live_at(0), "unknown log time expires nothing");
         assert_eq!(decoded.remaining_ms(1_799_999_999_000), Some(1_000));
         assert_eq!(decoded.remaining_ms(1_900_000_000_000), Some(0));
-        assert_eq!(decode(&encode(b"", 1, 0), 16).unwrap().remaining_ms(5), None);
+        assert_eq!(
+            decode(&encode(b"", 1, 0), 16).unwrap().remaining_ms(5),
+            None
+        );
         // The expiry is inside the checksum.
         let mut flipped = expiring.clone();
         flipped[envelope::HEADER_LEN + VERSION_BYTES] ^= 1;
-        assert!(matches!(decode(&flipped, 1024), Err(Error::CorruptRecord { .. })));
+        assert!(matches!(
+            decode(&flipped, 1024),
+            Err(Error::CorruptRecord { .. })
+        ));
         // Shorter than version + expiry.
         let mut short = encode(b"", 1, 9);
         short.truncate(envelope::HEADER_LEN + 12);
         short[1..5].copy_from_slice(&12u32.to_le_bytes());
         let crc = crc32fast::hash(&short[envelope::HEADER_LEN..]);
         short[5..9].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(decode(&short, 1024), Err(Error::CorruptRecord { .. })));
+        assert!(matches!(
+            decode(&short, 1024),
+            Err(Error::CorruptRecord { .. })
+        ));
         // The limit counts the value, not the fixed fields.
         assert!(decode(&encode(&[0; 16], 1, 9), 16).is_ok());
         assert!(decode(&encode(&[0; 17], 1, 9), 16).is_err());

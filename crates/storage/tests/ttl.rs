@@ -134,7 +134,10 @@ fn a_key_is_absent_from_its_expiry_on_for_reads_and_writes() {
         5,
         vec![(T0 + 10, vec![Operation::Delete { key: key("d") }])],
     );
-    assert_eq!(results, vec![vec![OperationResult::Deleted { existed: false }]]);
+    assert_eq!(
+        results,
+        vec![vec![OperationResult::Deleted { existed: false }]]
+    );
     assert!(store.get_versioned(b"d").unwrap().is_none());
 }
 
@@ -284,7 +287,9 @@ fn the_sweep_finds_expired_keys_and_scans_leave_them_out() {
     let plain_dir = tempfile::tempdir().unwrap();
     let plain = open(plain_dir.path());
     apply_at(&plain, 1, vec![(T0, vec![put("a", "v")])]);
-    let step = plain.expired_keys(Arc::FULL, &[], u64::MAX, 10, 10).unwrap();
+    let step = plain
+        .expired_keys(Arc::FULL, &[], u64::MAX, 10, 10)
+        .unwrap();
     assert!(step.keys.is_empty() && step.next.is_none() && !step.expiring_seen);
 
     let page = store

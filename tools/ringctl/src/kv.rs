@@ -198,7 +198,10 @@ pub async fn ttl(
     let (exists, left) = match client.ttl_with(key.clone(), consistency).await? {
         KeyTtl::Absent => (false, None),
         KeyTtl::Persistent => (true, None),
-        KeyTtl::Expires(left) => (true, Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))),
+        KeyTtl::Expires(left) => (
+            true,
+            Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+        ),
     };
     match format {
         Format::Json => print_json(&json!({ "key": key, "exists": exists, "ttl_ms": left }))?,
@@ -320,9 +323,21 @@ mod tests {
         ] {
             assert_eq!(parse_ttl(text), Ok(want), "{text}");
         }
-        for bad in ["", "0", "0s", "s", "1.5s", "-1s", "10y", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "s",
+            "1.5s",
+            "-1s",
+            "10y",
+            "99999999999999999999d",
+        ] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
-        assert!(parse_ttl("3660d").is_ok() && parse_ttl("3661d").is_err(), "ten years");
+        assert!(
+            parse_ttl("3660d").is_ok() && parse_ttl("3661d").is_err(),
+            "ten years"
+        );
     }
 }

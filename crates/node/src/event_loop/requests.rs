@@ -180,8 +180,7 @@ impl EventLoop {
                     group.reads_served += 1;
                     let arc = group.descriptor.arc;
                     let now_ms = group.next_stamp(crate::pd_host::wall_clock_ms());
-                    let response =
-                        read_now(&self.store, &request.op, group.applied, arc, now_ms);
+                    let response = read_now(&self.store, &request.op, group.applied, arc, now_ms);
                     self.core.replies.send(slot, response);
                     return Ok(());
                 }

@@ -76,7 +76,9 @@ impl Op {
 pub(super) fn params(query: Result<Query<KvParams>, QueryRejection>) -> Result<KvParams, ApiError> {
     let params = put_params(query)?;
     if params.ttl.is_some() {
-        return Err(ApiError::bad_request("ttl applies to PUT /v1/kv/{key} only"));
+        return Err(ApiError::bad_request(
+            "ttl applies to PUT /v1/kv/{key} only",
+        ));
     }
     Ok(params)
 }
