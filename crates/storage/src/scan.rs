@@ -155,9 +155,13 @@ impl Store {
         } else {
             arc_lower
         };
+        let mut found = ExpiredKeys::default();
+        // A cursor at or past the arc's end (the arc shrank in a split): the pass is over.
+        if arc_upper.as_ref().is_some_and(|upper| lower >= *upper) {
+            return Ok(found);
+        }
         let upper = arc_upper.map_or(Bound::Unbounded, Bound::Excluded);
         let max = shared.config.record_bytes_max;
-        let mut found = ExpiredKeys::default();
         for (examined, guard) in shared
             .data
             .range::<Vec<u8>, _>((Bound::Included(lower), upper))
