@@ -29,9 +29,11 @@ mod discovery;
 mod kv;
 mod pd;
 mod scan;
+mod ttl;
 mod versions;
 
 pub use scan::{Scan, ScanEntry, ScanOptions};
+pub use ttl::KeyTtl;
 pub use versions::{VersionCasOutcome, Versioned};
 
 use connection::{dial_seed_address, reprobe};

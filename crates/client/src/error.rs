@@ -53,6 +53,12 @@ pub enum Error {
     /// A batch without operations.
     #[error("empty batch")]
     EmptyBatch,
+    /// A time-to-live outside 1 ms to ten years (`ringkv_types::TTL_MS_MAX`).
+    #[error("invalid ttl of {ttl_ms} ms: a TTL is 1 ms to ten years")]
+    InvalidTtl {
+        /// The TTL asked for, in milliseconds.
+        ttl_ms: u128,
+    },
     /// The server refused the request for a reason retrying cannot fix (too large, invalid).
     #[error("server refused the request: {0}")]
     Server(WireError),

@@ -78,7 +78,8 @@ pub mod test_support;
 pub mod views;
 
 pub use client::{
-    CasOutcome, Client, IssuedToken, Scan, ScanEntry, ScanOptions, VersionCasOutcome, Versioned,
+    CasOutcome, Client, IssuedToken, KeyTtl, Scan, ScanEntry, ScanOptions, VersionCasOutcome,
+    Versioned,
 };
 pub use config::{
     ClientConfig, Credentials, Endpoint, FailoverPolicy, RetryPolicy, Seed, TlsSource,

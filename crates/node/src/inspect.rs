@@ -275,11 +275,22 @@ fn kv_view(view: &mut LogEntryView, command: &Command) {
                 expected_version: *expected_version,
                 new: new.as_deref().map(Excerpt::of),
             },
+            Operation::PutWithTtl { key, value, ttl_ms } => OpView::PutTtl {
+                key: Excerpt::of(key),
+                value: Excerpt::of(value),
+                ttl_ms: *ttl_ms,
+            },
+            Operation::Persist { key } => OpView::Persist {
+                key: Excerpt::of(key),
+            },
+            Operation::Expire { key } => OpView::Expire {
+                key: Excerpt::of(key),
+            },
         })
         .collect();
     view.kind = match view.ops.as_slice() {
-        [OpView::Put { .. }] => EntryKind::Put,
-        [OpView::Delete { .. }] => EntryKind::Delete,
+        [OpView::Put { .. } | OpView::PutTtl { .. } | OpView::Persist { .. }] => EntryKind::Put,
+        [OpView::Delete { .. } | OpView::Expire { .. }] => EntryKind::Delete,
         [OpView::Cas { .. } | OpView::CasVersion { .. }] => EntryKind::Cas,
         _ => EntryKind::Batch,
     };

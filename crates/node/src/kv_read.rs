@@ -1,5 +1,9 @@
 //! Serving a read from a replica's applied state, once it is as fresh as the read asks:
-//! `Get`, `Exists`, `GetMany` (values with versions) and one page of a `Scan`.
+//! `Get`, `Exists`, `GetMany` (values with versions), `Ttl` and one page of a `Scan`.
+//!
+//! Every read is at a log time, `now_ms`: the replica's clock, never below the largest stamp it
+//! proposed or applied. A value whose TTL has run out by then is absent, although it stays in
+//! the store until the shard's leader removes it through the log (`event_loop/ttl.rs`).
 
 use bytes::Bytes;
 use ringkv_storage::{ScanRequest, Store};
@@ -19,17 +23,24 @@ pub const SCAN_PAGE_BYTES_MAX: usize = 1 << 20;
 /// Most bytes of values one `GetMany` answers: below the transport's 16 MiB frame.
 pub const GET_MANY_BYTES_MAX: usize = 8 << 20;
 
-/// Serves the read `op` (of a shard whose arc is `arc`) from the store at `applied`.
-/// A write op is answered `InvalidRequest`.
-pub fn read_now(store: &Store, op: &KvOp, applied: LogIndex, arc: Arc) -> Response {
+/// Serves the read `op` (of a shard whose arc is `arc`) from the store at `applied`, at log
+/// time `now_ms`. A write op is answered `InvalidRequest`.
+pub fn read_now(store: &Store, op: &KvOp, applied: LogIndex, arc: Arc, now_ms: u64) -> Response {
     let result = match op {
-        KvOp::Exists { key, .. } => store
-            .contains(key)
-            .map(|exists| KvResult::Exists { exists, applied }),
-        KvOp::Get { key, .. } => store
-            .get(key)
-            .map(|value| KvResult::Value { value, applied }),
-        KvOp::GetMany { keys, .. } => return get_many(store, keys, applied),
+        KvOp::Exists { key, .. } => store.get_live(key, now_ms).map(|found| KvResult::Exists {
+            exists: found.is_some(),
+            applied,
+        }),
+        KvOp::Get { key, .. } => store.get_live(key, now_ms).map(|found| KvResult::Value {
+            value: found.map(|found| found.value),
+            applied,
+        }),
+        KvOp::Ttl { key, .. } => store.get_live(key, now_ms).map(|found| KvResult::Ttl {
+            exists: found.is_some(),
+            remaining_ms: found.and_then(|found| found.remaining_ms(now_ms)),
+            applied,
+        }),
+        KvOp::GetMany { keys, .. } => return get_many(store, keys, applied, now_ms),
         KvOp::Scan {
             start,
             prefix,
@@ -45,6 +56,7 @@ pub fn read_now(store: &Store, op: &KvOp, applied: LogIndex, arc: Arc) -> Respon
                 keys_only: *keys_only,
                 examine_max: SCAN_EXAMINE_MAX,
                 bytes_max: SCAN_PAGE_BYTES_MAX,
+                now_ms,
             })
             .map(|page| KvResult::ScanPage {
                 items: page
@@ -71,11 +83,11 @@ pub fn read_now(store: &Store, op: &KvOp, applied: LogIndex, arc: Arc) -> Respon
     }
 }
 
-fn get_many(store: &Store, keys: &[Bytes], applied: LogIndex) -> Response {
+fn get_many(store: &Store, keys: &[Bytes], applied: LogIndex, now_ms: u64) -> Response {
     let mut values = Vec::with_capacity(keys.len());
     let mut bytes = 0usize;
     for key in keys {
-        let found = match store.get_versioned(key) {
+        let found = match store.get_live(key, now_ms) {
             Ok(found) => found,
             Err(error) => return internal(error),
         };

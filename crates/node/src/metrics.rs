@@ -58,6 +58,8 @@ pub struct Metrics {
     pub raft_dropped_messages: Counter,
     /// Client sessions dropped by expiry passes applied by local replicas.
     pub sessions_expired: Counter,
+    /// Keys whose removal this node proposed, as leader, after their TTL ran out.
+    pub keys_expired: Counter,
     /// Peer Raft messages dropped as malformed at the node boundary (`ringkv_raft::validate`).
     pub raft_invalid_messages: Counter,
     /// Certificate reloads (SIGHUP) by `result` (`ok`, `error`).
@@ -159,6 +161,12 @@ impl Metrics {
             "sessions_expired",
             "Idle client sessions (exactly-once records) dropped by local replicas",
             sessions_expired.clone(),
+        );
+        let keys_expired = Counter::default();
+        registry.register(
+            "keys_expired",
+            "Keys whose removal this node proposed as leader after their TTL ran out",
+            keys_expired.clone(),
         );
         let raft_dropped_messages = Counter::default();
         registry.register(
@@ -297,6 +305,7 @@ impl Metrics {
             raft_invalid_messages,
             tls_reloads,
             sessions_expired,
+            keys_expired,
             raft_shards,
             raft_shards_quiescent,
             peer_nodes_down,

@@ -102,6 +102,9 @@ fn op_label(request: &Request) -> &'static str {
             KvOp::GetMany { .. } => "get_many",
             KvOp::CompareVersionAndSwap { .. } => "cas_version",
             KvOp::Scan { .. } => "scan",
+            KvOp::PutWithTtl { .. } => "put_ttl",
+            KvOp::Persist { .. } => "persist",
+            KvOp::Ttl { .. } => "ttl",
         },
         Request::Admin(AdminRequest::Login { .. }) => "login",
         Request::Admin(AdminRequest::Pd { .. }) => "pd",
@@ -256,7 +259,10 @@ fn keys(op: &KvOp) -> Vec<&[u8]> {
         | KvOp::Put { key, .. }
         | KvOp::Delete { key }
         | KvOp::CompareAndSwap { key, .. }
-        | KvOp::CompareVersionAndSwap { key, .. } => vec![key.as_ref()],
+        | KvOp::CompareVersionAndSwap { key, .. }
+        | KvOp::PutWithTtl { key, .. }
+        | KvOp::Persist { key }
+        | KvOp::Ttl { key, .. } => vec![key.as_ref()],
         KvOp::GetMany { keys, .. } => keys.iter().map(|key| key.as_ref()).collect(),
         // A scan names no key; its start is checked against the arc in `check_request`.
         KvOp::Scan { .. } => Vec::new(),
@@ -276,9 +282,11 @@ fn values(op: &KvOp) -> Vec<&[u8]> {
         | KvOp::Exists { .. }
         | KvOp::Delete { .. }
         | KvOp::GetMany { .. }
-        | KvOp::Scan { .. } => Vec::new(),
+        | KvOp::Scan { .. }
+        | KvOp::Persist { .. }
+        | KvOp::Ttl { .. } => Vec::new(),
         KvOp::CompareVersionAndSwap { new, .. } => new.iter().map(|value| value.as_ref()).collect(),
-        KvOp::Put { value, .. } => vec![value.as_ref()],
+        KvOp::Put { value, .. } | KvOp::PutWithTtl { value, .. } => vec![value.as_ref()],
         KvOp::CompareAndSwap { expected, new, .. } => expected
             .iter()
             .chain(new.iter())
@@ -335,6 +343,16 @@ pub fn check_request(
             });
         }
     }
+    if let KvOp::PutWithTtl { ttl_ms, .. } = &request.op
+        && !(1..=ringkv_types::TTL_MS_MAX).contains(ttl_ms)
+    {
+        return Err(WireError::InvalidRequest {
+            reason: format!(
+                "ttl of {ttl_ms} ms: a TTL is 1 ms to {} ms (ten years)",
+                ringkv_types::TTL_MS_MAX
+            ),
+        });
+    }
     let count = match &request.op {
         KvOp::Batch { ops } => Some(ops.len()),
         KvOp::GetMany { keys, .. } => Some(keys.len()),
@@ -386,9 +404,19 @@ pub fn check_request(
 /// The state-machine command of a write request (`None` for a read).
 pub fn command_of(request: &KvRequest) -> Option<Command> {
     let operations = match &request.op {
-        KvOp::Get { .. } | KvOp::Exists { .. } | KvOp::GetMany { .. } | KvOp::Scan { .. } => {
+        KvOp::Get { .. }
+        | KvOp::Exists { .. }
+        | KvOp::GetMany { .. }
+        | KvOp::Scan { .. }
+        | KvOp::Ttl { .. } => {
             return None;
         }
+        KvOp::PutWithTtl { key, value, ttl_ms } => vec![Operation::PutWithTtl {
+            key: key.clone(),
+            value: value.clone(),
+            ttl_ms: *ttl_ms,
+        }],
+        KvOp::Persist { key } => vec![Operation::Persist { key: key.clone() }],
         KvOp::CompareVersionAndSwap {
             key,
             expected_version,

@@ -200,3 +200,59 @@ async fn versions_batch_get_and_scan_over_http() {
     assert_eq!(status, 400, "{bad}");
     cluster.stop_all().await;
 }
+
+/// TTLs over HTTP: `PUT ?ttl=SECONDS`, `GET /ttl` (milliseconds left, `null` without a TTL,
+/// 404 once expired), `POST /persist`, and refusals of bad TTLs and of `ttl` on other routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_put_read_and_persist_over_http() {
+    let extra = format!("http_addr = \"{HTTP_ADDR}\"\n");
+    let mut cluster = Cluster::start_with(3, 2, &extra, false).await;
+    cluster.wait_for_leaders(2, Duration::from_secs(30)).await;
+    let curl = Curl::new(&cluster);
+    let put = |path: &str| curl.run(&["-X", "PUT", "--data-binary", "v"], path);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while put("/v1/kv/warm?namespace=web").0 != 204 {
+        assert!(Instant::now() < deadline, "no write succeeded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    assert_eq!(put("/v1/kv/t?namespace=web&ttl=2").0, 204);
+    assert_eq!(put("/v1/kv/p?namespace=web&ttl=2").0, 204);
+    let (status, left) = curl.json(&[], "/v1/kv/t/ttl?namespace=web");
+    assert_eq!(status, 200, "{left}");
+    let ms = left["ttl_ms"].as_u64().unwrap();
+    assert!(ms > 0 && ms <= 2_000, "{left}");
+    let (status, none) = curl.json(&[], "/v1/kv/warm/ttl?namespace=web");
+    assert_eq!(
+        (status, none["ttl_ms"].clone()),
+        (200, serde_json::Value::Null)
+    );
+
+    let post = |path: &str| curl.json(&["-X", "POST"], path);
+    let (status, persisted) = post("/v1/kv/p/persist?namespace=web");
+    assert_eq!((status, persisted["had_ttl"].clone()), (200, true.into()));
+    let (status, again) = post("/v1/kv/p/persist?namespace=web");
+    assert_eq!((status, again["had_ttl"].clone()), (200, false.into()));
+
+    for bad in [
+        "/v1/kv/b?namespace=web&ttl=0",
+        "/v1/kv/b?namespace=web&ttl=-1",
+        "/v1/kv/b?namespace=web&ttl=x",
+        "/v1/kv/b?namespace=web&ttl=999999999999",
+    ] {
+        assert_eq!(put(bad).0, 400, "{bad}");
+    }
+    assert_eq!(curl.run(&[], "/v1/kv/t?namespace=web&ttl=5").0, 400);
+
+    tokio::time::sleep((started + Duration::from_millis(2_300)) - Instant::now()).await;
+    assert_eq!(curl.run(&[], "/v1/kv/t?namespace=web").0, 404);
+    assert_eq!(curl.run(&[], "/v1/kv/t/ttl?namespace=web").0, 404);
+    assert_eq!(curl.run(&["-I"], "/v1/kv/t?namespace=web").0, 404);
+    let (status, _, body) = curl.run(&[], "/v1/kv/p?namespace=web");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "v"),
+        "persisted: still there"
+    );
+    cluster.stop_all().await;
+}

@@ -130,7 +130,7 @@ impl Store {
                 Some(stored) => writes.insert(
                     &shared.data,
                     key.as_slice(),
-                    crate::value::encode(&stored.value, stored.version),
+                    crate::value::encode(&stored.value, stored.version, stored.expires_at_ms),
                 ),
                 None => writes.remove(&shared.data, key.as_slice()),
             }

@@ -52,6 +52,31 @@ pub enum Operation {
         /// Value to store on success; `None` deletes.
         new: Option<Bytes>,
     },
+    /// Sets `key` to `value`, expiring `ttl_ms` after the entry's log time (the `now_ms` its
+    /// leader stamped): from then on the key is absent. Applied only in an entry with a log
+    /// time (`OperationResult::InvalidTtl` otherwise, and for `ttl_ms == 0`). A later put
+    /// without a TTL clears it; one with a TTL replaces it. Appended: postcard numbers variants.
+    PutWithTtl {
+        /// User key.
+        key: Bytes,
+        /// New value.
+        value: Bytes,
+        /// Time to live in milliseconds, counted from the entry's log time.
+        ttl_ms: u64,
+    },
+    /// Clears the key's TTL (Redis `PERSIST`), keeping its value; a write (the key gets the
+    /// entry's version) only when the key is there and has a TTL.
+    Persist {
+        /// User key.
+        key: Bytes,
+    },
+    /// Removes `key` only if it has a TTL that has run out at the entry's log time: what a
+    /// leader proposes for the expired keys it finds. Conditional, because the key may have
+    /// been written again (or persisted) between the leader's look and the apply.
+    Expire {
+        /// User key.
+        key: Bytes,
+    },
 }
 
 impl Operation {
@@ -61,7 +86,10 @@ impl Operation {
             Operation::Put { key, .. }
             | Operation::Delete { key }
             | Operation::CompareAndSwap { key, .. }
-            | Operation::CompareVersionAndSwap { key, .. } => key,
+            | Operation::CompareVersionAndSwap { key, .. }
+            | Operation::PutWithTtl { key, .. }
+            | Operation::Persist { key }
+            | Operation::Expire { key } => key,
         }
     }
 }
@@ -117,6 +145,13 @@ pub enum OperationResult {
         previous: Option<Bytes>,
         /// Its version (0 when absent or written before versions).
         previous_version: u64,
+    },
+    /// Nothing was written: a TTL of 0, or a TTL in an entry without a log time.
+    InvalidTtl,
+    /// A persist: whether the key was there with a TTL (which is now cleared).
+    Persisted {
+        /// The key existed and had a TTL.
+        had_ttl: bool,
     },
 }
 

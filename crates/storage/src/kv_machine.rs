@@ -121,7 +121,7 @@ pub fn apply_commands<S: StateStore + ?Sized>(
         for operation in &command.operations {
             let result = match reject(operation) {
                 Some(rejected) => rejected,
-                None => apply_operation(store, &mut batch, operation, index)?,
+                None => apply_operation(store, &mut batch, operation, index, stamp)?,
             };
             operation_results.push(result);
         }
@@ -140,39 +140,70 @@ pub fn apply_commands<S: StateStore + ?Sized>(
     Ok((batch, results))
 }
 
-/// Applies one valid operation of the entry at log `index` into `batch`.
+/// Applies one valid operation of the entry at log `index` with log time `stamp` (0 = unknown)
+/// into `batch`. A value whose TTL has run out at `stamp` counts as absent (every replica
+/// decides alike: the time is the entry's).
 fn apply_operation<S: StateStore + ?Sized>(
     store: &S,
     batch: &mut ApplyBatch,
     operation: &Operation,
     index: u64,
+    stamp: u64,
 ) -> Result<OperationResult> {
     let storage_key = ring::storage_key(operation.key());
     let found = match batch.values.get(&storage_key) {
         Some(pending) => pending.clone(),
         None => store.value(&storage_key)?,
     };
+    // The version of a new value grows from the stored one, expired or not (see `stored`).
+    let live = found.clone().filter(|found| found.live_at(stamp));
     Ok(match operation {
         Operation::Put { value, .. } => {
-            let stored = stored(value, index, found.as_ref());
+            let stored = stored(value, index, found.as_ref(), 0);
             batch.values.insert(storage_key, Some(stored));
+            OperationResult::Put
+        }
+        Operation::PutWithTtl { value, ttl_ms, .. } => {
+            if *ttl_ms == 0 || stamp == 0 {
+                return Ok(OperationResult::InvalidTtl);
+            }
+            let expires_at_ms = stamp.saturating_add(*ttl_ms);
+            let new = stored(value, index, found.as_ref(), expires_at_ms);
+            batch.values.insert(storage_key, Some(new));
             OperationResult::Put
         }
         Operation::Delete { .. } => {
             batch.values.insert(storage_key, None);
             OperationResult::Deleted {
-                existed: found.is_some(),
+                existed: live.is_some(),
             }
         }
+        Operation::Expire { .. } => {
+            let expired = found.is_some() && live.is_none();
+            if expired {
+                batch.values.insert(storage_key, None);
+            }
+            OperationResult::Deleted { existed: expired }
+        }
+        Operation::Persist { .. } => {
+            let had_ttl = live.as_ref().is_some_and(|live| live.expires_at_ms != 0);
+            if let Some(live) = live.filter(|_| had_ttl) {
+                let new = stored(&live.value, index, Some(&live), 0);
+                batch.values.insert(storage_key, Some(new));
+            }
+            OperationResult::Persisted { had_ttl }
+        }
         Operation::CompareAndSwap { expected, new, .. } => {
-            let swapped = found.as_ref().map(|found| &found.value) == expected.as_ref();
+            let swapped = live.as_ref().map(|found| &found.value) == expected.as_ref();
             if swapped {
-                let new = new.as_ref().map(|new| stored(new, index, found.as_ref()));
+                let new = new
+                    .as_ref()
+                    .map(|new| stored(new, index, found.as_ref(), 0));
                 batch.values.insert(storage_key, new);
             }
             OperationResult::CompareAndSwap {
                 swapped,
-                previous: found.map(|found| found.value),
+                previous: live.map(|found| found.value),
             }
         }
         Operation::CompareVersionAndSwap {
@@ -182,18 +213,20 @@ fn apply_operation<S: StateStore + ?Sized>(
         } => {
             // Absent matches 0 only; a present value matches its own version only when that
             // is not 0 (a value written before versions).
-            let swapped = match &found {
+            let swapped = match &live {
                 None => *expected_version == 0,
                 Some(found) => found.version != 0 && found.version == *expected_version,
             };
             if swapped {
-                let new = new.as_ref().map(|new| stored(new, index, found.as_ref()));
+                let new = new
+                    .as_ref()
+                    .map(|new| stored(new, index, found.as_ref(), 0));
                 batch.values.insert(storage_key, new);
             }
-            let previous_version = found.as_ref().map_or(0, |found| found.version);
+            let previous_version = live.as_ref().map_or(0, |found| found.version);
             OperationResult::CompareVersionAndSwap {
                 swapped,
-                previous: found.map(|found| found.value),
+                previous: live.map(|found| found.value),
                 previous_version,
             }
         }
@@ -248,7 +281,13 @@ pub fn expire_sessions<S: StateStore + ?Sized>(
 /// while its keys keep the versions they had in the parent: this keeps a key's version growing
 /// with every write, so a stale version never matches again (no ABA for a compare-and-swap on
 /// the version). Every replica computes the same version from the same state.
-fn stored(value: &Bytes, index: u64, previous: Option<&Versioned>) -> Versioned {
+/// `expires_at_ms` is the new value's expiry (0 = none): a write replaces the TTL.
+fn stored(
+    value: &Bytes,
+    index: u64,
+    previous: Option<&Versioned>,
+    expires_at_ms: u64,
+) -> Versioned {
     let version = match previous {
         // (Equal: the same entry wrote the key before; the entry is atomic, one version.)
         Some(previous) if previous.version > index => previous.version.saturating_add(1),
@@ -257,14 +296,19 @@ fn stored(value: &Bytes, index: u64, previous: Option<&Versioned>) -> Versioned 
     Versioned {
         value: value.clone(),
         version,
+        expires_at_ms,
     }
 }
 
 /// Deterministic validation of an operation's sizes (the same on every replica).
 fn reject(operation: &Operation) -> Option<OperationResult> {
     let (key, values): (&Bytes, [Option<&Bytes>; 2]) = match operation {
-        Operation::Put { key, value } => (key, [Some(value), None]),
-        Operation::Delete { key } => (key, [None, None]),
+        Operation::Put { key, value } | Operation::PutWithTtl { key, value, .. } => {
+            (key, [Some(value), None])
+        }
+        Operation::Delete { key } | Operation::Persist { key } | Operation::Expire { key } => {
+            (key, [None, None])
+        }
         Operation::CompareAndSwap { key, expected, new } => {
             (key, [expected.as_ref(), new.as_ref()])
         }

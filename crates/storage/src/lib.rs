@@ -60,7 +60,7 @@ pub use kv_machine::SessionExpiry;
 pub use mark::MARK_FILE;
 pub use memory_state::MemoryState;
 pub use removal::RemovalHandle;
-pub use scan::{ScanItem, ScanPage, ScanRequest};
+pub use scan::{ExpiredKeys, ScanItem, ScanPage, ScanRequest};
 pub use snapshot_install::{InstallFault, PreparedSnapshot};
 pub use snapshot_reader::SnapshotChunks;
 pub use snapshot_stager::SnapshotStager;

@@ -31,6 +31,9 @@ pub struct ScanRequest<'a> {
     pub examine_max: usize,
     /// The page ends once its keys and values reach this many bytes.
     pub bytes_max: usize,
+    /// Log time of the read: values whose TTL has run out by then are left out (0 = keep
+    /// every value).
+    pub now_ms: u64,
 }
 
 /// One key of a page.
@@ -92,6 +95,9 @@ impl Store {
                 continue;
             }
             let stored = decode_value(&value, max)?;
+            if !stored.live_at(request.now_ms) {
+                continue;
+            }
             bytes += user_key.len() + 8;
             let value = if request.keys_only {
                 None
@@ -109,5 +115,74 @@ impl Store {
             items,
             next: arc_upper,
         })
+    }
+}
+
+/// What [`Store::expired_keys`] found in one step of a sweep.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExpiredKeys {
+    /// User keys whose TTL has run out, in storage order.
+    pub keys: Vec<Bytes>,
+    /// Where the next step starts (an inclusive storage-key bound inside the arc); `None` when
+    /// this step reached the end of the arc (the next sweep starts again at its start).
+    pub next: Option<Vec<u8>>,
+    /// Whether the step examined any value with a TTL (expired or not): a pass over the whole
+    /// arc that saw none tells the leader the shard holds no TTLs.
+    pub expiring_seen: bool,
+}
+
+impl Store {
+    /// One step of a sweep for expired keys over `arc`, from the storage key `start` (empty =
+    /// the arc's start): examines at most `examine_max` keys and returns those whose TTL has run
+    /// out at log time `now_ms` (at most `keys_max`). The shard's leader proposes their removal
+    /// (`Operation::Expire`); reads already leave them out, so a sweep only frees space and
+    /// makes the removal an event in the log.
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`](crate::Error::CorruptRecord); I/O.
+    pub fn expired_keys(
+        &self,
+        arc: Arc,
+        start: &[u8],
+        now_ms: u64,
+        examine_max: usize,
+        keys_max: usize,
+    ) -> Result<ExpiredKeys> {
+        let shared = &self.shared;
+        let (arc_lower, arc_upper) = arc.storage_bounds();
+        let lower = if start > arc_lower.as_slice() {
+            start.to_vec()
+        } else {
+            arc_lower
+        };
+        let mut found = ExpiredKeys::default();
+        // A cursor at or past the arc's end (the arc shrank in a split): the pass is over.
+        if arc_upper.as_ref().is_some_and(|upper| lower >= *upper) {
+            return Ok(found);
+        }
+        let upper = arc_upper.map_or(Bound::Unbounded, Bound::Excluded);
+        let max = shared.config.record_bytes_max;
+        for (examined, guard) in shared
+            .data
+            .range::<Vec<u8>, _>((Bound::Included(lower), upper))
+            .enumerate()
+        {
+            let (key, value) = guard.into_inner()?;
+            if examined >= examine_max.max(1) || found.keys.len() >= keys_max.max(1) {
+                found.next = Some(key.to_vec());
+                return Ok(found);
+            }
+            // Only format 3 carries an expiry: skip the others without decoding them.
+            if value.first() != Some(&crate::value::FORMAT_EXPIRING) {
+                continue;
+            }
+            found.expiring_seen = true;
+            if !decode_value(&value, max)?.live_at(now_ms) {
+                found
+                    .keys
+                    .push(Bytes::copy_from_slice(key.get(8..).unwrap_or_default()));
+            }
+        }
+        Ok(found)
     }
 }

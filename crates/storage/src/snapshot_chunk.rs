@@ -4,6 +4,9 @@
 //! chunk 0      Header   { shard, arc, meta (applied index, term, conf) }
 //! chunk 1..    VersionedData { sequence, pairs: [(storage key, version, value)] } keys
 //!              ascending, in the arc (older builds wrote Data { pairs: [(key, value)] }: version 0)
+//!              or ExpiringData { sequence, pairs: [(storage key, version, expires_at_ms, value)] }
+//!              for a chunk holding a value with a TTL (written only then, so a snapshot of a
+//!              store without TTLs stays readable by the build before them)
 //! chunk ..     Sessions { sequence, sessions: [(session id, record)] } ids ascending
 //! last chunk   Trailer  { sequence, pairs, sessions }                 counts of the whole stream
 //! ```
@@ -59,5 +62,13 @@ pub(crate) enum Chunk {
         sequence: u64,
         /// Storage keys, versions and user values, ascending by key.
         pairs: Vec<(Bytes, u64, Bytes)>,
+    },
+    /// [`Chunk::VersionedData`] with each value's expiry (log time in ms, 0 = none); written
+    /// for a chunk in which some value has a TTL. Appended last: postcard numbers variants.
+    ExpiringData {
+        /// Position of the chunk in the stream.
+        sequence: u64,
+        /// Storage keys, versions, expiries and user values, ascending by key.
+        pairs: Vec<(Bytes, u64, u64, Bytes)>,
     },
 }

@@ -129,8 +129,13 @@ impl SnapshotChunks {
                         let Some(guard) = self.data.next() else { break };
                         let (key, value) = guard.into_inner()?;
                         let stored = decode_value(&value, max)?;
-                        bytes += key.len() + stored.value.len() + 8;
-                        pairs.push((Bytes::copy_from_slice(&key), stored.version, stored.value));
+                        bytes += key.len() + stored.value.len() + 16;
+                        pairs.push((
+                            Bytes::copy_from_slice(&key),
+                            stored.version,
+                            stored.expires_at_ms,
+                            stored.value,
+                        ));
                     }
                     if pairs.is_empty() {
                         self.phase = Phase::Sessions;
@@ -145,10 +150,18 @@ impl SnapshotChunks {
                             max,
                         });
                     }
-                    return Ok(Some(Chunk::VersionedData {
-                        sequence: self.sequence,
-                        pairs,
-                    }));
+                    let sequence = self.sequence;
+                    if pairs
+                        .iter()
+                        .any(|(_, _, expires_at_ms, _)| *expires_at_ms != 0)
+                    {
+                        return Ok(Some(Chunk::ExpiringData { sequence, pairs }));
+                    }
+                    let pairs = pairs
+                        .into_iter()
+                        .map(|(key, version, _, value)| (key, version, value))
+                        .collect();
+                    return Ok(Some(Chunk::VersionedData { sequence, pairs }));
                 }
                 Phase::Sessions => {
                     let mut sessions = Vec::new();

@@ -94,7 +94,7 @@ impl SnapshotStager {
 
     /// Stages one chunk of data pairs `(storage key, version, value)` in the stored value
     /// format, checking order, arc and sizes.
-    fn stage_data(&mut self, sequence: u64, pairs: Vec<(Bytes, u64, Bytes)>) -> Result<()> {
+    fn stage_data(&mut self, sequence: u64, pairs: Vec<(Bytes, u64, u64, Bytes)>) -> Result<()> {
         if sequence != self.position {
             return Err(self.bad(format!("chunk carries sequence {sequence}")));
         }
@@ -108,7 +108,7 @@ impl SnapshotStager {
         let shared = self.shared.clone();
         let max = shared.config.snapshot_bytes_max;
         let mut batch = shared.db.batch();
-        for (key, version, value) in pairs {
+        for (key, version, expires_at_ms, value) in pairs {
             let position_bytes: [u8; 8] = key
                 .get(..8)
                 .and_then(|bytes| bytes.try_into().ok())
@@ -135,7 +135,7 @@ impl SnapshotStager {
             batch.insert(
                 &shared.staging,
                 keys::staged_data_key(self.staging, &key),
-                crate::value::encode(&value, version),
+                crate::value::encode(&value, version, expires_at_ms),
             );
             self.pairs += 1;
             self.last_key = Some(key);
@@ -176,11 +176,18 @@ impl SnapshotStager {
             (Chunk::Data { sequence, pairs }, Some(_)) => {
                 let pairs = pairs
                     .into_iter()
-                    .map(|(key, value)| (key, 0, value))
+                    .map(|(key, value)| (key, 0, 0, value))
                     .collect();
                 self.stage_data(sequence, pairs)?;
             }
             (Chunk::VersionedData { sequence, pairs }, Some(_)) => {
+                let pairs = pairs
+                    .into_iter()
+                    .map(|(key, version, value)| (key, version, 0, value))
+                    .collect();
+                self.stage_data(sequence, pairs)?;
+            }
+            (Chunk::ExpiringData { sequence, pairs }, Some(_)) => {
                 self.stage_data(sequence, pairs)?;
             }
             (Chunk::Sessions { sequence, sessions }, Some(_)) => {

@@ -475,7 +475,19 @@ impl Store {
         }
     }
 
-    /// Whether a user key has a value, from whichever shard holds it. Cheaper than
+    /// [`Store::get_versioned`] as a read at log time `now_ms` sees it: a value whose TTL has
+    /// run out by then is absent (it is still stored until its shard's leader removes it through
+    /// the log). The node reads with its notion of the shard's log time (docs/data-model.md).
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub fn get_live(&self, key: &[u8], now_ms: u64) -> Result<Option<Versioned>> {
+        Ok(self
+            .get_versioned(key)?
+            .filter(|found| found.live_at(now_ms)))
+    }
+
+    /// Whether a user key has a value, ignoring expiry, from whichever shard holds it. Cheaper than
     /// [`Store::get`] for large values: the value is neither copied nor checksummed.
     ///
     /// # Errors

@@ -154,6 +154,7 @@ fn writes_and_compare_and_swaps_read_back_with_versions() {
             Some(Versioned {
                 value: Bytes::from_static(b"c"),
                 version: 7,
+                expires_at_ms: 0,
             })
         );
         assert_eq!(store.applied(SHARD).unwrap(), applied(7));

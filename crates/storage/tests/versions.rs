@@ -224,6 +224,7 @@ fn scan_pages_cover_the_arc_once() {
                         keys_only: prefix == "x-",
                         examine_max,
                         bytes_max: 1 << 20,
+                        now_ms: 0,
                     })
                     .unwrap();
                 assert!(page.items.len() <= limit);

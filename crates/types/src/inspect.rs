@@ -198,6 +198,25 @@ pub enum OpView {
         /// New value (`None` = delete).
         new: Option<Excerpt>,
     },
+    /// Set a key with a time to live (appended: postcard numbers variants).
+    PutTtl {
+        /// Key.
+        key: Excerpt,
+        /// Value.
+        value: Excerpt,
+        /// Time to live in ms from the entry's log time.
+        ttl_ms: u64,
+    },
+    /// Clear a key's time to live.
+    Persist {
+        /// Key.
+        key: Excerpt,
+    },
+    /// Remove a key whose time to live has run out (proposed by the leader).
+    Expire {
+        /// Key.
+        key: Excerpt,
+    },
 }
 
 /// One decoded log entry.

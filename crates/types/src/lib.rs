@@ -29,7 +29,8 @@ pub use identity::PeerIdentity;
 pub use ids::{LogIndex, NODE_ID_LIMIT, NodeId, ShardId, Term, member_id, member_node};
 pub use raft_batch::RaftBatch;
 pub use request::{
-    AdminRequest, BatchOp, KvOp, KvRequest, ReadConsistency, ReplicaChange, Request, WriteSession,
+    AdminRequest, BatchOp, KvOp, KvRequest, ReadConsistency, ReplicaChange, Request, TTL_MS_MAX,
+    WriteSession,
 };
 pub use response::{
     AdminResult, KvResult, NodeAddress, NodeStatus, ReplicaStatus, Response, ScanItem, SpaceAlarm,

@@ -138,7 +138,36 @@ pub enum KvOp {
         /// Freshness required.
         consistency: ReadConsistency,
     },
+    /// Set a key that expires `ttl_ms` after the log time its shard's leader stamps on the
+    /// write: from then on it is absent for every read, and the leader removes it through the
+    /// log. Answered [`KvResult::Written`](crate::response::KvResult::Written). A later put
+    /// without a TTL clears it; one with a TTL replaces it. Appended: postcard numbers variants.
+    PutWithTtl {
+        /// Key.
+        key: Bytes,
+        /// Value.
+        value: Bytes,
+        /// Time to live in milliseconds, 1 to [`TTL_MS_MAX`].
+        ttl_ms: u64,
+    },
+    /// Clear a key's TTL, keeping its value (Redis `PERSIST`): answered
+    /// [`KvResult::Persisted`](crate::response::KvResult::Persisted).
+    Persist {
+        /// Key.
+        key: Bytes,
+    },
+    /// How long a key has left (Redis `PTTL`): a read answered
+    /// [`KvResult::Ttl`](crate::response::KvResult::Ttl).
+    Ttl {
+        /// Key.
+        key: Bytes,
+        /// Freshness required.
+        consistency: ReadConsistency,
+    },
 }
+
+/// Longest time-to-live a put may ask for: ten years, in milliseconds.
+pub const TTL_MS_MAX: u64 = 10 * 366 * 24 * 3600 * 1000;
 
 impl KvOp {
     /// Whether the operation writes (and so needs a [`WriteSession`]); see [`KvOp::is_read`]
@@ -147,11 +176,15 @@ impl KvOp {
         !self.is_read()
     }
 
-    /// Whether the operation only reads: `Get`, `Exists`, `GetMany` or `Scan`.
+    /// Whether the operation only reads: `Get`, `Exists`, `GetMany`, `Scan` or `Ttl`.
     pub fn is_read(&self) -> bool {
         matches!(
             self,
-            KvOp::Get { .. } | KvOp::Exists { .. } | KvOp::GetMany { .. } | KvOp::Scan { .. }
+            KvOp::Get { .. }
+                | KvOp::Exists { .. }
+                | KvOp::GetMany { .. }
+                | KvOp::Scan { .. }
+                | KvOp::Ttl { .. }
         )
     }
 }

@@ -68,6 +68,23 @@ pub enum KvResult {
         /// Applied index the page was read at.
         applied: LogIndex,
     },
+    /// Answer to `Ttl`. Appended: postcard numbers variants.
+    Ttl {
+        /// The key has a value.
+        exists: bool,
+        /// Milliseconds left before it expires; `None` when it has no TTL (or is absent).
+        remaining_ms: Option<u64>,
+        /// Applied index the read was served at.
+        applied: LogIndex,
+    },
+    /// Answer to `Persist`.
+    Persisted {
+        /// The key existed with a TTL, now cleared (`false`: absent, or had no TTL; nothing
+        /// was changed).
+        had_ttl: bool,
+        /// Log index of the operation.
+        index: LogIndex,
+    },
 }
 
 /// A key's value and version in [`KvResult::Values`].

@@ -165,6 +165,14 @@ fn op_json(op: &OpView) -> Value {
             "expected_version": expected_version,
             "new": new.as_ref().map(excerpt_json),
         }),
+        OpView::PutTtl { key, value, ttl_ms } => json!({
+            "op": "put",
+            "key": excerpt_json(key),
+            "value": excerpt_json(value),
+            "ttl_ms": ttl_ms,
+        }),
+        OpView::Persist { key } => json!({ "op": "persist", "key": excerpt_json(key) }),
+        OpView::Expire { key } => json!({ "op": "expire", "key": excerpt_json(key) }),
     }
 }
 
@@ -251,6 +259,13 @@ fn op_text(op: &OpView) -> String {
             new.as_ref()
                 .map_or_else(|| "delete".to_string(), excerpt_text)
         ),
+        OpView::PutTtl { key, value, ttl_ms } => format!(
+            "put {} = {} ttl {ttl_ms}ms",
+            excerpt_text(key),
+            excerpt_text(value)
+        ),
+        OpView::Persist { key } => format!("persist {}", excerpt_text(key)),
+        OpView::Expire { key } => format!("expire {} if its time is up", excerpt_text(key)),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `ringctl kv get|has|put|delete|cas` (many-key `get`, `scan` and `cas --expected-version`
+//! `ringctl kv get|has|put|delete|cas|ttl|persist` (many-key `get`, `scan` and `cas --expected-version`
 //! are in `kv_read.rs`).
 //!
 //! Output: values are printed raw (`simple`, the default for `get`), or as JSON objects with
@@ -8,10 +8,11 @@
 use crate::OutputFormat;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use ringkv_client::{Client, ReadConsistency};
+use ringkv_client::{Client, KeyTtl, ReadConsistency};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Largest value read from stdin by `kv put KEY` (the server's default value limit is lower).
 const STDIN_BYTES_MAX: u64 = 64 << 20;
@@ -167,13 +168,91 @@ pub async fn has(
     })
 }
 
-/// Sets `key` to `value`.
-pub async fn put(client: &Client, key: String, value: String, format: Format) -> Result<ExitCode> {
-    let version = client.put_versioned(key.clone(), value).await?;
+/// Sets `key` to `value`, expiring after `ttl` when given.
+pub async fn put(
+    client: &Client,
+    key: String,
+    value: String,
+    ttl: Option<Duration>,
+    format: Format,
+) -> Result<ExitCode> {
+    let version = match ttl {
+        Some(ttl) => client.put_with_ttl(key.clone(), value, ttl).await?,
+        None => client.put_versioned(key.clone(), value).await?,
+    };
     if format == Format::Json {
-        print_json(&json!({ "key": key, "put": true, "version": version }))?;
+        let ttl_ms = ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        print_json(&json!({ "key": key, "put": true, "version": version, "ttl_ms": ttl_ms }))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what is left of `key`'s TTL in milliseconds (`none` without one); exit 1 when the
+/// key does not exist.
+pub async fn ttl(
+    client: &Client,
+    key: String,
+    consistency: ReadConsistency,
+    format: Format,
+) -> Result<ExitCode> {
+    let (exists, left) = match client.ttl_with(key.clone(), consistency).await? {
+        KeyTtl::Absent => (false, None),
+        KeyTtl::Persistent => (true, None),
+        KeyTtl::Expires(left) => (
+            true,
+            Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+        ),
+    };
+    match format {
+        Format::Json => print_json(&json!({ "key": key, "exists": exists, "ttl_ms": left }))?,
+        Format::Plain if !exists => eprintln!("no such key"),
+        Format::Plain => match left {
+            Some(ms) => println!("{ms}"),
+            None => println!("none"),
+        },
+    }
+    Ok(if exists {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::exit::NOT_FOUND)
+    })
+}
+
+/// Clears `key`'s TTL; prints whether it had one.
+pub async fn persist(client: &Client, key: String, format: Format) -> Result<ExitCode> {
+    let had_ttl = client.persist(key.clone()).await?;
+    match format {
+        Format::Json => print_json(&json!({ "key": key, "had_ttl": had_ttl }))?,
+        Format::Plain => println!("{had_ttl}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses a `--ttl`: a number with an optional unit, `ms`, `s` (the default), `m`, `h` or `d`.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_ttl(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let bad = || format!("ttl `{text}`: expected a number with ms, s, m, h or d (e.g. 30s)");
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let ms_per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    let ms = number.checked_mul(ms_per_unit).ok_or_else(bad)?;
+    if !(1..=ringkv_types::TTL_MS_MAX).contains(&ms) {
+        return Err(format!("ttl `{text}`: a TTL is 1 ms to ten years"));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// Removes `key`.
@@ -229,5 +308,36 @@ mod tests {
         assert_eq!(bytes_text(&[0xff, 0x00]), "0xff00");
         assert_eq!(bytes_json(b"k"), json!("k"));
         assert_eq!(bytes_json(&[1, 2]), json!({ "hex": "0102" }));
+    }
+
+    #[test]
+    fn ttls_parse_with_units_and_bad_ones_are_refused() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("30s", ms(30_000)),
+            ("30", ms(30_000)),
+            ("500ms", ms(500)),
+            ("10m", ms(600_000)),
+            ("2h", ms(7_200_000)),
+            ("1d", ms(86_400_000)),
+        ] {
+            assert_eq!(parse_ttl(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "s",
+            "1.5s",
+            "-1s",
+            "10y",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+        assert!(
+            parse_ttl("3660d").is_ok() && parse_ttl("3661d").is_err(),
+            "ten years"
+        );
     }
 }

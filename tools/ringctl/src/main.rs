@@ -417,6 +417,24 @@ enum KvCommand {
         key: String,
         /// The value (default: stdin).
         value: Option<String>,
+        /// Time to live: the key expires this long after its shard's leader applies the put
+        /// (`500ms`, `30s`, `10m`, `2h`, `1d`; a bare number is seconds).
+        #[arg(long, value_parser = kv::parse_ttl)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Prints what is left of KEY's time to live in milliseconds (`none` without a TTL);
+    /// exits like `get` if the key does not exist.
+    Ttl {
+        /// The key.
+        key: String,
+        /// How fresh the read must be.
+        #[arg(long, value_enum, default_value_t = kv::Consistency::Linearizable)]
+        consistency: kv::Consistency,
+    },
+    /// Clears KEY's time to live, keeping its value; prints whether it had one.
+    Persist {
+        /// The key.
+        key: String,
     },
     /// Removes KEY.
     Delete {
@@ -555,9 +573,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let format = kv::Format::of(globals.write_out);
             // Read stdin before connecting, so a missing value fails fast and offline.
             let command = match command {
-                KvCommand::Put { key, value: None } => KvCommand::Put {
+                KvCommand::Put {
+                    key,
+                    value: None,
+                    ttl,
+                } => KvCommand::Put {
                     key,
                     value: Some(kv::read_stdin()?),
+                    ttl,
                 },
                 other => other,
             };
@@ -576,9 +599,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 KvCommand::Has { key, consistency } => {
                     kv::has(&client, key, consistency.into(), format).await
                 }
-                KvCommand::Put { key, value } => {
-                    kv::put(&client, key, value.unwrap_or_default(), format).await
+                KvCommand::Put { key, value, ttl } => {
+                    kv::put(&client, key, value.unwrap_or_default(), ttl, format).await
                 }
+                KvCommand::Ttl { key, consistency } => {
+                    kv::ttl(&client, key, consistency.into(), format).await
+                }
+                KvCommand::Persist { key } => kv::persist(&client, key, format).await,
                 KvCommand::Delete { key } => kv::delete(&client, key, format).await,
                 KvCommand::Cas {
                     key,

@@ -112,6 +112,47 @@ fn etcdctl_habits_with_the_real_binaries() {
     let has_stale = ringctl(&config, &["kv", "has", "hello", "--consistency", "stale"]);
     assert_eq!(has_stale.status.code(), Some(0), "{has_stale:?}");
 
+    // kv put --ttl, kv ttl (ms left, `none` without a TTL, exit 1 once gone), kv persist.
+    let put_ttl = ringctl(&config, &["kv", "put", "short", "v", "--ttl", "2s"]);
+    let started = Instant::now();
+    assert!(put_ttl.status.success(), "{put_ttl:?}");
+    let left = ringctl(&config, &["kv", "ttl", "short"]);
+    assert!(left.status.success(), "{left:?}");
+    let ms: u64 = stdout(&left).trim().parse().unwrap();
+    assert!(ms > 0 && ms <= 2_000, "{left:?}");
+    assert!(
+        ringctl(&config, &["kv", "put", "kept", "v", "--ttl", "1m"])
+            .status
+            .success()
+    );
+    let persist = ringctl(&config, &["kv", "persist", "kept"]);
+    assert_eq!(stdout(&persist), "true\n", "{persist:?}");
+    let none = ringctl(&config, &["kv", "ttl", "kept"]);
+    assert_eq!(
+        (none.status.code(), stdout(&none).as_str()),
+        (Some(0), "none\n")
+    );
+    let ttl_json = json(&ringctl(&config, &["kv", "ttl", "hello", "-w", "json"]));
+    assert_eq!(
+        (ttl_json["exists"].clone(), ttl_json["ttl_ms"].clone()),
+        (true.into(), Value::Null)
+    );
+    let bad = ringctl(&config, &["kv", "put", "x", "v", "--ttl", "0s"]);
+    assert!(!bad.status.success(), "{bad:?}");
+    std::thread::sleep(
+        (started + Duration::from_millis(2_300)).saturating_duration_since(Instant::now()),
+    );
+    let gone = ringctl(&config, &["kv", "get", "short"]);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    let gone = ringctl(&config, &["kv", "ttl", "short"]);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    let kept = ringctl(&config, &["kv", "get", "kept"]);
+    assert_eq!(
+        (kept.status.code(), stdout(&kept).as_str()),
+        (Some(0), "v\n"),
+        "{kept:?}"
+    );
+
     // -w json on kv and status.
     let get = json(&ringctl(&config, &["-w", "json", "kv", "get", "hello"]));
     assert_eq!(get["value"], "world");

@@ -79,7 +79,9 @@ fn authorize_kv(principal: &Principal, request: &KvRequest) -> Result<(), WireEr
         }
     };
     match &request.op {
-        KvOp::Get { key, .. } | KvOp::Exists { key, .. } => check(key, false),
+        KvOp::Get { key, .. } | KvOp::Exists { key, .. } | KvOp::Ttl { key, .. } => {
+            check(key, false)
+        }
         KvOp::GetMany { keys, .. } => keys.iter().try_for_each(|key| check(key, false)),
         // A scan sees only keys starting with its prefix: the prefix must name a namespace the
         // principal may read (a full `len ‖ namespace`, so it cannot span namespaces).
@@ -87,7 +89,9 @@ fn authorize_kv(principal: &Principal, request: &KvRequest) -> Result<(), WireEr
         KvOp::Put { key, .. }
         | KvOp::Delete { key }
         | KvOp::CompareAndSwap { key, .. }
-        | KvOp::CompareVersionAndSwap { key, .. } => check(key, true),
+        | KvOp::CompareVersionAndSwap { key, .. }
+        | KvOp::PutWithTtl { key, .. }
+        | KvOp::Persist { key } => check(key, true),
         KvOp::Batch { ops } => ops.iter().try_for_each(|op| match op {
             BatchOp::Put { key, .. } | BatchOp::Delete { key } => check(key, true),
         }),
@@ -185,6 +189,9 @@ pub fn describe(request: &Request) -> String {
             KvOp::GetMany { keys, .. } => format!("get of {} on shard {}", keys.len(), kv.shard),
             KvOp::CompareVersionAndSwap { .. } => format!("cas-version on shard {}", kv.shard),
             KvOp::Scan { .. } => format!("scan on shard {}", kv.shard),
+            KvOp::PutWithTtl { .. } => format!("put with ttl on shard {}", kv.shard),
+            KvOp::Persist { .. } => format!("persist on shard {}", kv.shard),
+            KvOp::Ttl { .. } => format!("ttl on shard {}", kv.shard),
         },
         Request::WithToken { request, .. } => describe(request),
         Request::Admin(AdminRequest::Pd { command }) => {

@@ -64,6 +64,13 @@ pub fn write_response(kind: WriteKind, index: LogIndex, result: CommandResult) -
             previous_version: LogIndex(*previous_version),
             index,
         }),
+        (_, Some(OperationResult::InvalidTtl)) => Response::Error(WireError::InvalidRequest {
+            reason: "the TTL was refused (0, or a write without log time)".into(),
+        }),
+        (_, Some(OperationResult::Persisted { had_ttl })) => Response::Kv(KvResult::Persisted {
+            had_ttl: *had_ttl,
+            index,
+        }),
         (
             WriteKind::CompareAndSwap,
             Some(OperationResult::CompareAndSwap { swapped, previous }),

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::replica_meta;
 use ringkv_storage::kv_machine::{self, CommandRun, SessionExpiry};
-use ringkv_storage::{AppliedState, StateStore};
+use ringkv_storage::{AppliedState, Operation, StateStore};
 use ringkv_types::raft::{Entry, Message, MessageBody};
 use ringkv_types::{AdminResult, LogIndex, Response, ShardDescriptor, ShardId, Term, WireError};
 use tracing::{debug, info, warn};
@@ -75,6 +75,12 @@ impl NodeCore {
         {
             data.last_stamp_ms = data.last_stamp_ms.max(max_stamp_ms);
             data.sessions_live |= has_session;
+            data.ttl.possible |= commands.iter().any(|command| {
+                command
+                    .operations
+                    .iter()
+                    .any(|operation| matches!(operation, Operation::PutWithTtl { .. }))
+            });
         }
         if conf.is_none() && !group.conf_saved {
             conf = Some(Group::conf_of(&group.descriptor));

@@ -40,6 +40,22 @@ pub struct DataMachine {
     pub sessions_live: bool,
     /// When this replica, as leader, last proposed a session expiry pass.
     pub expiry_proposed: Option<Mono>,
+    /// The TTL sweep of this replica as leader (`event_loop/ttl.rs`).
+    pub ttl: TtlSweep,
+}
+
+/// Where a leader's sweep for expired keys stands.
+#[derive(Debug)]
+pub struct TtlSweep {
+    /// Whether the shard may hold values with a TTL: unknown at start, so true; false after a
+    /// whole pass saw none; true again when a TTL put is applied or a snapshot installed.
+    pub possible: bool,
+    /// Where the next step starts (a storage key; empty = the arc's start).
+    pub cursor: Vec<u8>,
+    /// Whether the current pass has seen a value with a TTL.
+    pub seen_in_pass: bool,
+    /// When the last step ran.
+    pub last_step: Option<Mono>,
 }
 
 impl DataMachine {
@@ -48,6 +64,12 @@ impl DataMachine {
             last_stamp_ms: 0,
             sessions_live: true,
             expiry_proposed: None,
+            ttl: TtlSweep {
+                possible: true,
+                cursor: Vec::new(),
+                seen_in_pass: false,
+                last_step: None,
+            },
         }
     }
 

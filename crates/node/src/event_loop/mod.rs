@@ -35,6 +35,7 @@ mod sessions;
 mod snapshot;
 mod split;
 mod throttle;
+mod ttl;
 
 use crate::agent::{Agent, AgentCall, AgentView, LeaderReport};
 use crate::config::NodeConfig;
@@ -409,6 +410,7 @@ impl EventLoop {
             }
             self.update_gauges();
             self.propose_expiries()?;
+            self.sweep_expired_keys()?;
         }
         self.pd_tick()
     }

@@ -269,6 +269,10 @@ impl EventLoop {
                 {
                     group.installing = None;
                     group.applied = group.applied.max(index);
+                    if let Some(data) = group.machine.data_mut() {
+                        // The snapshot may have brought values with a TTL.
+                        data.ttl.possible = true;
+                    }
                     serve_reads(&mut self.core.replies, &self.store, group);
                 }
                 self.core.dirty.insert(shard);

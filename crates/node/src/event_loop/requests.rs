@@ -156,7 +156,8 @@ impl EventLoop {
             KvOp::Get { consistency, .. }
             | KvOp::Exists { consistency, .. }
             | KvOp::GetMany { consistency, .. }
-            | KvOp::Scan { consistency, .. } => Some(*consistency),
+            | KvOp::Scan { consistency, .. }
+            | KvOp::Ttl { consistency, .. } => Some(*consistency),
             _ => None,
         };
         if let Some(consistency) = read {
@@ -178,7 +179,8 @@ impl EventLoop {
                 ReadConsistency::Stale => {
                     group.reads_served += 1;
                     let arc = group.descriptor.arc;
-                    let response = read_now(&self.store, &request.op, group.applied, arc);
+                    let now_ms = group.next_stamp(crate::pd_host::wall_clock_ms());
+                    let response = read_now(&self.store, &request.op, group.applied, arc, now_ms);
                     self.core.replies.send(slot, response);
                     return Ok(());
                 }
@@ -388,6 +390,9 @@ pub(super) use crate::kv_read::read_now;
 pub(super) fn serve_reads(replies: &mut Replies, store: &Store, group: &mut Group) {
     let applied = group.applied;
     let arc = group.descriptor.arc;
+    // The read's log time: this replica's clock, never below a stamp it saw (and later
+    // stamps of this leader are at least this, so a key it reported expired stays so).
+    let now_ms = group.next_stamp(crate::pd_host::wall_clock_ms());
     let (ready, waiting): (Vec<_>, Vec<_>) = group
         .reads_ready
         .drain(..)
@@ -396,7 +401,7 @@ pub(super) fn serve_reads(replies: &mut Replies, store: &Store, group: &mut Grou
     for (_, reads) in ready {
         for read in reads {
             group.reads_served += 1;
-            replies.send(read.reply, read_now(store, &read.op, applied, arc));
+            replies.send(read.reply, read_now(store, &read.op, applied, arc, now_ms));
         }
     }
 }
@@ -436,7 +441,7 @@ pub(super) fn space_alarm(store: &Store) -> Option<SpaceAlarm> {
 /// compare-and-swap that deletes, free space and go through.
 pub(super) fn adds_data(op: &KvOp) -> bool {
     match op {
-        KvOp::Put { .. } => true,
+        KvOp::Put { .. } | KvOp::PutWithTtl { .. } => true,
         KvOp::CompareAndSwap { new, .. } | KvOp::CompareVersionAndSwap { new, .. } => new.is_some(),
         KvOp::Batch { ops } => ops
             .iter()

@@ -1,5 +1,5 @@
-//! The key-value routes: `/v1/kv/{key}` (GET, HEAD, PUT, DELETE), `/v1/kv/{key}/cas` (POST) and
-//! `/v1/batch` (POST).
+//! The key-value routes: `/v1/kv/{key}` (GET, HEAD, PUT with an optional `?ttl=SECONDS`,
+//! DELETE), `/v1/kv/{key}/cas` (POST) and `/v1/batch` (POST); `kv_ttl.rs` has the TTL routes.
 //!
 //! Keys are one path segment, percent-decoded to bytes (`a%2Fb` is the key `a/b`, `%FF` a
 //! byte); values are the raw request and response bodies. Every request resolves a principal
@@ -34,8 +34,10 @@ const JSON_OVERHEAD_BYTES: usize = 64 << 10;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct KvParams {
-    consistency: Option<String>,
-    namespace: Option<String>,
+    pub(super) consistency: Option<String>,
+    pub(super) namespace: Option<String>,
+    /// `PUT` only: time to live in seconds.
+    pub(super) ttl: Option<u64>,
 }
 
 /// The operation label of a request (metrics, logs).
@@ -49,6 +51,8 @@ pub(super) enum Op {
     Batch,
     BatchGet,
     Scan,
+    Ttl,
+    Persist,
 }
 
 impl Op {
@@ -62,17 +66,30 @@ impl Op {
             Op::Batch => "batch",
             Op::BatchGet => "batch_get",
             Op::Scan => "scan",
+            Op::Ttl => "ttl",
+            Op::Persist => "persist",
         }
     }
 }
 
-fn params(query: Result<Query<KvParams>, QueryRejection>) -> Result<KvParams, ApiError> {
+/// The query parameters of a route other than `PUT /v1/kv/{key}` (which alone takes `ttl`).
+pub(super) fn params(query: Result<Query<KvParams>, QueryRejection>) -> Result<KvParams, ApiError> {
+    let params = put_params(query)?;
+    if params.ttl.is_some() {
+        return Err(ApiError::bad_request(
+            "ttl applies to PUT /v1/kv/{key} only",
+        ));
+    }
+    Ok(params)
+}
+
+fn put_params(query: Result<Query<KvParams>, QueryRejection>) -> Result<KvParams, ApiError> {
     query
         .map(|Query(params)| params)
         .map_err(|rejection| ApiError::bad_request(format!("query: {}", rejection.body_text())))
 }
 
-fn consistency(params: &KvParams) -> Result<ReadConsistency, ApiError> {
+pub(super) fn consistency(params: &KvParams) -> Result<ReadConsistency, ApiError> {
     parse_consistency(params.consistency.as_deref())
 }
 
@@ -89,7 +106,7 @@ pub(super) fn parse_consistency(name: Option<&str>) -> Result<ReadConsistency, A
 }
 
 /// The key of `/v1/kv/{key}` or `/v1/kv/{key}/cas`, percent-decoded.
-fn key_of(uri: &Uri, suffix: &str) -> Result<Bytes, ApiError> {
+pub(super) fn key_of(uri: &Uri, suffix: &str) -> Result<Bytes, ApiError> {
     let segment = uri
         .path()
         .strip_prefix(KV_PREFIX)
@@ -110,7 +127,7 @@ pub(super) struct Caller {
 }
 
 impl Caller {
-    fn resolve(
+    pub(super) fn resolve(
         state: &AppState,
         headers: &HeaderMap,
         connection: Option<&Extension<ConnectionInfo>>,
@@ -296,6 +313,7 @@ pub(super) async fn head(
 }
 
 /// `PUT /v1/kv/{key}` with the raw value as body: 204, the new version in `ringkv-version`.
+/// `?ttl=SECONDS` makes the key expire that long after the shard's leader applies the put.
 pub(super) async fn put(
     State(state): State<AppState>,
     uri: Uri,
@@ -305,7 +323,7 @@ pub(super) async fn put(
     body: Body,
 ) -> Response {
     finish(&state, Op::Put, async {
-        let params = params(query)?;
+        let params = put_params(query)?;
         if params.consistency.is_some() {
             return Err(ApiError::bad_request("consistency applies to reads only"));
         }
@@ -313,12 +331,34 @@ pub(super) async fn put(
         let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
         let key = caller.key(key)?;
         let value = read_body(&headers, body, state.inner.max_value_bytes).await?;
-        caller.authorize(KvOp::Put {
-            key: key.clone(),
-            value: value.clone(),
+        let ttl_ms = params
+            .ttl
+            .map(|seconds| match seconds.checked_mul(1000) {
+                Some(ms) if (1..=ringkv_types::TTL_MS_MAX).contains(&ms) => Ok(ms),
+                _ => Err(ApiError::bad_request(format!(
+                    "ttl={seconds}: a TTL is 1 second to ten years"
+                ))),
+            })
+            .transpose()?;
+        caller.authorize(match ttl_ms {
+            Some(ttl_ms) => KvOp::PutWithTtl {
+                key: key.clone(),
+                value: value.clone(),
+                ttl_ms,
+            },
+            None => KvOp::Put {
+                key: key.clone(),
+                value: value.clone(),
+            },
         })?;
         let client = state.inner.forwarder.client().await?;
-        let version = client.put_versioned(key, value).await?;
+        let version = match ttl_ms {
+            Some(ttl_ms) => {
+                let ttl = std::time::Duration::from_millis(ttl_ms);
+                client.put_with_ttl(key, value, ttl).await?
+            }
+            None => client.put_versioned(key, value).await?,
+        };
         Ok((StatusCode::NO_CONTENT, [version_header(version)]).into_response())
     })
     .await

@@ -64,6 +64,7 @@ fn consistency_names_are_checked() {
         let params = KvParams {
             consistency: name.map(str::to_string),
             namespace: None,
+            ttl: None,
         };
         assert_eq!(consistency(&params).ok(), expected, "{name:?}");
     }

@@ -15,6 +15,7 @@ mod forward;
 mod health;
 mod kv;
 mod kv_read;
+mod kv_ttl;
 mod tls;
 
 #[cfg(test)]
@@ -220,6 +221,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/kv/{key}"),
     ("DELETE", "/v1/kv/{key}"),
     ("POST", "/v1/kv/{key}/cas"),
+    ("GET", "/v1/kv/{key}/ttl"),
+    ("POST", "/v1/kv/{key}/persist"),
     ("POST", "/v1/batch"),
     ("GET", "/v1/kv"),
     ("POST", "/v1/kv:batchGet"),
@@ -244,6 +247,8 @@ fn router(state: AppState) -> Router {
                 .delete(kv::delete),
         )
         .route("/v1/kv/{key}/cas", axum::routing::post(kv::cas))
+        .route("/v1/kv/{key}/ttl", axum::routing::get(kv_ttl::ttl))
+        .route("/v1/kv/{key}/persist", axum::routing::post(kv_ttl::persist))
         .route("/v1/batch", axum::routing::post(kv::batch))
         .route("/v1/kv", axum::routing::get(kv_read::scan))
         .route("/v1/kv:batchGet", axum::routing::post(kv_read::batch_get))

@@ -1,0 +1,74 @@
+//! The TTL routes: `GET /v1/kv/{key}/ttl` (what is left of a key's time to live) and
+//! `POST /v1/kv/{key}/persist` (clear it). A put with a TTL is `PUT /v1/kv/{key}?ttl=SECONDS`
+//! (`kv.rs`).
+
+use super::AppState;
+use super::ConnectionInfo;
+use super::error::ApiError;
+use super::kv::{Caller, KvParams, Op, consistency, finish, key_of, params};
+use axum::Json;
+use axum::extract::Extension;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use ringkv_client::KeyTtl;
+use ringkv_types::KvOp;
+use serde_json::json;
+
+/// `GET /v1/kv/{key}/ttl`: 200 `{"ttl_ms": N}` (`null` for a key without a TTL), 404 when the
+/// key is absent or has expired.
+pub(super) async fn ttl(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    connection: Option<Extension<ConnectionInfo>>,
+    query: Result<Query<KvParams>, QueryRejection>,
+) -> Response {
+    finish(&state, Op::Ttl, async {
+        let params = params(query)?;
+        let key = key_of(&uri, "/ttl")?;
+        let consistency = consistency(&params)?;
+        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
+        let key = caller.key(key)?;
+        caller.authorize(KvOp::Ttl {
+            key: key.clone(),
+            consistency,
+        })?;
+        let client = state.inner.forwarder.client().await?;
+        match client.ttl_with(key, consistency).await? {
+            KeyTtl::Absent => Err(ApiError::not_found("no such key")),
+            KeyTtl::Persistent => Ok(Json(json!({ "ttl_ms": null })).into_response()),
+            KeyTtl::Expires(left) => {
+                let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+                Ok(Json(json!({ "ttl_ms": ms })).into_response())
+            }
+        }
+    })
+    .await
+}
+
+/// `POST /v1/kv/{key}/persist`: 200 `{"had_ttl": true}` when the key had a TTL (now
+/// cleared), `{"had_ttl": false}` when it is absent or had none (nothing changed).
+pub(super) async fn persist(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    connection: Option<Extension<ConnectionInfo>>,
+    query: Result<Query<KvParams>, QueryRejection>,
+) -> Response {
+    finish(&state, Op::Persist, async {
+        let params = params(query)?;
+        if params.consistency.is_some() {
+            return Err(ApiError::bad_request("consistency applies to reads only"));
+        }
+        let key = key_of(&uri, "/persist")?;
+        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
+        let key = caller.key(key)?;
+        caller.authorize(KvOp::Persist { key: key.clone() })?;
+        let client = state.inner.forwarder.client().await?;
+        let had_ttl = client.persist(key).await?;
+        Ok(Json(json!({ "had_ttl": had_ttl })).into_response())
+    })
+    .await
+}
