@@ -188,6 +188,24 @@ async fn drain(body: Body) {
     }
 }
 
+/// `checked` (what a route with a body decides before reading it: query, key, caller) with the
+/// body to read next; on a refusal the body is read and dropped first (at most
+/// [`DRAIN_BYTES_MAX`] bytes). Answering an HTTP/2 request before its body arrived ends the
+/// stream with a reset, and curl then reports "Stream error in the HTTP/2 framing layer" instead
+/// of the answer (seen with a bad `?ttl=`).
+pub(super) async fn before_body<T>(
+    checked: Result<T, ApiError>,
+    body: Body,
+) -> Result<(T, Body), ApiError> {
+    match checked {
+        Ok(value) => Ok((value, body)),
+        Err(error) => {
+            drain(body).await;
+            Err(error)
+        }
+    }
+}
+
 /// Reads a body of at most `limit` bytes (413 beyond, checked against `Content-Length` first).
 pub(super) async fn read_body(
     headers: &HeaderMap,
@@ -323,13 +341,17 @@ pub(super) async fn put(
     body: Body,
 ) -> Response {
     finish(&state, Op::Put, async {
-        let params = put_params(query)?;
-        if params.consistency.is_some() {
-            return Err(ApiError::bad_request("consistency applies to reads only"));
-        }
-        let key = key_of(&uri, "")?;
-        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
-        let key = caller.key(key)?;
+        let checked = (|| {
+            let params = put_params(query)?;
+            if params.consistency.is_some() {
+                return Err(ApiError::bad_request("consistency applies to reads only"));
+            }
+            let key = key_of(&uri, "")?;
+            let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
+            let key = caller.key(key)?;
+            Ok((params, caller, key))
+        })();
+        let ((params, caller, key), body) = before_body(checked, body).await?;
         let value = read_body(&headers, body, state.inner.max_value_bytes).await?;
         let ttl_ms = params
             .ttl
@@ -465,10 +487,14 @@ pub(super) async fn cas(
     body: Body,
 ) -> Response {
     finish(&state, Op::Cas, async {
-        let params = params(query)?;
-        let key = key_of(&uri, "/cas")?;
-        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
-        let key = caller.key(key)?;
+        let checked = (|| {
+            let params = params(query)?;
+            let key = key_of(&uri, "/cas")?;
+            let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
+            let key = caller.key(key)?;
+            Ok((caller, key))
+        })();
+        let ((caller, key), body) = before_body(checked, body).await?;
         let limit = state.inner.max_request_bytes * 2 + JSON_OVERHEAD_BYTES;
         let body: CasBody = json_body(&read_body(&headers, body, limit).await?)?;
         let new = text_or_b64("new", body.new, body.new_b64)?;
@@ -594,11 +620,14 @@ pub(super) async fn batch(
     body: Body,
 ) -> Response {
     finish(&state, Op::Batch, async {
-        let params = params(query)?;
-        if params.consistency.is_some() {
-            return Err(ApiError::bad_request("consistency applies to reads only"));
-        }
-        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
+        let checked = (|| {
+            let params = params(query)?;
+            if params.consistency.is_some() {
+                return Err(ApiError::bad_request("consistency applies to reads only"));
+            }
+            Caller::resolve(&state, &headers, connection.as_ref(), &params)
+        })();
+        let (caller, body) = before_body(checked, body).await?;
         let limit = state.inner.max_request_bytes * 2 + JSON_OVERHEAD_BYTES;
         let body: BatchBody = json_body(&read_body(&headers, body, limit).await?)?;
         let ops = body

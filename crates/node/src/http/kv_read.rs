@@ -7,7 +7,9 @@
 use super::AppState;
 use super::ConnectionInfo;
 use super::error::ApiError;
-use super::kv::{Caller, Op, finish, json_body, parse_consistency, read_body, value_json};
+use super::kv::{
+    Caller, Op, before_body, finish, json_body, parse_consistency, read_body, value_json,
+};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -56,16 +58,20 @@ pub(super) async fn batch_get(
     body: Body,
 ) -> Response {
     finish(&state, Op::BatchGet, async {
-        let Query(params) = query.map_err(|rejection| {
-            ApiError::bad_request(format!("query: {}", rejection.body_text()))
-        })?;
-        let consistency = parse_consistency(params.consistency.as_deref())?;
-        let caller = Caller::resolve_in(
-            &state,
-            &headers,
-            connection.as_ref(),
-            params.namespace.as_deref(),
-        )?;
+        let checked = (|| {
+            let Query(params) = query.map_err(|rejection| {
+                ApiError::bad_request(format!("query: {}", rejection.body_text()))
+            })?;
+            let consistency = parse_consistency(params.consistency.as_deref())?;
+            let caller = Caller::resolve_in(
+                &state,
+                &headers,
+                connection.as_ref(),
+                params.namespace.as_deref(),
+            )?;
+            Ok((consistency, caller))
+        })();
+        let ((consistency, caller), body) = before_body(checked, body).await?;
         let limit = state.inner.max_request_bytes * 2 + (64 << 10);
         let body: BatchGetBody = json_body(&read_body(&headers, body, limit).await?)?;
         let mut keys: Vec<Bytes> = body.keys.into_iter().map(Bytes::from).collect();
