@@ -98,15 +98,20 @@ impl<S: Storage> Raft<S> {
             return Ok(false);
         }
         // Every member has the whole log and has answered within the check-quorum period, or
-        // is reported down: a dead member need not keep the group awake (when it comes back it
-        // campaigns, which wakes the leader, whose heartbeats then catch it up). And a quorum
-        // has answered, so that a leader cut off from its group steps down instead of going
-        // quiet.
+        // is a voter reported down: a dead voter need not keep the group awake (when it comes
+        // back it campaigns, which wakes the leader, whose heartbeats then catch it up). A
+        // learner never campaigns, so one that lacks entries keeps the group awake even when
+        // reported down: quiet, nothing would ever send it the rest of the log, and the
+        // placement driver waits for it to catch up before promoting it (a drain stalled on
+        // this). And a quorum has answered, so that a leader cut off from its group steps
+        // down instead of going quiet.
         let caught_up = self.progress.iter().all(|(&id, progress)| {
             if id == self.id {
                 return progress.match_index == last_index;
             }
-            self.peers_down.contains(&id)
+            let left_out = self.peers_down.contains(&id)
+                && (self.conf.is_voter(id) || progress.match_index == last_index);
+            left_out
                 || (progress.match_index == last_index
                     && progress.state == ProgressState::Replicate
                     && !progress.needs_send

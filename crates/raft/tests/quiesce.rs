@@ -4,7 +4,7 @@
 mod common;
 
 use common::Network;
-use ringkv_raft::{Config, ReadMode, Role};
+use ringkv_raft::{ConfChange, Config, MemStorage, ReadMode, Role};
 use ringkv_types::NodeId;
 
 fn quiescing(config: &mut Config) {
@@ -301,4 +301,48 @@ fn a_quiesce_commits_nothing_on_a_log_that_differs() {
     network.tick_all(3 * common::config(1).election_timeout_ticks);
     let applied: Vec<Vec<u8>> = network.applied_data(1).iter().map(|d| d.to_vec()).collect();
     assert_eq!(applied, vec![b"x".to_vec(), b"a".to_vec(), b"b".to_vec()]);
+}
+
+/// A learner never campaigns, so a leader that went quiet while a lagging learner was reported
+/// down (its node stalled, say, applying snapshots under load) would never send it the rest of
+/// the log once its node is back: the learner would never catch up, and the placement driver,
+/// which promotes a learner only once it has caught up, would wait on it forever (a drain
+/// stalled on this). A lagging learner keeps the group awake even when reported down.
+#[test]
+fn a_lagging_learner_reported_down_keeps_the_group_awake_until_it_catches_up() {
+    let mut network = Network::with_config(3, quiescing);
+    network.campaign(1);
+    network.propose(1, b"x");
+    network.add_peer(NodeId(4), MemStorage::new());
+    network.down.insert(NodeId(4));
+    network
+        .node(1)
+        .propose_conf_change(ConfChange::AddLearner(NodeId(4)))
+        .expect("the change is accepted");
+    network.stabilize();
+    network.propose(1, b"y");
+    network.node(1).report_peer_down(NodeId(4));
+    let heartbeat = common::config(1).heartbeat_ticks;
+    network.tick_all(2 * heartbeat);
+    assert!(
+        !network.peer(1).node.is_quiescent(),
+        "learner 4 lacks the log: the leader keeps heartbeating"
+    );
+    assert!(network.applied_data(4).is_empty());
+    // Node 4 is back; its learner is not told anything by the driver and never campaigns.
+    network.down.remove(&NodeId(4));
+    network.tick_all(3 * common::config(1).election_timeout_ticks);
+    assert_eq!(
+        network.applied_data(4),
+        network.applied_data(1),
+        "the learner caught up"
+    );
+    network.tick_all(2 * heartbeat);
+    for id in 1..=4 {
+        assert!(
+            network.peer(id).node.is_quiescent(),
+            "node {id} quiet again: {:?}",
+            network.peer(id).node.status()
+        );
+    }
 }
