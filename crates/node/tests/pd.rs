@@ -568,3 +568,81 @@ async fn a_joining_node_with_another_nodes_address_stops() {
     assert!(!cluster.pd_state().await.nodes.contains_key(&NodeId(10)));
     cluster.stop_all().await;
 }
+
+/// A learner added while its node's Raft traffic is cut off, reported down by the leader's
+/// node and left behind by a group that went quiet, catches up once the traffic flows again,
+/// and the move finishes well before PD's operator step timeout. (A learner never campaigns:
+/// before the fix the quiet leader never sent it the log, PD never saw it caught up and the
+/// move, like the drain of deploy/tests replace.rs under load, waited for the step timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_left_behind_by_a_quiet_group_catches_up() {
+    let extra = format!(
+        "{}{}",
+        common::FAULT_INJECTION,
+        pd_config(false).replace(
+            "operator_step_timeout_ms = 30000",
+            "operator_step_timeout_ms = 600000"
+        )
+    );
+    let mut cluster = Cluster::start(3, 2, &extra).await;
+    cluster.wait_for_leaders(2, Duration::from_secs(30)).await;
+    let fourth = cluster.add_joining_node().await;
+    wait_for_pd(&mut cluster, "node 4 registered", |state| {
+        state.nodes.len() == 4
+    })
+    .await;
+    cluster.isolate(fourth).await;
+    let shard = ringkv_types::ShardId(1);
+    let answer = cluster
+        .pd_call(&Command::AddOperator {
+            operator: AdminOperator::MoveReplica {
+                shard,
+                from: NodeId(3),
+                to: NodeId(4),
+            },
+            now_ms: 0,
+        })
+        .await;
+    assert!(matches!(answer, Ok(PdResponse::Operator(_))), "{answer:?}");
+    wait_for_pd(&mut cluster, "learner on node 4 in PD's map", |state| {
+        state
+            .descriptor(shard)
+            .and_then(|d| d.replica_on(NodeId(4)))
+            .is_some()
+    })
+    .await;
+    // Several election timeouts (500 ms): node 4 is reported down to the shard's leader,
+    // whose group has nothing else to do.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        cluster.pd_state().await.operators.contains_key(&shard),
+        "the move cannot finish while node 4 is cut off"
+    );
+    let healed = Instant::now();
+    cluster.heal().await;
+    let deadline = healed + Duration::from_secs(60);
+    loop {
+        let state = cluster.pd_state().await;
+        let descriptor = state.descriptor(shard).unwrap();
+        let done = !state.operators.contains_key(&shard)
+            && descriptor
+                .replica_on(NodeId(4))
+                .is_some_and(|r| r.role == ReplicaRole::Voter)
+            && descriptor.replica_on(NodeId(3)).is_none();
+        if done {
+            println!(
+                "move to node 4 finished {:.1} s after the heal",
+                healed.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the move is stuck: {:?}, operator {:?}",
+            descriptor,
+            state.operators.get(&shard)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.stop_all().await;
+}
