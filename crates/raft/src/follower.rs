@@ -120,8 +120,7 @@ impl<S: Storage> Raft<S> {
         }
         for entry in entries.iter().filter(|e| e.index >= first_new) {
             if let EntryPayload::Config(conf) = &entry.payload {
-                self.conf = conf.clone();
-                self.conf_index = entry.index;
+                self.set_conf(conf.clone(), entry.index);
             }
         }
         Ok(())
@@ -142,8 +141,7 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         let index = meta.index;
-        self.conf = meta.conf.clone();
-        self.conf_index = index;
+        self.set_conf(meta.conf.clone(), index);
         self.log.restore(snapshot);
         self.stats.snapshots_installed += 1;
         // Sent only after the snapshot is persisted (acknowledgements wait for the Ready).

@@ -183,8 +183,7 @@ impl<S: Storage> Raft<S> {
     /// Puts a new configuration in force on the leader: progress for new members, none for
     /// removed ones.
     pub(crate) fn apply_conf(&mut self, conf: ringkv_types::raft::ConfState, index: LogIndex) {
-        self.conf = conf;
-        self.conf_index = index;
+        self.set_conf(conf, index);
         if self.role != Role::Leader {
             return;
         }

@@ -68,6 +68,9 @@ pub struct Raft<S> {
     pub(crate) conf: ConfState,
     /// Index of the entry (or snapshot) that set `conf`.
     pub(crate) conf_index: LogIndex,
+    /// Whether this replica was a voter in the configuration `conf` replaced (see
+    /// [`Raft::promotable`]).
+    pub(crate) voter_before_conf: bool,
     /// Leader only: every member's progress, this replica included.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     /// Candidate only: votes received (`true` = granted).
@@ -117,6 +120,7 @@ impl<S: Storage> Raft<S> {
             leader: NodeId::NONE,
             conf: initial.snapshot_meta.conf.clone(),
             conf_index: initial.snapshot_meta.index,
+            voter_before_conf: false,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
@@ -150,9 +154,26 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Whether this replica may campaign: it must be a voter in its latest configuration.
+    /// Whether this replica may campaign: a voter in its latest configuration, or a voter of
+    /// the configuration before it while the latest one is not committed. Thesis §4.2.2: a
+    /// server that is not part of its own latest configuration should still start elections,
+    /// as it may still be needed until that configuration commits; it does not count its own
+    /// vote (`record_vote` counts voters of the latest configuration only). Without this, a
+    /// leader cut off right after appending its own removal, once it stepped down, could
+    /// neither campaign nor vote for the others (its log is longer than theirs), and they
+    /// still count it as a voter: seen as a group without a leader for 250 ticks while three
+    /// of its four voters could talk (ringkv-sim seed 7152).
     pub(crate) fn promotable(&self) -> bool {
         self.conf.is_voter(self.id)
+            || (self.voter_before_conf && self.conf_index > self.log.committed)
+    }
+
+    /// Puts `conf`, set by the entry or snapshot at `index`, in force (thesis §4.1: as soon as
+    /// it is in the log), remembering whether this replica was a voter before it.
+    pub(crate) fn set_conf(&mut self, conf: ConfState, index: LogIndex) {
+        self.voter_before_conf = self.conf.is_voter(self.id);
+        self.conf = conf;
+        self.conf_index = index;
     }
 
     pub(crate) fn reset_election_timer(&mut self) {
@@ -414,6 +435,7 @@ impl<S: Storage> Raft<S> {
                 (meta.conf, meta.index)
             }
         };
+        let mut voter_before = false;
         let first = self.log.first_index()?;
         let last = self.log.last_index()?;
         let mut next = first;
@@ -425,6 +447,7 @@ impl<S: Storage> Raft<S> {
             next = last_entry.index.next();
             for entry in &batch {
                 if let EntryPayload::Config(c) = &entry.payload {
+                    voter_before = conf.is_voter(self.id);
                     conf = c.clone();
                     conf_index = entry.index;
                 }
@@ -432,6 +455,7 @@ impl<S: Storage> Raft<S> {
         }
         self.conf = conf;
         self.conf_index = conf_index;
+        self.voter_before_conf = voter_before;
         Ok(())
     }
 

@@ -192,6 +192,52 @@ fn leader_removing_itself_steps_down_after_commit() {
     );
 }
 
+/// Thesis §4.2.2: a server not part of its own latest configuration still campaigns while that
+/// configuration is uncommitted. Leader 4 of four voters appends its own removal while cut off
+/// and steps down (check-quorum); node 1 is cut off too. Nodes 2 and 3 still count 4 as a voter
+/// (they never saw the removal) and 4 refuses them its vote (its log is longer), so only 4 can
+/// end the stall: it campaigns under its latest configuration {1, 2, 3}, commits the removal
+/// and steps down, and 2 or 3 takes over. Before the fix 4 never campaigned and the group stayed
+/// without a leader (the shape of ringkv-sim seed 7152).
+#[test]
+fn a_voter_whose_uncommitted_configuration_removes_it_still_campaigns() {
+    let mut network = Network::new(4);
+    network.campaign(4);
+    network.propose(4, b"a");
+    network.isolate(4);
+    let removal = network
+        .node(4)
+        .propose_conf_change(ConfChange::Remove(NodeId(4)))
+        .unwrap();
+    network.isolate(1);
+    network.tick_all(60);
+    assert_ne!(
+        network.peer(4).node.status().role,
+        Role::Leader,
+        "the cut-off leader stepped down"
+    );
+    assert!(network.leaders().is_empty(), "no majority could talk yet");
+
+    network.heal();
+    network.isolate(1);
+    network.tick_all(200);
+    let leaders = network.leaders();
+    assert_eq!(leaders.len(), 1, "leaders: {leaders:?}");
+    assert!(
+        leaders[0] == NodeId(2) || leaders[0] == NodeId(3),
+        "leader {} is not in the configuration {{1, 2, 3}}",
+        leaders[0]
+    );
+    for id in [2, 3] {
+        assert!(committed(&network, id) >= removal, "node {id}");
+        assert_eq!(network.peer(id).node.conf_state(), &conf(&[1, 2, 3], &[]));
+    }
+    assert!(
+        network.peer(4).node.status().stats.elections >= 2,
+        "node 4 campaigned again after its removal was appended"
+    );
+}
+
 /// Thesis §4.1: only one change may be pending at a time. While the first change is not
 /// committed (the followers are cut off) a second one is refused; once it commits the second
 /// one is accepted.
