@@ -37,6 +37,7 @@
 //!   node's previous process gets a valid stateless reset on its next packet and redials at
 //!   once, instead of waiting for the idle timeout.
 
+mod accept;
 mod any_node;
 pub mod certs;
 mod client;
