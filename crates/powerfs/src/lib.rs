@@ -30,6 +30,7 @@
 
 mod fs;
 mod model;
+mod pages;
 
 pub use model::{Counters, Discarded};
 

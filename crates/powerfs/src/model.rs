@@ -3,89 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
-use std::sync::Arc;
 use std::time::SystemTime;
 
-/// Size of one page of file data.
-pub const PAGE: usize = 4096;
-const PAGE_U64: u64 = PAGE as u64;
+use crate::pages::PAGE_U64;
+pub use crate::pages::Pages;
 
 /// Inode number of the root directory (FUSE's).
 pub const ROOT: u64 = 1;
 
 /// A POSIX error number.
 pub type Errno = i32;
-
-/// File contents as sparse pages: a missing page reads as zeros. Pages are shared between the
-/// live and durable copies until written (copy on write), so an fsync copies page pointers only.
-#[derive(Clone, Debug, Default)]
-pub struct Pages {
-    pub size: u64,
-    pages: BTreeMap<u64, Arc<[u8; PAGE]>>,
-}
-
-impl Pages {
-    fn read(&self, offset: u64, len: usize) -> Vec<u8> {
-        if offset >= self.size {
-            return Vec::new();
-        }
-        let end = self.size.min(offset.saturating_add(len as u64));
-        let mut out = vec![0u8; (end - offset) as usize];
-        let mut position = offset;
-        while position < end {
-            let index = position / PAGE_U64;
-            let within = (position % PAGE_U64) as usize;
-            let take = (PAGE - within).min((end - position) as usize);
-            if let Some(page) = self.pages.get(&index) {
-                let at = (position - offset) as usize;
-                out[at..at + take].copy_from_slice(&page[within..within + take]);
-            }
-            position += take as u64;
-        }
-        out
-    }
-
-    /// Writes `data` at `offset`; returns the pages touched.
-    fn write(&mut self, offset: u64, data: &[u8], dirty: &mut BTreeSet<u64>) {
-        let mut position = offset;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let index = position / PAGE_U64;
-            let within = (position % PAGE_U64) as usize;
-            let take = (PAGE - within).min(rest.len());
-            let page = self
-                .pages
-                .entry(index)
-                .or_insert_with(|| Arc::new([0u8; PAGE]));
-            Arc::make_mut(page)[within..within + take].copy_from_slice(&rest[..take]);
-            dirty.insert(index);
-            rest = &rest[take..];
-            position += take as u64;
-        }
-        self.size = self.size.max(offset + data.len() as u64);
-    }
-
-    fn truncate(&mut self, size: u64, dirty: &mut BTreeSet<u64>) {
-        if size < self.size {
-            let keep = size.div_ceil(PAGE_U64);
-            for index in self.pages.split_off(&keep).into_keys() {
-                dirty.insert(index);
-            }
-            let within = (size % PAGE_U64) as usize;
-            if within != 0
-                && let Some(page) = self.pages.get_mut(&(size / PAGE_U64))
-            {
-                Arc::make_mut(page)[within..].fill(0);
-                dirty.insert(size / PAGE_U64);
-            }
-        }
-        self.size = size;
-    }
-
-    fn allocated(&self) -> u64 {
-        self.pages.len() as u64 * PAGE_U64
-    }
-}
 
 /// A file's data.
 #[derive(Debug, Default)]
@@ -625,68 +552,5 @@ pub mod libc_errno {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn unsynced_data_is_lost_and_synced_data_kept() {
-        let mut state = State::new();
-        let ino = state
-            .create(ROOT, OsStr::new("f"), false, 0o644, 0, 0)
-            .unwrap();
-        state.sync(ROOT).unwrap();
-        state.write(ino, 0, b"hello").unwrap();
-        state.sync(ino).unwrap();
-        state.write(ino, 5, b" world").unwrap();
-        state.write(ino, 0, b"J").unwrap();
-        let discarded = state.cut();
-        assert_eq!(discarded.files, 1);
-        assert_eq!(state.read(ino, 0, 100).unwrap(), b"hello");
-    }
-
-    #[test]
-    fn names_need_a_directory_sync() {
-        let mut state = State::new();
-        let a = state
-            .create(ROOT, OsStr::new("a"), false, 0o644, 0, 0)
-            .unwrap();
-        state.write(a, 0, b"x").unwrap();
-        state.sync(a).unwrap();
-        state.cut();
-        assert!(!state.inodes.contains_key(&a), "file without a synced name");
-        let b = state
-            .create(ROOT, OsStr::new("b"), false, 0o644, 0, 0)
-            .unwrap();
-        state.sync(ROOT).unwrap();
-        state
-            .rename(ROOT, OsStr::new("b"), ROOT, OsStr::new("c"), false)
-            .unwrap();
-        state.cut();
-        assert_eq!(state.lookup(ROOT, OsStr::new("b")), Ok(b));
-        assert_eq!(state.lookup(ROOT, OsStr::new("c")), Err(libc_errno::ENOENT));
-    }
-
-    #[test]
-    fn truncation_is_volatile_until_synced() {
-        let mut state = State::new();
-        let f = state
-            .create(ROOT, OsStr::new("f"), false, 0o644, 0, 0)
-            .unwrap();
-        state.sync(ROOT).unwrap();
-        state.write(f, 0, &[7u8; 10_000]).unwrap();
-        state.sync(f).unwrap();
-        state.truncate(f, 5000).unwrap();
-        assert_eq!(state.read(f, 0, 20_000).unwrap().len(), 5000);
-        state.cut();
-        assert_eq!(state.read(f, 0, 20_000).unwrap(), vec![7u8; 10_000]);
-        state.truncate(f, 5000).unwrap();
-        state.write(f, 8000, b"z").unwrap();
-        state.sync(f).unwrap();
-        state.cut();
-        let data = state.read(f, 0, 20_000).unwrap();
-        assert_eq!(data.len(), 8001);
-        assert!(data[..5000].iter().all(|&b| b == 7));
-        assert!(data[5000..8000].iter().all(|&b| b == 0));
-    }
-}
+#[path = "model_test.rs"]
+mod tests;
