@@ -68,6 +68,10 @@ pub mod node_core;
 pub mod outbox;
 pub mod pd_machine;
 pub mod persist;
+pub mod ready;
+#[cfg(test)]
+mod ready_test;
 pub mod replies;
 pub mod route;
 pub mod time;
+pub mod writes;

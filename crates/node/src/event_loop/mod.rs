@@ -42,13 +42,12 @@ use crate::config::NodeConfig;
 use crate::core::machine::StateMachine;
 use crate::core::node_core::NodeCore;
 use crate::core::pd_machine::PdHost;
-use crate::core::persist::PersistQueue;
 use crate::core::route::Route;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::node::LocalState;
 use crate::service::ClientCall;
-use ringkv_storage::{Durable, RemovalHandle, Store, Ticket, WriteBatchBuilder};
+use ringkv_storage::{Durable, RemovalHandle, Store, Ticket};
 use ringkv_transport::{Inbound, Transport};
 use ringkv_types::raft::{Message, MessageBody};
 use ringkv_types::{NodeId, RaftBatch, ShardId, ShardMap};
@@ -82,9 +81,6 @@ pub struct EventLoop {
     core: NodeCore,
     /// The callers of the requests in the core, by request id.
     callers: callers::Callers,
-    batch: WriteBatchBuilder,
-    /// Which batch makes each Ready durable.
-    persist: PersistQueue,
     next_read_context: u64,
     started: Instant,
     /// Snapshot transfers in flight; aborted at shutdown (they hold the transport).
@@ -195,8 +191,6 @@ impl EventLoop {
             map,
             core: NodeCore::new(config_node, groups, local.tombstones),
             callers: callers::Callers::default(),
-            batch: WriteBatchBuilder::new(),
-            persist: PersistQueue::new(),
             next_read_context: 1,
             started: Instant::now(),
             snapshot_tasks: tokio::task::JoinSet::new(),

@@ -406,21 +406,6 @@ pub(super) fn serve_reads(replies: &mut Replies, store: &Store, group: &mut Grou
     }
 }
 
-/// A replica that stops leading answers its unconfirmed reads with `NotLeader`.
-pub(super) fn fail_reads(replies: &mut Replies, group: &mut Group) {
-    let hint = group.leader_hint();
-    let descriptor = group.descriptor.clone();
-    let pending: Vec<PendingRead> = group
-        .reads_new
-        .drain(..)
-        .map(|(_, read)| read)
-        .chain(group.reads_sent.drain().flat_map(|(_, reads)| reads))
-        .collect();
-    for read in pending {
-        replies.send(read.reply, not_leader(hint, &descriptor));
-    }
-}
-
 /// The low-space alarm, when it is up (the store measures at most every 100 ms). A failed
 /// measurement counts as no alarm: the write then fails, if it must, in the store.
 pub(super) fn space_alarm(store: &Store) -> Option<SpaceAlarm> {
