@@ -114,47 +114,6 @@ pub fn answer_change<L>(
     replies.send(change.reply, response);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-
-    #[test]
-    fn applied_results_become_answers() {
-        let index = LogIndex(7);
-        let cases = [
-            (
-                WriteKind::Write,
-                CommandResult::Applied(vec![OperationResult::Put]),
-                Response::Kv(KvResult::Written { index }),
-            ),
-            (
-                WriteKind::CompareAndSwap,
-                CommandResult::Applied(vec![OperationResult::CompareAndSwap {
-                    swapped: false,
-                    previous: Some(Bytes::from_static(b"old")),
-                }]),
-                Response::Kv(KvResult::Swapped {
-                    succeeded: false,
-                    previous: Some(Bytes::from_static(b"old")),
-                    index,
-                }),
-            ),
-        ];
-        for (kind, result, expected) in cases {
-            assert_eq!(write_response(kind, index, result), expected);
-        }
-        assert!(matches!(
-            write_response(
-                WriteKind::Write,
-                index,
-                CommandResult::StaleSequence { last_applied: 9 }
-            ),
-            Response::Error(WireError::InvalidRequest { .. })
-        ));
-    }
-}
-
 /// A replica that stops leading answers its unconfirmed reads with `NotLeader`.
 pub fn fail_reads<L>(replies: &mut Replies, group: &mut Group<L>) {
     let hint = group.leader_hint();
@@ -201,5 +160,46 @@ pub fn answer_transfers<L>(replies: &mut Replies, group: &mut Group<L>) {
                 leader: member_node(leader),
             }),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn applied_results_become_answers() {
+        let index = LogIndex(7);
+        let cases = [
+            (
+                WriteKind::Write,
+                CommandResult::Applied(vec![OperationResult::Put]),
+                Response::Kv(KvResult::Written { index }),
+            ),
+            (
+                WriteKind::CompareAndSwap,
+                CommandResult::Applied(vec![OperationResult::CompareAndSwap {
+                    swapped: false,
+                    previous: Some(Bytes::from_static(b"old")),
+                }]),
+                Response::Kv(KvResult::Swapped {
+                    succeeded: false,
+                    previous: Some(Bytes::from_static(b"old")),
+                    index,
+                }),
+            ),
+        ];
+        for (kind, result, expected) in cases {
+            assert_eq!(write_response(kind, index, result), expected);
+        }
+        assert!(matches!(
+            write_response(
+                WriteKind::Write,
+                index,
+                CommandResult::StaleSequence { last_applied: 9 }
+            ),
+            Response::Error(WireError::InvalidRequest { .. })
+        ));
     }
 }
