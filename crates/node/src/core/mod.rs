@@ -80,6 +80,9 @@ pub mod ready;
 #[cfg(test)]
 mod ready_test;
 pub mod replies;
+pub mod requests;
+#[cfg(test)]
+mod requests_test;
 pub mod route;
 pub mod time;
 pub mod writes;

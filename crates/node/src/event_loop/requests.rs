@@ -2,16 +2,16 @@
 
 use super::EventLoop;
 use crate::core::replies::{Replies, RequestId};
+use crate::core::requests::KvRouted;
 use crate::error::Result;
-use crate::group::{Group, PendingRead, Proposal, WriteKind};
-use crate::log_command::LogCommand;
-use crate::service::{ClientCall, check_request, command_of};
+use crate::group::{Group, PendingRead};
+use crate::service::ClientCall;
 use ringkv_raft::ReadMode;
 use ringkv_storage::Store;
 use ringkv_transport::Fault;
 use ringkv_types::{
-    AdminRequest, AdminResult, KvOp, NodeId, NodeStatus, ReadConsistency, ReplicaRole,
-    ReplicaStatus, Request, Response, ShardId, SpaceAlarm, WireError,
+    AdminRequest, AdminResult, KvOp, NodeId, NodeStatus, ReplicaRole, ReplicaStatus, Request,
+    Response, ShardId, SpaceAlarm, WireError,
 };
 use std::collections::BTreeMap;
 use tracing::warn;
@@ -139,131 +139,24 @@ impl EventLoop {
         } else {
             None
         };
-        let group = match self.core.groups.get_mut(&shard) {
-            Some(group) if group.machine.is_data() && group.initialized => group,
-            _ => {
-                self.core
-                    .replies
-                    .send(slot, Response::Error(WireError::ShardNotFound { shard }));
-                return Ok(());
-            }
-        };
-        if let Err(error) = check_request(&request, &group.descriptor, &self.config.limits) {
-            self.core.replies.send(slot, Response::Error(error));
-            return Ok(());
-        }
-        let read = match &request.op {
-            KvOp::Get { consistency, .. }
-            | KvOp::Exists { consistency, .. }
-            | KvOp::GetMany { consistency, .. }
-            | KvOp::Scan { consistency, .. }
-            | KvOp::Ttl { consistency, .. } => Some(*consistency),
-            _ => None,
-        };
-        if let Some(consistency) = read {
-            let mode = match consistency {
-                ReadConsistency::Stale if group.installing.is_some() => {
-                    let index = group.installing.map(|(_, index)| index).unwrap_or_default();
-                    // A snapshot's data is moving into the range (see `snapshot_install`): a
-                    // read now could see part of it. It waits for the install (`on_durable`
-                    // serves it).
-                    group.reads_ready.push((
-                        index,
-                        vec![PendingRead {
-                            op: request.op,
-                            reply: slot,
-                        }],
-                    ));
-                    return Ok(());
-                }
-                ReadConsistency::Stale => {
-                    group.reads_served += 1;
-                    let arc = group.descriptor.arc;
-                    let now_ms = group.next_stamp(crate::pd_host::wall_clock_ms());
-                    let response = read_now(&self.store, &request.op, group.applied, arc, now_ms);
-                    self.core.replies.send(slot, response);
-                    return Ok(());
-                }
-                ReadConsistency::Linearizable => ReadMode::Safe,
-                ReadConsistency::Lease => ReadMode::Lease,
-            };
-            if !group.raw.is_leader() {
-                self.core
-                    .replies
-                    .send(slot, not_leader(group.leader_hint(), &group.descriptor));
-                return Ok(());
-            }
-            group.reads_new.push((
-                mode,
-                PendingRead {
-                    op: request.op,
-                    reply: slot,
-                },
-            ));
-            return Ok(());
-        }
-        if !group.raw.is_leader() {
-            self.core
-                .replies
-                .send(slot, not_leader(group.leader_hint(), &group.descriptor));
-            return Ok(());
-        }
-        if let Some((node, alarm)) = alarm {
-            self.core.replies.send(
-                slot,
-                Response::Error(WireError::NoSpace {
-                    node,
-                    free_bytes: alarm.free_bytes,
-                    reserve_bytes: alarm.reserve_bytes,
-                }),
-            );
-            return Ok(());
-        }
-        let kind = match request.op {
-            KvOp::CompareAndSwap { .. } => WriteKind::CompareAndSwap,
-            _ => WriteKind::Write,
-        };
-        let Some(command) = command_of(&request) else {
-            self.core.replies.drop_request(slot);
-            return Ok(());
-        };
-        let data = LogCommand::KvAt {
-            now_ms: group.next_stamp(crate::pd_host::wall_clock_ms()),
-            command,
-        }
-        .encode()?;
-        match group.raw.propose(data) {
-            Ok(index) => {
+        let now_ms = crate::pd_host::wall_clock_ms();
+        match self
+            .core
+            .kv_request(request, slot, now_ms, &self.config.limits, alarm)?
+        {
+            KvRouted::Done => {}
+            KvRouted::Proposed => {
                 self.metrics.raft_proposals.inc();
-                let term = group.raw.term();
-                let proposal = Proposal {
-                    term,
-                    kind,
-                    reply: slot,
-                };
-                if let Some(replaced) = group.proposals.insert(index, proposal) {
-                    self.core.replies.drop_request(replaced.reply);
-                }
-                self.core.dirty.insert(shard);
             }
-            Err(ringkv_raft::Error::NotLeader { .. }) => {
-                self.core
-                    .replies
-                    .send(slot, not_leader(group.leader_hint(), &group.descriptor));
+            KvRouted::StaleRead {
+                op,
+                applied,
+                arc,
+                now_ms,
+            } => {
+                let response = read_now(&self.store, &op, applied, arc, now_ms);
+                self.core.replies.send(slot, response);
             }
-            Err(
-                ringkv_raft::Error::ProposalDropped { .. }
-                | ringkv_raft::Error::TransferInProgress { .. },
-            ) => self
-                .core
-                .replies
-                .send(slot, Response::Error(WireError::Busy)),
-            Err(error) => self.core.replies.send(
-                slot,
-                Response::Error(WireError::Internal {
-                    reason: error.to_string(),
-                }),
-            ),
         }
         Ok(())
     }
