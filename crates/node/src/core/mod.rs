@@ -57,12 +57,13 @@
 //! turn's persistence description ([`writes::TurnWrites`]), which the driver turns into one
 //! fjall batch and the simulator can write into memory. Groups are generic over their durable
 //! Raft log (`Group<L>`, `NodeCore<L>`; the fjall `GroupStorage` by default,
-//! [`ringkv_storage::MemoryLog`] in tests). Still methods of the event loop: the client
-//! request path and reads (over the fjall store), replica creation and removal I/O (a split
+//! [`ringkv_storage::MemoryLog`] in tests). The KV request path runs here ([`requests`]);
+//! stale reads go back to the driver. Still methods of the event loop: issuing ReadIndex
+//! rounds and serving reads (over the fjall store), admin requests, replica creation and removal I/O (a split
 //! child's creation among them), snapshot streaming and staging (the install holds a fjall
-//! `PreparedSnapshot`), the log compaction trigger and the PD host's tick. Next: the request
-//! path and reads over [`ringkv_storage::StateStore`], a memory snapshot install, then the
-//! simulator running `NodeCore<MemoryLog>` nodes.
+//! `PreparedSnapshot`), the log compaction trigger and the PD host's tick. Next: reads over
+//! [`ringkv_storage::StateStore`], a memory snapshot install, then the simulator running
+//! `NodeCore<MemoryLog>` nodes.
 
 pub mod answers;
 pub mod apply;
