@@ -38,6 +38,8 @@ pub struct NodeCore<L = GroupStorage> {
     pub writes: TurnWrites,
     /// Which submitted batch makes each Ready durable.
     pub persist: PersistQueue,
+    /// The context of the next ReadIndex round.
+    pub next_read_context: u64,
 }
 
 impl<L: ringkv_raft::Storage> NodeCore<L> {
@@ -59,6 +61,7 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
             replies: Replies::new(),
             writes: TurnWrites::new(),
             persist: PersistQueue::new(),
+            next_read_context: 1,
         }
     }
 

@@ -2,7 +2,8 @@
 //! replica (hosted, initialized, epoch, limits), refused `NotLeader` by a follower, queued for
 //! a ReadIndex round (linearizable and lease reads) or proposed (writes, stamped with log
 //! time); its answer comes when its entry applies or its read is confirmed. A stale read is
-//! served by the driver from its store ([`KvRouted::StaleRead`]).
+//! served by the driver from its store ([`KvRouted::StaleRead`]). The turn's reads become one
+//! ReadIndex round per group and mode ([`NodeCore::issue_reads`]).
 
 use super::answers::not_leader;
 use super::node_core::NodeCore;
@@ -17,6 +18,7 @@ use ringkv_types::ring::Arc;
 use ringkv_types::{
     KvOp, KvRequest, LogIndex, NodeId, ReadConsistency, Response, SpaceAlarm, WireError,
 };
+use std::collections::BTreeMap;
 
 /// What the core made of a KV request.
 #[derive(Debug, PartialEq)]
@@ -178,5 +180,46 @@ impl<L: Storage> NodeCore<L> {
             ),
         }
         Ok(KvRouted::Done)
+    }
+
+    /// Starts one ReadIndex round per group and mode for the reads that arrived this turn.
+    pub fn issue_reads(&mut self) {
+        for (shard, group) in &mut self.groups {
+            if group.reads_new.is_empty() {
+                continue;
+            }
+            let mut by_mode: BTreeMap<u8, (ReadMode, Vec<PendingRead>)> = BTreeMap::new();
+            for (mode, read) in group.reads_new.drain(..) {
+                let key = u8::from(mode == ReadMode::Lease);
+                by_mode
+                    .entry(key)
+                    .or_insert_with(|| (mode, Vec::new()))
+                    .1
+                    .push(read);
+            }
+            for (mode, reads) in by_mode.into_values() {
+                let context = self.next_read_context;
+                self.next_read_context += 1;
+                match group.raw.read_index(context, mode) {
+                    Ok(()) => {
+                        group.reads_sent.insert(context, reads);
+                    }
+                    Err(ringkv_raft::Error::NotLeader { .. }) => {
+                        let hint = group.leader_hint();
+                        for read in reads {
+                            self.replies
+                                .send(read.reply, not_leader(hint, &group.descriptor));
+                        }
+                    }
+                    Err(_) => {
+                        for read in reads {
+                            self.replies
+                                .send(read.reply, Response::Error(WireError::Busy));
+                        }
+                    }
+                }
+            }
+            self.dirty.insert(*shard);
+        }
     }
 }

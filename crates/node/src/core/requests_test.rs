@@ -182,6 +182,21 @@ fn requests_are_refused_proposed_applied_and_answered_through_the_core() {
         node.core.groups[&SHARD].applied
     );
 
+    // A linearizable read waits for its ReadIndex round, then for apply to reach its index;
+    // the driver serves it from there.
+    let get = KvOp::Get {
+        key: Bytes::from_static(b"k"),
+        consistency: ReadConsistency::Linearizable,
+    };
+    assert_eq!(node.request(get, epoch, 6), KvRouted::Done);
+    assert_eq!(node.core.groups[&SHARD].reads_new.len(), 1);
+    node.core.issue_reads();
+    node.settle();
+    let group = &node.core.groups[&SHARD];
+    assert!(group.reads_new.is_empty() && group.reads_sent.is_empty());
+    assert_eq!(group.reads_ready.len(), 1);
+    assert!(group.reads_ready[0].0 <= group.applied);
+
     // A stale read goes back to the driver at the applied index.
     let get = KvOp::Get {
         key: Bytes::from_static(b"k"),

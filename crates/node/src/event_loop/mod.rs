@@ -81,7 +81,6 @@ pub struct EventLoop {
     core: NodeCore,
     /// The callers of the requests in the core, by request id.
     callers: callers::Callers,
-    next_read_context: u64,
     started: Instant,
     /// Snapshot transfers in flight; aborted at shutdown (they hold the transport).
     snapshot_tasks: tokio::task::JoinSet<()>,
@@ -191,7 +190,6 @@ impl EventLoop {
             map,
             core: NodeCore::new(config_node, groups, local.tombstones),
             callers: callers::Callers::default(),
-            next_read_context: 1,
             started: Instant::now(),
             snapshot_tasks: tokio::task::JoinSet::new(),
             removals: local.removals,
@@ -356,7 +354,7 @@ impl EventLoop {
 
     fn end_turn(&mut self, internal: &mut Internal) -> Result<()> {
         self.check_liveness();
-        self.issue_reads();
+        self.core.issue_reads();
         // A few rounds so that work one Ready creates (more committed entries) is done now.
         for _ in 0..4 {
             if self.core.dirty.is_empty() {

@@ -4,62 +4,17 @@ use super::EventLoop;
 use crate::core::replies::{Replies, RequestId};
 use crate::core::requests::KvRouted;
 use crate::error::Result;
-use crate::group::{Group, PendingRead};
+use crate::group::Group;
 use crate::service::ClientCall;
-use ringkv_raft::ReadMode;
 use ringkv_storage::Store;
 use ringkv_transport::Fault;
 use ringkv_types::{
     AdminRequest, AdminResult, KvOp, NodeId, NodeStatus, ReplicaRole, ReplicaStatus, Request,
     Response, ShardId, SpaceAlarm, WireError,
 };
-use std::collections::BTreeMap;
 use tracing::warn;
 
 impl EventLoop {
-    /// Starts one ReadIndex round per group and mode for the reads that arrived this turn.
-    pub(super) fn issue_reads(&mut self) {
-        for (shard, group) in &mut self.core.groups {
-            if group.reads_new.is_empty() {
-                continue;
-            }
-            let mut by_mode: BTreeMap<u8, (ReadMode, Vec<PendingRead>)> = BTreeMap::new();
-            for (mode, read) in group.reads_new.drain(..) {
-                let key = u8::from(mode == ReadMode::Lease);
-                by_mode
-                    .entry(key)
-                    .or_insert_with(|| (mode, Vec::new()))
-                    .1
-                    .push(read);
-            }
-            for (mode, reads) in by_mode.into_values() {
-                let context = self.next_read_context;
-                self.next_read_context += 1;
-                match group.raw.read_index(context, mode) {
-                    Ok(()) => {
-                        group.reads_sent.insert(context, reads);
-                    }
-                    Err(ringkv_raft::Error::NotLeader { .. }) => {
-                        let hint = group.leader_hint();
-                        for read in reads {
-                            self.core
-                                .replies
-                                .send(read.reply, not_leader(hint, &group.descriptor));
-                        }
-                    }
-                    Err(_) => {
-                        for read in reads {
-                            self.core
-                                .replies
-                                .send(read.reply, Response::Error(WireError::Busy));
-                        }
-                    }
-                }
-            }
-            self.core.dirty.insert(*shard);
-        }
-    }
-
     /// A client call from the service: an `Inspect` runs here, off the loop; every other
     /// request enters the core under a new id, and its caller waits in `callers`.
     pub(super) fn handle_call(&mut self, call: ClientCall) -> Result<()> {
