@@ -59,9 +59,10 @@
 //! Raft log (`Group<L>`, `NodeCore<L>`; the fjall `GroupStorage` by default,
 //! [`ringkv_storage::MemoryLog`] in tests). The KV request path runs here ([`requests`]);
 //! stale reads go back to the driver, and the turn's ReadIndex rounds are issued here. Still
-//! methods of the event loop: serving reads (over the fjall store), admin requests, replica creation and removal I/O (a split
-//! child's creation among them), snapshot streaming and staging (the install holds a fjall
-//! `PreparedSnapshot`), the log compaction trigger and the PD host's tick. Next: reads over
+//! methods of the event loop: serving reads (over the fjall store), admin requests, replica
+//! creation and removal I/O (a split child's creation among them), snapshot streaming and
+//! staging (the install holds a fjall `PreparedSnapshot`), the log compaction trigger and the
+//! PD host's tick. Next: reads over
 //! [`ringkv_storage::StateStore`], a memory snapshot install, then the simulator running
 //! `NodeCore<MemoryLog>` nodes.
 

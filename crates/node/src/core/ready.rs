@@ -6,7 +6,7 @@
 //! ```text
 //!   Ready ──► soft state: fail reads and changes of a deposed leader, answer transfers
 //!         ──► messages ──► outbox (InstallSnapshot ──► ReadyOutput::snapshots)
-//!         ──► snapshot + staged data + descriptor + PD state ──► TurnWrites (one install)
+//!         ──► snapshot + staged data + descriptor + PD state ──► TurnWrites
 //!         ──► entries, hard state ──► TurnWrites
 //!         ──► number, persisted messages ──► PersistQueue (until the batch is durable)
 //!         ──► committed entries ──► ReadyOutput::committed (the driver applies them)
