@@ -8,30 +8,36 @@ use ringkv_types::raft::{ConfState, Entry, Snapshot};
 use ringkv_types::{LogIndex, NodeId, ShardDescriptor, ShardId, Term};
 use std::collections::{BTreeMap, HashMap};
 
-/// The log storage the core reads: the store's [`GroupStorage`], plus the group's initial
-/// configuration for a brand-new group.
+/// The log storage the core reads: a group's durable log `L` (the store's [`GroupStorage`] in
+/// `ringkvd`, a [`ringkv_storage::MemoryLog`] in tests and the simulator), plus the group's
+/// initial configuration for a brand-new group.
 ///
 /// The core expects a new group's configuration as the snapshot metadata at index 0, but the
 /// store ignores compaction points at or below the current one (0). So the node supplies the
 /// configuration from the shard's descriptor while nothing newer is on disk; the first apply
 /// then saves it (`Store::apply(.., Some(conf))`), which is what snapshots sent to followers use.
 #[derive(Clone)]
-pub struct NodeStorage {
-    inner: GroupStorage,
+pub struct NodeStorage<L = GroupStorage> {
+    inner: L,
     initial_conf: ConfState,
 }
 
-impl NodeStorage {
+impl<L> NodeStorage<L> {
     /// Wraps `inner`; `initial_conf` is the descriptor's configuration.
-    pub fn new(inner: GroupStorage, initial_conf: ConfState) -> Self {
+    pub fn new(inner: L, initial_conf: ConfState) -> Self {
         Self {
             inner,
             initial_conf,
         }
     }
+
+    /// The durable log underneath (the driver writes it; the core only reads).
+    pub fn log(&self) -> &L {
+        &self.inner
+    }
 }
 
-impl Storage for NodeStorage {
+impl<L: Storage> Storage for NodeStorage<L> {
     fn initial_state(&self) -> Result<InitialState, StorageError> {
         let mut state = self.inner.initial_state()?;
         if state.snapshot_meta.conf.voters.is_empty() && state.snapshot_meta.index == LogIndex::ZERO
@@ -123,8 +129,10 @@ pub struct PendingTransfer {
     pub reply: RequestId,
 }
 
-/// One local replica.
-pub struct Group {
+/// One local replica, over the durable log `L` (see [`NodeStorage`]): generic so that the
+/// same core runs over the fjall store in `ringkvd` and over memory in the simulator, with no
+/// dynamic dispatch on the Raft core's log reads.
+pub struct Group<L = GroupStorage> {
     /// The shard.
     pub shard: ShardId,
     /// This replica's Raft member id (see [`ringkv_types::member_id`]).
@@ -144,7 +152,7 @@ pub struct Group {
     /// Leader transfers waiting for their target to lead.
     pub pending_transfers: Vec<PendingTransfer>,
     /// The Raft core.
-    pub raw: RawNode<NodeStorage>,
+    pub raw: RawNode<NodeStorage<L>>,
     /// Known leader (from the last soft state).
     pub leader: NodeId,
     /// Role (from the last soft state).
@@ -186,13 +194,15 @@ impl Group {
         conf.learners.sort_unstable();
         conf
     }
+}
 
+impl<L> Group<L> {
     /// A replica of `shard` as Raft member `member`, around `raw`.
     pub fn new(
         shard: ShardId,
         member: NodeId,
         descriptor: Option<ShardDescriptor>,
-        raw: RawNode<NodeStorage>,
+        raw: RawNode<NodeStorage<L>>,
         applied: LogIndex,
     ) -> Self {
         let initialized = descriptor.is_some();

@@ -2,9 +2,11 @@
 //! functions of the group and the apply results.
 
 use crate::core::replies::Replies;
-use crate::group::{Group, WriteKind};
+use crate::group::{Group, PendingRead, WriteKind};
 use ringkv_storage::{CommandResult, OperationResult};
-use ringkv_types::{AdminResult, KvResult, LogIndex, NodeId, Response, Term, WireError};
+use ringkv_types::{
+    AdminResult, KvResult, LogIndex, NodeId, Response, Term, WireError, member_node,
+};
 
 /// `NotLeader` with the leader this replica knows of and its descriptor: the client reroutes.
 pub fn not_leader(hint: Option<NodeId>, descriptor: &ringkv_types::ShardDescriptor) -> Response {
@@ -16,7 +18,7 @@ pub fn not_leader(hint: Option<NodeId>, descriptor: &ringkv_types::ShardDescript
 
 /// A proposal whose entry was replaced by another leader's: the client retries (with the same
 /// session sequence, so it applies at most once).
-pub fn lost_write(group: &Group) -> Response {
+pub fn lost_write<L>(group: &Group<L>) -> Response {
     not_leader(group.leader_hint(), &group.descriptor)
 }
 
@@ -85,9 +87,9 @@ pub fn write_response(kind: WriteKind, index: LogIndex, result: CommandResult) -
 
 /// Answers the pending membership change once its entry applied: `(index, term)` of the
 /// configuration entries just applied.
-pub fn answer_change(
+pub fn answer_change<L>(
     replies: &mut Replies,
-    group: &mut Group,
+    group: &mut Group<L>,
     applied: &[(LogIndex, Term)],
     last: LogIndex,
 ) {
@@ -110,6 +112,55 @@ pub fn answer_change(
         not_leader(group.leader_hint(), &group.descriptor)
     };
     replies.send(change.reply, response);
+}
+
+/// A replica that stops leading answers its unconfirmed reads with `NotLeader`.
+pub fn fail_reads<L>(replies: &mut Replies, group: &mut Group<L>) {
+    let hint = group.leader_hint();
+    let descriptor = group.descriptor.clone();
+    let pending: Vec<PendingRead> = group
+        .reads_new
+        .drain(..)
+        .map(|(_, read)| read)
+        .chain(group.reads_sent.drain().flat_map(|(_, reads)| reads))
+        .collect();
+    for read in pending {
+        replies.send(read.reply, not_leader(hint, &descriptor));
+    }
+}
+
+/// A leader that steps down answers its pending membership change `NotLeader`: the entry may
+/// still commit; the caller reads the descriptor again.
+pub fn fail_change<L>(replies: &mut Replies, group: &mut Group<L>) {
+    if let Some(change) = group.pending_change.take() {
+        replies.send(
+            change.reply,
+            not_leader(group.leader_hint(), &group.descriptor),
+        );
+    }
+}
+
+/// Answers the leader transfers whose target now leads.
+pub fn answer_transfers<L>(replies: &mut Replies, group: &mut Group<L>) {
+    if group.pending_transfers.is_empty() {
+        return;
+    }
+    let leader = group.leader;
+    let shard = group.shard;
+    let (done, waiting): (Vec<_>, Vec<_>) = group
+        .pending_transfers
+        .drain(..)
+        .partition(|t| t.to == leader);
+    group.pending_transfers = waiting;
+    for transfer in done {
+        replies.send(
+            transfer.reply,
+            Response::Admin(AdminResult::LeaderTransferred {
+                shard,
+                leader: member_node(leader),
+            }),
+        );
+    }
 }
 
 #[cfg(test)]

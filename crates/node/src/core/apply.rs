@@ -31,7 +31,7 @@ pub struct RunApplied {
     pub removed: bool,
 }
 
-impl NodeCore {
+impl<L: ringkv_raft::Storage> NodeCore<L> {
     /// Applies ordinary committed `entries` of `shard` (one step of
     /// [`apply_plan::steps`]) in one atomic batch through `store` and answers the writes and
     /// membership changes they complete. `Ok(None)` when the group is not here or the run is

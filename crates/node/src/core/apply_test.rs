@@ -1,6 +1,8 @@
 //! The core applies through whatever [`StateStore`] it is given: a one-replica group driven
 //! through its real Raft path (campaign, propose, persist, commit) applies into a
-//! [`MemoryState`], answers its writes, and applies a retried session write once.
+//! [`MemoryState`], answers its writes, and applies a retried session write once. The core
+//! also runs over a Raft log in memory ([`MemoryLog`]): nothing of it touches a disk, and a
+//! crash that loses the unsynced apply batches is repaired by re-applying the durable log.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test")]
 
 use super::node_core::NodeCore;
@@ -10,7 +12,7 @@ use crate::log_command::LogCommand;
 use bytes::Bytes;
 use ringkv_raft::{Config, RawNode};
 use ringkv_storage::{
-    Command, MemoryState, Operation, SessionRequest, StateStore, Store, StoreConfig,
+    Command, MemoryLog, MemoryState, Operation, SessionRequest, StateStore, Store, StoreConfig,
     WriteBatchBuilder,
 };
 use ringkv_types::{
@@ -131,4 +133,114 @@ fn a_group_applies_into_the_memory_store_and_a_retry_applies_once() {
     // Nothing was made durable: a crash loses every applied batch.
     assert!(state.crash(0) > 0);
     assert_eq!(state.value(&ring::storage_key(b"k")).unwrap(), None);
+}
+
+fn descriptor_of(member: NodeId) -> ShardDescriptor {
+    ShardDescriptor {
+        id: SHARD,
+        arc: ring::Arc::FULL,
+        epoch: Epoch::default(),
+        replicas: vec![Replica {
+            node: NodeId(1),
+            role: ReplicaRole::Voter,
+            member,
+        }],
+    }
+}
+
+/// A core of node 1 hosting `SHARD` over `log`, applied up to what `state` holds.
+fn memory_core(log: &MemoryLog, state: &MemoryState) -> NodeCore<MemoryLog> {
+    let member = member_id(NodeId(1), 1);
+    let descriptor = descriptor_of(member);
+    let storage = NodeStorage::new(log.clone(), Group::conf_of(&descriptor));
+    let applied = state.applied(SHARD).unwrap().index;
+    let mut config = Config::new(member, SHARD);
+    config.applied = applied;
+    let raw = RawNode::new(config, storage).unwrap();
+    let group = Group::new(SHARD, member, Some(descriptor), raw, applied);
+    NodeCore::new(NodeId(1), BTreeMap::from([(SHARD, group)]), BTreeMap::new())
+}
+
+/// As [`pump`], with the log in memory: a Ready's entries and hard state are written to the
+/// memory log before `on_persisted` (the log holds only what is durable).
+fn pump_memory(core: &mut NodeCore<MemoryLog>, log: &MemoryLog, state: &mut MemoryState) {
+    for _ in 0..16 {
+        let group = core.groups.get_mut(&SHARD).unwrap();
+        if !group.raw.has_ready() {
+            return;
+        }
+        let ready = group.raw.ready().unwrap();
+        log.append(&ready.entries).unwrap();
+        if let Some(hard_state) = ready.hard_state {
+            log.set_hard_state(hard_state);
+        }
+        group.raw.on_persisted(ready.number).unwrap();
+        if let Some(soft) = ready.soft_state {
+            group.leader = soft.leader;
+            group.role = soft.role;
+        }
+        if !ready.committed_entries.is_empty() {
+            core.apply_run(state, SHARD, ready.committed_entries)
+                .unwrap();
+        }
+    }
+    panic!("the group never settled");
+}
+
+#[test]
+fn the_core_runs_over_a_memory_log_and_reapplies_what_a_crash_lost() {
+    let log = MemoryLog::new();
+    let mut state = MemoryState::new();
+    let mut core = memory_core(&log, &state);
+    core.groups.get_mut(&SHARD).unwrap().raw.campaign().unwrap();
+    pump_memory(&mut core, &log, &mut state);
+    assert!(core.groups[&SHARD].raw.is_leader());
+
+    let write = LogCommand::KvAt {
+        now_ms: 1_000,
+        command: Command {
+            session: None,
+            operations: vec![Operation::Put {
+                key: Bytes::from_static(b"m"),
+                value: Bytes::from_static(b"1"),
+            }],
+        },
+    }
+    .encode()
+    .unwrap();
+    let group = core.groups.get_mut(&SHARD).unwrap();
+    let index = group.raw.propose(write).unwrap();
+    let term = group.raw.term();
+    group.proposals.insert(
+        index,
+        Proposal {
+            term,
+            kind: WriteKind::Write,
+            reply: RequestId(7),
+        },
+    );
+    pump_memory(&mut core, &log, &mut state);
+    let answer = Response::Kv(KvResult::Written { index });
+    assert_eq!(
+        core.replies.take(),
+        vec![(RequestId(7), Outcome::Answer(answer))]
+    );
+    // The entry is in the memory log, committed by its hard state.
+    assert_eq!(log.bounds().1, index);
+    assert!(log.hard_state().commit >= index);
+
+    // A crash loses every apply batch (none was made durable); the log survives. A core
+    // restarted over the same log re-applies the committed entries and finds the write again.
+    drop(core);
+    assert!(state.crash(0) > 0);
+    assert_eq!(state.value(&ring::storage_key(b"m")).unwrap(), None);
+    let mut core = memory_core(&log, &state);
+    core.groups.get_mut(&SHARD).unwrap().raw.campaign().unwrap();
+    pump_memory(&mut core, &log, &mut state);
+    let stored = state.value(&ring::storage_key(b"m")).unwrap().unwrap();
+    assert_eq!(
+        (stored.value.as_ref(), stored.version),
+        (&b"1"[..], index.0)
+    );
+    assert!(core.groups[&SHARD].applied >= index);
 }

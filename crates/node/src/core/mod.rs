@@ -18,8 +18,9 @@
 //!   by the fjall store in production and by memory in tests and the simulator).
 //!
 //! **Outputs** (taken by the driver after each input, in order):
-//! - one write batch per turn (log entries, hard states, snapshot installs, descriptors, PD
-//!   state), tied to the Readies it makes durable ([`persist::PersistQueue`]);
+//! - one persistence description per turn ([`writes::TurnWrites`]: log entries, hard states,
+//!   snapshot installs, compaction points, descriptors, PD state), tied to the Readies it
+//!   makes durable ([`persist::PersistQueue`]); the driver writes it as one batch;
 //! - messages per peer node ([`outbox::Outbox`]); `InstallSnapshot` messages come out apart,
 //!   as snapshot-send tasks (the driver streams the data);
 //! - replies to client requests;
@@ -51,10 +52,19 @@
 //! [`entropy::KeySource`]. Apply runs here ([`apply`]): KV runs, session expiry and a
 //! split's parent descriptor are committed through [`ringkv_storage::StateStore`] (the fjall
 //! store in `ringkvd`, [`ringkv_storage::MemoryState`] in tests), with the KV and session
-//! semantics of [`ringkv_storage::kv_machine`]. Still methods of the event loop: replica
-//! creation and removal I/O (a split child's creation among them), snapshots, log compaction
-//! and the PD host's tick. Next: `Group` generic over the Raft log storage, so the simulator
-//! can run this core over memory.
+//! semantics of [`ringkv_storage::kv_machine`]. Ready handling runs here ([`ready`]): a
+//! Ready becomes outbox messages, a place in the [`persist::PersistQueue`] and writes in the
+//! turn's persistence description ([`writes::TurnWrites`]), which the driver turns into one
+//! fjall batch and the simulator can write into memory. Groups are generic over their durable
+//! Raft log (`Group<L>`, `NodeCore<L>`; the fjall `GroupStorage` by default,
+//! [`ringkv_storage::MemoryLog`] in tests). The KV request path runs here ([`requests`]);
+//! stale reads go back to the driver, and the turn's ReadIndex rounds are issued here. Still
+//! methods of the event loop: serving reads (over the fjall store), admin requests, replica
+//! creation and removal I/O (a split child's creation among them), snapshot streaming and
+//! staging (the install holds a fjall `PreparedSnapshot`), the log compaction trigger and the
+//! PD host's tick. Next: reads over
+//! [`ringkv_storage::StateStore`], a memory snapshot install, then the simulator running
+//! `NodeCore<MemoryLog>` nodes.
 
 pub mod answers;
 pub mod apply;
@@ -68,6 +78,13 @@ pub mod node_core;
 pub mod outbox;
 pub mod pd_machine;
 pub mod persist;
+pub mod ready;
+#[cfg(test)]
+mod ready_test;
 pub mod replies;
+pub mod requests;
+#[cfg(test)]
+mod requests_test;
 pub mod route;
 pub mod time;
+pub mod writes;

@@ -2,19 +2,24 @@
 //! the turn sends to peers and the answers to client requests. The driver holds one [`NodeCore`] and feeds it inputs.
 
 use super::outbox::Outbox;
+use super::persist::PersistQueue;
 use super::replies::Replies;
+use super::writes::TurnWrites;
 use crate::error::Result;
 use crate::group::Group;
+use ringkv_storage::GroupStorage;
 use ringkv_types::raft::Message;
 use ringkv_types::{NodeId, ShardId, member_node};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The node core's state.
-pub struct NodeCore {
+/// The node core's state, over the durable log `L` of each group (see
+/// [`crate::group::NodeStorage`]): the fjall store's [`GroupStorage`] in `ringkvd`, a
+/// [`ringkv_storage::MemoryLog`] in tests and the simulator.
+pub struct NodeCore<L = GroupStorage> {
     /// This node.
     pub node: NodeId,
     /// The local replicas, by shard.
-    pub groups: BTreeMap<ShardId, Group>,
+    pub groups: BTreeMap<ShardId, Group<L>>,
     /// Groups touched since their last Ready (a message, proposal, read, tick or commit):
     /// only these are polled for a Ready.
     pub dirty: BTreeSet<ShardId>,
@@ -29,14 +34,20 @@ pub struct NodeCore {
     pub outbox: Outbox,
     /// Answers to client requests, for the driver to hand to their callers.
     pub replies: Replies,
+    /// What the turn persists so far: taken by [`NodeCore::take_writes`] as one batch.
+    pub writes: TurnWrites,
+    /// Which submitted batch makes each Ready durable.
+    pub persist: PersistQueue,
+    /// The context of the next ReadIndex round.
+    pub next_read_context: u64,
 }
 
-impl NodeCore {
+impl<L: ringkv_raft::Storage> NodeCore<L> {
     /// A core for `node` over `groups` (all dirty, so each is polled once at start), with the
     /// tombstones read from the store.
     pub fn new(
         node: NodeId,
-        groups: BTreeMap<ShardId, Group>,
+        groups: BTreeMap<ShardId, Group<L>>,
         tombstones: BTreeMap<ShardId, NodeId>,
     ) -> Self {
         let dirty: BTreeSet<ShardId> = groups.keys().copied().collect();
@@ -48,17 +59,20 @@ impl NodeCore {
             tombstones,
             outbox: Outbox::new(),
             replies: Replies::new(),
+            writes: TurnWrites::new(),
+            persist: PersistQueue::new(),
+            next_read_context: 1,
         }
     }
 
     /// Adds a replica created for a message (see [`super::route::Route::Create`]).
-    pub fn insert_group(&mut self, group: Group) {
+    pub fn insert_group(&mut self, group: Group<L>) {
         self.awake.insert(group.shard);
         self.groups.insert(group.shard, group);
     }
 
     /// Takes the local replica of `shard` out of the core (it was removed).
-    pub fn take_group(&mut self, shard: ShardId) -> Option<Group> {
+    pub fn take_group(&mut self, shard: ShardId) -> Option<Group<L>> {
         self.dirty.remove(&shard);
         self.awake.remove(&shard);
         self.groups.remove(&shard)

@@ -35,7 +35,7 @@ pub enum Route {
     Drop,
 }
 
-impl NodeCore {
+impl<L: ringkv_raft::Storage> NodeCore<L> {
     /// Where `message` goes. `removing(shard)` tells whether the data of a removed replica of
     /// `shard` is still being deleted (no new replica may be created meanwhile).
     pub fn route(&mut self, message: &Message, removing: impl Fn(ShardId) -> bool) -> Route {

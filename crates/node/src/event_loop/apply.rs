@@ -102,7 +102,7 @@ impl EventLoop {
         };
         let conf = group.raw.conf_state().clone();
         debug!(%shard, %applied, "compacting the log");
-        self.batch.set_snapshot_meta(
+        self.core.writes.set_snapshot_meta(
             shard,
             SnapshotMeta {
                 index: applied,

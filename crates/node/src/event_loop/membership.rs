@@ -14,16 +14,16 @@
 //! ```
 
 use super::EventLoop;
-use crate::core::replies::{Replies, RequestId};
+use crate::core::replies::RequestId;
 use crate::error::Result;
-use crate::group::{Group, PendingChange, PendingTransfer};
+use crate::group::{PendingChange, PendingTransfer};
 use crate::node::open_group;
 use crate::replica_meta;
 use ringkv_raft::ConfChange;
 use ringkv_types::raft::Message;
 use ringkv_types::{
     AdminResult, Epoch, LogIndex, NodeId, ReplicaChange, ReplicaRole, Response, ShardId, WireError,
-    member_id, member_node,
+    member_id,
 };
 use tracing::{info, warn};
 
@@ -85,7 +85,7 @@ impl EventLoop {
         replica_meta::save_tombstone(&self.store, shard, group.member)?;
         self.core.bury(shard, group.member);
         // The current batch (if any) may hold the group's last writes: delete after it.
-        let barrier = self.persist.submitted_count() + u64::from(!self.batch.is_empty());
+        let barrier = self.core.persist.submitted_count() + u64::from(!self.core.writes.is_empty());
         info!(%shard, member = %group.member, "replica removed; deleting its data");
         self.removals_waiting
             .push((barrier, shard, group.descriptor.arc));
@@ -94,7 +94,7 @@ impl EventLoop {
 
     /// Starts the deletions whose batches are durable.
     pub(super) fn start_removals(&mut self) -> Result<()> {
-        let durable = self.persist.durable_count();
+        let durable = self.core.persist.durable_count();
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.removals_waiting)
             .into_iter()
             .partition(|(barrier, _, _)| *barrier <= durable);
@@ -364,39 +364,5 @@ impl EventLoop {
                 }),
             ),
         }
-    }
-}
-
-/// A leader that steps down answers its pending membership change `NotLeader`: the entry may
-/// still commit; the caller reads the descriptor again.
-pub(super) fn fail_change(replies: &mut Replies, group: &mut Group) {
-    if let Some(change) = group.pending_change.take() {
-        replies.send(
-            change.reply,
-            not_leader(group.leader_hint(), &group.descriptor),
-        );
-    }
-}
-
-/// Answers the leader transfers whose target now leads.
-pub(super) fn answer_transfers(replies: &mut Replies, group: &mut Group) {
-    if group.pending_transfers.is_empty() {
-        return;
-    }
-    let leader = group.leader;
-    let shard = group.shard;
-    let (done, waiting): (Vec<_>, Vec<_>) = group
-        .pending_transfers
-        .drain(..)
-        .partition(|t| t.to == leader);
-    group.pending_transfers = waiting;
-    for transfer in done {
-        replies.send(
-            transfer.reply,
-            Response::Admin(AdminResult::LeaderTransferred {
-                shard,
-                leader: member_node(leader),
-            }),
-        );
     }
 }

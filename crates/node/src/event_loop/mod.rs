@@ -42,13 +42,12 @@ use crate::config::NodeConfig;
 use crate::core::machine::StateMachine;
 use crate::core::node_core::NodeCore;
 use crate::core::pd_machine::PdHost;
-use crate::core::persist::PersistQueue;
 use crate::core::route::Route;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::node::LocalState;
 use crate::service::ClientCall;
-use ringkv_storage::{Durable, RemovalHandle, Store, Ticket, WriteBatchBuilder};
+use ringkv_storage::{Durable, RemovalHandle, Store, Ticket};
 use ringkv_transport::{Inbound, Transport};
 use ringkv_types::raft::{Message, MessageBody};
 use ringkv_types::{NodeId, RaftBatch, ShardId, ShardMap};
@@ -82,10 +81,6 @@ pub struct EventLoop {
     core: NodeCore,
     /// The callers of the requests in the core, by request id.
     callers: callers::Callers,
-    batch: WriteBatchBuilder,
-    /// Which batch makes each Ready durable.
-    persist: PersistQueue,
-    next_read_context: u64,
     started: Instant,
     /// Snapshot transfers in flight; aborted at shutdown (they hold the transport).
     snapshot_tasks: tokio::task::JoinSet<()>,
@@ -195,9 +190,6 @@ impl EventLoop {
             map,
             core: NodeCore::new(config_node, groups, local.tombstones),
             callers: callers::Callers::default(),
-            batch: WriteBatchBuilder::new(),
-            persist: PersistQueue::new(),
-            next_read_context: 1,
             started: Instant::now(),
             snapshot_tasks: tokio::task::JoinSet::new(),
             removals: local.removals,
@@ -362,7 +354,7 @@ impl EventLoop {
 
     fn end_turn(&mut self, internal: &mut Internal) -> Result<()> {
         self.check_liveness();
-        self.issue_reads();
+        self.core.issue_reads();
         // A few rounds so that work one Ready creates (more committed entries) is done now.
         for _ in 0..4 {
             if self.core.dirty.is_empty() {

@@ -2,64 +2,19 @@
 
 use super::EventLoop;
 use crate::core::replies::{Replies, RequestId};
+use crate::core::requests::KvRouted;
 use crate::error::Result;
-use crate::group::{Group, PendingRead, Proposal, WriteKind};
-use crate::log_command::LogCommand;
-use crate::service::{ClientCall, check_request, command_of};
-use ringkv_raft::ReadMode;
+use crate::group::Group;
+use crate::service::ClientCall;
 use ringkv_storage::Store;
 use ringkv_transport::Fault;
 use ringkv_types::{
-    AdminRequest, AdminResult, KvOp, NodeId, NodeStatus, ReadConsistency, ReplicaRole,
-    ReplicaStatus, Request, Response, ShardId, SpaceAlarm, WireError,
+    AdminRequest, AdminResult, KvOp, NodeId, NodeStatus, ReplicaRole, ReplicaStatus, Request,
+    Response, ShardId, SpaceAlarm, WireError,
 };
-use std::collections::BTreeMap;
 use tracing::warn;
 
 impl EventLoop {
-    /// Starts one ReadIndex round per group and mode for the reads that arrived this turn.
-    pub(super) fn issue_reads(&mut self) {
-        for (shard, group) in &mut self.core.groups {
-            if group.reads_new.is_empty() {
-                continue;
-            }
-            let mut by_mode: BTreeMap<u8, (ReadMode, Vec<PendingRead>)> = BTreeMap::new();
-            for (mode, read) in group.reads_new.drain(..) {
-                let key = u8::from(mode == ReadMode::Lease);
-                by_mode
-                    .entry(key)
-                    .or_insert_with(|| (mode, Vec::new()))
-                    .1
-                    .push(read);
-            }
-            for (mode, reads) in by_mode.into_values() {
-                let context = self.next_read_context;
-                self.next_read_context += 1;
-                match group.raw.read_index(context, mode) {
-                    Ok(()) => {
-                        group.reads_sent.insert(context, reads);
-                    }
-                    Err(ringkv_raft::Error::NotLeader { .. }) => {
-                        let hint = group.leader_hint();
-                        for read in reads {
-                            self.core
-                                .replies
-                                .send(read.reply, not_leader(hint, &group.descriptor));
-                        }
-                    }
-                    Err(_) => {
-                        for read in reads {
-                            self.core
-                                .replies
-                                .send(read.reply, Response::Error(WireError::Busy));
-                        }
-                    }
-                }
-            }
-            self.core.dirty.insert(*shard);
-        }
-    }
-
     /// A client call from the service: an `Inspect` runs here, off the loop; every other
     /// request enters the core under a new id, and its caller waits in `callers`.
     pub(super) fn handle_call(&mut self, call: ClientCall) -> Result<()> {
@@ -139,131 +94,24 @@ impl EventLoop {
         } else {
             None
         };
-        let group = match self.core.groups.get_mut(&shard) {
-            Some(group) if group.machine.is_data() && group.initialized => group,
-            _ => {
-                self.core
-                    .replies
-                    .send(slot, Response::Error(WireError::ShardNotFound { shard }));
-                return Ok(());
-            }
-        };
-        if let Err(error) = check_request(&request, &group.descriptor, &self.config.limits) {
-            self.core.replies.send(slot, Response::Error(error));
-            return Ok(());
-        }
-        let read = match &request.op {
-            KvOp::Get { consistency, .. }
-            | KvOp::Exists { consistency, .. }
-            | KvOp::GetMany { consistency, .. }
-            | KvOp::Scan { consistency, .. }
-            | KvOp::Ttl { consistency, .. } => Some(*consistency),
-            _ => None,
-        };
-        if let Some(consistency) = read {
-            let mode = match consistency {
-                ReadConsistency::Stale if group.installing.is_some() => {
-                    let index = group.installing.map(|(_, index)| index).unwrap_or_default();
-                    // A snapshot's data is moving into the range (see `snapshot_install`): a
-                    // read now could see part of it. It waits for the install (`on_durable`
-                    // serves it).
-                    group.reads_ready.push((
-                        index,
-                        vec![PendingRead {
-                            op: request.op,
-                            reply: slot,
-                        }],
-                    ));
-                    return Ok(());
-                }
-                ReadConsistency::Stale => {
-                    group.reads_served += 1;
-                    let arc = group.descriptor.arc;
-                    let now_ms = group.next_stamp(crate::pd_host::wall_clock_ms());
-                    let response = read_now(&self.store, &request.op, group.applied, arc, now_ms);
-                    self.core.replies.send(slot, response);
-                    return Ok(());
-                }
-                ReadConsistency::Linearizable => ReadMode::Safe,
-                ReadConsistency::Lease => ReadMode::Lease,
-            };
-            if !group.raw.is_leader() {
-                self.core
-                    .replies
-                    .send(slot, not_leader(group.leader_hint(), &group.descriptor));
-                return Ok(());
-            }
-            group.reads_new.push((
-                mode,
-                PendingRead {
-                    op: request.op,
-                    reply: slot,
-                },
-            ));
-            return Ok(());
-        }
-        if !group.raw.is_leader() {
-            self.core
-                .replies
-                .send(slot, not_leader(group.leader_hint(), &group.descriptor));
-            return Ok(());
-        }
-        if let Some((node, alarm)) = alarm {
-            self.core.replies.send(
-                slot,
-                Response::Error(WireError::NoSpace {
-                    node,
-                    free_bytes: alarm.free_bytes,
-                    reserve_bytes: alarm.reserve_bytes,
-                }),
-            );
-            return Ok(());
-        }
-        let kind = match request.op {
-            KvOp::CompareAndSwap { .. } => WriteKind::CompareAndSwap,
-            _ => WriteKind::Write,
-        };
-        let Some(command) = command_of(&request) else {
-            self.core.replies.drop_request(slot);
-            return Ok(());
-        };
-        let data = LogCommand::KvAt {
-            now_ms: group.next_stamp(crate::pd_host::wall_clock_ms()),
-            command,
-        }
-        .encode()?;
-        match group.raw.propose(data) {
-            Ok(index) => {
+        let now_ms = crate::pd_host::wall_clock_ms();
+        match self
+            .core
+            .kv_request(request, slot, now_ms, &self.config.limits, alarm)?
+        {
+            KvRouted::Done => {}
+            KvRouted::Proposed => {
                 self.metrics.raft_proposals.inc();
-                let term = group.raw.term();
-                let proposal = Proposal {
-                    term,
-                    kind,
-                    reply: slot,
-                };
-                if let Some(replaced) = group.proposals.insert(index, proposal) {
-                    self.core.replies.drop_request(replaced.reply);
-                }
-                self.core.dirty.insert(shard);
             }
-            Err(ringkv_raft::Error::NotLeader { .. }) => {
-                self.core
-                    .replies
-                    .send(slot, not_leader(group.leader_hint(), &group.descriptor));
+            KvRouted::StaleRead {
+                op,
+                applied,
+                arc,
+                now_ms,
+            } => {
+                let response = read_now(&self.store, &op, applied, arc, now_ms);
+                self.core.replies.send(slot, response);
             }
-            Err(
-                ringkv_raft::Error::ProposalDropped { .. }
-                | ringkv_raft::Error::TransferInProgress { .. },
-            ) => self
-                .core
-                .replies
-                .send(slot, Response::Error(WireError::Busy)),
-            Err(error) => self.core.replies.send(
-                slot,
-                Response::Error(WireError::Internal {
-                    reason: error.to_string(),
-                }),
-            ),
         }
         Ok(())
     }
@@ -403,21 +251,6 @@ pub(super) fn serve_reads(replies: &mut Replies, store: &Store, group: &mut Grou
             group.reads_served += 1;
             replies.send(read.reply, read_now(store, &read.op, applied, arc, now_ms));
         }
-    }
-}
-
-/// A replica that stops leading answers its unconfirmed reads with `NotLeader`.
-pub(super) fn fail_reads(replies: &mut Replies, group: &mut Group) {
-    let hint = group.leader_hint();
-    let descriptor = group.descriptor.clone();
-    let pending: Vec<PendingRead> = group
-        .reads_new
-        .drain(..)
-        .map(|(_, read)| read)
-        .chain(group.reads_sent.drain().flat_map(|(_, reads)| reads))
-        .collect();
-    for read in pending {
-        replies.send(read.reply, not_leader(hint, &descriptor));
     }
 }
 

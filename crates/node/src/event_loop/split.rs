@@ -244,7 +244,7 @@ impl EventLoop {
         self.store.write(batch)?;
         // Every batch submitted before is durable now: the old replica's pending
         // acknowledgements go out, and it is forgotten.
-        let messages = self.persist.take_shard(child);
+        let messages = self.core.persist.take_shard(child);
         let mut snapshots = Vec::new();
         for message in messages {
             self.route(message, &mut snapshots);
