@@ -86,6 +86,13 @@ impl EventLoop {
             }
             group.leader = soft.leader;
             group.role = soft.role;
+            self.watch.set_role(
+                shard,
+                soft.role == Role::Leader && group.initialized,
+                group.leader_hint(),
+                &group.descriptor,
+                group.applied.0,
+            );
             if soft.role != Role::Leader {
                 fail_reads(&mut self.core.replies, group);
                 membership::fail_change(&mut self.core.replies, group);
