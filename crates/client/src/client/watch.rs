@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 /// Events buffered between the subscription tasks and the caller; when full the tasks stop
 /// reading, and a node whose watcher stays behind cancels it (`SlowWatcher`).
-const WATCH_CHANNEL_EVENTS: usize = 256;
+const WATCH_CHANNEL_EVENTS: usize = 64;
 
 /// What happened to a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -311,7 +311,17 @@ impl Client {
             };
             let failure = match self.open_watch(route.node, request).await {
                 Ok(stream) => match self.pump(shard, stream, after, tx, positions).await {
-                    Pumped::End(WatchEnd::ShardSplit { .. }) => return Followed::Split,
+                    Pumped::End(WatchEnd::ShardSplit { index }) => {
+                        // Every change up to the split was sent before this end: resume
+                        // after it (else a moved key would replay its catch-up forever).
+                        let resumed = after.map_or(index, |after| after.max(index));
+                        *after = Some(resumed);
+                        positions
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(shard, resumed);
+                        return Followed::Split;
+                    }
                     Pumped::End(WatchEnd::Compacted { oldest }) => {
                         let _ = tx.send(Err(Error::Compacted { shard, oldest })).await;
                         return Followed::Closed;
