@@ -31,10 +31,12 @@ mod pd;
 mod scan;
 mod ttl;
 mod versions;
+mod watch;
 
 pub use scan::{Scan, ScanEntry, ScanOptions};
 pub use ttl::KeyTtl;
 pub use versions::{VersionCasOutcome, Versioned};
+pub use watch::{Watch, WatchEvent, WatchEventType, WatchOptions};
 
 use connection::{dial_seed_address, reprobe};
 

@@ -119,6 +119,22 @@ pub enum Error {
         /// The missing grant (`admin`, `read:alice`, ...).
         missing: String,
     },
+    /// A watch cannot resume without a gap: the node's history no longer holds the changes
+    /// after the resume point (etcd's `compacted`). Read the current state and watch again
+    /// from now (or from `oldest`).
+    #[error("watch history compacted: shard {shard} keeps changes after index {oldest} only")]
+    Compacted {
+        /// The shard.
+        shard: ringkv_types::ShardId,
+        /// The smallest resume point the node can serve.
+        oldest: u64,
+    },
+    /// The node cancelled the watch: the watcher did not read its events fast enough.
+    #[error("watch cancelled by shard {shard}'s node: the watcher fell behind (slow watcher)")]
+    SlowWatcher {
+        /// The shard.
+        shard: ringkv_types::ShardId,
+    },
     /// The call did not succeed within its time budget or its attempts; `last` is the last
     /// failure. A write may or may not have been applied; it is never applied twice.
     #[error("gave up after {attempts} attempts in {elapsed_ms} ms: {last}")]

@@ -79,7 +79,7 @@ pub mod views;
 
 pub use client::{
     CasOutcome, Client, IssuedToken, KeyTtl, Scan, ScanEntry, ScanOptions, VersionCasOutcome,
-    Versioned,
+    Versioned, Watch, WatchEvent, WatchEventType, WatchOptions,
 };
 pub use config::{
     ClientConfig, Credentials, Endpoint, FailoverPolicy, RetryPolicy, Seed, TlsSource,

@@ -64,6 +64,14 @@ impl Routing {
         self.route_position(ringkv_types::ring::position(key), avoid)
     }
 
+    /// [`Routing::route`] for the shard `shard` by id (a watch of it); `None` when the map has
+    /// no such shard.
+    pub fn route_shard(&self, shard: ShardId, avoid: &dyn Fn(NodeId) -> bool) -> Option<Route> {
+        let descriptor = self.map.shards.iter().find(|d| d.id == shard)?;
+        self.route_position(descriptor.arc.start, avoid)
+            .filter(|route| route.shard == shard)
+    }
+
     /// [`Routing::route`] for the shard owning ring `position` (a scan's cursor).
     pub fn route_position(&self, position: u64, avoid: &dyn Fn(NodeId) -> bool) -> Option<Route> {
         let descriptor = self.map.shard_for_position(position)?;

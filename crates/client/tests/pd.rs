@@ -109,7 +109,7 @@ fn answer(shared: &Shared, me: NodeId, request: Request) -> Response {
             };
             return Response::Admin(AdminResult::Pd(bytes));
         }
-        Request::Admin(_) | Request::WithToken { .. } => {
+        Request::Admin(_) | Request::WithToken { .. } | Request::Watch(_) => {
             return Response::Error(WireError::InvalidRequest {
                 reason: "not faked".into(),
             });

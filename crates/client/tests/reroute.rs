@@ -94,7 +94,7 @@ fn answer(shared: &Shared, me: NodeId, request: Request) -> Response {
         Request::Admin(AdminRequest::GetNodes) => {
             return Response::Admin(AdminResult::Nodes(cluster.nodes.clone()));
         }
-        Request::Admin(_) | Request::WithToken { .. } => {
+        Request::Admin(_) | Request::WithToken { .. } | Request::Watch(_) => {
             return Response::Error(WireError::InvalidRequest {
                 reason: "not faked".into(),
             });

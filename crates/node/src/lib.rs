@@ -91,6 +91,7 @@ pub mod replica_meta;
 pub mod service;
 pub mod store_check;
 pub mod store_identity;
+pub mod watch;
 
 pub use config::{Endpoint, LogFormat, NodeConfig};
 pub use error::{Error, Result};

@@ -327,6 +327,21 @@ impl Metrics {
         }
     }
 
+    /// Registers the watch hub's series: `ringkv_watchers` (gauge) and
+    /// `ringkv_watchers_cancelled_total` (counter of watchers cancelled as slow).
+    pub fn register_watch(&mut self, hub: &crate::watch::WatchHub) {
+        self.registry.register(
+            "watchers",
+            "Watchers registered on this node (one per watched shard)",
+            hub.watchers_gauge.clone(),
+        );
+        self.registry.register(
+            "watchers_cancelled",
+            "Watchers cancelled by this node because they fell behind (SlowWatcher)",
+            hub.cancelled_slow.clone(),
+        );
+    }
+
     /// Lets the transport collector read `transport` (held weakly: the node owns it).
     pub fn set_transport(&self, transport: Weak<Transport>) {
         let _ = self.transport.transport.set(transport);

@@ -586,6 +586,7 @@ pub async fn start(mut config: NodeConfig) -> Result<NodeHandle> {
     let mut transport_config =
         TransportConfig::new(config.node_id, config.cluster.clone(), config.listen_addr);
     transport_config.client_inflight_max = config.limits.client_inflight_max;
+    transport_config.watchers_per_connection_max = config.limits.watchers_per_connection_max;
     transport_config.client_request_timeout =
         Duration::from_millis(config.limits.client_request_timeout_ms);
     transport_config.raft_inbound_batches_max = config.limits.raft_inbound_batches_max;
@@ -608,14 +609,23 @@ pub async fn start(mut config: NodeConfig) -> Result<NodeHandle> {
         config.cluster.clone(),
         Duration::from_secs(config.auth.token_ttl),
     ));
-    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(&config.data_dir));
+    let watch_hub = Arc::new(crate::watch::WatchHub::new(crate::watch::WatchLimits {
+        history_bytes: usize::try_from(config.limits.watch_history_bytes).unwrap_or(usize::MAX),
+        buffer_bytes_max: usize::try_from(config.limits.watch_buffer_bytes_max)
+            .unwrap_or(usize::MAX),
+        watchers_max: config.limits.watchers_max,
+    }));
+    let mut metrics = crate::metrics::Metrics::new(&config.data_dir);
+    metrics.register_watch(&watch_hub);
+    let metrics = std::sync::Arc::new(metrics);
     // The transport starts before any group exists: a new data dir is checked with PD through
     // it first. Raft messages and client calls wait in their queues until the loop runs.
     let (transport, inbound) = Transport::builder(transport_config, identity)
         .handler(
             Service::new(calls_tx.clone(), authenticator.clone())
                 .with_metrics(metrics.clone())
-                .with_start_state(start_state.clone()),
+                .with_start_state(start_state.clone())
+                .with_watch(watch_hub.clone()),
         )
         .start()?;
     if check_with_pd {
@@ -685,7 +695,8 @@ pub async fn start(mut config: NodeConfig) -> Result<NodeHandle> {
     };
     let mut event_loop = EventLoop::new(config, store, transport, map, groups, local, agent)
         .with_health(health_publisher)
-        .with_metrics(metrics);
+        .with_metrics(metrics)
+        .with_watch(watch_hub);
     event_loop.set_authenticator(authenticator);
     let channels = LoopChannels {
         inbound,

@@ -6,8 +6,9 @@
 use crate::auth::{Authenticator, Principal, authorize, describe, is_audited};
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
+use crate::watch::WatchHub;
 use ringkv_storage::{Command, Operation, SessionRequest};
-use ringkv_transport::{ClientHandler, ResponseFuture};
+use ringkv_transport::{ClientHandler, ResponseFuture, WatchFuture};
 use ringkv_types::{
     AdminRequest, AdminResult, BatchOp, KvOp, KvRequest, PeerIdentity, Request, Response,
     ShardDescriptor, StartState, WireError,
@@ -33,6 +34,7 @@ pub struct Service {
     auth: Arc<Authenticator>,
     metrics: Option<Arc<Metrics>>,
     start_state: Option<SharedStartState>,
+    watch: Option<Arc<WatchHub>>,
 }
 
 /// The node's answer to [`AdminRequest::StartState`], shared with the start code that updates
@@ -48,7 +50,15 @@ impl Service {
             auth,
             metrics: None,
             start_state: None,
+            watch: None,
         }
+    }
+
+    /// Serves watches from `hub` (else they are refused `Unavailable`).
+    #[must_use]
+    pub fn with_watch(mut self, hub: Arc<WatchHub>) -> Self {
+        self.watch = Some(hub);
+        self
     }
 
     /// Answers [`AdminRequest::StartState`] from `state` (else `Unavailable`).
@@ -109,6 +119,7 @@ fn op_label(request: &Request) -> &'static str {
         Request::Admin(AdminRequest::Login { .. }) => "login",
         Request::Admin(AdminRequest::Pd { .. }) => "pd",
         Request::Admin(_) => "admin",
+        Request::Watch(_) => "watch",
     }
 }
 
@@ -154,6 +165,41 @@ impl ClientHandler for Service {
         request: Request,
     ) -> ResponseFuture {
         self.serve_measured(peer, Some(remote.ip()), request)
+    }
+
+    fn watch(&self, peer: PeerIdentity, request: Request) -> WatchFuture {
+        let answer = self.subscribe(&peer, request);
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+impl Service {
+    /// Authenticates and authorizes a watch, then registers it in the hub.
+    fn subscribe(
+        &self,
+        peer: &PeerIdentity,
+        request: Request,
+    ) -> Result<Box<dyn ringkv_transport::WatchFeed>, WireError> {
+        let Some(hub) = &self.watch else {
+            return Err(WireError::Unavailable);
+        };
+        let (principal, request) = self.auth.resolve(peer, request).inspect_err(|error| {
+            warn!(target: "audit", %peer, %error, "authentication failed");
+        })?;
+        if let Err(error) = authorize(&principal, &request) {
+            warn!(target: "audit", %principal, %error, request = %describe(&request), "request refused");
+            return Err(error);
+        }
+        let Request::Watch(watch) = request else {
+            return Err(WireError::InvalidRequest {
+                reason: "not a watch".into(),
+            });
+        };
+        let feed = hub.subscribe(watch)?;
+        if let Some(metrics) = &self.metrics {
+            metrics.request("watch", "ok", std::time::Duration::ZERO);
+        }
+        Ok(Box::new(feed))
     }
 }
 

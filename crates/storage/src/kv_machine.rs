@@ -14,7 +14,7 @@ use crate::state_store::{ApplyBatch, StateStore};
 use crate::value::Versioned;
 use bytes::Bytes;
 use ringkv_types::raft::ConfState;
-use ringkv_types::{ShardId, ring};
+use ringkv_types::{ShardId, WatchEvent, WatchEventKind, ring};
 
 /// What [`expire_sessions`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -160,6 +160,7 @@ fn apply_operation<S: StateStore + ?Sized>(
     Ok(match operation {
         Operation::Put { value, .. } => {
             let stored = stored(value, index, found.as_ref(), 0);
+            put_event(batch, operation.key(), &stored, index);
             batch.values.insert(storage_key, Some(stored));
             OperationResult::Put
         }
@@ -169,10 +170,14 @@ fn apply_operation<S: StateStore + ?Sized>(
             }
             let expires_at_ms = stamp.saturating_add(*ttl_ms);
             let new = stored(value, index, found.as_ref(), expires_at_ms);
+            put_event(batch, operation.key(), &new, index);
             batch.values.insert(storage_key, Some(new));
             OperationResult::Put
         }
         Operation::Delete { .. } => {
+            if let Some(found) = &found {
+                delete_event(batch, operation.key(), found, index, WatchEventKind::Delete);
+            }
             batch.values.insert(storage_key, None);
             OperationResult::Deleted {
                 existed: live.is_some(),
@@ -180,7 +185,8 @@ fn apply_operation<S: StateStore + ?Sized>(
         }
         Operation::Expire { .. } => {
             let expired = found.is_some() && live.is_none();
-            if expired {
+            if let Some(found) = found.as_ref().filter(|_| expired) {
+                delete_event(batch, operation.key(), found, index, WatchEventKind::Expire);
                 batch.values.insert(storage_key, None);
             }
             OperationResult::Deleted { existed: expired }
@@ -189,6 +195,7 @@ fn apply_operation<S: StateStore + ?Sized>(
             let had_ttl = live.as_ref().is_some_and(|live| live.expires_at_ms != 0);
             if let Some(live) = live.filter(|_| had_ttl) {
                 let new = stored(&live.value, index, Some(&live), 0);
+                put_event(batch, operation.key(), &new, index);
                 batch.values.insert(storage_key, Some(new));
             }
             OperationResult::Persisted { had_ttl }
@@ -199,6 +206,7 @@ fn apply_operation<S: StateStore + ?Sized>(
                 let new = new
                     .as_ref()
                     .map(|new| stored(new, index, found.as_ref(), 0));
+                swap_event(batch, operation.key(), found.as_ref(), new.as_ref(), index);
                 batch.values.insert(storage_key, new);
             }
             OperationResult::CompareAndSwap {
@@ -221,6 +229,7 @@ fn apply_operation<S: StateStore + ?Sized>(
                 let new = new
                     .as_ref()
                     .map(|new| stored(new, index, found.as_ref(), 0));
+                swap_event(batch, operation.key(), found.as_ref(), new.as_ref(), index);
                 batch.values.insert(storage_key, new);
             }
             let previous_version = live.as_ref().map_or(0, |found| found.version);
@@ -297,6 +306,58 @@ fn stored(
         value: value.clone(),
         version,
         expires_at_ms,
+    }
+}
+
+/// Records a put of `key` for watches. Keys and values are copied: the entry's buffer they
+/// point into must not stay alive with the history.
+fn put_event(batch: &mut ApplyBatch, key: &Bytes, stored: &Versioned, index: u64) {
+    batch.events.push(WatchEvent {
+        key: Bytes::copy_from_slice(key),
+        kind: WatchEventKind::Put {
+            value: Bytes::copy_from_slice(&stored.value),
+        },
+        version: stored.version,
+        index,
+    });
+}
+
+/// Records the removal of `key` (holding `found`) for watches: the deletion's version is the
+/// entry's index, or one more than the removed value's when that is larger (after a split), as
+/// [`stored`] counts.
+fn delete_event(
+    batch: &mut ApplyBatch,
+    key: &Bytes,
+    found: &Versioned,
+    index: u64,
+    kind: WatchEventKind,
+) {
+    let version = if found.version > index {
+        found.version.saturating_add(1)
+    } else {
+        index
+    };
+    batch.events.push(WatchEvent {
+        key: Bytes::copy_from_slice(key),
+        kind,
+        version,
+        index,
+    });
+}
+
+/// Records a compare-and-swap's write: a put of `new`, or a delete of `found` (nothing when
+/// both are absent).
+fn swap_event(
+    batch: &mut ApplyBatch,
+    key: &Bytes,
+    found: Option<&Versioned>,
+    new: Option<&Versioned>,
+    index: u64,
+) {
+    match (new, found) {
+        (Some(new), _) => put_event(batch, key, new, index),
+        (None, Some(found)) => delete_event(batch, key, found, index, WatchEventKind::Delete),
+        (None, None) => {}
     }
 }
 

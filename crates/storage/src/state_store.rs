@@ -46,6 +46,10 @@ pub struct ApplyBatch {
     /// Meta records `(name, value)` (the namespace of `Store::set_meta`), e.g. the shard
     /// descriptor a configuration entry or split changes.
     pub meta: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The changes of the batch's keys, one per effective write, in log order, for watches
+    /// (not stored: the node takes them before committing). Deletes of absent keys and
+    /// `Expire`s of live keys change nothing and are not listed.
+    pub events: Vec<ringkv_types::WatchEvent>,
 }
 
 impl ApplyBatch {
@@ -58,6 +62,7 @@ impl ApplyBatch {
             sessions: BTreeMap::new(),
             conf: None,
             meta: Vec::new(),
+            events: Vec::new(),
         }
     }
 

@@ -200,6 +200,34 @@ impl ClientConnection {
         Ok(codec::decode(&bytes, self.max_frame_bytes)?)
     }
 
+    /// Opens a watch stream: sends `request` (a `Request::Watch`, possibly inside a
+    /// `WithToken`) and returns the stream of its frames. The request side stays open: dropping
+    /// the [`WatchStream`] (or [`WatchStream::cancel`]) tells the node to stop.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionLost`], [`Error::Codec`], [`Error::Timeout`] when the stream could
+    /// not be opened and the request sent within `timeout`.
+    pub async fn watch(&self, request: &Request, timeout: Duration) -> Result<WatchStream> {
+        let after_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let lost = |error: &dyn std::fmt::Display| Error::ConnectionLost {
+            reason: error.to_string(),
+        };
+        let mut frame = Vec::new();
+        codec::encode_into(request, &mut frame, self.max_frame_bytes)?;
+        let open = async {
+            let (mut send, recv) = self.connection.open_bi().await.map_err(|e| lost(&e))?;
+            send.write_all(&frame).await.map_err(|e| lost(&e))?;
+            Ok::<_, Error>(WatchStream {
+                send,
+                recv,
+                max_frame_bytes: self.max_frame_bytes,
+            })
+        };
+        tokio::time::timeout(timeout, open)
+            .await
+            .map_err(|_| Error::Timeout { after_ms })?
+    }
+
     /// Whether the connection is closed (by either side, e.g. a node closing it after
     /// `client_idle_timeout`, or lost): a caller holding it should dial again.
     pub fn is_closed(&self) -> bool {
@@ -209,5 +237,50 @@ impl ClientConnection {
     /// Closes the connection.
     pub fn close(&self) {
         self.connection.close(0u32.into(), b"done");
+    }
+}
+
+/// The frames of one watch ([`ClientConnection::watch`]), read as the caller asks for them:
+/// a caller that stops reading stops the node's sending (QUIC flow control), and the node
+/// cancels a watcher that falls too far behind.
+#[derive(Debug)]
+pub struct WatchStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    max_frame_bytes: u64,
+}
+
+impl WatchStream {
+    /// The next frame; `None` when the node finished the stream.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionLost`] when the stream or connection broke (also a reset by the
+    /// node), [`Error::Codec`] for an undecodable frame.
+    pub async fn next(&mut self) -> Result<Option<ringkv_types::WatchFrame>> {
+        let lost = |error: &dyn std::fmt::Display| Error::ConnectionLost {
+            reason: error.to_string(),
+        };
+        let mut header = [0u8; HEADER_LEN];
+        match self.recv.read_exact(&mut header).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+            Err(error) => return Err(lost(&error)),
+        }
+        let length = ringkv_types::envelope::peek_length(&header, self.max_frame_bytes)
+            .map_err(|error| lost(&error))?;
+        let mut bytes = vec![0u8; HEADER_LEN + length];
+        if let Some(head) = bytes.get_mut(..HEADER_LEN) {
+            head.copy_from_slice(&header);
+        }
+        if let Some(body) = bytes.get_mut(HEADER_LEN..) {
+            self.recv.read_exact(body).await.map_err(|e| lost(&e))?;
+        }
+        Ok(Some(codec::decode(&bytes, self.max_frame_bytes)?))
+    }
+
+    /// Tells the node to stop sending (it ends the watch).
+    pub fn cancel(mut self) {
+        let _ = self.send.finish();
+        let _ = self.recv.stop(0u32.into());
     }
 }

@@ -4,7 +4,7 @@
 use crate::endpoint::Shared;
 use crate::stats::add;
 use ringkv_types::envelope::{self, HEADER_LEN};
-use ringkv_types::{PeerIdentity, Request, Response, WireError, codec};
+use ringkv_types::{PeerIdentity, Request, Response, WatchFrame, WireError, codec};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +14,17 @@ use tracing::debug;
 
 /// The future a [`ClientHandler`] returns.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
+
+/// A registered watch, as the handler hands it to the transport: its frames in order
+/// (`Started`, events, one `End`), `None` after the end.
+pub trait WatchFeed: Send + 'static {
+    /// The next frame to send; waits for one.
+    fn next_frame(&mut self) -> Pin<Box<dyn Future<Output = Option<WatchFrame>> + Send + '_>>;
+}
+
+/// The future [`ClientHandler::watch`] returns: the feed, or the refusal to send.
+pub type WatchFuture =
+    Pin<Box<dyn Future<Output = Result<Box<dyn WatchFeed>, WireError>> + Send + 'static>>;
 
 /// Answers client requests; implemented by the node (any
 /// `Fn(PeerIdentity, Request) -> impl Future<Output = Response>` closure also qualifies).
@@ -43,6 +54,15 @@ pub trait ClientHandler: Send + Sync + 'static {
     ) -> ResponseFuture {
         let _ = remote;
         self.handle(peer, request)
+    }
+
+    /// Registers the watch `request` (a `Request::Watch`, possibly inside a `WithToken`). The
+    /// transport then sends the feed's frames on the request's stream until the feed ends, the
+    /// caller finishes or resets its side, or a frame is not read within
+    /// `client_write_timeout`. Defaults to refusing (`Unavailable`).
+    fn watch(&self, peer: PeerIdentity, request: Request) -> WatchFuture {
+        let _ = (peer, request);
+        Box::pin(std::future::ready(Err(WireError::Unavailable)))
     }
 }
 
@@ -75,6 +95,7 @@ pub(crate) async fn serve_requests(
     debug!(%remote, %peer, "client connection");
     let is_node = matches!(*peer, PeerIdentity::Node(_));
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let watchers = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = if is_node {
             connection.accept_bi().await
@@ -98,8 +119,9 @@ pub(crate) async fn serve_requests(
         // they are not tracked.
         let task_shared = shared.clone();
         let task_peer = peer.clone();
+        let task_watchers = watchers.clone();
         tokio::spawn(async move {
-            handle_request(task_shared, task_peer, remote, send, recv).await;
+            handle_request(task_shared, task_peer, remote, task_watchers, send, recv).await;
             drop(guard);
         });
     }
@@ -128,6 +150,7 @@ async fn handle_request(
     shared: Arc<Shared>,
     peer: Arc<PeerIdentity>,
     remote: std::net::SocketAddr,
+    watchers: Arc<AtomicUsize>,
     send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -179,9 +202,14 @@ async fn handle_request(
             Err(_) => return read_timed_out(&shared, send, recv),
         }
     }
-    drop(recv);
     let response = match codec::decode::<Request>(&bytes, max_payload) {
+        Ok(request) if is_watch(&request) => {
+            drop(bytes);
+            drop(bytes_permit);
+            return serve_watch(shared, peer, watchers, permit, request, send, recv).await;
+        }
         Ok(request) => {
+            drop(recv);
             drop(bytes);
             dispatch(&shared, &peer, remote, request).await
         }
@@ -192,6 +220,119 @@ async fn handle_request(
     answer(&shared, send, &response).await;
     drop(bytes_permit);
     drop(permit);
+}
+
+/// Whether `request` is a watch (possibly inside a token).
+fn is_watch(request: &Request) -> bool {
+    match request {
+        Request::Watch(_) => true,
+        Request::WithToken { request, .. } => matches!(**request, Request::Watch(_)),
+        _ => false,
+    }
+}
+
+/// Counts a watch of one connection while it lives.
+struct WatchSlot(Arc<AtomicUsize>);
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves a watch stream: registers it with the handler (under the connection's cap on
+/// watches), then sends its frames as they come. The in-flight permit is released once the
+/// watch is registered: a watch lasts, and counts against `watchers_per_connection_max` (and
+/// the node's own cap) instead. Ends when the feed ends, when the caller finishes or resets
+/// its side (a cancel), or when a frame is not read within `client_write_timeout`.
+async fn serve_watch(
+    shared: Arc<Shared>,
+    peer: Arc<PeerIdentity>,
+    watchers: Arc<AtomicUsize>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    request: Request,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let Some(handler) = shared.handler.clone() else {
+        let _ = write_frame(
+            &shared,
+            &mut send,
+            &WatchFrame::Refused(WireError::Unavailable),
+        )
+        .await;
+        return;
+    };
+    let taken = watchers.fetch_add(1, Ordering::AcqRel);
+    let slot = WatchSlot(watchers);
+    if taken >= shared.config.watchers_per_connection_max {
+        add(&shared.counters.client_busy, 1);
+        let _ = write_frame(&shared, &mut send, &WatchFrame::Refused(WireError::Busy)).await;
+        let _ = send.finish();
+        return;
+    }
+    let registered = tokio::time::timeout(
+        shared.config.client_request_timeout,
+        handler.watch((*peer).clone(), request),
+    )
+    .await;
+    drop(permit);
+    let mut feed = match registered {
+        Ok(Ok(feed)) => feed,
+        Ok(Err(error)) => {
+            let _ = write_frame(&shared, &mut send, &WatchFrame::Refused(error)).await;
+            let _ = send.finish();
+            return;
+        }
+        Err(_) => {
+            let _ = write_frame(&shared, &mut send, &WatchFrame::Refused(WireError::Timeout)).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    add(&shared.counters.client_requests, 1);
+    let mut scratch = [0u8; 64];
+    loop {
+        let frame = tokio::select! {
+            frame = feed.next_frame() => frame,
+            // The caller finished or reset its side: it cancelled the watch.
+            _ = recv.read(&mut scratch) => break,
+        };
+        let Some(frame) = frame else { break };
+        let last = matches!(frame, WatchFrame::End(_));
+        if !write_frame(&shared, &mut send, &frame).await {
+            drop(slot);
+            return;
+        }
+        if last {
+            break;
+        }
+    }
+    let _ = send.finish();
+    drop(feed);
+    drop(slot);
+}
+
+/// Writes one watch frame; `false` (the stream reset) when it could not be sent in time.
+async fn write_frame(shared: &Shared, send: &mut quinn::SendStream, frame: &WatchFrame) -> bool {
+    let mut bytes = Vec::new();
+    if codec::encode_into(frame, &mut bytes, shared.config.max_frame_bytes).is_err() {
+        let _ = send.reset(STREAM_TIMEOUT.into());
+        return false;
+    }
+    match tokio::time::timeout(shared.config.client_write_timeout, send.write_all(&bytes)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            debug!(%error, "watcher went away");
+            false
+        }
+        Err(_) => {
+            add(&shared.counters.client_write_timeouts, 1);
+            debug!("watcher did not read its frame in time; resetting the stream");
+            let _ = send.reset(STREAM_TIMEOUT.into());
+            false
+        }
+    }
 }
 
 /// Answers a request stream the client finished before a whole frame.

@@ -34,6 +34,9 @@ pub struct TransportConfig {
     pub peer_queue_batches_max: usize,
     /// Client requests handled at once (default 4096). Beyond it requests are answered `Busy`.
     pub client_inflight_max: usize,
+    /// Watch streams open at once on one client connection (default 1024). Beyond it a watch
+    /// is refused `Busy`.
+    pub watchers_per_connection_max: usize,
     /// Handler time budget when the request names none (default 5 s).
     pub client_request_timeout: Duration,
     /// Largest frame payload accepted or sent (default 16 MiB); checked before allocating.
@@ -100,6 +103,7 @@ impl TransportConfig {
             snapshot_chunk_bytes: 1024 * 1024,
             peer_queue_batches_max: 1024,
             client_inflight_max: 4096,
+            watchers_per_connection_max: 1024,
             client_request_timeout: Duration::from_secs(5),
             max_frame_bytes: 16 * 1024 * 1024,
             keep_alive: Duration::from_secs(5),
@@ -146,6 +150,7 @@ impl TransportConfig {
             self.snapshot_chunks_buffered_max,
             self.peer_queue_batches_max,
             self.client_inflight_max,
+            self.watchers_per_connection_max,
             self.max_connections,
             self.max_client_connections,
         ];

@@ -56,8 +56,8 @@ mod snapshot;
 mod stats;
 mod tls;
 
-pub use client::{ClientConnection, ClientEndpoint};
-pub use client_service::{ClientHandler, ResponseFuture};
+pub use client::{ClientConnection, ClientEndpoint, WatchStream};
+pub use client_service::{ClientHandler, ResponseFuture, WatchFeed, WatchFuture};
 pub use config::{ALPN, TransportConfig, node_server_name};
 pub use endpoint::{IdentityReloader, Inbound, SendOutcome, Transport, TransportBuilder};
 pub use error::{Error, Result};

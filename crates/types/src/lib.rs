@@ -19,6 +19,7 @@ pub mod ring;
 pub mod secret;
 pub mod shard;
 pub mod shard_map;
+pub mod watch;
 pub mod wire_error;
 
 #[cfg(test)]
@@ -39,4 +40,5 @@ pub use response::{
 pub use secret::Secret;
 pub use shard::{Epoch, Replica, ReplicaRole, ShardDescriptor};
 pub use shard_map::ShardMap;
+pub use watch::{WatchEnd, WatchEvent, WatchEventKind, WatchFrame, WatchRequest, WatchTarget};
 pub use wire_error::WireError;

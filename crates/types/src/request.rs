@@ -348,4 +348,8 @@ pub enum Request {
         /// The request.
         request: Box<Request>,
     },
+    /// A watch of one shard's changes: a server-streaming request answered by
+    /// [`WatchFrame`](crate::watch::WatchFrame)s (see [`crate::watch`]); a refusal is one
+    /// `WatchFrame::Refused`. Appended: postcard numbers variants.
+    Watch(crate::watch::WatchRequest),
 }

@@ -14,6 +14,7 @@ mod exit;
 mod inspect;
 mod kv;
 mod kv_read;
+mod kv_watch;
 mod local;
 mod status;
 mod user;
@@ -479,6 +480,26 @@ enum KvCommand {
         #[arg(long, value_enum, default_value_t = kv::Consistency::Linearizable)]
         consistency: kv::Consistency,
     },
+    /// Prints one line per change of KEY (or of every key under --prefix) as it happens, in
+    /// order per key; until Ctrl-C, --count events or --timeout.
+    Watch {
+        /// The key.
+        #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+        key: Option<String>,
+        /// Watch every key starting with this (empty: the whole namespace).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Changes after this log index of the key's shard (a version `kv get -w json` printed,
+        /// or the `index` of the last event seen); default: from now.
+        #[arg(long)]
+        after: Option<u64>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this long (`500ms`, `30s`, `10m`; a bare number is seconds).
+        #[arg(long, value_parser = kv::parse_ttl)]
+        timeout: Option<std::time::Duration>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -631,6 +652,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         cursor,
                     };
                     kv_read::scan(&client, args, format).await
+                }
+                KvCommand::Watch {
+                    key,
+                    prefix,
+                    after,
+                    count,
+                    timeout,
+                } => {
+                    let args = kv_watch::WatchArgs {
+                        key,
+                        prefix,
+                        after,
+                        count,
+                        timeout,
+                    };
+                    kv_watch::watch(&client, args, format).await
                 }
             };
             client.close().await;

@@ -30,7 +30,7 @@ fn answer(pd: &Shared, me: NodeId, request: Request) -> Response {
     let mut state = pd.lock().unwrap();
     let admin = match request {
         Request::Admin(admin) => admin,
-        Request::Kv(_) | Request::WithToken { .. } => {
+        Request::Kv(_) | Request::WithToken { .. } | Request::Watch(_) => {
             return Response::Error(WireError::InvalidRequest {
                 reason: "not faked".into(),
             });

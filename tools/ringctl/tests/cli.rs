@@ -1,6 +1,6 @@
 //! `ringctl` with etcdctl's habits and the database inspector, end to end with the real
 //! binaries (`ringctl local up` running real `ringkvd` processes): `kv has` exit codes,
-//! `--endpoints host:port` without node ids and without a config file, the `RINGCTL_*`
+//! `kv watch --count/--timeout`, `--endpoints host:port` without node ids and without a config file, the `RINGCTL_*`
 //! environment twins, `kv put` from stdin, `-w json|simple`, shell completion; and the
 //! inspector reading a node killed with SIGKILL, offline, which must show exactly the keys and
 //! values written, the puts in its Raft log at increasing indexes, and agree with what the
@@ -152,6 +152,56 @@ fn etcdctl_habits_with_the_real_binaries() {
         (Some(0), "v\n"),
         "{kept:?}"
     );
+
+    // kv watch: from a version, --count events then exit 0; --timeout ends a quiet watch.
+    let first = json(&ringctl(
+        &config,
+        &["-w", "json", "kv", "put", "watched", "w1"],
+    ));
+    let after = first["version"].as_u64().unwrap().to_string();
+    for value in ["w2", "w3"] {
+        assert!(
+            ringctl(&config, &["kv", "put", "watched", value])
+                .status
+                .success()
+        );
+    }
+    let watched = ringctl(
+        &config,
+        &[
+            "-w", "json", "kv", "watch", "watched", "--after", &after, "--count", "2",
+        ],
+    );
+    assert!(watched.status.success(), "{watched:?}");
+    let lines: Vec<Value> = stdout(&watched)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let values: Vec<&str> = lines.iter().filter_map(|l| l["value"].as_str()).collect();
+    assert_eq!(values, ["w2", "w3"], "{watched:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["type"] == "put" && l["key"] == "watched")
+    );
+    let plain = ringctl(
+        &config,
+        &[
+            "kv",
+            "watch",
+            "watched",
+            "--after",
+            &after,
+            "--count",
+            "5",
+            "--timeout",
+            "1s",
+        ],
+    );
+    assert!(plain.status.success(), "{plain:?}");
+    let plain = stdout(&plain);
+    assert_eq!(plain.lines().count(), 2, "{plain}");
+    assert!(plain.starts_with("put watched w2 version="), "{plain}");
 
     // -w json on kv and status.
     let get = json(&ringctl(&config, &["-w", "json", "kv", "get", "hello"]));

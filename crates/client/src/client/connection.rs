@@ -41,7 +41,7 @@ impl Client {
         let outcome = tokio::select! {
             biased;
             outcome = connection.call(request, timeout) => Ok(outcome),
-            evidence = self.watch(addr) => Err(evidence),
+            evidence = self.watch_node(addr) => Err(evidence),
         };
         let forget = |client: &Self| {
             client
@@ -82,7 +82,7 @@ impl Client {
     /// Probes `addr` after `suspect_after` and then every `suspect_after`; resolves only with
     /// the first probe that finds the node refused or silent. Never resolves without an
     /// address, or while the probes cannot run (a name that does not resolve is no evidence).
-    pub(super) async fn watch(&self, addr: Option<String>) -> Probe {
+    pub(super) async fn watch_node(&self, addr: Option<String>) -> Probe {
         let Some(addr) = addr else {
             return std::future::pending().await;
         };

@@ -3,7 +3,9 @@
 use super::principal::Principal;
 use ringkv_pd::Command;
 use ringkv_types::namespace;
-use ringkv_types::{AdminRequest, BatchOp, KvOp, KvRequest, NodeId, Request, WireError};
+use ringkv_types::{
+    AdminRequest, BatchOp, KvOp, KvRequest, NodeId, Request, WatchTarget, WireError,
+};
 
 fn denied(missing: impl Into<String>) -> WireError {
     WireError::PermissionDenied {
@@ -47,6 +49,7 @@ pub fn authorize(principal: &Principal, request: &Request) -> Result<(), WireErr
     match request {
         Request::Kv(kv) => authorize_kv(principal, kv),
         Request::Admin(admin) => authorize_admin(principal, admin),
+        Request::Watch(watch) => authorize_watch(principal, &watch.target),
         Request::WithToken { .. } => Err(WireError::InvalidRequest {
             reason: "a token inside a token request".into(),
         }),
@@ -98,6 +101,22 @@ fn authorize_kv(principal: &Principal, request: &KvRequest) -> Result<(), WireEr
     }
 }
 
+/// A watch reads: its key, or its prefix (which must name a whole namespace, as a scan's, so
+/// it cannot span namespaces), must be in a namespace the principal may read.
+fn authorize_watch(principal: &Principal, target: &WatchTarget) -> Result<(), WireError> {
+    if principal.is_admin() {
+        return Ok(());
+    }
+    let (ns, _) = namespace::split(target.bytes()).map_err(|error| WireError::InvalidRequest {
+        reason: error.to_string(),
+    })?;
+    if principal.may_read(ns) {
+        Ok(())
+    } else {
+        Err(denied(format!("read:{}", String::from_utf8_lossy(ns))))
+    }
+}
+
 fn authorize_admin(principal: &Principal, request: &AdminRequest) -> Result<(), WireError> {
     match request {
         // What every client needs to route, and logging in.
@@ -145,7 +164,7 @@ fn authorize_pd(principal: &Principal, command: &Command) -> Result<(), WireErro
 /// and so is written to the audit log with its principal. Node-agent traffic is not.
 pub fn is_audited(request: &Request) -> bool {
     match request {
-        Request::Kv(_) => false,
+        Request::Kv(_) | Request::Watch(_) => false,
         Request::WithToken { request, .. } => is_audited(request),
         Request::Admin(admin) => match admin {
             AdminRequest::GetShardMap
@@ -194,6 +213,7 @@ pub fn describe(request: &Request) -> String {
             KvOp::Ttl { .. } => format!("ttl on shard {}", kv.shard),
         },
         Request::WithToken { request, .. } => describe(request),
+        Request::Watch(watch) => format!("watch on shard {}", watch.shard),
         Request::Admin(AdminRequest::Pd { command }) => {
             match postcard::from_bytes::<Command>(command) {
                 Ok(command) => {

@@ -11,7 +11,7 @@ use ringkv_pd::{
 use ringkv_types::namespace::encode;
 use ringkv_types::{
     AdminRequest, BatchOp, Epoch, KvOp, KvRequest, NodeId, ReadConsistency, Request, Secret,
-    ShardDescriptor, ShardId, WireError,
+    ShardDescriptor, ShardId, WatchRequest, WatchTarget, WireError,
 };
 use std::collections::BTreeMap;
 
@@ -63,6 +63,14 @@ fn scan(prefix: Bytes) -> Request {
         limit: 10,
         keys_only: false,
         consistency: ReadConsistency::Linearizable,
+    })
+}
+
+fn watch(target: WatchTarget) -> Request {
+    Request::Watch(WatchRequest {
+        shard: ShardId(1),
+        target,
+        after: None,
     })
 }
 
@@ -197,6 +205,27 @@ fn table() -> Vec<(&'static str, Request, &'static str)> {
             "scan alice",
             scan(encode("alice", b"").unwrap()),
             "AAAAAAAD",
+        ),
+        // Watches read: a key or a whole-namespace prefix the principal may read.
+        (
+            "watch key alice",
+            watch(WatchTarget::Key(key("alice"))),
+            "AAAAAAAD",
+        ),
+        (
+            "watch prefix alice",
+            watch(WatchTarget::Prefix(encode("alice", b"").unwrap())),
+            "AAAAAAAD",
+        ),
+        (
+            "watch prefix eve",
+            watch(WatchTarget::Prefix(encode("eve", b"p").unwrap())),
+            "AAAADDDA",
+        ),
+        (
+            "watch raw prefix (no namespace)",
+            watch(WatchTarget::Prefix(Bytes::new())),
+            "AAAAIIII",
         ),
         ("scan alice prefix", scan(key("alice")), "AAAAAAAD"),
         ("scan eve", scan(encode("eve", b"").unwrap()), "AAAADDDA"),

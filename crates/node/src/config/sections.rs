@@ -122,6 +122,17 @@ pub struct LimitsConfig {
     /// the log), so the session table stays bounded. A retry arriving later than this may
     /// apply twice. 0 keeps sessions forever.
     pub session_idle_ms: u64,
+    /// Bytes of recent changes each replica keeps per shard for watches to resume from (keys,
+    /// values and ~32 bytes per change); older changes are dropped and a resume before them
+    /// answers `Compacted`. 0 keeps no history (watches start from now only).
+    pub watch_history_bytes: u64,
+    /// Bytes of events queued for one watcher; a watcher that falls this far behind is
+    /// cancelled with `SlowWatcher`. At least 1 MiB (a largest value must fit).
+    pub watch_buffer_bytes_max: u64,
+    /// Watchers (one per watched shard) on one client connection; beyond it `Busy`.
+    pub watchers_per_connection_max: usize,
+    /// Watchers on this node; beyond it `Busy`.
+    pub watchers_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -147,6 +158,10 @@ impl Default for LimitsConfig {
             turn_inputs_max: 1024,
             http_connections_max: 1024,
             session_idle_ms: 3_600_000,
+            watch_history_bytes: 1 << 20,
+            watch_buffer_bytes_max: 4 << 20,
+            watchers_per_connection_max: 1024,
+            watchers_max: 10_000,
         }
     }
 }

@@ -131,6 +131,18 @@ impl NodeConfig {
                  client's retries land before its session expires",
             ));
         }
+        if limits.watch_buffer_bytes_max < 1 << 20 {
+            return Err(invalid(
+                "limits.watch_buffer_bytes_max",
+                "must be at least 1048576 (a largest value must fit)",
+            ));
+        }
+        if limits.watchers_per_connection_max == 0 || limits.watchers_max == 0 {
+            return Err(invalid(
+                "limits.watchers_max",
+                "watchers_max and watchers_per_connection_max must be at least 1",
+            ));
+        }
         if self.storage.cache_mib == 0 {
             return Err(invalid("storage.cache_mib", "must be at least 1"));
         }

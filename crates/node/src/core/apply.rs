@@ -29,6 +29,8 @@ pub struct RunApplied {
     pub pd_results: Option<PdResults>,
     /// The applied configuration no longer holds this replica: the driver removes it.
     pub removed: bool,
+    /// The changes of the run's keys, in log order (for watches).
+    pub events: Vec<ringkv_types::WatchEvent>,
 }
 
 impl<L: ringkv_raft::Storage> NodeCore<L> {
@@ -117,8 +119,9 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
         };
         // IMPORTANT: the new descriptor (and the PD state) commits with the applied index in
         // one batch.
-        let (batch, results) =
+        let (mut batch, results) =
             kv_machine::apply_commands(&*store, shard, run, applied, conf.as_ref(), &meta)?;
+        let events = std::mem::take(&mut batch.events);
         store.commit_apply(batch)?;
         if let Some(descriptor) = descriptor
             && group.initialized
@@ -180,6 +183,7 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
             last: last.0,
             pd_results: (kind == MachineKind::Pd).then_some(pd_results),
             removed,
+            events,
         }))
     }
 

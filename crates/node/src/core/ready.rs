@@ -35,6 +35,8 @@ pub struct ReadyOutput {
     pub leader_changed: bool,
     /// The group started campaigning.
     pub campaigned: bool,
+    /// The Ready carried a new role or leader (the driver tells the watch registry).
+    pub soft_state_changed: bool,
     /// The shard map of a PD state installed with a snapshot (group 0 only).
     pub pd_map: Option<ShardMap>,
 }
@@ -68,6 +70,7 @@ impl<L: Storage> NodeCore<L> {
             }
             output.leader_changed = soft.leader != group.leader && soft.leader.is_some();
             output.campaigned = soft.role == Role::Candidate && group.role != Role::Candidate;
+            output.soft_state_changed = true;
             group.leader = soft.leader;
             group.role = soft.role;
             if soft.role != Role::Leader {

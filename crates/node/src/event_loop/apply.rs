@@ -27,7 +27,14 @@ impl EventLoop {
             .map_or(MachineKind::of(shard), |group| group.machine.kind());
         for step in apply_plan::steps(kind, entries) {
             match step {
-                Step::Run(run) => self.apply_run(shard, run)?,
+                Step::Run(run) => {
+                    let from = run.first().map_or(0, |entry| entry.index.0);
+                    let to = run.last().map_or(0, |entry| entry.index.0);
+                    let events = self.apply_run(shard, run)?;
+                    if from > 0 {
+                        self.watch.record(shard, from, to, &events);
+                    }
+                }
                 Step::Expiry {
                     index,
                     term,
@@ -42,6 +49,7 @@ impl EventLoop {
                         idle_ms,
                     )?;
                     self.metrics.sessions_expired.inc_by(outcome.dropped);
+                    self.watch.record(shard, index.0, index.0, &[]);
                 }
                 Step::Split { index, term, split } => {
                     self.apply_split(shard, index, term, split, internal)?;
@@ -53,11 +61,16 @@ impl EventLoop {
 
     /// Applies ordinary committed entries of `shard` through the core
     /// ([`crate::core::node_core::NodeCore::apply_run`]), then does what needs the driver: PD
-    /// answers, log compaction, replica removal.
-    pub(super) fn apply_run(&mut self, shard: ShardId, entries: Vec<Entry>) -> Result<()> {
-        let Some(applied) = self.core.apply_run(&mut self.store, shard, entries)? else {
-            return Ok(());
+    /// answers, log compaction, replica removal. Returns the run's changes (for watches).
+    pub(super) fn apply_run(
+        &mut self,
+        shard: ShardId,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<ringkv_types::WatchEvent>> {
+        let Some(mut applied) = self.core.apply_run(&mut self.store, shard, entries)? else {
+            return Ok(Vec::new());
         };
+        let events = std::mem::take(&mut applied.events);
         if let Some(results) = applied.pd_results {
             self.pd_answer(results, applied.last);
         }
@@ -72,7 +85,7 @@ impl EventLoop {
         if applied.removed {
             self.remove_group(shard)?;
         }
-        Ok(())
+        Ok(events)
     }
 
     /// Moves the compaction point to the applied index once the log holds more than

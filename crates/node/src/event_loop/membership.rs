@@ -54,6 +54,7 @@ impl EventLoop {
         let Some(mut group) = self.core.take_group(shard) else {
             return Ok(());
         };
+        self.watch.remove(shard);
         let gone = || Response::Error(WireError::ShardNotFound { shard });
         for (_, proposal) in std::mem::take(&mut group.proposals) {
             self.core.replies.send(proposal.reply, gone());

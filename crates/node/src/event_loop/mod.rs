@@ -131,6 +131,8 @@ pub struct EventLoop {
     liveness: crate::core::liveness::Liveness,
     /// A tick happened: check the peers' liveness at the end of the turn.
     liveness_check_due: bool,
+    /// Change histories and watchers (`crate::watch`), shared with the client service.
+    watch: Arc<crate::watch::WatchHub>,
 }
 
 /// Gauges, `/readyz` and session expiry loop over every local group: they run every this many
@@ -214,7 +216,15 @@ impl EventLoop {
             ticks_seen: 0,
             liveness: crate::core::liveness::Liveness::new(election_timeout),
             liveness_check_due: false,
+            watch: Arc::new(crate::watch::WatchHub::default()),
         }
+    }
+
+    /// Records applied changes into `hub` (shared with the client service, which serves
+    /// watches from it).
+    pub fn with_watch(mut self, hub: Arc<crate::watch::WatchHub>) -> Self {
+        self.watch = hub;
+        self
     }
 
     /// Records into `metrics` (shared with the HTTP server), and lets it read the transport.

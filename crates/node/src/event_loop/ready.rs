@@ -6,7 +6,7 @@
 use super::requests::serve_reads;
 use super::{EventLoop, Internal};
 use crate::error::{Error, Result};
-use ringkv_raft::Ready;
+use ringkv_raft::{Ready, Role};
 use ringkv_storage::Durable;
 use ringkv_types::raft::Message;
 use ringkv_types::{RaftBatch, ShardId};
@@ -66,6 +66,17 @@ impl EventLoop {
         let output = self.core.handle_ready(shard, ready)?;
         if output.leader_changed {
             self.metrics.raft_leader_changes.inc();
+        }
+        if output.soft_state_changed
+            && let Some(group) = self.core.groups.get(&shard)
+        {
+            self.watch.set_role(
+                shard,
+                group.role == Role::Leader && group.initialized,
+                group.leader_hint(),
+                &group.descriptor,
+                group.applied.0,
+            );
         }
         if output.campaigned {
             self.metrics.raft_campaigns.inc();

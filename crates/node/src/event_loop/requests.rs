@@ -75,6 +75,16 @@ impl EventLoop {
                 return Ok(());
             }
             Request::Kv(request) => request,
+            Request::Watch(_) => {
+                // Watches are streams: the client service registers them in the watch hub.
+                self.core.replies.send(
+                    slot,
+                    Response::Error(WireError::InvalidRequest {
+                        reason: "a watch is a stream, served by the client service".into(),
+                    }),
+                );
+                return Ok(());
+            }
             Request::WithToken { .. } => {
                 // The client service unwraps tokens before a request gets here.
                 self.core.replies.send(

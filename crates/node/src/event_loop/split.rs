@@ -188,12 +188,20 @@ impl EventLoop {
         };
         let Some((left, right)) = outcome else {
             // Stale (the epoch moved since the proposal) or invalid: every replica skips it.
-            return self.core.skip_split(&mut self.store, shard, (index, term));
+            self.core
+                .skip_split(&mut self.store, shard, (index, term))?;
+            self.watch.record(shard, index.0, index.0, &[]);
+            return Ok(());
         };
         let parent_leads = group.raw.is_leader();
         self.create_split_child(shard, &right, parent_leads, internal)?;
+        let (kept, child) = (left.clone(), right.id);
         self.core
-            .finish_split(&mut self.store, shard, (index, term), left, right)
+            .finish_split(&mut self.store, shard, (index, term), left, right)?;
+        // Watchers of the parent end here (after every change up to the split); the child's
+        // history is complete from its creation.
+        self.watch.split(shard, index.0, kept, child);
+        Ok(())
     }
 
     /// Creates the split's new group here, unless a replica of it was already initialized (by

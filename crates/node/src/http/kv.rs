@@ -53,6 +53,7 @@ pub(super) enum Op {
     Scan,
     Ttl,
     Persist,
+    Watch,
 }
 
 impl Op {
@@ -68,6 +69,7 @@ impl Op {
             Op::Scan => "scan",
             Op::Ttl => "ttl",
             Op::Persist => "persist",
+            Op::Watch => "watch",
         }
     }
 }

@@ -17,6 +17,7 @@ mod kv;
 mod kv_read;
 mod kv_ttl;
 mod tls;
+mod watch;
 
 #[cfg(test)]
 mod routes_test;
@@ -231,6 +232,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/cluster/nodes"),
     ("GET", "/v1/openapi.yaml"),
     ("POST", "/v1/auth/token"),
+    ("GET", "/v1/watch"),
 ];
 
 /// Every route of the API (listed in [`ROUTES`]).
@@ -257,6 +259,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/cluster/nodes", axum::routing::get(cluster::nodes))
         .route("/v1/openapi.yaml", axum::routing::get(openapi))
         .route("/v1/auth/token", axum::routing::post(auth::login))
+        .route("/v1/watch", axum::routing::get(watch::watch))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_span,
