@@ -507,7 +507,11 @@ fn transfers_to_a_node_marked_down_free_the_budget_at_once() {
     state.settings.max_operators = 2;
     let led_by_1: Vec<ShardId> = (1..=8)
         .map(ShardId)
-        .filter(|s| state.descriptor(*s).is_some_and(|d| d.voters().any(|v| v == NodeId(4))))
+        .filter(|s| {
+            state
+                .descriptor(*s)
+                .is_some_and(|d| d.voters().any(|v| v == NodeId(4)))
+        })
         .filter(|s| state.leader(*s) != Some(NodeId(4)))
         .take(2)
         .collect();
