@@ -52,8 +52,10 @@
 //! than before, and hands out a `TransferLeader` first when the replica to remove is the leader.
 //!
 //! A step that shows no progress within `operator_step_timeout_ms` of log time cancels its
-//! operator (so does [`Command::CancelOperator`], and an `AddLearner` whose target is no longer
-//! `Up`). Cancelling rolls back what cannot stay:
+//! operator (so does [`Command::CancelOperator`]; and a tick abandons at once an operator
+//! whose current step waits on a node that went away: an `AddLearner` or a `TransferLeader`
+//! to a node no longer `Up`, a `PromoteLearner` on a node no longer alive). Cancelling rolls
+//! back what cannot stay:
 //!
 //! * `AddLearner` handed out, learner not yet a voter: a rollback operator removes the learner.
 //!   If the learner appears only after the rollback finished, it is an orphan (a learner with no

@@ -497,3 +497,61 @@ fn balance_leaders_moves_through_an_intermediate_node() {
         ]
     );
 }
+
+/// Leader transfers handed to a node that then dies are abandoned by the first tick that
+/// marks it down, not held until the step timeout: with the budget full of them, repair (and
+/// everything else) would wait 10 minutes (`ringkv-sim --pd-scale --scenario kill` found it).
+#[test]
+fn transfers_to_a_node_marked_down_free_the_budget_at_once() {
+    let mut state = cluster(4, 8, 3);
+    state.settings.max_operators = 2;
+    let led_by_1: Vec<ShardId> = (1..=8)
+        .map(ShardId)
+        .filter(|s| {
+            state
+                .descriptor(*s)
+                .is_some_and(|d| d.voters().any(|v| v == NodeId(4)))
+        })
+        .filter(|s| state.leader(*s) != Some(NodeId(4)))
+        .take(2)
+        .collect();
+    assert_eq!(led_by_1.len(), 2);
+    for shard in &led_by_1 {
+        state
+            .apply(&Command::AddOperator {
+                operator: crate::command::AdminOperator::TransferLeader {
+                    shard: *shard,
+                    to: NodeId(4),
+                },
+                now_ms: 1,
+            })
+            .expect("accepted");
+    }
+    // Node 4 dies: everyone else keeps heartbeating; past the heartbeat timeout it is down.
+    let killed_at = 1;
+    let timeout = state.settings.heartbeat_timeout_ms;
+    for now in [killed_at + timeout / 2, killed_at + timeout] {
+        let alive: Vec<NodeId> = (1..=3).map(NodeId).collect();
+        for node in alive {
+            state
+                .apply(&Command::NodeHeartbeat {
+                    node,
+                    stats: Default::default(),
+                    now_ms: now,
+                })
+                .expect("heartbeat");
+        }
+        let Ok(Response::Tick(outcome)) = state.apply(&Command::Tick { now_ms: now }) else {
+            panic!("tick refused");
+        };
+        if now < killed_at + timeout {
+            assert!(outcome.cancelled.is_empty(), "{outcome:?}");
+        } else {
+            assert_eq!(outcome.marked_down, vec![NodeId(4)]);
+            assert_eq!(outcome.cancelled.len(), 2, "{outcome:?}");
+        }
+    }
+    assert!(state.operators.is_empty(), "{:?}", state.operators);
+    assert_eq!(state.operator_counts.cancelled, 2);
+    state.check_invariants();
+}

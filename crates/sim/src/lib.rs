@@ -16,12 +16,14 @@
 //! state machine safety, commit monotonicity, linearizability of the client history, and leader
 //! liveness (a connected majority gets a leader within a bound). Two phases: chaos, then heal,
 //! after which every group must elect a leader and commit within a bounded number of ticks.
-//! `World::idle` counts what idle groups cost with and without quiescence.
+//! `World::idle` counts what idle groups cost with and without quiescence; [`pdscale`] drives
+//! the placement driver's real code over a modelled cluster of up to thousands of shards.
 
 pub mod checkers;
 pub mod history;
 pub mod kv;
 pub mod params;
+pub mod pdscale;
 pub mod replica;
 pub mod trace;
 pub mod world;

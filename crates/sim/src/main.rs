@@ -2,6 +2,10 @@
 //! `--plant-bug` needs a build with `--features planted-bugs` (never part of a release build).
 //! `ringkv-sim --idle GROUPS [--nodes N] [--ticks T]`: what idle groups cost with and without
 //! quiescence (replica ticks and Raft messages over the second half of the run).
+//! `ringkv-sim --pd-scale [--nodes N] [--shards S] [--start SEED] [--scenario join|drain|kill]
+//! [--limit-s SECONDS]`:
+//! the placement driver balancing a modelled cluster (`ringkv_sim::pdscale`), with the time it
+//! takes.
 
 use anyhow::{Context, bail};
 use ringkv_sim::{PlantedBug, World, run_seed};
@@ -16,6 +20,11 @@ fn main() -> anyhow::Result<()> {
     let mut idle_groups: Option<u64> = None;
     let mut idle_nodes = 3u64;
     let mut idle_ticks = 400u64;
+    let mut pd_scale = false;
+    let mut nodes_given = None;
+    let mut shards = 10_000u64;
+    let mut scenario = "join".to_string();
+    let mut limit_s = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -37,11 +46,24 @@ fn main() -> anyhow::Result<()> {
             }
             "--verbose" => verbose = true,
             "--idle" => idle_groups = Some(args.next().context("--idle needs a number")?.parse()?),
-            "--nodes" => idle_nodes = args.next().context("--nodes needs a number")?.parse()?,
+            "--nodes" => {
+                idle_nodes = args.next().context("--nodes needs a number")?.parse()?;
+                nodes_given = Some(idle_nodes);
+            }
+            "--pd-scale" => pd_scale = true,
+            "--shards" => shards = args.next().context("--shards needs a number")?.parse()?,
+            "--scenario" => scenario = args.next().context("--scenario needs a name")?,
+            "--limit-s" => {
+                limit_s = Some(args.next().context("--limit-s needs a number")?.parse()?)
+            }
             "--ticks" => idle_ticks = args.next().context("--ticks needs a number")?.parse()?,
             "--help" | "-h" => {
                 println!("usage: ringkv-sim --seeds N [--start S] [--plant-bug NAME] [--verbose]");
                 println!("       ringkv-sim --idle GROUPS [--nodes N] [--ticks T]");
+                println!(
+                    "       ringkv-sim --pd-scale [--nodes N] [--shards S] [--start SEED] \
+                     [--scenario join|drain|kill] [--limit-s SIMULATED_SECONDS]"
+                );
                 println!();
                 println!(
                     "Runs seeds S..S+N; prints `VIOLATION seed S: <checker>: <detail>` for each"
@@ -59,6 +81,15 @@ fn main() -> anyhow::Result<()> {
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
+    }
+    if pd_scale {
+        return run_pd_scale(
+            start,
+            nodes_given.unwrap_or(100),
+            shards,
+            &scenario,
+            limit_s,
+        );
     }
     if let Some(groups) = idle_groups {
         return run_idle(start, idle_nodes, groups, idle_ticks);
@@ -163,5 +194,32 @@ fn run_idle(seed: u64, nodes: u64, groups: u64, ticks: u64) -> anyhow::Result<()
             started.elapsed().as_secs_f64()
         );
     }
+    Ok(())
+}
+
+/// `--pd-scale`: one scenario of PD balancing a modelled cluster.
+fn run_pd_scale(
+    seed: u64,
+    nodes: u64,
+    shards: u64,
+    scenario: &str,
+    limit_s: Option<u64>,
+) -> anyhow::Result<()> {
+    use ringkv_sim::pdscale::{PdScale, PdScaleConfig, Scenario};
+    let scenario = match scenario {
+        "join" => Scenario::Join,
+        "drain" => Scenario::Drain { node: nodes },
+        "kill" => Scenario::Kill { node: nodes },
+        other => bail!("unknown scenario {other:?} (join, drain or kill)"),
+    };
+    let mut config = PdScaleConfig::new(nodes, shards, scenario);
+    config.seed = seed;
+    if let Some(limit) = limit_s {
+        config.limit_ms = limit.saturating_mul(1000);
+    }
+    let started = Instant::now();
+    let report = PdScale::new(config)?.run()?;
+    println!("{report}");
+    eprintln!("ran in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -194,6 +194,28 @@ impl Machine<'_> {
             }
             outcome.marked_down.push(node.id);
         }
+        // An operator waiting on a node that went away (silent, draining, removed) cannot
+        // finish: a transfer or a promotion to it, or a learner still to be added on it. Left
+        // alone it would hold its place until the step timeout (10 minutes by default), and
+        // with a dead node's share of leader transfers in flight, the whole operator budget
+        // (seen in `ringkv-sim --pd-scale --scenario kill`: repair of a dead node waited 10
+        // minutes behind 16 transfers handed to it in the seconds before it was marked down).
+        let hopeless: Vec<(ShardId, OperatorId)> = self
+            .0
+            .operators
+            .values()
+            .filter(|o| match o.current_step() {
+                Some(Step::TransferLeader { to }) => !self.0.is_placement_target(to),
+                Some(Step::PromoteLearner { node }) => !self.0.is_alive(node),
+                Some(Step::AddLearner { node, .. }) => !self.0.is_placement_target(node),
+                _ => false,
+            })
+            .map(|o| (o.shard, o.id))
+            .collect();
+        for (shard, id) in hopeless {
+            self.cancel_operator(shard, OperatorEnd::Abandoned);
+            outcome.cancelled.push(id);
+        }
         let step_timeout = self.0.settings.operator_step_timeout_ms;
         let stalled: Vec<(ShardId, OperatorId)> = self
             .0

@@ -110,7 +110,7 @@ fn transfers_from(
         if *leader != from || view.busy.contains(shard) {
             continue;
         }
-        let Some(descriptor) = view.state.descriptor(*shard) else {
+        let Some(descriptor) = view.descriptors.get(shard) else {
             continue;
         };
         for to in descriptor.voters() {

@@ -22,7 +22,7 @@ use crate::operator::{Operator, OperatorId, OperatorKind, Step};
 use crate::settings::SchedulerKind;
 use crate::state::{IdCounters, PdState};
 use ringkv_types::ring::Arc;
-use ringkv_types::{NodeId, ReplicaRole, ShardId};
+use ringkv_types::{NodeId, ReplicaRole, ShardDescriptor, ShardId};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The operators the enabled schedulers would create now, without creating them: what
@@ -97,6 +97,9 @@ pub fn split_position(arc: &Arc, hint: Option<u64>) -> Option<u64> {
 /// The cluster as it will be once the operators in flight are done.
 pub(crate) struct View<'a> {
     pub(crate) state: &'a PdState,
+    /// The current descriptors by id (the map is ordered by arc, so `PdState::descriptor`
+    /// scans it; a pass looks shards up by id many times).
+    pub(crate) descriptors: BTreeMap<ShardId, &'a ShardDescriptor>,
     /// Projected replicas per shard.
     pub(crate) placement: BTreeMap<ShardId, BTreeMap<NodeId, ReplicaRole>>,
     /// Projected leader per shard (absent when unknown).
@@ -135,8 +138,10 @@ impl<'a> View<'a> {
             }
         }
         let budget = (state.settings.max_operators as usize).saturating_sub(state.operators.len());
+        let descriptors = state.shard_map.shards.iter().map(|d| (d.id, d)).collect();
         Self {
             state,
+            descriptors,
             placement,
             leaders,
             busy: state.operators.keys().copied().collect(),
@@ -223,7 +228,7 @@ impl<'a> View<'a> {
         if !self.has_budget() || self.busy.contains(&shard) || steps.is_empty() {
             return false;
         }
-        let Some(epoch) = self.state.descriptor(shard).map(|d| d.epoch) else {
+        let Some(epoch) = self.descriptors.get(&shard).map(|d| d.epoch) else {
             return false;
         };
         let mut ids = self.ids;

@@ -262,7 +262,8 @@ pub const MAX_IDS_PER_ALLOC: u64 = 1 << 20;
 pub struct TickOutcome {
     /// Nodes newly marked `Down`.
     pub marked_down: Vec<NodeId>,
-    /// Operators cancelled for making no progress (their rollbacks, if any, were created).
+    /// Operators cancelled for making no progress, or abandoned because their current step
+    /// waits on a node that went away (their rollbacks, if any, were created).
     pub cancelled: Vec<OperatorId>,
     /// Operators the schedulers created.
     pub created: Vec<OperatorId>,
