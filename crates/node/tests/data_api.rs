@@ -8,10 +8,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::{CLUSTER, Cluster, pd_config};
-use ringkv_client::{Client, ClientConfig, ReadConsistency, ScanOptions, TlsSource};
+use common::{Cluster, pd_config};
+use ringkv_client::{Client, ReadConsistency, ScanOptions};
 use ringkv_pd::{AdminOperator, Command, Response as PdResponse};
-use ringkv_transport::certs::{TlsIdentity, Validity};
 use ringkv_types::ShardId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,23 +21,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A client with the `ringctl` certificate (admin, raw keys) or in `namespace`.
 async fn connect(cluster: &Cluster, namespace: Option<&str>) -> Client {
-    let pair = cluster
-        .ca
-        .issue_client("ringctl", Validity::days_from_now(1))
-        .unwrap();
-    let identity = TlsIdentity::from_pem(cluster.ca.cert_pem(), &pair).unwrap();
-    let seeds: Vec<String> = cluster
-        .addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| format!("{}@{addr}", i + 1))
-        .collect();
-    let endpoints = ClientConfig::parse_endpoints(&seeds).unwrap();
-    let mut config = ClientConfig::new(endpoints, CLUSTER, TlsSource::Identity(identity));
-    config.request_timeout = Duration::from_secs(20);
-    config.retry.attempts_max = 64;
-    config.namespace = namespace.map(str::to_string);
-    Client::connect(config).await.unwrap()
+    cluster.rust_client(namespace).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,31 +9,15 @@
 mod common;
 
 use bytes::Bytes;
-use common::{CLUSTER, Cluster, kv};
-use ringkv_client::{Client, ClientConfig, KeyTtl, ReadConsistency, TlsSource};
-use ringkv_transport::certs::{TlsIdentity, Validity};
+use common::{Cluster, kv};
+use ringkv_client::{Client, KeyTtl, ReadConsistency};
 use ringkv_types::inspect::{InspectRequest, InspectResult};
 use ringkv_types::{AdminRequest, AdminResult, KvOp, KvResult, NodeId, Request, Response};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 async fn connect(cluster: &Cluster) -> Client {
-    let pair = cluster
-        .ca
-        .issue_client("ringctl", Validity::days_from_now(1))
-        .unwrap();
-    let identity = TlsIdentity::from_pem(cluster.ca.cert_pem(), &pair).unwrap();
-    let seeds: Vec<String> = cluster
-        .addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| format!("{}@{addr}", i + 1))
-        .collect();
-    let endpoints = ClientConfig::parse_endpoints(&seeds).unwrap();
-    let mut config = ClientConfig::new(endpoints, CLUSTER, TlsSource::Identity(identity));
-    config.request_timeout = Duration::from_secs(20);
-    config.retry.attempts_max = 64;
-    Client::connect(config).await.unwrap()
+    cluster.rust_client(None).await
 }
 
 /// The keys node `index` stores (as written, expired or not), from its inspector.

@@ -8,13 +8,10 @@
 mod common;
 
 use bytes::Bytes;
-use common::{CLUSTER, Cluster, pd_config};
-use ringkv_client::{
-    BatchOp, Client, ClientConfig, Error, TlsSource, Watch, WatchEvent, WatchEventType,
-    WatchOptions,
-};
+use common::{Cluster, pd_config};
+use ringkv_client::{BatchOp, Client, Error, Watch, WatchEvent, WatchEventType, WatchOptions};
 use ringkv_pd::{AdminOperator, Command, Response as PdResponse};
-use ringkv_transport::certs::{TlsIdentity, Validity};
+use ringkv_transport::certs::Validity;
 use ringkv_types::{ShardId, namespace, ring};
 use std::time::{Duration, Instant};
 
@@ -22,23 +19,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A client with the `ringctl` certificate in `namespace`.
 async fn connect(cluster: &Cluster, namespace: &str) -> Client {
-    let pair = cluster
-        .ca
-        .issue_client("ringctl", Validity::days_from_now(1))
-        .unwrap();
-    let identity = TlsIdentity::from_pem(cluster.ca.cert_pem(), &pair).unwrap();
-    let seeds: Vec<String> = cluster
-        .addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| format!("{}@{addr}", i + 1))
-        .collect();
-    let endpoints = ClientConfig::parse_endpoints(&seeds).unwrap();
-    let mut config = ClientConfig::new(endpoints, CLUSTER, TlsSource::Identity(identity));
-    config.request_timeout = Duration::from_secs(20);
-    config.retry.attempts_max = 64;
-    config.namespace = Some(namespace.to_string());
-    Client::connect(config).await.unwrap()
+    cluster.rust_client(Some(namespace)).await
 }
 
 /// The next event within `within`; panics on an error, `None` on silence.

@@ -652,3 +652,28 @@ split = false
 "
     )
 }
+
+impl Cluster {
+    /// A `ringkv_client::Client` with the `ringctl` certificate (admin), seeded with every
+    /// node, in `namespace` (raw keys when `None`).
+    pub async fn rust_client(&self, namespace: Option<&str>) -> ringkv_client::Client {
+        use ringkv_client::{ClientConfig, TlsSource};
+        let pair = self
+            .ca
+            .issue_client("ringctl", Validity::days_from_now(1))
+            .unwrap();
+        let identity = TlsIdentity::from_pem(self.ca.cert_pem(), &pair).unwrap();
+        let seeds: Vec<String> = self
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("{}@{addr}", i + 1))
+            .collect();
+        let endpoints = ClientConfig::parse_endpoints(&seeds).unwrap();
+        let mut config = ClientConfig::new(endpoints, CLUSTER, TlsSource::Identity(identity));
+        config.request_timeout = Duration::from_secs(20);
+        config.retry.attempts_max = 64;
+        config.namespace = namespace.map(str::to_string);
+        ringkv_client::Client::connect(config).await.unwrap()
+    }
+}
