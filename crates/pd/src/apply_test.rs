@@ -1158,3 +1158,65 @@ fn space_alarms_are_recorded_per_node_and_found_through_a_shards_replicas() {
     );
     state.check_invariants();
 }
+
+/// A move whose learner was promoted just before a third voter went silent cannot remove its
+/// source (two live voters would be left of three): the tick abandons it instead of holding
+/// the shard until the step timeout, and repair takes the silent voter out instead. Seen in
+/// the container replacement test: a balance move held this way kept `drain-node` of the
+/// silent node from finishing for 10 minutes.
+#[test]
+fn a_removal_made_unsafe_by_a_silent_voter_is_abandoned_and_repair_trims_that_voter() {
+    let mut state = cluster(4, 1, 3);
+    state.settings.set_enabled(SchedulerKind::Repair, true);
+    let shard = ShardId(1);
+    state
+        .apply(&Command::AddOperator {
+            operator: AdminOperator::MoveReplica {
+                shard,
+                from: NodeId(1),
+                to: NodeId(4),
+            },
+            now_ms: 10,
+        })
+        .expect("accepted");
+    let promoted = with_replicas(&state, shard, vec![voter(1), voter(2), voter(3), voter(4)]);
+    let mut report = report_of(&state, shard, Some(NodeId(2)), 11);
+    report.descriptor = promoted;
+    assert_eq!(
+        apply_report(&mut state, report.clone()).map(|o| o.step),
+        Some(Step::RemoveReplica { node: NodeId(1) }),
+        "every voter alive: the removal is handed out"
+    );
+
+    // Node 3 goes silent; the others heartbeat on, and a tick past the timeout marks it down.
+    let now = 12 + state.settings.heartbeat_timeout_ms;
+    for node in [1, 2, 4] {
+        state
+            .apply(&Command::NodeHeartbeat {
+                node: NodeId(node),
+                stats: Default::default(),
+                now_ms: now,
+            })
+            .expect("heartbeat");
+    }
+    let Ok(Response::Tick(outcome)) = state.apply(&Command::Tick { now_ms: now }) else {
+        panic!("tick refused");
+    };
+    assert_eq!(outcome.marked_down, vec![NodeId(3)]);
+    assert_eq!(outcome.cancelled.len(), 1, "{outcome:?}");
+    assert_eq!(
+        state
+            .operator_counts
+            .of(OperatorKind::Admin, OperatorEnd::Abandoned),
+        1
+    );
+    let repair = state.operator(shard).expect("repair trims the extra voter");
+    assert_eq!(repair.kind, OperatorKind::Repair);
+    assert_eq!(repair.steps, vec![Step::RemoveReplica { node: NodeId(3) }]);
+    report.now_ms = now + 1;
+    assert_eq!(
+        apply_report(&mut state, report).map(|o| o.step),
+        Some(Step::RemoveReplica { node: NodeId(3) })
+    );
+    state.check_invariants();
+}

@@ -54,7 +54,8 @@
 //! A step that shows no progress within `operator_step_timeout_ms` of log time cancels its
 //! operator (so does [`Command::CancelOperator`]; and a tick abandons at once an operator
 //! whose current step waits on a node that went away: an `AddLearner` or a `TransferLeader`
-//! to a node no longer `Up`, a `PromoteLearner` on a node no longer alive). Cancelling rolls
+//! to a node no longer `Up`, a `PromoteLearner` on a node no longer alive, a `RemoveReplica`
+//! that another voter's silence makes unsafe; repair then trims the silent voter). Cancelling rolls
 //! back what cannot stay:
 //!
 //! * `AddLearner` handed out, learner not yet a voter: a rollback operator removes the learner.

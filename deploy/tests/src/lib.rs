@@ -177,10 +177,10 @@ impl Project {
         }
     }
 
-    /// The last lines of node `n`'s log.
+    /// The last 100 lines of node `n`'s log.
     pub fn logs(&self, n: u8) -> String {
         let output = Command::new("docker")
-            .args(["logs", "--tail", "40", &self.container(n)])
+            .args(["logs", "--tail", "100", &self.container(n)])
             .output();
         match output {
             Ok(output) => format!(

@@ -139,13 +139,24 @@ fn a_node_on_an_empty_volume_is_refused_and_replaced() {
         &image(),
     ]);
     let drain = project.ringctl(1, &["drain-node", "3", "--timeout", "240"]);
-    assert!(
-        drain.status.success(),
-        "ringctl drain-node 3: {drain:?}\nnode 4 logs: {:?}",
-        Command::new("docker")
-            .args(["logs", "--tail", "30", &node4])
+    if !drain.status.success() {
+        // Everything that says why the last replicas did not move: the map with its
+        // operators, and what every live node logged.
+        let shards = project.ringctl(1, &["shards"]);
+        let node4_logs = Command::new("docker")
+            .args(["logs", "--tail", "60", &node4])
             .output()
-    );
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned());
+        panic!(
+            "ringctl drain-node 3: {}\n{}\nringctl shards:\n{}\nnode 1 logs:\n{}\n\
+             node 2 logs:\n{}\nnode 4 logs:\n{node4_logs:?}",
+            String::from_utf8_lossy(&drain.stdout),
+            String::from_utf8_lossy(&drain.stderr),
+            String::from_utf8_lossy(&shards.stdout),
+            project.logs(1),
+            project.logs(2),
+        );
+    }
     let remove = project.ringctl(1, &["remove-node", "3"]);
     assert!(remove.status.success(), "ringctl remove-node 3: {remove:?}");
     let nodes = project.ringctl(1, &["nodes", "--json"]);

@@ -488,10 +488,11 @@ pub async fn drain_node(client: &Client, node: NodeId, wait: Option<Wait>) -> Re
     };
     let progress = |state: &PdState, elapsed: u64| {
         format!(
-            "[{elapsed:>4}s] node {}: {} replica(s) left, {} operator(s) in flight",
+            "[{elapsed:>4}s] node {}: {} replica(s) left, {} operator(s) in flight{}",
             node.get(),
             left(state),
-            state.operators.len()
+            state.operators.len(),
+            view::few_operators_text(state)
         )
     };
     let end = poll(client, wait, false, check, progress).await?;

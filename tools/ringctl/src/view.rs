@@ -146,6 +146,21 @@ pub fn operator_text(operator: &Operator) -> String {
     )
 }
 
+/// The operators in flight, in a progress line's tail (`: op7 drain: add learner on n4 (step
+/// 1/3) on shard 5`), when there are at most three of them (a wait that stalls then shows what
+/// it waits for); empty otherwise.
+pub fn few_operators_text(state: &PdState) -> String {
+    if state.operators.is_empty() || state.operators.len() > 3 {
+        return String::new();
+    }
+    let listed: Vec<String> = state
+        .operators
+        .values()
+        .map(|o| format!("{} on shard {}", operator_text(o), o.shard.get()))
+        .collect();
+    format!(": {}", listed.join("; "))
+}
+
 /// `ringctl nodes`.
 pub fn nodes_table(state: &PdState) -> String {
     let replicas = state.replica_counts();

@@ -248,3 +248,14 @@ fn sizes_and_steps_read_well() {
         "split at 8000000000000000 (new s9)"
     );
 }
+
+#[test]
+fn a_progress_line_names_a_few_operators_in_flight() {
+    let mut state = state();
+    assert_eq!(
+        few_operators_text(&state),
+        ": op1 admin: add learner on n4 (step 1/3) on shard 2"
+    );
+    state.operators.clear();
+    assert_eq!(few_operators_text(&state), "", "nothing in flight");
+}

@@ -200,6 +200,10 @@ impl Machine<'_> {
         // with a dead node's share of leader transfers in flight, the whole operator budget
         // (seen in `ringkv-sim --pd-scale --scenario kill`: repair of a dead node waited 10
         // minutes behind 16 transfers handed to it in the seconds before it was marked down).
+        // The same for a removal that another voter's silence makes unsafe (a move whose
+        // learner was promoted just before a third node died): it would hold the shard, so
+        // neither repair nor a drain could take the silent voter out instead; abandoned, the
+        // shard keeps one voter too many and repair removes the silent one first.
         let hopeless: Vec<(ShardId, OperatorId)> = self
             .0
             .operators
@@ -208,6 +212,10 @@ impl Machine<'_> {
                 Some(Step::TransferLeader { to }) => !self.0.is_placement_target(to),
                 Some(Step::PromoteLearner { node }) => !self.0.is_alive(node),
                 Some(Step::AddLearner { node, .. }) => !self.0.is_placement_target(node),
+                Some(Step::RemoveReplica { node }) => self.0.descriptor(o.shard).is_some_and(|d| {
+                    !self.0.removal_is_safe(d, node)
+                        && d.voters().any(|v| v != node && !self.0.is_alive(v))
+                }),
                 _ => false,
             })
             .map(|o| (o.shard, o.id))
