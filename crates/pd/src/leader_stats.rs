@@ -12,7 +12,9 @@
 //! it would change what applying a command decides:
 //!
 //! * the descriptor is unknown or differs from PD's (a new epoch, a split: the shard map);
-//! * the shard has an operator in flight (steps advance on reports, in the log);
+//! * the shard has an operator in flight (steps advance on reports, in the log). Such a shard
+//!   is named even when the heartbeat left it out as unchanged, if the node leads it, so its
+//!   next step is handed out within a heartbeat, not at the next full report;
 //! * the leader, the caught-up learners or the split hint differ from the replicated report
 //!   (leader balance, transfers and promotions read them);
 //! * the load or size crosses a split threshold either way (the split scheduler reads them).
@@ -184,6 +186,15 @@ impl LeaderStats {
                     last_report_ms: now_ms,
                 },
             );
+        }
+        // A shard with an operator in flight that this node leads (as last replicated) and
+        // left out as unchanged: its next step is handed out only in answer to a report
+        // through the log, so ask for one now rather than at the next full report (ten
+        // heartbeats away: a drain of idle shards moved two of them per ten seconds).
+        for shard in state.operators.keys() {
+            if !reported.contains(shard) && state.leader(*shard) == Some(id) {
+                report_through_log.push(*shard);
+            }
         }
         if heartbeat.full {
             // The node no longer leads what it left out.

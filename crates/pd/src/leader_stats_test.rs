@@ -237,3 +237,39 @@ fn a_heartbeat_in_the_log_asks_for_every_report() {
     assert_eq!(through_log(&answer), ids);
     assert_eq!(state.nodes[&NodeId(1)].last_heartbeat_ms, 500);
 }
+
+/// A shard with an operator in flight that the node leads is named for a report through the
+/// log even when the heartbeat left it out as unchanged, so its next step is handed out within
+/// a heartbeat; a shard led elsewhere, or without an operator, is not.
+#[test]
+fn an_unchanged_led_shard_with_an_operator_is_asked_for_through_the_log() {
+    let mut state = cluster(4, 8, 3);
+    let mut stats = LeaderStats::new();
+    let led = led_by(&state, 1);
+    let mine = led[0].descriptor.id;
+    let elsewhere = state
+        .shard_map
+        .shards
+        .iter()
+        .map(|d| d.id)
+        .find(|&s| state.leader(s) != Some(NodeId(1)))
+        .expect("a shard led by another node");
+    for shard in [mine, elsewhere] {
+        let descriptor = state.descriptor(shard).unwrap().clone();
+        let to = state
+            .leader(shard)
+            .and_then(|l| descriptor.voters().find(|&v| v != l))
+            .unwrap();
+        state
+            .apply(&Command::AddOperator {
+                operator: AdminOperator::TransferLeader { shard, to },
+                now_ms: 1,
+            })
+            .expect("accepted");
+    }
+    let triage = stats.handle(&state, &heartbeat(1, Vec::new(), false), 1_000);
+    assert_eq!(through_log(&triage.answer), vec![mine]);
+    // Sent in the heartbeat (changed), it is named once.
+    let triage = stats.handle(&state, &heartbeat(1, led.clone(), false), 2_000);
+    assert_eq!(through_log(&triage.answer), vec![mine]);
+}

@@ -16,7 +16,9 @@
 //!    that changed since the last accepted heartbeat (every led shard each
 //!    [`FULL_REPORT_EVERY_HEARTBEATS`] heartbeats, and after a failed heartbeat or a PD leader
 //!    change). The PD leader answers it from memory (not through its log) and names the
-//!    shards whose report must be replicated; the agent sends each of those as a
+//!    shards whose report must be replicated (among them led shards left out as unchanged
+//!    that have an operator in flight, so a step waits at most a heartbeat to be handed out);
+//!    the agent sends each of those as a
 //!    `Command::ShardReport` and executes the `StepOrder` PD answers with when its epoch is the
 //!    leader's own: the step becomes the admin request a shard leader already serves
 //!    (`ChangeReplica`, `TransferLeader`, `SplitShard`), sent to the local loop like a client

@@ -99,10 +99,9 @@ impl Running {
         let reports = self.build_reports(view.reports, None).await;
         let full =
             self.full_report_due || self.heartbeats_since_full + 1 >= FULL_REPORT_EVERY_HEARTBEATS;
-        let sent: Vec<ShardReport> = reports
+        let (sent, unchanged): (Vec<ShardReport>, Vec<ShardReport>) = reports
             .into_iter()
-            .filter(|report| full || self.accepted.get(&report.descriptor.id) != Some(report))
-            .collect();
+            .partition(|report| full || self.accepted.get(&report.descriptor.id) != Some(report));
         let command = Command::StoreHeartbeat(StoreHeartbeat {
             node: self.config.node_id,
             stats,
@@ -156,6 +155,13 @@ impl Running {
                 self.report_through_log(report).await;
             } else {
                 self.accepted.insert(report.descriptor.id, report);
+            }
+        }
+        // PD also names led shards left out as unchanged that have an operator in flight: their
+        // next step comes in answer to a report through the log.
+        for report in unchanged {
+            if wanted.contains(&report.descriptor.id) {
+                self.report_through_log(report).await;
             }
         }
         self.report_space_alarm().await;
