@@ -139,6 +139,7 @@ fn a_node_on_an_empty_volume_is_refused_and_replaced() {
         &image(),
     ]);
     let drain = project.ringctl(1, &["drain-node", "3", "--timeout", "240"]);
+    println!("{}", String::from_utf8_lossy(&drain.stdout));
     if !drain.status.success() {
         // Everything that says why the last replicas did not move: the map with its
         // operators, and what every live node logged.
