@@ -13,18 +13,27 @@
 //! - collectors that read at scrape time what others already count: the transport's per-peer
 //!   counters and round-trip times (`ringkv_transport::stats`, not counted twice), the size of
 //!   the data dir, and the process (`/proc/self`).
+//!
+//! This file holds the [`Metrics`] of the first two sources; each collector has its own file
+//! (`transport.rs`, `disk.rs`, `process.rs`).
 
-use prometheus_client::collector::Collector;
+mod disk;
+mod process;
+mod transport;
+
+use disk::DiskCollector;
+use process::ProcessCollector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use ringkv_transport::Transport;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, Weak};
+use std::path::Path;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+use transport::TransportCollector;
 
 /// Two labels with static values.
 pub type Labels2 = [(&'static str, &'static str); 2];
@@ -103,6 +112,14 @@ pub struct Metrics {
     transport: Arc<TransportCollector>,
 }
 
+/// Registers `metric` as `name` (with the registry's `ringkv_` prefix) and returns the handle
+/// the node updates (a clone sharing the registered value).
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// A latency histogram: 19 buckets from 50 µs to about 13 s.
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~13 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
@@ -112,219 +129,197 @@ impl Metrics {
     /// The metrics of a node whose data lives in `data_dir`.
     pub fn new(data_dir: &Path) -> Self {
         let mut registry = Registry::with_prefix("ringkv");
-        let http_requests = Family::<Labels2, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP API requests by operation and result",
-            http_requests.clone(),
-        );
-        let http_request_duration =
-            Family::<Labels1, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP API request latency by operation",
-            http_request_duration.clone(),
-        );
-        let requests = Family::<Labels2, Counter>::default();
-        registry.register(
-            "requests",
-            "Native (QUIC) client requests answered, by operation and result",
-            requests.clone(),
-        );
-        let request_duration =
-            Family::<Labels1, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
-        registry.register(
-            "request_duration_seconds",
-            "Native (QUIC) client request latency by operation, from arrival to answer",
-            request_duration.clone(),
-        );
-        let raft_leader_changes = Counter::default();
-        registry.register(
-            "raft_leader_changes",
-            "Leader changes seen by local replicas",
-            raft_leader_changes.clone(),
-        );
-        let raft_campaigns = Counter::default();
-        registry.register(
-            "raft_campaigns",
-            "Elections started by local replicas (became candidate)",
-            raft_campaigns.clone(),
-        );
-        let raft_proposals = Counter::default();
-        registry.register(
-            "raft_proposals",
-            "Entries proposed by local leaders",
-            raft_proposals.clone(),
-        );
-        let sessions_expired = Counter::default();
-        registry.register(
-            "sessions_expired",
-            "Idle client sessions (exactly-once records) dropped by local replicas",
-            sessions_expired.clone(),
-        );
-        let keys_expired = Counter::default();
-        registry.register(
-            "keys_expired",
-            "Keys whose removal this node proposed as leader after their TTL ran out",
-            keys_expired.clone(),
-        );
-        let raft_dropped_messages = Counter::default();
-        registry.register(
-            "raft_dropped_messages",
-            "Raft messages dropped by the event loop (removed members, unknown groups)",
-            raft_dropped_messages.clone(),
-        );
-        let raft_invalid_messages = Counter::default();
-        registry.register(
-            "raft_invalid_messages",
-            "Peer Raft messages dropped as malformed (indexes, terms, entry runs out of shape)",
-            raft_invalid_messages.clone(),
-        );
-        let tls_reloads = Family::<Labels1, Counter>::default();
-        registry.register(
-            "tls_reloads",
-            "Certificate, key and CA bundle reloads (SIGHUP) by result (ok, error)",
-            tls_reloads.clone(),
-        );
-        let raft_shards = Family::<Labels1, Gauge>::default();
-        registry.register("raft_shards", "Local replicas by role", raft_shards.clone());
-        let raft_shards_quiescent = Gauge::default();
-        registry.register(
-            "raft_shards_quiescent",
-            "Local replicas that are quiescent (not ticked)",
-            raft_shards_quiescent.clone(),
-        );
-        let peer_nodes_down = Gauge::default();
-        registry.register(
-            "peer_nodes_down",
-            "Peer nodes sharing a shard with this node, silent for an election timeout",
-            peer_nodes_down.clone(),
-        );
-        let peer_node_down_reports = Counter::default();
-        registry.register(
-            "peer_node_down_reports",
-            "Times a silent peer node was reported down to the local shards",
-            peer_node_down_reports.clone(),
-        );
-        let raft_commit_lag = Gauge::default();
-        registry.register(
-            "raft_commit_lag_entries",
-            "Entries appended but not committed, summed over local replicas",
-            raft_commit_lag.clone(),
-        );
-        let raft_apply_lag = Gauge::default();
-        registry.register(
-            "raft_apply_lag_entries",
-            "Entries committed but not applied, summed over local replicas",
-            raft_apply_lag.clone(),
-        );
-        let storage_fsync_duration = latency_histogram();
-        registry.register(
-            "storage_fsync_duration_seconds",
-            "Group commit latency (journal write and fdatasync)",
-            storage_fsync_duration.clone(),
-        );
-        let storage_space_alarm = Gauge::default();
-        registry.register(
-            "storage_space_alarm",
-            "1 while the data dir's free space is under storage.space_reserve_mib (writes adding \
+        // Fields in registration order (the order of the exposition).
+        let mut metrics = Self {
+            http_requests: registered(
+                &mut registry,
+                "http_requests",
+                "HTTP API requests by operation and result",
+                Family::<Labels2, Counter>::default(),
+            ),
+            http_request_duration: registered(
+                &mut registry,
+                "http_request_duration_seconds",
+                "HTTP API request latency by operation",
+                Family::<Labels1, Histogram>::new_with_constructor(latency_histogram as fn() -> _),
+            ),
+            requests: registered(
+                &mut registry,
+                "requests",
+                "Native (QUIC) client requests answered, by operation and result",
+                Family::<Labels2, Counter>::default(),
+            ),
+            request_duration: registered(
+                &mut registry,
+                "request_duration_seconds",
+                "Native (QUIC) client request latency by operation, from arrival to answer",
+                Family::<Labels1, Histogram>::new_with_constructor(latency_histogram as fn() -> _),
+            ),
+            raft_leader_changes: registered(
+                &mut registry,
+                "raft_leader_changes",
+                "Leader changes seen by local replicas",
+                Counter::default(),
+            ),
+            raft_campaigns: registered(
+                &mut registry,
+                "raft_campaigns",
+                "Elections started by local replicas (became candidate)",
+                Counter::default(),
+            ),
+            raft_proposals: registered(
+                &mut registry,
+                "raft_proposals",
+                "Entries proposed by local leaders",
+                Counter::default(),
+            ),
+            sessions_expired: registered(
+                &mut registry,
+                "sessions_expired",
+                "Idle client sessions (exactly-once records) dropped by local replicas",
+                Counter::default(),
+            ),
+            keys_expired: registered(
+                &mut registry,
+                "keys_expired",
+                "Keys whose removal this node proposed as leader after their TTL ran out",
+                Counter::default(),
+            ),
+            raft_dropped_messages: registered(
+                &mut registry,
+                "raft_dropped_messages",
+                "Raft messages dropped by the event loop (removed members, unknown groups)",
+                Counter::default(),
+            ),
+            raft_invalid_messages: registered(
+                &mut registry,
+                "raft_invalid_messages",
+                "Peer Raft messages dropped as malformed (indexes, terms, entry runs out of shape)",
+                Counter::default(),
+            ),
+            tls_reloads: registered(
+                &mut registry,
+                "tls_reloads",
+                "Certificate, key and CA bundle reloads (SIGHUP) by result (ok, error)",
+                Family::<Labels1, Counter>::default(),
+            ),
+            raft_shards: registered(
+                &mut registry,
+                "raft_shards",
+                "Local replicas by role",
+                Family::<Labels1, Gauge>::default(),
+            ),
+            raft_shards_quiescent: registered(
+                &mut registry,
+                "raft_shards_quiescent",
+                "Local replicas that are quiescent (not ticked)",
+                Gauge::default(),
+            ),
+            peer_nodes_down: registered(
+                &mut registry,
+                "peer_nodes_down",
+                "Peer nodes sharing a shard with this node, silent for an election timeout",
+                Gauge::default(),
+            ),
+            peer_node_down_reports: registered(
+                &mut registry,
+                "peer_node_down_reports",
+                "Times a silent peer node was reported down to the local shards",
+                Counter::default(),
+            ),
+            raft_commit_lag: registered(
+                &mut registry,
+                "raft_commit_lag_entries",
+                "Entries appended but not committed, summed over local replicas",
+                Gauge::default(),
+            ),
+            raft_apply_lag: registered(
+                &mut registry,
+                "raft_apply_lag_entries",
+                "Entries committed but not applied, summed over local replicas",
+                Gauge::default(),
+            ),
+            storage_fsync_duration: registered(
+                &mut registry,
+                "storage_fsync_duration_seconds",
+                "Group commit latency (journal write and fdatasync)",
+                latency_histogram(),
+            ),
+            storage_space_alarm: registered(
+                &mut registry,
+                "storage_space_alarm",
+                "1 while the data dir's free space is under storage.space_reserve_mib (writes adding \
              data are refused with NoSpace)",
-            storage_space_alarm.clone(),
-        );
-        let storage_free_bytes = Gauge::default();
-        registry.register(
-            "storage_free_bytes",
-            "Free bytes on the data dir's filesystem",
-            storage_free_bytes.clone(),
-        );
-        let snapshots_in_flight = Family::<Labels1, Gauge>::default();
-        registry.register(
-            "snapshots_in_flight",
-            "Snapshots being received (staged) or sent, by direction",
-            snapshots_in_flight.clone(),
-        );
-        let snapshots_limited = Family::<Labels1, Counter>::default();
-        registry.register(
-            "snapshots_limited",
-            "Snapshots over storage.snapshots_inbound_max / snapshots_outbound_max, by direction \
+                Gauge::default(),
+            ),
+            storage_free_bytes: registered(
+                &mut registry,
+                "storage_free_bytes",
+                "Free bytes on the data dir's filesystem",
+                Gauge::default(),
+            ),
+            snapshots_in_flight: registered(
+                &mut registry,
+                "snapshots_in_flight",
+                "Snapshots being received (staged) or sent, by direction",
+                Family::<Labels1, Gauge>::default(),
+            ),
+            snapshots_limited: registered(
+                &mut registry,
+                "snapshots_limited",
+                "Snapshots over storage.snapshots_inbound_max / snapshots_outbound_max, by direction \
              (inbound: refused, the sender retries; outbound: waited for a slot)",
-            snapshots_limited.clone(),
-        );
-        let storage_group_commit_entries = Histogram::new(exponential_buckets(1.0, 2.0, 14));
-        registry.register(
-            "storage_group_commit_entries",
-            "Raft log entries per group commit",
-            storage_group_commit_entries.clone(),
-        );
-        let storage_group_commit_bytes = Histogram::new(exponential_buckets(256.0, 4.0, 12));
-        registry.register(
-            "storage_group_commit_bytes",
-            "Bytes per group commit",
-            storage_group_commit_bytes.clone(),
-        );
-        let pd_operators = Family::<Labels2, Gauge>::default();
-        registry.register(
-            "pd_operators",
-            "Operators the placement driver ended, by kind and result (cluster-wide)",
-            pd_operators.clone(),
-        );
-        let pd_operators_in_flight = Family::<Labels1, Gauge>::default();
-        registry.register(
-            "pd_operators_in_flight",
-            "Operators in flight at the placement driver, by kind",
-            pd_operators_in_flight.clone(),
-        );
-        let pd_node_replicas = Family::<[(&'static str, String); 1], Gauge>::default();
-        registry.register(
-            "pd_node_replicas",
-            "Replicas per node as the placement driver last heard",
-            pd_node_replicas.clone(),
-        );
-        let pd_node_leaders = Family::<[(&'static str, String); 1], Gauge>::default();
-        registry.register(
-            "pd_node_leaders",
-            "Leaders per node as the placement driver last heard",
-            pd_node_leaders.clone(),
-        );
-        let transport = Arc::new(TransportCollector::default());
-        registry.register_collector(Box::new(transport.clone()));
-        registry.register_collector(Box::new(DiskCollector {
+                Family::<Labels1, Counter>::default(),
+            ),
+            storage_group_commit_entries: registered(
+                &mut registry,
+                "storage_group_commit_entries",
+                "Raft log entries per group commit",
+                Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            ),
+            storage_group_commit_bytes: registered(
+                &mut registry,
+                "storage_group_commit_bytes",
+                "Bytes per group commit",
+                Histogram::new(exponential_buckets(256.0, 4.0, 12)),
+            ),
+            pd_operators: registered(
+                &mut registry,
+                "pd_operators",
+                "Operators the placement driver ended, by kind and result (cluster-wide)",
+                Family::<Labels2, Gauge>::default(),
+            ),
+            pd_operators_in_flight: registered(
+                &mut registry,
+                "pd_operators_in_flight",
+                "Operators in flight at the placement driver, by kind",
+                Family::<Labels1, Gauge>::default(),
+            ),
+            pd_node_replicas: registered(
+                &mut registry,
+                "pd_node_replicas",
+                "Replicas per node as the placement driver last heard",
+                Family::<[(&'static str, String); 1], Gauge>::default(),
+            ),
+            pd_node_leaders: registered(
+                &mut registry,
+                "pd_node_leaders",
+                "Leaders per node as the placement driver last heard",
+                Family::<[(&'static str, String); 1], Gauge>::default(),
+            ),
+            transport: Arc::new(TransportCollector::default()),
+            registry,
+        };
+        metrics
+            .registry
+            .register_collector(Box::new(metrics.transport.clone()));
+        metrics.registry.register_collector(Box::new(DiskCollector {
             data_dir: data_dir.to_path_buf(),
         }));
-        registry.register_collector(Box::new(ProcessCollector));
-        Self {
-            registry,
-            http_requests,
-            http_request_duration,
-            requests,
-            request_duration,
-            raft_leader_changes,
-            raft_campaigns,
-            raft_proposals,
-            raft_dropped_messages,
-            raft_invalid_messages,
-            tls_reloads,
-            sessions_expired,
-            keys_expired,
-            raft_shards,
-            raft_shards_quiescent,
-            peer_nodes_down,
-            peer_node_down_reports,
-            raft_commit_lag,
-            raft_apply_lag,
-            storage_fsync_duration,
-            storage_group_commit_entries,
-            storage_group_commit_bytes,
-            storage_space_alarm,
-            storage_free_bytes,
-            snapshots_in_flight,
-            snapshots_limited,
-            pd_operators,
-            pd_operators_in_flight,
-            pd_node_replicas,
-            pd_node_leaders,
-            transport,
-        }
+        metrics
+            .registry
+            .register_collector(Box::new(ProcessCollector));
+        metrics
     }
 
     /// Registers the watch hub's series: `ringkv_watchers` (gauge) and
@@ -378,6 +373,7 @@ impl Metrics {
     }
 }
 
+/// Encodes one counter read at scrape time.
 fn counter(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -388,6 +384,7 @@ fn counter(
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
+/// Encodes one gauge read at scrape time.
 fn gauge<T>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -399,283 +396,6 @@ where
 {
     let metric = ConstGauge::new(value);
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
-}
-
-/// The transport's own counters, read at scrape time.
-#[derive(Debug, Default)]
-struct TransportCollector {
-    transport: OnceLock<Weak<Transport>>,
-}
-
-/// One per-peer counter family: `(name, help, value of a link in direction)`.
-type PeerCounter = (
-    &'static str,
-    &'static str,
-    fn(&ringkv_transport::PeerStats) -> [(&'static str, u64); 2],
-);
-
-/// One per-peer counter without direction: `(name, help, value of a link)`.
-type PeerSingle = (
-    &'static str,
-    &'static str,
-    fn(&ringkv_transport::PeerStats) -> u64,
-);
-
-impl Collector for TransportCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(transport) = self.transport.get().and_then(Weak::upgrade) else {
-            return Ok(());
-        };
-        let links = transport.peer_links();
-        let totals = transport.stats();
-        drop(transport);
-        let families: [PeerCounter; 3] = [
-            (
-                "transport_bytes",
-                "Raft bytes per peer and direction",
-                |s| [("sent", s.bytes_sent), ("received", s.bytes_received)],
-            ),
-            (
-                "transport_messages",
-                "Raft messages per peer and direction",
-                |s| [("sent", s.messages_sent), ("received", s.messages_received)],
-            ),
-            (
-                "transport_dropped_messages",
-                "Raft messages the transport dropped per peer and direction (queues full)",
-                |s| [("sent", s.send_drops), ("received", s.receive_drops)],
-            ),
-        ];
-        for (name, help, values) in families {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (peer, stats, _) in &links {
-                let peer = peer.get().to_string();
-                for (direction, value) in values(stats) {
-                    let labels = [("peer", peer.as_str()), ("direction", direction)];
-                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        let singles: [PeerSingle; 2] = [
-            (
-                "transport_reconnects",
-                "Connections re-established per peer",
-                |s| s.reconnects,
-            ),
-            (
-                "transport_connect_failures",
-                "Failed connection attempts per peer",
-                |s| s.connect_failures,
-            ),
-        ];
-        for (name, help, value) in singles {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (peer, stats, _) in &links {
-                let peer = peer.get().to_string();
-                ConstCounter::new(value(stats))
-                    .encode(family.encode_family(&[("peer", peer.as_str())])?)?;
-            }
-        }
-        let mut rtt = encoder.encode_descriptor(
-            "transport_rtt_seconds",
-            "Smoothed round-trip time per connected peer (QUIC)",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (peer, _, round_trip) in &links {
-            if let Some(round_trip) = round_trip {
-                let peer = peer.get().to_string();
-                ConstGauge::new(round_trip.as_secs_f64())
-                    .encode(rtt.encode_family(&[("peer", peer.as_str())])?)?;
-            }
-        }
-        counter(
-            &mut encoder,
-            "transport_handshake_failures",
-            "TLS handshakes that failed (peers and clients)",
-            totals.handshake_failures,
-        )?;
-        counter(
-            &mut encoder,
-            "client_requests",
-            "Native client requests received",
-            totals.client_requests,
-        )?;
-        counter(
-            &mut encoder,
-            "client_busy",
-            "Native client requests refused as busy",
-            totals.client_busy,
-        )?;
-        counter(
-            &mut encoder,
-            "client_timeouts",
-            "Native client requests that timed out",
-            totals.client_timeouts,
-        )?;
-        let limits = [
-            (
-                "transport_connections_refused",
-                "Connections refused before the handshake (limits.max_connections)",
-                totals.connections_refused,
-            ),
-            (
-                "transport_clients_refused",
-                "Client connections closed after the handshake (limits.max_client_connections)",
-                totals.clients_refused,
-            ),
-            (
-                "transport_address_validations",
-                "New connections sent a QUIC Retry to validate their address",
-                totals.address_validations,
-            ),
-            (
-                "client_read_timeouts",
-                "Client requests not received within limits.client_read_timeout_ms",
-                totals.client_read_timeouts,
-            ),
-            (
-                "client_write_timeouts",
-                "Client responses not read within limits.client_write_timeout_ms",
-                totals.client_write_timeouts,
-            ),
-            (
-                "client_idle_closed",
-                "Client connections closed after limits.client_idle_timeout_ms without a request",
-                totals.client_idle_closed,
-            ),
-            (
-                "client_bytes_busy",
-                "Client requests refused as busy by limits.client_inbound_bytes_max",
-                totals.client_bytes_busy,
-            ),
-            (
-                "transport_raft_inbound_budget_drops",
-                "Raft batches from peers dropped by limits.raft_inbound_bytes_max",
-                totals.raft_inbound_budget_drops,
-            ),
-        ];
-        for (name, help, value) in limits {
-            counter(&mut encoder, name, help, value)?;
-        }
-        Ok(())
-    }
-}
-
-/// The size of the data dir, walked at scrape time.
-#[derive(Debug)]
-struct DiskCollector {
-    data_dir: PathBuf,
-}
-
-/// Files visited at most per scrape (the store holds tens to hundreds).
-const DISK_FILES_MAX: usize = 100_000;
-
-fn dir_bytes(root: &Path) -> u64 {
-    let mut total = 0u64;
-    let mut pending = vec![root.to_path_buf()];
-    let mut visited = 0usize;
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            visited += 1;
-            if visited > DISK_FILES_MAX {
-                return total;
-            }
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else {
-                total = total.saturating_add(meta.len());
-            }
-        }
-    }
-    total
-}
-
-impl Collector for DiskCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        gauge(
-            &mut encoder,
-            "storage_disk_bytes",
-            "Bytes of the node's data dir on disk",
-            dir_bytes(&self.data_dir) as i64,
-        )
-    }
-}
-
-/// CPU, memory and open files from `/proc/self` (Linux; nothing elsewhere).
-#[derive(Debug)]
-struct ProcessCollector;
-
-/// Clock ticks per second of `/proc/self/stat` times (USER_HZ, 100 on Linux).
-const USER_HZ: f64 = 100.0;
-
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name may hold spaces: fields are counted after its closing parenthesis.
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let user: f64 = fields.get(11)?.parse().ok()?;
-    let system: f64 = fields.get(12)?.parse().ok()?;
-    Some((user + system) / USER_HZ)
-}
-
-fn resident_bytes() -> Option<i64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-fn open_fds() -> Option<i64> {
-    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as i64)
-}
-
-impl Collector for ProcessCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        if let Some(seconds) = cpu_seconds() {
-            let metric = ConstCounter::new(seconds);
-            metric.encode(encoder.encode_descriptor(
-                "process_cpu_seconds",
-                "User and system CPU time of the process",
-                None,
-                metric.metric_type(),
-            )?)?;
-        }
-        if let Some(bytes) = resident_bytes() {
-            gauge(
-                &mut encoder,
-                "process_resident_memory_bytes",
-                "Resident memory of the process",
-                bytes,
-            )?;
-        }
-        if let Some(fds) = open_fds() {
-            gauge(
-                &mut encoder,
-                "process_open_fds",
-                "Open file descriptors of the process",
-                fds,
-            )?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
