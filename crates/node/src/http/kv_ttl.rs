@@ -4,8 +4,10 @@
 
 use super::AppState;
 use super::ConnectionInfo;
+use super::caller::Caller;
 use super::error::ApiError;
-use super::kv::{Caller, KvParams, Op, consistency, finish, key_of, params};
+use super::op::{Op, finish};
+use super::params::{KvParams, consistency, key_of, params};
 use axum::Json;
 use axum::extract::Extension;
 use axum::extract::rejection::QueryRejection;
