@@ -636,15 +636,21 @@ pub fn get(key: &str, consistency: ReadConsistency) -> KvOp {
     }
 }
 
-/// Fast PD timing for tests; splits only on demand.
+/// Fast PD timing for tests; splits only on demand; a node down 3 s loses its replicas.
 pub fn pd_config(balance: bool) -> String {
+    pd_config_with(balance, 3000)
+}
+
+/// Fast PD timing for tests (the `[pd]` table): balancing on or off, repair after
+/// `max_down_time_ms`, drain on, automatic splits off (tests split on demand).
+pub fn pd_config_with(balance: bool, max_down_time_ms: u64) -> String {
     format!(
         "[pd]
 tick_interval_ms = 200
 heartbeat_interval_ms = 200
 request_timeout_ms = 2000
 heartbeat_timeout_ms = 1000
-max_down_time_ms = 3000
+max_down_time_ms = {max_down_time_ms}
 operator_step_timeout_ms = 30000
 balance_replicas = {balance}
 balance_leaders = {balance}
