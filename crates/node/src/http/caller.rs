@@ -5,11 +5,12 @@ use super::AppState;
 use super::ConnectionInfo;
 use super::auth;
 use super::error::ApiError;
-use super::params::KvParams;
-use axum::extract::Extension;
-use axum::http::HeaderMap;
+use super::params::{KvParams, consistency, key_of, params, writes_only};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query};
+use axum::http::{HeaderMap, Uri};
 use bytes::Bytes;
-use ringkv_types::KvOp;
+use ringkv_types::{KvOp, ReadConsistency};
 
 /// Who asks, in which namespace: resolved before any key route executes.
 pub(super) struct Caller {
@@ -58,5 +59,49 @@ impl Caller {
     /// The one check in front of every key route: may the caller do `op`?
     pub(super) fn authorize(&self, op: KvOp) -> Result<(), ApiError> {
         auth::authorize_kv(&self.principal, op)
+    }
+}
+
+/// What a single-key route without a body resolves before it executes: the caller and the
+/// wire key of `/v1/kv/{key}{suffix}`.
+pub(super) struct KeyCall<'a> {
+    /// The handler's state.
+    pub(super) state: &'a AppState,
+    /// The request URI (the key is its path segment).
+    pub(super) uri: &'a Uri,
+    /// What follows the key in the path (`""`, `/ttl`, `/persist`).
+    pub(super) suffix: &'static str,
+    /// The request headers (credentials).
+    pub(super) headers: &'a HeaderMap,
+    /// The TLS connection (client certificate), if any.
+    pub(super) connection: Option<&'a Extension<ConnectionInfo>>,
+}
+
+impl KeyCall<'_> {
+    /// A read: the query, the key, the consistency, then the caller, in this order (the first
+    /// failure is the answer).
+    pub(super) fn read(
+        &self,
+        query: Result<Query<KvParams>, QueryRejection>,
+    ) -> Result<(ReadConsistency, Caller, Bytes), ApiError> {
+        let params = params(query)?;
+        let key = key_of(self.uri, self.suffix)?;
+        let consistency = consistency(&params)?;
+        let caller = Caller::resolve(self.state, self.headers, self.connection, &params)?;
+        let key = caller.key(key)?;
+        Ok((consistency, caller, key))
+    }
+
+    /// A write: the query (without `consistency`), the key, then the caller.
+    pub(super) fn write(
+        &self,
+        query: Result<Query<KvParams>, QueryRejection>,
+    ) -> Result<(Caller, Bytes), ApiError> {
+        let params = params(query)?;
+        writes_only(&params)?;
+        let key = key_of(self.uri, self.suffix)?;
+        let caller = Caller::resolve(self.state, self.headers, self.connection, &params)?;
+        let key = caller.key(key)?;
+        Ok((caller, key))
     }
 }

@@ -11,10 +11,10 @@
 use super::AppState;
 use super::ConnectionInfo;
 use super::body::{before_body, read_body};
-use super::caller::Caller;
+use super::caller::{Caller, KeyCall};
 use super::error::ApiError;
 use super::op::{Op, finish};
-use super::params::{KvParams, consistency, key_of, params, put_params};
+use super::params::{KvParams, key_of, put_params, writes_only};
 use axum::body::Body;
 use axum::extract::Extension;
 use axum::extract::rejection::QueryRejection;
@@ -43,11 +43,14 @@ pub(super) async fn get(
     query: Result<Query<KvParams>, QueryRejection>,
 ) -> Response {
     finish(&state, Op::Get, async {
-        let params = params(query)?;
-        let key = key_of(&uri, "")?;
-        let consistency = consistency(&params)?;
-        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
-        let key = caller.key(key)?;
+        let (consistency, caller, key) = KeyCall {
+            state: &state,
+            uri: &uri,
+            suffix: "",
+            headers: &headers,
+            connection: connection.as_ref(),
+        }
+        .read(query)?;
         caller.authorize(KvOp::Get {
             key: key.clone(),
             consistency,
@@ -80,11 +83,14 @@ pub(super) async fn head(
     query: Result<Query<KvParams>, QueryRejection>,
 ) -> Response {
     finish(&state, Op::Head, async {
-        let params = params(query)?;
-        let key = key_of(&uri, "")?;
-        let consistency = consistency(&params)?;
-        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
-        let key = caller.key(key)?;
+        let (consistency, caller, key) = KeyCall {
+            state: &state,
+            uri: &uri,
+            suffix: "",
+            headers: &headers,
+            connection: connection.as_ref(),
+        }
+        .read(query)?;
         caller.authorize(KvOp::Exists {
             key: key.clone(),
             consistency,
@@ -112,9 +118,7 @@ pub(super) async fn put(
     finish(&state, Op::Put, async {
         let checked = (|| {
             let params = put_params(query)?;
-            if params.consistency.is_some() {
-                return Err(ApiError::bad_request("consistency applies to reads only"));
-            }
+            writes_only(&params)?;
             let key = key_of(&uri, "")?;
             let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
             let key = caller.key(key)?;
@@ -164,13 +168,14 @@ pub(super) async fn delete(
     query: Result<Query<KvParams>, QueryRejection>,
 ) -> Response {
     finish(&state, Op::Delete, async {
-        let params = params(query)?;
-        if params.consistency.is_some() {
-            return Err(ApiError::bad_request("consistency applies to reads only"));
+        let (caller, key) = KeyCall {
+            state: &state,
+            uri: &uri,
+            suffix: "",
+            headers: &headers,
+            connection: connection.as_ref(),
         }
-        let key = key_of(&uri, "")?;
-        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
-        let key = caller.key(key)?;
+        .write(query)?;
         caller.authorize(KvOp::Delete { key: key.clone() })?;
         let client = state.inner.forwarder.client().await?;
         client.delete(key).await?;

@@ -6,7 +6,7 @@ use super::body::{JSON_OVERHEAD_BYTES, before_body, json_body, present, read_bod
 use super::caller::Caller;
 use super::error::ApiError;
 use super::op::{Op, finish};
-use super::params::{KvParams, params};
+use super::params::{KvParams, params, writes_only};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
@@ -72,9 +72,7 @@ pub(super) async fn batch(
     finish(&state, Op::Batch, async {
         let checked = (|| {
             let params = params(query)?;
-            if params.consistency.is_some() {
-                return Err(ApiError::bad_request("consistency applies to reads only"));
-            }
+            writes_only(&params)?;
             Caller::resolve(&state, &headers, connection.as_ref(), &params)
         })();
         let (caller, body) = before_body(checked, body).await?;

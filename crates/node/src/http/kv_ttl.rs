@@ -4,10 +4,10 @@
 
 use super::AppState;
 use super::ConnectionInfo;
-use super::caller::Caller;
+use super::caller::KeyCall;
 use super::error::ApiError;
 use super::op::{Op, finish};
-use super::params::{KvParams, consistency, key_of, params};
+use super::params::KvParams;
 use axum::Json;
 use axum::extract::Extension;
 use axum::extract::rejection::QueryRejection;
@@ -28,11 +28,14 @@ pub(super) async fn ttl(
     query: Result<Query<KvParams>, QueryRejection>,
 ) -> Response {
     finish(&state, Op::Ttl, async {
-        let params = params(query)?;
-        let key = key_of(&uri, "/ttl")?;
-        let consistency = consistency(&params)?;
-        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
-        let key = caller.key(key)?;
+        let (consistency, caller, key) = KeyCall {
+            state: &state,
+            uri: &uri,
+            suffix: "/ttl",
+            headers: &headers,
+            connection: connection.as_ref(),
+        }
+        .read(query)?;
         caller.authorize(KvOp::Ttl {
             key: key.clone(),
             consistency,
@@ -60,13 +63,14 @@ pub(super) async fn persist(
     query: Result<Query<KvParams>, QueryRejection>,
 ) -> Response {
     finish(&state, Op::Persist, async {
-        let params = params(query)?;
-        if params.consistency.is_some() {
-            return Err(ApiError::bad_request("consistency applies to reads only"));
+        let (caller, key) = KeyCall {
+            state: &state,
+            uri: &uri,
+            suffix: "/persist",
+            headers: &headers,
+            connection: connection.as_ref(),
         }
-        let key = key_of(&uri, "/persist")?;
-        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
-        let key = caller.key(key)?;
+        .write(query)?;
         caller.authorize(KvOp::Persist { key: key.clone() })?;
         let client = state.inner.forwarder.client().await?;
         let had_ttl = client.persist(key).await?;

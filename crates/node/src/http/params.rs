@@ -47,6 +47,14 @@ pub(super) fn consistency(params: &KvParams) -> Result<ReadConsistency, ApiError
     parse_consistency(params.consistency.as_deref())
 }
 
+/// Refuses `consistency` on a write route (it applies to reads only).
+pub(super) fn writes_only(params: &KvParams) -> Result<(), ApiError> {
+    match params.consistency {
+        Some(_) => Err(ApiError::bad_request("consistency applies to reads only")),
+        None => Ok(()),
+    }
+}
+
 /// A `consistency` parameter (`linearizable` when absent).
 pub(super) fn parse_consistency(name: Option<&str>) -> Result<ReadConsistency, ApiError> {
     match name {
