@@ -393,6 +393,39 @@ key = "certs/node-{id}.key"
         }
     }
 
+    /// Node `index`'s log so far (`node-N.log` in the cluster directory; processes only).
+    pub fn log_of(&self, index: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{}.log", index + 1)))
+            .unwrap_or_default()
+    }
+
+    /// Waits (bounded, 60 s) for node `index`'s process to exit; returns its exit code and its
+    /// log. Panics with "node N {still_running}" and the log if it keeps running.
+    pub async fn wait_for_exit(
+        &mut self,
+        index: usize,
+        still_running: &str,
+    ) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let code = loop {
+            let Some(Running::Process(child)) = self.nodes[index].as_mut() else {
+                panic!("node {} is not a running process", index + 1);
+            };
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} {still_running}; log:\n{}",
+                index + 1,
+                self.log_of(index)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.nodes[index] = None;
+        (code, self.log_of(index))
+    }
+
     /// Kills node `index` at once (SIGKILL for a process; in process, drops it unflushed is not
     /// possible, so only processes may be killed).
     pub fn kill_node(&mut self, index: usize) {
