@@ -9,10 +9,9 @@ mod common;
 mod workload;
 
 use bytes::Bytes;
-use common::{CLUSTER, Cluster, pd_config};
-use ringkv_client::{Client, ClientConfig, TlsSource};
+use common::{Cluster, pd_config};
+use ringkv_client::Client;
 use ringkv_pd::{AdminOperator, Command, NodeState, PdState, Response as PdResponse};
-use ringkv_transport::certs::{TlsIdentity, Validity};
 use ringkv_types::{AdminRequest, AdminResult, NodeId, ReplicaRole, Request, Response};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,24 +22,8 @@ use workload::{WAIT, actual_counts, spread, wait_for_pd};
 
 /// A client seeded with the first three nodes and `more` (nodes that join later).
 async fn client(cluster: &Cluster, more: &[SocketAddr]) -> Client {
-    let pair = cluster
-        .ca
-        .issue_client("ringctl", Validity::days_from_now(1))
-        .unwrap();
-    let identity = TlsIdentity::from_pem(cluster.ca.cert_pem(), &pair).unwrap();
-    let seeds: Vec<String> = cluster
-        .addrs
-        .iter()
-        .take(3)
-        .chain(more)
-        .enumerate()
-        .map(|(i, addr)| format!("{}@{addr}", i + 1))
-        .collect();
-    let endpoints = ClientConfig::parse_endpoints(&seeds).unwrap();
-    let mut config = ClientConfig::new(endpoints, CLUSTER, TlsSource::Identity(identity));
-    config.request_timeout = Duration::from_secs(20);
-    config.retry.attempts_max = 64;
-    Client::connect(config).await.unwrap()
+    let seeds: Vec<SocketAddr> = cluster.addrs.iter().take(3).chain(more).copied().collect();
+    cluster.rust_client_seeded(&seeds, None).await
 }
 
 /// PD's replica counts per `Up` node.

@@ -696,14 +696,23 @@ impl Cluster {
     /// A `ringkv_client::Client` with the `ringctl` certificate (admin), seeded with every
     /// node, in `namespace` (raw keys when `None`).
     pub async fn rust_client(&self, namespace: Option<&str>) -> ringkv_client::Client {
+        self.rust_client_seeded(&self.addrs, namespace).await
+    }
+
+    /// [`Cluster::rust_client`] seeded with `seeds` only, node `i + 1` at `seeds[i]` (nodes
+    /// beyond them are learned from the cluster).
+    pub async fn rust_client_seeded(
+        &self,
+        seeds: &[SocketAddr],
+        namespace: Option<&str>,
+    ) -> ringkv_client::Client {
         use ringkv_client::{ClientConfig, TlsSource};
         let pair = self
             .ca
             .issue_client("ringctl", Validity::days_from_now(1))
             .unwrap();
         let identity = TlsIdentity::from_pem(self.ca.cert_pem(), &pair).unwrap();
-        let seeds: Vec<String> = self
-            .addrs
+        let seeds: Vec<String> = seeds
             .iter()
             .enumerate()
             .map(|(i, addr)| format!("{}@{addr}", i + 1))
