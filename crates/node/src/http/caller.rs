@@ -7,7 +7,8 @@ use super::auth;
 use super::error::ApiError;
 use super::params::{KvParams, consistency, key_of, params, writes_only};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Query};
+use axum::extract::{Extension, FromRequestParts, Query};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri};
 use bytes::Bytes;
 use ringkv_types::{KvOp, ReadConsistency};
@@ -62,45 +63,61 @@ impl Caller {
     }
 }
 
-/// What a single-key route without a body resolves before it executes: the caller and the
-/// wire key of `/v1/kv/{key}{suffix}`.
-pub(super) struct KeyCall<'a> {
-    /// The handler's state.
-    pub(super) state: &'a AppState,
-    /// The request URI (the key is its path segment).
-    pub(super) uri: &'a Uri,
-    /// What follows the key in the path (`""`, `/ttl`, `/persist`).
-    pub(super) suffix: &'static str,
-    /// The request headers (credentials).
-    pub(super) headers: &'a HeaderMap,
-    /// The TLS connection (client certificate), if any.
-    pub(super) connection: Option<&'a Extension<ConnectionInfo>>,
+/// What a single-key route without a body starts from, extracted in one piece: the URI (the
+/// key is its path segment), the headers (credentials), the TLS connection (client
+/// certificate) and the query. [`KeyRoute::read`] and [`KeyRoute::write`] check them in one
+/// order for every route.
+pub(super) struct KeyRoute {
+    uri: Uri,
+    headers: HeaderMap,
+    connection: Option<Extension<ConnectionInfo>>,
+    query: Result<Query<KvParams>, QueryRejection>,
 }
 
-impl KeyCall<'_> {
-    /// A read: the query, the key, the consistency, then the caller, in this order (the first
-    /// failure is the answer).
+impl FromRequestParts<AppState> for KeyRoute {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let query = Query::<KvParams>::from_request_parts(parts, state).await;
+        Ok(Self {
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            connection: parts
+                .extensions
+                .get::<ConnectionInfo>()
+                .cloned()
+                .map(Extension),
+            query,
+        })
+    }
+}
+
+impl KeyRoute {
+    /// A read of `/v1/kv/{key}{suffix}`: the query, the key, the consistency, then the caller,
+    /// in this order (the first failure is the answer).
     pub(super) fn read(
-        &self,
-        query: Result<Query<KvParams>, QueryRejection>,
+        self,
+        state: &AppState,
+        suffix: &str,
     ) -> Result<(ReadConsistency, Caller, Bytes), ApiError> {
-        let params = params(query)?;
-        let key = key_of(self.uri, self.suffix)?;
+        let params = params(self.query)?;
+        let key = key_of(&self.uri, suffix)?;
         let consistency = consistency(&params)?;
-        let caller = Caller::resolve(self.state, self.headers, self.connection, &params)?;
+        let caller = Caller::resolve(state, &self.headers, self.connection.as_ref(), &params)?;
         let key = caller.key(key)?;
         Ok((consistency, caller, key))
     }
 
-    /// A write: the query (without `consistency`), the key, then the caller.
-    pub(super) fn write(
-        &self,
-        query: Result<Query<KvParams>, QueryRejection>,
-    ) -> Result<(Caller, Bytes), ApiError> {
-        let params = params(query)?;
+    /// A write of `/v1/kv/{key}{suffix}` without a body: the query (without `consistency`), the
+    /// key, then the caller.
+    pub(super) fn write(self, state: &AppState, suffix: &str) -> Result<(Caller, Bytes), ApiError> {
+        let params = params(self.query)?;
         writes_only(&params)?;
-        let key = key_of(self.uri, self.suffix)?;
-        let caller = Caller::resolve(self.state, self.headers, self.connection, &params)?;
+        let key = key_of(&self.uri, suffix)?;
+        let caller = Caller::resolve(state, &self.headers, self.connection.as_ref(), &params)?;
         let key = caller.key(key)?;
         Ok((caller, key))
     }

@@ -11,7 +11,7 @@
 use super::AppState;
 use super::ConnectionInfo;
 use super::body::{before_body, read_body};
-use super::caller::{Caller, KeyCall};
+use super::caller::{Caller, KeyRoute};
 use super::error::ApiError;
 use super::op::{Op, finish};
 use super::params::{KvParams, key_of, put_params, writes_only};
@@ -35,22 +35,9 @@ fn version_header(version: u64) -> (header::HeaderName, HeaderValue) {
 }
 
 /// `GET /v1/kv/{key}`: 200 with the value (its version in `ringkv-version`), 404 when absent.
-pub(super) async fn get(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    connection: Option<Extension<ConnectionInfo>>,
-    query: Result<Query<KvParams>, QueryRejection>,
-) -> Response {
+pub(super) async fn get(State(state): State<AppState>, route: KeyRoute) -> Response {
     finish(&state, Op::Get, async {
-        let (consistency, caller, key) = KeyCall {
-            state: &state,
-            uri: &uri,
-            suffix: "",
-            headers: &headers,
-            connection: connection.as_ref(),
-        }
-        .read(query)?;
+        let (consistency, caller, key) = route.read(&state, "")?;
         caller.authorize(KvOp::Get {
             key: key.clone(),
             consistency,
@@ -75,22 +62,9 @@ pub(super) async fn get(
 }
 
 /// `HEAD /v1/kv/{key}`: 200 when the key exists, 404 otherwise, no body.
-pub(super) async fn head(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    connection: Option<Extension<ConnectionInfo>>,
-    query: Result<Query<KvParams>, QueryRejection>,
-) -> Response {
+pub(super) async fn head(State(state): State<AppState>, route: KeyRoute) -> Response {
     finish(&state, Op::Head, async {
-        let (consistency, caller, key) = KeyCall {
-            state: &state,
-            uri: &uri,
-            suffix: "",
-            headers: &headers,
-            connection: connection.as_ref(),
-        }
-        .read(query)?;
+        let (consistency, caller, key) = route.read(&state, "")?;
         caller.authorize(KvOp::Exists {
             key: key.clone(),
             consistency,
@@ -160,22 +134,9 @@ pub(super) async fn put(
 }
 
 /// `DELETE /v1/kv/{key}`: 204 whether or not the key existed.
-pub(super) async fn delete(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    connection: Option<Extension<ConnectionInfo>>,
-    query: Result<Query<KvParams>, QueryRejection>,
-) -> Response {
+pub(super) async fn delete(State(state): State<AppState>, route: KeyRoute) -> Response {
     finish(&state, Op::Delete, async {
-        let (caller, key) = KeyCall {
-            state: &state,
-            uri: &uri,
-            suffix: "",
-            headers: &headers,
-            connection: connection.as_ref(),
-        }
-        .write(query)?;
+        let (caller, key) = route.write(&state, "")?;
         caller.authorize(KvOp::Delete { key: key.clone() })?;
         let client = state.inner.forwarder.client().await?;
         client.delete(key).await?;

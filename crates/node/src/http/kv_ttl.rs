@@ -3,16 +3,11 @@
 //! (`kv.rs`).
 
 use super::AppState;
-use super::ConnectionInfo;
-use super::caller::KeyCall;
+use super::caller::KeyRoute;
 use super::error::ApiError;
 use super::op::{Op, finish};
-use super::params::KvParams;
 use axum::Json;
-use axum::extract::Extension;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Uri};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use ringkv_client::KeyTtl;
 use ringkv_types::KvOp;
@@ -20,22 +15,9 @@ use serde_json::json;
 
 /// `GET /v1/kv/{key}/ttl`: 200 `{"ttl_ms": N}` (`null` for a key without a TTL), 404 when the
 /// key is absent or has expired.
-pub(super) async fn ttl(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    connection: Option<Extension<ConnectionInfo>>,
-    query: Result<Query<KvParams>, QueryRejection>,
-) -> Response {
+pub(super) async fn ttl(State(state): State<AppState>, route: KeyRoute) -> Response {
     finish(&state, Op::Ttl, async {
-        let (consistency, caller, key) = KeyCall {
-            state: &state,
-            uri: &uri,
-            suffix: "/ttl",
-            headers: &headers,
-            connection: connection.as_ref(),
-        }
-        .read(query)?;
+        let (consistency, caller, key) = route.read(&state, "/ttl")?;
         caller.authorize(KvOp::Ttl {
             key: key.clone(),
             consistency,
@@ -55,22 +37,9 @@ pub(super) async fn ttl(
 
 /// `POST /v1/kv/{key}/persist`: 200 `{"had_ttl": true}` when the key had a TTL (now
 /// cleared), `{"had_ttl": false}` when it is absent or had none (nothing changed).
-pub(super) async fn persist(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    connection: Option<Extension<ConnectionInfo>>,
-    query: Result<Query<KvParams>, QueryRejection>,
-) -> Response {
+pub(super) async fn persist(State(state): State<AppState>, route: KeyRoute) -> Response {
     finish(&state, Op::Persist, async {
-        let (caller, key) = KeyCall {
-            state: &state,
-            uri: &uri,
-            suffix: "/persist",
-            headers: &headers,
-            connection: connection.as_ref(),
-        }
-        .write(query)?;
+        let (caller, key) = route.write(&state, "/persist")?;
         caller.authorize(KvOp::Persist { key: key.clone() })?;
         let client = state.inner.forwarder.client().await?;
         let had_ttl = client.persist(key).await?;
