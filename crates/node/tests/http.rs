@@ -4,132 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod curl;
 
 use common::{Cluster, FAULT_INJECTION, HTTP_ADDR};
-use std::path::PathBuf;
+use curl::Curl;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SHARDS: u64 = 4;
-
-/// An answer of curl: the status (0 when no HTTP answer came) and the body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-}
-
-/// Runs `curl` against node `index` of `cluster`, by default with the `root` client
-/// certificate (`client-ringctl`).
-struct Curl {
-    ca: PathBuf,
-    out: PathBuf,
-    bases: Vec<String>,
-    root: Vec<String>,
-}
-
-impl Curl {
-    fn new(cluster: &Cluster) -> Self {
-        let certs = cluster.dir.path().join("certs");
-        cluster
-            .ca
-            .issue_client(
-                "ringctl",
-                ringkv_transport::certs::Validity::days_from_now(1),
-            )
-            .unwrap()
-            .write(&certs, "client-ringctl")
-            .unwrap();
-        let root = vec![
-            "--cert".to_string(),
-            certs.join("client-ringctl.pem").display().to_string(),
-            "--key".to_string(),
-            certs.join("client-ringctl.key").display().to_string(),
-        ];
-        Self {
-            root,
-            ca: cluster.dir.path().join("certs/ca.pem"),
-            out: cluster.dir.path().join("curl.out"),
-            bases: cluster
-                .http_addrs
-                .iter()
-                .map(|addr| format!("https://{addr}"))
-                .collect(),
-        }
-    }
-
-    /// `curl [args] https://<node index>/<path>` as `root` (its client certificate).
-    fn run(&self, index: usize, args: &[&str], path: &str) -> Answer {
-        let root: Vec<&str> = self.root.iter().map(String::as_str).collect();
-        self.run_as(index, &root, args, path)
-    }
-
-    /// `curl [credentials] [args] https://<node index>/<path>`.
-    fn run_as(&self, index: usize, credentials: &[&str], args: &[&str], path: &str) -> Answer {
-        let _ = std::fs::remove_file(&self.out);
-        let url = format!("{}{path}", self.bases[index]);
-        let output = Command::new("curl")
-            .args(["-sS", "--max-time", "15", "--cacert"])
-            .arg(&self.ca)
-            .arg("-o")
-            .arg(&self.out)
-            .args(["-w", "%{http_code}"])
-            .args(credentials)
-            .args(args)
-            .arg(&url)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
-        let status = String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        let body = std::fs::read(&self.out).unwrap_or_default();
-        if status == 0 {
-            eprintln!("curl {url}: {}", String::from_utf8_lossy(&output.stderr));
-        }
-        Answer { status, body }
-    }
-
-    fn get(&self, index: usize, path: &str) -> Answer {
-        self.run(index, &[], path)
-    }
-
-    /// Repeats `curl` until `accept` holds (bounded), returning the accepted answer.
-    async fn wait(
-        &self,
-        index: usize,
-        path: &str,
-        what: &str,
-        accept: impl Fn(&Answer) -> bool,
-    ) -> Answer {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let answer = self.get(index, path);
-            if accept(&answer) {
-                return answer;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {}: {what}: last answer {} {}",
-                index + 1,
-                answer.status,
-                answer.text()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
 
 fn http_extra() -> String {
     format!("http_addr = \"{HTTP_ADDR}\"\n{FAULT_INJECTION}")

@@ -5,74 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod curl;
 
 use common::{Cluster, HTTP_ADDR};
+use curl::Curl;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Runs `curl` with the `root` certificate against node 1; returns status, headers, body.
-struct Curl {
-    args: Vec<String>,
-    base: String,
-}
-
-impl Curl {
-    fn new(cluster: &Cluster) -> Self {
-        let certs = cluster.dir.path().join("certs");
-        cluster
-            .ca
-            .issue_client(
-                "ringctl",
-                ringkv_transport::certs::Validity::days_from_now(1),
-            )
-            .unwrap()
-            .write(&certs, "client-ringctl")
-            .unwrap();
-        let path =
-            |name: &str| -> String { PathBuf::from(&certs).join(name).display().to_string() };
-        Self {
-            args: vec![
-                "-sS".into(),
-                "--max-time".into(),
-                "15".into(),
-                "--cacert".into(),
-                path("ca.pem"),
-                "--cert".into(),
-                path("client-ringctl.pem"),
-                "--key".into(),
-                path("client-ringctl.key"),
-                "-i".into(),
-            ],
-            base: format!("https://{}", cluster.http_addrs[0]),
-        }
-    }
-
-    /// `(status, lowercase headers text, body)`.
-    fn run(&self, args: &[&str], path: &str) -> (u16, String, String) {
-        let output = Command::new("curl")
-            .args(&self.args)
-            .args(args)
-            .arg(format!("{}{path}", self.base))
-            .output()
-            .expect("curl runs");
-        let text = String::from_utf8_lossy(&output.stdout).replace("\r\n", "\n");
-        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        (status, head.to_lowercase(), body.to_string())
-    }
-
-    fn json(&self, args: &[&str], path: &str) -> (u16, serde_json::Value) {
-        let (status, _, body) = self.run(args, path);
-        let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-        (status, value)
-    }
-}
 
 fn version_of(headers: &str) -> u64 {
     headers
@@ -90,7 +28,8 @@ async fn versions_batch_get_and_scan_over_http() {
     let curl = Curl::new(&cluster);
     let deadline = Instant::now() + Duration::from_secs(60);
     let put = |key: &str, value: &str| {
-        curl.run(
+        curl.head_and_body(
+            0,
             &["-X", "PUT", "--data-binary", value],
             &format!("/v1/kv/{key}?namespace=web"),
         )
@@ -104,13 +43,14 @@ async fn versions_batch_get_and_scan_over_http() {
     };
     assert_eq!(status, 204);
     let first = version_of(&headers);
-    let (status, headers, body) = curl.run(&[], "/v1/kv/a?namespace=web");
+    let (status, headers, body) = curl.head_and_body(0, &[], "/v1/kv/a?namespace=web");
     assert_eq!((status, body.as_str()), (200, "1"));
     assert_eq!(version_of(&headers), first);
 
     // Compare on the version: stale -> 409 with the current version; current -> 200.
     let cas = |body: &str| {
-        curl.json(
+        curl.json_at(
+            0,
             &[
                 "-X",
                 "POST",
@@ -141,7 +81,8 @@ async fn versions_batch_get_and_scan_over_http() {
     let mut asked: Vec<String> = keys.clone();
     asked.push("absent".into());
     let body = serde_json::json!({ "keys": asked }).to_string();
-    let (status, answer) = curl.json(
+    let (status, answer) = curl.json_at(
+        0,
         &[
             "-X",
             "POST",
@@ -164,7 +105,8 @@ async fn versions_batch_get_and_scan_over_http() {
 
     // Scan the namespace 3 keys a page: every key once; another namespace stays out.
     assert_eq!(
-        curl.run(
+        curl.head_and_body(
+            0,
             &["-X", "PUT", "--data-binary", "x"],
             "/v1/kv/b1?namespace=other"
         )
@@ -179,7 +121,7 @@ async fn versions_batch_get_and_scan_over_http() {
             Some(cursor) => format!("/v1/kv?namespace=web&prefix=b&limit=3&cursor={cursor}"),
             None => "/v1/kv?namespace=web&prefix=b&limit=3".to_string(),
         };
-        let (status, page) = curl.json(&[], &path);
+        let (status, page) = curl.json_at(0, &[], &path);
         assert_eq!(status, 200, "{page}");
         pages += 1;
         for item in page["items"].as_array().unwrap() {
@@ -196,7 +138,7 @@ async fn versions_batch_get_and_scan_over_http() {
     assert_eq!(unique.len(), seen.len(), "a key twice: {seen:?}");
     let expected: BTreeSet<&String> = keys.iter().collect();
     assert_eq!(unique, expected);
-    let (status, bad) = curl.json(&[], "/v1/kv?limit=0");
+    let (status, bad) = curl.json_at(0, &[], "/v1/kv?limit=0");
     assert_eq!(status, 400, "{bad}");
     cluster.stop_all().await;
 }
@@ -209,7 +151,7 @@ async fn ttl_put_read_and_persist_over_http() {
     let mut cluster = Cluster::start_with(3, 2, &extra, false).await;
     cluster.wait_for_leaders(2, Duration::from_secs(30)).await;
     let curl = Curl::new(&cluster);
-    let put = |path: &str| curl.run(&["-X", "PUT", "--data-binary", "v"], path);
+    let put = |path: &str| curl.head_and_body(0, &["-X", "PUT", "--data-binary", "v"], path);
     let deadline = Instant::now() + Duration::from_secs(60);
     while put("/v1/kv/warm?namespace=web").0 != 204 {
         assert!(Instant::now() < deadline, "no write succeeded");
@@ -218,17 +160,17 @@ async fn ttl_put_read_and_persist_over_http() {
     let started = Instant::now();
     assert_eq!(put("/v1/kv/t?namespace=web&ttl=2").0, 204);
     assert_eq!(put("/v1/kv/p?namespace=web&ttl=2").0, 204);
-    let (status, left) = curl.json(&[], "/v1/kv/t/ttl?namespace=web");
+    let (status, left) = curl.json_at(0, &[], "/v1/kv/t/ttl?namespace=web");
     assert_eq!(status, 200, "{left}");
     let ms = left["ttl_ms"].as_u64().unwrap();
     assert!(ms > 0 && ms <= 2_000, "{left}");
-    let (status, none) = curl.json(&[], "/v1/kv/warm/ttl?namespace=web");
+    let (status, none) = curl.json_at(0, &[], "/v1/kv/warm/ttl?namespace=web");
     assert_eq!(
         (status, none["ttl_ms"].clone()),
         (200, serde_json::Value::Null)
     );
 
-    let post = |path: &str| curl.json(&["-X", "POST"], path);
+    let post = |path: &str| curl.json_at(0, &["-X", "POST"], path);
     let (status, persisted) = post("/v1/kv/p/persist?namespace=web");
     assert_eq!((status, persisted["had_ttl"].clone()), (200, true.into()));
     let (status, again) = post("/v1/kv/p/persist?namespace=web");
@@ -242,13 +184,22 @@ async fn ttl_put_read_and_persist_over_http() {
     ] {
         assert_eq!(put(bad).0, 400, "{bad}");
     }
-    assert_eq!(curl.run(&[], "/v1/kv/t?namespace=web&ttl=5").0, 400);
+    assert_eq!(
+        curl.head_and_body(0, &[], "/v1/kv/t?namespace=web&ttl=5").0,
+        400
+    );
 
     tokio::time::sleep((started + Duration::from_millis(2_300)) - Instant::now()).await;
-    assert_eq!(curl.run(&[], "/v1/kv/t?namespace=web").0, 404);
-    assert_eq!(curl.run(&[], "/v1/kv/t/ttl?namespace=web").0, 404);
-    assert_eq!(curl.run(&["-I"], "/v1/kv/t?namespace=web").0, 404);
-    let (status, _, body) = curl.run(&[], "/v1/kv/p?namespace=web");
+    assert_eq!(curl.head_and_body(0, &[], "/v1/kv/t?namespace=web").0, 404);
+    assert_eq!(
+        curl.head_and_body(0, &[], "/v1/kv/t/ttl?namespace=web").0,
+        404
+    );
+    assert_eq!(
+        curl.head_and_body(0, &["-I"], "/v1/kv/t?namespace=web").0,
+        404
+    );
+    let (status, _, body) = curl.head_and_body(0, &[], "/v1/kv/p?namespace=web");
     assert_eq!(
         (status, body.as_str()),
         (200, "v"),

@@ -6,66 +6,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod common;
+mod workload;
 
 use bytes::Bytes;
-use common::{CLUSTER, Cluster, pd_config};
-use ringkv_client::{Client, ClientConfig, TlsSource};
+use common::{Cluster, pd_config};
+use ringkv_client::Client;
 use ringkv_pd::{AdminOperator, Command, NodeState, PdState, Response as PdResponse};
-use ringkv_transport::certs::{TlsIdentity, Validity};
 use ringkv_types::{AdminRequest, AdminResult, NodeId, ReplicaRole, Request, Response};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(120);
+use workload::{WAIT, actual_counts, spread, wait_for_pd};
 
 /// A client seeded with the first three nodes and `more` (nodes that join later).
 async fn client(cluster: &Cluster, more: &[SocketAddr]) -> Client {
-    let pair = cluster
-        .ca
-        .issue_client("ringctl", Validity::days_from_now(1))
-        .unwrap();
-    let identity = TlsIdentity::from_pem(cluster.ca.cert_pem(), &pair).unwrap();
-    let seeds: Vec<String> = cluster
-        .addrs
-        .iter()
-        .take(3)
-        .chain(more)
-        .enumerate()
-        .map(|(i, addr)| format!("{}@{addr}", i + 1))
-        .collect();
-    let endpoints = ClientConfig::parse_endpoints(&seeds).unwrap();
-    let mut config = ClientConfig::new(endpoints, CLUSTER, TlsSource::Identity(identity));
-    config.request_timeout = Duration::from_secs(20);
-    config.retry.attempts_max = 64;
-    Client::connect(config).await.unwrap()
-}
-
-/// Replicas and leaderships per node, from the nodes themselves (data shards only).
-async fn actual_counts(cluster: &mut Cluster) -> (BTreeMap<u64, u64>, BTreeMap<u64, u64>) {
-    let mut replicas = BTreeMap::new();
-    let mut leaders = BTreeMap::new();
-    for index in 0..cluster.nodes.len() {
-        if cluster.nodes[index].is_none() {
-            continue;
-        }
-        let Some(status) = cluster.try_status(index).await else {
-            continue;
-        };
-        let node = status.node.get();
-        let data = status.replicas.iter().filter(|r| r.shard.get() != 0);
-        replicas.insert(node, data.clone().count() as u64);
-        leaders.insert(node, data.filter(|r| r.is_leader).count() as u64);
-    }
-    (replicas, leaders)
-}
-
-fn spread(counts: &BTreeMap<u64, u64>) -> u64 {
-    let max = counts.values().max().copied().unwrap_or(0);
-    let min = counts.values().min().copied().unwrap_or(0);
-    max - min
+    let seeds: Vec<SocketAddr> = cluster.addrs.iter().take(3).chain(more).copied().collect();
+    cluster.rust_client_seeded(&seeds, None).await
 }
 
 /// PD's replica counts per `Up` node.
@@ -125,29 +83,6 @@ async fn check_all(client: &Client, keys: &[String]) {
         let expected = format!("value-{}", &key["load-".len()..]);
         let value = client.get(key.clone()).await.unwrap();
         assert_eq!(value, Some(Bytes::from(expected)), "{key}");
-    }
-}
-
-/// Waits until `done` holds for PD's state; panics naming `what` after [`WAIT`].
-async fn wait_for_pd(
-    cluster: &mut Cluster,
-    what: &str,
-    mut done: impl FnMut(&PdState) -> bool,
-) -> PdState {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let state = cluster.pd_state().await;
-        if done(&state) {
-            return state;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not reached; replicas {:?}, leaders {:?}, operators {:?}",
-            state.replica_counts(),
-            state.leader_counts(),
-            state.operators.values().collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -30,34 +30,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use workload::{KeepLogsOnPanic, wait_for_pd};
 
-/// Node `index`'s log so far.
-fn log_of(cluster: &Cluster, index: usize) -> String {
-    std::fs::read_to_string(cluster.dir.path().join(format!("node-{}.log", index + 1)))
-        .unwrap_or_default()
-}
-
-/// Waits (bounded) for node `index`'s process to exit; returns its exit code and its log.
-async fn wait_for_exit(cluster: &mut Cluster, index: usize) -> (Option<i32>, String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        let Some(Running::Process(child)) = cluster.nodes[index].as_mut() else {
-            panic!("node {} is not a running process", index + 1);
-        };
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {} kept running; log:\n{}",
-            index + 1,
-            log_of(cluster, index)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    cluster.nodes[index] = None;
-    (code, log_of(cluster, index))
-}
-
 /// Whether node `index`'s process still runs.
 fn running(cluster: &mut Cluster, index: usize) -> bool {
     match cluster.nodes[index].as_mut() {
@@ -70,7 +42,7 @@ fn running(cluster: &mut Cluster, index: usize) -> bool {
 async fn wait_for_log(cluster: &Cluster, index: usize, needle: &str, times: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let log = log_of(cluster, index);
+        let log = cluster.log_of(index);
         if log.matches(needle).count() >= times {
             return log;
         }
@@ -104,7 +76,7 @@ async fn an_initial_node_with_other_bootstrap_settings_is_refused_naming_the_fie
 
     // Node 3 says 8 shards where the cluster was created with 4.
     cluster.start_node(2).await;
-    let (code, log) = wait_for_exit(&mut cluster, 2).await;
+    let (code, log) = cluster.wait_for_exit(2, "kept running").await;
     assert_ne!(code, Some(0), "refused with an error exit; log:\n{log}");
     assert!(
         log.contains("bootstrap settings differ from node")
@@ -151,7 +123,7 @@ async fn an_initial_node_with_other_bootstrap_settings_is_refused_naming_the_fie
     let third = format!("\"3@{}\"", cluster.addrs[2]);
     edit_config(&cluster, 0, &third, &format!("\"4@{}\"", cluster.addrs[2]));
     cluster.start_node(0).await;
-    let (code, log) = wait_for_exit(&mut cluster, 0).await;
+    let (code, log) = cluster.wait_for_exit(0, "kept running").await;
     assert_ne!(code, Some(0), "refused; log:\n{log}");
     assert!(
         log.contains("`initial_cluster` names other nodes than the cluster was created with"),
@@ -194,7 +166,7 @@ async fn a_wiped_pd_host_alone_does_not_create_a_cluster_and_is_refused_once_pee
     // Its peers come back: PD knows node 1's old store, so the empty one is refused.
     cluster.start_node(1).await;
     cluster.start_node(2).await;
-    let (code, log) = wait_for_exit(&mut cluster, 0).await;
+    let (code, log) = cluster.wait_for_exit(0, "kept running").await;
     assert_ne!(code, Some(0), "refused with an error exit; log:\n{log}");
     assert!(
         log.contains("refusing to start node 1")

@@ -16,37 +16,14 @@
 mod common;
 mod workload;
 
-use common::{Cluster, Running};
+use common::Cluster;
 use ringkv_pd::{Command, NodeState};
 use ringkv_types::NodeId;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use workload::{KeepLogsOnPanic, connect, wait_for_pd};
 
 const KEYS: u64 = 300;
 const VALUE_BYTES: usize = 256;
-
-/// Waits (bounded) for node `index`'s process to exit; returns its exit code and its log.
-async fn wait_for_exit(cluster: &mut Cluster, index: usize) -> (Option<i32>, String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        let Some(Running::Process(child)) = cluster.nodes[index].as_mut() else {
-            panic!("node {} is not a running process", index + 1);
-        };
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {} with an emptied data dir kept running: it rejoined as itself",
-            index + 1
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    cluster.nodes[index] = None;
-    let log = std::fs::read_to_string(cluster.dir.path().join(format!("node-{}.log", index + 1)))
-        .unwrap_or_default();
-    (code, log)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_lost_its_data_is_refused_then_replaced() {
@@ -73,7 +50,12 @@ async fn a_node_that_lost_its_data_is_refused_then_replaced() {
     std::fs::remove_dir_all(&data_dir).unwrap();
     std::fs::create_dir_all(&data_dir).unwrap();
     cluster.start_node(2).await;
-    let (code, log) = wait_for_exit(&mut cluster, 2).await;
+    let (code, log) = cluster
+        .wait_for_exit(
+            2,
+            "with an emptied data dir kept running: it rejoined as itself",
+        )
+        .await;
     assert_ne!(code, Some(0), "refused with an error exit; log:\n{log}");
     assert!(
         log.contains("refusing to start node 3")
@@ -137,7 +119,12 @@ async fn a_node_that_lost_its_data_is_refused_then_replaced() {
     std::fs::remove_dir_all(&data_dir).unwrap();
     std::fs::create_dir_all(&data_dir).unwrap();
     cluster.start_node(2).await;
-    let (code, log) = wait_for_exit(&mut cluster, 2).await;
+    let (code, log) = cluster
+        .wait_for_exit(
+            2,
+            "with an emptied data dir kept running: it rejoined as itself",
+        )
+        .await;
     assert_ne!(code, Some(0), "log:\n{log}");
     assert!(log.contains("node n3 was removed"), "log:\n{log}");
     cluster.stop_all().await;

@@ -61,7 +61,7 @@ fn ca_only(client: &mut ClientConfig) {
 }
 
 /// Runs one auth command.
-pub async fn run(globals: &crate::Globals, command: AuthCommand) -> Result<ExitCode> {
+pub async fn run(globals: &crate::cli::Globals, command: AuthCommand) -> Result<ExitCode> {
     match command {
         AuthCommand::Login { name } => {
             let overrides = &globals.overrides();
@@ -88,7 +88,7 @@ pub async fn run(globals: &crate::Globals, command: AuthCommand) -> Result<ExitC
             Ok(ExitCode::SUCCESS)
         }
         AuthCommand::RotateKey => {
-            let client = crate::client(globals).await?;
+            let client = crate::run::client(globals).await?;
             let outcome = client
                 .pd_call(Command::Auth {
                     command: PdAuthCommand::AddSigningKey {

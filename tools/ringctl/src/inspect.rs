@@ -2,7 +2,7 @@
 //! stopped node's data dir (`--data-dir`, through `ringkv_node::inspect`, the same code the node
 //! runs), then prints tables or JSON.
 
-use crate::InspectCommand;
+use crate::cli::InspectCommand;
 use crate::kv::{bytes_json, bytes_text};
 use crate::view::{Table, arc_text};
 use anyhow::{Context, Result, bail};

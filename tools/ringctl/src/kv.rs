@@ -5,7 +5,7 @@
 //! `-w json`. Keys and values in JSON are strings when they are printable UTF-8, else
 //! `{"hex": "..."}`.
 
-use crate::OutputFormat;
+use crate::cli::OutputFormat;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use ringkv_client::{Client, KeyTtl, ReadConsistency};

@@ -5,6 +5,8 @@
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, reason = "tests: a failure is a test failure")]
 
+mod common;
+
 use ringkv_client::test_support::FakeNodes;
 use ringkv_pd::{Apply, Command, NodeRegistration, NodeState, PdState, Settings, test_support};
 use ringkv_types::{
@@ -18,7 +20,6 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const RINGCTL: &str = env!("CARGO_BIN_EXE_ringctl");
 /// The name `local up` gives its clusters (add-node issues certificates for it).
 const CLUSTER: &str = "local";
 /// The fake node that leads the placement driver.
@@ -164,18 +165,14 @@ async fn start() -> Fake {
     }
 }
 
-/// Runs ringctl with `args` (off the runtime's threads, which serve the fake nodes).
+/// Runs ringctl with `args` (off the runtime's threads, which serve the fake nodes), without
+/// the caller's `RINGCTL_*` environment ([`common::ringctl`]).
 async fn ringctl(config: &Path, args: &[&str]) -> Output {
     let config = config.to_path_buf();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new(RINGCTL)
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::ringctl(&config, &args)
     })
     .await
     .unwrap()
@@ -413,7 +410,7 @@ async fn local_add_node_registers_configures_and_runs_a_node_until_stopped() {
         let fake = start().await;
         let dir = fake.config.parent().unwrap().to_path_buf();
         let ringkvd = fake_ringkvd(&dir);
-        let mut child = std::process::Command::new(RINGCTL)
+        let mut child = common::clean_ringctl()
             .args(["local", "add-node", "--dir"])
             .arg(&dir)
             .env("RINGKVD_BIN", &ringkvd)
@@ -508,7 +505,7 @@ async fn local_add_node_registers_configures_and_runs_a_node_until_stopped() {
         let output = tokio::task::spawn_blocking({
             let path = empty.path().to_path_buf();
             move || {
-                std::process::Command::new(RINGCTL)
+                common::clean_ringctl()
                     .args(["local", "add-node", "--dir"])
                     .arg(path)
                     .output()

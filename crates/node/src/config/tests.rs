@@ -373,3 +373,83 @@ fn every_pd_setting_has_its_pd_key_and_pds_default() {
         }
     );
 }
+
+/// `[raft]` mirrors the Raft core's tunables (plus the node's own `tick_ms` and
+/// `log_compaction_entries`) and [`NodeConfig::raft_config`] is the one conversion: every key,
+/// set to a value other than its default, reaches the core's `Config`. A key added to `[raft]`
+/// fails here until the conversion and this test carry it.
+#[test]
+fn every_raft_key_reaches_the_cores_config() {
+    let node_only = ["log_compaction_entries", "tick_ms"];
+    let mirrored = [
+        "check_quorum",
+        "election_timeout_ticks",
+        "heartbeat_ticks",
+        "lease_margin_ticks",
+        "max_apply_bytes",
+        "max_inflight_messages",
+        "max_message_bytes",
+        "max_pending_reads",
+        "max_uncommitted_bytes",
+        "pre_vote",
+        "quiesce",
+    ];
+    let keys: std::collections::BTreeSet<String> = schema()
+        .keys()
+        .filter_map(|key| key.strip_prefix("raft.").map(str::to_string))
+        .collect();
+    let expected: std::collections::BTreeSet<String> = node_only
+        .iter()
+        .chain(&mirrored)
+        .map(|key| key.to_string())
+        .collect();
+    assert_eq!(
+        keys, expected,
+        "a [raft] key without its place in raft_config"
+    );
+    let defaults = RaftConfig::default();
+    let (inflight, message, uncommitted, apply, reads) = (
+        defaults.max_inflight_messages + 1,
+        defaults.max_message_bytes + 1,
+        defaults.max_uncommitted_bytes + 1,
+        defaults.max_apply_bytes + 1,
+        defaults.max_pending_reads + 1,
+    );
+    // Values unlike both defaults (the node's and the core's); the switches both ways.
+    for switch in [false, true] {
+        let text = format!(
+            "{GOOD}[raft]
+election_timeout_ticks = 11
+heartbeat_ticks = 3
+lease_margin_ticks = 3
+max_inflight_messages = {inflight}
+max_message_bytes = {message}
+max_uncommitted_bytes = {uncommitted}
+max_apply_bytes = {apply}
+max_pending_reads = {reads}
+pre_vote = {switch}
+check_quorum = {switch}
+quiesce = {switch}
+"
+        );
+        let config = NodeConfig::parse(&text, Path::new("/")).unwrap();
+        let core = config.raft_config(ringkv_types::ShardId(3), NodeId(2));
+        assert_eq!(
+            (
+                core.election_timeout_ticks,
+                core.heartbeat_ticks,
+                core.lease_margin_ticks,
+                core.max_inflight_messages,
+                core.max_message_bytes,
+                core.max_uncommitted_bytes,
+                core.max_apply_bytes,
+                core.max_pending_reads,
+            ),
+            (11, 3, 3, inflight, message, uncommitted, apply, reads)
+        );
+        assert_eq!(
+            (core.pre_vote, core.check_quorum, core.quiesce),
+            (switch, switch, switch)
+        );
+    }
+}

@@ -6,10 +6,11 @@
 
 use super::AppState;
 use super::ConnectionInfo;
+use super::body::{JSON_OVERHEAD_BYTES, before_body, json_body, read_body, value_json};
+use super::caller::Caller;
 use super::error::ApiError;
-use super::kv::{
-    Caller, Op, before_body, finish, json_body, parse_consistency, read_body, value_json,
-};
+use super::op::{Op, finish};
+use super::params::parse_consistency;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -72,7 +73,7 @@ pub(super) async fn batch_get(
             Ok((consistency, caller))
         })();
         let ((consistency, caller), body) = before_body(checked, body).await?;
-        let limit = state.inner.max_request_bytes * 2 + (64 << 10);
+        let limit = state.inner.max_request_bytes * 2 + JSON_OVERHEAD_BYTES;
         let body: BatchGetBody = json_body(&read_body(&headers, body, limit).await?)?;
         let mut keys: Vec<Bytes> = body.keys.into_iter().map(Bytes::from).collect();
         for (index, b64) in body.keys_b64.iter().enumerate() {

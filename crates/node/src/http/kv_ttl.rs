@@ -3,14 +3,11 @@
 //! (`kv.rs`).
 
 use super::AppState;
-use super::ConnectionInfo;
+use super::caller::KeyRoute;
 use super::error::ApiError;
-use super::kv::{Caller, KvParams, Op, consistency, finish, key_of, params};
+use super::op::{Op, finish};
 use axum::Json;
-use axum::extract::Extension;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Uri};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use ringkv_client::KeyTtl;
 use ringkv_types::KvOp;
@@ -18,19 +15,9 @@ use serde_json::json;
 
 /// `GET /v1/kv/{key}/ttl`: 200 `{"ttl_ms": N}` (`null` for a key without a TTL), 404 when the
 /// key is absent or has expired.
-pub(super) async fn ttl(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    connection: Option<Extension<ConnectionInfo>>,
-    query: Result<Query<KvParams>, QueryRejection>,
-) -> Response {
+pub(super) async fn ttl(State(state): State<AppState>, route: KeyRoute) -> Response {
     finish(&state, Op::Ttl, async {
-        let params = params(query)?;
-        let key = key_of(&uri, "/ttl")?;
-        let consistency = consistency(&params)?;
-        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
-        let key = caller.key(key)?;
+        let (consistency, caller, key) = route.read(&state, "/ttl")?;
         caller.authorize(KvOp::Ttl {
             key: key.clone(),
             consistency,
@@ -50,21 +37,9 @@ pub(super) async fn ttl(
 
 /// `POST /v1/kv/{key}/persist`: 200 `{"had_ttl": true}` when the key had a TTL (now
 /// cleared), `{"had_ttl": false}` when it is absent or had none (nothing changed).
-pub(super) async fn persist(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    connection: Option<Extension<ConnectionInfo>>,
-    query: Result<Query<KvParams>, QueryRejection>,
-) -> Response {
+pub(super) async fn persist(State(state): State<AppState>, route: KeyRoute) -> Response {
     finish(&state, Op::Persist, async {
-        let params = params(query)?;
-        if params.consistency.is_some() {
-            return Err(ApiError::bad_request("consistency applies to reads only"));
-        }
-        let key = key_of(&uri, "/persist")?;
-        let caller = Caller::resolve(&state, &headers, connection.as_ref(), &params)?;
-        let key = caller.key(key)?;
+        let (caller, key) = route.write(&state, "/persist")?;
         caller.authorize(KvOp::Persist { key: key.clone() })?;
         let client = state.inner.forwarder.client().await?;
         let had_ttl = client.persist(key).await?;

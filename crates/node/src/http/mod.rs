@@ -5,17 +5,23 @@
 //! checked by the config). One accept loop, a task per connection, at most
 //! `limits.http_connections_max` connections at once (more wait in the kernel's backlog).
 //!
-//! Routes: `/livez`, `/readyz`, `/metrics` (`health.rs`), the key-value routes (`kv.rs`, executed through
-//! the embedded client of `forward.rs`), each behind the principal check of [`auth`].
+//! Routes: `/livez`, `/readyz`, `/metrics` (`health.rs`), the key-value routes (`kv.rs` and the
+//! `kv_*.rs` beside it, executed through the embedded client of `forward.rs`), each behind the principal check of [`auth`].
 
 pub mod auth;
+mod body;
+mod caller;
 mod cluster;
 pub mod error;
 mod forward;
 mod health;
 mod kv;
+mod kv_batch;
+mod kv_cas;
 mod kv_read;
 mod kv_ttl;
+mod op;
+mod params;
 mod tls;
 mod watch;
 
@@ -63,7 +69,7 @@ struct Inner {
 
 impl AppState {
     /// Counts one API request of `op` that ended with `result` after `elapsed`.
-    fn record(&self, op: kv::Op, result: &'static str, elapsed: Duration) {
+    fn record(&self, op: op::Op, result: &'static str, elapsed: Duration) {
         self.inner.metrics.http_request(op.label(), result, elapsed);
     }
 }
@@ -248,10 +254,10 @@ fn router(state: AppState) -> Router {
                 .put(kv::put)
                 .delete(kv::delete),
         )
-        .route("/v1/kv/{key}/cas", axum::routing::post(kv::cas))
+        .route("/v1/kv/{key}/cas", axum::routing::post(kv_cas::cas))
         .route("/v1/kv/{key}/ttl", axum::routing::get(kv_ttl::ttl))
         .route("/v1/kv/{key}/persist", axum::routing::post(kv_ttl::persist))
-        .route("/v1/batch", axum::routing::post(kv::batch))
+        .route("/v1/batch", axum::routing::post(kv_batch::batch))
         .route("/v1/kv", axum::routing::get(kv_read::scan))
         .route("/v1/kv:batchGet", axum::routing::post(kv_read::batch_get))
         .route("/v1/cluster/status", axum::routing::get(cluster::status))

@@ -145,3 +145,57 @@ async fn the_router_serves_exactly_the_routes() {
     let response = tower::ServiceExt::oneshot(router, request).await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+/// A single-key route answers the first failed check, in one order for every route: the query,
+/// the key, then (reads) the consistency, and only then the caller. Here no request carries
+/// credentials, so a route that authenticated first would answer 401 instead of the 400s.
+#[tokio::test]
+async fn key_routes_check_the_query_and_key_before_the_caller() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let router = router(state());
+    let cases = [
+        (
+            Method::GET,
+            "/v1/kv/k?consistency=strong",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::HEAD,
+            "/v1/kv/k?consistency=strong",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/kv/k/ttl?consistency=strong",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::DELETE,
+            "/v1/kv/k?consistency=stale",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/kv/k/persist?consistency=stale",
+            StatusCode::BAD_REQUEST,
+        ),
+        (Method::DELETE, "/v1/kv/k?ttl=5", StatusCode::BAD_REQUEST),
+        (Method::GET, "/v1/kv/k?bogus=1", StatusCode::BAD_REQUEST),
+        (Method::GET, "/v1/kv/k", StatusCode::UNAUTHORIZED),
+        (Method::HEAD, "/v1/kv/k", StatusCode::UNAUTHORIZED),
+        (Method::GET, "/v1/kv/k/ttl", StatusCode::UNAUTHORIZED),
+        (Method::DELETE, "/v1/kv/k", StatusCode::UNAUTHORIZED),
+        (Method::POST, "/v1/kv/k/persist", StatusCode::UNAUTHORIZED),
+    ];
+    for (method, uri, expected) in cases {
+        let request = axum::http::Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(router.clone(), request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{method} {uri}");
+    }
+}

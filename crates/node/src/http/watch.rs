@@ -11,8 +11,10 @@
 
 use super::AppState;
 use super::ConnectionInfo;
+use super::body::value_json;
+use super::caller::Caller;
 use super::error::ApiError;
-use super::kv::{Caller, Op, finish, value_json};
+use super::op::{Op, finish};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};

@@ -393,6 +393,39 @@ key = "certs/node-{id}.key"
         }
     }
 
+    /// Node `index`'s log so far (`node-N.log` in the cluster directory; processes only).
+    pub fn log_of(&self, index: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{}.log", index + 1)))
+            .unwrap_or_default()
+    }
+
+    /// Waits (bounded, 60 s) for node `index`'s process to exit; returns its exit code and its
+    /// log. Panics with "node N {still_running}" and the log if it keeps running.
+    pub async fn wait_for_exit(
+        &mut self,
+        index: usize,
+        still_running: &str,
+    ) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let code = loop {
+            let Some(Running::Process(child)) = self.nodes[index].as_mut() else {
+                panic!("node {} is not a running process", index + 1);
+            };
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} {still_running}; log:\n{}",
+                index + 1,
+                self.log_of(index)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.nodes[index] = None;
+        (code, self.log_of(index))
+    }
+
     /// Kills node `index` at once (SIGKILL for a process; in process, drops it unflushed is not
     /// possible, so only processes may be killed).
     pub fn kill_node(&mut self, index: usize) {
@@ -636,15 +669,21 @@ pub fn get(key: &str, consistency: ReadConsistency) -> KvOp {
     }
 }
 
-/// Fast PD timing for tests; splits only on demand.
+/// Fast PD timing for tests; splits only on demand; a node down 3 s loses its replicas.
 pub fn pd_config(balance: bool) -> String {
+    pd_config_with(balance, 3000)
+}
+
+/// Fast PD timing for tests (the `[pd]` table): balancing on or off, repair after
+/// `max_down_time_ms`, drain on, automatic splits off (tests split on demand).
+pub fn pd_config_with(balance: bool, max_down_time_ms: u64) -> String {
     format!(
         "[pd]
 tick_interval_ms = 200
 heartbeat_interval_ms = 200
 request_timeout_ms = 2000
 heartbeat_timeout_ms = 1000
-max_down_time_ms = 3000
+max_down_time_ms = {max_down_time_ms}
 operator_step_timeout_ms = 30000
 balance_replicas = {balance}
 balance_leaders = {balance}
@@ -657,14 +696,23 @@ impl Cluster {
     /// A `ringkv_client::Client` with the `ringctl` certificate (admin), seeded with every
     /// node, in `namespace` (raw keys when `None`).
     pub async fn rust_client(&self, namespace: Option<&str>) -> ringkv_client::Client {
+        self.rust_client_seeded(&self.addrs, namespace).await
+    }
+
+    /// [`Cluster::rust_client`] seeded with `seeds` only, node `i + 1` at `seeds[i]` (nodes
+    /// beyond them are learned from the cluster).
+    pub async fn rust_client_seeded(
+        &self,
+        seeds: &[SocketAddr],
+        namespace: Option<&str>,
+    ) -> ringkv_client::Client {
         use ringkv_client::{ClientConfig, TlsSource};
         let pair = self
             .ca
             .issue_client("ringctl", Validity::days_from_now(1))
             .unwrap();
         let identity = TlsIdentity::from_pem(self.ca.cert_pem(), &pair).unwrap();
-        let seeds: Vec<String> = self
-            .addrs
+        let seeds: Vec<String> = seeds
             .iter()
             .enumerate()
             .map(|(i, addr)| format!("{}@{addr}", i + 1))

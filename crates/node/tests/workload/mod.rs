@@ -28,19 +28,7 @@ use std::time::{Duration, Instant};
 /// Fast placement-driver timing for tests. Balancing starts off (tests turn it on through PD);
 /// repair and drain on; automatic splits off (tests split on demand).
 pub fn pd_config(max_down_time_ms: u64) -> String {
-    format!(
-        "[pd]
-tick_interval_ms = 200
-heartbeat_interval_ms = 200
-request_timeout_ms = 2000
-heartbeat_timeout_ms = 1000
-max_down_time_ms = {max_down_time_ms}
-operator_step_timeout_ms = 30000
-balance_replicas = false
-balance_leaders = false
-split = false
-"
-    )
+    crate::common::pd_config_with(false, max_down_time_ms)
 }
 
 /// Longest wait for any placement outcome.
