@@ -71,6 +71,7 @@ pub mod apply;
 pub mod apply_plan;
 #[cfg(test)]
 mod apply_test;
+pub mod compaction;
 pub mod entropy;
 pub mod liveness;
 pub mod machine;
@@ -78,6 +79,7 @@ pub mod node_core;
 pub mod outbox;
 pub mod pd_machine;
 pub mod persist;
+pub mod reads;
 pub mod ready;
 #[cfg(test)]
 mod ready_test;
@@ -86,5 +88,6 @@ pub mod requests;
 #[cfg(test)]
 mod requests_test;
 pub mod route;
+pub mod staged;
 pub mod time;
 pub mod writes;
