@@ -20,6 +20,7 @@
 //! the placement driver's real code over a modelled cluster of up to thousands of shards.
 
 pub mod checkers;
+pub mod core_world;
 pub mod history;
 pub mod kv;
 pub mod params;
