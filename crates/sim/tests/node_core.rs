@@ -2,7 +2,8 @@
 //! must pass with the work they claim to do (operations checked, snapshots installed, crashes
 //! survived), and one seed must always produce the same run.
 
-use ringkv_sim::core_world::run_core_seed;
+use ringkv_node::core::planted::PlantedNodeBugs;
+use ringkv_sim::core_world::{run_core_seed, run_core_seed_planted};
 
 /// Node-core seeds every test run covers.
 const CORE_SEEDS: u64 = 200;
@@ -45,4 +46,43 @@ fn a_node_core_seed_always_produces_the_same_run() {
     assert_eq!(first.trace_hash, second.trace_hash);
     assert_eq!(first.trace_events, second.trace_events);
     assert_ne!(first.trace_hash, run_core_seed(8).trace_hash);
+}
+
+/// Seeds within which the planted "answer a write before it is applied" bug must be found.
+const PLANTED_BUG_SEEDS: u64 = 20;
+
+/// A node core that answers a write as soon as it is proposed (before it commits or applies)
+/// is caught by the node-core runs: a later read misses the acknowledged write, or the write
+/// is lost with its leader.
+#[test]
+fn answering_a_write_before_it_is_applied_is_found() {
+    assert!(
+        PlantedNodeBugs::COMPILED,
+        "the tests build the planted bugs in"
+    );
+    let planted = PlantedNodeBugs {
+        answer_before_apply: true,
+    };
+    let found: Vec<(u64, &'static str)> = (0..PLANTED_BUG_SEEDS)
+        .filter_map(|seed| {
+            let report = run_core_seed_planted(seed, planted);
+            report.violation.map(|violation| (seed, violation.check))
+        })
+        .collect();
+    eprintln!(
+        "found in {} of {PLANTED_BUG_SEEDS} seeds: {found:?}",
+        found.len()
+    );
+    // Measured: found in all 20 (docs/testing.md); allow some slack for workload changes.
+    assert!(
+        found.len() as u64 >= PLANTED_BUG_SEEDS * 3 / 4,
+        "found in only {} of {PLANTED_BUG_SEEDS} seeds",
+        found.len()
+    );
+    for (seed, check) in found {
+        assert!(
+            check.starts_with("linearizability"),
+            "seed {seed}: found by {check}"
+        );
+    }
 }

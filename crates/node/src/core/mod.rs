@@ -79,6 +79,7 @@ pub mod node_core;
 pub mod outbox;
 pub mod pd_machine;
 pub mod persist;
+pub mod planted;
 pub mod reads;
 pub mod ready;
 #[cfg(test)]

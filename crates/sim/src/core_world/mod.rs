@@ -14,26 +14,25 @@
 //! core): membership changes, leader transfers, splits, PD, quiescence and the liveness
 //! input, session expiry proposals, replica creation for messages and replica removal.
 
+mod checks;
 mod clients;
 mod node;
 
 use crate::checkers::Violation;
-use crate::checkers::linearizability::{KeyVerdict, check_key};
-use crate::history::Operation;
-use crate::kv::Key;
 use crate::params::TICK_UNITS;
 use crate::trace::Trace;
 use clients::{CLIENT_TIMEOUT_UNITS, Clients};
 use node::SimNode;
+use ringkv_node::core::planted::PlantedNodeBugs;
 use ringkv_node::core::replies::RequestId;
 use ringkv_raft::SplitMix64;
-use ringkv_storage::{MemorySnapshot, StateStore};
+use ringkv_storage::MemorySnapshot;
 use ringkv_types::raft::Message;
 use ringkv_types::{
     Epoch, KvRequest, NodeId, Replica, ReplicaRole, Response, ShardDescriptor, ShardId, member_id,
     ring,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Log time of the run's start (ms since the Unix epoch); log time advances with world time.
 const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -139,8 +138,8 @@ pub struct CoreWorld {
 }
 
 impl CoreWorld {
-    /// Builds the run for `seed`.
-    pub fn new(seed: u64) -> Self {
+    /// Builds the run for `seed`, with the node-core bugs `planted` switched on.
+    pub fn new(seed: u64, planted: PlantedNodeBugs) -> Self {
         let mut rng = SplitMix64::new(seed ^ 0x6e6f_6465_636f_7265);
         let knobs = Knobs::draw(&mut rng);
         let node_ids: Vec<NodeId> = (1..=knobs.nodes).map(NodeId).collect();
@@ -178,7 +177,7 @@ impl CoreWorld {
                     .filter(|d| d.replicas.iter().any(|r| r.node == *id))
                     .map(|d| (d.id, d.clone()))
                     .collect();
-                (*id, SimNode::new(*id, hosted, seed))
+                (*id, SimNode::new(*id, hosted, seed, planted))
             })
             .collect();
         Self {
@@ -464,140 +463,6 @@ impl CoreWorld {
             *at = now;
         }
     }
-
-    /// After the heal phase: every shard has a leader, and its replicas agree on the applied
-    /// index and on the data of the shard's arc.
-    fn check_convergence(&self) -> Result<(), Violation> {
-        for descriptor in &self.descriptors {
-            let shard = descriptor.id;
-            let mut leaders = 0;
-            let mut seen: Option<(NodeId, ringkv_types::LogIndex, BTreeMap<Vec<u8>, _>)> = None;
-            for replica in &descriptor.replicas {
-                let Some(node) = self.nodes.get(&replica.node) else {
-                    continue;
-                };
-                let Some(group) = node.core.as_ref().and_then(|c| c.groups.get(&shard)) else {
-                    return Err(liveness(format!(
-                        "shard {shard}: node {} is down",
-                        replica.node
-                    )));
-                };
-                leaders += u64::from(group.raw.is_leader());
-                let applied = group.applied;
-                let (lower, upper) = descriptor.arc.storage_bounds();
-                let values: BTreeMap<Vec<u8>, _> = node
-                    .state
-                    .values()
-                    .into_iter()
-                    .filter(|(k, _)| *k >= lower && upper.as_ref().is_none_or(|u| k < u))
-                    .collect();
-                let stored = node
-                    .state
-                    .applied(shard)
-                    .map_err(|e| fatal(e.to_string()))?;
-                if stored.index != applied {
-                    return Err(Violation {
-                        check: "state machine safety",
-                        detail: format!(
-                            "shard {shard} node {}: the core applied {applied}, the store {}",
-                            replica.node, stored.index
-                        ),
-                    });
-                }
-                match &seen {
-                    None => seen = Some((replica.node, applied, values)),
-                    Some((other, other_applied, other_values)) => {
-                        if *other_applied != applied {
-                            if std::env::var_os("RINGKV_SIM_TRACE").is_some() {
-                                for replica in &descriptor.replicas {
-                                    let status = self.nodes.get(&replica.node).and_then(|n| {
-                                        n.core.as_ref()?.groups.get(&shard).map(|g| {
-                                            (
-                                                g.raw.status(),
-                                                g.installing,
-                                                g.pending_install.is_some(),
-                                            )
-                                        })
-                                    });
-                                    eprintln!("{}: {status:?}", replica.node);
-                                }
-                            }
-                            return Err(liveness(format!(
-                                "shard {shard}: node {other} applied {other_applied}, node {} \
-                                 {applied} after the heal",
-                                replica.node
-                            )));
-                        }
-                        if *other_values != values {
-                            return Err(Violation {
-                                check: "state machine safety",
-                                detail: format!(
-                                    "shard {shard}: nodes {other} and {} applied {applied} but \
-                                     hold different data",
-                                    replica.node
-                                ),
-                            });
-                        }
-                    }
-                }
-            }
-            if leaders != 1 {
-                return Err(liveness(format!(
-                    "shard {shard}: {leaders} leaders after the heal"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Linearizability of every key's history; an undecided key fails the run too.
-    fn check_linearizability(&self) -> (u64, Result<(), Violation>) {
-        let mut by_key: BTreeMap<(ShardId, Key), Vec<&Operation>> = BTreeMap::new();
-        for operation in self
-            .clients
-            .history
-            .operations
-            .iter()
-            .filter(|o| !o.discarded)
-        {
-            by_key
-                .entry((operation.group, operation.op.key()))
-                .or_default()
-                .push(operation);
-        }
-        let mut checked = 0;
-        let mut undecided = BTreeSet::new();
-        for ((shard, key), operations) in by_key {
-            match check_key(&operations) {
-                KeyVerdict::Linearizable => checked += operations.len() as u64,
-                KeyVerdict::Violation => {
-                    return (
-                        checked,
-                        Err(Violation {
-                            check: "linearizability",
-                            detail: format!(
-                                "shard {shard} key {key}: {} operations admit no linearization",
-                                operations.len()
-                            ),
-                        }),
-                    );
-                }
-                KeyVerdict::Inconclusive => {
-                    undecided.insert((shard, key));
-                }
-            }
-        }
-        match undecided.first() {
-            Some((shard, key)) => (
-                checked,
-                Err(Violation {
-                    check: "linearizability inconclusive",
-                    detail: format!("shard {shard} key {key}: no verdict within the budget"),
-                }),
-            ),
-            None => (checked, Ok(())),
-        }
-    }
 }
 
 fn fatal(detail: String) -> Violation {
@@ -616,7 +481,13 @@ fn liveness(detail: String) -> Violation {
 
 /// Runs one node-core seed; a panic inside it (a Raft invariant assertion) is a violation.
 pub fn run_core_seed(seed: u64) -> CoreSeedReport {
-    match std::panic::catch_unwind(|| CoreWorld::new(seed).run()) {
+    run_core_seed_planted(seed, PlantedNodeBugs::default())
+}
+
+/// [`run_core_seed`] with the node-core bugs `planted` switched on (they act only in a build
+/// with the `planted-bugs` feature: [`PlantedNodeBugs::COMPILED`]).
+pub fn run_core_seed_planted(seed: u64, planted: PlantedNodeBugs) -> CoreSeedReport {
+    match std::panic::catch_unwind(|| CoreWorld::new(seed, planted).run()) {
         Ok(report) => report,
         Err(panic) => CoreSeedReport {
             seed,

@@ -6,6 +6,7 @@
 use ringkv_node::config::LimitsConfig;
 use ringkv_node::core::apply_plan::{self, Step};
 use ringkv_node::core::node_core::NodeCore;
+use ringkv_node::core::planted::PlantedNodeBugs;
 use ringkv_node::core::replies::{Outcome, RequestId};
 use ringkv_node::core::requests::KvRouted;
 use ringkv_node::core::writes::TurnWrites;
@@ -59,11 +60,18 @@ pub struct SimNode {
     pub descriptors: BTreeMap<ShardId, ShardDescriptor>,
     disk: VecDeque<Submitted>,
     raft_seed: u64,
+    /// Deliberate node-core bugs, set on every (re)start.
+    planted: PlantedNodeBugs,
 }
 
 impl SimNode {
     /// A node hosting `descriptors`, started.
-    pub fn new(id: NodeId, descriptors: BTreeMap<ShardId, ShardDescriptor>, seed: u64) -> Self {
+    pub fn new(
+        id: NodeId,
+        descriptors: BTreeMap<ShardId, ShardDescriptor>,
+        seed: u64,
+        planted: PlantedNodeBugs,
+    ) -> Self {
         let logs = descriptors
             .keys()
             .map(|shard| (*shard, MemoryLog::new()))
@@ -76,6 +84,7 @@ impl SimNode {
             descriptors,
             disk: VecDeque::new(),
             raft_seed: seed,
+            planted,
         };
         node.start();
         node
@@ -110,7 +119,9 @@ impl SimNode {
                 Group::new(*shard, member, Some(descriptor.clone()), raw, applied),
             );
         }
-        self.core = Some(NodeCore::new(self.id, groups, BTreeMap::new()));
+        let mut core = NodeCore::new(self.id, groups, BTreeMap::new());
+        core.planted = self.planted;
+        self.core = Some(core);
     }
 
     /// A crash: the core and every batch not yet durable are gone; of the apply batches not
