@@ -56,10 +56,12 @@ const PLANTED_BUG_SEEDS: u64 = 20;
 /// is lost with its leader.
 #[test]
 fn answering_a_write_before_it_is_applied_is_found() {
-    assert!(
-        PlantedNodeBugs::COMPILED,
-        "the tests build the planted bugs in"
-    );
+    const {
+        assert!(
+            PlantedNodeBugs::COMPILED,
+            "the tests build the planted bugs in"
+        )
+    };
     let planted = PlantedNodeBugs {
         answer_before_apply: true,
     };

@@ -224,7 +224,7 @@ impl CoreWorld {
         // The clients stop early enough for their last answers (or timeouts) to come in.
         let clients_end = heal_end - 2 * CLIENT_TIMEOUT_UNITS;
         while self.now < heal_end {
-            if self.now % TICK_UNITS == 0 {
+            if self.now.is_multiple_of(TICK_UNITS) {
                 if self.now < chaos_end {
                     self.inject_faults();
                 } else if self.now == chaos_end {
