@@ -172,7 +172,7 @@ pub struct Group<L = GroupStorage> {
     /// Confirmed reads waiting for `applied` to reach their index.
     pub reads_ready: Vec<(LogIndex, Vec<PendingRead>)>,
     /// A received, validated snapshot waiting for the Ready that installs it.
-    pub pending_install: Option<ringkv_storage::PreparedSnapshot>,
+    pub pending_install: Option<crate::core::staged::StagedSnapshot>,
     /// Ready number and index of a snapshot being installed by an in-flight batch.
     pub installing: Option<(u64, LogIndex)>,
     /// Client writes applied by this replica so far (load statistics for PD).

@@ -6,8 +6,8 @@
 //! the store until the shard's leader removes it through the log (`event_loop/ttl.rs`).
 
 use bytes::Bytes;
-use ringkv_storage::{ScanRequest, Store};
-use ringkv_types::ring::Arc;
+use ringkv_storage::{ScanRequest, StateStore, Versioned};
+use ringkv_types::ring::{self, Arc};
 use ringkv_types::{KvOp, KvResult, LogIndex, Response, ScanItem, VersionedValue, WireError};
 
 /// Most keys one scan page returns, whatever the caller asks.
@@ -23,19 +23,26 @@ pub const SCAN_PAGE_BYTES_MAX: usize = 1 << 20;
 /// Most bytes of values one `GetMany` answers: below the transport's 16 MiB frame.
 pub const GET_MANY_BYTES_MAX: usize = 8 << 20;
 
-/// Serves the read `op` (of a shard whose arc is `arc`) from the store at `applied`, at log
-/// time `now_ms`. A write op is answered `InvalidRequest`.
-pub fn read_now(store: &Store, op: &KvOp, applied: LogIndex, arc: Arc, now_ms: u64) -> Response {
+/// Serves the read `op` (of a shard whose arc is `arc`) from the applied state `store` (the
+/// fjall store in `ringkvd`, memory in the simulator) at `applied`, at log time `now_ms`. A
+/// write op is answered `InvalidRequest`.
+pub fn read_now<S: StateStore + ?Sized>(
+    store: &S,
+    op: &KvOp,
+    applied: LogIndex,
+    arc: Arc,
+    now_ms: u64,
+) -> Response {
     let result = match op {
-        KvOp::Exists { key, .. } => store.get_live(key, now_ms).map(|found| KvResult::Exists {
+        KvOp::Exists { key, .. } => get_live(store, key, now_ms).map(|found| KvResult::Exists {
             exists: found.is_some(),
             applied,
         }),
-        KvOp::Get { key, .. } => store.get_live(key, now_ms).map(|found| KvResult::Value {
+        KvOp::Get { key, .. } => get_live(store, key, now_ms).map(|found| KvResult::Value {
             value: found.map(|found| found.value),
             applied,
         }),
-        KvOp::Ttl { key, .. } => store.get_live(key, now_ms).map(|found| KvResult::Ttl {
+        KvOp::Ttl { key, .. } => get_live(store, key, now_ms).map(|found| KvResult::Ttl {
             exists: found.is_some(),
             remaining_ms: found.and_then(|found| found.remaining_ms(now_ms)),
             applied,
@@ -83,11 +90,16 @@ pub fn read_now(store: &Store, op: &KvOp, applied: LogIndex, arc: Arc, now_ms: u
     }
 }
 
-fn get_many(store: &Store, keys: &[Bytes], applied: LogIndex, now_ms: u64) -> Response {
+fn get_many<S: StateStore + ?Sized>(
+    store: &S,
+    keys: &[Bytes],
+    applied: LogIndex,
+    now_ms: u64,
+) -> Response {
     let mut values = Vec::with_capacity(keys.len());
     let mut bytes = 0usize;
     for key in keys {
-        let found = match store.get_live(key, now_ms) {
+        let found = match get_live(store, key, now_ms) {
             Ok(found) => found,
             Err(error) => return internal(error),
         };
@@ -111,6 +123,18 @@ fn get_many(store: &Store, keys: &[Bytes], applied: LogIndex, now_ms: u64) -> Re
         });
     }
     Response::Kv(KvResult::Values { values, applied })
+}
+
+/// The value of the user key `key` as a read at log time `now_ms` sees it: a value whose TTL
+/// has run out is absent (see the module docs).
+fn get_live<S: StateStore + ?Sized>(
+    store: &S,
+    key: &[u8],
+    now_ms: u64,
+) -> ringkv_storage::Result<Option<Versioned>> {
+    Ok(store
+        .value(&ring::storage_key(key))?
+        .filter(|found| found.live_at(now_ms)))
 }
 
 fn internal(error: ringkv_storage::Error) -> Response {

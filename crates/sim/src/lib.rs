@@ -16,10 +16,13 @@
 //! state machine safety, commit monotonicity, linearizability of the client history, and leader
 //! liveness (a connected majority gets a leader within a bound). Two phases: chaos, then heal,
 //! after which every group must elect a leader and commit within a bounded number of ticks.
+//! [`core_world`] runs the real node core (`ringkv-node`'s `NodeCore` over memory) instead of
+//! bare Raft cores, for data shards with fixed membership (`ringkv-sim --node-core`).
 //! `World::idle` counts what idle groups cost with and without quiescence; [`pdscale`] drives
 //! the placement driver's real code over a modelled cluster of up to thousands of shards.
 
 pub mod checkers;
+pub mod core_world;
 pub mod history;
 pub mod kv;
 pub mod params;

@@ -1,5 +1,7 @@
 //! `ringkv-sim --seeds N [--start S] [--plant-bug NAME] [--verbose]`: runs seeds S..S+N.
 //! `--plant-bug` needs a build with `--features planted-bugs` (never part of a release build).
+//! `ringkv-sim --node-core --seeds N [--start S] [--verbose]`: the same, over the real node
+//! core (see `core_world`).
 //! `ringkv-sim --idle GROUPS [--nodes N] [--ticks T]`: what idle groups cost with and without
 //! quiescence (replica ticks and Raft messages over the second half of the run).
 //! `ringkv-sim --pd-scale [--nodes N] [--shards S] [--start SEED] [--scenario join|drain|kill]
@@ -25,6 +27,7 @@ fn main() -> anyhow::Result<()> {
     let mut shards = 10_000u64;
     let mut scenario = "join".to_string();
     let mut limit_s = None;
+    let mut node_core = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
                 nodes_given = Some(idle_nodes);
             }
             "--pd-scale" => pd_scale = true,
+            "--node-core" => node_core = true,
             "--shards" => shards = args.next().context("--shards needs a number")?.parse()?,
             "--scenario" => scenario = args.next().context("--scenario needs a name")?,
             "--limit-s" => {
@@ -60,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             "--help" | "-h" => {
                 println!("usage: ringkv-sim --seeds N [--start S] [--plant-bug NAME] [--verbose]");
                 println!("       ringkv-sim --idle GROUPS [--nodes N] [--ticks T]");
+                println!("       ringkv-sim --node-core --seeds N [--start S] [--verbose]");
                 println!(
                     "       ringkv-sim --pd-scale [--nodes N] [--shards S] [--start SEED] \
                      [--scenario join|drain|kill] [--limit-s SIMULATED_SECONDS]"
@@ -93,6 +98,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(groups) = idle_groups {
         return run_idle(start, idle_nodes, groups, idle_ticks);
+    }
+    if node_core {
+        return run_node_core(start, seeds, verbose);
     }
     // Panics inside a seed are caught and reported as violations; keep their output short.
     std::panic::set_hook(Box::new(|_| {}));
@@ -166,6 +174,51 @@ fn main() -> anyhow::Result<()> {
          leaders killed: {quiet_leaders_killed}, longest leaderless stretch with a connected \
          majority: {longest_leaderless} ticks",
         ticks_run + ticks_skipped
+    );
+    if violations > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `--node-core`: seeds of the simulator running the real node core (`core_world`).
+fn run_node_core(start: u64, seeds: u64, verbose: bool) -> anyhow::Result<()> {
+    std::panic::set_hook(Box::new(|_| {}));
+    let started = Instant::now();
+    let (mut ops, mut completed, mut snapshots, mut crashes, mut lost, mut violations) =
+        (0, 0, 0, 0, 0, 0);
+    for seed in start..start.saturating_add(seeds) {
+        let report = ringkv_sim::core_world::run_core_seed(seed);
+        ops += report.ops_checked;
+        completed += report.ops_completed;
+        snapshots += report.snapshots;
+        crashes += report.crashes;
+        lost += report.apply_batches_lost;
+        if verbose {
+            println!(
+                "seed {seed}: ops {} completed {} snapshots {} crashes {} apply batches lost {} \
+                 trace {:016x}",
+                report.ops_checked,
+                report.ops_completed,
+                report.snapshots,
+                report.crashes,
+                report.apply_batches_lost,
+                report.trace_hash
+            );
+        }
+        if let Some(violation) = report.violation {
+            violations += 1;
+            eprintln!("VIOLATION seed {seed}: {violation}");
+            eprintln!("reproduce: cargo run -p ringkv-sim -- --node-core --seeds 1 --start {seed}");
+        }
+    }
+    eprintln!(
+        "ran {seeds} node-core seeds in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "node-core seeds: {seeds}, violations: {violations}, ops checked: {ops}, completed: \
+         {completed}, snapshots: {snapshots}, crashes: {crashes}, apply batches lost: {lost}"
     );
     if violations > 0 {
         std::process::exit(1);

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::group_state::AppliedState;
 use crate::keys;
 use crate::kv_machine::{self, CommandRun, SessionExpiry};
+use crate::scan::{ScanPage, ScanRequest};
 use crate::session_table::{SessionTable, lock_table};
 use crate::state_store::{ApplyBatch, StateStore};
 use crate::store::{Store, decode_value, lock_group};
@@ -252,6 +253,10 @@ impl StateStore for Store {
 
     fn meta(&self, name: &[u8]) -> Result<Option<Bytes>> {
         Store::meta(self, name)
+    }
+
+    fn scan_page(&self, request: &ScanRequest<'_>) -> Result<ScanPage> {
+        Store::scan_page(self, request)
     }
 
     fn record_bytes_max(&self) -> u64 {

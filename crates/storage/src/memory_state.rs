@@ -5,19 +5,21 @@
 use crate::command::SessionRecord;
 use crate::error::{Error, Result};
 use crate::group_state::AppliedState;
+use crate::scan::{PageBuilder, ScanPage, ScanRequest};
 use crate::state_store::{ApplyBatch, META_NAME_BYTES_MAX, StateStore};
 use crate::value::Versioned;
 use bytes::Bytes;
 use ringkv_types::ShardId;
 use ringkv_types::raft::ConfState;
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 
 /// The default record limit, as the fjall store's default `record_bytes_max`.
 const RECORD_BYTES_MAX: u64 = 64 << 20;
 
 /// What survives a crash.
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Image {
+pub(crate) struct Image {
     values: BTreeMap<Vec<u8>, Versioned>,
     sessions: BTreeMap<(ShardId, u64), SessionRecord>,
     applied: BTreeMap<ShardId, AppliedState>,
@@ -26,6 +28,32 @@ struct Image {
 }
 
 impl Image {
+    /// Replaces `shard`'s values in the storage-key range `bounds` (upper `None` = the top of
+    /// the ring) and its session table, and sets its applied position and configuration: a
+    /// snapshot install.
+    pub(crate) fn replace_shard(
+        &mut self,
+        shard: ShardId,
+        bounds: (Vec<u8>, Option<Vec<u8>>),
+        values: Vec<(Vec<u8>, Versioned)>,
+        sessions: Vec<(u64, SessionRecord)>,
+        applied: AppliedState,
+        conf: ConfState,
+    ) {
+        let (lower, upper) = bounds;
+        self.values
+            .retain(|key, _| *key < lower || upper.as_ref().is_some_and(|upper| key >= upper));
+        self.values.extend(values);
+        self.sessions.retain(|(owner, _), _| *owner != shard);
+        self.sessions.extend(
+            sessions
+                .into_iter()
+                .map(|(session, record)| ((shard, session), record)),
+        );
+        self.applied.insert(shard, applied);
+        self.conf.insert(shard, conf);
+    }
+
     fn absorb(&mut self, batch: ApplyBatch) {
         let shard = batch.shard;
         for (key, value) in batch.values {
@@ -94,6 +122,22 @@ impl MemoryState {
         let lost = self.unsynced.len();
         self.unsynced.clear();
         lost
+    }
+
+    /// The durable image, for an install that writes it directly (`memory_snapshot.rs`).
+    pub(crate) fn durable_image_mut(&mut self) -> &mut Image {
+        &mut self.durable
+    }
+
+    /// Writes the meta record `name` durably, as a group commit's meta write does (a
+    /// descriptor or PD state installed with a snapshot): every batch committed so far
+    /// becomes durable first, as the one journal orders them before the group commit.
+    pub fn write_meta_durable(&mut self, name: &[u8], value: &[u8]) {
+        let mark = self.committed;
+        self.batches_durable(mark);
+        self.durable
+            .meta
+            .insert(name.to_vec(), Bytes::copy_from_slice(value));
     }
 
     /// The configuration saved with `shard`'s applied position.
@@ -189,6 +233,35 @@ impl StateStore for MemoryState {
                 .map(|(_, value)| Bytes::from(value.clone()))
         });
         Ok(pending.or_else(|| self.durable.meta.get(name).cloned()))
+    }
+
+    fn scan_page(&self, request: &ScanRequest<'_>) -> Result<ScanPage> {
+        let (lower, upper) = request.bounds();
+        let in_range =
+            |key: &Vec<u8>| *key >= lower && upper.as_ref().is_none_or(|upper| key < upper);
+        // The range as reads see it: the durable image, then the unsynced batches in order.
+        let upper_bound = upper.clone().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut view: BTreeMap<&Vec<u8>, &Versioned> = self
+            .durable
+            .values
+            .range::<Vec<u8>, _>((Bound::Included(lower.clone()), upper_bound))
+            .collect();
+        for (_, batch) in &self.unsynced {
+            for (key, value) in batch.values.iter().filter(|(key, _)| in_range(key)) {
+                match value {
+                    Some(value) => view.insert(key, value),
+                    None => view.remove(key),
+                };
+            }
+        }
+        let mut page = PageBuilder::new(request);
+        for (key, value) in view {
+            if page.is_full() {
+                return Ok(page.finish(Some(key.clone())));
+            }
+            page.offer(key, || Ok(value.clone()))?;
+        }
+        Ok(page.finish(upper))
     }
 
     fn record_bytes_max(&self) -> u64 {

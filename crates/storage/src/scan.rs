@@ -58,6 +58,89 @@ pub struct ScanPage {
     pub next: Option<Vec<u8>>,
 }
 
+impl ScanRequest<'_> {
+    /// The storage-key range the page reads: from the larger of `start` and the arc's start,
+    /// to the arc's end (`None` = the top of the ring).
+    pub(crate) fn bounds(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+        let (arc_lower, arc_upper) = self.arc.storage_bounds();
+        let lower = if self.start > arc_lower.as_slice() {
+            self.start.to_vec()
+        } else {
+            arc_lower
+        };
+        (lower, arc_upper)
+    }
+}
+
+/// Builds one page from keys offered in storage order: the one place the page rules live
+/// (limits, prefix, expiry), for every [`StateStore`](crate::StateStore) implementation.
+pub(crate) struct PageBuilder<'r, 'a> {
+    request: &'r ScanRequest<'a>,
+    items: Vec<ScanItem>,
+    bytes: usize,
+    examined: usize,
+}
+
+impl<'r, 'a> PageBuilder<'r, 'a> {
+    pub(crate) fn new(request: &'r ScanRequest<'a>) -> Self {
+        Self {
+            request,
+            items: Vec::new(),
+            bytes: 0,
+            examined: 0,
+        }
+    }
+
+    /// Whether the page is complete: the next key offered starts the next page instead.
+    pub(crate) fn is_full(&self) -> bool {
+        self.items.len() >= self.request.limit.max(1)
+            || self.bytes >= self.request.bytes_max
+            || self.examined >= self.request.examine_max.max(1)
+    }
+
+    /// Offers the next stored key (a storage key) with its value, decoded only when the key
+    /// matches the prefix.
+    ///
+    /// # Errors
+    /// The error of `value`.
+    pub(crate) fn offer(
+        &mut self,
+        key: &[u8],
+        value: impl FnOnce() -> Result<crate::value::Versioned>,
+    ) -> Result<()> {
+        self.examined += 1;
+        let user_key = key.get(8..).unwrap_or_default();
+        if !user_key.starts_with(self.request.prefix) {
+            return Ok(());
+        }
+        let stored = value()?;
+        if !stored.live_at(self.request.now_ms) {
+            return Ok(());
+        }
+        self.bytes += user_key.len() + 8;
+        let value = if self.request.keys_only {
+            None
+        } else {
+            self.bytes += stored.value.len();
+            Some(stored.value)
+        };
+        self.items.push(ScanItem {
+            key: Bytes::copy_from_slice(user_key),
+            version: stored.version,
+            value,
+        });
+        Ok(())
+    }
+
+    /// The page, continuing at `next`.
+    pub(crate) fn finish(self, next: Option<Vec<u8>>) -> ScanPage {
+        ScanPage {
+            items: self.items,
+            next,
+        }
+    }
+}
+
 impl Store {
     /// Reads one page of `request` from one consistent view of the store. Callers serve it
     /// once the shard's applied state is as fresh as the read asks (the same rule as a get).
@@ -68,53 +151,19 @@ impl Store {
     pub fn scan_page(&self, request: &ScanRequest<'_>) -> Result<ScanPage> {
         let shared = &self.shared;
         let view = shared.db.snapshot();
-        let (arc_lower, arc_upper) = request.arc.storage_bounds();
-        let lower = if request.start > arc_lower.as_slice() {
-            request.start.to_vec()
-        } else {
-            arc_lower
-        };
+        let (lower, arc_upper) = request.bounds();
         let upper = arc_upper.clone().map_or(Bound::Unbounded, Bound::Excluded);
         let max = shared.config.record_bytes_max;
-        let mut items = Vec::new();
-        let mut bytes = 0usize;
+        let mut page = PageBuilder::new(request);
         let range = fjall::Readable::range(&view, &shared.data, (Bound::Included(lower), upper));
-        for (examined, guard) in range.enumerate() {
+        for guard in range {
             let (key, value) = guard.into_inner()?;
-            if items.len() >= request.limit.max(1)
-                || bytes >= request.bytes_max
-                || examined >= request.examine_max.max(1)
-            {
-                return Ok(ScanPage {
-                    items,
-                    next: Some(key.to_vec()),
-                });
+            if page.is_full() {
+                return Ok(page.finish(Some(key.to_vec())));
             }
-            let user_key = key.get(8..).unwrap_or_default();
-            if !user_key.starts_with(request.prefix) {
-                continue;
-            }
-            let stored = decode_value(&value, max)?;
-            if !stored.live_at(request.now_ms) {
-                continue;
-            }
-            bytes += user_key.len() + 8;
-            let value = if request.keys_only {
-                None
-            } else {
-                bytes += stored.value.len();
-                Some(stored.value)
-            };
-            items.push(ScanItem {
-                key: Bytes::copy_from_slice(user_key),
-                version: stored.version,
-                value,
-            });
+            page.offer(&key, || decode_value(&value, max))?;
         }
-        Ok(ScanPage {
-            items,
-            next: arc_upper,
-        })
+        Ok(page.finish(arc_upper))
     }
 }
 

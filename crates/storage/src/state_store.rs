@@ -20,6 +20,7 @@
 use crate::command::SessionRecord;
 use crate::error::{Error, Result};
 use crate::group_state::AppliedState;
+use crate::scan::{ScanPage, ScanRequest};
 use crate::value::Versioned;
 use bytes::Bytes;
 use ringkv_types::ShardId;
@@ -128,6 +129,13 @@ pub trait StateStore {
     /// # Errors
     /// [`Error::CorruptRecord`]; [`Error::TooLarge`] for a name over 1 KiB; I/O.
     fn meta(&self, name: &[u8]) -> Result<Option<Bytes>>;
+
+    /// One page of a scan over a shard's arc, as reads see the store (every committed batch):
+    /// the same page rules for every implementation (see [`ScanRequest`]).
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`]; I/O.
+    fn scan_page(&self, request: &ScanRequest<'_>) -> Result<ScanPage>;
 
     /// The largest record (value, session, meta) the store accepts.
     fn record_bytes_max(&self) -> u64;

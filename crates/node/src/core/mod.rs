@@ -58,19 +58,27 @@
 //! fjall batch and the simulator can write into memory. Groups are generic over their durable
 //! Raft log (`Group<L>`, `NodeCore<L>`; the fjall `GroupStorage` by default,
 //! [`ringkv_storage::MemoryLog`] in tests). The KV request path runs here ([`requests`]);
-//! stale reads go back to the driver, and the turn's ReadIndex rounds are issued here. Still
-//! methods of the event loop: serving reads (over the fjall store), admin requests, replica
+//! stale reads go back to the driver, and the turn's ReadIndex rounds are issued here.
+//! Confirmed reads are served here ([`reads`]) through [`ringkv_storage::StateStore`]
+//! (`kv_read::read_now` and `StateStore::scan_page` read the fjall store and memory alike).
+//! A received snapshot is a [`staged::StagedSnapshot`] (fjall staging in `ringkvd`, a whole
+//! [`ringkv_storage::MemorySnapshot`] in the simulator), checked and kept for its Ready by
+//! [`node_core::NodeCore::offer_snapshot`] and installed through the turn's writes
+//! ([`writes::GroupWrites::apply_to_state`] for memory). The log compaction trigger is here
+//! ([`compaction`]). Planted bugs for the simulator: [`planted`]. The simulator runs
+//! `NodeCore<MemoryLog>` for data shards with fixed membership (`ringkv-sim --node-core`,
+//! `crates/sim/src/core_world/`). Still methods of the event loop: admin requests, replica
 //! creation and removal I/O (a split child's creation among them), snapshot streaming and
-//! staging (the install holds a fjall `PreparedSnapshot`), the log compaction trigger and the
-//! PD host's tick. Next: reads over
-//! [`ringkv_storage::StateStore`], a memory snapshot install, then the simulator running
-//! `NodeCore<MemoryLog>` nodes.
+//! staging I/O, and the PD host's tick. Next: membership changes, leader transfers and splits
+//! in the node-core simulator (their execution moves into the core first), then its main
+//! world on the core in place of `world.rs`'s own Ready handling.
 
 pub mod answers;
 pub mod apply;
 pub mod apply_plan;
 #[cfg(test)]
 mod apply_test;
+pub mod compaction;
 pub mod entropy;
 pub mod liveness;
 pub mod machine;
@@ -78,6 +86,8 @@ pub mod node_core;
 pub mod outbox;
 pub mod pd_machine;
 pub mod persist;
+pub mod planted;
+pub mod reads;
 pub mod ready;
 #[cfg(test)]
 mod ready_test;
@@ -86,5 +96,6 @@ pub mod requests;
 #[cfg(test)]
 mod requests_test;
 pub mod route;
+pub mod staged;
 pub mod time;
 pub mod writes;

@@ -40,6 +40,8 @@ pub struct NodeCore<L = GroupStorage> {
     pub persist: PersistQueue,
     /// The context of the next ReadIndex round.
     pub next_read_context: u64,
+    /// Deliberate bugs (the simulator's tests only; see [`super::planted`]).
+    pub planted: super::planted::PlantedNodeBugs,
 }
 
 impl<L: ringkv_raft::Storage> NodeCore<L> {
@@ -62,6 +64,7 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
             writes: TurnWrites::new(),
             persist: PersistQueue::new(),
             next_read_context: 1,
+            planted: super::planted::PlantedNodeBugs::default(),
         }
     }
 

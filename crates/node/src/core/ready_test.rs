@@ -1,14 +1,19 @@
 //! Ready handling in the core over a memory log: a follower's acknowledgement of appended
 //! entries leaves only once the batch holding them is durable (persist before acknowledge),
-//! and the turn's writes describe exactly what the log then holds.
+//! and the turn's writes describe exactly what the log then holds; a snapshot held in memory
+//! installs through the same writes into a memory log and state.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test")]
 
 use super::node_core::NodeCore;
 use crate::group::{Group, NodeStorage};
 use bytes::Bytes;
 use ringkv_raft::{Config, RawNode};
-use ringkv_storage::MemoryLog;
-use ringkv_types::raft::{Entry, EntryPayload, Message, MessageBody};
+use ringkv_storage::{
+    AppliedState, ApplyBatch, MemoryLog, MemorySnapshot, MemoryState, StateStore, Versioned,
+};
+use ringkv_types::raft::{
+    ConfState, Entry, EntryPayload, Message, MessageBody, Snapshot, SnapshotMeta,
+};
 use ringkv_types::{
     Epoch, LogIndex, NodeId, Replica, ReplicaRole, ShardDescriptor, ShardId, Term, member_id, ring,
 };
@@ -18,6 +23,16 @@ const SHARD: ShardId = ShardId(5);
 
 /// Node 2's core with a follower of `SHARD` (voters on nodes 1 and 2) over `log`.
 fn follower(log: &MemoryLog) -> NodeCore<MemoryLog> {
+    let descriptor = descriptor();
+    let member = member_id(NodeId(2), 1);
+    let storage = NodeStorage::new(log.clone(), Group::conf_of(&descriptor));
+    let raw = RawNode::new(Config::new(member, SHARD), storage).unwrap();
+    let group = Group::new(SHARD, member, Some(descriptor), raw, LogIndex::ZERO);
+    NodeCore::new(NodeId(2), BTreeMap::from([(SHARD, group)]), BTreeMap::new())
+}
+
+/// `SHARD` with voters on nodes 1 and 2.
+fn descriptor() -> ShardDescriptor {
     let replicas = [1, 2]
         .map(|node| Replica {
             node: NodeId(node),
@@ -25,17 +40,12 @@ fn follower(log: &MemoryLog) -> NodeCore<MemoryLog> {
             member: member_id(NodeId(node), 1),
         })
         .to_vec();
-    let descriptor = ShardDescriptor {
+    ShardDescriptor {
         id: SHARD,
         arc: ring::Arc::FULL,
         epoch: Epoch::default(),
         replicas,
-    };
-    let member = member_id(NodeId(2), 1);
-    let storage = NodeStorage::new(log.clone(), Group::conf_of(&descriptor));
-    let raw = RawNode::new(Config::new(member, SHARD), storage).unwrap();
-    let group = Group::new(SHARD, member, Some(descriptor), raw, LogIndex::ZERO);
-    NodeCore::new(NodeId(2), BTreeMap::from([(SHARD, group)]), BTreeMap::new())
+    }
 }
 
 fn append_from_leader() -> Message {
@@ -113,4 +123,107 @@ fn a_follower_acknowledges_entries_only_once_their_batch_is_durable() {
     assert_eq!(log.hard_state().term, Term(1));
     assert_eq!(acknowledgements(&mut core), vec![LogIndex(2)]);
     assert_eq!(core.persist.in_flight(), 0);
+}
+
+fn versioned(value: &'static [u8], version: u64) -> Versioned {
+    Versioned {
+        value: Bytes::from_static(value),
+        version,
+        expires_at_ms: 0,
+    }
+}
+
+/// A snapshot taken from one memory state installs into another through the core: nothing is
+/// visible before its batch is durable; then the log's compaction point, the applied position,
+/// the range's data (the stale key gone) and the session table are the snapshot's, and the
+/// group reports the install done.
+#[test]
+fn a_memory_snapshot_installs_through_the_turn_writes() {
+    // The leader's state: one key and one session, applied to index 10.
+    let mut leader = MemoryState::new();
+    let mut batch = ApplyBatch::new(
+        SHARD,
+        AppliedState {
+            index: LogIndex(10),
+            term: Term(1),
+        },
+    );
+    batch
+        .values
+        .insert(ring::storage_key(b"new"), Some(versioned(b"n", 9)));
+    batch.sessions.insert(
+        7,
+        Some(ringkv_storage::SessionRecord {
+            sequence: 3,
+            last_ms: 0,
+            result: Vec::new(),
+        }),
+    );
+    leader.commit_apply(batch).unwrap();
+    let conf = Group::conf_of(&descriptor());
+    let snapshot: MemorySnapshot = leader.snapshot(SHARD, ring::Arc::FULL, conf).unwrap();
+    assert_eq!(snapshot.meta.index, LogIndex(10));
+
+    // The follower holds a key the snapshot does not (stale data in the range).
+    let log = MemoryLog::new();
+    let mut state = MemoryState::new();
+    let mut stale = ApplyBatch::new(
+        SHARD,
+        AppliedState {
+            index: LogIndex(1),
+            term: Term(1),
+        },
+    );
+    stale
+        .values
+        .insert(ring::storage_key(b"old"), Some(versioned(b"o", 1)));
+    state.commit_apply(stale).unwrap();
+    let mut core = follower(&log);
+    let message = Message {
+        group: SHARD,
+        from: member_id(NodeId(1), 1),
+        to: member_id(NodeId(2), 1),
+        term: Term(1),
+        body: MessageBody::InstallSnapshot {
+            snapshot: Snapshot {
+                meta: snapshot.meta.clone(),
+                data: Bytes::new(),
+            },
+        },
+    };
+    assert!(
+        core.offer_snapshot(message, snapshot.into(), descriptor(), None)
+            .unwrap()
+    );
+    poll(&mut core);
+    let writes = core.take_writes().unwrap();
+    assert_eq!(
+        state.value(&ring::storage_key(b"old")).unwrap(),
+        Some(versioned(b"o", 1))
+    );
+    for mut group in writes.into_groups().into_values() {
+        group.apply_to_log(&log).unwrap();
+        group.apply_to_state(&mut state).unwrap();
+    }
+    assert_eq!(core.batch_durable().unwrap(), vec![SHARD]);
+    assert_eq!(core.groups[&SHARD].applied, LogIndex(10));
+    assert_eq!(
+        log.snapshot_meta(),
+        SnapshotMeta {
+            index: LogIndex(10),
+            term: Term(1),
+            conf: ConfState::with_voters(descriptor().voter_members()),
+        }
+    );
+    assert_eq!(state.value(&ring::storage_key(b"old")).unwrap(), None);
+    assert_eq!(
+        state.value(&ring::storage_key(b"new")).unwrap(),
+        Some(versioned(b"n", 9))
+    );
+    assert_eq!(state.sessions(SHARD).unwrap().len(), 1);
+    assert_eq!(state.applied(SHARD).unwrap().index, LogIndex(10));
+    // The install is durable: a crash keeps it.
+    assert_eq!(state.unsynced_count(), 0);
+    state.crash(0);
+    assert_eq!(state.applied(SHARD).unwrap().index, LogIndex(10));
 }

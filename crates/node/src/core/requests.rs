@@ -161,6 +161,16 @@ impl<L: Storage> NodeCore<L> {
                 if let Some(replaced) = group.proposals.insert(index, proposal) {
                     self.replies.drop_request(replaced.reply);
                 }
+                #[cfg(feature = "planted-bugs")]
+                if self.planted.answer_before_apply
+                    && let Some(early) = group.proposals.remove(&index)
+                {
+                    // PLANTED BUG: the write is answered before it is committed or applied.
+                    self.replies.send(
+                        early.reply,
+                        Response::Kv(ringkv_types::KvResult::Written { index }),
+                    );
+                }
                 self.dirty.insert(shard);
                 return Ok(KvRouted::Proposed);
             }

@@ -79,6 +79,7 @@ impl MemoryNode {
                         .apply_run(&mut self.state, shard, output.committed)
                         .unwrap();
                 }
+                self.core.serve_reads(shard, &self.state, 5_000);
                 self.core.dirty.insert(shard);
             }
             if let Some(writes) = self.core.take_writes() {
@@ -87,7 +88,9 @@ impl MemoryNode {
                     group.apply_to_log(&self.log).unwrap();
                 }
                 self.state.batches_durable(mark);
-                self.core.batch_durable().unwrap();
+                for shard in self.core.batch_durable().unwrap() {
+                    self.core.serve_reads(shard, &self.state, 5_000);
+                }
             }
         }
         panic!("the node never settled");
@@ -183,7 +186,7 @@ fn requests_are_refused_proposed_applied_and_answered_through_the_core() {
     );
 
     // A linearizable read waits for its ReadIndex round, then for apply to reach its index;
-    // the driver serves it from there.
+    // the core serves it from the memory state.
     let get = KvOp::Get {
         key: Bytes::from_static(b"k"),
         consistency: ReadConsistency::Linearizable,
@@ -194,17 +197,61 @@ fn requests_are_refused_proposed_applied_and_answered_through_the_core() {
     node.settle();
     let group = &node.core.groups[&SHARD];
     assert!(group.reads_new.is_empty() && group.reads_sent.is_empty());
-    assert_eq!(group.reads_ready.len(), 1);
-    assert!(group.reads_ready[0].0 <= group.applied);
+    assert!(group.reads_ready.is_empty());
+    let applied = group.applied;
+    assert_eq!(
+        node.core.replies.take(),
+        vec![(
+            RequestId(6),
+            Outcome::Answer(Response::Kv(KvResult::Value {
+                value: Some(Bytes::from_static(b"v")),
+                applied,
+            }))
+        )]
+    );
 
-    // A stale read goes back to the driver at the applied index.
+    // A scan through the same path: one page with the key, complete.
+    let scan = KvOp::Scan {
+        start: Bytes::new(),
+        prefix: Bytes::new(),
+        limit: 10,
+        keys_only: false,
+        consistency: ReadConsistency::Lease,
+    };
+    assert_eq!(node.request(scan, epoch, 7), KvRouted::Done);
+    node.core.issue_reads();
+    node.settle();
+    match node.core.replies.take().as_slice() {
+        [(RequestId(7), Outcome::Answer(Response::Kv(KvResult::ScanPage { items, next, .. })))] => {
+            assert_eq!(items.len(), 1);
+            assert_eq!(items[0].key.as_ref(), b"k");
+            assert_eq!(items[0].value.as_deref(), Some(&b"v"[..]));
+            assert_eq!(*next, None);
+        }
+        other => panic!("scan answered {other:?}"),
+    }
+
+    // A stale read goes back to the driver at the applied index, which serves it from the
+    // same state.
     let get = KvOp::Get {
         key: Bytes::from_static(b"k"),
         consistency: ReadConsistency::Stale,
     };
     match node.request(get, epoch, 5) {
-        KvRouted::StaleRead { applied, .. } => {
+        KvRouted::StaleRead {
+            op,
+            applied,
+            arc,
+            now_ms,
+        } => {
             assert_eq!(applied, node.core.groups[&SHARD].applied);
+            assert_eq!(
+                crate::kv_read::read_now(&node.state, &op, applied, arc, now_ms),
+                Response::Kv(KvResult::Value {
+                    value: Some(Bytes::from_static(b"v")),
+                    applied,
+                })
+            );
         }
         other => panic!("stale read routed {other:?}"),
     }

@@ -10,8 +10,10 @@
 //! replacing an earlier one's overlapping suffix, as two Readies would), then the hard state.
 //! Each Ready's entries are moved in whole: describing them allocates nothing per entry.
 
+use super::staged::StagedSnapshot;
+use crate::error::Error;
 use crate::error::Result;
-use ringkv_storage::{MemoryLog, PreparedSnapshot, WriteBatchBuilder};
+use ringkv_storage::{MemoryLog, MemoryState, WriteBatchBuilder};
 use ringkv_types::ShardId;
 use ringkv_types::raft::{Entry, HardState, SnapshotMeta};
 use std::collections::BTreeMap;
@@ -20,7 +22,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Default)]
 pub struct GroupWrites {
     /// A validated, staged snapshot to install (its meta is also the new compaction point).
-    pub install: Option<PreparedSnapshot>,
+    pub install: Option<StagedSnapshot>,
     /// The new compaction point: the install's, or a log compaction's (the last one set wins).
     pub snapshot_meta: Option<SnapshotMeta>,
     /// Log appends, one per Ready, in order.
@@ -56,6 +58,32 @@ impl GroupWrites {
         }
         if let Some(hard_state) = self.hard_state {
             log.set_hard_state(hard_state);
+        }
+        Ok(())
+    }
+
+    /// Writes the state store's part into `state`, as the fjall store would once the batch is
+    /// durable: the snapshot install (its data, sessions and applied position, see
+    /// [`MemoryState::install`]) and the meta records, both durable at once. Call it with
+    /// [`GroupWrites::apply_to_log`] at the batch's durability point.
+    ///
+    /// # Errors
+    /// [`Error::Fatal`] for a snapshot staged in the fjall store (a driver mixing stores).
+    pub fn apply_to_state(&mut self, state: &mut MemoryState) -> Result<()> {
+        match self.install.take() {
+            Some(StagedSnapshot::Memory(snapshot)) => state.install(snapshot),
+            Some(StagedSnapshot::Store(prepared)) => {
+                return Err(Error::Fatal {
+                    reason: format!(
+                        "shard {}: a snapshot staged in the fjall store cannot install into memory",
+                        prepared.shard()
+                    ),
+                });
+            }
+            None => {}
+        }
+        for (name, value) in &self.meta {
+            state.write_meta_durable(name, value);
         }
         Ok(())
     }
@@ -101,8 +129,8 @@ impl TurnWrites {
     }
 
     /// Installs a validated, staged snapshot into its shard (see
-    /// [`WriteBatchBuilder::install_snapshot`]).
-    pub fn install_snapshot(&mut self, snapshot: PreparedSnapshot) {
+    /// [`WriteBatchBuilder::install_snapshot`] and [`GroupWrites::apply_to_state`]).
+    pub fn install_snapshot(&mut self, snapshot: StagedSnapshot) {
         let group = self.group(snapshot.shard());
         group.snapshot_meta = Some(snapshot.meta().clone());
         group.install = Some(snapshot);
@@ -122,7 +150,8 @@ impl TurnWrites {
     ///
     /// # Errors
     /// [`ringkv_storage::Error::InvalidWrite`] for appends that are not contiguous (a bug:
-    /// the Raft core never produces them).
+    /// the Raft core never produces them); [`Error::Fatal`] for a snapshot held in memory (a
+    /// driver mixing stores).
     pub fn into_batch(self) -> Result<WriteBatchBuilder> {
         let mut batch = WriteBatchBuilder::new();
         for (shard, group) in self.groups {
@@ -133,8 +162,16 @@ impl TurnWrites {
                 hard_state,
                 meta,
             } = group;
-            if let Some(install) = install {
-                batch.install_snapshot(install);
+            match install {
+                Some(StagedSnapshot::Store(prepared)) => batch.install_snapshot(prepared),
+                Some(StagedSnapshot::Memory(_)) => {
+                    return Err(Error::Fatal {
+                        reason: format!(
+                            "shard {shard}: a snapshot held in memory cannot install into fjall"
+                        ),
+                    });
+                }
+                None => {}
             }
             if let Some(meta) = snapshot_meta {
                 batch.set_snapshot_meta(shard, meta);

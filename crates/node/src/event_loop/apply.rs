@@ -1,14 +1,13 @@
 //! Apply, the driver's part: the core applies committed entries through the store
 //! (`core/apply.rs`); the driver cuts them into steps, runs splits (which create a group),
-//! answers PD waiters, compacts logs and removes replicas.
+//! answers PD waiters, has the core compact logs and removes replicas.
 
 use super::{EventLoop, Internal};
 use crate::core::apply_plan::{self, Step};
 use crate::core::machine::MachineKind;
 use crate::error::Result;
-use ringkv_types::raft::{Entry, SnapshotMeta};
-use ringkv_types::{LogIndex, ShardId};
-use tracing::debug;
+use ringkv_types::ShardId;
+use ringkv_types::raft::Entry;
 
 impl EventLoop {
     /// Applies one Ready's committed entries of `shard` in the steps of
@@ -74,55 +73,11 @@ impl EventLoop {
         if let Some(results) = applied.pd_results {
             self.pd_answer(results, applied.last);
         }
-        let storage = self
-            .core
-            .groups
-            .get(&shard)
-            .map(|g| g.raw.storage().clone());
-        if let Some(storage) = storage {
-            self.maybe_compact(shard, storage, applied.last)?;
-        }
+        self.core
+            .maybe_compact(shard, applied.last, self.config.raft.log_compaction_entries);
         if applied.removed {
             self.remove_group(shard)?;
         }
         Ok(events)
-    }
-
-    /// Moves the compaction point to the applied index once the log holds more than
-    /// `raft.log_compaction_entries` applied entries.
-    pub(super) fn maybe_compact(
-        &mut self,
-        shard: ShardId,
-        storage: crate::group::NodeStorage,
-        applied: LogIndex,
-    ) -> Result<()> {
-        let threshold = self.config.raft.log_compaction_entries;
-        if threshold == 0 {
-            return Ok(());
-        }
-        use ringkv_raft::Storage as _;
-        let Ok(first) = storage.first_index() else {
-            return Ok(());
-        };
-        if applied.distance_from(first) < threshold {
-            return Ok(());
-        }
-        let Ok(term) = storage.term(applied) else {
-            return Ok(());
-        };
-        let Some(group) = self.core.groups.get(&shard) else {
-            return Ok(());
-        };
-        let conf = group.raw.conf_state().clone();
-        debug!(%shard, %applied, "compacting the log");
-        self.core.writes.set_snapshot_meta(
-            shard,
-            SnapshotMeta {
-                index: applied,
-                term,
-                conf,
-            },
-        );
-        Ok(())
     }
 }

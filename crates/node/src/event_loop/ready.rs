@@ -3,7 +3,6 @@
 //! reads, streams snapshots, turns the turn's writes into one fjall batch for the group-commit
 //! writer and reports each batch's durability back to the core.
 
-use super::requests::serve_reads;
 use super::{EventLoop, Internal};
 use crate::error::{Error, Result};
 use ringkv_raft::{Ready, Role};
@@ -87,9 +86,8 @@ impl EventLoop {
         if !output.committed.is_empty() {
             self.apply(shard, output.committed, internal)?;
         }
-        if let Some(group) = self.core.groups.get_mut(&shard) {
-            serve_reads(&mut self.core.replies, &self.store, group);
-        }
+        self.core
+            .serve_reads(shard, &self.store, crate::pd_host::wall_clock_ms());
         for message in output.snapshots {
             self.send_snapshot(message, internal.snapshot_events_tx.clone());
         }
@@ -137,9 +135,8 @@ impl EventLoop {
             .storage_fsync_duration
             .observe(durable.commit_duration.as_secs_f64());
         for shard in self.core.batch_durable()? {
-            if let Some(group) = self.core.groups.get_mut(&shard) {
-                serve_reads(&mut self.core.replies, &self.store, group);
-            }
+            self.core
+                .serve_reads(shard, &self.store, crate::pd_host::wall_clock_ms());
         }
         Ok(())
     }

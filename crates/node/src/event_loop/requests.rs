@@ -1,10 +1,9 @@
 //! Client requests: checks, proposals, ReadIndex batches, answers, admin calls.
 
 use super::EventLoop;
-use crate::core::replies::{Replies, RequestId};
+use crate::core::replies::RequestId;
 use crate::core::requests::KvRouted;
 use crate::error::Result;
-use crate::group::Group;
 use crate::service::ClientCall;
 use ringkv_storage::Store;
 use ringkv_transport::Fault;
@@ -243,26 +242,6 @@ impl EventLoop {
 }
 
 pub(super) use crate::kv_read::read_now;
-
-/// Answers confirmed reads whose index is applied.
-pub(super) fn serve_reads(replies: &mut Replies, store: &Store, group: &mut Group) {
-    let applied = group.applied;
-    let arc = group.descriptor.arc;
-    // The read's log time: this replica's clock, never below a stamp it saw (and later
-    // stamps of this leader are at least this, so a key it reported expired stays so).
-    let now_ms = group.next_stamp(crate::pd_host::wall_clock_ms());
-    let (ready, waiting): (Vec<_>, Vec<_>) = group
-        .reads_ready
-        .drain(..)
-        .partition(|(index, _)| *index <= applied);
-    group.reads_ready = waiting;
-    for (_, reads) in ready {
-        for read in reads {
-            group.reads_served += 1;
-            replies.send(read.reply, read_now(store, &read.op, applied, arc, now_ms));
-        }
-    }
-}
 
 /// The low-space alarm, when it is up (the store measures at most every 100 ms). A failed
 /// measurement counts as no alarm: the write then fails, if it must, in the store.

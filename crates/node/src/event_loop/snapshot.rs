@@ -291,11 +291,6 @@ impl EventLoop {
             Some(_) if self.pd_host().is_none() => return Ok(()),
             other => other,
         };
-        let expected_arc = if pd_state.is_some() {
-            pd_host::PD_SNAPSHOT_ARC
-        } else {
-            descriptor.arc
-        };
         if !self.valid_message(&message) {
             return Ok(());
         }
@@ -304,31 +299,8 @@ impl EventLoop {
         if !self.follow(&message, route)? {
             return Ok(());
         }
-        let Some(group) = self.core.groups.get_mut(&shard) else {
-            return Ok(());
-        };
-        if group.installing.is_some() {
-            // One install at a time; the leader retries.
-            return Ok(());
-        }
-        if prepared.arc() != expected_arc {
-            warn!(%shard, "snapshot data does not match its descriptor's arc");
-            return Ok(());
-        }
-        info!(
-            %shard,
-            index = %prepared.meta().index,
-            pairs = prepared.len(),
-            bytes = prepared.size_bytes(),
-            "received a snapshot"
-        );
-        group.pending_install = Some(prepared);
-        group.pending_descriptor = Some(descriptor);
-        if let Some(host) = group.machine.pd_mut() {
-            host.pending_install = pd_state;
-        }
-        group.raw.step(message)?;
-        self.core.dirty.insert(shard);
+        self.core
+            .offer_snapshot(message, prepared.into(), descriptor, pd_state)?;
         Ok(())
     }
 }

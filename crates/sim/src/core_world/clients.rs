@@ -1,0 +1,281 @@
+//! The simulated clients of a node-core run: each has a session and one operation in flight,
+//! sent as a real [`KvRequest`] (shard, epoch, session sequence) to the node it believes
+//! leads the key's shard, and records what it asked and heard in the [`History`] the
+//! linearizability checker reads. `NotLeader` moves the client to the hinted node; a request
+//! with no answer by its deadline is a write of unknown outcome (or a read with no effect).
+
+use crate::history::History;
+use crate::kv::{Key, Op, OpResult, Value};
+use bytes::Bytes;
+use ringkv_raft::SplitMix64;
+use ringkv_types::{
+    KvOp, KvRequest, KvResult, NodeId, ReadConsistency, Response, ShardDescriptor, ShardId,
+    WireError, WriteSession,
+};
+use std::collections::BTreeMap;
+
+/// Ticks a client waits for an answer (in world time units: times the tick length).
+pub const CLIENT_TIMEOUT_UNITS: u64 = 300;
+
+/// The user key of the simulated key `key`.
+pub fn user_key(key: Key) -> Bytes {
+    Bytes::from(format!("key-{key}"))
+}
+
+/// The stored form of a simulated value.
+fn encode_value(value: Value) -> Bytes {
+    Bytes::copy_from_slice(&value.to_be_bytes())
+}
+
+fn decode_value(bytes: &[u8]) -> Option<Value> {
+    Some(Value::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// An operation waiting for its answer.
+struct InFlight {
+    request: u64,
+    slot: usize,
+    is_read: bool,
+    deadline: u64,
+}
+
+/// One client.
+pub struct Client {
+    id: u64,
+    /// Its write session's next sequence number.
+    sequence: u64,
+    in_flight: Option<InFlight>,
+    leader_hint: BTreeMap<ShardId, NodeId>,
+    next_op_at: u64,
+}
+
+impl Client {
+    /// Client `id` (also its session id).
+    pub fn new(id: u64) -> Self {
+        Self {
+            id,
+            sequence: 1,
+            in_flight: None,
+            leader_hint: BTreeMap::new(),
+            next_op_at: 0,
+        }
+    }
+}
+
+/// A request on its way to a node: the world delivers it as `request` under the id
+/// `request_id` (unique in the run).
+pub struct Outgoing {
+    /// The node asked.
+    pub node: NodeId,
+    /// The request id (the core's `RequestId`).
+    pub request_id: u64,
+    /// The request.
+    pub request: KvRequest,
+}
+
+/// The shard whose arc holds `key`.
+pub fn shard_of(descriptors: &[ShardDescriptor], key: &[u8]) -> Option<ShardDescriptor> {
+    let position = ringkv_types::ring::position(key);
+    descriptors
+        .iter()
+        .find(|d| d.arc.contains(position))
+        .cloned()
+}
+
+/// The clients and the history they write.
+pub struct Clients {
+    clients: Vec<Client>,
+    /// Requests in flight: request id -> client position.
+    pending: BTreeMap<u64, usize>,
+    next_request: u64,
+    /// The history of every operation.
+    pub history: History,
+}
+
+impl Clients {
+    /// `count` clients, with ids from 1.
+    pub fn new(count: u64) -> Self {
+        Self {
+            clients: (1..=count).map(Client::new).collect(),
+            pending: BTreeMap::new(),
+            next_request: 1,
+            history: History::default(),
+        }
+    }
+
+    /// Times out overdue operations and starts new ones; returns the requests to send.
+    /// `clock` numbers history events (strictly increasing).
+    pub fn run(
+        &mut self,
+        now: u64,
+        rng: &mut SplitMix64,
+        descriptors: &[ShardDescriptor],
+        keys: u8,
+        clock: &mut u64,
+    ) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        for position in 0..self.clients.len() {
+            let Some(client) = self.clients.get_mut(position) else {
+                continue;
+            };
+            if client.in_flight.as_ref().is_some_and(|f| f.deadline <= now)
+                && let Some(flight) = client.in_flight.take()
+            {
+                self.pending.remove(&flight.request);
+                if let Some(operation) = self.history.operations.get_mut(flight.slot) {
+                    client.leader_hint.remove(&operation.group);
+                    // A read with no answer had no effect; a write's outcome is unknown.
+                    operation.discarded |= flight.is_read;
+                }
+                client.next_op_at = now + 1;
+            }
+            if client.in_flight.is_some() || client.next_op_at > now {
+                continue;
+            }
+            let key = rng.range(0, u64::from(keys)) as Key;
+            let name = user_key(key);
+            let Some(descriptor) = shard_of(descriptors, &name) else {
+                continue;
+            };
+            *clock += 1;
+            let value = *clock;
+            let op = match rng.range(0, 10) {
+                0..=3 => Op::Get(key),
+                4..=6 => Op::Put(key, value),
+                7 => Op::Delete(key),
+                _ => {
+                    let expected = self
+                        .history
+                        .operations
+                        .iter()
+                        .rev()
+                        .find_map(|o| match o.op {
+                            Op::Put(k, v) if k == key => Some(v),
+                            _ => None,
+                        });
+                    Op::Cas {
+                        key,
+                        expected,
+                        new: value,
+                    }
+                }
+            };
+            let consistency = if rng.range(0, 4) == 0 {
+                ReadConsistency::Lease
+            } else {
+                ReadConsistency::Linearizable
+            };
+            let kv_op = match op {
+                Op::Get(_) => KvOp::Get {
+                    key: name,
+                    consistency,
+                },
+                Op::Put(_, value) => KvOp::Put {
+                    key: name,
+                    value: encode_value(value),
+                },
+                Op::Delete(_) => KvOp::Delete { key: name },
+                Op::Cas { expected, new, .. } => KvOp::CompareAndSwap {
+                    key: name,
+                    expected: expected.map(encode_value),
+                    new: Some(encode_value(new)),
+                },
+            };
+            let is_read = matches!(op, Op::Get(_));
+            let session = (!is_read).then(|| {
+                let sequence = client.sequence;
+                client.sequence += 1;
+                WriteSession {
+                    session_id: client.id,
+                    sequence,
+                }
+            });
+            let hosts: Vec<NodeId> = descriptor.replicas.iter().map(|r| r.node).collect();
+            let node = match client.leader_hint.get(&descriptor.id) {
+                Some(node) if rng.range(0, 10) > 0 => *node,
+                _ => {
+                    let pick = rng.range(0, hosts.len() as u64) as usize;
+                    hosts.get(pick).copied().unwrap_or(NodeId(1))
+                }
+            };
+            *clock += 1;
+            let slot = self.history.invoke(client.id, descriptor.id, op, *clock);
+            let request_id = self.next_request;
+            self.next_request += 1;
+            client.in_flight = Some(InFlight {
+                request: request_id,
+                slot,
+                is_read,
+                deadline: now + CLIENT_TIMEOUT_UNITS,
+            });
+            self.pending.insert(request_id, position);
+            out.push(Outgoing {
+                node,
+                request_id,
+                request: KvRequest {
+                    shard: descriptor.id,
+                    epoch: descriptor.epoch,
+                    session,
+                    timeout_ms: 0,
+                    op: kv_op,
+                },
+            });
+        }
+        out
+    }
+
+    /// The answer to request `request_id`; `pause` is how long the client waits before its
+    /// next operation. A late answer (after the timeout) is ignored, as a real client would.
+    pub fn answer(
+        &mut self,
+        request_id: u64,
+        response: Response,
+        now: u64,
+        clock: &mut u64,
+        pause: u64,
+    ) {
+        let Some(position) = self.pending.remove(&request_id) else {
+            return;
+        };
+        let Some(client) = self.clients.get_mut(position) else {
+            return;
+        };
+        let Some(flight) = client.in_flight.take() else {
+            return;
+        };
+        client.next_op_at = now + pause;
+        let Some(operation) = self.history.operations.get_mut(flight.slot) else {
+            return;
+        };
+        *clock += 1;
+        let result = match response {
+            Response::Kv(KvResult::Value { value, .. }) => {
+                Some(OpResult::Value(value.as_deref().and_then(decode_value)))
+            }
+            Response::Kv(KvResult::Written { .. }) => Some(OpResult::Done),
+            Response::Kv(KvResult::Swapped { succeeded, .. }) => Some(OpResult::Swapped(succeeded)),
+            Response::Error(WireError::NotLeader { leader_hint, .. }) => {
+                match leader_hint {
+                    Some(node) => client.leader_hint.insert(operation.group, node),
+                    None => client.leader_hint.remove(&operation.group),
+                };
+                None
+            }
+            _ => None,
+        };
+        match result {
+            Some(result) => operation.completed = Some((*clock, result)),
+            // Refused (not leader, busy, a replaced proposal): it never took effect.
+            None => operation.discarded = true,
+        }
+    }
+
+    /// Operations whose outcome was heard.
+    pub fn completed(&self) -> u64 {
+        self.history
+            .operations
+            .iter()
+            .filter(|o| o.completed.is_some())
+            .count() as u64
+    }
+}

@@ -1,0 +1,511 @@
+//! The simulator running the real node core (`ringkv-sim --node-core`): every simulated node
+//! is a [`NodeCore`](ringkv_node::core::node_core::NodeCore) over memory logs and a memory
+//! state store ([`node::SimNode`]), driven as `ringkvd`'s event loop drives it (Readies through
+//! the core, apply through the core, reads served by the core, the turn's writes made durable
+//! by a simulated disk), with clients going through the core's request path (sessions,
+//! epochs, `NotLeader`). One seed decides the cluster (3 or 5 nodes, 1 to 3 shards of 3
+//! replicas on disjoint arcs), the faults (drop, duplicate, delay and so reorder; one-node
+//! partitions; crash-restarts that lose the unsynced writes and part of the unsynced apply
+//! batches) and the workload. Checks: the Raft core's own release assertions, linearizability
+//! of the client history, and after a heal phase, a leader per shard and every replica of a
+//! shard holding the same applied index and the same data.
+//!
+//! Driver-only still (the World of `world.rs` covers these over bare Raft cores, not the node
+//! core): membership changes, leader transfers, splits, PD, quiescence and the liveness
+//! input, session expiry proposals, replica creation for messages and replica removal.
+
+mod checks;
+mod clients;
+mod node;
+
+use crate::checkers::Violation;
+use crate::params::TICK_UNITS;
+use crate::trace::Trace;
+use clients::{CLIENT_TIMEOUT_UNITS, Clients};
+use node::SimNode;
+use ringkv_node::core::planted::PlantedNodeBugs;
+use ringkv_node::core::replies::RequestId;
+use ringkv_raft::SplitMix64;
+use ringkv_storage::MemorySnapshot;
+use ringkv_types::raft::Message;
+use ringkv_types::{
+    Epoch, KvRequest, NodeId, Replica, ReplicaRole, Response, ShardDescriptor, ShardId, member_id,
+    ring,
+};
+use std::collections::BTreeMap;
+
+/// Log time of the run's start (ms since the Unix epoch); log time advances with world time.
+const EPOCH_MS: u64 = 1_700_000_000_000;
+
+/// What one node-core seed's run produced.
+#[derive(Clone, Debug)]
+pub struct CoreSeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// The first violation, if any.
+    pub violation: Option<Violation>,
+    /// Client operations in keys the linearizability check decided.
+    pub ops_checked: u64,
+    /// Operations whose answer the client heard.
+    pub ops_completed: u64,
+    /// Snapshots handed to followers and taken.
+    pub snapshots: u64,
+    /// Node crashes.
+    pub crashes: u64,
+    /// Apply batches a crash lost (re-applied from the log after the restart).
+    pub apply_batches_lost: u64,
+    /// Hash of the whole run.
+    pub trace_hash: u64,
+    /// Events in the trace.
+    pub trace_events: u64,
+}
+
+/// The run's knobs, drawn from the seed.
+#[derive(Clone, Copy, Debug)]
+struct Knobs {
+    nodes: u64,
+    shards: u64,
+    clients: u64,
+    keys: u8,
+    drop_per_mille: u64,
+    duplicate_per_mille: u64,
+    max_delay_units: u64,
+    max_fsync_units: u64,
+    crash_per_mille: u64,
+    partition_per_mille: u64,
+    chaos_ticks: u64,
+    heal_ticks: u64,
+}
+
+impl Knobs {
+    fn draw(rng: &mut SplitMix64) -> Self {
+        Self {
+            nodes: if rng.range(0, 2) == 0 { 3 } else { 5 },
+            shards: rng.range(1, 4),
+            clients: rng.range(2, 6),
+            keys: rng.range(2, 6) as u8,
+            drop_per_mille: rng.range(0, 60),
+            duplicate_per_mille: rng.range(0, 30),
+            max_delay_units: rng.range(1, 4 * TICK_UNITS),
+            max_fsync_units: rng.range(1, 3 * TICK_UNITS),
+            crash_per_mille: rng.range(0, 25),
+            partition_per_mille: rng.range(0, 15),
+            chaos_ticks: 400,
+            heal_ticks: 300,
+        }
+    }
+}
+
+enum Packet {
+    Raft(Message),
+    Snapshot {
+        from: NodeId,
+        message: Message,
+        snapshot: MemorySnapshot,
+        descriptor: ShardDescriptor,
+    },
+    Request {
+        request_id: u64,
+        request: KvRequest,
+    },
+    Response {
+        request_id: u64,
+        response: Response,
+    },
+}
+
+/// A node-core run.
+pub struct CoreWorld {
+    seed: u64,
+    knobs: Knobs,
+    rng: SplitMix64,
+    now: u64,
+    /// History event counter.
+    clock: u64,
+    nodes: BTreeMap<NodeId, SimNode>,
+    descriptors: Vec<ShardDescriptor>,
+    /// Packets by (delivery time, sequence), to a node (`Some`) or a client (`None`).
+    network: BTreeMap<(u64, u64), (Option<NodeId>, Packet)>,
+    sequence: u64,
+    /// Nodes cut off from every other node until the time given.
+    isolated: BTreeMap<NodeId, u64>,
+    restarts: BTreeMap<NodeId, u64>,
+    clients: Clients,
+    trace: Trace,
+    snapshots: u64,
+    crashes: u64,
+    apply_batches_lost: u64,
+}
+
+impl CoreWorld {
+    /// Builds the run for `seed`, with the node-core bugs `planted` switched on.
+    pub fn new(seed: u64, planted: PlantedNodeBugs) -> Self {
+        let mut rng = SplitMix64::new(seed ^ 0x6e6f_6465_636f_7265);
+        let knobs = Knobs::draw(&mut rng);
+        let node_ids: Vec<NodeId> = (1..=knobs.nodes).map(NodeId).collect();
+        let width = u64::MAX / knobs.shards;
+        let mut descriptors = Vec::new();
+        for index in 0..knobs.shards {
+            let start = index * width;
+            let end = (index + 1 < knobs.shards).then(|| (index + 1) * width);
+            let mut hosts = node_ids.clone();
+            while hosts.len() > 3 {
+                hosts.remove(rng.range(0, hosts.len() as u64) as usize);
+            }
+            descriptors.push(ShardDescriptor {
+                id: ShardId(index + 1),
+                arc: ring::Arc { start, end },
+                epoch: Epoch {
+                    conf_ver: 1,
+                    version: 1,
+                },
+                replicas: hosts
+                    .iter()
+                    .map(|node| Replica {
+                        node: *node,
+                        role: ReplicaRole::Voter,
+                        member: member_id(*node, 1),
+                    })
+                    .collect(),
+            });
+        }
+        let nodes = node_ids
+            .iter()
+            .map(|id| {
+                let hosted = descriptors
+                    .iter()
+                    .filter(|d| d.replicas.iter().any(|r| r.node == *id))
+                    .map(|d| (d.id, d.clone()))
+                    .collect();
+                (*id, SimNode::new(*id, hosted, seed, planted))
+            })
+            .collect();
+        Self {
+            seed,
+            knobs,
+            rng,
+            now: 0,
+            clock: 0,
+            nodes,
+            descriptors,
+            network: BTreeMap::new(),
+            sequence: 0,
+            isolated: BTreeMap::new(),
+            restarts: BTreeMap::new(),
+            clients: Clients::new(knobs.clients),
+            trace: Trace::default(),
+            snapshots: 0,
+            crashes: 0,
+            apply_batches_lost: 0,
+        }
+    }
+
+    /// Runs the seed: chaos, then heal (no new faults, every node back), then the checks.
+    pub fn run(mut self) -> CoreSeedReport {
+        let outcome = self.run_phases();
+        let (ops_checked, linearizable) = self.check_linearizability();
+        let violation = outcome.and(linearizable).err();
+        CoreSeedReport {
+            seed: self.seed,
+            violation,
+            ops_checked,
+            ops_completed: self.clients.completed(),
+            snapshots: self.snapshots,
+            crashes: self.crashes,
+            apply_batches_lost: self.apply_batches_lost,
+            trace_hash: self.trace.hash(),
+            trace_events: self.trace.events(),
+        }
+    }
+
+    fn run_phases(&mut self) -> Result<(), Violation> {
+        let chaos_end = self.knobs.chaos_ticks * TICK_UNITS;
+        let heal_end = chaos_end + self.knobs.heal_ticks * TICK_UNITS;
+        // The clients stop early enough for their last answers (or timeouts) to come in.
+        let clients_end = heal_end - 2 * CLIENT_TIMEOUT_UNITS;
+        while self.now < heal_end {
+            if self.now.is_multiple_of(TICK_UNITS) {
+                if self.now < chaos_end {
+                    self.inject_faults();
+                } else if self.now == chaos_end {
+                    self.heal();
+                }
+                self.restart_due();
+                for node in self.nodes.values_mut() {
+                    node.tick(1).map_err(fatal)?;
+                }
+                if self.now < clients_end {
+                    self.run_clients();
+                }
+            }
+            self.deliver()?;
+            let now_ms = self.now_ms();
+            let now = self.now;
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                let fsync = self.rng.range(1, self.knobs.max_fsync_units + 1);
+                let Some(node) = self.nodes.get_mut(&id) else {
+                    continue;
+                };
+                node.complete_disk_writes(now, now_ms).map_err(fatal)?;
+                let output = node.end_turn(now_ms, now + fsync).map_err(fatal)?;
+                for (to, message) in output.messages {
+                    self.send(id, Some(to), Packet::Raft(message));
+                }
+                for (to, message, snapshot, descriptor) in output.snapshots {
+                    let packet = Packet::Snapshot {
+                        from: id,
+                        message,
+                        snapshot,
+                        descriptor,
+                    };
+                    self.send(id, Some(to), packet);
+                }
+                for (RequestId(request_id), response) in output.replies {
+                    self.send(
+                        id,
+                        None,
+                        Packet::Response {
+                            request_id,
+                            response,
+                        },
+                    );
+                }
+            }
+            self.now += 1;
+        }
+        self.check_convergence()
+    }
+
+    fn now_ms(&self) -> u64 {
+        EPOCH_MS + self.now
+    }
+
+    fn chance(&mut self, per_mille: u64) -> bool {
+        self.rng.range(0, 1000) < per_mille
+    }
+
+    /// Puts `packet` from node `from` on the network to `to` (a node, or `None` for the
+    /// clients), with the seed's drop, duplicate and delay faults between nodes.
+    fn send(&mut self, from: NodeId, to: Option<NodeId>, packet: Packet) {
+        let between_nodes = matches!(packet, Packet::Raft(_) | Packet::Snapshot { .. });
+        if between_nodes {
+            let cut = to.is_some_and(|to| {
+                self.isolated.contains_key(&from) || self.isolated.contains_key(&to)
+            });
+            if cut || self.chance(self.knobs.drop_per_mille) {
+                if let Packet::Snapshot { message, .. } = &packet {
+                    self.report_snapshot(from, message, false);
+                }
+                return;
+            }
+            if let Packet::Raft(message) = &packet
+                && self.chance(self.knobs.duplicate_per_mille)
+            {
+                let delay = self.rng.range(1, self.knobs.max_delay_units + 1);
+                self.enqueue(delay, to, Packet::Raft(message.clone()));
+            }
+        }
+        let delay = self.rng.range(1, self.knobs.max_delay_units + 1);
+        self.enqueue(delay, to, packet);
+    }
+
+    fn enqueue(&mut self, delay: u64, to: Option<NodeId>, packet: Packet) {
+        self.sequence += 1;
+        self.network
+            .insert((self.now + delay, self.sequence), (to, packet));
+    }
+
+    fn report_snapshot(&mut self, from: NodeId, message: &Message, delivered: bool) {
+        if let Some(node) = self.nodes.get_mut(&from) {
+            node.report_snapshot(message.group, message.to, delivered);
+        }
+    }
+
+    fn deliver(&mut self) -> Result<(), Violation> {
+        while let Some(entry) = self.network.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let (to, packet) = entry.remove();
+            match (to, packet) {
+                (Some(to), Packet::Raft(message)) => {
+                    self.trace
+                        .record(&[1, self.now, to.get(), message.from.get()]);
+                    if let Some(node) = self.nodes.get_mut(&to) {
+                        node.receive(message).map_err(fatal)?;
+                    }
+                }
+                (
+                    Some(to),
+                    Packet::Snapshot {
+                        from,
+                        message,
+                        snapshot,
+                        descriptor,
+                    },
+                ) => {
+                    let index = snapshot.meta.index.0;
+                    self.trace.record(&[2, self.now, to.get(), index]);
+                    let taken = match self.nodes.get_mut(&to) {
+                        Some(node) if node.is_up() => node
+                            .receive_snapshot(message.clone(), snapshot, descriptor)
+                            .map_err(fatal)?,
+                        _ => false,
+                    };
+                    self.snapshots += u64::from(taken);
+                    self.report_snapshot(from, &message, taken);
+                }
+                (
+                    Some(to),
+                    Packet::Request {
+                        request_id,
+                        request,
+                    },
+                ) => {
+                    self.trace.record(&[3, self.now, to.get(), request_id]);
+                    let now_ms = self.now_ms();
+                    if let Some(node) = self.nodes.get_mut(&to) {
+                        node.request(request, RequestId(request_id), now_ms)
+                            .map_err(fatal)?;
+                    }
+                }
+                (
+                    None,
+                    Packet::Response {
+                        request_id,
+                        response,
+                    },
+                ) => {
+                    let code = match &response {
+                        Response::Kv(_) => 1,
+                        _ => 2,
+                    };
+                    self.trace.record(&[4, self.now, request_id, code]);
+                    let pause = self.rng.range(0, 3 * TICK_UNITS);
+                    self.clients
+                        .answer(request_id, response, self.now, &mut self.clock, pause);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn run_clients(&mut self) {
+        let requests = self.clients.run(
+            self.now,
+            &mut self.rng,
+            &self.descriptors,
+            self.knobs.keys,
+            &mut self.clock,
+        );
+        for outgoing in requests {
+            // Clients are not partitioned; their packets are delayed like any other.
+            let delay = self.rng.range(1, self.knobs.max_delay_units + 1);
+            self.enqueue(
+                delay,
+                Some(outgoing.node),
+                Packet::Request {
+                    request_id: outgoing.request_id,
+                    request: outgoing.request,
+                },
+            );
+        }
+    }
+
+    /// Crashes (a minority at a time) and one-node partitions.
+    fn inject_faults(&mut self) {
+        let down = self.nodes.values().filter(|n| !n.is_up()).count() as u64;
+        if down < (self.knobs.nodes - 1) / 2 && self.chance(self.knobs.crash_per_mille) {
+            let id = NodeId(self.rng.range(1, self.knobs.nodes + 1));
+            if let Some(node) = self.nodes.get_mut(&id)
+                && node.is_up()
+            {
+                let survivors = self.rng.range(0, 3) as usize;
+                self.apply_batches_lost += node.crash(survivors) as u64;
+                self.crashes += 1;
+                let back = self.now + self.rng.range(10, 80) * TICK_UNITS;
+                self.restarts.insert(id, back);
+                self.trace.record(&[5, self.now, id.get()]);
+            }
+        }
+        self.isolated.retain(|_, until| *until > self.now);
+        if self.isolated.is_empty() && self.chance(self.knobs.partition_per_mille) {
+            let id = NodeId(self.rng.range(1, self.knobs.nodes + 1));
+            let until = self.now + self.rng.range(10, 60) * TICK_UNITS;
+            self.isolated.insert(id, until);
+            self.trace.record(&[6, self.now, id.get()]);
+        }
+    }
+
+    fn restart_due(&mut self) {
+        let now = self.now;
+        let due: Vec<NodeId> = self
+            .restarts
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.restarts.remove(&id);
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.start();
+                self.trace.record(&[7, now, id.get()]);
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.isolated.clear();
+        let now = self.now;
+        for at in self.restarts.values_mut() {
+            *at = now;
+        }
+    }
+}
+
+fn fatal(detail: String) -> Violation {
+    Violation {
+        check: "node core error",
+        detail,
+    }
+}
+
+fn liveness(detail: String) -> Violation {
+    Violation {
+        check: "liveness after heal",
+        detail,
+    }
+}
+
+/// Runs one node-core seed; a panic inside it (a Raft invariant assertion) is a violation.
+pub fn run_core_seed(seed: u64) -> CoreSeedReport {
+    run_core_seed_planted(seed, PlantedNodeBugs::default())
+}
+
+/// [`run_core_seed`] with the node-core bugs `planted` switched on (they act only in a build
+/// with the `planted-bugs` feature: [`PlantedNodeBugs::COMPILED`]).
+pub fn run_core_seed_planted(seed: u64, planted: PlantedNodeBugs) -> CoreSeedReport {
+    match std::panic::catch_unwind(|| CoreWorld::new(seed, planted).run()) {
+        Ok(report) => report,
+        Err(panic) => CoreSeedReport {
+            seed,
+            violation: Some(Violation {
+                check: "invariant assertion",
+                detail: panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                    .unwrap_or_else(|| "unknown panic".to_string()),
+            }),
+            ops_checked: 0,
+            ops_completed: 0,
+            snapshots: 0,
+            crashes: 0,
+            apply_batches_lost: 0,
+            trace_hash: 0,
+            trace_events: 0,
+        },
+    }
+}
