@@ -22,6 +22,7 @@
 pub mod checkers;
 pub mod history;
 pub mod kv;
+pub mod linearizability;
 pub mod params;
 pub mod pdscale;
 pub mod replica;
