@@ -194,7 +194,7 @@ async fn run_client(
         };
         let invoked_at = clock.now();
         let result = match op {
-            Op::Get(_) if choice % 2 == 0 => client
+            Op::Get(_) if choice.is_multiple_of(2) => client
                 .get_versioned(name.clone(), consistency)
                 .await
                 .map(|found| {
@@ -414,7 +414,9 @@ fn explain_violation(operations: &[&Operation]) {
             "  client {:2} [{} .. {}] {:?} -> {:?}",
             operation.client,
             operation.invoked_at,
-            operation.completed.map_or("?".to_string(), |(at, _)| at.to_string()),
+            operation
+                .completed
+                .map_or("?".to_string(), |(at, _)| at.to_string()),
             operation.op,
             operation.completed.map(|(_, result)| result)
         );

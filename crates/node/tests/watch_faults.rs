@@ -144,7 +144,9 @@ async fn a_key_watch_sees_every_acknowledged_write_once_across_kill_9_of_the_lea
             after: Some(after),
             ..WatchOptions::default()
         };
-        let mut collector = Some(Collector::start(client.watch_with("hot", options(first)).unwrap()));
+        let mut collector = Some(Collector::start(
+            client.watch_with("hot", options(first)).unwrap(),
+        ));
         let mut before_resume = Vec::new();
         let mut killed = None;
         let mut acknowledged: BTreeMap<u32, u64> = BTreeMap::new();
@@ -163,15 +165,23 @@ async fn a_key_watch_sees_every_acknowledged_write_once_across_kill_9_of_the_lea
                 let (watch, events) = seen.finish(|_| true).await;
                 drop(watch);
                 let last = events.last().map_or(first, |event| event.index);
-                println!("resuming after version {last} ({} events so far)", events.len());
+                println!(
+                    "resuming after version {last} ({} events so far)",
+                    events.len()
+                );
                 before_resume = events;
-                collector = Some(Collector::start(client.watch_with("hot", options(last)).unwrap()));
+                collector = Some(Collector::start(
+                    client.watch_with("hot", options(last)).unwrap(),
+                ));
             }
             if let Ok(version) = client.put_versioned("hot", i.to_string()).await {
                 acknowledged.insert(i, version);
             }
         }
-        assert!(acknowledged.len() >= 90, "only {acknowledged:?} acknowledged");
+        assert!(
+            acknowledged.len() >= 90,
+            "only {acknowledged:?} acknowledged"
+        );
         let last_acknowledged = *acknowledged.keys().next_back().unwrap();
         let (_watch, after_resume) = collector
             .take()
@@ -187,12 +197,14 @@ async fn a_key_watch_sees_every_acknowledged_write_once_across_kill_9_of_the_lea
         );
         for (value, version) in &acknowledged {
             let event = events.iter().find(|e| value_of(e) == *value);
-            let event = event.unwrap_or_else(|| panic!("{value} acknowledged, never seen: {seen:?}"));
+            let event =
+                event.unwrap_or_else(|| panic!("{value} acknowledged, never seen: {seen:?}"));
             assert_eq!(event.version, *version, "version of {value}");
             assert_eq!(event.key, Bytes::from("hot"));
         }
         assert!(
-            before_resume.iter().any(|e| value_of(e) > 20) && after_resume.iter().any(|e| value_of(e) > 60),
+            before_resume.iter().any(|e| value_of(e) > 20)
+                && after_resume.iter().any(|e| value_of(e) > 60),
             "events after each kill"
         );
         println!(
@@ -249,13 +261,18 @@ async fn a_prefix_watch_sees_every_write_once_across_a_split_and_resumes_in_the_
                 let (watch, events) = collector.take().unwrap().finish(|_| true).await;
                 positions = watch.positions();
                 drop(watch);
-                println!("resuming from {positions:?} ({} events so far)", events.len());
+                println!(
+                    "resuming from {positions:?} ({} events so far)",
+                    events.len()
+                );
                 before_resume = events;
                 let options = WatchOptions {
                     positions: positions.clone(),
                     ..WatchOptions::default()
                 };
-                collector = Some(Collector::start(client.watch_prefix("p/", options).unwrap()));
+                collector = Some(Collector::start(
+                    client.watch_prefix("p/", options).unwrap(),
+                ));
             }
             let key = &keys[i as usize % keys.len()];
             if let Ok(version) = client.put_versioned(key.clone(), i.to_string()).await {
@@ -264,8 +281,16 @@ async fn a_prefix_watch_sees_every_write_once_across_a_split_and_resumes_in_the_
             // Outside the prefix: never seen.
             let _ = client.put(format!("q/{}", i % 4), i.to_string()).await;
         }
-        assert!(acknowledged.len() >= 110, "only {} acknowledged", acknowledged.len());
-        assert_eq!(positions.len(), 2, "positions in both shards: {positions:?}");
+        assert!(
+            acknowledged.len() >= 110,
+            "only {} acknowledged",
+            acknowledged.len()
+        );
+        assert_eq!(
+            positions.len(),
+            2,
+            "positions in both shards: {positions:?}"
+        );
         let total = acknowledged.len();
         let (_watch, after_resume) = collector
             .take()
@@ -277,8 +302,14 @@ async fn a_prefix_watch_sees_every_write_once_across_a_split_and_resumes_in_the_
         let mut per_key: BTreeMap<Bytes, Vec<u32>> = BTreeMap::new();
         let mut shards = BTreeSet::new();
         for event in &events {
-            assert!(event.key.starts_with(b"p/"), "outside the prefix: {event:?}");
-            per_key.entry(event.key.clone()).or_default().push(value_of(event));
+            assert!(
+                event.key.starts_with(b"p/"),
+                "outside the prefix: {event:?}"
+            );
+            per_key
+                .entry(event.key.clone())
+                .or_default()
+                .push(value_of(event));
             shards.insert(event.shard);
         }
         for (key, values) in &per_key {
@@ -295,7 +326,10 @@ async fn a_prefix_watch_sees_every_write_once_across_a_split_and_resumes_in_the_
             // The put answers its log index; in the split-created shard the stored version
             // may be above it (the key kept its parent's version; docs/data-model.md).
             assert_eq!(event.index, *version, "index of {key}={value}");
-            assert!(event.version >= event.index, "version of {key}={value}: {event:?}");
+            assert!(
+                event.version >= event.index,
+                "version of {key}={value}: {event:?}"
+            );
         }
         let mut versions: BTreeMap<&Bytes, Vec<u64>> = BTreeMap::new();
         for event in &events {
@@ -307,7 +341,11 @@ async fn a_prefix_watch_sees_every_write_once_across_a_split_and_resumes_in_the_
                 "{key:?}: versions not growing: {versions:?}"
             );
         }
-        assert_eq!(shards.len(), 2, "events from both sides of the split: {shards:?}");
+        assert_eq!(
+            shards.len(),
+            2,
+            "events from both sides of the split: {shards:?}"
+        );
         assert!(
             after_resume.iter().any(|e| e.shard != ShardId(1)),
             "the resumed watch saw the split-created shard"
@@ -398,7 +436,12 @@ async fn a_key_watch_resumes_from_an_event_index_in_a_split_created_shard() {
         drop(watch);
         let mut written = Vec::new();
         for i in 2..=3u32 {
-            written.push(client.put_versioned(key.clone(), i.to_string()).await.unwrap());
+            written.push(
+                client
+                    .put_versioned(key.clone(), i.to_string())
+                    .await
+                    .unwrap(),
+            );
         }
         let options = WatchOptions {
             after: Some(index),
@@ -408,7 +451,11 @@ async fn a_key_watch_resumes_from_an_event_index_in_a_split_created_shard() {
         let seen = next_events(&mut watch, 2).await;
         let values: Vec<u32> = seen.iter().map(|(value, ..)| *value).collect();
         let indexes: Vec<u64> = seen.iter().map(|(_, _, index)| *index).collect();
-        assert_eq!(values, [2, 3], "the writes after the event, once each: {seen:?}");
+        assert_eq!(
+            values,
+            [2, 3],
+            "the writes after the event, once each: {seen:?}"
+        );
         assert_eq!(indexes, written, "each at the index its put answered");
         println!("{key}: first event {first:?}, after resuming from index {index}: {seen:?}");
         cluster.stop_all().await;
@@ -434,11 +481,20 @@ async fn a_key_watch_resumes_from_a_read_version_in_a_split_created_shard() {
         let mut watch = client.watch_with(key.clone(), options).unwrap();
         let mut written = Vec::new();
         for i in 1..=3u32 {
-            written.push(client.put_versioned(key.clone(), i.to_string()).await.unwrap());
+            written.push(
+                client
+                    .put_versioned(key.clone(), i.to_string())
+                    .await
+                    .unwrap(),
+            );
         }
         let seen = next_events(&mut watch, 3).await;
         let values: Vec<u32> = seen.iter().map(|(value, ..)| *value).collect();
-        assert_eq!(values, [1, 2, 3], "the writes after the read, once each: {seen:?}");
+        assert_eq!(
+            values,
+            [1, 2, 3],
+            "the writes after the read, once each: {seen:?}"
+        );
         cluster.stop_all().await;
     })
     .await

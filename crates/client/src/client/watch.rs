@@ -52,7 +52,10 @@ pub struct WatchEvent {
 pub struct WatchOptions {
     /// A key watch: every change after this log index of the key's shard (the `index` of the
     /// last event seen, or the version a read returned, which is the index of the key's last
-    /// write). `None`: from now.
+    /// write). `None`: from now. In a shard created by a split, whose log starts low while its
+    /// keys keep their versions, use an event's `index`: a version from there may be above the
+    /// shard's log, and the watch then skips changes until the log passes it
+    /// (docs/data-model.md, "Watches").
     pub after: Option<u64>,
     /// A prefix watch: per shard, every change after this index ([`Watch::positions`] of an
     /// earlier watch). Shards not listed start from now.

@@ -227,7 +227,11 @@ fn apply(
         (VersionedOp::Get(_), Some(R::Value(value))) => push((s.value == value).then(|| s.clone())),
         (VersionedOp::Get(_), Some(R::Read(None))) => push(s.value.is_none().then(|| s.clone())),
         (VersionedOp::Get(_), Some(R::Read(Some((value, version))))) => {
-            push((s.value == Some(value)).then(|| s.shows_version(version)).flatten());
+            push(
+                (s.value == Some(value))
+                    .then(|| s.shows_version(version))
+                    .flatten(),
+            );
         }
         (VersionedOp::Put { value, .. }, Some(R::Written(version))) => {
             push(s.written(Some(value), Some(version)));
@@ -254,10 +258,24 @@ fn apply(
             }),
         ) => {
             let consistent = previous == s.value && (s.value == expected) == succeeded;
-            push(consistent.then(|| if succeeded { s.written(Some(new), None) } else { Some(s.clone()) }).flatten());
+            push(
+                consistent
+                    .then(|| {
+                        if succeeded {
+                            s.written(Some(new), None)
+                        } else {
+                            Some(s.clone())
+                        }
+                    })
+                    .flatten(),
+            );
         }
         (VersionedOp::Cas { expected, new, .. }, None) => {
-            push(if s.value == expected { s.written(Some(new), None) } else { Some(s.clone()) });
+            push(if s.value == expected {
+                s.written(Some(new), None)
+            } else {
+                Some(s.clone())
+            });
         }
         (
             VersionedOp::CasVersion { expected, new, .. },
@@ -270,9 +288,9 @@ fn apply(
             // What the key held, as the answer reports it (the version of an absent key is 0).
             let found = match previous {
                 None => s.value.is_none().then(|| s.clone()),
-                Some((value, version)) => {
-                    (s.value == Some(value)).then(|| s.shows_version(version)).flatten()
-                }
+                Some((value, version)) => (s.value == Some(value))
+                    .then(|| s.shows_version(version))
+                    .flatten(),
             };
             let found_version = previous.map_or(0, |(_, version)| version);
             push(found.and_then(|found| {
@@ -287,11 +305,18 @@ fn apply(
         }
         (VersionedOp::CasVersion { expected, new, .. }, None) => {
             if s.value.is_none() {
-                push(if expected == 0 { s.written(Some(new), None) } else { Some(s.clone()) });
+                push(if expected == 0 {
+                    s.written(Some(new), None)
+                } else {
+                    Some(s.clone())
+                });
             } else {
                 // Swapped: the version was `expected`. Not swapped: it was something else.
                 if expected != 0 {
-                    push(s.shows_version(expected).and_then(|found| found.written(Some(new), None)));
+                    push(
+                        s.shows_version(expected)
+                            .and_then(|found| found.written(Some(new), None)),
+                    );
                 }
                 if s.version.is_none_or(|version| version != expected) {
                     push(Some(s.clone()));
@@ -305,10 +330,13 @@ fn apply(
 
 /// Bounds on the expiry instant of a put with `ttl` whose log time lies in `window`.
 fn expiry_bounds(window: Window, ttl: u64, clock_slack: u64) -> (u64, u64) {
-    let lo = window.invoked_at.saturating_add(ttl).saturating_sub(clock_slack);
-    let hi = window
-        .returned_at
-        .map_or(u64::MAX, |returned| returned.saturating_add(ttl).saturating_add(clock_slack));
+    let lo = window
+        .invoked_at
+        .saturating_add(ttl)
+        .saturating_sub(clock_slack);
+    let hi = window.returned_at.map_or(u64::MAX, |returned| {
+        returned.saturating_add(ttl).saturating_add(clock_slack)
+    });
     (lo, hi)
 }
 
@@ -356,6 +384,53 @@ pub fn check_versioned_key(operations: &[&VersionedOperation], clock_slack: u64)
         verdict = check_versioned_key_within(operations, clock_slack, budget);
     }
     verdict
+}
+
+/// For a history that is not linearizable: the earliest time `t` such that the history as
+/// seen at `t` (operations invoked by then; a write still running at `t` made unknown; a read
+/// still running left out) is already not linearizable. The operations around `t` are the
+/// ones to read to see why. `None` when no prefix is a violation (a linearizable or an
+/// undecided history).
+pub fn first_violation(operations: &[&VersionedOperation], clock_slack: u64) -> Option<u64> {
+    let prefix = |at: u64| -> Vec<VersionedOperation> {
+        operations
+            .iter()
+            .filter(|operation| operation.invoked_at <= at)
+            .filter_map(|operation| match operation.completed {
+                Some((returned, _)) if returned <= at => Some((*operation).clone()),
+                _ if matches!(operation.op, VersionedOp::Get(_)) => None,
+                _ => Some(VersionedOperation {
+                    completed: None,
+                    ..(*operation).clone()
+                }),
+            })
+            .collect()
+    };
+    let violates = |at: u64| {
+        let ops = prefix(at);
+        check_versioned_key_within(&ops.iter().collect::<Vec<_>>(), clock_slack, STEP_BUDGET)
+            == KeyVerdict::Violation
+    };
+    let mut times: Vec<u64> = operations
+        .iter()
+        .filter_map(|operation| operation.completed.map(|(at, _)| at))
+        .collect();
+    times.sort_unstable();
+    // Violation is monotonic in the prefix: a longer prefix only adds constraints.
+    let last = *times.last()?;
+    if !violates(last) {
+        return None;
+    }
+    let (mut lo, mut hi) = (0, times.len() - 1);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if violates(times[mid]) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(times[lo])
 }
 
 #[cfg(test)]

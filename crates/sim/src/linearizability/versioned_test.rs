@@ -299,7 +299,12 @@ fn writes_after_expiry_see_the_key_absent() {
                 previous: None,
             },
         ),
-        done(VersionedOp::Get(K), 170, 180, VersionedResult::Value(Some(3))),
+        done(
+            VersionedOp::Get(K),
+            170,
+            180,
+            VersionedResult::Value(Some(3)),
+        ),
     ];
     assert_eq!(check(&good), KeyVerdict::Linearizable);
     // A version CAS that swapped an expired key.
