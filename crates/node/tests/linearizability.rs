@@ -1,12 +1,20 @@
 //! Sixteen concurrent `ringkv_client::Client`s do random get/put/delete/compare-and-swap on a
 //! few keys of a 3-process cluster while a nemesis kills (-9) and restarts nodes and isolates
-//! nodes with the transport's fault hook. The recorded history (monotonic invoke and return
-//! times, results; writes whose outcome is unknown recorded as such) must be linearizable per
-//! key under the simulator's checker (`ringkv_sim::checkers::linearizability`), final reads
-//! after healing are part of that history (so an acknowledged write that was lost fails the
-//! check), and every replica ends with the same data.
+//! nodes with the transport's fault hook. Puts answer their version, some carry a TTL (200 ms
+//! to 2 s), half of the reads return versions, and some compare-and-swaps compare the version
+//! instead of the value. The recorded history (monotonic invoke and return times, results;
+//! writes whose outcome is unknown recorded as such) must be linearizable per key under the
+//! simulator's versioned checker (`ringkv_sim::linearizability::versioned`: reads show the
+//! version of the write they observe, versions grow, a version CAS swaps iff the version
+//! matches, a TTL key is absent once its time is up and not before), final reads after
+//! healing are part of that history (so an acknowledged write that was lost fails the check),
+//! and every replica ends with the same data.
 //!
-//! Reads are ReadIndex or lease reads, half and half. The nemesis asserts that each fault took
+//! The TTL check compares the servers' log time (their wall clocks) with the history's
+//! monotonic clock: all processes run on this machine, so they agree to within
+//! [`CLOCK_SLACK`].
+//!
+//! Reads are ReadIndex or lease reads. The nemesis asserts that each fault took
 //! effect: a killed node came back as a new process, and the shard a killed or isolated leader
 //! led got a new leader among the other nodes.
 //!
@@ -23,9 +31,12 @@ mod common;
 use bytes::Bytes;
 use common::{CLUSTER, Cluster, FAULT_INJECTION, get, kv};
 use ringkv_client::{Client, ClientConfig, Endpoint, RetryPolicy, TlsSource};
-use ringkv_sim::checkers::linearizability::{KeyVerdict, check_key};
-use ringkv_sim::history::Operation;
-use ringkv_sim::kv::{Op, OpResult, Value};
+use ringkv_sim::checkers::linearizability::KeyVerdict;
+use ringkv_sim::kv::Value;
+use ringkv_sim::linearizability::versioned::{
+    VersionedOp as Op, VersionedOperation as Operation, VersionedResult as OpResult,
+    check_versioned_key, first_violation,
+};
 use ringkv_types::{KvResult, NodeId, ReadConsistency, Response, ShardId, ShardMap};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +46,12 @@ use std::time::{Duration, Instant};
 const SHARDS: u64 = 2;
 const CLIENTS: u64 = 16;
 const KEYS: u8 = 8;
+/// How far the servers' log times (wall clock, whole milliseconds) may be from the history's
+/// monotonic clock over one run on one machine, in nanoseconds: a millisecond of truncation
+/// plus the drift a clock slew could add over a minute (500 ppm, 30 ms), rounded up.
+const CLOCK_SLACK: u64 = 50_000_000;
+/// The longest TTL the workload writes.
+const TTL_MAX: Duration = Duration::from_millis(2000);
 
 /// Event times for the history: nanoseconds on the monotonic clock since the test started,
 /// made strictly increasing so that no two events tie (the checker orders events by time).
@@ -76,13 +93,15 @@ fn encode(value: Value) -> Bytes {
     Bytes::from(value.to_string())
 }
 
+fn decode_one(bytes: Bytes) -> Value {
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| panic!("a value no client wrote: {bytes:?}"))
+}
+
 fn decode(bytes: Option<Bytes>) -> Option<Value> {
-    bytes.map(|bytes| {
-        std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .unwrap_or_else(|| panic!("a value no client wrote: {bytes:?}"))
-    })
+    bytes.map(decode_one)
 }
 
 async fn connect(cluster: &Cluster) -> Client {
@@ -118,13 +137,16 @@ struct Tally {
     failed_reads: u64,
     /// Reads served under the leader lease (`ReadConsistency::Lease`) that completed.
     lease_reads: u64,
+    /// Puts with a TTL that were acknowledged.
+    ttl_puts: u64,
+    /// Compare-and-swaps on the version that were answered (swapped or not).
+    version_cases: u64,
 }
 
 /// One client: random operations until `stop`, each recorded with its invoke and return time.
 async fn run_client(
     id: u64,
     client: Client,
-    map: ShardMap,
     clock: Arc<Clock>,
     stop: Arc<AtomicBool>,
     seed: u64,
@@ -132,54 +154,99 @@ async fn run_client(
     let mut rng = Rng(seed ^ (id + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut history = Vec::new();
     let mut tally = Tally::default();
-    // The last value this client saw per key: what its compare-and-swaps expect.
-    let mut seen: BTreeMap<u8, Option<Value>> = BTreeMap::new();
+    // The last value and version this client saw per key: what its compare-and-swaps expect.
+    let mut seen: BTreeMap<u8, Option<(Value, u64)>> = BTreeMap::new();
     let mut writes = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let key = rng.below(u64::from(KEYS)) as u8;
         let name = key_name(key);
-        let group = map.shard_for_key(name.as_bytes()).unwrap().id;
         writes += 1;
         let fresh: Value = ((id + 1) << 32) | writes;
         let choice = rng.below(100);
         // Reads: 0..20 ReadIndex, 20..35 under the lease (check-quorum), which the kills and
-        // isolations of leaders put to the test.
+        // isolations of leaders put to the test; even choices ask for the version.
         let consistency = if choice < 20 {
             ReadConsistency::Linearizable
         } else {
             ReadConsistency::Lease
         };
+        let last = seen.get(&key).copied().flatten();
         let op = match choice {
             0..35 => Op::Get(key),
-            35..65 => Op::Put(key, fresh),
-            65..75 => Op::Delete(key),
-            _ => Op::Cas {
+            35..55 => Op::Put { key, value: fresh },
+            55..63 => Op::PutTtl {
                 key,
-                expected: seen.get(&key).copied().flatten(),
+                value: fresh,
+                // Whole milliseconds (what the server counts), in nanoseconds.
+                ttl: (200 + rng.below(1801)) * 1_000_000,
+            },
+            63..73 => Op::Delete(key),
+            73..87 => Op::Cas {
+                key,
+                expected: last.map(|(value, _)| value),
+                new: fresh,
+            },
+            _ => Op::CasVersion {
+                key,
+                expected: last.map_or(0, |(_, version)| version),
                 new: fresh,
             },
         };
         let invoked_at = clock.now();
         let result = match op {
+            Op::Get(_) if choice.is_multiple_of(2) => client
+                .get_versioned(name.clone(), consistency)
+                .await
+                .map(|found| {
+                    let found = found.map(|found| (decode_one(found.value), found.version));
+                    seen.insert(key, found);
+                    OpResult::Read(found)
+                }),
             Op::Get(_) => client
                 .get_with(name.clone(), consistency)
                 .await
-                .map(|value| {
-                    let value = decode(value);
-                    seen.insert(key, value);
-                    OpResult::Value(value)
-                }),
-            Op::Put(_, value) => client
-                .put(name.clone(), encode(value))
+                .map(|value| OpResult::Value(decode(value))),
+            Op::Put { value, .. } => client
+                .put_versioned(name.clone(), encode(value))
                 .await
-                .map(|()| OpResult::Done),
-            Op::Delete(_) => client.delete(name.clone()).await.map(|()| OpResult::Done),
+                .map(OpResult::Written),
+            Op::PutTtl { value, ttl, .. } => client
+                .put_with_ttl(name.clone(), encode(value), Duration::from_nanos(ttl))
+                .await
+                .map(|version| {
+                    tally.ttl_puts += 1;
+                    OpResult::Written(version)
+                }),
+            Op::Delete(_) => client
+                .delete(name.clone())
+                .await
+                .map(|()| OpResult::Deleted),
             Op::Cas { expected, new, .. } => client
                 .compare_and_swap(name.clone(), expected.map(encode), Some(encode(new)))
                 .await
+                .map(|outcome| OpResult::Swapped {
+                    succeeded: outcome.succeeded,
+                    previous: decode(outcome.previous),
+                }),
+            Op::CasVersion { expected, new, .. } => client
+                .compare_version_and_swap(name.clone(), expected, Some(encode(new)))
+                .await
                 .map(|outcome| {
-                    seen.insert(key, decode(outcome.previous));
-                    OpResult::Swapped(outcome.succeeded)
+                    tally.version_cases += 1;
+                    let previous = decode(outcome.previous).map(|v| (v, outcome.previous_version));
+                    seen.insert(
+                        key,
+                        if outcome.succeeded {
+                            Some((new, outcome.index))
+                        } else {
+                            previous
+                        },
+                    );
+                    OpResult::VersionSwapped {
+                        succeeded: outcome.succeeded,
+                        previous,
+                        index: outcome.index,
+                    }
                 }),
         };
         let returned_at = clock.now();
@@ -205,11 +272,9 @@ async fn run_client(
         };
         history.push(Operation {
             client: id,
-            group,
             op,
             invoked_at,
             completed,
-            discarded: false,
         });
         let pause = rng.below(8);
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -326,6 +391,38 @@ async fn wait_until_replicas_agree(cluster: &mut Cluster) {
     }
 }
 
+/// Prints the operations around the earliest point where the key's history stops being
+/// linearizable: what to read to see why.
+fn explain_violation(operations: &[&Operation]) {
+    let Some(at) = first_violation(operations, CLOCK_SLACK) else {
+        eprintln!("  no prefix is a violation (the search was undecided)");
+        return;
+    };
+    eprintln!("  the history stops being linearizable at {at} ns; operations around it:");
+    let mut around: Vec<&&Operation> = operations
+        .iter()
+        .filter(|operation| operation.invoked_at <= at)
+        .filter(|operation| {
+            operation
+                .completed
+                .is_none_or(|(returned, _)| returned + 50_000_000 >= at)
+        })
+        .collect();
+    around.sort_by_key(|operation| operation.invoked_at);
+    for operation in around.iter().rev().take(40).rev() {
+        eprintln!(
+            "  client {:2} [{} .. {}] {:?} -> {:?}",
+            operation.client,
+            operation.invoked_at,
+            operation
+                .completed
+                .map_or("?".to_string(), |(at, _)| at.to_string()),
+            operation.op,
+            operation.completed.map(|(_, result)| result)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_through_kills_and_partitions_stay_linearizable() {
     let rounds: usize = std::env::var("RINGKV_CHAOS_ROUNDS").ok().map_or(2, |text| {
@@ -356,7 +453,6 @@ async fn concurrent_clients_through_kills_and_partitions_stay_linearizable() {
         workers.push(tokio::spawn(run_client(
             id,
             client,
-            map.clone(),
             clock.clone(),
             stop.clone(),
             seed,
@@ -375,7 +471,13 @@ async fn concurrent_clients_through_kills_and_partitions_stay_linearizable() {
         tally.unknown_writes += counts.unknown_writes;
         tally.failed_reads += counts.failed_reads;
         tally.lease_reads += counts.lease_reads;
+        tally.ttl_puts += counts.ttl_puts;
+        tally.version_cases += counts.version_cases;
     }
+
+    // Every TTL written is up (or was replaced) before the final reads, so they and the stale
+    // reads below see the same settled data.
+    tokio::time::sleep(TTL_MAX + Duration::from_millis(500)).await;
 
     // Final reads, after healing and with every node up, join the history: an acknowledged
     // write that was lost cannot be linearized before them.
@@ -397,11 +499,9 @@ async fn concurrent_clients_through_kills_and_partitions_stay_linearizable() {
         finals.insert(key, value);
         history.push(Operation {
             client: CLIENTS,
-            group: map.shard_for_key(name.as_bytes()).unwrap().id,
             op: Op::Get(key),
             invoked_at,
             completed: Some((returned_at, OpResult::Value(value))),
-            discarded: false,
         });
     }
     reader.close().await;
@@ -418,6 +518,10 @@ async fn concurrent_clients_through_kills_and_partitions_stay_linearizable() {
         tally.lease_reads >= 20,
         "too few lease reads completed to test the lease: {tally:?}"
     );
+    assert!(
+        tally.ttl_puts >= 10 && tally.version_cases >= 10,
+        "too few TTL puts or version compare-and-swaps to test them: {tally:?}"
+    );
 
     let mut verdicts = BTreeMap::new();
     for key in 0..KEYS {
@@ -426,12 +530,15 @@ async fn concurrent_clients_through_kills_and_partitions_stay_linearizable() {
             .filter(|operation| operation.op.key() == key)
             .collect();
         let started = Instant::now();
-        let verdict = check_key(&operations);
+        let verdict = check_versioned_key(&operations, CLOCK_SLACK);
         eprintln!(
             "key {key}: {} operations, {verdict:?} in {:?}",
             operations.len(),
             started.elapsed()
         );
+        if verdict == KeyVerdict::Violation {
+            explain_violation(&operations);
+        }
         verdicts.insert(key, verdict);
     }
     assert!(

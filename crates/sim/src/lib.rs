@@ -25,6 +25,7 @@ pub mod checkers;
 pub mod core_world;
 pub mod history;
 pub mod kv;
+pub mod linearizability;
 pub mod params;
 pub mod pdscale;
 pub mod replica;

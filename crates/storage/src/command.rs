@@ -158,8 +158,18 @@ pub enum OperationResult {
 /// Result of a command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
-    /// The command was applied now, or earlier (a retry): the results of its operations.
+    /// The command was applied now: the results of its operations.
     Applied(Vec<OperationResult>),
+    /// The command is a retry of one the session applied earlier: the results it had then,
+    /// and the log index of the entry that applied it (0 = unknown: a session record written
+    /// before the index was kept). A retry's answer names that index, not its own entry's:
+    /// the index is the version the write gave its keys.
+    Repeated {
+        /// The results of the operations when they were applied.
+        results: Vec<OperationResult>,
+        /// The log index of the entry that applied them (0 = unknown).
+        index: u64,
+    },
     /// The session has already applied a later sequence number, so this one's result is gone.
     /// The client must not retry it.
     StaleSequence {
@@ -179,6 +189,18 @@ pub struct SessionRecord {
     /// (milliseconds since the Unix epoch), the same on every replica. 0 = unknown (a record or
     /// entry written before log time existed); an expiry pass stamps it with its own time.
     pub last_ms: u64,
+    /// The log index of the entry that applied `sequence`, answered again to a retry (the
+    /// version its writes gave). 0 = unknown (a record written before the field existed).
+    /// Last, so a build without it still decodes the record (postcard ignores trailing bytes).
+    pub index: u64,
+}
+
+/// [`SessionRecord`] as written before `index` existed.
+#[derive(Deserialize)]
+struct SessionRecordV2 {
+    sequence: u64,
+    result: Vec<OperationResult>,
+    last_ms: u64,
 }
 
 /// [`SessionRecord`] as written before `last_ms` existed (decoded when the current form does
@@ -190,18 +212,29 @@ struct SessionRecordV1 {
 }
 
 impl SessionRecord {
-    /// Decodes a stored record, current form first, then the form without `last_ms`.
+    /// Decodes a stored record, current form first, then the form without `index`, then the
+    /// form without `last_ms`.
     pub(crate) fn decode(bytes: &[u8], max_payload: u64) -> Result<Self, String> {
-        match crate::codec::decode::<SessionRecord>(bytes, max_payload) {
-            Ok(record) => Ok(record),
-            Err(error) => match crate::codec::decode::<SessionRecordV1>(bytes, max_payload) {
-                Ok(old) => Ok(SessionRecord {
-                    sequence: old.sequence,
-                    result: old.result,
-                    last_ms: 0,
-                }),
-                Err(_) => Err(error),
-            },
+        let error = match crate::codec::decode::<SessionRecord>(bytes, max_payload) {
+            Ok(record) => return Ok(record),
+            Err(error) => error,
+        };
+        if let Ok(old) = crate::codec::decode::<SessionRecordV2>(bytes, max_payload) {
+            return Ok(SessionRecord {
+                sequence: old.sequence,
+                result: old.result,
+                last_ms: old.last_ms,
+                index: 0,
+            });
+        }
+        match crate::codec::decode::<SessionRecordV1>(bytes, max_payload) {
+            Ok(old) => Ok(SessionRecord {
+                sequence: old.sequence,
+                result: old.result,
+                last_ms: 0,
+                index: 0,
+            }),
+            Err(_) => Err(error),
         }
     }
 
@@ -231,11 +264,28 @@ mod tests {
             result: vec![OperationResult::Put],
         });
         let record = SessionRecord::decode(&old, 1024).unwrap();
-        assert_eq!((record.sequence, record.last_ms), (4, 0));
+        assert_eq!((record.sequence, record.last_ms, record.index), (4, 0, 0));
+        #[derive(Serialize)]
+        struct WithoutIndex {
+            sequence: u64,
+            result: Vec<OperationResult>,
+            last_ms: u64,
+        }
+        let without_index = crate::codec::encode(&WithoutIndex {
+            sequence: 6,
+            result: vec![OperationResult::Put],
+            last_ms: 1_700_000_000_000,
+        });
+        let record = SessionRecord::decode(&without_index, 1024).unwrap();
+        assert_eq!(
+            (record.sequence, record.last_ms, record.index),
+            (6, 1_700_000_000_000, 0)
+        );
         let new = SessionRecord {
             sequence: 5,
             result: vec![OperationResult::Deleted { existed: true }],
             last_ms: 1_800_000_000_000,
+            index: 42,
         };
         let bytes = crate::codec::encode(&new);
         assert_eq!(SessionRecord::decode(&bytes, 1024).unwrap(), new);
@@ -248,6 +298,7 @@ mod tests {
             sequence: 1,
             result: Vec::new(),
             last_ms,
+            index: 0,
         };
         assert!(!record(0).expired(u64::MAX, 1));
         assert!(!record(100).expired(199, 100));

@@ -106,7 +106,10 @@ pub fn apply_commands<S: StateStore + ?Sized>(
             };
             if let Some(record) = record {
                 if request.sequence == record.sequence {
-                    results.push(CommandResult::Applied(record.result));
+                    results.push(CommandResult::Repeated {
+                        results: record.result,
+                        index: record.index,
+                    });
                     continue;
                 }
                 if request.sequence < record.sequence {
@@ -132,6 +135,7 @@ pub fn apply_commands<S: StateStore + ?Sized>(
                     sequence: request.sequence,
                     result: operation_results.clone(),
                     last_ms: stamp,
+                    index,
                 }),
             );
         }

@@ -172,13 +172,17 @@ fn applies_lost_in_a_crash_are_replayed_from_the_log() {
             .all(|result| *result == CommandResult::Applied(vec![OperationResult::Put]))
     );
     assert_eq!(check_consistent(&store, LAST), LAST);
-    // A retry of the last write (same session and sequence) is answered, not applied again.
+    // A retry of the last write (same session and sequence) is answered, not applied again,
+    // with the index that applied it (this replay applied the run as one, at `LAST`).
     let retry = store
         .apply(SHARD, &[command(LAST)], applied(LAST + 1), None)
         .unwrap();
     assert_eq!(
         retry,
-        vec![CommandResult::Applied(vec![OperationResult::Put])]
+        vec![CommandResult::Repeated {
+            results: vec![OperationResult::Put],
+            index: LAST
+        }]
     );
     store.persist().unwrap();
     drop(store);

@@ -164,6 +164,7 @@ fn a_new_group_starts_at_its_initial_index_with_sessions_and_descriptor() {
         sequence: 3,
         result: vec![OperationResult::Put],
         last_ms: 1_700_000_000_000,
+        index: 4,
     };
     batch.set_sessions(shard, vec![(9, record.clone())]);
     batch.set_meta(shard, b"shard/5", b"descriptor".to_vec());

@@ -40,6 +40,14 @@ fn put_applied() -> CommandResult {
     CommandResult::Applied(vec![OperationResult::Put])
 }
 
+/// A retry of a put the session applied at `index`.
+fn put_repeated(index: u64) -> CommandResult {
+    CommandResult::Repeated {
+        results: vec![OperationResult::Put],
+        index,
+    }
+}
+
 #[test]
 fn a_snapshot_install_replaces_the_session_table_in_memory() {
     let source_dir = tempfile::tempdir().unwrap();
@@ -61,8 +69,8 @@ fn a_snapshot_install_replaces_the_session_table_in_memory() {
     target
         .install_snapshot(SHARD, chunks.into_iter().map(Ok::<_, Error>))
         .unwrap();
-    // After the install the session is at 3: 3 is a retry, 4 is new (a stale table would call
-    // both stale).
+    // After the install the session is at 3: 3 is a retry (applied at 10 in the source, and
+    // the snapshot keeps that), 4 is new (a stale table would call both stale).
     let results = target
         .apply(
             SHARD,
@@ -71,7 +79,7 @@ fn a_snapshot_install_replaces_the_session_table_in_memory() {
             None,
         )
         .unwrap();
-    assert_eq!(results, vec![put_applied(), put_applied()]);
+    assert_eq!(results, vec![put_repeated(10), put_applied()]);
     assert_eq!(target.get(b"retry").unwrap(), None);
     assert!(target.get(b"new").unwrap().is_some());
     assert_eq!(target.get(b"from-target").unwrap(), None);
@@ -94,6 +102,7 @@ fn sessions_written_by_a_group_commit_replace_the_table_in_memory() {
                 sequence: 5,
                 result: vec![OperationResult::Put],
                 last_ms: 0,
+                index: 0,
             },
         )],
     );
@@ -109,7 +118,7 @@ fn sessions_written_by_a_group_commit_replace_the_table_in_memory() {
     assert_eq!(
         results,
         vec![
-            put_applied(),
+            put_repeated(0),
             CommandResult::StaleSequence { last_applied: 5 },
             put_applied()
         ]

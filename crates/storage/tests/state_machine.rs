@@ -129,11 +129,21 @@ fn sessions_apply_each_sequence_once() {
     let first = store
         .apply(SHARD, &[with_session(1, cas.clone())], applied(1), None)
         .unwrap();
-    // A retry in a later entry returns the saved result instead of failing the CAS.
+    // A retry in a later entry returns the saved result instead of failing the CAS, with the
+    // index of the entry that applied it (the version it wrote), not its own.
     let retry = store
         .apply(SHARD, &[with_session(1, cas.clone())], applied(2), None)
         .unwrap();
-    assert_eq!(first, retry);
+    let [CommandResult::Applied(results)] = first.as_slice() else {
+        panic!("{first:?}");
+    };
+    assert_eq!(
+        retry,
+        vec![CommandResult::Repeated {
+            results: results.clone(),
+            index: 1
+        }]
+    );
     drop(store);
     let store = open(dir.path());
     let both = store
@@ -147,7 +157,16 @@ fn sessions_apply_each_sequence_once() {
             None,
         )
         .unwrap();
-    assert_eq!(both[0], both[1]);
+    let CommandResult::Applied(results) = &both[0] else {
+        panic!("{both:?}");
+    };
+    assert_eq!(
+        both[1],
+        CommandResult::Repeated {
+            results: results.clone(),
+            index: 3
+        }
+    );
     assert_eq!(store.get(b"c").unwrap(), Some(Bytes::from_static(b"w")));
     let stale = store
         .apply(SHARD, &[with_session(1, put("c", "old"))], applied(4), None)

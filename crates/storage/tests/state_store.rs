@@ -186,7 +186,7 @@ fn a_session_sequence_applies_once_and_older_ones_are_stale() {
         let mut store = open();
         apply(&mut store, &[session_write(9, 2, "k", "first")], &[100], 3);
         // The retry of sequence 2 (in the same batch as a new write, and alone) answers the
-        // saved result without writing.
+        // saved result without writing, with the index of the entry that applied it.
         let results = apply(
             &mut store,
             &[
@@ -197,17 +197,22 @@ fn a_session_sequence_applies_once_and_older_ones_are_stale() {
             &[200, 200, 200],
             4,
         );
+        let repeated = |index| CommandResult::Repeated {
+            results: vec![OperationResult::Put],
+            index,
+        };
+        assert_eq!(results[0], repeated(3));
         assert_eq!(
-            results[0],
+            results[1],
             CommandResult::Applied(vec![OperationResult::Put])
         );
-        assert_eq!(results[2], results[1]);
+        assert_eq!(results[2], repeated(5));
         assert_eq!(value(&store, "k").unwrap().value, "first");
         assert_eq!(value(&store, "j").unwrap().value, "x");
         let results = apply(&mut store, &[session_write(9, 1, "k", "old")], &[300], 7);
         assert_eq!(results[0], CommandResult::StaleSequence { last_applied: 3 });
         let record = store.session(SHARD, 9).unwrap().unwrap();
-        assert_eq!((record.sequence, record.last_ms), (3, 200));
+        assert_eq!((record.sequence, record.last_ms, record.index), (3, 200, 5));
         assert_eq!(store.sessions(SHARD).unwrap().len(), 1);
         assert!(store.sessions(ShardId(2)).unwrap().is_empty());
     });

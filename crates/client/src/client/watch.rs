@@ -52,7 +52,10 @@ pub struct WatchEvent {
 pub struct WatchOptions {
     /// A key watch: every change after this log index of the key's shard (the `index` of the
     /// last event seen, or the version a read returned, which is the index of the key's last
-    /// write). `None`: from now.
+    /// write). `None`: from now. In a shard created by a split, whose log starts low while its
+    /// keys keep their versions, use an event's `index`: a version from there may be above the
+    /// shard's log, and the watch then skips changes until the log passes it
+    /// (docs/data-model.md, "Watches").
     pub after: Option<u64>,
     /// A prefix watch: per shard, every change after this index ([`Watch::positions`] of an
     /// earlier watch). Shards not listed start from now.
@@ -160,6 +163,14 @@ impl Client {
         let mut followed = HashSet::new();
         let mut tasks = JoinSet::new();
         let mut first_round = true;
+        // Splits reported by a shard's subscription whose new shard is not followed yet. PD
+        // learns of a split from the shards' leaders, so a map loaded right after one may not
+        // show the new shard: reload (with backoff) until it does.
+        let mut splits_unseen = 0usize;
+        let mut backoff = Backoff::new(
+            self.inner.config.retry.backoff_min,
+            self.inner.config.retry.backoff_max,
+        );
         loop {
             if self.read_routing().map().shards.is_empty() || !first_round {
                 let generation = self.inner.map_generation.load(Ordering::Acquire);
@@ -176,6 +187,13 @@ impl Client {
             for shard in shards {
                 if !followed.insert(shard) {
                     continue;
+                }
+                if !first_round {
+                    splits_unseen = splits_unseen.saturating_sub(1);
+                    backoff = Backoff::new(
+                        self.inner.config.retry.backoff_min,
+                        self.inner.config.retry.backoff_max,
+                    );
                 }
                 // Shards found after the start were made by splits since: from their creation.
                 let after = match start.get(&shard) {
@@ -205,8 +223,18 @@ impl Client {
                 });
             }
             first_round = false;
+            let pause = if splits_unseen > 0 {
+                backoff.next_delay(&self.inner.jitter)
+            } else {
+                Duration::ZERO
+            };
             tokio::select! {
-                woke = splits.recv() => if woke.is_none() { return },
+                // Not woken by a split: look again (bounded by the backoff) for the new shard.
+                () = tokio::time::sleep(pause), if splits_unseen > 0 => {}
+                woke = splits.recv() => match woke {
+                    Some(()) => splits_unseen += 1,
+                    None => return,
+                },
                 () = tx.closed() => return,
                 Some(ended) = tasks.join_next() => {
                     // One shard's watch ended for good: so does the whole (dropping the

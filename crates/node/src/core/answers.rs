@@ -22,10 +22,23 @@ pub fn lost_write<L>(group: &Group<L>) -> Response {
     not_leader(group.leader_hint(), &group.descriptor)
 }
 
-/// The answer to a write of `kind` applied at `index` with `result`.
+/// The answer to a write of `kind` applied at `index` with `result`. A retry of a write
+/// applied earlier answers the index of the entry that applied it (the version it wrote),
+/// not its own entry's; the entry's own only when the session record predates that index.
 pub fn write_response(kind: WriteKind, index: LogIndex, result: CommandResult) -> Response {
-    let results = match result {
-        CommandResult::Applied(results) => results,
+    let (results, index) = match result {
+        CommandResult::Applied(results) => (results, index),
+        CommandResult::Repeated {
+            results,
+            index: applied_at,
+        } => (
+            results,
+            if applied_at == 0 {
+                index
+            } else {
+                LogIndex(applied_at)
+            },
+        ),
         CommandResult::StaleSequence { last_applied } => {
             return Response::Error(WireError::InvalidRequest {
                 reason: format!(
@@ -193,6 +206,23 @@ mod tests {
         for (kind, result, expected) in cases {
             assert_eq!(write_response(kind, index, result), expected);
         }
+        // A retry answers the index that applied it (its version), not its own entry's.
+        let retried = CommandResult::Repeated {
+            results: vec![OperationResult::Put],
+            index: 3,
+        };
+        assert_eq!(
+            write_response(WriteKind::Write, index, retried),
+            Response::Kv(KvResult::Written { index: LogIndex(3) })
+        );
+        let unknown = CommandResult::Repeated {
+            results: vec![OperationResult::Put],
+            index: 0,
+        };
+        assert_eq!(
+            write_response(WriteKind::Write, index, unknown),
+            Response::Kv(KvResult::Written { index })
+        );
         assert!(matches!(
             write_response(
                 WriteKind::Write,
