@@ -157,6 +157,7 @@ fn a_memory_snapshot_installs_through_the_turn_writes() {
             sequence: 3,
             last_ms: 0,
             result: Vec::new(),
+            index: 9,
         }),
     );
     leader.commit_apply(batch).unwrap();
