@@ -116,6 +116,7 @@ impl PdScale {
         let full = agent.full_due || agent.since_full + 1 >= FULL_REPORT_EVERY_HEARTBEATS;
         let led = self.led.get(&node).cloned().unwrap_or_default();
         let mut sent = Vec::new();
+        let mut unchanged = Vec::new();
         for shard in &led {
             if agent.in_flight.contains(shard) {
                 continue;
@@ -126,6 +127,8 @@ impl PdScale {
             let report = self.report_of(truth, node);
             if full || !same_report(agent.accepted.get(shard), &report) {
                 sent.push(report);
+            } else {
+                unchanged.push(report);
             }
         }
         let stats = NodeStats {
@@ -171,6 +174,12 @@ impl PdScale {
                 self.report_through_log(node, report)?;
             } else if let Some(agent) = self.nodes.get_mut(&node) {
                 agent.accepted.insert(report.descriptor.id, report);
+            }
+        }
+        // Led shards left out as unchanged that PD names (an operator in flight).
+        for report in unchanged {
+            if wanted.contains(&report.descriptor.id) {
+                self.report_through_log(node, report)?;
             }
         }
         Ok(())
