@@ -82,7 +82,14 @@ impl World {
                         });
                     }
                 }
-                KeyVerdict::Inconclusive => undecided.push((group, key, operations.len())),
+                KeyVerdict::Inconclusive => {
+                    if self.verbose {
+                        for o in &operations {
+                            eprintln!("{o:?}");
+                        }
+                    }
+                    undecided.push((group, key, operations.len()))
+                }
             }
         }
         if outcome.is_ok()
