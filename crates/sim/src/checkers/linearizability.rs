@@ -23,6 +23,7 @@
 
 use crate::history::Operation;
 use crate::kv::{Op, OpResult, Value};
+use crate::linearizability::search::{Event, lift, unlift};
 use std::collections::{HashMap, HashSet};
 
 /// Outcome of checking one key.
@@ -63,16 +64,6 @@ fn step(state: Option<Value>, op: &Op, result: Option<OpResult>) -> Option<Optio
             Some(if state == expected { Some(new) } else { state })
         }
     }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Event {
-    op: usize,
-    is_call: bool,
-    /// For a call: index of its return event.
-    matching: usize,
-    prev: usize,
-    next: usize,
 }
 
 /// Checks one key's operations (all on the same key), starting from an absent value, raising
@@ -314,30 +305,6 @@ impl Visited {
         seen.push(pending_part);
         true
     }
-}
-
-fn lift(events: &mut [Event], call: usize) {
-    let Event {
-        prev,
-        next,
-        matching,
-        ..
-    } = events[call];
-    events[prev].next = next;
-    events[next].prev = prev;
-    let Event { prev, next, .. } = events[matching];
-    events[prev].next = next;
-    events[next].prev = prev;
-}
-
-fn unlift(events: &mut [Event], call: usize) {
-    let matching = events[call].matching;
-    let Event { prev, next, .. } = events[matching];
-    events[prev].next = matching;
-    events[next].prev = matching;
-    let Event { prev, next, .. } = events[call];
-    events[prev].next = call;
-    events[next].prev = call;
 }
 
 #[cfg(test)]

@@ -22,14 +22,15 @@ pub struct Window {
     pub returned_at: Option<u64>,
 }
 
+/// A call or return in the doubly linked event list both searches walk (Wing & Gong).
 #[derive(Clone, Copy, Debug)]
-struct Event {
-    op: usize,
-    is_call: bool,
+pub(crate) struct Event {
+    pub(crate) op: usize,
+    pub(crate) is_call: bool,
     /// For a call: the node of its return event.
-    matching: usize,
-    prev: usize,
-    next: usize,
+    pub(crate) matching: usize,
+    pub(crate) prev: usize,
+    pub(crate) next: usize,
 }
 
 /// A linearized call: where it was, the state before it, and the successors not tried yet.
@@ -168,7 +169,8 @@ fn take_new<S: Clone + Eq + Hash>(
     None
 }
 
-fn lift(events: &mut [Event], call: usize) {
+/// Takes a call and its return out of the doubly linked event list.
+pub(crate) fn lift(events: &mut [Event], call: usize) {
     let Event {
         prev,
         next,
@@ -182,7 +184,8 @@ fn lift(events: &mut [Event], call: usize) {
     events[next].prev = prev;
 }
 
-fn unlift(events: &mut [Event], call: usize) {
+/// Puts back what [`lift`] took out.
+pub(crate) fn unlift(events: &mut [Event], call: usize) {
     let matching = events[call].matching;
     let Event { prev, next, .. } = events[matching];
     events[prev].next = matching;
