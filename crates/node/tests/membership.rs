@@ -470,6 +470,23 @@ async fn a_removed_node_rejoins_under_a_new_member_id_and_leadership_moves() {
 
     // The victim restarts alone: it keeps its new member and catches up.
     cluster.stop_node(index_of(victim)).await;
+    // Meanwhile a transfer to it cannot finish: the Raft core abandons it after an election
+    // timeout and the leader answers `Timeout` then (the caller may retry), well within the
+    // call's own timeout, instead of holding the request for its 10 s limit.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        assert!(Instant::now() < deadline, "no stable leader to ask");
+        let (leader, _) = leader_descriptor(&mut cluster, SHARD).await;
+        let request = Request::Admin(AdminRequest::TransferLeader {
+            shard: SHARD,
+            to: victim,
+        });
+        let answer = cluster.try_call(leader, &request).await;
+        if !matches!(answer, Some(Response::Error(WireError::NotLeader { .. }))) {
+            break answer;
+        }
+    };
+    assert_eq!(answer, Some(Response::Error(WireError::Timeout)));
     let fourth = keys("fourth", 5);
     write_keys(&mut cluster, &fourth, 10).await;
     cluster.start_node(index_of(victim)).await;

@@ -100,10 +100,11 @@ async fn ttl_keys_expire_on_every_replica_through_the_log_across_a_leader_change
         let to = (old_leader + 1) % 3;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // `None` when the call itself failed: ask again until the deadline.
             let answer = cluster
-                .call(
+                .try_call(
                     old_leader,
-                    Request::Admin(AdminRequest::TransferLeader {
+                    &Request::Admin(AdminRequest::TransferLeader {
                         shard,
                         to: NodeId(to as u64 + 1),
                     }),

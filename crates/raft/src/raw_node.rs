@@ -203,6 +203,13 @@ impl<S: Storage> RawNode<S> {
         self.raft.transfer_leader(to)
     }
 
+    /// Leader only: the member leadership is being handed to, while a transfer is under way.
+    /// `None` once it finished or was abandoned (a transfer that does not finish within an
+    /// election timeout is abandoned, and the leader serves proposals again).
+    pub fn transferring_to(&self) -> Option<NodeId> {
+        self.raft.lead_transferee
+    }
+
     /// Whether the group is quiescent ([`Config::quiesce`]): [`RawNode::tick`] does nothing
     /// until something wakes it, so the driver may skip it.
     pub fn is_quiescent(&self) -> bool {

@@ -153,26 +153,28 @@ pub fn fail_change<L>(replies: &mut Replies, group: &mut Group<L>) {
     }
 }
 
-/// Answers the leader transfers whose target now leads.
+/// Answers the leader transfers whose target now leads, and `NotLeader` to those overtaken by
+/// a third member's leadership.
 pub fn answer_transfers<L>(replies: &mut Replies, group: &mut Group<L>) {
     if group.pending_transfers.is_empty() {
         return;
     }
     let leader = group.leader;
     let shard = group.shard;
-    let (done, waiting): (Vec<_>, Vec<_>) = group
-        .pending_transfers
-        .drain(..)
-        .partition(|t| t.to == leader);
+    let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut group.pending_transfers)
+        .into_iter()
+        .partition(|t| t.to == leader || (leader.is_some() && leader != group.member));
     group.pending_transfers = waiting;
     for transfer in done {
-        replies.send(
-            transfer.reply,
+        let answer = if transfer.to == leader {
             Response::Admin(AdminResult::LeaderTransferred {
                 shard,
                 leader: member_node(leader),
-            }),
-        );
+            })
+        } else {
+            not_leader(group.leader_hint(), &group.descriptor)
+        };
+        replies.send(transfer.reply, answer);
     }
 }
 

@@ -134,14 +134,17 @@ impl EventLoop {
             if group.pending_transfers.is_empty() {
                 continue;
             }
-            let (expired, waiting): (Vec<_>, Vec<_>) = group
-                .pending_transfers
-                .drain(..)
+            // A leader whose Raft core abandoned the transfer (the target did not take over
+            // within an election timeout) answers at once: the caller may try again.
+            let abandoned_to =
+                |to| group.raw.is_leader() && group.raw.transferring_to() != Some(to);
+            let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut group.pending_transfers)
+                .into_iter()
                 .map(|mut t| {
                     t.ticks_left = t.ticks_left.saturating_sub(1);
                     t
                 })
-                .partition(|t| t.ticks_left == 0);
+                .partition(|t| t.ticks_left == 0 || abandoned_to(t.to));
             group.pending_transfers = waiting;
             for transfer in expired {
                 self.core
