@@ -213,11 +213,18 @@ pub fn entry_view(entry: &Entry) -> LogEntryView {
                 view.detail =
                     format!("at log time {now_ms} ms, sessions idle {idle_ms} ms or more");
             }
-            Ok(LogCommand::Split {
-                epoch,
-                new_shard,
-                at,
-            }) => {
+            Ok(
+                LogCommand::Split {
+                    epoch,
+                    new_shard,
+                    at,
+                }
+                | LogCommand::SplitFromEntry {
+                    epoch,
+                    new_shard,
+                    at,
+                },
+            ) => {
                 view.kind = EntryKind::Split;
                 view.detail = format!(
                     "split at {at:#018x} into {new_shard} (epoch {}/{})",

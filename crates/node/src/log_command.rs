@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 const SPLIT_VARIANT: u8 = 2;
 /// The postcard variant index of [`LogCommand::ExpireSessions`].
 const EXPIRE_VARIANT: u8 = 5;
+/// The postcard variant index of [`LogCommand::SplitFromEntry`].
+const SPLIT_FROM_ENTRY_VARIANT: u8 = 6;
 
 /// One command in a group's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,9 +24,11 @@ pub enum LogCommand {
     /// Placement driver (group 0), first format: replace the shard map. Never proposed (the
     /// PD state machine, [`LogCommand::Pd`], replaced it); skipped when applied.
     SetShardMap(ShardMap),
-    /// Data shards: split the shard at ring position `at` into `[start, at)` (kept) and
-    /// `[at, end)` (the new shard `new_shard`). Applied only when the shard's epoch still equals
-    /// `epoch` and `at` lies strictly inside its arc; otherwise every replica skips it alike.
+    /// Data shards, first format of a split (no longer proposed; replayed as written): split
+    /// the shard at ring position `at` into `[start, at)` (kept) and `[at, end)` (the new
+    /// shard `new_shard`, its log starting at index 5 like a bootstrap group). Applied only
+    /// when the shard's epoch still equals `epoch` and `at` lies strictly inside its arc;
+    /// otherwise every replica skips it alike.
     Split {
         /// The epoch the leader proposed against.
         epoch: Epoch,
@@ -53,6 +57,19 @@ pub enum LogCommand {
         /// The idle limit.
         idle_ms: u64,
     },
+    /// Data shards: [`LogCommand::Split`], with the new shard's log starting at this entry's
+    /// index and term instead of index 5, so its keys' versions (log indexes) keep growing
+    /// across the split. A new variant rather than a new meaning of `Split`: a committed
+    /// entry must mean the same to every version that applies it (a node too old to decode
+    /// this one stops instead of creating the shard differently).
+    SplitFromEntry {
+        /// The epoch the leader proposed against.
+        epoch: Epoch,
+        /// The new shard's id.
+        new_shard: ShardId,
+        /// Where the new shard starts.
+        at: u64,
+    },
 }
 
 impl LogCommand {
@@ -73,7 +90,10 @@ impl LogCommand {
     /// the variant index first, as a one-byte varint below 128. The apply loop uses this to
     /// cut a batch of entries at splits cheaply; it decodes the candidates fully.
     pub fn may_be_split(payload: &[u8]) -> bool {
-        payload.first() == Some(&SPLIT_VARIANT)
+        matches!(
+            payload.first(),
+            Some(&(SPLIT_VARIANT | SPLIT_FROM_ENTRY_VARIANT))
+        )
     }
 
     /// Whether `payload` may be a [`LogCommand::ExpireSessions`] (see [`Self::may_be_split`]).
@@ -140,6 +160,18 @@ mod tests {
         // Appended after `Split`: the variant index is fixed by the format.
         assert_eq!(bytes.first(), Some(&3));
         assert_eq!(LogCommand::decode(&bytes).unwrap(), pd);
+        let split = LogCommand::SplitFromEntry {
+            epoch: Epoch {
+                conf_ver: 1,
+                version: 2,
+            },
+            new_shard: ShardId(9),
+            at: 77,
+        };
+        let bytes = split.encode().unwrap();
+        assert_eq!(bytes.first(), Some(&6));
+        assert!(LogCommand::may_be_split(&bytes));
+        assert_eq!(LogCommand::decode(&bytes).unwrap(), split);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 mod open;
-pub use open::{LocalState, create_group_batch, recorded_bootstrap};
+pub use open::{BOOTSTRAP_START, LocalState, create_group_batch, recorded_bootstrap};
 pub(crate) use open::{cluster_id, open_group};
 use open::{holds_nothing, load_or_bootstrap_map, open_groups, open_store};
 
@@ -442,7 +442,7 @@ key = "{stem}.key"
         batch.set_hard_state(ShardId(7), voted);
         store.write(batch).unwrap();
         store
-            .write(create_group_batch(&descriptor(7), Some(voted)).unwrap())
+            .write(create_group_batch(&descriptor(7), BOOTSTRAP_START, Some(voted)).unwrap())
             .unwrap();
         let state = store.group(ShardId(7)).unwrap().hard_state();
         assert_eq!(state.term, Term(9));
@@ -455,7 +455,7 @@ key = "{stem}.key"
             commit: LogIndex::ZERO,
         };
         store
-            .write(create_group_batch(&descriptor(8), Some(old)).unwrap())
+            .write(create_group_batch(&descriptor(8), BOOTSTRAP_START, Some(old)).unwrap())
             .unwrap();
         let state = store.group(ShardId(8)).unwrap().hard_state();
         assert_eq!(state.term, Term(bootstrap::INITIAL_LOG_INDEX));

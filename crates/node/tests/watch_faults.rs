@@ -1,8 +1,9 @@
-//! Watches under faults, end to end: a key watch that sees every acknowledged write exactly
+//! Watches under faults, end to end (and versions across a split, which resumes rely on): a key watch that sees every acknowledged write exactly
 //! once across kill -9 of the shard leader's `ringkvd` process (and a resume from the last
 //! version it saw); a prefix watch across a split of the shard holding the prefix, resumed from
 //! its positions in the split-created shard; a key watch resumed from an event's index in a
-//! split-created shard (and, ignored as a known bug, from the version a read returned there).
+//! split-created shard, from the version a read returned there, and from a version the key had
+//! before the split.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -365,7 +366,9 @@ async fn a_prefix_watch_sees_every_write_once_across_a_split_and_resumes_in_the_
 /// A cluster of one shard whose log is pushed past 60, split in the middle of the ring, and a
 /// key of the split-created shard written before the split: (cluster, client, key, the key's
 /// version, which it keeps from the parent).
-async fn split_created_key() -> (Cluster, Client, String, u64) {
+/// A key moved to a split-created shard: its version before the split, then the versions of
+/// `later` more writes of it (values 101, 102, ...) made in the parent before the split.
+async fn split_created_key(later: u32) -> (Cluster, Client, String, u64, Vec<u64>) {
     let mut cluster = Cluster::start(3, 1, &pd_config(false)).await;
     cluster.wait_for_leaders(1, Duration::from_secs(30)).await;
     let client: Client = cluster.rust_client(Some(NAMESPACE)).await;
@@ -379,6 +382,15 @@ async fn split_created_key() -> (Cluster, Client, String, u64) {
         .find(|k| position(k) >= middle)
         .unwrap();
     let before = client.put_versioned(key.clone(), "0").await.unwrap();
+    let mut parent_writes = Vec::new();
+    for i in 1..=later {
+        parent_writes.push(
+            client
+                .put_versioned(key.clone(), (100 + i).to_string())
+                .await
+                .unwrap(),
+        );
+    }
     split(&mut cluster, middle, 0).await;
     client.shard_map().await.unwrap();
     let read = client
@@ -386,13 +398,14 @@ async fn split_created_key() -> (Cluster, Client, String, u64) {
         .await
         .unwrap()
         .expect("the key survives the split");
-    assert_eq!(read.version, before, "the split keeps the version");
+    let last = parent_writes.last().copied().unwrap_or(before);
+    assert_eq!(read.version, last, "the split keeps the version");
     let shard = client
         .shard_for_key(&namespace::encode(NAMESPACE, key.as_bytes()).unwrap())
         .unwrap()
         .id;
     assert_ne!(shard, ShardId(1), "{key} is in the split-created shard");
-    (cluster, client, key, before)
+    (cluster, client, key, before, parent_writes)
 }
 
 /// The next `count` events of `watch` (value, version, index), within 10 s, and nothing more
@@ -413,13 +426,13 @@ async fn next_events(watch: &mut Watch, count: usize) -> Vec<(u32, u64, u64)> {
     seen
 }
 
-/// In a split-created shard, a key keeps the version it had in the parent while the shard's
-/// log starts low, so the key's events carry versions above their log indexes. A key watch
+/// A split-created shard's log continues at the split, so a key's events there carry versions
+/// equal to their log indexes, above the version the key had in the parent. A key watch
 /// resumed from the last event's index sees the writes after it, once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_watch_resumes_from_an_event_index_in_a_split_created_shard() {
     tokio::time::timeout(Duration::from_secs(240), async {
-        let (mut cluster, client, key, before) = split_created_key().await;
+        let (mut cluster, client, key, before, _) = split_created_key(0).await;
         let mut watch = client.watch(key.clone()).unwrap();
         let deadline = Instant::now() + WAIT;
         while watch.positions().is_empty() {
@@ -430,8 +443,9 @@ async fn a_key_watch_resumes_from_an_event_index_in_a_split_created_shard() {
         let first = next_events(&mut watch, 1).await;
         let (_, version, index) = first[0];
         assert!(
-            version > before && index < version,
-            "a version above the new shard's index: {first:?} (version before the split {before})"
+            version > before && index == version,
+            "the version is the new shard's index, above the parent's: {first:?} (version \
+             before the split {before})"
         );
         drop(watch);
         let mut written = Vec::new();
@@ -464,16 +478,13 @@ async fn a_key_watch_resumes_from_an_event_index_in_a_split_created_shard() {
     .expect("the test ran too long");
 }
 
-/// The same resume from the version a read returned, which `WatchOptions::after` documents
-/// as a resume point: in a split-created shard the version (the parent's index) is above the
-/// shard's log, so the watch skips every change until the log passes it. Known bug
-/// (docs/data-model.md, "Watches"): seen failing 2026-12-07 (`left: []`, right: the three
-/// writes); run with `--ignored`.
+/// The same resume from the version a read returned after the split (the key's last write
+/// in the parent), which `WatchOptions::after` documents as a resume point: the writes after
+/// the read, once each. (Failed while the new shard's log restarted at index 5: `left: []`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a resume from a read's version in a split-created shard skips changes"]
 async fn a_key_watch_resumes_from_a_read_version_in_a_split_created_shard() {
     tokio::time::timeout(Duration::from_secs(240), async {
-        let (mut cluster, client, key, before) = split_created_key().await;
+        let (mut cluster, client, key, before, _) = split_created_key(0).await;
         let options = WatchOptions {
             after: Some(before),
             ..WatchOptions::default()
@@ -490,11 +501,80 @@ async fn a_key_watch_resumes_from_a_read_version_in_a_split_created_shard() {
         }
         let seen = next_events(&mut watch, 3).await;
         let values: Vec<u32> = seen.iter().map(|(value, ..)| *value).collect();
+        let indexes: Vec<u64> = seen.iter().map(|(_, _, index)| *index).collect();
         assert_eq!(
             values,
             [1, 2, 3],
             "the writes after the read, once each: {seen:?}"
         );
+        assert_eq!(indexes, written, "each at the index its put answered");
+        cluster.stop_all().await;
+    })
+    .await
+    .expect("the test ran too long");
+}
+
+/// A resume in the split-created shard from a version the key had *before* the split: the
+/// key's later writes in the parent come from the new shard's copy of the parent's history,
+/// then its writes in the new shard; each once, in order, at the index its put answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_watch_resumes_in_the_new_shard_from_a_version_seen_before_the_split() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let (mut cluster, client, key, before, parent_writes) = split_created_key(2).await;
+        let options = WatchOptions {
+            after: Some(before),
+            ..WatchOptions::default()
+        };
+        let mut watch = client.watch_with(key.clone(), options).unwrap();
+        let mut written = parent_writes.clone();
+        written.push(client.put_versioned(key.clone(), "3").await.unwrap());
+        let seen = next_events(&mut watch, 3).await;
+        let indexes: Vec<u64> = seen.iter().map(|(_, _, index)| *index).collect();
+        assert_eq!(
+            indexes, written,
+            "the two writes in the parent after the version, then the one in the new shard: \
+             {seen:?}"
+        );
+        assert!(
+            written[1] < written[2],
+            "the new shard's log continues the parent's"
+        );
+        cluster.stop_all().await;
+    })
+    .await
+    .expect("the test ran too long");
+}
+
+/// Versions keep growing across a split: a key deleted and written again in the split-created
+/// shard gets a version above every version it had in the parent, so a compare-and-swap holding
+/// a version from before the split fails. (While the new shard's log restarted at index 5, the
+/// rewritten key got a small version, and one the key once had in the parent would match.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rewritten_in_a_split_created_shard_never_gets_an_old_version_back() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let (mut cluster, client, key, before, parent_writes) = split_created_key(1).await;
+        let last_in_parent = parent_writes[0];
+        client.delete(key.clone()).await.unwrap();
+        let rewritten = client.put_versioned(key.clone(), "7").await.unwrap();
+        assert!(
+            rewritten > last_in_parent,
+            "rewritten at version {rewritten}, at or below its version {last_in_parent} in the \
+             parent"
+        );
+        for stale in [before, last_in_parent] {
+            let outcome = client
+                .compare_version_and_swap(key.clone(), stale, Some(Bytes::from("8")))
+                .await
+                .unwrap();
+            assert!(!outcome.succeeded, "a stale version {stale} matched");
+            assert_eq!(outcome.previous_version, rewritten);
+        }
+        let outcome = client
+            .compare_version_and_swap(key.clone(), rewritten, Some(Bytes::from("9")))
+            .await
+            .unwrap();
+        assert!(outcome.succeeded, "the current version matches");
+        assert!(outcome.index > rewritten);
         cluster.stop_all().await;
     })
     .await

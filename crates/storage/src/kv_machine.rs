@@ -289,11 +289,11 @@ pub fn expire_sessions<S: StateStore + ?Sized>(
 }
 
 /// A value written by the entry at log `index` over `previous`: its version is the index, or
-/// one more than the previous version when that is larger (only after a split, below). Log
-/// indexes grow within a shard, but a split's new shard starts its own log at a low index
-/// while its keys keep the versions they had in the parent: this keeps a key's version growing
-/// with every write, so a stale version never matches again (no ABA for a compare-and-swap on
-/// the version). Every replica computes the same version from the same state.
+/// one more than the previous version when that is larger. Log indexes grow within a shard,
+/// and a split's new shard continues its parent's (`SplitFromEntry`), so the second case
+/// arises only in shards split in the first format (their log restarted at index 5 while their
+/// keys kept the parent's versions): it keeps a key's version growing with every write there
+/// too. Every replica computes the same version from the same state.
 /// `expires_at_ms` is the new value's expiry (0 = none): a write replaces the TTL.
 fn stored(
     value: &Bytes,

@@ -40,5 +40,7 @@ pub use response::{
 pub use secret::Secret;
 pub use shard::{Epoch, Replica, ReplicaRole, ShardDescriptor};
 pub use shard_map::ShardMap;
-pub use watch::{WatchEnd, WatchEvent, WatchEventKind, WatchFrame, WatchRequest, WatchTarget};
+pub use watch::{
+    FROM_CREATION, WatchEnd, WatchEvent, WatchEventKind, WatchFrame, WatchRequest, WatchTarget,
+};
 pub use wire_error::WireError;

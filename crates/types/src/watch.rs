@@ -49,9 +49,15 @@ pub struct WatchRequest {
     /// The key or prefix.
     pub target: WatchTarget,
     /// Resume point: every change at a log index larger than this one. `None`: from now (the
-    /// leader's applied index, reported in [`WatchFrame::Started`]).
+    /// leader's applied index, reported in [`WatchFrame::Started`]). [`FROM_CREATION`]: from
+    /// the shard's creation (for a shard made by a split, after the split: the parent's
+    /// watches delivered the changes before it).
     pub after: Option<u64>,
 }
+
+/// [`WatchRequest::after`] for "from the shard's creation". No change is at index 0 (a shard's
+/// log starts at index 5 or at its split), so it is never a real resume point.
+pub const FROM_CREATION: u64 = 0;
 
 /// What happened to a key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -11,7 +11,8 @@ use super::*;
 use ringkv_transport::WatchStream;
 use ringkv_types::ShardId;
 use ringkv_types::{
-    WatchEnd, WatchEventKind, WatchFrame, WatchRequest, WatchTarget, namespace::split as ns_split,
+    FROM_CREATION, WatchEnd, WatchEventKind, WatchFrame, WatchRequest, WatchTarget,
+    namespace::split as ns_split,
 };
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
@@ -195,11 +196,12 @@ impl Client {
                         self.inner.config.retry.backoff_max,
                     );
                 }
-                // Shards found after the start were made by splits since: from their creation.
+                // Shards found after the start were made by splits since: from their creation
+                // (the parent's watch delivered every change before the split).
                 let after = match start.get(&shard) {
                     Some(after) => Some(*after),
                     None if first_round => None,
-                    None => Some(0),
+                    None => Some(FROM_CREATION),
                 };
                 let client = self.clone();
                 let target = WatchTarget::Prefix(prefix.clone());
@@ -285,13 +287,13 @@ impl Client {
                 Followed::Split => {}
                 Followed::Moved => {
                     // Every change up to the split came from the old shard; the new shard's
-                    // log starts at the split.
+                    // log continues the old one's indexes from the split, so the resume point
+                    // carries over.
                     let generation = self.inner.map_generation.load(Ordering::Acquire);
                     let _ = self.reload_map(generation, None).await;
                     let moved_to = self.read_routing().descriptor_for_key(&key).map(|d| d.id);
                     if moved_to.is_some_and(|to| to != current) {
                         shard = moved_to;
-                        after = Some(0);
                     } else {
                         tokio::time::sleep(backoff.next_delay(&self.inner.jitter)).await;
                     }

@@ -20,6 +20,9 @@ pub struct Split {
     pub new_shard: ShardId,
     /// Where the new shard starts.
     pub at: u64,
+    /// Whether the new shard's log starts at the split entry
+    /// ([`LogCommand::SplitFromEntry`]); else at index 5 (the first format, [`LogCommand::Split`]).
+    pub from_entry: bool,
 }
 
 /// One step of applying a Ready's committed entries, in log order.
@@ -77,6 +80,21 @@ pub fn steps(kind: MachineKind, entries: Vec<Entry>) -> Vec<Step> {
                     epoch,
                     new_shard,
                     at,
+                    from_entry: false,
+                },
+            },
+            Some(LogCommand::SplitFromEntry {
+                epoch,
+                new_shard,
+                at,
+            }) => Step::Split {
+                index: entry.index,
+                term: entry.term,
+                split: Split {
+                    epoch,
+                    new_shard,
+                    at,
+                    from_entry: true,
                 },
             },
             _ => {
@@ -101,9 +119,11 @@ fn special_command(data: &[u8]) -> Option<LogCommand> {
         return None;
     }
     match LogCommand::decode(data) {
-        Ok(command @ (LogCommand::ExpireSessions { .. } | LogCommand::Split { .. })) => {
-            Some(command)
-        }
+        Ok(
+            command @ (LogCommand::ExpireSessions { .. }
+            | LogCommand::Split { .. }
+            | LogCommand::SplitFromEntry { .. }),
+        ) => Some(command),
         _ => None,
     }
 }
@@ -319,6 +339,40 @@ mod tests {
         .unwrap();
         assert!(plan.commands.is_empty() && plan.pd_entries.is_empty());
         assert_eq!(plan.last, (LogIndex(10), Term(2)));
+    }
+
+    #[test]
+    fn both_split_formats_become_split_steps_that_say_where_the_new_log_starts() {
+        let (epoch, new_shard, at) = (Epoch::default(), ShardId(9), 1 << 40);
+        let old = LogCommand::Split {
+            epoch,
+            new_shard,
+            at,
+        };
+        let new = LogCommand::SplitFromEntry {
+            epoch,
+            new_shard,
+            at,
+        };
+        let steps_data = steps(
+            MachineKind::Data,
+            vec![entry(7, &old), entry(8, &put(b"a")), entry(9, &new)],
+        );
+        let from_entry: Vec<(LogIndex, bool)> = steps_data
+            .iter()
+            .filter_map(|step| match step {
+                Step::Split { index, split, .. } => {
+                    assert_eq!(
+                        (split.epoch, split.new_shard, split.at),
+                        (epoch, new_shard, at)
+                    );
+                    Some((*index, split.from_entry))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(from_entry, [(LogIndex(7), false), (LogIndex(9), true)]);
+        assert_eq!(steps_data.len(), 3);
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! Splitting a shard inside its Raft group: no data moves.
 //!
-//! The leader proposes `LogCommand::Split { epoch, new_shard, at }`. Every replica applies it
+//! The leader proposes `LogCommand::SplitFromEntry { epoch, new_shard, at }` (the first format,
+//! `LogCommand::Split`, started the new log at index 5; old entries replay as written). Every
+//! replica applies it
 //! at the same index, deterministically: when the shard's epoch still equals `epoch` and `at`
 //! lies strictly inside its arc, the shard keeps `[start, at)` with `version + 1`, and the new
 //! group starts for `[at, end)` with the same replicas and member ids, `version + 1`, its log
-//! at `INITIAL_LOG_INDEX` (like a bootstrap group) and a copy of the parent's exactly-once
-//! session records. The data already sits in the store under `position ‖ key`.
+//! at the split entry's index and term, and a copy of the parent's exactly-once session
+//! records. The data already sits in the store under `position ‖ key`. Starting the new log
+//! where the parent's stood keeps every key's version (the log index of its last write)
+//! growing across the split: the new shard's writes get indexes above every version its keys
+//! had in the parent, so a stale version never matches again and a watch resumes from any
+//! version seen before or after the split.
 //!
 //! Order on one replica, so a crash at any point recovers:
 //! 1. the current group-commit batch is submitted, then the new group is written in one
@@ -29,7 +35,7 @@ use crate::core::replies::RequestId;
 use crate::error::Result;
 use crate::group::PendingChange;
 use crate::log_command::LogCommand;
-use crate::node::{create_group_batch, open_group};
+use crate::node::{BOOTSTRAP_START, create_group_batch, open_group};
 use ringkv_types::raft::HardState;
 use ringkv_types::{Epoch, LogIndex, Response, ShardDescriptor, ShardId, Term, WireError};
 use tracing::{info, warn};
@@ -130,7 +136,7 @@ impl EventLoop {
             );
             return Ok(());
         }
-        let data = LogCommand::Split {
+        let data = LogCommand::SplitFromEntry {
             epoch,
             new_shard,
             at,
@@ -194,23 +200,30 @@ impl EventLoop {
             return Ok(());
         };
         let parent_leads = group.raw.is_leader();
-        self.create_split_child(shard, &right, parent_leads, internal)?;
-        let (kept, child) = (left.clone(), right.id);
+        let start = if split.from_entry {
+            (index, term)
+        } else {
+            BOOTSTRAP_START
+        };
+        self.create_split_child(shard, &right, start, parent_leads, internal)?;
+        let (kept, child) = (left.clone(), right.clone());
         self.core
             .finish_split(&mut self.store, shard, (index, term), left, right)?;
         // Watchers of the parent end here (after every change up to the split); the child's
-        // history is complete from its creation.
-        self.watch.split(shard, index.0, kept, child);
+        // history starts with the parent's changes of its keys.
+        self.watch
+            .split(shard, index.0, kept, &child, split.from_entry);
         Ok(())
     }
 
-    /// Creates the split's new group here, unless a replica of it was already initialized (by
-    /// a snapshot, or before a crash). An uninitialized replica is replaced, keeping its hard
-    /// state.
+    /// Creates the split's new group here, its log starting at `start` (the split entry's
+    /// index and term), unless a replica of it was already initialized (by a snapshot, or
+    /// before a crash). An uninitialized replica is replaced, keeping its hard state.
     fn create_split_child(
         &mut self,
         parent: ShardId,
         right: &ShardDescriptor,
+        start: (LogIndex, Term),
         parent_leads: bool,
         internal: &mut Internal,
     ) -> Result<()> {
@@ -247,7 +260,7 @@ impl EventLoop {
         // IMPORTANT: everything queued for the uninitialized replica goes to the writer first,
         // so our batch below is the last word on its hard state.
         self.submit_now(internal)?;
-        let mut batch = create_group_batch(right, Some(previous))?;
+        let mut batch = create_group_batch(right, start, Some(previous))?;
         batch.set_sessions(child, self.store.sessions(parent)?);
         self.store.write(batch)?;
         // Every batch submitted before is durable now: the old replica's pending

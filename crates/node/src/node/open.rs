@@ -68,7 +68,7 @@ pub(super) fn load_or_bootstrap_map(
         {
             continue;
         }
-        let mut batch = create_group_batch(&descriptor, None)?;
+        let mut batch = create_group_batch(&descriptor, BOOTSTRAP_START, None)?;
         if descriptor.id == ShardId::PD {
             // IMPORTANT: group 0 starts with its state at its initial applied index, in the
             // same batch: every PD replica starts from the same state, whoever leads first.
@@ -96,16 +96,23 @@ pub(super) fn load_or_bootstrap_map(
     Ok((map, Some(state)))
 }
 
-/// Creates a brand-new group durably: log, applied state and configuration start at
-/// [`bootstrap::INITIAL_LOG_INDEX`], and the descriptor is saved in the same batch.
-/// `hard_state` is the state an uninitialized replica of the group already persisted (its term
-/// and vote are kept: a replica must never vote twice in one term).
+/// Where a bootstrap group's log starts: index and term [`bootstrap::INITIAL_LOG_INDEX`].
+pub const BOOTSTRAP_START: (LogIndex, Term) = (
+    LogIndex(bootstrap::INITIAL_LOG_INDEX),
+    Term(bootstrap::INITIAL_LOG_INDEX),
+);
+
+/// Creates a brand-new group durably: log, applied state and configuration start at `start`
+/// (index and term: [`BOOTSTRAP_START`] at bootstrap, the split entry's for a split's new
+/// shard, so the versions of its keys, log indexes, keep growing across the split), and the
+/// descriptor is saved in the same batch. `hard_state` is the state an uninitialized replica
+/// of the group already persisted (its term and vote are kept: a replica must never vote twice
+/// in one term).
 pub fn create_group_batch(
     descriptor: &ShardDescriptor,
+    (initial, initial_term): (LogIndex, Term),
     hard_state: Option<HardState>,
 ) -> Result<WriteBatchBuilder> {
-    let initial = LogIndex(bootstrap::INITIAL_LOG_INDEX);
-    let initial_term = Term(bootstrap::INITIAL_LOG_INDEX);
     let mut batch = WriteBatchBuilder::new();
     batch.initialize_group(
         descriptor.id,

@@ -6,8 +6,8 @@ use super::shard_history::{ShardHistory, Subscriber};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use ringkv_types::{
-    NodeId, ShardDescriptor, ShardId, WatchEnd, WatchEvent, WatchFrame, WatchRequest, WatchTarget,
-    WireError,
+    FROM_CREATION, NodeId, ShardDescriptor, ShardId, WatchEnd, WatchEvent, WatchFrame,
+    WatchRequest, WatchTarget, WireError,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -79,21 +79,52 @@ impl WatchHub {
         }
     }
 
-    /// `shard` split at `index`: it keeps `left`, and `child` starts (its history is complete
-    /// from its creation). Every watcher of `shard` ends with `ShardSplit` after the changes
-    /// up to `index`.
-    pub fn split(&self, shard: ShardId, index: u64, left: ShardDescriptor, child: ShardId) {
+    /// `shard` split at `index`: it keeps `left`, and `child` starts with its log at `index`
+    /// (`from_entry`) and a history holding the parent's recorded changes of its keys
+    /// ([`ShardHistory::split_off`]); or, for a split of the first format, with its own log
+    /// from index 5 and an empty history complete from its creation. Every watcher of `shard`
+    /// ends with `ShardSplit` after the changes up to `index`.
+    pub fn split(
+        &self,
+        shard: ShardId,
+        index: u64,
+        left: ShardDescriptor,
+        child: &ShardDescriptor,
+        from_entry: bool,
+    ) {
         let mut state = self.lock();
-        if let Some(history) = state.shards.get_mut(&shard) {
-            history.record(index, index, &[], self.limits.history_bytes);
+        let limit = self.limits.history_bytes;
+        let parent = state.shards.get_mut(&shard).map(|history| {
+            history.record(index, index, &[], limit);
             history.last_split = index;
             history.descriptor = Some(left);
             history.end_all(WatchEnd::ShardSplit { index });
+            history.split_off(index, child, limit)
+        });
+        if !from_entry {
+            state
+                .shards
+                .entry(child.id)
+                .or_insert_with(|| ShardHistory::new(None, 0));
+            return;
         }
-        state
+        let history = parent.unwrap_or_else(|| {
+            let mut history = ShardHistory::new(Some(index), index);
+            history.created_at = index;
+            history
+        });
+        // A replica of the child already here and past the split (filled by a snapshot) keeps
+        // its own history; an uninitialized one's is replaced.
+        let keep = state
             .shards
-            .entry(child)
-            .or_insert_with(|| ShardHistory::new(None, 0));
+            .get(&child.id)
+            .is_some_and(|existing| existing.applied.is_some_and(|applied| applied > index));
+        if keep {
+            return;
+        }
+        if let Some(mut old) = state.shards.insert(child.id, history) {
+            old.end_all(WatchEnd::Unavailable);
+        }
     }
 
     /// Whether this replica leads `shard` now, with the leader it knows, its descriptor and
@@ -156,7 +187,11 @@ impl WatchHub {
             });
         }
         let applied = history.applied.unwrap_or(history.complete_after);
-        let start = after.unwrap_or(applied);
+        let start = match after {
+            None => applied,
+            Some(FROM_CREATION) => history.created_at,
+            Some(after) => after,
+        };
         let queue = Arc::new(Queue::new(self.limits.buffer_bytes_max));
         // A key that left the shard in a split: its changes up to the split are still here.
         let moved = match (&target, &history.descriptor) {

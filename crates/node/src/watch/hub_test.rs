@@ -6,13 +6,14 @@ use super::hub::{WatchHub, WatchLimits};
 use bytes::Bytes;
 use ringkv_types::ring::Arc as RingArc;
 use ringkv_types::{
-    Epoch, ShardDescriptor, ShardId, WatchEnd, WatchEvent, WatchEventKind, WatchFrame,
-    WatchRequest, WatchTarget, WireError,
+    Epoch, FROM_CREATION, ShardDescriptor, ShardId, WatchEnd, WatchEvent, WatchEventKind,
+    WatchFrame, WatchRequest, WatchTarget, WireError,
 };
 use std::sync::Arc;
 use std::time::Duration;
 
 const SHARD: ShardId = ShardId(7);
+const CHILD: ShardId = ShardId(8);
 
 fn descriptor(arc: RingArc) -> ShardDescriptor {
     ShardDescriptor {
@@ -178,13 +179,20 @@ async fn a_split_ends_watchers_after_the_changes_before_it() {
         }
         (low.unwrap(), high.unwrap())
     };
-    hub.record(SHARD, 11, 11, &[put(&high, 11, "1")]);
+    hub.record(SHARD, 11, 11, &[put(&high, 11, "1"), put(&low, 11, "1")]);
     let mut feed = hub.subscribe(key_watch(&high, Some(10))).unwrap();
     let left = descriptor(RingArc {
         start: 0,
         end: Some(1 << 63),
     });
-    hub.split(SHARD, 12, left, ShardId(8));
+    let right = ShardDescriptor {
+        id: CHILD,
+        ..descriptor(RingArc {
+            start: 1 << 63,
+            end: None,
+        })
+    };
+    hub.split(SHARD, 12, left, &right, true);
     let frames = drain(&mut feed).await;
     assert_eq!(indexes(&frames), vec![11]);
     assert_eq!(
@@ -205,6 +213,40 @@ async fn a_split_ends_watchers_after_the_changes_before_it() {
     ));
     // The key that stayed is served on.
     assert!(hub.subscribe(key_watch(&low, Some(12))).is_ok());
+
+    // The new shard's log continues at 13; its history holds the parent's changes of its keys
+    // (a resume from a version seen before the split finds them), and "from creation" starts
+    // after the split.
+    hub.set_role(CHILD, true, None, &right, 12);
+    hub.record(CHILD, 13, 13, &[put(&high, 13, "2")]);
+    let child_watch = |key: &str, after| WatchRequest {
+        shard: CHILD,
+        ..key_watch(key, after)
+    };
+    let mut feed = hub.subscribe(child_watch(&high, Some(10))).unwrap();
+    assert_eq!(indexes(&drain(&mut feed).await), vec![11, 13]);
+    let mut feed = hub
+        .subscribe(child_watch(&high, Some(FROM_CREATION)))
+        .unwrap();
+    assert_eq!(indexes(&drain(&mut feed).await), vec![13]);
+    // The key that stayed in the parent is not in the new shard's history.
+    let mut feed = hub
+        .subscribe(WatchRequest {
+            shard: CHILD,
+            target: WatchTarget::Prefix(Bytes::from_static(b"k")),
+            after: Some(10),
+        })
+        .unwrap();
+    let keys: Vec<(Bytes, u64)> = drain(&mut feed)
+        .await
+        .iter()
+        .flat_map(|frame| match frame {
+            WatchFrame::Events(events) => events.iter().map(|e| (e.key.clone(), e.index)).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let high = Bytes::copy_from_slice(high.as_bytes());
+    assert_eq!(keys, vec![(high.clone(), 11), (high, 13)]);
 }
 
 #[tokio::test]

@@ -25,6 +25,9 @@ pub(super) struct ShardHistory {
     bytes: usize,
     /// The log index of the shard's last split here (0: none seen).
     pub last_split: u64,
+    /// For a shard made by a split here: the split's index in the parent (its log starts
+    /// there); a resume from [`ringkv_types::FROM_CREATION`] starts after it. 0 otherwise.
+    pub created_at: u64,
     /// Whether this replica leads the shard (watches are served by leaders only).
     pub leader: bool,
     pub leader_hint: Option<NodeId>,
@@ -41,6 +44,7 @@ impl ShardHistory {
             events: VecDeque::new(),
             bytes: 0,
             last_split: 0,
+            created_at: 0,
             leader: false,
             leader_hint: None,
             descriptor: None,
@@ -80,6 +84,26 @@ impl ShardHistory {
         }
         self.trim(limit_bytes);
         slow
+    }
+
+    /// The history of a shard made by splitting this one at `index` (after every change up to
+    /// it was recorded here): the changes kept here of the keys `child` now owns, complete
+    /// after the same point as this one, so a resume from a version the key had before the
+    /// split finds the changes since; the new shard's own changes follow from `index + 1`.
+    pub fn split_off(&self, index: u64, child: &ShardDescriptor, limit_bytes: usize) -> Self {
+        let mut history = Self::new(Some(index), self.complete_after.min(index));
+        history.created_at = index;
+        history.descriptor = Some(child.clone());
+        for event in self
+            .events
+            .iter()
+            .filter(|event| event.index <= index && child.contains_key(&event.key))
+        {
+            history.bytes += event.size();
+            history.events.push_back(event.clone());
+        }
+        history.trim(limit_bytes);
+        history
     }
 
     /// Drops the oldest changes until at most `limit_bytes` remain; all changes of an index
