@@ -131,6 +131,10 @@ pub struct NodeConfig {
 /// The transport's largest frame (its `max_frame_bytes` default), the least a byte budget may be.
 pub(crate) const FRAME_BYTES_MAX: u64 = 16 << 20;
 
+/// Most shards a cluster may start with (`initial_shards`): the design target is 10,000 idle
+/// shards per node (docs/perf.md).
+pub const MAX_INITIAL_SHARDS: u64 = 16_384;
+
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     Error::ConfigInvalid {
         field,
@@ -300,8 +304,11 @@ impl NodeConfig {
                 format!("does not list this node ({})", raw.node_id),
             ));
         }
-        if raw.initial_shards == 0 || raw.initial_shards > 4096 {
-            return Err(invalid("initial_shards", "must be in 1..=4096"));
+        if raw.initial_shards == 0 || raw.initial_shards > MAX_INITIAL_SHARDS {
+            return Err(invalid(
+                "initial_shards",
+                format!("must be in 1..={MAX_INITIAL_SHARDS}"),
+            ));
         }
         if raw.replication_factor == 0
             || (!initial_cluster.is_empty() && raw.replication_factor > initial_cluster.len())

@@ -373,6 +373,8 @@ pub(super) fn open_groups(
     let mut removals = store.resume_removals()?;
     let removing: Vec<ShardId> = removals.iter().map(RemovalHandle::shard).collect();
     let mut groups = BTreeMap::new();
+    // Computed on the first brand-new group (a restart has none).
+    let mut preferred: Option<bootstrap::PreferredLeaders> = None;
     for (shard, descriptor) in replica_meta::load_descriptors(store)? {
         let Some(member) = descriptor.replica_on(config.node_id).map(|r| r.member) else {
             warn!(%shard, "local descriptor without a replica on this node; ignoring it");
@@ -389,13 +391,17 @@ pub(super) fn open_groups(
         let storage = store.group(shard)?;
         let brand_new = is_brand_new(&storage);
         let mut group = open_group(store, config, shard, member, Some(descriptor))?;
-        let preferred = bootstrap::preferred_leader(
-            &nodes,
-            config.initial_shards,
-            config.replication_factor,
-            shard,
-        );
-        if brand_new && preferred == Some(config.node_id) {
+        let campaigns = brand_new && {
+            let leaders = preferred.get_or_insert_with(|| {
+                bootstrap::PreferredLeaders::new(
+                    &nodes,
+                    config.initial_shards,
+                    config.replication_factor,
+                )
+            });
+            leaders.of(shard) == Some(config.node_id)
+        };
+        if campaigns {
             // Only on a group that has never run: no leader can hold a lease yet.
             group.raw.campaign()?;
         }
