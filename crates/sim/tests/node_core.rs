@@ -128,9 +128,9 @@ const APPLY_BEFORE_DURABLE_SEEDS: u64 = 20;
 /// A node core that takes "batch N is durable" for "every submitted batch is durable" applies
 /// committed entries of batches still in flight; the durable-before-apply check catches the
 /// first such apply. Measured (2026-12-07): caught in 87 of seeds 0-99, the first at seed 0,
-/// in all of 0-19; the longest run of passing seeds in 0-99 is 2. Without that check, no other
-/// checker caught it in 1,000 seeds (see docs/testing.md: the consequences need a crash, a
-/// lagging follower and a lost election at one moment).
+/// in all of 0-19; the longest run of passing seeds in 0-99 is 2. Without that check, 4 of
+/// seeds 0-999 failed, by an invariant assertion at restart, none by linearizability (see
+/// docs/testing.md: its other consequences need several faults at one moment).
 #[test]
 fn applying_entries_before_they_are_durable_is_found() {
     let found = catches(NodeBug::ApplyBeforeDurable, APPLY_BEFORE_DURABLE_SEEDS);
@@ -150,8 +150,8 @@ const INSTALL_KEEPS_STALE_DATA_SEEDS: u64 = 40;
 /// A snapshot install that keeps the replica's old values outside the snapshot's data (keys
 /// deleted while the replica lagged come back) is caught by the replica state comparison:
 /// the installing replica differs from the leader, which held the snapshot's state at the
-/// same applied index. Measured (2026-12-07): caught in 32 of seeds 0-99, first at seeds 6, 8,
-/// 9; 15 of seeds 0-39; the longest run of passing seeds in 0-99 is 9 (seeds 63-71).
+/// same applied index. Measured (2026-12-07): caught in 31 of seeds 0-99, first at seeds 6, 8,
+/// 9; 15 of seeds 0-39; the longest run of passing seeds in 0-99 is 6 (73-78 and 84-89).
 #[test]
 fn a_snapshot_install_that_keeps_stale_data_is_found() {
     let found = catches(

@@ -237,6 +237,18 @@ impl<L: Storage> NodeCore<L> {
                 {
                     group.installing = None;
                     group.applied = group.applied.max(index);
+                    // IMPORTANT: a write proposed here (as leader) at or below the snapshot's
+                    // index may be in the snapshot, committed by a later leader, or replaced:
+                    // the log no longer tells which. Its outcome is unknown, so it is left
+                    // unanswered; answering it as lost (`NotLeader`, on the next apply) would
+                    // tell its client that a committed write never happened.
+                    let covered: Vec<_> =
+                        group.proposals.range(..=index).map(|(i, _)| *i).collect();
+                    for at in covered {
+                        if let Some(proposal) = group.proposals.remove(&at) {
+                            self.replies.drop_request(proposal.reply);
+                        }
+                    }
                     if let Some(data) = group.machine.data_mut() {
                         // The snapshot may have brought values with a TTL.
                         data.ttl.possible = true;
