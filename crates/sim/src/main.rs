@@ -1,7 +1,7 @@
 //! `ringkv-sim --seeds N [--start S] [--plant-bug NAME] [--verbose]`: runs seeds S..S+N.
 //! `--plant-bug` needs a build with `--features planted-bugs` (never part of a release build).
-//! `ringkv-sim --node-core --seeds N [--start S] [--verbose]`: the same, over the real node
-//! core (see `core_world`).
+//! `ringkv-sim --node-core --seeds N [--start S] [--plant-bug NAME] [--verbose]`: the same,
+//! over the real node core (see `core_world`), with the node-core bugs for `--plant-bug`.
 //! `ringkv-sim --idle GROUPS [--nodes N] [--ticks T]`: what idle groups cost with and without
 //! quiescence (replica ticks and Raft messages over the second half of the run).
 //! `ringkv-sim --pd-scale [--nodes N] [--shards S] [--start SEED] [--scenario join|drain|kill]
@@ -10,6 +10,7 @@
 //! takes.
 
 use anyhow::{Context, bail};
+use ringkv_sim::core_world::planted::NodeBug;
 use ringkv_sim::{PlantedBug, World, run_seed};
 use std::time::Instant;
 
@@ -34,18 +35,7 @@ fn main() -> anyhow::Result<()> {
             "--seeds" => seeds = args.next().context("--seeds needs a number")?.parse()?,
             "--start" => start = args.next().context("--start needs a number")?.parse()?,
             "--plant-bug" => {
-                let name = args.next().context("--plant-bug needs a name")?;
-                if !ringkv_raft::PlantedBugs::COMPILED {
-                    bail!(
-                        "--plant-bug needs the planted bugs compiled in: \
-                         cargo run -p ringkv-sim --features planted-bugs -- --plant-bug {name}"
-                    );
-                }
-                bug = Some(
-                    PlantedBug::from_name(&name)
-                        .with_context(|| format!("unknown bug {name:?} (try --help)"))?,
-                );
-                bug_name = Some(name);
+                bug_name = Some(args.next().context("--plant-bug needs a name")?);
             }
             "--verbose" => verbose = true,
             "--idle" => idle_groups = Some(args.next().context("--idle needs a number")?.parse()?),
@@ -64,7 +54,10 @@ fn main() -> anyhow::Result<()> {
             "--help" | "-h" => {
                 println!("usage: ringkv-sim --seeds N [--start S] [--plant-bug NAME] [--verbose]");
                 println!("       ringkv-sim --idle GROUPS [--nodes N] [--ticks T]");
-                println!("       ringkv-sim --node-core --seeds N [--start S] [--verbose]");
+                println!(
+                    "       ringkv-sim --node-core --seeds N [--start S] [--plant-bug NAME] \
+                     [--verbose]"
+                );
                 println!(
                     "       ringkv-sim --pd-scale [--nodes N] [--shards S] [--start SEED] \
                      [--scenario join|drain|kill] [--limit-s SIMULATED_SECONDS]"
@@ -80,6 +73,11 @@ fn main() -> anyhow::Result<()> {
                 );
                 println!("checker:");
                 for planted in PlantedBug::ALL {
+                    println!("  {:<28} caught by {}", planted.name(), planted.checker());
+                }
+                println!();
+                println!("With --node-core, the node-core bugs instead:");
+                for planted in NodeBug::ALL {
                     println!("  {:<28} caught by {}", planted.name(), planted.checker());
                 }
                 return Ok(());
@@ -99,8 +97,35 @@ fn main() -> anyhow::Result<()> {
     if let Some(groups) = idle_groups {
         return run_idle(start, idle_nodes, groups, idle_ticks);
     }
+    if let Some(name) = &bug_name {
+        let compiled = if node_core {
+            ringkv_node::core::planted::PlantedNodeBugs::COMPILED
+        } else {
+            ringkv_raft::PlantedBugs::COMPILED
+        };
+        if !compiled {
+            let node_core = if node_core { " --node-core" } else { "" };
+            bail!(
+                "--plant-bug needs the planted bugs compiled in: \
+                 cargo run -p ringkv-sim --features planted-bugs --{node_core} --plant-bug {name}"
+            );
+        }
+        if !node_core {
+            bug = Some(
+                PlantedBug::from_name(name)
+                    .with_context(|| format!("unknown bug {name:?} (try --help)"))?,
+            );
+        }
+    }
     if node_core {
-        return run_node_core(start, seeds, verbose);
+        let bug = match &bug_name {
+            Some(name) => Some(
+                NodeBug::from_name(name)
+                    .with_context(|| format!("unknown node-core bug {name:?} (try --help)"))?,
+            ),
+            None => None,
+        };
+        return run_node_core(start, seeds, bug, verbose);
     }
     // Panics inside a seed are caught and reported as violations; keep their output short.
     std::panic::set_hook(Box::new(|_| {}));
@@ -182,34 +207,54 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `--node-core`: seeds of the simulator running the real node core (`core_world`).
-fn run_node_core(start: u64, seeds: u64, verbose: bool) -> anyhow::Result<()> {
+fn run_node_core(
+    start: u64,
+    seeds: u64,
+    bug: Option<NodeBug>,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let planted = bug.map(NodeBug::switches).unwrap_or_default();
     std::panic::set_hook(Box::new(|_| {}));
     let started = Instant::now();
     let (mut ops, mut completed, mut snapshots, mut crashes, mut lost, mut violations) =
         (0, 0, 0, 0, 0, 0);
+    let (mut kept, mut compared) = (0, 0);
     for seed in start..start.saturating_add(seeds) {
-        let report = ringkv_sim::core_world::run_core_seed(seed);
+        let report = ringkv_sim::core_world::run_core_seed_planted(seed, planted);
         ops += report.ops_checked;
         completed += report.ops_completed;
         snapshots += report.snapshots;
         crashes += report.crashes;
         lost += report.apply_batches_lost;
+        kept += report.turn_batches_kept;
+        compared += report.states_compared;
         if verbose {
             println!(
                 "seed {seed}: ops {} completed {} snapshots {} crashes {} apply batches lost {} \
-                 trace {:016x}",
+                 turn batches kept {} states compared {} trace {:016x}",
                 report.ops_checked,
                 report.ops_completed,
                 report.snapshots,
                 report.crashes,
                 report.apply_batches_lost,
+                report.turn_batches_kept,
+                report.states_compared,
                 report.trace_hash
             );
         }
         if let Some(violation) = report.violation {
             violations += 1;
             eprintln!("VIOLATION seed {seed}: {violation}");
-            eprintln!("reproduce: cargo run -p ringkv-sim -- --node-core --seeds 1 --start {seed}");
+            let (features, planted) = bug.map_or((String::new(), String::new()), |b| {
+                (
+                    " --features planted-bugs".to_owned(),
+                    format!(" --plant-bug {}", b.name()),
+                )
+            });
+            eprintln!(
+                "reproduce: cargo run -p ringkv-sim{features} -- --node-core --seeds 1 \
+                 --start {seed}{planted}"
+            );
         }
     }
     eprintln!(
@@ -218,7 +263,8 @@ fn run_node_core(start: u64, seeds: u64, verbose: bool) -> anyhow::Result<()> {
     );
     println!(
         "node-core seeds: {seeds}, violations: {violations}, ops checked: {ops}, completed: \
-         {completed}, snapshots: {snapshots}, crashes: {crashes}, apply batches lost: {lost}"
+         {completed}, snapshots: {snapshots}, crashes: {crashes}, apply batches lost: {lost}, \
+         unsynced turn batches kept by crashes: {kept}, applied states compared: {compared}"
     );
     if violations > 0 {
         std::process::exit(1);

@@ -1,9 +1,11 @@
 //! One group's Raft log in memory, with the semantics of [`GroupStorage`](crate::GroupStorage):
 //! for tests and the simulator, which run the node core with no disk.
 //!
-//! Like the fjall store, the log holds only what is durable: its driver writes a group's part
-//! of a batch here when the batch becomes durable, so a simulated crash loses exactly what was
-//! never written here. Cloning the handle shares the log (the core reads through one handle
+//! The log holds what its driver wrote. A driver that models a disk (the simulator) writes a
+//! group's part of a batch here when it submits the batch, as the fjall writer's commit makes
+//! it readable before its `fdatasync` returns, and writes it again into a [`MemoryLog::fork`]
+//! that holds only what is durable; a simulated crash goes back to that copy, losing exactly
+//! what was not durable. Cloning the handle shares the log (the core reads through one handle
 //! while the driver writes through another).
 //!
 //! The write methods keep the order of a [`WriteBatchBuilder`](crate::WriteBatchBuilder)
@@ -17,7 +19,7 @@ use ringkv_types::{LogIndex, NodeId, Term};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Log {
     hard_state: HardState,
     /// The compaction point.
@@ -65,6 +67,15 @@ impl MemoryLog {
     /// An empty log: no entry, no hard state, nothing applied.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An independent copy of the log as it is now (cloning the handle shares it instead): a
+    /// simulator keeps what is durable apart from what was written, and a crash goes back to
+    /// the durable copy.
+    pub fn fork(&self) -> Self {
+        Self {
+            log: Arc::new(Mutex::new(self.lock().clone())),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Log> {

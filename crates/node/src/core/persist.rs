@@ -92,6 +92,11 @@ impl PersistQueue {
         Some(readies)
     }
 
+    /// The Readies waiting for the batches in flight, oldest first.
+    pub fn in_flight_readies(&self) -> impl Iterator<Item = &Persisted> {
+        self.in_flight.iter().flatten()
+    }
+
     /// Batches submitted and not durable yet.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()

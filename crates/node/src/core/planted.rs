@@ -11,6 +11,19 @@ pub struct PlantedNodeBugs {
     /// Answer a write `Written` as soon as it is proposed, before its entry is committed and
     /// applied (breaks "answer a write once it is applied").
     pub answer_before_apply: bool,
+    /// Take "batch N is durable" ([`super::node_core::NodeCore::batch_durable`]) as "every
+    /// submitted batch is durable": the Readies of the batches still in flight are reported
+    /// persisted to their Raft cores too (their held-back messages still wait for their own
+    /// batch). Breaks "apply only durable entries": the Raft core hands out, and the core
+    /// applies and answers, entries that are committed but not durable here, and a leader
+    /// counts its own unsynced entries toward the commit quorum. A group installing a
+    /// snapshot is left alone.
+    pub apply_before_durable: bool,
+    /// A snapshot install keeps the replica's old values that the snapshot does not hold
+    /// (the range is not cleared before the snapshot's data is written): keys deleted while
+    /// the replica lagged come back. Planted in the memory install the simulator runs
+    /// ([`super::writes::GroupWrites::apply_to_state`]).
+    pub install_keeps_stale_data: bool,
 }
 
 impl PlantedNodeBugs {
@@ -19,6 +32,28 @@ impl PlantedNodeBugs {
 
     /// Whether any switch is on.
     pub fn any(&self) -> bool {
-        self.answer_before_apply
+        self.answer_before_apply || self.apply_before_durable || self.install_keeps_stale_data
     }
+}
+
+/// The planted [`PlantedNodeBugs::install_keeps_stale_data`]: `snapshot` with the values the
+/// replica holds now in the snapshot's arc that the snapshot does not hold added to it, so
+/// the install writes them back instead of clearing them.
+#[cfg(feature = "planted-bugs")]
+pub(crate) fn with_stale_values(
+    state: &ringkv_storage::MemoryState,
+    mut snapshot: ringkv_storage::MemorySnapshot,
+) -> ringkv_storage::MemorySnapshot {
+    let (lower, upper) = snapshot.arc.storage_bounds();
+    let fresh: std::collections::BTreeSet<Vec<u8>> =
+        snapshot.values.iter().map(|(key, _)| key.clone()).collect();
+    let stale: Vec<_> = state
+        .values()
+        .into_iter()
+        .filter(|(key, _)| *key >= lower && upper.as_ref().is_none_or(|upper| key < upper))
+        .filter(|(key, _)| !fresh.contains(key))
+        .collect();
+    snapshot.values.extend(stale);
+    snapshot.values.sort_by(|a, b| a.0.cmp(&b.0));
+    snapshot
 }

@@ -137,6 +137,10 @@ impl<L: Storage> NodeCore<L> {
             _ => return Err(corrupt()),
         };
         self.writes.install_snapshot(prepared);
+        #[cfg(feature = "planted-bugs")]
+        if self.planted.install_keeps_stale_data {
+            self.writes.keep_stale_data(shard);
+        }
         // IMPORTANT: the descriptor the snapshot carries is saved in the same batch.
         if let Some(descriptor) = group.pending_descriptor.take() {
             self.writes.set_meta(
@@ -233,6 +237,18 @@ impl<L: Storage> NodeCore<L> {
                 {
                     group.installing = None;
                     group.applied = group.applied.max(index);
+                    // IMPORTANT: a write proposed here (as leader) at or below the snapshot's
+                    // index may be in the snapshot, committed by a later leader, or replaced:
+                    // the log no longer tells which. Its outcome is unknown, so it is left
+                    // unanswered; answering it as lost (`NotLeader`, on the next apply) would
+                    // tell its client that a committed write never happened.
+                    let covered: Vec<_> =
+                        group.proposals.range(..=index).map(|(i, _)| *i).collect();
+                    for at in covered {
+                        if let Some(proposal) = group.proposals.remove(&at) {
+                            self.replies.drop_request(proposal.reply);
+                        }
+                    }
                     if let Some(data) = group.machine.data_mut() {
                         // The snapshot may have brought values with a TTL.
                         data.ttl.possible = true;
@@ -245,6 +261,37 @@ impl<L: Storage> NodeCore<L> {
                 let _ = self.outbox.route(message);
             }
         }
+        #[cfg(feature = "planted-bugs")]
+        if self.planted.apply_before_durable {
+            self.plant_later_batches_persisted();
+        }
         Ok(installed)
+    }
+
+    /// The planted [`super::planted::PlantedNodeBugs::apply_before_durable`]: the Readies of
+    /// every batch still in flight are reported persisted to their Raft cores too, as if
+    /// "batch N is durable" meant "everything submitted is durable" (their held messages
+    /// still wait for their own batch); a group installing a snapshot is left alone.
+    #[cfg(feature = "planted-bugs")]
+    fn plant_later_batches_persisted(&mut self) {
+        let readies: Vec<(ShardId, u64)> = self
+            .persist
+            .in_flight_readies()
+            .map(|ready| (ready.shard, ready.number))
+            .collect();
+        for (shard, number) in readies {
+            let Some(group) = self.groups.get_mut(&shard) else {
+                continue;
+            };
+            if group.installing.is_some() {
+                continue;
+            }
+            match group.raw.on_persisted(number) {
+                Ok(()) => {
+                    self.dirty.insert(shard);
+                }
+                Err(error) => tracing::warn!(%shard, %error, "planted early on_persisted failed"),
+            }
+        }
     }
 }

@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test")]
 
 use super::node_core::NodeCore;
-use crate::group::{Group, NodeStorage};
+use super::replies::{Outcome, RequestId};
+use crate::group::{Group, NodeStorage, Proposal, WriteKind};
 use bytes::Bytes;
 use ringkv_raft::{Config, RawNode};
 use ringkv_storage::{
@@ -135,8 +136,8 @@ fn versioned(value: &'static [u8], version: u64) -> Versioned {
 
 /// A snapshot taken from one memory state installs into another through the core: nothing is
 /// visible before its batch is durable; then the log's compaction point, the applied position,
-/// the range's data (the stale key gone) and the session table are the snapshot's, and the
-/// group reports the install done.
+/// the range's data (the stale key gone) and the session table are the snapshot's, the group
+/// reports the install done, and a write it proposed at a covered index is left unanswered.
 #[test]
 fn a_memory_snapshot_installs_through_the_turn_writes() {
     // The leader's state: one key and one session, applied to index 10.
@@ -180,6 +181,19 @@ fn a_memory_snapshot_installs_through_the_turn_writes() {
         .insert(ring::storage_key(b"old"), Some(versioned(b"o", 1)));
     state.commit_apply(stale).unwrap();
     let mut core = follower(&log);
+    // Writes this replica proposed while it led: one at an index the snapshot covers (its
+    // outcome is unknown: in the snapshot or replaced), one past it.
+    let group = core.groups.get_mut(&SHARD).unwrap();
+    for (index, reply) in [(9, 90), (11, 110)] {
+        group.proposals.insert(
+            LogIndex(index),
+            Proposal {
+                term: Term(1),
+                kind: WriteKind::Write,
+                reply: RequestId(reply),
+            },
+        );
+    }
     let message = Message {
         group: SHARD,
         from: member_id(NodeId(1), 1),
@@ -208,6 +222,17 @@ fn a_memory_snapshot_installs_through_the_turn_writes() {
     }
     assert_eq!(core.batch_durable().unwrap(), vec![SHARD]);
     assert_eq!(core.groups[&SHARD].applied, LogIndex(10));
+    // The covered write is left unanswered (never "not leader": it may have been committed);
+    // the one past the snapshot still waits for its entry.
+    assert_eq!(core.replies.take(), vec![(RequestId(90), Outcome::Dropped)]);
+    assert_eq!(
+        core.groups[&SHARD]
+            .proposals
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![LogIndex(11)]
+    );
     assert_eq!(
         log.snapshot_meta(),
         SnapshotMeta {

@@ -1,8 +1,9 @@
 //! What a turn asks to persist, as the core describes it: per group, a snapshot install, a new
 //! compaction point, log appends, a hard state and meta records (descriptor, PD state). The
 //! driver turns it into one fjall write batch ([`TurnWrites::into_batch`]) and submits it to
-//! the group-commit writer; the simulator writes it into memory once its simulated disk makes
-//! it durable ([`GroupWrites::apply_to_log`] for the log part).
+//! the group-commit writer; the simulator writes its log part into memory when it submits it
+//! and again into its durable copy once its simulated disk makes it durable
+//! ([`GroupWrites::apply_to_log`]), and its state part then ([`GroupWrites::apply_to_state`]).
 //!
 //! Per group, a description applies in the order of a
 //! [`WriteBatchBuilder`](ringkv_storage::WriteBatchBuilder) batch, whatever the order of the
@@ -32,12 +33,16 @@ pub struct GroupWrites {
     /// Meta records `(name, value)` saved with the batch (a descriptor or PD state installed
     /// with a snapshot).
     pub meta: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The planted bug [`super::planted::PlantedNodeBugs::install_keeps_stale_data`] marked
+    /// this install: the memory install keeps the replica's old values that the snapshot does
+    /// not hold. Acts only in a build with the `planted-bugs` feature; never set otherwise.
+    pub keep_stale_data: bool,
 }
 
 impl GroupWrites {
     /// Writes the log part (compaction point, appends, hard state) into `log`, as the fjall
-    /// store would once the batch is durable. The install's data and the meta records are the
-    /// state store's part.
+    /// writer's commit does (readable at once, durable once the sync returns). The install's
+    /// data and the meta records are the state store's part.
     ///
     /// # Errors
     /// [`ringkv_raft::StorageError::Unavailable`] for an append that leaves a gap (a bug in
@@ -71,6 +76,10 @@ impl GroupWrites {
     /// [`Error::Fatal`] for a snapshot staged in the fjall store (a driver mixing stores).
     pub fn apply_to_state(&mut self, state: &mut MemoryState) -> Result<()> {
         match self.install.take() {
+            #[cfg(feature = "planted-bugs")]
+            Some(StagedSnapshot::Memory(snapshot)) if self.keep_stale_data => {
+                state.install(super::planted::with_stale_values(state, snapshot));
+            }
             Some(StagedSnapshot::Memory(snapshot)) => state.install(snapshot),
             Some(StagedSnapshot::Store(prepared)) => {
                 return Err(Error::Fatal {
@@ -146,6 +155,19 @@ impl TurnWrites {
         self.groups
     }
 
+    /// The groups' writes, borrowed (the simulator writes their log part when it submits the
+    /// batch, before the batch is durable).
+    pub fn groups(&self) -> impl Iterator<Item = (&ShardId, &GroupWrites)> {
+        self.groups.iter()
+    }
+
+    /// Marks `shard`'s install for the planted bug
+    /// [`super::planted::PlantedNodeBugs::install_keeps_stale_data`].
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn keep_stale_data(&mut self, shard: ShardId) {
+        self.group(shard).keep_stale_data = true;
+    }
+
     /// The fjall write batch that persists this description.
     ///
     /// # Errors
@@ -161,6 +183,8 @@ impl TurnWrites {
                 appends,
                 hard_state,
                 meta,
+                // The planted bug acts only in the memory install (`apply_to_state`).
+                keep_stale_data: _,
             } = group;
             match install {
                 Some(StagedSnapshot::Store(prepared)) => batch.install_snapshot(prepared),

@@ -5,10 +5,14 @@
 //! by a simulated disk), with clients going through the core's request path (sessions,
 //! epochs, `NotLeader`). One seed decides the cluster (3 or 5 nodes, 1 to 3 shards of 3
 //! replicas on disjoint arcs), the faults (drop, duplicate, delay and so reorder; one-node
-//! partitions; crash-restarts that lose the unsynced writes and part of the unsynced apply
-//! batches) and the workload. Checks: the Raft core's own release assertions, linearizability
-//! of the client history, and after a heal phase, a leader per shard and every replica of a
-//! shard holding the same applied index and the same data.
+//! partitions; crash-restarts that keep a prefix of the unsynced journal: 0-2 of the oldest
+//! unsynced apply batches and the turn batches written before them, losing the rest) and the
+//! workload. Checks: the Raft core's own release assertions, durable before apply (no replica
+//! applies past its durable log; [`durable_apply`]), the replica state comparison
+//! (replicas of a shard at the same applied index hold the same data and sessions, checked
+//! whenever a replica applies or installs a snapshot; [`replica_states`]), linearizability of
+//! the client history, and after a heal phase, a leader per shard and every replica of a shard
+//! holding the same applied index and the same data.
 //!
 //! Driver-only still (the World of `world.rs` covers these over bare Raft cores, not the node
 //! core): membership changes, leader transfers, splits, PD, quiescence and the liveness
@@ -16,13 +20,17 @@
 
 mod checks;
 mod clients;
+pub mod durable_apply;
 mod node;
+pub mod planted;
+pub mod replica_states;
 
 use crate::checkers::Violation;
 use crate::params::TICK_UNITS;
 use crate::trace::Trace;
 use clients::{CLIENT_TIMEOUT_UNITS, Clients};
 use node::SimNode;
+use replica_states::ReplicaStates;
 use ringkv_node::core::planted::PlantedNodeBugs;
 use ringkv_node::core::replies::RequestId;
 use ringkv_raft::SplitMix64;
@@ -54,6 +62,10 @@ pub struct CoreSeedReport {
     pub crashes: u64,
     /// Apply batches a crash lost (re-applied from the log after the restart).
     pub apply_batches_lost: u64,
+    /// Unsynced turn batches a crash kept (an apply batch after them in the journal survived).
+    pub turn_batches_kept: u64,
+    /// Applied states compared with another replica's at the same index.
+    pub states_compared: u64,
     /// Hash of the whole run.
     pub trace_hash: u64,
     /// Events in the trace.
@@ -135,6 +147,7 @@ pub struct CoreWorld {
     snapshots: u64,
     crashes: u64,
     apply_batches_lost: u64,
+    replica_states: ReplicaStates,
 }
 
 impl CoreWorld {
@@ -197,6 +210,7 @@ impl CoreWorld {
             snapshots: 0,
             crashes: 0,
             apply_batches_lost: 0,
+            replica_states: ReplicaStates::default(),
         }
     }
 
@@ -213,6 +227,12 @@ impl CoreWorld {
             snapshots: self.snapshots,
             crashes: self.crashes,
             apply_batches_lost: self.apply_batches_lost,
+            turn_batches_kept: self
+                .nodes
+                .values()
+                .map(|node| node.batches_kept_by_crashes)
+                .sum(),
+            states_compared: self.replica_states.compared,
             trace_hash: self.trace.hash(),
             trace_events: self.trace.events(),
         }
@@ -226,7 +246,7 @@ impl CoreWorld {
         while self.now < heal_end {
             if self.now.is_multiple_of(TICK_UNITS) {
                 if self.now < chaos_end {
-                    self.inject_faults();
+                    self.inject_faults()?;
                 } else if self.now == chaos_end {
                     self.heal();
                 }
@@ -244,11 +264,18 @@ impl CoreWorld {
             let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
             for id in ids {
                 let fsync = self.rng.range(1, self.knobs.max_fsync_units + 1);
+                let journal = self.rng.range(0, fsync + 1);
                 let Some(node) = self.nodes.get_mut(&id) else {
                     continue;
                 };
                 node.complete_disk_writes(now, now_ms).map_err(fatal)?;
-                let output = node.end_turn(now_ms, now + fsync).map_err(fatal)?;
+                let output = node
+                    .end_turn(now_ms, (now + journal, now + fsync))
+                    .map_err(fatal)?;
+                for observation in std::mem::take(&mut node.observed) {
+                    durable_apply::check(&observation)?;
+                    self.replica_states.check(observation)?;
+                }
                 for (to, message) in output.messages {
                     self.send(id, Some(to), Packet::Raft(message));
                 }
@@ -415,7 +442,7 @@ impl CoreWorld {
     }
 
     /// Crashes (a minority at a time) and one-node partitions.
-    fn inject_faults(&mut self) {
+    fn inject_faults(&mut self) -> Result<(), Violation> {
         let down = self.nodes.values().filter(|n| !n.is_up()).count() as u64;
         if down < (self.knobs.nodes - 1) / 2 && self.chance(self.knobs.crash_per_mille) {
             let id = NodeId(self.rng.range(1, self.knobs.nodes + 1));
@@ -423,7 +450,7 @@ impl CoreWorld {
                 && node.is_up()
             {
                 let survivors = self.rng.range(0, 3) as usize;
-                self.apply_batches_lost += node.crash(survivors) as u64;
+                self.apply_batches_lost += node.crash(survivors).map_err(fatal)? as u64;
                 self.crashes += 1;
                 let back = self.now + self.rng.range(10, 80) * TICK_UNITS;
                 self.restarts.insert(id, back);
@@ -437,6 +464,7 @@ impl CoreWorld {
             self.isolated.insert(id, until);
             self.trace.record(&[6, self.now, id.get()]);
         }
+        Ok(())
     }
 
     fn restart_due(&mut self) {
@@ -504,6 +532,8 @@ pub fn run_core_seed_planted(seed: u64, planted: PlantedNodeBugs) -> CoreSeedRep
             snapshots: 0,
             crashes: 0,
             apply_batches_lost: 0,
+            turn_batches_kept: 0,
+            states_compared: 0,
             trace_hash: 0,
             trace_events: 0,
         },

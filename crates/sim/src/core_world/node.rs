@@ -1,8 +1,13 @@
 //! One simulated node running the real node core ([`NodeCore`] over [`MemoryLog`]s and a
 //! [`MemoryState`]): the driver's part of a turn (deliver, poll Readies, apply, serve reads,
-//! hand out messages, replies and the turn's writes) and a simulated disk that makes the
-//! turn's writes durable after a delay, in order, and loses what is not durable on a crash.
+//! hand out messages, replies and the turn's writes) and a simulated disk. The disk makes a
+//! turn's batch readable when it is submitted, enters it into the journal at a random time
+//! before it is durable (the group-commit writer's commit: the loop's apply batches committed
+//! meanwhile come before it in the journal) and makes it durable after a delay, in order. A
+//! crash keeps a prefix of the journal: the durable batches, the oldest few unsynced apply
+//! batches and the turn batches the journal holds before one of those; it loses the rest.
 
+use super::replica_states::{Observation, ShardState};
 use ringkv_node::config::LimitsConfig;
 use ringkv_node::core::apply_plan::{self, Step};
 use ringkv_node::core::node_core::NodeCore;
@@ -14,7 +19,7 @@ use ringkv_node::group::{Group, NodeStorage};
 use ringkv_raft::{Config, RawNode};
 use ringkv_storage::{MemoryLog, MemorySnapshot, MemoryState, StateStore};
 use ringkv_types::raft::{Message, MessageBody};
-use ringkv_types::{KvRequest, NodeId, Response, ShardDescriptor, ShardId, member_id};
+use ringkv_types::{KvRequest, LogIndex, NodeId, Response, ShardDescriptor, ShardId, member_id};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Log entries past the compaction point before a group compacts (small, so that lagging and
@@ -24,12 +29,19 @@ pub const LOG_COMPACTION_ENTRIES: u64 = 24;
 /// Batches the simulated writer holds before the core waits (the writer queue depth).
 const WRITER_QUEUE_DEPTH: usize = 4;
 
+type Logs = BTreeMap<ShardId, MemoryLog>;
+
 /// A batch submitted to the simulated disk.
 struct Submitted {
     writes: TurnWrites,
     /// The state store's journal mark at submission: the apply batches committed before it
     /// become durable with this batch.
     mark: u64,
+    /// When the writer commits the batch into the journal (world time units).
+    journal_at: u64,
+    /// The batch's place in the journal once committed there: the apply batches with a
+    /// sequence number below it come before it.
+    journal: Option<u64>,
     /// When the batch is durable (world time units).
     durable_at: u64,
 }
@@ -51,9 +63,12 @@ pub struct SimNode {
     pub id: NodeId,
     /// The running core; `None` while the node is down.
     pub core: Option<NodeCore<MemoryLog>>,
-    /// The durable log of each hosted group (survives a crash: it only ever holds what a
-    /// durable batch wrote).
+    /// The log of each hosted group as the core reads it: every submitted batch's log part,
+    /// durable or not.
     pub logs: BTreeMap<ShardId, MemoryLog>,
+    /// The durable log of each hosted group: only what a durable batch wrote. A crash goes
+    /// back to it.
+    durable_logs: BTreeMap<ShardId, MemoryLog>,
     /// The applied state (a crash loses its unsynced batches).
     pub state: MemoryState,
     /// The descriptors of the hosted shards (fixed membership).
@@ -62,6 +77,11 @@ pub struct SimNode {
     raft_seed: u64,
     /// Deliberate node-core bugs, set on every (re)start.
     planted: PlantedNodeBugs,
+    /// The applied states seen since the world last took them (for the replica state
+    /// comparison): after each apply and each completed snapshot install.
+    pub observed: Vec<Observation>,
+    /// Unsynced turn batches a crash kept because an apply batch after them survived.
+    pub batches_kept_by_crashes: u64,
 }
 
 impl SimNode {
@@ -76,15 +96,22 @@ impl SimNode {
             .keys()
             .map(|shard| (*shard, MemoryLog::new()))
             .collect();
+        let durable_logs = descriptors
+            .keys()
+            .map(|shard| (*shard, MemoryLog::new()))
+            .collect();
         let mut node = Self {
             id,
             core: None,
             logs,
+            durable_logs,
             state: MemoryState::new(),
             descriptors,
             disk: VecDeque::new(),
             raft_seed: seed,
             planted,
+            observed: Vec::new(),
+            batches_kept_by_crashes: 0,
         };
         node.start();
         node
@@ -124,17 +151,60 @@ impl SimNode {
         self.core = Some(core);
     }
 
-    /// A crash: the core and every batch not yet durable are gone; of the apply batches not
-    /// yet durable, the oldest `survivors` reached the disk anyway. Returns how many apply
-    /// batches were lost.
-    pub fn crash(&mut self, survivors: usize) -> usize {
+    /// A crash: the core is gone, and the disk keeps a prefix of its journal. Of the apply
+    /// batches not yet durable, the oldest `survivors` reached the disk anyway, and with them
+    /// every submitted turn batch written before one of them (the one journal orders them);
+    /// everything after is lost, and the logs go back to what is durable. Returns how many
+    /// apply batches were lost.
+    ///
+    /// # Errors
+    /// A kept batch that cannot be written, as text.
+    pub fn crash(&mut self, survivors: usize) -> Result<usize, String> {
         self.core = None;
-        self.disk.clear();
+        let unsynced = self.state.unsynced_count();
+        // Apply batches below `cut` (by journal sequence) survive.
+        let cut = self.state.journal_mark() - unsynced as u64 + survivors.min(unsynced) as u64;
         let lost = self.state.crash(survivors);
-        for shard in self.descriptors.keys() {
+        while self
+            .disk
+            .front()
+            .is_some_and(|batch| batch.journal.is_some_and(|place| place < cut))
+        {
+            let Some(batch) = self.disk.pop_front() else {
+                break;
+            };
+            self.make_durable(batch)?;
+            self.batches_kept_by_crashes += 1;
+        }
+        self.disk.clear();
+        for (shard, durable) in &self.durable_logs {
+            self.logs.insert(*shard, durable.fork());
             sync_applied(&self.logs, &self.state, *shard);
         }
-        lost
+        Ok(lost)
+    }
+
+    /// Writes `batch` into the durable logs and the state store (its log part was written
+    /// into the logs the core reads when it was submitted).
+    fn make_durable(&mut self, batch: Submitted) -> Result<(), String> {
+        let Submitted {
+            writes,
+            mark,
+            journal,
+            ..
+        } = batch;
+        // The apply batches before it in the journal are durable with it.
+        self.state.batches_durable(journal.unwrap_or(mark));
+        for (shard, mut group) in writes.into_groups() {
+            if let Some(log) = self.durable_logs.get(&shard) {
+                group.apply_to_log(log).map_err(|e| e.to_string())?;
+            }
+            group
+                .apply_to_state(&mut self.state)
+                .map_err(|e| e.to_string())?;
+            sync_applied(&self.logs, &self.state, shard);
+        }
+        Ok(())
     }
 
     /// Steps a peer's Raft message into the core (dropped while down or for a shard not here).
@@ -220,35 +290,39 @@ impl SimNode {
         }
     }
 
-    /// Makes the batches due by `now` durable, in order: their log part into the logs, their
-    /// state part (snapshot installs, meta) into the state store, the apply batches before
-    /// their mark durable, and the core told.
+    /// Makes the batches due by `now` durable, in order: their log part into the durable
+    /// logs, their state part (snapshot installs, meta) into the state store, the apply
+    /// batches before their mark durable, and the core told.
     ///
     /// # Errors
     /// A core error, as text.
     pub fn complete_disk_writes(&mut self, now: u64, now_ms: u64) -> Result<(), String> {
+        let mark = self.state.journal_mark();
+        for batch in &mut self.disk {
+            if batch.journal.is_none() && batch.journal_at <= now {
+                batch.journal = Some(mark);
+            }
+        }
         while self
             .disk
             .front()
             .is_some_and(|batch| batch.durable_at <= now)
         {
-            let Some(Submitted { writes, mark, .. }) = self.disk.pop_front() else {
+            let Some(batch) = self.disk.pop_front() else {
                 break;
             };
-            self.state.batches_durable(mark);
-            for (shard, mut group) in writes.into_groups() {
-                if let Some(log) = self.logs.get(&shard) {
-                    group.apply_to_log(log).map_err(|e| e.to_string())?;
-                }
-                group
-                    .apply_to_state(&mut self.state)
-                    .map_err(|e| e.to_string())?;
-            }
+            self.make_durable(batch)?;
             let Some(core) = self.core.as_mut() else {
                 continue;
             };
             for shard in core.batch_durable().map_err(|e| e.to_string())? {
                 core.serve_reads(shard, &self.state, now_ms);
+                self.observed.push(observe(
+                    &self.state,
+                    (&self.descriptors, &self.durable_logs),
+                    self.id,
+                    shard,
+                )?);
             }
         }
         Ok(())
@@ -256,11 +330,16 @@ impl SimNode {
 
     /// The end of a turn, as the event loop's: the turn's ReadIndex rounds, a few rounds of
     /// Readies (apply, reads served, snapshots taken), then what leaves the node. The turn's
-    /// writes go to the simulated disk, durable at `durable_at`.
+    /// writes go to the simulated disk: into the journal at `journal_at`, durable at
+    /// `durable_at` (neither before the previous batch's).
     ///
     /// # Errors
     /// A core error or an unexpected apply step, as text.
-    pub fn end_turn(&mut self, now_ms: u64, durable_at: u64) -> Result<TurnOutput, String> {
+    pub fn end_turn(
+        &mut self,
+        now_ms: u64,
+        (journal_at, durable_at): (u64, u64),
+    ) -> Result<TurnOutput, String> {
         let mut output = TurnOutput::default();
         let Some(core) = self.core.as_mut() else {
             return Ok(output);
@@ -280,8 +359,17 @@ impl SimNode {
                 }
                 let ready = group.raw.ready().map_err(|e| e.to_string())?;
                 let ready = core.handle_ready(shard, ready).map_err(|e| e.to_string())?;
+                let applied_any = !ready.committed.is_empty();
                 apply(core, &mut self.state, shard, ready.committed)?;
                 sync_applied(&self.logs, &self.state, shard);
+                if applied_any {
+                    self.observed.push(observe(
+                        &self.state,
+                        (&self.descriptors, &self.durable_logs),
+                        self.id,
+                        shard,
+                    )?);
+                }
                 core.serve_reads(shard, &self.state, now_ms);
                 for message in ready.snapshots {
                     if let Some(snapshot) = snapshot_for(&self.state, core, message) {
@@ -306,10 +394,21 @@ impl SimNode {
         if !core.persist.is_full(WRITER_QUEUE_DEPTH)
             && let Some(writes) = core.take_writes()
         {
+            // The writer's commit: readable now, durable at `durable_at`.
+            for (shard, group) in writes.groups() {
+                if let Some(log) = self.logs.get(shard) {
+                    group.apply_to_log(log).map_err(|e| e.to_string())?;
+                }
+            }
+            let durable_at = durable_at.max(self.disk.back().map_or(0, |b| b.durable_at));
             self.disk.push_back(Submitted {
                 writes,
                 mark: self.state.journal_mark(),
-                durable_at: durable_at.max(self.disk.back().map_or(0, |b| b.durable_at)),
+                journal_at: journal_at
+                    .max(self.disk.back().map_or(0, |b| b.journal_at))
+                    .min(durable_at),
+                journal: None,
+                durable_at,
             });
         }
         Ok(output)
@@ -341,6 +440,39 @@ fn snapshot_for(
         snapshot,
         descriptor,
     ))
+}
+
+/// What `node` holds of `shard` now, at its applied index: the data of the shard's arc and
+/// its session table.
+fn observe(
+    state: &MemoryState,
+    (descriptors, durable_logs): (&BTreeMap<ShardId, ShardDescriptor>, &Logs),
+    node: NodeId,
+    shard: ShardId,
+) -> Result<Observation, String> {
+    let applied = state.applied(shard).map_err(|e| e.to_string())?;
+    let sessions = state.sessions(shard).map_err(|e| e.to_string())?;
+    let values = match descriptors.get(&shard) {
+        Some(descriptor) => {
+            let (lower, upper) = descriptor.arc.storage_bounds();
+            state
+                .values()
+                .into_iter()
+                .filter(|(k, _)| *k >= lower && upper.as_ref().is_none_or(|u| k < u))
+                .collect()
+        }
+        None => BTreeMap::new(),
+    };
+    let durable_last_index = durable_logs
+        .get(&shard)
+        .map_or(LogIndex::ZERO, |log| log.bounds().1);
+    Ok(Observation {
+        shard,
+        node,
+        index: applied.index,
+        durable_last_index,
+        state: ShardState { values, sessions },
+    })
 }
 
 /// Tells `shard`'s log where its state machine is (what [`ringkv_raft::Storage::snapshot`]
