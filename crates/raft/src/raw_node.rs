@@ -210,6 +210,15 @@ impl<S: Storage> RawNode<S> {
         self.raft.lead_transferee
     }
 
+    /// Lengthens this replica's current election timer by `ticks` (until the timer is next
+    /// reset: a leader heard, a vote granted, a campaign). Liveness only, never safety: a
+    /// driver uses it so that a brand-new group's replicas leave its first election to the
+    /// preferred leader, which may start a little later, instead of racing it.
+    pub fn defer_election(&mut self, ticks: u64) {
+        self.raft.randomized_election_timeout =
+            self.raft.randomized_election_timeout.saturating_add(ticks);
+    }
+
     /// Whether the group is quiescent ([`Config::quiesce`]): [`RawNode::tick`] does nothing
     /// until something wakes it, so the driver may skip it.
     pub fn is_quiescent(&self) -> bool {

@@ -232,3 +232,26 @@ fn simultaneous_pre_candidates_do_not_split_the_vote() {
         assert_eq!(network.peer(id).node.status().leader, leader);
     }
 }
+
+/// A replica told to defer its election (a brand-new group whose preferred leader starts a
+/// moment later) does not campaign when its normal timer would fire, and does once the
+/// deferral is over.
+#[test]
+fn a_deferred_election_waits_for_its_deferral_then_happens() {
+    let mut network = Network::new(3);
+    // Node 1, the preferred leader, has not started.
+    network.isolate(1);
+    for id in [2, 3] {
+        network.node(id).defer_election(100);
+    }
+    // Past twice the election timeout (10 ticks): an undeferred timer would have fired.
+    network.tick_all(25);
+    for id in [2, 3] {
+        let status = network.peer(id).node.status();
+        assert_eq!(status.role, Role::Follower, "node {id} campaigned early");
+    }
+    network.tick_all(100);
+    let leaders = network.leaders();
+    assert_eq!(leaders.len(), 1, "leaders: {leaders:?}");
+    assert_ne!(leaders[0], NodeId(1));
+}

@@ -40,6 +40,9 @@ pub struct NodeCore<L = GroupStorage> {
     pub persist: PersistQueue,
     /// The context of the next ReadIndex round.
     pub next_read_context: u64,
+    /// Groups whose `reads_new` may be non-empty: [`NodeCore::issue_reads`] visits only these
+    /// (not every group, every turn).
+    pub reads_waiting: BTreeSet<ShardId>,
     /// Deliberate bugs (the simulator's tests only; see [`super::planted`]).
     pub planted: super::planted::PlantedNodeBugs,
 }
@@ -64,6 +67,7 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
             writes: TurnWrites::new(),
             persist: PersistQueue::new(),
             next_read_context: 1,
+            reads_waiting: BTreeSet::new(),
             planted: super::planted::PlantedNodeBugs::default(),
         }
     }

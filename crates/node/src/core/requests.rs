@@ -119,6 +119,7 @@ impl<L: Storage> NodeCore<L> {
                     reply: slot,
                 },
             ));
+            self.reads_waiting.insert(shard);
             return Ok(KvRouted::Done);
         }
         if !group.raw.is_leader() {
@@ -194,7 +195,10 @@ impl<L: Storage> NodeCore<L> {
 
     /// Starts one ReadIndex round per group and mode for the reads that arrived this turn.
     pub fn issue_reads(&mut self) {
-        for (shard, group) in &mut self.groups {
+        for shard in std::mem::take(&mut self.reads_waiting) {
+            let Some(group) = self.groups.get_mut(&shard) else {
+                continue;
+            };
             if group.reads_new.is_empty() {
                 continue;
             }
@@ -229,7 +233,7 @@ impl<L: Storage> NodeCore<L> {
                     }
                 }
             }
-            self.dirty.insert(*shard);
+            self.dirty.insert(shard);
         }
     }
 }

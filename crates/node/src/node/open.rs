@@ -128,6 +128,10 @@ pub fn create_group_batch(
     Ok(batch)
 }
 
+/// A brand-new group's replica that is not its preferred leader waits this many election
+/// timeouts longer before its first campaign (2 s at the defaults).
+const BOOTSTRAP_DEFER_ELECTIONS: u64 = 4;
+
 /// Bootstrap groups written per durable batch.
 const GROUPS_PER_BATCH: usize = 512;
 
@@ -404,6 +408,13 @@ pub(super) fn open_groups(
         if campaigns {
             // Only on a group that has never run: no leader can hold a lease yet.
             group.raw.campaign()?;
+        } else if brand_new {
+            // The preferred leader (on a node that may start a moment later) campaigns at its
+            // start: give it that moment rather than win the shard here and leave PD to move
+            // thousands of leaderships back (at 10,000 shards, minutes of transfers).
+            group
+                .raw
+                .defer_election(BOOTSTRAP_DEFER_ELECTIONS * config.raft.election_timeout_ticks);
         }
         groups.insert(shard, group);
     }
