@@ -82,7 +82,10 @@ pub async fn check_new_store(
         return Ok(());
     }
     let (initial, quorum) = initial_quorum(config);
-    let mut backoff = Duration::from_millis(500);
+    // Short at first: on a first start the initial nodes come up within moments of each other,
+    // and a node that checked too early should join before its peers' brand-new groups stop
+    // deferring their elections to it (`node/open.rs`).
+    let mut backoff = Duration::from_millis(100);
     let mut round = 0u64;
     loop {
         round += 1;

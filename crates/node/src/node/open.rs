@@ -129,8 +129,8 @@ pub fn create_group_batch(
 }
 
 /// A brand-new group's replica that is not its preferred leader waits this many election
-/// timeouts longer before its first campaign (2 s at the defaults).
-const BOOTSTRAP_DEFER_ELECTIONS: u64 = 4;
+/// timeouts longer before its first campaign (3 s at the defaults).
+const BOOTSTRAP_DEFER_ELECTIONS: u64 = 6;
 
 /// Bootstrap groups written per durable batch.
 const GROUPS_PER_BATCH: usize = 512;
