@@ -14,6 +14,7 @@ fn node_core_seeds_have_no_violations() {
     let mut snapshots = 0;
     let mut crashes = 0;
     let mut lost = 0;
+    let (mut ttl_ops, mut expired_reads, mut clock_steps, mut removals) = (0, 0, 0, 0);
     for seed in 0..CORE_SEEDS {
         let report = run_core_seed(seed);
         if let Some(violation) = report.violation {
@@ -26,7 +27,29 @@ fn node_core_seeds_have_no_violations() {
         snapshots += report.snapshots;
         crashes += report.crashes;
         lost += report.apply_batches_lost;
+        ttl_ops += report.ttl_ops_checked;
+        expired_reads += report.ttl_expired_reads;
+        clock_steps += report.clock_steps;
+        removals += report.ttl_sweep_removals;
     }
+    eprintln!(
+        "{ttl_ops} TTL-key operations checked, {expired_reads} reads found a value expired, \
+         {clock_steps} clock steps, {removals} keys removed by sweeps"
+    );
+    // The TTL checks must judge real expiries under stepped clocks.
+    assert!(
+        ttl_ops > CORE_SEEDS * 10,
+        "only {ttl_ops} TTL-key operations"
+    );
+    assert!(
+        expired_reads > CORE_SEEDS / 4,
+        "only {expired_reads} expired reads"
+    );
+    assert!(clock_steps > CORE_SEEDS, "only {clock_steps} clock steps");
+    assert!(
+        removals > CORE_SEEDS,
+        "only {removals} keys removed by sweeps"
+    );
     eprintln!(
         "{ops} operations checked, {snapshots} snapshots, {crashes} crashes, {lost} apply batches lost"
     );
@@ -64,6 +87,7 @@ fn answering_a_write_before_it_is_applied_is_found() {
     };
     let planted = PlantedNodeBugs {
         answer_before_apply: true,
+        ..PlantedNodeBugs::default()
     };
     let found: Vec<(u64, &'static str)> = (0..PLANTED_BUG_SEEDS)
         .filter_map(|seed| {
@@ -86,5 +110,37 @@ fn answering_a_write_before_it_is_applied_is_found() {
             check.starts_with("linearizability"),
             "seed {seed}: found by {check}"
         );
+    }
+}
+
+/// Seeds run for the planted "`Expire` without re-checking" bug.
+const PLANTED_TTL_BUG_SEEDS: u64 = 40;
+
+/// A sweep whose removal does not re-check the key's expiry at its entry's log time (it
+/// proposes `Delete` in place of `Expire`) loses a key written again between the sweep's look
+/// and the entry's apply: a later read misses the acknowledged write. The log-time check finds
+/// it; the other checks cannot (every replica applies the same wrong removal).
+#[test]
+fn expire_without_recheck_is_found() {
+    let planted = PlantedNodeBugs {
+        expire_without_recheck: true,
+        ..PlantedNodeBugs::default()
+    };
+    let found: Vec<(u64, &'static str)> = (0..PLANTED_TTL_BUG_SEEDS)
+        .filter_map(|seed| {
+            let report = run_core_seed_planted(seed, planted);
+            report.violation.map(|violation| (seed, violation.check))
+        })
+        .collect();
+    eprintln!(
+        "found in {} of {PLANTED_TTL_BUG_SEEDS} seeds: {found:?}",
+        found.len()
+    );
+    assert!(
+        !found.is_empty(),
+        "not found in {PLANTED_TTL_BUG_SEEDS} seeds"
+    );
+    for (seed, check) in found {
+        assert_eq!(check, "linearizability (log time)", "seed {seed}");
     }
 }

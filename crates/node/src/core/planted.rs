@@ -11,6 +11,11 @@ pub struct PlantedNodeBugs {
     /// Answer a write `Written` as soon as it is proposed, before its entry is committed and
     /// applied (breaks "answer a write once it is applied").
     pub answer_before_apply: bool,
+    /// The TTL sweep proposes `Delete` for the keys it found expired, not `Expire`: the entry
+    /// removes a key without re-checking its expiry at the entry's log time, so a key written
+    /// again between the sweep's look and the entry's apply is lost (breaks "`Expire` removes
+    /// a key only if still expired at its entry's log time").
+    pub expire_without_recheck: bool,
 }
 
 impl PlantedNodeBugs {
@@ -19,6 +24,6 @@ impl PlantedNodeBugs {
 
     /// Whether any switch is on.
     pub fn any(&self) -> bool {
-        self.answer_before_apply
+        self.answer_before_apply || self.expire_without_recheck
     }
 }

@@ -62,6 +62,8 @@ pub struct SimNode {
     raft_seed: u64,
     /// Deliberate node-core bugs, set on every (re)start.
     planted: PlantedNodeBugs,
+    /// What the TTL checks need from this node's turns (taken by the world after each).
+    pub ttl_log: super::ttl::NodeTtlLog,
 }
 
 impl SimNode {
@@ -85,6 +87,7 @@ impl SimNode {
             disk: VecDeque::new(),
             raft_seed: seed,
             planted,
+            ttl_log: super::ttl::NodeTtlLog::default(),
         };
         node.start();
         node
@@ -248,7 +251,7 @@ impl SimNode {
                 continue;
             };
             for shard in core.batch_durable().map_err(|e| e.to_string())? {
-                core.serve_reads(shard, &self.state, now_ms);
+                super::ttl::serve_reads_timed(core, shard, &self.state, now_ms, &mut self.ttl_log);
             }
         }
         Ok(())
@@ -280,9 +283,11 @@ impl SimNode {
                 }
                 let ready = group.raw.ready().map_err(|e| e.to_string())?;
                 let ready = core.handle_ready(shard, ready).map_err(|e| e.to_string())?;
+                let committed = ready.committed.iter().map(|e| (shard, e.clone()));
+                self.ttl_log.applied.extend(committed);
                 apply(core, &mut self.state, shard, ready.committed)?;
                 sync_applied(&self.logs, &self.state, shard);
-                core.serve_reads(shard, &self.state, now_ms);
+                super::ttl::serve_reads_timed(core, shard, &self.state, now_ms, &mut self.ttl_log);
                 for message in ready.snapshots {
                     if let Some(snapshot) = snapshot_for(&self.state, core, message) {
                         output.snapshots.push(snapshot);
