@@ -69,6 +69,13 @@ fn a_node_core_seed_always_produces_the_same_run() {
     assert_eq!(first.trace_hash, second.trace_hash);
     assert_eq!(first.trace_events, second.trace_events);
     assert_ne!(first.trace_hash, run_core_seed(8).trace_hash);
+    // Seed 21 abandons ReadIndex rounds with several pending (their answers once came out in
+    // a `HashMap`'s order, so two runs of it differed).
+    assert_eq!(
+        run_core_seed(21).trace_hash,
+        run_core_seed(21).trace_hash,
+        "seed 21 differs"
+    );
 }
 
 /// Seeds within which the planted "answer a write before it is applied" bug must be found.
@@ -114,7 +121,7 @@ fn answering_a_write_before_it_is_applied_is_found() {
 }
 
 /// Seeds run for the planted "`Expire` without re-checking" bug.
-const PLANTED_TTL_BUG_SEEDS: u64 = 40;
+const PLANTED_TTL_BUG_SEEDS: u64 = 16;
 
 /// A sweep whose removal does not re-check the key's expiry at its entry's log time (it
 /// proposes `Delete` in place of `Expire`) loses a key written again between the sweep's look

@@ -379,10 +379,12 @@ impl LogModel {
         let mut model = LogModel::default();
         let mut current: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
         let mut sessions: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut latest = 0;
+        let mut applied_by = 0;
         for (index, (entry, first_applied)) in entries {
-            latest = latest.max(*index);
-            model.applied_at.push((*first_applied, latest));
+            // (Kept sorted by time even if a later index were applied first: a later bound
+            // only weakens the check.)
+            applied_by = applied_by.max(*first_applied);
+            model.applied_at.push((applied_by, *index));
             let EntryPayload::Normal(data) = &entry.payload else {
                 continue;
             };
@@ -452,14 +454,14 @@ impl LogModel {
             .and_then(|(_, value)| *value)
     }
 
-    /// The largest index some replica applied strictly before world time `at`.
+    /// The largest index some replica applied strictly before world time `at` (first apply
+    /// times grow with the index: a replica applies in order).
     fn applied_before(&self, at: u64) -> u64 {
-        self.applied_at
-            .iter()
-            .take_while(|(time, _)| *time < at)
-            .map(|(_, index)| *index)
-            .max()
-            .unwrap_or(0)
+        let count = self.applied_at.partition_point(|(time, _)| *time < at);
+        count
+            .checked_sub(1)
+            .and_then(|last| self.applied_at.get(last))
+            .map_or(0, |(_, index)| *index)
     }
 
     /// Checks one operation against the log; true for a read that found its value expired.
