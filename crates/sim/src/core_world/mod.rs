@@ -8,7 +8,9 @@
 //! partitions; crash-restarts that lose the unsynced writes and part of the unsynced apply
 //! batches) and the workload. Checks: the Raft core's own release assertions, linearizability
 //! of the client history, and after a heal phase, a leader per shard and every replica of a
-//! shard holding the same applied index and the same data.
+//! shard holding the same applied index and the same data. Each node has its own wall clock
+//! (an offset and steps), some keys carry TTLs, and the leaders' sweep runs through the core;
+//! those keys are checked against the committed log (`ttl.rs`).
 //!
 //! Driver-only still (the World of `world.rs` covers these over bare Raft cores, not the node
 //! core): membership changes, leader transfers, splits, PD, quiescence and the liveness

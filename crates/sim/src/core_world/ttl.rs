@@ -8,26 +8,30 @@
 //! - **Log-time linearizability** ("linearizability (log time)"): client writes take effect in
 //!   log order, each at its entry's stamp (a TTL put expires at `stamp + ttl`; a
 //!   compare-and-swap sees an expired value as absent); an acknowledged write is in the log,
-//!   after every entry applied anywhere before it was invoked, with the compare-and-swap result
-//!   the log implies; a read answered at applied index `p` and read time `R` (the serving
+//!   after every entry applied anywhere before it was invoked, applied somewhere before its
+//!   answer came, at the index it answered, with the compare-and-swap result the log implies; a read answered at applied index `p` and read time `R` (the serving
 //!   replica's log time, taken from the core as it serves) returns the state after `p` with
 //!   expiry judged at `R`, and `p` is at least every index applied anywhere before the read
 //!   was invoked. The sweep's own entries are not client writes: they may only remove what is
 //!   already invisible, so the model leaves them out, and a removal of a live key shows.
-//! - **No resurrection** ("ttl resurrection"): a read's time is never below a stamp in the
-//!   prefix it read, so once the log has passed a key's expiry (an entry stamped at or after it
-//!   committed before the read began) no read shows the key again until it is written. Across
-//!   leaders with different clocks a key may be shown again *before* the log passed its
-//!   expiry (a new leader whose clock is behind by d, for up to d): the documented bound, not
-//!   checked as a violation.
+//! - **No resurrection** ("ttl resurrection"): the reads one node serves in one shard, between
+//!   two starts of the node, never go back in log time (its stamp floor), so a key it reported
+//!   expired stays absent there until written again. Not promised, so not checked: another
+//!   node, or the same node after a restart, whose clock is behind may show the key again
+//!   before it has applied entries stamped past the expiry (docs/data-model.md, "Leader
+//!   changes": for up to the clock difference). A leader's floor holds only the stamps it
+//!   proposed or applied since it started, so stamps can go backwards within the log by that
+//!   difference (a new leader proposing before it applied its predecessor's last entries, or a
+//!   restarted node); the model takes each entry at its own stamp, as apply does.
 //! - **Eventual removal** ("ttl removal"): after the heal phase no replica stores a value whose
 //!   expiry is older than the clock bound plus a sweep interval and a margin.
 //! - Every replica holding the same data after the heal (the existing convergence check)
 //!   compares `expires_at_ms` too.
 //!
 //! Not checked: a read's instant between its invocation and answer beyond the index bound
-//! (entries' commit times are known only as their first apply anywhere), and the versions
-//! reads return (the plain-value workload's checker ignores them too).
+//! (entries' commit times are known only as their first apply anywhere; a read's own real-time
+//! order against the writes around it is checked only through indexes), and the versions reads
+//! return (the plain-value workload's checker ignores them too).
 
 use super::{CoreWorld, EPOCH_MS};
 use crate::checkers::Violation;
@@ -532,6 +536,21 @@ impl LogModel {
                         "linearizability (log time)",
                         format!(
                             "write at index {index}, but index {lo} was applied before it began"
+                        ),
+                    );
+                }
+                let applied_at = self
+                    .applied_at
+                    .get(self.applied_at.partition_point(|(_, at)| *at < index))
+                    .map(|(time, _)| *time);
+                if let (Some(applied_at), Some(answered_at)) = (applied_at, note.answered)
+                    && applied_at > answered_at
+                {
+                    return fail(
+                        "linearizability (log time)",
+                        format!(
+                            "write answered at {answered_at}, its entry {index} first applied at \
+                             {applied_at}"
                         ),
                     );
                 }
