@@ -12,8 +12,8 @@
 //!   answer came, at the index it answered, with the compare-and-swap result the log implies; a read answered at applied index `p` and read time `R` (the serving
 //!   replica's log time, taken from the core as it serves) returns the state after `p` with
 //!   expiry judged at `R`, and `p` is at least every index applied anywhere before the read
-//!   was invoked. The sweep's own entries are not client writes: they may only remove what is
-//!   already invisible, so the model leaves them out, and a removal of a live key shows.
+//!   was invoked. The sweep's entries remove a key in the model only if it is expired at their
+//!   own stamp (what `Expire` promises), so a removal of a live key shows as a lost write.
 //! - **No resurrection** ("ttl resurrection"): the reads one node serves in one shard, between
 //!   two starts of the node, never go back in log time (its stamp floor), so a key it reported
 //!   expired stays absent there until written again. Not promised, so not checked: another
@@ -423,8 +423,14 @@ impl LogModel {
                     Operation::Put { value, .. } => Some(decode(value).map(|v| (v, 0))),
                     Operation::PutWithTtl { value, ttl_ms, .. } => (*ttl_ms > 0 && stamp > 0)
                         .then(|| decode(value).map(|v| (v, stamp + ttl_ms))),
-                    // The sweep's entries (no session) remove only what is already invisible.
                     Operation::Delete { .. } if command.session.is_some() => Some(None),
+                    // The sweep's removals (in entries with no session) take effect as the
+                    // design says `Expire` does: only if the key is expired at the entry's
+                    // stamp. Whatever they remove beyond that shows as a lost write.
+                    Operation::Delete { .. } | Operation::Expire { .. } => {
+                        let stored = current.contains_key(&key);
+                        (stored && live.is_none()).then_some(None)
+                    }
                     Operation::CompareAndSwap { expected, new, .. } => {
                         let hit =
                             live.map(|(v, _)| v) == expected.as_deref().and_then(decode_slice);
