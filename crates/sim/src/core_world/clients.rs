@@ -164,7 +164,7 @@ impl Clients {
                     }
                 }
             };
-            let op = TtlWorkload::shape(op);
+            let op = self.ttl.shape(op);
             let ttl_ms = TtlWorkload::draw_ttl(rng, &op);
             let consistency = if rng.range(0, 4) == 0 {
                 ReadConsistency::Lease

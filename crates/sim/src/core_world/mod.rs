@@ -258,8 +258,8 @@ impl CoreWorld {
                 for node in self.nodes.values_mut() {
                     node.tick(1).map_err(fatal)?;
                 }
-                // Sweeps stop with the clients, so that their last entries commit everywhere.
-                self.ttl_tick(self.now < chaos_end, self.now < clients_end)?;
+                let sweeping = self.now + ttl::SWEEP_QUIET_UNITS < heal_end;
+                self.ttl_tick(self.now < chaos_end, sweeping)?;
                 if self.now < clients_end {
                     self.run_clients();
                 }

@@ -64,8 +64,10 @@ const TTL_MIN_MS: u64 = 50;
 const TTL_MAX_MS: u64 = 1_000;
 /// The shortest pause between sweep steps a seed draws (ms).
 const SWEEP_INTERVAL_MIN_MS: u64 = 50;
-/// Slack on top of the clock bound and a sweep interval before an expired key must be gone.
-const REMOVAL_MARGIN_MS: u64 = 500;
+/// Slack on top of the lagging clock and a sweep interval before an expired key must be gone.
+const REMOVAL_MARGIN_MS: u64 = 300;
+/// Sweeps stop this long before the run ends, so that their last entries commit everywhere.
+pub const SWEEP_QUIET_UNITS: u64 = 300;
 
 /// What a simulated node reports for the TTL checks after each turn.
 #[derive(Default)]
@@ -114,6 +116,9 @@ struct OpNote {
 #[derive(Default)]
 pub struct TtlWorkload {
     notes: BTreeMap<usize, OpNote>,
+    /// Set when the chaos phase ends: from then on the TTL keys are only read, so that their
+    /// last expiries pass while the sweeps still run (and the removal check has work).
+    writes_over: bool,
 }
 
 impl TtlWorkload {
@@ -132,9 +137,12 @@ impl TtlWorkload {
     }
 
     /// The operation to run in place of `op`: on a TTL key, a compare-and-swap becomes a put
-    /// (so that most writes carry a TTL and keys expire between writes).
-    pub fn shape(op: Op) -> Op {
+    /// (so that most writes carry a TTL and keys expire between writes), and after the chaos
+    /// phase every write becomes a read.
+    pub fn shape(&self, op: Op) -> Op {
         match op {
+            Op::Get(_) => op,
+            op if Self::is_ttl_key(op.key()) && self.writes_over => Op::Get(op.key()),
             Op::Cas { key, new, .. } if Self::is_ttl_key(key) => Op::Put(key, new),
             op => op,
         }
@@ -215,7 +223,8 @@ impl TtlWorld {
                 (id, offset - CLOCK_OFFSET_MAX_MS as i64)
             })
             .collect();
-        let sweep_interval = Duration::from_millis(rng.range(SWEEP_INTERVAL_MIN_MS, 1_001));
+        let longest = SWEEP_INTERVAL.as_millis() as u64;
+        let sweep_interval = Duration::from_millis(rng.range(SWEEP_INTERVAL_MIN_MS, longest + 1));
         Self {
             offsets,
             sweep_interval,
@@ -270,6 +279,7 @@ impl CoreWorld {
     /// The clocks' steps (in the chaos phase) and every node's sweep (while `sweeping`), once
     /// a tick.
     pub(super) fn ttl_tick(&mut self, chaos: bool, sweeping: bool) -> Result<(), Violation> {
+        self.clients.ttl.writes_over |= !chaos;
         if chaos && let Some(rng) = self.ttl.rng.as_mut() {
             for (id, offset) in &mut self.ttl.offsets {
                 if rng.range(0, 1000) >= CLOCK_STEP_PER_MILLE {
@@ -340,8 +350,16 @@ impl CoreWorld {
 
     /// After the heal: no replica still stores a value expired long enough ago.
     fn check_removal(&self) -> Result<(), Violation> {
-        let late =
-            CLOCK_DEVIATION_MAX_MS as u64 + SWEEP_INTERVAL.as_millis() as u64 + REMOVAL_MARGIN_MS;
+        // A key is due once the most lagging clock (a leader's, after the heal) has passed its
+        // expiry and a sweep interval has gone by.
+        let lag = self
+            .ttl
+            .offsets
+            .values()
+            .map(|offset| offset.min(&0).unsigned_abs())
+            .max()
+            .unwrap_or(0);
+        let late = lag + self.ttl.sweep_interval.as_millis() as u64 + REMOVAL_MARGIN_MS;
         let due = (EPOCH_MS + self.ttl.last_sweep_at).saturating_sub(late);
         for (id, node) in &self.nodes {
             for (key, value) in node.state.values() {
