@@ -120,8 +120,9 @@ fn answering_a_write_before_it_is_applied_is_found() {
     }
 }
 
-/// Seeds run for the planted "`Expire` without re-checking" bug.
-const PLANTED_TTL_BUG_SEEDS: u64 = 16;
+/// Most seeds run for the planted "`Expire` without re-checking" bug: the test stops at the
+/// first seed that finds it (seed 6 when measured; 4 of seeds 0-39 find it, docs/testing.md).
+const PLANTED_TTL_BUG_SEEDS: u64 = 100;
 
 /// A sweep whose removal does not re-check the key's expiry at its entry's log time (it
 /// proposes `Delete` in place of `Expire`) loses a key written again between the sweep's look
@@ -133,22 +134,13 @@ fn expire_without_recheck_is_found() {
         expire_without_recheck: true,
         ..PlantedNodeBugs::default()
     };
-    let found: Vec<(u64, &'static str)> = (0..PLANTED_TTL_BUG_SEEDS)
-        .filter_map(|seed| {
-            let report = run_core_seed_planted(seed, planted);
-            report.violation.map(|violation| (seed, violation.check))
-        })
-        .collect();
-    eprintln!(
-        "found in {} of {PLANTED_TTL_BUG_SEEDS} seeds: {found:?}",
-        found.len()
-    );
-    // Measured: found in seeds 6 and 15 (7 of seeds 0-39; docs/testing.md).
-    assert!(
-        !found.is_empty(),
-        "not found in {PLANTED_TTL_BUG_SEEDS} seeds"
-    );
-    for (seed, check) in found {
-        assert_eq!(check, "linearizability (log time)", "seed {seed}");
-    }
+    let found = (0..PLANTED_TTL_BUG_SEEDS).find_map(|seed| {
+        let report = run_core_seed_planted(seed, planted);
+        report.violation.map(|violation| (seed, violation))
+    });
+    let Some((seed, violation)) = found else {
+        panic!("not found in {PLANTED_TTL_BUG_SEEDS} seeds");
+    };
+    eprintln!("found at seed {seed}: {violation}");
+    assert_eq!(violation.check, "linearizability (log time)", "seed {seed}");
 }
