@@ -6,7 +6,7 @@ use ringkv_raft::{InitialState, RawNode, Role, Storage, StorageError};
 use ringkv_storage::GroupStorage;
 use ringkv_types::raft::{ConfState, Entry, Snapshot};
 use ringkv_types::{LogIndex, NodeId, ShardDescriptor, ShardId, Term};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// The log storage the core reads: a group's durable log `L` (the store's [`GroupStorage`] in
 /// `ringkvd`, a [`ringkv_storage::MemoryLog`] in tests and the simulator), plus the group's
@@ -167,8 +167,9 @@ pub struct Group<L = GroupStorage> {
     pub proposals: BTreeMap<LogIndex, Proposal>,
     /// Reads that arrived this turn (one ReadIndex request per group per turn).
     pub reads_new: Vec<(ringkv_raft::ReadMode, PendingRead)>,
-    /// Reads waiting for their ReadIndex round, by context.
-    pub reads_sent: HashMap<u64, Vec<PendingRead>>,
+    /// Reads waiting for their ReadIndex round, by context (ordered: they are answered in
+    /// this order when the round is abandoned, and a replay must answer alike).
+    pub reads_sent: BTreeMap<u64, Vec<PendingRead>>,
     /// Confirmed reads waiting for `applied` to reach their index.
     pub reads_ready: Vec<(LogIndex, Vec<PendingRead>)>,
     /// A received, validated snapshot waiting for the Ready that installs it.
@@ -232,7 +233,7 @@ impl<L> Group<L> {
             machine: StateMachine::for_shard(shard),
             proposals: BTreeMap::new(),
             reads_new: Vec::new(),
-            reads_sent: HashMap::new(),
+            reads_sent: BTreeMap::new(),
             reads_ready: Vec::new(),
             pending_install: None,
             installing: None,

@@ -3,7 +3,7 @@
 //!
 //! Every read is at a log time, `now_ms`: the replica's clock, never below the largest stamp it
 //! proposed or applied. A value whose TTL has run out by then is absent, although it stays in
-//! the store until the shard's leader removes it through the log (`event_loop/ttl.rs`).
+//! the store until the shard's leader removes it through the log (`core/ttl_sweep.rs`).
 
 use bytes::Bytes;
 use ringkv_storage::{ScanRequest, StateStore, Versioned};

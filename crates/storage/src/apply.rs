@@ -259,6 +259,17 @@ impl StateStore for Store {
         Store::scan_page(self, request)
     }
 
+    fn expired_keys(
+        &self,
+        arc: ringkv_types::ring::Arc,
+        start: &[u8],
+        now_ms: u64,
+        examine_max: usize,
+        keys_max: usize,
+    ) -> Result<crate::scan::ExpiredKeys> {
+        Store::expired_keys(self, arc, start, now_ms, examine_max, keys_max)
+    }
+
     fn record_bytes_max(&self) -> u64 {
         self.shared.config.record_bytes_max
     }

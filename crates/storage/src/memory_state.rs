@@ -5,14 +5,15 @@
 use crate::command::SessionRecord;
 use crate::error::{Error, Result};
 use crate::group_state::AppliedState;
-use crate::scan::{PageBuilder, ScanPage, ScanRequest};
+use crate::scan::{ExpiredKeys, PageBuilder, ScanPage, ScanRequest};
 use crate::state_store::{ApplyBatch, META_NAME_BYTES_MAX, StateStore};
 use crate::value::Versioned;
 use bytes::Bytes;
 use ringkv_types::ShardId;
 use ringkv_types::raft::ConfState;
+use ringkv_types::ring::Arc;
 use std::collections::{BTreeMap, VecDeque};
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 
 /// The default record limit, as the fjall store's default `record_bytes_max`.
 const RECORD_BYTES_MAX: u64 = 64 << 20;
@@ -170,6 +171,27 @@ impl MemoryState {
     }
 }
 
+impl MemoryState {
+    /// The values in the storage-key range `bounds` as reads see them: the durable image, then
+    /// the unsynced batches in order.
+    fn view(&self, bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>)) -> BTreeMap<&Vec<u8>, &Versioned> {
+        let mut view: BTreeMap<&Vec<u8>, &Versioned> = self
+            .durable
+            .values
+            .range::<Vec<u8>, _>(bounds.clone())
+            .collect();
+        for (_, batch) in &self.unsynced {
+            for (key, value) in batch.values.iter().filter(|(key, _)| bounds.contains(*key)) {
+                match value {
+                    Some(value) => view.insert(key, value),
+                    None => view.remove(key),
+                };
+            }
+        }
+        view
+    }
+}
+
 impl StateStore for MemoryState {
     fn applied(&self, shard: ShardId) -> Result<AppliedState> {
         Ok(self
@@ -237,23 +259,8 @@ impl StateStore for MemoryState {
 
     fn scan_page(&self, request: &ScanRequest<'_>) -> Result<ScanPage> {
         let (lower, upper) = request.bounds();
-        let in_range =
-            |key: &Vec<u8>| *key >= lower && upper.as_ref().is_none_or(|upper| key < upper);
-        // The range as reads see it: the durable image, then the unsynced batches in order.
         let upper_bound = upper.clone().map_or(Bound::Unbounded, Bound::Excluded);
-        let mut view: BTreeMap<&Vec<u8>, &Versioned> = self
-            .durable
-            .values
-            .range::<Vec<u8>, _>((Bound::Included(lower.clone()), upper_bound))
-            .collect();
-        for (_, batch) in &self.unsynced {
-            for (key, value) in batch.values.iter().filter(|(key, _)| in_range(key)) {
-                match value {
-                    Some(value) => view.insert(key, value),
-                    None => view.remove(key),
-                };
-            }
-        }
+        let view = self.view((Bound::Included(lower), upper_bound));
         let mut page = PageBuilder::new(request);
         for (key, value) in view {
             if page.is_full() {
@@ -262,6 +269,45 @@ impl StateStore for MemoryState {
             page.offer(key, || Ok(value.clone()))?;
         }
         Ok(page.finish(upper))
+    }
+
+    fn expired_keys(
+        &self,
+        arc: Arc,
+        start: &[u8],
+        now_ms: u64,
+        examine_max: usize,
+        keys_max: usize,
+    ) -> Result<ExpiredKeys> {
+        let (arc_lower, arc_upper) = arc.storage_bounds();
+        let lower = if start > arc_lower.as_slice() {
+            start.to_vec()
+        } else {
+            arc_lower
+        };
+        let mut found = ExpiredKeys::default();
+        // A cursor at or past the arc's end (the arc shrank in a split): the pass is over.
+        if arc_upper.as_ref().is_some_and(|upper| lower >= *upper) {
+            return Ok(found);
+        }
+        let upper = arc_upper.map_or(Bound::Unbounded, Bound::Excluded);
+        let view = self.view((Bound::Included(lower), upper));
+        for (examined, (key, value)) in view.into_iter().enumerate() {
+            if examined >= examine_max.max(1) || found.keys.len() >= keys_max.max(1) {
+                found.next = Some(key.clone());
+                return Ok(found);
+            }
+            if value.expires_at_ms == 0 {
+                continue;
+            }
+            found.expiring_seen = true;
+            if !value.live_at(now_ms) {
+                found
+                    .keys
+                    .push(Bytes::copy_from_slice(key.get(8..).unwrap_or_default()));
+            }
+        }
+        Ok(found)
     }
 
     fn record_bytes_max(&self) -> u64 {

@@ -20,11 +20,12 @@
 use crate::command::SessionRecord;
 use crate::error::{Error, Result};
 use crate::group_state::AppliedState;
-use crate::scan::{ScanPage, ScanRequest};
+use crate::scan::{ExpiredKeys, ScanPage, ScanRequest};
 use crate::value::Versioned;
 use bytes::Bytes;
 use ringkv_types::ShardId;
 use ringkv_types::raft::ConfState;
+use ringkv_types::ring::Arc;
 use std::collections::BTreeMap;
 
 /// Longest meta record name accepted in an [`ApplyBatch`].
@@ -136,6 +137,23 @@ pub trait StateStore {
     /// # Errors
     /// [`Error::CorruptRecord`]; I/O.
     fn scan_page(&self, request: &ScanRequest<'_>) -> Result<ScanPage>;
+
+    /// One step of a leader's sweep for expired keys over `arc`, from the storage key `start`
+    /// (empty = the arc's start), as reads see the store: examines at most `examine_max` keys
+    /// and returns those whose TTL has run out at log time `now_ms` (at most `keys_max`), where
+    /// the next step starts, and whether any value with a TTL was examined. The same step
+    /// rules for every implementation (see [`ExpiredKeys`]).
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`]; I/O.
+    fn expired_keys(
+        &self,
+        arc: Arc,
+        start: &[u8],
+        now_ms: u64,
+        examine_max: usize,
+        keys_max: usize,
+    ) -> Result<ExpiredKeys>;
 
     /// The largest record (value, session, meta) the store accepts.
     fn record_bytes_max(&self) -> u64;

@@ -104,6 +104,16 @@ impl StateStore for Box<dyn Erased> {
     ) -> ringkv_storage::Result<ringkv_storage::ScanPage> {
         (**self).scan_page(request)
     }
+    fn expired_keys(
+        &self,
+        arc: ring::Arc,
+        start: &[u8],
+        now_ms: u64,
+        examine_max: usize,
+        keys_max: usize,
+    ) -> ringkv_storage::Result<ringkv_storage::ExpiredKeys> {
+        (**self).expired_keys(arc, start, now_ms, examine_max, keys_max)
+    }
     fn record_bytes_max(&self) -> u64 {
         (**self).record_bytes_max()
     }
@@ -418,5 +428,74 @@ fn scan_pages_agree_over_both_stores() {
         }
         assert_eq!(seen, expected);
         assert_eq!(pages, 3);
+    });
+}
+
+/// A sweep steps through both stores alike: the keys expired at the step's log time (not the
+/// ones still live, without a TTL, or deleted in a later, for memory unsynced, batch), at most
+/// `examine_max` keys examined per step, and whether a TTL was seen at all.
+#[test]
+fn sweep_steps_agree_over_both_stores() {
+    both(|open| {
+        let mut store = open();
+        let plain = |operations| Command {
+            session: None,
+            operations,
+        };
+        let commands: Vec<Command> = (0..10)
+            .map(|n| {
+                let key = Bytes::from(format!("k{n}"));
+                let value = Bytes::from_static(b"v");
+                plain(vec![match n % 3 {
+                    0 => Operation::PutWithTtl {
+                        key,
+                        value,
+                        ttl_ms: 100,
+                    },
+                    1 => Operation::PutWithTtl {
+                        key,
+                        value,
+                        ttl_ms: 10_000,
+                    },
+                    _ => Operation::Put { key, value },
+                }])
+            })
+            .collect();
+        apply(&mut store, &commands, &[1_000; 10], 1);
+        let delete = plain(vec![Operation::Delete {
+            key: Bytes::from_static(b"k3"),
+        }]);
+        apply(&mut store, &[delete], &[1_050], 11);
+        let mut start: Vec<u8> = Vec::new();
+        let mut expired = Vec::new();
+        let mut steps = 0;
+        loop {
+            let step = store
+                .expired_keys(ring::Arc::FULL, &start, 1_100, 4, 100)
+                .unwrap();
+            steps += 1;
+            expired.extend(step.keys);
+            match step.next {
+                Some(next) => start = next,
+                None => break,
+            }
+        }
+        expired.sort();
+        let want: Vec<Bytes> = ["k0", "k6", "k9"]
+            .iter()
+            .map(|k| Bytes::from_static(k.as_bytes()))
+            .collect();
+        assert_eq!(expired, want);
+        assert_eq!(steps, 3, "9 keys, 4 examined per step");
+        // Before the expiry nothing is due, but the TTLs are seen; at most `keys_max` a step.
+        let early = store
+            .expired_keys(ring::Arc::FULL, &[], 1_099, 100, 100)
+            .unwrap();
+        assert!(early.keys.is_empty() && early.expiring_seen && early.next.is_none());
+        let capped = store
+            .expired_keys(ring::Arc::FULL, &[], u64::MAX, 100, 2)
+            .unwrap();
+        assert_eq!(capped.keys.len(), 2);
+        assert!(capped.next.is_some());
     });
 }

@@ -135,7 +135,11 @@ pub fn fail_reads<L>(replies: &mut Replies, group: &mut Group<L>) {
         .reads_new
         .drain(..)
         .map(|(_, read)| read)
-        .chain(group.reads_sent.drain().flat_map(|(_, reads)| reads))
+        .chain(
+            std::mem::take(&mut group.reads_sent)
+                .into_values()
+                .flatten(),
+        )
         .collect();
     for read in pending {
         replies.send(read.reply, not_leader(hint, &descriptor));

@@ -40,7 +40,7 @@ pub struct DataMachine {
     pub sessions_live: bool,
     /// When this replica, as leader, last proposed a session expiry pass.
     pub expiry_proposed: Option<Mono>,
-    /// The TTL sweep of this replica as leader (`event_loop/ttl.rs`).
+    /// The TTL sweep of this replica as leader (`core/ttl_sweep.rs`).
     pub ttl: TtlSweep,
 }
 

@@ -65,7 +65,7 @@
 //! [`ringkv_storage::MemorySnapshot`] in the simulator), checked and kept for its Ready by
 //! [`node_core::NodeCore::offer_snapshot`] and installed through the turn's writes
 //! ([`writes::GroupWrites::apply_to_state`] for memory). The log compaction trigger is here
-//! ([`compaction`]). Planted bugs for the simulator: [`planted`]. The simulator runs
+//! ([`compaction`]), and the TTL sweep's decision ([`ttl_sweep`]). Planted bugs for the simulator: [`planted`]. The simulator runs
 //! `NodeCore<MemoryLog>` for data shards with fixed membership (`ringkv-sim --node-core`,
 //! `crates/sim/src/core_world/`). Still methods of the event loop: admin requests, replica
 //! creation and removal I/O (a split child's creation among them), snapshot streaming and
@@ -98,4 +98,5 @@ mod requests_test;
 pub mod route;
 pub mod staged;
 pub mod time;
+pub mod ttl_sweep;
 pub mod writes;

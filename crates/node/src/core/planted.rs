@@ -24,6 +24,11 @@ pub struct PlantedNodeBugs {
     /// the replica lagged come back. Planted in the memory install the simulator runs
     /// ([`super::writes::GroupWrites::apply_to_state`]).
     pub install_keeps_stale_data: bool,
+    /// The TTL sweep proposes `Delete` for the keys it found expired, not `Expire`: the entry
+    /// removes a key without re-checking its expiry at the entry's log time, so a key written
+    /// again between the sweep's look and the entry's apply is lost (breaks "`Expire` removes
+    /// a key only if still expired at its entry's log time").
+    pub expire_without_recheck: bool,
 }
 
 impl PlantedNodeBugs {
@@ -32,7 +37,10 @@ impl PlantedNodeBugs {
 
     /// Whether any switch is on.
     pub fn any(&self) -> bool {
-        self.answer_before_apply || self.apply_before_durable || self.install_keeps_stale_data
+        self.answer_before_apply
+            || self.apply_before_durable
+            || self.install_keeps_stale_data
+            || self.expire_without_recheck
     }
 }
 

@@ -45,6 +45,17 @@ impl Replies {
         self.out.is_empty()
     }
 
+    /// How many answers wait to be taken.
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// The ids of the answers waiting from position `from` on (what a call answered, for a
+    /// driver that notes something about each answer, like the simulator's read times).
+    pub fn ids_from(&self, from: usize) -> impl Iterator<Item = RequestId> + '_ {
+        self.out.iter().skip(from).map(|(id, _)| *id)
+    }
+
     /// Takes every answer, in the order given.
     pub fn take(&mut self) -> Vec<(RequestId, Outcome)> {
         std::mem::take(&mut self.out)

@@ -62,7 +62,7 @@ impl EventLoop {
         for (_, read) in group.reads_new.drain(..) {
             self.core.replies.send(read.reply, gone());
         }
-        for (_, reads) in group.reads_sent.drain() {
+        for (_, reads) in std::mem::take(&mut group.reads_sent) {
             for read in reads {
                 self.core.replies.send(read.reply, gone());
             }

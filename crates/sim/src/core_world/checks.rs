@@ -105,7 +105,7 @@ impl CoreWorld {
             .history
             .operations
             .iter()
-            .filter(|o| !o.discarded)
+            .filter(|o| !o.discarded && !super::ttl::TtlWorkload::is_ttl_key(o.op.key()))
         {
             by_key
                 .entry((operation.group, operation.op.key()))

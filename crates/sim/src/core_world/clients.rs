@@ -4,6 +4,7 @@
 //! linearizability checker reads. `NotLeader` moves the client to the hinted node; a request
 //! with no answer by its deadline is a write of unknown outcome (or a read with no effect).
 
+use super::ttl::TtlWorkload;
 use crate::history::History;
 use crate::kv::{Key, Op, OpResult, Value};
 use bytes::Bytes;
@@ -90,6 +91,8 @@ pub struct Clients {
     next_request: u64,
     /// The history of every operation.
     pub history: History,
+    /// The TTL keys' side of the operations (`ttl.rs`).
+    pub ttl: TtlWorkload,
 }
 
 impl Clients {
@@ -100,6 +103,7 @@ impl Clients {
             pending: BTreeMap::new(),
             next_request: 1,
             history: History::default(),
+            ttl: TtlWorkload::default(),
         }
     }
 
@@ -132,7 +136,7 @@ impl Clients {
             if client.in_flight.is_some() || client.next_op_at > now {
                 continue;
             }
-            let key = rng.range(0, u64::from(keys)) as Key;
+            let key = TtlWorkload::pick_key(rng, keys);
             let name = user_key(key);
             let Some(descriptor) = shard_of(descriptors, &name) else {
                 continue;
@@ -160,6 +164,8 @@ impl Clients {
                     }
                 }
             };
+            let op = self.ttl.shape(op);
+            let ttl_ms = TtlWorkload::draw_ttl(rng, &op);
             let consistency = if rng.range(0, 4) == 0 {
                 ReadConsistency::Lease
             } else {
@@ -170,9 +176,16 @@ impl Clients {
                     key: name,
                     consistency,
                 },
-                Op::Put(_, value) => KvOp::Put {
-                    key: name,
-                    value: encode_value(value),
+                Op::Put(_, value) => match ttl_ms {
+                    Some(ttl_ms) => KvOp::PutWithTtl {
+                        key: name,
+                        value: encode_value(value),
+                        ttl_ms,
+                    },
+                    None => KvOp::Put {
+                        key: name,
+                        value: encode_value(value),
+                    },
                 },
                 Op::Delete(_) => KvOp::Delete { key: name },
                 Op::Cas { expected, new, .. } => KvOp::CompareAndSwap {
@@ -202,6 +215,7 @@ impl Clients {
             let slot = self.history.invoke(client.id, descriptor.id, op, *clock);
             let request_id = self.next_request;
             self.next_request += 1;
+            self.ttl.invoked(slot, session, request_id, now);
             client.in_flight = Some(InFlight {
                 request: request_id,
                 slot,
@@ -243,6 +257,7 @@ impl Clients {
         let Some(flight) = client.in_flight.take() else {
             return;
         };
+        self.ttl.answered(flight.slot, &response, now);
         client.next_op_at = now + pause;
         let Some(operation) = self.history.operations.get_mut(flight.slot) else {
             return;

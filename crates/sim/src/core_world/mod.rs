@@ -13,6 +13,9 @@
 //! whenever a replica applies or installs a snapshot; [`replica_states`]), linearizability of
 //! the client history, and after a heal phase, a leader per shard and every replica of a shard
 //! holding the same applied index and the same data.
+//! Each node has its own wall clock (an offset and steps), some keys carry TTLs, and the
+//! leaders' sweep runs through the core; those keys are checked against the committed log
+//! (`ttl.rs`).
 //!
 //! Driver-only still (the World of `world.rs` covers these over bare Raft cores, not the node
 //! core): membership changes, leader transfers, splits, PD, quiescence and the liveness
@@ -24,6 +27,7 @@ pub mod durable_apply;
 mod node;
 pub mod planted;
 pub mod replica_states;
+pub mod ttl;
 
 use crate::checkers::Violation;
 use crate::params::TICK_UNITS;
@@ -42,7 +46,8 @@ use ringkv_types::{
 };
 use std::collections::BTreeMap;
 
-/// Log time of the run's start (ms since the Unix epoch); log time advances with world time.
+/// True time at the run's start (ms since the Unix epoch; one world time unit is a ms). Each
+/// node's wall clock is true time plus its own offset (`ttl.rs`).
 const EPOCH_MS: u64 = 1_700_000_000_000;
 
 /// What one node-core seed's run produced.
@@ -66,6 +71,14 @@ pub struct CoreSeedReport {
     pub turn_batches_kept: u64,
     /// Applied states compared with another replica's at the same index.
     pub states_compared: u64,
+    /// TTL-key operations the log-time checks judged.
+    pub ttl_ops_checked: u64,
+    /// Reads of a TTL key that found its value expired.
+    pub ttl_expired_reads: u64,
+    /// Keys the leaders' sweeps removed through the log.
+    pub ttl_sweep_removals: u64,
+    /// Clock steps taken.
+    pub clock_steps: u64,
     /// Hash of the whole run.
     pub trace_hash: u64,
     /// Events in the trace.
@@ -148,6 +161,8 @@ pub struct CoreWorld {
     crashes: u64,
     apply_batches_lost: u64,
     replica_states: ReplicaStates,
+    /// The nodes' clocks, the committed log and the reads' log times (`ttl.rs`).
+    ttl: ttl::TtlWorld,
 }
 
 impl CoreWorld {
@@ -193,7 +208,9 @@ impl CoreWorld {
                 (*id, SimNode::new(*id, hosted, seed, planted))
             })
             .collect();
+        let ttl = ttl::TtlWorld::new(seed, node_ids.iter().copied());
         Self {
+            ttl,
             seed,
             knobs,
             rng,
@@ -217,6 +234,10 @@ impl CoreWorld {
     /// Runs the seed: chaos, then heal (no new faults, every node back), then the checks.
     pub fn run(mut self) -> CoreSeedReport {
         let outcome = self.run_phases();
+        let (ttl_counts, outcome) = match outcome.and_then(|()| self.check_ttl()) {
+            Ok(counts) => (counts, Ok(())),
+            Err(violation) => ((0, 0, 0), Err(violation)),
+        };
         let (ops_checked, linearizable) = self.check_linearizability();
         let violation = outcome.and(linearizable).err();
         CoreSeedReport {
@@ -233,6 +254,10 @@ impl CoreWorld {
                 .map(|node| node.batches_kept_by_crashes)
                 .sum(),
             states_compared: self.replica_states.compared,
+            ttl_ops_checked: ttl_counts.0,
+            ttl_expired_reads: ttl_counts.1,
+            ttl_sweep_removals: ttl_counts.2,
+            clock_steps: self.ttl.clock_steps,
             trace_hash: self.trace.hash(),
             trace_events: self.trace.events(),
         }
@@ -254,17 +279,19 @@ impl CoreWorld {
                 for node in self.nodes.values_mut() {
                     node.tick(1).map_err(fatal)?;
                 }
+                let sweeping = self.now + ttl::SWEEP_QUIET_UNITS < heal_end;
+                self.ttl_tick(self.now < chaos_end, sweeping)?;
                 if self.now < clients_end {
                     self.run_clients();
                 }
             }
             self.deliver()?;
-            let now_ms = self.now_ms();
             let now = self.now;
             let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
             for id in ids {
                 let fsync = self.rng.range(1, self.knobs.max_fsync_units + 1);
                 let journal = self.rng.range(0, fsync + 1);
+                let now_ms = self.ttl.wall_ms(id, now);
                 let Some(node) = self.nodes.get_mut(&id) else {
                     continue;
                 };
@@ -276,6 +303,7 @@ impl CoreWorld {
                     durable_apply::check(&observation)?;
                     self.replica_states.check(observation)?;
                 }
+                self.ttl.record(id, now, std::mem::take(&mut node.ttl_log));
                 for (to, message) in output.messages {
                     self.send(id, Some(to), Packet::Raft(message));
                 }
@@ -302,10 +330,6 @@ impl CoreWorld {
             self.now += 1;
         }
         self.check_convergence()
-    }
-
-    fn now_ms(&self) -> u64 {
-        EPOCH_MS + self.now
     }
 
     fn chance(&mut self, per_mille: u64) -> bool {
@@ -391,7 +415,7 @@ impl CoreWorld {
                     },
                 ) => {
                     self.trace.record(&[3, self.now, to.get(), request_id]);
-                    let now_ms = self.now_ms();
+                    let now_ms = self.ttl.wall_ms(to, self.now);
                     if let Some(node) = self.nodes.get_mut(&to) {
                         node.request(request, RequestId(request_id), now_ms)
                             .map_err(fatal)?;
@@ -479,6 +503,7 @@ impl CoreWorld {
             self.restarts.remove(&id);
             if let Some(node) = self.nodes.get_mut(&id) {
                 node.start();
+                self.ttl.restarted(id);
                 self.trace.record(&[7, now, id.get()]);
             }
         }
@@ -534,6 +559,10 @@ pub fn run_core_seed_planted(seed: u64, planted: PlantedNodeBugs) -> CoreSeedRep
             apply_batches_lost: 0,
             turn_batches_kept: 0,
             states_compared: 0,
+            ttl_ops_checked: 0,
+            ttl_expired_reads: 0,
+            ttl_sweep_removals: 0,
+            clock_steps: 0,
             trace_hash: 0,
             trace_events: 0,
         },

@@ -82,6 +82,8 @@ pub struct SimNode {
     pub observed: Vec<Observation>,
     /// Unsynced turn batches a crash kept because an apply batch after them survived.
     pub batches_kept_by_crashes: u64,
+    /// What the TTL checks need from this node's turns (taken by the world after each).
+    pub ttl_log: super::ttl::NodeTtlLog,
 }
 
 impl SimNode {
@@ -112,6 +114,7 @@ impl SimNode {
             planted,
             observed: Vec::new(),
             batches_kept_by_crashes: 0,
+            ttl_log: super::ttl::NodeTtlLog::default(),
         };
         node.start();
         node
@@ -316,7 +319,7 @@ impl SimNode {
                 continue;
             };
             for shard in core.batch_durable().map_err(|e| e.to_string())? {
-                core.serve_reads(shard, &self.state, now_ms);
+                super::ttl::serve_reads_timed(core, shard, &self.state, now_ms, &mut self.ttl_log);
                 self.observed.push(observe(
                     &self.state,
                     (&self.descriptors, &self.durable_logs),
@@ -360,6 +363,8 @@ impl SimNode {
                 let ready = group.raw.ready().map_err(|e| e.to_string())?;
                 let ready = core.handle_ready(shard, ready).map_err(|e| e.to_string())?;
                 let applied_any = !ready.committed.is_empty();
+                let committed = ready.committed.iter().map(|e| (shard, e.clone()));
+                self.ttl_log.applied.extend(committed);
                 apply(core, &mut self.state, shard, ready.committed)?;
                 sync_applied(&self.logs, &self.state, shard);
                 if applied_any {
@@ -370,7 +375,7 @@ impl SimNode {
                         shard,
                     )?);
                 }
-                core.serve_reads(shard, &self.state, now_ms);
+                super::ttl::serve_reads_timed(core, shard, &self.state, now_ms, &mut self.ttl_log);
                 for message in ready.snapshots {
                     if let Some(snapshot) = snapshot_for(&self.state, core, message) {
                         output.snapshots.push(snapshot);

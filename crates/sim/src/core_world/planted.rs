@@ -13,14 +13,17 @@ pub enum NodeBug {
     ApplyBeforeDurable,
     /// [`PlantedNodeBugs::install_keeps_stale_data`].
     InstallKeepsStaleData,
+    /// [`PlantedNodeBugs::expire_without_recheck`].
+    ExpireWithoutRecheck,
 }
 
 impl NodeBug {
     /// Every planted node-core bug.
-    pub const ALL: [NodeBug; 3] = [
+    pub const ALL: [NodeBug; 4] = [
         NodeBug::AnswerBeforeApply,
         NodeBug::ApplyBeforeDurable,
         NodeBug::InstallKeepsStaleData,
+        NodeBug::ExpireWithoutRecheck,
     ];
 
     /// The name `ringkv-sim --node-core --plant-bug` takes.
@@ -29,6 +32,7 @@ impl NodeBug {
             NodeBug::AnswerBeforeApply => "answer-before-apply",
             NodeBug::ApplyBeforeDurable => "apply-before-durable",
             NodeBug::InstallKeepsStaleData => "install-keeps-stale-data",
+            NodeBug::ExpireWithoutRecheck => "expire-without-recheck",
         }
     }
 
@@ -43,6 +47,7 @@ impl NodeBug {
             NodeBug::AnswerBeforeApply => "linearizability",
             NodeBug::ApplyBeforeDurable => super::durable_apply::CHECK,
             NodeBug::InstallKeepsStaleData => super::replica_states::CHECK,
+            NodeBug::ExpireWithoutRecheck => super::ttl::LOG_TIME_CHECK,
         }
     }
 
@@ -53,6 +58,7 @@ impl NodeBug {
             NodeBug::AnswerBeforeApply => switches.answer_before_apply = true,
             NodeBug::ApplyBeforeDurable => switches.apply_before_durable = true,
             NodeBug::InstallKeepsStaleData => switches.install_keeps_stale_data = true,
+            NodeBug::ExpireWithoutRecheck => switches.expire_without_recheck = true,
         }
         switches
     }
