@@ -5,7 +5,7 @@
 use crate::command::SessionRecord;
 use crate::error::{Error, Result};
 use crate::group_state::AppliedState;
-use crate::scan::{ExpiredKeys, PageBuilder, ScanPage, ScanRequest};
+use crate::scan::{ExpiredKeys, PageBuilder, ScanPage, ScanRequest, SweepStep};
 use crate::state_store::{ApplyBatch, META_NAME_BYTES_MAX, StateStore};
 use crate::value::Versioned;
 use bytes::Bytes;
@@ -279,35 +279,19 @@ impl StateStore for MemoryState {
         examine_max: usize,
         keys_max: usize,
     ) -> Result<ExpiredKeys> {
-        let (arc_lower, arc_upper) = arc.storage_bounds();
-        let lower = if start > arc_lower.as_slice() {
-            start.to_vec()
-        } else {
-            arc_lower
+        let Some(range) = SweepStep::range(arc, start) else {
+            return Ok(ExpiredKeys::default());
         };
-        let mut found = ExpiredKeys::default();
-        // A cursor at or past the arc's end (the arc shrank in a split): the pass is over.
-        if arc_upper.as_ref().is_some_and(|upper| lower >= *upper) {
-            return Ok(found);
-        }
-        let upper = arc_upper.map_or(Bound::Unbounded, Bound::Excluded);
-        let view = self.view((Bound::Included(lower), upper));
-        for (examined, (key, value)) in view.into_iter().enumerate() {
-            if examined >= examine_max.max(1) || found.keys.len() >= keys_max.max(1) {
-                found.next = Some(key.clone());
-                return Ok(found);
+        let mut step = SweepStep::new(examine_max, keys_max);
+        for (key, value) in self.view(range) {
+            if step.is_full(key) {
+                break;
             }
-            if value.expires_at_ms == 0 {
-                continue;
-            }
-            found.expiring_seen = true;
-            if !value.live_at(now_ms) {
-                found
-                    .keys
-                    .push(Bytes::copy_from_slice(key.get(8..).unwrap_or_default()));
+            if value.expires_at_ms != 0 {
+                step.expiring(key, value.live_at(now_ms));
             }
         }
-        Ok(found)
+        Ok(step.finish())
     }
 
     fn record_bytes_max(&self) -> u64 {

@@ -197,41 +197,89 @@ impl Store {
         examine_max: usize,
         keys_max: usize,
     ) -> Result<ExpiredKeys> {
-        let shared = &self.shared;
+        let Some(range) = SweepStep::range(arc, start) else {
+            return Ok(ExpiredKeys::default());
+        };
+        let max = self.shared.config.record_bytes_max;
+        let mut step = SweepStep::new(examine_max, keys_max);
+        for guard in self.shared.data.range::<Vec<u8>, _>(range) {
+            let (key, value) = guard.into_inner()?;
+            if step.is_full(&key) {
+                break;
+            }
+            // Only format 3 carries an expiry: skip the others without decoding them.
+            if value.first() != Some(&crate::value::FORMAT_EXPIRING) {
+                continue;
+            }
+            step.expiring(&key, decode_value(&value, max)?.live_at(now_ms));
+        }
+        Ok(step.finish())
+    }
+}
+
+/// A range of storage keys.
+pub(crate) type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// One step of a sweep for expired keys, the same for every [`crate::StateStore`]: the range it
+/// walks, and what it collects from the keys it examines.
+pub(crate) struct SweepStep {
+    found: ExpiredKeys,
+    examined: usize,
+    examine_max: usize,
+    keys_max: usize,
+}
+
+impl SweepStep {
+    /// The storage-key range of a step over `arc` from `start` (empty = the arc's start);
+    /// `None` when the cursor is at or past the arc's end (the arc shrank in a split: the pass
+    /// is over).
+    pub(crate) fn range(arc: Arc, start: &[u8]) -> Option<KeyRange> {
         let (arc_lower, arc_upper) = arc.storage_bounds();
         let lower = if start > arc_lower.as_slice() {
             start.to_vec()
         } else {
             arc_lower
         };
-        let mut found = ExpiredKeys::default();
-        // A cursor at or past the arc's end (the arc shrank in a split): the pass is over.
         if arc_upper.as_ref().is_some_and(|upper| lower >= *upper) {
-            return Ok(found);
+            return None;
         }
         let upper = arc_upper.map_or(Bound::Unbounded, Bound::Excluded);
-        let max = shared.config.record_bytes_max;
-        for (examined, guard) in shared
-            .data
-            .range::<Vec<u8>, _>((Bound::Included(lower), upper))
-            .enumerate()
-        {
-            let (key, value) = guard.into_inner()?;
-            if examined >= examine_max.max(1) || found.keys.len() >= keys_max.max(1) {
-                found.next = Some(key.to_vec());
-                return Ok(found);
-            }
-            // Only format 3 carries an expiry: skip the others without decoding them.
-            if value.first() != Some(&crate::value::FORMAT_EXPIRING) {
-                continue;
-            }
-            found.expiring_seen = true;
-            if !decode_value(&value, max)?.live_at(now_ms) {
-                found
-                    .keys
-                    .push(Bytes::copy_from_slice(key.get(8..).unwrap_or_default()));
-            }
+        Some((Bound::Included(lower), upper))
+    }
+
+    /// A step that examines at most `examine_max` keys and collects at most `keys_max`.
+    pub(crate) fn new(examine_max: usize, keys_max: usize) -> Self {
+        Self {
+            found: ExpiredKeys::default(),
+            examined: 0,
+            examine_max: examine_max.max(1),
+            keys_max: keys_max.max(1),
         }
-        Ok(found)
+    }
+
+    /// Whether the step is full before the storage key `key`, which is then where the next
+    /// step starts; else `key` counts as examined.
+    pub(crate) fn is_full(&mut self, key: &[u8]) -> bool {
+        if self.examined >= self.examine_max || self.found.keys.len() >= self.keys_max {
+            self.found.next = Some(key.to_vec());
+            return true;
+        }
+        self.examined += 1;
+        false
+    }
+
+    /// The value at storage key `key` carries a TTL; `live` whether it still holds.
+    pub(crate) fn expiring(&mut self, key: &[u8], live: bool) {
+        self.found.expiring_seen = true;
+        if !live {
+            self.found
+                .keys
+                .push(Bytes::copy_from_slice(key.get(8..).unwrap_or_default()));
+        }
+    }
+
+    /// What the step found.
+    pub(crate) fn finish(self) -> ExpiredKeys {
+        self.found
     }
 }

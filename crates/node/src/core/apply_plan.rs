@@ -25,6 +25,31 @@ pub struct Split {
     pub from_entry: bool,
 }
 
+impl Split {
+    /// The split `command` asks for, in either format; `None` for any other command.
+    pub fn of(command: &LogCommand) -> Option<Split> {
+        let (epoch, new_shard, at, from_entry) = match *command {
+            LogCommand::Split {
+                epoch,
+                new_shard,
+                at,
+            } => (epoch, new_shard, at, false),
+            LogCommand::SplitFromEntry {
+                epoch,
+                new_shard,
+                at,
+            } => (epoch, new_shard, at, true),
+            _ => return None,
+        };
+        Some(Split {
+            epoch,
+            new_shard,
+            at,
+            from_entry,
+        })
+    }
+}
+
 /// One step of applying a Ready's committed entries, in log order.
 #[derive(Debug, PartialEq)]
 pub enum Step {
@@ -69,33 +94,10 @@ pub fn steps(kind: MachineKind, entries: Vec<Entry>) -> Vec<Step> {
                 now_ms,
                 idle_ms,
             },
-            Some(LogCommand::Split {
-                epoch,
-                new_shard,
-                at,
-            }) => Step::Split {
+            Some(command) if let Some(split) = Split::of(&command) => Step::Split {
                 index: entry.index,
                 term: entry.term,
-                split: Split {
-                    epoch,
-                    new_shard,
-                    at,
-                    from_entry: false,
-                },
-            },
-            Some(LogCommand::SplitFromEntry {
-                epoch,
-                new_shard,
-                at,
-            }) => Step::Split {
-                index: entry.index,
-                term: entry.term,
-                split: Split {
-                    epoch,
-                    new_shard,
-                    at,
-                    from_entry: true,
-                },
+                split,
             },
             _ => {
                 run.push(entry);
