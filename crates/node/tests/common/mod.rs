@@ -471,13 +471,15 @@ key = "certs/node-{id}.key"
         }
     }
 
-    /// The status of node `index`, `None` when unreachable.
+    /// The status of node `index`, `None` when unreachable or not serving yet (a node still
+    /// checking its new store with PD answers a retryable error such as `Timeout`).
     pub async fn try_status(&mut self, index: usize) -> Option<NodeStatus> {
         match self
             .try_call(index, &Request::Admin(AdminRequest::NodeStatus))
             .await?
         {
             Response::Admin(AdminResult::NodeStatus(status)) => Some(status),
+            Response::Error(error) if error.is_retryable() => None,
             other => panic!("unexpected status answer {other:?}"),
         }
     }
