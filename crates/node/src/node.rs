@@ -442,7 +442,7 @@ key = "{stem}.key"
         batch.set_hard_state(ShardId(7), voted);
         store.write(batch).unwrap();
         store
-            .write(create_group_batch(&descriptor(7), BOOTSTRAP_START, Some(voted)).unwrap())
+            .write(create_group_batch(&descriptor(7), BOOTSTRAP_START, Some(voted), false).unwrap())
             .unwrap();
         let state = store.group(ShardId(7)).unwrap().hard_state();
         assert_eq!(state.term, Term(9));
@@ -455,7 +455,7 @@ key = "{stem}.key"
             commit: LogIndex::ZERO,
         };
         store
-            .write(create_group_batch(&descriptor(8), BOOTSTRAP_START, Some(old)).unwrap())
+            .write(create_group_batch(&descriptor(8), BOOTSTRAP_START, Some(old), false).unwrap())
             .unwrap();
         let state = store.group(ShardId(8)).unwrap().hard_state();
         assert_eq!(state.term, Term(bootstrap::INITIAL_LOG_INDEX));
@@ -471,5 +471,46 @@ key = "{stem}.key"
         let storage = store.group(ShardId(8)).unwrap();
         assert!(is_brand_new(&storage));
         assert!(!is_brand_new(&store.group(ShardId(7)).unwrap()));
+    }
+
+    /// A group created where its keys' versions stand (a split's new shard continuing its
+    /// parent's log) records it, and a replica opened over it applies puts without reading
+    /// their previous values; one created without the claim (a child of the first split
+    /// format) reads them.
+    #[test]
+    fn a_group_that_continues_its_parents_versions_opens_knowing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path().join("data"))).unwrap();
+        let config = NodeConfig::parse(
+            r#"node_id = 1
+cluster = "c1"
+listen_addr = "127.0.0.1:1"
+data_dir = "data"
+initial_cluster = ["1@127.0.0.1:1"]
+replication_factor = 1
+[tls]
+ca_cert = "ca.pem"
+cert = "node.pem"
+key = "node.key"
+"#,
+            dir.path(),
+        )
+        .unwrap();
+        let start = (LogIndex(40), Term(3));
+        for (shard, claim) in [(7, true), (8, false)] {
+            store
+                .write(create_group_batch(&descriptor(shard), start, None, claim).unwrap())
+                .unwrap();
+            let group = open_group(
+                &store,
+                &config,
+                ShardId(shard),
+                member_id(NodeId(1), 1),
+                Some(descriptor(shard)),
+            )
+            .unwrap();
+            let data = group.machine.data().unwrap();
+            assert_eq!(data.versions_follow_index, claim, "shard {shard}");
+        }
     }
 }

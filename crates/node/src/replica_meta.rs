@@ -3,6 +3,7 @@
 //! ```text
 //! shard/     ‖ shard BE (8) -> postcard(ShardDescriptor)   the replica's current descriptor
 //! tombstone/ ‖ shard BE (8) -> postcard(NodeId)            highest removed member id here
+//! versions/  ‖ shard BE (8) -> (empty)                      the shard's versions follow its index
 //! ```
 //!
 //! A shard's descriptor is owned by the shard's own Raft log: it is saved in the same atomic
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 
 const DESCRIPTOR_PREFIX: &[u8] = b"shard/";
 const TOMBSTONE_PREFIX: &[u8] = b"tombstone/";
+const VERSIONS_PREFIX: &[u8] = b"versions/";
 
 /// The meta name of `shard`'s local descriptor.
 pub fn descriptor_key(shard: ShardId) -> Vec<u8> {
@@ -27,6 +29,19 @@ pub fn descriptor_key(shard: ShardId) -> Vec<u8> {
 /// The meta name of `shard`'s tombstone.
 pub fn tombstone_key(shard: ShardId) -> Vec<u8> {
     let mut key = TOMBSTONE_PREFIX.to_vec();
+    key.extend_from_slice(&shard.get().to_be_bytes());
+    key
+}
+
+/// The meta name of `shard`'s record that its keys' versions never exceed its log index (see
+/// `ringkv_storage::kv_machine::CommandRun::versions_follow_index`). Written with the group
+/// by the node that creates it at bootstrap or by a `SplitFromEntry` split, whose logs begin
+/// where their keys' versions stood; absent for a child of the first split format and for a
+/// replica that arrived by snapshot (whose node cannot tell), which read each put's previous
+/// value. A fact of the shard (every replica's data is the same at the same index), so it is
+/// kept when the replica is removed: a later replica here may use it.
+pub fn versions_follow_index_key(shard: ShardId) -> Vec<u8> {
+    let mut key = VERSIONS_PREFIX.to_vec();
     key.extend_from_slice(&shard.get().to_be_bytes());
     key
 }

@@ -83,6 +83,7 @@ impl Store {
             commands,
             stamps,
             indexes,
+            versions_follow_index: false,
         };
         let (batch, results) = kv_machine::apply_commands(self, shard, run, applied, conf, meta)?;
         self.commit_batch(batch)?;

@@ -50,6 +50,7 @@ fn apply<S: StateStore>(
         commands,
         stamps,
         indexes: &indexes,
+        versions_follow_index: false,
     };
     let (batch, results) =
         kv_machine::apply_commands(&*store, SHARD, run, applied(last), None, &[]).unwrap();
@@ -498,4 +499,126 @@ fn sweep_steps_agree_over_both_stores() {
         assert_eq!(capped.keys.len(), 2);
         assert!(capped.next.is_some());
     });
+}
+
+/// Applies `commands` to `shard` one per index from `index` with `versions_follow_index` set as
+/// given; returns the results and the batch's watch events.
+fn apply_claiming<S: StateStore>(
+    store: &mut S,
+    shard: ShardId,
+    commands: &[Command],
+    index: u64,
+    versions_follow_index: bool,
+) -> (Vec<CommandResult>, Vec<ringkv_types::WatchEvent>) {
+    let indexes: Vec<u64> = (index..).take(commands.len()).collect();
+    let stamps = vec![1_000; commands.len()];
+    let run = CommandRun {
+        commands,
+        stamps: &stamps,
+        indexes: &indexes,
+        versions_follow_index,
+    };
+    let last = index + commands.len() as u64 - 1;
+    let (mut batch, results) =
+        kv_machine::apply_commands(&*store, shard, run, applied(last), None, &[]).unwrap();
+    let events = std::mem::take(&mut batch.events);
+    store.commit_apply(batch).unwrap();
+    (results, events)
+}
+
+#[test]
+fn a_shard_whose_versions_follow_its_index_applies_exactly_as_one_that_reads_them() {
+    // The claim changes how a put's version is found (not read back), never what is stored,
+    // answered or watched: a mixed run over two stores, one claiming, one not.
+    both(|open| {
+        let (mut reading, mut claiming) = (open(), Box::new(MemoryState::new()) as Box<dyn Erased>);
+        let one = |operation| Command {
+            session: None,
+            operations: vec![operation],
+        };
+        let key = |name: &str| Bytes::from(name.to_owned());
+        let mut index = 6;
+        for round in 0..4u64 {
+            let commands = vec![
+                one(put("a", &format!("a{round}"))),
+                session_write(7, round + 1, "b", &format!("b{round}")),
+                one(Operation::PutWithTtl {
+                    key: key("t"),
+                    value: key("ttl"),
+                    ttl_ms: 5,
+                }),
+                one(Operation::CompareAndSwap {
+                    key: key("a"),
+                    expected: Some(key(&format!("a{round}"))),
+                    new: Some(key("swapped")),
+                }),
+                one(Operation::CompareVersionAndSwap {
+                    key: key("b"),
+                    expected_version: index + 1,
+                    new: Some(key("by-version")),
+                }),
+                Command {
+                    session: None,
+                    operations: vec![
+                        put("c", "c1"),
+                        put("c", "c2"),
+                        Operation::Delete { key: key("a") },
+                    ],
+                },
+            ];
+            let read = apply_claiming(&mut reading, SHARD, &commands, index, false);
+            let claimed = apply_claiming(&mut claiming, SHARD, &commands, index, true);
+            assert_eq!(read, claimed, "round {round}");
+            for name in ["a", "b", "c", "t"] {
+                assert_eq!(value(&reading, name), value(&claiming, name), "{name}");
+            }
+            index += commands.len() as u64;
+        }
+        // The run wrote what it says: versions are the writing entries' indexes.
+        assert_eq!(value(&claiming, "c").unwrap().version, index - 1);
+    });
+}
+
+#[test]
+fn a_put_over_a_version_above_the_index_counts_on_from_it() {
+    // A shard of the first split format: its log restarted at 5 under its parent's versions.
+    let mut store = MemoryState::new();
+    apply_claiming(
+        &mut store,
+        SHARD,
+        &[session_write(1, 1, "k", "v")],
+        100,
+        false,
+    );
+    apply_claiming(
+        &mut store,
+        ShardId(2),
+        &[session_write(2, 1, "k", "w")],
+        6,
+        false,
+    );
+    assert_eq!(value(&store, "k").unwrap().version, 101);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "above the log index 6 of a shard whose versions follow its log index")]
+fn a_false_claim_that_versions_follow_the_index_is_caught_in_debug_builds() {
+    // The same shard claiming its versions follow its index: the version would go backwards
+    // from 100 to 6 (a stale version could match again); debug builds stop it.
+    let mut store = MemoryState::new();
+    apply_claiming(
+        &mut store,
+        SHARD,
+        &[session_write(1, 1, "k", "v")],
+        100,
+        false,
+    );
+    apply_claiming(
+        &mut store,
+        ShardId(2),
+        &[session_write(2, 1, "k", "w")],
+        6,
+        true,
+    );
 }

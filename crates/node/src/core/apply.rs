@@ -116,6 +116,10 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
             commands: &commands,
             stamps: &stamps,
             indexes: &indexes,
+            versions_follow_index: group
+                .machine
+                .data()
+                .is_some_and(|data| data.versions_follow_index),
         };
         // IMPORTANT: the new descriptor (and the PD state) commits with the applied index in
         // one batch.

@@ -42,6 +42,10 @@ pub struct DataMachine {
     pub expiry_proposed: Option<Mono>,
     /// The TTL sweep of this replica as leader (`core/ttl_sweep.rs`).
     pub ttl: TtlSweep,
+    /// Whether the shard's keys' versions never exceed its log index, so a put's apply need
+    /// not read the previous value (`replica_meta::versions_follow_index_key`; false when
+    /// unknown).
+    pub versions_follow_index: bool,
 }
 
 /// Where a leader's sweep for expired keys stands.
@@ -70,6 +74,7 @@ impl DataMachine {
                 seen_in_pass: false,
                 last_step: None,
             },
+            versions_follow_index: false,
         }
     }
 

@@ -200,12 +200,20 @@ impl EventLoop {
             return Ok(());
         };
         let parent_leads = group.raw.is_leader();
+        // The new shard's versions follow its index when its log continues the parent's and
+        // the parent's versions follow the parent's index (a child of the first format's child
+        // holds versions above any index of its own).
+        let follows = split.from_entry
+            && group
+                .machine
+                .data()
+                .is_some_and(|data| data.versions_follow_index);
         let start = if split.from_entry {
             (index, term)
         } else {
             BOOTSTRAP_START
         };
-        self.create_split_child(shard, &right, start, parent_leads, internal)?;
+        self.create_split_child(shard, &right, (start, follows), parent_leads, internal)?;
         let (kept, child) = (left.clone(), right.clone());
         self.core
             .finish_split(&mut self.store, shard, (index, term), left, right)?;
@@ -217,13 +225,13 @@ impl EventLoop {
     }
 
     /// Creates the split's new group here, its log starting at `start` (the split entry's
-    /// index and term), unless a replica of it was already initialized (by a snapshot, or
+    /// index and term; `versions_follow_index` as `create_group_batch` takes it), unless a replica of it was already initialized (by a snapshot, or
     /// before a crash). An uninitialized replica is replaced, keeping its hard state.
     fn create_split_child(
         &mut self,
         parent: ShardId,
         right: &ShardDescriptor,
-        start: (LogIndex, Term),
+        (start, versions_follow_index): ((LogIndex, Term), bool),
         parent_leads: bool,
         internal: &mut Internal,
     ) -> Result<()> {
@@ -260,7 +268,7 @@ impl EventLoop {
         // IMPORTANT: everything queued for the uninitialized replica goes to the writer first,
         // so our batch below is the last word on its hard state.
         self.submit_now(internal)?;
-        let mut batch = create_group_batch(right, start, Some(previous))?;
+        let mut batch = create_group_batch(right, start, Some(previous), versions_follow_index)?;
         batch.set_sessions(child, self.store.sessions(parent)?);
         self.store.write(batch)?;
         // Every batch submitted before is durable now: the old replica's pending

@@ -4,6 +4,7 @@
 
 use crate::bootstrap;
 use crate::config::NodeConfig;
+use crate::core::machine::MachineKind;
 use crate::error::{Error, Result};
 use crate::group::{Group, NodeStorage};
 use crate::pd_host;
@@ -71,7 +72,8 @@ pub(super) fn load_or_bootstrap_map(
     let mut batch = WriteBatchBuilder::new();
     let mut in_batch = 0;
     for descriptor in mine {
-        add_new_group(&mut batch, &descriptor, BOOTSTRAP_START, None)?;
+        // A bootstrap shard starts empty: its keys' versions are its log indexes.
+        add_new_group(&mut batch, &descriptor, BOOTSTRAP_START, None, true)?;
         if descriptor.id == ShardId::PD {
             // IMPORTANT: group 0 starts with its state at its initial applied index, in the
             // same batch: every PD replica starts from the same state, whoever leads first.
@@ -122,9 +124,16 @@ pub fn create_group_batch(
     descriptor: &ShardDescriptor,
     start: (LogIndex, Term),
     hard_state: Option<HardState>,
+    versions_follow_index: bool,
 ) -> Result<WriteBatchBuilder> {
     let mut batch = WriteBatchBuilder::new();
-    add_new_group(&mut batch, descriptor, start, hard_state)?;
+    add_new_group(
+        &mut batch,
+        descriptor,
+        start,
+        hard_state,
+        versions_follow_index,
+    )?;
     Ok(batch)
 }
 
@@ -136,11 +145,14 @@ const BOOTSTRAP_DEFER_ELECTIONS: u64 = 6;
 const GROUPS_PER_BATCH: usize = 512;
 
 /// Adds what [`create_group_batch`] writes for one group to `batch`.
+/// Adds what [`create_group_batch`] writes for one group to `batch`; `versions_follow_index`
+/// says the group's keys' versions never exceed its log index (recorded for data shards).
 fn add_new_group(
     batch: &mut WriteBatchBuilder,
     descriptor: &ShardDescriptor,
     (initial, initial_term): (LogIndex, Term),
     hard_state: Option<HardState>,
+    versions_follow_index: bool,
 ) -> Result<()> {
     batch.initialize_group(
         descriptor.id,
@@ -170,6 +182,13 @@ fn add_new_group(
         &replica_meta::descriptor_key(descriptor.id),
         replica_meta::encode_descriptor(descriptor)?,
     );
+    if versions_follow_index && MachineKind::of(descriptor.id) == MachineKind::Data {
+        batch.set_meta(
+            descriptor.id,
+            &replica_meta::versions_follow_index_key(descriptor.id),
+            Vec::new(),
+        );
+    }
     Ok(())
 }
 
@@ -195,7 +214,13 @@ pub(crate) fn open_group(
     let mut raft_config = config.raft_config(shard, member);
     raft_config.applied = applied.index;
     let raw = RawNode::new(raft_config, NodeStorage::new(storage, ConfState::default()))?;
-    Ok(Group::new(shard, member, descriptor, raw, applied.index))
+    let mut group = Group::new(shard, member, descriptor, raw, applied.index);
+    if let Some(data) = group.machine.data_mut() {
+        data.versions_follow_index = store
+            .meta(&replica_meta::versions_follow_index_key(shard))?
+            .is_some();
+    }
+    Ok(group)
 }
 
 /// Opens the data dir, checking (or recording) that it belongs to this node and cluster, and
