@@ -4,12 +4,16 @@
 //! last, keys spread over 100k. A regression in the write path's apply cost shows here without a
 //! cluster.
 //!
-//! Run: `cargo bench -p ringkv-storage --bench apply`. Figures: `docs/perf.md`.
+//! Run: `cargo bench -p ringkv-storage --bench apply` (`-- versions_follow_index` for the
+//! put-without-read comparison). Figures: `docs/perf.md`.
 #![allow(missing_docs, clippy::unwrap_used, reason = "bench")]
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ringkv_storage::{AppliedState, Command, Operation, SessionRequest, Store, StoreConfig};
+use ringkv_storage::kv_machine::{self, CommandRun};
+use ringkv_storage::{
+    AppliedState, Command, Operation, SessionRequest, StateStore, Store, StoreConfig,
+};
 use ringkv_types::{LogIndex, ShardId, Term};
 use std::hint::black_box;
 use std::time::Duration;
@@ -105,5 +109,50 @@ fn apply(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, apply);
+/// The same load through `kv_machine` directly, with and without the claim that the shard's
+/// versions follow its log index (then a put does not read its previous value back).
+fn apply_claiming(c: &mut Criterion) {
+    let mut group = c.benchmark_group("storage/apply_versions_follow_index");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for claim in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let mut load = Load::new();
+        let mut run =
+            |store: &mut Store,
+             (commands, stamps, applied): (Vec<Command>, Vec<u64>, AppliedState)| {
+                let indexes: Vec<u64> =
+                    (applied.index.0 + 1 - commands.len() as u64..=applied.index.0).collect();
+                let run = CommandRun {
+                    commands: &commands,
+                    stamps: &stamps,
+                    indexes: &indexes,
+                    versions_follow_index: claim,
+                };
+                let (batch, results) =
+                    kv_machine::apply_commands(&*store, SHARD, run, applied, None, &[]).unwrap();
+                store.commit_apply(batch).unwrap();
+                results
+            };
+        run(&mut store, load.batch(SESSIONS));
+        let per_batch = 64u64;
+        group.throughput(Throughput::Elements(per_batch));
+        group.bench_with_input(
+            BenchmarkId::new(if claim { "claimed" } else { "read" }, per_batch),
+            &per_batch,
+            |b, &n| {
+                b.iter_batched(
+                    || load.batch(n),
+                    |batch| black_box(run(&mut store, batch)),
+                    criterion::BatchSize::SmallInput,
+                );
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, apply, apply_claiming);
 criterion_main!(benches);
