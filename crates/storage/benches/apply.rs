@@ -120,7 +120,7 @@ fn apply_claiming(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(StoreConfig::new(dir.path())).unwrap();
         let mut load = Load::new();
-        let mut run =
+        let run =
             |store: &mut Store,
              (commands, stamps, applied): (Vec<Command>, Vec<u64>, AppliedState)| {
                 let indexes: Vec<u64> =
