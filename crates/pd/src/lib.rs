@@ -101,7 +101,7 @@ pub use apply::{
     Apply, MAX_ADDR_BYTES, MAX_BOOTSTRAP_NODES, MAX_BOOTSTRAP_SHARDS, MAX_CLUSTER_NAME_BYTES,
     MAX_LABEL_BYTES, MAX_LABELS, MAX_REPLICAS,
 };
-pub use leader_stats::{LeaderStats, Triage};
+pub use leader_stats::{LeaderStats, Triage, tick_would_act};
 pub use scheduler::{move_steps, plan, plan_with, split_position};
 
 /// Raft member ids: `(node << 32) | incarnation`, one definition for the whole project.
@@ -111,6 +111,8 @@ pub use ringkv_types::member_id;
 mod apply_test;
 #[cfg(test)]
 mod leader_stats_test;
+#[cfg(test)]
+mod liveness_test;
 #[cfg(test)]
 mod scheduler_test;
 #[cfg(any(test, feature = "test-support"))]

@@ -252,10 +252,26 @@ pub enum Command {
     /// not put it in the log; applied from the log (a leader that could not triage it), it
     /// counts as a [`Command::NodeHeartbeat`] and asks for every listed shard's report.
     StoreHeartbeat(StoreHeartbeat),
+    /// The tick of a PD leader that keeps node liveness in its memory (`ringkv_pd::
+    /// leader_stats`): raises each listed node's last heartbeat to the log time the leader last
+    /// heard from it (never lowers it, never past `now_ms`; unknown and removed nodes are
+    /// skipped), then does what [`Command::Tick`] does with it: marks nodes silent for
+    /// `heartbeat_timeout_ms` `Down`, cancels stalled and hopeless operators, runs the
+    /// schedulers. The leader proposes one only when it would change something beyond log time
+    /// and last heartbeats, so an idle cluster writes no PD log entries.
+    LeaderTick {
+        /// Log time.
+        now_ms: u64,
+        /// `(node, log time the PD leader last heard from it)`, by node id.
+        last_heard: Vec<(NodeId, u64)>,
+    },
 }
 
 /// Most ids one [`Command::AllocIds`] may take.
 pub const MAX_IDS_PER_ALLOC: u64 = 1 << 20;
+
+/// Most nodes listed in one [`Command::LeaderTick`].
+pub const MAX_TICK_NODES: usize = 65_536;
 
 /// What a tick did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +283,13 @@ pub struct TickOutcome {
     pub cancelled: Vec<OperatorId>,
     /// Operators the schedulers created.
     pub created: Vec<OperatorId>,
+}
+
+impl TickOutcome {
+    /// Whether the tick changed nothing but log time (and last heartbeats).
+    pub fn is_empty(&self) -> bool {
+        self.marked_down.is_empty() && self.cancelled.is_empty() && self.created.is_empty()
+    }
 }
 
 /// The answer to an applied command.
