@@ -150,7 +150,9 @@ pub enum Command {
         /// Log time.
         now_ms: u64,
     },
-    /// A node's periodic heartbeat.
+    /// A node's heartbeat: refreshes its replicated last heartbeat and stats, marks a `Down`
+    /// node `Up`. Proposed by the PD leader when a node's state changes (heard again while
+    /// `Down`, a new capacity); by older leaders every quarter of `heartbeat_timeout_ms`.
     NodeHeartbeat {
         /// The node.
         node: NodeId,
@@ -162,7 +164,9 @@ pub enum Command {
     /// A shard leader's periodic report; answered with the next step for the shard, if any.
     ShardReport(ShardReport),
     /// Advances log time: marks silent nodes `Down`, cancels stalled operators, runs the
-    /// schedulers. The PD leader proposes one every scheduling interval.
+    /// schedulers (nodes count as silent by their replicated last heartbeat). PD leaders
+    /// before 2026-12-08 proposed one every scheduling interval; now they propose
+    /// [`Command::LeaderTick`]. Still applied as before.
     Tick {
         /// Log time.
         now_ms: u64,
