@@ -138,6 +138,7 @@ pub fn stamp(command: &mut Command, now: u64) {
         | Command::RegisterNodeAs { now_ms, .. }
         | Command::NodeHeartbeat { now_ms, .. }
         | Command::Tick { now_ms }
+        | Command::LeaderTick { now_ms, .. }
         | Command::SetNodeState { now_ms, .. }
         | Command::AddOperator { now_ms, .. }
         | Command::CancelOperator { now_ms, .. }

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{Cluster, pd_config};
-use ringkv_pd::{Command, PdState, Response as PdResponse};
+use ringkv_pd::{Command, PdState, Response as PdResponse, SchedulerKind};
 use ringkv_types::{AdminRequest, AdminResult, NodeId, Request, Response};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,12 +136,20 @@ async fn lagging_pd_replica_catches_up(snapshots_sent: Arc<AtomicU64>) {
     };
     cluster.stop_node(2).await;
     let start = commit_of(&cluster.status(0).await);
-    // Heartbeats, reports and ticks fill group 0's log well past several compactions (every 20
-    // entries), so the leader no longer has the entries node 3 misses: it must send a snapshot.
+    // PD commands fill group 0's log well past several compactions (every 20 entries), so the
+    // leader no longer has the entries node 3 misses: it must send a snapshot. An idle PD writes
+    // nothing to its log (liveness stays in its leader's memory), so the test writes the
+    // entries: turning off the split scheduler, which `pd_config` already turned off.
     let deadline = Instant::now() + WAIT;
     while commit_of(&cluster.status(0).await).0 < start.0 + 100 {
         assert!(Instant::now() < deadline, "PD log does not grow");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let answer = cluster
+            .pd_call(&Command::SetScheduler {
+                scheduler: SchedulerKind::Split,
+                enabled: false,
+            })
+            .await;
+        assert_eq!(answer, Ok(PdResponse::Done));
     }
     cluster.start_node(2).await;
     let deadline = Instant::now() + WAIT;

@@ -26,12 +26,38 @@
 //! starts with empty memory, which fills within one full-report interval, and needs nothing
 //! from it to schedule.
 //!
-//! The node's liveness (`last_heartbeat_ms`, which `Tick` marks nodes `Down` by) is replicated
-//! at a bounded rate: the leader proposes a [`Command::NodeHeartbeat`] for the node when the
-//! replicated heartbeat is older than a quarter of `heartbeat_timeout_ms`, when the node is
-//! `Down`, or when its capacity changed. Nodes therefore cost O(nodes) log entries per
-//! `heartbeat_timeout_ms / 4`, whatever the number of shards.
+//! # Liveness
+//!
+//! Node liveness lives here too: the log time this leader last heard from each node. The log
+//! carries only node *state changes* (issue 16: an idle cluster wrote ~48 KiB/s per node of
+//! periodic liveness refreshes and ticks):
+//!
+//! * a node heard while `Down` (or while its silence is recorded, `down_since_ms`), or whose
+//!   capacity changed, gets a [`Command::NodeHeartbeat`] proposed for it (at most one per
+//!   eighth of `heartbeat_timeout_ms`), which marks it `Up` again;
+//! * every tick interval the leader builds a [`Command::LeaderTick`] ([`LeaderStats::tick`])
+//!   listing when it last heard each node, and proposes it only when applying it would change
+//!   something beyond log time and last heartbeats ([`tick_would_act`]): a node silent for
+//!   `heartbeat_timeout_ms` marked `Down`, an operator cancelled, an operator created. When it
+//!   applies, every replica raises the nodes' replicated last heartbeats to the listed times
+//!   and then runs the same tick as [`Command::Tick`], so every replica decides the same from
+//!   the log alone.
+//!
+//! A node this leader has not heard from yet counts as heard at the start of its memory (the
+//! first heartbeat or tick it handled, within a tick interval of its term start), so a new
+//! leader gives every node a full `heartbeat_timeout_ms` before marking it `Down`, and a
+//! leader change never marks a live node `Down`. Replicated last heartbeats (registrations, a
+//! `NodeHeartbeat` in the log) count as well: the apply keeps the larger.
+//!
+//! [`tick_would_act`] applies the tick to a scratch copy of the applied state: the very code
+//! every replica runs, so the decision cannot drift from the apply. It costs a copy of the
+//! state and a scheduler pass per tick interval on the leader (before, every replica applied a
+//! tick per interval, and wrote it).
+//!
+//! Old log entries replay as before: a [`Command::Tick`] still marks nodes `Down` by their
+//! replicated last heartbeats, and [`Command::NodeHeartbeat`] still refreshes them.
 
+use crate::Apply;
 use crate::apply::same_layout;
 use crate::command::{Command, MAX_HEARTBEAT_SHARDS, Response, ShardReport, StoreHeartbeat};
 use crate::error::{Error, Result};
@@ -56,9 +82,12 @@ pub struct NodeSeen {
 pub struct LeaderStats {
     shards: BTreeMap<ShardId, ShardStatus>,
     nodes: BTreeMap<NodeId, NodeSeen>,
-    /// Log time at which a liveness refresh ([`Command::NodeHeartbeat`]) was last proposed per
-    /// node, so one in flight is not proposed again at every heartbeat.
-    refresh_proposed_ms: BTreeMap<NodeId, u64>,
+    /// Log time at which a [`Command::NodeHeartbeat`] (a node back `Up`, or a new capacity)
+    /// was last proposed per node, so one in flight is not proposed again at every heartbeat.
+    up_proposed_ms: BTreeMap<NodeId, u64>,
+    /// Log time at which this memory began (its first heartbeat or tick): a node not heard
+    /// since counts as heard then.
+    since_ms: Option<u64>,
 }
 
 /// The PD leader's answer to a [`StoreHeartbeat`].
@@ -66,8 +95,8 @@ pub struct LeaderStats {
 pub struct Triage {
     /// The answer for the node.
     pub answer: Result<Response>,
-    /// A command for the leader to propose on its own (the node's liveness refresh), answered
-    /// to nobody.
+    /// A command for the leader to propose on its own (the node back `Up`, or its new
+    /// capacity), answered to nobody.
     pub propose: Option<Command>,
 }
 
@@ -79,7 +108,10 @@ impl LeaderStats {
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.shards.is_empty() && self.nodes.is_empty() && self.refresh_proposed_ms.is_empty()
+        self.shards.is_empty()
+            && self.nodes.is_empty()
+            && self.up_proposed_ms.is_empty()
+            && self.since_ms.is_none()
     }
 
     /// The last report of `shard` heard by this leader.
@@ -138,20 +170,18 @@ impl LeaderStats {
             return Err(Error::NodeRemoved { node: id });
         }
         let now_ms = now_ms.max(state.now_ms);
-        let refresh_every_ms = (state.settings.heartbeat_timeout_ms / 4).max(1);
-        let replicated_age_ms = now_ms.saturating_sub(node.last_heartbeat_ms);
+        self.since_ms.get_or_insert(now_ms);
         let capacity_changed = heartbeat.stats.capacity_bytes > 0
             && heartbeat.stats.capacity_bytes != node.capacity_bytes;
-        let needs_refresh = node.down_since_ms.is_some()
-            || node.state == NodeState::Down
-            || capacity_changed
-            || replicated_age_ms >= refresh_every_ms;
+        let state_changes =
+            node.down_since_ms.is_some() || node.state == NodeState::Down || capacity_changed;
+        let dedupe_ms = (state.settings.heartbeat_timeout_ms / 8).max(1);
         let proposed_recently = self
-            .refresh_proposed_ms
+            .up_proposed_ms
             .get(&id)
-            .is_some_and(|&at| now_ms.saturating_sub(at) < refresh_every_ms / 2);
-        let propose = (needs_refresh && !proposed_recently).then(|| {
-            self.refresh_proposed_ms.insert(id, now_ms);
+            .is_some_and(|&at| now_ms.saturating_sub(at) < dedupe_ms);
+        let propose = (state_changes && !proposed_recently).then(|| {
+            self.up_proposed_ms.insert(id, now_ms);
             Command::NodeHeartbeat {
                 node: id,
                 stats: heartbeat.stats,
@@ -216,6 +246,26 @@ impl LeaderStats {
         ))
     }
 
+    /// The tick to propose at log time `now_ms` (the leader's stamp), if applying it would
+    /// change anything (see the module docs): a [`Command::LeaderTick`] listing, for every node
+    /// not removed, when this leader last heard from it (the start of its memory if never).
+    pub fn tick(&mut self, state: &PdState, now_ms: u64) -> Option<Command> {
+        state.cluster.as_ref()?;
+        let now_ms = now_ms.max(state.now_ms);
+        let since = *self.since_ms.get_or_insert(now_ms);
+        let last_heard = state
+            .nodes
+            .values()
+            .filter(|node| node.state != NodeState::Removed)
+            .map(|node| {
+                let heard = self.nodes.get(&node.id).map_or(since, |seen| seen.at_ms);
+                (node.id, heard.max(since))
+            })
+            .collect();
+        let tick = Command::LeaderTick { now_ms, last_heard };
+        tick_would_act(state, &tick).then_some(tick)
+    }
+
     /// Copies the remembered statistics into `state` (a copy of the applied state served to
     /// `ringctl status`), so readers see the fresh figures rather than the last replicated
     /// ones. Leaders, learners and hints are the same in both by construction.
@@ -231,9 +281,20 @@ impl LeaderStats {
         for (node, seen) in &self.nodes {
             if let Some(info) = state.nodes.get_mut(node) {
                 info.stats = seen.stats;
+                info.last_heartbeat_ms = info.last_heartbeat_ms.max(seen.at_ms);
+                state.now_ms = state.now_ms.max(seen.at_ms);
             }
         }
     }
+}
+
+/// Whether applying `tick` (a [`Command::Tick`] or [`Command::LeaderTick`]) to `state` would
+/// change anything beyond log time and last heartbeats: a node marked `Down`, an operator
+/// cancelled or created. Applies it to a scratch copy, so it decides exactly what the apply
+/// would (see the module docs).
+pub fn tick_would_act(state: &PdState, tick: &Command) -> bool {
+    let mut scratch = state.clone();
+    matches!(scratch.apply(tick), Ok(Response::Tick(outcome)) if !outcome.is_empty())
 }
 
 /// Whether `report` must be replicated (see the module docs).

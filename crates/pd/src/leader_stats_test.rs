@@ -133,53 +133,6 @@ fn reports_for_another_leader_are_ignored() {
 }
 
 #[test]
-fn liveness_is_replicated_at_a_bounded_rate() {
-    let mut state = cluster(3, 3, 3);
-    let timeout = state.settings.heartbeat_timeout_ms;
-    let mut stats = LeaderStats::new();
-    // Fresh in the log (registered at 0): nothing to propose.
-    let triage = stats.handle(&state, &heartbeat(1, vec![], false), 10);
-    assert_eq!(triage.propose, None);
-    // A quarter of the timeout later: the leader proposes the node's heartbeat, once.
-    let at = timeout / 4;
-    let triage = stats.handle(&state, &heartbeat(1, vec![], false), at);
-    let Some(command) = triage.propose else {
-        panic!("no refresh proposed")
-    };
-    assert!(matches!(
-        command,
-        Command::NodeHeartbeat {
-            node: NodeId(1),
-            ..
-        }
-    ));
-    assert_eq!(
-        stats
-            .handle(&state, &heartbeat(1, vec![], false), at + 1)
-            .propose,
-        None
-    );
-    state.apply(&command).unwrap();
-    assert_eq!(state.nodes[&NodeId(1)].last_heartbeat_ms, at);
-    // A node marked down is answered `Up` and refreshed at once.
-    state
-        .apply(&Command::Tick {
-            now_ms: at + timeout,
-        })
-        .unwrap();
-    assert_eq!(state.nodes[&NodeId(2)].state, NodeState::Down);
-    let triage = stats.handle(&state, &heartbeat(2, vec![], false), at + timeout + 1);
-    assert!(triage.propose.is_some());
-    assert!(matches!(
-        triage.answer,
-        Ok(Response::StoreHeartbeat {
-            state: NodeState::Up,
-            ..
-        })
-    ));
-}
-
-#[test]
 fn unknown_and_removed_nodes_are_refused() {
     let mut state = cluster(3, 3, 1);
     let mut stats = LeaderStats::new();

@@ -14,9 +14,12 @@
 //!
 //! Time is log time. Every command that needs the time carries a `now_ms` set by the PD leader
 //! that proposed it; applying keeps the largest seen so far ([`PdState::now_ms`]), so every
-//! replica agrees on it and it never goes backwards. `ringkvd`'s PD leader proposes
-//! [`Command::Tick`] periodically; ticks mark silent nodes `Down`, cancel stalled operators and
-//! run the schedulers.
+//! replica agrees on it and it never goes backwards. Ticks mark silent nodes `Down`, cancel
+//! stalled operators and run the schedulers. `ringkvd`'s PD leader keeps node liveness in its
+//! memory ([`LeaderStats`]) and proposes a [`Command::LeaderTick`] (which carries it) only when
+//! applying it would change something ([`LeaderStats::tick`], [`tick_would_act`]), so an idle
+//! cluster writes nothing to PD's log (see [`leader_stats`]); [`Command::Tick`] in older logs
+//! still applies as before.
 //!
 //! # Driving it from `ringkvd`
 //!
@@ -24,8 +27,10 @@
 //!   and the initial map, built from its config alone) to an empty state before group 0
 //!   starts, so every PD replica starts from the same state; later nodes propose
 //!   [`Command::RegisterNode`] (answered with [`Response::NodeId`]).
-//! * Every node proposes [`Command::NodeHeartbeat`] periodically (answered with its state: a
-//!   `Removed` node should stop).
+//! * Every node sends a [`Command::StoreHeartbeat`] periodically, which the PD leader answers
+//!   from memory ([`LeaderStats::handle`]; the answer carries its state: a `Removed` node
+//!   should stop); the leader proposes [`Command::NodeHeartbeat`] for it only when its state
+//!   changes (a `Down` node heard again, a new capacity).
 //! * Every shard leader proposes [`Command::ShardReport`] periodically and after each conf
 //!   change or split it applies; the answer ([`Response::ShardReport`]) carries the next
 //!   [`StepOrder`] for the shard, which the leader carries out:
@@ -101,7 +106,7 @@ pub use apply::{
     Apply, MAX_ADDR_BYTES, MAX_BOOTSTRAP_NODES, MAX_BOOTSTRAP_SHARDS, MAX_CLUSTER_NAME_BYTES,
     MAX_LABEL_BYTES, MAX_LABELS, MAX_REPLICAS,
 };
-pub use leader_stats::{LeaderStats, Triage};
+pub use leader_stats::{LeaderStats, Triage, tick_would_act};
 pub use scheduler::{move_steps, plan, plan_with, split_position};
 
 /// Raft member ids: `(node << 32) | incarnation`, one definition for the whole project.
@@ -111,6 +116,8 @@ pub use ringkv_types::member_id;
 mod apply_test;
 #[cfg(test)]
 mod leader_stats_test;
+#[cfg(test)]
+mod liveness_test;
 #[cfg(test)]
 mod scheduler_test;
 #[cfg(any(test, feature = "test-support"))]

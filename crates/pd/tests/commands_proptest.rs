@@ -1,6 +1,8 @@
 //! Property: any sequence of commands, valid or not, applies without panicking; a refused
 //! command leaves the state exactly as it was; the state's invariants hold after every command;
-//! and applying the same sequence twice gives the same states and answers (determinism).
+//! and applying the same sequence twice gives the same states and answers (determinism); a
+//! `LeaderTick` the PD leader would leave out (`tick_would_act` false) changes nothing but log
+//! time and last heartbeats.
 
 use proptest::prelude::*;
 use ringkv_pd::{
@@ -205,6 +207,9 @@ fn command() -> impl Strategy<Value = Command> {
             now_ms,
         }),
         2 => (0u64..5000).prop_map(|now_ms| Command::Tick { now_ms }),
+        2 => (0u64..5000, proptest::collection::vec((node(), 0u64..6000), 0..6)).prop_map(
+            |(now_ms, last_heard)| Command::LeaderTick { now_ms, last_heard }
+        ),
         1 => (node(), node_state(), 0u64..5000).prop_map(|(node, state, now_ms)| {
             Command::SetNodeState { node, state, now_ms }
         }),
@@ -289,7 +294,20 @@ proptest! {
         let mut answers = Vec::new();
         for command in &commands {
             let before = state.clone();
+            let skipped = matches!(command, Command::LeaderTick { .. })
+                && !ringkv_pd::tick_would_act(&state, command);
+            prop_assert_eq!(&state, &before, "deciding a tick changed the state");
             let answer = state.apply(command);
+            if skipped {
+                // The PD leader leaves out a tick that would not act: applying it must change
+                // nothing but log time and last heartbeats.
+                let mut expected = before.clone();
+                expected.now_ms = state.now_ms;
+                for (id, node) in &mut expected.nodes {
+                    node.last_heartbeat_ms = state.nodes[id].last_heartbeat_ms;
+                }
+                prop_assert_eq!(&state, &expected, "a tick left out would have acted");
+            }
             state.check_invariants();
             if answer.is_err() {
                 prop_assert_eq!(&state, &before, "refused {:?} changed the state", command);

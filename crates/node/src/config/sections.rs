@@ -243,7 +243,8 @@ impl Default for AuthSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PdSection {
-    /// How often the PD leader proposes `Tick` (marks silent nodes down, runs the schedulers).
+    /// How often the PD leader decides whether to propose a tick (marks silent nodes down,
+    /// runs the schedulers); it proposes one only when the tick would change something.
     pub tick_interval_ms: u64,
     /// How often every node heartbeats and every shard leader reports to PD.
     pub heartbeat_interval_ms: u64,

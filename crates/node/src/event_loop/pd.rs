@@ -1,6 +1,6 @@
 //! The placement driver service on the event loop: group 0's leader serves
 //! `AdminRequest::Pd` (stamps the command's log time, proposes it, answers once applied) and
-//! `AdminRequest::PdState`, and proposes `Tick` every `pd.tick_interval_ms`. Every PD replica
+//! `AdminRequest::PdState`, and proposes a `LeaderTick` when one would change something. Every PD replica
 //! applies `LogCommand::Pd` entries to its [`PdState`] (see `apply_run`).
 //!
 //! Nodes that do not host PD keep a copy of the PD leader's state ([`EventLoop::pd_view`]),
@@ -222,7 +222,10 @@ impl EventLoop {
     pub(super) fn pd_plan_call(&self, balancing: bool) -> Response {
         match self.pd_host() {
             Some(host) if self.is_pd_leader() => {
-                match postcard::to_stdvec(&ringkv_pd::plan_with(&host.state, balancing)) {
+                // With the leader's memory of heartbeats (leader balancing reads them).
+                let mut state = host.state.clone();
+                host.stats.overlay(&mut state);
+                match postcard::to_stdvec(&ringkv_pd::plan_with(&state, balancing)) {
                     Ok(bytes) => Response::Admin(AdminResult::Pd(bytes.into())),
                     Err(error) => Response::Error(WireError::Internal {
                         reason: format!("encoding the PD plan: {error}"),
@@ -319,8 +322,9 @@ impl EventLoop {
         }
     }
 
-    /// On every tick: the PD leader proposes `Tick` every `pd.tick_interval_ms`, starting a
-    /// heartbeat timeout after it became leader.
+    /// On every tick: every `pd.tick_interval_ms`, starting a heartbeat timeout after it became
+    /// leader, the PD leader proposes a `LeaderTick` if applying it would change something (a
+    /// node marked `Down`, an operator cancelled or created; see `ringkv_pd::leader_stats`).
     pub(super) fn pd_tick(&mut self) -> Result<()> {
         let leads = self.is_pd_leader();
         let interval = Duration::from_millis(self.config.pd.tick_interval_ms);
@@ -358,7 +362,13 @@ impl EventLoop {
             return Ok(());
         }
         host.last_tick = Some(now);
-        if let Some(index) = self.propose_pd(Command::Tick { now_ms: 0 }, None)?
+        // Only a tick that would change something is proposed (an idle cluster writes no PD
+        // log entries): `LeaderStats::tick` decides it on the applied state.
+        let now_ms = host.next_stamp(now, pd_host::wall_clock_ms());
+        let Some(tick) = host.stats.tick(&host.state, now_ms) else {
+            return Ok(());
+        };
+        if let Some(index) = self.propose_pd(tick, None)?
             && let Some(host) = self.pd_host_mut()
         {
             host.tick_in_flight = Some((index, now));

@@ -7,11 +7,11 @@
 //! change it. Inside, [`Machine`] borrows the state for one command. The handlers are split by
 //! what they change: `nodes.rs` (bootstrap, registration, heartbeats, node states, id
 //! allocation, store incarnations, space alarms), `reports.rs` (shard reports and the map),
-//! `operators.rs` (operators and the tick); users and keys are in `crate::auth`.
+//! `operators.rs` (operators and the ticks); users and keys are in `crate::auth`.
 
 use crate::command::{
-    AdminOperator, Command, IdKind, MAX_HEARTBEAT_SHARDS, MAX_IDS_PER_ALLOC, NodeRegistration,
-    Response, ShardReport, StoreHeartbeat, TickOutcome,
+    AdminOperator, Command, IdKind, MAX_HEARTBEAT_SHARDS, MAX_IDS_PER_ALLOC, MAX_TICK_NODES,
+    NodeRegistration, Response, ShardReport, StoreHeartbeat, TickOutcome,
 };
 use crate::error::{Error, InvalidReason, RejectReason, Result};
 use crate::node::{NodeInfo, NodeState, NodeStats};
@@ -91,6 +91,7 @@ impl Machine<'_> {
             } => self.heartbeat(*node, stats, *now_ms),
             Command::ShardReport(report) => self.shard_report(report),
             Command::Tick { now_ms } => self.tick(*now_ms),
+            Command::LeaderTick { now_ms, last_heard } => self.leader_tick(*now_ms, last_heard),
             Command::SetNodeState {
                 node,
                 state,

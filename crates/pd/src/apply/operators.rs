@@ -177,6 +177,27 @@ impl Machine<'_> {
 
     // ------------------------------------------------------------ tick
 
+    /// [`Command::LeaderTick`]: the leader's memory of heartbeats into the nodes' last
+    /// heartbeats, then [`Command::Tick`].
+    pub(super) fn leader_tick(
+        &mut self,
+        now_ms: u64,
+        last_heard: &[(NodeId, u64)],
+    ) -> Result<Response> {
+        self.require_bootstrapped()?;
+        check_len("tick nodes", last_heard.len(), MAX_TICK_NODES)?;
+        self.advance_time(now_ms);
+        let now_ms = self.0.now_ms;
+        for &(id, at) in last_heard {
+            if let Some(node) = self.0.nodes.get_mut(&id)
+                && node.state != NodeState::Removed
+            {
+                node.last_heartbeat_ms = node.last_heartbeat_ms.max(at.min(now_ms));
+            }
+        }
+        self.tick(now_ms)
+    }
+
     pub(super) fn tick(&mut self, now_ms: u64) -> Result<Response> {
         self.require_bootstrapped()?;
         self.advance_time(now_ms);

@@ -7,7 +7,8 @@
 //! tenth), triaged by the PD leader's real [`LeaderStats`]; the reports PD names go through
 //! [`Apply::apply`] as `ShardReport` commands, whose answer's order the leader carries out
 //! (a step at a time, its shard left out of heartbeats while it runs, reported through the log
-//! as soon as it ends); PD's `Tick` applies every `tick_ms` and runs the schedulers. Steps
+//! as soon as it ends); every `tick_ms` PD's leader proposes a `LeaderTick` (which runs the
+//! schedulers) when one would change something. Steps
 //! take modelled time ([`Latency`]): a conf change or a leader transfer a few milliseconds, a
 //! learner's snapshot its shard's size at the snapshot rate (snapshots to one node queue up);
 //! a killed node's leaderships move to another live voter after an election timeout.
@@ -234,7 +235,7 @@ impl PdScale {
     fn pd_apply(&mut self, command: &Command) -> Result<ringkv_pd::Result<Response>, RuleBroken> {
         use ringkv_pd::Apply;
         let what = match command {
-            Command::Tick { .. } => "Tick",
+            Command::Tick { .. } | Command::LeaderTick { .. } => "Tick",
             Command::ShardReport(_) => "ShardReport",
             Command::NodeHeartbeat { .. } => "NodeHeartbeat",
             _ => "other command",

@@ -198,9 +198,14 @@ impl PdScale {
                     event_at = Some(at);
                 }
                 Event::PdTick => {
-                    let created = match self.pd_apply(&Command::Tick { now_ms: at })? {
-                        Ok(Response::Tick(outcome)) => outcome.created.len() as u64,
-                        _ => 0,
+                    // As `ringkvd`'s PD leader: a tick only when it would change something.
+                    let tick = self.pd_call(|pd, stats| stats.tick(pd, at));
+                    let created = match tick {
+                        Some(tick) => match self.pd_apply(&tick)? {
+                            Ok(Response::Tick(outcome)) => outcome.created.len() as u64,
+                            _ => 0,
+                        },
+                        None => 0,
                     };
                     self.check_snapshots()?;
                     if created > 0 || !self.pd.operators.is_empty() || event_at.is_none() {

@@ -150,7 +150,9 @@ pub enum Command {
         /// Log time.
         now_ms: u64,
     },
-    /// A node's periodic heartbeat.
+    /// A node's heartbeat: refreshes its replicated last heartbeat and stats, marks a `Down`
+    /// node `Up`. Proposed by the PD leader when a node's state changes (heard again while
+    /// `Down`, a new capacity); by older leaders every quarter of `heartbeat_timeout_ms`.
     NodeHeartbeat {
         /// The node.
         node: NodeId,
@@ -162,7 +164,9 @@ pub enum Command {
     /// A shard leader's periodic report; answered with the next step for the shard, if any.
     ShardReport(ShardReport),
     /// Advances log time: marks silent nodes `Down`, cancels stalled operators, runs the
-    /// schedulers. The PD leader proposes one every scheduling interval.
+    /// schedulers (nodes count as silent by their replicated last heartbeat). PD leaders
+    /// before 2026-12-08 proposed one every scheduling interval; now they propose
+    /// [`Command::LeaderTick`]. Still applied as before.
     Tick {
         /// Log time.
         now_ms: u64,
@@ -252,10 +256,26 @@ pub enum Command {
     /// not put it in the log; applied from the log (a leader that could not triage it), it
     /// counts as a [`Command::NodeHeartbeat`] and asks for every listed shard's report.
     StoreHeartbeat(StoreHeartbeat),
+    /// The tick of a PD leader that keeps node liveness in its memory (`ringkv_pd::
+    /// leader_stats`): raises each listed node's last heartbeat to the log time the leader last
+    /// heard from it (never lowers it, never past `now_ms`; unknown and removed nodes are
+    /// skipped), then does what [`Command::Tick`] does with it: marks nodes silent for
+    /// `heartbeat_timeout_ms` `Down`, cancels stalled and hopeless operators, runs the
+    /// schedulers. The leader proposes one only when it would change something beyond log time
+    /// and last heartbeats, so an idle cluster writes no PD log entries.
+    LeaderTick {
+        /// Log time.
+        now_ms: u64,
+        /// `(node, log time the PD leader last heard from it)`, by node id.
+        last_heard: Vec<(NodeId, u64)>,
+    },
 }
 
 /// Most ids one [`Command::AllocIds`] may take.
 pub const MAX_IDS_PER_ALLOC: u64 = 1 << 20;
+
+/// Most nodes listed in one [`Command::LeaderTick`].
+pub const MAX_TICK_NODES: usize = 65_536;
 
 /// What a tick did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +287,13 @@ pub struct TickOutcome {
     pub cancelled: Vec<OperatorId>,
     /// Operators the schedulers created.
     pub created: Vec<OperatorId>,
+}
+
+impl TickOutcome {
+    /// Whether the tick changed nothing but log time (and last heartbeats).
+    pub fn is_empty(&self) -> bool {
+        self.marked_down.is_empty() && self.cancelled.is_empty() && self.created.is_empty()
+    }
 }
 
 /// The answer to an applied command.
