@@ -96,6 +96,10 @@ pub mod requests;
 #[cfg(test)]
 mod requests_test;
 pub mod route;
+pub mod split;
+pub mod split_propose;
+#[cfg(test)]
+mod split_test;
 pub mod staged;
 pub mod time;
 pub mod ttl_sweep;

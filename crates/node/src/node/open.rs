@@ -150,8 +150,27 @@ fn add_new_group(
             conf: Group::conf_of(descriptor),
         },
     );
-    let previous = hard_state.unwrap_or_default();
-    let hard_state = if previous.term >= initial_term {
+    batch.set_hard_state(
+        descriptor.id,
+        initial_hard_state((initial, initial_term), hard_state),
+    );
+    batch.set_meta(
+        descriptor.id,
+        &replica_meta::descriptor_key(descriptor.id),
+        replica_meta::encode_descriptor(descriptor)?,
+    );
+    Ok(())
+}
+
+/// The hard state a brand-new group starting at `(initial, initial_term)` saves, given the
+/// state `previous` an uninitialized replica of it already persisted: its term and vote are
+/// kept when its term is not below the start's (a replica must never vote twice in one term).
+pub fn initial_hard_state(
+    (initial, initial_term): (LogIndex, Term),
+    previous: Option<HardState>,
+) -> HardState {
+    let previous = previous.unwrap_or_default();
+    if previous.term >= initial_term {
         HardState {
             term: previous.term,
             vote: previous.vote,
@@ -163,14 +182,7 @@ fn add_new_group(
             vote: NodeId::NONE,
             commit: initial,
         }
-    };
-    batch.set_hard_state(descriptor.id, hard_state);
-    batch.set_meta(
-        descriptor.id,
-        &replica_meta::descriptor_key(descriptor.id),
-        replica_meta::encode_descriptor(descriptor)?,
-    );
-    Ok(())
+    }
 }
 
 /// Whether a group never ran: still at its initial log, term and no vote.
