@@ -252,3 +252,58 @@ fn a_split_against_an_old_epoch_is_skipped() {
     assert_eq!(driver.state.applied(SHARD).unwrap().index, index);
     assert_eq!(driver.state.applied(CHILD).unwrap().index, LogIndex::ZERO);
 }
+
+#[test]
+fn a_new_shards_snapshot_waits_until_the_parent_here_applied_the_split() {
+    // This replica's parent has not applied the split; the new shard's leader (elsewhere)
+    // reached it, so it holds an uninitialized replica of the new shard.
+    let (mut core, driver) = leading_core();
+    let at = ring::position(b"k");
+    let (left, right) = super::split::split_descriptors(&descriptor(), CHILD, at).unwrap();
+    let member = member_id(NodeId(1), 1);
+    let log = MemoryLog::new();
+    let raw = RawNode::new(
+        Config::new(member, CHILD),
+        NodeStorage::new(log, ringkv_types::raft::ConfState::default()),
+    )
+    .unwrap();
+    core.insert_group(Group::new(CHILD, member, None, raw, LogIndex::ZERO));
+    // The new shard's snapshot: its arc holds "k", which the parent here still applies to.
+    let mut leader_state = MemoryState::new();
+    leader_state
+        .commit_apply(ringkv_storage::ApplyBatch::new(
+            CHILD,
+            ringkv_storage::AppliedState {
+                index: LogIndex(20),
+                term: ringkv_types::Term(2),
+            },
+        ))
+        .unwrap();
+    let snapshot = leader_state
+        .snapshot(CHILD, right.arc, Group::conf_of(&right))
+        .unwrap();
+    let offer = |core: &mut NodeCore<MemoryLog>| {
+        let message = ringkv_types::raft::Message {
+            group: CHILD,
+            from: member_id(NodeId(2), 1),
+            to: member,
+            term: ringkv_types::Term(2),
+            body: ringkv_types::raft::MessageBody::InstallSnapshot {
+                snapshot: ringkv_types::raft::Snapshot {
+                    meta: snapshot.meta.clone(),
+                    data: Bytes::new(),
+                },
+            },
+        };
+        core.offer_snapshot(message, snapshot.clone().into(), right.clone(), None)
+            .unwrap()
+    };
+    assert!(!offer(&mut core), "installed over the parent's keys");
+    assert!(core.groups[&CHILD].pending_install.is_none());
+    // Once the parent here holds only its own half (it applied the split, or installed a
+    // snapshot of its shrunken arc), the new shard's snapshot is taken.
+    core.groups.get_mut(&SHARD).unwrap().descriptor = left;
+    assert!(offer(&mut core));
+    assert!(core.groups[&CHILD].pending_install.is_some());
+    drop(driver);
+}
