@@ -182,7 +182,7 @@ pub enum SplitStep {
     Skipped,
     /// It applies: the driver does the I/O [`SplitChild::create`] asks for, then calls
     /// [`NodeCore::finish_split`].
-    Applies(SplitChild),
+    Applies(Box<SplitChild>),
 }
 
 impl<L: ringkv_raft::Storage> NodeCore<L> {
@@ -261,7 +261,7 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
                 })
             }
         };
-        Ok(SplitStep::Applies(SplitChild {
+        Ok(SplitStep::Applies(Box::new(SplitChild {
             parent: shard,
             entry: (index, term),
             left,
@@ -270,7 +270,7 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
             create,
             member: member.unwrap_or(NodeId::NONE),
             parent_leads,
-        }))
+        })))
     }
 
     /// Applies a split, second half, once the driver wrote [`SplitChild::create`] durably and
@@ -286,7 +286,7 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
     pub fn finish_split<S: StateStore>(
         &mut self,
         store: &mut S,
-        split: SplitChild,
+        split: Box<SplitChild>,
         opened: Option<Group<L>>,
     ) -> Result<()> {
         let SplitChild {
@@ -297,7 +297,7 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
             create,
             parent_leads,
             ..
-        } = split;
+        } = *split;
         if let (Some(created), Some(mut group)) = (create, opened) {
             let child = right.id;
             for message in self.persist.take_shard(child) {
