@@ -47,9 +47,18 @@ impl EventLoop {
         internal: &mut Internal,
     ) -> Result<()> {
         let child = split.new_shard;
-        let on_disk = self.store.group(child)?.hard_state();
         let removing = self.removals.iter().any(|r| r.shard() == child)
             || self.removals_waiting.iter().any(|(_, s, _)| *s == child);
+        // The new group's hard state on disk matters only when the core may create it here
+        // (not for a group already initialized, removed or being removed: no store read then).
+        let may_create = !removing
+            && !self.core.tombstones.contains_key(&child)
+            && !self.core.groups.get(&child).is_some_and(|g| g.initialized);
+        let on_disk = if may_create {
+            self.store.group(child)?.hard_state()
+        } else {
+            ringkv_types::raft::HardState::default()
+        };
         let step = self.core.begin_split(
             &mut self.store,
             shard,
