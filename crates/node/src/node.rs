@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 mod open;
-pub use open::{BOOTSTRAP_START, LocalState, create_group_batch, recorded_bootstrap};
+pub use open::{
+    BOOTSTRAP_START, LocalState, create_group_batch, initial_hard_state, recorded_bootstrap,
+};
 pub(crate) use open::{cluster_id, open_group};
 use open::{holds_nothing, load_or_bootstrap_map, open_groups, open_store};
 

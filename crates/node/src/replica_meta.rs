@@ -11,7 +11,7 @@
 //! carries it, and a node runs exactly the groups of its local descriptors.
 
 use crate::error::{Error, Result};
-use ringkv_storage::Store;
+use ringkv_storage::{StateStore, Store};
 use ringkv_types::{NodeId, ShardDescriptor, ShardId};
 use std::collections::BTreeMap;
 
@@ -44,6 +44,14 @@ pub fn versions_follow_index_key(shard: ShardId) -> Vec<u8> {
     let mut key = VERSIONS_PREFIX.to_vec();
     key.extend_from_slice(&shard.get().to_be_bytes());
     key
+}
+
+/// Whether `store` holds `shard`'s [`versions_follow_index_key`] record.
+///
+/// # Errors
+/// Store errors.
+pub fn versions_follow_index<S: StateStore + ?Sized>(store: &S, shard: ShardId) -> Result<bool> {
+    Ok(store.meta(&versions_follow_index_key(shard))?.is_some())
 }
 
 /// Encodes a descriptor for [`descriptor_key`].

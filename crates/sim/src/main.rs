@@ -219,6 +219,7 @@ fn run_node_core(
     let (mut ops, mut completed, mut snapshots, mut crashes, mut lost, mut violations) =
         (0, 0, 0, 0, 0, 0);
     let (mut kept, mut compared) = (0, 0);
+    let (mut splits, mut split_crashes, mut writes) = (0, 0, 0);
     for seed in start..start.saturating_add(seeds) {
         let report = ringkv_sim::core_world::run_core_seed_planted(seed, planted);
         ops += report.ops_checked;
@@ -228,10 +229,13 @@ fn run_node_core(
         lost += report.apply_batches_lost;
         kept += report.turn_batches_kept;
         compared += report.states_compared;
+        splits += u64::from(report.split);
+        split_crashes += report.split_crashes;
+        writes += report.writes_compared;
         if verbose {
             println!(
                 "seed {seed}: ops {} completed {} snapshots {} crashes {} apply batches lost {} \
-                 turn batches kept {} states compared {} trace {:016x}",
+                 turn batches kept {} states compared {} split {} split crashes {} trace {:016x}",
                 report.ops_checked,
                 report.ops_completed,
                 report.snapshots,
@@ -239,6 +243,8 @@ fn run_node_core(
                 report.apply_batches_lost,
                 report.turn_batches_kept,
                 report.states_compared,
+                report.split,
+                report.split_crashes,
                 report.trace_hash
             );
         }
@@ -264,7 +270,9 @@ fn run_node_core(
     println!(
         "node-core seeds: {seeds}, violations: {violations}, ops checked: {ops}, completed: \
          {completed}, snapshots: {snapshots}, crashes: {crashes}, apply batches lost: {lost}, \
-         unsynced turn batches kept by crashes: {kept}, applied states compared: {compared}"
+         unsynced turn batches kept by crashes: {kept}, applied states compared: {compared}, \
+         seeds that split: {splits}, crashes right after a split's new group: {split_crashes}, \
+         applied writes checked exactly-once: {writes}"
     );
     if violations > 0 {
         std::process::exit(1);

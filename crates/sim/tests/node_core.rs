@@ -4,7 +4,9 @@
 
 use ringkv_node::core::planted::PlantedNodeBugs;
 use ringkv_sim::core_world::planted::NodeBug;
-use ringkv_sim::core_world::{durable_apply, replica_states, run_core_seed, run_core_seed_planted};
+use ringkv_sim::core_world::{
+    durable_apply, exactly_once, replica_states, run_core_seed, run_core_seed_planted,
+};
 
 /// Node-core seeds every test run covers.
 const CORE_SEEDS: u64 = 200;
@@ -16,6 +18,7 @@ fn node_core_seeds_have_no_violations() {
     let mut crashes = 0;
     let mut lost = 0;
     let (mut ttl_ops, mut expired_reads, mut clock_steps, mut removals) = (0, 0, 0, 0);
+    let (mut splits, mut split_crashes, mut writes) = (0, 0, 0);
     for seed in 0..CORE_SEEDS {
         let report = run_core_seed(seed);
         if let Some(violation) = report.violation {
@@ -32,7 +35,21 @@ fn node_core_seeds_have_no_violations() {
         expired_reads += report.ttl_expired_reads;
         clock_steps += report.clock_steps;
         removals += report.ttl_sweep_removals;
+        splits += u64::from(report.split);
+        split_crashes += report.split_crashes;
+        writes += report.writes_compared;
     }
+    eprintln!(
+        "{splits} seeds split a shard, {split_crashes} crashes right after a split's new group, \
+         {writes} applied writes checked exactly-once"
+    );
+    // Splits must happen, and crashes must hit between a split's two writes.
+    assert!(splits > CORE_SEEDS / 3, "only {splits} seeds split");
+    assert!(
+        split_crashes > CORE_SEEDS / 10,
+        "only {split_crashes} crashes right after a split"
+    );
+    assert!(writes > CORE_SEEDS * 50, "only {writes} writes checked");
     eprintln!(
         "{ttl_ops} TTL-key operations checked, {expired_reads} reads found a value expired, \
          {clock_steps} clock steps, {removals} keys removed by sweeps"
@@ -225,4 +242,57 @@ fn expire_without_recheck_is_found() {
     };
     eprintln!("found at seed {seed}: {violation}");
     assert_eq!(violation.check, "linearizability (log time)", "seed {seed}");
+}
+
+/// Seeds within which the planted "split forgets the sessions" bug must be found twice.
+const SPLIT_FORGETS_SESSIONS_SEEDS: u64 = 100;
+
+/// A split whose new shard starts with an empty session table applies a write twice: the
+/// client heard no answer from the parent (a lost reply), and its retry with the same session
+/// and sequence reaches the new shard after the split, which applies it again. The
+/// exactly-once check finds it (the same value applied at a second log index, or a write
+/// answered at an entry after its first). Measured (2026-12-08): found in 9 of seeds 0-199,
+/// at seeds 22, 31, 72, 93, 98, 103, 140, 141, 158. The test stops at the second finding.
+#[test]
+fn a_split_that_forgets_the_sessions_is_found() {
+    const {
+        assert!(
+            PlantedNodeBugs::COMPILED,
+            "the tests build the planted bugs in"
+        )
+    };
+    let bug = NodeBug::SplitForgetsSessions;
+    let mut found = Vec::new();
+    let mut splits = 0;
+    for seed in 0..SPLIT_FORGETS_SESSIONS_SEEDS {
+        let report = run_core_seed_planted(seed, bug.switches());
+        splits += u64::from(report.split);
+        if let Some(violation) = report.violation {
+            found.push((seed, violation));
+            if found.len() == 2 {
+                break;
+            }
+        }
+    }
+    eprintln!("{}: found {found:?} ({splits} seeds split)", bug.name());
+    assert_eq!(
+        found.len(),
+        2,
+        "found only {found:?} in {SPLIT_FORGETS_SESSIONS_SEEDS} seeds"
+    );
+    for (seed, violation) in found {
+        assert_eq!(
+            violation.check,
+            exactly_once::CHECK,
+            "seed {seed}: {violation}"
+        );
+        assert_eq!(violation.check, bug.checker());
+        let report = run_core_seed(seed);
+        assert!(
+            report.violation.is_none(),
+            "seed {seed} fails with the switch off too: {:?}",
+            report.violation
+        );
+        assert!(report.split, "seed {seed} did not split");
+    }
 }

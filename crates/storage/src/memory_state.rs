@@ -141,6 +141,40 @@ impl MemoryState {
             .insert(name.to_vec(), Bytes::copy_from_slice(value));
     }
 
+    /// Starts the brand-new `shard` durably, as the fjall store's
+    /// [`WriteBatchBuilder::initialize_group`](crate::WriteBatchBuilder::initialize_group) with
+    /// [`set_sessions`](crate::WriteBatchBuilder::set_sessions) and a meta record in one
+    /// synchronous write: every batch committed so far becomes durable first (the one journal
+    /// orders them before it), then the shard's applied position, configuration, session
+    /// table and the meta records. Its data range is left as it is (a split child's data is
+    /// already there).
+    pub fn initialize_shard_durable(
+        &mut self,
+        shard: ShardId,
+        applied: AppliedState,
+        conf: ConfState,
+        sessions: Vec<(u64, SessionRecord)>,
+        meta: &[(Vec<u8>, Vec<u8>)],
+    ) {
+        let mark = self.committed;
+        self.batches_durable(mark);
+        self.durable
+            .sessions
+            .retain(|(owner, _), _| *owner != shard);
+        self.durable.sessions.extend(
+            sessions
+                .into_iter()
+                .map(|(session, record)| ((shard, session), record)),
+        );
+        self.durable.applied.insert(shard, applied);
+        self.durable.conf.insert(shard, conf);
+        for (name, value) in meta {
+            self.durable
+                .meta
+                .insert(name.clone(), Bytes::copy_from_slice(value));
+        }
+    }
+
     /// The configuration saved with `shard`'s applied position.
     pub fn conf_state(&self, shard: ShardId) -> Option<ConfState> {
         self.newest(shard, |batch| batch.conf.clone())

@@ -44,6 +44,12 @@ impl Arc {
         position >= self.start && self.end.is_none_or(|end| position < end)
     }
 
+    /// Whether this arc and `other` share a position.
+    pub fn overlaps(&self, other: &Arc) -> bool {
+        let below = |arc: &Arc, start: u64| arc.end.is_none_or(|end| start < end);
+        below(self, other.start) && below(other, self.start)
+    }
+
     /// Number of positions in the arc, as `u128` (the full ring has 2^64).
     pub fn width(&self) -> u128 {
         self.end.map_or(1u128 << 64, u128::from) - u128::from(self.start)

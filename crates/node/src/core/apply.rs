@@ -3,10 +3,10 @@
 //! store in tests and the simulator), and the requests they complete are answered. The KV and
 //! session semantics are [`kv_machine`]'s; what is applied with them (configuration,
 //! descriptor, PD state) and who is answered is decided here. The driver does what needs its
-//! own I/O afterwards: PD answers to waiters, log compaction, replica removal, and the split
-//! child's creation.
+//! own I/O afterwards: PD answers to waiters, log compaction, replica removal. Splits apply in
+//! [`super::split`].
 
-use super::answers::{answer_change, lost_write, not_leader, write_response};
+use super::answers::{answer_change, lost_write, write_response};
 use super::apply_plan::{self, RunPlan};
 use super::machine::MachineKind;
 use super::node_core::NodeCore;
@@ -17,8 +17,8 @@ use crate::replica_meta;
 use ringkv_storage::kv_machine::{self, CommandRun, SessionExpiry};
 use ringkv_storage::{AppliedState, Operation, StateStore};
 use ringkv_types::raft::{Entry, Message, MessageBody};
-use ringkv_types::{AdminResult, LogIndex, Response, ShardDescriptor, ShardId, Term, WireError};
-use tracing::{debug, info, warn};
+use ringkv_types::{LogIndex, Response, ShardId, Term, WireError};
+use tracing::{debug, info};
 
 /// What applying one run of entries left for the driver.
 #[derive(Debug)]
@@ -224,83 +224,6 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
         Ok(outcome)
     }
 
-    /// Applies a split entry of `shard` at `index` that no longer applies (the epoch moved
-    /// since the proposal, or the point is outside the arc): every replica skips it alike,
-    /// moving only the applied index, and the proposer is answered.
-    ///
-    /// # Errors
-    /// Store errors.
-    pub fn skip_split<S: StateStore>(
-        &mut self,
-        store: &mut S,
-        shard: ShardId,
-        (index, term): (LogIndex, Term),
-    ) -> Result<()> {
-        warn!(%shard, %index, "skipping a split that no longer applies");
-        commit_position(store, shard, AppliedState { index, term }, &[])?;
-        let Some(group) = self.groups.get_mut(&shard) else {
-            return Ok(());
-        };
-        group.applied = index;
-        group.raw.on_applied(index);
-        if let Some(pending) = group.pending_split.take() {
-            let response = if pending.index == index && pending.term == term {
-                Response::Error(WireError::EpochMismatch {
-                    descriptor: group.descriptor.clone(),
-                })
-            } else {
-                not_leader(group.leader_hint(), &group.descriptor)
-            };
-            self.replies.send(pending.reply, response);
-        }
-        Ok(())
-    }
-
-    /// Finishes a split of `shard` at `index` once its new group exists: the parent's
-    /// shrunken descriptor `left` commits with the split's applied index, and the proposer is
-    /// answered with both halves.
-    ///
-    /// # Errors
-    /// Encoding the descriptor; store errors.
-    pub fn finish_split<S: StateStore>(
-        &mut self,
-        store: &mut S,
-        shard: ShardId,
-        (index, term): (LogIndex, Term),
-        left: ShardDescriptor,
-        right: ShardDescriptor,
-    ) -> Result<()> {
-        // IMPORTANT: the parent's new descriptor commits with the split's applied index.
-        let name = replica_meta::descriptor_key(shard);
-        let value = replica_meta::encode_descriptor(&left)?;
-        commit_position(
-            store,
-            shard,
-            AppliedState { index, term },
-            &[(name.as_slice(), value.as_slice())],
-        )?;
-        let Some(group) = self.groups.get_mut(&shard) else {
-            return Ok(());
-        };
-        info!(%shard, new_shard = %right.id, at = ?right.arc.start, epoch = ?left.epoch,
-            "split applied");
-        group.descriptor = left.clone();
-        group.applied = index;
-        group.raw.on_applied(index);
-        if let Some(pending) = group
-            .pending_split
-            .take_if(|pending| pending.index <= index)
-        {
-            let response = if pending.index == index && pending.term == term {
-                Response::Admin(AdminResult::ShardSplit { left, right })
-            } else {
-                not_leader(group.leader_hint(), &group.descriptor)
-            };
-            self.replies.send(pending.reply, response);
-        }
-        Ok(())
-    }
-
     /// Answers the proposals of `shard` at or below `applied` that are still waiting: their
     /// entries were replaced by another leader's (lost writes, retried by the client).
     fn answer_lost(&mut self, shard: ShardId, applied: LogIndex) {
@@ -318,7 +241,7 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
 }
 
 /// Moves `shard`'s applied position to `applied` with `meta` records and no data writes.
-fn commit_position<S: StateStore>(
+pub(super) fn commit_position<S: StateStore>(
     store: &mut S,
     shard: ShardId,
     applied: AppliedState,

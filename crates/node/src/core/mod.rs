@@ -67,11 +67,13 @@
 //! ([`writes::GroupWrites::apply_to_state`] for memory). The log compaction trigger is here
 //! ([`compaction`]), and the TTL sweep's decision ([`ttl_sweep`]). Planted bugs for the simulator: [`planted`]. The simulator runs
 //! `NodeCore<MemoryLog>` for data shards with fixed membership (`ringkv-sim --node-core`,
-//! `crates/sim/src/core_world/`). Still methods of the event loop: admin requests, replica
-//! creation and removal I/O (a split child's creation among them), snapshot streaming and
-//! staging I/O, and the PD host's tick. Next: membership changes, leader transfers and splits
-//! in the node-core simulator (their execution moves into the core first), then its main
-//! world on the core in place of `world.rs`'s own Ready handling.
+//! `crates/sim/src/core_world/`). Splits run here ([`split_propose`]: the leader's checks and
+//! proposal; [`split`]: applying one in two halves around the driver's I/O: the new group's
+//! durable write and opening its log), in `ringkvd` and in the node-core simulator alike.
+//! Still methods of the event loop: the other admin requests, replica creation and removal
+//! I/O, snapshot streaming and staging I/O, and the PD host's tick. Next: membership changes
+//! and leader transfers in the node-core simulator (their execution moves into the core
+//! first), then its main world on the core in place of `world.rs`'s own Ready handling.
 
 pub mod answers;
 pub mod apply;
@@ -96,6 +98,10 @@ pub mod requests;
 #[cfg(test)]
 mod requests_test;
 pub mod route;
+pub mod split;
+pub mod split_propose;
+#[cfg(test)]
+mod split_test;
 pub mod staged;
 pub mod time;
 pub mod ttl_sweep;

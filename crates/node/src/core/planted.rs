@@ -29,6 +29,11 @@ pub struct PlantedNodeBugs {
     /// again between the sweep's look and the entry's apply is lost (breaks "`Expire` removes
     /// a key only if still expired at its entry's log time").
     pub expire_without_recheck: bool,
+    /// A split's new shard starts with an empty session table instead of a copy of its
+    /// parent's ([`super::node_core::NodeCore::begin_split`]): a write applied in the parent whose
+    /// client heard no answer, retried with the same session and sequence against the new
+    /// shard after the split, is applied a second time (breaks exactly-once across a split).
+    pub split_forgets_sessions: bool,
 }
 
 impl PlantedNodeBugs {
@@ -41,6 +46,13 @@ impl PlantedNodeBugs {
             || self.apply_before_durable
             || self.install_keeps_stale_data
             || self.expire_without_recheck
+            || self.split_forgets_sessions
+    }
+
+    /// Whether the planted [`PlantedNodeBugs::split_forgets_sessions`] acts (switched on, in
+    /// a build with the `planted-bugs` feature).
+    pub fn forgets_split_sessions(&self) -> bool {
+        Self::COMPILED && self.split_forgets_sessions
     }
 }
 

@@ -111,6 +111,27 @@ impl<L: Storage> NodeCore<L> {
             warn!(%shard, "snapshot data does not match its descriptor's arc");
             return Ok(false);
         }
+        // IMPORTANT: the shards of one node share one keyspace. A snapshot of a split's new
+        // shard reaching a replica whose parent has not applied the split yet (or a parent's
+        // snapshot from before the split reaching a replica that holds the new shard) would
+        // overwrite data the other group still applies to: refused until the parent here has
+        // applied the split (which creates the new group itself) or installed a snapshot of
+        // its shrunken arc.
+        if pd_state.is_none()
+            && let Some(other) = self.groups.values().find(|other| {
+                other.shard != shard
+                    && other.initialized
+                    && other.machine.is_data()
+                    && other.descriptor.arc.overlaps(&descriptor.arc)
+            })
+        {
+            warn!(%shard, other = %other.shard,
+                "snapshot overlaps the arc of another local shard; refused until it moves");
+            return Ok(false);
+        }
+        let Some(group) = self.groups.get_mut(&shard) else {
+            return Ok(false);
+        };
         info!(
             %shard,
             index = %staged.meta().index,

@@ -7,7 +7,6 @@ use super::{EventLoop, Internal};
 use crate::error::{Error, Result};
 use ringkv_raft::{Ready, Role};
 use ringkv_storage::Durable;
-use ringkv_types::raft::Message;
 use ringkv_types::{RaftBatch, ShardId};
 use tracing::{debug, info};
 
@@ -20,13 +19,6 @@ impl EventLoop {
                 ringkv_transport::SendOutcome::Queued => {}
                 outcome => debug!(%to, count, ?outcome, "raft batch not queued"),
             }
-        }
-    }
-
-    /// Queues `message` for its peer; a snapshot goes to `snapshots` (sent on a stream).
-    pub(super) fn route(&mut self, message: Message, snapshots: &mut Vec<Message>) {
-        if let Some(snapshot) = self.core.outbox.route(message) {
-            snapshots.push(snapshot);
         }
     }
 

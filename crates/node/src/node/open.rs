@@ -144,7 +144,6 @@ const BOOTSTRAP_DEFER_ELECTIONS: u64 = 6;
 /// Bootstrap groups written per durable batch.
 const GROUPS_PER_BATCH: usize = 512;
 
-/// Adds what [`create_group_batch`] writes for one group to `batch`.
 /// Adds what [`create_group_batch`] writes for one group to `batch`; `versions_follow_index`
 /// says the group's keys' versions never exceed its log index (recorded for data shards).
 fn add_new_group(
@@ -162,21 +161,10 @@ fn add_new_group(
             conf: Group::conf_of(descriptor),
         },
     );
-    let previous = hard_state.unwrap_or_default();
-    let hard_state = if previous.term >= initial_term {
-        HardState {
-            term: previous.term,
-            vote: previous.vote,
-            commit: previous.commit.max(initial),
-        }
-    } else {
-        HardState {
-            term: initial_term,
-            vote: NodeId::NONE,
-            commit: initial,
-        }
-    };
-    batch.set_hard_state(descriptor.id, hard_state);
+    batch.set_hard_state(
+        descriptor.id,
+        initial_hard_state((initial, initial_term), hard_state),
+    );
     batch.set_meta(
         descriptor.id,
         &replica_meta::descriptor_key(descriptor.id),
@@ -190,6 +178,29 @@ fn add_new_group(
         );
     }
     Ok(())
+}
+
+/// The hard state a brand-new group starting at `(initial, initial_term)` saves, given the
+/// state `previous` an uninitialized replica of it already persisted: its term and vote are
+/// kept when its term is not below the start's (a replica must never vote twice in one term).
+pub fn initial_hard_state(
+    (initial, initial_term): (LogIndex, Term),
+    previous: Option<HardState>,
+) -> HardState {
+    let previous = previous.unwrap_or_default();
+    if previous.term >= initial_term {
+        HardState {
+            term: previous.term,
+            vote: previous.vote,
+            commit: previous.commit.max(initial),
+        }
+    } else {
+        HardState {
+            term: initial_term,
+            vote: NodeId::NONE,
+            commit: initial,
+        }
+    }
 }
 
 /// Whether a group never ran: still at its initial log, term and no vote.
@@ -216,9 +227,7 @@ pub(crate) fn open_group(
     let raw = RawNode::new(raft_config, NodeStorage::new(storage, ConfState::default()))?;
     let mut group = Group::new(shard, member, descriptor, raw, applied.index);
     if let Some(data) = group.machine.data_mut() {
-        data.versions_follow_index = store
-            .meta(&replica_meta::versions_follow_index_key(shard))?
-            .is_some();
+        data.versions_follow_index = replica_meta::versions_follow_index(store, shard)?;
     }
     Ok(group)
 }

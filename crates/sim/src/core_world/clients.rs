@@ -1,8 +1,15 @@
 //! The simulated clients of a node-core run: each has a session and one operation in flight,
 //! sent as a real [`KvRequest`] (shard, epoch, session sequence) to the node it believes
 //! leads the key's shard, and records what it asked and heard in the [`History`] the
-//! linearizability checker reads. `NotLeader` moves the client to the hinted node; a request
-//! with no answer by its deadline is a write of unknown outcome (or a read with no effect).
+//! linearizability checker reads. Each client routes by its own copy of the shard map, as the
+//! real client does: `EpochMismatch` replaces the shard's descriptor when only its epoch moved
+//! and reloads the map (from the world's, what the placement driver knows) when its arc
+//! changed (a split); `KeyNotInShard` and `ShardNotFound` reload it; the operation is then
+//! sent again with the same session and sequence. `NotLeader` moves the client to the hinted
+//! node and sends it again too (a few times at most, then the operation is given up: never
+//! applied, unless an earlier attempt timed out). A write with no answer by its deadline is sent again once with the same session and
+//! sequence (the session table applies it at most once); with no answer to that either, its
+//! outcome is unknown. A read with no answer had no effect.
 
 use super::ttl::TtlWorkload;
 use crate::history::History;
@@ -32,11 +39,28 @@ fn decode_value(bytes: &[u8]) -> Option<Value> {
     Some(Value::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// How many times one operation is sent again (routing refusals and timeouts together).
+const RETRIES_MAX: u32 = 4;
+
+/// How many of those may follow a timeout.
+const TIMEOUT_RETRIES_MAX: u32 = 1;
+
+/// One operation of a client, as sent (and sent again).
+#[derive(Clone)]
+struct Attempt {
+    slot: usize,
+    is_read: bool,
+    name: Bytes,
+    op: KvOp,
+    session: Option<WriteSession>,
+    retries: u32,
+    timeouts: u32,
+}
+
 /// An operation waiting for its answer.
 struct InFlight {
     request: u64,
-    slot: usize,
-    is_read: bool,
+    attempt: Attempt,
     deadline: u64,
 }
 
@@ -48,6 +72,12 @@ pub struct Client {
     in_flight: Option<InFlight>,
     leader_hint: BTreeMap<ShardId, NodeId>,
     next_op_at: u64,
+    /// Its copy of the shard map (empty until first loaded).
+    map: Vec<ShardDescriptor>,
+    /// Whether the map is to be loaded again before the next request.
+    reload: bool,
+    /// An operation to send again.
+    retry: Option<Attempt>,
 }
 
 impl Client {
@@ -59,6 +89,9 @@ impl Client {
             in_flight: None,
             leader_hint: BTreeMap::new(),
             next_op_at: 0,
+            map: Vec::new(),
+            reload: true,
+            retry: None,
         }
     }
 }
@@ -126,19 +159,63 @@ impl Clients {
                 && let Some(flight) = client.in_flight.take()
             {
                 self.pending.remove(&flight.request);
-                if let Some(operation) = self.history.operations.get_mut(flight.slot) {
+                let mut attempt = flight.attempt;
+                if let Some(operation) = self.history.operations.get_mut(attempt.slot) {
                     client.leader_hint.remove(&operation.group);
-                    // A read with no answer had no effect; a write's outcome is unknown.
-                    operation.discarded |= flight.is_read;
+                    // A read with no answer had no effect; a write's outcome is unknown, and
+                    // it is sent again with the same session and sequence.
+                    operation.discarded |= attempt.is_read;
+                }
+                if !attempt.is_read
+                    && attempt.timeouts < TIMEOUT_RETRIES_MAX
+                    && attempt.retries < RETRIES_MAX
+                {
+                    attempt.timeouts += 1;
+                    attempt.retries += 1;
+                    client.retry = Some(attempt);
                 }
                 client.next_op_at = now + 1;
             }
             if client.in_flight.is_some() || client.next_op_at > now {
                 continue;
             }
+            if client.reload || client.map.is_empty() {
+                client.map = descriptors.to_vec();
+                client.reload = false;
+            }
+            if let Some(attempt) = client.retry.take() {
+                let Some(descriptor) = shard_of(&client.map, &attempt.name) else {
+                    continue;
+                };
+                if let Some(operation) = self.history.operations.get_mut(attempt.slot) {
+                    operation.group = descriptor.id;
+                }
+                let node = pick_node(client, &descriptor, rng);
+                let request_id = self.next_request;
+                self.next_request += 1;
+                self.ttl.retried(attempt.slot, request_id);
+                out.push(Outgoing {
+                    node,
+                    request_id,
+                    request: KvRequest {
+                        shard: descriptor.id,
+                        epoch: descriptor.epoch,
+                        session: attempt.session,
+                        timeout_ms: 0,
+                        op: attempt.op.clone(),
+                    },
+                });
+                client.in_flight = Some(InFlight {
+                    request: request_id,
+                    attempt,
+                    deadline: now + CLIENT_TIMEOUT_UNITS,
+                });
+                self.pending.insert(request_id, position);
+                continue;
+            }
             let key = TtlWorkload::pick_key(rng, keys);
             let name = user_key(key);
-            let Some(descriptor) = shard_of(descriptors, &name) else {
+            let Some(descriptor) = shard_of(&client.map, &name) else {
                 continue;
             };
             *clock += 1;
@@ -173,23 +250,23 @@ impl Clients {
             };
             let kv_op = match op {
                 Op::Get(_) => KvOp::Get {
-                    key: name,
+                    key: name.clone(),
                     consistency,
                 },
                 Op::Put(_, value) => match ttl_ms {
                     Some(ttl_ms) => KvOp::PutWithTtl {
-                        key: name,
+                        key: name.clone(),
                         value: encode_value(value),
                         ttl_ms,
                     },
                     None => KvOp::Put {
-                        key: name,
+                        key: name.clone(),
                         value: encode_value(value),
                     },
                 },
-                Op::Delete(_) => KvOp::Delete { key: name },
+                Op::Delete(_) => KvOp::Delete { key: name.clone() },
                 Op::Cas { expected, new, .. } => KvOp::CompareAndSwap {
-                    key: name,
+                    key: name.clone(),
                     expected: expected.map(encode_value),
                     new: Some(encode_value(new)),
                 },
@@ -203,26 +280,12 @@ impl Clients {
                     sequence,
                 }
             });
-            let hosts: Vec<NodeId> = descriptor.replicas.iter().map(|r| r.node).collect();
-            let node = match client.leader_hint.get(&descriptor.id) {
-                Some(node) if rng.range(0, 10) > 0 => *node,
-                _ => {
-                    let pick = rng.range(0, hosts.len() as u64) as usize;
-                    hosts.get(pick).copied().unwrap_or(NodeId(1))
-                }
-            };
+            let node = pick_node(client, &descriptor, rng);
             *clock += 1;
             let slot = self.history.invoke(client.id, descriptor.id, op, *clock);
             let request_id = self.next_request;
             self.next_request += 1;
             self.ttl.invoked(slot, session, request_id, now);
-            client.in_flight = Some(InFlight {
-                request: request_id,
-                slot,
-                is_read,
-                deadline: now + CLIENT_TIMEOUT_UNITS,
-            });
-            self.pending.insert(request_id, position);
             out.push(Outgoing {
                 node,
                 request_id,
@@ -231,9 +294,23 @@ impl Clients {
                     epoch: descriptor.epoch,
                     session,
                     timeout_ms: 0,
-                    op: kv_op,
+                    op: kv_op.clone(),
                 },
             });
+            client.in_flight = Some(InFlight {
+                request: request_id,
+                attempt: Attempt {
+                    slot,
+                    is_read,
+                    name,
+                    op: kv_op,
+                    session,
+                    retries: 0,
+                    timeouts: 0,
+                },
+                deadline: now + CLIENT_TIMEOUT_UNITS,
+            });
+            self.pending.insert(request_id, position);
         }
         out
     }
@@ -257,9 +334,45 @@ impl Clients {
         let Some(flight) = client.in_flight.take() else {
             return;
         };
-        self.ttl.answered(flight.slot, &response, now);
+        let attempt = flight.attempt;
         client.next_op_at = now + pause;
-        let Some(operation) = self.history.operations.get_mut(flight.slot) else {
+        let reroute = match &response {
+            Response::Error(WireError::EpochMismatch { descriptor }) => {
+                take_descriptor(&mut client.map, descriptor);
+                true
+            }
+            Response::Error(WireError::KeyNotInShard { .. } | WireError::ShardNotFound { .. }) => {
+                client.reload = true;
+                true
+            }
+            Response::Error(WireError::NotLeader { leader_hint, .. }) => {
+                let group = self
+                    .history
+                    .operations
+                    .get(attempt.slot)
+                    .map(|operation| operation.group);
+                if let Some(group) = group {
+                    match leader_hint {
+                        Some(node) => client.leader_hint.insert(group, *node),
+                        None => client.leader_hint.remove(&group),
+                    };
+                }
+                true
+            }
+            _ => false,
+        };
+        if reroute && attempt.retries < RETRIES_MAX {
+            // Refused before it was proposed (or skipped as outside the shard when applied, or
+            // a replaced proposal): sent again to the shard the key lives in now, at the
+            // leader the answer named.
+            client.retry = Some(Attempt {
+                retries: attempt.retries + 1,
+                ..attempt
+            });
+            return;
+        }
+        self.ttl.answered(attempt.slot, &response, now);
+        let Some(operation) = self.history.operations.get_mut(attempt.slot) else {
             return;
         };
         *clock += 1;
@@ -280,6 +393,8 @@ impl Clients {
         };
         match result {
             Some(result) => operation.completed = Some((*clock, result)),
+            // An earlier attempt timed out: it may have taken effect (outcome unknown).
+            None if attempt.timeouts > 0 => {}
             // Refused (not leader, busy, a replaced proposal): it never took effect.
             None => operation.discarded = true,
         }
@@ -292,5 +407,29 @@ impl Clients {
             .iter()
             .filter(|o| o.completed.is_some())
             .count() as u64
+    }
+}
+
+/// The node a client sends a request for `descriptor`'s shard to: its leader guess (mostly),
+/// else a random replica.
+fn pick_node(client: &Client, descriptor: &ShardDescriptor, rng: &mut SplitMix64) -> NodeId {
+    let hosts: Vec<NodeId> = descriptor.replicas.iter().map(|r| r.node).collect();
+    match client.leader_hint.get(&descriptor.id) {
+        Some(node) if rng.range(0, 10) > 0 => *node,
+        _ => {
+            let pick = rng.range(0, hosts.len() as u64) as usize;
+            hosts.get(pick).copied().unwrap_or(NodeId(1))
+        }
+    }
+}
+
+/// An `EpochMismatch` answer's `descriptor` in a client's `map`, as the real client takes it
+/// (`routing.rs`): kept when only the epoch moved forward; when the arc changed (a split) or
+/// the shard is unknown, the whole map is loaded again (the map is emptied).
+fn take_descriptor(map: &mut Vec<ShardDescriptor>, descriptor: &ShardDescriptor) {
+    match map.iter_mut().find(|d| d.id == descriptor.id) {
+        Some(slot) if descriptor.epoch.is_stale_against(&slot.epoch) => {}
+        Some(slot) if slot.arc == descriptor.arc => *slot = descriptor.clone(),
+        _ => map.clear(),
     }
 }

@@ -2,48 +2,72 @@
 //! is a [`NodeCore`](ringkv_node::core::node_core::NodeCore) over memory logs and a memory
 //! state store ([`node::SimNode`]), driven as `ringkvd`'s event loop drives it (Readies through
 //! the core, apply through the core, reads served by the core, the turn's writes made durable
-//! by a simulated disk), with clients going through the core's request path (sessions,
-//! epochs, `NotLeader`). One seed decides the cluster (3 or 5 nodes, 1 to 3 shards of 3
-//! replicas on disjoint arcs), the faults (drop, duplicate, delay and so reorder; one-node
-//! partitions; crash-restarts that keep a prefix of the unsynced journal: 0-2 of the oldest
-//! unsynced apply batches and the turn batches written before them, losing the rest) and the
-//! workload. Checks: the Raft core's own release assertions, durable before apply (no replica
-//! applies past its durable log; [`durable_apply`]), the replica state comparison
-//! (replicas of a shard at the same applied index hold the same data and sessions, checked
-//! whenever a replica applies or installs a snapshot; [`replica_states`]), linearizability of
-//! the client history, and after a heal phase, a leader per shard and every replica of a shard
-//! holding the same applied index and the same data.
+//! by a simulated disk, `disk.rs`), with clients going through the core's request path
+//! (sessions, epochs, `NotLeader`, `EpochMismatch`, `KeyNotInShard`). One seed decides the
+//! cluster (3 or 5 nodes, 1 to 3 shards of 3 replicas on disjoint arcs), the faults (drop,
+//! duplicate, delay and so reorder; one-node partitions; answers to clients lost; crash-restarts
+//! that keep a prefix of the unsynced journal: 0-2 of the oldest unsynced apply batches and the
+//! turn batches written before them, losing the rest; `network.rs`) and the workload.
+//!
+//! **Splits** (`split.rs`): about half the seeds split one shard mid-workload. The world asks
+//! the shard's leader through the core's proposal path (`NodeCore::propose_split`) to split at
+//! a workload key strictly inside the arc; every replica applies it through the core's two
+//! halves (`NodeCore::begin_split`, `finish_split`) with the simulated disk's I/O between them
+//! (`node_split.rs`: the turn's batch submitted, the new group written in one synchronous
+//! durable write after every batch before it, its log opened). A node that just wrote the new
+//! group may crash at once, before the parent's shrunken descriptor is durable; answers to
+//! clients are lost more often around the split. Replicas of the new shard that a message
+//! reaches first are created uninitialized (the core's routing) and filled by a snapshot. The
+//! clients route by their own copy of the map and re-route on the nodes' refusals, sending the
+//! same session and sequence again (`clients.rs`), as the real client does.
+//!
+//! Checks: the Raft core's own release assertions, durable before apply (no replica applies
+//! past its durable log; [`durable_apply`]), the replica state comparison (replicas of a shard
+//! at the same applied index hold the same data of the shard's arc then, and sessions, checked
+//! whenever a replica applies or installs a snapshot; [`replica_states`]), exactly-once writes
+//! (no value applied at two log indexes; every write answered at the first entry of its session
+//! and sequence; [`exactly_once`]), linearizability of the client history (a key's history
+//! spans the parent and the new shard), and after a heal phase, a leader per shard (the new
+//! one too) and every replica of a shard holding the same applied index and the same data.
 //! Each node has its own wall clock (an offset and steps), some keys carry TTLs, and the
 //! leaders' sweep runs through the core; those keys are checked against the committed log
-//! (`ttl.rs`).
+//! (`ttl.rs`, `ttl_model.rs`; across a split, the parent's log up to the split entry then the
+//! new shard's, `lineage.rs`).
 //!
 //! Driver-only still (the World of `world.rs` covers these over bare Raft cores, not the node
-//! core): membership changes, leader transfers, splits, PD, quiescence and the liveness
-//! input, session expiry proposals, replica creation for messages and replica removal.
+//! core): membership changes, leader transfers, PD, quiescence and the liveness input,
+//! session expiry proposals and replica removal.
 
 mod checks;
 mod clients;
+mod disk;
 pub mod durable_apply;
+pub mod exactly_once;
+mod lineage;
+mod network;
 mod node;
+mod node_split;
 pub mod planted;
 pub mod replica_states;
+mod split;
 pub mod ttl;
+mod ttl_model;
 
 use crate::checkers::Violation;
 use crate::params::TICK_UNITS;
 use crate::trace::Trace;
 use clients::{CLIENT_TIMEOUT_UNITS, Clients};
+use exactly_once::ExactlyOnce;
+use network::Packet;
 use node::SimNode;
 use replica_states::ReplicaStates;
 use ringkv_node::core::planted::PlantedNodeBugs;
 use ringkv_node::core::replies::RequestId;
 use ringkv_raft::SplitMix64;
-use ringkv_storage::MemorySnapshot;
-use ringkv_types::raft::Message;
 use ringkv_types::{
-    Epoch, KvRequest, NodeId, Replica, ReplicaRole, Response, ShardDescriptor, ShardId, member_id,
-    ring,
+    Epoch, NodeId, Replica, ReplicaRole, ShardDescriptor, ShardId, member_id, ring,
 };
+use split::SplitPlan;
 use std::collections::BTreeMap;
 
 /// True time at the run's start (ms since the Unix epoch; one world time unit is a ms). Each
@@ -79,6 +103,12 @@ pub struct CoreSeedReport {
     pub ttl_sweep_removals: u64,
     /// Clock steps taken.
     pub clock_steps: u64,
+    /// Whether the seed split a shard (a replica applied the split).
+    pub split: bool,
+    /// Crashes of a node that had just written a split's new group.
+    pub split_crashes: u64,
+    /// Applied writes the exactly-once check compared.
+    pub writes_compared: u64,
     /// Hash of the whole run.
     pub trace_hash: u64,
     /// Events in the trace.
@@ -98,6 +128,9 @@ struct Knobs {
     max_fsync_units: u64,
     crash_per_mille: u64,
     partition_per_mille: u64,
+    /// Answers to clients lost on the way (a dropped connection): the client times out and
+    /// sends the request again with the same session and sequence.
+    reply_loss_per_mille: u64,
     chaos_ticks: u64,
     heal_ticks: u64,
 }
@@ -115,28 +148,11 @@ impl Knobs {
             max_fsync_units: rng.range(1, 3 * TICK_UNITS),
             crash_per_mille: rng.range(0, 25),
             partition_per_mille: rng.range(0, 15),
+            reply_loss_per_mille: rng.range(0, 40),
             chaos_ticks: 400,
             heal_ticks: 300,
         }
     }
-}
-
-enum Packet {
-    Raft(Message),
-    Snapshot {
-        from: NodeId,
-        message: Message,
-        snapshot: MemorySnapshot,
-        descriptor: ShardDescriptor,
-    },
-    Request {
-        request_id: u64,
-        request: KvRequest,
-    },
-    Response {
-        request_id: u64,
-        response: Response,
-    },
 }
 
 /// A node-core run.
@@ -163,6 +179,10 @@ pub struct CoreWorld {
     replica_states: ReplicaStates,
     /// The nodes' clocks, the committed log and the reads' log times (`ttl.rs`).
     ttl: ttl::TtlWorld,
+    /// The seed's split (`split.rs`).
+    split: Option<SplitPlan>,
+    split_crashes: u64,
+    exactly_once: ExactlyOnce,
 }
 
 impl CoreWorld {
@@ -209,7 +229,11 @@ impl CoreWorld {
             })
             .collect();
         let ttl = ttl::TtlWorld::new(seed, node_ids.iter().copied());
+        let split = SplitPlan::draw(seed, &descriptors, knobs.keys, knobs.chaos_ticks);
         Self {
+            split,
+            split_crashes: 0,
+            exactly_once: ExactlyOnce::default(),
             ttl,
             seed,
             knobs,
@@ -239,7 +263,12 @@ impl CoreWorld {
             Err(violation) => ((0, 0, 0), Err(violation)),
         };
         let (ops_checked, linearizable) = self.check_linearizability();
-        let violation = outcome.and(linearizable).err();
+        // The answers half of the exactly-once check last: a write answered at the wrong
+        // index (before it was applied, say) is the other checks' finding first.
+        let violation = outcome
+            .and(linearizable)
+            .and_then(|()| self.check_write_answers())
+            .err();
         CoreSeedReport {
             seed: self.seed,
             violation,
@@ -258,6 +287,9 @@ impl CoreWorld {
             ttl_expired_reads: ttl_counts.1,
             ttl_sweep_removals: ttl_counts.2,
             clock_steps: self.ttl.clock_steps,
+            split: self.split.as_ref().is_some_and(|plan| plan.applied),
+            split_crashes: self.split_crashes,
+            writes_compared: self.exactly_once.compared,
             trace_hash: self.trace.hash(),
             trace_events: self.trace.events(),
         }
@@ -272,6 +304,7 @@ impl CoreWorld {
             if self.now.is_multiple_of(TICK_UNITS) {
                 if self.now < chaos_end {
                     self.inject_faults()?;
+                    self.request_split()?;
                 } else if self.now == chaos_end {
                     self.heal();
                 }
@@ -326,6 +359,10 @@ impl CoreWorld {
                         },
                     );
                 }
+                if let Some(node) = self.nodes.get_mut(&id) {
+                    self.exactly_once.check(std::mem::take(&mut node.events))?;
+                }
+                self.after_split_turn(id)?;
             }
             self.now += 1;
         }
@@ -334,113 +371,6 @@ impl CoreWorld {
 
     fn chance(&mut self, per_mille: u64) -> bool {
         self.rng.range(0, 1000) < per_mille
-    }
-
-    /// Puts `packet` from node `from` on the network to `to` (a node, or `None` for the
-    /// clients), with the seed's drop, duplicate and delay faults between nodes.
-    fn send(&mut self, from: NodeId, to: Option<NodeId>, packet: Packet) {
-        let between_nodes = matches!(packet, Packet::Raft(_) | Packet::Snapshot { .. });
-        if between_nodes {
-            let cut = to.is_some_and(|to| {
-                self.isolated.contains_key(&from) || self.isolated.contains_key(&to)
-            });
-            if cut || self.chance(self.knobs.drop_per_mille) {
-                if let Packet::Snapshot { message, .. } = &packet {
-                    self.report_snapshot(from, message, false);
-                }
-                return;
-            }
-            if let Packet::Raft(message) = &packet
-                && self.chance(self.knobs.duplicate_per_mille)
-            {
-                let delay = self.rng.range(1, self.knobs.max_delay_units + 1);
-                self.enqueue(delay, to, Packet::Raft(message.clone()));
-            }
-        }
-        let delay = self.rng.range(1, self.knobs.max_delay_units + 1);
-        self.enqueue(delay, to, packet);
-    }
-
-    fn enqueue(&mut self, delay: u64, to: Option<NodeId>, packet: Packet) {
-        self.sequence += 1;
-        self.network
-            .insert((self.now + delay, self.sequence), (to, packet));
-    }
-
-    fn report_snapshot(&mut self, from: NodeId, message: &Message, delivered: bool) {
-        if let Some(node) = self.nodes.get_mut(&from) {
-            node.report_snapshot(message.group, message.to, delivered);
-        }
-    }
-
-    fn deliver(&mut self) -> Result<(), Violation> {
-        while let Some(entry) = self.network.first_entry() {
-            if entry.key().0 > self.now {
-                break;
-            }
-            let (to, packet) = entry.remove();
-            match (to, packet) {
-                (Some(to), Packet::Raft(message)) => {
-                    self.trace
-                        .record(&[1, self.now, to.get(), message.from.get()]);
-                    if let Some(node) = self.nodes.get_mut(&to) {
-                        node.receive(message).map_err(fatal)?;
-                    }
-                }
-                (
-                    Some(to),
-                    Packet::Snapshot {
-                        from,
-                        message,
-                        snapshot,
-                        descriptor,
-                    },
-                ) => {
-                    let index = snapshot.meta.index.0;
-                    self.trace.record(&[2, self.now, to.get(), index]);
-                    let taken = match self.nodes.get_mut(&to) {
-                        Some(node) if node.is_up() => node
-                            .receive_snapshot(message.clone(), snapshot, descriptor)
-                            .map_err(fatal)?,
-                        _ => false,
-                    };
-                    self.snapshots += u64::from(taken);
-                    self.report_snapshot(from, &message, taken);
-                }
-                (
-                    Some(to),
-                    Packet::Request {
-                        request_id,
-                        request,
-                    },
-                ) => {
-                    self.trace.record(&[3, self.now, to.get(), request_id]);
-                    let now_ms = self.ttl.wall_ms(to, self.now);
-                    if let Some(node) = self.nodes.get_mut(&to) {
-                        node.request(request, RequestId(request_id), now_ms)
-                            .map_err(fatal)?;
-                    }
-                }
-                (
-                    None,
-                    Packet::Response {
-                        request_id,
-                        response,
-                    },
-                ) => {
-                    let code = match &response {
-                        Response::Kv(_) => 1,
-                        _ => 2,
-                    };
-                    self.trace.record(&[4, self.now, request_id, code]);
-                    let pause = self.rng.range(0, 3 * TICK_UNITS);
-                    self.clients
-                        .answer(request_id, response, self.now, &mut self.clock, pause);
-                }
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     fn run_clients(&mut self) {
@@ -467,19 +397,9 @@ impl CoreWorld {
 
     /// Crashes (a minority at a time) and one-node partitions.
     fn inject_faults(&mut self) -> Result<(), Violation> {
-        let down = self.nodes.values().filter(|n| !n.is_up()).count() as u64;
-        if down < (self.knobs.nodes - 1) / 2 && self.chance(self.knobs.crash_per_mille) {
+        if self.may_crash() && self.chance(self.knobs.crash_per_mille) {
             let id = NodeId(self.rng.range(1, self.knobs.nodes + 1));
-            if let Some(node) = self.nodes.get_mut(&id)
-                && node.is_up()
-            {
-                let survivors = self.rng.range(0, 3) as usize;
-                self.apply_batches_lost += node.crash(survivors).map_err(fatal)? as u64;
-                self.crashes += 1;
-                let back = self.now + self.rng.range(10, 80) * TICK_UNITS;
-                self.restarts.insert(id, back);
-                self.trace.record(&[5, self.now, id.get()]);
-            }
+            self.crash_node(id)?;
         }
         self.isolated.retain(|_, until| *until > self.now);
         if self.isolated.is_empty() && self.chance(self.knobs.partition_per_mille) {
@@ -487,6 +407,28 @@ impl CoreWorld {
             let until = self.now + self.rng.range(10, 60) * TICK_UNITS;
             self.isolated.insert(id, until);
             self.trace.record(&[6, self.now, id.get()]);
+        }
+        Ok(())
+    }
+
+    /// Whether one more node may go down (a minority at a time).
+    fn may_crash(&self) -> bool {
+        let down = self.nodes.values().filter(|n| !n.is_up()).count() as u64;
+        down < (self.knobs.nodes - 1) / 2
+    }
+
+    /// Crashes node `id` (if up), keeping 0-2 of its unsynced apply batches, and schedules its
+    /// restart.
+    fn crash_node(&mut self, id: NodeId) -> Result<(), Violation> {
+        if let Some(node) = self.nodes.get_mut(&id)
+            && node.is_up()
+        {
+            let survivors = self.rng.range(0, 3) as usize;
+            self.apply_batches_lost += node.crash(survivors).map_err(fatal)? as u64;
+            self.crashes += 1;
+            let back = self.now + self.rng.range(10, 80) * TICK_UNITS;
+            self.restarts.insert(id, back);
+            self.trace.record(&[5, self.now, id.get()]);
         }
         Ok(())
     }
@@ -563,6 +505,9 @@ pub fn run_core_seed_planted(seed: u64, planted: PlantedNodeBugs) -> CoreSeedRep
             ttl_expired_reads: 0,
             ttl_sweep_removals: 0,
             clock_steps: 0,
+            split: false,
+            split_crashes: 0,
+            writes_compared: 0,
             trace_hash: 0,
             trace_events: 0,
         },

@@ -15,15 +15,18 @@ pub enum NodeBug {
     InstallKeepsStaleData,
     /// [`PlantedNodeBugs::expire_without_recheck`].
     ExpireWithoutRecheck,
+    /// [`PlantedNodeBugs::split_forgets_sessions`].
+    SplitForgetsSessions,
 }
 
 impl NodeBug {
     /// Every planted node-core bug.
-    pub const ALL: [NodeBug; 4] = [
+    pub const ALL: [NodeBug; 5] = [
         NodeBug::AnswerBeforeApply,
         NodeBug::ApplyBeforeDurable,
         NodeBug::InstallKeepsStaleData,
         NodeBug::ExpireWithoutRecheck,
+        NodeBug::SplitForgetsSessions,
     ];
 
     /// The name `ringkv-sim --node-core --plant-bug` takes.
@@ -33,6 +36,7 @@ impl NodeBug {
             NodeBug::ApplyBeforeDurable => "apply-before-durable",
             NodeBug::InstallKeepsStaleData => "install-keeps-stale-data",
             NodeBug::ExpireWithoutRecheck => "expire-without-recheck",
+            NodeBug::SplitForgetsSessions => "split-forgets-sessions",
         }
     }
 
@@ -48,6 +52,7 @@ impl NodeBug {
             NodeBug::ApplyBeforeDurable => super::durable_apply::CHECK,
             NodeBug::InstallKeepsStaleData => super::replica_states::CHECK,
             NodeBug::ExpireWithoutRecheck => super::ttl::LOG_TIME_CHECK,
+            NodeBug::SplitForgetsSessions => super::exactly_once::CHECK,
         }
     }
 
@@ -59,6 +64,7 @@ impl NodeBug {
             NodeBug::ApplyBeforeDurable => switches.apply_before_durable = true,
             NodeBug::InstallKeepsStaleData => switches.install_keeps_stale_data = true,
             NodeBug::ExpireWithoutRecheck => switches.expire_without_recheck = true,
+            NodeBug::SplitForgetsSessions => switches.split_forgets_sessions = true,
         }
         switches
     }

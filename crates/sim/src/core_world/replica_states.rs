@@ -97,8 +97,15 @@ fn difference(a: &ShardState, b: &ShardState) -> String {
             );
         }
     }
+    let first = a
+        .sessions
+        .iter()
+        .zip(&b.sessions)
+        .find(|(x, y)| x != y)
+        .map(|(x, y)| format!(": first difference {x:?} vs {y:?}"))
+        .unwrap_or_default();
     format!(
-        "session tables of {} and {} sessions",
+        "session tables of {} and {} sessions{first}",
         a.sessions.len(),
         b.sessions.len()
     )
