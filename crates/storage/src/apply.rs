@@ -12,7 +12,6 @@ use crate::state_store::{ApplyBatch, StateStore};
 use crate::store::{Store, decode_value, lock_group};
 use crate::value::Versioned;
 use bytes::Bytes;
-use fjall::PersistMode;
 use ringkv_types::raft::ConfState;
 use ringkv_types::{ShardId, envelope};
 use std::sync::{Arc, Mutex};
@@ -110,7 +109,7 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Commits an [`ApplyBatch`] in ONE atomic fjall batch, written to the OS but not synced (see
+    /// Commits an [`ApplyBatch`] in ONE atomic fjall batch, not synced (see
     /// [`Store::apply`]), then updates the session table and applied position in memory.
     ///
     /// # Errors
@@ -127,12 +126,7 @@ impl Store {
         // the batch committed.
         let table = self.session_table(shard)?;
         let mut table = lock_table(&table);
-        // Handed to the OS (one write(2) of the journal buffer), not synced: a process crash
-        // (kill -9) keeps it, a power cut may not (the next group commit's fdatasync makes it
-        // durable). Left in the process's buffer, an idle node's last applies were lost by a
-        // kill -9 and re-applied from the log only at its restart, so an offline look at the
-        // store (`ringctl inspect --data-dir`) missed writes the node had answered.
-        let mut writes = shared.db.batch().durability(Some(PersistMode::Buffer));
+        let mut writes = shared.db.batch().durability(None);
         for (key, value) in &batch.values {
             match value {
                 Some(stored) => writes.insert(
@@ -229,8 +223,7 @@ impl Store {
 }
 
 /// The fjall store as the state machine's [`StateStore`]: session reads come from the table in
-/// memory, value reads from the `data` keyspace, and batches go into the journal unsynced (written
-/// to the OS, not fsync'd).
+/// memory, value reads from the `data` keyspace, and batches go into the journal unsynced.
 impl StateStore for Store {
     fn applied(&self, shard: ShardId) -> Result<AppliedState> {
         Store::applied(self, shard)
