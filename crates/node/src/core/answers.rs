@@ -16,6 +16,19 @@ pub fn not_leader(hint: Option<NodeId>, descriptor: &ringkv_types::ShardDescript
     })
 }
 
+/// The answer to a proposal `group`'s Raft core refused with `error`: `NotLeader` (reroute),
+/// `Busy` for a dropped proposal or one during a leader transfer (retry), else `Internal`.
+pub fn proposal_refused<L>(group: &Group<L>, error: &ringkv_raft::Error) -> Response {
+    match error {
+        ringkv_raft::Error::NotLeader { .. } => not_leader(group.leader_hint(), &group.descriptor),
+        ringkv_raft::Error::ProposalDropped { .. }
+        | ringkv_raft::Error::TransferInProgress { .. } => Response::Error(WireError::Busy),
+        error => Response::Error(WireError::Internal {
+            reason: error.to_string(),
+        }),
+    }
+}
+
 /// A proposal whose entry was replaced by another leader's: the client retries (with the same
 /// session sequence, so it applies at most once).
 pub fn lost_write<L>(group: &Group<L>) -> Response {

@@ -5,7 +5,7 @@
 //! served by the driver from its store ([`KvRouted::StaleRead`]). The turn's reads become one
 //! ReadIndex round per group and mode ([`NodeCore::issue_reads`]).
 
-use super::answers::not_leader;
+use super::answers::{not_leader, proposal_refused};
 use super::node_core::NodeCore;
 use super::replies::RequestId;
 use crate::config::LimitsConfig;
@@ -175,20 +175,7 @@ impl<L: Storage> NodeCore<L> {
                 self.dirty.insert(shard);
                 return Ok(KvRouted::Proposed);
             }
-            Err(ringkv_raft::Error::NotLeader { .. }) => {
-                self.replies
-                    .send(slot, not_leader(group.leader_hint(), &group.descriptor));
-            }
-            Err(
-                ringkv_raft::Error::ProposalDropped { .. }
-                | ringkv_raft::Error::TransferInProgress { .. },
-            ) => self.replies.send(slot, Response::Error(WireError::Busy)),
-            Err(error) => self.replies.send(
-                slot,
-                Response::Error(WireError::Internal {
-                    reason: error.to_string(),
-                }),
-            ),
+            Err(error) => self.replies.send(slot, proposal_refused(group, &error)),
         }
         Ok(KvRouted::Done)
     }

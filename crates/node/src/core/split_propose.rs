@@ -1,7 +1,7 @@
 //! A split's proposal, decided in the core: the leader checks an `AdminRequest::SplitShard`
 //! and proposes `LogCommand::SplitFromEntry`; applying it is [`super::split`].
 
-use super::answers::not_leader;
+use super::answers::{not_leader, proposal_refused};
 use super::machine::MachineKind;
 use super::node_core::NodeCore;
 use super::replies::RequestId;
@@ -101,20 +101,7 @@ impl<L: ringkv_raft::Storage> NodeCore<L> {
                 self.dirty.insert(shard);
                 return Ok(true);
             }
-            Err(ringkv_raft::Error::NotLeader { .. }) => {
-                self.replies
-                    .send(slot, not_leader(group.leader_hint(), &group.descriptor));
-            }
-            Err(
-                ringkv_raft::Error::ProposalDropped { .. }
-                | ringkv_raft::Error::TransferInProgress { .. },
-            ) => self.replies.send(slot, Response::Error(WireError::Busy)),
-            Err(error) => self.replies.send(
-                slot,
-                Response::Error(WireError::Internal {
-                    reason: error.to_string(),
-                }),
-            ),
+            Err(error) => self.replies.send(slot, proposal_refused(group, &error)),
         }
         Ok(false)
     }
